@@ -1,0 +1,29 @@
+#pragma once
+// One cache entry is one file: a header line, named sections each with its size
+// and sha256, and a trailer with the sha256 of everything before it. One file per
+// entry keeps inode use low on shared filesystems (triton #11778).
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace convjit {
+
+struct CacheEntry {
+  std::string key_text;  // the full KernelKey text; a load compares it byte for byte
+  std::string kernel_name;
+  std::string source;
+  std::string ptx;
+  std::string cubin;
+  std::string options;
+  std::string log;
+
+  bool operator==(const CacheEntry&) const = default;
+};
+
+std::string serialize_entry(const CacheEntry& entry);
+
+// Parses and verifies every checksum. On failure returns nullopt and sets `why`.
+std::optional<CacheEntry> parse_entry(std::string_view bytes, std::string& why);
+
+}  // namespace convjit

@@ -1,0 +1,99 @@
+// Direct 2D convolution, float32, NCHW, every stride / padding / dilation / groups.
+//
+// convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
+// and the constexpr values of namespace `spec` below; with them every bound, index
+// and trip count is a compile-time constant. Without the prologue this file still
+// compiles (with the example values below), so a test can check it under NVRTC.
+//
+// Work split: one thread computes kKPerThread output channels of one output pixel;
+// a block is kBlockThreads consecutive pixels of one image and one channel block.
+// Blocks are numbered channel-block fastest, so neighbouring blocks read the same
+// input tile and share it through L2.
+
+#ifndef CONVJIT_SPECIALIZED
+#define CONVJIT_KERNEL_NAME conv2d_direct_example
+namespace spec {
+constexpr int kN = 2, kC = 4, kH = 9, kW = 7, kK = 6, kR = 3, kS = 3;
+constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 0, kDilationH = 1, kDilationW = 2;
+constexpr int kGroups = 2, kP = 9, kQ = 2;
+constexpr bool kHasBias = true;
+constexpr int kBlockThreads = 128, kKPerThread = 3;
+constexpr bool kWideIndex = false;
+}  // namespace spec
+#endif
+
+namespace conv2d_direct {
+using namespace spec;
+
+template <bool Wide> struct IndexType { using type = int; };
+template <> struct IndexType<true> { using type = long long; };
+using index_t = typename IndexType<kWideIndex>::type;
+
+constexpr int kCPerGroup = kC / kGroups;
+constexpr int kKPerGroup = kK / kGroups;
+constexpr int kKBlocksPerGroup = (kKPerGroup + kKPerThread - 1) / kKPerThread;
+constexpr int kKBlocks = kKBlocksPerGroup * kGroups;
+constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+constexpr long long kPixelTiles = (kPixels + kBlockThreads - 1) / kBlockThreads;
+constexpr int kFilterTaps = kR * kS;
+constexpr bool kRaggedK = kKPerGroup % kKPerThread != 0;
+
+static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
+}  // namespace conv2d_direct
+
+extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
+CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
+                    float* __restrict__ y) {
+  using namespace conv2d_direct;
+  const long long block = blockIdx.x;
+  const int k_block = static_cast<int>(block % kKBlocks);
+  const long long tile = (block / kKBlocks) % kPixelTiles;
+  const int n = static_cast<int>(block / (static_cast<long long>(kKBlocks) * kPixelTiles));
+  const long long pixel = tile * kBlockThreads + threadIdx.x;
+  if (pixel >= kPixels) return;
+
+  const int oh = static_cast<int>(pixel / kQ);
+  const int ow = static_cast<int>(pixel % kQ);
+  const int group = k_block / kKBlocksPerGroup;
+  const int k_in_group = (k_block % kKBlocksPerGroup) * kKPerThread;
+
+  const float* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
+  const float* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * (kCPerGroup * kFilterTaps);
+  const int ih0 = oh * kStrideH - kPadH;
+  const int iw0 = ow * kStrideW - kPadW;
+
+  float acc[kKPerThread];
+#pragma unroll
+  for (int j = 0; j < kKPerThread; ++j) acc[j] = 0.0f;
+
+  for (int c = 0; c < kCPerGroup; ++c) {
+    const float* x_plane = x_group + static_cast<index_t>(c) * (static_cast<index_t>(kH) * kW);
+    const float* w_plane = w_block + c * kFilterTaps;
+#pragma unroll
+    for (int r = 0; r < kR; ++r) {
+      const int ih = ih0 + r * kDilationH;
+      if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
+#pragma unroll
+      for (int s = 0; s < kS; ++s) {
+        const int iw = iw0 + s * kDilationW;
+        if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+        const float v = __ldg(x_plane + static_cast<index_t>(ih) * kW + iw);
+#pragma unroll
+        for (int j = 0; j < kKPerThread; ++j) {
+          if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+          acc[j] = fmaf(v, __ldg(w_plane + j * (kCPerGroup * kFilterTaps) + r * kS + s), acc[j]);
+        }
+      }
+    }
+  }
+
+  const int k0 = group * kKPerGroup + k_in_group;
+  float* y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
+#pragma unroll
+  for (int j = 0; j < kKPerThread; ++j) {
+    if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+    float out = acc[j];
+    if constexpr (kHasBias) out += __ldg(bias + k0 + j);
+    y_pixel[static_cast<index_t>(j) * (static_cast<index_t>(kP) * kQ)] = out;
+  }
+}

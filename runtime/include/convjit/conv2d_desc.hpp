@@ -1,0 +1,69 @@
+#pragma once
+// A 2D convolution problem as a value: what to compute, never how.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace convjit {
+
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+enum class Layout { kNCHW, kNHWC };
+
+std::string_view to_string(DType dtype) noexcept;
+std::string_view to_string(Layout layout) noexcept;
+std::size_t size_of(DType dtype) noexcept;
+
+// Output extents: y is n x k x p x q (NCHW).
+struct Conv2dOutputShape {
+  std::int64_t n = 0;
+  std::int64_t k = 0;
+  std::int64_t p = 0;  // output height
+  std::int64_t q = 0;  // output width
+  bool operator==(const Conv2dOutputShape&) const = default;
+};
+
+// Field names follow the GEMM-free convention of cuDNN/CUTLASS: input n x c x h x w,
+// filter k x (c / groups) x r x s. Defaults match PyTorch's nn.Conv2d.
+// Build with designated initializers: Conv2dDesc{.n = 8, .c = 64, .h = 512, ...}.
+struct Conv2dDesc {
+  int n = 1;           // batch
+  int c = 1;           // input channels
+  int h = 1;           // input height
+  int w = 1;           // input width
+  int k = 1;           // output channels (filters)
+  int r = 1;           // filter height
+  int s = 1;           // filter width
+  int stride_h = 1;
+  int stride_w = 1;
+  int pad_h = 0;       // zero padding on each side
+  int pad_w = 0;
+  int dilation_h = 1;
+  int dilation_w = 1;
+  int groups = 1;      // c and k must both divide by it; groups == c is depthwise
+  bool bias = false;   // y += bias[k]
+  DType dtype = DType::kFloat32;
+  Layout layout = Layout::kNCHW;
+
+  bool operator==(const Conv2dDesc&) const = default;
+
+  // Throws Error(kInvalidArgument) naming the first bad field and what was expected.
+  void validate() const;
+  // Output extents; call validate() first for a guaranteed positive shape.
+  Conv2dOutputShape output_shape() const noexcept;
+
+  std::int64_t x_elements() const noexcept;
+  std::int64_t w_elements() const noexcept;
+  std::int64_t y_elements() const noexcept;
+  // Multiply-adds of the problem times two.
+  double flops() const noexcept;
+
+  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ...".
+  std::string to_string() const;
+};
+
+struct Conv2dDescHash {
+  std::size_t operator()(const Conv2dDesc& d) const noexcept;
+};
+
+}  // namespace convjit

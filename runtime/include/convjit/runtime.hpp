@@ -1,0 +1,124 @@
+#pragma once
+// The runtime: compiles a kernel per problem at first use, keeps it on disk and
+// in memory, and launches it through the CUDA Driver API.
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "convjit/conv2d_desc.hpp"
+
+// Same type as cudaStream_t and CUstream, declared here so users need no CUDA header.
+struct CUstream_st;
+
+namespace convjit {
+
+using Stream = CUstream_st*;
+
+enum class LogLevel { kError, kWarn, kInfo, kDebug };
+
+struct RuntimeOptions {
+  // Empty: CONVJIT_CACHE_DIR, else $XDG_CACHE_HOME/convjit, else ~/.cache/convjit.
+  std::filesystem::path cache_dir;
+  bool disk_cache = true;  // false: compile into memory only
+  int device = 0;          // CUDA device ordinal used for launches
+  // Empty: CONVJIT_LOG_LEVEL (error|warn|info|debug), else warn.
+  std::optional<LogLevel> log_level;
+};
+
+// Counters since the Runtime was made. Every field only grows.
+struct CacheStats {
+  std::uint64_t memory_hits = 0;      // served from this process's table
+  std::uint64_t disk_hits = 0;        // entry read and verified from disk
+  std::uint64_t misses = 0;           // not in memory nor on disk
+  std::uint64_t compiles = 0;         // NVRTC runs
+  std::uint64_t corrupt_rebuilt = 0;  // disk entries that failed verification and were rebuilt
+  std::uint64_t disk_writes = 0;      // entries published to disk
+  std::uint64_t module_loads = 0;     // CUBINs loaded into a CUDA context
+  double compile_ms = 0;              // wall time spent in NVRTC
+};
+
+// What the runtime generated for one problem, for inspection.
+struct KernelInfo {
+  std::string kernel_name;
+  std::string arch;       // e.g. "sm_90"
+  std::string key_hash;   // sha256 of the full cache key
+  std::string source;     // specialized source, as compiled
+  std::string ptx;
+  std::size_t cubin_bytes = 0;
+  std::string options;    // NVRTC options, space separated
+  std::string log;        // NVRTC log (warnings), may be empty
+  std::filesystem::path cache_path;  // empty when the disk cache is off
+};
+
+struct PrewarmResult {
+  std::size_t compiled = 0;        // compiled now
+  std::size_t already_cached = 0;  // found on disk or in memory
+  std::size_t failed = 0;
+  std::vector<std::string> errors;  // one line per failed descriptor
+};
+
+class Runtime;
+
+// A problem bound to its compiled kernel and launch geometry. run() does no
+// hashing and no lookup: it fills the argument block and launches.
+class Conv2dPlan {
+ public:
+  const Conv2dDesc& desc() const noexcept;
+  const std::string& kernel_name() const noexcept;
+  void run(const void* x, const void* w, const void* bias, void* y, Stream stream = nullptr) const;
+
+ private:
+  friend class Runtime;
+  struct Impl;
+  explicit Conv2dPlan(std::shared_ptr<const Impl> impl);
+  std::shared_ptr<const Impl> impl_;
+};
+
+class Runtime {
+ public:
+  explicit Runtime(RuntimeOptions options = {});
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // y = conv2d(x, w) (+ bias) on raw device pointers, enqueued on `stream`
+  // (nullptr: the legacy default stream). Bad arguments throw before any launch.
+  void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
+              Stream stream = nullptr);
+
+  Conv2dPlan plan(const Conv2dDesc& desc);
+
+  // Compiles and caches every descriptor. With `arch` (e.g. "sm_90") no GPU is needed.
+  PrewarmResult prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch = {});
+
+  // The specialized source; needs no GPU and no compile.
+  std::string source(const Conv2dDesc& desc) const;
+  // The PTX (compiling or reading the cache); with `arch` no GPU is needed.
+  std::string ptx(const Conv2dDesc& desc, std::optional<std::string> arch = {});
+  KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {});
+
+  // Waits for all work on `stream` (nullptr: the legacy default stream).
+  void synchronize(Stream stream = nullptr);
+
+  CacheStats stats() const;
+  const std::filesystem::path& cache_dir() const noexcept;
+  // The device's arch ("sm_90"); throws kNoDriver / kNoDevice without a GPU.
+  std::string device_arch();
+
+  struct Impl;
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The default cache directory from the environment (see RuntimeOptions::cache_dir).
+std::filesystem::path default_cache_dir();
+
+}  // namespace convjit

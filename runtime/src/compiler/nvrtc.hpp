@@ -1,0 +1,32 @@
+#pragma once
+// NVRTC: specialized source in, PTX and CUBIN out. No GPU needed.
+
+#include <string>
+#include <vector>
+
+namespace convjit {
+
+// What one NVRTC run produced; a value, handed forward to the cache and the loader.
+struct CompiledKernel {
+  std::string ptx;
+  std::string cubin;
+  std::string log;      // warnings; errors are thrown with the log inside
+  double compile_ms = 0;
+};
+
+class Nvrtc {
+ public:
+  // "13.0"
+  static std::string version();
+  // The options convjit compiles with for `arch` ("sm_90"); part of every cache key.
+  static std::vector<std::string> options_for(const std::string& arch);
+  // Compiles `source` (named `name` in diagnostics). Throws Error(kCompile) carrying
+  // the log and the options on failure.
+  static CompiledKernel compile(const std::string& source, const std::string& name,
+                                const std::vector<std::string>& options);
+};
+
+// "sm_90" → 90; throws Error(kInvalidArgument) for anything else.
+int parse_arch(const std::string& arch);
+
+}  // namespace convjit

@@ -1,0 +1,143 @@
+#include "convjit/conv2d_desc.hpp"
+
+#include <fmt/format.h>
+
+#include <climits>
+
+#include "core/fail.hpp"
+
+namespace convjit {
+
+std::string_view to_string(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kFloat32: return "f32";
+    case DType::kFloat16: return "f16";
+    case DType::kBFloat16: return "bf16";
+  }
+  return "?";
+}
+
+std::string_view to_string(Layout layout) noexcept {
+  switch (layout) {
+    case Layout::kNCHW: return "nchw";
+    case Layout::kNHWC: return "nhwc";
+  }
+  return "?";
+}
+
+std::size_t size_of(DType dtype) noexcept { return dtype == DType::kFloat32 ? 4 : 2; }
+
+namespace {
+// Output extent of one spatial dimension, PyTorch's formula; may be <= 0 for bad input.
+std::int64_t out_extent(int in, int pad, int dilation, int kernel, int stride) noexcept {
+  const std::int64_t span = std::int64_t{dilation} * (kernel - 1) + 1;
+  const std::int64_t padded = std::int64_t{in} + 2 * std::int64_t{pad};
+  if (stride <= 0 || padded < span) return 0;
+  return (padded - span) / stride + 1;
+}
+
+void require_positive(std::string_view name, int value) {
+  if (value < 1) fail(ErrorCode::kInvalidArgument, "Conv2dDesc.{}: expected >= 1, got {}", name, value);
+}
+}  // namespace
+
+void Conv2dDesc::validate() const {
+  require_positive("n", n);
+  require_positive("c", c);
+  require_positive("h", h);
+  require_positive("w", w);
+  require_positive("k", k);
+  require_positive("r", r);
+  require_positive("s", s);
+  require_positive("stride_h", stride_h);
+  require_positive("stride_w", stride_w);
+  require_positive("dilation_h", dilation_h);
+  require_positive("dilation_w", dilation_w);
+  require_positive("groups", groups);
+  if (pad_h < 0) fail(ErrorCode::kInvalidArgument, "Conv2dDesc.pad_h: expected >= 0, got {}", pad_h);
+  if (pad_w < 0) fail(ErrorCode::kInvalidArgument, "Conv2dDesc.pad_w: expected >= 0, got {}", pad_w);
+  if (c % groups != 0) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.groups: expected a divisor of c = {}, got {}", c, groups);
+  }
+  if (k % groups != 0) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.groups: expected a divisor of k = {}, got {}", k, groups);
+  }
+  const auto out = output_shape();
+  if (out.p < 1) {
+    fail(ErrorCode::kInvalidArgument,
+         "Conv2dDesc.h: padded input height {} + 2*{} is smaller than the dilated filter height {}",
+         h, pad_h, std::int64_t{dilation_h} * (r - 1) + 1);
+  }
+  if (out.q < 1) {
+    fail(ErrorCode::kInvalidArgument,
+         "Conv2dDesc.w: padded input width {} + 2*{} is smaller than the dilated filter width {}",
+         w, pad_w, std::int64_t{dilation_w} * (s - 1) + 1);
+  }
+  // Kernels index with 64-bit offsets past 2^31 elements; beyond 2^62 even that overflows.
+  constexpr std::int64_t kMaxElements = std::int64_t{1} << 62;
+  const double biggest = std::max({double(n) * c * h * w, double(n) * k * out.p * out.q,
+                                   double(k) * (c / groups) * r * s});
+  if (biggest >= double(kMaxElements)) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc: a tensor of {:.3g} elements is over the 2^62 limit", biggest);
+  }
+  if (dtype != DType::kFloat32) {
+    fail(ErrorCode::kUnsupported, "Conv2dDesc.dtype: only f32 is supported in this version, got {}",
+         convjit::to_string(dtype));
+  }
+  if (layout != Layout::kNCHW) {
+    fail(ErrorCode::kUnsupported, "Conv2dDesc.layout: only nchw is supported in this version, got {}",
+         convjit::to_string(layout));
+  }
+}
+
+Conv2dOutputShape Conv2dDesc::output_shape() const noexcept {
+  return {n, k, out_extent(h, pad_h, dilation_h, r, stride_h), out_extent(w, pad_w, dilation_w, s, stride_w)};
+}
+
+std::int64_t Conv2dDesc::x_elements() const noexcept { return std::int64_t{n} * c * h * w; }
+std::int64_t Conv2dDesc::w_elements() const noexcept {
+  return std::int64_t{k} * (groups > 0 ? c / groups : 0) * r * s;
+}
+std::int64_t Conv2dDesc::y_elements() const noexcept {
+  const auto o = output_shape();
+  return o.n * o.k * o.p * o.q;
+}
+double Conv2dDesc::flops() const noexcept {
+  return 2.0 * static_cast<double>(y_elements()) * (groups > 0 ? c / groups : 0) * r * s;
+}
+
+std::string Conv2dDesc::to_string() const {
+  std::string out = fmt::format("n{}c{}h{}w{}k{}r{}s{}", n, c, h, w, k, r, s);
+  auto pair = [&](std::string_view name, int a, int b) {
+    if (a == b) {
+      fmt::format_to(std::back_inserter(out), " {}={}", name, a);
+    } else {
+      fmt::format_to(std::back_inserter(out), " {}={},{}", name, a, b);
+    }
+  };
+  pair("stride", stride_h, stride_w);
+  pair("pad", pad_h, pad_w);
+  pair("dilation", dilation_h, dilation_w);
+  fmt::format_to(std::back_inserter(out), " groups={} bias={} dtype={} layout={}", groups, bias ? 1 : 0,
+                 convjit::to_string(dtype), convjit::to_string(layout));
+  return out;
+}
+
+std::size_t Conv2dDescHash::operator()(const Conv2dDesc& d) const noexcept {
+  // FNV-1a over the fields: cheap enough for the hot path, exact equality decides.
+  std::uint64_t hash = 1469598103934665603ull;
+  auto mix = [&](std::uint64_t v) {
+    hash ^= v;
+    hash *= 1099511628211ull;
+  };
+  for (int v : {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h,
+                d.dilation_w, d.groups}) {
+    mix(static_cast<std::uint32_t>(v));
+  }
+  mix(d.bias);
+  mix(static_cast<std::uint64_t>(d.dtype));
+  mix(static_cast<std::uint64_t>(d.layout));
+  return static_cast<std::size_t>(hash);
+}
+
+}  // namespace convjit

@@ -1,0 +1,120 @@
+#include "core/kernel_store.hpp"
+
+#include <fmt/ranges.h>
+
+#include "compiler/nvrtc.hpp"
+#include "core/fail.hpp"
+#include "core/log.hpp"
+
+namespace convjit {
+
+CacheStats Counters::snapshot() const {
+  CacheStats s;
+  s.memory_hits = memory_hits.load(std::memory_order_relaxed);
+  s.disk_hits = disk_hits.load(std::memory_order_relaxed);
+  s.misses = misses.load(std::memory_order_relaxed);
+  s.compiles = compiles.load(std::memory_order_relaxed);
+  s.corrupt_rebuilt = corrupt_rebuilt.load(std::memory_order_relaxed);
+  s.disk_writes = disk_writes.load(std::memory_order_relaxed);
+  s.module_loads = module_loads.load(std::memory_order_relaxed);
+  s.compile_ms = compile_ms.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::size_t KernelStore::KeyHash::operator()(const Key& key) const noexcept {
+  return Conv2dDescHash{}(key.desc) ^ (std::hash<std::string>{}(key.arch) * 31);
+}
+
+KernelStore::KernelStore(std::optional<DiskCache> disk, Counters& counters)
+    : disk_(std::move(disk)), counters_(counters) {}
+
+std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, const std::string& arch,
+                                                       ArtifactOrigin* origin) {
+  desc.validate();
+  parse_arch(arch);
+  const Key key{desc, arch};
+  std::promise<std::shared_ptr<const KernelArtifact>> promise;
+  {
+    std::unique_lock lock(mutex_);
+    if (auto it = table_.find(key); it != table_.end()) {
+      Future future = it->second;
+      lock.unlock();
+      Counters::bump(counters_.memory_hits);
+      if (origin != nullptr) *origin = ArtifactOrigin::kMemory;
+      return future.get();
+    }
+    table_.emplace(key, promise.get_future().share());
+  }
+  try {
+    ArtifactOrigin produced{};
+    auto artifact = produce(desc, arch, /*force_compile=*/false, produced);
+    promise.set_value(artifact);
+    if (origin != nullptr) *origin = produced;
+    return artifact;
+  } catch (...) {
+    // NOTE: waiters get the same error; the key is dropped so a later call tries again.
+    promise.set_exception(std::current_exception());
+    std::lock_guard lock(mutex_);
+    table_.erase(key);
+    throw;
+  }
+}
+
+std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& desc, const std::string& arch) {
+  ArtifactOrigin origin{};
+  auto artifact = produce(desc, arch, /*force_compile=*/true, origin);
+  std::promise<std::shared_ptr<const KernelArtifact>> promise;
+  promise.set_value(artifact);
+  std::lock_guard lock(mutex_);
+  table_.insert_or_assign(Key{desc, arch}, promise.get_future().share());
+  return artifact;
+}
+
+std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& desc, const std::string& arch,
+                                                           bool force_compile, ArtifactOrigin& origin) {
+  static const std::string nvrtc_version = Nvrtc::version();
+  auto artifact = std::make_shared<KernelArtifact>();
+  artifact->desc = desc;
+  artifact->arch = arch;
+  artifact->source = specialize_direct(desc);
+  const auto options = Nvrtc::options_for(arch);
+  artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
+  if (disk_) artifact->path = disk_->entry_path(artifact->key);
+
+  if (disk_ && !force_compile) {
+    auto lookup = disk_->load(artifact->key);
+    if (lookup.status == DiskCache::Status::kHit) {
+      Counters::bump(counters_.disk_hits);
+      log::debug("disk cache hit for {} ({})", desc.to_string(), artifact->path.string());
+      artifact->entry = std::move(*lookup.entry);
+      origin = ArtifactOrigin::kDisk;
+      return artifact;
+    }
+    Counters::bump(lookup.status == DiskCache::Status::kCorrupt ? counters_.corrupt_rebuilt : counters_.misses);
+  } else if (!force_compile) {
+    Counters::bump(counters_.misses);
+  }
+
+  auto compiled = Nvrtc::compile(artifact->source.text, artifact->source.kernel_name + ".cu", options);
+  Counters::bump(counters_.compiles);
+  counters_.compile_ms.fetch_add(compiled.compile_ms, std::memory_order_relaxed);
+  log::info("compiled {} for {} in {:.1f} ms", artifact->source.kernel_name, arch, compiled.compile_ms);
+  artifact->entry = CacheEntry{artifact->key.text,  artifact->source.kernel_name, artifact->source.text,
+                               std::move(compiled.ptx), std::move(compiled.cubin), fmt::format("{}", fmt::join(options, " ")),
+                               std::move(compiled.log)};
+  origin = ArtifactOrigin::kCompiled;
+  if (disk_) {
+    try {
+      disk_->store(artifact->key, artifact->entry);
+      Counters::bump(counters_.disk_writes);
+    } catch (const Error& e) {
+      // The kernel still works from memory; say so once, not on every compile.
+      std::call_once(disk_write_warning_, [&] {
+        log::warn("cannot write the disk cache ({}); kernels stay in memory only", e.what());
+      });
+    }
+  }
+  return artifact;
+}
+
+}  // namespace convjit

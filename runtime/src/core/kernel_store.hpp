@@ -1,0 +1,66 @@
+#pragma once
+// Compiled kernels per (problem, arch): from this process's table, else from the
+// disk cache, else from NVRTC. One compile per key in the process, however many
+// threads ask at once.
+
+#include <filesystem>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+
+#include "cache/disk_cache.hpp"
+#include "convjit/conv2d_desc.hpp"
+#include "core/counters.hpp"
+#include "specialize/kernel_key.hpp"
+#include "specialize/specialized_source.hpp"
+
+namespace convjit {
+
+struct KernelArtifact {
+  Conv2dDesc desc;
+  std::string arch;
+  SpecializedSource source;
+  KernelKey key;
+  CacheEntry entry;  // PTX, CUBIN, options and log, as stored on disk
+  std::filesystem::path path;  // the disk entry; empty without a disk cache
+};
+
+enum class ArtifactOrigin { kMemory, kDisk, kCompiled };
+
+class KernelStore {
+ public:
+  KernelStore(std::optional<DiskCache> disk, Counters& counters);
+
+  // Validates `desc` first; throws Error from validation, specialization or NVRTC.
+  std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, const std::string& arch,
+                                            ArtifactOrigin* origin = nullptr);
+  // Compiles again, replacing the memory and disk copies (after a CUBIN failed to load).
+  std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, const std::string& arch);
+
+  const DiskCache* disk() const noexcept { return disk_ ? &*disk_ : nullptr; }
+
+ private:
+  struct Key {
+    Conv2dDesc desc;
+    std::string arch;
+    bool operator==(const Key&) const = default;
+  };
+  struct KeyHash {
+    std::size_t operator()(const Key& key) const noexcept;
+  };
+  using Future = std::shared_future<std::shared_ptr<const KernelArtifact>>;
+
+  std::shared_ptr<const KernelArtifact> produce(const Conv2dDesc& desc, const std::string& arch, bool force_compile,
+                                                ArtifactOrigin& origin);
+
+  std::optional<DiskCache> disk_;
+  Counters& counters_;
+  std::mutex mutex_;
+  std::unordered_map<Key, Future, KeyHash> table_;
+  std::once_flag disk_write_warning_;
+};
+
+}  // namespace convjit

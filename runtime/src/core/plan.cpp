@@ -1,0 +1,32 @@
+#include "core/fail.hpp"
+#include "core/runtime_impl.hpp"
+
+namespace convjit {
+
+void Conv2dPlan::Impl::launch(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
+  // Checked before anything is enqueued: a bad call launches nothing.
+  if (x == nullptr) fail(ErrorCode::kInvalidArgument, "conv2d {}: x is null, expected a device pointer", desc.to_string());
+  if (w == nullptr) fail(ErrorCode::kInvalidArgument, "conv2d {}: w is null, expected a device pointer", desc.to_string());
+  if (y == nullptr) fail(ErrorCode::kInvalidArgument, "conv2d {}: y is null, expected a device pointer", desc.to_string());
+  if (desc.bias && bias == nullptr) {
+    fail(ErrorCode::kInvalidArgument, "conv2d {}: bias is null but the descriptor has bias=1", desc.to_string());
+  }
+  if (!desc.bias && bias != nullptr) {
+    fail(ErrorCode::kInvalidArgument, "conv2d {}: a bias pointer was given but the descriptor has bias=0",
+         desc.to_string());
+  }
+  ScopedContext scope(device->context());
+  void* args[] = {&x, &w, &bias, &y};
+  CONVJIT_CU_CHECK(cuLaunchKernel(module->function(), static_cast<unsigned>(geometry.grid_x), 1, 1, geometry.block_x,
+                                  1, 1, geometry.shared_bytes, reinterpret_cast<CUstream>(stream), args, nullptr),
+                   "launching {}", artifact->source.kernel_name);
+}
+
+Conv2dPlan::Conv2dPlan(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+const Conv2dDesc& Conv2dPlan::desc() const noexcept { return impl_->desc; }
+const std::string& Conv2dPlan::kernel_name() const noexcept { return impl_->artifact->source.kernel_name; }
+void Conv2dPlan::run(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
+  impl_->launch(x, w, bias, y, stream);
+}
+
+}  // namespace convjit

@@ -1,0 +1,140 @@
+#include "convjit/runtime.hpp"
+
+#include "compiler/nvrtc.hpp"
+#include "core/log.hpp"
+#include "core/runtime_impl.hpp"
+
+namespace convjit {
+
+namespace {
+std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const std::filesystem::path& dir) {
+  if (!options.disk_cache) return std::nullopt;
+  try {
+    return DiskCache(dir);
+  } catch (const Error& e) {
+    log::warn("disk cache disabled: {}; kernels stay in memory only", e.what());
+    return std::nullopt;
+  }
+}
+
+std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
+  return options.cache_dir.empty() ? default_cache_dir() : options.cache_dir;
+}
+}  // namespace
+
+Runtime::Impl::Impl(RuntimeOptions opts)
+    : options(std::move(opts)),
+      cache_dir(resolve_cache_dir(options)),
+      store(open_disk_cache(options, cache_dir), counters) {
+  if (options.log_level) log::set_level(*options.log_level);
+}
+
+std::shared_ptr<DeviceContext> Runtime::Impl::device() {
+  std::lock_guard lock(device_mutex_);
+  if (!device_) {
+    device_ = std::make_shared<DeviceContext>(options.device);
+    log::info("device {}: {} ({})", device_->ordinal(), device_->name(), device_->arch());
+  }
+  return device_;
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc) {
+  {
+    std::shared_lock lock(plans_mutex_);
+    if (auto it = plans_.find(desc); it != plans_.end()) {
+      Counters::bump(counters.memory_hits);
+      return it->second;
+    }
+  }
+  auto plan = build_plan(desc);
+  std::unique_lock lock(plans_mutex_);
+  // NOTE: two threads may build the same plan at once; the first inserted wins and
+  // the other's module is unloaded when its last reference goes.
+  return plans_.try_emplace(desc, std::move(plan)).first->second;
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc) {
+  desc.validate();
+  auto dev = device();
+  auto plan = std::make_shared<Conv2dPlan::Impl>();
+  plan->desc = desc;
+  plan->device = dev;
+  plan->artifact = store.get(desc, dev->arch());
+  try {
+    plan->module = std::make_shared<LoadedModule>(dev->context(), plan->artifact->entry.cubin,
+                                                  plan->artifact->source.kernel_name);
+  } catch (const Error& e) {
+    // A CUBIN the driver rejects (another arch, damaged in a way the checksum cannot see)
+    // is rebuilt from source, never served (vllm #41871).
+    log::warn("cannot load the cached CUBIN of {} ({}); recompiling", plan->artifact->source.kernel_name, e.what());
+    Counters::bump(counters.corrupt_rebuilt);
+    plan->artifact = store.rebuild(desc, dev->arch());
+    plan->module = std::make_shared<LoadedModule>(dev->context(), plan->artifact->entry.cubin,
+                                                  plan->artifact->source.kernel_name);
+  }
+  Counters::bump(counters.module_loads);
+  plan->geometry = plan->artifact->source.geometry;
+  return plan;
+}
+
+Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Runtime::~Runtime() = default;
+
+void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
+                     Stream stream) {
+  impl_->plan_for(desc)->launch(x, w, bias, y, stream);
+}
+
+Conv2dPlan Runtime::plan(const Conv2dDesc& desc) { return Conv2dPlan(impl_->plan_for(desc)); }
+
+PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {
+  const std::string target = arch ? *arch : device_arch();
+  parse_arch(target);
+  PrewarmResult result;
+  for (const auto& desc : descs) {
+    try {
+      ArtifactOrigin origin{};
+      impl_->store.get(desc, target, &origin);
+      ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
+    } catch (const Error& e) {
+      ++result.failed;
+      result.errors.push_back(fmt::format("{}: {}", desc.to_string(), e.what()));
+    }
+  }
+  return result;
+}
+
+std::string Runtime::source(const Conv2dDesc& desc) const {
+  desc.validate();
+  return specialize_direct(desc).text;
+}
+
+std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch) {
+  return inspect(desc, std::move(arch)).ptx;
+}
+
+KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch) {
+  const std::string target = arch ? *arch : device_arch();
+  auto artifact = impl_->store.get(desc, target);
+  return KernelInfo{artifact->source.kernel_name,
+                    artifact->arch,
+                    artifact->key.hash,
+                    artifact->entry.source,
+                    artifact->entry.ptx,
+                    artifact->entry.cubin.size(),
+                    artifact->entry.options,
+                    artifact->entry.log,
+                    artifact->path};
+}
+
+void Runtime::synchronize(Stream stream) {
+  auto dev = impl_->device();
+  ScopedContext scope(dev->context());
+  CONVJIT_CU_CHECK(cuStreamSynchronize(reinterpret_cast<CUstream>(stream)), "synchronizing a stream");
+}
+
+CacheStats Runtime::stats() const { return impl_->counters.snapshot(); }
+const std::filesystem::path& Runtime::cache_dir() const noexcept { return impl_->cache_dir; }
+std::string Runtime::device_arch() { return impl_->device()->arch(); }
+
+}  // namespace convjit

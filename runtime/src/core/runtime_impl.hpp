@@ -1,0 +1,49 @@
+#pragma once
+// Runtime's private state, shared by runtime.cpp, plan.cpp and device_buffer.cpp.
+
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <unordered_map>
+
+#include "convjit/runtime.hpp"
+#include "core/counters.hpp"
+#include "core/kernel_store.hpp"
+#include "driver/device_context.hpp"
+#include "driver/loaded_module.hpp"
+
+namespace convjit {
+
+struct Conv2dPlan::Impl {
+  Conv2dDesc desc;
+  std::shared_ptr<const KernelArtifact> artifact;
+  std::shared_ptr<DeviceContext> device;  // keeps the context alive as long as the plan
+  std::shared_ptr<LoadedModule> module;
+  LaunchGeometry geometry;
+
+  void launch(const void* x, const void* w, const void* bias, void* y, Stream stream) const;
+};
+
+struct Runtime::Impl {
+  explicit Impl(RuntimeOptions opts);
+
+  // The device, made on first use; throws kNoDriver / kNoDevice every time it cannot be.
+  std::shared_ptr<DeviceContext> device();
+  // Hot path: a shared-lock lookup; builds (compile or load, then module load) on a miss.
+  std::shared_ptr<const Conv2dPlan::Impl> plan_for(const Conv2dDesc& desc);
+
+  RuntimeOptions options;
+  std::filesystem::path cache_dir;
+  Counters counters;
+  KernelStore store;
+
+ private:
+  std::shared_ptr<const Conv2dPlan::Impl> build_plan(const Conv2dDesc& desc);
+
+  std::mutex device_mutex_;
+  std::shared_ptr<DeviceContext> device_;
+  std::shared_mutex plans_mutex_;
+  std::unordered_map<Conv2dDesc, std::shared_ptr<const Conv2dPlan::Impl>, Conv2dDescHash> plans_;
+};
+
+}  // namespace convjit

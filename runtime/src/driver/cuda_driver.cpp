@@ -1,0 +1,69 @@
+#include "driver/cuda_driver.hpp"
+
+#include <dlfcn.h>
+
+#include <mutex>
+
+namespace convjit {
+
+namespace {
+// cuGetProcAddress as exported since CUDA 12 (the _v2 symbol carries the status argument).
+using GetProcAddress = CUresult(CUDAAPI*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+}  // namespace
+
+void CudaDriver::LibraryCloser::operator()(void* handle) const noexcept {
+  if (handle != nullptr) dlclose(handle);
+}
+
+CudaDriver& CudaDriver::get() {
+  // NOTE: a failed load is not cached in a static: the exception propagates on every call,
+  // so a process without a GPU keeps getting the same clear error.
+  static std::mutex mutex;
+  static std::unique_ptr<CudaDriver> instance;
+  std::lock_guard lock(mutex);
+  if (!instance) instance.reset(new CudaDriver());
+  return *instance;
+}
+
+CudaDriver::CudaDriver() {
+  void* handle = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = dlerror();
+    fail(ErrorCode::kNoDriver,
+         "cannot load the CUDA driver (libcuda.so.1): {}; launching needs an NVIDIA GPU and driver, "
+         "compiling and caching do not",
+         why != nullptr ? why : "unknown reason");
+  }
+  library_.reset(handle);
+  auto get_proc = reinterpret_cast<GetProcAddress>(dlsym(handle, "cuGetProcAddress_v2"));
+  if (get_proc == nullptr) {
+    fail(ErrorCode::kNoDriver, "libcuda.so.1 has no cuGetProcAddress_v2: the driver is older than CUDA 12");
+  }
+  auto resolve = [&](const char* name, void** slot) {
+    CUdriverProcAddressQueryResult status{};
+    const CUresult res = get_proc(name, slot, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+    if (res != CUDA_SUCCESS || *slot == nullptr) {
+      fail(ErrorCode::kNoDriver, "cuGetProcAddress({}) failed: result {}, status {}", name, static_cast<int>(res),
+           static_cast<int>(status));
+    }
+  };
+#define CONVJIT_RESOLVE_ENTRY(name, params) resolve(#name, reinterpret_cast<void**>(&name));
+  CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_RESOLVE_ENTRY)
+#undef CONVJIT_RESOLVE_ENTRY
+  const CUresult init = cuInit(0);
+  if (init == CUDA_ERROR_NO_DEVICE) {
+    fail(ErrorCode::kNoDevice, "cuInit: the CUDA driver found no device ({})", describe(init));
+  }
+  if (init != CUDA_SUCCESS) fail(ErrorCode::kDriver, "cuInit(0) failed → {}", describe(init));
+  cuDriverGetVersion(&version_);
+}
+
+std::string CudaDriver::describe(CUresult result) const {
+  const char* name = nullptr;
+  const char* text = nullptr;
+  if (cuGetErrorName == nullptr || cuGetErrorName(result, &name) != CUDA_SUCCESS) name = "unknown";
+  if (cuGetErrorString == nullptr || cuGetErrorString(result, &text) != CUDA_SUCCESS) text = "no description";
+  return fmt::format("{} ({}: {})", static_cast<int>(result), name, text);
+}
+
+}  // namespace convjit

@@ -1,0 +1,25 @@
+#include "specialize/kernel_key.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "convjit/version.hpp"
+#include "hash/sha256.hpp"
+#include "specialize/templates.hpp"
+
+namespace convjit {
+
+KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch,
+                          const std::vector<std::string>& options, const std::string& nvrtc_version) {
+  KernelKey key;
+  key.text = fmt::format(
+      "convjit {}\nformat {}\nproblem {}\ntemplate {} sha256:{}\nkernel {}\nsource sha256:{}\narch {}\n"
+      "nvrtc {}\noptions {}\n",
+      kVersion, kCacheFormatVersion, desc.to_string(), source.template_name,
+      sha256_hex(template_text(source.template_name)), source.kernel_name, sha256_hex(source.text), arch,
+      nvrtc_version, fmt::join(options, " "));
+  key.hash = sha256_hex(key.text);
+  return key;
+}
+
+}  // namespace convjit

@@ -1,0 +1,27 @@
+#pragma once
+// The cache key: everything that changes the binary, as readable text, and its hash.
+
+#include <string>
+#include <vector>
+
+#include "specialize/specialized_source.hpp"
+
+namespace convjit {
+
+// Bump when the key text or the entry file layout changes, so old entries miss.
+inline constexpr int kCacheFormatVersion = 1;
+
+struct KernelKey {
+  std::string text;  // one "field value" per line; stored in the entry and compared in full
+  std::string hash;  // sha256 of text, hex; the entry's file name
+
+  bool operator==(const KernelKey&) const = default;
+};
+
+// Covers the problem, the template's hash, the full specialized source (so every
+// injected constant), the compile options, the NVRTC version, the arch and
+// convjit's version and cache format. Never a path or a timestamp.
+KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch,
+                          const std::vector<std::string>& options, const std::string& nvrtc_version);
+
+}  // namespace convjit

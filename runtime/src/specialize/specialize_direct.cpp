@@ -1,0 +1,69 @@
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "core/fail.hpp"
+#include "specialize/prologue.hpp"
+#include "specialize/specialized_source.hpp"
+#include "specialize/templates.hpp"
+
+namespace convjit {
+
+namespace {
+constexpr const char* kDirectTemplate = "conv2d_direct.cu";
+constexpr int kBlockThreads = 256;
+// Eight channels per thread: each input load feeds eight FMAs while the
+// accumulators stay in registers.
+constexpr int kMaxKPerThread = 8;
+}  // namespace
+
+std::string direct_kernel_name(const Conv2dDesc& d) {
+  return fmt::format("conv2d_direct_{}_{}_n{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}", to_string(d.dtype),
+                     to_string(d.layout), d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h,
+                     d.pad_w, d.dilation_h, d.dilation_w, d.groups, d.bias ? "bias" : "nobias");
+}
+
+SpecializedSource specialize_direct(const Conv2dDesc& d) {
+  const auto out = d.output_shape();
+  const int k_per_group = d.k / d.groups;
+  const int k_per_thread = std::min(kMaxKPerThread, k_per_group);
+  const std::int64_t k_blocks = std::int64_t{(k_per_group + k_per_thread - 1) / k_per_thread} * d.groups;
+  const std::int64_t pixel_tiles = (out.p * out.q + kBlockThreads - 1) / kBlockThreads;
+  const std::int64_t blocks = k_blocks * pixel_tiles * d.n;
+  if (blocks > INT_MAX) {
+    fail(ErrorCode::kUnsupported, "{}: needs {} thread blocks, over the grid limit of {}", d.to_string(), blocks,
+         INT_MAX);
+  }
+  const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
+
+  SpecializedSource out_source;
+  out_source.template_name = kDirectTemplate;
+  out_source.kernel_name = direct_kernel_name(d);
+  out_source.text = Prologue(out_source.kernel_name)
+                        .constant("kN", d.n)
+                        .constant("kC", d.c)
+                        .constant("kH", d.h)
+                        .constant("kW", d.w)
+                        .constant("kK", d.k)
+                        .constant("kR", d.r)
+                        .constant("kS", d.s)
+                        .constant("kStrideH", d.stride_h)
+                        .constant("kStrideW", d.stride_w)
+                        .constant("kPadH", d.pad_h)
+                        .constant("kPadW", d.pad_w)
+                        .constant("kDilationH", d.dilation_h)
+                        .constant("kDilationW", d.dilation_w)
+                        .constant("kGroups", d.groups)
+                        .constant("kP", static_cast<int>(out.p))
+                        .constant("kQ", static_cast<int>(out.q))
+                        .constant("kHasBias", d.bias)
+                        .constant("kBlockThreads", kBlockThreads)
+                        .constant("kKPerThread", k_per_thread)
+                        .constant("kWideIndex", wide)
+                        .finish(template_text(kDirectTemplate));
+  out_source.geometry = {static_cast<std::uint64_t>(blocks), kBlockThreads, 0};
+  return out_source;
+}
+
+}  // namespace convjit

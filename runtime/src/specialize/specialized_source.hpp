@@ -1,0 +1,30 @@
+#pragma once
+// A kernel template with one problem's values fixed, and how to launch it.
+
+#include <cstdint>
+#include <string>
+
+#include "convjit/conv2d_desc.hpp"
+
+namespace convjit {
+
+struct LaunchGeometry {
+  std::uint64_t grid_x = 1;
+  unsigned block_x = 1;
+  unsigned shared_bytes = 0;
+};
+
+struct SpecializedSource {
+  std::string template_name;  // e.g. "conv2d_direct.cu"
+  std::string kernel_name;    // readable and unique per problem
+  std::string text;           // prologue + template, exactly what NVRTC compiles
+  LaunchGeometry geometry;
+};
+
+// The direct-convolution kernel for `desc` (validated by the caller).
+SpecializedSource specialize_direct(const Conv2dDesc& desc);
+
+// "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias"
+std::string direct_kernel_name(const Conv2dDesc& desc);
+
+}  // namespace convjit

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the build needs (when missing and apt-get can), then configures
+# and builds into ${CONVJIT_BUILD_DIR:-build}. Safe to run again: it only rebuilds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v ninja >/dev/null || need+=(ninja-build)
+command -v g++ >/dev/null || need+=(g++)
+[ -e /usr/include/fmt/format.h ] || [ -e /usr/local/include/fmt/format.h ] || need+=(libfmt-dev)
+[ -e /usr/include/gtest/gtest.h ] || [ -e /usr/local/include/gtest/gtest.h ] || need+=(libgtest-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing ${need[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "setup: missing ${need[*]}; install them (apt-get needs root)" >&2
+    exit 1
+  fi
+fi
+if [ ! -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null; then
+  echo "setup: the CUDA toolkit (NVRTC, cuBLAS headers) was not found at /usr/local/cuda" >&2
+  exit 1
+fi
+export PATH="/usr/local/cuda/bin:$PATH"
+
+build="${CONVJIT_BUILD_DIR:-build}"
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc ${CONVJIT_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build"

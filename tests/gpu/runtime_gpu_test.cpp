@@ -1,0 +1,106 @@
+// Launch-path behaviour on a real GPU: caches across processes, hot calls, bad calls.
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "support/gpu.hpp"
+#include "support/gpu_conv.hpp"
+#include "support/temp_dir.hpp"
+
+namespace convjit {
+namespace {
+
+const Conv2dDesc kDesc{.n = 2, .c = 3, .h = 19, .w = 23, .k = 17, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2, .bias = true};
+
+class RuntimeGpu : public ::testing::Test {
+ protected:
+  void SetUp() override { CONVJIT_REQUIRE_GPU(); }
+  RuntimeOptions options() const { return RuntimeOptions{.cache_dir = dir_.path()}; }
+  testing::TempDir dir_;
+};
+
+TEST_F(RuntimeGpu, WarmDiskCacheLoadsCubinWithoutCompiling) {
+  std::mt19937_64 rng(std::random_device{}());
+  {
+    Runtime first(options());
+    EXPECT_LT(testing::check_on_gpu(first, kDesc, rng).rel_err, 1e-5);
+    EXPECT_EQ(first.stats().compiles, 1u);
+  }
+  Runtime second(options());
+  EXPECT_LT(testing::check_on_gpu(second, kDesc, rng).rel_err, 1e-5);
+  EXPECT_EQ(second.stats().compiles, 0u);
+  EXPECT_EQ(second.stats().disk_hits, 1u);
+  EXPECT_EQ(second.stats().module_loads, 1u);
+}
+
+TEST_F(RuntimeGpu, EntryPrewarmedForTheDeviceArchIsUsedWithoutCompiling) {
+  std::string arch;
+  {
+    Runtime cpu_side(options());
+    arch = cpu_side.device_arch();
+    EXPECT_EQ(cpu_side.prewarm(std::vector<Conv2dDesc>{kDesc}, arch).compiled, 1u);
+  }
+  std::mt19937_64 rng(std::random_device{}());
+  Runtime rt(options());
+  EXPECT_LT(testing::check_on_gpu(rt, kDesc, rng).rel_err, 1e-5);
+  EXPECT_EQ(rt.stats().compiles, 0u);
+}
+
+TEST_F(RuntimeGpu, SecondCallIsAMemoryHit) {
+  std::mt19937_64 rng(std::random_device{}());
+  Runtime rt(options());
+  testing::check_on_gpu(rt, kDesc, rng);
+  testing::check_on_gpu(rt, kDesc, rng);
+  EXPECT_EQ(rt.stats().compiles, 1u);
+  EXPECT_EQ(rt.stats().module_loads, 1u);
+  EXPECT_GE(rt.stats().memory_hits, 1u);
+}
+
+TEST_F(RuntimeGpu, NullOrMismatchedPointersLaunchNothing) {
+  Runtime rt(options());
+  DeviceBuffer x(rt, kDesc.x_elements() * 4), w(rt, kDesc.w_elements() * 4), y(rt, kDesc.y_elements() * 4),
+      b(rt, kDesc.k * 4);
+  y.fill_u32(testing::kNaNBits);
+  auto expect_invalid = [&](auto&& call, const char* part) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted a call with " << part;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  expect_invalid([&] { rt.conv2d(kDesc, nullptr, w.data(), b.data(), y.data()); }, "x is null");
+  expect_invalid([&] { rt.conv2d(kDesc, x.data(), nullptr, b.data(), y.data()); }, "w is null");
+  expect_invalid([&] { rt.conv2d(kDesc, x.data(), w.data(), b.data(), nullptr); }, "y is null");
+  expect_invalid([&] { rt.conv2d(kDesc, x.data(), w.data(), nullptr, y.data()); }, "bias is null");
+  Conv2dDesc no_bias = kDesc;
+  no_bias.bias = false;
+  expect_invalid([&] { rt.conv2d(no_bias, x.data(), w.data(), b.data(), y.data()); }, "bias pointer was given");
+  std::vector<float> out(kDesc.y_elements());
+  y.download(out.data(), out.size() * 4);
+  for (float v : out) ASSERT_TRUE(std::isnan(v)) << "the output was written by a rejected call";
+}
+
+TEST_F(RuntimeGpu, ManyThreadsCallingAtOnceAllGetCorrectResults) {
+  Runtime rt(options());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(1234 + t);
+      Conv2dDesc d = kDesc;
+      d.k = 17 + (t % 2);  // two problems, three threads each
+      for (int i = 0; i < 3; ++i) {
+        const auto r = testing::check_on_gpu(rt, d, rng);
+        if (!(r.rel_err < 1e-5) || r.unwritten != 0) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(rt.stats().compiles, 2u);
+}
+
+}  // namespace
+}  // namespace convjit

@@ -1,0 +1,70 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "compiler/nvrtc.hpp"
+#include "specialize/specialized_source.hpp"
+#include "specialize/templates.hpp"
+
+namespace convjit {
+namespace {
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// Every template compiles on its own under NVRTC (with its built-in example values).
+TEST(KernelTemplates, EveryEmbeddedTemplateCompilesStandaloneUnderNvrtc) {
+  ASSERT_FALSE(embedded_templates().empty());
+  for (const auto& file : embedded_templates()) {
+    SCOPED_TRACE(std::string(file.name));
+    const auto out = Nvrtc::compile(std::string(file.text), std::string(file.name), Nvrtc::options_for("sm_90"));
+    EXPECT_FALSE(out.cubin.empty());
+  }
+}
+
+TEST(KernelTemplates, EmbeddedTextMatchesTheFileInTheSourceTree) {
+  for (const auto& file : embedded_templates()) {
+    EXPECT_EQ(file.text, read_file(std::filesystem::path(CONVJIT_KERNEL_SOURCE_DIR) / file.name)) << file.name;
+  }
+}
+
+TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbatim) {
+  const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  const auto spec = specialize_direct(d);
+  EXPECT_EQ(spec.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
+  EXPECT_NE(spec.text.find("#define CONVJIT_KERNEL_NAME " + spec.kernel_name), std::string::npos);
+  for (const char* line : {"constexpr int kN = 8;", "constexpr int kC = 64;", "constexpr int kH = 512;",
+                           "constexpr int kW = 256;", "constexpr int kK = 128;", "constexpr int kR = 5;",
+                           "constexpr int kS = 7;", "constexpr int kP = 508;", "constexpr int kQ = 250;",
+                           "constexpr bool kHasBias = false;", "constexpr bool kWideIndex = false;"}) {
+    EXPECT_NE(spec.text.find(line), std::string::npos) << line;
+  }
+  // The template body follows unchanged.
+  const std::string_view body = template_text("conv2d_direct.cu");
+  EXPECT_TRUE(std::string_view(spec.text).ends_with(body));
+}
+
+TEST(KernelTemplates, HugeTensorsSelectWideIndexing) {
+  // 2 x 64 x 8192 x 4096 = 2^32 input elements: over int32.
+  const Conv2dDesc d{.n = 2, .c = 64, .h = 8192, .w = 4096, .k = 1, .r = 1, .s = 1};
+  EXPECT_NE(specialize_direct(d).text.find("constexpr bool kWideIndex = true;"), std::string::npos);
+}
+
+TEST(KernelTemplates, KernelNamesAreUniquePerProblem) {
+  Conv2dDesc a{.n = 1, .c = 4, .h = 8, .w = 8, .k = 4, .r = 3, .s = 3};
+  Conv2dDesc b = a;
+  b.pad_w = 1;
+  EXPECT_NE(direct_kernel_name(a), direct_kernel_name(b));
+  b = a;
+  b.bias = true;
+  EXPECT_NE(direct_kernel_name(a), direct_kernel_name(b));
+}
+
+}  // namespace
+}  // namespace convjit

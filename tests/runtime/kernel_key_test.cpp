@@ -1,0 +1,75 @@
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <set>
+
+#include "compiler/nvrtc.hpp"
+#include "specialize/kernel_key.hpp"
+
+namespace convjit {
+namespace {
+
+Conv2dDesc base() {
+  return Conv2dDesc{.n = 2, .c = 8, .h = 16, .w = 12, .k = 8, .r = 3, .s = 3, .stride_h = 1, .stride_w = 1,
+                    .pad_h = 1, .pad_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 2, .bias = false};
+}
+
+KernelKey key_of(const Conv2dDesc& d, const std::string& arch = "sm_90") {
+  return make_kernel_key(d, specialize_direct(d), arch, Nvrtc::options_for(arch), "13.0");
+}
+
+TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
+  const std::vector<std::pair<const char*, std::function<void(Conv2dDesc&)>>> mutations = {
+      {"n", [](Conv2dDesc& d) { d.n = 3; }},
+      {"c", [](Conv2dDesc& d) { d.c = 16; }},
+      {"h", [](Conv2dDesc& d) { d.h = 17; }},
+      {"w", [](Conv2dDesc& d) { d.w = 13; }},
+      {"k", [](Conv2dDesc& d) { d.k = 10; }},
+      {"r", [](Conv2dDesc& d) { d.r = 5; }},
+      {"s", [](Conv2dDesc& d) { d.s = 1; }},
+      {"stride_h", [](Conv2dDesc& d) { d.stride_h = 2; }},
+      {"stride_w", [](Conv2dDesc& d) { d.stride_w = 2; }},
+      {"pad_h", [](Conv2dDesc& d) { d.pad_h = 0; }},
+      {"pad_w", [](Conv2dDesc& d) { d.pad_w = 2; }},
+      {"dilation_h", [](Conv2dDesc& d) { d.dilation_h = 2; }},
+      {"dilation_w", [](Conv2dDesc& d) { d.dilation_w = 3; }},
+      {"groups", [](Conv2dDesc& d) { d.groups = 4; }},
+      {"bias", [](Conv2dDesc& d) { d.bias = true; }},
+  };
+  std::set<std::string> hashes = {key_of(base()).hash};
+  for (const auto& [field, mutate] : mutations) {
+    Conv2dDesc d = base();
+    mutate(d);
+    ASSERT_NO_THROW(d.validate()) << field;
+    const KernelKey key = key_of(d);
+    EXPECT_TRUE(hashes.insert(key.hash).second) << "key did not change with " << field;
+    EXPECT_NE(key.text, key_of(base()).text) << field;
+  }
+}
+
+TEST(KernelKey, ChangesWithArchOptionsAndCompilerVersion) {
+  const Conv2dDesc d = base();
+  const auto spec = specialize_direct(d);
+  const KernelKey ref = make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_90"), "13.0");
+  EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_80", Nvrtc::options_for("sm_90"), "13.0").hash);
+  EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_80"), "13.0").hash);
+  EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_90"), "13.1").hash);
+  auto edited = spec;
+  edited.text += "\n// any change of the specialized source\n";
+  EXPECT_NE(ref.hash, make_kernel_key(d, edited, "sm_90", Nvrtc::options_for("sm_90"), "13.0").hash);
+}
+
+TEST(KernelKey, IsDeterministicAndHoldsNoPaths) {
+  const KernelKey a = key_of(base());
+  const KernelKey b = key_of(base());
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(a.hash.size(), 64u);
+  // peers.md: absolute include paths in DeepGEMM's key made warm caches miss after a reinstall.
+  EXPECT_EQ(a.text.find('/'), std::string::npos) << a.text;
+  EXPECT_NE(a.text.find("arch sm_90"), std::string::npos);
+  EXPECT_NE(a.text.find("nvrtc 13.0"), std::string::npos);
+  EXPECT_NE(a.text.find("template conv2d_direct.cu sha256:"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace convjit

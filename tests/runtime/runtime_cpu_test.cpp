@@ -1,0 +1,217 @@
+// Everything the runtime does without a GPU: specialize, compile, cache, inspect.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "convjit/convjit.hpp"
+#include "support/gpu.hpp"
+#include "support/temp_dir.hpp"
+
+namespace convjit {
+namespace {
+
+const std::vector<Conv2dDesc> kDescs = {
+    Conv2dDesc{.n = 1, .c = 3, .h = 17, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1},
+    Conv2dDesc{.n = 2, .c = 8, .h = 12, .w = 12, .k = 8, .r = 3, .s = 3, .groups = 8, .bias = true},
+    Conv2dDesc{.n = 1, .c = 4, .h = 20, .w = 9, .k = 6, .r = 5, .s = 2, .stride_h = 2, .dilation_w = 3, .groups = 2},
+};
+
+RuntimeOptions options_in(const testing::TempDir& dir) { return RuntimeOptions{.cache_dir = dir.path() / "cache"}; }
+
+std::vector<std::filesystem::path> entry_files(const std::filesystem::path& root) {
+  std::vector<std::filesystem::path> out;
+  if (!std::filesystem::exists(root)) return out;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
+    if (e.is_regular_file()) out.push_back(e.path());
+  }
+  return out;
+}
+
+TEST(RuntimeCpu, PrewarmWithArchCompilesAndWritesEntriesWithoutGpu) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  const auto result = rt.prewarm(kDescs, "sm_90");
+  EXPECT_EQ(result.compiled, kDescs.size());
+  EXPECT_EQ(result.already_cached, 0u);
+  EXPECT_EQ(result.failed, 0u);
+  const auto stats = rt.stats();
+  EXPECT_EQ(stats.compiles, kDescs.size());
+  EXPECT_EQ(stats.misses, kDescs.size());
+  EXPECT_EQ(stats.disk_writes, kDescs.size());
+  EXPECT_GT(stats.compile_ms, 0.0);
+  EXPECT_EQ(entry_files(rt.cache_dir()).size(), kDescs.size());
+}
+
+TEST(RuntimeCpu, NewRuntimeOnWarmDiskCacheCompilesNothing) {
+  testing::TempDir dir;
+  Runtime(options_in(dir)).prewarm(kDescs, "sm_90");
+  Runtime second(options_in(dir));
+  const auto result = second.prewarm(kDescs, "sm_90");
+  EXPECT_EQ(result.compiled, 0u);
+  EXPECT_EQ(result.already_cached, kDescs.size());
+  EXPECT_EQ(second.stats().compiles, 0u);
+  EXPECT_EQ(second.stats().disk_hits, kDescs.size());
+}
+
+TEST(RuntimeCpu, SecondCallInOneProcessTouchesNeitherDiskNorCompiler) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  rt.prewarm(kDescs, "sm_90");
+  // With the directory gone, a disk access would miss and recompile.
+  std::filesystem::remove_all(rt.cache_dir());
+  const auto again = rt.prewarm(kDescs, "sm_90");
+  EXPECT_EQ(again.already_cached, kDescs.size());
+  EXPECT_EQ(rt.stats().compiles, kDescs.size());
+  EXPECT_EQ(rt.stats().memory_hits, kDescs.size());
+  EXPECT_FALSE(std::filesystem::exists(rt.cache_dir()));
+}
+
+class CorruptEntry : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(CorruptEntry, IsDetectedRebuiltAndCounted) {
+  testing::TempDir dir;
+  const Conv2dDesc d = kDescs[1];
+  std::filesystem::path file;
+  {
+    Runtime rt(options_in(dir));
+    file = rt.inspect(d, "sm_90").cache_path;
+  }
+  ASSERT_TRUE(std::filesystem::exists(file));
+  const std::string how = GetParam();
+  if (how == "flip") {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(std::filesystem::file_size(file) / 2));
+    const char c = static_cast<char>(f.peek());
+    f.put(static_cast<char>(c ^ 0x20));
+  } else if (how == "truncate") {
+    std::filesystem::resize_file(file, std::filesystem::file_size(file) / 3);
+  } else if (how == "empty") {
+    std::filesystem::resize_file(file, 0);
+  } else {
+    std::ofstream(file, std::ios::binary | std::ios::trunc) << "\x89garbage\x00\xff not an entry";
+  }
+  Runtime rt(options_in(dir));
+  const auto info = rt.inspect(d, "sm_90");
+  EXPECT_EQ(rt.stats().corrupt_rebuilt, 1u);
+  EXPECT_EQ(rt.stats().compiles, 1u);
+  EXPECT_NE(info.ptx.find(".entry " + info.kernel_name), std::string::npos);
+  // The rebuilt entry is good: a third process hits it.
+  Runtime third(options_in(dir));
+  third.inspect(d, "sm_90");
+  EXPECT_EQ(third.stats().disk_hits, 1u);
+  EXPECT_EQ(third.stats().compiles, 0u);
+}
+INSTANTIATE_TEST_SUITE_P(RuntimeCpu, CorruptEntry, ::testing::Values("flip", "truncate", "empty", "garbage"));
+
+TEST(RuntimeCpu, PtxAndSourceWithArchNeedNoGpu) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  const std::string source = rt.source(kDescs[0]);
+  EXPECT_NE(source.find("constexpr int kC = 3;"), std::string::npos);
+  const std::string ptx = rt.ptx(kDescs[0], "sm_90");
+  EXPECT_NE(ptx.find(".target sm_90"), std::string::npos);
+  const auto info = rt.inspect(kDescs[0], "sm_90");
+  EXPECT_GT(info.cubin_bytes, 0u);
+  EXPECT_EQ(info.arch, "sm_90");
+  EXPECT_EQ(info.key_hash.size(), 64u);
+  EXPECT_NE(info.options.find("--gpu-architecture=sm_90"), std::string::npos);
+}
+
+TEST(RuntimeCpu, InvalidDescriptorIsRejectedAndWritesNothing) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  Conv2dDesc bad = kDescs[0];
+  bad.groups = 2;  // does not divide c = 3
+  const auto result = rt.prewarm(std::vector<Conv2dDesc>{bad}, "sm_90");
+  EXPECT_EQ(result.failed, 1u);
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_NE(result.errors[0].find("Conv2dDesc.groups"), std::string::npos) << result.errors[0];
+  try {
+    rt.ptx(bad, "sm_90");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+  }
+  EXPECT_THROW(rt.conv2d(bad, reinterpret_cast<void*>(16), reinterpret_cast<void*>(16), nullptr,
+                         reinterpret_cast<void*>(16)),
+               Error);
+  EXPECT_TRUE(entry_files(rt.cache_dir()).empty());
+  EXPECT_EQ(rt.stats().compiles, 0u);
+}
+
+TEST(RuntimeCpu, BadArchIsRejectedBeforeAnyWork) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  try {
+    rt.prewarm(kDescs, "volta");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("'volta'"), std::string::npos);
+  }
+  EXPECT_EQ(rt.stats().compiles, 0u);
+}
+
+TEST(RuntimeCpu, ThreadsAskingForOneKernelAtOnceCompileItOnce) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) threads.emplace_back([&] { rt.prewarm(kDescs, "sm_90"); });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(rt.stats().compiles, kDescs.size());
+  EXPECT_EQ(rt.stats().memory_hits, 7 * kDescs.size());
+}
+
+TEST(RuntimeCpu, LaunchWithoutGpuThrowsClearErrorAndCompilesNothing) {
+  if (!testing::gpu_unavailable_reason()) GTEST_SKIP() << "a GPU is present; this test is for machines without one";
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  try {
+    rt.conv2d(kDescs[0], reinterpret_cast<void*>(16), reinterpret_cast<void*>(16), nullptr,
+              reinterpret_cast<void*>(16));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.code() == ErrorCode::kNoDriver || e.code() == ErrorCode::kNoDevice) << e.what();
+    EXPECT_NE(std::string(e.what()).find("libcuda.so.1"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(rt.stats().compiles, 0u);
+}
+
+TEST(RuntimeCpu, DiskCacheOffKeepsKernelsInMemoryOnly) {
+  testing::TempDir dir;
+  RuntimeOptions options = options_in(dir);
+  options.disk_cache = false;
+  Runtime rt(options);
+  rt.prewarm(kDescs, "sm_90");
+  EXPECT_EQ(rt.stats().disk_writes, 0u);
+  EXPECT_FALSE(std::filesystem::exists(rt.cache_dir()));
+}
+
+TEST(RuntimeCpu, CacheDirectoryComesFromTheEnvironmentInOrder) {
+  const auto saved = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  const auto cache = saved("CONVJIT_CACHE_DIR");
+  const auto xdg = saved("XDG_CACHE_HOME");
+  const auto home = saved("HOME");
+  ::setenv("CONVJIT_CACHE_DIR", "/tmp/a", 1);
+  ::setenv("XDG_CACHE_HOME", "/tmp/b", 1);
+  ::setenv("HOME", "/tmp/c", 1);
+  EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/a"));
+  ::unsetenv("CONVJIT_CACHE_DIR");
+  EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/b/convjit"));
+  ::unsetenv("XDG_CACHE_HOME");
+  EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/c/.cache/convjit"));
+  auto restore = [](const char* name, const std::optional<std::string>& v) {
+    v ? ::setenv(name, v->c_str(), 1) : ::unsetenv(name);
+  };
+  restore("CONVJIT_CACHE_DIR", cache);
+  restore("XDG_CACHE_HOME", xdg);
+  restore("HOME", home);
+}
+
+}  // namespace
+}  // namespace convjit

@@ -1,0 +1,66 @@
+#include "support/reference.hpp"
+
+#include <cmath>
+#include <limits>
+
+namespace convjit::testing {
+
+std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> out(count);
+  for (auto& v : out) {
+    do {
+      v = dist(rng);
+    } while (v == 0.0f);
+  }
+  return out;
+}
+
+double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
+                    const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q) {
+  const std::int64_t cpg = d.c / d.groups;
+  const std::int64_t kpg = d.k / d.groups;
+  const std::int64_t g = k / kpg;
+  double acc = bias.empty() ? 0.0 : static_cast<double>(bias[k]);
+  for (std::int64_t c = 0; c < cpg; ++c) {
+    const std::int64_t ci = g * cpg + c;
+    for (std::int64_t r = 0; r < d.r; ++r) {
+      const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
+      if (ih < 0 || ih >= d.h) continue;
+      for (std::int64_t s = 0; s < d.s; ++s) {
+        const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
+        if (iw < 0 || iw >= d.w) continue;
+        acc += static_cast<double>(x[((n * d.c + ci) * d.h + ih) * d.w + iw]) *
+               static_cast<double>(w[((k * cpg + c) * d.r + r) * d.s + s]);
+      }
+    }
+  }
+  return acc;
+}
+
+std::vector<double> reference_conv2d(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
+                                     const std::vector<float>& bias) {
+  const auto o = d.output_shape();
+  std::vector<double> y(static_cast<std::size_t>(o.n * o.k * o.p * o.q));
+  std::size_t i = 0;
+  for (std::int64_t n = 0; n < o.n; ++n)
+    for (std::int64_t k = 0; k < o.k; ++k)
+      for (std::int64_t p = 0; p < o.p; ++p)
+        for (std::int64_t q = 0; q < o.q; ++q) y[i++] = reference_at(d, x, w, bias, n, k, p, q);
+  return y;
+}
+
+double relative_l2(const std::vector<float>& out, const std::vector<double>& ref) {
+  if (out.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double diff = 0;
+  double norm = 0;
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (!std::isfinite(out[i])) return std::numeric_limits<double>::infinity();
+    const double e = static_cast<double>(out[i]) - ref[i];
+    diff += e * e;
+    norm += ref[i] * ref[i];
+  }
+  return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
+}
+
+}  // namespace convjit::testing

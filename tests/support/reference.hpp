@@ -1,0 +1,24 @@
+#pragma once
+// Float64 CPU reference and the error metric every correctness test uses.
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "convjit/conv2d_desc.hpp"
+
+namespace convjit::testing {
+
+// Uniform in [-1, 1) with no exact zeros: zeros would hide unwritten outputs.
+std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng);
+
+// y[n][k][p][q] in float64 from float32 inputs; bias may be empty.
+double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
+                    const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q);
+std::vector<double> reference_conv2d(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
+                                     const std::vector<float>& bias);
+
+// ||out - ref|| / ||ref||; +inf when any output is NaN or infinite.
+double relative_l2(const std::vector<float>& out, const std::vector<double>& ref);
+
+}  // namespace convjit::testing
