@@ -89,7 +89,7 @@ TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
 
 TEST(Conv2dDesc, ToStringNamesEveryFieldReadably) {
   Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7, .stride_w = 2, .pad_h = 1, .pad_w = 1};
-  EXPECT_EQ(d.to_string(), "n8c64h512w256k128r5s7 stride=1,2 pad=1 dilation=1 groups=1 bias=0 dtype=f32 layout=nchw");
+  EXPECT_EQ(d.to_string(), "n8c64h512w256k128r5s7 stride=1,2 pad=1 dilation=1 groups=1 bias=0 dtype=f32 layout=nchw math=tf32");
 }
 
 TEST(Conv2dDesc, EqualityAndHashSeeEveryField) {

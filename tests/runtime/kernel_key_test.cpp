@@ -35,6 +35,7 @@ TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
       {"dilation_w", [](Conv2dDesc& d) { d.dilation_w = 3; }},
       {"groups", [](Conv2dDesc& d) { d.groups = 4; }},
       {"bias", [](Conv2dDesc& d) { d.bias = true; }},
+      {"math", [](Conv2dDesc& d) { d.math = MathMode::kStrictFp32; }},
   };
   std::set<std::string> hashes = {key_of(base()).hash};
   for (const auto& [field, mutate] : mutations) {

@@ -119,6 +119,19 @@ TEST(RuntimeCpu, PtxAndSourceWithArchNeedNoGpu) {
   EXPECT_NE(info.options.find("--gpu-architecture=sm_90"), std::string::npos);
 }
 
+TEST(RuntimeCpu, InspectReportsResourcesAndWorkSplitWithoutGpu) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  const auto info = rt.inspect(kDescs[2], "sm_90");
+  EXPECT_EQ(info.algorithm, "direct");
+  EXPECT_FALSE(info.tile.empty());
+  EXPECT_GT(info.resources.registers, 0);
+  EXPECT_LE(info.resources.registers, 255);
+  EXPECT_EQ(info.resources.spill_store_bytes, 0);
+  EXPECT_GT(info.block_threads, 0u);
+  EXPECT_GT(info.grid_blocks, 0u);
+}
+
 TEST(RuntimeCpu, InvalidDescriptorIsRejectedAndWritesNothing) {
   testing::TempDir dir;
   Runtime rt(options_in(dir));

@@ -10,8 +10,15 @@ namespace convjit {
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 enum class Layout { kNCHW, kNHWC };
 
+// What the arithmetic guarantees for float32 data (f16/bf16 always accumulate in fp32).
+enum class MathMode {
+  kTF32,        // tensor cores on TF32-rounded inputs, fp32 accumulate; PyTorch's default for conv (error ~3e-4)
+  kStrictFp32,  // fp32 accuracy (relative L2 error < 1e-5): FMA units, or 3xTF32 split on tensor cores
+};
+
 std::string_view to_string(DType dtype) noexcept;
 std::string_view to_string(Layout layout) noexcept;
+std::string_view to_string(MathMode math) noexcept;
 std::size_t size_of(DType dtype) noexcept;
 
 // Output extents: y is n x k x p x q (NCHW).
@@ -44,6 +51,7 @@ struct Conv2dDesc {
   bool bias = false;   // y += bias[k]
   DType dtype = DType::kFloat32;
   Layout layout = Layout::kNCHW;
+  MathMode math = MathMode::kTF32;  // matches PyTorch's default (torch.backends.cudnn.allow_tf32)
 
   bool operator==(const Conv2dDesc&) const = default;
 
@@ -58,7 +66,7 @@ struct Conv2dDesc {
   // Multiply-adds of the problem times two.
   double flops() const noexcept;
 
-  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ...".
+  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ... math=tf32".
   std::string to_string() const;
 };
 

@@ -43,8 +43,23 @@ struct CacheStats {
   double compile_ms = 0;              // wall time spent in NVRTC
 };
 
+// What ptxas reported for a kernel (from NVRTC's log; no GPU needed).
+struct ResourceUsage {
+  int registers = 0;          // per thread
+  int static_shared_bytes = 0;
+  int stack_bytes = 0;        // local-memory stack frame
+  int spill_store_bytes = 0;
+  int spill_load_bytes = 0;
+};
+
 // What the runtime generated for one problem, for inspection.
 struct KernelInfo {
+  std::string algorithm;  // e.g. "direct"
+  std::string tile;       // the work split, e.g. "256 pixels x 8 channels per block"
+  std::uint64_t grid_blocks = 0;
+  unsigned block_threads = 0;
+  unsigned dynamic_shared_bytes = 0;
+  ResourceUsage resources;
   std::string kernel_name;
   std::string arch;       // e.g. "sm_90"
   std::string key_hash;   // sha256 of the full cache key

@@ -59,7 +59,7 @@ std::string Nvrtc::version() {
 std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
   parse_arch(arch);
   // A real sm_XY target makes NVRTC emit a CUBIN (loaded with no driver JIT) and the PTX.
-  return {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo"};
+  return {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
 }
 
 CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name,

@@ -25,6 +25,10 @@ std::string_view to_string(Layout layout) noexcept {
   return "?";
 }
 
+std::string_view to_string(MathMode math) noexcept {
+  return math == MathMode::kTF32 ? "tf32" : "strict";
+}
+
 std::size_t size_of(DType dtype) noexcept { return dtype == DType::kFloat32 ? 4 : 2; }
 
 namespace {
@@ -118,8 +122,8 @@ std::string Conv2dDesc::to_string() const {
   pair("stride", stride_h, stride_w);
   pair("pad", pad_h, pad_w);
   pair("dilation", dilation_h, dilation_w);
-  fmt::format_to(std::back_inserter(out), " groups={} bias={} dtype={} layout={}", groups, bias ? 1 : 0,
-                 convjit::to_string(dtype), convjit::to_string(layout));
+  fmt::format_to(std::back_inserter(out), " groups={} bias={} dtype={} layout={} math={}", groups, bias ? 1 : 0,
+                 convjit::to_string(dtype), convjit::to_string(layout), convjit::to_string(math));
   return out;
 }
 
@@ -137,6 +141,7 @@ std::size_t Conv2dDescHash::operator()(const Conv2dDesc& d) const noexcept {
   mix(d.bias);
   mix(static_cast<std::uint64_t>(d.dtype));
   mix(static_cast<std::uint64_t>(d.layout));
+  mix(static_cast<std::uint64_t>(d.math));
   return static_cast<std::size_t>(hash);
 }
 

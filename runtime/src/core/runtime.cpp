@@ -1,6 +1,7 @@
 #include "convjit/runtime.hpp"
 
 #include "compiler/nvrtc.hpp"
+#include "compiler/ptxas_report.hpp"
 #include "core/log.hpp"
 #include "core/runtime_impl.hpp"
 
@@ -116,15 +117,24 @@ std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch
 KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch) {
   const std::string target = arch ? *arch : device_arch();
   auto artifact = impl_->store.get(desc, target);
-  return KernelInfo{artifact->source.kernel_name,
-                    artifact->arch,
-                    artifact->key.hash,
-                    artifact->entry.source,
-                    artifact->entry.ptx,
-                    artifact->entry.cubin.size(),
-                    artifact->entry.options,
-                    artifact->entry.log,
-                    artifact->path};
+  const auto& src = artifact->source;
+  KernelInfo info;
+  info.algorithm = src.algorithm;
+  info.tile = src.tile;
+  info.grid_blocks = src.geometry.grid_x;
+  info.block_threads = src.geometry.block_x;
+  info.dynamic_shared_bytes = src.geometry.shared_bytes;
+  info.resources = parse_ptxas_report(artifact->entry.log, src.kernel_name);
+  info.kernel_name = src.kernel_name;
+  info.arch = artifact->arch;
+  info.key_hash = artifact->key.hash;
+  info.source = artifact->entry.source;
+  info.ptx = artifact->entry.ptx;
+  info.cubin_bytes = artifact->entry.cubin.size();
+  info.options = artifact->entry.options;
+  info.log = artifact->entry.log;
+  info.cache_path = artifact->path;
+  return info;
 }
 
 void Runtime::synchronize(Stream stream) {

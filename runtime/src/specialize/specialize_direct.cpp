@@ -38,6 +38,9 @@ SpecializedSource specialize_direct(const Conv2dDesc& d) {
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
 
   SpecializedSource out_source;
+  out_source.algorithm = "direct";
+  out_source.tile = fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread",
+                                kBlockThreads, k_per_thread, k_per_thread);
   out_source.template_name = kDirectTemplate;
   out_source.kernel_name = direct_kernel_name(d);
   out_source.text = Prologue(out_source.kernel_name)

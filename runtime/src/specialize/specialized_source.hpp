@@ -15,6 +15,8 @@ struct LaunchGeometry {
 };
 
 struct SpecializedSource {
+  std::string algorithm;      // e.g. "direct"
+  std::string tile;           // the work split, readable
   std::string template_name;  // e.g. "conv2d_direct.cu"
   std::string kernel_name;    // readable and unique per problem
   std::string text;           // prologue + template, exactly what NVRTC compiles
