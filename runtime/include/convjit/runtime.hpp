@@ -66,6 +66,7 @@ struct KernelInfo {
   std::string source;     // specialized source, as compiled
   std::string ptx;
   std::size_t cubin_bytes = 0;
+  std::string cubin;      // the CUBIN itself, for disassembly (convjit inspect --sass)
   std::string options;    // NVRTC options, space separated
   std::string log;        // NVRTC log (warnings), may be empty
   std::filesystem::path cache_path;  // empty when the disk cache is off

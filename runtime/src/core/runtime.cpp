@@ -131,6 +131,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   info.source = artifact->entry.source;
   info.ptx = artifact->entry.ptx;
   info.cubin_bytes = artifact->entry.cubin.size();
+  info.cubin = artifact->entry.cubin;
   info.options = artifact->entry.options;
   info.log = artifact->entry.log;
   info.cache_path = artifact->path;

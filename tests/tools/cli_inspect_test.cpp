@@ -1,0 +1,107 @@
+// convjit inspect: source, PTX and resources without a GPU; SASS through the CUDA
+// toolkit's disassembler when it is there, and a clear exit 3 when it is not.
+#include <gtest/gtest.h>
+
+#include "support/gpu.hpp"
+#include "tools/cli_runner.hpp"
+
+namespace convjit::testing {
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST_F(CliTest, InspectResourcesShowsAlgorithmTileGeometryRegistersAndSpills) {
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--resources"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  for (const char* field : {"problem    n1c4h12w10k8r3s3 stride=1 pad=0", "kernel     ", "arch       sm_90",
+                            "algorithm  ", "tile       ", "launch     ", "registers  ", "shared     ", "spills     ",
+                            "cache      ", "(compiled now"}) {
+    EXPECT_TRUE(contains(r.out, field)) << field << "\n" << r.out;
+  }
+}
+
+TEST_F(CliTest, InspectDefaultsToResourcesAndSecondRunComesFromTheDiskCache) {
+  ASSERT_EQ(cli({"inspect", kSmallA, "--arch", "sm_90"}).exit_code, 0);
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "registers  ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "(from the disk cache)")) << r.out;
+}
+
+TEST_F(CliTest, InspectSourceAloneIsTheSpecializedCudaSource) {
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--source"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "__global__")) << r.out.substr(0, 2000);
+  EXPECT_FALSE(contains(r.out, "=====")) << "a single section has no header, so it can be piped to a file";
+}
+
+TEST_F(CliTest, InspectPtxAloneIsPtxForTheRequestedArch) {
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--ptx"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out.find("//"), 0u) << r.out.substr(0, 200);
+  EXPECT_TRUE(contains(r.out, ".target sm_90")) << r.out.substr(0, 1000);
+  EXPECT_TRUE(contains(r.out, ".entry ")) << r.out.substr(0, 1000);
+}
+
+TEST_F(CliTest, InspectSeveralSectionsGetsAHeaderEach) {
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--source", "--ptx", "--resources"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(contains(r.out, "===== source of ")) << r.out.substr(0, 2000);
+  EXPECT_TRUE(contains(r.out, "===== PTX of ")) << r.out.substr(0, 2000);
+  EXPECT_LT(r.out.find("registers  "), r.out.find("===== source of "));
+  EXPECT_LT(r.out.find("===== source of "), r.out.find("===== PTX of "));
+}
+
+TEST_F(CliTest, InspectForcedAlgorithmIsTheOneShown) {
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--algorithm", "direct"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "algorithm  direct")) << r.out;
+  const auto bad = cli({"inspect", kSmallA, "--arch", "sm_90", "--algorithm", "winograd"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "expects auto, direct, implicit_gemm or im2col_gemm, got 'winograd'")) << bad.err;
+}
+
+TEST_F(CliTest, InspectSassDisassemblesTheCubin) {
+  if (!disassembler_available()) GTEST_SKIP() << "no nvdisasm on this machine";
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--sass"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "EXIT")) << r.out.substr(0, 3000);
+}
+
+TEST_F(CliTest, InspectSassWithoutDisassemblerExitsThreeAndSaysWhatIsMissing) {
+  // PATH, CUDA_HOME and CUDA_PATH are ours to empty; /usr/local/cuda/bin is always searched.
+  for (const char* tool : {"/usr/local/cuda/bin/nvdisasm", "/usr/local/cuda/bin/cuobjdump"}) {
+    if (std::filesystem::exists(tool)) GTEST_SKIP() << tool << " is installed here";
+  }
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--sass"},
+                     {"PATH=" + cache_dir().parent_path().string(), "CUDA_HOME", "CUDA_PATH"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "--sass needs nvdisasm or cuobjdump from the CUDA toolkit")) << r.err;
+  EXPECT_TRUE(contains(r.err, "/usr/local/cuda/bin")) << r.err;
+  EXPECT_TRUE(contains(r.err, "use --ptx")) << r.err;
+}
+
+TEST_F(CliTest, InspectMalformedShapeShowsColumnAndCaretAndExitsTwo) {
+  const auto r = cli({"inspect", "n8c64h512w256k128r5s7 strid=1", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "convjit inspect: malformed shape at column 23: unknown key 'strid'")) << r.err;
+  EXPECT_TRUE(contains(r.err, "\n  n8c64h512w256k128r5s7 strid=1\n                        ^\n")) << r.err;
+}
+
+TEST_F(CliTest, InspectInvalidProblemNamesTheFieldAndExitsTwo) {
+  const auto r = cli({"inspect", "c4h2k4r3", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "Conv2dDesc.h: padded input height 2 + 2*0 is smaller than the dilated filter height 3"))
+      << r.err;
+}
+
+TEST_F(CliTest, InspectWithoutArchOnAMachineWithoutGpuSaysToGiveArch) {
+  if (!gpu_unavailable_reason()) GTEST_SKIP() << "there is a GPU here: its arch is the default";
+  const auto r = cli({"inspect", kSmallA});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "convjit inspect: no GPU here to take the arch from")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--arch sm_90")) << r.err;
+}
+
+}  // namespace
+}  // namespace convjit::testing

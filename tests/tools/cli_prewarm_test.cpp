@@ -1,0 +1,155 @@
+// convjit prewarm: workload JSON and shape-list files compiled in parallel for a given
+// arch on a machine without a GPU; skipped, unsupported and failed problems told apart;
+// malformed input named by file:line:column.
+#include <gtest/gtest.h>
+
+#include "support/gpu.hpp"
+#include "tools/cli_runner.hpp"
+
+namespace convjit::testing {
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// One supported 2D problem, a 3D one and a transposed one, in the KernelBench format.
+constexpr const char* kWorkloadJson = R"({"problems": [
+  {"id": 1, "name": "small_2d", "op": "conv", "N": 1, "C": 4, "K": 8, "spatial": [12, 10], "kernel": [3, 3],
+   "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": false},
+  {"id": 2, "name": "small_3d", "op": "conv", "N": 1, "C": 4, "K": 8, "spatial": [8, 8, 8], "kernel": [3, 3, 3],
+   "stride": [1, 1, 1], "padding": [0, 0, 0], "dilation": [1, 1, 1], "groups": 1, "bias": false},
+  {"id": 3, "name": "small_transposed", "op": "conv_transpose", "N": 1, "C": 4, "K": 8, "spatial": [8, 8],
+   "kernel": [3, 3], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": false}
+]})";
+
+constexpr const char* kShapeList =
+    "# two more problems\n"
+    "n2c8h9k8r3 pad=1 groups=8 bias=1\n"
+    "\n"
+    "n1c3h16w8k4r3s1 stride=2,1  # strided\n";
+
+TEST_F(CliTest, PrewarmJsonAndTextFilesForSm90CompilesAllAndSkipsNon2d) {
+  const auto json = write_file("kb.json", kWorkloadJson);
+  const auto text = write_file("shapes.txt", kShapeList);
+  const auto r = cli({"prewarm", json.string(), text.string(), "--arch", "sm_90", "--jobs", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "prewarm   3 problems for sm_90 into " + cache_dir().string() + " with 2 jobs, 2 skipped"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, "skipped   #2 small_3d: 3D convolution is not supported (2D only)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "skipped   #3 small_transposed: op 'conv_transpose' is not supported")) << r.out;
+  // Not a terminal: one plain line per problem, no carriage returns.
+  EXPECT_TRUE(contains(r.out, "compiled")) << r.out;
+  EXPECT_TRUE(contains(r.out, "shapes.txt:2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "shapes.txt:4")) << r.out;
+  EXPECT_TRUE(contains(r.out, "#1 small_2d")) << r.out;
+  EXPECT_FALSE(contains(r.out, "\r"));
+  EXPECT_TRUE(contains(r.out, "summary   compiled 3, already cached 0, failed 0, unsupported 0, skipped 2,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "runtime   compiles 3 (")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmOfOnlySkippedProblemsSucceeds) {
+  const auto json = write_file("kb.json", R"({"problems": [{"id": 67, "name": "conv_1d", "op": "conv", "N": 1, "C": 4,
+    "K": 8, "spatial": [64], "kernel": [3], "stride": [1], "padding": [0], "dilation": [1]}]})");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "skipped   #67 conv_1d: 1D convolution is not supported (2D only)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 0, skipped 1,")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmTwiceFindsEverythingCachedAndCompilesNothing) {
+  const auto text = write_file("shapes.txt", kShapeList);
+  ASSERT_EQ(cli({"prewarm", text.string(), "--arch", "sm_90"}).exit_code, 0);
+  const auto r = cli({"prewarm", text.string(), "--arch", "sm_90", "--jobs", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 2, failed 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "runtime   compiles 0 (0 ms in NVRTC), disk hits 2")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmShapeOptionWithDirOption) {
+  const auto dir = cache_dir().parent_path() / "elsewhere";
+  const auto r = cli({"prewarm", "--shape", kSmallA, "--arch=sm_90", "--dir", dir.string()});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "into " + dir.string())) << r.out;
+  EXPECT_TRUE(contains(r.out, "compiled 1,")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmDrawsABarWhenAskedAsOnATerminal) {
+  const auto r = cli({"prewarm", "--shape", kSmallA, "--arch", "sm_90"}, {"CONVJIT_PROGRESS=bar"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "\r\033[2K[")) << r.out;
+  EXPECT_TRUE(contains(r.out, "[##############################] 1/1  compiled 1  cached 0  failed 0")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmMalformedShapeListNamesFileLineAndColumnAndCompilesNothing) {
+  const auto text = write_file("bad.txt", "n1c4h12k8r3\n\nn8c64h512w256k128r5s7 strid=1\n");
+  const auto r = cli({"prewarm", text.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, text.string() + ":3:23: unknown key 'strid'; expected one of stride")) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(cache_dir())) << "nothing may be compiled from a malformed file";
+}
+
+TEST_F(CliTest, PrewarmMalformedJsonNamesLineAndColumn) {
+  const auto json = write_file("bad.json", "{\"problems\": [\n  {\"id\": 1,, }\n]}\n");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, json.string() + ":2:12: expected")) << r.err;
+}
+
+TEST_F(CliTest, PrewarmJsonProblemWithAWrongFieldNamesTheProblemAndField) {
+  const auto json = write_file("bad.json", R"({"problems": [{"op": "conv", "N": "eight", "C": 4, "K": 8,
+    "spatial": [8, 8], "kernel": [3, 3], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}]})");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "problems[0]: field 'N': expected an integer")) << r.err;
+}
+
+TEST_F(CliTest, PrewarmMissingFileExitsTwoNamingIt) {
+  const auto r = cli({"prewarm", (cache_dir().parent_path() / "nope.txt").string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "cannot open")) << r.err;
+  EXPECT_TRUE(contains(r.err, "nope.txt")) << r.err;
+}
+
+TEST_F(CliTest, PrewarmUnsupportedDtypeIsReportedAndExitsOne) {
+  const auto r = cli({"prewarm", "--shape", kSmallA, "--shape", kSmallB, "--dtype", "f16", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 2")) << r.out;
+  EXPECT_TRUE(contains(r.out, "only f32 is supported")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmMathOverrideCompilesStrictVariants) {
+  const auto r = cli({"prewarm", "--shape", kSmallA, "--math", "strict", "--arch", "sm_90"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const auto ls = cli({"cache", "ls"});
+  EXPECT_TRUE(contains(ls.out, "math=strict")) << ls.out;
+}
+
+TEST_F(CliTest, PrewarmInvalidProblemFailsItAndExitsOneButCompilesTheRest) {
+  // groups=4 does not divide k=6: the problem is well formed but invalid.
+  const auto r = cli({"prewarm", "--shape", "c4h8k6r3 groups=4", "--shape", kSmallA, "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "summary   compiled 1, already cached 0, failed 1, unsupported 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "Conv2dDesc.groups: expected a divisor of k = 6, got 4")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmBadArchOrOverrideExitsTwo) {
+  auto r = cli({"prewarm", "--shape", kSmallA, "--arch", "sm90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "--arch: expected the form sm_XY (e.g. sm_90), got 'sm90'")) << r.err;
+  r = cli({"prewarm", "--shape", kSmallA, "--arch", "sm_90", "--dtype", "f64"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "option '--dtype' expects f32, f16 or bf16, got 'f64'")) << r.err;
+  r = cli({"prewarm", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "nothing to prewarm")) << r.err;
+}
+
+TEST_F(CliTest, PrewarmWithoutArchOnAMachineWithoutGpuSaysToGiveArch) {
+  if (!gpu_unavailable_reason()) GTEST_SKIP() << "there is a GPU here: its arch is the default";
+  const auto r = cli({"prewarm", "--shape", kSmallA});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "no GPU here to take the arch from")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--arch sm_90")) << r.err;
+}
+
+}  // namespace
+}  // namespace convjit::testing

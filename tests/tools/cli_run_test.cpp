@@ -1,0 +1,53 @@
+// convjit run: refuses clearly without a GPU; on a GPU, checks and times one problem.
+#include <gtest/gtest.h>
+
+#include "support/gpu.hpp"
+#include "tools/cli_runner.hpp"
+
+namespace convjit::testing {
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST_F(CliTest, RunWithoutGpuExitsThreeAndSaysItNeedsOne) {
+  if (!gpu_unavailable_reason()) GTEST_SKIP() << "there is a GPU here";
+  const auto r = cli({"run", kSmallA});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_TRUE(contains(r.err, "convjit run needs a CUDA GPU and there is none here")) << r.err;
+  EXPECT_TRUE(contains(r.err, "--arch sm_90")) << r.err;
+}
+
+TEST_F(CliTest, RunMalformedShapeExitsTwoBeforeLookingForAGpu) {
+  const auto r = cli({"run", "n8c64h512w256k128r5s7 stride=", "--iters", "3"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "malformed shape at column 30: expected the value of 'stride'")) << r.err;
+}
+
+TEST_F(CliTest, RunBadIterationCountExitsTwo) {
+  const auto r = cli({"run", kSmallA, "--iters", "many"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.err, "option '--iters' expects a whole number >= 1, got 'many'")) << r.err;
+}
+
+TEST_F(CliTest, RunSmallProblemsOnGpuPassTheCheckAndPrintTime) {
+  CONVJIT_REQUIRE_GPU();
+  for (const char* shape : {kSmallA, kSmallB, "n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 math=strict"}) {
+    const auto r = cli({"run", shape, "--iters", "5"});
+    EXPECT_EQ(r.exit_code, 0) << shape << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "non-finite 0")) << r.out;
+    EXPECT_TRUE(contains(r.out, ": PASS")) << r.out;
+    EXPECT_TRUE(contains(r.out, "ms median of 5")) << r.out;
+  }
+}
+
+TEST_F(CliTest, RunOnAPrewarmedCacheCompilesNothing) {
+  CONVJIT_REQUIRE_GPU();
+  ASSERT_EQ(cli({"prewarm", "--shape", kSmallA}).exit_code, 0);
+  const auto r = cli({"run", kSmallA, "--iters", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "from the disk cache, no compile")) << r.out;
+  EXPECT_TRUE(contains(r.out, "runtime   compiles 0 ")) << r.out;
+}
+
+}  // namespace
+}  // namespace convjit::testing

@@ -1,0 +1,141 @@
+// convjit run: one problem on the GPU with random data, checked against a float64
+// CPU reference and timed. The only subcommand that needs a GPU.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include "commands.hpp"
+#include "common.hpp"
+#include "convjit/device_buffer.hpp"
+#include "core/fail.hpp"
+#include "host_reference.hpp"
+
+namespace convjit::cli {
+
+namespace {
+
+const CommandSpec kSpec{
+    .name = "run",
+    .synopsis = "SHAPE [--iters N] [options]",
+    .summary = "Run one problem on the GPU with random data, check it against float64 and time it.",
+    .details = "Inputs are uniform in [-1, 1) without zeros; the output is filled with NaN first, so an\n"
+               "unwritten element fails the check. The relative L2 error is taken over every output for small\n"
+               "problems, else over 4096 random output pixels with all their channels; the tolerance is 1e-5\n"
+               "for math=strict and 1e-3 for math=tf32. The time is the median of --iters runs after warm-up,\n"
+               "each synchronized and measured on the host clock.\n"
+               "Exit status: 0 pass, 1 check failed, 2 malformed shape, 3 no GPU here.",
+    .options = {{"--iters", "N", "timed runs (default 50)"},
+                {"--warmup", "N", "untimed runs first (default 3)"},
+                {"--seed", "S", "random seed for the data (default: random)"},
+                kAlgorithmOption,
+                kDirOption},
+    .min_positionals = 1,
+    .max_positionals = 1,
+};
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+
+std::vector<float> random_nonzero(std::int64_t count, std::mt19937_64& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> v(static_cast<std::size_t>(count));
+  for (auto& e : v) {
+    do e = dist(rng);
+    while (e == 0.0f);  // zeros would hide unwritten or skipped terms
+  }
+  return v;
+}
+
+std::string plan_origin(const CacheStats& s) {
+  if (s.compiles > 0) return fmt::format("compiled now ({} in NVRTC)", format_ms(s.compile_ms));
+  if (s.disk_hits > 0) return "from the disk cache, no compile";
+  return "from memory, no compile";
+}
+
+int run_main(const Args& args) {
+  const Conv2dDesc desc = shape_argument(kSpec, args.positionals[0]);
+  desc.validate();
+  if (desc.dtype != DType::kFloat32 || desc.layout != Layout::kNCHW) {
+    fail(ErrorCode::kUnsupported, "convjit run: generates f32 NCHW data only, got dtype={} layout={}",
+         to_string(desc.dtype), to_string(desc.layout));
+  }
+  const Algorithm algorithm = algorithm_option(kSpec, args);
+  const int iters = args.value("--iters") ? parse_count(kSpec, "--iters", *args.value("--iters"), 1) : 50;
+  const int warmup = args.value("--warmup") ? parse_count(kSpec, "--warmup", *args.value("--warmup"), 0) : 3;
+  const std::uint64_t seed = args.value("--seed")
+                                 ? static_cast<std::uint64_t>(parse_count(kSpec, "--seed", *args.value("--seed"), 0))
+                                 : std::random_device{}();
+
+  Runtime rt(runtime_options(args));
+  std::string arch;
+  try {
+    arch = rt.device_arch();
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kNoDriver && e.code() != ErrorCode::kNoDevice) throw;
+    fail(e.code(), "convjit run needs a CUDA GPU and there is none here: {}\n"
+                   "(prewarm and inspect work without one: give --arch sm_90)", e.what());
+  }
+  fmt::print("problem   {}\ndevice    {}, cache {}\n", desc.to_string(), arch, rt.cache_dir().string());
+
+  auto t0 = Clock::now();
+  const Conv2dPlan plan = rt.plan(desc, PlanOptions{.algorithm = algorithm});
+  const double plan_ms = ms_since(t0);
+  const CacheStats after_plan = rt.stats();
+  fmt::print("kernel    {} (algorithm {})\n", plan.kernel_name(), to_string(plan.algorithm()));
+  fmt::print("plan      {} to a launchable kernel, {}\n", format_ms(plan_ms), plan_origin(after_plan));
+
+  std::mt19937_64 rng(seed);
+  const auto x = random_nonzero(desc.x_elements(), rng);
+  const auto w = random_nonzero(desc.w_elements(), rng);
+  const auto bias = desc.bias ? random_nonzero(desc.k, rng) : std::vector<float>{};
+  DeviceBuffer dx(rt, x.size() * sizeof(float)), dw(rt, w.size() * sizeof(float));
+  DeviceBuffer dy(rt, static_cast<std::size_t>(desc.y_elements()) * sizeof(float));
+  DeviceBuffer db = desc.bias ? DeviceBuffer(rt, bias.size() * sizeof(float)) : DeviceBuffer();
+  dx.upload(x.data(), x.size() * sizeof(float));
+  dw.upload(w.data(), w.size() * sizeof(float));
+  if (desc.bias) db.upload(bias.data(), bias.size() * sizeof(float));
+  dy.fill_u32(0x7fc00000u);  // quiet NaN: an output the kernel never writes fails the check
+  const void* bias_ptr = desc.bias ? db.data() : nullptr;
+
+  plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+  rt.synchronize();
+  std::vector<float> y(static_cast<std::size_t>(desc.y_elements()));
+  dy.download(y.data(), y.size() * sizeof(float));
+  const auto non_finite = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
+  const CheckResult check = check_against_reference(desc, x, w, bias, y, seed + 1);
+  const double tolerance = desc.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
+  const bool pass = non_finite == 0 && check.rel_l2 <= tolerance;
+  fmt::print("check     rel L2 error {:.2e} vs float64 over {} outputs ({}), max abs error {:.2e}, non-finite {}; "
+             "tolerance {:.0e} ({}): {}\n",
+             check.rel_l2, check.checked, check.full ? "all" : "4096 sampled pixels, all channels", check.max_abs,
+             non_finite, tolerance, to_string(desc.math), pass ? "PASS" : "FAIL");
+
+  for (int i = 0; i < warmup; ++i) plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+  rt.synchronize();
+  std::vector<double> times;
+  times.reserve(static_cast<std::size_t>(iters));
+  for (int i = 0; i < iters; ++i) {
+    t0 = Clock::now();
+    plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+    rt.synchronize();
+    times.push_back(ms_since(t0));
+  }
+  std::sort(times.begin(), times.end());
+  const double median = times[times.size() / 2];
+  fmt::print("time      {:.3f} ms median of {} (min {:.3f}, max {:.3f}), {:.1f} TFLOP/s\n", median, iters,
+             times.front(), times.back(), desc.flops() / median / 1e9);
+  print_cache_stats(rt.stats());
+  return pass ? kExitOk : kExitFailed;
+}
+
+}  // namespace
+
+const Command& run_command() {
+  static const Command command{kSpec, run_main};
+  return command;
+}
+
+}  // namespace convjit::cli
