@@ -17,6 +17,8 @@ struct CacheEntry {
   std::string cubin;
   std::string options;
   std::string log;
+  // Wall time NVRTC took to build this entry; a later hit adds it to the time saved.
+  double compile_ms = 0;
 
   bool operator==(const CacheEntry&) const = default;
 };
@@ -25,5 +27,9 @@ std::string serialize_entry(const CacheEntry& entry);
 
 // Parses and verifies every checksum. On failure returns nullopt and sets `why`.
 std::optional<CacheEntry> parse_entry(std::string_view bytes, std::string& why);
+
+// The key text alone, from the start of an entry (the key is its first section), with
+// that section's checksum verified; for listing a cache without reading whole files.
+std::optional<std::string> peek_entry_key(std::string_view prefix, std::string& why);
 
 }  // namespace convjit

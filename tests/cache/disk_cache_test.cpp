@@ -1,96 +1,161 @@
+#include "cache/disk_cache.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <utime.h>
 
 #include <fstream>
 #include <thread>
 
-#include "cache/disk_cache.hpp"
+#include "cache/file_system.hpp"
+#include "cache/lock_file.hpp"
 #include "convjit/error.hpp"
-#include "specialize/kernel_key.hpp"
 #include "support/temp_dir.hpp"
+#include "tests/cache/cache_test_util.hpp"
 
 namespace convjit {
 namespace {
 
-KernelKey key(const std::string& text) {
-  return KernelKey{text, std::string(64, 'a').replace(0, std::min<std::size_t>(text.size(), 8), text.substr(0, 8))};
-}
+using testing::test_entry;
+using testing::test_key;
+namespace fs = std::filesystem;
 
-CacheEntry entry_for(const KernelKey& k) { return CacheEntry{k.text, "kernel", "source", "ptx", "cubin", "opts", "log"}; }
+void set_mtime(const fs::path& path, std::time_t when) {
+  const utimbuf times{when, when};
+  ASSERT_EQ(::utime(path.c_str(), &times), 0);
+}
 
 TEST(DiskCache, MissThenStoreThenVerifiedHit) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "c");
-  const KernelKey k = key("key-one");
+  const KernelKey k = test_key("key-one");
   EXPECT_EQ(cache.load(k).status, DiskCache::Status::kMiss);
-  cache.store(k, entry_for(k));
+  const auto stored = cache.store(k, test_entry(k));
+  EXPECT_TRUE(stored.published);
+  EXPECT_EQ(stored.bytes, fs::file_size(cache.entry_path(k)));
   const auto hit = cache.load(k);
   ASSERT_EQ(hit.status, DiskCache::Status::kHit);
-  EXPECT_EQ(*hit.entry, entry_for(k));
+  EXPECT_EQ(*hit.entry, test_entry(k));
+  EXPECT_EQ(hit.bytes, stored.bytes);
 }
 
-TEST(DiskCache, CreatesItsDirectoryPrivate) {
+TEST(DiskCache, CreatesItsDirectoriesPrivate) {
   testing::TempDir dir;
-  DiskCache cache(dir.path() / "private");
+  DiskCache cache(dir.path() / "new" / "private");
+  const KernelKey k = test_key("private-key");
+  cache.store(k, test_entry(k));
+  for (const fs::path& p : {dir.path() / "new", dir.path() / "new" / "private", cache.version_dir(),
+                            cache.entry_path(k).parent_path()}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(p.c_str(), &st), 0) << p;
+    EXPECT_EQ(st.st_mode & 0777, 0700u) << p;
+  }
   struct stat st {};
-  ASSERT_EQ(::stat((dir.path() / "private").c_str(), &st), 0);
-  EXPECT_EQ(st.st_mode & 0777, 0700u);
+  ASSERT_EQ(::stat(cache.entry_path(k).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(DiskCache, EntryFileNameIsTheKeyHashNeverAUserString) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey k = test_key("problem ../../etc/passwd\n");
+  EXPECT_EQ(cache.entry_path(k), cache.version_dir() / k.hash.substr(0, 2) / (k.hash + ".entry"));
+  try {
+    cache.entry_path(KernelKey{"text", "../../escape"});
+    FAIL() << "a non-hash key name was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInternal);
+  }
 }
 
 TEST(DiskCache, EntryWithAnotherKeyUnderTheSameNameIsCorrupt) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey stored = key("key-two");
-  cache.store(stored, entry_for(stored));
+  const KernelKey stored = test_key("key-two");
+  cache.store(stored, test_entry(stored));
   KernelKey other = stored;
   other.text = "a different full key with the same hash";
   const auto lookup = cache.load(other);
   EXPECT_EQ(lookup.status, DiskCache::Status::kCorrupt);
-  EXPECT_NE(lookup.why.find("stored key differs"), std::string::npos);
-  EXPECT_FALSE(std::filesystem::exists(cache.entry_path(stored))) << "corrupt entry left in place";
+  EXPECT_NE(lookup.why.find("stored key differs"), std::string::npos) << lookup.why;
 }
 
-TEST(DiskCache, CorruptedFileIsReportedAndRemoved) {
+TEST(DiskCache, CorruptedFileIsReportedThenReplacedByTheRebuild) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = key("key-three");
-  cache.store(k, entry_for(k));
+  const KernelKey k = test_key("key-three");
+  cache.store(k, test_entry(k));
   {
     std::fstream f(cache.entry_path(k), std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(40);
     f.put('#');
   }
+  testing::CapturedWarnings warnings;
   const auto lookup = cache.load(k);
   EXPECT_EQ(lookup.status, DiskCache::Status::kCorrupt);
   EXPECT_FALSE(lookup.why.empty());
-  EXPECT_EQ(cache.load(k).status, DiskCache::Status::kMiss);
+  DiskCache::FetchReport report;
+  int builds = 0;
+  const CacheEntry got = cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, report);
+  EXPECT_EQ(got, test_entry(k));
+  EXPECT_EQ(builds, 1);
+  EXPECT_TRUE(report.corrupt);
+  EXPECT_TRUE(report.built);
+  EXPECT_EQ(cache.load(k).status, DiskCache::Status::kHit);
+  const std::string text = warnings.text();
+  EXPECT_NE(text.find("cache entry '" + cache.entry_path(k).string() + "' is corrupt"), std::string::npos) << text;
+  EXPECT_NE(text.find("rebuilding it"), std::string::npos) << text;
 }
 
-TEST(DiskCache, StoreLeavesNoTemporaryFiles) {
+TEST(DiskCache, FetchOrBuildBuildsOnceThenServesFromDiskWithTheSavedCompileTime) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey k = test_key("fetch-key");
+  int builds = 0;
+  DiskCache::FetchReport first;
+  cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, first);
+  EXPECT_TRUE(first.built);
+  EXPECT_GT(first.bytes_written, 0u);
+  DiskCache::FetchReport second;
+  const CacheEntry got = cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, second);
+  EXPECT_EQ(builds, 1);
+  EXPECT_TRUE(second.hit);
+  EXPECT_EQ(second.bytes_read, first.bytes_written);
+  EXPECT_DOUBLE_EQ(second.saved_compile_ms, 12.5);
+  EXPECT_EQ(got, test_entry(k));
+}
+
+TEST(DiskCache, StoreLeavesNoTemporaryOrLockFiles) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
   for (int i = 0; i < 10; ++i) {
-    const KernelKey k = key("k" + std::to_string(i) + "-xxxxxx");
-    cache.store(k, entry_for(k));
+    const KernelKey k = test_key("k" + std::to_string(i));
+    DiskCache::FetchReport report;
+    cache.fetch_or_build(k, [&] { return test_entry(k); }, report);
   }
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path())) {
+  int entries = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir.path())) {
     EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+    if (e.path().extension() == ".lock") {
+      EXPECT_EQ(e.path().filename(), "cache.lock") << e.path();
+    }
+    entries += e.path().extension() == ".entry";
   }
+  EXPECT_EQ(entries, 10);
 }
 
 TEST(DiskCache, ConcurrentWritersAndReadersOfOneKeyNeverSeeATornEntry) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  KernelKey k = key("shared-key");
-  CacheEntry big = entry_for(k);
-  big.cubin.assign(1 << 20, 'x');  // a write large enough to be caught half-way if it were not atomic
+  const KernelKey k = test_key("shared-key");
+  const CacheEntry big = test_entry(k, 1 << 20);  // large enough to be caught half-way if it were not atomic
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 20; ++i) {
         if (t % 2 == 0) {
-          cache.store(k, big);
+          if (!cache.store(k, big).published) ++bad;
         } else {
           const auto lookup = cache.load(k);
           if (lookup.status == DiskCache::Status::kCorrupt) ++bad;
@@ -112,8 +177,155 @@ TEST(DiskCache, FileWhereTheDirectoryShouldBeIsAClearError) {
     FAIL() << "accepted a file as the cache directory";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kCache);
-    EXPECT_NE(std::string(e.what()).find("occupied"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("'" + (dir.path() / "occupied").string() + "' exists and is not a directory"),
+              std::string::npos)
+        << e.what();
   }
+}
+
+TEST(DiskCache, ListShowsEveryEntryWithItsProblemOldestUseFirst) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey a = test_key("convjit 0.1.0\nproblem n1c1 first\narch sm_90\n");
+  const KernelKey b = test_key("convjit 0.1.0\nproblem n1c2 second\narch sm_80\n");
+  cache.store(a, test_entry(a));
+  cache.store(b, test_entry(b, 100));
+  set_mtime(cache.entry_path(a), 2'000'000'000);  // a used last
+  set_mtime(cache.entry_path(b), 1'000'000'000);
+  std::ofstream(cache.entry_path(b).parent_path() / (b.hash + ".entry.tmp.1.2.3")) << "half";
+  const auto entries = cache.list();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].hash, b.hash);
+  EXPECT_EQ(entries[0].problem, "n1c2 second");
+  EXPECT_EQ(entries[0].arch, "sm_80");
+  EXPECT_EQ(entries[0].key_text, b.text);
+  EXPECT_EQ(entries[0].bytes, fs::file_size(cache.entry_path(b)));
+  EXPECT_EQ(entries[1].hash, a.hash);
+  EXPECT_EQ(entries[1].problem, "n1c1 first");
+  EXPECT_LT(entries[0].last_used, entries[1].last_used);
+  EXPECT_EQ(cache.total_size(), entries[0].bytes + entries[1].bytes) << "temp and lock files are not counted";
+}
+
+TEST(DiskCache, VerifyAllReportsCorruptMisnamedAndUntrustedEntriesAndChangesNothing) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  std::vector<KernelKey> keys;
+  for (int i = 0; i < 5; ++i) {
+    keys.push_back(test_key("verify-" + std::to_string(i)));
+    cache.store(keys.back(), test_entry(keys.back()));
+  }
+  EXPECT_TRUE(cache.verify_all().empty());
+  fs::resize_file(cache.entry_path(keys[0]), fs::file_size(cache.entry_path(keys[0])) / 2);  // truncated
+  fs::copy_file(cache.entry_path(keys[2]), cache.entry_path(keys[1]),  // another key's entry under this name
+                fs::copy_options::overwrite_existing);
+  fs::permissions(cache.entry_path(keys[3]), fs::perms::others_write, fs::perm_options::add);
+  const auto bad = cache.verify_all();
+  ASSERT_EQ(bad.size(), 3u);
+  std::map<fs::path, std::string> why;
+  for (const auto& b : bad) why[b.path] = b.why;
+  EXPECT_NE(why[cache.entry_path(keys[0])].find("truncated"), std::string::npos) << why[cache.entry_path(keys[0])];
+  EXPECT_NE(why[cache.entry_path(keys[1])].find("does not hash to the file's name"), std::string::npos);
+  EXPECT_NE(why[cache.entry_path(keys[3])].find("writable by other users"), std::string::npos);
+  EXPECT_TRUE(fs::exists(cache.entry_path(keys[0]))) << "verify must not change the cache";
+  EXPECT_TRUE(cache.remove_entry(cache.entry_path(keys[0])));
+  EXPECT_FALSE(cache.remove_entry(cache.entry_path(keys[0])));
+  EXPECT_EQ(cache.verify_all().size(), 2u);
+}
+
+TEST(DiskCache, RemoveEntryRefusesPathsOutsideTheCache) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path() / "c");
+  std::ofstream(dir.path() / "precious") << "keep me";
+  EXPECT_THROW(cache.remove_entry(dir.path() / "precious"), Error);
+  EXPECT_THROW(cache.remove_entry(cache.version_dir() / "cache.lock"), Error);
+  EXPECT_TRUE(fs::exists(dir.path() / "precious"));
+}
+
+TEST(DiskCache, ClearRemovesEntriesDeadLocksStaleTempsAndOtherFormatVersions) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey k = test_key("clear-me");
+  cache.store(k, test_entry(k));
+  const fs::path shard = cache.entry_path(k).parent_path();
+  std::ofstream(shard / (std::string(64, 'd') + ".lock")) << "pid 1 on host gone since 0.000\n";
+  const fs::path old_temp = shard / (k.hash + ".entry.tmp.9.9.9");
+  std::ofstream(old_temp) << "half";
+  set_mtime(old_temp, 1'000'000'000);
+  fs::create_directories(dir.path() / "v1" / "ab");
+  std::ofstream(dir.path() / "v1" / "ab" / "old.entry") << "old format";
+  // A lock held by a live compile stays.
+  auto held = KeyLock::try_acquire(*posix_file_system(), shard / (std::string(64, 'e') + ".lock"));
+  ASSERT_TRUE(held.held());
+
+  const auto report = cache.clear();
+  EXPECT_EQ(report.entries, 1u);
+  EXPECT_FALSE(fs::exists(cache.entry_path(k)));
+  EXPECT_FALSE(fs::exists(shard / (std::string(64, 'd') + ".lock")));
+  EXPECT_TRUE(fs::exists(shard / (std::string(64, 'e') + ".lock")));
+  EXPECT_FALSE(fs::exists(old_temp));
+  EXPECT_FALSE(fs::exists(dir.path() / "v1"));
+  EXPECT_EQ(cache.total_size(), 0u);
+  EXPECT_TRUE(cache.list().empty());
+}
+
+TEST(DiskCache, HitRefreshesTheLastUsedStampAtMostOncePerInterval) {
+  testing::TempDir dir;
+  const KernelKey k = test_key("stamp-key");
+  DiskCache(dir.path()).store(k, test_entry(k));
+  DiskCacheOptions hourly;
+  hourly.stamp_interval = std::chrono::hours(1);
+  DiskCache cache(dir.path(), hourly);
+  const fs::path path = cache.entry_path(k);
+
+  const auto now = std::time(nullptr);
+  set_mtime(path, now - 60);  // used a minute ago: fresh enough, no write
+  ASSERT_EQ(cache.load(k).status, DiskCache::Status::kHit);
+  struct stat st {};
+  ::stat(path.c_str(), &st);
+  EXPECT_EQ(st.st_mtime, now - 60);
+
+  set_mtime(path, now - 7200);  // two hours ago: stamped now
+  ASSERT_EQ(cache.load(k).status, DiskCache::Status::kHit);
+  ::stat(path.c_str(), &st);
+  EXPECT_GE(st.st_mtime, now);
+}
+
+TEST(DiskCache, ReadOnlyCacheServesItsEntriesAndWritesNothing) {
+  testing::TempDir dir;
+  const KernelKey k = test_key("shipped");
+  const KernelKey missing = test_key("not-shipped");
+  DiskCache(dir.path()).store(k, test_entry(k));
+  const fs::path path = DiskCache(dir.path()).entry_path(k);
+  set_mtime(path, 1'000'000'000);
+
+  DiskCache cache(dir.path(), DiskCacheOptions{.readonly = true, .stamp_interval = std::chrono::seconds(0)});
+  EXPECT_TRUE(cache.readonly());
+  EXPECT_EQ(cache.load(k).status, DiskCache::Status::kHit);
+  DiskCache::FetchReport report;
+  int builds = 0;
+  cache.fetch_or_build(missing, [&] { ++builds; return test_entry(missing); }, report);
+  EXPECT_EQ(builds, 1);
+  EXPECT_FALSE(report.store_failed) << "a read-only cache does not try";
+  EXPECT_FALSE(cache.store(missing, test_entry(missing)).published);
+  EXPECT_FALSE(fs::exists(cache.entry_path(missing)));
+  EXPECT_FALSE(fs::exists(cache.entry_path(missing).parent_path() / (missing.hash + ".lock")));
+  struct stat st {};
+  ::stat(path.c_str(), &st);
+  EXPECT_EQ(st.st_mtime, 1'000'000'000) << "no last-used stamp in read-only mode";
+  EXPECT_THROW(cache.evict_to(0), Error);
+  EXPECT_THROW(cache.clear(), Error);
+}
+
+TEST(DiskCache, ReadOnlyCacheThatDoesNotExistIsAClearError) {
+  testing::TempDir dir;
+  try {
+    DiskCache cache(dir.path() / "absent", DiskCacheOptions{.readonly = true});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kCache);
+    EXPECT_NE(std::string(e.what()).find("read-only cache directory"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir.path() / "absent"));
 }
 
 }  // namespace

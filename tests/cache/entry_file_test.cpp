@@ -6,9 +6,11 @@ namespace convjit {
 namespace {
 
 CacheEntry sample() {
-  return CacheEntry{"convjit 0.1.0\nformat 1\n", "conv2d_direct_x", "extern \"C\" __global__ void k() {}\n",
-                    ".version 9.0\n.target sm_90\n", std::string("\x7f" "ELF\0\1\2\n\n", 10), "--gpu-architecture=sm_90",
-                    ""};
+  CacheEntry entry{"convjit 0.1.0\nformat 2\nproblem n1c3\n", "conv2d_direct_x", "extern \"C\" __global__ void k() {}\n",
+                   ".version 9.0\n.target sm_90\n", std::string("\x7f" "ELF\0\1\2\n\n", 10), "--gpu-architecture=sm_90",
+                   ""};
+  entry.compile_ms = 87.25;
+  return entry;
 }
 
 TEST(EntryFile, RoundTripsEverySectionIncludingBinaryAndEmpty) {
@@ -44,6 +46,35 @@ TEST(EntryFile, EmptyAndGarbageAreRejectedWithAReason) {
   EXPECT_FALSE(parse_entry(std::string("\x00\x01garbage\xff", 11), why));
   EXPECT_NE(why.find("bad header"), std::string::npos);
   EXPECT_FALSE(parse_entry(serialize_entry(sample()) + "trailing", why));
+}
+
+TEST(EntryFile, CompileTimeRoundTripsExactly) {
+  CacheEntry entry = sample();
+  entry.compile_ms = 0.1 + 0.2;  // not exactly representable in decimal: must still round-trip
+  std::string why;
+  const auto parsed = parse_entry(serialize_entry(entry), why);
+  ASSERT_TRUE(parsed) << why;
+  EXPECT_EQ(parsed->compile_ms, entry.compile_ms);
+}
+
+TEST(EntryFile, EntryOfTheEarlierFormatIsRejectedAsAnotherFormat) {
+  std::string old = serialize_entry(sample());
+  old.replace(0, std::string_view("convjit-cache-entry 2").size(), "convjit-cache-entry 1");
+  std::string why;
+  EXPECT_FALSE(parse_entry(old, why));
+  EXPECT_NE(why.find("bad header"), std::string::npos) << why;
+}
+
+TEST(EntryFile, PeekReadsTheKeyFromTheStartOfAnEntryOnly) {
+  const std::string bytes = serialize_entry(sample());
+  std::string why;
+  const auto key = peek_entry_key(std::string_view(bytes).substr(0, bytes.find("kernel ")), why);
+  ASSERT_TRUE(key) << why;
+  EXPECT_EQ(*key, sample().key_text);
+  std::string flipped = bytes;
+  flipped[bytes.find("problem")] ^= 1;  // inside the key text
+  EXPECT_FALSE(peek_entry_key(flipped, why));
+  EXPECT_NE(why.find("checksum mismatch in section 'key'"), std::string::npos) << why;
 }
 
 }  // namespace

@@ -24,7 +24,8 @@ std::vector<std::filesystem::path> entry_files(const std::filesystem::path& root
   std::vector<std::filesystem::path> out;
   if (!std::filesystem::exists(root)) return out;
   for (const auto& e : std::filesystem::recursive_directory_iterator(root)) {
-    if (e.is_regular_file()) out.push_back(e.path());
+    // Entries only: the cache also keeps a lock file (docs/cache.md).
+    if (e.is_regular_file() && e.path().extension() == ".entry") out.push_back(e.path());
   }
   return out;
 }

@@ -29,18 +29,37 @@ struct RuntimeOptions {
   int device = 0;          // CUDA device ordinal used for launches
   // Empty: CONVJIT_LOG_LEVEL (error|warn|info|debug), else warn.
   std::optional<LogLevel> log_level;
+  // Serve an existing (e.g. prewarmed, shipped) cache without writing to it: no new
+  // entries, no last-used stamps, no eviction. Empty: CONVJIT_CACHE_READONLY=1.
+  std::optional<bool> cache_readonly;
+  // Byte limit of the disk cache; least recently used entries are evicted past it.
+  // Empty: CONVJIT_CACHE_MAX_SIZE (bytes, or with a K/M/G/T suffix), else 4 GiB. 0: no limit.
+  std::optional<std::uint64_t> cache_max_bytes;
 };
 
-// Counters since the Runtime was made. Every field only grows.
+// How this Runtime uses its disk cache (docs/cache.md).
+enum class DiskCacheMode { kReadWrite, kReadOnly, kOff };
+
+// Counters since the Runtime was made. Every counter only grows.
 struct CacheStats {
   std::uint64_t memory_hits = 0;      // served from this process's table
-  std::uint64_t disk_hits = 0;        // entry read and verified from disk
-  std::uint64_t misses = 0;           // not in memory nor on disk
+  std::uint64_t disk_hits = 0;        // entry read and verified from disk (perhaps after a lock wait)
+  std::uint64_t misses = 0;           // not in memory nor on disk: built here
   std::uint64_t compiles = 0;         // NVRTC runs
-  std::uint64_t corrupt_rebuilt = 0;  // disk entries that failed verification and were rebuilt
+  std::uint64_t corrupt_rebuilt = 0;  // disk entries that failed verification or trust checks, rebuilt
   std::uint64_t disk_writes = 0;      // entries published to disk
+  std::uint64_t disk_write_errors = 0;  // entries that could not be published (they stay in memory)
   std::uint64_t module_loads = 0;     // CUBINs loaded into a CUDA context
+  std::uint64_t evictions = 0;        // entries this process evicted to keep the cache under its limit
+  std::uint64_t bytes_read = 0;       // entry bytes read from disk on hits
+  std::uint64_t bytes_written = 0;    // entry bytes published
+  std::uint64_t lock_waits = 0;       // misses that waited for another process compiling the same key
+  std::uint64_t lock_takeovers = 0;   // compile locks taken over from a process that died holding them
+  std::uint64_t lock_timeouts = 0;    // waits that ran out, after which this process compiled too
   double compile_ms = 0;              // wall time spent in NVRTC
+  double compile_ms_saved = 0;        // compile time recorded in the entries that disk hits served
+  DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
+  std::string disk_note;              // why the disk cache is read-only or off; empty when read-write
 };
 
 // What ptxas reported for a kernel (from NVRTC's log; no GPU needed).

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
 
 #include "convjit/runtime.hpp"
 
@@ -16,9 +17,23 @@ struct Counters {
   std::atomic<std::uint64_t> corrupt_rebuilt{0};
   std::atomic<std::uint64_t> disk_writes{0};
   std::atomic<std::uint64_t> module_loads{0};
+  std::atomic<std::uint64_t> disk_write_errors{0};
+  std::atomic<std::uint64_t> evictions{0};
+  std::atomic<std::uint64_t> bytes_read{0};
+  std::atomic<std::uint64_t> bytes_written{0};
+  std::atomic<std::uint64_t> lock_waits{0};
+  std::atomic<std::uint64_t> lock_takeovers{0};
+  std::atomic<std::uint64_t> lock_timeouts{0};
   std::atomic<double> compile_ms{0};
+  std::atomic<double> compile_ms_saved{0};
+  // NOTE: plain fields, written once while the Runtime is constructed, before any
+  // other thread can see it.
+  DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
+  std::string disk_note;
 
-  static void bump(std::atomic<std::uint64_t>& counter) { counter.fetch_add(1, std::memory_order_relaxed); }
+  static void bump(std::atomic<std::uint64_t>& counter, std::uint64_t by = 1) {
+    counter.fetch_add(by, std::memory_order_relaxed);
+  }
   CacheStats snapshot() const;
 };
 

@@ -18,6 +18,16 @@ CacheStats Counters::snapshot() const {
   s.disk_writes = disk_writes.load(std::memory_order_relaxed);
   s.module_loads = module_loads.load(std::memory_order_relaxed);
   s.compile_ms = compile_ms.load(std::memory_order_relaxed);
+  s.disk_write_errors = disk_write_errors.load(std::memory_order_relaxed);
+  s.evictions = evictions.load(std::memory_order_relaxed);
+  s.bytes_read = bytes_read.load(std::memory_order_relaxed);
+  s.bytes_written = bytes_written.load(std::memory_order_relaxed);
+  s.lock_waits = lock_waits.load(std::memory_order_relaxed);
+  s.lock_takeovers = lock_takeovers.load(std::memory_order_relaxed);
+  s.lock_timeouts = lock_timeouts.load(std::memory_order_relaxed);
+  s.compile_ms_saved = compile_ms_saved.load(std::memory_order_relaxed);
+  s.disk_mode = disk_mode;
+  s.disk_note = disk_note;
   return s;
 }
 
@@ -81,39 +91,51 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& des
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
   if (disk_) artifact->path = disk_->entry_path(artifact->key);
 
-  if (disk_ && !force_compile) {
-    auto lookup = disk_->load(artifact->key);
-    if (lookup.status == DiskCache::Status::kHit) {
-      Counters::bump(counters_.disk_hits);
-      log::debug("disk cache hit for {} ({})", desc.to_string(), artifact->path.string());
-      artifact->entry = std::move(*lookup.entry);
-      origin = ArtifactOrigin::kDisk;
-      return artifact;
+  const auto compile = [&] {
+    auto compiled = Nvrtc::compile(artifact->source.text, artifact->source.kernel_name + ".cu", options);
+    Counters::bump(counters_.compiles);
+    counters_.compile_ms.fetch_add(compiled.compile_ms, std::memory_order_relaxed);
+    log::info("compiled {} for {} in {:.1f} ms", artifact->source.kernel_name, arch, compiled.compile_ms);
+    CacheEntry entry{artifact->key.text,  artifact->source.kernel_name, artifact->source.text,
+                     std::move(compiled.ptx), std::move(compiled.cubin), fmt::format("{}", fmt::join(options, " ")),
+                     std::move(compiled.log)};
+    entry.compile_ms = compiled.compile_ms;
+    return entry;
+  };
+  if (!disk_ || force_compile) {
+    if (!force_compile) Counters::bump(counters_.misses);
+    artifact->entry = compile();
+    origin = ArtifactOrigin::kCompiled;
+    if (disk_) {
+      const auto stored = disk_->store(artifact->key, artifact->entry);
+      Counters::bump(stored.published ? counters_.disk_writes : counters_.disk_write_errors);
+      Counters::bump(counters_.bytes_written, stored.bytes);
+      Counters::bump(counters_.evictions, stored.evicted_entries);
     }
-    Counters::bump(lookup.status == DiskCache::Status::kCorrupt ? counters_.corrupt_rebuilt : counters_.misses);
-  } else if (!force_compile) {
+    return artifact;
+  }
+  // Disk faults never throw from here: the cache warns once and the kernel stays in memory.
+  DiskCache::FetchReport report;
+  artifact->entry = disk_->fetch_or_build(artifact->key, compile, report);
+  origin = report.built ? ArtifactOrigin::kCompiled : ArtifactOrigin::kDisk;
+  if (report.hit) {
+    Counters::bump(counters_.disk_hits);
+    Counters::bump(counters_.bytes_read, report.bytes_read);
+    counters_.compile_ms_saved.fetch_add(report.saved_compile_ms, std::memory_order_relaxed);
+    log::debug("disk cache hit for {} ({})", desc.to_string(), artifact->path.string());
+  }
+  if (report.corrupt || report.untrusted) {
+    Counters::bump(counters_.corrupt_rebuilt);
+  } else if (report.built) {
     Counters::bump(counters_.misses);
   }
-
-  auto compiled = Nvrtc::compile(artifact->source.text, artifact->source.kernel_name + ".cu", options);
-  Counters::bump(counters_.compiles);
-  counters_.compile_ms.fetch_add(compiled.compile_ms, std::memory_order_relaxed);
-  log::info("compiled {} for {} in {:.1f} ms", artifact->source.kernel_name, arch, compiled.compile_ms);
-  artifact->entry = CacheEntry{artifact->key.text,  artifact->source.kernel_name, artifact->source.text,
-                               std::move(compiled.ptx), std::move(compiled.cubin), fmt::format("{}", fmt::join(options, " ")),
-                               std::move(compiled.log)};
-  origin = ArtifactOrigin::kCompiled;
-  if (disk_) {
-    try {
-      disk_->store(artifact->key, artifact->entry);
-      Counters::bump(counters_.disk_writes);
-    } catch (const Error& e) {
-      // The kernel still works from memory; say so once, not on every compile.
-      std::call_once(disk_write_warning_, [&] {
-        log::warn("cannot write the disk cache ({}); kernels stay in memory only", e.what());
-      });
-    }
-  }
+  if (report.waited) Counters::bump(counters_.lock_waits);
+  if (report.took_over) Counters::bump(counters_.lock_takeovers);
+  if (report.lock_timed_out) Counters::bump(counters_.lock_timeouts);
+  if (report.bytes_written != 0) Counters::bump(counters_.disk_writes);
+  if (report.store_failed) Counters::bump(counters_.disk_write_errors);
+  Counters::bump(counters_.bytes_written, report.bytes_written);
+  Counters::bump(counters_.evictions, report.evicted_entries);
   return artifact;
 }
 

@@ -60,7 +60,6 @@ class KernelStore {
   Counters& counters_;
   std::mutex mutex_;
   std::unordered_map<Key, Future, KeyHash> table_;
-  std::once_flag disk_write_warning_;
 };
 
 }  // namespace convjit

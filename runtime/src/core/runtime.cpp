@@ -1,5 +1,6 @@
 #include "convjit/runtime.hpp"
 
+#include "cache/cache_config.hpp"
 #include "compiler/nvrtc.hpp"
 #include "compiler/ptxas_report.hpp"
 #include "core/log.hpp"
@@ -8,12 +9,23 @@
 namespace convjit {
 
 namespace {
-std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const std::filesystem::path& dir) {
-  if (!options.disk_cache) return std::nullopt;
+// A cache that cannot be used (insecure, not a directory, ...) never fails the Runtime:
+// it warns once and compiles into memory. `counters` records the mode and why.
+std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const std::filesystem::path& dir,
+                                         Counters& counters) {
+  counters.disk_mode = DiskCacheMode::kOff;
+  if (!options.disk_cache) {
+    counters.disk_note = "disabled by RuntimeOptions::disk_cache";
+    return std::nullopt;
+  }
   try {
-    return DiskCache(dir);
+    DiskCache cache(dir, disk_cache_options(options));
+    counters.disk_mode = cache.readonly() ? DiskCacheMode::kReadOnly : DiskCacheMode::kReadWrite;
+    counters.disk_note = cache.readonly_reason();
+    return cache;
   } catch (const Error& e) {
     log::warn("disk cache disabled: {}; kernels stay in memory only", e.what());
+    counters.disk_note = e.what();
     return std::nullopt;
   }
 }
@@ -26,7 +38,7 @@ std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
 Runtime::Impl::Impl(RuntimeOptions opts)
     : options(std::move(opts)),
       cache_dir(resolve_cache_dir(options)),
-      store(open_disk_cache(options, cache_dir), counters) {
+      store(open_disk_cache(options, cache_dir, counters), counters) {
   if (options.log_level) log::set_level(*options.log_level);
 }
 

@@ -9,7 +9,8 @@
 namespace convjit {
 
 // Bump when the key text or the entry file layout changes, so old entries miss.
-inline constexpr int kCacheFormatVersion = 1;
+// 2: entries gained a "meta" section (cache/entry_file.cpp).
+inline constexpr int kCacheFormatVersion = 2;
 
 struct KernelKey {
   std::string text;  // one "field value" per line; stored in the entry and compared in full

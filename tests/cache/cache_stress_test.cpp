@@ -1,0 +1,369 @@
+// Many processes on one cache directory, for real: each runs
+// convjit_cache_stress_worker (a Runtime prewarming or inspecting from 4 threads).
+// Peers fail exactly here: 8 ranks on a cold cache each compile, or die on the
+// loser's side of a rename (DeepGEMM #301, DeepEP #683, triton #2688); a lock left by
+// a killed process hangs every later start (flashinfer #972).
+// Run ten in a row with tests/cache/stress_10x.sh.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstring>
+#include <utility>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "cache/disk_cache.hpp"
+#include "specialize/kernel_key.hpp"
+#include "support/temp_dir.hpp"
+
+extern char** environ;
+
+namespace convjit {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using Stats = std::map<std::string, double>;
+
+// One worker process: stdout through a pipe (its JSON line), stderr to a file.
+class Worker {
+ public:
+  Worker(const std::vector<std::string>& args, const fs::path& stderr_file,
+         const std::vector<std::string>& extra_env = {}) {
+    int pipe_fds[2];
+    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    std::vector<std::string> argv_text = {CONVJIT_CACHE_STRESS_WORKER};
+    argv_text.insert(argv_text.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : argv_text) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    std::vector<std::string> env_text = extra_env;
+    for (char** e = environ; *e != nullptr; ++e) env_text.emplace_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env_text) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
+    posix_spawn_file_actions_destroy(&actions);
+    ::close(pipe_fds[1]);
+    out_fd_ = pipe_fds[0];
+    if (rc != 0) throw std::runtime_error("posix_spawn: " + std::string(std::strerror(rc)));
+    stderr_file_ = stderr_file;
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  Worker(Worker&& other) noexcept
+      : pid_(std::exchange(other.pid_, -1)),
+        out_fd_(std::exchange(other.out_fd_, -1)),
+        stderr_file_(std::move(other.stderr_file_)) {}
+  ~Worker() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (out_fd_ >= 0) ::close(out_fd_);
+  }
+
+  pid_t pid() const { return pid_; }
+  bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  void kill_now() {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+  // Waits for the exit; returns the exit status and the JSON line's fields.
+  int finish(Stats& stats, std::string& line) {
+    std::string out;
+    char buffer[4096];
+    for (ssize_t n; (n = ::read(out_fd_, buffer, sizeof buffer)) > 0;) out.append(buffer, static_cast<std::size_t>(n));
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    line = out.substr(0, out.find('\n'));
+    stats = parse(line);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  std::string error_text() const {
+    std::ifstream in(stderr_file_);
+    std::ostringstream text;
+    text << in.rdbuf();
+    return text.str();
+  }
+
+ private:
+  static Stats parse(const std::string& line) {
+    Stats stats;
+    for (std::size_t pos = line.find('"'); pos != std::string::npos; pos = line.find('"', pos)) {
+      const std::size_t end = line.find('"', pos + 1);
+      const std::string key = line.substr(pos + 1, end - pos - 1);
+      stats[key] = std::atof(line.c_str() + end + 2);
+      pos = line.find_first_of(",}", end);
+    }
+    return stats;
+  }
+
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  fs::path stderr_file_;
+};
+
+std::string start_in(std::chrono::milliseconds delay) {
+  const auto at = std::chrono::system_clock::now() + delay;
+  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count());
+}
+
+struct WorkersRun {
+  std::vector<Stats> stats;
+  Stats sum;
+};
+
+// Finishes every worker, expecting success; prints each JSON line and the sums.
+WorkersRun finish_all(std::vector<Worker>& workers) {
+  WorkersRun run;
+  for (auto& worker : workers) {
+    Stats stats;
+    std::string line;
+    const int status = worker.finish(stats, line);
+    EXPECT_EQ(status, 0) << "worker failed: " << line << "\n" << worker.error_text();
+    EXPECT_EQ(stats["failed"], 0) << line;
+    std::printf("  %s\n", line.c_str());
+    for (const auto& [key, value] : stats) run.sum[key] += value;
+    run.stats.push_back(std::move(stats));
+  }
+  std::printf("  sum: compiles=%.0f misses=%.0f disk_hits=%.0f corrupt_rebuilt=%.0f disk_writes=%.0f "
+              "lock_waits=%.0f lock_takeovers=%.0f lock_timeouts=%.0f evictions=%.0f\n",
+              run.sum["compiles"], run.sum["misses"], run.sum["disk_hits"], run.sum["corrupt_rebuilt"],
+              run.sum["disk_writes"], run.sum["lock_waits"], run.sum["lock_takeovers"], run.sum["lock_timeouts"],
+              run.sum["evictions"]);
+  return run;
+}
+
+// Every entry verifies, there are `expected` of them, and nothing is left half done.
+void expect_clean(const fs::path& root, std::size_t expected) {
+  const DiskCache cache(root);
+  const auto bad = cache.verify_all();
+  for (const auto& b : bad) ADD_FAILURE() << b.path << ": " << b.why;
+  EXPECT_EQ(cache.list().size(), expected);
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_EQ(name.find(".tmp."), std::string::npos) << "temp file left: " << e.path();
+    if (e.path().extension() == ".lock") {
+      EXPECT_EQ(name, "cache.lock") << "compile lock left: " << e.path();
+    }
+  }
+  std::printf("  verified: %zu entries, 0 bad\n", cache.list().size());
+}
+
+// 8 processes x 4 threads, windows of 36 over 64 descriptors; even workers prewarm,
+// odd ones inspect and check what they got; two passes (the second from disk).
+std::vector<Worker> start_overlapping(const fs::path& root, const fs::path& logs, std::uint64_t max_bytes = 0) {
+  std::vector<Worker> workers;
+  const std::string start = start_in(std::chrono::milliseconds(300));
+  for (int w = 0; w < 8; ++w) {
+    std::vector<std::string> args = {"--cache", root.string(), "--first", std::to_string(w * 4), "--count", "36",
+                                     "--threads", "4", "--passes", "2", "--seed", std::to_string(w + 1),
+                                     "--mode", w % 2 == 0 ? "prewarm" : "read", "--start-at", start};
+    if (max_bytes != 0) args.insert(args.end(), {"--max-bytes", std::to_string(max_bytes)});
+    workers.emplace_back(args, logs / fmt::format("worker{}.err", w));
+  }
+  return workers;
+}
+constexpr std::size_t kOverlappingUnion = 7 * 4 + 36;  // 64 distinct descriptors
+
+TEST(CacheStress, EightProcessesPrewarmingTheSame50DescriptorsCompileEachExactlyOnce) {
+  testing::TempDir dir;
+  const fs::path root = dir.path() / "cache";
+  const std::string start = start_in(std::chrono::milliseconds(300));
+  std::vector<Worker> workers;
+  for (int w = 0; w < 8; ++w) {
+    workers.emplace_back(std::vector<std::string>{"--cache", root.string(), "--count", "50", "--threads", "4",
+                                                  "--seed", std::to_string(w + 1), "--start-at", start},
+                         dir.path() / fmt::format("worker{}.err", w));
+  }
+  const WorkersRun run = finish_all(workers);
+  EXPECT_EQ(run.sum.at("compiles"), 50) << "one compile per key across all processes";
+  EXPECT_EQ(run.sum.at("misses"), 50);
+  EXPECT_EQ(run.sum.at("disk_writes"), 50);
+  EXPECT_EQ(run.sum.at("disk_hits"), 7 * 50) << "every other process read each entry from disk";
+  EXPECT_EQ(run.sum.at("lock_timeouts"), 0);
+  EXPECT_GT(run.sum.at("lock_waits"), 0) << "the processes never met: not a concurrency test";
+  expect_clean(root, 50);
+}
+
+TEST(CacheStress, ProcessesPrewarmingAndReadingOverlappingSetsLeaveEveryEntryVerified) {
+  testing::TempDir dir;
+  const fs::path root = dir.path() / "cache";
+  std::vector<Worker> workers = start_overlapping(root, dir.path());
+  const WorkersRun run = finish_all(workers);
+  EXPECT_EQ(run.sum.at("compiles"), kOverlappingUnion);
+  EXPECT_EQ(run.sum.at("corrupt_rebuilt"), 0);
+  expect_clean(root, kOverlappingUnion);
+}
+
+TEST(CacheStress, RandomCorruptionWhileRunningIsRebuiltAndTheFinalCacheVerifiesClean) {
+  testing::TempDir dir;
+  const fs::path root = dir.path() / "cache";
+  std::vector<Worker> workers = start_overlapping(root, dir.path());
+  std::atomic<bool> done{false};
+  std::atomic<int> corrupted{0};
+  std::thread corrupter([&] {
+    std::mt19937_64 rng(std::random_device{}());
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+      std::vector<fs::path> entries;
+      std::error_code ec;
+      for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+        if (it->path().extension() == ".entry") entries.push_back(it->path());
+      }
+      if (entries.empty()) continue;
+      const fs::path victim = entries[rng() % entries.size()];
+      const int fd = ::open(victim.c_str(), O_WRONLY | O_CLOEXEC);
+      if (fd < 0) continue;
+      struct stat st {};
+      ::fstat(fd, &st);
+      const off_t size = st.st_size;
+      switch (rng() % 4) {
+        case 0: {  // flip a byte somewhere
+          if (size == 0) break;
+          const char junk = static_cast<char>(rng() | 1);
+          if (::pwrite(fd, &junk, 1, static_cast<off_t>(rng() % static_cast<std::uint64_t>(size))) == 1) ++corrupted;
+          break;
+        }
+        case 1:  // truncate
+          if (::ftruncate(fd, size / 2) == 0) ++corrupted;
+          break;
+        case 2:  // empty
+          if (::ftruncate(fd, 0) == 0) ++corrupted;
+          break;
+        default: {  // garbage over the header
+          const char garbage[] = "\x89garbage\0\xff not an entry";
+          if (::pwrite(fd, garbage, sizeof garbage, 0) > 0) ++corrupted;
+          break;
+        }
+      }
+      ::close(fd);
+    }
+  });
+  const WorkersRun run = finish_all(workers);  // every call succeeded (checked inside), whatever was corrupted
+  done = true;
+  corrupter.join();
+  std::printf("  corrupted %d entries while the workers ran; they detected %.0f\n", corrupted.load(),
+              run.sum.at("corrupt_rebuilt"));
+  EXPECT_GT(corrupted.load(), 0);
+
+  // A last prewarm pass rebuilds whatever the corrupter damaged after the workers read it.
+  std::vector<Worker> last;
+  last.emplace_back(std::vector<std::string>{"--cache", root.string(), "--count",
+                                             std::to_string(kOverlappingUnion), "--threads", "4"},
+                    dir.path() / "last.err");
+  finish_all(last);
+  expect_clean(root, kOverlappingUnion);
+}
+
+TEST(CacheStress, KilledLockHolderIsTakenOverByAnotherProcess) {
+  testing::TempDir dir;
+  const fs::path root = dir.path() / "cache";
+  const std::vector<std::string> one = {"--cache", root.string(), "--count", "1", "--threads", "1"};
+  // The holder sleeps a minute holding the compile lock: long enough to be killed there.
+  Worker holder(one, dir.path() / "holder.err", {"CONVJIT_TEST_HOLD_LOCK_MS=60000"});
+  fs::path lock_file;
+  const std::string record = fmt::format("pid {} on host ", holder.pid());
+  for (const auto deadline = Clock::now() + std::chrono::seconds(60); lock_file.empty() && Clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    std::error_code ec;
+    for (fs::recursive_directory_iterator it(root, ec), end; !ec && it != end; it.increment(ec)) {
+      if (it->path().extension() != ".lock" || it->path().filename() == "cache.lock") continue;
+      std::ifstream in(it->path());
+      std::string line;
+      std::getline(in, line);
+      if (line.starts_with(record)) lock_file = it->path();
+    }
+  }
+  ASSERT_FALSE(lock_file.empty()) << "the holder never took the lock\n" << holder.error_text();
+
+  const auto start = Clock::now();
+  Worker waiter(one, dir.path() / "waiter.err");
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  EXPECT_TRUE(waiter.running()) << "the waiter did not wait for the holder";
+  holder.kill_now();  // SIGKILL while holding the lock: no cleanup runs
+
+  Stats stats;
+  std::string line;
+  EXPECT_EQ(waiter.finish(stats, line), 0) << waiter.error_text();
+  const auto took = Clock::now() - start;
+  std::printf("  waiter: %s\n  finished %.1f s after it started\n", line.c_str(),
+              std::chrono::duration<double>(took).count());
+  EXPECT_EQ(stats["compiles"], 1) << "the waiter finished the work";
+  EXPECT_EQ(stats["lock_waits"], 1);
+  EXPECT_EQ(stats["lock_takeovers"], 1);
+  EXPECT_EQ(stats["lock_timeouts"], 0) << "took over because the holder died, not because the wait ran out";
+  EXPECT_LT(took, std::chrono::seconds(30));
+  const std::string text = waiter.error_text();
+  EXPECT_NE(text.find(fmt::format("took over the compile lock '{}' from {}", lock_file.string(), record)),
+            std::string::npos)
+      << text;
+  std::printf("  waiter's warning: %s", text.c_str());
+  expect_clean(root, 1);
+}
+
+TEST(CacheStress, EvictionKeepsTheCacheUnderItsLimitWhileProcessesReadAndWrite) {
+  testing::TempDir dir;
+  // The size of one entry, from a scratch cache.
+  {
+    std::vector<Worker> probe;
+    probe.emplace_back(std::vector<std::string>{"--cache", (dir.path() / "probe").string(), "--count", "1",
+                                                "--threads", "1"},
+                       dir.path() / "probe.err");
+    finish_all(probe);
+  }
+  const std::uint64_t one = DiskCache(dir.path() / "probe").total_size();
+  const std::uint64_t limit = 12 * one;
+  const fs::path root = dir.path() / "cache";
+  std::printf("  limit %llu bytes (about 12 of %llu-byte entries) over %zu descriptors\n",
+              static_cast<unsigned long long>(limit), static_cast<unsigned long long>(one), kOverlappingUnion);
+
+  std::vector<Worker> workers = start_overlapping(root, dir.path(), limit);
+  std::atomic<bool> done{false};
+  std::atomic<std::uint64_t> largest{0};
+  std::atomic<int> samples{0};
+  std::thread monitor([&] {
+    while (!fs::exists(root / fmt::format("v{}", kCacheFormatVersion) / "cache.lock") && !done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    const DiskCache cache(root, DiskCacheOptions{.max_bytes = limit});
+    while (!done) {
+      largest = std::max(largest.load(), cache.total_size());
+      ++samples;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  });
+  const WorkersRun run = finish_all(workers);
+  done = true;
+  monitor.join();
+  const DiskCache cache(root, DiskCacheOptions{.max_bytes = limit});
+  std::printf("  %d samples of the cache size while running: largest %llu, final %llu, limit %llu\n", samples.load(),
+              static_cast<unsigned long long>(largest.load()), static_cast<unsigned long long>(cache.total_size()),
+              static_cast<unsigned long long>(limit));
+  EXPECT_GT(run.sum.at("evictions"), 0);
+  EXPECT_GT(samples.load(), 10);
+  EXPECT_LE(largest.load(), limit);
+  EXPECT_LE(cache.total_size(), limit);
+  for (const auto& b : cache.verify_all()) ADD_FAILURE() << b.path << ": " << b.why;
+}
+
+}  // namespace
+}  // namespace convjit

@@ -1,0 +1,155 @@
+// One process of the multi-process cache stress test (cache_stress_test.cpp).
+// Makes a convjit::Runtime on a given cache directory and, from several threads,
+// prewarms (or inspects and checks) a deterministic but shuffled window of
+// descriptors for sm_90, then prints its CacheStats as one JSON line on stdout.
+//
+//   convjit_cache_stress_worker --cache DIR [--first 0] [--count 50] [--threads 4]
+//       [--passes 1] [--seed 1] [--mode prewarm|read] [--max-bytes 0] [--start-at UNIX_MS]
+//
+// --start-at lines up the processes of one test: each sleeps until that moment.
+// Each pass uses a fresh Runtime, so passes after the first read the disk cache
+// instead of this process's memory. Exit status 0 when every request succeeded.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "convjit/convjit.hpp"
+
+namespace {
+
+struct Args {
+  std::string cache;
+  int first = 0;
+  int count = 50;
+  int threads = 4;
+  int passes = 1;
+  unsigned seed = 1;
+  std::string mode = "prewarm";
+  std::uint64_t max_bytes = 0;
+  long long start_at_ms = 0;
+};
+
+Args parse(int argc, char** argv) {
+  Args args;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    const char* value = argv[i + 1];
+    if (flag == "--cache") args.cache = value;
+    else if (flag == "--first") args.first = std::atoi(value);
+    else if (flag == "--count") args.count = std::atoi(value);
+    else if (flag == "--threads") args.threads = std::atoi(value);
+    else if (flag == "--passes") args.passes = std::atoi(value);
+    else if (flag == "--seed") args.seed = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
+    else if (flag == "--mode") args.mode = value;
+    else if (flag == "--max-bytes") args.max_bytes = std::strtoull(value, nullptr, 10);
+    else if (flag == "--start-at") args.start_at_ms = std::atoll(value);
+    else {
+      fmt::print(stderr, "unknown flag {}\n", flag);
+      std::exit(2);
+    }
+  }
+  if (args.cache.empty()) {
+    fmt::print(stderr, "--cache DIR is required\n");
+    std::exit(2);
+  }
+  return args;
+}
+
+// Descriptor i of the stress set: small (quick to compile), all distinct.
+convjit::Conv2dDesc stress_desc(int i) {
+  return convjit::Conv2dDesc{.n = 1, .c = 1 + i % 4, .h = 6 + i / 4, .w = 5, .k = 2, .r = 3, .s = 3,
+                             .pad_h = 1, .pad_w = 1};
+}
+
+void add(convjit::CacheStats& total, const convjit::CacheStats& s) {
+  total.memory_hits += s.memory_hits;
+  total.disk_hits += s.disk_hits;
+  total.misses += s.misses;
+  total.compiles += s.compiles;
+  total.corrupt_rebuilt += s.corrupt_rebuilt;
+  total.disk_writes += s.disk_writes;
+  total.disk_write_errors += s.disk_write_errors;
+  total.evictions += s.evictions;
+  total.bytes_read += s.bytes_read;
+  total.bytes_written += s.bytes_written;
+  total.lock_waits += s.lock_waits;
+  total.lock_takeovers += s.lock_takeovers;
+  total.lock_timeouts += s.lock_timeouts;
+  total.compile_ms += s.compile_ms;
+  total.compile_ms_saved += s.compile_ms_saved;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  std::vector<convjit::Conv2dDesc> descs;
+  for (int i = args.first; i < args.first + args.count; ++i) descs.push_back(stress_desc(i));
+
+  if (args.start_at_ms != 0) {
+    std::this_thread::sleep_until(std::chrono::system_clock::time_point(std::chrono::milliseconds(args.start_at_ms)));
+  }
+
+  convjit::CacheStats total;
+  std::atomic<int> failed{0};
+  for (int pass = 0; pass < args.passes; ++pass) {
+    convjit::RuntimeOptions options{.cache_dir = args.cache};
+    if (args.max_bytes != 0) options.cache_max_bytes = args.max_bytes;
+    convjit::Runtime rt(options);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < args.threads; ++t) {
+      threads.emplace_back([&, t] {
+        std::vector<convjit::Conv2dDesc> order = descs;
+        std::mt19937 rng(args.seed * 7919u + static_cast<unsigned>(pass * 131 + t));
+        std::shuffle(order.begin(), order.end(), rng);
+        if (args.mode == "read") {
+          for (const auto& d : order) {
+            try {
+              const auto info = rt.inspect(d, "sm_90");
+              if (info.ptx.find(".entry " + info.kernel_name) == std::string::npos || info.cubin_bytes == 0 ||
+                  info.cache_path.stem().string() != info.key_hash) {
+                fmt::print(stderr, "pid {}: wrong content for {}\n", ::getpid(), d.to_string());
+                ++failed;
+              }
+            } catch (const std::exception& e) {
+              fmt::print(stderr, "pid {}: inspect failed: {}\n", ::getpid(), e.what());
+              ++failed;
+            }
+          }
+        } else {
+          try {
+            const auto result = rt.prewarm(order, "sm_90");
+            failed += static_cast<int>(result.failed);
+            for (const auto& error : result.errors) fmt::print(stderr, "pid {}: {}\n", ::getpid(), error);
+          } catch (const std::exception& e) {
+            fmt::print(stderr, "pid {}: prewarm threw: {}\n", ::getpid(), e.what());
+            ++failed;
+          }
+        }
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    add(total, rt.stats());
+  }
+
+  fmt::print(
+      "{{\"pid\":{},\"failed\":{},\"compiles\":{},\"misses\":{},\"disk_hits\":{},\"memory_hits\":{},"
+      "\"corrupt_rebuilt\":{},\"disk_writes\":{},\"disk_write_errors\":{},\"evictions\":{},\"lock_waits\":{},"
+      "\"lock_takeovers\":{},\"lock_timeouts\":{},\"bytes_read\":{},\"bytes_written\":{},\"compile_ms\":{:.1f},"
+      "\"compile_ms_saved\":{:.1f}}}\n",
+      ::getpid(), failed.load(), total.compiles, total.misses, total.disk_hits, total.memory_hits,
+      total.corrupt_rebuilt, total.disk_writes, total.disk_write_errors, total.evictions, total.lock_waits,
+      total.lock_takeovers, total.lock_timeouts, total.bytes_read, total.bytes_written, total.compile_ms,
+      total.compile_ms_saved);
+  std::fflush(stdout);
+  return failed.load() == 0 ? 0 : 1;
+}
