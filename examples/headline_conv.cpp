@@ -52,9 +52,9 @@ double sampled_rel_err(const convjit::Conv2dDesc& d, const std::vector<float>& x
 }  // namespace
 
 int main() try {
-  const convjit::Conv2dDesc desc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
   convjit::Runtime rt;
-  fmt::print("problem   {}\ndevice    {}\ncache     {}\n", desc.to_string(), rt.device_arch(), rt.cache_dir().string());
+  const convjit::Conv2dDesc base{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  fmt::print("problem   {}\ndevice    {}\ncache     {}\n", base.to_string(), rt.device_arch(), rt.cache_dir().string());
 
   std::mt19937_64 rng(std::random_device{}());
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -63,54 +63,64 @@ int main() try {
     for (auto& e : v) do e = dist(rng); while (e == 0.0f);
     return v;
   };
-  const auto x = random_vec(desc.x_elements());
-  const auto w = random_vec(desc.w_elements());
-  convjit::DeviceBuffer dx(rt, x.size() * 4), dw(rt, w.size() * 4), dy(rt, desc.y_elements() * 4);
+  const auto x = random_vec(base.x_elements());
+  const auto w = random_vec(base.w_elements());
+  convjit::DeviceBuffer dx(rt, x.size() * 4), dw(rt, w.size() * 4), dy(rt, base.y_elements() * 4);
   dx.upload(x.data(), x.size() * 4);
   dw.upload(w.data(), w.size() * 4);
-  dy.fill_u32(0x7fc00000u);  // NaN: an unwritten output fails the check
-  rt.synchronize();
+  std::vector<float> y(static_cast<std::size_t>(base.y_elements()));
 
-  auto t0 = Clock::now();
-  rt.conv2d(desc, dx.data(), dw.data(), nullptr, dy.data());
-  rt.synchronize();
-  const double first_ms = ms_since(t0);
-  const auto after_first = rt.stats();
-  t0 = Clock::now();
-  rt.conv2d(desc, dx.data(), dw.data(), nullptr, dy.data());
-  rt.synchronize();
-  const double hot_ms = ms_since(t0);
-
-  std::vector<float> y(static_cast<std::size_t>(desc.y_elements()));
-  dy.fill_u32(0x7fc00000u);
-  rt.conv2d(desc, dx.data(), dw.data(), nullptr, dy.data());
-  dy.download(y.data(), y.size() * 4);
-  const auto unwritten = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
-  const double rel_err = sampled_rel_err(desc, x, w, y, 4096, rng());
-
-  const auto plan = rt.plan(desc);
-  for (int i = 0; i < 3; ++i) plan.run(dx.data(), dw.data(), nullptr, dy.data());
-  std::vector<double> times;
-  for (int i = 0; i < 30; ++i) {
-    t0 = Clock::now();
-    plan.run(dx.data(), dw.data(), nullptr, dy.data());
+  bool ok = true;
+  // TF32 first: it is the default, as in PyTorch; then strict fp32.
+  for (const auto math : {convjit::MathMode::kTF32, convjit::MathMode::kStrictFp32}) {
+    convjit::Conv2dDesc desc = base;
+    desc.math = math;
+    const double bound = math == convjit::MathMode::kTF32 ? 1e-3 : 1e-5;
+    const auto before = rt.stats();
+    dy.fill_u32(0x7fc00000u);  // NaN: an unwritten output fails the check
     rt.synchronize();
-    times.push_back(ms_since(t0));
-  }
-  std::sort(times.begin(), times.end());
-  const double median = times[times.size() / 2];
 
-  const char* start = after_first.compiles > 0 ? "cold (compiled)" : after_first.disk_hits > 0 ? "warm disk" : "hot";
-  fmt::print("kernel    {}\n", plan.kernel_name());
-  fmt::print("first     {:.1f} ms to first result, {} (compiles={}, disk_hits={}, compile_ms={:.1f})\n", first_ms,
-             start, after_first.compiles, after_first.disk_hits, after_first.compile_ms);
-  fmt::print("hot       {:.3f} ms to result (same process)\n", hot_ms);
-  fmt::print("check     rel L2 error {:.3e} vs float64 over 4096x128 sampled outputs; non-finite outputs: {}\n",
-             rel_err, unwritten);
-  fmt::print("time      {:.3f} ms median of 30 (strict fp32, direct kernel), {:.1f} TFLOP/s\n", median,
-             desc.flops() / median / 1e9);
-  const bool ok = rel_err < 1e-5 && unwritten == 0;
-  fmt::print("{}\n", ok ? "PASS" : "FAIL");
+    auto t0 = Clock::now();
+    rt.conv2d(desc, dx.data(), dw.data(), nullptr, dy.data());
+    rt.synchronize();
+    const double first_ms = ms_since(t0);
+    const auto after_first = rt.stats();
+    dy.download(y.data(), y.size() * 4);
+    const auto unwritten = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
+    const double rel_err = sampled_rel_err(desc, x, w, y, 4096, rng());
+
+    t0 = Clock::now();
+    rt.conv2d(desc, dx.data(), dw.data(), nullptr, dy.data());
+    rt.synchronize();
+    const double hot_ms = ms_since(t0);
+
+    const auto plan = rt.plan(desc);
+    for (int i = 0; i < 3; ++i) plan.run(dx.data(), dw.data(), nullptr, dy.data());
+    std::vector<double> times;
+    for (int i = 0; i < 30; ++i) {
+      t0 = Clock::now();
+      plan.run(dx.data(), dw.data(), nullptr, dy.data());
+      rt.synchronize();
+      times.push_back(ms_since(t0));
+    }
+    std::sort(times.begin(), times.end());
+    const double median = times[times.size() / 2];
+
+    const auto compiles = after_first.compiles - before.compiles;
+    const auto disk_hits = after_first.disk_hits - before.disk_hits;
+    const char* start = compiles > 0 ? "cold (compiled)" : disk_hits > 0 ? "warm disk" : "hot";
+    fmt::print("\n[{} math] kernel {} ({})\n", convjit::to_string(math), plan.kernel_name(),
+               convjit::to_string(plan.algorithm()));
+    fmt::print("first     {:.1f} ms to first result, {} (compiles={}, disk_hits={}, compile_ms={:.1f})\n", first_ms,
+               start, compiles, disk_hits, after_first.compile_ms - before.compile_ms);
+    fmt::print("hot       {:.3f} ms to result (same process)\n", hot_ms);
+    fmt::print("check     rel L2 error {:.3e} (bound {:.0e}) vs float64 over 4096x128 sampled outputs; non-finite: {}\n",
+               rel_err, bound, unwritten);
+    fmt::print("time      {:.3f} ms median of 30 (host clock around run + synchronize), {:.1f} TFLOP/s\n", median,
+               desc.flops() / median / 1e9);
+    ok = ok && rel_err < bound && unwritten == 0;
+  }
+  fmt::print("\n{}\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 } catch (const convjit::Error& e) {
   fmt::print(stderr, "error: {}\n", e.what());

@@ -16,7 +16,7 @@ namespace spec {
 constexpr int kN = 2, kC = 4, kH = 9, kW = 7, kK = 6, kR = 3, kS = 3;
 constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 0, kDilationH = 1, kDilationW = 2;
 constexpr int kGroups = 2, kP = 9, kQ = 2;
-constexpr bool kHasBias = true;
+constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 128, kKPerThread = 3;
 constexpr bool kWideIndex = false;
 }  // namespace spec
@@ -94,6 +94,7 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, co
     if (kRaggedK && k_in_group + j >= kKPerGroup) break;
     float out = acc[j];
     if constexpr (kHasBias) out += __ldg(bias + k0 + j);
+    if constexpr (kRelu) out = fmaxf(out, 0.0f);
     y_pixel[static_cast<index_t>(j) * (static_cast<index_t>(kP) * kQ)] = out;
   }
 }

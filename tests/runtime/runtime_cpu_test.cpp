@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "convjit/convjit.hpp"
+#include "core/im2col_gemm.hpp"
 #include "support/gpu.hpp"
 #include "support/temp_dir.hpp"
 
@@ -225,6 +226,88 @@ TEST(RuntimeCpu, CacheDirectoryComesFromTheEnvironmentInOrder) {
   restore("CONVJIT_CACHE_DIR", cache);
   restore("XDG_CACHE_HOME", xdg);
   restore("HOME", home);
+}
+
+}  // namespace
+}  // namespace convjit
+
+namespace convjit {
+namespace {
+
+TEST(RuntimeCpu, HeadlineImplicitGemmCompilesWithoutSpillsInBothMathModes) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
+    d.math = math;
+    const auto info = rt.inspect(d, "sm_90");
+    SCOPED_TRACE(info.kernel_name);
+    EXPECT_EQ(info.algorithm, "implicit_gemm");
+    EXPECT_EQ(info.resources.spill_store_bytes, 0) << info.log;
+    EXPECT_EQ(info.resources.stack_bytes, 0) << info.log;
+    EXPECT_LE(info.resources.registers, 255);
+    EXPECT_GT(info.dynamic_shared_bytes, 48u * 1024);
+    EXPECT_NE(info.ptx.find("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"), std::string::npos);
+    std::printf("%s: %d registers, %u B dynamic smem, tile %s\n", info.kernel_name.c_str(), info.resources.registers,
+                info.dynamic_shared_bytes, info.tile.c_str());
+  }
+}
+
+TEST(RuntimeCpu, EveryAlgorithmCompilesForTheHeadlineWithoutGpu) {
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  for (Algorithm a : {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm}) {
+    const auto info = rt.inspect(d, "sm_90", PlanOptions{.algorithm = a});
+    EXPECT_EQ(info.algorithm, to_string(a));
+    EXPECT_GT(info.cubin_bytes, 0u);
+  }
+}
+
+}  // namespace
+}  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// The headline's full column matrix is 8 x 2240 x 127000 floats (about 9 GB); the
+// chunking must keep the workspace under the limit however large the problem.
+TEST(Im2colChunking, HeadlineWorkspaceStaysUnderTheLimit) {
+  const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  for (std::uint64_t limit : {std::uint64_t{256} << 20, std::uint64_t{16} << 20, std::uint64_t{3} << 20}) {
+    const auto chunks = plan_im2col_chunks(d, limit);
+    EXPECT_FALSE(chunks.pointwise);
+    EXPECT_LE(chunks.workspace_bytes, limit);
+    EXPECT_GT(chunks.workspace_bytes, 0u);
+    EXPECT_EQ(chunks.images_per_chunk, 1);
+    EXPECT_GE(chunks.rows_per_chunk, 1);
+  }
+}
+
+TEST(Im2colChunking, WholeImagesAreBatchedWhenTheyFit) {
+  const Conv2dDesc d{.n = 16, .c = 3, .h = 32, .w = 32, .k = 8, .r = 3, .s = 3};
+  const auto chunks = plan_im2col_chunks(d, std::uint64_t{1} << 20);  // one image: 27 x 900 floats
+  EXPECT_EQ(chunks.rows_per_chunk, 30);
+  EXPECT_EQ(chunks.images_per_chunk, 10);
+  EXPECT_LE(chunks.workspace_bytes, std::uint64_t{1} << 20);
+}
+
+TEST(Im2colChunking, PointwiseNeedsNoWorkspace) {
+  const Conv2dDesc d{.n = 16, .c = 64, .h = 64, .w = 64, .k = 128};
+  const auto chunks = plan_im2col_chunks(d, 1);
+  EXPECT_TRUE(chunks.pointwise);
+  EXPECT_EQ(chunks.workspace_bytes, 0u);
+}
+
+TEST(Im2colChunking, LimitBelowOneOutputRowIsRejectedWithTheNumbers) {
+  const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  try {
+    plan_im2col_chunks(d, 1000);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("workspace limit of 1000 bytes"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -17,9 +17,15 @@ struct GpuCheck {
   std::size_t unwritten = 0;  // outputs still NaN after the run
 };
 
-inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool use_plan = false) {
-  const auto x = random_nonzero(static_cast<std::size_t>(d.x_elements()), rng);
-  const auto w = random_nonzero(static_cast<std::size_t>(d.w_elements()), rng);
+// The bound each math mode promises (relative L2 against float64).
+inline double tolerance(const Conv2dDesc& d) { return d.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3; }
+
+// use_plan: through Runtime::plan(desc, {algorithm}) instead of Runtime::conv2d.
+// positive: inputs in (0, 1) like KernelBench's torch.rand, where rounding bias adds up.
+inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool use_plan = false,
+                             Algorithm algorithm = Algorithm::kAuto, bool positive = false) {
+  const auto x = random_nonzero(static_cast<std::size_t>(d.x_elements()), rng, positive ? 0.0f : -1.0f);
+  const auto w = random_nonzero(static_cast<std::size_t>(d.w_elements()), rng, positive ? 0.0f : -1.0f);
   const auto b = d.bias ? random_nonzero(static_cast<std::size_t>(d.k), rng) : std::vector<float>{};
   DeviceBuffer dx(rt, x.size() * 4), dw(rt, w.size() * 4), dy(rt, static_cast<std::size_t>(d.y_elements()) * 4);
   DeviceBuffer db(rt, std::max<std::size_t>(b.size(), 1) * 4);
@@ -29,7 +35,7 @@ inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& 
   dy.fill_u32(kNaNBits);
   const void* bias_ptr = d.bias ? db.data() : nullptr;
   if (use_plan) {
-    rt.plan(d).run(dx.data(), dw.data(), bias_ptr, dy.data());
+    rt.plan(d, PlanOptions{.algorithm = algorithm}).run(dx.data(), dw.data(), bias_ptr, dy.data());
   } else {
     rt.conv2d(d, dx.data(), dw.data(), bias_ptr, dy.data());
   }

@@ -1,12 +1,13 @@
 #include "support/reference.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
 namespace convjit::testing {
 
-std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng) {
-  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng, float lo, float hi) {
+  std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> out(count);
   for (auto& v : out) {
     do {
@@ -35,7 +36,7 @@ double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std:
       }
     }
   }
-  return acc;
+  return d.activation == Activation::kRelu ? std::max(acc, 0.0) : acc;
 }
 
 std::vector<double> reference_conv2d(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,

@@ -10,7 +10,7 @@
 namespace convjit::testing {
 
 // Uniform in [-1, 1) with no exact zeros: zeros would hide unwritten outputs.
-std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng);
+std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng, float lo = -1.0f, float hi = 1.0f);
 
 // y[n][k][p][q] in float64 from float32 inputs; bias may be empty.
 double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,

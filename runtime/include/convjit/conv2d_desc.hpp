@@ -9,6 +9,8 @@ namespace convjit {
 
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 enum class Layout { kNCHW, kNHWC };
+// Applied in registers after the bias, before the store.
+enum class Activation { kNone, kRelu };
 
 // What the arithmetic guarantees for float32 data (f16/bf16 always accumulate in fp32).
 enum class MathMode {
@@ -19,6 +21,7 @@ enum class MathMode {
 std::string_view to_string(DType dtype) noexcept;
 std::string_view to_string(Layout layout) noexcept;
 std::string_view to_string(MathMode math) noexcept;
+std::string_view to_string(Activation activation) noexcept;
 std::size_t size_of(DType dtype) noexcept;
 
 // Output extents: y is n x k x p x q (NCHW).
@@ -49,6 +52,7 @@ struct Conv2dDesc {
   int dilation_w = 1;
   int groups = 1;      // c and k must both divide by it; groups == c is depthwise
   bool bias = false;   // y += bias[k]
+  Activation activation = Activation::kNone;
   DType dtype = DType::kFloat32;
   Layout layout = Layout::kNCHW;
   MathMode math = MathMode::kTF32;  // matches PyTorch's default (torch.backends.cudnn.allow_tf32)

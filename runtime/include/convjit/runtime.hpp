@@ -22,11 +22,30 @@ using Stream = CUstream_st*;
 
 enum class LogLevel { kError, kWarn, kInfo, kDebug };
 
+// How a problem is computed. kAuto picks per problem (see docs/perf.md).
+enum class Algorithm {
+  kAuto,
+  kDirect,        // one thread per output pixel and channel block, FMA units; every problem
+  kImplicitGemm,  // tensor cores (TF32 / 3xTF32), input gathered from NCHW on the fly
+  kIm2colGemm,    // im2col into a bounded workspace + cuBLAS GEMM (1x1: GEMM only)
+};
+std::string_view to_string(Algorithm algorithm) noexcept;
+
+struct PlanOptions {
+  Algorithm algorithm = Algorithm::kAuto;
+};
+
 struct RuntimeOptions {
   // Empty: CONVJIT_CACHE_DIR, else $XDG_CACHE_HOME/convjit, else ~/.cache/convjit.
   std::filesystem::path cache_dir;
   bool disk_cache = true;  // false: compile into memory only
   int device = 0;          // CUDA device ordinal used for launches
+  // Most device memory one plan may hold as scratch (im2col columns), per stream.
+  // 0: CONVJIT_WORKSPACE_LIMIT (bytes), else 256 MiB.
+  std::uint64_t workspace_limit_bytes = 0;
+  // kAuto picks by timing every algorithm once per problem and device, and stores the
+  // choice next to the kernels so later processes reuse it. Empty: CONVJIT_AUTOTUNE=1.
+  std::optional<bool> autotune;
   // Empty: CONVJIT_LOG_LEVEL (error|warn|info|debug), else warn.
   std::optional<LogLevel> log_level;
   // Serve an existing (e.g. prewarmed, shipped) cache without writing to it: no new
@@ -56,6 +75,8 @@ struct CacheStats {
   std::uint64_t lock_waits = 0;       // misses that waited for another process compiling the same key
   std::uint64_t lock_takeovers = 0;   // compile locks taken over from a process that died holding them
   std::uint64_t lock_timeouts = 0;    // waits that ran out, after which this process compiled too
+  std::uint64_t autotune_runs = 0;    // problems whose algorithms were timed in this process
+  std::uint64_t autotune_reused = 0;  // problems that took a choice stored by an earlier tuning
   double compile_ms = 0;              // wall time spent in NVRTC
   double compile_ms_saved = 0;        // compile time recorded in the entries that disk hits served
   DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
@@ -105,6 +126,9 @@ class Runtime;
 class Conv2dPlan {
  public:
   const Conv2dDesc& desc() const noexcept;
+  Algorithm algorithm() const noexcept;  // never kAuto
+  // Scratch device memory each stream that runs this plan holds (0 for most algorithms).
+  std::uint64_t workspace_bytes() const noexcept;
   const std::string& kernel_name() const noexcept;
   void run(const void* x, const void* w, const void* bias, void* y, Stream stream = nullptr) const;
 
@@ -127,7 +151,8 @@ class Runtime {
   void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
               Stream stream = nullptr);
 
-  Conv2dPlan plan(const Conv2dDesc& desc);
+  // Throws Error(kUnsupported) when a forced algorithm cannot run this problem.
+  Conv2dPlan plan(const Conv2dDesc& desc, PlanOptions options = {});
 
   // Compiles and caches every descriptor. With `arch` (e.g. "sm_90") no GPU is needed.
   PrewarmResult prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch = {});
@@ -136,7 +161,7 @@ class Runtime {
   std::string source(const Conv2dDesc& desc) const;
   // The PTX (compiling or reading the cache); with `arch` no GPU is needed.
   std::string ptx(const Conv2dDesc& desc, std::optional<std::string> arch = {});
-  KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {});
+  KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {}, PlanOptions options = {});
 
   // Waits for all work on `stream` (nullptr: the legacy default stream).
   void synchronize(Stream stream = nullptr);

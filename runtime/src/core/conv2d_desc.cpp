@@ -29,6 +29,10 @@ std::string_view to_string(MathMode math) noexcept {
   return math == MathMode::kTF32 ? "tf32" : "strict";
 }
 
+std::string_view to_string(Activation activation) noexcept {
+  return activation == Activation::kRelu ? "relu" : "none";
+}
+
 std::size_t size_of(DType dtype) noexcept { return dtype == DType::kFloat32 ? 4 : 2; }
 
 namespace {
@@ -124,6 +128,7 @@ std::string Conv2dDesc::to_string() const {
   pair("dilation", dilation_h, dilation_w);
   fmt::format_to(std::back_inserter(out), " groups={} bias={} dtype={} layout={} math={}", groups, bias ? 1 : 0,
                  convjit::to_string(dtype), convjit::to_string(layout), convjit::to_string(math));
+  if (activation != Activation::kNone) fmt::format_to(std::back_inserter(out), " act={}", convjit::to_string(activation));
   return out;
 }
 
@@ -142,6 +147,7 @@ std::size_t Conv2dDescHash::operator()(const Conv2dDesc& d) const noexcept {
   mix(static_cast<std::uint64_t>(d.dtype));
   mix(static_cast<std::uint64_t>(d.layout));
   mix(static_cast<std::uint64_t>(d.math));
+  mix(static_cast<std::uint64_t>(d.activation));
   return static_cast<std::size_t>(hash);
 }
 

@@ -24,6 +24,8 @@ struct Counters {
   std::atomic<std::uint64_t> lock_waits{0};
   std::atomic<std::uint64_t> lock_takeovers{0};
   std::atomic<std::uint64_t> lock_timeouts{0};
+  std::atomic<std::uint64_t> autotune_runs{0};
+  std::atomic<std::uint64_t> autotune_reused{0};
   std::atomic<double> compile_ms{0};
   std::atomic<double> compile_ms_saved{0};
   // NOTE: plain fields, written once while the Runtime is constructed, before any

@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 
 #include "compiler/nvrtc.hpp"
+#include "specialize/algorithm.hpp"
 #include "core/fail.hpp"
 #include "core/log.hpp"
 
@@ -18,6 +19,8 @@ CacheStats Counters::snapshot() const {
   s.disk_writes = disk_writes.load(std::memory_order_relaxed);
   s.module_loads = module_loads.load(std::memory_order_relaxed);
   s.compile_ms = compile_ms.load(std::memory_order_relaxed);
+  s.autotune_runs = autotune_runs.load(std::memory_order_relaxed);
+  s.autotune_reused = autotune_reused.load(std::memory_order_relaxed);
   s.disk_write_errors = disk_write_errors.load(std::memory_order_relaxed);
   s.evictions = evictions.load(std::memory_order_relaxed);
   s.bytes_read = bytes_read.load(std::memory_order_relaxed);
@@ -32,17 +35,18 @@ CacheStats Counters::snapshot() const {
 }
 
 std::size_t KernelStore::KeyHash::operator()(const Key& key) const noexcept {
-  return Conv2dDescHash{}(key.desc) ^ (std::hash<std::string>{}(key.arch) * 31);
+  return Conv2dDescHash{}(key.desc) ^ (std::hash<std::string>{}(key.arch) * 31) ^
+         (static_cast<std::size_t>(key.algorithm) << 7);
 }
 
 KernelStore::KernelStore(std::optional<DiskCache> disk, Counters& counters)
     : disk_(std::move(disk)), counters_(counters) {}
 
-std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, const std::string& arch,
-                                                       ArtifactOrigin* origin) {
+std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, Algorithm algorithm,
+                                                       const std::string& arch, ArtifactOrigin* origin) {
   desc.validate();
   parse_arch(arch);
-  const Key key{desc, arch};
+  const Key key{desc, algorithm, arch};
   std::promise<std::shared_ptr<const KernelArtifact>> promise;
   {
     std::unique_lock lock(mutex_);
@@ -57,7 +61,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, c
   }
   try {
     ArtifactOrigin produced{};
-    auto artifact = produce(desc, arch, /*force_compile=*/false, produced);
+    auto artifact = produce(desc, algorithm, arch, /*force_compile=*/false, produced);
     promise.set_value(artifact);
     if (origin != nullptr) *origin = produced;
     return artifact;
@@ -70,23 +74,26 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, c
   }
 }
 
-std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& desc, const std::string& arch) {
+std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& desc, Algorithm algorithm,
+                                                           const std::string& arch) {
   ArtifactOrigin origin{};
-  auto artifact = produce(desc, arch, /*force_compile=*/true, origin);
+  auto artifact = produce(desc, algorithm, arch, /*force_compile=*/true, origin);
   std::promise<std::shared_ptr<const KernelArtifact>> promise;
   promise.set_value(artifact);
   std::lock_guard lock(mutex_);
-  table_.insert_or_assign(Key{desc, arch}, promise.get_future().share());
+  table_.insert_or_assign(Key{desc, algorithm, arch}, promise.get_future().share());
   return artifact;
 }
 
-std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& desc, const std::string& arch,
-                                                           bool force_compile, ArtifactOrigin& origin) {
+std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& desc, Algorithm algorithm,
+                                                           const std::string& arch, bool force_compile,
+                                                           ArtifactOrigin& origin) {
   static const std::string nvrtc_version = Nvrtc::version();
   auto artifact = std::make_shared<KernelArtifact>();
   artifact->desc = desc;
+  artifact->algorithm = algorithm;
   artifact->arch = arch;
-  artifact->source = specialize_direct(desc);
+  artifact->source = specialize(desc, algorithm);
   const auto options = Nvrtc::options_for(arch);
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
   if (disk_) artifact->path = disk_->entry_path(artifact->key);

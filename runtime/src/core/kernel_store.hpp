@@ -21,6 +21,7 @@ namespace convjit {
 
 struct KernelArtifact {
   Conv2dDesc desc;
+  Algorithm algorithm = Algorithm::kDirect;
   std::string arch;
   SpecializedSource source;
   KernelKey key;
@@ -35,16 +36,18 @@ class KernelStore {
   KernelStore(std::optional<DiskCache> disk, Counters& counters);
 
   // Validates `desc` first; throws Error from validation, specialization or NVRTC.
-  std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, const std::string& arch,
+  // `algorithm` is a resolved one (never kAuto).
+  std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
                                             ArtifactOrigin* origin = nullptr);
   // Compiles again, replacing the memory and disk copies (after a CUBIN failed to load).
-  std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, const std::string& arch);
+  std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
   const DiskCache* disk() const noexcept { return disk_ ? &*disk_ : nullptr; }
 
  private:
   struct Key {
     Conv2dDesc desc;
+    Algorithm algorithm;
     std::string arch;
     bool operator==(const Key&) const = default;
   };
@@ -53,8 +56,8 @@ class KernelStore {
   };
   using Future = std::shared_future<std::shared_ptr<const KernelArtifact>>;
 
-  std::shared_ptr<const KernelArtifact> produce(const Conv2dDesc& desc, const std::string& arch, bool force_compile,
-                                                ArtifactOrigin& origin);
+  std::shared_ptr<const KernelArtifact> produce(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
+                                                bool force_compile, ArtifactOrigin& origin);
 
   std::optional<DiskCache> disk_;
   Counters& counters_;

@@ -15,15 +15,24 @@ void Conv2dPlan::Impl::launch(const void* x, const void* w, const void* bias, vo
     fail(ErrorCode::kInvalidArgument, "conv2d {}: a bias pointer was given but the descriptor has bias=0",
          desc.to_string());
   }
+  if (gemm) {
+    gemm->run(x, w, bias, y, reinterpret_cast<CUstream>(stream));
+    return;
+  }
   ScopedContext scope(device->context());
   void* args[] = {&x, &w, &bias, &y};
-  CONVJIT_CU_CHECK(cuLaunchKernel(module->function(), static_cast<unsigned>(geometry.grid_x), 1, 1, geometry.block_x,
-                                  1, 1, geometry.shared_bytes, reinterpret_cast<CUstream>(stream), args, nullptr),
+  CONVJIT_CU_CHECK(cuLaunchKernel(module->function(), static_cast<unsigned>(geometry.grid_x), geometry.grid_y,
+                                  geometry.grid_z, geometry.block_x, 1, 1, geometry.shared_bytes,
+                                  reinterpret_cast<CUstream>(stream), args, nullptr),
                    "launching {}", artifact->source.kernel_name);
 }
 
 Conv2dPlan::Conv2dPlan(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 const Conv2dDesc& Conv2dPlan::desc() const noexcept { return impl_->desc; }
+Algorithm Conv2dPlan::algorithm() const noexcept { return impl_->algorithm; }
+std::uint64_t Conv2dPlan::workspace_bytes() const noexcept {
+  return impl_->gemm ? impl_->gemm->chunking().workspace_bytes : 0;
+}
 const std::string& Conv2dPlan::kernel_name() const noexcept { return impl_->artifact->source.kernel_name; }
 void Conv2dPlan::run(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
   impl_->launch(x, w, bias, y, stream);

@@ -1,8 +1,11 @@
 #include "convjit/runtime.hpp"
 
+#include <cstdlib>
+
 #include "cache/cache_config.hpp"
 #include "compiler/nvrtc.hpp"
 #include "compiler/ptxas_report.hpp"
+#include "specialize/algorithm.hpp"
 #include "core/log.hpp"
 #include "core/runtime_impl.hpp"
 
@@ -35,10 +38,31 @@ std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
 }
 }  // namespace
 
+namespace {
+bool env_flag(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::string_view(value) == "1";
+}
+
+std::uint64_t resolve_workspace_limit(const RuntimeOptions& options) {
+  if (options.workspace_limit_bytes > 0) return options.workspace_limit_bytes;
+  if (const char* env = std::getenv("CONVJIT_WORKSPACE_LIMIT"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && value > 0) return value;
+    log::warn("CONVJIT_WORKSPACE_LIMIT='{}' is not a byte count; using 256 MiB", env);
+  }
+  return std::uint64_t{256} << 20;
+}
+}  // namespace
+
 Runtime::Impl::Impl(RuntimeOptions opts)
     : options(std::move(opts)),
+      workspace_limit(resolve_workspace_limit(options)),
+      autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
       cache_dir(resolve_cache_dir(options)),
-      store(open_disk_cache(options, cache_dir, counters), counters) {
+      store(open_disk_cache(options, cache_dir, counters), counters),
+      tuning(cache_dir) {
   if (options.log_level) log::set_level(*options.log_level);
 }
 
@@ -51,42 +75,56 @@ std::shared_ptr<DeviceContext> Runtime::Impl::device() {
   return device_;
 }
 
-std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc) {
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested) {
+  const PlanKey key{desc, requested};
   {
     std::shared_lock lock(plans_mutex_);
-    if (auto it = plans_.find(desc); it != plans_.end()) {
+    if (auto it = plans_.find(key); it != plans_.end()) {
       Counters::bump(counters.memory_hits);
       return it->second;
     }
   }
-  auto plan = build_plan(desc);
+  auto plan = requested == Algorithm::kAuto && autotune ? tuned_plan(desc) : build_plan(desc, requested);
   std::unique_lock lock(plans_mutex_);
   // NOTE: two threads may build the same plan at once; the first inserted wins and
   // the other's module is unloaded when its last reference goes.
-  return plans_.try_emplace(desc, std::move(plan)).first->second;
+  return plans_.try_emplace(key, std::move(plan)).first->second;
 }
 
-std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc) {
+std::shared_ptr<LoadedModule> Runtime::Impl::load(const DeviceContext& dev, const KernelArtifact& artifact) {
+  const std::string& name = artifact.source.kernel_name;
+  return std::make_shared<LoadedModule>(dev.context(), artifact.entry.cubin,
+                                        artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
+                                        artifact.source.geometry.shared_bytes);
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested) {
   desc.validate();
+  const Algorithm algorithm = resolve_algorithm(desc, requested);
+  std::optional<Im2colChunking> chunking;
+  if (algorithm == Algorithm::kIm2colGemm) chunking = plan_im2col_chunks(desc, workspace_limit);
   auto dev = device();
   auto plan = std::make_shared<Conv2dPlan::Impl>();
   plan->desc = desc;
+  plan->algorithm = algorithm;
   plan->device = dev;
-  plan->artifact = store.get(desc, dev->arch());
+  plan->artifact = store.get(desc, algorithm, dev->arch());
   try {
-    plan->module = std::make_shared<LoadedModule>(dev->context(), plan->artifact->entry.cubin,
-                                                  plan->artifact->source.kernel_name);
+    plan->module = load(*dev, *plan->artifact);
   } catch (const Error& e) {
     // A CUBIN the driver rejects (another arch, damaged in a way the checksum cannot see)
     // is rebuilt from source, never served (vllm #41871).
     log::warn("cannot load the cached CUBIN of {} ({}); recompiling", plan->artifact->source.kernel_name, e.what());
     Counters::bump(counters.corrupt_rebuilt);
-    plan->artifact = store.rebuild(desc, dev->arch());
-    plan->module = std::make_shared<LoadedModule>(dev->context(), plan->artifact->entry.cubin,
-                                                  plan->artifact->source.kernel_name);
+    plan->artifact = store.rebuild(desc, algorithm, dev->arch());
+    plan->module = load(*dev, *plan->artifact);
   }
   Counters::bump(counters.module_loads);
   plan->geometry = plan->artifact->source.geometry;
+  if (chunking) {
+    plan->gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, dev, plan->module,
+                                                    plan->artifact->source.kernel_name);
+  }
   return plan;
 }
 
@@ -98,7 +136,9 @@ void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const
   impl_->plan_for(desc)->launch(x, w, bias, y, stream);
 }
 
-Conv2dPlan Runtime::plan(const Conv2dDesc& desc) { return Conv2dPlan(impl_->plan_for(desc)); }
+Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
+  return Conv2dPlan(impl_->plan_for(desc, options.algorithm));
+}
 
 PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {
   const std::string target = arch ? *arch : device_arch();
@@ -107,7 +147,8 @@ PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<
   for (const auto& desc : descs) {
     try {
       ArtifactOrigin origin{};
-      impl_->store.get(desc, target, &origin);
+      desc.validate();
+      impl_->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto), target, &origin);
       ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
     } catch (const Error& e) {
       ++result.failed;
@@ -119,16 +160,18 @@ PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<
 
 std::string Runtime::source(const Conv2dDesc& desc) const {
   desc.validate();
-  return specialize_direct(desc).text;
+  return specialize(desc, resolve_algorithm(desc, Algorithm::kAuto)).text;
 }
 
 std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch) {
   return inspect(desc, std::move(arch)).ptx;
 }
 
-KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch) {
+KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch, PlanOptions options) {
+  desc.validate();
+  const Algorithm algorithm = resolve_algorithm(desc, options.algorithm);
   const std::string target = arch ? *arch : device_arch();
-  auto artifact = impl_->store.get(desc, target);
+  auto artifact = impl_->store.get(desc, algorithm, target);
   const auto& src = artifact->source;
   KernelInfo info;
   info.algorithm = src.algorithm;

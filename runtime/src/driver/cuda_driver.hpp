@@ -32,6 +32,7 @@ namespace convjit {
   X(cuModuleUnload, (CUmodule))                                                                       \
   X(cuModuleGetFunction, (CUfunction*, CUmodule, const char*))                                        \
   X(cuFuncGetAttribute, (int*, CUfunction_attribute, CUfunction))                                     \
+  X(cuFuncSetAttribute, (CUfunction, CUfunction_attribute, int))                                      \
   X(cuLaunchKernel, (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, \
                      CUstream, void**, void**))                                                       \
   X(cuMemAlloc, (CUdeviceptr*, size_t))                                                               \

@@ -9,13 +9,17 @@ namespace convjit {
 
 class LoadedModule {
  public:
-  // Loads `image` (CUBIN or PTX) into `context` and looks up `kernel_name`.
-  LoadedModule(CUcontext context, const std::string& image, const std::string& kernel_name);
+  // Loads `image` (CUBIN or PTX) into `context`, looks up `kernel_name` and lets it
+  // use `dynamic_shared_bytes` of dynamic shared memory (over 48 KiB needs an opt-in).
+  LoadedModule(CUcontext context, const std::string& image, const std::string& kernel_name,
+               unsigned dynamic_shared_bytes = 0);
   ~LoadedModule();
   LoadedModule(const LoadedModule&) = delete;
   LoadedModule& operator=(const LoadedModule&) = delete;
 
   CUfunction function() const noexcept { return function_; }
+  // Another kernel of the same module; throws Error(kDriver) when absent.
+  CUfunction lookup(const std::string& kernel_name) const;
   CUcontext context() const noexcept { return context_; }
   int attribute(CUfunction_attribute attribute) const;
 

@@ -61,11 +61,12 @@ SpecializedSource specialize_direct(const Conv2dDesc& d) {
                         .constant("kP", static_cast<int>(out.p))
                         .constant("kQ", static_cast<int>(out.q))
                         .constant("kHasBias", d.bias)
+                        .constant("kRelu", d.activation == Activation::kRelu)
                         .constant("kBlockThreads", kBlockThreads)
                         .constant("kKPerThread", k_per_thread)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDirectTemplate));
-  out_source.geometry = {static_cast<std::uint64_t>(blocks), kBlockThreads, 0};
+  out_source.geometry = {.grid_x = static_cast<std::uint64_t>(blocks), .block_x = kBlockThreads};
   return out_source;
 }
 

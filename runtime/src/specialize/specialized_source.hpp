@@ -10,8 +10,10 @@ namespace convjit {
 
 struct LaunchGeometry {
   std::uint64_t grid_x = 1;
+  unsigned grid_y = 1;
+  unsigned grid_z = 1;
   unsigned block_x = 1;
-  unsigned shared_bytes = 0;
+  unsigned shared_bytes = 0;  // dynamic
 };
 
 struct SpecializedSource {
@@ -25,6 +27,13 @@ struct SpecializedSource {
 
 // The direct-convolution kernel for `desc` (validated by the caller).
 SpecializedSource specialize_direct(const Conv2dDesc& desc);
+// The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math).
+SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc);
+// The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
+// and <kernel_name>_bias_act).
+SpecializedSource specialize_im2col(const Conv2dDesc& desc);
+// A 1x1, stride-1, unpadded convolution is a GEMM on the input as it is.
+bool is_pointwise_gemm(const Conv2dDesc& desc);
 
 // "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias"
 std::string direct_kernel_name(const Conv2dDesc& desc);

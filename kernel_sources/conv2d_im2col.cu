@@ -1,0 +1,75 @@
+// The two kernels around cuBLAS for the im2col + GEMM algorithm, float32 NCHW.
+//
+// im2col: for a chunk of `images` images starting at n0 and output rows
+// [p0, p0 + rows), writes col[image][kk][pixel] with kk = (c, r, s) of one group
+// and pixel = (p - p0) * Q + q, zero where the tap falls in the padding. The
+// GEMM then reads col as a (pixels x kk) column-major matrix.
+//
+// bias_act: y[n][k][p][q] += bias[k], then the activation, in place after the GEMMs.
+//
+// convjit prepends the prologue defining namespace `spec`.
+
+#ifndef CONVJIT_SPECIALIZED
+#define CONVJIT_KERNEL_NAME conv2d_im2col_example
+namespace spec {
+constexpr int kN = 2, kC = 6, kH = 11, kW = 9, kK = 4, kR = 3, kS = 3;
+constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
+constexpr int kGroups = 2, kP = 11, kQ = 4;
+constexpr bool kHasBias = true, kRelu = true;
+constexpr int kBlockThreads = 256;
+}  // namespace spec
+#endif
+
+#define CONVJIT_CAT2(a, b) a##b
+#define CONVJIT_CAT(a, b) CONVJIT_CAT2(a, b)
+
+namespace im2col {
+using namespace spec;
+constexpr int kCPerGroup = kC / kGroups;
+constexpr int kTaps = kR * kS;
+constexpr long long kGemmK = static_cast<long long>(kCPerGroup) * kTaps;
+constexpr long long kPlane = static_cast<long long>(kH) * kW;
+constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+}  // namespace im2col
+
+// One thread per (image, kk, pixel) element of the chunk; pixel fastest, so
+// neighbouring threads write neighbouring col entries and read one input row.
+extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
+CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const float* __restrict__ x, float* __restrict__ col, int group, int n0,
+                                          int p0, int rows, int images) {
+  using namespace im2col;
+  const long long pixels = static_cast<long long>(rows) * kQ;
+  const long long total = static_cast<long long>(images) * kGemmK * pixels;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long pixel = i % pixels;
+    const long long kk = (i / pixels) % kGemmK;
+    const int image = static_cast<int>(i / (pixels * kGemmK));
+    const int p = p0 + static_cast<int>(pixel / kQ);
+    const int q = static_cast<int>(pixel % kQ);
+    const int c = static_cast<int>(kk / kTaps);
+    const int r = static_cast<int>(kk % kTaps) / kS;
+    const int s = static_cast<int>(kk % kTaps) % kS;
+    const int ih = p * kStrideH - kPadH + r * kDilationH;
+    const int iw = q * kStrideW - kPadW + s * kDilationW;
+    float v = 0.0f;
+    if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) && static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+      v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
+                     static_cast<long long>(ih) * kW + iw));
+    }
+    col[i] = v;
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
+CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const float* __restrict__ bias, float* __restrict__ y) {
+  using namespace im2col;
+  constexpr long long kTotal = static_cast<long long>(kN) * kK * kPixels;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < kTotal;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    float v = y[i];
+    if constexpr (kHasBias) v += __ldg(bias + (i / kPixels) % kK);
+    if constexpr (kRelu) v = fmaxf(v, 0.0f);
+    y[i] = v;
+  }
+}

@@ -1,0 +1,156 @@
+#include "core/im2col_gemm.hpp"
+
+#include <algorithm>
+
+#include "blas/cublas.hpp"
+#include "driver/device_context.hpp"
+#include "specialize/specialized_source.hpp"
+
+namespace convjit {
+
+namespace {
+constexpr unsigned kThreads = 256;
+
+unsigned blocks_for(std::uint64_t elements) {
+  // Grid-stride loops: enough blocks to fill the chip, never more than needed.
+  return static_cast<unsigned>(std::clamp<std::uint64_t>((elements + kThreads - 1) / kThreads, 1, 132 * 16));
+}
+}  // namespace
+
+Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
+  Im2colChunking out;
+  const auto o = d.output_shape();
+  if (is_pointwise_gemm(d)) {
+    out.pointwise = true;
+    out.images_per_chunk = d.n;
+    out.rows_per_chunk = static_cast<int>(o.p);
+    return out;
+  }
+  const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.r * d.s;
+  const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * sizeof(float);
+  const std::uint64_t image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
+  if (row_bytes > limit) {
+    fail(ErrorCode::kUnsupported,
+         "{}: im2col needs {} bytes for one output row, over the workspace limit of {} bytes "
+         "(RuntimeOptions.workspace_limit_bytes / CONVJIT_WORKSPACE_LIMIT)",
+         d.to_string(), row_bytes, limit);
+  }
+  if (image_bytes <= limit) {
+    out.images_per_chunk = static_cast<int>(std::min<std::uint64_t>(d.n, limit / image_bytes));
+    out.rows_per_chunk = static_cast<int>(o.p);
+  } else {
+    out.images_per_chunk = 1;
+    out.rows_per_chunk = static_cast<int>(std::min<std::uint64_t>(o.p, limit / row_bytes));
+  }
+  out.workspace_bytes = static_cast<std::uint64_t>(out.images_per_chunk) * out.rows_per_chunk * row_bytes;
+  return out;
+}
+
+struct Im2colGemmRunner::StreamState {
+  CublasHandle handle;
+  CUdeviceptr workspace = 0;
+  ~StreamState() {
+    if (workspace != 0) CudaDriver::get().cuMemFree(workspace);
+  }
+};
+
+Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking,
+                                   std::shared_ptr<DeviceContext> device, std::shared_ptr<LoadedModule> module,
+                                   const std::string& kernel_name)
+    : desc_(desc), chunking_(chunking), device_(std::move(device)), module_(std::move(module)) {
+  im2col_ = module_->lookup(kernel_name + "_im2col");
+  bias_act_ = module_->lookup(kernel_name + "_bias_act");
+}
+
+Im2colGemmRunner::~Im2colGemmRunner() {
+  // NOTE: handles and buffers belong to our context; free them with it current.
+  try {
+    ScopedContext scope(device_->context());
+    std::lock_guard lock(mutex_);
+    streams_.clear();
+  } catch (...) {
+  }
+}
+
+Im2colGemmRunner::StreamState& Im2colGemmRunner::state_for(CUstream stream) const {
+  std::lock_guard lock(mutex_);
+  auto& slot = streams_[stream];
+  if (!slot) {
+    auto state = std::make_unique<StreamState>();
+    CONVJIT_CUBLAS_CHECK(cublasSetStream(state->handle.get(), reinterpret_cast<cudaStream_t>(stream)),
+                         "binding a cuBLAS handle to a stream");
+    if (chunking_.workspace_bytes > 0) {
+      CONVJIT_CU_CHECK(cuMemAlloc(&state->workspace, chunking_.workspace_bytes), "allocating {} bytes of im2col workspace",
+                       chunking_.workspace_bytes);
+    }
+    slot = std::move(state);
+  }
+  return *slot;
+}
+
+void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUstream stream) const {
+  ScopedContext scope(device_->context());
+  StreamState& state = state_for(stream);
+  const auto o = desc_.output_shape();
+  const int groups = desc_.groups;
+  const long long c_per_group = desc_.c / groups;
+  const long long k_per_group = desc_.k / groups;
+  const long long gemm_k = c_per_group * desc_.r * desc_.s;
+  const long long pixels = o.p * o.q;
+  const long long plane = static_cast<long long>(desc_.h) * desc_.w;
+  const auto* xf = static_cast<const float*>(x);
+  const auto* wf = static_cast<const float*>(w);
+  auto* yf = static_cast<float*>(y);
+  auto* col = reinterpret_cast<float*>(state.workspace);
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  // Column-major view: Y^T (pixels x k) = col^T (pixels x kk) * W^T (kk x k).
+  const cublasComputeType_t compute =
+      desc_.math == MathMode::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+
+  for (int g = 0; g < groups; ++g) {
+    const float* w_group = wf + g * k_per_group * gemm_k;
+    float* y_group = yf + g * k_per_group * pixels;
+    if (chunking_.pointwise) {
+      CONVJIT_CUBLAS_CHECK(
+          cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
+                                     static_cast<int>(k_per_group), static_cast<int>(c_per_group), &one,
+                                     xf + g * c_per_group * plane, CUDA_R_32F, static_cast<int>(pixels),
+                                     static_cast<long long>(desc_.c) * plane, w_group, CUDA_R_32F,
+                                     static_cast<int>(c_per_group), 0, &zero, y_group, CUDA_R_32F,
+                                     static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, desc_.n,
+                                     compute, CUBLAS_GEMM_DEFAULT),
+          "pointwise GEMM of {}", desc_.to_string());
+      continue;
+    }
+    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
+      const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+      for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
+        const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
+        const long long chunk_pixels = static_cast<long long>(rows) * o.q;
+        int group = g;
+        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
+        CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * chunk_pixels), 1, 1, kThreads, 1, 1, 0,
+                                        stream, args, nullptr),
+                         "launching im2col of {}", desc_.to_string());
+        CONVJIT_CUBLAS_CHECK(
+            cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
+                                       static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, CUDA_R_32F,
+                                       static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, CUDA_R_32F,
+                                       static_cast<int>(gemm_k), 0, &zero,
+                                       y_group + static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q, CUDA_R_32F,
+                                       static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, images,
+                                       compute, CUBLAS_GEMM_DEFAULT),
+            "GEMM of {} (images {}+{}, rows {}+{})", desc_.to_string(), n0, images, p0, rows);
+      }
+    }
+  }
+  if (desc_.bias || desc_.activation != Activation::kNone) {
+    void* args[] = {&bias, &yf};
+    CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args,
+                                    nullptr),
+                     "launching the bias/activation epilogue of {}", desc_.to_string());
+  }
+}
+
+}  // namespace convjit

@@ -1,0 +1,64 @@
+#include "specialize/algorithm.hpp"
+
+#include "core/fail.hpp"
+
+namespace convjit {
+
+std::string_view to_string(Algorithm algorithm) noexcept {
+  switch (algorithm) {
+    case Algorithm::kAuto: return "auto";
+    case Algorithm::kDirect: return "direct";
+    case Algorithm::kImplicitGemm: return "implicit_gemm";
+    case Algorithm::kIm2colGemm: return "im2col_gemm";
+  }
+  return "?";
+}
+
+std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::kAuto:
+    case Algorithm::kDirect:
+      return std::nullopt;
+    case Algorithm::kImplicitGemm:
+      if (d.dtype != DType::kFloat32) return "implicit_gemm handles f32 data only in this version";
+      return std::nullopt;
+    case Algorithm::kIm2colGemm:
+      if (d.dtype != DType::kFloat32) return "im2col_gemm handles f32 data only in this version";
+      return std::nullopt;
+  }
+  return "unknown algorithm";
+}
+
+Algorithm select_algorithm(const Conv2dDesc& d) {
+  const int c_per_group = d.c / d.groups;
+  const int k_per_group = d.k / d.groups;
+  const long long reduction = static_cast<long long>(c_per_group) * d.r * d.s;
+  // Tensor cores pay once a GEMM tile has real rows and a real reduction to chew on;
+  // depthwise and tiny-channel problems are memory-bound and stay on the direct kernel.
+  // A pointwise convolution is a GEMM that reads each input once: cuBLAS at bandwidth.
+  if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
+  if (!unsupported_reason(d, Algorithm::kImplicitGemm) && k_per_group >= 16 && reduction >= 32) {
+    return Algorithm::kImplicitGemm;
+  }
+  return Algorithm::kDirect;
+}
+
+Algorithm resolve_algorithm(const Conv2dDesc& d, Algorithm requested) {
+  if (requested == Algorithm::kAuto) return select_algorithm(d);
+  if (auto why = unsupported_reason(d, requested)) {
+    fail(ErrorCode::kUnsupported, "{}: algorithm {} cannot run it: {}", d.to_string(), to_string(requested), *why);
+  }
+  return requested;
+}
+
+SpecializedSource specialize(const Conv2dDesc& d, Algorithm algorithm) {
+  switch (algorithm) {
+    case Algorithm::kDirect: return specialize_direct(d);
+    case Algorithm::kImplicitGemm: return specialize_implicit_gemm(d);
+    case Algorithm::kIm2colGemm: return specialize_im2col(d);
+    default:
+      fail(ErrorCode::kInternal, "specialize: algorithm {} has no kernel template", to_string(algorithm));
+  }
+}
+
+}  // namespace convjit
