@@ -105,3 +105,31 @@ TEST_F(RuntimeGpu, ManyThreadsCallingAtOnceAllGetCorrectResults) {
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// Issue 3: with autotuning on, the first process times the candidates and stores the
+// choice; a second process (a second Runtime on the same cache) reuses it untimed.
+TEST_F(RuntimeGpu, AutotuneChoiceIsStoredAndReusedWithoutTimingAgain) {
+  const Conv2dDesc d{.n = 2, .c = 32, .h = 40, .w = 36, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  std::mt19937_64 rng(std::random_device{}());
+  RuntimeOptions opts = options();
+  opts.autotune = true;
+  Algorithm first_choice;
+  {
+    Runtime first(opts);
+    EXPECT_LT(testing::check_on_gpu(first, d, rng).rel_err, testing::tolerance(d));
+    EXPECT_EQ(first.stats().autotune_runs, 1u);
+    EXPECT_EQ(first.stats().autotune_reused, 0u);
+    first_choice = first.plan(d).algorithm();
+  }
+  Runtime second(opts);
+  EXPECT_LT(testing::check_on_gpu(second, d, rng).rel_err, testing::tolerance(d));
+  EXPECT_EQ(second.stats().autotune_runs, 0u);
+  EXPECT_EQ(second.stats().autotune_reused, 1u);
+  EXPECT_EQ(second.plan(d).algorithm(), first_choice);
+}
+
+}  // namespace
+}  // namespace convjit
