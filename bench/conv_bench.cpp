@@ -1,0 +1,296 @@
+// conv_bench: every convjit algorithm and cuDNN on the KernelBench level-1 2D
+// convolutions (and shapes from the command line), on the same random device buffers:
+// checked against float64, then timed with CUDA events. Prints a table and writes JSON.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
+#include "bench_report.hpp"
+#include "bench_util.hpp"
+#include "conv_runner.hpp"
+#include "convjit/convjit.hpp"
+#include "core/fail.hpp"
+#include "core/runtime_impl.hpp"
+#include "driver/cuda_driver.hpp"
+
+namespace convjit::bench {
+namespace {
+
+const std::vector<OptionSpec> kOptions = {
+    {"--workloads", "FILE", "KernelBench-format workload file (default: the project's workloads/kernelbench_level1_conv.json)"},
+    {"--ids", "LIST", "only these problems, e.g. 50,55,56 (86 selects both halves, 86.dw one)"},
+    {"--shape", "SHAPE", "one more problem: n,c,h,w,k,r,s[,stride,pad,dilation,groups] or n8c64h512w256k128r5s7 pad=1; repeatable"},
+    {"--math", "LIST", "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16 are cuDNN-only until convjit has them"},
+    {"--algos", "LIST", "convjit algorithms: direct, implicit_gemm, im2col_gemm, auto (default all)"},
+    {"--iters", "N", "timed runs per row (default 50); the median is reported"},
+    {"--warmup", "N", "untimed runs before timing (default 10)"},
+    {"--skip-slow-ms", "X", "a direct-kernel row whose single run takes over X ms is timed with --slow-iters runs (default 0: never)"},
+    {"--slow-iters", "N", "timed runs for such slow direct-kernel rows (default 5)"},
+    {"--scale", "F", "multiply every batch size by F (0 < F <= 1) to shrink huge problems"},
+    {"--positive", "", "x uniform in (0, 1) like torch.rand (default: uniform in [-1, 1))"},
+    {"--no-bias", "", "drop the bias from every problem (default: keep it, timed for both convjit and cuDNN)"},
+    {"--no-cudnn", "", "convjit rows only"},
+    {"--cudnn-workspace-mb", "N", "largest workspace cudnnFind may use (default 4096)"},
+    {"--sample-pixels", "N", "output pixels checked against float64, all channels each (default 4096)"},
+    {"--seed", "S", "random seed of the data (default 1234)"},
+    {"--jobs", "N", "parallel compiles before the runs (default: the number of CPU cores)"},
+    {"--peak-fp32", "TFLOPS", "peak for strict (default: the datasheet figure for the GPU)"},
+    {"--peak-tf32", "TFLOPS", "peak for tf32"},
+    {"--peak-fp16", "TFLOPS", "peak for fp16 and bf16"},
+    {"--json", "FILE", "write the rows and metadata as JSON (rewritten after every problem)"},
+    {"--list", "", "print the selected problems and exit (no GPU needed)"},
+};
+
+constexpr std::string_view kAbout =
+    "Runs every convjit algorithm that applies, convjit's automatic choice, and cuDNN (the fastest result of\n"
+    "cudnnFindConvolutionForwardAlgorithmEx, math type matched) on each problem, on one set of random device\n"
+    "buffers. Each row first runs once on a NaN-filled output and is checked against a float64 CPU reference\n"
+    "(relative L2 error on sampled pixels, every output scanned for NaN/Inf), then timed: warm-up, then CUDA\n"
+    "events around each launch, median reported. Peaks are datasheet values. Exit status: 0 every row passed\n"
+    "or is n/a, 1 a check or run failed, 2 bad command line, 3 no GPU.";
+
+BenchMath parse_math(std::string_view text) {
+  if (text == "strict") return BenchMath::kStrict;
+  if (text == "tf32") return BenchMath::kTF32;
+  if (text == "fp16" || text == "f16") return BenchMath::kFP16;
+  if (text == "bf16") return BenchMath::kBF16;
+  fail(ErrorCode::kInvalidArgument, "conv_bench --math: expected strict, tf32, fp16 or bf16, got '{}'", text);
+}
+
+Algorithm parse_algorithm(std::string_view text) {
+  if (text == "direct") return Algorithm::kDirect;
+  if (text == "implicit_gemm" || text == "igemm") return Algorithm::kImplicitGemm;
+  if (text == "im2col_gemm" || text == "im2col") return Algorithm::kIm2colGemm;
+  if (text == "auto") return Algorithm::kAuto;
+  fail(ErrorCode::kInvalidArgument,
+       "conv_bench --algos: expected direct, implicit_gemm, im2col_gemm or auto, got '{}'", text);
+}
+
+struct Setup {
+  BenchConfig config;
+  SelectionRequest selection;
+  std::optional<std::string> json;
+  bool list = false;
+};
+
+Setup read_options(const Options& opts) {
+  Setup s;
+  BenchConfig& c = s.config;
+  if (auto v = opts.value("--math")) {
+    c.maths.clear();
+    for (const auto& m : split_list(*v)) c.maths.push_back(parse_math(m));
+  }
+  if (auto v = opts.value("--algos")) {
+    c.algorithms.clear();
+    for (const auto& a : split_list(*v)) c.algorithms.push_back(parse_algorithm(a));
+  }
+  c.timing.iters = opts.int_value("--iters", 50, 1);
+  c.timing.warmup = opts.int_value("--warmup", 10, 0);
+  c.timing.slow_ms = opts.double_value("--skip-slow-ms", 0, 0);
+  c.timing.slow_iters = opts.int_value("--slow-iters", 5, 1);
+  c.cudnn = !opts.has("--no-cudnn");
+  c.bias = !opts.has("--no-bias");
+  c.positive = opts.has("--positive");
+  c.seed = static_cast<std::uint64_t>(opts.int_value("--seed", 1234, 0));
+  c.sample_pixels = opts.int_value("--sample-pixels", 4096, 1);
+  c.jobs = opts.int_value("--jobs", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1);
+  c.cudnn_workspace_cap = static_cast<std::size_t>(opts.int_value("--cudnn-workspace-mb", 4096, 0)) << 20;
+
+  SelectionRequest& r = s.selection;
+  r.shapes = opts.values("--shape");
+  if (auto v = opts.value("--ids")) r.ids = split_list(*v);
+  r.batch_scale = opts.double_value("--scale", 1.0, 0.0);
+  if (r.batch_scale <= 0 || r.batch_scale > 1) {
+    fail(ErrorCode::kInvalidArgument, "conv_bench --scale: expected 0 < F <= 1, got {}", r.batch_scale);
+  }
+  // Shapes alone mean "just these"; with --ids or --workloads the workload problems come too.
+  if (auto v = opts.value("--workloads")) {
+    r.workloads = *v;
+  } else if (r.shapes.empty() || !r.ids.empty()) {
+    r.workloads = default_workload_file();
+    if (!r.workloads) {
+      fail(ErrorCode::kInvalidArgument,
+           "conv_bench: workloads/kernelbench_level1_conv.json not found; pass --workloads FILE or --shape");
+    }
+  }
+  s.json = opts.value("--json");
+  s.list = opts.has("--list");
+  return s;
+}
+
+void print_list(const ProblemSelection& sel, const BenchConfig& config) {
+  fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}\n", "id", "group", "problem", "GFLOP", "x MiB", "y MiB");
+  for (const auto& p : sel.problems) {
+    const Conv2dDesc d = desc_for(p, BenchMath::kStrict, config);
+    fmt::print("{:<6} {:<6} {:<48} {:>9.1f} {:>9.1f} {:>9.1f}\n", p.id, p.group, problem_text(d), d.flops() / 1e9,
+               double(d.x_elements()) * 4 / (1 << 20), double(d.y_elements()) * 4 / (1 << 20));
+  }
+  for (const auto& s : sel.skipped) fmt::print("skipped {}: {}\n", s.id, s.reason);
+}
+
+struct GpuInfo {
+  std::string name, arch;
+  int sm_clock_mhz = 0;  // the maximum the driver reports; 0 when it does not
+  int driver = 0;
+};
+
+GpuInfo gpu_info(Runtime& rt) {
+  const auto dev = rt.impl().device();
+  GpuInfo g{.name = dev->name(), .arch = dev->arch(), .driver = CudaDriver::get().version()};
+  auto& drv = CudaDriver::get();
+  CUdevice device = 0;
+  int khz = 0;
+  if (drv.cuDeviceGet(&device, dev->ordinal()) == CUDA_SUCCESS &&
+      drv.cuDeviceGetAttribute(&khz, CU_DEVICE_ATTRIBUTE_CLOCK_RATE, device) == CUDA_SUCCESS) {
+    g.sm_clock_mhz = khz / 1000;
+  }
+  return g;
+}
+
+std::string bias_policy(const BenchConfig& c) {
+  return c.bias ? "bias timed where the problem has one: fused in convjit's kernel; cuDNN adds it with "
+                  "cudnnAddTensor after the convolution, as PyTorch eager does"
+                : "bias dropped from every problem (--no-bias)";
+}
+
+std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, const ProblemSelection& sel,
+                      const std::string& command, const std::string& date) {
+  const BenchConfig& c = s.config;
+  std::vector<std::string> skipped;
+  for (const auto& k : sel.skipped) skipped.push_back(JsonObject().str("id", k.id).str("reason", k.reason).text());
+  std::vector<std::string> maths;
+  for (const auto m : c.maths) maths.push_back(json_quote(to_string(m)));
+  return JsonObject()
+      .str("program", "conv_bench")
+      .str("convjit_version", kVersion)
+      .str("date", date)
+      .str("command", command)
+      .str("gpu", g.name)
+      .str("arch", g.arch)
+      .integer("sm_clock_max_mhz", g.sm_clock_mhz)
+      .integer("cuda_driver", g.driver)
+      .str("cudnn", c.cudnn ? cudnn_version_text() : "not run")
+      .raw("maths", json_array(maths, false))
+      .integer("iters", c.timing.iters)
+      .integer("warmup", c.timing.warmup)
+      .num("skip_slow_ms", c.timing.slow_ms)
+      .integer("slow_iters", c.timing.slow_iters)
+      .str("timing", "CUDA events around each launch on one stream, no sync between launches, median; L2 not flushed")
+      .str("data", c.positive ? "x uniform (0,1) like torch.rand; w, bias uniform [-1,1)" : "uniform [-1,1), no zeros")
+      .integer("seed", static_cast<std::int64_t>(c.seed))
+      .str("bias", bias_policy(c))
+      .str("check", "relative L2 vs float64 on sampled output pixels (all channels); every output scanned for NaN")
+      .integer("sample_pixels", c.sample_pixels)
+      .raw("peaks_tflops", JsonObject()
+                               .num("strict", peaks.fp32)
+                               .num("tf32", peaks.tf32)
+                               .num("fp16", peaks.fp16)
+                               .num("bf16", peaks.fp16)
+                               .str("source", peaks.source)
+                               .text())
+      .raw("skipped", json_array(skipped, false))
+      .text();
+}
+
+int bench_main(int argc, char** argv) {
+  Options opts("conv_bench", "[--ids LIST] [--shape SHAPE]... [--math LIST] [--json FILE] [options]", kAbout, kOptions);
+  opts.parse(argc, argv);
+  if (opts.help()) {
+    opts.print_help();
+    return 0;
+  }
+  const Setup setup = read_options(opts);
+  const ProblemSelection selection = select_problems(setup.selection);
+  if (setup.list) {
+    print_list(selection, setup.config);
+    return 0;
+  }
+  if (selection.problems.empty()) fail(ErrorCode::kInvalidArgument, "conv_bench: no problem selected");
+
+  Runtime rt;
+  make_runtime_context_current(rt);
+  const GpuInfo gpu = gpu_info(rt);
+  Peaks peaks = datasheet_peaks(gpu.name);
+  if (opts.has("--peak-fp32") || opts.has("--peak-tf32") || opts.has("--peak-fp16")) {
+    peaks.fp32 = opts.double_value("--peak-fp32", peaks.fp32, 0);
+    peaks.tf32 = opts.double_value("--peak-tf32", peaks.tf32, 0);
+    peaks.fp16 = opts.double_value("--peak-fp16", peaks.fp16, 0);
+    peaks.source = "given on the command line";
+  }
+  const std::string date = utc_timestamp();
+  const std::string command = command_line(argc, argv);
+  fmt::print("gpu       {} ({}), max SM clock {} MHz, CUDA driver {}\n", gpu.name, gpu.arch, gpu.sm_clock_mhz,
+             gpu.driver);
+  fmt::print("cudnn     {}\n", setup.config.cudnn ? cudnn_version_text() : "not run (--no-cudnn)");
+  fmt::print("peaks     strict {} / tf32 {} / fp16,bf16 {} TFLOP/s ({})\n", peaks.fp32, peaks.tf32, peaks.fp16,
+             peaks.source);
+  fmt::print("timing    median of {} runs after {} warm-up, CUDA events per launch{}\n", setup.config.timing.iters,
+             setup.config.timing.warmup,
+             setup.config.timing.slow_ms > 0
+                 ? fmt::format("; direct kernel: {} runs when one takes over {} ms", setup.config.timing.slow_iters,
+                               setup.config.timing.slow_ms)
+                 : "");
+  fmt::print("bias      {}\n", bias_policy(setup.config));
+  for (const auto& s : selection.skipped) fmt::print("skipped   {}: {}\n", s.id, s.reason);
+  if (const char* v = std::getenv("NVIDIA_TF32_OVERRIDE"); v != nullptr && std::string_view(v) == "0") {
+    fmt::print("warning   NVIDIA_TF32_OVERRIDE=0 is set: cuDNN will not use TF32 in tf32 rows\n");
+  }
+
+  ConvRunner runner(rt, setup.config, peaks);
+  runner.build_plans(selection.problems);
+  print_table_header();
+  std::vector<Row> rows;
+  auto write_json = [&] {
+    if (!setup.json) return;
+    std::vector<std::string> items, lines;
+    for (const auto& r : rows) items.push_back(row_json(r));
+    for (const auto& g : geomeans(rows)) lines.push_back(geomean_json(g));
+    write_file_atomically(*setup.json, fmt::format("{{\n\"meta\": {},\n\"rows\": {},\n\"geomean\": {}\n}}\n",
+                                                   meta_json(setup, gpu, peaks, selection, command, date),
+                                                   json_array(items, true), json_array(lines, true)));
+  };
+  const auto& problems = selection.problems;
+  for (std::size_t i = 0; i < problems.size(); ++i) {
+    const auto block = runner.run(i, problems[i]);
+    rows.insert(rows.end(), block.begin(), block.end());
+    const bool group_done = i + 1 == problems.size() || problems[i + 1].group != problems[i].group;
+    if (group_done && problems[i].id != problems[i].group) {
+      for (const auto& sum : sum_parts(rows, problems[i].group, peaks)) {
+        print_row(sum);
+        rows.push_back(sum);
+      }
+    }
+    write_json();
+  }
+  print_geomeans(geomeans(rows));
+  if (setup.json) fmt::print("wrote     {}\n", *setup.json);
+  if (!runner.cudnn_error().empty()) fmt::print("warning   no cuDNN rows: {}\n", runner.cudnn_error());
+  const bool all_good = runner.cudnn_error().empty() && std::all_of(rows.begin(), rows.end(), [](const Row& r) {
+    return r.ok() || r.status.starts_with("n/a");
+  });
+  return all_good ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace convjit::bench
+
+int main(int argc, char** argv) {
+  try {
+    return convjit::bench::bench_main(argc, argv);
+  } catch (const convjit::Error& e) {
+    // Option errors already name the program.
+    const std::string_view what = e.what();
+    fmt::print(stderr, "{}{}\n", what.starts_with("conv_bench") ? "" : "conv_bench: ", what);
+    switch (e.code()) {
+      case convjit::ErrorCode::kInvalidArgument: return 2;
+      case convjit::ErrorCode::kNoDriver:
+      case convjit::ErrorCode::kNoDevice: return 3;
+      default: return 1;
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "conv_bench: {}\n", e.what());
+    return 1;
+  }
+}

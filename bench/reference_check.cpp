@@ -1,0 +1,254 @@
+#include "reference_check.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "bench_util.hpp"
+#include "driver/cuda_driver.hpp"
+
+namespace convjit::bench {
+
+namespace {
+
+constexpr std::int64_t kGenChunk = std::int64_t{1} << 20;
+
+// splitmix64: decorrelates the per-chunk seeds of one stream from the next.
+std::uint64_t mix(std::uint64_t v) noexcept {
+  v += 0x9e3779b97f4a7c15ull;
+  v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+  v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+  return v ^ (v >> 31);
+}
+
+// Chunks of 2^20 values, each from its own generator, so that the data depend on the
+// seed alone and not on how many threads filled them.
+std::vector<float> random_nonzero(std::int64_t count, std::uint64_t seed, float lo, float hi) {
+  std::vector<float> out(static_cast<std::size_t>(count));
+  const std::int64_t chunks = (count + kGenChunk - 1) / kGenChunk;
+  parallel_for(chunks, [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t chunk = first; chunk < last; ++chunk) {
+      std::mt19937_64 rng(mix(seed ^ mix(static_cast<std::uint64_t>(chunk))));
+      std::uniform_real_distribution<float> dist(lo, hi);
+      const std::int64_t end = std::min(count, (chunk + 1) * kGenChunk);
+      for (std::int64_t i = chunk * kGenChunk; i < end; ++i) {
+        float v;
+        do v = dist(rng);
+        while (v == 0.0f);
+        out[static_cast<std::size_t>(i)] = v;
+      }
+    }
+  });
+  return out;
+}
+
+float decode(const unsigned char* bytes, std::int64_t i, DType dtype) noexcept {
+  if (dtype == DType::kFloat32) {
+    float v;
+    std::memcpy(&v, bytes + i * 4, 4);
+    return v;
+  }
+  std::uint16_t bits;
+  std::memcpy(&bits, bytes + i * 2, 2);
+  return dtype == DType::kFloat16 ? from_half(bits) : from_bf16(bits);
+}
+
+}  // namespace
+
+HostInputs random_inputs(const Conv2dDesc& d, std::uint64_t seed, bool positive) {
+  HostInputs in;
+  in.x = random_nonzero(d.x_elements(), mix(seed + 1), positive ? 0.0f : -1.0f, 1.0f);
+  in.w = random_nonzero(d.w_elements(), mix(seed + 2), -1.0f, 1.0f);
+  if (d.bias) in.bias = random_nonzero(d.k, mix(seed + 3), -1.0f, 1.0f);
+  return in;
+}
+
+std::uint16_t to_half(float value) noexcept {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
+  const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
+  const std::uint32_t abs = x & 0x7fffffffu;
+  if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN stays NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;                                  // >= 65520 rounds to inf
+  if (abs < 0x38800000u) {                                                         // below 2^-14: subnormal
+    if (abs < 0x33000000u) return sign;                                            // at most 2^-25: zero
+    const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
+    const int shift = 126 - static_cast<int>(abs >> 23);
+    std::uint32_t q = mant >> shift;
+    const std::uint32_t rem = mant & ((1u << shift) - 1);
+    const std::uint32_t halfway = 1u << (shift - 1);
+    if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
+    return static_cast<std::uint16_t>(sign | q);
+  }
+  std::uint32_t r = abs - (112u << 23);  // exponent bias 127 -> 15
+  r += 0x0fffu + ((r >> 13) & 1u);       // round to nearest even; a carry moves into the exponent
+  return static_cast<std::uint16_t>(sign | (r >> 13));
+}
+
+float from_half(std::uint16_t bits) noexcept {
+  const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000u) << 16;
+  const std::uint32_t exp = (bits >> 10) & 0x1fu;
+  const std::uint32_t mant = bits & 0x3ffu;
+  if (exp == 0) {
+    const float v = std::ldexp(static_cast<float>(mant), -24);
+    return sign ? -v : v;
+  }
+  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
+  return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+std::uint16_t to_bf16(float value) noexcept {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x0040u);  // quiet NaN
+  return static_cast<std::uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+float from_bf16(std::uint16_t bits) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16); }
+
+HostInputs rounded_to(const HostInputs& in, DType dtype) {
+  if (dtype == DType::kFloat32) return in;
+  auto round = [dtype](std::vector<float> v) {
+    parallel_for(static_cast<std::int64_t>(v.size()), [&](std::int64_t first, std::int64_t last) {
+      for (std::int64_t i = first; i < last; ++i) {
+        float& e = v[static_cast<std::size_t>(i)];
+        e = dtype == DType::kFloat16 ? from_half(to_half(e)) : from_bf16(to_bf16(e));
+      }
+    });
+    return v;
+  };
+  return HostInputs{round(in.x), round(in.w), round(in.bias)};
+}
+
+std::vector<unsigned char> encode(const std::vector<float>& values, DType dtype) {
+  const std::size_t esz = size_of(dtype);
+  std::vector<unsigned char> out(values.size() * esz);
+  parallel_for(static_cast<std::int64_t>(values.size()), [&](std::int64_t first, std::int64_t last) {
+    for (std::int64_t i = first; i < last; ++i) {
+      const float v = values[static_cast<std::size_t>(i)];
+      if (dtype == DType::kFloat32) {
+        std::memcpy(out.data() + i * 4, &v, 4);
+      } else {
+        const std::uint16_t bits = dtype == DType::kFloat16 ? to_half(v) : to_bf16(v);
+        std::memcpy(out.data() + i * 2, &bits, 2);
+      }
+    }
+  });
+  return out;
+}
+
+ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int pixels, std::uint64_t seed) {
+  const auto o = d.output_shape();
+  const std::int64_t plane = o.p * o.q;
+  const std::int64_t total_pixels = o.n * plane;
+  std::vector<std::int64_t> chosen;
+  if (total_pixels <= pixels) {
+    full_ = true;
+    chosen.resize(static_cast<std::size_t>(total_pixels));
+    for (std::int64_t i = 0; i < total_pixels; ++i) chosen[static_cast<std::size_t>(i)] = i;
+  } else {
+    std::mt19937_64 rng(mix(seed + 4));
+    std::uniform_int_distribution<std::int64_t> pick(0, total_pixels - 1);
+    while (chosen.size() < static_cast<std::size_t>(pixels)) {
+      chosen.push_back(pick(rng));
+      if (chosen.size() == static_cast<std::size_t>(pixels)) {
+        std::sort(chosen.begin(), chosen.end());
+        chosen.erase(std::unique(chosen.begin(), chosen.end()), chosen.end());
+      }
+    }
+  }
+
+  const std::int64_t cpg = d.c / d.groups;
+  const std::int64_t kpg = d.k / d.groups;
+  const std::int64_t taps = cpg * d.r * d.s;
+  const auto count = static_cast<std::size_t>(chosen.size() * o.k);
+  std::vector<std::pair<std::int64_t, double>> entries(count);
+  parallel_for(static_cast<std::int64_t>(chosen.size()), [&](std::int64_t first, std::int64_t last) {
+    std::vector<double> patch(static_cast<std::size_t>(taps));
+    for (std::int64_t i = first; i < last; ++i) {
+      const std::int64_t pixel = chosen[static_cast<std::size_t>(i)];
+      const std::int64_t n = pixel / plane, p = (pixel % plane) / o.q, q = pixel % o.q;
+      for (std::int64_t g = 0; g < d.groups; ++g) {
+        // The input window of this pixel and group once, zero where it falls in the padding.
+        std::size_t t = 0;
+        for (std::int64_t c = 0; c < cpg; ++c) {
+          for (std::int64_t r = 0; r < d.r; ++r) {
+            const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
+            for (std::int64_t s = 0; s < d.s; ++s, ++t) {
+              const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
+              const bool inside = ih >= 0 && ih < d.h && iw >= 0 && iw < d.w;
+              patch[t] = inside ? double(in.x[static_cast<std::size_t>(((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw)])
+                                : 0.0;
+            }
+          }
+        }
+        for (std::int64_t kk = 0; kk < kpg; ++kk) {
+          const std::int64_t k = g * kpg + kk;
+          const float* wk = in.w.data() + k * taps;
+          double acc = in.bias.empty() ? 0.0 : double(in.bias[static_cast<std::size_t>(k)]);
+          for (std::int64_t j = 0; j < taps; ++j) acc += patch[static_cast<std::size_t>(j)] * double(wk[j]);
+          if (d.activation == Activation::kRelu) acc = std::max(acc, 0.0);
+          entries[static_cast<std::size_t>(i * o.k + k)] = {(n * o.k + k) * plane + p * o.q + q, acc};
+        }
+      }
+    }
+  });
+  std::sort(entries.begin(), entries.end());
+  indices_.reserve(count);
+  values_.reserve(count);
+  for (const auto& [index, value] : entries) {
+    indices_.push_back(index);
+    values_.push_back(value);
+  }
+}
+
+CheckResult check_device_output(CUdeviceptr y, DType dtype, std::int64_t count, const ReferenceSample& ref) {
+  constexpr std::int64_t kChunk = std::int64_t{1} << 25;  // elements per copy: 128 MiB of f32
+  const std::int64_t esz = static_cast<std::int64_t>(size_of(dtype));
+  std::vector<unsigned char> host(static_cast<std::size_t>(std::min(count, kChunk) * esz));
+  CheckResult out;
+  out.full = ref.full();
+  double diff2 = 0, ref2 = 0;
+  std::size_t next = 0;  // first sampled index not yet compared
+  const auto& indices = ref.indices();
+  const auto& values = ref.values();
+  for (std::int64_t start = 0; start < count; start += kChunk) {
+    const std::int64_t n = std::min(kChunk, count - start);
+    CONVJIT_CU_CHECK(cuMemcpyDtoH(host.data(), y + static_cast<CUdeviceptr>(start * esz), static_cast<size_t>(n * esz)),
+                     "reading back outputs {}..{}", start, start + n);
+    std::atomic<std::int64_t> bad{0};
+    parallel_for(n, [&](std::int64_t first, std::int64_t last) {
+      std::int64_t local = 0;
+      for (std::int64_t i = first; i < last; ++i) local += !std::isfinite(decode(host.data(), i, dtype));
+      bad += local;
+    });
+    out.nonfinite += bad.load();
+    for (; next < indices.size() && indices[next] < start + n; ++next) {
+      const double got = decode(host.data(), indices[next] - start, dtype);
+      const double e = got - values[next];
+      if (std::isfinite(e)) out.max_abs = std::max(out.max_abs, std::abs(e));
+      diff2 += e * e;
+      ref2 += values[next] * values[next];
+      ++out.checked;
+    }
+  }
+  if (out.nonfinite > 0) {
+    out.rel_l2 = std::numeric_limits<double>::infinity();
+  } else {
+    out.rel_l2 = ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
+  }
+  return out;
+}
+
+std::uint32_t nan_pattern(DType dtype) noexcept {
+  switch (dtype) {
+    case DType::kFloat32: return 0x7fc00000u;
+    case DType::kFloat16: return 0x7e007e00u;
+    case DType::kBFloat16: return 0x7fc07fc0u;
+  }
+  return 0xffffffffu;
+}
+
+}  // namespace convjit::bench
