@@ -149,6 +149,12 @@ GpuInfo gpu_info(Runtime& rt) {
   return g;
 }
 
+// The Runtime reads the same variable; the row "auto" means a different thing with it on.
+bool autotune_on() {
+  const char* v = std::getenv("CONVJIT_AUTOTUNE");
+  return v != nullptr && std::string_view(v) == "1";
+}
+
 std::string bias_policy(const BenchConfig& c) {
   return c.bias ? "bias timed where the problem has one: fused in convjit's kernel; cuDNN adds it with "
                   "cudnnAddTensor after the convolution, as PyTorch eager does"
@@ -181,6 +187,7 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
       .str("data", c.positive ? "x uniform (0,1) like torch.rand; w, bias uniform [-1,1)" : "uniform [-1,1), no zeros")
       .integer("seed", static_cast<std::int64_t>(c.seed))
       .str("bias", bias_policy(c))
+      .str("auto", autotune_on() ? "autotuned (CONVJIT_AUTOTUNE=1)" : "heuristic")
       .str("check", "relative L2 vs float64 on sampled output pixels (all channels); every output scanned for NaN")
       .integer("sample_pixels", c.sample_pixels)
       .raw("peaks_tflops", JsonObject()
@@ -233,6 +240,7 @@ int bench_main(int argc, char** argv) {
                                setup.config.timing.slow_ms)
                  : "");
   fmt::print("bias      {}\n", bias_policy(setup.config));
+  fmt::print("auto      convjit's {} choice\n", autotune_on() ? "autotuned (CONVJIT_AUTOTUNE=1)" : "heuristic");
   for (const auto& s : selection.skipped) fmt::print("skipped   {}: {}\n", s.id, s.reason);
   if (const char* v = std::getenv("NVIDIA_TF32_OVERRIDE"); v != nullptr && std::string_view(v) == "0") {
     fmt::print("warning   NVIDIA_TF32_OVERRIDE=0 is set: cuDNN will not use TF32 in tf32 rows\n");

@@ -96,7 +96,8 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
   }
   const CacheStats before = runtime_.stats();
   const auto start = Clock::now();
-  // kAuto last: its kernel is one of the forced ones, already built by then.
+  // kAuto last and on one thread: its kernel is one of the forced ones, already built by
+  // then, and with CONVJIT_AUTOTUNE=1 it times the algorithms, which must not overlap.
   for (const auto* keys : {&forced, &automatic}) {
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
@@ -112,7 +113,8 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
       }
     };
     std::vector<std::jthread> pool;
-    const auto threads = std::min<std::size_t>(static_cast<std::size_t>(std::max(1, config_.jobs)), keys->size());
+    const std::size_t jobs = keys == &automatic ? 1 : static_cast<std::size_t>(std::max(1, config_.jobs));
+    const auto threads = std::min(jobs, keys->size());
     for (std::size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
   }
   const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
