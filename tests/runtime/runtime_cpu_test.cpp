@@ -127,7 +127,7 @@ TEST(RuntimeCpu, InspectReportsResourcesAndWorkSplitWithoutGpu) {
   const auto info = rt.inspect(kDescs[2], "sm_90");
   EXPECT_EQ(info.algorithm, "direct");
   EXPECT_FALSE(info.tile.empty());
-  EXPECT_GT(info.resources.registers, 0);
+  EXPECT_GT(info.resources.registers, 0) << info.log;
   EXPECT_LE(info.resources.registers, 255);
   EXPECT_EQ(info.resources.spill_store_bytes, 0);
   EXPECT_GT(info.block_threads, 0u);
