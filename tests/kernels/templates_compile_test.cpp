@@ -68,6 +68,9 @@ TEST(KernelTemplates, KernelNamesAreUniquePerProblem) {
   b = a;
   b.bias = true;
   EXPECT_NE(direct_kernel_name(a), direct_kernel_name(b));
+  b = a;
+  b.activation = Activation::kRelu;
+  EXPECT_NE(direct_kernel_name(a), direct_kernel_name(b));
 }
 
 }  // namespace

@@ -256,11 +256,18 @@ TEST(RuntimeCpu, HeadlineImplicitGemmCompilesWithoutSpillsInBothMathModes) {
 TEST(RuntimeCpu, EveryAlgorithmCompilesForTheHeadlineWithoutGpu) {
   testing::TempDir dir;
   Runtime rt(options_in(dir));
-  const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
-  for (Algorithm a : {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm}) {
-    const auto info = rt.inspect(d, "sm_90", PlanOptions{.algorithm = a});
-    EXPECT_EQ(info.algorithm, to_string(a));
-    EXPECT_GT(info.cubin_bytes, 0u);
+  Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  for (Activation act : {Activation::kNone, Activation::kRelu}) {
+    d.activation = act;
+    for (Algorithm a : {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm}) {
+      const auto info = rt.inspect(d, "sm_90", PlanOptions{.algorithm = a});
+      EXPECT_EQ(info.algorithm, to_string(a));
+      EXPECT_GT(info.cubin_bytes, 0u);
+      // The name the launcher looks up is the one the module defines.
+      const std::string entry = info.kernel_name + (a == Algorithm::kIm2colGemm ? "_im2col" : "");
+      EXPECT_NE(info.ptx.find(".entry " + entry + "("), std::string::npos) << entry;
+      EXPECT_EQ(info.kernel_name.ends_with("_relu"), act == Activation::kRelu) << info.kernel_name;
+    }
   }
 }
 

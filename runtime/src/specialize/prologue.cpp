@@ -19,6 +19,34 @@ Prologue& Prologue::constant(std::string_view name, bool value) {
   return *this;
 }
 
+Prologue& Prologue::problem(const Conv2dDesc& d) {
+  const auto out = d.output_shape();
+  return constant("kN", d.n)
+      .constant("kC", d.c)
+      .constant("kH", d.h)
+      .constant("kW", d.w)
+      .constant("kK", d.k)
+      .constant("kR", d.r)
+      .constant("kS", d.s)
+      .constant("kStrideH", d.stride_h)
+      .constant("kStrideW", d.stride_w)
+      .constant("kPadH", d.pad_h)
+      .constant("kPadW", d.pad_w)
+      .constant("kDilationH", d.dilation_h)
+      .constant("kDilationW", d.dilation_w)
+      .constant("kGroups", d.groups)
+      .constant("kP", static_cast<int>(out.p))
+      .constant("kQ", static_cast<int>(out.q))
+      .constant("kHasBias", d.bias)
+      .constant("kRelu", d.activation == Activation::kRelu);
+}
+
+std::string problem_tag(const Conv2dDesc& d) {
+  return fmt::format("n{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}", d.n, d.c, d.h, d.w, d.k, d.r, d.s,
+                     d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w, d.groups,
+                     d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
+}
+
 std::string Prologue::finish(std::string_view template_text) const {
   return fmt::format("{}namespace spec {{\n{}}}  // namespace spec\n#line 1\n{}", head_, constants_, template_text);
 }

@@ -6,13 +6,22 @@
 #include <string>
 #include <string_view>
 
+#include "convjit/conv2d_desc.hpp"
+
 namespace convjit {
+
+// The part of every kernel name that identifies the problem, e.g.
+// "n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias" (+ "_relu").
+std::string problem_tag(const Conv2dDesc& desc);
 
 class Prologue {
  public:
   explicit Prologue(std::string_view kernel_name);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
+  // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
+  // the output extents kP and kQ, kHasBias and kRelu.
+  Prologue& problem(const Conv2dDesc& desc);
   // The prologue text followed by the template.
   std::string finish(std::string_view template_text) const;
 

@@ -19,9 +19,7 @@ constexpr int kMaxKPerThread = 8;
 }  // namespace
 
 std::string direct_kernel_name(const Conv2dDesc& d) {
-  return fmt::format("conv2d_direct_{}_{}_n{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}", to_string(d.dtype),
-                     to_string(d.layout), d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h,
-                     d.pad_w, d.dilation_h, d.dilation_w, d.groups, d.bias ? "bias" : "nobias");
+  return fmt::format("conv2d_direct_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
 }
 
 SpecializedSource specialize_direct(const Conv2dDesc& d) {
@@ -44,24 +42,7 @@ SpecializedSource specialize_direct(const Conv2dDesc& d) {
   out_source.template_name = kDirectTemplate;
   out_source.kernel_name = direct_kernel_name(d);
   out_source.text = Prologue(out_source.kernel_name)
-                        .constant("kN", d.n)
-                        .constant("kC", d.c)
-                        .constant("kH", d.h)
-                        .constant("kW", d.w)
-                        .constant("kK", d.k)
-                        .constant("kR", d.r)
-                        .constant("kS", d.s)
-                        .constant("kStrideH", d.stride_h)
-                        .constant("kStrideW", d.stride_w)
-                        .constant("kPadH", d.pad_h)
-                        .constant("kPadW", d.pad_w)
-                        .constant("kDilationH", d.dilation_h)
-                        .constant("kDilationW", d.dilation_w)
-                        .constant("kGroups", d.groups)
-                        .constant("kP", static_cast<int>(out.p))
-                        .constant("kQ", static_cast<int>(out.q))
-                        .constant("kHasBias", d.bias)
-                        .constant("kRelu", d.activation == Activation::kRelu)
+                        .problem(d)
                         .constant("kBlockThreads", kBlockThreads)
                         .constant("kKPerThread", k_per_thread)
                         .constant("kWideIndex", wide)

@@ -59,29 +59,10 @@ SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d) {
   src.tile = fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn,
                          tile.bk, tile.stages, tile.warps_m, tile.warps_n, split == 3 ? "3xTF32" : "TF32");
   src.template_name = kTemplate;
-  src.kernel_name = fmt::format("conv2d_igemm_{}_{}_n{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}",
-                                split == 3 ? "3xtf32" : "tf32", to_string(d.layout), d.n, d.c, d.h, d.w, d.k, d.r,
-                                d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w, d.groups,
-                                d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
+  src.kernel_name =
+      fmt::format("conv2d_igemm_{}_{}_{}", split == 3 ? "3xtf32" : "tf32", to_string(d.layout), problem_tag(d));
   src.text = Prologue(src.kernel_name)
-                 .constant("kN", d.n)
-                 .constant("kC", d.c)
-                 .constant("kH", d.h)
-                 .constant("kW", d.w)
-                 .constant("kK", d.k)
-                 .constant("kR", d.r)
-                 .constant("kS", d.s)
-                 .constant("kStrideH", d.stride_h)
-                 .constant("kStrideW", d.stride_w)
-                 .constant("kPadH", d.pad_h)
-                 .constant("kPadW", d.pad_w)
-                 .constant("kDilationH", d.dilation_h)
-                 .constant("kDilationW", d.dilation_w)
-                 .constant("kGroups", d.groups)
-                 .constant("kP", static_cast<int>(out.p))
-                 .constant("kQ", static_cast<int>(out.q))
-                 .constant("kHasBias", d.bias)
-                 .constant("kRelu", d.activation == Activation::kRelu)
+                 .problem(d)
                  .constant("kBM", tile.bm)
                  .constant("kBN", tile.bn)
                  .constant("kBK", tile.bk)
