@@ -269,4 +269,23 @@ std::string command_line(int argc, char** argv) {
   return out;
 }
 
+int run_main(std::string_view program, int argc, char** argv, int (*body)(int, char**)) {
+  try {
+    return body(argc, argv);
+  } catch (const Error& e) {
+    // Option errors already name the program.
+    const std::string_view what = e.what();
+    fmt::print(stderr, "{}{}\n", what.starts_with(program) ? "" : fmt::format("{}: ", program), what);
+    switch (e.code()) {
+      case ErrorCode::kInvalidArgument: return 2;
+      case ErrorCode::kNoDriver:
+      case ErrorCode::kNoDevice: return 3;
+      default: return 1;
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "{}: {}\n", program, e.what());
+    return 1;
+  }
+}
+
 }  // namespace convjit::bench

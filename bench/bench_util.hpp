@@ -92,6 +92,10 @@ std::string json_array(const std::vector<std::string>& items, bool one_per_line)
 void write_file_atomically(const std::string& path, std::string_view text);
 
 std::string utc_timestamp();  // "2026-11-20T14:03:07Z"
+
+// A benchmark's main(): runs `body`, prints an error prefixed with `program` and maps
+// it to the exit status every benchmark uses: 2 bad command line, 3 no GPU, 1 otherwise.
+int run_main(std::string_view program, int argc, char** argv, int (*body)(int, char**));
 std::string command_line(int argc, char** argv);
 
 }  // namespace convjit::bench

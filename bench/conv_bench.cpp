@@ -285,20 +285,5 @@ int bench_main(int argc, char** argv) {
 }  // namespace convjit::bench
 
 int main(int argc, char** argv) {
-  try {
-    return convjit::bench::bench_main(argc, argv);
-  } catch (const convjit::Error& e) {
-    // Option errors already name the program.
-    const std::string_view what = e.what();
-    fmt::print(stderr, "{}{}\n", what.starts_with("conv_bench") ? "" : "conv_bench: ", what);
-    switch (e.code()) {
-      case convjit::ErrorCode::kInvalidArgument: return 2;
-      case convjit::ErrorCode::kNoDriver:
-      case convjit::ErrorCode::kNoDevice: return 3;
-      default: return 1;
-    }
-  } catch (const std::exception& e) {
-    fmt::print(stderr, "conv_bench: {}\n", e.what());
-    return 1;
-  }
+  return convjit::bench::run_main("conv_bench", argc, argv, convjit::bench::bench_main);
 }

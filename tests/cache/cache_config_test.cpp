@@ -6,26 +6,13 @@
 #include <optional>
 #include <string>
 
+#include "support/scoped_env.hpp"
 #include "tests/cache/cache_test_util.hpp"
 
 namespace convjit {
 namespace {
 
-// Sets an environment variable for one scope, restoring the old value after.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    value ? ::setenv(name, value, 1) : ::unsetenv(name);
-  }
-  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using testing::ScopedEnv;
 
 TEST(CacheConfig, ByteSizesAcceptPlainBytesAndBinarySuffixes) {
   EXPECT_EQ(parse_byte_size("0"), 0u);

@@ -12,6 +12,7 @@
 #include "cache/entry_file.hpp"
 #include "convjit/convjit.hpp"
 #include "support/temp_dir.hpp"
+#include "support/scoped_env.hpp"
 #include "tests/cache/cache_test_util.hpp"
 
 namespace convjit {
@@ -25,20 +26,7 @@ const std::vector<Conv2dDesc> kDescs = {
     Conv2dDesc{.n = 1, .c = 4, .h = 8, .w = 5, .k = 2, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
 };
 
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    value ? ::setenv(name, value, 1) : ::unsetenv(name);
-  }
-  ~ScopedEnv() { old_ ? ::setenv(name_, old_->c_str(), 1) : ::unsetenv(name_); }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
+using testing::ScopedEnv;
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -8,6 +8,7 @@
 #include "convjit/convjit.hpp"
 #include "core/im2col_gemm.hpp"
 #include "support/gpu.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
@@ -205,27 +206,14 @@ TEST(RuntimeCpu, DiskCacheOffKeepsKernelsInMemoryOnly) {
 }
 
 TEST(RuntimeCpu, CacheDirectoryComesFromTheEnvironmentInOrder) {
-  const auto saved = [](const char* name) -> std::optional<std::string> {
-    const char* v = std::getenv(name);
-    return v ? std::optional<std::string>(v) : std::nullopt;
-  };
-  const auto cache = saved("CONVJIT_CACHE_DIR");
-  const auto xdg = saved("XDG_CACHE_HOME");
-  const auto home = saved("HOME");
-  ::setenv("CONVJIT_CACHE_DIR", "/tmp/a", 1);
-  ::setenv("XDG_CACHE_HOME", "/tmp/b", 1);
-  ::setenv("HOME", "/tmp/c", 1);
+  testing::ScopedEnv cache("CONVJIT_CACHE_DIR", "/tmp/a");
+  testing::ScopedEnv xdg("XDG_CACHE_HOME", "/tmp/b");
+  testing::ScopedEnv home("HOME", "/tmp/c");
   EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/a"));
   ::unsetenv("CONVJIT_CACHE_DIR");
   EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/b/convjit"));
   ::unsetenv("XDG_CACHE_HOME");
   EXPECT_EQ(default_cache_dir(), std::filesystem::path("/tmp/c/.cache/convjit"));
-  auto restore = [](const char* name, const std::optional<std::string>& v) {
-    v ? ::setenv(name, v->c_str(), 1) : ::unsetenv(name);
-  };
-  restore("CONVJIT_CACHE_DIR", cache);
-  restore("XDG_CACHE_HOME", xdg);
-  restore("HOME", home);
 }
 
 }  // namespace
