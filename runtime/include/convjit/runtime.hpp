@@ -31,15 +31,25 @@ enum class Algorithm {
 };
 std::string_view to_string(Algorithm algorithm) noexcept;
 
+// A plan is bound to one CUDA context (one device): its module and workspaces exist
+// there only, and run() refuses a stream of another context instead of launching
+// into the wrong one. Binding: `device`'s primary context when given, else `stream`'s
+// context (both given: they must agree), else the calling thread's current context,
+// else RuntimeOptions::device.
 struct PlanOptions {
   Algorithm algorithm = Algorithm::kAuto;
+  Stream stream = nullptr;    // bind to the context this stream was created in
+  std::optional<int> device;  // bind to this device's primary context (the CUDA runtime's)
 };
 
 struct RuntimeOptions {
   // Empty: CONVJIT_CACHE_DIR, else $XDG_CACHE_HOME/convjit, else ~/.cache/convjit.
   std::filesystem::path cache_dir;
   bool disk_cache = true;  // false: compile into memory only
-  int device = 0;          // CUDA device ordinal used for launches
+  // Device whose primary context is used when a call names no context: no stream,
+  // no PlanOptions binding and no context current on the calling thread. Also the
+  // device DeviceBuffer allocates on and device_arch() reports.
+  int device = 0;
   // Most device memory one plan may hold as scratch (im2col columns), per stream.
   // 0: CONVJIT_WORKSPACE_LIMIT (bytes), else 256 MiB.
   std::uint64_t workspace_limit_bytes = 0;
@@ -130,6 +140,9 @@ class Conv2dPlan {
   // Scratch device memory each stream that runs this plan holds (0 for most algorithms).
   std::uint64_t workspace_bytes() const noexcept;
   const std::string& kernel_name() const noexcept;
+  int device() const noexcept;  // ordinal of the device of the context the plan is bound to
+  // Throws kInvalidArgument, launching nothing, when `stream` (or, for the null
+  // stream, the current context) belongs to another context than the plan's.
   void run(const void* x, const void* w, const void* bias, void* y, Stream stream = nullptr) const;
 
  private:
@@ -148,6 +161,9 @@ class Runtime {
 
   // y = conv2d(x, w) (+ bias) on raw device pointers, enqueued on `stream`
   // (nullptr: the legacy default stream). Bad arguments throw before any launch.
+  // Runs in the stream's own context, so one Runtime serves every device and context:
+  // kernels compile once per arch and load once per context. For the null stream, the
+  // current context, else RuntimeOptions::device's primary context.
   void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
               Stream stream = nullptr);
 
@@ -163,12 +179,13 @@ class Runtime {
   std::string ptx(const Conv2dDesc& desc, std::optional<std::string> arch = {});
   KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {}, PlanOptions options = {});
 
-  // Waits for all work on `stream` (nullptr: the legacy default stream).
+  // Waits for all work on `stream` (nullptr: the legacy default stream of the context
+  // conv2d would use).
   void synchronize(Stream stream = nullptr);
 
   CacheStats stats() const;
   const std::filesystem::path& cache_dir() const noexcept;
-  // The device's arch ("sm_90"); throws kNoDriver / kNoDevice without a GPU.
+  // RuntimeOptions::device's arch ("sm_90"); throws kNoDriver / kNoDevice without a GPU.
   std::string device_arch();
 
   struct Impl;

@@ -42,21 +42,21 @@ std::string tuning_key(const Conv2dDesc& desc, const DeviceContext& dev) {
 }
 }  // namespace
 
-std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDesc& desc) {
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDesc& desc,
+                                                                   const std::shared_ptr<DeviceContext>& dev) {
   desc.validate();
-  auto dev = device();
   const std::string key = tuning_key(desc, *dev);
   if (auto stored = tuning.load(key)) {
     Counters::bump(counters.autotune_reused);
     log::info("autotune: {} -> {} (stored choice, no timing)", desc.to_string(), to_string(*stored));
-    return build_plan(desc, *stored);
+    return build_plan(desc, *stored, dev);
   }
 
   std::vector<std::shared_ptr<const Conv2dPlan::Impl>> candidates;
   for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
     if (unsupported_reason(desc, a)) continue;
     try {
-      candidates.push_back(build_plan(desc, a));
+      candidates.push_back(build_plan(desc, a, dev));
     } catch (const Error& e) {
       if (e.code() != ErrorCode::kUnsupported) throw;
       log::debug("autotune: {} cannot use {}: {}", desc.to_string(), to_string(a), e.what());
@@ -64,6 +64,7 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
   }
   if (candidates.size() == 1) return candidates.front();
 
+  // Buffers, events and the launches below all belong to the plan's context.
   ScopedContext scope(dev->context());
   ScratchBuffer x(desc.x_elements() * size_of(desc.dtype));
   ScratchBuffer w(desc.w_elements() * size_of(desc.dtype));
@@ -76,11 +77,11 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
   std::shared_ptr<const Conv2dPlan::Impl> best;
   for (const auto& plan : candidates) {
     const void* bias = desc.bias ? b.get() : nullptr;
-    plan->launch(x.get(), w.get(), bias, y.get(), nullptr);  // warm-up: first touch, cuBLAS heuristics
+    plan->enqueue(x.get(), w.get(), bias, y.get(), nullptr);  // warm-up: first touch, cuBLAS heuristics
     double fastest = std::numeric_limits<double>::infinity();
     for (int rep = 0; rep < 3; ++rep) {
       CONVJIT_CU_CHECK(cuEventRecord(start.event, nullptr), "recording a tuning event");
-      plan->launch(x.get(), w.get(), bias, y.get(), nullptr);
+      plan->enqueue(x.get(), w.get(), bias, y.get(), nullptr);
       CONVJIT_CU_CHECK(cuEventRecord(stop.event, nullptr), "recording a tuning event");
       CONVJIT_CU_CHECK(cuEventSynchronize(stop.event), "waiting for a tuning run");
       float ms = 0;

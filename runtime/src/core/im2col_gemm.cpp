@@ -66,14 +66,19 @@ Im2colGemmRunner::~Im2colGemmRunner() {
   // NOTE: handles and buffers belong to our context; free them with it current.
   try {
     ScopedContext scope(device_->context());
-    std::lock_guard lock(mutex_);
+    std::unique_lock lock(mutex_);
     streams_.clear();
   } catch (...) {
   }
 }
 
 Im2colGemmRunner::StreamState& Im2colGemmRunner::state_for(CUstream stream) const {
-  std::lock_guard lock(mutex_);
+  {
+    std::shared_lock lock(mutex_);
+    // NOTE: a slot can be empty when making its state failed; that path retries under the unique lock.
+    if (auto it = streams_.find(stream); it != streams_.end() && it->second) return *it->second;
+  }
+  std::unique_lock lock(mutex_);
   auto& slot = streams_[stream];
   if (!slot) {
     auto state = std::make_unique<StreamState>();

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <unordered_map>
 
 #include "convjit/runtime.hpp"
@@ -37,7 +38,9 @@ class Im2colGemmRunner {
 
  private:
   // A cuBLAS handle and a workspace per stream: runs on different streams must not
-  // share one column buffer, runs on one stream are ordered by the stream.
+  // share one column buffer, runs on one stream are ordered by the stream. The runner
+  // belongs to one plan and so to one context, which makes these per context too
+  // (a cuBLAS handle and its memory live in the context current at creation).
   struct StreamState;
   StreamState& state_for(CUstream stream) const;
 
@@ -47,7 +50,7 @@ class Im2colGemmRunner {
   std::shared_ptr<LoadedModule> module_;
   CUfunction im2col_ = nullptr;
   CUfunction bias_act_ = nullptr;
-  mutable std::mutex mutex_;
+  mutable std::shared_mutex mutex_;  // shared for the lookup of a known stream
   mutable std::unordered_map<CUstream, std::unique_ptr<StreamState>> streams_;
 };
 

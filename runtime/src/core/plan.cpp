@@ -4,6 +4,23 @@
 namespace convjit {
 
 void Conv2dPlan::Impl::launch(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
+  // The module, the cuBLAS handles and the workspaces exist in one context only; a
+  // stream of another would fail in the driver at best, or run on the wrong device.
+  // With no context current, a special stream means this plan's own context.
+  const ContextRef target = context_of_stream(reinterpret_cast<CUstream>(stream));
+  if (target.handle != nullptr && target.id != device->id()) {
+    fail(ErrorCode::kInvalidArgument,
+         "conv2d {}: this plan is bound to {}, but {} runs in {}; nothing was launched. Make a plan per context "
+         "(PlanOptions.stream or PlanOptions.device), or call Runtime::conv2d, which follows the stream",
+         desc.to_string(), device->describe(),
+         is_special_stream(reinterpret_cast<CUstream>(stream)) ? fmt::format("the default stream {}", fmt::ptr(stream))
+                                                                : fmt::format("stream {}", fmt::ptr(stream)),
+         describe_context(target));
+  }
+  enqueue(x, w, bias, y, stream);
+}
+
+void Conv2dPlan::Impl::enqueue(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
   // Checked before anything is enqueued: a bad call launches nothing.
   if (x == nullptr) fail(ErrorCode::kInvalidArgument, "conv2d {}: x is null, expected a device pointer", desc.to_string());
   if (w == nullptr) fail(ErrorCode::kInvalidArgument, "conv2d {}: w is null, expected a device pointer", desc.to_string());
@@ -34,6 +51,7 @@ std::uint64_t Conv2dPlan::workspace_bytes() const noexcept {
   return impl_->gemm ? impl_->gemm->chunking().workspace_bytes : 0;
 }
 const std::string& Conv2dPlan::kernel_name() const noexcept { return impl_->artifact->source.kernel_name; }
+int Conv2dPlan::device() const noexcept { return impl_->device->ordinal(); }
 void Conv2dPlan::run(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
   impl_->launch(x, w, bias, y, stream);
 }

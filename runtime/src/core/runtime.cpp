@@ -66,60 +66,101 @@ Runtime::Impl::Impl(RuntimeOptions opts)
   if (options.log_level) log::set_level(*options.log_level);
 }
 
-std::shared_ptr<DeviceContext> Runtime::Impl::device() {
-  std::lock_guard lock(device_mutex_);
-  if (!device_) {
-    device_ = std::make_shared<DeviceContext>(options.device);
-    log::info("device {}: {} ({})", device_->ordinal(), device_->name(), device_->arch());
-  }
-  return device_;
+std::shared_ptr<DeviceContext> Runtime::Impl::primary(int ordinal, std::string_view option) {
+  if (ordinal < 0) fail(ErrorCode::kInvalidArgument, "{}: expected a device ordinal >= 0, got {}", option, ordinal);
+  return primaries_.get(ordinal, [&] {
+    try {
+      auto dev = std::make_shared<DeviceContext>(ordinal);
+      log::info("device {}: {} ({})", dev->ordinal(), dev->name(), dev->arch());
+      return dev;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
+      fail(ErrorCode::kInvalidArgument, "{}: {}", option, e.what());
+    }
+  });
 }
 
-std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested) {
-  const PlanKey key{desc, requested};
-  {
-    std::shared_lock lock(plans_mutex_);
-    if (auto it = plans_.find(key); it != plans_.end()) {
-      Counters::bump(counters.memory_hits);
-      return it->second;
+std::shared_ptr<DeviceContext> Runtime::Impl::device() { return primary(options.device, "RuntimeOptions.device"); }
+
+std::shared_ptr<DeviceContext> Runtime::Impl::context(const ContextRef& ref) {
+  return contexts_.get(ref.id, [&] {
+    auto dev = std::make_shared<DeviceContext>(ref.handle);
+    log::info("new context: {}", dev->describe());
+    return dev;
+  });
+}
+
+ContextRef Runtime::Impl::context_of(Stream stream) {
+  const ContextRef ref = context_of_stream(reinterpret_cast<CUstream>(stream));
+  if (ref.handle != nullptr) return ref;
+  const auto dev = device();
+  return ContextRef{dev->context(), dev->id()};
+}
+
+ContextRef Runtime::Impl::bind_target(const PlanOptions& plan_options) {
+  if (!plan_options.device) return context_of(plan_options.stream);
+  const auto dev = primary(*plan_options.device, "PlanOptions.device");
+  const ContextRef ref{dev->context(), dev->id()};
+  if (plan_options.stream != nullptr) {
+    const ContextRef stream = context_of(plan_options.stream);
+    if (stream.id != ref.id) {
+      fail(ErrorCode::kInvalidArgument,
+           "PlanOptions: stream {} belongs to {}, not to the primary context of PlanOptions.device {} ({}); "
+           "give one of the two",
+           fmt::ptr(plan_options.stream), describe_context(stream), *plan_options.device, dev->describe());
     }
   }
-  auto plan = requested == Algorithm::kAuto && autotune ? tuned_plan(desc) : build_plan(desc, requested);
-  std::unique_lock lock(plans_mutex_);
-  // NOTE: two threads may build the same plan at once; the first inserted wins and
-  // the other's module is unloaded when its last reference goes.
-  return plans_.try_emplace(key, std::move(plan)).first->second;
+  return ref;
 }
 
-std::shared_ptr<LoadedModule> Runtime::Impl::load(const DeviceContext& dev, const KernelArtifact& artifact) {
-  const std::string& name = artifact.source.kernel_name;
-  return std::make_shared<LoadedModule>(dev.context(), artifact.entry.cubin,
-                                        artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
-                                        artifact.source.geometry.shared_bytes);
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested,
+                                                                 const ContextRef& ref) {
+  bool built = false;
+  auto plan = plans_.get(
+      PlanKey{ref.id, desc, requested},
+      [&] {
+        auto dev = context(ref);
+        return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev) : build_plan(desc, requested, dev);
+      },
+      &built);
+  if (!built) Counters::bump(counters.memory_hits);
+  return plan;
 }
 
-std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested) {
+std::shared_ptr<LoadedModule> Runtime::Impl::module_for(const DeviceContext& dev, const KernelArtifact& artifact) {
+  return modules_.get(ModuleKey{dev.id(), artifact.key.hash}, [&] {
+    const std::string& name = artifact.source.kernel_name;
+    auto module = std::make_shared<LoadedModule>(dev.context(), artifact.entry.cubin,
+                                                 artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
+                                                 artifact.source.geometry.shared_bytes);
+    Counters::bump(counters.module_loads);
+    return module;
+  });
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested,
+                                                                  const std::shared_ptr<DeviceContext>& dev) {
   desc.validate();
   const Algorithm algorithm = resolve_algorithm(desc, requested);
   std::optional<Im2colChunking> chunking;
   if (algorithm == Algorithm::kIm2colGemm) chunking = plan_im2col_chunks(desc, workspace_limit);
-  auto dev = device();
   auto plan = std::make_shared<Conv2dPlan::Impl>();
   plan->desc = desc;
   plan->algorithm = algorithm;
   plan->device = dev;
+  // Each context's own arch: devices of different compute capabilities get their own entries.
   plan->artifact = store.get(desc, algorithm, dev->arch());
   try {
-    plan->module = load(*dev, *plan->artifact);
+    plan->module = module_for(*dev, *plan->artifact);
   } catch (const Error& e) {
     // A CUBIN the driver rejects (another arch, damaged in a way the checksum cannot see)
     // is rebuilt from source, never served (vllm #41871).
-    log::warn("cannot load the cached CUBIN of {} ({}); recompiling", plan->artifact->source.kernel_name, e.what());
+    log::warn("cannot load the cached CUBIN of {} into {} ({}); recompiling", plan->artifact->source.kernel_name,
+              dev->describe(), e.what());
     Counters::bump(counters.corrupt_rebuilt);
     plan->artifact = store.rebuild(desc, algorithm, dev->arch());
-    plan->module = load(*dev, *plan->artifact);
+    plan->module = module_for(*dev, *plan->artifact);
   }
-  Counters::bump(counters.module_loads);
   plan->geometry = plan->artifact->source.geometry;
   if (chunking) {
     plan->gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, dev, plan->module,
@@ -133,11 +174,12 @@ Runtime::~Runtime() = default;
 
 void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
                      Stream stream) {
-  impl_->plan_for(desc)->launch(x, w, bias, y, stream);
+  // The plan is looked up by the stream's own context, so it cannot be a foreign one.
+  impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream))->enqueue(x, w, bias, y, stream);
 }
 
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
-  return Conv2dPlan(impl_->plan_for(desc, options.algorithm));
+  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options)));
 }
 
 PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {
@@ -194,8 +236,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
 }
 
 void Runtime::synchronize(Stream stream) {
-  auto dev = impl_->device();
-  ScopedContext scope(dev->context());
+  ScopedContext scope(impl_->context_of(stream).handle);
   CONVJIT_CU_CHECK(cuStreamSynchronize(reinterpret_cast<CUstream>(stream)), "synchronizing a stream");
 }
 

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <mutex>
 
 namespace convjit {
@@ -16,12 +17,17 @@ void CudaDriver::LibraryCloser::operator()(void* handle) const noexcept {
 }
 
 CudaDriver& CudaDriver::get() {
+  // Every driver call goes through here, from every thread: once loaded, the driver is
+  // read from an atomic, so threads launching on different GPUs share no lock.
+  static std::atomic<CudaDriver*> loaded{nullptr};
+  if (CudaDriver* driver = loaded.load(std::memory_order_acquire)) return *driver;
   // NOTE: a failed load is not cached in a static: the exception propagates on every call,
   // so a process without a GPU keeps getting the same clear error.
   static std::mutex mutex;
   static std::unique_ptr<CudaDriver> instance;
   std::lock_guard lock(mutex);
   if (!instance) instance.reset(new CudaDriver());
+  loaded.store(instance.get(), std::memory_order_release);
   return *instance;
 }
 
@@ -39,16 +45,20 @@ CudaDriver::CudaDriver() {
   if (get_proc == nullptr) {
     fail(ErrorCode::kNoDriver, "libcuda.so.1 has no cuGetProcAddress_v2: the driver is older than CUDA 12");
   }
-  auto resolve = [&](const char* name, void** slot) {
+  auto resolve = [&](const char* name, void** slot, int version) {
     CUdriverProcAddressQueryResult status{};
-    const CUresult res = get_proc(name, slot, 12000, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+    const CUresult res = get_proc(name, slot, version, CU_GET_PROC_ADDRESS_DEFAULT, &status);
     if (res != CUDA_SUCCESS || *slot == nullptr) {
-      fail(ErrorCode::kNoDriver, "cuGetProcAddress({}) failed: result {}, status {}", name, static_cast<int>(res),
-           static_cast<int>(status));
+      fail(ErrorCode::kNoDriver, "cuGetProcAddress({}, {}) failed: result {}, status {}", name, version,
+           static_cast<int>(res), static_cast<int>(status));
     }
   };
-#define CONVJIT_RESOLVE_ENTRY(name, params) resolve(#name, reinterpret_cast<void**>(&name));
+  // NOTE: #name is the name as written (cuCtxCreate), before cuda.h's macros rename it.
+#define CONVJIT_RESOLVE_ENTRY(name, params) resolve(#name, reinterpret_cast<void**>(&name), kDriverAbiVersion);
+#define CONVJIT_RESOLVE_PINNED_ENTRY(name, version, params) resolve(#name, reinterpret_cast<void**>(&name), version);
   CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_RESOLVE_ENTRY)
+  CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_RESOLVE_PINNED_ENTRY)
+#undef CONVJIT_RESOLVE_PINNED_ENTRY
 #undef CONVJIT_RESOLVE_ENTRY
   const CUresult init = cuInit(0);
   if (init == CUDA_ERROR_NO_DEVICE) {

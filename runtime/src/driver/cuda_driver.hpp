@@ -11,7 +11,13 @@
 
 namespace convjit {
 
-// Every entry point convjit uses, listed once with its signature.
+// Every entry point convjit uses, listed once with its signature. cuGetProcAddress
+// returns a symbol's newest version introduced at or before the CUDA version asked
+// for, so each is requested at kDriverAbiVersion (12.0) and the signatures here are
+// 12.0's even where newer headers changed a function: cuStreamGetCtx (2 arguments,
+// not 12.5's green-context variant), cuCtxGetDevice (the current context's, not
+// 13.0's 2-argument one). Where a header macro renames a function (cuMemAlloc →
+// cuMemAlloc_v2) it renames only the member; the signature is the one written here.
 #define CONVJIT_DRIVER_ENTRY_POINTS(X)                                                                \
   X(cuInit, (unsigned int))                                                                           \
   X(cuDriverGetVersion, (int*))                                                                       \
@@ -23,6 +29,10 @@ namespace convjit {
   X(cuDeviceGetName, (char*, int, CUdevice))                                                          \
   X(cuDevicePrimaryCtxRetain, (CUcontext*, CUdevice))                                                 \
   X(cuDevicePrimaryCtxRelease, (CUdevice))                                                            \
+  X(cuDevicePrimaryCtxGetState, (CUdevice, unsigned int*, int*))                                      \
+  X(cuCtxDestroy, (CUcontext))                                                                        \
+  X(cuCtxGetId, (CUcontext, unsigned long long*))                                                     \
+  X(cuCtxGetDevice, (CUdevice*))                                                                      \
   X(cuCtxGetCurrent, (CUcontext*))                                                                    \
   X(cuCtxSetCurrent, (CUcontext))                                                                     \
   X(cuCtxPushCurrent, (CUcontext))                                                                    \
@@ -42,6 +52,7 @@ namespace convjit {
   X(cuMemsetD32, (CUdeviceptr, unsigned int, size_t))                                                 \
   X(cuStreamCreate, (CUstream*, unsigned int))                                                        \
   X(cuStreamDestroy, (CUstream))                                                                      \
+  X(cuStreamGetCtx, (CUstream, CUcontext*))                                                           \
   X(cuStreamSynchronize, (CUstream))                                                                  \
   X(cuEventCreate, (CUevent*, unsigned int))                                                          \
   X(cuEventDestroy, (CUevent))                                                                        \
@@ -49,13 +60,26 @@ namespace convjit {
   X(cuEventSynchronize, (CUevent))                                                                    \
   X(cuEventElapsedTime, (float*, CUevent, CUevent))
 
+// Entry points whose 12.0 version is not the signature convjit calls, each requested
+// at the CUDA version that has it. cuCtxCreate (tests make a second context with it):
+// at 11040 and later the symbol is the exec-affinity cuCtxCreate_v3 (5 arguments), at
+// 12050 and later cuCtxCreate_v4 (a params struct; CUDA 13's cuda.h maps the name
+// there); 3020 is the 3-argument cuCtxCreate_v2.
+#define CONVJIT_DRIVER_PINNED_ENTRY_POINTS(X) X(cuCtxCreate, 3020, (CUcontext*, unsigned int, CUdevice))
+
+// The CUDA version whose entry-point signatures CONVJIT_DRIVER_ENTRY_POINTS spells.
+inline constexpr int kDriverAbiVersion = 12000;
+
 class CudaDriver {
  public:
   // The process-wide driver; throws Error(kNoDriver) with dlerror's text when absent.
   static CudaDriver& get();
 
 #define CONVJIT_DECLARE_ENTRY(name, params) CUresult(CUDAAPI* name) params = nullptr;
+#define CONVJIT_DECLARE_PINNED_ENTRY(name, version, params) CONVJIT_DECLARE_ENTRY(name, params)
   CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_DECLARE_ENTRY)
+  CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_DECLARE_PINNED_ENTRY)
+#undef CONVJIT_DECLARE_PINNED_ENTRY
 #undef CONVJIT_DECLARE_ENTRY
 
   int version() const noexcept { return version_; }

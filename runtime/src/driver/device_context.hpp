@@ -1,7 +1,10 @@
 #pragma once
-// One CUDA device's primary context (the one the CUDA runtime also uses), retained
-// for the Runtime's lifetime, and a guard that makes it current for a scope.
+// One CUDA context the Runtime launches in: a device's primary context (the one the
+// CUDA runtime uses) or a context the application made with cuCtxCreate. Tables are
+// keyed by id(), never by the handle: a destroyed context's handle can come back as
+// a new context's, with none of the old one's modules.
 
+#include <cstdint>
 #include <string>
 
 #include "driver/cuda_driver.hpp"
@@ -10,21 +13,35 @@ namespace convjit {
 
 class DeviceContext {
  public:
-  // Throws kNoDriver / kNoDevice / kDriver.
+  // The primary context of device `ordinal`, retained for this object's lifetime.
+  // Throws kNoDriver / kNoDevice / kInvalidArgument (no such device) / kDriver.
   explicit DeviceContext(int ordinal);
+  // An existing context (a stream's, or the thread's current one). A device's active
+  // primary context is retained as above; any other belongs to the application,
+  // which keeps it alive as long as convjit may use it.
+  explicit DeviceContext(CUcontext context);
   ~DeviceContext();
   DeviceContext(const DeviceContext&) = delete;
   DeviceContext& operator=(const DeviceContext&) = delete;
 
   CUcontext context() const noexcept { return context_; }
+  std::uint64_t id() const noexcept { return id_; }  // cuCtxGetId: unique for the process's life
   int ordinal() const noexcept { return ordinal_; }
+  bool primary() const noexcept { return primary_; }
   const std::string& arch() const noexcept { return arch_; }  // "sm_90"
   const std::string& name() const noexcept { return name_; }
+  // "device 0 (NVIDIA H100, sm_90), primary context 0x5581… (id 1)", for messages.
+  std::string describe() const;
 
  private:
-  int ordinal_;
+  void read_device(CUdevice device);
+
+  int ordinal_ = -1;
   CUdevice device_ = 0;
   CUcontext context_ = nullptr;
+  std::uint64_t id_ = 0;
+  bool primary_ = false;
+  bool retained_ = false;  // we hold a primary-context reference to release
   std::string arch_;
   std::string name_;
 };
