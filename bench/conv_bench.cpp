@@ -22,7 +22,7 @@ const std::vector<OptionSpec> kOptions = {
     {"--workloads", "FILE", "KernelBench-format workload file (default: the project's workloads/kernelbench_level1_conv.json)"},
     {"--ids", "LIST", "only these problems, e.g. 50,55,56 (86 selects both halves, 86.dw one)"},
     {"--shape", "SHAPE", "one more problem: n,c,h,w,k,r,s[,stride,pad,dilation,groups] or n8c64h512w256k128r5s7 pad=1; repeatable"},
-    {"--math", "LIST", "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16 are cuDNN-only until convjit has them"},
+    {"--math", "LIST", "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16: x, w, bias, y in that type, fp32 accumulation"},
     {"--algos", "LIST", "convjit algorithms: direct, implicit_gemm, im2col_gemm, auto (default all)"},
     {"--iters", "N", "timed runs per row (default 50); the median is reported"},
     {"--warmup", "N", "untimed runs before timing (default 10)"},
@@ -167,7 +167,13 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
   std::vector<std::string> skipped;
   for (const auto& k : sel.skipped) skipped.push_back(JsonObject().str("id", k.id).str("reason", k.reason).text());
   std::vector<std::string> maths;
-  for (const auto m : c.maths) maths.push_back(json_quote(to_string(m)));
+  JsonObject dtypes, tolerances;
+  for (const auto m : c.maths) {
+    maths.push_back(json_quote(to_string(m)));
+    dtypes.str(to_string(m), fmt::format("x, w, bias, y {}; fp32 accumulation{}", convjit::to_string(dtype_of(m)),
+                                         m == BenchMath::kTF32 ? " of TF32-rounded products" : ""));
+    tolerances.num(to_string(m), tolerance(m));
+  }
   return JsonObject()
       .str("program", "conv_bench")
       .str("convjit_version", kVersion)
@@ -179,6 +185,8 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
       .integer("cuda_driver", g.driver)
       .str("cudnn", c.cudnn ? cudnn_version_text() : "not run")
       .raw("maths", json_array(maths, false))
+      .raw("data_types", dtypes.text())
+      .raw("tolerance_rel_l2", tolerances.text())
       .integer("iters", c.timing.iters)
       .integer("warmup", c.timing.warmup)
       .num("skip_slow_ms", c.timing.slow_ms)

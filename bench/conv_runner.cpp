@@ -257,7 +257,7 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
 void ConvRunner::measure(Row& row, const std::function<void()>& launch, Buffers& b, const ReferenceSample& reference,
                          double tol, bool may_reduce) {
   try {
-    b.y.fill_u32(nan_pattern(b.dtype));
+    b.y.fill_u32(nan_fill_pattern(b.dtype));
     launch();
     stream_.synchronize();
     const CheckResult c = check_device_output(device_ptr(b.y), b.dtype, b.y_count, reference);

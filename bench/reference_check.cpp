@@ -54,7 +54,7 @@ float decode(const unsigned char* bytes, std::int64_t i, DType dtype) noexcept {
   }
   std::uint16_t bits;
   std::memcpy(&bits, bytes + i * 2, 2);
-  return dtype == DType::kFloat16 ? from_half(bits) : from_bf16(bits);
+  return from_bits16(dtype, bits);
 }
 
 }  // namespace
@@ -67,54 +67,13 @@ HostInputs random_inputs(const Conv2dDesc& d, std::uint64_t seed, bool positive)
   return in;
 }
 
-std::uint16_t to_half(float value) noexcept {
-  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
-  const std::uint16_t sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
-  const std::uint32_t abs = x & 0x7fffffffu;
-  if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN stays NaN
-  if (abs >= 0x477ff000u) return sign | 0x7c00u;                                  // >= 65520 rounds to inf
-  if (abs < 0x38800000u) {                                                         // below 2^-14: subnormal
-    if (abs < 0x33000000u) return sign;                                            // at most 2^-25: zero
-    const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
-    const int shift = 126 - static_cast<int>(abs >> 23);
-    std::uint32_t q = mant >> shift;
-    const std::uint32_t rem = mant & ((1u << shift) - 1);
-    const std::uint32_t halfway = 1u << (shift - 1);
-    if (rem > halfway || (rem == halfway && (q & 1u))) ++q;
-    return static_cast<std::uint16_t>(sign | q);
-  }
-  std::uint32_t r = abs - (112u << 23);  // exponent bias 127 -> 15
-  r += 0x0fffu + ((r >> 13) & 1u);       // round to nearest even; a carry moves into the exponent
-  return static_cast<std::uint16_t>(sign | (r >> 13));
-}
-
-float from_half(std::uint16_t bits) noexcept {
-  const std::uint32_t sign = static_cast<std::uint32_t>(bits & 0x8000u) << 16;
-  const std::uint32_t exp = (bits >> 10) & 0x1fu;
-  const std::uint32_t mant = bits & 0x3ffu;
-  if (exp == 0) {
-    const float v = std::ldexp(static_cast<float>(mant), -24);
-    return sign ? -v : v;
-  }
-  if (exp == 31) return std::bit_cast<float>(sign | 0x7f800000u | (mant << 13));
-  return std::bit_cast<float>(sign | ((exp + 112u) << 23) | (mant << 13));
-}
-
-std::uint16_t to_bf16(float value) noexcept {
-  const std::uint32_t x = std::bit_cast<std::uint32_t>(value);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((x >> 16) | 0x0040u);  // quiet NaN
-  return static_cast<std::uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
-}
-
-float from_bf16(std::uint16_t bits) noexcept { return std::bit_cast<float>(static_cast<std::uint32_t>(bits) << 16); }
-
 HostInputs rounded_to(const HostInputs& in, DType dtype) {
   if (dtype == DType::kFloat32) return in;
   auto round = [dtype](std::vector<float> v) {
     parallel_for(static_cast<std::int64_t>(v.size()), [&](std::int64_t first, std::int64_t last) {
       for (std::int64_t i = first; i < last; ++i) {
         float& e = v[static_cast<std::size_t>(i)];
-        e = dtype == DType::kFloat16 ? from_half(to_half(e)) : from_bf16(to_bf16(e));
+        e = convjit::rounded_to(dtype, e);
       }
     });
     return v;
@@ -131,7 +90,7 @@ std::vector<unsigned char> encode(const std::vector<float>& values, DType dtype)
       if (dtype == DType::kFloat32) {
         std::memcpy(out.data() + i * 4, &v, 4);
       } else {
-        const std::uint16_t bits = dtype == DType::kFloat16 ? to_half(v) : to_bf16(v);
+        const std::uint16_t bits = to_bits16(dtype, v);
         std::memcpy(out.data() + i * 2, &bits, 2);
       }
     }
@@ -240,15 +199,6 @@ CheckResult check_device_output(CUdeviceptr y, DType dtype, std::int64_t count, 
     out.rel_l2 = ref2 > 0 ? std::sqrt(diff2 / ref2) : std::sqrt(diff2);
   }
   return out;
-}
-
-std::uint32_t nan_pattern(DType dtype) noexcept {
-  switch (dtype) {
-    case DType::kFloat32: return 0x7fc00000u;
-    case DType::kFloat16: return 0x7e007e00u;
-    case DType::kBFloat16: return 0x7fc07fc0u;
-  }
-  return 0xffffffffu;
 }
 
 }  // namespace convjit::bench

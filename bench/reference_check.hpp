@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "convjit/conv2d_desc.hpp"
+#include "core/float16.hpp"  // IEEE half and bfloat16 on the host, round to nearest even
 
 namespace convjit::bench {
 
@@ -23,12 +24,6 @@ struct HostInputs {
 // [-1, 1); never exactly zero, which would hide unwritten or skipped terms. The same
 // seed gives the same data whatever the number of threads.
 HostInputs random_inputs(const Conv2dDesc& desc, std::uint64_t seed, bool positive);
-
-// IEEE half and bfloat16, round to nearest even.
-std::uint16_t to_half(float value) noexcept;
-float from_half(std::uint16_t bits) noexcept;
-std::uint16_t to_bf16(float value) noexcept;
-float from_bf16(std::uint16_t bits) noexcept;
 
 // `in` rounded to `dtype` (identity for f32).
 HostInputs rounded_to(const HostInputs& in, DType dtype);
@@ -62,8 +57,5 @@ struct CheckResult {
 
 // Copies y (`count` elements of `dtype`) back in chunks; the current context must own it.
 CheckResult check_device_output(CUdeviceptr y, DType dtype, std::int64_t count, const ReferenceSample& ref);
-
-// The 32-bit pattern that fills an output with quiet NaNs of `dtype`.
-std::uint32_t nan_pattern(DType dtype) noexcept;
 
 }  // namespace convjit::bench

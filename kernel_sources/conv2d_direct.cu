@@ -1,4 +1,6 @@
-// Direct 2D convolution, float32, NCHW, every stride / padding / dilation / groups.
+// Direct 2D convolution, NCHW, every stride / padding / dilation / groups; float32,
+// float16 or bfloat16 data (kDType), always accumulated in float32 and rounded once,
+// at the store.
 //
 // convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
 // and the constexpr values of namespace `spec` below; with them every bound, index
@@ -19,8 +21,52 @@ constexpr int kGroups = 2, kP = 9, kQ = 2;
 constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 128, kKPerThread = 3;
 constexpr bool kWideIndex = false;
+constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 }  // namespace spec
 #endif
+
+// f16 and bf16 travel as their bit patterns, converted by the single PTX instruction
+// each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
+// have no toolkit headers to point it at.
+namespace element {
+template <int DType> struct Traits;
+template <> struct Traits<0> {
+  using Storage = float;
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float v) { return v; }
+};
+template <> struct Traits<1> {  // IEEE half
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(bits));
+    return v;
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+  }
+};
+template <> struct Traits<2> {  // bfloat16: the upper half of a float
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    return __uint_as_float(static_cast<unsigned>(bits) << 16);
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+#if __CUDA_ARCH__ >= 800
+    unsigned short bits;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+#else
+    // No bf16 conversion before sm_80: round to nearest even by hand, NaN kept quiet.
+    const unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);
+    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+  }
+};
+}  // namespace element
 
 namespace conv2d_direct {
 using namespace spec;
@@ -28,6 +74,8 @@ using namespace spec;
 template <bool Wide> struct IndexType { using type = int; };
 template <> struct IndexType<true> { using type = long long; };
 using index_t = typename IndexType<kWideIndex>::type;
+using Convert = element::Traits<kDType>;
+using Element = Convert::Storage;
 
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
@@ -42,8 +90,8 @@ static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and 
 }  // namespace conv2d_direct
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
-CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ bias,
-                    float* __restrict__ y) {
+CONVJIT_KERNEL_NAME(const conv2d_direct::Element* __restrict__ x, const conv2d_direct::Element* __restrict__ w,
+                    const conv2d_direct::Element* __restrict__ bias, conv2d_direct::Element* __restrict__ y) {
   using namespace conv2d_direct;
   const long long block = blockIdx.x;
   const int k_block = static_cast<int>(block % kKBlocks);
@@ -57,8 +105,8 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, co
   const int group = k_block / kKBlocksPerGroup;
   const int k_in_group = (k_block % kKBlocksPerGroup) * kKPerThread;
 
-  const float* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
-  const float* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * (kCPerGroup * kFilterTaps);
+  const Element* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
+  const Element* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * (kCPerGroup * kFilterTaps);
   const int ih0 = oh * kStrideH - kPadH;
   const int iw0 = ow * kStrideW - kPadW;
 
@@ -67,8 +115,8 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, co
   for (int j = 0; j < kKPerThread; ++j) acc[j] = 0.0f;
 
   for (int c = 0; c < kCPerGroup; ++c) {
-    const float* x_plane = x_group + static_cast<index_t>(c) * (static_cast<index_t>(kH) * kW);
-    const float* w_plane = w_block + c * kFilterTaps;
+    const Element* x_plane = x_group + static_cast<index_t>(c) * (static_cast<index_t>(kH) * kW);
+    const Element* w_plane = w_block + c * kFilterTaps;
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
       const int ih = ih0 + r * kDilationH;
@@ -77,24 +125,24 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ w, co
       for (int s = 0; s < kS; ++s) {
         const int iw = iw0 + s * kDilationW;
         if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-        const float v = __ldg(x_plane + static_cast<index_t>(ih) * kW + iw);
+        const float v = Convert::to_float(__ldg(x_plane + static_cast<index_t>(ih) * kW + iw));
 #pragma unroll
         for (int j = 0; j < kKPerThread; ++j) {
           if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-          acc[j] = fmaf(v, __ldg(w_plane + j * (kCPerGroup * kFilterTaps) + r * kS + s), acc[j]);
+          acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * (kCPerGroup * kFilterTaps) + r * kS + s)), acc[j]);
         }
       }
     }
   }
 
   const int k0 = group * kKPerGroup + k_in_group;
-  float* y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
+  Element* y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
 #pragma unroll
   for (int j = 0; j < kKPerThread; ++j) {
     if (kRaggedK && k_in_group + j >= kKPerGroup) break;
     float out = acc[j];
-    if constexpr (kHasBias) out += __ldg(bias + k0 + j);
+    if constexpr (kHasBias) out += Convert::to_float(__ldg(bias + k0 + j));
     if constexpr (kRelu) out = fmaxf(out, 0.0f);
-    y_pixel[static_cast<index_t>(j) * (static_cast<index_t>(kP) * kQ)] = out;
+    y_pixel[static_cast<index_t>(j) * (static_cast<index_t>(kP) * kQ)] = Convert::from_float(out);
   }
 }

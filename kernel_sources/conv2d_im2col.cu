@@ -1,11 +1,14 @@
-// The two kernels around cuBLAS for the im2col + GEMM algorithm, float32 NCHW.
+// The two kernels around cuBLAS for the im2col + GEMM algorithm, NCHW, in the data's
+// own type (kDType: float32, float16 or bfloat16); cuBLAS accumulates in float32.
 //
 // im2col: for a chunk of `images` images starting at n0 and output rows
 // [p0, p0 + rows), writes col[image][kk][pixel] with kk = (c, r, s) of one group
 // and pixel = (p - p0) * Q + q, zero where the tap falls in the padding. The
 // GEMM then reads col as a (pixels x kk) column-major matrix.
 //
-// bias_act: y[n][k][p][q] += bias[k], then the activation, in place after the GEMMs.
+// bias_act: y[n][k][p][q] += bias[k], then the activation, in place after the GEMMs,
+// in float32; for 16-bit data the GEMM has already rounded y once, so a bias costs a
+// second rounding (at most half an ulp more, as PyTorch eager's separate bias add).
 //
 // convjit prepends the prologue defining namespace `spec`.
 
@@ -17,8 +20,52 @@ constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, 
 constexpr int kGroups = 2, kP = 11, kQ = 4;
 constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 256;
+constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 }  // namespace spec
 #endif
+
+// f16 and bf16 travel as their bit patterns, converted by the single PTX instruction
+// each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
+// have no toolkit headers to point it at.
+namespace element {
+template <int DType> struct Traits;
+template <> struct Traits<0> {
+  using Storage = float;
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float v) { return v; }
+};
+template <> struct Traits<1> {  // IEEE half
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(bits));
+    return v;
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+  }
+};
+template <> struct Traits<2> {  // bfloat16: the upper half of a float
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    return __uint_as_float(static_cast<unsigned>(bits) << 16);
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+#if __CUDA_ARCH__ >= 800
+    unsigned short bits;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+#else
+    // No bf16 conversion before sm_80: round to nearest even by hand, NaN kept quiet.
+    const unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);
+    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+  }
+};
+}  // namespace element
 
 #define CONVJIT_CAT2(a, b) a##b
 #define CONVJIT_CAT(a, b) CONVJIT_CAT2(a, b)
@@ -30,13 +77,15 @@ constexpr int kTaps = kR * kS;
 constexpr long long kGemmK = static_cast<long long>(kCPerGroup) * kTaps;
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+using Convert = element::Traits<kDType>;
+using Element = Convert::Storage;
 }  // namespace im2col
 
 // One thread per (image, kk, pixel) element of the chunk; pixel fastest, so
 // neighbouring threads write neighbouring col entries and read one input row.
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const float* __restrict__ x, float* __restrict__ col, int group, int n0,
-                                          int p0, int rows, int images) {
+CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
+                                          int group, int n0, int p0, int rows, int images) {
   using namespace im2col;
   const long long pixels = static_cast<long long>(rows) * kQ;
   const long long total = static_cast<long long>(images) * kGemmK * pixels;
@@ -52,7 +101,7 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const float* __restrict__ x, float* __
     const int s = static_cast<int>(kk % kTaps) % kS;
     const int ih = p * kStrideH - kPadH + r * kDilationH;
     const int iw = q * kStrideW - kPadW + s * kDilationW;
-    float v = 0.0f;
+    Element v{};  // +0 in every type
     if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) && static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
       v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
                      static_cast<long long>(ih) * kW + iw));
@@ -62,14 +111,14 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const float* __restrict__ x, float* __
 }
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const float* __restrict__ bias, float* __restrict__ y) {
+CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const im2col::Element* __restrict__ bias, im2col::Element* __restrict__ y) {
   using namespace im2col;
   constexpr long long kTotal = static_cast<long long>(kN) * kK * kPixels;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < kTotal;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    float v = y[i];
-    if constexpr (kHasBias) v += __ldg(bias + (i / kPixels) % kK);
+    float v = Convert::to_float(y[i]);
+    if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + (i / kPixels) % kK));
     if constexpr (kRelu) v = fmaxf(v, 0.0f);
-    y[i] = v;
+    y[i] = Convert::from_float(v);
   }
 }

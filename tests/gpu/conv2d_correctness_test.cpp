@@ -140,6 +140,113 @@ TEST_F(Conv2dCorrectness, Im2colGemmKeepsItsWorkspaceUnderTheLimitAndStaysCorrec
   }
 }
 
+// f16 and bf16 through every algorithm: x, w, bias and y in the 16-bit type, fp32
+// accumulation, against float64 on the same rounded inputs.
+constexpr DType k16BitTypes[] = {DType::kFloat16, DType::kBFloat16};
+constexpr Algorithm kAllAlgorithms[] = {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm};
+
+void check_16bit(Runtime& rt, Conv2dDesc d, std::mt19937_64& rng, bool positive = false) {
+  for (const DType dtype : k16BitTypes) {
+    d.dtype = dtype;
+    for (const Algorithm algorithm : kAllAlgorithms) {
+      SCOPED_TRACE(fmt::format("{} / {}", to_string(dtype), to_string(algorithm)));
+      const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, algorithm, positive);
+      EXPECT_EQ(result.unwritten, 0u);
+      EXPECT_LT(result.rel_err, testing::tolerance(d));
+    }
+  }
+}
+
+// Shapes for every tile of the 16-bit implicit GEMM (16, 32, 64 and 128 channels, two
+// channel tiles with a tail), reductions that are and are not whole 16-byte rows,
+// padding (border and interior pixels), pair and single output stores, a 1x1 GEMM.
+std::vector<Conv2dDesc> sixteen_bit_shapes() {
+  return {
+      Conv2dDesc{.n = 1, .c = 3, .h = 11, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1, .bias = true},
+      Conv2dDesc{.n = 2, .c = 16, .h = 9, .w = 13, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16},
+      Conv2dDesc{.n = 1, .c = 3, .h = 31, .w = 29, .k = 17, .r = 7, .s = 5, .stride_h = 3, .stride_w = 2, .pad_h = 3,
+                 .pad_w = 2, .dilation_h = 2, .dilation_w = 3},
+      Conv2dDesc{.n = 3, .c = 5, .h = 13, .w = 11, .k = 100, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      Conv2dDesc{.n = 2, .c = 40, .h = 15, .w = 17, .k = 48, .r = 3, .s = 3, .stride_w = 2, .pad_h = 2,
+                 .dilation_h = 2},
+      Conv2dDesc{.n = 2, .c = 24, .h = 16, .w = 12, .k = 130, .r = 3, .s = 5, .pad_w = 2, .bias = true},
+      Conv2dDesc{.n = 2, .c = 32, .h = 10, .w = 9, .k = 144, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
+      Conv2dDesc{.n = 3, .c = 64, .h = 7, .w = 9, .k = 48, .r = 1, .s = 1, .bias = true},
+      Conv2dDesc{.n = 1, .c = 8, .h = 7, .w = 7, .k = 24, .r = 3, .s = 3, .groups = 8, .bias = true},
+  };
+}
+
+TEST_F(Conv2dCorrectness, SixteenBitRandomDescriptorsMatchFloat64OnRoundedInputs) {
+  const std::uint64_t seed = std::random_device{}();
+  std::mt19937_64 rng(seed);
+  RecordProperty("seed", std::to_string(seed));
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::vector<Conv2dDesc> descs = sixteen_bit_shapes();
+  while (descs.size() < 40) descs.push_back(random_desc(rng));
+  for (std::size_t i = 0; i < descs.size(); ++i) {
+    Conv2dDesc d = descs[i];
+    if (i % 3 == 1) d.activation = Activation::kRelu;
+    SCOPED_TRACE(d.to_string() + " seed=" + std::to_string(seed));
+    check_16bit(rt, d, rng);
+  }
+}
+
+TEST_F(Conv2dCorrectness, SixteenBitKernelBenchProblemsScaledDownMatchReference) {
+  std::mt19937_64 rng(std::random_device{}());
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  for (const auto& [name, full] : testing::kernelbench_2d_problems()) {
+    const Conv2dDesc d = testing::scaled_down(full, 40);
+    SCOPED_TRACE(name + ": " + d.to_string());
+    check_16bit(rt, d, rng);
+  }
+}
+
+// A long reduction (C*R*S = 2240, 70 k tiles) of all-positive data: a rounding bias or a
+// lost k tile would show far above the output rounding.
+TEST_F(Conv2dCorrectness, SixteenBitLongReductionOfPositiveDataStaysWithinBound) {
+  std::mt19937_64 rng(std::random_device{}());
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  for (const int pad : {0, 2}) {
+    const Conv2dDesc d{.n = 2, .c = 64, .h = 24, .w = 20, .k = 128, .r = 5, .s = 7, .pad_h = pad, .pad_w = pad,
+                       .bias = true, .activation = Activation::kRelu};
+    SCOPED_TRACE(d.to_string());
+    check_16bit(rt, d, rng, /*positive=*/true);
+  }
+}
+
+// The chunked im2col path in 16 bits: workspace under the limit, results right.
+TEST_F(Conv2dCorrectness, SixteenBitIm2colGemmKeepsItsWorkspaceUnderTheLimitAndStaysCorrect) {
+  std::mt19937_64 rng(std::random_device{}());
+  constexpr std::uint64_t kLimit = 32 * 1024;
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path(), .workspace_limit_bytes = kLimit});
+  Conv2dDesc d{.n = 3, .c = 8, .h = 30, .w = 30, .k = 16, .r = 3, .s = 3, .bias = true,
+               .activation = Activation::kRelu};
+  for (const DType dtype : k16BitTypes) {
+    d.dtype = dtype;
+    const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm});
+    EXPECT_GT(plan.workspace_bytes(), 0u);
+    EXPECT_LE(plan.workspace_bytes(), kLimit);
+    const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kIm2colGemm);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_LT(result.rel_err, testing::tolerance(d));
+  }
+}
+
+// kAuto and Runtime::conv2d (no plan) take 16-bit data too.
+TEST_F(Conv2dCorrectness, SixteenBitConv2dWithAutomaticChoiceMatchesReference) {
+  std::mt19937_64 rng(std::random_device{}());
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  for (Conv2dDesc d : sixteen_bit_shapes()) {
+    for (const DType dtype : k16BitTypes) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const auto result = testing::check_on_gpu(rt, d, rng);
+      EXPECT_EQ(result.unwritten, 0u);
+      EXPECT_LT(result.rel_err, testing::tolerance(d));
+    }
+  }
+}
+
 TEST_F(Conv2dCorrectness, PlanRunMatchesReference) {
   std::mt19937_64 rng(std::random_device{}());
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});

@@ -68,8 +68,8 @@ TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
        "Conv2dDesc.w: padded input width 20", ErrorCode::kInvalidArgument},
       {"tensor over 2^62 elements", [](Conv2dDesc& d) { d.n = 2000000000; d.c = 2000000000; d.k = 64; },
        "over the 2^62 limit", ErrorCode::kInvalidArgument},
-      {"dtype not yet supported", [](Conv2dDesc& d) { d.dtype = DType::kFloat16; }, "Conv2dDesc.dtype: only f32",
-       ErrorCode::kUnsupported},
+      {"dtype out of the enum", [](Conv2dDesc& d) { d.dtype = static_cast<DType>(7); },
+       "Conv2dDesc.dtype: expected f32, f16 or bf16", ErrorCode::kInvalidArgument},
       {"layout not yet supported", [](Conv2dDesc& d) { d.layout = Layout::kNHWC; }, "Conv2dDesc.layout: only nchw",
        ErrorCode::kUnsupported},
   };
@@ -85,6 +85,41 @@ TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
       EXPECT_NE(std::string(e.what()).find(c.message_part), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(Conv2dDesc, SixteenBitDataIsAcceptedInEitherMathModeButNotInNhwc) {
+  for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    for (const MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
+      Conv2dDesc d = headline();
+      d.dtype = dtype;
+      d.math = math;
+      EXPECT_NO_THROW(d.validate()) << d.to_string();
+      d.layout = Layout::kNHWC;
+      try {
+        d.validate();
+        ADD_FAILURE() << "accepted: " << d.to_string();
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kUnsupported) << e.what();
+      }
+    }
+  }
+}
+
+// For 16-bit data the math mode selects nothing, but the descriptor keeps it as given:
+// the two are different descriptors (and cache keys) with the same kernel.
+TEST(Conv2dDesc, SixteenBitDescriptorsKeepTheirMathModeAndDtype) {
+  Conv2dDesc a = headline();
+  a.dtype = DType::kFloat16;
+  Conv2dDesc b = a;
+  b.math = MathMode::kStrictFp32;
+  EXPECT_NE(a, b);
+  EXPECT_NE(a.to_string(), b.to_string());
+  Conv2dDesc c = a;
+  c.dtype = DType::kBFloat16;
+  EXPECT_NE(a, c);
+  EXPECT_NE(Conv2dDescHash{}(a), Conv2dDescHash{}(c));
+  EXPECT_NE(a.to_string().find("dtype=f16"), std::string::npos);
+  EXPECT_NE(c.to_string().find("dtype=bf16"), std::string::npos);
 }
 
 TEST(Conv2dDesc, ToStringNamesEveryFieldReadably) {

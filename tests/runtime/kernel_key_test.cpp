@@ -36,6 +36,8 @@ TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
       {"groups", [](Conv2dDesc& d) { d.groups = 4; }},
       {"bias", [](Conv2dDesc& d) { d.bias = true; }},
       {"math", [](Conv2dDesc& d) { d.math = MathMode::kStrictFp32; }},
+      {"dtype f16", [](Conv2dDesc& d) { d.dtype = DType::kFloat16; }},
+      {"dtype bf16", [](Conv2dDesc& d) { d.dtype = DType::kBFloat16; }},
   };
   std::set<std::string> hashes = {key_of(base()).hash};
   for (const auto& [field, mutate] : mutations) {

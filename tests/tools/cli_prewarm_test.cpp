@@ -109,11 +109,22 @@ TEST_F(CliTest, PrewarmMissingFileExitsTwoNamingIt) {
   EXPECT_TRUE(contains(r.err, "nope.txt")) << r.err;
 }
 
-TEST_F(CliTest, PrewarmUnsupportedDtypeIsReportedAndExitsOne) {
-  const auto r = cli({"prewarm", "--shape", kSmallA, "--shape", kSmallB, "--dtype", "f16", "--arch", "sm_90"});
+TEST_F(CliTest, PrewarmDtypeOverrideCompiles16BitVariants) {
+  for (const char* dtype : {"f16", "bf16"}) {
+    const auto r = cli({"prewarm", "--shape", kSmallA, "--shape", kSmallB, "--dtype", dtype, "--arch", "sm_90"});
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "summary   compiled 2, already cached 0, failed 0, unsupported 0")) << r.out;
+  }
+  const auto ls = cli({"cache", "ls"});
+  EXPECT_TRUE(contains(ls.out, "dtype=f16")) << ls.out;
+  EXPECT_TRUE(contains(ls.out, "dtype=bf16")) << ls.out;
+}
+
+TEST_F(CliTest, PrewarmUnsupportedLayoutIsReportedAndExitsOne) {
+  const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_90"});
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 2")) << r.out;
-  EXPECT_TRUE(contains(r.out, "only f32 is supported")) << r.out;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 1")) << r.out;
+  EXPECT_TRUE(contains(r.out, "only nchw is supported")) << r.out;
 }
 
 TEST_F(CliTest, PrewarmMathOverrideCompilesStrictVariants) {

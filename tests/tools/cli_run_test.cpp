@@ -40,6 +40,19 @@ TEST_F(CliTest, RunSmallProblemsOnGpuPassTheCheckAndPrintTime) {
   }
 }
 
+TEST_F(CliTest, RunSixteenBitProblemsOnGpuPassTheirToleranceWithEveryAlgorithm) {
+  CONVJIT_REQUIRE_GPU();
+  for (const char* shape : {"n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 bias=1 dtype=f16",
+                            "n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 bias=1 dtype=bf16 act=relu"}) {
+    for (const char* algorithm : {"direct", "implicit_gemm", "im2col_gemm"}) {
+      const auto r = cli({"run", shape, "--iters", "3", "--algorithm", algorithm});
+      EXPECT_EQ(r.exit_code, 0) << shape << " " << algorithm << "\n" << r.out << r.err;
+      EXPECT_TRUE(contains(r.out, "non-finite 0")) << r.out;
+      EXPECT_TRUE(contains(r.out, ": PASS")) << r.out;
+    }
+  }
+}
+
 TEST_F(CliTest, RunOnAPrewarmedCacheCompilesNothing) {
   CONVJIT_REQUIRE_GPU();
   ASSERT_EQ(cli({"prewarm", "--shape", kSmallA}).exit_code, 0);

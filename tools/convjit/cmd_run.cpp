@@ -5,12 +5,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "commands.hpp"
 #include "common.hpp"
 #include "convjit/device_buffer.hpp"
 #include "core/fail.hpp"
+#include "core/float16.hpp"
 #include "host_reference.hpp"
 
 namespace convjit::cli {
@@ -21,11 +23,13 @@ const CommandSpec kSpec{
     .name = "run",
     .synopsis = "SHAPE [--iters N] [options]",
     .summary = "Run one problem on the GPU with random data, check it against float64 and time it.",
-    .details = "Inputs are uniform in [-1, 1) without zeros; the output is filled with NaN first, so an\n"
-               "unwritten element fails the check. The relative L2 error is taken over every output for small\n"
-               "problems, else over 4096 random output pixels with all their channels; the tolerance is 1e-5\n"
-               "for math=strict and 1e-3 for math=tf32. The time is the median of --iters runs after warm-up,\n"
-               "each synchronized and measured on the host clock.\n"
+    .details = "Inputs are uniform in [-1, 1) without zeros, in the problem's dtype (f32, f16 or bf16); the\n"
+               "output is filled with NaN first, so an unwritten element fails the check. The float64 reference\n"
+               "reads the same (for f16/bf16: rounded) inputs. The relative L2 error is taken over every output\n"
+               "for small problems, else over 4096 random output pixels with all their channels; the tolerance\n"
+               "is 1e-5 for math=strict and 1e-3 for math=tf32 with f32 data, 2e-3 for f16 and 1e-2 for bf16.\n"
+               "The time is the median of --iters runs after warm-up, each synchronized and measured on the\n"
+               "host clock.\n"
                "Exit status: 0 pass, 1 check failed, 2 malformed shape, 3 no GPU here.",
     .options = {{"--iters", "N", "timed runs (default 50)"},
                 {"--warmup", "N", "untimed runs first (default 3)"},
@@ -39,14 +43,51 @@ const CommandSpec kSpec{
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
 
-std::vector<float> random_nonzero(std::int64_t count, std::mt19937_64& rng) {
+// Values as `dtype` stores them, so the reference reads exactly what the GPU does.
+std::vector<float> random_nonzero(std::int64_t count, std::mt19937_64& rng, DType dtype) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<float> v(static_cast<std::size_t>(count));
   for (auto& e : v) {
-    do e = dist(rng);
+    do e = rounded_to(dtype, dist(rng));
     while (e == 0.0f);  // zeros would hide unwritten or skipped terms
   }
   return v;
+}
+
+std::vector<unsigned char> device_image(const std::vector<float>& values, DType dtype) {
+  std::vector<unsigned char> out(values.size() * size_of(dtype));
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kFloat32) {
+      std::memcpy(out.data() + i * 4, &values[i], 4);
+    } else {
+      const std::uint16_t bits = to_bits16(dtype, values[i]);
+      std::memcpy(out.data() + i * 2, &bits, 2);
+    }
+  }
+  return out;
+}
+
+std::vector<float> from_device_image(const std::vector<unsigned char>& bytes, DType dtype) {
+  std::vector<float> out(bytes.size() / size_of(dtype));
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    if (dtype == DType::kFloat32) {
+      std::memcpy(&out[i], bytes.data() + i * 4, 4);
+    } else {
+      std::uint16_t bits;
+      std::memcpy(&bits, bytes.data() + i * 2, 2);
+      out[i] = from_bits16(dtype, bits);
+    }
+  }
+  return out;
+}
+
+double tolerance_for(const Conv2dDesc& desc) {
+  switch (desc.dtype) {
+    case DType::kFloat16: return 2e-3;  // the output's own rounding is ~3e-4
+    case DType::kBFloat16: return 1e-2;  // ~2e-3
+    case DType::kFloat32: break;
+  }
+  return desc.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
 }
 
 std::string plan_origin(const CacheStats& s) {
@@ -58,9 +99,8 @@ std::string plan_origin(const CacheStats& s) {
 int run_main(const Args& args) {
   const Conv2dDesc desc = shape_argument(kSpec, args.positionals[0]);
   desc.validate();
-  if (desc.dtype != DType::kFloat32 || desc.layout != Layout::kNCHW) {
-    fail(ErrorCode::kUnsupported, "convjit run: generates f32 NCHW data only, got dtype={} layout={}",
-         to_string(desc.dtype), to_string(desc.layout));
+  if (desc.layout != Layout::kNCHW) {
+    fail(ErrorCode::kUnsupported, "convjit run: generates NCHW data only, got layout={}", to_string(desc.layout));
   }
   const Algorithm algorithm = algorithm_option(kSpec, args);
   const int iters = args.value("--iters") ? parse_count(kSpec, "--iters", *args.value("--iters"), 1) : 50;
@@ -88,30 +128,39 @@ int run_main(const Args& args) {
   fmt::print("plan      {} to a launchable kernel, {}\n", format_ms(plan_ms), plan_origin(after_plan));
 
   std::mt19937_64 rng(seed);
-  const auto x = random_nonzero(desc.x_elements(), rng);
-  const auto w = random_nonzero(desc.w_elements(), rng);
-  const auto bias = desc.bias ? random_nonzero(desc.k, rng) : std::vector<float>{};
-  DeviceBuffer dx(rt, x.size() * sizeof(float)), dw(rt, w.size() * sizeof(float));
-  DeviceBuffer dy(rt, static_cast<std::size_t>(desc.y_elements()) * sizeof(float));
-  DeviceBuffer db = desc.bias ? DeviceBuffer(rt, bias.size() * sizeof(float)) : DeviceBuffer();
-  dx.upload(x.data(), x.size() * sizeof(float));
-  dw.upload(w.data(), w.size() * sizeof(float));
-  if (desc.bias) db.upload(bias.data(), bias.size() * sizeof(float));
-  dy.fill_u32(0x7fc00000u);  // quiet NaN: an output the kernel never writes fails the check
+  const DType dtype = desc.dtype;
+  const auto x = random_nonzero(desc.x_elements(), rng, dtype);
+  const auto w = random_nonzero(desc.w_elements(), rng, dtype);
+  const auto bias = desc.bias ? random_nonzero(desc.k, rng, dtype) : std::vector<float>{};
+  const auto x_image = device_image(x, dtype);
+  const auto w_image = device_image(w, dtype);
+  const std::size_t y_bytes = static_cast<std::size_t>(desc.y_elements()) * size_of(dtype);
+  DeviceBuffer dx(rt, x_image.size()), dw(rt, w_image.size());
+  DeviceBuffer dy(rt, (y_bytes + 3) / 4 * 4);  // whole 32-bit words for the NaN fill
+  DeviceBuffer db = desc.bias ? DeviceBuffer(rt, bias.size() * size_of(dtype)) : DeviceBuffer();
+  dx.upload(x_image.data(), x_image.size());
+  dw.upload(w_image.data(), w_image.size());
+  if (desc.bias) {
+    const auto b_image = device_image(bias, dtype);
+    db.upload(b_image.data(), b_image.size());
+  }
+  dy.fill_u32(nan_fill_pattern(dtype));  // quiet NaN: an output the kernel never writes fails the check
   const void* bias_ptr = desc.bias ? db.data() : nullptr;
 
   plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
   rt.synchronize();
-  std::vector<float> y(static_cast<std::size_t>(desc.y_elements()));
-  dy.download(y.data(), y.size() * sizeof(float));
+  std::vector<unsigned char> y_image(y_bytes);
+  dy.download(y_image.data(), y_image.size());
+  const std::vector<float> y = from_device_image(y_image, dtype);
   const auto non_finite = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
   const CheckResult check = check_against_reference(desc, x, w, bias, y, seed + 1);
-  const double tolerance = desc.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
+  const double tolerance = tolerance_for(desc);
   const bool pass = non_finite == 0 && check.rel_l2 <= tolerance;
   fmt::print("check     rel L2 error {:.2e} vs float64 over {} outputs ({}), max abs error {:.2e}, non-finite {}; "
              "tolerance {:.0e} ({}): {}\n",
              check.rel_l2, check.checked, check.full ? "all" : "4096 sampled pixels, all channels", check.max_abs,
-             non_finite, tolerance, to_string(desc.math), pass ? "PASS" : "FAIL");
+             non_finite, tolerance, dtype == DType::kFloat32 ? to_string(desc.math) : to_string(dtype),
+             pass ? "PASS" : "FAIL");
 
   for (int i = 0; i < warmup; ++i) plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
   rt.synchronize();

@@ -16,7 +16,8 @@ struct CheckResult {
   bool full = false;                // every output, not a sample
 };
 
-// f32 NCHW data; `bias` empty unless desc.bias. Uses every core.
+// NCHW data as floats (for f16/bf16: the rounded values the GPU read, and its output
+// upcast); `bias` empty unless desc.bias. Uses every core.
 CheckResult check_against_reference(const Conv2dDesc& desc, const std::vector<float>& x, const std::vector<float>& w,
                                     const std::vector<float>& bias, const std::vector<float>& y, std::uint64_t seed);
 

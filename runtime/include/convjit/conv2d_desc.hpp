@@ -7,12 +7,17 @@
 
 namespace convjit {
 
+// The type of x, w, bias and y alike. f16 and bf16 accumulate in fp32 and round once
+// to the 16-bit type, like PyTorch's half and bfloat16 convolutions.
 enum class DType { kFloat32, kFloat16, kBFloat16 };
 enum class Layout { kNCHW, kNHWC };
 // Applied in registers after the bias, before the store.
 enum class Activation { kNone, kRelu };
 
-// What the arithmetic guarantees for float32 data (f16/bf16 always accumulate in fp32).
+// What the arithmetic guarantees for float32 data. For f16 and bf16 data the math mode
+// changes nothing: tensor cores take 16-bit values as they are and every algorithm
+// accumulates in fp32, so there is nothing to trade. Either mode is accepted and kept
+// in the descriptor (and so in the cache key); both get the same kernel source.
 enum class MathMode {
   kTF32,        // tensor cores on TF32-rounded inputs, fp32 accumulate; PyTorch's default for conv (error ~3e-4)
   kStrictFp32,  // fp32 accuracy (relative L2 error < 1e-5): FMA units, or 3xTF32 split on tensor cores

@@ -88,9 +88,14 @@ void Conv2dDesc::validate() const {
   if (biggest >= double(kMaxElements)) {
     fail(ErrorCode::kInvalidArgument, "Conv2dDesc: a tensor of {:.3g} elements is over the 2^62 limit", biggest);
   }
-  if (dtype != DType::kFloat32) {
-    fail(ErrorCode::kUnsupported, "Conv2dDesc.dtype: only f32 is supported in this version, got {}",
-         convjit::to_string(dtype));
+  // f32, f16 and bf16 all pass: every algorithm handles each of them.
+  switch (dtype) {
+    case DType::kFloat32:
+    case DType::kFloat16:
+    case DType::kBFloat16: break;
+    default:
+      fail(ErrorCode::kInvalidArgument, "Conv2dDesc.dtype: expected f32, f16 or bf16, got enum value {}",
+           static_cast<int>(dtype));
   }
   if (layout != Layout::kNCHW) {
     fail(ErrorCode::kUnsupported, "Conv2dDesc.layout: only nchw is supported in this version, got {}",

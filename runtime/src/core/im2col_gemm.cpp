@@ -27,7 +27,7 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
     return out;
   }
   const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.r * d.s;
-  const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * sizeof(float);
+  const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * size_of(d.dtype);
   const std::uint64_t image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
   if (row_bytes > limit) {
     fail(ErrorCode::kUnsupported,
@@ -103,26 +103,33 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
   const long long gemm_k = c_per_group * desc_.r * desc_.s;
   const long long pixels = o.p * o.q;
   const long long plane = static_cast<long long>(desc_.h) * desc_.w;
-  const auto* xf = static_cast<const float*>(x);
-  const auto* wf = static_cast<const float*>(w);
-  auto* yf = static_cast<float*>(y);
-  auto* col = reinterpret_cast<float*>(state.workspace);
-  const float one = 1.0f;
+  // Offsets count elements; the pointers step in bytes, esz per element.
+  const long long esz = static_cast<long long>(size_of(desc_.dtype));
+  const auto* xf = static_cast<const char*>(x);
+  const auto* wf = static_cast<const char*>(w);
+  auto* yf = static_cast<char*>(y);
+  auto* col = reinterpret_cast<char*>(state.workspace);
+  const float one = 1.0f;  // float scalars: the compute type is 32F for every data type
   const float zero = 0.0f;
   // Column-major view: Y^T (pixels x k) = col^T (pixels x kk) * W^T (kk x k).
-  const cublasComputeType_t compute =
-      desc_.math == MathMode::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  // 16-bit data: inputs and output in that type, fp32 accumulation, whatever the math mode.
+  const cudaDataType_t type = desc_.dtype == DType::kFloat16    ? CUDA_R_16F
+                              : desc_.dtype == DType::kBFloat16 ? CUDA_R_16BF
+                                                                : CUDA_R_32F;
+  const cublasComputeType_t compute = desc_.dtype == DType::kFloat32 && desc_.math == MathMode::kTF32
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
 
   for (int g = 0; g < groups; ++g) {
-    const float* w_group = wf + g * k_per_group * gemm_k;
-    float* y_group = yf + g * k_per_group * pixels;
+    const char* w_group = wf + g * k_per_group * gemm_k * esz;
+    char* y_group = yf + g * k_per_group * pixels * esz;
     if (chunking_.pointwise) {
       CONVJIT_CUBLAS_CHECK(
           cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
                                      static_cast<int>(k_per_group), static_cast<int>(c_per_group), &one,
-                                     xf + g * c_per_group * plane, CUDA_R_32F, static_cast<int>(pixels),
-                                     static_cast<long long>(desc_.c) * plane, w_group, CUDA_R_32F,
-                                     static_cast<int>(c_per_group), 0, &zero, y_group, CUDA_R_32F,
+                                     xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
+                                     static_cast<long long>(desc_.c) * plane, w_group, type,
+                                     static_cast<int>(c_per_group), 0, &zero, y_group, type,
                                      static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, desc_.n,
                                      compute, CUBLAS_GEMM_DEFAULT),
           "pointwise GEMM of {}", desc_.to_string());
@@ -140,10 +147,10 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
                          "launching im2col of {}", desc_.to_string());
         CONVJIT_CUBLAS_CHECK(
             cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
-                                       static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, CUDA_R_32F,
-                                       static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, CUDA_R_32F,
+                                       static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, type,
+                                       static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, type,
                                        static_cast<int>(gemm_k), 0, &zero,
-                                       y_group + static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q, CUDA_R_32F,
+                                       y_group + (static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q) * esz, type,
                                        static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, images,
                                        compute, CUBLAS_GEMM_DEFAULT),
             "GEMM of {} (images {}+{}, rows {}+{})", desc_.to_string(), n0, images, p0, rows);

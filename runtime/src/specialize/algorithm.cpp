@@ -14,16 +14,13 @@ std::string_view to_string(Algorithm algorithm) noexcept {
   return "?";
 }
 
-std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm) {
+std::optional<std::string> unsupported_reason([[maybe_unused]] const Conv2dDesc& d, Algorithm algorithm) {
   switch (algorithm) {
     case Algorithm::kAuto:
     case Algorithm::kDirect:
       return std::nullopt;
     case Algorithm::kImplicitGemm:
-      if (d.dtype != DType::kFloat32) return "implicit_gemm handles f32 data only in this version";
-      return std::nullopt;
     case Algorithm::kIm2colGemm:
-      if (d.dtype != DType::kFloat32) return "im2col_gemm handles f32 data only in this version";
       return std::nullopt;
   }
   return "unknown algorithm";

@@ -20,8 +20,10 @@ class Prologue {
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
-  // the output extents kP and kQ, kHasBias and kRelu.
+  // the output extents kP and kQ, kHasBias, kRelu and the element type kDType.
   Prologue& problem(const Conv2dDesc& desc);
+  // kDType: 0 f32, 1 f16, 2 bf16, the type of x, w, bias and y.
+  Prologue& dtype(DType dtype);
   // The prologue text followed by the template.
   std::string finish(std::string_view template_text) const;
 

@@ -43,6 +43,7 @@ Tile choose_tile(int k_per_group, int split) {
 }  // namespace
 
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d) {
+  if (d.dtype != DType::kFloat32) return specialize_implicit_gemm_f16(d);
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
   const int split = d.math == MathMode::kStrictFp32 ? 3 : 1;

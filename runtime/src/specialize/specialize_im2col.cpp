@@ -17,7 +17,7 @@ SpecializedSource specialize_im2col(const Conv2dDesc& d) {
   src.tile = is_pointwise_gemm(d) ? "1x1: cuBLAS GEMM straight on the input, batched over images"
                                   : "im2col chunks in a bounded workspace, cuBLAS GEMM per chunk and group";
   src.template_name = kTemplate;
-  src.kernel_name = fmt::format("conv2d_im2col_{}_{}", to_string(d.layout), problem_tag(d));
+  src.kernel_name = fmt::format("conv2d_im2col_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
   src.text = Prologue(src.kernel_name)
                  .problem(d)
                  .constant("kBlockThreads", kBlockThreads)

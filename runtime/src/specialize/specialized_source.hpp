@@ -27,8 +27,11 @@ struct SpecializedSource {
 
 // The direct-convolution kernel for `desc` (validated by the caller).
 SpecializedSource specialize_direct(const Conv2dDesc& desc);
-// The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math).
+// The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math; for f16 and
+// bf16 data, specialize_implicit_gemm_f16).
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc);
+// The mma.sync m16n8k16 implicit-GEMM kernel for f16 and bf16 data, fp32 accumulation.
+SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 SpecializedSource specialize_im2col(const Conv2dDesc& desc);
