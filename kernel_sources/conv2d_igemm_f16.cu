@@ -169,7 +169,8 @@ __device__ __forceinline__ Element from_float(float v) {
 
 // Gather table: for reduction row kk, the input offset of tap (c, r, s) relative to
 // the pixel's top-left tap, and the tap's (row, column) displacement for bounds checks.
-constexpr bool kUseTable = kGemmK <= 6144 && kDilationH * (kR - 1) < 32768 && kDilationW * (kS - 1) < 65536;
+constexpr bool kUseTable = kGemmK <= 6144 && kDilationH * (kR - 1) < 32768 && kDilationW * (kS - 1) < 65536 &&
+                           static_cast<long long>(kCPerGroup) * kImagePlane < (1ll << 31);  // offsets fit an int
 struct GatherTable {
   int offset[kUseTable ? kGemmK : 1];
   int shift[kUseTable ? kGemmK : 1];  // (r * dilation_h) << 16 | s * dilation_w

@@ -159,7 +159,8 @@ void check_16bit(Runtime& rt, Conv2dDesc d, std::mt19937_64& rng, bool positive 
 
 // Shapes for every tile of the 16-bit implicit GEMM (16, 32, 64 and 128 channels, two
 // channel tiles with a tail), reductions that are and are not whole 16-byte rows,
-// padding (border and interior pixels), pair and single output stores, a 1x1 GEMM.
+// padding (border and interior pixels), pair and single output stores, a 1x1 GEMM, a
+// reduction gathered without the table.
 std::vector<Conv2dDesc> sixteen_bit_shapes() {
   return {
       Conv2dDesc{.n = 1, .c = 3, .h = 11, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1, .bias = true},
@@ -173,6 +174,8 @@ std::vector<Conv2dDesc> sixteen_bit_shapes() {
       Conv2dDesc{.n = 2, .c = 32, .h = 10, .w = 9, .k = 144, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
       Conv2dDesc{.n = 3, .c = 64, .h = 7, .w = 9, .k = 48, .r = 1, .s = 1, .bias = true},
       Conv2dDesc{.n = 1, .c = 8, .h = 7, .w = 7, .k = 24, .r = 3, .s = 3, .groups = 8, .bias = true},
+      // C*R*S = 9216: past the implicit GEMM's compile-time gather table.
+      Conv2dDesc{.n = 1, .c = 1024, .h = 6, .w = 7, .k = 32, .r = 3, .s = 3, .pad_h = 1},
   };
 }
 

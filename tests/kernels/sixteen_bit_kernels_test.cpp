@@ -18,7 +18,8 @@ constexpr Algorithm kAlgorithms[] = {Algorithm::kDirect, Algorithm::kImplicitGem
 
 // Shapes that exercise every branch of the templates: odd channels and a reduction that
 // is no multiple of 8 (weights through registers), tails of every tile, groups,
-// depthwise, stride, padding, dilation, bias and ReLU, a 1x1 GEMM, and the headline.
+// depthwise, stride, padding, dilation, bias and ReLU, a 1x1 GEMM, the headline, and
+// a reduction gathered without the table.
 std::vector<Conv2dDesc> shapes() {
   return {
       Conv2dDesc{.n = 1, .c = 3, .h = 11, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1, .bias = true},
@@ -30,6 +31,8 @@ std::vector<Conv2dDesc> shapes() {
       Conv2dDesc{.n = 3, .c = 40, .h = 15, .w = 17, .k = 96, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
       Conv2dDesc{.n = 2, .c = 64, .h = 10, .w = 10, .k = 48, .r = 1, .s = 1},
       Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},
+      // A reduction too long for the compile-time gather table (C*R*S = 9216).
+      Conv2dDesc{.n = 1, .c = 1024, .h = 6, .w = 7, .k = 32, .r = 3, .s = 3, .pad_h = 1},
   };
 }
 
