@@ -222,22 +222,27 @@ TEST(RuntimeCpu, CacheDirectoryComesFromTheEnvironmentInOrder) {
 namespace convjit {
 namespace {
 
+// Hopper gets wgmma (sm_90a), Ampere the mma.sync kernel; neither spills.
 TEST(RuntimeCpu, HeadlineImplicitGemmCompilesWithoutSpillsInBothMathModes) {
   testing::TempDir dir;
   Runtime rt(options_in(dir));
   Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
-  for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
-    d.math = math;
-    const auto info = rt.inspect(d, "sm_90");
-    SCOPED_TRACE(info.kernel_name);
-    EXPECT_EQ(info.algorithm, "implicit_gemm");
-    EXPECT_EQ(info.resources.spill_store_bytes, 0) << info.log;
-    EXPECT_EQ(info.resources.stack_bytes, 0) << info.log;
-    EXPECT_LE(info.resources.registers, 255);
-    EXPECT_GT(info.dynamic_shared_bytes, 48u * 1024);
-    EXPECT_NE(info.ptx.find("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32"), std::string::npos);
-    std::printf("%s: %d registers, %u B dynamic smem, tile %s\n", info.kernel_name.c_str(), info.resources.registers,
-                info.dynamic_shared_bytes, info.tile.c_str());
+  for (const char* arch : {"sm_90", "sm_80"}) {
+    for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
+      d.math = math;
+      const auto info = rt.inspect(d, arch);
+      SCOPED_TRACE(info.kernel_name);
+      EXPECT_EQ(info.algorithm, "implicit_gemm");
+      EXPECT_EQ(info.resources.spill_store_bytes, 0) << info.log;
+      EXPECT_EQ(info.resources.stack_bytes, 0) << info.log;
+      EXPECT_LE(info.resources.registers, 255);
+      EXPECT_GT(info.dynamic_shared_bytes, 48u * 1024);
+      const char* instruction = std::string_view(arch) == "sm_90" ? "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"
+                                                                  : "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
+      EXPECT_NE(info.ptx.find(instruction), std::string::npos);
+      std::printf("%s: %d registers, %u B dynamic smem, tile %s\n", info.kernel_name.c_str(), info.resources.registers,
+                  info.dynamic_shared_bytes, info.tile.c_str());
+    }
   }
 }
 

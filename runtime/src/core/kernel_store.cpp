@@ -93,8 +93,9 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& des
   artifact->desc = desc;
   artifact->algorithm = algorithm;
   artifact->arch = arch;
-  artifact->source = specialize(desc, algorithm);
-  const auto options = Nvrtc::options_for(arch);
+  artifact->source = specialize(desc, algorithm, arch);
+  const auto options =
+      Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
   if (disk_) artifact->path = disk_->entry_path(artifact->key);
 

@@ -37,6 +37,7 @@ void Conv2dPlan::Impl::enqueue(const void* x, const void* w, const void* bias, v
     return;
   }
   ScopedContext scope(device->context());
+  if (packer) w = reinterpret_cast<const void*>(packer->pack(w, reinterpret_cast<CUstream>(stream)));
   void* args[] = {&x, &w, &bias, &y};
   CONVJIT_CU_CHECK(cuLaunchKernel(module->function(), static_cast<unsigned>(geometry.grid_x), geometry.grid_y,
                                   geometry.grid_z, geometry.block_x, 1, 1, geometry.shared_bytes,
@@ -48,6 +49,7 @@ Conv2dPlan::Conv2dPlan(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)
 const Conv2dDesc& Conv2dPlan::desc() const noexcept { return impl_->desc; }
 Algorithm Conv2dPlan::algorithm() const noexcept { return impl_->algorithm; }
 std::uint64_t Conv2dPlan::workspace_bytes() const noexcept {
+  if (impl_->packer) return impl_->packer->workspace_bytes();
   return impl_->gemm ? impl_->gemm->chunking().workspace_bytes : 0;
 }
 const std::string& Conv2dPlan::kernel_name() const noexcept { return impl_->artifact->source.kernel_name; }

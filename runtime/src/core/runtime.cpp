@@ -141,7 +141,7 @@ std::shared_ptr<LoadedModule> Runtime::Impl::module_for(const DeviceContext& dev
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested,
                                                                   const std::shared_ptr<DeviceContext>& dev) {
   desc.validate();
-  const Algorithm algorithm = resolve_algorithm(desc, requested);
+  const Algorithm algorithm = resolve_algorithm(desc, requested, dev->arch());
   std::optional<Im2colChunking> chunking;
   if (algorithm == Algorithm::kIm2colGemm) chunking = plan_im2col_chunks(desc, workspace_limit);
   auto plan = std::make_shared<Conv2dPlan::Impl>();
@@ -162,6 +162,14 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDe
     plan->module = module_for(*dev, *plan->artifact);
   }
   plan->geometry = plan->artifact->source.geometry;
+  if (plan->geometry.persistent) {
+    const std::uint64_t per_item = std::uint64_t{plan->geometry.grid_y} * plan->geometry.grid_z;
+    const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);
+    plan->geometry.grid_x = std::min(plan->geometry.grid_x, blocks);
+  }
+  if (const auto& pack = plan->artifact->source.weight_pack) {
+    plan->packer = std::make_shared<WeightPacker>(*pack, dev, plan->module);
+  }
   if (chunking) {
     plan->gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, dev, plan->module,
                                                     plan->artifact->source.kernel_name);
@@ -190,7 +198,7 @@ PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<
     try {
       ArtifactOrigin origin{};
       desc.validate();
-      impl_->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto), target, &origin);
+      impl_->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target, &origin);
       ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
     } catch (const Error& e) {
       ++result.failed;
@@ -211,8 +219,8 @@ std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch
 
 KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch, PlanOptions options) {
   desc.validate();
-  const Algorithm algorithm = resolve_algorithm(desc, options.algorithm);
   const std::string target = arch ? *arch : device_arch();
+  const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
   auto artifact = impl_->store.get(desc, algorithm, target);
   const auto& src = artifact->source;
   KernelInfo info;

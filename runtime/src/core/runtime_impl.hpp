@@ -10,6 +10,7 @@
 #include "core/kernel_store.hpp"
 #include "core/once_map.hpp"
 #include "core/tuning_record.hpp"
+#include "core/weight_packer.hpp"
 #include "driver/device_context.hpp"
 #include "driver/loaded_module.hpp"
 #include "driver/stream_context.hpp"
@@ -25,6 +26,7 @@ struct Conv2dPlan::Impl {
   std::shared_ptr<LoadedModule> module;  // loaded into `device`
   LaunchGeometry geometry;
   std::shared_ptr<const Im2colGemmRunner> gemm;  // set for Algorithm::kIm2colGemm
+  std::shared_ptr<const WeightPacker> packer;     // set for kernels that read packed weights (wgmma)
 
   // For callers holding the plan (Conv2dPlan::run): rejects, before anything is
   // enqueued, a stream of another context, then enqueues.

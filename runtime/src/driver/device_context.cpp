@@ -62,6 +62,8 @@ void DeviceContext::read_device(CUdevice device) {
   CONVJIT_CU_CHECK(cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device),
                    "reading the compute capability of device {}", ordinal_);
   arch_ = fmt::format("sm_{}{}", major, minor);
+  CONVJIT_CU_CHECK(cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device),
+                   "reading the multiprocessor count of device {}", ordinal_);
   char name[256] = {};
   if (drv.cuDeviceGetName(name, sizeof(name), device) == CUDA_SUCCESS) name_ = name;
 }

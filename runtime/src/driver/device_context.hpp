@@ -30,6 +30,7 @@ class DeviceContext {
   bool primary() const noexcept { return primary_; }
   const std::string& arch() const noexcept { return arch_; }  // "sm_90"
   const std::string& name() const noexcept { return name_; }
+  int multiprocessors() const noexcept { return multiprocessors_; }
   // "device 0 (NVIDIA H100, sm_90), primary context 0x5581… (id 1)", for messages.
   std::string describe() const;
 
@@ -44,6 +45,7 @@ class DeviceContext {
   bool retained_ = false;  // we hold a primary-context reference to release
   std::string arch_;
   std::string name_;
+  int multiprocessors_ = 1;
 };
 
 // Makes `context` current on this thread for the scope, restoring the caller's

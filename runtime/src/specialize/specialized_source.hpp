@@ -2,6 +2,7 @@
 // A kernel template with one problem's values fixed, and how to launch it.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "convjit/conv2d_desc.hpp"
@@ -14,6 +15,19 @@ struct LaunchGeometry {
   unsigned grid_z = 1;
   unsigned block_x = 1;
   unsigned shared_bytes = 0;  // dynamic
+  // A persistent kernel walks grid_x work items with however many blocks it gets: the
+  // plan launches one block an SM (divided among grid_y x grid_z), never more than grid_x.
+  bool persistent = false;
+};
+
+// A kernel that rearranges the weights into a workspace before every run (the wgmma
+// kernel reads them in its tensor-core layout); the main kernel then gets the
+// workspace in place of the weights.
+struct WeightPack {
+  std::string kernel_name;
+  std::uint64_t packed_bytes = 0;
+  unsigned block_x = 256;
+  unsigned grid_x = 1;
 };
 
 struct SpecializedSource {
@@ -23,6 +37,8 @@ struct SpecializedSource {
   std::string kernel_name;    // readable and unique per problem
   std::string text;           // prologue + template, exactly what NVRTC compiles
   LaunchGeometry geometry;
+  std::string compile_arch;  // when not the device's own arch, e.g. "sm_90a" for wgmma
+  std::optional<WeightPack> weight_pack;
 };
 
 // The direct-convolution kernel for `desc` (validated by the caller).
@@ -32,6 +48,10 @@ SpecializedSource specialize_direct(const Conv2dDesc& desc);
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc);
 // The mma.sync m16n8k16 implicit-GEMM kernel for f16 and bf16 data, fp32 accumulation.
 SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& desc);
+// The Hopper implicit-GEMM kernel (wgmma, TF32 or 3xTF32), compiled for sm_90a.
+SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
+// Empty when the wgmma kernel can compute `desc` for `arch`; otherwise why not.
+std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 SpecializedSource specialize_im2col(const Conv2dDesc& desc);

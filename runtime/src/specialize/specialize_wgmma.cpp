@@ -1,0 +1,154 @@
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/fail.hpp"
+#include "specialize/prologue.hpp"
+#include "specialize/specialized_source.hpp"
+#include "specialize/templates.hpp"
+
+namespace convjit {
+
+namespace {
+constexpr const char* kTemplate = "conv2d_wgmma_tf32.cu";
+constexpr int kConsumers = 2;     // consumer warpgroups; the template's kConsumers
+constexpr int kThreads = 128 * (1 + kConsumers);
+constexpr int kBarrierBytes = 256;
+// H100's opt-in limit is 227 KiB a block; the stage count is what gives way.
+constexpr int kSharedLimit = 227 * 1024;
+constexpr int kMaxStages = 4;
+
+struct WgmmaTile {
+  int bn = 0, mb = 0, bp = 0, bq = 0, stages = 0, split = 1;
+  std::uint64_t packed_bytes = 0;
+  unsigned shared_bytes = 0;
+};
+
+int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
+
+int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
+  const int patch = t.bp * halo_width(d, t.bq);
+  const int chan_stride = (patch + 31) / 32 * 32 + 8;
+  const int planes = t.split == 3 ? 2 : 1;
+  return (8 * chan_stride + planes * d.s * t.bn * 8) * 4;
+}
+
+// The patch shape (kBP rows x kBQ columns of output pixels). Each stage copies kBP
+// rows of kHaloW input columns for kBP x kBQ x kS taps' worth of wgmma, so a patch
+// is charged its pixels outside the image and its halo columns per tap:
+// cost = computed pixels x (1 + kHaloW / (kBQ * kS)).
+void choose_patch(const Conv2dDesc& d, WgmmaTile& t) {
+  const auto out = d.output_shape();
+  const int bm = kConsumers * t.mb * 64;
+  double best = 0;
+  for (int bq = 8; bq <= bm; bq *= 2) {
+    const int bp = bm / bq;
+    const double computed = static_cast<double>((out.p + bp - 1) / bp * bp) * ((out.q + bq - 1) / bq * bq);
+    const double cost = computed * (1.0 + static_cast<double>(halo_width(d, bq)) / (bq * d.s));
+    if (t.bq == 0 || cost <= best) {
+      best = cost;
+      t.bq = bq;
+      t.bp = bp;
+    }
+  }
+}
+
+// NOTE: a development switch for timing runs: CONVJIT_WGMMA_PERSISTENT=0 launches a
+// block per patch. Launch geometry only: the source and the cache key stay the same.
+bool persistent_launch() {
+  const char* env = std::getenv("CONVJIT_WGMMA_PERSISTENT");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
+std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
+  WgmmaTile t;
+  const int k_per_group = d.k / d.groups;
+  t.split = d.math == MathMode::kStrictFp32 ? 3 : 1;
+  t.bn = k_per_group <= 64 ? 64 : 128;
+  // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
+  // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
+  // so they get twice the pixels). 3xTF32 keeps a partial set beside the running one.
+  const int accumulator_sets = t.split == 3 ? 2 : 1;
+  t.mb = 128 / (t.bn / 2) / accumulator_sets;
+  choose_patch(d, t);
+  // NOTE: a development override for tuning runs ("bn,mb,bp,bq,stages"); it changes the
+  // source, so the cache key changes with it.
+  if (const char* env = std::getenv("CONVJIT_WGMMA_TILE"); env != nullptr && *env != '\0') {
+    if (std::sscanf(env, "%d,%d,%d,%d,%d", &t.bn, &t.mb, &t.bp, &t.bq, &t.stages) != 5 ||
+        t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 || (t.bn != 64 && t.bn != 128)) {
+      fail(ErrorCode::kInvalidArgument,
+           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128, bq a multiple of 8 and bp*bq = {}*mb*64, "
+           "got '{}'",
+           kConsumers, env);
+    }
+  }
+  const int per_stage = stage_bytes(d, t);
+  const int fit = (kSharedLimit - kBarrierBytes) / per_stage;
+  if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
+  if (t.stages < 2 || t.stages > fit) return std::nullopt;
+  t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage);
+  const std::uint64_t chunks = static_cast<std::uint64_t>(d.c / d.groups + 7) / 8;
+  const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
+  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
+                   t.bn * 8 * sizeof(float);
+  return t;
+}
+}  // namespace
+
+std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
+  if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
+  if (d.dtype != DType::kFloat32) return "the wgmma kernel handles f32 data only in this version";
+  if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
+  if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
+  const auto tile = choose_tile(d);
+  if (!tile) return "not even two pipeline stages fit in shared memory";
+  const auto out = d.output_shape();
+  const std::int64_t tiles = static_cast<std::int64_t>(d.n) * ((out.p + tile->bp - 1) / tile->bp) *
+                             ((out.q + tile->bq - 1) / tile->bq);
+  if (tiles > INT_MAX) return "more pixel tiles than a grid holds";
+  return std::nullopt;
+}
+
+SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
+  const auto tile = choose_tile(d);
+  if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
+  const auto out = d.output_shape();
+  const int k_per_group = d.k / d.groups;
+  const std::int64_t tiles = static_cast<std::int64_t>(d.n) * ((out.p + tile->bp - 1) / tile->bp) *
+                             ((out.q + tile->bq - 1) / tile->bq);
+  const char* math = tile->split == 3 ? "3xtf32" : "tf32";
+
+  SpecializedSource src;
+  src.algorithm = "implicit_gemm";
+  src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages, {}",
+                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages, tile->split == 3 ? "3xTF32" : "TF32");
+  src.template_name = kTemplate;
+  src.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
+  src.compile_arch = "sm_90a";
+  src.text = Prologue(src.kernel_name)
+                 .problem(d)
+                 .constant("kBN", tile->bn)
+                 .constant("kMB", tile->mb)
+                 .constant("kBP", tile->bp)
+                 .constant("kBQ", tile->bq)
+                 .constant("kStages", tile->stages)
+                 .constant("kSplit", tile->split)
+                 .finish(template_text(kTemplate));
+  src.geometry = {.grid_x = static_cast<std::uint64_t>(tiles),
+                  .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
+                  .grid_z = static_cast<unsigned>(d.groups),
+                  .block_x = kThreads,
+                  .shared_bytes = tile->shared_bytes,
+                  .persistent = persistent_launch()};
+  src.weight_pack = WeightPack{.kernel_name = src.kernel_name + "_pack",
+                               .packed_bytes = tile->packed_bytes,
+                               .block_x = 256,
+                               .grid_x = static_cast<unsigned>(
+                                   std::clamp<std::uint64_t>(tile->packed_bytes / sizeof(float) / 256, 1, 132 * 8))};
+  return src;
+}
+
+}  // namespace convjit
