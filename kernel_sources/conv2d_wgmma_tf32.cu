@@ -1,11 +1,12 @@
-// Implicit-GEMM 2D convolution on Hopper tensor cores (wgmma, TF32), float32 NCHW, sm_90a.
+// Implicit-GEMM 2D convolution on Hopper tensor cores (wgmma), NCHW, sm_90a: float32 data
+// in TF32 or 3xTF32, or float16 / bfloat16 data (kDType), always accumulated in fp32.
 //
 // GEMM view of one block:  Y[pixel][k] = sum over (c, r, s) of X[c][pixel + tap (r, s)] * W[k][c][r][s]
 //   M  pixels of a kBP x kBQ output patch of one image  (kConsumers warpgroups x kMB x 64)
 //   N  kBN output channels of one group
-//   K  8 input channels of one tap: one wgmma k8 step
-// The reduction runs in stages of (8-channel chunk, tap row r). A stage holds the input
-// rows that tap row r reads for the patch (kBP rows x kHaloW columns x 8 channels,
+//   K  kChunkC input channels of one tap: one wgmma k step (k8 for TF32, k16 for 16-bit)
+// The reduction runs in stages of (channel chunk, tap row r). A stage holds the input
+// rows that tap row r reads for the patch (kBP rows x kHaloW columns x kChunkC channels,
 // copied straight from NCHW, zero-filled where the taps fall in the padding) and the
 // packed weights of that row's kS taps. Tap s reads the same rows at a column shift:
 // wgmma takes A from registers, so each consumer thread loads its fragment from shared
@@ -19,7 +20,11 @@
 // kSplit == 3: 3xTF32 for fp32 accuracy. Each operand v = big + small exactly, big its
 //              top 19 bits; small*big + big*small + big*big recovers what TF32 drops.
 //              The weights are packed as two planes (big, small) per stage.
-// Accumulation is fp32 in registers.
+// 16-bit:      operands as they are; a fragment register packs two channels of one pixel.
+//              cp.async moves 4 bytes at least, so rows are copied as even-aligned pixel
+//              pairs (the problem's W is even) and the consumers read at a one-pixel shift
+//              when the patch's first column is odd.
+// Accumulation is fp32 in registers; 16-bit outputs are rounded once, at the store.
 //
 // Warpgroup 0 produces (cp.async for the input rows, one bulk copy for the weights,
 // both completing on the stage's "full" mbarrier); warpgroups 1.. consume with wgmma
@@ -35,6 +40,7 @@ constexpr int kN = 2, kC = 12, kH = 13, kW = 21, kK = 80, kR = 3, kS = 3;
 constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
 constexpr int kGroups = 1, kP = 13, kQ = 10;
 constexpr bool kHasBias = true, kRelu = false;
+constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 }  // namespace spec
 #endif
@@ -45,27 +51,39 @@ constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 namespace wg {
 using namespace spec;
 
+template <bool Wide> struct ElementOf { using type = float; };
+template <> struct ElementOf<true> { using type = unsigned short; };
+
 constexpr int kConsumers = 2;
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kBM = kConsumers * kMB * 64;
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
-constexpr int kChunks = (kCPerGroup + 7) / 8;
+constexpr bool k16Bit = kDType != 0;
+using Element = typename ElementOf<k16Bit>::type;  // storage type of x, w, bias, y
+constexpr int kChunkC = k16Bit ? 16 : 8;             // channels a wgmma k step reduces
+constexpr int kChunks = (kCPerGroup + kChunkC - 1) / kChunkC;
 constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
 constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
 constexpr int kStagesTotal = kChunks * kR;  // per patch
 constexpr int kTiles = kN * kTilesP * kTilesQ;
-constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1;
-constexpr int kPatch = kBP * kHaloW;
-// Channel planes 8 banks apart: the 4 channels x 8 pixels of one fragment load hit 32 banks.
+// Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
+constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
+constexpr int kHaloPairs = (kHaloW + 1) / 2;
+constexpr int kRowElems = k16Bit ? 2 * kHaloPairs : kHaloW;
+constexpr int kPatch = kBP * kRowElems;
+// Channel planes offset so the 4 k slots x 8 pixels of one fragment load hit distinct
+// banks: f32 slots are a plane apart (8 banks); 16-bit slots are two planes of halves
+// apart (again 8 banks), and two pixels of one word are one access.
 constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
-constexpr int kAStageFloats = 8 * kChanStride;
-constexpr int kBTapFloats = kBN * 8;
+constexpr int kAStageElems = kChunkC * kChanStride;
+constexpr int kBTapElems = kBN * kChunkC;  // 32 * kBN bytes for every type
 constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
-constexpr int kBPlaneFloats = kS * kBTapFloats;
-constexpr int kBStageFloats = kPlanes * kBPlaneFloats;
-constexpr int kStageFloats = kAStageFloats + kBStageFloats;
+constexpr int kBPlaneElems = kS * kBTapElems;
+constexpr int kBStageElems = kPlanes * kBPlaneElems;
+constexpr int kStageElems = kAStageElems + kBStageElems;
+constexpr int kStageBytes = kStageElems * static_cast<int>(sizeof(Element));
 constexpr int kBarrierBytes = 256;
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr int kAccum = kBN / 2;  // accumulator registers per m64 block and thread
@@ -74,6 +92,7 @@ static_assert(kBP * kBQ == kBM, "the patch must hold exactly the block's pixels"
 static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row");
 static_assert(kBN == 64 || kBN == 128, "wgmma wrappers exist for n64 and n128");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
+static_assert(!k16Bit || (kSplit == 1 && kW % 2 == 0), "16-bit data: one product, even rows for pair copies");
 static_assert(2 * kStages * 8 <= kBarrierBytes, "barriers must fit their area");
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
@@ -103,7 +122,7 @@ __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
 
 // --- copies ---
 // 4 bytes global -> shared; valid == false writes a zero (padding, tails).
-__device__ __forceinline__ void cp_async4(unsigned dst, const float* src, bool valid) {
+__device__ __forceinline__ void cp_async4(unsigned dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
 }
 // Arrives on `bar` once this thread's earlier cp.async copies have landed.
@@ -176,15 +195,124 @@ __device__ __forceinline__ void wgmma_m64n128k8(float (&d)[64], const unsigned (
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
 }
 
-// One m64 x kBN x k8 step, d = a * b (+ d when `accumulate`); overloads pick the
-// instruction by the accumulator count.
+// The accumulator operand lists of the 16-bit wrappers.
+#define CONVJIT_ACC32(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define CONVJIT_ACC64(d) \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
+  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
+  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
+  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
+  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
+  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
+  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+__device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
+                                                   int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+      "}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : CONVJIT_ACC32(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16_f16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
+                                                   int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+      "}, {%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
+      : CONVJIT_ACC64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
+                                                   int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
+      "}, {%32,%33,%34,%35}, %36, p, 1, 1, 0;\n}\n"
+      : CONVJIT_ACC32(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
+}
+
+__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
+                                                   int accumulate) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{"
+      "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"
+      "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,"
+      "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,"
+      "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+      "}, {%64,%65,%66,%67}, %68, p, 1, 1, 0;\n}\n"
+      : CONVJIT_ACC64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate));
+}
+
+// One m64 x kBN x k step, d = a * b (+ d when `accumulate`); overloads pick the
+// instruction by the accumulator count, kDType the input type.
 __device__ __forceinline__ void wgmma(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
                                       int accumulate = 1) {
-  wgmma_m64n64k8(d, a, b_desc, accumulate);
+  if constexpr (kDType == 1) {
+    wgmma_m64n64k16_f16(d, a, b_desc, accumulate);
+  } else if constexpr (kDType == 2) {
+    wgmma_m64n64k16_bf16(d, a, b_desc, accumulate);
+  } else {
+    wgmma_m64n64k8(d, a, b_desc, accumulate);
+  }
 }
 __device__ __forceinline__ void wgmma(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
                                       int accumulate = 1) {
-  wgmma_m64n128k8(d, a, b_desc, accumulate);
+  if constexpr (kDType == 1) {
+    wgmma_m64n128k16_f16(d, a, b_desc, accumulate);
+  } else if constexpr (kDType == 2) {
+    wgmma_m64n128k16_bf16(d, a, b_desc, accumulate);
+  } else {
+    wgmma_m64n128k8(d, a, b_desc, accumulate);
+  }
+}
+
+// 16-bit <-> fp32, one cvt each (no toolkit headers under NVRTC).
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(unsigned short bits) {
+  if constexpr (kDType == 1) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;\n" : "=f"(v) : "h"(bits));
+    return v;
+  } else {
+    return __uint_as_float(static_cast<unsigned>(bits) << 16);
+  }
+}
+__device__ __forceinline__ Element from_float(float v) {
+  if constexpr (kDType == 1) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;\n" : "=h"(bits) : "f"(v));
+    return bits;
+  } else if constexpr (kDType == 2) {
+    unsigned short bits;
+    asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(bits) : "f"(v));
+    return bits;
+  } else {
+    return v;
+  }
 }
 
 
@@ -201,42 +329,56 @@ __host__ __device__ constexpr int packed_offset(int n, int k) {
   return (n >> 3) * 64 + (k >> 2) * 32 + (n & 7) * 4 + (k & 3);
 }
 
+// This thread's A fragment for one m64 block at tap offset `a` (16-bit: elements; f32:
+// floats): rows g and g + 8 at offset[0] and offset[1], k slots t and t + 4 (f32), or
+// channel pairs 2t, 2t + 1 and 2t + 8, 2t + 9 (16-bit, smaller channel in the low half).
+__device__ __forceinline__ void load_fragment(const Element* a, const int (&offset)[2], unsigned (&big)[4],
+                                              unsigned (&small)[4]) {
+  if constexpr (k16Bit) {
+    const auto pair = [&](int o, int c) {
+      return static_cast<unsigned>(a[o + c * kChanStride]) | static_cast<unsigned>(a[o + (c + 1) * kChanStride]) << 16;
+    };
+    big[0] = pair(offset[0], 0);
+    big[1] = pair(offset[1], 0);
+    big[2] = pair(offset[0], 8);
+    big[3] = pair(offset[1], 8);
+  } else {
+    const float v[4] = {a[offset[0]], a[offset[1]], a[offset[0] + 4 * kChanStride], a[offset[1] + 4 * kChanStride]};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (kSplit == 1) {
+        big[i] = to_tf32(v[i]);
+      } else {
+        big[i] = __float_as_uint(v[i]) & 0xffffe000u;
+        small[i] = to_tf32(v[i] - __uint_as_float(big[i]));
+      }
+    }
+  }
+}
+
 // The consumer's work on one stage, into `acc`. `Parity` picks which of the two A
 // register sets tap 0 uses, so that set alternation continues across stages when kS
 // is odd. `Fresh`: the stage's first wgmma overwrites acc instead of adding to it.
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
-                                              const float* a_stage, unsigned b_stage_addr,
+                                              const Element* a_stage, unsigned b_stage_addr,
                                               const int (&a_offset)[kMB][2]) {
 #pragma unroll
   for (int s = 0; s < kS; ++s) {
     constexpr int kFirstSet = Parity * kS;
     const int set = (s + kFirstSet) & 1;
-    const float* a = a_stage + s * kDilationW;
+    const Element* a = a_stage + s * kDilationW;
 #pragma unroll
-    for (int mb = 0; mb < kMB; ++mb) {
-      const float v[4] = {a[a_offset[mb][0]], a[a_offset[mb][1]], a[a_offset[mb][0] + 4 * kChanStride],
-                          a[a_offset[mb][1] + 4 * kChanStride]};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        if constexpr (kSplit == 1) {
-          frag[set][0][mb][i] = to_tf32(v[i]);
-        } else {
-          const unsigned big = __float_as_uint(v[i]) & 0xffffe000u;
-          frag[set][0][mb][i] = big;
-          frag[set][1][mb][i] = to_tf32(v[i] - __uint_as_float(big));
-        }
-      }
-    }
+    for (int mb = 0; mb < kMB; ++mb) load_fragment(a, a_offset[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
     wgmma_fence();
-    const unsigned tap = b_stage_addr + s * kBTapFloats * 4;
+    const unsigned tap = b_stage_addr + s * kBTapElems * sizeof(Element);
     if constexpr (kSplit == 1) {
       const unsigned long long desc = b_descriptor(tap);
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && s == 0));
     } else {
       const unsigned long long big = b_descriptor(tap);
-      const unsigned long long small = b_descriptor(tap + kBPlaneFloats * 4);
+      const unsigned long long small = b_descriptor(tap + kBPlaneElems * sizeof(Element));
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
         wgmma(acc[mb], frag[set][1][mb], big, !(Fresh && s == 0));
@@ -254,14 +396,15 @@ __device__ __forceinline__ void consume_stage(float (&acc)[kMB][kAccum], unsigne
 // wgmmas are the ones known to be done, unless this is a patch's first stage) back to
 // the producer.
 template <int Parity>
-__device__ __forceinline__ void run_stage(int it, bool release_previous, float (&acc)[kMB][kAccum], float (&part)[kSplit == 3 ? kMB : 1][kAccum],
-                                          unsigned (&frag)[2][kPlanes][kMB][4], const float* stages,
+__device__ __forceinline__ void run_stage(int it, bool release_previous, float (&acc)[kMB][kAccum],
+                                          float (&part)[kSplit == 3 ? kMB : 1][kAccum],
+                                          unsigned (&frag)[2][kPlanes][kMB][4], const Element* stages,
                                           unsigned full_bar, unsigned empty_bar, const int (&a_offset)[kMB][2],
                                           int lane) {
   const int st = it % kStages;
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
-  const float* a_stage = stages + st * kStageFloats;
-  const unsigned b_stage = smem_addr(a_stage + kAStageFloats);
+  const Element* a_stage = stages + st * kStageElems;
+  const unsigned b_stage = smem_addr(a_stage + kAStageElems);
   if constexpr (kSplit == 1) {
     consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
     // Every group but this stage's last is done: the previous stage is free.
@@ -279,17 +422,17 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
 
 }  // namespace wg
 
-// Weights [K][C/groups][R][S] -> [group][k block][chunk][r][plane][s][kBN x 8 core-matrix
-// layout]: TF32-rounded (one plane) or the exact big/small split (two planes), zero
-// where the block or the chunk runs past the group's channels.
+// Weights [K][C/groups][R][S] -> [group][k block][chunk][r][plane][s][kBN x kChunkC
+// core-matrix layout]: TF32-rounded (one plane), the exact big/small split (two planes)
+// or 16-bit as they are; zero where the block or the chunk runs past the group's channels.
 extern "C" __global__ void __launch_bounds__(256)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const float* __restrict__ w, float* __restrict__ packed) {
+CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
   using namespace wg;
   constexpr long long kTotal =
-      static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kPlanes * kS * kBTapFloats;
+      static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kPlanes * kS * kBTapElems;
   for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kTotal; i += 256ll * gridDim.x) {
-    const int in_tap = static_cast<int>(i % kBTapFloats);
-    long long rest = i / kBTapFloats;
+    const int in_tap = static_cast<int>(i % kBTapElems);
+    long long rest = i / kBTapElems;
     const int s = static_cast<int>(rest % kS);
     rest /= kS;
     const int plane = static_cast<int>(rest % kPlanes);
@@ -300,19 +443,22 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const float* __restrict__ w, float* __re
     rest /= kChunks;
     const int kb = static_cast<int>(rest % kKBlocks);
     const int group = static_cast<int>(rest / kKBlocks);
-    // Invert packed_offset: in_tap = n_hi * 64 + k_hi * 32 + n_lo * 4 + k_lo.
-    const int n = (in_tap >> 6) * 8 + ((in_tap >> 2) & 7);
-    const int k = ((in_tap >> 5) & 1) * 4 + (in_tap & 3);
+    // Invert the core-matrix layout: 16-byte rows of 8 (n) x 16 bytes of k, two k halves.
+    constexpr int kPerRow = 16 / static_cast<int>(sizeof(Element));  // k elements in 16 bytes
+    const int n = in_tap / (16 * kPerRow) * 8 + (in_tap / kPerRow) % 8;
+    const int k = (in_tap / (8 * kPerRow)) % 2 * kPerRow + in_tap % kPerRow;
     const int k_out = kb * kBN + n;
-    const int c = chunk * 8 + k;
-    float v = 0.0f;
+    const int c = chunk * kChunkC + k;
+    Element v{};
     if (k_out < kKPerGroup && c < kCPerGroup) {
       v = w[((static_cast<long long>(group) * kKPerGroup + k_out) * kCPerGroup + c) * (kR * kS) + r * kS + s];
-      if constexpr (kSplit == 1) {
-        v = __uint_as_float(to_tf32(v));
-      } else {
-        const float big = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
-        v = plane == 0 ? big : __uint_as_float(to_tf32(v - big));
+      if constexpr (!k16Bit) {
+        if constexpr (kSplit == 1) {
+          v = __uint_as_float(to_tf32(v));
+        } else {
+          const float big = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
+          v = plane == 0 ? big : __uint_as_float(to_tf32(v - big));
+        }
       }
     }
     packed[i] = v;
@@ -320,13 +466,13 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const float* __restrict__ w, float* __re
 }
 
 extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
-CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packed, const float* __restrict__ bias,
-                    float* __restrict__ y) {
+CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
+                    const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
   using namespace wg;
   extern __shared__ __align__(128) unsigned char smem[];
   const unsigned full_bar = smem_addr(smem);                 // kStages x 8 bytes
   const unsigned empty_bar = full_bar + kStages * 8;          // kStages x 8 bytes
-  float* stages = reinterpret_cast<float*>(smem + kBarrierBytes);
+  Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes);
 
   const int tid = threadIdx.x;
   const int warpgroup = tid / 128;
@@ -343,47 +489,53 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
   }
   __syncthreads();
 
-  // Persistent: a block walks patches blockIdx.x, + gridDim.x, ... The stage ring runs on
-  // across patches, so the producer fills the next patch's stages while the consumers
-  // are still storing this one's outputs.
+  // A block walks patches blockIdx.x, + gridDim.x, ... (one patch when the grid has one
+  // block per patch). The stage ring runs on across patches, so the producer fills the
+  // next patch's stages while the consumers are still storing this one's outputs.
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     const int ptid = tid;
     const int lane = ptid & 31;
     const int pwarp = ptid >> 5;
-    const float* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kChunks * kR * kBStageFloats;
+    const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kChunks * kR * kBStageElems;
     int it = 0;  // stages produced so far, over all patches
     for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
       const Patch patch = patch_of(tile);
-      const float* x_img = x + (static_cast<long long>(patch.img) * kC + group * kCPerGroup) * kPlane;
-      const int iw_base = patch.q0 * kStrideW - kPadW;
+      const Element* x_img = x + (static_cast<long long>(patch.img) * kC + group * kCPerGroup) * kPlane;
+      const int iw_first = patch.q0 * kStrideW - kPadW;
+      // 16-bit rows start at the even column at or before the first one (pair copies).
+      const int iw_base = k16Bit ? iw_first - (iw_first & 1) : iw_first;
       for (int k_stage = 0; k_stage < kStagesTotal; ++k_stage, ++it) {
         const int st = it % kStages;
         const unsigned phase = (it / kStages) & 1;
         bar_wait(empty_bar + st * 8, phase ^ 1);
         const int chunk = k_stage / kR;
         const int r = k_stage % kR;
-        const unsigned a_dst = smem_addr(stages + st * kStageFloats);
-        // One warp per (channel, patch row); lanes walk the row's columns.
-        for (int cr = pwarp; cr < 8 * kBP; cr += 4) {
+        const unsigned a_dst = smem_addr(stages + st * kStageElems);
+        // One warp per (channel, patch row); lanes walk the row's columns (16-bit: pairs).
+        for (int cr = pwarp; cr < kChunkC * kBP; cr += 4) {
           const int c = cr / kBP;
           const int pi = cr % kBP;
           const int ih = (patch.p0 + pi) * kStrideH - kPadH + r * kDilationH;
-          const bool row_ok = chunk * 8 + c < kCPerGroup && static_cast<unsigned>(ih) < static_cast<unsigned>(kH);
-          const float* src_row = x_img + (chunk * 8 + c) * kPlane + static_cast<long long>(ih) * kW + iw_base;
-          const unsigned dst_row = a_dst + (c * kChanStride + pi * kHaloW) * 4;
+          const bool row_ok =
+              chunk * kChunkC + c < kCPerGroup && static_cast<unsigned>(ih) < static_cast<unsigned>(kH);
+          const Element* src_row =
+              x_img + (chunk * kChunkC + c) * kPlane + static_cast<long long>(ih) * kW + iw_base;
+          const unsigned dst_row = a_dst + (c * kChanStride + pi * kRowElems) * sizeof(Element);
+          constexpr int kCopies = k16Bit ? kHaloPairs : kHaloW;
+          constexpr int kStep = k16Bit ? 2 : 1;
 #pragma unroll 2
-          for (int j = lane; j < kHaloW; j += 32) {
-            const bool ok = row_ok && static_cast<unsigned>(iw_base + j) < static_cast<unsigned>(kW);
-            cp_async4(dst_row + j * 4, ok ? src_row + j : x, ok);
+          for (int j = lane; j < kCopies; j += 32) {
+            const bool ok = row_ok && static_cast<unsigned>(iw_base + j * kStep) < static_cast<unsigned>(kW);
+            cp_async4(dst_row + j * 4, ok ? src_row + j * kStep : x, ok);
           }
         }
         cp_async_arrive(full_bar + st * 8);
         if (ptid == 0) {
-          bar_arrive_expect_tx(full_bar + st * 8, kBStageFloats * 4);
-          bulk_copy(a_dst + kAStageFloats * 4, b_src + static_cast<long long>(k_stage) * kBStageFloats,
-                    kBStageFloats * 4, full_bar + st * 8);
+          bar_arrive_expect_tx(full_bar + st * 8, kBStageElems * sizeof(Element));
+          bulk_copy(a_dst + kAStageElems * sizeof(Element), b_src + static_cast<long long>(k_stage) * kBStageElems,
+                    kBStageElems * sizeof(Element), full_bar + st * 8);
         }
       }
     }
@@ -396,14 +548,14 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
     const int cwarp = ctid >> 5;
     const int g = lane >> 2;
     const int t = lane & 3;
-    // This thread's fragment rows: pixels (m64 block, warp rows g and g + 8), channel t.
-    int a_offset[kMB][2];
+    // This thread's fragment rows: pixels (m64 block, warp rows g and g + 8), k slot t.
+    int row_offset[kMB][2];
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int m = (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
-        a_offset[mb][h] = t * kChanStride + (m / kBQ) * kHaloW + (m % kBQ) * kStrideW;
+        row_offset[mb][h] = (k16Bit ? 2 * t : t) * kChanStride + (m / kBQ) * kRowElems + (m % kBQ) * kStrideW;
       }
     float acc[kMB][kAccum];
     unsigned frag[2][kPlanes][kMB][4];
@@ -415,6 +567,13 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
     int it = 0;  // stages consumed so far, over all patches
     for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
       const Patch patch = patch_of(tile);
+      // 16-bit rows were copied from an even column: an odd first column sits one further.
+      const int shift = k16Bit ? (patch.q0 * kStrideW - kPadW) & 1 : 0;
+      int a_offset[kMB][2];
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) a_offset[mb][h] = row_offset[mb][h] + shift;
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
@@ -430,7 +589,7 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
       // TF32 hands a stage back one stage late; the patch's last one goes now.
       if (kSplit == 1 && lane == 0) bar_arrive(empty_bar + ((it - 1) % kStages) * 8);
 
-      // Epilogue in registers: bias, optional ReLU, store to NCHW.
+      // Epilogue in registers: bias, optional ReLU, one rounding, store to NCHW.
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
 #pragma unroll
@@ -439,8 +598,8 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
           const int p = patch.p0 + m / kBQ;
           const int q = patch.q0 + m % kBQ;
           if (p >= kP || q >= kQ) continue;
-          float* y_pixel = y + (static_cast<long long>(patch.img) * kK + group * kKPerGroup) * kP * kQ +
-                           static_cast<long long>(p) * kQ + q;
+          Element* y_pixel = y + (static_cast<long long>(patch.img) * kK + group * kKPerGroup) * kP * kQ +
+                             static_cast<long long>(p) * kQ + q;
 #pragma unroll
           for (int j = 0; j < kBN / 8; ++j) {
 #pragma unroll
@@ -448,9 +607,9 @@ CONVJIT_KERNEL_NAME(const float* __restrict__ x, const float* __restrict__ packe
               const int k_out = kb * kBN + j * 8 + 2 * t + e;
               if (k_out >= kKPerGroup) continue;
               float v = acc[mb][j * 4 + h * 2 + e];
-              if constexpr (kHasBias) v += __ldg(bias + group * kKPerGroup + k_out);
+              if constexpr (kHasBias) v += to_float(bias[group * kKPerGroup + k_out]);
               if constexpr (kRelu) v = fmaxf(v, 0.0f);
-              y_pixel[static_cast<long long>(k_out) * kP * kQ] = v;
+              y_pixel[static_cast<long long>(k_out) * kP * kQ] = from_float(v);
             }
           }
         }

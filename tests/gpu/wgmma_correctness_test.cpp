@@ -69,12 +69,32 @@ TEST_F(WgmmaCorrectness, RandomProblemsMatchFloat64InTf32AndStrictMode) {
   }
 }
 
+TEST_F(WgmmaCorrectness, RandomSixteenBitProblemsMatchFloat64OnRoundedInputs) {
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::mt19937_64 rng(20261126);
+  for (int i = 0; i < 16; ++i) {
+    Conv2dDesc d = random_wgmma_desc(rng);
+    d.w += d.w % 2;  // 16-bit rows are copied in pixel pairs; odd widths go to mma.sync
+    d.dtype = i % 2 == 0 ? DType::kFloat16 : DType::kBFloat16;
+    SCOPED_TRACE(d.to_string());
+    const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    ASSERT_TRUE(plan.kernel_name().starts_with("conv2d_wgmma_")) << plan.kernel_name();
+    const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_LT(result.rel_err, testing::tolerance(d));
+  }
+}
+
 TEST_F(WgmmaCorrectness, HeadlineShapeOnSmallImagesAndAllPositiveDataStaysInBounds) {
   // The headline's channels and filter; all-positive inputs are where rounding bias adds up.
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
   std::mt19937_64 rng(7);
-  for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
-    const Conv2dDesc d{.n = 2, .c = 64, .h = 40, .w = 300, .k = 128, .r = 5, .s = 7, .math = math};
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32},
+                                              {DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32}};
+  for (const auto& [dtype, math] : kinds) {
+    const Conv2dDesc d{.n = 2, .c = 64, .h = 40, .w = 300, .k = 128, .r = 5, .s = 7, .dtype = dtype, .math = math};
     SCOPED_TRACE(d.to_string());
     const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm,
                                               /*positive=*/true);

@@ -37,7 +37,14 @@ void Conv2dPlan::Impl::enqueue(const void* x, const void* w, const void* bias, v
     return;
   }
   ScopedContext scope(device->context());
-  if (packer) w = reinterpret_cast<const void*>(packer->pack(w, reinterpret_cast<CUstream>(stream)));
+  if (packer) {
+    // The wgmma kernel copies 16-bit rows as 4-byte pixel pairs.
+    if (desc.dtype != DType::kFloat32 && reinterpret_cast<std::uintptr_t>(x) % 4 != 0) {
+      fail(ErrorCode::kInvalidArgument, "conv2d {}: x must be 4-byte aligned for the {} kernel, got {}",
+           desc.to_string(), artifact->source.kernel_name, x);
+    }
+    w = reinterpret_cast<const void*>(packer->pack(w, reinterpret_cast<CUstream>(stream)));
+  }
   void* args[] = {&x, &w, &bias, &y};
   CONVJIT_CU_CHECK(cuLaunchKernel(module->function(), static_cast<unsigned>(geometry.grid_x), geometry.grid_y,
                                   geometry.grid_z, geometry.block_x, 1, 1, geometry.shared_bytes,

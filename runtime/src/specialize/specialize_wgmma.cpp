@@ -27,13 +27,20 @@ struct WgmmaTile {
   unsigned shared_bytes = 0;
 };
 
+// The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes),
+// for its shared-memory size.
+bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
+int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
 int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
 
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
-  const int patch = t.bp * halo_width(d, t.bq);
-  const int chan_stride = (patch + 31) / 32 * 32 + 8;
+  const bool half = sixteen_bit(d);
+  const int halo = halo_width(d, t.bq) + (half ? 1 : 0);
+  const int row = half ? (halo + 1) / 2 * 2 : halo;
+  const int chan_stride = (t.bp * row + 31) / 32 * 32 + 8;
   const int planes = t.split == 3 ? 2 : 1;
-  return (8 * chan_stride + planes * d.s * t.bn * 8) * 4;
+  const int element = half ? 2 : 4;
+  return (chunk_channels(d) * chan_stride + planes * d.s * t.bn * chunk_channels(d)) * element;
 }
 
 // The patch shape (kBP rows x kBQ columns of output pixels). Each stage copies kBP
@@ -56,17 +63,23 @@ void choose_patch(const Conv2dDesc& d, WgmmaTile& t) {
   }
 }
 
-// NOTE: a development switch for timing runs: CONVJIT_WGMMA_PERSISTENT=0 launches a
-// block per patch. Launch geometry only: the source and the cache key stay the same.
-bool persistent_launch() {
-  const char* env = std::getenv("CONVJIT_WGMMA_PERSISTENT");
-  return env == nullptr || std::string_view(env) != "0";
+// One block an SM walking the patches, or one block a patch. Persistent blocks overlap a
+// patch's stores with the next patch's first copies, which paid for 3xTF32 with long
+// patches on the H100 (headline 4.88 vs 5.12 ms, KernelBench 55 6.25 vs 6.50) and cost
+// elsewhere (TF32 55: 3.51 vs 3.18 ms; 63, six stages a patch: 13.1 vs 9.0 ms).
+// NOTE: CONVJIT_WGMMA_PERSISTENT=0|1 forces it for timing runs; it is launch geometry
+// only, so the source and the cache key stay the same.
+bool persistent_launch(int split, int stages_per_patch) {
+  if (const char* env = std::getenv("CONVJIT_WGMMA_PERSISTENT"); env != nullptr && *env != '\0') {
+    return std::string_view(env) != "0";
+  }
+  return split == 3 && stages_per_patch >= 24;
 }
 
 std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   WgmmaTile t;
   const int k_per_group = d.k / d.groups;
-  t.split = d.math == MathMode::kStrictFp32 ? 3 : 1;
+  t.split = d.math == MathMode::kStrictFp32 && !sixteen_bit(d) ? 3 : 1;
   t.bn = k_per_group <= 64 ? 64 : 128;
   // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
   // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
@@ -90,17 +103,19 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
   t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage);
-  const std::uint64_t chunks = static_cast<std::uint64_t>(d.c / d.groups + 7) / 8;
+  const std::uint64_t chunks = static_cast<std::uint64_t>(d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
+  // 32 bytes per output channel and tap for every data type (8 floats or 16 halves).
   t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
-                   t.bn * 8 * sizeof(float);
+                   t.bn * 32;
   return t;
 }
 }  // namespace
 
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
-  if (d.dtype != DType::kFloat32) return "the wgmma kernel handles f32 data only in this version";
+  // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows.
+  if (sixteen_bit(d) && d.w % 2 != 0) return "16-bit data with an odd width W cannot be copied in pixel pairs";
   if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
   if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
   const auto tile = choose_tile(d);
@@ -119,12 +134,16 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
   const int k_per_group = d.k / d.groups;
   const std::int64_t tiles = static_cast<std::int64_t>(d.n) * ((out.p + tile->bp - 1) / tile->bp) *
                              ((out.q + tile->bq - 1) / tile->bq);
-  const char* math = tile->split == 3 ? "3xtf32" : "tf32";
+  const char* math = sixteen_bit(d) ? (d.dtype == DType::kFloat16 ? "f16" : "bf16")
+                     : tile->split == 3 ? "3xtf32"
+                                        : "tf32";
 
   SpecializedSource src;
   src.algorithm = "implicit_gemm";
   src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages, {}",
-                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages, tile->split == 3 ? "3xTF32" : "TF32");
+                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages, sixteen_bit(d) ? to_string(d.dtype)
+                                                                              : tile->split == 3 ? "3xTF32"
+                                                                                                 : "TF32");
   src.template_name = kTemplate;
   src.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
   src.compile_arch = "sm_90a";
@@ -142,12 +161,13 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
                   .grid_z = static_cast<unsigned>(d.groups),
                   .block_x = kThreads,
                   .shared_bytes = tile->shared_bytes,
-                  .persistent = persistent_launch()};
+                  .persistent = persistent_launch(
+                      tile->split, (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d) * d.r)};
   src.weight_pack = WeightPack{.kernel_name = src.kernel_name + "_pack",
                                .packed_bytes = tile->packed_bytes,
                                .block_x = 256,
                                .grid_x = static_cast<unsigned>(
-                                   std::clamp<std::uint64_t>(tile->packed_bytes / sizeof(float) / 256, 1, 132 * 8))};
+                                   std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
   return src;
 }
 
