@@ -23,6 +23,8 @@ std::string direct_kernel_name(const Conv2dDesc& d) {
 }
 
 SpecializedSource specialize_direct(const Conv2dDesc& d) {
+  // Few channels a group: a memory-bound problem, streamed by the depthwise kernel.
+  if (!depthwise_unsupported_reason(d)) return specialize_depthwise(d);
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
   const int k_per_thread = std::min(kMaxKPerThread, k_per_group);

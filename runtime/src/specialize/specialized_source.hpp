@@ -41,8 +41,14 @@ struct SpecializedSource {
   std::optional<WeightPack> weight_pack;
 };
 
-// The direct-convolution kernel for `desc` (validated by the caller).
+// The direct-convolution kernel for `desc` (validated by the caller): the depthwise
+// kernel where it applies (depthwise_unsupported_reason is empty), else conv2d_direct.cu.
 SpecializedSource specialize_direct(const Conv2dDesc& desc);
+// The depthwise / narrow-group kernel (at most 4 input and 8 output channels a group,
+// groups > 1): a shared-memory input tile per (image, group), streamed at bandwidth.
+SpecializedSource specialize_depthwise(const Conv2dDesc& desc);
+// Empty when the depthwise kernel takes `desc`; otherwise why not.
+std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math; for f16 and
 // bf16 data, specialize_implicit_gemm_f16).
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc);
@@ -60,5 +66,7 @@ bool is_pointwise_gemm(const Conv2dDesc& desc);
 
 // "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias"
 std::string direct_kernel_name(const Conv2dDesc& desc);
+// "conv2d_depthwise_f32_nchw_n16c64h512w512_k64r3s3_u1x1_p0x0_d1x1_g64_nobias"
+std::string depthwise_kernel_name(const Conv2dDesc& desc);
 
 }  // namespace convjit

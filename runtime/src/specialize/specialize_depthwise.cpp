@@ -1,0 +1,160 @@
+// The depthwise / narrow-group kernel (conv2d_depthwise.cu): which problems it takes
+// and the tile it runs them with. The direct algorithm hands it every problem it takes.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <climits>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "core/fail.hpp"
+#include "specialize/prologue.hpp"
+#include "specialize/specialized_source.hpp"
+#include "specialize/templates.hpp"
+
+namespace convjit {
+
+namespace {
+constexpr const char* kDepthwiseTemplate = "conv2d_depthwise.cu";
+// These mirror the template's own constants (kOutPerThread, the float4 window).
+constexpr int kOutPerThread = 4;
+constexpr int kMaxThreads = 256;
+constexpr int kMaxCPerGroup = 4;
+constexpr int kMaxKPerGroup = 8;
+constexpr int kMaxTaps = 64;        // the filter of one channel lives in registers
+constexpr int kMaxWindowFloats = 32;  // one row window, in registers
+// The input tile is static shared memory (48 KiB at most); 40 KiB leaves room for five
+// blocks an SM on Hopper, so one block's loads overlap the others' arithmetic.
+constexpr int kSharedBudget = 40 * 1024;
+constexpr int kMaxRowsPerThread = 4;
+constexpr int kMaxPasses = 16;
+// Taller tiles re-read fewer halo rows, but a grid must still fill the GPU: tiles get
+// shorter until there are this many blocks (a few waves on a 132-SM part) or one pass.
+constexpr std::int64_t kFillBlocks = 4 * 132 * 4;
+
+int ceil_div(std::int64_t a, std::int64_t b) { return static_cast<int>((a + b - 1) / b); }
+
+int vec_of(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? 4 : 8; }
+
+int window_lead(const Conv2dDesc& d) {
+  const int vec = vec_of(d);
+  return ((-d.pad_w) % vec + vec) % vec;
+}
+
+int window_floats(const Conv2dDesc& d) {
+  const int lead = window_lead(d) % 4;
+  const int window = (kOutPerThread - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1;
+  return (lead + window + 3) / 4 * 4;
+}
+
+// The same arithmetic as the template's kTileFloats, in bytes.
+std::int64_t shared_bytes(const Conv2dDesc& d, int threads_q, int tile_p) {
+  const int vec = vec_of(d);
+  const int lead = window_lead(d);
+  const std::int64_t cols =
+      std::int64_t{threads_q - 1} * kOutPerThread * d.stride_w + (lead - lead % 4) + window_floats(d);
+  const std::int64_t pitch = (cols + vec - 1) / vec * vec;
+  const std::int64_t in_rows = std::int64_t{tile_p - 1} * d.stride_h + std::int64_t{d.r - 1} * d.dilation_h + 1;
+  return std::int64_t{d.c / d.groups} * in_rows * pitch * 4;
+}
+
+struct DepthwiseTile {
+  int threads_q = 0, threads_p = 0, rows_per_thread = 0, passes = 0, tiles_q = 0, tiles_p = 0;
+  int min_blocks = 1;
+  std::int64_t blocks = 0, shared = 0;
+};
+
+std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
+  const int c_per_group = d.c / d.groups;
+  const int k_per_group = d.k / d.groups;
+  if (d.layout != Layout::kNCHW) return std::string("it reads NCHW only");
+  if (d.groups == 1) return std::string("a dense convolution (groups 1)");
+  if (c_per_group > kMaxCPerGroup) return fmt::format("{} input channels a group (at most {})", c_per_group, kMaxCPerGroup);
+  if (k_per_group > kMaxKPerGroup) {
+    return fmt::format("{} output channels a group (at most {})", k_per_group, kMaxKPerGroup);
+  }
+  if (d.r * d.s > kMaxTaps) return fmt::format("a {}x{} filter (at most {} taps)", d.r, d.s, kMaxTaps);
+  if (window_floats(d) > kMaxWindowFloats) {
+    return fmt::format("a row window of {} floats (stride {}, dilation {}; at most {})", window_floats(d), d.stride_w,
+                       d.dilation_w, kMaxWindowFloats);
+  }
+  const auto out = d.output_shape();
+  const std::int64_t p = out.p, q = out.q;
+  const int vec = vec_of(d);
+
+  int threads_q = std::min(ceil_div(q, kOutPerThread), kMaxThreads);
+  while (true) {
+    const int tiles_q = ceil_div(q, std::int64_t{threads_q} * kOutPerThread);
+    // Column tiles after the first must start on a whole 16-byte chunk of the row.
+    if (tiles_q > 1 && threads_q * kOutPerThread * d.stride_w % vec != 0) ++threads_q;
+    for (int rows = kMaxRowsPerThread; rows >= 1; rows /= 2) {
+      const int th = static_cast<int>(std::min<std::int64_t>(rows, p));
+      const int threads_p = std::max(1, std::min(kMaxThreads / threads_q, ceil_div(p, th)));
+      if (shared_bytes(d, threads_q, threads_p * th) > kSharedBudget) continue;
+      DepthwiseTile t{.threads_q = threads_q, .threads_p = threads_p, .rows_per_thread = th, .passes = 1};
+      t.tiles_q = ceil_div(q, std::int64_t{threads_q} * kOutPerThread);
+      const int max_passes = std::min(kMaxPasses, ceil_div(p, std::int64_t{threads_p} * th));
+      auto blocks_for = [&](int passes) {
+        return std::int64_t{d.n} * d.groups * t.tiles_q * ceil_div(p, std::int64_t{threads_p} * th * passes);
+      };
+      while (t.passes < max_passes && shared_bytes(d, threads_q, threads_p * th * (t.passes + 1)) <= kSharedBudget &&
+             blocks_for(t.passes + 1) >= kFillBlocks) {
+        ++t.passes;
+      }
+      t.tiles_p = ceil_div(p, std::int64_t{threads_p} * th * t.passes);
+      t.blocks = blocks_for(t.passes);
+      t.shared = shared_bytes(d, threads_q, threads_p * th * t.passes);
+      if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
+      // Up to four blocks an SM by registers (64 a thread); the filter of a big kernel needs more.
+      t.min_blocks = d.r * d.s <= 27 ? 4 : 2;
+      return t;
+    }
+    if (threads_q <= 8) return std::string("no input tile fits shared memory");
+    threads_q = (ceil_div(threads_q, 2) + 1) / 2 * 2;
+  }
+}
+}  // namespace
+
+std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& d) {
+  auto tile = choose_tile(d);
+  if (auto* why = std::get_if<std::string>(&tile)) return *why;
+  return std::nullopt;
+}
+
+std::string depthwise_kernel_name(const Conv2dDesc& d) {
+  return fmt::format("conv2d_depthwise_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
+}
+
+SpecializedSource specialize_depthwise(const Conv2dDesc& d) {
+  auto chosen = choose_tile(d);
+  if (auto* why = std::get_if<std::string>(&chosen)) {
+    fail(ErrorCode::kUnsupported, "{}: the depthwise kernel cannot run it: {}", d.to_string(), *why);
+  }
+  const DepthwiseTile& t = std::get<DepthwiseTile>(chosen);
+  const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
+  const int threads = t.threads_q * t.threads_p;
+
+  SpecializedSource src;
+  src.algorithm = "direct";
+  src.tile = fmt::format(
+      "depthwise: {}x{} outputs per block ({} threads, {} rows x {} columns each, {} passes), {} B shared input tile",
+      t.threads_p * t.rows_per_thread * t.passes, t.threads_q * kOutPerThread, threads, t.rows_per_thread,
+      kOutPerThread, t.passes, t.shared);
+  src.template_name = kDepthwiseTemplate;
+  src.kernel_name = depthwise_kernel_name(d);
+  src.text = Prologue(src.kernel_name)
+                 .problem(d)
+                 .constant("kThreadsQ", t.threads_q)
+                 .constant("kThreadsP", t.threads_p)
+                 .constant("kRowsPerThread", t.rows_per_thread)
+                 .constant("kPasses", t.passes)
+                 .constant("kTilesQ", t.tiles_q)
+                 .constant("kMinBlocks", t.min_blocks)
+                 .constant("kWideIndex", wide)
+                 .finish(template_text(kDepthwiseTemplate));
+  src.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};
+  return src;
+}
+
+}  // namespace convjit

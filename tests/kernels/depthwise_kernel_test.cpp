@@ -1,0 +1,153 @@
+// The depthwise / narrow-group kernel on the CPU: which problems the direct algorithm
+// hands it, that its sources compile under NVRTC for every data type, stream with
+// 16-byte loads and stores where the shape allows, and do not spill.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "compiler/nvrtc.hpp"
+#include "compiler/ptxas_report.hpp"
+#include "specialize/algorithm.hpp"
+#include "specialize/specialized_source.hpp"
+
+namespace convjit {
+namespace {
+
+constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+
+// KernelBench level-1 82, 83, 84, 85 and the depthwise half of 86, at full size.
+std::vector<Conv2dDesc> kernelbench_depthwise() {
+  return {
+      Conv2dDesc{.n = 16, .c = 64, .h = 512, .w = 512, .k = 64, .r = 3, .s = 3, .groups = 64},
+      Conv2dDesc{.n = 64, .c = 8, .h = 512, .w = 512, .k = 8, .r = 3, .s = 1, .groups = 8},
+      Conv2dDesc{.n = 64, .c = 128, .h = 256, .w = 512, .k = 128, .r = 3, .s = 3, .groups = 128},
+      Conv2dDesc{.n = 32, .c = 128, .h = 128, .w = 256, .k = 128, .r = 3, .s = 7, .groups = 128},
+      Conv2dDesc{.n = 16, .c = 64, .h = 512, .w = 512, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 64},
+  };
+}
+
+// Odd and tiny sizes, every geometry option, multipliers and narrow groups.
+std::vector<Conv2dDesc> odd_shapes() {
+  return {
+      Conv2dDesc{.n = 1, .c = 4, .h = 1, .w = 1, .k = 8, .r = 1, .s = 1, .groups = 4},
+      Conv2dDesc{.n = 1, .c = 4, .h = 7, .w = 1, .k = 4, .r = 3, .s = 1, .pad_h = 1, .groups = 4, .bias = true},
+      Conv2dDesc{.n = 2, .c = 6, .h = 13, .w = 16, .k = 12, .r = 3, .s = 3, .stride_w = 2, .pad_h = 1, .pad_w = 1,
+                 .dilation_w = 2, .groups = 3, .bias = true, .activation = Activation::kRelu},
+      Conv2dDesc{.n = 3, .c = 20, .h = 23, .w = 19, .k = 40, .r = 5, .s = 7, .stride_h = 3, .stride_w = 3, .pad_h = 3,
+                 .pad_w = 2, .dilation_h = 3, .dilation_w = 2, .groups = 5, .bias = true},
+      Conv2dDesc{.n = 1, .c = 2, .h = 3, .w = 2100, .k = 2, .r = 3, .s = 3, .stride_w = 3, .pad_h = 1, .pad_w = 1,
+                 .groups = 2},
+  };
+}
+
+TEST(DepthwiseKernel, DirectAlgorithmPicksItForDepthwiseAndNarrowGroupProblems) {
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : kernelbench_depthwise()) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      EXPECT_FALSE(depthwise_unsupported_reason(d).has_value());
+      const SpecializedSource src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.template_name, "conv2d_depthwise.cu");
+      EXPECT_EQ(src.kernel_name, depthwise_kernel_name(d));
+      EXPECT_TRUE(src.kernel_name.starts_with("conv2d_depthwise_" + std::string(to_string(dtype)) + "_nchw_"));
+      EXPECT_EQ(src.algorithm, "direct");
+      // Enough blocks to fill a 132-SM GPU several times over.
+      EXPECT_GE(src.geometry.grid_x, 132u * 4);
+      EXPECT_LE(src.geometry.block_x, 256u);
+      EXPECT_GE(src.geometry.block_x, 128u);
+    }
+  }
+  EXPECT_EQ(depthwise_kernel_name(kernelbench_depthwise()[0]),
+            "conv2d_depthwise_f32_nchw_n16c64h512w512_k64r3s3_u1x1_p0x0_d1x1_g64_nobias");
+}
+
+TEST(DepthwiseKernel, DenseAndWideGroupProblemsKeepTheDirectTemplate) {
+  const Conv2dDesc keep[] = {
+      Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},             // dense
+      Conv2dDesc{.n = 1, .c = 1, .h = 16, .w = 16, .k = 1, .r = 3, .s = 3},                  // groups 1
+      Conv2dDesc{.n = 1, .c = 10, .h = 16, .w = 16, .k = 10, .r = 3, .s = 3, .groups = 2},   // 5 channels a group
+      Conv2dDesc{.n = 1, .c = 4, .h = 16, .w = 16, .k = 36, .r = 3, .s = 3, .groups = 4},    // multiplier 9
+      Conv2dDesc{.n = 1, .c = 4, .h = 32, .w = 32, .k = 4, .r = 9, .s = 9, .groups = 4},     // 81 taps
+  };
+  for (const Conv2dDesc& d : keep) {
+    SCOPED_TRACE(d.to_string());
+    EXPECT_TRUE(depthwise_unsupported_reason(d).has_value());
+    const SpecializedSource src = specialize(d, Algorithm::kDirect);
+    EXPECT_EQ(src.template_name, "conv2d_direct.cu");
+    EXPECT_EQ(src.kernel_name, direct_kernel_name(d));
+  }
+}
+
+// For f32 data the math mode changes nothing: fp32 FMA is exact, strict and TF32 share one kernel.
+TEST(DepthwiseKernel, MathModeLeavesTheSourceUnchanged) {
+  for (const DType dtype : kDTypes) {
+    Conv2dDesc d = kernelbench_depthwise()[2];
+    d.dtype = dtype;
+    d.math = MathMode::kTF32;
+    const SpecializedSource tf32 = specialize(d, Algorithm::kDirect);
+    d.math = MathMode::kStrictFp32;
+    const SpecializedSource strict = specialize(d, Algorithm::kDirect);
+    EXPECT_EQ(tf32.text, strict.text);
+    EXPECT_EQ(tf32.kernel_name, strict.kernel_name);
+  }
+}
+
+// A spill in a bandwidth kernel costs more memory traffic than the tile saves; rows of
+// whole 16-byte chunks must load (and, with 4-aligned rows, store) as vectors.
+TEST(DepthwiseKernel, KernelBenchShapesStreamWithVectorAccessesAndDoNotSpill) {
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : kernelbench_depthwise()) {
+      d.dtype = dtype;
+      d.bias = true;
+      d.activation = Activation::kRelu;
+      SCOPED_TRACE(d.to_string());
+      const SpecializedSource src = specialize(d, Algorithm::kDirect);
+      const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
+      const ResourceUsage usage = parse_ptxas_report(out.log, src.kernel_name);
+      EXPECT_GT(usage.registers, 0) << out.log;
+      EXPECT_LE(usage.registers, 64) << src.tile;  // four 256-thread blocks an SM
+      EXPECT_EQ(usage.spill_store_bytes, 0) << src.tile << "\n" << out.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << src.tile << "\n" << out.log;
+      EXPECT_NE(out.ptx.find("ld.global.nc.v4.u32"), std::string::npos);
+      EXPECT_NE(out.ptx.find("ld.shared.v4.f32"), std::string::npos);
+      if (d.output_shape().q % 4 == 0) {
+        EXPECT_NE(out.ptx.find(dtype == DType::kFloat32 ? "st.global.v4.f32" : "st.global.v2.u32"), std::string::npos);
+      }
+    }
+  }
+}
+
+TEST(DepthwiseKernel, OddShapesCompileForEveryDataType) {
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : odd_shapes()) {
+      d.dtype = dtype;
+      ASSERT_NO_THROW(d.validate()) << d.to_string();
+      SCOPED_TRACE(d.to_string());
+      const SpecializedSource src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.template_name, "conv2d_depthwise.cu");
+      const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
+      const ResourceUsage usage = parse_ptxas_report(out.log, src.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << src.tile << "\n" << out.log;
+    }
+  }
+}
+
+TEST(DepthwiseKernel, KernelNamesAreUniquePerProblem) {
+  const Conv2dDesc a = odd_shapes()[2];
+  for (int field = 0; field < 6; ++field) {
+    Conv2dDesc b = a;
+    switch (field) {
+      case 0: b.pad_w = 0; break;
+      case 1: b.bias = false; break;
+      case 2: b.activation = Activation::kNone; break;
+      case 3: b.dtype = DType::kBFloat16; break;
+      case 4: b.k = 6; break;
+      case 5: b.stride_h = 2; break;
+    }
+    EXPECT_NE(depthwise_kernel_name(a), depthwise_kernel_name(b)) << field;
+  }
+}
+
+}  // namespace
+}  // namespace convjit
