@@ -29,6 +29,10 @@
 // Warpgroup 0 produces (cp.async for the input rows, one bulk copy for the weights,
 // both completing on the stage's "full" mbarrier); warpgroups 1.. consume with wgmma
 // and release a stage through its "empty" mbarrier once their wgmmas on it are done.
+// kStoreWarps: the consumers leave a patch's outputs (bias, ReLU, rounding applied) in
+// a shared-memory tile and go on to the next patch; two of the producer's warps write
+// that tile out as whole rows while the wgmmas run (persistent launch). Without it the
+// consumers store straight from registers.
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
@@ -42,6 +46,7 @@ constexpr int kGroups = 1, kP = 13, kQ = 10;
 constexpr bool kHasBias = true, kRelu = false;
 constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
+constexpr bool kStoreWarps = true;
 }  // namespace spec
 #endif
 
@@ -85,6 +90,9 @@ constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kStageBytes = kStageElems * static_cast<int>(sizeof(Element));
 constexpr int kBarrierBytes = 256;
+constexpr int kLoadWarps = kStoreWarps ? 2 : 4;    // producer warps issuing copies
+constexpr int kOutStride = kBM + 4;                // staged outputs: [channel][pixel], 4 banks a row
+constexpr int kOutElems = kStoreWarps ? kBN * kOutStride : 0;
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr int kAccum = kBN / 2;  // accumulator registers per m64 block and thread
 
@@ -93,7 +101,7 @@ static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row
 static_assert(kBN == 64 || kBN == 128, "wgmma wrappers exist for n64 and n128");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
 static_assert(!k16Bit || (kSplit == 1 && kW % 2 == 0), "16-bit data: one product, even rows for pair copies");
-static_assert(2 * kStages * 8 <= kBarrierBytes, "barriers must fit their area");
+static_assert(2 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
 
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
@@ -472,7 +480,10 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
   extern __shared__ __align__(128) unsigned char smem[];
   const unsigned full_bar = smem_addr(smem);                 // kStages x 8 bytes
   const unsigned empty_bar = full_bar + kStages * 8;          // kStages x 8 bytes
+  const unsigned out_full_bar = empty_bar + kStages * 8;      // staged outputs ready
+  const unsigned out_empty_bar = out_full_bar + 8;             // staged outputs written out
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes);
+  Element* out_tile = stages + kStages * kStageElems;
 
   const int tid = threadIdx.x;
   const int warpgroup = tid / 128;
@@ -482,8 +493,12 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
   if (tid == 0) {
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
-      bar_init(full_bar + st * 8, 128 + 1);            // 128 cp.async arrivals + the bulk copy's
-      bar_init(empty_bar + st * 8, kConsumers * 4);    // one arrival per consumer warp
+      bar_init(full_bar + st * 8, kLoadWarps * 32 + 1);  // cp.async arrivals + the bulk copy's
+      bar_init(empty_bar + st * 8, kConsumers * 4);      // one arrival per consumer warp
+    }
+    if constexpr (kStoreWarps) {
+      bar_init(out_full_bar, kConsumers * 128);
+      bar_init(out_empty_bar, (4 - kLoadWarps) * 32);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -498,6 +513,30 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
     const int ptid = tid;
     const int lane = ptid & 31;
     const int pwarp = ptid >> 5;
+    if constexpr (kStoreWarps) {
+    if (pwarp >= kLoadWarps) {
+      // ---- store warps: staged output rows of each patch to NCHW ----
+      const int swarp = pwarp - kLoadWarps;
+      int local = 0;  // patches of this block so far
+      for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
+        const Patch patch = patch_of(tile);
+        bar_wait(out_full_bar, local & 1);
+        for (int row = swarp; row < kBN * kBP; row += 4 - kLoadWarps) {
+          const int n = row / kBP;
+          const int pi = row % kBP;
+          const int k_out = kb * kBN + n;
+          const int p = patch.p0 + pi;
+          if (k_out >= kKPerGroup || p >= kP) continue;
+          Element* y_row = y + ((static_cast<long long>(patch.img) * kK + group * kKPerGroup + k_out) * kP + p) * kQ +
+                           patch.q0;
+          const Element* src = out_tile + n * kOutStride + pi * kBQ;
+          for (int q = lane; q < kBQ && patch.q0 + q < kQ; q += 32) y_row[q] = src[q];
+        }
+        bar_arrive(out_empty_bar);
+      }
+      return;
+    }
+    }
     const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kChunks * kR * kBStageElems;
     int it = 0;  // stages produced so far, over all patches
     for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
@@ -514,7 +553,7 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
         const int r = k_stage % kR;
         const unsigned a_dst = smem_addr(stages + st * kStageElems);
         // One warp per (channel, patch row); lanes walk the row's columns (16-bit: pairs).
-        for (int cr = pwarp; cr < kChunkC * kBP; cr += 4) {
+        for (int cr = pwarp; cr < kChunkC * kBP; cr += kLoadWarps) {
           const int c = cr / kBP;
           const int pi = cr % kBP;
           const int ih = (patch.p0 + pi) * kStrideH - kPadH + r * kDilationH;
@@ -564,8 +603,9 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
     // (measured 1.6e-5 on the headline without it, over the 1e-5 bound).
     float part[kSplit == 3 ? kMB : 1][kAccum];
 
-    int it = 0;  // stages consumed so far, over all patches
-    for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
+    int it = 0;     // stages consumed so far, over all patches
+    int local = 0;  // patches of this block so far
+    for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
       const Patch patch = patch_of(tile);
       // 16-bit rows were copied from an even column: an odd first column sits one further.
       const int shift = k16Bit ? (patch.q0 * kStrideW - kPadW) & 1 : 0;
@@ -589,7 +629,9 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
       // TF32 hands a stage back one stage late; the patch's last one goes now.
       if (kSplit == 1 && lane == 0) bar_arrive(empty_bar + ((it - 1) % kStages) * 8);
 
-      // Epilogue in registers: bias, optional ReLU, one rounding, store to NCHW.
+      // Epilogue in registers: bias, optional ReLU, one rounding; then to NCHW, directly
+      // or through the staged tile and the store warps.
+      if constexpr (kStoreWarps) bar_wait(out_empty_bar, (local & 1) ^ 1);
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
 #pragma unroll
@@ -597,23 +639,28 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
           const int m = (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
           const int p = patch.p0 + m / kBQ;
           const int q = patch.q0 + m % kBQ;
-          if (p >= kP || q >= kQ) continue;
+          if (!kStoreWarps && (p >= kP || q >= kQ)) continue;
           Element* y_pixel = y + (static_cast<long long>(patch.img) * kK + group * kKPerGroup) * kP * kQ +
                              static_cast<long long>(p) * kQ + q;
 #pragma unroll
           for (int j = 0; j < kBN / 8; ++j) {
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              const int k_out = kb * kBN + j * 8 + 2 * t + e;
-              if (k_out >= kKPerGroup) continue;
+              const int n = j * 8 + 2 * t + e;
+              const int k_out = kb * kBN + n;
               float v = acc[mb][j * 4 + h * 2 + e];
-              if constexpr (kHasBias) v += to_float(bias[group * kKPerGroup + k_out]);
+              if constexpr (kHasBias) v += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
               if constexpr (kRelu) v = fmaxf(v, 0.0f);
-              y_pixel[static_cast<long long>(k_out) * kP * kQ] = from_float(v);
+              if constexpr (kStoreWarps) {
+                out_tile[n * kOutStride + m] = from_float(v);
+              } else if (k_out < kKPerGroup) {
+                y_pixel[static_cast<long long>(k_out) * kP * kQ] = from_float(v);
+              }
             }
           }
         }
       }
+      if constexpr (kStoreWarps) bar_arrive(out_full_bar);
     }
   }
 }

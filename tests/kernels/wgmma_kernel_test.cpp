@@ -71,6 +71,19 @@ TEST(WgmmaKernel, ReasonsNameWhatRulesTheKernelOut) {
   EXPECT_EQ(specialize(narrow, Algorithm::kImplicitGemm, "sm_90").template_name, "conv2d_igemm_tf32.cu");
 }
 
+// Problems whose patches are a few stages long (few input channels, short filters) hand
+// their stores to store warps; long ones keep every producer warp copying.
+TEST(WgmmaKernel, OnlyShortPatchesStageTheirOutputsForStoreWarps) {
+  const Conv2dDesc short_patches{.n = 16, .c = 16, .h = 1024, .w = 1024, .k = 128, .r = 3, .s = 3};
+  const auto staged = specialize(short_patches, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_NE(staged.text.find("constexpr bool kStoreWarps = true;"), std::string::npos);
+  EXPECT_TRUE(staged.geometry.persistent);
+  const auto direct = specialize(kHeadline, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_NE(direct.text.find("constexpr bool kStoreWarps = false;"), std::string::npos);
+  const auto out = Nvrtc::compile(staged.text, staged.kernel_name + ".cu", Nvrtc::options_for(staged.compile_arch));
+  EXPECT_EQ(parse_ptxas_report(out.log, staged.kernel_name).spill_store_bytes, 0) << out.log;
+}
+
 // The patch and the pipeline come from the problem's constants, the same rule for every
 // shape: the patch holds exactly the block's pixels, rows of whole 8-pixel fragments,
 // and the stages fit the 227 KiB a block may use.

@@ -23,6 +23,7 @@ constexpr int kMaxStages = 4;
 
 struct WgmmaTile {
   int bn = 0, mb = 0, bp = 0, bq = 0, stages = 0, split = 1;
+  bool store_warps = false;
   std::uint64_t packed_bytes = 0;
   unsigned shared_bytes = 0;
 };
@@ -76,6 +77,14 @@ bool persistent_launch(int split, int stages_per_patch) {
   return split == 3 && stages_per_patch >= 24;
 }
 
+// NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
+// source, so the cache key).
+std::optional<bool> store_warps_override() {
+  const char* env = std::getenv("CONVJIT_WGMMA_STORE_WARPS");
+  if (env == nullptr || *env == '\0') return std::nullopt;
+  return std::string_view(env) != "0";
+}
+
 std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   WgmmaTile t;
   const int k_per_group = d.k / d.groups;
@@ -99,10 +108,21 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
     }
   }
   const int per_stage = stage_bytes(d, t);
-  const int fit = (kSharedLimit - kBarrierBytes) / per_stage;
+  // Store warps (a staged output tile, [kBN][kBM + 4], written out while the next patch
+  // runs) pay where a patch is a few stages and its stores are most of its time, and
+  // only with the full pipeline depth beside the tile. Measured on the H100, TF32 and
+  // fp16: KernelBench 63 (6 and 3 stages a patch) 9.03 -> 7.02 ms and 7.36 -> 6.40 ms;
+  // 11 to 40 stages a patch lost 5-50% (half the producer's warps copy, the other half store).
+  const int element = d.dtype == DType::kFloat32 ? 4 : 2;
+  const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
+  const int fit_with_store = (kSharedLimit - kBarrierBytes - out_bytes) / per_stage;
+  const int chunks_per_group = (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
+  const bool short_patches = chunks_per_group * d.r <= 8;
+  t.store_warps = store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
+  const int fit = (kSharedLimit - kBarrierBytes - (t.store_warps ? out_bytes : 0)) / per_stage;
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
-  t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage);
+  t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
   const std::uint64_t chunks = static_cast<std::uint64_t>(d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // 32 bytes per output channel and tap for every data type (8 floats or 16 halves).
@@ -140,8 +160,9 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
 
   SpecializedSource src;
   src.algorithm = "implicit_gemm";
-  src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages, {}",
-                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages, sixteen_bit(d) ? to_string(d.dtype)
+  src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}",
+                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
+                         tile->store_warps ? ", outputs staged for the store warps" : "", sixteen_bit(d) ? to_string(d.dtype)
                                                                               : tile->split == 3 ? "3xTF32"
                                                                                                  : "TF32");
   src.template_name = kTemplate;
@@ -155,14 +176,15 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
                  .constant("kBQ", tile->bq)
                  .constant("kStages", tile->stages)
                  .constant("kSplit", tile->split)
+                 .constant("kStoreWarps", tile->store_warps)
                  .finish(template_text(kTemplate));
   src.geometry = {.grid_x = static_cast<std::uint64_t>(tiles),
                   .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
                   .grid_z = static_cast<unsigned>(d.groups),
                   .block_x = kThreads,
                   .shared_bytes = tile->shared_bytes,
-                  .persistent = persistent_launch(
-                      tile->split, (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d) * d.r)};
+                  .persistent = tile->store_warps || persistent_launch(tile->split, (d.c / d.groups + chunk_channels(d) - 1) /
+                                                                                          chunk_channels(d) * d.r)};
   src.weight_pack = WeightPack{.kernel_name = src.kernel_name + "_pack",
                                .packed_bytes = tile->packed_bytes,
                                .block_x = 256,
