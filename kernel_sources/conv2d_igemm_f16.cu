@@ -51,8 +51,12 @@ constexpr bool kWideIndex = false;
 }  // namespace spec
 #endif
 
+// device::IndexType, smem_addr, cp_async16 / _commit / _wait, ldmatrix_x4.
+#include "convjit_device.cuh"
+
 namespace igemm {
 using namespace spec;
+using namespace device;
 
 static_assert(kDType == 1 || kDType == 2, "this kernel is for f16 (kDType 1) and bf16 (kDType 2) data");
 constexpr bool kBFloat16 = kDType == 2;
@@ -60,9 +64,7 @@ constexpr bool kBFloat16 = kDType == 2;
 // deployed runtime may have no toolkit headers to point it at.
 using Element = unsigned short;
 
-template <bool Wide> struct IndexType { using type = int; };
-template <> struct IndexType<true> { using type = long long; };
-using index_t = typename IndexType<kWideIndex>::type;
+using index_t = typename device::IndexType<kWideIndex>::type;
 
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
@@ -106,24 +108,8 @@ __device__ __forceinline__ const T* opaque(const T* p) {
   return p;
 }
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared; valid == false writes zeros (rows past K, the reduction tail).
-__device__ __forceinline__ void cp_async16(Element* dst, const Element* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
-
-// Four 8x8 16-bit matrices; lane i gives the address of row i % 8 of matrix i / 8.
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const Element* row_address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row_address)));
-}
+// The transposed ldmatrix (B fragments from the [k][pixel] tile); ldmatrix_x4 and the
+// cp.async helpers come from convjit_device.cuh.
 __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const Element* row_address) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -353,7 +339,7 @@ CONVJIT_KERNEL_NAME(const igemm::Element* __restrict__ x, const igemm::Element* 
 
   for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
     const int stage = k_tile & 1;
-    cp_async_wait_all();
+    cp_async_wait<0>();
     // Tile k_tile is now in shared memory for every warp, and every warp is done with
     // tile k_tile - 1, whose stage the next tile overwrites.
     __syncthreads();

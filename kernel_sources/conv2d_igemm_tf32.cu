@@ -38,12 +38,14 @@ constexpr bool kWideIndex = false;
 }  // namespace spec
 #endif
 
+// device::IndexType, smem_addr, cp_async16 / _commit / _wait, ldmatrix_x4.
+#include "convjit_device.cuh"
+
 namespace igemm {
 using namespace spec;
+using namespace device;
 
-template <bool Wide> struct IndexType { using type = int; };
-template <> struct IndexType<true> { using type = long long; };
-using index_t = typename IndexType<kWideIndex>::type;
+using index_t = typename device::IndexType<kWideIndex>::type;
 
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
@@ -71,28 +73,12 @@ static_assert(kWarpTileM % 16 == 0 && kWarpTileN % 8 == 0, "warp tile must be a 
 static_assert(kThreads % kBN == 0 && kBK % kBRowsPerPass == 0, "X loader needs whole rows per pass");
 static_assert(kBK % 8 == 0, "kBK must be a multiple of the mma k (8)");
 
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-
-// 4 or 16 bytes global -> shared; src_bytes == 0 writes zeros (padding, tails).
+// 4 bytes global -> shared (.ca: .cg takes only 16-byte copies); valid == false
+// writes a zero (padding, tails). The 16-byte copy, the commit, the wait and
+// ldmatrix_x4 come from convjit_device.cuh.
 __device__ __forceinline__ void cp_async4(float* dst, const float* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(valid ? 4 : 0));
-}
-__device__ __forceinline__ void cp_async16(float* dst, const float* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// Four 8x4 fp32 tiles (as 8x8 b16) from shared memory: exactly an m16n8k8 A fragment.
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const float* row_address) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(row_address)));
 }
 
 // Gather table: for reduction row kk, the input offset of tap (c, r, s) relative to

@@ -24,48 +24,8 @@ constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 }  // namespace spec
 #endif
 
-// f16 and bf16 travel as their bit patterns, converted by the single PTX instruction
-// each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
-// have no toolkit headers to point it at.
-namespace element {
-template <int DType> struct Traits;
-template <> struct Traits<0> {
-  using Storage = float;
-  static __device__ __forceinline__ float to_float(float v) { return v; }
-  static __device__ __forceinline__ float from_float(float v) { return v; }
-};
-template <> struct Traits<1> {  // IEEE half
-  using Storage = unsigned short;
-  static __device__ __forceinline__ float to_float(unsigned short bits) {
-    float v;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(bits));
-    return v;
-  }
-  static __device__ __forceinline__ unsigned short from_float(float v) {
-    unsigned short bits;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
-    return bits;
-  }
-};
-template <> struct Traits<2> {  // bfloat16: the upper half of a float
-  using Storage = unsigned short;
-  static __device__ __forceinline__ float to_float(unsigned short bits) {
-    return __uint_as_float(static_cast<unsigned>(bits) << 16);
-  }
-  static __device__ __forceinline__ unsigned short from_float(float v) {
-#if __CUDA_ARCH__ >= 800
-    unsigned short bits;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(v));
-    return bits;
-#else
-    // No bf16 conversion before sm_80: round to nearest even by hand, NaN kept quiet.
-    const unsigned u = __float_as_uint(v);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);
-    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-#endif
-  }
-};
-}  // namespace element
+// element::Traits: f16 / bf16 <-> float.
+#include "convjit_device.cuh"
 
 #define CONVJIT_CAT2(a, b) a##b
 #define CONVJIT_CAT(a, b) CONVJIT_CAT2(a, b)

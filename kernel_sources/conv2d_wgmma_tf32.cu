@@ -50,11 +50,15 @@ constexpr bool kStoreWarps = true;
 }  // namespace spec
 #endif
 
+// device::smem_addr.
+#include "convjit_device.cuh"
+
 #define CONVJIT_CAT2(a, b) a##b
 #define CONVJIT_CAT(a, b) CONVJIT_CAT2(a, b)
 
 namespace wg {
 using namespace spec;
+using device::smem_addr;
 
 template <bool Wide> struct ElementOf { using type = float; };
 template <> struct ElementOf<true> { using type = unsigned short; };
@@ -102,10 +106,6 @@ static_assert(kBN == 64 || kBN == 128, "wgmma wrappers exist for n64 and n128");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
 static_assert(!k16Bit || (kSplit == 1 && kW % 2 == 0), "16-bit data: one product, even rows for pair copies");
 static_assert(2 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
-
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
 
 // --- mbarrier ---
 __device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "compiler/nvrtc.hpp"
+#include "convjit/error.hpp"
 #include "hash/sha256.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
@@ -19,17 +20,42 @@ std::string read_file(const std::filesystem::path& path) {
   return s.str();
 }
 
-// Every template compiles on its own under NVRTC (with its built-in example values);
-// the wgmma template needs Hopper's architecture-specific target.
+// Every template compiles on its own under NVRTC (with its built-in example values and
+// the embedded headers); the wgmma template needs Hopper's architecture-specific target.
+// Headers are compiled through the templates that include them.
 TEST(KernelTemplates, EveryEmbeddedTemplateCompilesStandaloneUnderNvrtc) {
   ASSERT_FALSE(embedded_templates().empty());
   for (const auto& file : embedded_templates()) {
+    if (file.name.ends_with(".cuh")) continue;
     SCOPED_TRACE(std::string(file.name));
     const bool hopper_only = file.name.find("wgmma") != std::string_view::npos;
     const auto out = Nvrtc::compile(std::string(file.text), std::string(file.name),
                                     Nvrtc::options_for(hopper_only ? "sm_90a" : "sm_90"));
     EXPECT_FALSE(out.cubin.empty());
   }
+}
+
+// Every header is embedded, and every one is used: an unused header would only
+// invalidate cache keys when it changes.
+TEST(KernelTemplates, EveryEmbeddedHeaderIsIncludedByATemplate) {
+  ASSERT_FALSE(embedded_headers().empty());
+  for (const auto& header : embedded_headers()) {
+    const std::string include = "#include \"" + std::string(header.name) + "\"";
+    bool included = false;
+    for (const auto& file : embedded_templates()) {
+      included = included || file.text.find(include) != std::string_view::npos;
+    }
+    EXPECT_TRUE(included) << header.name;
+    EXPECT_EQ(template_text(header.name), header.text);
+  }
+}
+
+// Without the embedded headers a template does not compile: proof they are what NVRTC
+// resolves the include to (there is no include path to fall back on).
+TEST(KernelTemplates, TemplatesNeedTheEmbeddedHeaders) {
+  EXPECT_THROW(Nvrtc::compile(std::string(template_text("conv2d_direct.cu")), "conv2d_direct.cu",
+                              Nvrtc::options_for("sm_90"), {}),
+               Error);
 }
 
 TEST(KernelTemplates, EmbeddedTextMatchesTheFileInTheSourceTree) {

@@ -4,7 +4,9 @@
 #include <set>
 
 #include "compiler/nvrtc.hpp"
+#include "hash/sha256.hpp"
 #include "specialize/kernel_key.hpp"
+#include "specialize/templates.hpp"
 
 namespace convjit {
 namespace {
@@ -60,6 +62,32 @@ TEST(KernelKey, ChangesWithArchOptionsAndCompilerVersion) {
   auto edited = spec;
   edited.text += "\n// any change of the specialized source\n";
   EXPECT_NE(ref.hash, make_kernel_key(d, edited, "sm_90", Nvrtc::options_for("sm_90"), "13.0").hash);
+}
+
+// The specialized source only #includes the shared header, so the key must hash the
+// header's text itself: a header change has to miss every cached kernel.
+TEST(KernelKey, ChangesWhenAnEmbeddedHeaderChanges) {
+  const Conv2dDesc d = base();
+  const auto spec = specialize_direct(d);
+  const auto options = Nvrtc::options_for("sm_90");
+  ASSERT_FALSE(embedded_headers().empty());
+  const KernelKey ref = make_kernel_key(d, spec, "sm_90", options, "13.0");
+  // The default is every embedded header.
+  EXPECT_EQ(ref, make_kernel_key(d, spec, "sm_90", options, "13.0", embedded_headers()));
+  for (const auto& header : embedded_headers()) {
+    EXPECT_NE(ref.text.find("header " + std::string(header.name) + " sha256:" + sha256_hex(header.text) + "\n"),
+              std::string::npos)
+        << ref.text;
+  }
+  // One byte more in the first header, every other input the same.
+  std::vector<TemplateFile> edited(embedded_headers().begin(), embedded_headers().end());
+  const std::string changed = std::string(edited[0].text) + " ";
+  edited[0].text = changed;
+  const KernelKey after = make_kernel_key(d, spec, "sm_90", options, "13.0", edited);
+  EXPECT_NE(ref.hash, after.hash);
+  EXPECT_NE(ref.text, after.text);
+  // A header added or dropped changes it too.
+  EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_90", options, "13.0", {}).hash);
 }
 
 TEST(KernelKey, IsDeterministicAndHoldsNoPaths) {

@@ -63,10 +63,24 @@ std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
 }
 
 CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name,
-                              const std::vector<std::string>& options) {
+                              const std::vector<std::string>& options, std::span<const TemplateFile> headers) {
   const auto start = std::chrono::steady_clock::now();
+  // NVRTC wants NUL-terminated strings; the embedded views are not promised to be.
+  std::vector<std::string> header_texts;
+  std::vector<std::string> header_names;
+  for (const auto& header : headers) {
+    header_texts.emplace_back(header.text);
+    header_names.emplace_back(header.name);
+  }
+  std::vector<const char*> texts;
+  std::vector<const char*> names;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    texts.push_back(header_texts[i].c_str());
+    names.push_back(header_names[i].c_str());
+  }
   nvrtcProgram raw = nullptr;
-  CONVJIT_NVRTC_CHECK(nvrtcCreateProgram(&raw, source.c_str(), name.c_str(), 0, nullptr, nullptr),
+  CONVJIT_NVRTC_CHECK(nvrtcCreateProgram(&raw, source.c_str(), name.c_str(), static_cast<int>(texts.size()),
+                                         texts.data(), names.data()),
                       "creating program {}", name);
   ProgramHandle program(raw);
   std::vector<const char*> argv;

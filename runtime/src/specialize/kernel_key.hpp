@@ -1,10 +1,12 @@
 #pragma once
 // The cache key: everything that changes the binary, as readable text, and its hash.
 
+#include <span>
 #include <string>
 #include <vector>
 
 #include "specialize/specialized_source.hpp"
+#include "specialize/templates.hpp"
 
 namespace convjit {
 
@@ -20,9 +22,11 @@ struct KernelKey {
 };
 
 // Covers the problem, the template's hash, the full specialized source (so every
-// injected constant), the compile options, the NVRTC version, the arch and
-// convjit's version and cache format. Never a path or a timestamp.
+// injected constant), the hash of every header the compile is given (`headers`, by
+// default every embedded one, as Nvrtc::compile), the compile options, the NVRTC
+// version, the arch and convjit's version and cache format. Never a path or a timestamp.
 KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch,
-                          const std::vector<std::string>& options, const std::string& nvrtc_version);
+                          const std::vector<std::string>& options, const std::string& nvrtc_version,
+                          std::span<const TemplateFile> headers = embedded_headers());
 
 }  // namespace convjit

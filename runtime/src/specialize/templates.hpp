@@ -1,5 +1,6 @@
 #pragma once
-// The kernel templates embedded at build time (see kernel_sources/CMakeLists.txt).
+// The kernel templates embedded at build time (see kernel_sources/CMakeLists.txt),
+// and the headers they include (the files named *.cuh).
 
 #include <span>
 #include <string_view>
@@ -11,7 +12,11 @@ struct TemplateFile {
   std::string_view text;
 };
 
+// Every embedded file, templates and headers.
 std::span<const TemplateFile> embedded_templates();
+// The embedded headers alone (names ending in ".cuh"): what `#include "name"` in a
+// template resolves to under NVRTC, and part of every cache key.
+std::span<const TemplateFile> embedded_headers();
 // Throws Error(kInternal) when `name` was not embedded.
 std::string_view template_text(std::string_view name);
 

@@ -1,0 +1,94 @@
+// Device helpers that several kernel templates share, kept in one place so a fix
+// reaches every kernel. The templates include it like any CUDA header:
+//
+//   #include "convjit_device.cuh"
+//
+// At run time convjit hands this file to NVRTC from memory (it is embedded in the
+// library with the templates, and its text is part of every kernel's cache key), so
+// no include path is needed and a deployed runtime needs no files. For nvcc, add
+// -I kernel_sources.
+//
+// Only what is identical in every user lives here; helpers one kernel tunes for
+// itself (its cp.async variants, mma wrappers) stay in that kernel's file. Nothing
+// here depends on namespace `spec`: the header compiles before or after the prologue.
+
+#ifndef CONVJIT_DEVICE_CUH
+#define CONVJIT_DEVICE_CUH
+
+// f16 and bf16 travel as their bit patterns, converted by the single PTX instruction
+// each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
+// have no toolkit headers to point it at.
+namespace element {
+template <int DType> struct Traits;  // 0 f32, 1 f16, 2 bf16 (spec::kDType)
+template <> struct Traits<0> {
+  using Storage = float;
+  static __device__ __forceinline__ float to_float(float v) { return v; }
+  static __device__ __forceinline__ float from_float(float v) { return v; }
+};
+template <> struct Traits<1> {  // IEEE half
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    float v;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(v) : "h"(bits));
+    return v;
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+    unsigned short bits;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+  }
+};
+template <> struct Traits<2> {  // bfloat16: the upper half of a float
+  using Storage = unsigned short;
+  static __device__ __forceinline__ float to_float(unsigned short bits) {
+    return __uint_as_float(static_cast<unsigned>(bits) << 16);
+  }
+  static __device__ __forceinline__ unsigned short from_float(float v) {
+#if __CUDA_ARCH__ >= 800
+    unsigned short bits;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(bits) : "f"(v));
+    return bits;
+#else
+    // No bf16 conversion before sm_80: round to nearest even by hand, NaN kept quiet.
+    const unsigned u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<unsigned short>((u >> 16) | 0x40u);
+    return static_cast<unsigned short>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+#endif
+  }
+};
+}  // namespace element
+
+namespace device {
+
+// Index arithmetic in int unless a tensor has more than 2^31 elements
+// (spec::kWideIndex): 32-bit indices keep address math to one instruction.
+template <bool Wide> struct IndexType { using type = int; };
+template <> struct IndexType<true> { using type = long long; };
+
+// The 32-bit shared-memory address PTX's shared-state-space instructions take.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// --- cp.async (sm_80+) ---
+// 16 bytes global -> shared; valid == false writes zeros (padding, tails).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N of this thread's committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+// Four 8x8 16-bit matrices from shared memory; lane i gives the address of row i % 8
+// of matrix i / 8. (For fp32 data: four 8x4 tiles, an m16n8k8 TF32 A fragment.)
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row_address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row_address)));
+}
+
+}  // namespace device
+
+#endif  // CONVJIT_DEVICE_CUH
