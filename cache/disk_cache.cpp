@@ -374,6 +374,10 @@ CacheEntry DiskCache::fetch_or_build(const KernelKey& key, const std::function<C
           break;
         }
         // Another process is compiling this key: wait for its entry, not for its lock.
+        if (!report.waited) {
+          log::debug("waiting for {} to compile '{}' (lock '{}')", read_lock_owner(*fs_, lock_path), key.hash,
+                     lock_path.string());
+        }
         report.waited = true;
         Lookup seen = load_impl(key, /*warn=*/false);
         if (seen.status == Status::kHit) return take_hit(seen);

@@ -298,8 +298,15 @@ TEST(CacheStress, KilledLockHolderIsTakenOverByAnotherProcess) {
   ASSERT_FALSE(lock_file.empty()) << "the holder never took the lock\n" << holder.error_text();
 
   const auto start = Clock::now();
-  Worker waiter(one, dir.path() / "waiter.err");
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Debug logging says when the waiter starts waiting: the holder dies only after that,
+  // however slowly a loaded machine starts the waiter.
+  Worker waiter(one, dir.path() / "waiter.err", {"CONVJIT_LOG_LEVEL=debug"});
+  bool waiting = false;
+  for (const auto deadline = Clock::now() + std::chrono::seconds(30); !waiting && Clock::now() < deadline;) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    waiting = waiter.error_text().find("waiting for pid ") != std::string::npos;
+  }
+  EXPECT_TRUE(waiting) << "the waiter never waited for the holder\n" << waiter.error_text();
   EXPECT_TRUE(waiter.running()) << "the waiter did not wait for the holder";
   holder.kill_now();  // SIGKILL while holding the lock: no cleanup runs
 
