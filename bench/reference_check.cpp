@@ -4,7 +4,6 @@
 #include <atomic>
 #include <bit>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <random>
 
@@ -46,17 +45,6 @@ std::vector<float> random_nonzero(std::int64_t count, std::uint64_t seed, float 
   return out;
 }
 
-float decode(const unsigned char* bytes, std::int64_t i, DType dtype) noexcept {
-  if (dtype == DType::kFloat32) {
-    float v;
-    std::memcpy(&v, bytes + i * 4, 4);
-    return v;
-  }
-  std::uint16_t bits;
-  std::memcpy(&bits, bytes + i * 2, 2);
-  return from_bits16(dtype, bits);
-}
-
 }  // namespace
 
 HostInputs random_inputs(const Conv2dDesc& d, std::uint64_t seed, bool positive) {
@@ -86,13 +74,7 @@ std::vector<unsigned char> encode(const std::vector<float>& values, DType dtype)
   std::vector<unsigned char> out(values.size() * esz);
   parallel_for(static_cast<std::int64_t>(values.size()), [&](std::int64_t first, std::int64_t last) {
     for (std::int64_t i = first; i < last; ++i) {
-      const float v = values[static_cast<std::size_t>(i)];
-      if (dtype == DType::kFloat32) {
-        std::memcpy(out.data() + i * 4, &v, 4);
-      } else {
-        const std::uint16_t bits = to_bits16(dtype, v);
-        std::memcpy(out.data() + i * 2, &bits, 2);
-      }
+      store_element(out.data(), static_cast<std::size_t>(i), dtype, values[static_cast<std::size_t>(i)]);
     }
   });
   return out;
@@ -180,12 +162,12 @@ CheckResult check_device_output(CUdeviceptr y, DType dtype, std::int64_t count, 
     std::atomic<std::int64_t> bad{0};
     parallel_for(n, [&](std::int64_t first, std::int64_t last) {
       std::int64_t local = 0;
-      for (std::int64_t i = first; i < last; ++i) local += !std::isfinite(decode(host.data(), i, dtype));
+      for (std::int64_t i = first; i < last; ++i) local += !std::isfinite(load_element(host.data(), static_cast<std::size_t>(i), dtype));
       bad += local;
     });
     out.nonfinite += bad.load();
     for (; next < indices.size() && indices[next] < start + n; ++next) {
-      const double got = decode(host.data(), indices[next] - start, dtype);
+      const double got = load_element(host.data(), static_cast<std::size_t>(indices[next] - start), dtype);
       const double e = got - values[next];
       if (std::isfinite(e)) out.max_abs = std::max(out.max_abs, std::abs(e));
       diff2 += e * e;

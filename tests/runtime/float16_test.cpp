@@ -72,5 +72,21 @@ TEST(Float16, NaNFillPatternsDecodeAsNaNInTheirType) {
   EXPECT_TRUE(std::isnan(std::bit_cast<float>(nan_fill_pattern(DType::kFloat32))));
 }
 
+TEST(Float16, StorageHoldsEachTypesBytesAndReadsBackTheRoundedValues) {
+  const std::vector<float> values = {1.0f, -2.5f, 0.1f, 65504.0f, 3.0e-5f};
+  for (DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const auto bytes = to_storage(values, dtype);
+    ASSERT_EQ(bytes.size(), values.size() * size_of(dtype));
+    const auto back = from_storage(bytes, dtype);
+    ASSERT_EQ(back.size(), values.size());
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      EXPECT_EQ(back[i], rounded_to(dtype, values[i])) << to_string(dtype) << " element " << i;
+      EXPECT_EQ(load_element(bytes.data(), i, dtype), back[i]);
+    }
+  }
+  // Half of 0.1 is not 0.1: the bytes really are 16-bit.
+  EXPECT_NE(from_storage(to_storage({0.1f}, DType::kFloat16), DType::kFloat16)[0], 0.1f);
+}
+
 }  // namespace
 }  // namespace convjit

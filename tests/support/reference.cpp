@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 
 #include "core/float16.hpp"
@@ -16,34 +15,6 @@ std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng, float
     do {
       v = rounded_to(dtype, dist(rng));
     } while (v == 0.0f);
-  }
-  return out;
-}
-
-std::vector<unsigned char> to_device_bytes(const std::vector<float>& values, DType dtype) {
-  std::vector<unsigned char> out(values.size() * size_of(dtype));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kFloat32) {
-      std::memcpy(out.data() + i * 4, &values[i], 4);
-    } else {
-      const std::uint16_t bits = to_bits16(dtype, values[i]);
-      std::memcpy(out.data() + i * 2, &bits, 2);
-    }
-  }
-  return out;
-}
-
-std::vector<float> from_device_bytes(const std::vector<unsigned char>& bytes, DType dtype) {
-  const std::size_t esz = size_of(dtype);
-  std::vector<float> out(bytes.size() / esz);
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    if (dtype == DType::kFloat32) {
-      std::memcpy(&out[i], bytes.data() + i * 4, 4);
-    } else {
-      std::uint16_t bits;
-      std::memcpy(&bits, bytes.data() + i * 2, 2);
-      out[i] = from_bits16(dtype, bits);
-    }
   }
   return out;
 }

@@ -15,10 +15,6 @@ namespace convjit::testing {
 std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng, float lo = -1.0f, float hi = 1.0f,
                                   DType dtype = DType::kFloat32);
 
-// The device image of `values` in `dtype` (4 or 2 bytes an element), and back.
-std::vector<unsigned char> to_device_bytes(const std::vector<float>& values, DType dtype);
-std::vector<float> from_device_bytes(const std::vector<unsigned char>& bytes, DType dtype);
-
 // y[n][k][p][q] in float64 from float32 inputs; bias may be empty.
 double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
                     const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q);

@@ -54,33 +54,6 @@ std::vector<float> random_nonzero(std::int64_t count, std::mt19937_64& rng, DTyp
   return v;
 }
 
-std::vector<unsigned char> device_image(const std::vector<float>& values, DType dtype) {
-  std::vector<unsigned char> out(values.size() * size_of(dtype));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kFloat32) {
-      std::memcpy(out.data() + i * 4, &values[i], 4);
-    } else {
-      const std::uint16_t bits = to_bits16(dtype, values[i]);
-      std::memcpy(out.data() + i * 2, &bits, 2);
-    }
-  }
-  return out;
-}
-
-std::vector<float> from_device_image(const std::vector<unsigned char>& bytes, DType dtype) {
-  std::vector<float> out(bytes.size() / size_of(dtype));
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    if (dtype == DType::kFloat32) {
-      std::memcpy(&out[i], bytes.data() + i * 4, 4);
-    } else {
-      std::uint16_t bits;
-      std::memcpy(&bits, bytes.data() + i * 2, 2);
-      out[i] = from_bits16(dtype, bits);
-    }
-  }
-  return out;
-}
-
 double tolerance_for(const Conv2dDesc& desc) {
   switch (desc.dtype) {
     case DType::kFloat16: return 2e-3;  // the output's own rounding is ~3e-4
@@ -132,8 +105,8 @@ int run_main(const Args& args) {
   const auto x = random_nonzero(desc.x_elements(), rng, dtype);
   const auto w = random_nonzero(desc.w_elements(), rng, dtype);
   const auto bias = desc.bias ? random_nonzero(desc.k, rng, dtype) : std::vector<float>{};
-  const auto x_image = device_image(x, dtype);
-  const auto w_image = device_image(w, dtype);
+  const auto x_image = to_storage(x, dtype);
+  const auto w_image = to_storage(w, dtype);
   const std::size_t y_bytes = static_cast<std::size_t>(desc.y_elements()) * size_of(dtype);
   DeviceBuffer dx(rt, x_image.size()), dw(rt, w_image.size());
   DeviceBuffer dy(rt, (y_bytes + 3) / 4 * 4);  // whole 32-bit words for the NaN fill
@@ -141,7 +114,7 @@ int run_main(const Args& args) {
   dx.upload(x_image.data(), x_image.size());
   dw.upload(w_image.data(), w_image.size());
   if (desc.bias) {
-    const auto b_image = device_image(bias, dtype);
+    const auto b_image = to_storage(bias, dtype);
     db.upload(b_image.data(), b_image.size());
   }
   dy.fill_u32(nan_fill_pattern(dtype));  // quiet NaN: an output the kernel never writes fails the check
@@ -151,7 +124,7 @@ int run_main(const Args& args) {
   rt.synchronize();
   std::vector<unsigned char> y_image(y_bytes);
   dy.download(y_image.data(), y_image.size());
-  const std::vector<float> y = from_device_image(y_image, dtype);
+  const std::vector<float> y = from_storage(y_image, dtype);
   const auto non_finite = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
   const CheckResult check = check_against_reference(desc, x, w, bias, y, seed + 1);
   const double tolerance = tolerance_for(desc);

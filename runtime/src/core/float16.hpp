@@ -6,6 +6,8 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <vector>
 
 #include "convjit/conv2d_desc.hpp"
 
@@ -64,6 +66,37 @@ inline float from_bits16(DType dtype, std::uint16_t bits) noexcept {
 // `value` as `dtype` stores it; unchanged for kFloat32.
 inline float rounded_to(DType dtype, float value) noexcept {
   return dtype == DType::kFloat32 ? value : from_bits16(dtype, to_bits16(dtype, value));
+}
+
+// Element i of a buffer of `dtype` (4 or 2 bytes an element), as the GPU stores it.
+inline void store_element(unsigned char* bytes, std::size_t i, DType dtype, float value) noexcept {
+  if (dtype == DType::kFloat32) {
+    std::memcpy(bytes + i * 4, &value, 4);
+  } else {
+    const std::uint16_t bits = to_bits16(dtype, value);
+    std::memcpy(bytes + i * 2, &bits, 2);
+  }
+}
+inline float load_element(const unsigned char* bytes, std::size_t i, DType dtype) noexcept {
+  if (dtype == DType::kFloat32) {
+    float value;
+    std::memcpy(&value, bytes + i * 4, 4);
+    return value;
+  }
+  std::uint16_t bits;
+  std::memcpy(&bits, bytes + i * 2, 2);
+  return from_bits16(dtype, bits);
+}
+// Whole buffers: floats to the bytes a `dtype` buffer holds, and back.
+inline std::vector<unsigned char> to_storage(const std::vector<float>& values, DType dtype) {
+  std::vector<unsigned char> out(values.size() * size_of(dtype));
+  for (std::size_t i = 0; i < values.size(); ++i) store_element(out.data(), i, dtype, values[i]);
+  return out;
+}
+inline std::vector<float> from_storage(const std::vector<unsigned char>& bytes, DType dtype) {
+  std::vector<float> out(bytes.size() / size_of(dtype));
+  for (std::size_t i = 0; i < out.size(); ++i) out[i] = load_element(bytes.data(), i, dtype);
+  return out;
 }
 
 // A 32-bit pattern that fills a buffer of `dtype` with quiet NaNs.
