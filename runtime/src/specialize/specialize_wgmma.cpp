@@ -23,7 +23,10 @@ constexpr int kMaxStages = 4;
 
 struct WgmmaTile {
   int bn = 0, mb = 0, bp = 0, bq = 0, stages = 0, split = 1;
+  int chunks = 0;            // channel chunks of a group: the template's kChunks
+  std::int64_t patches = 0;  // kBP x kBQ patches over the output: the template's kTiles
   bool store_warps = false;
+  bool persistent = false;
   std::uint64_t packed_bytes = 0;
   unsigned shared_bytes = 0;
 };
@@ -116,17 +119,21 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   const int element = d.dtype == DType::kFloat32 ? 4 : 2;
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
   const int fit_with_store = (kSharedLimit - kBarrierBytes - out_bytes) / per_stage;
-  const int chunks_per_group = (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
-  const bool short_patches = chunks_per_group * d.r <= 8;
+  t.chunks = (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
+  const int stages_per_patch = t.chunks * d.r;
+  const bool short_patches = stages_per_patch <= 8;
   t.store_warps = store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
   const int fit = (kSharedLimit - kBarrierBytes - (t.store_warps ? out_bytes : 0)) / per_stage;
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
   t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
-  const std::uint64_t chunks = static_cast<std::uint64_t>(d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
+  // Store warps only pay off when the block goes on to another patch.
+  t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
+  const auto out = d.output_shape();
+  t.patches = static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // 32 bytes per output channel and tap for every data type (8 floats or 16 halves).
-  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
+  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
                    t.bn * 32;
   return t;
 }
@@ -140,31 +147,23 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
   if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
   const auto tile = choose_tile(d);
   if (!tile) return "not even two pipeline stages fit in shared memory";
-  const auto out = d.output_shape();
-  const std::int64_t tiles = static_cast<std::int64_t>(d.n) * ((out.p + tile->bp - 1) / tile->bp) *
-                             ((out.q + tile->bq - 1) / tile->bq);
-  if (tiles > INT_MAX) return "more pixel tiles than a grid holds";
+  if (tile->patches > INT_MAX) return "more pixel tiles than a grid holds";
   return std::nullopt;
 }
 
 SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
   const auto tile = choose_tile(d);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
-  const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
-  const std::int64_t tiles = static_cast<std::int64_t>(d.n) * ((out.p + tile->bp - 1) / tile->bp) *
-                             ((out.q + tile->bq - 1) / tile->bq);
-  const char* math = sixteen_bit(d) ? (d.dtype == DType::kFloat16 ? "f16" : "bf16")
-                     : tile->split == 3 ? "3xtf32"
-                                        : "tf32";
+  // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
+  const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
   SpecializedSource src;
   src.algorithm = "implicit_gemm";
   src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}",
                          tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
-                         tile->store_warps ? ", outputs staged for the store warps" : "", sixteen_bit(d) ? to_string(d.dtype)
-                                                                              : tile->split == 3 ? "3xTF32"
-                                                                                                 : "TF32");
+                         tile->store_warps ? ", outputs staged for the store warps" : "",
+                         sixteen_bit(d) ? math : tile->split == 3 ? "3xTF32" : "TF32");
   src.template_name = kTemplate;
   src.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
   src.compile_arch = "sm_90a";
@@ -178,13 +177,12 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
                  .constant("kSplit", tile->split)
                  .constant("kStoreWarps", tile->store_warps)
                  .finish(template_text(kTemplate));
-  src.geometry = {.grid_x = static_cast<std::uint64_t>(tiles),
+  src.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
                   .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
                   .grid_z = static_cast<unsigned>(d.groups),
                   .block_x = kThreads,
                   .shared_bytes = tile->shared_bytes,
-                  .persistent = tile->store_warps || persistent_launch(tile->split, (d.c / d.groups + chunk_channels(d) - 1) /
-                                                                                          chunk_channels(d) * d.r)};
+                  .persistent = tile->persistent};
   src.weight_pack = WeightPack{.kernel_name = src.kernel_name + "_pack",
                                .packed_bytes = tile->packed_bytes,
                                .block_x = 256,
