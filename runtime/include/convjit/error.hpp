@@ -13,6 +13,7 @@ enum class ErrorCode {
   kNoDriver,         // libcuda.so.1 could not be loaded
   kNoDevice,         // the driver loaded but the requested device is absent
   kDriver,           // a CUDA Driver API call failed
+  kContextLost,      // the CUDA context hit a sticky error (a kernel faulted): nothing more runs in it
   kCompile,          // NVRTC failed; the message carries the log and the options
   kCublas,           // a cuBLAS call failed
   kCache,            // the on-disk cache cannot be used

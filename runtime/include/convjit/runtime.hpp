@@ -93,6 +93,16 @@ struct CacheStats {
   std::string disk_note;              // why the disk cache is read-only or off; empty when read-write
 };
 
+// The alignment, in bytes, each operand's pointer needs for a plan's fastest kernel.
+// Less-aligned pointers (down to the element size) run a variant compiled for them.
+struct AlignmentNeeds {
+  unsigned x = 4;
+  unsigned w = 4;
+  unsigned bias = 4;
+  unsigned y = 4;
+  bool operator==(const AlignmentNeeds&) const = default;
+};
+
 // What ptxas reported for a kernel (from NVRTC's log; no GPU needed).
 struct ResourceUsage {
   int registers = 0;          // per thread
@@ -117,6 +127,7 @@ struct KernelInfo {
   std::string ptx;
   std::size_t cubin_bytes = 0;
   std::string cubin;      // the CUBIN itself, for disassembly (convjit inspect --sass)
+  AlignmentNeeds alignment;  // what the kernel needs of each pointer (less gets a variant)
   std::string options;    // NVRTC options, space separated
   std::string log;        // NVRTC log (warnings), may be empty
   std::filesystem::path cache_path;  // empty when the disk cache is off
@@ -131,18 +142,63 @@ struct PrewarmResult {
 
 class Runtime;
 
+// Everything one run reads and writes (cuDNN frontend's variant pack). Device pointers.
+// Each may sit at any offset its dtype allows (4 bytes for f32, 2 for f16 and bf16):
+// the plan checks the alignment actually present on every run and launches a kernel
+// compiled for it. A pointer no dtype allows gets kInvalidArgument, nothing launched.
+struct Conv2dArgs {
+  const void* x = nullptr;
+  // The weights as the descriptor lays them out (k, c / groups, r, s). Null when
+  // `packed_w` is given.
+  const void* w = nullptr;
+  // The weights already in the kernel's own layout, written by Conv2dPlan::pack_weights
+  // (only for plans with packed_weight_bytes() > 0): the run skips the pack kernel.
+  // For inference, where weights do not change, pack once and run many times.
+  const void* packed_w = nullptr;
+  const void* bias = nullptr;  // k elements; given exactly when the descriptor has bias
+  void* y = nullptr;
+  // Caller scratch of at least Conv2dPlan::workspace_bytes() bytes, 16-byte aligned,
+  // used only by work enqueued on the run's stream (cuDNN's execute(..., workspace),
+  // CUTLASS's get_workspace_size / run). Null: the plan's own workspace for the stream,
+  // made on the stream's first run (see Conv2dPlan::prepare).
+  void* workspace = nullptr;
+  std::uint64_t workspace_bytes = 0;
+};
+
 // A problem bound to its compiled kernel and launch geometry. run() does no
-// hashing and no lookup: it fills the argument block and launches.
+// hashing and no lookup: it checks its arguments, fills the argument block and launches.
+//
+// CUDA graphs: a run on a capturing stream never allocates, creates handles or
+// synchronizes when it is given a workspace (or needs none), or when the stream ran
+// this plan before (prepare() does that without a launch). A first run on a stream that
+// is already capturing makes its per-stream workspace with the thread's capture mode
+// relaxed, which leaves the capture valid; Runtime::conv2d's first use of a problem
+// inside a capture compiles and loads the same way.
 class Conv2dPlan {
  public:
   const Conv2dDesc& desc() const noexcept;
   Algorithm algorithm() const noexcept;  // never kAuto
-  // Scratch device memory each stream that runs this plan holds (0 for most algorithms).
+  // Scratch a run needs when it is given `w` (not `packed_w`): the packed weights of the
+  // wgmma kernel, the im2col columns and cuBLAS's workspace. Runs with `packed_w` need
+  // none, except im2col plans (whose packed_weight_bytes() is 0).
   std::uint64_t workspace_bytes() const noexcept;
+  // Bytes of the weights in the kernel's own layout; 0 when the kernel reads `w` as it is.
+  std::uint64_t packed_weight_bytes() const noexcept;
+  // Enqueues the pack of `w` into `packed` (packed_weight_bytes(), 16-byte aligned) on
+  // `stream`. Throws kInvalidArgument when this plan reads its weights as they are.
+  void pack_weights(const void* w, void* packed, Stream stream = nullptr) const;
+  // What the fastest kernel needs of each pointer (KernelInfo::alignment).
+  AlignmentNeeds alignment() const noexcept;
   const std::string& kernel_name() const noexcept;
   int device() const noexcept;  // ordinal of the device of the context the plan is bound to
+  // Makes the plan's own per-stream workspace (and anything else a first run on
+  // `stream` would make) now, without launching: call it before capturing a graph on
+  // `stream` when runs there get no caller workspace.
+  void prepare(Stream stream = nullptr) const;
   // Throws kInvalidArgument, launching nothing, when `stream` (or, for the null
-  // stream, the current context) belongs to another context than the plan's.
+  // stream, the current context) belongs to another context than the plan's, or when
+  // a pointer is null, misaligned for its dtype, or a workspace too small.
+  void run(const Conv2dArgs& args, Stream stream = nullptr) const;
   void run(const void* x, const void* w, const void* bias, void* y, Stream stream = nullptr) const;
 
  private:
@@ -166,6 +222,7 @@ class Runtime {
   // current context, else RuntimeOptions::device's primary context.
   void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
               Stream stream = nullptr);
+  void conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream = nullptr);
 
   // Throws Error(kUnsupported) when a forced algorithm cannot run this problem.
   Conv2dPlan plan(const Conv2dDesc& desc, PlanOptions options = {});

@@ -9,6 +9,7 @@ std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::kNoDriver: return "no CUDA driver";
     case ErrorCode::kNoDevice: return "no CUDA device";
     case ErrorCode::kDriver: return "CUDA driver error";
+    case ErrorCode::kContextLost: return "CUDA context lost";
     case ErrorCode::kCompile: return "compile error";
     case ErrorCode::kCublas: return "cuBLAS error";
     case ErrorCode::kCache: return "cache error";

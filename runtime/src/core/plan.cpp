@@ -64,5 +64,20 @@ int Conv2dPlan::device() const noexcept { return impl_->device->ordinal(); }
 void Conv2dPlan::run(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
   impl_->launch(x, w, bias, y, stream);
 }
+void Conv2dPlan::run(const Conv2dArgs& args, Stream stream) const {
+  if (args.packed_w != nullptr || args.workspace != nullptr) {
+    fail(ErrorCode::kUnsupported, "conv2d {}: packed weights and caller workspaces are not wired yet",
+         impl_->desc.to_string());
+  }
+  impl_->launch(args.x, args.w, args.bias, args.y, stream);
+}
+std::uint64_t Conv2dPlan::packed_weight_bytes() const noexcept {
+  return impl_->packer ? impl_->packer->workspace_bytes() : 0;
+}
+void Conv2dPlan::pack_weights(const void*, void*, Stream) const {
+  fail(ErrorCode::kUnsupported, "conv2d {}: pack_weights is not wired yet", impl_->desc.to_string());
+}
+AlignmentNeeds Conv2dPlan::alignment() const noexcept { return {}; }
+void Conv2dPlan::prepare(Stream) const {}
 
 }  // namespace convjit

@@ -186,6 +186,10 @@ void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const
   impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream))->enqueue(x, w, bias, y, stream);
 }
 
+void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream) {
+  Conv2dPlan(impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream))).run(args, stream);
+}
+
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
   return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options)));
 }
