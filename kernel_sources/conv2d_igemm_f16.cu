@@ -31,8 +31,8 @@
 // even into the 16-bit type, two neighbouring pixels per 32-bit store where they share
 // an image.
 //
-// Needs sm_80 or newer (m16n8k16 bf16/f16 mma, cvt.rn.bf16). x may have any 2-byte
-// alignment; w and y must be 16- and 4-byte aligned (as every allocation is).
+// Needs sm_80 or newer (m16n8k16 bf16/f16 mma, cvt.rn.bf16). Any 2-byte aligned pointers:
+// wide copies and stores only where kAlignW and kAlignY allow them.
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let
 // the file compile standalone under NVRTC for the tests.
@@ -48,6 +48,7 @@ constexpr int kDType = 1;  // f16 (0 f32, 1 f16, 2 bf16)
 constexpr int kBM = 32, kBN = 128, kBK = 32, kWarpsM = 1, kWarpsN = 4;
 constexpr int kMinBlocksPerSm = 2;
 constexpr bool kWideIndex = false;
+constexpr int kAlignW = 16, kAlignY = 16;
 }  // namespace spec
 #endif
 
@@ -82,7 +83,9 @@ constexpr int kBStride = kBN + 8;
 constexpr int kAStage = kBM * kAStride;
 constexpr int kBStage = kBK * kBStride;
 constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
-constexpr bool kWeightsAsync = kGemmK % 8 == 0;  // every W row is whole 16-byte chunks
+// Every W row is whole 16-byte chunks and w is 16-byte aligned (kAlignW, kAlignY: what
+// convjit knows of the pointers at this launch).
+constexpr bool kWeightsAsync = kGemmK % 8 == 0 && kAlignW >= 16;
 constexpr int kAChunksPerRow = kBK / 8;  // 16-byte chunks of one W row in a tile
 constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
 constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
@@ -92,7 +95,7 @@ constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
 constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
 constexpr bool kPadded = kPadH > 0 || kPadW > 0;
 // Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
-constexpr bool kPairStores = kPixelsPerImage % 2 == 0;
+constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
 
 static_assert(kWarpTileM % 16 == 0, "warp tile rows must be whole m16 tiles");
 static_assert(kWarpTileN % 16 == 0, "warp tile columns must be whole pairs of n8 tiles (one ldmatrix.x4.trans)");
@@ -153,26 +156,11 @@ __device__ __forceinline__ Element from_float(float v) {
   return bits;
 }
 
-// Gather table: for reduction row kk, the input offset of tap (c, r, s) relative to
-// the pixel's top-left tap, and the tap's (row, column) displacement for bounds checks.
-constexpr bool kUseTable = kGemmK <= 6144 && kDilationH * (kR - 1) < 32768 && kDilationW * (kS - 1) < 65536 &&
-                           static_cast<long long>(kCPerGroup) * kImagePlane < (1ll << 31);  // offsets fit an int
-struct GatherTable {
-  int offset[kUseTable ? kGemmK : 1];
-  int shift[kUseTable ? kGemmK : 1];  // (r * dilation_h) << 16 | s * dilation_w
-};
-__device__ constexpr GatherTable make_gather_table() {
-  GatherTable t{};
-  if (kUseTable) {
-    for (int kk = 0; kk < kGemmK; ++kk) {
-      const int c = kk / kTaps, r = (kk % kTaps) / kS, s = kk % kS;
-      t.offset[kk] = static_cast<int>(c * kImagePlane) + r * kDilationH * kW + s * kDilationW;
-      t.shift[kk] = (r * kDilationH) << 16 | (s * kDilationW);
-    }
-  }
-  return t;
-}
-__constant__ GatherTable kGather = make_gather_table();
+// Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
+constexpr bool kUseTable = gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
+constexpr int kTableEntries = kUseTable ? kGemmK : 1;
+__constant__ GatherTable<kTableEntries> kGather =
+    make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
 
 }  // namespace igemm
 

@@ -20,7 +20,7 @@
 //
 // The reduction index kk -> (c, r, s) gather offsets come from a table built at
 // compile time (constant memory, one broadcast load per row) rather than from
-// divisions in the loop.
+// divisions in the loop (convjit_device.cuh).
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let
 // the file compile standalone under NVRTC for the tests.
@@ -35,6 +35,7 @@ constexpr bool kHasBias = true, kRelu = false;
 constexpr int kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN = 4, kSplit = 3;
 constexpr int kMinBlocksPerSm = 1;
 constexpr bool kWideIndex = false;
+constexpr int kAlignW = 16;
 }  // namespace spec
 #endif
 
@@ -64,7 +65,9 @@ constexpr int kBStride = kBN + 8;
 constexpr int kAStageFloats = kBM * kAStride;
 constexpr int kBStageFloats = kBK * kBStride;
 constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
-constexpr bool kWeightsVectorizable = kGemmK % 4 == 0;
+// 16-byte copies of W where every row is whole 16-byte chunks and w itself is 16-byte
+// aligned (kAlignW: what convjit knows of the pointer at this launch).
+constexpr bool kWeightsVectorizable = kGemmK % 4 == 0 && kAlignW >= 16;
 constexpr int kBRowsPerPass = kThreads / kBN;
 constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
 constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
@@ -81,25 +84,11 @@ __device__ __forceinline__ void cp_async4(float* dst, const float* src, bool val
                "r"(valid ? 4 : 0));
 }
 
-// Gather table: for reduction row kk, the input offset of tap (c, r, s) relative to
-// the pixel's top-left tap, and the tap's (row, column) displacement for bounds checks.
-constexpr bool kUseTable = kGemmK <= 6144 && kDilationH * (kR - 1) < 32768 && kDilationW * (kS - 1) < 65536;
-struct GatherTable {
-  int offset[kUseTable ? kGemmK : 1];
-  int shift[kUseTable ? kGemmK : 1];  // (r * dilation_h) << 16 | s * dilation_w
-};
-__device__ constexpr GatherTable make_gather_table() {
-  GatherTable t{};
-  if (kUseTable) {
-    for (int kk = 0; kk < kGemmK; ++kk) {
-      const int c = kk / kTaps, r = (kk % kTaps) / kS, s = kk % kS;
-      t.offset[kk] = static_cast<int>(c * kImagePlane) + r * kDilationH * kW + s * kDilationW;
-      t.shift[kk] = (r * kDilationH) << 16 | (s * kDilationW);
-    }
-  }
-  return t;
-}
-__constant__ GatherTable kGather = make_gather_table();
+// Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
+constexpr bool kUseTable = gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
+constexpr int kTableEntries = kUseTable ? kGemmK : 1;
+__constant__ GatherTable<kTableEntries> kGather =
+    make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
 
 __device__ __forceinline__ void mma_tf32(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
   asm volatile(

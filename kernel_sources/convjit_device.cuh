@@ -89,6 +89,41 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row_ad
                : "r"(smem_addr(row_address)));
 }
 
+// --- implicit-GEMM gather table (the mma.sync templates) ---
+// For reduction row kk = (c, r, s), s fastest: the input offset of tap (c, r, s)
+// relative to a pixel's top-left tap, and the tap's displacement (r * dilation_h) << 16 |
+// s * dilation_w for the bounds tests. Built at compile time into constant memory, one
+// broadcast load per row instead of divisions in the loop. It applies only while it
+// stays small and every entry fits its int: an offset of c x H x W past 2^31 (one image
+// of 64 x 6000 x 6000, say) would be truncated, so such problems index without it.
+__host__ __device__ constexpr bool gather_table_fits(long long gemm_k, long long c_per_group, long long plane,
+                                                     int r, int s, int dilation_h, int dilation_w) {
+  return gemm_k <= 6144 && static_cast<long long>(dilation_h) * (r - 1) < 32768 &&
+         static_cast<long long>(dilation_w) * (s - 1) < 65536 && c_per_group * plane < (1ll << 31);
+}
+
+template <int Entries>
+struct GatherTable {
+  int offset[Entries];
+  int shift[Entries];
+};
+
+// The table for a gemm_k-row reduction over taps r x s of a w-wide, plane-sized channel.
+template <int Entries>
+__host__ __device__ constexpr GatherTable<Entries> make_gather_table(bool use, int r, int s, int dilation_h,
+                                                                     int dilation_w, long long plane, int w) {
+  GatherTable<Entries> t{};
+  if (use) {
+    const int taps = r * s;
+    for (int kk = 0; kk < Entries; ++kk) {
+      const int c = kk / taps, tr = (kk % taps) / s, ts = kk % s;
+      t.offset[kk] = static_cast<int>(c * plane) + tr * dilation_h * w + ts * dilation_w;
+      t.shift[kk] = (tr * dilation_h) << 16 | (ts * dilation_w);
+    }
+  }
+  return t;
+}
+
 }  // namespace device
 
 #endif  // CONVJIT_DEVICE_CUH

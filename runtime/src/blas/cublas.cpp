@@ -1,5 +1,9 @@
 #include "blas/cublas.hpp"
 
+#include <cstdlib>
+
+#include "driver/stream_context.hpp"
+
 namespace convjit {
 
 std::string_view cublas_status_name(cublasStatus_t status) noexcept {
@@ -8,7 +12,16 @@ std::string_view cublas_status_name(cublasStatus_t status) noexcept {
   return name != nullptr ? name : "unknown cuBLAS status";
 }
 
-CublasHandle::CublasHandle() { CONVJIT_CUBLAS_CHECK(cublasCreate(&handle_), "creating a cuBLAS handle"); }
+CublasHandle::CublasHandle() {
+  RelaxedCaptureMode relaxed;  // cublasCreate allocates
+  CONVJIT_CUBLAS_CHECK(cublasCreate(&handle_), "creating a cuBLAS handle");
+}
+
+std::uint64_t cublas_workspace_bytes(const std::string& arch) noexcept {
+  // What NVIDIA recommends for cublasSetWorkspace: 32 MiB on Hopper and newer, 4 MiB before.
+  const int number = arch.rfind("sm_", 0) == 0 ? std::atoi(arch.c_str() + 3) : 0;  // "sm_90a" -> 90
+  return number >= 90 ? std::uint64_t{32} << 20 : std::uint64_t{4} << 20;
+}
 
 CublasHandle::~CublasHandle() {
   if (handle_ != nullptr) cublasDestroy(handle_);

@@ -3,6 +3,10 @@
 
 #include <cublas_v2.h>
 
+#include <cstdint>
+#include <mutex>
+#include <string>
+
 #include "core/fail.hpp"
 
 namespace convjit {
@@ -21,7 +25,7 @@ std::string_view cublas_status_name(cublasStatus_t status) noexcept;
 
 class CublasHandle {
  public:
-  CublasHandle();  // in the current context
+  CublasHandle();  // in the current context; safe while a stream is capturing
   ~CublasHandle();
   CublasHandle(const CublasHandle&) = delete;
   CublasHandle& operator=(const CublasHandle&) = delete;
@@ -30,5 +34,18 @@ class CublasHandle {
  private:
   cublasHandle_t handle_ = nullptr;
 };
+
+// One handle for every plan of a context. A cuBLAS handle is not thread-safe, so a
+// caller holds `mutex` from binding the stream and workspace to its last enqueued GEMM;
+// enqueueing is microseconds, so one handle per context costs nothing in practice and
+// keeps handle creation (which allocates) off the launch path.
+struct SharedCublas {
+  std::mutex mutex;
+  CublasHandle handle;
+};
+
+// cuBLAS's workspace for one run: with a workspace given, cuBLAS never allocates on its
+// own, which a graph capture needs (NVIDIA's guidance for capture: cublasSetWorkspace).
+std::uint64_t cublas_workspace_bytes(const std::string& arch) noexcept;
 
 }  // namespace convjit

@@ -43,8 +43,10 @@ std::string tuning_key(const Conv2dDesc& desc, const DeviceContext& dev) {
 }  // namespace
 
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDesc& desc,
-                                                                   const std::shared_ptr<DeviceContext>& dev) {
+                                                                   const std::shared_ptr<DeviceContext>& dev,
+                                                                   Stream stream) {
   desc.validate();
+  Counters& counters = pipeline->counters;
   const std::string key = tuning_key(desc, *dev);
   if (auto stored = tuning.load(key)) {
     Counters::bump(counters.autotune_reused);
@@ -63,6 +65,14 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
     }
   }
   if (candidates.size() == 1) return candidates.front();
+  // Timing synchronizes, which would invalidate a graph being captured on `stream`.
+  if (is_capturing(reinterpret_cast<CUstream>(stream))) {
+    fail(ErrorCode::kUnsupported,
+         "conv2d {}: autotuning would time the algorithms, which a CUDA graph capture forbids, and this problem "
+         "has no stored choice yet; nothing was launched and the capture is still valid. Run it once before "
+         "capturing, prewarm its tuning in an earlier process, or turn autotuning off (CONVJIT_AUTOTUNE)",
+         desc.to_string());
+  }
 
   // Buffers, events and the launches below all belong to the plan's context.
   ScopedContext scope(dev->context());
@@ -77,11 +87,12 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
   std::shared_ptr<const Conv2dPlan::Impl> best;
   for (const auto& plan : candidates) {
     const void* bias = desc.bias ? b.get() : nullptr;
-    plan->enqueue(x.get(), w.get(), bias, y.get(), nullptr);  // warm-up: first touch, cuBLAS heuristics
+    const Conv2dArgs args{.x = x.get(), .w = w.get(), .bias = bias, .y = y.get()};
+    plan->run(args, nullptr, /*check_binding=*/false);  // warm-up: first touch, workspace, cuBLAS heuristics
     double fastest = std::numeric_limits<double>::infinity();
     for (int rep = 0; rep < 3; ++rep) {
       CONVJIT_CU_CHECK(cuEventRecord(start.event, nullptr), "recording a tuning event");
-      plan->enqueue(x.get(), w.get(), bias, y.get(), nullptr);
+      plan->run(args, nullptr, /*check_binding=*/false);
       CONVJIT_CU_CHECK(cuEventRecord(stop.event, nullptr), "recording a tuning event");
       CONVJIT_CU_CHECK(cuEventSynchronize(stop.event), "waiting for a tuning run");
       float ms = 0;

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <climits>
+#include <limits>
 
 #include "core/fail.hpp"
 
@@ -70,6 +72,35 @@ void Conv2dDesc::validate() const {
   if (k % groups != 0) {
     fail(ErrorCode::kInvalidArgument, "Conv2dDesc.groups: expected a divisor of k = {}, got {}", k, groups);
   }
+  // The kernels hold coordinates within one channel plane, and the reduction length, in
+  // int; everything that multiplies past them is 64-bit (kWideIndex). So these are
+  // bounded here, each naming its field, rather than overflowing in a kernel.
+  constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+  if (std::int64_t{h} + 2 * std::int64_t{pad_h} > kIntMax) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.pad_h: h + 2 * pad_h = {} is over 2^31 - 1",
+         std::int64_t{h} + 2 * std::int64_t{pad_h});
+  }
+  if (std::int64_t{w} + 2 * std::int64_t{pad_w} > kIntMax) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.pad_w: w + 2 * pad_w = {} is over 2^31 - 1",
+         std::int64_t{w} + 2 * std::int64_t{pad_w});
+  }
+  if (std::int64_t{dilation_h} * (r - 1) + 1 > kIntMax) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.dilation_h: the dilated filter height {} is over 2^31 - 1",
+         std::int64_t{dilation_h} * (r - 1) + 1);
+  }
+  if (std::int64_t{dilation_w} * (s - 1) + 1 > kIntMax) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.dilation_w: the dilated filter width {} is over 2^31 - 1",
+         std::int64_t{dilation_w} * (s - 1) + 1);
+  }
+  if (std::int64_t{h} * w > kIntMax) {
+    fail(ErrorCode::kInvalidArgument,
+         "Conv2dDesc.h: an input plane of h x w = {} x {} = {} pixels is over 2^31 - 1, the kernels' per-plane index",
+         h, w, std::int64_t{h} * w);
+  }
+  if (c % groups == 0 && std::int64_t{c / groups} * r * s > kIntMax) {
+    fail(ErrorCode::kInvalidArgument, "Conv2dDesc.c: the reduction (c / groups) x r x s = {} is over 2^31 - 1",
+         std::int64_t{c / groups} * r * s);
+  }
   const auto out = output_shape();
   if (out.p < 1) {
     fail(ErrorCode::kInvalidArgument,
@@ -80,6 +111,11 @@ void Conv2dDesc::validate() const {
     fail(ErrorCode::kInvalidArgument,
          "Conv2dDesc.w: padded input width {} + 2*{} is smaller than the dilated filter width {}",
          w, pad_w, std::int64_t{dilation_w} * (s - 1) + 1);
+  }
+  if (out.p * out.q > kIntMax) {
+    fail(ErrorCode::kInvalidArgument,
+         "Conv2dDesc.h: an output plane of p x q = {} x {} = {} pixels is over 2^31 - 1, the kernels' per-plane index",
+         out.p, out.q, out.p * out.q);
   }
   // Kernels index with 64-bit offsets past 2^31 elements; beyond 2^62 even that overflows.
   constexpr std::int64_t kMaxElements = std::int64_t{1} << 62;

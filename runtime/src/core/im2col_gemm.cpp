@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "blas/cublas.hpp"
-#include "driver/device_context.hpp"
 #include "specialize/specialized_source.hpp"
 
 namespace convjit {
@@ -46,56 +45,29 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
   return out;
 }
 
-struct Im2colGemmRunner::StreamState {
-  CublasHandle handle;
-  CUdeviceptr workspace = 0;
-  ~StreamState() {
-    if (workspace != 0) CudaDriver::get().cuMemFree(workspace);
-  }
-};
-
 Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking,
-                                   std::shared_ptr<DeviceContext> device, std::shared_ptr<LoadedModule> module,
-                                   const std::string& kernel_name)
-    : desc_(desc), chunking_(chunking), device_(std::move(device)), module_(std::move(module)) {
+                                   std::shared_ptr<LoadedModule> module, const std::string& kernel_name,
+                                   std::shared_ptr<SharedCublas> blas, const std::string& arch)
+    : desc_(desc),
+      chunking_(chunking),
+      module_(std::move(module)),
+      blas_(std::move(blas)),
+      blas_workspace_(cublas_workspace_bytes(arch)) {
   im2col_ = module_->lookup(kernel_name + "_im2col");
   bias_act_ = module_->lookup(kernel_name + "_bias_act");
 }
 
-Im2colGemmRunner::~Im2colGemmRunner() {
-  // NOTE: handles and buffers belong to our context; free them with it current.
-  try {
-    ScopedContext scope(device_->context());
-    std::unique_lock lock(mutex_);
-    streams_.clear();
-  } catch (...) {
-  }
+namespace {
+constexpr std::uint64_t kBlasAlign = 256;  // cublasSetWorkspace's alignment
+std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+}  // namespace
+
+std::uint64_t Im2colGemmRunner::workspace_bytes() const noexcept {
+  return round_up(chunking_.workspace_bytes, 16) + kBlasAlign + blas_workspace_;
 }
 
-Im2colGemmRunner::StreamState& Im2colGemmRunner::state_for(CUstream stream) const {
-  {
-    std::shared_lock lock(mutex_);
-    // NOTE: a slot can be empty when making its state failed; that path retries under the unique lock.
-    if (auto it = streams_.find(stream); it != streams_.end() && it->second) return *it->second;
-  }
-  std::unique_lock lock(mutex_);
-  auto& slot = streams_[stream];
-  if (!slot) {
-    auto state = std::make_unique<StreamState>();
-    CONVJIT_CUBLAS_CHECK(cublasSetStream(state->handle.get(), reinterpret_cast<cudaStream_t>(stream)),
-                         "binding a cuBLAS handle to a stream");
-    if (chunking_.workspace_bytes > 0) {
-      CONVJIT_CU_CHECK(cuMemAlloc(&state->workspace, chunking_.workspace_bytes), "allocating {} bytes of im2col workspace",
-                       chunking_.workspace_bytes);
-    }
-    slot = std::move(state);
-  }
-  return *slot;
-}
-
-void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUstream stream) const {
-  ScopedContext scope(device_->context());
-  StreamState& state = state_for(stream);
+void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,
+                           CUstream stream) const {
   const auto o = desc_.output_shape();
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
@@ -108,7 +80,15 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
   const auto* xf = static_cast<const char*>(x);
   const auto* wf = static_cast<const char*>(w);
   auto* yf = static_cast<char*>(y);
-  auto* col = reinterpret_cast<char*>(state.workspace);
+  auto* col = reinterpret_cast<char*>(workspace);
+  const CUdeviceptr blas_ws = round_up(workspace + round_up(chunking_.workspace_bytes, 16), kBlasAlign);
+  // NOTE: the handle is the context's; it stays locked until this run's last GEMM is
+  // enqueued, so no other run rebinds its stream or workspace in between.
+  std::lock_guard blas_lock(blas_->mutex);
+  const cublasHandle_t handle = blas_->handle.get();
+  CONVJIT_CUBLAS_CHECK(cublasSetStream(handle, reinterpret_cast<cudaStream_t>(stream)), "binding cuBLAS to a stream");
+  CONVJIT_CUBLAS_CHECK(cublasSetWorkspace(handle, reinterpret_cast<void*>(blas_ws), blas_workspace_),
+                       "giving cuBLAS its workspace");
   const float one = 1.0f;  // float scalars: the compute type is 32F for every data type
   const float zero = 0.0f;
   // Column-major view: Y^T (pixels x k) = col^T (pixels x kk) * W^T (kk x k).
@@ -125,7 +105,7 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
     char* y_group = yf + g * k_per_group * pixels * esz;
     if (chunking_.pointwise) {
       CONVJIT_CUBLAS_CHECK(
-          cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
+          cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
                                      static_cast<int>(k_per_group), static_cast<int>(c_per_group), &one,
                                      xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
                                      static_cast<long long>(desc_.c) * plane, w_group, type,
@@ -146,7 +126,7 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
                                         stream, args, nullptr),
                          "launching im2col of {}", desc_.to_string());
         CONVJIT_CUBLAS_CHECK(
-            cublasGemmStridedBatchedEx(state.handle.get(), CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
+            cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
                                        static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, type,
                                        static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, type,
                                        static_cast<int>(gemm_k), 0, &zero,

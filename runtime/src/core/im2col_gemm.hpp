@@ -4,17 +4,14 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
-#include <unordered_map>
+#include <string>
 
+#include "blas/cublas.hpp"
 #include "convjit/runtime.hpp"
 #include "driver/loaded_module.hpp"
 
 namespace convjit {
 
-class DeviceContext;
-class CublasHandle;
 
 // How one problem is cut to fit the workspace.
 struct Im2colChunking {
@@ -29,29 +26,26 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& desc, std::uint64_t limit_by
 
 class Im2colGemmRunner {
  public:
-  Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking, std::shared_ptr<DeviceContext> device,
-                   std::shared_ptr<LoadedModule> module, const std::string& kernel_name);
-  ~Im2colGemmRunner();
+  // `blas` is the context's shared handle; `arch` sizes cuBLAS's workspace.
+  Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking, std::shared_ptr<LoadedModule> module,
+                   const std::string& kernel_name, std::shared_ptr<SharedCublas> blas, const std::string& arch);
 
-  void run(const void* x, const void* w, const void* bias, void* y, CUstream stream) const;
+  // Scratch one run needs: the column chunk, then cuBLAS's workspace at a 256-byte
+  // boundary (with room to reach one from any 16-byte aligned start).
+  std::uint64_t workspace_bytes() const noexcept;
+  // Enqueues the run on `stream` with `workspace` (workspace_bytes(), 16-byte aligned),
+  // which only work on `stream` may use. Call with the module's context current.
+  void run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace, CUstream stream) const;
   const Im2colChunking& chunking() const noexcept { return chunking_; }
 
  private:
-  // A cuBLAS handle and a workspace per stream: runs on different streams must not
-  // share one column buffer, runs on one stream are ordered by the stream. The runner
-  // belongs to one plan and so to one context, which makes these per context too
-  // (a cuBLAS handle and its memory live in the context current at creation).
-  struct StreamState;
-  StreamState& state_for(CUstream stream) const;
-
   Conv2dDesc desc_;
   Im2colChunking chunking_;
-  std::shared_ptr<DeviceContext> device_;
   std::shared_ptr<LoadedModule> module_;
+  std::shared_ptr<SharedCublas> blas_;
+  std::uint64_t blas_workspace_ = 0;
   CUfunction im2col_ = nullptr;
   CUfunction bias_act_ = nullptr;
-  mutable std::shared_mutex mutex_;  // shared for the lookup of a known stream
-  mutable std::unordered_map<CUstream, std::unique_ptr<StreamState>> streams_;
 };
 
 }  // namespace convjit

@@ -35,18 +35,20 @@ CacheStats Counters::snapshot() const {
 }
 
 std::size_t KernelStore::KeyHash::operator()(const Key& key) const noexcept {
+  const std::size_t align = key.align.x | key.align.w << 5 | key.align.bias << 10 | key.align.y << 15;
   return Conv2dDescHash{}(key.desc) ^ (std::hash<std::string>{}(key.arch) * 31) ^
-         (static_cast<std::size_t>(key.algorithm) << 7);
+         (static_cast<std::size_t>(key.algorithm) << 7) ^ (align << 11);
 }
 
 KernelStore::KernelStore(std::optional<DiskCache> disk, Counters& counters)
     : disk_(std::move(disk)), counters_(counters) {}
 
 std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, Algorithm algorithm,
-                                                       const std::string& arch, ArtifactOrigin* origin) {
+                                                       const std::string& arch, const AlignmentNeeds& align,
+                                                       ArtifactOrigin* origin) {
   desc.validate();
   parse_arch(arch);
-  const Key key{desc, algorithm, arch};
+  const Key key{desc, algorithm, arch, align};
   std::promise<std::shared_ptr<const KernelArtifact>> promise;
   {
     std::unique_lock lock(mutex_);
@@ -61,7 +63,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, A
   }
   try {
     ArtifactOrigin produced{};
-    auto artifact = produce(desc, algorithm, arch, /*force_compile=*/false, produced);
+    auto artifact = produce(key, /*force_compile=*/false, produced);
     promise.set_value(artifact);
     if (origin != nullptr) *origin = produced;
     return artifact;
@@ -75,25 +77,27 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, A
 }
 
 std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& desc, Algorithm algorithm,
-                                                           const std::string& arch) {
+                                                           const std::string& arch, const AlignmentNeeds& align) {
   ArtifactOrigin origin{};
-  auto artifact = produce(desc, algorithm, arch, /*force_compile=*/true, origin);
+  const Key key{desc, algorithm, arch, align};
+  auto artifact = produce(key, /*force_compile=*/true, origin);
   std::promise<std::shared_ptr<const KernelArtifact>> promise;
   promise.set_value(artifact);
   std::lock_guard lock(mutex_);
-  table_.insert_or_assign(Key{desc, algorithm, arch}, promise.get_future().share());
+  table_.insert_or_assign(key, promise.get_future().share());
   return artifact;
 }
 
-std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& desc, Algorithm algorithm,
-                                                           const std::string& arch, bool force_compile,
+std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile,
                                                            ArtifactOrigin& origin) {
   static const std::string nvrtc_version = Nvrtc::version();
+  const Conv2dDesc& desc = key.desc;
+  const std::string& arch = key.arch;
   auto artifact = std::make_shared<KernelArtifact>();
   artifact->desc = desc;
-  artifact->algorithm = algorithm;
+  artifact->algorithm = key.algorithm;
   artifact->arch = arch;
-  artifact->source = specialize(desc, algorithm, arch);
+  artifact->source = specialize(desc, key.algorithm, arch, key.align);
   const auto options =
       Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);

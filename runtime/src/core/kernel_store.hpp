@@ -36,11 +36,14 @@ class KernelStore {
   KernelStore(std::optional<DiskCache> disk, Counters& counters);
 
   // Validates `desc` first; throws Error from validation, specialization or NVRTC.
-  // `algorithm` is a resolved one (never kAuto).
+  // `algorithm` is a resolved one (never kAuto); `align`, what the launch's pointers are
+  // known to have.
   std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
+                                            const AlignmentNeeds& align = kFullAlignment,
                                             ArtifactOrigin* origin = nullptr);
-  // Compiles again, replacing the memory and disk copies (after a CUBIN failed to load).
-  std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
+  // Compiles again, replacing the memory and disk copies (after the driver refused the image).
+  std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
+                                                const AlignmentNeeds& align = kFullAlignment);
 
   const DiskCache* disk() const noexcept { return disk_ ? &*disk_ : nullptr; }
 
@@ -49,6 +52,7 @@ class KernelStore {
     Conv2dDesc desc;
     Algorithm algorithm;
     std::string arch;
+    AlignmentNeeds align;
     bool operator==(const Key&) const = default;
   };
   struct KeyHash {
@@ -56,8 +60,7 @@ class KernelStore {
   };
   using Future = std::shared_future<std::shared_ptr<const KernelArtifact>>;
 
-  std::shared_ptr<const KernelArtifact> produce(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
-                                                bool force_compile, ArtifactOrigin& origin);
+  std::shared_ptr<const KernelArtifact> produce(const Key& key, bool force_compile, ArtifactOrigin& origin);
 
   std::optional<DiskCache> disk_;
   Counters& counters_;

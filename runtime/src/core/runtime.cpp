@@ -58,12 +58,15 @@ std::uint64_t resolve_workspace_limit(const RuntimeOptions& options) {
 
 Runtime::Impl::Impl(RuntimeOptions opts)
     : options(std::move(opts)),
-      workspace_limit(resolve_workspace_limit(options)),
       autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
       cache_dir(resolve_cache_dir(options)),
-      store(open_disk_cache(options, cache_dir, counters), counters),
       tuning(cache_dir) {
   if (options.log_level) log::set_level(*options.log_level);
+  Counters opening;
+  auto disk = open_disk_cache(options, cache_dir, opening);
+  pipeline = std::make_shared<Pipeline>(std::move(disk), resolve_workspace_limit(options));
+  pipeline->counters.disk_mode = opening.disk_mode;
+  pipeline->counters.disk_note = opening.disk_note;
 }
 
 std::shared_ptr<DeviceContext> Runtime::Impl::primary(int ordinal, std::string_view option) {
@@ -114,67 +117,31 @@ ContextRef Runtime::Impl::bind_target(const PlanOptions& plan_options) {
 }
 
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested,
-                                                                 const ContextRef& ref) {
+                                                                 const ContextRef& ref, Stream stream) {
   bool built = false;
   auto plan = plans_.get(
       PlanKey{ref.id, desc, requested},
       [&] {
         auto dev = context(ref);
-        return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev) : build_plan(desc, requested, dev);
+        return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev, stream)
+                                                         : build_plan(desc, requested, dev);
       },
       &built);
-  if (!built) Counters::bump(counters.memory_hits);
+  if (!built) Counters::bump(pipeline->counters.memory_hits);
   return plan;
-}
-
-std::shared_ptr<LoadedModule> Runtime::Impl::module_for(const DeviceContext& dev, const KernelArtifact& artifact) {
-  return modules_.get(ModuleKey{dev.id(), artifact.key.hash}, [&] {
-    const std::string& name = artifact.source.kernel_name;
-    auto module = std::make_shared<LoadedModule>(dev.context(), artifact.entry.cubin,
-                                                 artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
-                                                 artifact.source.geometry.shared_bytes);
-    Counters::bump(counters.module_loads);
-    return module;
-  });
 }
 
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested,
                                                                   const std::shared_ptr<DeviceContext>& dev) {
   desc.validate();
   const Algorithm algorithm = resolve_algorithm(desc, requested, dev->arch());
-  std::optional<Im2colChunking> chunking;
-  if (algorithm == Algorithm::kIm2colGemm) chunking = plan_im2col_chunks(desc, workspace_limit);
-  auto plan = std::make_shared<Conv2dPlan::Impl>();
-  plan->desc = desc;
-  plan->algorithm = algorithm;
-  plan->device = dev;
-  // Each context's own arch: devices of different compute capabilities get their own entries.
-  plan->artifact = store.get(desc, algorithm, dev->arch());
   try {
-    plan->module = module_for(*dev, *plan->artifact);
+    return std::make_shared<Conv2dPlan::Impl>(desc, algorithm, dev, pipeline,
+                                              pipeline->kernel(desc, algorithm, dev, kFullAlignment));
   } catch (const Error& e) {
-    // A CUBIN the driver rejects (another arch, damaged in a way the checksum cannot see)
-    // is rebuilt from source, never served (vllm #41871).
-    log::warn("cannot load the cached CUBIN of {} into {} ({}); recompiling", plan->artifact->source.kernel_name,
-              dev->describe(), e.what());
-    Counters::bump(counters.corrupt_rebuilt);
-    plan->artifact = store.rebuild(desc, algorithm, dev->arch());
-    plan->module = module_for(*dev, *plan->artifact);
+    if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
+    throw;
   }
-  plan->geometry = plan->artifact->source.geometry;
-  if (plan->geometry.persistent) {
-    const std::uint64_t per_item = std::uint64_t{plan->geometry.grid_y} * plan->geometry.grid_z;
-    const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);
-    plan->geometry.grid_x = std::min(plan->geometry.grid_x, blocks);
-  }
-  if (const auto& pack = plan->artifact->source.weight_pack) {
-    plan->packer = std::make_shared<WeightPacker>(*pack, dev, plan->module);
-  }
-  if (chunking) {
-    plan->gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, dev, plan->module,
-                                                    plan->artifact->source.kernel_name);
-  }
-  return plan;
 }
 
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -182,12 +149,13 @@ Runtime::~Runtime() = default;
 
 void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
                      Stream stream) {
-  // The plan is looked up by the stream's own context, so it cannot be a foreign one.
-  impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream))->enqueue(x, w, bias, y, stream);
+  conv2d(desc, Conv2dArgs{.x = x, .w = w, .bias = bias, .y = y}, stream);
 }
 
 void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream) {
-  Conv2dPlan(impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream))).run(args, stream);
+  // The plan is looked up by the stream's own context, so it cannot be a foreign one.
+  impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream), stream)
+      ->run(args, stream, /*check_binding=*/false);
 }
 
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
@@ -202,7 +170,8 @@ PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<
     try {
       ArtifactOrigin origin{};
       desc.validate();
-      impl_->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target, &origin);
+      impl_->pipeline->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target, kFullAlignment,
+                                 &origin);
       ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
     } catch (const Error& e) {
       ++result.failed;
@@ -225,7 +194,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   desc.validate();
   const std::string target = arch ? *arch : device_arch();
   const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
-  auto artifact = impl_->store.get(desc, algorithm, target);
+  auto artifact = impl_->pipeline->store.get(desc, algorithm, target);
   const auto& src = artifact->source;
   KernelInfo info;
   info.algorithm = src.algorithm;
@@ -244,6 +213,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   info.options = artifact->entry.options;
   info.log = artifact->entry.log;
   info.cache_path = artifact->path;
+  info.alignment = src.needs;
   return info;
 }
 
@@ -252,7 +222,7 @@ void Runtime::synchronize(Stream stream) {
   CONVJIT_CU_CHECK(cuStreamSynchronize(reinterpret_cast<CUstream>(stream)), "synchronizing a stream");
 }
 
-CacheStats Runtime::stats() const { return impl_->counters.snapshot(); }
+CacheStats Runtime::stats() const { return impl_->pipeline->counters.snapshot(); }
 const std::filesystem::path& Runtime::cache_dir() const noexcept { return impl_->cache_dir; }
 std::string Runtime::device_arch() { return impl_->device()->arch(); }
 

@@ -4,35 +4,62 @@
 #include <memory>
 #include <string>
 
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
 #include "convjit/runtime.hpp"
-#include "core/counters.hpp"
-#include "core/im2col_gemm.hpp"
-#include "core/kernel_store.hpp"
 #include "core/once_map.hpp"
+#include "core/pipeline.hpp"
 #include "core/tuning_record.hpp"
-#include "core/weight_packer.hpp"
 #include "driver/device_context.hpp"
-#include "driver/loaded_module.hpp"
+#include "driver/device_memory.hpp"
 #include "driver/stream_context.hpp"
 
 namespace convjit {
 
 struct Conv2dPlan::Impl {
+  Impl(const Conv2dDesc& desc, Algorithm algorithm, std::shared_ptr<DeviceContext> device,
+       std::shared_ptr<Pipeline> pipeline, std::shared_ptr<const PlanKernel> primary);
+
+  // NOTE: declared first, so destroyed last: the kernels' modules and the workspaces
+  // belong to its context, which it keeps alive.
+  std::shared_ptr<DeviceContext> device;
   Conv2dDesc desc;
   Algorithm algorithm = Algorithm::kDirect;
-  std::shared_ptr<const KernelArtifact> artifact;
-  // The one context the plan launches in; keeps a primary context alive as long as the plan.
-  std::shared_ptr<DeviceContext> device;
-  std::shared_ptr<LoadedModule> module;  // loaded into `device`
-  LaunchGeometry geometry;
-  std::shared_ptr<const Im2colGemmRunner> gemm;  // set for Algorithm::kIm2colGemm
-  std::shared_ptr<const WeightPacker> packer;     // set for kernels that read packed weights (wgmma)
+  std::shared_ptr<Pipeline> pipeline;
+  // The kernel for pointers aligned to 16 bytes (any allocation); launches with less
+  // get a variant compiled for the alignment present.
+  std::shared_ptr<const PlanKernel> primary;
 
-  // For callers holding the plan (Conv2dPlan::run): rejects, before anything is
-  // enqueued, a stream of another context, then enqueues.
-  void launch(const void* x, const void* w, const void* bias, void* y, Stream stream) const;
-  // For callers that picked this plan by the stream's context (Runtime::conv2d, autotune).
-  void enqueue(const void* x, const void* w, const void* bias, void* y, Stream stream) const;
+  // Checks every argument, then enqueues. `check_binding`: reject, launching nothing, a
+  // stream of another context (callers holding the plan); Runtime::conv2d picked the
+  // plan by the stream's context and skips it.
+  void run(const Conv2dArgs& args, Stream stream, bool check_binding) const;
+  void pack_weights(const void* w, void* packed, Stream stream) const;
+  void prepare(Stream stream) const;
+
+ private:
+  void check_binding(CUstream stream) const;
+  void enqueue(const Conv2dArgs& args, CUstream stream) const;
+  // The kernel for pointers aligned as `present` says: the primary when it can take
+  // them, else a variant built (compiled or read from the cache) on first need.
+  std::shared_ptr<const PlanKernel> kernel_for(const AlignmentNeeds& present) const;
+  // The plan's own workspace for `stream`, at least `bytes`: made on the stream's first
+  // run (or prepare) and kept; runs on one stream are ordered, so they share it.
+  CUdeviceptr own_workspace(CUstream stream, std::uint64_t bytes) const;
+
+  struct AlignmentHash {
+    std::size_t operator()(const AlignmentNeeds& a) const noexcept {
+      return a.x | a.w << 5 | a.bias << 10 | a.y << 15;
+    }
+  };
+  mutable OnceMap<AlignmentNeeds, const PlanKernel, AlignmentHash> variants_;
+  mutable std::shared_mutex workspaces_mutex_;
+  mutable std::unordered_map<CUstream, std::unique_ptr<DeviceAllocation>> workspaces_;
+  // Workspaces outgrown by a variant that needed more: kept until the plan goes, since
+  // work already enqueued may still use them.
+  mutable std::vector<std::unique_ptr<DeviceAllocation>> retired_;
 };
 
 struct Runtime::Impl {
@@ -47,16 +74,15 @@ struct Runtime::Impl {
   // The context a plan made with `options` is bound to.
   ContextRef bind_target(const PlanOptions& options);
   // Hot path: a shared-lock lookup by (context id, problem, algorithm); builds
-  // (compile or load, then module load into that context) on a miss.
+  // (compile or load, then module load into that context) on a miss. `stream`: where
+  // the plan will run first, checked for a capture only on a miss (autotuning cannot run
+  // inside one).
   std::shared_ptr<const Conv2dPlan::Impl> plan_for(const Conv2dDesc& desc, Algorithm requested,
-                                                   const ContextRef& context);
+                                                   const ContextRef& context, Stream stream = nullptr);
 
   RuntimeOptions options;
-  std::uint64_t workspace_limit = 0;
   bool autotune = false;
   std::filesystem::path cache_dir;
-  Counters counters;
-  KernelStore store;
   TuningRecords tuning;
 
  private:
@@ -66,20 +92,8 @@ struct Runtime::Impl {
                                                      const std::shared_ptr<DeviceContext>& context);
   // Autotuning's plan for kAuto: the stored choice, else the fastest candidate (autotune.cpp).
   std::shared_ptr<const Conv2dPlan::Impl> tuned_plan(const Conv2dDesc& desc,
-                                                     const std::shared_ptr<DeviceContext>& context);
-  // The artifact's CUBIN in `context`: loaded once per context, whatever plans share it.
-  std::shared_ptr<LoadedModule> module_for(const DeviceContext& context, const KernelArtifact& artifact);
-
-  struct ModuleKey {
-    std::uint64_t context_id;
-    std::string kernel_hash;  // KernelKey::hash: problem, algorithm, arch, source, options
-    bool operator==(const ModuleKey&) const = default;
-  };
-  struct ModuleKeyHash {
-    std::size_t operator()(const ModuleKey& key) const noexcept {
-      return std::hash<std::string>{}(key.kernel_hash) * 31 + std::hash<std::uint64_t>{}(key.context_id);
-    }
-  };
+                                                     const std::shared_ptr<DeviceContext>& context,
+                                                     Stream stream);
   struct PlanKey {
     std::uint64_t context_id;
     Conv2dDesc desc;
@@ -93,11 +107,17 @@ struct Runtime::Impl {
     }
   };
 
-  // NOTE: declared in teardown order reversed: plans and modules are destroyed (and
-  // unloaded) before the contexts that hold the primary-context references.
+  // NOTE: declared in teardown order reversed: plans, then the pipeline (modules and
+  // cuBLAS handles, unless plans the caller still holds keep it) go before the contexts
+  // that hold the primary-context references.
   OnceMap<int, DeviceContext> primaries_;              // by device ordinal
   OnceMap<std::uint64_t, DeviceContext> contexts_;     // by context id
-  OnceMap<ModuleKey, LoadedModule, ModuleKeyHash> modules_;
+
+ public:
+  // Shared with every plan: the kernel store (and so the counters) and the loaded modules.
+  std::shared_ptr<Pipeline> pipeline;
+
+ private:
   OnceMap<PlanKey, const Conv2dPlan::Impl, PlanKeyHash> plans_;
 };
 

@@ -54,6 +54,9 @@ namespace convjit {
   X(cuStreamDestroy, (CUstream))                                                                      \
   X(cuStreamGetCtx, (CUstream, CUcontext*))                                                           \
   X(cuStreamSynchronize, (CUstream))                                                                  \
+  X(cuStreamIsCapturing, (CUstream, CUstreamCaptureStatus*))                                          \
+  X(cuThreadExchangeStreamCaptureMode, (CUstreamCaptureMode*))                                        \
+  X(cuPointerGetAttribute, (void*, CUpointer_attribute, CUdeviceptr))                                 \
   X(cuEventCreate, (CUevent*, unsigned int))                                                          \
   X(cuEventDestroy, (CUevent))                                                                        \
   X(cuEventRecord, (CUevent, CUstream))                                                               \
@@ -95,15 +98,25 @@ class CudaDriver {
   int version_ = 0;
 };
 
-// Checks a driver call and throws Error(kDriver) with the call, the context and the driver's own text.
-#define CONVJIT_CU_CHECK(call, ...)                                                                  \
-  do {                                                                                               \
-    auto& convjit_drv_ = ::convjit::CudaDriver::get();                                               \
-    const CUresult convjit_res_ = convjit_drv_.call;                                                 \
-    if (convjit_res_ != CUDA_SUCCESS) {                                                              \
-      ::convjit::fail(::convjit::ErrorCode::kDriver, "{}: {} failed → {}", fmt::format(__VA_ARGS__), \
-                      #call, convjit_drv_.describe(convjit_res_));                                   \
-    }                                                                                                \
+// Errors after which the context is unusable: a kernel faulted, and every later call in
+// the context returns the same error (the CUDA programming guide's "sticky" errors).
+bool is_sticky_error(CUresult result) noexcept;
+// Errors that say a module image cannot be used here (damaged, another arch, PTX this
+// driver cannot JIT), as opposed to the context or the machine failing.
+bool is_image_error(CUresult result) noexcept;
+// kContextLost for sticky errors, else kDriver.
+ErrorCode error_code_of(CUresult result) noexcept;
+
+// Checks a driver call and throws Error(kDriver, or kContextLost for a sticky error) with
+// the call, the context and the driver's own text.
+#define CONVJIT_CU_CHECK(call, ...)                                                                      \
+  do {                                                                                                   \
+    auto& convjit_drv_ = ::convjit::CudaDriver::get();                                                   \
+    const CUresult convjit_res_ = convjit_drv_.call;                                                     \
+    if (convjit_res_ != CUDA_SUCCESS) {                                                                  \
+      ::convjit::fail(::convjit::error_code_of(convjit_res_), "{}: {} failed → {}", fmt::format(__VA_ARGS__), \
+                      #call, convjit_drv_.describe(convjit_res_));                                       \
+    }                                                                                                    \
   } while (0)
 
 }  // namespace convjit

@@ -64,6 +64,10 @@ void DeviceContext::read_device(CUdevice device) {
   arch_ = fmt::format("sm_{}{}", major, minor);
   CONVJIT_CU_CHECK(cuDeviceGetAttribute(&multiprocessors_, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device),
                    "reading the multiprocessor count of device {}", ordinal_);
+  int pageable = 0;
+  CONVJIT_CU_CHECK(cuDeviceGetAttribute(&pageable, CU_DEVICE_ATTRIBUTE_PAGEABLE_MEMORY_ACCESS, device),
+                   "reading whether device {} reads pageable host memory", ordinal_);
+  pageable_memory_access_ = pageable != 0;
   char name[256] = {};
   if (drv.cuDeviceGetName(name, sizeof(name), device) == CUDA_SUCCESS) name_ = name;
 }
@@ -75,6 +79,26 @@ DeviceContext::~DeviceContext() {
 std::string DeviceContext::describe() const {
   return fmt::format("device {} ({}, {}), {} context {} (id {})", ordinal_, name_, arch_,
                      primary_ ? "primary" : "created", fmt::ptr(context_), id_);
+}
+
+void DeviceContext::mark_lost(const std::string& why) noexcept {
+  try {
+    std::lock_guard lock(lost_mutex_);
+    if (lost_why_.empty()) lost_why_ = why;
+  } catch (...) {
+    // NOTE: noexcept: the flag below is what matters; the message is best effort.
+  }
+  lost_.store(true, std::memory_order_release);
+}
+
+void DeviceContext::check_usable() const {
+  if (!lost()) return;
+  std::lock_guard lock(lost_mutex_);
+  fail(ErrorCode::kContextLost,
+       "{} is unusable: an earlier error left it in a sticky error state ({}); nothing more can run in it, and "
+       "convjit compiles, loads and caches nothing for it. Restart the process (or destroy and recreate the "
+       "context)",
+       describe(), lost_why_);
 }
 
 ScopedContext::ScopedContext(CUcontext context) {

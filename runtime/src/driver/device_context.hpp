@@ -4,7 +4,9 @@
 // keyed by id(), never by the handle: a destroyed context's handle can come back as
 // a new context's, with none of the old one's modules.
 
+#include <atomic>
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "driver/cuda_driver.hpp"
@@ -31,8 +33,18 @@ class DeviceContext {
   const std::string& arch() const noexcept { return arch_; }  // "sm_90"
   const std::string& name() const noexcept { return name_; }
   int multiprocessors() const noexcept { return multiprocessors_; }
+  // Whether kernels may read plain (pageable) host memory: HMM or ATS systems.
+  bool pageable_memory_access() const noexcept { return pageable_memory_access_; }
   // "device 0 (NVIDIA H100, sm_90), primary context 0x5581… (id 1)", for messages.
   std::string describe() const;
+
+  // A sticky error (a kernel faulted) leaves the context unusable for the rest of the
+  // process. It is remembered, so that later calls fail at once with the first error
+  // instead of compiling, loading or blaming the cache.
+  void mark_lost(const std::string& why) noexcept;
+  bool lost() const noexcept { return lost_.load(std::memory_order_acquire); }
+  // Throws Error(kContextLost) with the remembered error when the context is lost.
+  void check_usable() const;
 
  private:
   void read_device(CUdevice device);
@@ -46,6 +58,10 @@ class DeviceContext {
   std::string arch_;
   std::string name_;
   int multiprocessors_ = 1;
+  bool pageable_memory_access_ = false;
+  std::atomic<bool> lost_{false};
+  mutable std::mutex lost_mutex_;
+  std::string lost_why_;  // guarded by lost_mutex_
 };
 
 // Makes `context` current on this thread for the scope, restoring the caller's

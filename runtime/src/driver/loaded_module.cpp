@@ -1,6 +1,7 @@
 #include "driver/loaded_module.hpp"
 
 #include "driver/device_context.hpp"
+#include "driver/stream_context.hpp"
 
 namespace convjit {
 
@@ -8,19 +9,32 @@ LoadedModule::LoadedModule(CUcontext context, const std::string& image, const st
                            unsigned dynamic_shared_bytes)
     : context_(context) {
   ScopedContext scope(context);
-  CONVJIT_CU_CHECK(cuModuleLoadData(&module_, image.data()), "loading the module of {}", kernel_name);
-  const CUresult res = CudaDriver::get().cuModuleGetFunction(&function_, module_, kernel_name.c_str());
+  RelaxedCaptureMode relaxed;
+  auto& drv = CudaDriver::get();
+  const CUresult load = drv.cuModuleLoadData(&module_, image.data());
+  if (load != CUDA_SUCCESS) {
+    module_ = nullptr;
+    const std::string what =
+        fmt::format("loading the module of {}: cuModuleLoadData failed → {}", kernel_name, drv.describe(load));
+    if (is_image_error(load)) throw ImageError(ErrorCode::kDriver, what);
+    throw Error(error_code_of(load), what);
+  }
+  const CUresult res = drv.cuModuleGetFunction(&function_, module_, kernel_name.c_str());
   if (res != CUDA_SUCCESS) {
-    CudaDriver::get().cuModuleUnload(module_);
-    fail(ErrorCode::kDriver, "looking up kernel {} in its module failed → {}", kernel_name,
-         CudaDriver::get().describe(res));
+    drv.cuModuleUnload(module_);
+    module_ = nullptr;
+    const std::string what =
+        fmt::format("looking up kernel {} in its module failed → {}", kernel_name, drv.describe(res));
+    if (is_image_error(res)) throw ImageError(ErrorCode::kDriver, what);
+    throw Error(error_code_of(res), what);
   }
   if (dynamic_shared_bytes > 48 * 1024) {
     const CUresult attr = CudaDriver::get().cuFuncSetAttribute(
         function_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(dynamic_shared_bytes));
     if (attr != CUDA_SUCCESS) {
       CudaDriver::get().cuModuleUnload(module_);
-      fail(ErrorCode::kDriver, "{} needs {} bytes of shared memory, which this device refuses → {}", kernel_name,
+      module_ = nullptr;
+      fail(error_code_of(attr), "{} needs {} bytes of shared memory, which this device refuses → {}", kernel_name,
            dynamic_shared_bytes, CudaDriver::get().describe(attr));
     }
   }

@@ -7,10 +7,20 @@
 
 namespace convjit {
 
+// The driver refused the module image itself (damaged, no code for this GPU, PTX it
+// cannot JIT): the one load failure that a fresh compile can cure. Every other failure
+// (out of memory, a lost context) is an Error of its own code and says nothing about the image.
+class ImageError : public Error {
+ public:
+  using Error::Error;
+};
+
 class LoadedModule {
  public:
   // Loads `image` (CUBIN or PTX) into `context`, looks up `kernel_name` and lets it
   // use `dynamic_shared_bytes` of dynamic shared memory (over 48 KiB needs an opt-in).
+  // Throws ImageError when the driver refuses the image, Error otherwise. Safe while a
+  // stream is capturing (the load runs with the thread's capture mode relaxed).
   LoadedModule(CUcontext context, const std::string& image, const std::string& kernel_name,
                unsigned dynamic_shared_bytes = 0);
   ~LoadedModule();

@@ -20,6 +20,25 @@ ContextRef context_of_stream(CUstream stream) {
   return ref;
 }
 
+bool is_capturing(CUstream stream) {
+  CUstreamCaptureStatus status = CU_STREAM_CAPTURE_STATUS_NONE;
+  CONVJIT_CU_CHECK(cuStreamIsCapturing(stream, &status), "asking whether stream {} is capturing", fmt::ptr(stream));
+  return status != CU_STREAM_CAPTURE_STATUS_NONE;
+}
+
+RelaxedCaptureMode::RelaxedCaptureMode() {
+  previous_ = CU_STREAM_CAPTURE_MODE_RELAXED;
+  CONVJIT_CU_CHECK(cuThreadExchangeStreamCaptureMode(&previous_), "relaxing this thread's stream-capture mode");
+  exchanged_ = true;
+}
+
+RelaxedCaptureMode::~RelaxedCaptureMode() {
+  if (!exchanged_) return;
+  // NOTE: destructors never throw; restoring a mode cannot fail once exchanging it worked.
+  CUstreamCaptureMode mode = previous_;
+  CudaDriver::get().cuThreadExchangeStreamCaptureMode(&mode);
+}
+
 std::uint64_t context_id(CUcontext context) {
   unsigned long long id = 0;
   CONVJIT_CU_CHECK(cuCtxGetId(context, &id), "reading the id of context {}", fmt::ptr(context));

@@ -29,6 +29,25 @@ std::uint64_t context_id(CUcontext context);
 // The ordinal of a device handle (they coincide in practice; this does not assume it).
 int device_ordinal(CUdevice device);
 
+// Whether work enqueued on `stream` now would be captured into a CUDA graph.
+bool is_capturing(CUstream stream);
+
+// Switches this thread's stream-capture mode to relaxed for the scope, so that the
+// allocations, module loads and handle creations convjit makes on first use neither fail
+// nor invalidate a capture in progress (on this thread in global or thread-local mode,
+// or on another thread in global mode). They are not stream work: nothing is captured.
+class RelaxedCaptureMode {
+ public:
+  RelaxedCaptureMode();
+  ~RelaxedCaptureMode();
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+
+ private:
+  CUstreamCaptureMode previous_ = CU_STREAM_CAPTURE_MODE_RELAXED;
+  bool exchanged_ = false;
+};
+
 // "device 0, context 0x5581… (id 7)": a context we may know nothing else about, for
 // error messages. Never throws.
 std::string describe_context(const ContextRef& context);

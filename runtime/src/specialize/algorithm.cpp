@@ -1,5 +1,7 @@
 #include "specialize/algorithm.hpp"
 
+#include <algorithm>
+
 #include "core/fail.hpp"
 
 namespace convjit {
@@ -53,14 +55,38 @@ Algorithm resolve_algorithm(const Conv2dDesc& d, Algorithm requested, const std:
   return requested;
 }
 
-SpecializedSource specialize(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
+AlignmentNeeds min_alignment(const AlignmentNeeds& a, const AlignmentNeeds& b) noexcept {
+  return {std::min(a.x, b.x), std::min(a.w, b.w), std::min(a.bias, b.bias), std::min(a.y, b.y)};
+}
+
+bool satisfies(const AlignmentNeeds& have, const AlignmentNeeds& need) noexcept {
+  return have.x >= need.x && have.w >= need.w && have.bias >= need.bias && have.y >= need.y;
+}
+
+AlignmentNeeds element_alignment(const Conv2dDesc& d) noexcept {
+  const auto e = static_cast<unsigned>(size_of(d.dtype));
+  return {e, e, e, e};
+}
+
+SpecializedSource specialize(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch,
+                             const AlignmentNeeds& align) {
+  SpecializedSource src;
   switch (algorithm) {
-    case Algorithm::kDirect: return specialize_direct(d);
+    case Algorithm::kDirect:
+      // Scalar accesses, or vector ones behind a run-time test of the pointer (depthwise).
+      src = specialize_direct(d);
+      src.needs = element_alignment(d);
+      return src;
     case Algorithm::kImplicitGemm:
-      // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch)) return specialize_wgmma(d);
-      return specialize_implicit_gemm(d);
-    case Algorithm::kIm2colGemm: return specialize_im2col(d);
+      // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
+      // the pointers the wgmma kernel cannot copy from.
+      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d);
+      return specialize_implicit_gemm(d, align);
+    case Algorithm::kIm2colGemm:
+      // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.
+      src = specialize_im2col(d);
+      src.needs = element_alignment(d);
+      return src;
     default:
       fail(ErrorCode::kInternal, "specialize: algorithm {} has no kernel template", to_string(algorithm));
   }

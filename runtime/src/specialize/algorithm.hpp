@@ -20,7 +20,8 @@ Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {})
 Algorithm resolve_algorithm(const Conv2dDesc& desc, Algorithm requested, const std::string& arch = {});
 
 // The kernel for a resolved, kernel-based algorithm on `arch` ("sm_90"; empty: the
-// portable kernel, as for a GPU not named).
-SpecializedSource specialize(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch = {});
+// portable kernel, as for a GPU not named), for pointers aligned as `align` says.
+SpecializedSource specialize(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch = {},
+                             const AlignmentNeeds& align = kFullAlignment);
 
 }  // namespace convjit

@@ -61,6 +61,19 @@ std::string problem_tag(const Conv2dDesc& d) {
                      d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
 }
 
+std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& full) {
+  if (align == full) return {};
+  std::string tag = "_align";
+  auto add = [&](char name, unsigned have, unsigned all) {
+    if (have < all) fmt::format_to(std::back_inserter(tag), "{}{}", name, have);
+  };
+  add('x', align.x, full.x);
+  add('w', align.w, full.w);
+  add('b', align.bias, full.bias);
+  add('y', align.y, full.y);
+  return tag;
+}
+
 std::string Prologue::finish(std::string_view template_text) const {
   return fmt::format("{}namespace spec {{\n{}}}  // namespace spec\n#line 1\n{}", head_, constants_, template_text);
 }

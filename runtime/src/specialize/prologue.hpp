@@ -7,12 +7,16 @@
 #include <string_view>
 
 #include "convjit/conv2d_desc.hpp"
+#include "convjit/runtime.hpp"
 
 namespace convjit {
 
 // The part of every kernel name that identifies the problem, e.g.
 // "n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias" (+ "_relu").
 std::string problem_tag(const Conv2dDesc& desc);
+// "" when `align` is `full`; else "_align" and each operand below full, e.g. "_alignw4y2",
+// so that a kernel compiled for less-aligned pointers has a name of its own.
+std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& full);
 
 class Prologue {
  public:

@@ -42,8 +42,8 @@ Tile choose_tile(int k_per_group, int split) {
 }
 }  // namespace
 
-SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d) {
-  if (d.dtype != DType::kFloat32) return specialize_implicit_gemm_f16(d);
+SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
+  if (d.dtype != DType::kFloat32) return specialize_implicit_gemm_f16(d, align);
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
   const int split = d.math == MathMode::kStrictFp32 ? 3 : 1;
@@ -60,8 +60,11 @@ SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d) {
   src.tile = fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn,
                          tile.bk, tile.stages, tile.warps_m, tile.warps_n, split == 3 ? "3xTF32" : "TF32");
   src.template_name = kTemplate;
-  src.kernel_name =
-      fmt::format("conv2d_igemm_{}_{}_{}", split == 3 ? "3xtf32" : "tf32", to_string(d.layout), problem_tag(d));
+  // 16-byte copies of W rows where every row is whole 16-byte chunks and w allows them.
+  const bool wide_w = d.c / d.groups * d.r * d.s % 4 == 0;
+  src.needs = {4, wide_w && align.w >= 16 ? 16u : 4u, 4, 4};
+  src.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", split == 3 ? "3xtf32" : "tf32", to_string(d.layout),
+                                problem_tag(d), alignment_tag(align, kFullAlignment));
   src.text = Prologue(src.kernel_name)
                  .problem(d)
                  .constant("kBM", tile.bm)
@@ -73,6 +76,7 @@ SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d) {
                  .constant("kSplit", split)
                  .constant("kMinBlocksPerSm", tile.min_blocks)
                  .constant("kWideIndex", wide)
+                 .constant("kAlignW", static_cast<int>(align.w))
                  .finish(template_text(kTemplate));
   src.geometry = {.grid_x = static_cast<std::uint64_t>(grid_x),
                   .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),

@@ -56,7 +56,7 @@ Tile choose_tile(int k_per_group) {
 }
 }  // namespace
 
-SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& d) {
+SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& d, const AlignmentNeeds& align) {
   if (d.dtype != DType::kFloat16 && d.dtype != DType::kBFloat16) {
     fail(ErrorCode::kInternal, "specialize_implicit_gemm_f16: {} is not 16-bit data", d.to_string());
   }
@@ -77,7 +77,13 @@ SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& d) {
                          "accumulation",
                          tile.bm, tile.bn, tile.bk, tile.warps_m, tile.warps_n, type);
   src.template_name = kTemplate;
-  src.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}", type, to_string(d.layout), problem_tag(d));
+  // The template's kWeightsAsync (16-byte copies of whole W rows) and kPairStores
+  // (two outputs a 32-bit store), each as far as the pointers allow.
+  const bool async_w = d.c / d.groups * d.r * d.s % 8 == 0;
+  const bool pair_y = out.p * out.q % 2 == 0;
+  src.needs = {2, async_w && align.w >= 16 ? 16u : 2u, 2, pair_y && align.y >= 4 ? 4u : 2u};
+  src.kernel_name =
+      fmt::format("conv2d_igemm_{}_{}_{}{}", type, to_string(d.layout), problem_tag(d), alignment_tag(align, kFullAlignment));
   src.text = Prologue(src.kernel_name)
                  .problem(d)
                  .constant("kBM", tile.bm)
@@ -87,6 +93,8 @@ SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& d) {
                  .constant("kWarpsN", tile.warps_n)
                  .constant("kMinBlocksPerSm", tile.min_blocks)
                  .constant("kWideIndex", wide)
+                 .constant("kAlignW", static_cast<int>(align.w))
+                 .constant("kAlignY", static_cast<int>(align.y))
                  .finish(template_text(kTemplate));
   src.geometry = {.grid_x = static_cast<std::uint64_t>(grid_x),
                   .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),

@@ -139,10 +139,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
 }
 }  // namespace
 
-std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
+std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch,
+                                                    const AlignmentNeeds& align) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
-  // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows.
+  // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows and an x at a
+  // 4-byte boundary.
   if (sixteen_bit(d) && d.w % 2 != 0) return "16-bit data with an odd width W cannot be copied in pixel pairs";
+  if (align.x < 4) return "16-bit x not 4-byte aligned cannot be copied in pixel pairs";
   if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
   if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
   const auto tile = choose_tile(d);
@@ -167,6 +170,10 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
   src.template_name = kTemplate;
   src.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
   src.compile_arch = "sm_90a";
+  // x in 4-byte copies (pixel pairs for 16-bit data); the weights are read only by the
+  // pack kernel, one element at a time; outputs and bias one element at a time.
+  const auto e = static_cast<unsigned>(size_of(d.dtype));
+  src.needs = {4, e, e, e};
   src.text = Prologue(src.kernel_name)
                  .problem(d)
                  .constant("kBN", tile->bn)

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "convjit/conv2d_desc.hpp"
+#include "convjit/runtime.hpp"
 
 namespace convjit {
 
@@ -30,6 +31,19 @@ struct WeightPack {
   unsigned grid_x = 1;
 };
 
+// The alignment, in bytes, that every pointer of a launch is known to have, per operand
+// (at most 16). A plan's first kernel is compiled assuming 16 for each; a launch whose
+// pointers have less runs a kernel compiled for the alignment actually present (the
+// templates widen their copies only as far as the constants allow).
+inline constexpr AlignmentNeeds kFullAlignment{16, 16, 16, 16};
+
+// Each operand's alignment, the smaller of `a` and `b`.
+AlignmentNeeds min_alignment(const AlignmentNeeds& a, const AlignmentNeeds& b) noexcept;
+// Whether `have` meets `need` for every operand.
+bool satisfies(const AlignmentNeeds& have, const AlignmentNeeds& need) noexcept;
+// Every operand needs only its element size (kernels with no wide accesses).
+AlignmentNeeds element_alignment(const Conv2dDesc& desc) noexcept;
+
 struct SpecializedSource {
   std::string algorithm;      // e.g. "direct"
   std::string tile;           // the work split, readable
@@ -39,6 +53,7 @@ struct SpecializedSource {
   LaunchGeometry geometry;
   std::string compile_arch;  // when not the device's own arch, e.g. "sm_90a" for wgmma
   std::optional<WeightPack> weight_pack;
+  AlignmentNeeds needs;  // what the kernel needs of each pointer, given its alignment constants
 };
 
 // The direct-convolution kernel for `desc` (validated by the caller): the depthwise
@@ -50,14 +65,16 @@ SpecializedSource specialize_depthwise(const Conv2dDesc& desc);
 // Empty when the depthwise kernel takes `desc`; otherwise why not.
 std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math; for f16 and
-// bf16 data, specialize_implicit_gemm_f16).
-SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc);
+// bf16 data, specialize_implicit_gemm_f16), for pointers aligned as `align` says.
+SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // The mma.sync m16n8k16 implicit-GEMM kernel for f16 and bf16 data, fp32 accumulation.
-SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& desc);
+SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // The Hopper implicit-GEMM kernel (wgmma, TF32 or 3xTF32), compiled for sm_90a.
 SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
-// Empty when the wgmma kernel can compute `desc` for `arch`; otherwise why not.
-std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch);
+// Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
+// `align` says; otherwise why not.
+std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
+                                                    const AlignmentNeeds& align = kFullAlignment);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 SpecializedSource specialize_im2col(const Conv2dDesc& desc);
