@@ -32,6 +32,7 @@ const std::vector<OptionSpec> kOptions = {
     {"--positive", "", "x uniform in (0, 1) like torch.rand (default: uniform in [-1, 1))"},
     {"--no-bias", "", "drop the bias from every problem (default: keep it, timed for both convjit and cuDNN)"},
     {"--no-cudnn", "", "convjit rows only"},
+    {"--packed", "", "add a row auto+packed: auto's plan run on weights packed once (Conv2dPlan::pack_weights)"},
     {"--cudnn-workspace-mb", "N", "largest workspace cudnnFind may use (default 4096)"},
     {"--sample-pixels", "N", "output pixels checked against float64, all channels each (default 4096)"},
     {"--seed", "S", "random seed of the data (default 1234)"},
@@ -93,6 +94,7 @@ Setup read_options(const Options& opts) {
   c.cudnn = !opts.has("--no-cudnn");
   c.bias = !opts.has("--no-bias");
   c.positive = opts.has("--positive");
+  c.packed = opts.has("--packed");
   c.seed = static_cast<std::uint64_t>(opts.int_value("--seed", 1234, 0));
   c.sample_pixels = opts.int_value("--sample-pixels", 4096, 1);
   c.jobs = opts.int_value("--jobs", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1);

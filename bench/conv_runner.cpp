@@ -248,6 +248,7 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
       measure(row, [&] { plan.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data(), stream_.get()); }, b, reference,
               tolerance(math), plan.algorithm() == Algorithm::kDirect);
       rows.push_back(row);
+      if (a == Algorithm::kAuto && config_.packed) rows.push_back(packed_row(base, plan, b, reference, tolerance(math)));
     }
   }
   if (cudnn_) rows.push_back(cudnn_row(base, d, math, b, reference));
@@ -293,6 +294,21 @@ void ConvRunner::measure(Row& row, const std::function<void()>& launch, Buffers&
                                       row.impl, CudaDriver::get().describe(r), e.what()));
     }
   }
+}
+
+Row ConvRunner::packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const ReferenceSample& reference,
+                           double tol) {
+  row.impl = "auto+packed";
+  if (plan.packed_weight_bytes() == 0) {
+    row.status = fmt::format("n/a: {} reads the weights as they are", to_string(plan.algorithm()));
+    return row;
+  }
+  DeviceBuffer packed(runtime_, plan.packed_weight_bytes());
+  plan.pack_weights(b.w.data(), packed.data(), stream_.get());
+  row.note = fmt::format("weights packed once ({:.1f} MiB)", plan.packed_weight_bytes() / 1048576.0);
+  const Conv2dArgs args{.x = b.x.data(), .packed_w = packed.data(), .bias = b.bias.data(), .y = b.y.data()};
+  measure(row, [&] { plan.run(args, stream_.get()); }, b, reference, tol, false);
+  return row;
 }
 
 Row ConvRunner::cudnn_row(Row row, const Conv2dDesc& d, BenchMath math, Buffers& b, const ReferenceSample& reference) {

@@ -26,6 +26,7 @@ struct BenchConfig {
   bool cudnn = true;
   bool bias = true;       // false: --no-bias strips the bias from every problem
   bool positive = false;  // x in (0, 1) like torch.rand
+  bool packed = false;    // a row "auto+packed": auto's plan on weights packed once (Conv2dPlan::pack_weights)
   std::uint64_t seed = 1234;
   int sample_pixels = 4096;
   int jobs = 1;  // parallel compiles before the runs
@@ -67,6 +68,7 @@ class ConvRunner {
                             const ReferenceSample& reference);
   void measure(Row& row, const std::function<void()>& launch, Buffers& buffers, const ReferenceSample& reference,
                double tol, bool may_reduce);
+  Row packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const ReferenceSample& reference, double tol);
   Row cudnn_row(Row row, const Conv2dDesc& desc, BenchMath math, Buffers& buffers, const ReferenceSample& reference);
 
   Runtime& runtime_;

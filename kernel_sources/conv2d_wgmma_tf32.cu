@@ -117,6 +117,15 @@ __device__ __forceinline__ void bar_arrive(unsigned bar) {
 __device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
+// A consumer warp hands a stage back to the producer. Every lane read the stage's A
+// rows (load_fragment); the __syncwarp orders those reads before lane 0's arrive, whose
+// release the producer's wait acquires before it copies into the stage again. Lane 0's
+// arrive alone orders only lane 0's own reads (compute-sanitizer's racecheck reports the
+// other lanes' reads against the next copies as hazards).
+__device__ __forceinline__ void release_stage(unsigned bar, int lane) {
+  __syncwarp();
+  if (lane == 0) bar_arrive(bar);
+}
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   unsigned done = 0;
   do {
@@ -368,11 +377,11 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
   if constexpr (kSplit == 1) {
     consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
     // Every group but this stage's last is done: the previous stage is free.
-    if (release_previous && lane == 0) bar_arrive(empty_bar + ((it - 1) % kStages) * 8);
+    if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8, lane);
   } else {
     consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
     wgmma_wait<0>();
-    if (lane == 0) bar_arrive(empty_bar + st * 8);
+    release_stage(empty_bar + st * 8, lane);
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
@@ -579,7 +588,7 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
       it += kStagesTotal;
       wgmma_wait<0>();
       // TF32 hands a stage back one stage late; the patch's last one goes now.
-      if (kSplit == 1 && lane == 0) bar_arrive(empty_bar + ((it - 1) % kStages) * 8);
+      if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8, lane);
 
       // Epilogue in registers: bias, optional ReLU, one rounding; then to NCHW, directly
       // or through the staged tile and the store warps.

@@ -46,6 +46,8 @@ struct SharedCublas {
 
 // cuBLAS's workspace for one run: with a workspace given, cuBLAS never allocates on its
 // own, which a graph capture needs (NVIDIA's guidance for capture: cublasSetWorkspace).
-std::uint64_t cublas_workspace_bytes(const std::string& arch) noexcept;
+// NVIDIA's recommended size for `arch`, but at most an eighth of `limit` (the plan's whole
+// workspace limit, which the columns share), in whole 256-byte units.
+std::uint64_t cublas_workspace_bytes(const std::string& arch, std::uint64_t limit) noexcept;
 
 }  // namespace convjit

@@ -30,8 +30,8 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
   const std::uint64_t image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
   if (row_bytes > limit) {
     fail(ErrorCode::kUnsupported,
-         "{}: im2col needs {} bytes for one output row, over the workspace limit of {} bytes "
-         "(RuntimeOptions.workspace_limit_bytes / CONVJIT_WORKSPACE_LIMIT)",
+         "{}: im2col needs {} bytes for one output row, over the {} bytes the workspace limit leaves for "
+         "columns (RuntimeOptions.workspace_limit_bytes / CONVJIT_WORKSPACE_LIMIT)",
          d.to_string(), row_bytes, limit);
   }
   if (image_bytes <= limit) {
@@ -47,12 +47,12 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
 
 Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking,
                                    std::shared_ptr<LoadedModule> module, const std::string& kernel_name,
-                                   std::shared_ptr<SharedCublas> blas, const std::string& arch)
+                                   std::shared_ptr<SharedCublas> blas, std::uint64_t blas_workspace)
     : desc_(desc),
       chunking_(chunking),
       module_(std::move(module)),
       blas_(std::move(blas)),
-      blas_workspace_(cublas_workspace_bytes(arch)) {
+      blas_workspace_(blas_workspace) {
   im2col_ = module_->lookup(kernel_name + "_im2col");
   bias_act_ = module_->lookup(kernel_name + "_bias_act");
 }
@@ -64,6 +64,10 @@ std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) 
 
 std::uint64_t Im2colGemmRunner::workspace_bytes() const noexcept {
   return round_up(chunking_.workspace_bytes, 16) + kBlasAlign + blas_workspace_;
+}
+
+std::uint64_t Im2colGemmRunner::overhead_bytes(std::uint64_t blas_workspace) noexcept {
+  return 15 + kBlasAlign + blas_workspace;  // the columns rounded up to 16, the alignment gap, cuBLAS's part
 }
 
 void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,

@@ -26,13 +26,16 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& desc, std::uint64_t limit_by
 
 class Im2colGemmRunner {
  public:
-  // `blas` is the context's shared handle; `arch` sizes cuBLAS's workspace.
+  // `blas` is the context's shared handle, given `blas_workspace` bytes of each run's workspace.
   Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking, std::shared_ptr<LoadedModule> module,
-                   const std::string& kernel_name, std::shared_ptr<SharedCublas> blas, const std::string& arch);
+                   const std::string& kernel_name, std::shared_ptr<SharedCublas> blas, std::uint64_t blas_workspace);
 
   // Scratch one run needs: the column chunk, then cuBLAS's workspace at a 256-byte
   // boundary (with room to reach one from any 16-byte aligned start).
   std::uint64_t workspace_bytes() const noexcept;
+  // What a plan's workspace holds besides the columns: plan_im2col_chunks gets the
+  // workspace limit less this.
+  static std::uint64_t overhead_bytes(std::uint64_t blas_workspace) noexcept;
   // Enqueues the run on `stream` with `workspace` (workspace_bytes(), 16-byte aligned),
   // which only work on `stream` may use. Call with the module's context current.
   void run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace, CUstream stream) const;

@@ -34,7 +34,12 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
   dev->check_usable();
   // Before any compile: a problem whose columns cannot fit the limit fails here.
   std::optional<Im2colChunking> chunking;
-  if (algorithm == Algorithm::kIm2colGemm) chunking = plan_im2col_chunks(desc, workspace_limit);
+  const std::uint64_t blas_workspace = cublas_workspace_bytes(dev->arch(), workspace_limit);
+  if (algorithm == Algorithm::kIm2colGemm) {
+    // The whole workspace stays under the limit: the columns get what cuBLAS leaves.
+    const std::uint64_t overhead = Im2colGemmRunner::overhead_bytes(blas_workspace);
+    chunking = plan_im2col_chunks(desc, workspace_limit > overhead ? workspace_limit - overhead : 0);
+  }
   auto k = std::make_shared<PlanKernel>();
   // Each context's own arch: devices of different compute capabilities get their own entries.
   k->artifact = store.get(desc, algorithm, dev->arch(), align);
@@ -66,7 +71,7 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
   }
   if (chunking) {
     auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module,
-                                                   src.kernel_name, blas_for(*dev), dev->arch());
+                                                   src.kernel_name, blas_for(*dev), blas_workspace);
     k->workspace_bytes = gemm->workspace_bytes();
     k->gemm = std::move(gemm);
   }
