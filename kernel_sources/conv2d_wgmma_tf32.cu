@@ -120,8 +120,7 @@ __device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned byte
 // A consumer warp hands a stage back to the producer. Every lane read the stage's A
 // rows (load_fragment); the __syncwarp orders those reads before lane 0's arrive, whose
 // release the producer's wait acquires before it copies into the stage again. Lane 0's
-// arrive alone orders only lane 0's own reads (compute-sanitizer's racecheck reports the
-// other lanes' reads against the next copies as hazards).
+// arrive alone orders only lane 0's own reads under the PTX memory model.
 __device__ __forceinline__ void release_stage(unsigned bar, int lane) {
   __syncwarp();
   if (lane == 0) bar_arrive(bar);
