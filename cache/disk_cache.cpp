@@ -5,12 +5,15 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <mutex>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "cache/disk_cache_internal.hpp"
 #include "cache/file_system.hpp"
 #include "cache/lock_file.hpp"
+#include "cache/ownership.hpp"
 #include "cache/trust.hpp"
 #include "core/fail.hpp"
 #include "specialize/kernel_key.hpp"
@@ -60,7 +63,37 @@ std::chrono::milliseconds test_hold_lock_time() {
   return hold;
 }
 
+// The innermost live StoreFailureWatch; its fields are guarded by the same mutex.
+std::mutex g_watch_mutex;
+StoreFailureWatch* g_watch = nullptr;
+
 }  // namespace
+
+StoreFailureWatch::StoreFailureWatch() {
+  const std::lock_guard lock(g_watch_mutex);
+  outer_ = std::exchange(g_watch, this);
+}
+
+StoreFailureWatch::~StoreFailureWatch() {
+  const std::lock_guard lock(g_watch_mutex);
+  g_watch = outer_;
+}
+
+std::uint64_t StoreFailureWatch::count() const {
+  const std::lock_guard lock(g_watch_mutex);
+  return count_;
+}
+
+std::string StoreFailureWatch::first_reason() const {
+  const std::lock_guard lock(g_watch_mutex);
+  return first_reason_;
+}
+
+void StoreFailureWatch::note(std::string reason) {
+  const std::lock_guard lock(g_watch_mutex);
+  if (g_watch == nullptr) return;
+  if (g_watch->count_++ == 0) g_watch->first_reason_ = std::move(reason);
+}
 
 bool is_shard_name(std::string_view name) {
   return name.size() == 2 && std::isxdigit(static_cast<unsigned char>(name[0])) &&
@@ -107,6 +140,13 @@ DiskCache::DiskCache(fs::path root, DiskCacheOptions options)
   err = fs_->lstat(vdir, st);
   if (err == ENOENT && !readonly_) {
     err = fs_->mkdir(vdir, 0700);
+    // Made here, so marked as convjit's: maintenance may then clear every file of
+    // convjit's names in it, corrupt ones included (cache/ownership.hpp).
+    if (err == 0) {
+      if (const int marker_err = write_version_marker(*fs_, vdir); marker_err != 0) {
+        log::debug("cannot mark '{}' as made by convjit: {}", vdir.string(), errno_text(marker_err));
+      }
+    }
     if (err == 0 || err == EEXIST) err = fs_->lstat(vdir, st);
   }
   if (err == 0) {
@@ -225,18 +265,25 @@ DiskCache::Lookup DiskCache::load_impl(const KernelKey& key, bool warn) const {
 
 DiskCache::StoreReport DiskCache::store(const KernelKey& key, const CacheEntry& entry) const {
   StoreReport report;
-  if (readonly_) return report;
+  if (readonly_) {
+    StoreFailureWatch::note(readonly_reason_);
+    return report;
+  }
   const fs::path path = entry_path(key);
   const fs::path shard = path.parent_path();
   const std::string bytes = serialize_entry(entry);
   if (options_.max_bytes != 0 && bytes.size() > options_.max_bytes) {
     log::info("not caching '{}': its {} bytes exceed the cache limit of {} bytes", path.string(), bytes.size(),
               options_.max_bytes);
+    StoreFailureWatch::note(fmt::format("'{}' is {} bytes, over the cache limit of {} bytes", path.string(),
+                                        bytes.size(), options_.max_bytes));
     return report;
   }
 
   const auto failed = [&](int err, std::string_view doing, const fs::path& where) {
     report.error = err;
+    StoreFailureWatch::note(err == ENOTDIR ? fmt::format("'{}' is not a directory", shard.string())
+                                           : fmt::format("{} while {} '{}'", errno_text(err), doing, where.string()));
     if (is_out_of_space(err)) {
       shared_->warn_once(CacheTrouble::kNoSpace,
                          "the disk cache at '{}' is full ({} while {} '{}'); new kernels stay in memory until "
@@ -266,6 +313,7 @@ DiskCache::StoreReport DiskCache::store(const KernelKey& key, const CacheEntry& 
   if (!S_ISDIR(st.st_mode)) return failed(ENOTDIR, "creating", shard);
   if (auto why = untrusted_cache_subdir(shard, st)) {
     shared_->warn_once(CacheTrouble::kUntrusted, "{}", *why);
+    StoreFailureWatch::note(*why);
     report.error = EPERM;
     return report;
   }
@@ -411,6 +459,7 @@ CacheEntry DiskCache::fetch_or_build(const KernelKey& key, const std::function<C
     } catch (const std::exception& e) {
       shared_->warn_once(CacheTrouble::kUnexpected, "the disk cache at '{}' failed ({}); compiling in memory",
                          root_.string(), e.what());
+      StoreFailureWatch::note(e.what());
       report.store_failed = true;
     }
   }

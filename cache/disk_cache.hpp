@@ -29,6 +29,32 @@ class FileSystem;
 
 inline constexpr std::uint64_t kDefaultCacheMaxBytes = std::uint64_t{4} << 30;
 
+// While one lives, every entry any DiskCache of this process fails to publish (full
+// disk, permissions, I/O error, an entry over the size limit, a read-only cache) is
+// counted here with its reason, whether or not a warning was printed for it (warnings
+// come once per cause). CacheStats::disk_write_errors counts the same failures but
+// cannot carry their cause, and a Runtime's DiskCache is not reachable from outside;
+// `convjit prewarm` needs both to say why it fails. Watches nest (the innermost one
+// collects) and must end in the reverse order of their start.
+class StoreFailureWatch {
+ public:
+  StoreFailureWatch();
+  ~StoreFailureWatch();
+  StoreFailureWatch(const StoreFailureWatch&) = delete;
+  StoreFailureWatch& operator=(const StoreFailureWatch&) = delete;
+
+  std::uint64_t count() const;
+  std::string first_reason() const;  // empty while count() == 0
+
+  // Called by DiskCache for each entry it could not publish.
+  static void note(std::string reason);
+
+ private:
+  StoreFailureWatch* outer_ = nullptr;
+  std::uint64_t count_ = 0;
+  std::string first_reason_;
+};
+
 struct DiskCacheOptions {
   // Serve existing entries only: never create, write, stamp, lock or evict. For a
   // cache prewarmed into an image (CONVJIT_CACHE_READONLY=1).
@@ -128,9 +154,17 @@ class DiskCache {
   struct BadEntry {
     std::filesystem::path path;
     std::string why;
+    // Why remove_entry() would leave it, empty when convjit made it (a corrupt entry
+    // included): e.g. a symbolic link, FIFO or directory where an entry belongs.
+    std::string not_convjits;
+    // Not a regular file where an entry belongs, or not a directory where a shard does:
+    // list() does not count it.
+    bool misplaced = false;
   };
   // Reads and verifies every entry in full (checksums, key text against its file
-  // name, ownership and mode); returns the ones that fail. Changes nothing.
+  // name, ownership and mode), and reports anything but a regular file where an entry
+  // belongs, or anything but a directory where a shard belongs; returns what fails.
+  // Changes nothing.
   std::vector<BadEntry> verify_all() const;
 
   // Sum of the entry files' sizes, read under the cache lock so it never shows a
@@ -146,10 +180,27 @@ class DiskCache {
   // reading it; a later request for it is a miss that rebuilds.
   EvictReport evict_to(std::uint64_t max_bytes) const;
   // Removes one entry file (e.g. one verify_all reported). False when it was not there.
+  // Throws Error(kInvalidArgument) for a path that is not an entry slot of this cache,
+  // and Error(kCache) for a file convjit did not make (BadEntry::not_convjits).
   bool remove_entry(const std::filesystem::path& path) const;
-  // Removes every entry, stale temp file and unheld lock file of this version, and
-  // the directories of other format versions.
-  EvictReport clear() const;
+
+  struct ClearReport {
+    std::uint64_t entries = 0;                        // entry files removed, of this format version and of others
+    std::uint64_t bytes = 0;                          // their total size
+    std::uint64_t other_files = 0;                    // temp, lock and marker files removed
+    std::vector<std::filesystem::path> removed_dirs;  // directories of other versions, emptied and removed
+    struct Left {
+      std::filesystem::path path;
+      std::string why;
+      bool error = false;  // convjit's own, but removing it failed
+    };
+    std::vector<Left> left;  // what stays: not convjit's, in use, or not removable
+  };
+  // Removes what convjit made and nothing else (cache/ownership.hpp): every entry,
+  // stale temp file and unheld lock file of this version; in the directories of other
+  // format versions, convjit's files, then those directories when nothing else is in
+  // them. Never follows a symbolic link. Everything it leaves is in `left`, with why.
+  ClearReport clear() const;
 
   // ---- Identity.
 
@@ -167,6 +218,7 @@ class DiskCache {
 
   Lookup load_impl(const KernelKey& key, bool warn) const;
   Scan scan(bool clean_stale_temps) const;
+  void clear_version_dir(const std::filesystem::path& vdir, bool current, ClearReport& report) const;
   EvictReport evict_locked(std::uint64_t max_bytes, const std::filesystem::path& keep,
                            std::uint64_t incoming) const;
   void require_writable(std::string_view what) const;

@@ -10,6 +10,7 @@
 #include "cache/disk_cache_internal.hpp"
 #include "cache/file_system.hpp"
 #include "cache/lock_file.hpp"
+#include "cache/ownership.hpp"
 #include "cache/trust.hpp"
 #include "core/fail.hpp"
 #include "hash/sha256.hpp"
@@ -50,24 +51,6 @@ bool is_stale(const timespec& mtime) {
   const auto age = std::chrono::system_clock::now() - std::chrono::system_clock::from_time_t(mtime.tv_sec);
   return age > kStaleTempAge;
 }
-
-// Removes `dir` and everything under it through the cache's file system.
-void remove_tree(FileSystem& fs, const fs::path& dir) {
-  std::vector<std::string> names;
-  if (fs.list(dir, names) == 0) {
-    for (const auto& name : names) {
-      struct stat st {};
-      const fs::path child = dir / name;
-      if (fs.lstat(child, st) != 0) continue;
-      if (S_ISDIR(st.st_mode)) {
-        remove_tree(fs, child);
-      } else {
-        fs.unlink(child);
-      }
-    }
-  }
-  fs.rmdir(dir);
-}
 }  // namespace
 
 DiskCache::Scan DiskCache::scan(bool clean_stale_temps) const {
@@ -75,22 +58,35 @@ DiskCache::Scan DiskCache::scan(bool clean_stale_temps) const {
   std::vector<std::string> shards;
   if (fs_->list(version_dir(), shards) != 0) return out;
   std::sort(shards.begin(), shards.end());
+  std::optional<bool> marked;  // looked up once, and only when a stale temp file is found
   std::vector<std::string> names;
   for (const auto& shard : shards) {
     if (!is_shard_name(shard)) continue;
     const fs::path dir = version_dir() / shard;
+    struct stat st {};
+    if (fs_->lstat(dir, st) != 0) continue;
+    // NOTE: never listed through a link: eviction would delete files wherever it points.
+    if (!S_ISDIR(st.st_mode)) {
+      out.misplaced.push_back({dir, st.st_mode});
+      continue;
+    }
     if (fs_->list(dir, names) != 0) continue;
     std::sort(names.begin(), names.end());
     for (const auto& name : names) {
-      const std::string_view view = name;
-      struct stat st {};
-      if (view.ends_with(kEntrySuffix) && is_hash_name(view.substr(0, view.size() - kEntrySuffix.size()))) {
-        if (fs_->lstat(dir / name, st) != 0 || !S_ISREG(st.st_mode)) continue;
-        out.entries.push_back(Scan::File{dir / name, std::string(view.substr(0, 64)),
-                                         static_cast<std::uint64_t>(st.st_size), st.st_mtim});
+      const CacheFileKind kind = shard_file_kind(name);
+      if (kind == CacheFileKind::kEntry) {
+        if (fs_->lstat(dir / name, st) != 0) continue;
+        if (!S_ISREG(st.st_mode)) {
+          out.misplaced.push_back({dir / name, st.st_mode});
+          continue;
+        }
+        out.entries.push_back(
+            Scan::File{dir / name, name.substr(0, 64), static_cast<std::uint64_t>(st.st_size), st.st_mtim});
         out.total += static_cast<std::uint64_t>(st.st_size);
-      } else if (clean_stale_temps && view.find(kTempMarker) != std::string_view::npos) {
-        if (fs_->lstat(dir / name, st) == 0 && is_stale(st.st_mtim)) fs_->unlink(dir / name);
+      } else if (clean_stale_temps && kind == CacheFileKind::kTemp) {
+        if (fs_->lstat(dir / name, st) != 0 || !is_stale(st.st_mtim)) continue;
+        if (!marked) marked = has_version_marker(*fs_, version_dir());
+        if (!not_made_by_convjit(*fs_, dir / name, kind, *marked)) fs_->unlink(dir / name);
       }
     }
   }
@@ -108,6 +104,7 @@ DiskCache::EvictReport DiskCache::evict_locked(std::uint64_t max_bytes, const fs
   if (total <= max_bytes) return report;
   std::stable_sort(files.entries.begin(), files.entries.end(),
                    [](const Scan::File& a, const Scan::File& b) { return older(a.mtime, b.mtime); });
+  const bool marked = has_version_marker(*fs_, version_dir());
   for (const auto& file : files.entries) {
     if (total <= max_bytes) break;
     if (file.path == keep) continue;
@@ -120,6 +117,12 @@ DiskCache::EvictReport DiskCache::evict_locked(std::uint64_t max_bytes, const fs
       continue;
     }
     if (older(file.mtime, st.st_mtim)) continue;
+    if (const auto why = not_made_by_convjit(*fs_, file.path, CacheFileKind::kEntry, marked)) {
+      // Not ours to evict, and so not part of the cache's size either.
+      log::debug("not evicting '{}': {}", file.path.string(), *why);
+      total -= file.bytes;
+      continue;
+    }
     if (fs_->unlink(file.path) == 0) {
       total -= file.bytes;
       ++report.entries;
@@ -168,8 +171,19 @@ std::vector<DiskCache::EntryInfo> DiskCache::list() const {
 
 std::vector<DiskCache::BadEntry> DiskCache::verify_all() const {
   std::vector<BadEntry> bad;
+  const Scan files = scan(/*clean_stale_temps=*/false);
+  for (const auto& m : files.misplaced) {
+    const bool shard = m.path.parent_path() == version_dir();
+    bad.push_back(
+        {m.path,
+         fmt::format("{} where {} belongs", file_type_name(m.mode), shard ? "a shard directory" : "a cache entry"),
+         fmt::format("not made by convjit ({}; convjit makes {} there)", file_type_name(m.mode),
+                     shard ? "a directory" : "a regular file"),
+         /*misplaced=*/true});
+  }
+  const std::size_t first_entry = bad.size();
   std::map<fs::path, std::optional<std::string>> shard_trust;
-  for (const auto& file : scan(/*clean_stale_temps=*/false).entries) {
+  for (const auto& file : files.entries) {
     const fs::path shard = file.path.parent_path();
     auto [it, inserted] = shard_trust.try_emplace(shard);
     if (inserted) {
@@ -214,6 +228,13 @@ std::vector<DiskCache::BadEntry> DiskCache::verify_all() const {
       bad.push_back({file.path, "the entry is in the wrong shard directory"});
     }
   }
+  // What --remove would leave: a corrupt entry is still convjit's, a stranger's file is not.
+  if (bad.size() > first_entry) {
+    const bool marked = has_version_marker(*fs_, version_dir());
+    for (std::size_t i = first_entry; i < bad.size(); ++i) {
+      if (auto why = not_made_by_convjit(*fs_, bad[i].path, CacheFileKind::kEntry, marked)) bad[i].not_convjits = *why;
+    }
+  }
   return bad;
 }
 
@@ -239,11 +260,21 @@ DiskCache::EvictReport DiskCache::evict_to(std::uint64_t max_bytes) const {
 bool DiskCache::remove_entry(const fs::path& path) const {
   require_writable("remove entries from");
   const std::string name = path.filename().string();
-  const std::string_view view = name;
+  const fs::path shard = path.parent_path();
   // Only ever an entry file of this cache: never a path a caller made up.
-  if (path.parent_path().parent_path() != version_dir() || !view.ends_with(kEntrySuffix) ||
-      !is_hash_name(view.substr(0, view.size() - kEntrySuffix.size()))) {
+  if (shard.parent_path() != version_dir() || !is_shard_name(shard.filename().string()) ||
+      shard_file_kind(name) != CacheFileKind::kEntry) {
     fail(ErrorCode::kInvalidArgument, "'{}' is not an entry of the cache at '{}'", path.string(), root_.string());
+  }
+  struct stat st {};
+  if (const int err = fs_->lstat(shard, st); err != 0 || !S_ISDIR(st.st_mode)) {
+    if (err == ENOENT) return false;
+    fail(ErrorCode::kCache, "not removing '{}': its shard directory is {}", path.string(),
+         err != 0 ? errno_text(err) : std::string(file_type_name(st.st_mode)));
+  }
+  if (const int err = fs_->lstat(path, st); err == ENOENT) return false;
+  if (auto why = not_made_by_convjit(*fs_, path, CacheFileKind::kEntry, has_version_marker(*fs_, version_dir()))) {
+    fail(ErrorCode::kCache, "not removing '{}': {}", path.string(), *why);
   }
   const int err = fs_->unlink(path);
   if (err == ENOENT) return false;
@@ -251,45 +282,148 @@ bool DiskCache::remove_entry(const fs::path& path) const {
   return true;
 }
 
-DiskCache::EvictReport DiskCache::clear() const {
-  require_writable("clear");
-  EvictReport report;
-  {
-    const IndexLock index =
-        IndexLock::acquire(*fs_, version_dir() / kIndexLockName, /*exclusive=*/true, kAdminLockWait);
+void DiskCache::clear_version_dir(const fs::path& vdir, bool current, ClearReport& report) const {
+  const bool marked = has_version_marker(*fs_, vdir);
+  // An unmarked directory of another version is removed only when convjit's files were
+  // found in it: an empty `v7/` with nothing of convjit's is a stranger's.
+  bool found_convjit_files = false;
+  const auto leave = [&](const fs::path& path, std::string why, bool error = false) {
+    report.left.push_back({path, std::move(why), error});
+  };
+  const auto remove = [&](const fs::path& path, bool entry, std::uint64_t bytes) {
+    found_convjit_files = true;
+    if (const int err = fs_->unlink(path); err != 0) {
+      if (err != ENOENT) leave(path, fmt::format("cannot remove it: {}", errno_text(err)), /*error=*/true);
+      return;
+    }
+    if (entry) {
+      ++report.entries;
+      report.bytes += bytes;
+    } else {
+      ++report.other_files;
+    }
+  };
+
+  // NOTE: publishers evict and rename under the cache lock, so while clear holds it no
+  // entry of this version appears or goes.
+  IndexLock index;
+  if (current) {
+    index = IndexLock::acquire(*fs_, vdir / kIndexLockName, /*exclusive=*/true, kAdminLockWait);
     if (!index.held()) {
       fail(ErrorCode::kCache, "cannot lock the cache at '{}' for clearing: {}", root_.string(),
            errno_text(index.error()));
     }
-    for (const auto& file : scan(/*clean_stale_temps=*/true).entries) {
-      if (fs_->unlink(file.path) == 0) {
-        ++report.entries;
-        report.bytes += file.bytes;
-      }
-    }
   }
-  // Lock files nobody holds were left by dead processes: taking one and releasing it
-  // removes it. A held one belongs to a live compile and stays.
-  std::vector<std::string> shards;
   std::vector<std::string> names;
-  if (fs_->list(version_dir(), shards) == 0) {
-    for (const auto& shard : shards) {
-      if (!is_shard_name(shard) || fs_->list(version_dir() / shard, names) != 0) continue;
-      for (const auto& name : names) {
-        if (std::string_view(name).ends_with(kLockSuffix)) KeyLock::try_acquire(*fs_, version_dir() / shard / name);
-      }
-    }
+  if (const int err = fs_->list(vdir, names); err != 0) {
+    leave(vdir, fmt::format("cannot list it: {}", errno_text(err)), /*error=*/true);
+    return;
   }
-  // Directories of other format versions are never read by this one.
-  const std::string current = version_dir().filename().string();
-  if (fs_->list(root_, names) == 0) {
-    for (const auto& name : names) {
-      if (name.size() < 2 || name[0] != 'v' || name == current ||
-          !std::all_of(name.begin() + 1, name.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  std::sort(names.begin(), names.end());
+  std::vector<std::string> files;
+  for (const auto& name : names) {
+    const fs::path path = vdir / name;
+    struct stat st {};
+    if (fs_->lstat(path, st) != 0) continue;
+    if (!is_shard_name(name)) {
+      const CacheFileKind kind = version_file_kind(name);
+      if (current && (kind == CacheFileKind::kIndexLock || kind == CacheFileKind::kMarker)) continue;
+      if (kind == CacheFileKind::kMarker) {
+        if (!marked) leave(path, "not recognizably convjit's (not its cache directory tag)");
+        continue;  // convjit's own goes last, with its directory
+      }
+      if (auto why = not_made_by_convjit(*fs_, path, kind, marked)) {
+        leave(path, std::move(*why));
+      } else {
+        remove(path, /*entry=*/false, 0);
+      }
+      continue;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      leave(path, fmt::format("{} where a shard directory belongs", file_type_name(st.st_mode)));
+      continue;
+    }
+    if (const int err = fs_->list(path, files); err != 0) {
+      leave(path, fmt::format("cannot list it: {}", errno_text(err)), /*error=*/true);
+      continue;
+    }
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+      const fs::path file_path = path / file;
+      const CacheFileKind kind = shard_file_kind(file);
+      if (auto why = not_made_by_convjit(*fs_, file_path, kind, marked)) {
+        leave(file_path, std::move(*why));
         continue;
       }
+      struct stat fst {};
+      if (fs_->lstat(file_path, fst) != 0) continue;
+      switch (kind) {
+        case CacheFileKind::kEntry:
+          remove(file_path, /*entry=*/true, static_cast<std::uint64_t>(fst.st_size));
+          break;
+        case CacheFileKind::kTemp:
+          // A young temp file is being written by a live process; its rename would fail.
+          if (is_stale(fst.st_mtim)) {
+            remove(file_path, /*entry=*/false, 0);
+          } else {
+            found_convjit_files = true;
+            leave(file_path, "being written (less than an hour old)");
+          }
+          break;
+        case CacheFileKind::kKeyLock: {
+          // Taking an unheld lock and releasing it removes its file; a held one belongs to a live compile.
+          found_convjit_files = true;
+          KeyLock lock = KeyLock::try_acquire(*fs_, file_path);
+          if (lock.held()) {
+            lock.release();
+            ++report.other_files;
+          } else {
+            leave(file_path, lock.error() == 0 ? std::string("held by a running compile")
+                                               : fmt::format("cannot lock it: {}", errno_text(lock.error())));
+          }
+          break;
+        }
+        default:
+          break;
+      }
+    }
+    // NOTE: rmdir removes an empty directory only. The current version keeps its shards:
+    // a publisher may be about to create a temp file in one.
+    if (!current && fs_->rmdir(path) == 0) found_convjit_files = true;
+  }
+  if (current) return;
+  if (!marked && !found_convjit_files) {
+    if (names.empty()) leave(vdir, "an empty directory without convjit's marker");
+    return;
+  }
+  std::vector<std::string> rest;
+  if (fs_->list(vdir, rest) != 0) return;
+  if (marked && rest.size() == 1 && rest[0] == kVersionMarkerName) {
+    remove(vdir / kVersionMarkerName, /*entry=*/false, 0);
+    rest.clear();
+  }
+  if (rest.empty() && fs_->rmdir(vdir) == 0) report.removed_dirs.push_back(vdir);
+}
+
+DiskCache::ClearReport DiskCache::clear() const {
+  require_writable("clear");
+  ClearReport report;
+  clear_version_dir(version_dir(), /*current=*/true, report);
+  // Directories of other format versions are never read by this one. Other names in
+  // the root are not the cache's to mention.
+  std::vector<std::string> names;
+  if (fs_->list(root_, names) == 0) {
+    std::sort(names.begin(), names.end());
+    for (const auto& name : names) {
+      const fs::path dir = root_ / name;
+      if (!is_version_dir_name(name) || dir == version_dir()) continue;
       struct stat st {};
-      if (fs_->lstat(root_ / name, st) == 0 && S_ISDIR(st.st_mode)) remove_tree(*fs_, root_ / name);
+      if (fs_->lstat(dir, st) != 0) continue;
+      if (!S_ISDIR(st.st_mode)) {
+        report.left.push_back({dir, fmt::format("{}, not a directory convjit made", file_type_name(st.st_mode))});
+        continue;
+      }
+      clear_version_dir(dir, /*current=*/false, report);
     }
   }
   return report;

@@ -47,7 +47,14 @@ struct DiskCache::Scan {
     std::uint64_t bytes = 0;
     timespec mtime{};
   };
+  // What sits where the layout wants something else: not a regular file in an entry
+  // slot, not a directory in a shard slot. Never read, listed through, or removed.
+  struct Misplaced {
+    std::filesystem::path path;
+    mode_t mode = 0;
+  };
   std::vector<File> entries;
+  std::vector<Misplaced> misplaced;
   std::uint64_t total = 0;
 };
 

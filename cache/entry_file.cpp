@@ -16,6 +16,9 @@ namespace {
 constexpr std::string_view kMagic = "convjit-cache-entry 2\n";
 constexpr std::string_view kTrailer = "end sha256:";
 constexpr std::string_view kMetaName = "meta";
+// The header's words without the version: shared by every format convjit has written.
+constexpr std::string_view kMagicWords = "convjit-cache-entry ";
+static_assert(kMagic.starts_with(kMagicWords));
 
 struct Section {
   std::string_view name;
@@ -153,6 +156,20 @@ std::optional<std::string> peek_entry_key(std::string_view prefix, std::string& 
   const auto body = read_section(prefix, pos, kSections[0].name, why);
   if (!body) return std::nullopt;
   return std::string(*body);
+}
+
+bool starts_like_an_entry(std::string_view prefix) {
+  if (!prefix.starts_with(kMagicWords)) return false;
+  prefix.remove_prefix(kMagicWords.size());
+  const std::size_t digits = prefix.find_first_not_of("0123456789");
+  return digits != 0 && digits != std::string_view::npos && prefix[digits] == '\n';
+}
+
+bool could_start_an_entry(std::string_view prefix) {
+  if (prefix.size() <= kMagicWords.size()) return kMagicWords.starts_with(prefix);
+  prefix.remove_prefix(kMagicWords.size());
+  const std::size_t digits = prefix.find_first_not_of("0123456789");
+  return digits == std::string_view::npos || (digits != 0 && prefix[digits] == '\n');
 }
 
 }  // namespace convjit

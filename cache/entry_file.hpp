@@ -32,4 +32,12 @@ std::optional<CacheEntry> parse_entry(std::string_view bytes, std::string& why);
 // that section's checksum verified; for listing a cache without reading whole files.
 std::optional<std::string> peek_entry_key(std::string_view prefix, std::string& why);
 
+// Whether `prefix` (a file's first bytes) starts like an entry of any format version
+// convjit has written ("convjit-cache-entry <version>\n"): how cache maintenance tells
+// convjit's files from others' before deleting anything.
+bool starts_like_an_entry(std::string_view prefix);
+// Whether `prefix` could be the start of an entry still being written: empty, or
+// agreeing with that header as far as it goes.
+bool could_start_an_entry(std::string_view prefix);
+
 }  // namespace convjit

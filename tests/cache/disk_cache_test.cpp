@@ -1,10 +1,16 @@
 #include "cache/disk_cache.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <utime.h>
 
+#include <algorithm>
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "cache/file_system.hpp"
@@ -24,6 +30,19 @@ void set_mtime(const fs::path& path, std::time_t when) {
   const utimbuf times{when, when};
   ASSERT_EQ(::utime(path.c_str(), &times), 0);
 }
+
+void write_file(const fs::path& path, const std::string& text) {
+  fs::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The start of an entry as the first cache format wrote it (magic "convjit-cache-entry 1").
+std::string old_format_entry() { return "convjit-cache-entry 1\nkey 3 sha256:" + std::string(64, '0') + "\nkey\n"; }
 
 TEST(DiskCache, MissThenStoreThenVerifiedHit) {
   testing::TempDir dir;
@@ -251,21 +270,202 @@ TEST(DiskCache, ClearRemovesEntriesDeadLocksStaleTempsAndOtherFormatVersions) {
   const fs::path old_temp = shard / (k.hash + ".entry.tmp.9.9.9");
   std::ofstream(old_temp) << "half";
   set_mtime(old_temp, 1'000'000'000);
-  fs::create_directories(dir.path() / "v1" / "ab");
-  std::ofstream(dir.path() / "v1" / "ab" / "old.entry") << "old format";
+  // An entry of the earlier format, as convjit 0.1 wrote it (no marker then).
+  write_file(dir.path() / "v1" / "ab" / (std::string(64, 'a') + ".entry"), old_format_entry());
   // A lock held by a live compile stays.
   auto held = KeyLock::try_acquire(*posix_file_system(), shard / (std::string(64, 'e') + ".lock"));
   ASSERT_TRUE(held.held());
 
   const auto report = cache.clear();
-  EXPECT_EQ(report.entries, 1u);
+  EXPECT_EQ(report.entries, 2u);
   EXPECT_FALSE(fs::exists(cache.entry_path(k)));
   EXPECT_FALSE(fs::exists(shard / (std::string(64, 'd') + ".lock")));
   EXPECT_TRUE(fs::exists(shard / (std::string(64, 'e') + ".lock")));
   EXPECT_FALSE(fs::exists(old_temp));
   EXPECT_FALSE(fs::exists(dir.path() / "v1"));
+  EXPECT_EQ(report.removed_dirs, std::vector<fs::path>{dir.path() / "v1"});
+  ASSERT_EQ(report.left.size(), 1u) << "only the held lock stays";
+  EXPECT_EQ(report.left[0].why, "held by a running compile");
   EXPECT_EQ(cache.total_size(), 0u);
   EXPECT_TRUE(cache.list().empty());
+}
+
+TEST(DiskCache, VersionDirectoryConvjitCreatesIsMarkedAndOneItFindsIsNot) {
+  testing::TempDir dir;
+  const DiskCache cache(dir.path() / "new");
+  EXPECT_EQ(read_file(cache.version_dir() / "CACHEDIR.TAG").rfind("Signature: 8a477f597d28d172789f06886806bc55\n", 0),
+            0u);
+  // A version directory that exists already may be anyone's: convjit does not claim it.
+  fs::create_directories(dir.path() / "old" / "v2");
+  fs::permissions(dir.path() / "old", fs::perms::owner_all, fs::perm_options::replace);
+  fs::permissions(dir.path() / "old" / "v2", fs::perms::owner_all, fs::perm_options::replace);
+  const DiskCache found(dir.path() / "old");
+  EXPECT_FALSE(fs::exists(found.version_dir() / "CACHEDIR.TAG"));
+}
+
+// Issue 12: `cache clear` deleted every v<digits> directory whole, a user's
+// v1/checkpoints/model.pt included.
+TEST(DiskCache, ClearLeavesWhatConvjitDidNotMakeInAnOlderVersionDirectoryAndSaysWhy) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const fs::path v1 = dir.path() / "v1";
+  write_file(v1 / "checkpoints" / "model.pt", "weights");
+  write_file(v1 / "notes.txt", "mine");
+  const fs::path old_entry = v1 / "ab" / (std::string(64, 'a') + ".entry");
+  const fs::path lookalike = v1 / "ab" / (std::string(64, 'b') + ".entry");
+  write_file(old_entry, old_format_entry());
+  write_file(lookalike, "named like an entry, but not one");
+
+  const auto report = cache.clear();
+  EXPECT_EQ(report.entries, 1u);
+  EXPECT_FALSE(fs::exists(old_entry));
+  EXPECT_EQ(read_file(v1 / "checkpoints" / "model.pt"), "weights");
+  EXPECT_EQ(read_file(v1 / "notes.txt"), "mine");
+  EXPECT_EQ(read_file(lookalike), "named like an entry, but not one");
+  EXPECT_TRUE(report.removed_dirs.empty()) << "v1 still holds the user's files";
+  std::map<fs::path, std::string> left;
+  for (const auto& l : report.left) {
+    EXPECT_FALSE(l.error) << l.path << ": " << l.why;
+    left[l.path] = l.why;
+  }
+  EXPECT_EQ(left.size(), 3u);
+  EXPECT_EQ(left[v1 / "checkpoints"], "not made by convjit (none of its file names)");
+  EXPECT_EQ(left[v1 / "notes.txt"], "not made by convjit (none of its file names)");
+  EXPECT_EQ(left[lookalike], "not recognizably convjit's (it does not start like a cache entry)");
+}
+
+TEST(DiskCache, ClearInAnUnmarkedVersionDirectoryRemovesOnlyFilesThatStartLikeEntries) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey good = test_key("good");
+  const KernelKey damaged = test_key("damaged");
+  cache.store(good, test_entry(good));
+  cache.store(damaged, test_entry(damaged));
+  write_file(cache.entry_path(damaged), "garbage where the header was");
+  // In the directory convjit marked, a damaged entry is still convjit's...
+  {
+    testing::TempDir copy;
+    fs::copy(dir.path(), copy.path(), fs::copy_options::recursive);
+    const auto report = DiskCache(copy.path()).clear();
+    EXPECT_EQ(report.entries, 2u);
+    EXPECT_TRUE(report.left.empty());
+  }
+  // ...without the marker (a cache made before convjit wrote one) its contents must tell.
+  fs::remove(cache.version_dir() / "CACHEDIR.TAG");
+  const auto report = cache.clear();
+  EXPECT_EQ(report.entries, 1u);
+  EXPECT_FALSE(fs::exists(cache.entry_path(good)));
+  EXPECT_TRUE(fs::exists(cache.entry_path(damaged)));
+  ASSERT_EQ(report.left.size(), 1u);
+  EXPECT_EQ(report.left[0].path, cache.entry_path(damaged));
+}
+
+TEST(DiskCache, ClearNeverFollowsOrRemovesSymbolicLinks) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path() / "cache");
+  const KernelKey k = test_key("linked");
+  cache.store(k, test_entry(k));
+  // Entry-looking files outside the cache, reachable only through links in it.
+  const fs::path outside = dir.path() / "outside";
+  const fs::path target_entry = outside / "ab" / (std::string(64, 'a') + ".entry");
+  write_file(target_entry, old_format_entry());
+  fs::rename(cache.entry_path(k), outside / "moved.entry");
+  fs::create_symlink(outside / "moved.entry", cache.entry_path(k));  // an entry slot
+  fs::create_symlink(outside / "ab", cache.version_dir() / "cd");    // a shard slot
+  fs::create_symlink(outside, cache.root() / "v1");                  // another version's directory
+
+  const auto report = cache.clear();
+  EXPECT_EQ(report.entries, 0u);
+  EXPECT_TRUE(fs::exists(target_entry));
+  EXPECT_TRUE(fs::exists(outside / "moved.entry"));
+  for (const fs::path& link : {cache.entry_path(k), cache.version_dir() / "cd", cache.root() / "v1"}) {
+    EXPECT_TRUE(fs::is_symlink(link)) << link;
+    EXPECT_TRUE(std::any_of(
+        report.left.begin(), report.left.end(),
+        [&](const auto& l) { return l.path == link && l.why.find("a symbolic link") != std::string::npos; }))
+        << link << " is not reported as left";
+  }
+}
+
+TEST(DiskCache, ClearLeavesLockFilesConvjitDidNotWriteUntouched) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const KernelKey k = test_key("locks");
+  cache.store(k, test_entry(k));
+  fs::remove(cache.version_dir() / "CACHEDIR.TAG");  // names alone then prove nothing
+  const fs::path shard = cache.entry_path(k).parent_path();
+  write_file(shard / "build.lock", "a user's lock");
+  write_file(shard / (std::string(64, 'c') + ".lock"), "not an owner record");
+  const auto report = cache.clear();
+  EXPECT_EQ(read_file(shard / "build.lock"), "a user's lock");
+  EXPECT_EQ(read_file(shard / (std::string(64, 'c') + ".lock")), "not an owner record");
+  EXPECT_EQ(report.left.size(), 2u);
+}
+
+// Issue 12: verify skipped symlinks, FIFOs and directories in entry slots and called the cache clean.
+TEST(DiskCache, VerifyAllReportsAnythingButARegularFileInAnEntrySlotAndChangesNothing) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path() / "cache");
+  const KernelKey k = test_key("slots");
+  cache.store(k, test_entry(k));
+  const fs::path shard = cache.entry_path(k).parent_path();
+  const fs::path link = shard / (std::string(64, '1') + ".entry");
+  const fs::path fifo = shard / (std::string(64, '2') + ".entry");
+  const fs::path subdir = shard / (std::string(64, '3') + ".entry");
+  const fs::path socket_path = shard / (std::string(64, '4') + ".entry");
+  const fs::path shard_link = cache.version_dir() / "ff";
+  fs::create_symlink(cache.entry_path(k), link);
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  fs::create_directory(subdir);
+  {
+    // Bound at a short path (sun_path holds 108 bytes), then moved into the slot.
+    const fs::path bound = dir.path() / "s";
+    const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    ASSERT_GE(sock, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, bound.c_str(), sizeof address.sun_path - 1);
+    ASSERT_EQ(::bind(sock, reinterpret_cast<sockaddr*>(&address), sizeof address), 0) << bound;
+    ::close(sock);
+    fs::rename(bound, socket_path);
+  }
+  fs::create_symlink(shard, shard_link);
+
+  const auto bad = cache.verify_all();
+  std::map<fs::path, DiskCache::BadEntry> by_path;
+  for (const auto& b : bad) by_path[b.path] = b;
+  ASSERT_EQ(bad.size(), 5u);
+  EXPECT_EQ(by_path[link].why, "a symbolic link where a cache entry belongs");
+  EXPECT_EQ(by_path[fifo].why, "a FIFO where a cache entry belongs");
+  EXPECT_EQ(by_path[subdir].why, "a directory where a cache entry belongs");
+  EXPECT_EQ(by_path[socket_path].why, "a socket where a cache entry belongs");
+  EXPECT_EQ(by_path[shard_link].why, "a symbolic link where a shard directory belongs");
+  for (const auto& b : bad) {
+    EXPECT_TRUE(b.misplaced) << b.path;
+    EXPECT_NE(b.not_convjits.find("not made by convjit"), std::string::npos) << b.path << ": " << b.not_convjits;
+  }
+  EXPECT_TRUE(fs::is_symlink(link));
+  EXPECT_TRUE(fs::is_fifo(fifo));
+  EXPECT_TRUE(fs::is_directory(subdir));
+}
+
+TEST(DiskCache, RemoveEntryRefusesWhatConvjitDidNotMake) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path() / "cache");
+  const KernelKey k = test_key("refuse");
+  cache.store(k, test_entry(k));
+  const fs::path target = dir.path() / "target";
+  fs::rename(cache.entry_path(k), target);
+  fs::create_symlink(target, cache.entry_path(k));
+  try {
+    cache.remove_entry(cache.entry_path(k));
+    FAIL() << "removed a symbolic link";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kCache);
+    EXPECT_NE(std::string(e.what()).find("a symbolic link"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(fs::is_symlink(cache.entry_path(k)));
+  EXPECT_TRUE(fs::exists(target));
 }
 
 TEST(DiskCache, HitRefreshesTheLastUsedStampAtMostOncePerInterval) {

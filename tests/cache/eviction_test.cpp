@@ -57,6 +57,24 @@ TEST(Eviction, PublishingPastTheLimitEvictsTheLeastRecentlyUsedEntries) {
   EXPECT_LE(cache.total_size(), 5 * entry_bytes());
 }
 
+TEST(Eviction, FileConvjitCannotRecognizeIsNeitherEvictedNorCounted) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path(), limited(0));
+  const KernelKey k = test_key("key-00");
+  cache.store(k, test_entry(k, kCubin));
+  // A cache made before convjit marked its directories: file names alone prove nothing there.
+  fs::remove(cache.version_dir() / "CACHEDIR.TAG");
+  const fs::path stranger = cache.entry_path(k).parent_path() / (std::string(64, 'f') + ".entry");
+  std::ofstream(stranger) << std::string(3 * kCubin, 'x');
+  set_mtime(stranger, 1'000'000'000);  // the oldest: the first to go, were it convjit's
+
+  const auto report = cache.evict_to(entry_bytes());
+  EXPECT_EQ(report.entries, 0u) << "the entry alone fits; the stranger's file does not count";
+  EXPECT_EQ(cache.evict_to(0).entries, 1u);
+  EXPECT_TRUE(fs::exists(stranger));
+  EXPECT_FALSE(fs::exists(cache.entry_path(k)));
+}
+
 TEST(Eviction, EvictToRemovesOldestFirstUntilUnderTheTarget) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(0));

@@ -61,6 +61,27 @@ TEST_F(CacheFault, DiskFullKeepsKernelsInMemoryAndWarnsOnce) {
   }
 }
 
+TEST_F(CacheFault, StoreFailureWatchCountsEveryUnwrittenEntryWithTheFirstReason) {
+  faults_->fail(Op::kWrite, ENOSPC, ".tmp.");
+  testing::ScopedDefaultFileSystem scoped(faults_);
+  testing::CapturedWarnings warnings;
+  const StoreFailureWatch watch;
+  Runtime rt(options());
+  const CacheStats stats = prewarm_all(rt);
+  // What `convjit prewarm` reports: the count CacheStats has, and why, which it has not.
+  EXPECT_EQ(watch.count(), kDescs.size());
+  EXPECT_EQ(watch.count(), stats.disk_write_errors);
+  EXPECT_EQ(watch.first_reason().rfind("No space left on device while writing '" + (dir_.path() / "cache").string(), 0),
+            0u)
+      << watch.first_reason();
+  {
+    const StoreFailureWatch inner;  // the innermost watch collects; the outer one sees nothing meanwhile
+    Runtime(options()).prewarm(std::span(kDescs).first(1), "sm_90");  // nothing was written: compiled again
+    EXPECT_EQ(inner.count(), 1u);
+  }
+  EXPECT_EQ(watch.count(), kDescs.size());
+}
+
 TEST_F(CacheFault, DiskFullAtFsyncOrRenameIsAFailedWriteNotAFailedCall) {
   faults_->fail(Op::kFsync, EIO, ".tmp.");
   faults_->fail(Op::kRename, ENOSPC, ".entry");

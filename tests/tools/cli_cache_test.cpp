@@ -112,5 +112,37 @@ TEST_F(CliCacheTest, ClearRemovesEveryEntryAndLsShowsNone) {
   EXPECT_TRUE(contains(r.out, "0 entries, 0 B")) << r.out;
 }
 
+// Issue 12: clear deleted every v<digits> directory whole, whoever made it.
+TEST_F(CliCacheTest, ClearKeepsAUsersFilesInAVersionLikeDirectoryAndListsWhatItLeft) {
+  const auto model = cache_dir() / "v1" / "checkpoints" / "model.pt";
+  std::filesystem::create_directories(model.parent_path());
+  std::ofstream(model) << "weights";
+  const auto r = cli({"cache", "clear"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "cleared    2 entries, ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "left       v1/checkpoints: not made by convjit")) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(model));
+  EXPECT_TRUE(entry_files().empty());
+}
+
+// Issue 12: verify skipped a symbolic link in an entry slot and called the cache clean.
+TEST_F(CliCacheTest, VerifyReportsASymlinkInAnEntrySlotExitsOneAndRemoveLeavesIt) {
+  const auto files = entry_files();
+  ASSERT_EQ(files.size(), 2u);
+  const auto target = cache_dir().parent_path() / "elsewhere.entry";
+  std::filesystem::rename(files[0], target);
+  std::filesystem::create_symlink(target, files[0]);
+  auto r = cli({"cache", "verify"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "BAD        " + files[0].string() + ": a symbolic link where a cache entry belongs"))
+      << r.out;
+  EXPECT_TRUE(contains(r.out, ": 1 good, 1 bad")) << r.out;
+  r = cli({"cache", "verify", "--remove"});
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "(left: not made by convjit (a symbolic link")) << r.out;
+  EXPECT_TRUE(std::filesystem::is_symlink(files[0]));
+  EXPECT_TRUE(std::filesystem::exists(target));
+}
+
 }  // namespace
 }  // namespace convjit::testing

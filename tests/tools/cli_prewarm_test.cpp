@@ -2,6 +2,10 @@
 // arch on a machine without a GPU; skipped, unsupported and failed problems told apart;
 // malformed input named by file:line:column.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <csignal>
+#include <filesystem>
 
 #include "support/gpu.hpp"
 #include "tools/cli_runner.hpp"
@@ -134,12 +138,109 @@ TEST_F(CliTest, PrewarmMathOverrideCompilesStrictVariants) {
   EXPECT_TRUE(contains(ls.out, "math=strict")) << ls.out;
 }
 
-TEST_F(CliTest, PrewarmInvalidProblemFailsItAndExitsOneButCompilesTheRest) {
+// docs/cli.md: an invalid problem is bad input (exit 2), and stops prewarm before anything is compiled.
+TEST_F(CliTest, PrewarmInvalidShapeOptionExitsTwoNamingItAndCompilesNothing) {
   // groups=4 does not divide k=6: the problem is well formed but invalid.
-  const auto r = cli({"prewarm", "--shape", "c4h8k6r3 groups=4", "--shape", kSmallA, "--arch", "sm_90"});
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(contains(r.out, "summary   compiled 1, already cached 0, failed 1, unsupported 0")) << r.out;
-  EXPECT_TRUE(contains(r.out, "Conv2dDesc.groups: expected a divisor of k = 6, got 4")) << r.out;
+  const auto r = cli({"prewarm", "--shape", kSmallA, "--shape", "c4h8k6r3 groups=4", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err,
+                       "--shape 'c4h8k6r3 groups=4': invalid problem: Conv2dDesc.groups: expected a divisor of "
+                       "k = 6, got 4"))
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(cache_dir())) << "nothing may be compiled when a problem is invalid";
+}
+
+TEST_F(CliTest, PrewarmInvalidProblemInAShapeListExitsTwoWithFileLineAndColumn) {
+  const auto text = write_file("shapes.txt", std::string(kSmallA) + "\n  c4h8k6r3 groups=4\n");
+  const auto r = cli({"prewarm", text.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, text.string() + ":2:3: invalid problem: Conv2dDesc.groups: expected a divisor of k = 6"))
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(cache_dir()));
+}
+
+TEST_F(CliTest, PrewarmInvalidJsonProblemExitsTwoWithFileLineAndColumnOfTheProblem) {
+  const auto json = write_file("kb.json", R"({"problems": [
+  {"id": 7, "name": "filter_too_big", "op": "conv", "N": 1, "C": 4, "K": 8, "spatial": [4, 4], "kernel": [5, 5],
+   "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}]})");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, json.string() + ":2:3: problems[0] (#7 filter_too_big): invalid problem: Conv2dDesc.h:"))
+      << r.err;
+  EXPECT_FALSE(std::filesystem::exists(cache_dir()));
+}
+
+// Issue 12: a spatial extent of 4294967304 was converted to int with undefined behaviour.
+TEST_F(CliTest, PrewarmJsonNumberTooLargeForIntExitsTwoNamingPlaceAndField) {
+  const auto json = write_file("kb.json", R"({"problems": [{"op": "conv", "N": 1, "C": 4, "K": 8,
+    "spatial": [8, 4294967304], "kernel": [3, 3], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}]})");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, json.string() +
+                                  ":2:20: problems[0]: field 'spatial'[1]: expected an integer from 1 to 2147483647, "
+                                  "got 4294967304"))
+      << r.err;
+}
+
+// Issue 12: a key given twice passed silently (the last one won).
+TEST_F(CliTest, PrewarmJsonDuplicateKeyExitsTwoNamingBothPlaces) {
+  const auto json = write_file("kb.json", R"({"problems": [{"op": "conv", "N": 1, "C": 4, "K": 8, "C": 16,
+    "spatial": [8, 8], "kernel": [3, 3], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}]})");
+  const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 2) << r.out << r.err;
+  EXPECT_TRUE(contains(r.err, json.string() + ":1:54: member \"C\" is given twice in one object (first at 1:38)"))
+      << r.err;
+}
+
+// Makes every file this process and its children write stop at `bytes`, with SIGXFSZ
+// ignored so that write() fails with EFBIG instead of killing the writer: a disk that
+// fills up, without root (a loop mount needs it) and without a hook in the cache.
+class ScopedFileSizeLimit {
+ public:
+  explicit ScopedFileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved_);
+    saved_handler_ = std::signal(SIGXFSZ, SIG_IGN);  // inherited across exec, unlike a handler
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    ok_ = ::setrlimit(RLIMIT_FSIZE, &limit) == 0;
+  }
+  ~ScopedFileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, saved_handler_);
+  }
+  ScopedFileSizeLimit(const ScopedFileSizeLimit&) = delete;
+  ScopedFileSizeLimit& operator=(const ScopedFileSizeLimit&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  rlimit saved_{};
+  void (*saved_handler_)(int) = SIG_DFL;
+  bool ok_ = false;
+};
+
+// Issue 12: prewarm exited 0 when the disk was full and nothing could be written.
+TEST_F(CliTest, PrewarmThatCannotWriteItsEntriesExitsOneAndSaysHowManyAndWhy) {
+  CliResult r;
+  {
+    // Entries are tens of KiB; prewarm's own output is far below the limit.
+    const ScopedFileSizeLimit limit(16 * 1024);
+    ASSERT_TRUE(limit.ok());
+    r = cli({"prewarm", "--shape", kSmallA, "--shape", kSmallB, "--arch", "sm_90", "--jobs", "1"});
+  }
+  EXPECT_EQ(r.exit_code, 1) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 2, already cached 0, failed 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "disk writes 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "uncached  2 entries could not be written to the cache at " + cache_dir().string() +
+                                  " (first error: File too large while writing '" + cache_dir().string()))
+      << r.out;
+  // Nothing half written was left, and a prewarm with room compiles both again.
+  for (const auto& e : std::filesystem::recursive_directory_iterator(cache_dir())) {
+    EXPECT_EQ(e.path().string().find(".tmp."), std::string::npos) << e.path();
+  }
+  r = cli({"prewarm", "--shape", kSmallA, "--shape", kSmallB, "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 2, already cached 0")) << r.out;
+  EXPECT_FALSE(contains(r.out, "uncached")) << r.out;
 }
 
 TEST_F(CliTest, PrewarmBadArchOrOverrideExitsTwo) {

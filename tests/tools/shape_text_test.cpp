@@ -159,5 +159,39 @@ TEST(ShapeText, ShapeListErrorNamesFileLineAndColumn) {
   }
 }
 
+// Values past int's range are refused while the digits are read, in every field: no
+// conversion ever sees them (issue 12 asks the same of workload files).
+TEST(ShapeText, NumbersTooLargeForIntAreRejectedInEveryFieldWithTheirColumn) {
+  const Malformed cases[] = {
+      {"c4294967304h1k1r1", 2, "expected input channels after 'c' from 1 to 2147483647, got '4294967304'"},
+      {"c1h2147483648k1r1", 4, "expected input height after 'h' from 1 to 2147483647, got '2147483648'"},
+      {"c1h1k1r1s99999999999999999999999", 10, "expected filter width after 's' from 1 to 2147483647"},
+      {"c1h1k1r1 stride=1,4294967304", 19, "expected the second value of 'stride' from 1 to 2147483647"},
+      {"c1h1k1r1 pad=2147483648", 14, "expected the value of 'pad' from 0 to 2147483647, got '2147483648'"},
+      {"c1h1k1r1 dilation=4294967304,1", 19, "expected the value of 'dilation' from 1 to 2147483647"},
+      {"c1h1k1r1 groups=18446744073709551617", 17, "expected the value of 'groups' from 1 to 2147483647"},
+  };
+  for (const auto& c : cases) {
+    const ShapeParse parsed = parse_shape_text(c.text);
+    ASSERT_FALSE(parsed.desc) << "'" << c.text << "' parsed";
+    EXPECT_EQ(parsed.error.column, c.column) << "'" << c.text << "': " << parsed.error.message;
+    EXPECT_NE(parsed.error.message.find(c.message_part), std::string::npos)
+        << "'" << c.text << "'\n  got:      " << parsed.error.message << "\n  expected: " << c.message_part;
+  }
+  EXPECT_EQ(parse_shape("c2147483647h1k1r1").c, 2147483647);
+}
+
+TEST(ShapeText, ShapeListInvalidProblemNamesFileLineAndColumn) {
+  try {
+    parse_shape_lines("c3h32k8r3\n\t c4h8k6r3 groups=4  # groups must divide k\n", "shapes.txt");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_STREQ(e.what(), "shapes.txt:2:3: invalid problem: Conv2dDesc.groups: expected a divisor of k = 6, got 4");
+  }
+  // A layout this version cannot run is not invalid: prewarm counts it as unsupported.
+  EXPECT_EQ(parse_shape_lines("c3h32k8r3 layout=nhwc\n", "shapes.txt").size(), 1u);
+}
+
 }  // namespace
 }  // namespace convjit

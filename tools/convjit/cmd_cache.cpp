@@ -2,12 +2,14 @@
 // own maintenance functions (the same locking and verification the runtime uses).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <map>
 
 #include "cache/cache_config.hpp"
 #include "cache/disk_cache.hpp"
+#include "cache/ownership.hpp"
 #include "commands.hpp"
 #include "common.hpp"
 #include "core/fail.hpp"
@@ -19,7 +21,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr OptionSpec kLong{"--long", "", "also show each entry's key hash and file"};
-constexpr OptionSpec kRemove{"--remove", "", "remove the entries that fail verification"};
+constexpr OptionSpec kRemove{"--remove", "", "remove the failing entries convjit made (never a link, FIFO, ...)"};
 constexpr OptionSpec kMaxSize{"--max-size", "SIZE", "target total size such as 500M or 2G (default: the cache's limit)"};
 
 const CommandSpec kLsSpec{.name = "cache ls",
@@ -34,7 +36,10 @@ const CommandSpec kStatsSpec{.name = "cache stats",
 const CommandSpec kVerifySpec{.name = "cache verify",
                               .synopsis = "[options]",
                               .summary = "Read and verify every entry in full (checksums, key, ownership and mode).",
-                              .details = "Exit status 1 when an entry fails; the runtime would rebuild it on use.",
+                              .details =
+                                  "Anything but a regular file where an entry belongs (a symbolic link, FIFO,\n"
+                                  "directory, socket, device) is reported too, and --remove leaves it.\n"
+                                  "Exit status 1 when an entry fails; the runtime would rebuild it on use.",
                               .options = {kRemove, kDirOption}};
 const CommandSpec kPruneSpec{.name = "cache prune",
                              .synopsis = "[--max-size SIZE] [options]",
@@ -43,6 +48,12 @@ const CommandSpec kPruneSpec{.name = "cache prune",
 const CommandSpec kClearSpec{.name = "cache clear",
                              .synopsis = "[options]",
                              .summary = "Remove every entry (and entries of older cache formats).",
+                             .details =
+                                 "Removes only what convjit made: its entry, temp and lock files, then the\n"
+                                 "directories of other cache formats once nothing else is in them. Anything\n"
+                                 "else (a user's files, links, files convjit cannot recognize) is left and\n"
+                                 "listed with the reason. Exit status 1 when a file of convjit's could not be\n"
+                                 "removed.",
                              .options = {kDirOption}};
 
 std::string local_time(fs::file_time_type t) {
@@ -112,13 +123,19 @@ int stats_main(const Args& args) {
                local_time(entries.back().last_used));
   }
   // Directories of other cache formats are dead weight: no runtime of this version reads them.
-  std::vector<std::string> stale;
+  std::size_t stale = 0;
   for (const auto& d : fs::directory_iterator(cache->root())) {
     const std::string name = d.path().filename().string();
-    if (d.is_directory() && name.starts_with('v') && d.path() != cache->version_dir()) stale.push_back(name);
+    std::error_code ec;
+    if (is_version_dir_name(name) && d.path() != cache->version_dir() && fs::is_directory(d.symlink_status(ec))) {
+      ++stale;
+    }
   }
-  if (!stale.empty()) fmt::print("other      {} director{} of other cache formats ('convjit cache clear' removes them)\n",
-                                 stale.size(), stale.size() == 1 ? "y" : "ies");
+  if (stale != 0) {
+    fmt::print(
+        "other      {} director{} of other cache formats ('convjit cache clear' removes what convjit made in them)\n",
+        stale, stale == 1 ? "y" : "ies");
+  }
   if (disk_cache_options(runtime_options(args)).readonly) fmt::print("mode       read-only (CONVJIT_CACHE_READONLY)\n");
   return kExitOk;
 }
@@ -127,15 +144,23 @@ int verify_main(const Args& args) {
   const bool remove = args.has("--remove");
   const auto cache = open_cache(args, /*readonly=*/!remove);
   if (!cache) return kExitOk;
-  const std::size_t count = cache->list().size();
   const auto bad = cache->verify_all();
+  // Misplaced things (a link where an entry belongs) are not entries, so list() does not count them.
+  const std::size_t count =
+      cache->list().size() + std::count_if(bad.begin(), bad.end(), [](const auto& b) { return b.misplaced; });
   for (const auto& b : bad) {
-    const bool removed = remove && cache->remove_entry(b.path);
-    fmt::print("BAD        {}: {}{}\n", b.path.string(), b.why, removed ? " (removed)" : "");
+    std::string outcome;
+    if (remove && !b.not_convjits.empty()) {
+      outcome = fmt::format(" (left: {})", b.not_convjits);
+    } else if (remove && cache->remove_entry(b.path)) {
+      outcome = " (removed)";
+    }
+    fmt::print("BAD        {}: {}{}\n", b.path.string(), b.why, outcome);
   }
+  const bool removable = std::any_of(bad.begin(), bad.end(), [](const auto& b) { return b.not_convjits.empty(); });
   fmt::print("verified   {} entr{} in {}: {} good, {} bad{}\n", count, count == 1 ? "y" : "ies",
              cache->version_dir().string(), count - std::min(count, bad.size()), bad.size(),
-             bad.empty() || remove ? "" : " (the runtime rebuilds a bad entry on use; --remove deletes them now)");
+             !removable || remove ? "" : " (the runtime rebuilds a bad entry on use; --remove deletes them now)");
   return bad.empty() ? kExitOk : kExitFailed;
 }
 
@@ -165,9 +190,22 @@ int clear_main(const Args& args) {
   const auto cache = open_cache(args, /*readonly=*/false);
   if (!cache) return kExitOk;
   const auto report = cache->clear();
-  fmt::print("cleared    {} entr{}, {} from {}\n", report.entries, report.entries == 1 ? "y" : "ies",
-             format_bytes(report.bytes), cache->root().string());
-  return kExitOk;
+  const fs::path& root = cache->root();
+  const auto shown = [&](const fs::path& p) { return p.lexically_relative(root).string(); };
+  fmt::print("cleared    {} entr{}, {} from {}{}\n", report.entries, report.entries == 1 ? "y" : "ies",
+             format_bytes(report.bytes), root.string(),
+             report.other_files == 0 ? std::string()
+                                     : fmt::format(", and {} lock, temp or marker file{}", report.other_files,
+                                                   report.other_files == 1 ? "" : "s"));
+  for (const auto& dir : report.removed_dirs) {
+    fmt::print("removed    {} (a directory of another cache format)\n", shown(dir));
+  }
+  bool failed = false;
+  for (const auto& left : report.left) {
+    fmt::print("left       {}: {}\n", shown(left.path), left.why);
+    failed = failed || left.error;
+  }
+  return failed ? kExitFailed : kExitOk;
 }
 
 struct Action {

@@ -25,10 +25,12 @@ const CommandSpec kSpec{
     .name = "prewarm",
     .synopsis = "FILE... [--shape SHAPE]... [options]",
     .summary = "Compile every problem of the files (and --shape) into the disk cache, in parallel.",
-    .details = "FILE is a workload JSON file (the KernelBench format of workloads/) or a text file with one shape\n"
-               "per line ('#' starts a comment). Problems that are not 2D forward convolutions are skipped with\n"
-               "the reason. Works on a machine with no GPU when --arch is given.\n"
-               "Exit status: 0 all compiled or cached, 1 some failed or unsupported, 2 malformed input.",
+    .details =
+        "FILE is a workload JSON file (the KernelBench format of workloads/) or a text file with one shape\n"
+        "per line ('#' starts a comment). Problems that are not 2D forward convolutions are skipped with\n"
+        "the reason. Works on a machine with no GPU when --arch is given.\n"
+        "Exit status: 0 all compiled and cached, 1 some failed or unsupported or could not be written to\n"
+        "the cache (a full disk), 2 malformed input or an invalid problem (nothing is compiled then).",
     .options = {kArchOption,
                 {"--jobs", "N", "parallel compiles (default: the number of CPU cores)"},
                 {"--shape", "SHAPE", "one more problem in the one-line form; repeatable"},
@@ -71,6 +73,16 @@ ProblemList gather(const Args& args) {
   }
   for (const auto& shape : args.values("--shape")) {
     const Conv2dDesc desc = shape_argument(kSpec, shape);
+    // Like a problem of a file: an invalid one stops prewarm before anything is compiled.
+    try {
+      desc.validate();
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::kInvalidArgument) {
+        fail(ErrorCode::kInvalidArgument, "convjit prewarm: --shape '{}': invalid problem: {}", shape, e.what());
+      }
+      // kUnsupported (a layout this version cannot run) is counted when the problem runs.
+      if (e.code() != ErrorCode::kUnsupported) throw;
+    }
     list.problems.push_back(Problem{to_short_string(desc), desc});
   }
   apply_overrides(args, list.problems);
@@ -112,6 +124,9 @@ int prewarm_main(const Args& args) {
            options.cache_dir.string(), probe.readonly_reason());
     }
   }
+  // Counts the entries the Runtime's cache could not publish, with the first reason:
+  // CacheStats counts them without it.
+  const StoreFailureWatch unwritten;
   Runtime rt(options);
   const std::string arch = target_arch(kSpec, args, rt);
 
@@ -160,8 +175,18 @@ int prewarm_main(const Args& args) {
   }
   fmt::print("summary   compiled {}, already cached {}, failed {}, unsupported {}, skipped {}, {} wall\n",
              counts.compiled, counts.cached, counts.failed, counts.unsupported, list.skipped.size(), format_ms(wall_ms));
-  print_cache_stats(rt.stats());
-  return counts.failed + counts.unsupported == 0 ? kExitOk : kExitFailed;
+  const CacheStats stats = rt.stats();
+  print_cache_stats(stats);
+  if (stats.disk_write_errors != 0) {
+    // The kernels compiled, but the next process would compile them again: the prewarm failed.
+    const std::string why = unwritten.first_reason();
+    fmt::print(
+        "uncached  {} entr{} could not be written to the cache at {} (first error: {}); compiled, but "
+        "the next process compiles {} again\n",
+        stats.disk_write_errors, stats.disk_write_errors == 1 ? "y" : "ies", rt.cache_dir().string(),
+        why.empty() ? std::string("see the warning above") : why, stats.disk_write_errors == 1 ? "it" : "them");
+  }
+  return counts.failed + counts.unsupported == 0 && stats.disk_write_errors == 0 ? kExitOk : kExitFailed;
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "workload/json.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/fail.hpp"
@@ -14,10 +16,43 @@ const Value* Value::find(std::string_view name) const {
   return it == obj.end() ? nullptr : &it->second;
 }
 
+bool Value::written_as_integer() const {
+  if (!is_number()) return false;
+  const std::string_view digits = std::string_view(token).substr(token.starts_with('-') ? 1 : 0);
+  return !digits.empty() && digits.find_first_not_of("0123456789") == std::string_view::npos;
+}
+
+std::optional<long long> Value::integer(long long min, long long max) const {
+  // "8.0" and "8e0" are not integers as written, and parsing the token (not the
+  // double) keeps 9007199254740993 from passing as ...992.
+  if (!written_as_integer()) return std::nullopt;
+  long long value = 0;
+  const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+  if (ec != std::errc() || end != token.data() + token.size() || value < min || value > max) return std::nullopt;
+  return value;
+}
+
+std::string Value::describe() const {
+  if (is_number()) return token;
+  if (is_string()) {
+    constexpr std::size_t kShown = 40;
+    const std::string& text = string();
+    return text.size() <= kShown ? fmt::format("\"{}\"", text) : fmt::format("\"{}...\"", text.substr(0, kShown));
+  }
+  if (is_bool()) return boolean() ? "true" : "false";
+  if (is_array()) return "an array";
+  if (is_object()) return "an object";
+  return "null";
+}
+
 namespace {
 class Parser {
  public:
-  Parser(std::string_view text, std::string_view origin) : text_(text), origin_(origin) {}
+  Parser(std::string_view text, std::string_view origin) : text_(text), origin_(origin) {
+    for (std::size_t i = 0; i < text_.size(); ++i) {
+      if (text_[i] == '\n') line_starts_.push_back(i + 1);
+    }
+  }
 
   Value document() {
     Value value = parse_value(0);
@@ -27,19 +62,21 @@ class Parser {
   }
 
  private:
+  // 1-based line and column (in bytes) of offset `at`.
+  std::pair<int, int> position(std::size_t at) const {
+    const auto next = std::upper_bound(line_starts_.begin(), line_starts_.end(), at);
+    const std::size_t line_start = *(next - 1);
+    return {static_cast<int>(next - line_starts_.begin()), static_cast<int>(at - line_start) + 1};
+  }
+
   [[noreturn]] void error(std::string_view expected) const {
-    int line = 1;
-    int column = 1;
-    for (std::size_t i = 0; i < pos_ && i < text_.size(); ++i) {
-      if (text_[i] == '\n') {
-        ++line;
-        column = 1;
-      } else {
-        ++column;
-      }
-    }
     const std::string got = pos_ < text_.size() ? fmt::format("'{}'", text_[pos_]) : "end of input";
-    fail(ErrorCode::kInvalidArgument, "{}:{}:{}: expected {}, got {}", origin_, line, column, expected, got);
+    error_at(pos_, fmt::format("expected {}, got {}", expected, got));
+  }
+
+  [[noreturn]] void error_at(std::size_t at, std::string_view message) const {
+    const auto [line, column] = position(std::min(at, text_.size()));
+    fail(ErrorCode::kInvalidArgument, "{}:{}:{}: {}", origin_, line, column, message);
   }
 
   void skip_space() {
@@ -59,6 +96,14 @@ class Parser {
     if (depth > 64) error("nesting of at most 64 levels");
     skip_space();
     if (pos_ >= text_.size()) error("a value");
+    const auto [line, column] = position(pos_);
+    Value value = parse_bare_value(depth);
+    value.line = line;
+    value.column = column;
+    return value;
+  }
+
+  Value parse_bare_value(int depth) {
     const char c = text_[pos_];
     if (c == '{') return parse_object(depth);
     if (c == '[') return parse_array(depth);
@@ -70,19 +115,42 @@ class Parser {
     error("a value");
   }
 
+  bool digit_at(std::size_t at) const { return at < text_.size() && text_[at] >= '0' && text_[at] <= '9'; }
+  void skip_digits() {
+    while (digit_at(pos_)) ++pos_;
+  }
+
+  // RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
   Value parse_number() {
     const std::size_t start = pos_;
-    while (pos_ < text_.size() && std::string_view("+-0123456789.eE").find(text_[pos_]) != std::string_view::npos) {
+    if (text_[pos_] == '-') ++pos_;
+    if (!digit_at(pos_)) error("a digit");
+    if (text_[pos_] == '0' && digit_at(pos_ + 1)) error_at(pos_, "expected a number without leading zeros");
+    skip_digits();
+    if (pos_ < text_.size() && text_[pos_] == '.') {
       ++pos_;
+      if (!digit_at(pos_)) error("a digit after the decimal point");
+      skip_digits();
     }
-    const std::string token(text_.substr(start, pos_ - start));
-    char* end = nullptr;
-    const double value = std::strtod(token.c_str(), &end);
-    if (end != token.c_str() + token.size()) {
+    if (pos_ < text_.size() && (text_[pos_] == 'e' || text_[pos_] == 'E')) {
+      ++pos_;
+      if (pos_ < text_.size() && (text_[pos_] == '+' || text_[pos_] == '-')) ++pos_;
+      if (!digit_at(pos_)) error("a digit in the exponent");
+      skip_digits();
+    }
+    std::string token(text_.substr(start, pos_ - start));
+    // NOTE: from_chars, not strtod: independent of the locale ("8,5" in de_DE).
+    double value = 0;
+    const auto [end, ec] = std::from_chars(token.data(), token.data() + token.size(), value);
+    if (ec == std::errc::result_out_of_range) {
+      // Too large in magnitude or too small: the token stays exact for integer checks.
+      const bool tiny = token.find("e-") != std::string::npos || token.find("E-") != std::string::npos;
+      value = tiny ? 0.0 : (token.starts_with('-') ? -HUGE_VAL : HUGE_VAL);
+    } else if (ec != std::errc() || end != token.data() + token.size()) {
       pos_ = start;
       error("a number");
     }
-    return Value{value};
+    return Value{value, 0, 0, std::move(token)};
   }
 
   std::string parse_string() {
@@ -142,15 +210,23 @@ class Parser {
   Value parse_object(int depth) {
     ++pos_;
     Object members;
+    std::map<std::string, std::size_t, std::less<>> name_positions;  // where each member's name starts
     skip_space();
     if (consume("}")) return Value{std::move(members)};
     while (true) {
       skip_space();
       if (pos_ >= text_.size() || text_[pos_] != '"') error("a member name in quotes");
+      const std::size_t name_at = pos_;
       std::string name = parse_string();
+      if (const auto first = name_positions.find(name); first != name_positions.end()) {
+        const auto [line, column] = position(first->second);
+        error_at(name_at,
+                 fmt::format("member \"{}\" is given twice in one object (first at {}:{})", name, line, column));
+      }
+      name_positions.emplace(name, name_at);
       skip_space();
       if (!consume(":")) error("':'");
-      members.insert_or_assign(std::move(name), parse_value(depth + 1));
+      members.emplace(std::move(name), parse_value(depth + 1));
       skip_space();
       if (consume("}")) return Value{std::move(members)};
       if (!consume(",")) error("',' or '}'");
@@ -160,6 +236,7 @@ class Parser {
   std::string_view text_;
   std::string_view origin_;
   std::size_t pos_ = 0;
+  std::vector<std::size_t> line_starts_{0};  // offset of each line's first byte
 };
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -17,6 +18,13 @@ using Object = std::map<std::string, Value, std::less<>>;
 
 struct Value {
   std::variant<std::nullptr_t, bool, double, std::string, Array, Object> data;
+  // Where the value starts in the text (1-based), so that a reader of a well-formed
+  // document can name the place of a bad field too.
+  int line = 0;
+  int column = 0;
+  // Numbers only: the text as written ("4294967304", "8.0"), for exact integer checks
+  // and messages; a double alone cannot say whether "8.0" was written.
+  std::string token;
 
   bool is_object() const { return std::holds_alternative<Object>(data); }
   bool is_array() const { return std::holds_alternative<Array>(data); }
@@ -30,9 +38,18 @@ struct Value {
   bool boolean() const { return std::get<bool>(data); }
   // Member lookup; nullptr when absent or not an object.
   const Value* find(std::string_view name) const;
+  // A number written as an integer: "-?digits", no fraction, no exponent, any size.
+  bool written_as_integer() const;
+  // Numbers written as an integer that fit in [min, max];
+  // the value then, else nullopt. Never converts an out-of-range double.
+  std::optional<long long> integer(long long min, long long max) const;
+  // For messages: the number as written, a string in quotes, or "an array", "null", ...
+  std::string describe() const;
 };
 
-// Throws Error(kInvalidArgument) "<origin>:<line>:<col>: expected ..., got ...".
+// Throws Error(kInvalidArgument) "<origin>:<line>:<col>: expected ..., got ...", also
+// for a member name given twice in one object (RFC 8259 leaves that undefined; a
+// workload file must not mean two things).
 Value parse(std::string_view text, std::string_view origin);
 
 }  // namespace convjit::json

@@ -258,8 +258,22 @@ std::vector<ShapeLine> parse_shape_lines(std::string_view text, std::string_view
     text = newline == std::string_view::npos ? std::string_view{} : text.substr(newline + 1);
     ++line_number;
     line = line.substr(0, line.find('#'));
-    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
-    out.push_back(ShapeLine{line_number, parse_shape(line, origin, line_number)});
+    const std::size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos) continue;
+    const Conv2dDesc desc = parse_shape(line, origin, line_number);
+    // Well formed is not enough for a list of problems to run: an invalid one (groups
+    // not dividing the channels, a filter larger than the padded input) is named where
+    // it stands, before anything is compiled.
+    try {
+      desc.validate();
+    } catch (const Error& e) {
+      if (e.code() == ErrorCode::kInvalidArgument) {
+        fail(ErrorCode::kInvalidArgument, "{}:{}:{}: invalid problem: {}", origin, line_number, first + 1, e.what());
+      }
+      // kUnsupported (a layout this version cannot run) is counted when the problem runs.
+      if (e.code() != ErrorCode::kUnsupported) throw;
+    }
+    out.push_back(ShapeLine{line_number, desc});
   }
   return out;
 }

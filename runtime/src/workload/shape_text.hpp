@@ -44,8 +44,9 @@ struct ShapeLine {
   Conv2dDesc desc;
 };
 
-// One shape per line; '#' starts a comment, blank lines are skipped. Throws at the
-// first malformed line, naming origin:line:column.
+// One shape per line; '#' starts a comment, blank lines are skipped. Throws
+// Error(kInvalidArgument) at the first malformed line, or the first problem that
+// Conv2dDesc::validate() rejects as invalid, naming origin:line:column.
 std::vector<ShapeLine> parse_shape_lines(std::string_view text, std::string_view origin);
 
 }  // namespace convjit

@@ -1,8 +1,9 @@
 #include "workload/workload_file.hpp"
 
-#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <utility>
 
 #include "core/fail.hpp"
 #include "workload/json.hpp"
@@ -10,25 +11,61 @@
 namespace convjit {
 
 namespace {
-int int_field(const json::Value& problem, std::string_view name, std::string_view where) {
-  const json::Value* v = problem.find(name);
-  if (v == nullptr || !v->is_number() || v->number() != std::floor(v->number()) || std::abs(v->number()) > 2e9) {
-    fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected an integer", where, name);
+constexpr long long kIntMax = std::numeric_limits<int>::max();
+
+// Names a problem's place in messages: "kb.json:7:5: problems[4]", at the line and
+// column of the value concerned (the problem's own '{' when a field is missing).
+struct Place {
+  std::string_view origin;
+  int index = 0;
+  std::string at(const json::Value& v) const {
+    return fmt::format("{}:{}:{}: problems[{}]", origin, v.line, v.column, index);
   }
-  return static_cast<int>(v->number());
+};
+
+// `v` as an int in [min, INT_MAX], else an error naming the place and the field.
+// NOTE: the range is checked on the text before any conversion: casting an out-of-range
+// double to int is undefined behaviour (issue 12: a spatial extent of 4294967304).
+int to_int(const json::Value& v, const Place& place, std::string_view field, int min) {
+  if (const auto value = v.integer(min, kIntMax)) return static_cast<int>(*value);
+  if (v.written_as_integer()) {
+    fail(ErrorCode::kInvalidArgument, "{}: field {}: expected an integer from {} to {}, got {}", place.at(v), field,
+         min, kIntMax, v.describe());
+  }
+  fail(ErrorCode::kInvalidArgument, "{}: field {}: expected an integer, got {}", place.at(v), field, v.describe());
 }
 
-std::vector<int> int_list(const json::Value& problem, std::string_view name, std::string_view where) {
+const json::Value& member(const json::Value& problem, std::string_view name, const Place& place,
+                          std::string_view expected) {
   const json::Value* v = problem.find(name);
-  if (v == nullptr || !v->is_array()) fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected an array", where, name);
+  if (v == nullptr) {
+    fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected {}, got nothing (the field is missing)",
+         place.at(problem), name, expected);
+  }
+  return *v;
+}
+
+int int_field(const json::Value& problem, std::string_view name, const Place& place, int min) {
+  return to_int(member(problem, name, place, "an integer"), place, fmt::format("'{}'", name), min);
+}
+
+std::vector<int> int_list(const json::Value& problem, std::string_view name, const Place& place, int min) {
+  const json::Value& v = member(problem, name, place, "an array of integers");
+  if (!v.is_array()) {
+    fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected an array of integers, got {}", place.at(v), name,
+         v.describe());
+  }
   std::vector<int> out;
-  for (const auto& item : v->array()) {
-    if (!item.is_number() || item.number() != std::floor(item.number())) {
-      fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected an array of integers", where, name);
-    }
-    out.push_back(static_cast<int>(item.number()));
+  for (const auto& item : v.array()) {
+    out.push_back(to_int(item, place, fmt::format("'{}'[{}]", name, out.size()), min));
   }
   return out;
+}
+
+std::string problem_label(const WorkloadProblem& p) {
+  std::string label = p.id.empty() ? std::string("problem") : "#" + p.id;
+  if (!p.name.empty()) label += " " + p.name;
+  return label;
 }
 }  // namespace
 
@@ -36,19 +73,23 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
   const json::Value doc = json::parse(text, origin);
   const json::Value* problems = doc.find("problems");
   if (problems == nullptr || !problems->is_array()) {
-    fail(ErrorCode::kInvalidArgument, "{}: expected an object with a \"problems\" array", origin);
+    fail(ErrorCode::kInvalidArgument, "{}:{}:{}: expected an object with a \"problems\" array", origin,
+         problems != nullptr ? problems->line : doc.line, problems != nullptr ? problems->column : doc.column);
   }
   std::vector<WorkloadProblem> out;
   int index = 0;
   for (const auto& p : problems->array()) {
-    const std::string where = fmt::format("{}: problems[{}]", origin, index++);
-    if (!p.is_object()) fail(ErrorCode::kInvalidArgument, "{}: expected an object", where);
+    const Place place{origin, index++};
+    if (!p.is_object()) fail(ErrorCode::kInvalidArgument, "{}: expected an object, got {}", place.at(p), p.describe());
     WorkloadProblem item;
-    if (const auto* id = p.find("id"); id != nullptr && id->is_number()) item.id = fmt::format("{}", id->number());
+    if (const auto* id = p.find("id"); id != nullptr && id->is_number()) item.id = id->token;
     if (const auto* name = p.find("name"); name != nullptr && name->is_string()) item.name = name->string();
     const json::Value* op = p.find("op");
-    const std::string op_name = op != nullptr && op->is_string() ? op->string() : "";
-    const auto spatial = int_list(p, "spatial", where);
+    if (op != nullptr && !op->is_string()) {
+      fail(ErrorCode::kInvalidArgument, "{}: field 'op': expected a string, got {}", place.at(*op), op->describe());
+    }
+    const std::string op_name = op != nullptr ? op->string() : "";
+    const auto spatial = int_list(p, "spatial", place, 1);
     if (op_name != "conv" && op_name != "separable") {
       item.skipped = fmt::format("op '{}' is not supported (forward 2D conv only)", op_name);
     } else if (spatial.size() != 2) {
@@ -58,29 +99,71 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
       out.push_back(std::move(item));
       continue;
     }
-    const auto kernel = int_list(p, "kernel", where);
-    const auto stride = int_list(p, "stride", where);
-    const auto padding = int_list(p, "padding", where);
-    const auto dilation = int_list(p, "dilation", where);
-    for (const auto* list : {&kernel, &stride, &padding, &dilation}) {
-      if (list->size() != 2) fail(ErrorCode::kInvalidArgument, "{}: expected 2 values per spatial list", where);
+    const auto kernel = int_list(p, "kernel", place, 1);
+    const auto stride = int_list(p, "stride", place, 1);
+    const auto padding = int_list(p, "padding", place, 0);
+    const auto dilation = int_list(p, "dilation", place, 1);
+    for (const auto& [list, name] : {std::pair{&kernel, "kernel"}, std::pair{&stride, "stride"},
+                                     std::pair{&padding, "padding"}, std::pair{&dilation, "dilation"}}) {
+      if (list->size() != 2) {
+        fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected 2 values, one per spatial dimension, got {}",
+             place.at(*p.find(name)), name, list->size());
+      }
     }
-    const json::Value* bias = p.find("bias");
-    Conv2dDesc d{.n = int_field(p, "N", where), .c = int_field(p, "C", where), .h = spatial[0], .w = spatial[1],
-                 .k = int_field(p, "K", where), .r = kernel[0], .s = kernel[1], .stride_h = stride[0],
-                 .stride_w = stride[1], .pad_h = padding[0], .pad_w = padding[1], .dilation_h = dilation[0],
-                 .dilation_w = dilation[1], .groups = p.find("groups") ? int_field(p, "groups", where) : 1,
-                 .bias = bias != nullptr && bias->is_bool() && bias->boolean()};
+    bool bias = false;
+    if (const json::Value* b = p.find("bias"); b != nullptr) {
+      if (!b->is_bool()) {
+        fail(ErrorCode::kInvalidArgument, "{}: field 'bias': expected true or false, got {}", place.at(*b),
+             b->describe());
+      }
+      bias = b->boolean();
+    }
+    Conv2dDesc d{.n = int_field(p, "N", place, 1),
+                 .c = int_field(p, "C", place, 1),
+                 .h = spatial[0],
+                 .w = spatial[1],
+                 .k = int_field(p, "K", place, 1),
+                 .r = kernel[0],
+                 .s = kernel[1],
+                 .stride_h = stride[0],
+                 .stride_w = stride[1],
+                 .pad_h = padding[0],
+                 .pad_w = padding[1],
+                 .dilation_h = dilation[0],
+                 .dilation_w = dilation[1],
+                 .groups = p.find("groups") ? int_field(p, "groups", place, 1) : 1,
+                 .bias = bias};
+    // Fields that fit one by one may not fit together (groups must divide the channels,
+    // the filter must fit the padded input): named here, at the problem, so that a bad
+    // file stops before anything is compiled.
+    const auto check = [&](const Conv2dDesc& desc) {
+      try {
+        desc.validate();
+      } catch (const Error& e) {
+        if (e.code() == ErrorCode::kInvalidArgument) {
+          fail(ErrorCode::kInvalidArgument, "{} ({}): invalid problem: {}", place.at(p), problem_label(item), e.what());
+        }
+        // kUnsupported (a layout this version cannot run) is counted when the problem runs.
+        if (e.code() != ErrorCode::kUnsupported) throw;
+      }
+    };
     if (op_name == "separable") {
       // Depthwise (c -> c, groups = c) then pointwise (1x1, c -> k).
       Conv2dDesc depthwise = d;
       depthwise.k = d.c;
       depthwise.groups = d.c;
+      check(depthwise);  // before its output extents size the pointwise half
       const auto mid = depthwise.output_shape();
+      if (mid.p > kIntMax || mid.q > kIntMax) {
+        fail(ErrorCode::kInvalidArgument, "{} ({}): invalid problem: the depthwise output of {}x{} is over {} per side",
+             place.at(p), problem_label(item), mid.p, mid.q, kIntMax);
+      }
       Conv2dDesc pointwise{.n = d.n, .c = d.c, .h = static_cast<int>(mid.p), .w = static_cast<int>(mid.q), .k = d.k,
                            .bias = d.bias};
+      check(pointwise);
       item.descs = {depthwise, pointwise};
     } else {
+      check(d);
       item.descs = {d};
     }
     out.push_back(std::move(item));

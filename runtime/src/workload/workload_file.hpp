@@ -17,6 +17,10 @@ struct WorkloadProblem {
   std::string skipped;            // why it was skipped, empty when supported
 };
 
+// Throws Error(kInvalidArgument) naming "<origin>:<line>:<column>" for malformed JSON
+// (a member name given twice included), a field of the wrong type or out of range
+// (every size from 1 to INT_MAX, padding from 0), and a problem Conv2dDesc::validate()
+// rejects; the problem's index and the field follow.
 std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_view origin);
 std::vector<WorkloadProblem> load_workloads(const std::filesystem::path& file);
 

@@ -1,0 +1,166 @@
+// Workload files (runtime/src/workload/json.cpp, workload_file.cpp): bad input is a
+// typed error naming file:line:column and the field, never undefined behaviour or a
+// silently different problem.
+#include "workload/workload_file.hpp"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "convjit/error.hpp"
+#include "workload/json.hpp"
+
+namespace convjit {
+namespace {
+
+// The message of the Error(kInvalidArgument) that parsing `text` throws; "" when none.
+std::string workload_error(const std::string& text) {
+  try {
+    parse_workloads(text, "kb.json");
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+// One 2D problem with `field` (its text, e.g. "\"N\": 8") in place of the default.
+std::string problem_with(const std::string& field) {
+  std::string fields = R"("op": "conv", "N": 1, "C": 4, "K": 8, "spatial": [8, 8], "kernel": [3, 3], )"
+                       R"("stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 1, "bias": false)";
+  const std::string name = field.substr(0, field.find(':'));
+  const std::size_t at = fields.find(name + ":");
+  const std::size_t end = fields.find(", \"", at);
+  fields.replace(at, (end == std::string::npos ? fields.size() : end) - at, field);
+  return "{\"problems\": [\n{" + fields + "}]}";
+}
+
+TEST(Json, ValuesKnowTheLineAndColumnWhereTheyStart) {
+  const json::Value doc = json::parse("{\"a\": [1,\n   {\"b\": \"x\"}]}", "t.json");
+  EXPECT_EQ(doc.line, 1);
+  EXPECT_EQ(doc.column, 1);
+  const auto& a = doc.find("a")->array();
+  EXPECT_EQ(a[0].line, 1);
+  EXPECT_EQ(a[0].column, 8);
+  EXPECT_EQ(a[1].line, 2);
+  EXPECT_EQ(a[1].column, 4);
+  EXPECT_EQ(a[1].find("b")->column, 10);
+}
+
+TEST(Json, MemberGivenTwiceInOneObjectIsAnErrorNamingBothPlaces) {
+  try {
+    json::parse("{\"n\": 1,\n \"m\": {\"n\": 2}, \"n\": 3}", "t.json");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_STREQ(e.what(), "t.json:2:17: member \"n\" is given twice in one object (first at 1:2)");
+  }
+  // The same name in different objects is fine.
+  EXPECT_NO_THROW(json::parse("{\"n\": 1, \"m\": {\"n\": 2}}", "t.json"));
+}
+
+TEST(Json, NumbersFollowRfc8259AndKeepTheirText) {
+  EXPECT_EQ(json::parse("[-0.5e+3]", "t").array()[0].number(), -500.0);
+  EXPECT_EQ(json::parse("[4294967304]", "t").array()[0].token, "4294967304");
+  EXPECT_EQ(json::parse("[1e999]", "t").array()[0].token, "1e999");
+  const struct {
+    const char* text;
+    const char* message;
+  } bad[] = {
+      {"[01]", "t:1:2: expected a number without leading zeros"},
+      {"[1.]", "t:1:4: expected a digit after the decimal point, got ']'"},
+      {"[-]", "t:1:3: expected a digit, got ']'"},
+      {"[1e]", "t:1:4: expected a digit in the exponent, got ']'"},
+      {"[+1]", "t:1:2: expected a value, got '+'"},
+      {"[.5]", "t:1:2: expected a value, got '.'"},
+  };
+  for (const auto& b : bad) {
+    try {
+      json::parse(b.text, "t");
+      ADD_FAILURE() << b.text << " parsed";
+    } catch (const Error& e) {
+      EXPECT_STREQ(e.what(), b.message) << b.text;
+    }
+  }
+}
+
+TEST(Json, IntegerIsExactAndRangeCheckedBeforeAnyConversion) {
+  const auto item = [](const char* text) { return json::parse(text, "t").array()[0]; };
+  EXPECT_EQ(item("[2147483647]").integer(1, 2147483647), 2147483647);
+  EXPECT_EQ(item("[2147483648]").integer(1, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[4294967304]").integer(1, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[99999999999999999999999]").integer(1, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[-1]").integer(0, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[8.0]").integer(1, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[8e0]").integer(1, 2147483647), std::nullopt);
+  EXPECT_EQ(item("[\"8\"]").integer(1, 2147483647), std::nullopt);
+}
+
+// Issue 12: a spatial extent of 4294967304 was cast to int with undefined behaviour.
+TEST(WorkloadFile, NumberTooLargeForIntIsAnErrorNamingPlaceAndField) {
+  EXPECT_EQ(workload_error(problem_with(R"("spatial": [8, 4294967304])")),
+            "kb.json:2:55: problems[0]: field 'spatial'[1]: expected an integer from 1 to 2147483647, got 4294967304");
+  EXPECT_EQ(workload_error(problem_with(R"("N": 2147483648)")),
+            "kb.json:2:21: problems[0]: field 'N': expected an integer from 1 to 2147483647, got 2147483648");
+}
+
+TEST(WorkloadFile, EveryFieldRejectsFractionsOutOfRangeValuesAndOtherTypesNamingTheField) {
+  const struct {
+    const char* field;
+    const char* message_part;
+  } cases[] = {
+      {R"("N": 8.5)", "problems[0]: field 'N': expected an integer, got 8.5"},
+      {R"("N": 8.0)", "problems[0]: field 'N': expected an integer, got 8.0"},
+      {R"("C": -4)", "problems[0]: field 'C': expected an integer from 1 to 2147483647, got -4"},
+      {R"("K": 0)", "problems[0]: field 'K': expected an integer from 1 to 2147483647, got 0"},
+      {R"("K": "eight")", "problems[0]: field 'K': expected an integer, got \"eight\""},
+      {R"("kernel": [3, 1e2])", "problems[0]: field 'kernel'[1]: expected an integer, got 1e2"},
+      {R"("stride": [0, 1])", "problems[0]: field 'stride'[0]: expected an integer from 1 to 2147483647, got 0"},
+      {R"("padding": [-1, 0])", "problems[0]: field 'padding'[0]: expected an integer from 0 to 2147483647, got -1"},
+      {R"("dilation": [1, null])", "problems[0]: field 'dilation'[1]: expected an integer, got null"},
+      {R"("groups": -2)", "problems[0]: field 'groups': expected an integer from 1 to 2147483647, got -2"},
+      {R"("spatial": 8)", "problems[0]: field 'spatial': expected an array of integers, got 8"},
+      {R"("kernel": [3, 3, 3])", "problems[0]: field 'kernel': expected 2 values, one per spatial dimension, got 3"},
+      {R"("bias": 1)", "problems[0]: field 'bias': expected true or false, got 1"},
+      {R"("op": 5)", "problems[0]: field 'op': expected a string, got 5"},
+  };
+  for (const auto& c : cases) {
+    const std::string message = workload_error(problem_with(c.field));
+    EXPECT_EQ(message.rfind("kb.json:2:", 0), 0u) << c.field << ": " << message;
+    EXPECT_NE(message.find(c.message_part), std::string::npos)
+        << c.field << "\n  got:      " << message << "\n  expected: " << c.message_part;
+  }
+}
+
+TEST(WorkloadFile, MissingFieldIsNamedAtTheProblem) {
+  EXPECT_EQ(workload_error("{\"problems\": [\n  {\"op\": \"conv\", \"spatial\": [8, 8]}]}"),
+            "kb.json:2:3: problems[0]: field 'kernel': expected an array of integers, got nothing (the field is "
+            "missing)");
+}
+
+TEST(WorkloadFile, InvalidProblemIsAnErrorAtTheProblemsLineAndColumn) {
+  // Every field is in range, but groups = 3 divides neither C = 4 nor K = 8.
+  EXPECT_EQ(workload_error(R"({"problems": [
+  {"id": 3, "name": "odd_groups", "op": "conv", "N": 1, "C": 4, "K": 8, "spatial": [8, 8], "kernel": [3, 3],
+   "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1], "groups": 3}]})"),
+            "kb.json:2:3: problems[0] (#3 odd_groups): invalid problem: Conv2dDesc.groups: expected a divisor of c = "
+            "4, got 3");
+  // A separable problem is checked half by half, its depthwise half before that half's
+  // output extents size the pointwise one.
+  EXPECT_EQ(workload_error(R"({"problems": [{"op": "separable", "N": 1, "C": 4, "K": 8, "spatial": [8, 8],
+    "kernel": [9, 9], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1]}]})")
+                .rfind("kb.json:1:15: problems[0] (problem): invalid problem: Conv2dDesc.h: padded input height 8", 0),
+            0u);
+}
+
+TEST(WorkloadFile, ProblemsConvjitCannotRunAreStillSkippedNotErrors) {
+  const auto problems = parse_workloads(R"({"problems": [{"id": 2, "op": "conv", "spatial": [8, 8, 8]},
+    {"id": 3, "op": "conv_transpose", "spatial": [8, 8]}]})",
+                                        "kb.json");
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_EQ(problems[0].skipped, "3D convolution is not supported (2D only)");
+  EXPECT_EQ(problems[1].skipped, "op 'conv_transpose' is not supported (forward 2D conv only)");
+}
+
+}  // namespace
+}  // namespace convjit
