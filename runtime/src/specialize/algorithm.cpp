@@ -1,6 +1,8 @@
 #include "specialize/algorithm.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "core/fail.hpp"
 
@@ -28,6 +30,46 @@ std::optional<std::string> unsupported_reason([[maybe_unused]] const Conv2dDesc&
   return "unknown algorithm";
 }
 
+int nominal_multiprocessors(const std::string& arch) noexcept {
+  // The heuristic must choose the same kernel with no GPU present (prewarm --arch), so it
+  // goes by the arch's flagship part: H100 / H200 SXM.
+  return arch.rfind("sm_90", 0) == 0 ? 132 : 108;
+}
+
+namespace {
+// Hopper SXM dense rates (TFLOP/s) and copy bandwidth (TB/s), the datasheet's, with the
+// efficiencies docs/perf.md measured: the wgmma kernel reached 70% of TF32 peak on the
+// headline; cuBLAS's large GEMMs about 60%. Ratios decide, so the H100/H200 spread is moot.
+constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
+constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
+
+double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
+}  // namespace
+
+double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
+  const auto work = wgmma_work(d);
+  if (!work) return std::numeric_limits<double>::infinity();
+  // One block an SM at a time: whole waves of blocks, each computing its whole patch
+  // (padding included), at the SM's share of the tensor rate; 3xTF32 does three products.
+  const int sms = nominal_multiprocessors(arch);
+  const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
+  const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
+  const double products = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32 ? 3.0 : 1.0;
+  return waves * block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
+}
+
+double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
+  // The GEMM at cuBLAS's rate (strict fp32: FMA), plus the column matrix written and read
+  // once (none for a pointwise convolution) and a few microseconds of launches.
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
+  const auto o = d.output_shape();
+  const double columns = is_pointwise_gemm(d) ? 0.0
+                                              : static_cast<double>(o.n) * o.p * o.q * (d.c / d.groups) * d.r * d.s *
+                                                    static_cast<double>(size_of(d.dtype));
+  return gemm_ms + 2.0 * columns / (kBandwidth * 1e12) * 1e3 + 0.01;
+}
+
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
@@ -37,10 +79,18 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // A pointwise convolution is a GEMM that reads each input once: cuBLAS at bandwidth,
   // except in strict math on Hopper, where 3xTF32 wgmma beats cuBLAS's fp32 GEMM
   // (H100, KernelBench 87: 6.84 vs 7.92 ms; 86's pointwise half: 1.68 vs 2.00 ms).
+  // On Hopper, the wgmma kernel against im2col + cuBLAS by predicted time (below): the
+  // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
+  // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
+  // matrix is small and cuBLAS splits the long reduction across the machine.
+  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
+  const bool wgmma_starved = wgmma && d.groups == 1 && c_per_group >= 16 &&
+                             predicted_im2col_ms(d, arch) < predicted_wgmma_ms(d, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
-    const bool wgmma_strict = d.math == MathMode::kStrictFp32 && !arch.empty() && !wgmma_unsupported_reason(d, arch);
+    const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
   }
+  if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
   if (!unsupported_reason(d, Algorithm::kImplicitGemm) && k_per_group >= 16 && reduction >= 32) {
     return Algorithm::kImplicitGemm;
   }

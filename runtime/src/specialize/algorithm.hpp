@@ -13,6 +13,15 @@ namespace convjit {
 // Empty when `algorithm` can compute `desc`; otherwise why not. `desc` is validated.
 std::optional<std::string> unsupported_reason(const Conv2dDesc& desc, Algorithm algorithm);
 
+// Multiprocessors the heuristic assumes for `arch` (it must choose without a GPU).
+int nominal_multiprocessors(const std::string& arch) noexcept;
+
+// The cost model behind the choice between the wgmma kernel and im2col + cuBLAS on
+// Hopper (docs/perf.md): predicted milliseconds from FLOPs, the kernel's waves of blocks
+// and the column matrix's bytes. Infinity when wgmma cannot run `desc`.
+double predicted_wgmma_ms(const Conv2dDesc& desc, const std::string& arch);
+double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
+
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 

@@ -154,6 +154,16 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
   return std::nullopt;
 }
 
+std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
+  const auto tile = choose_tile(d);
+  if (!tile) return std::nullopt;
+  const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
+  return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups,
+                   .block_pixels = std::int64_t{tile->bp} * tile->bq,
+                   .block_channels = tile->bn,
+                   .block_reduction = std::int64_t{tile->chunks} * chunk_channels(d) * d.r * d.s};
+}
+
 SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
   const auto tile = choose_tile(d);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());

@@ -75,6 +75,15 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
                                                     const AlignmentNeeds& align = kFullAlignment);
+// The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
+// when the kernel cannot run it.
+struct WgmmaWork {
+  std::int64_t blocks = 0;           // pixel patches x channel blocks x groups
+  std::int64_t block_pixels = 0;     // kBP x kBQ, computed whether or not inside the image
+  int block_channels = 0;            // kBN
+  std::int64_t block_reduction = 0;  // channel chunks x chunk x r x s, as computed
+};
+std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 SpecializedSource specialize_im2col(const Conv2dDesc& desc);
