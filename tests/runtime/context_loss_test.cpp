@@ -146,5 +146,20 @@ TEST_F(ContextLoss, StickyErrorFromALaunchMakesEveryLaterRunAndPlanFailFast) {
   EXPECT_EQ(rt.stats().compiles, stats.compiles);
 }
 
+TEST_F(ContextLoss, WorkspaceAllocationThatFailsLeavesThePlanUsable) {
+  Runtime rt(options());
+  const Conv2dPlan plan = rt.plan(kWgmma);
+  ASSERT_GT(plan.workspace_bytes(), 0u);
+  Operands ops(kWgmma);
+  fake().fail_next("cuMemAlloc", CUDA_ERROR_OUT_OF_MEMORY);
+  expect_error(ErrorCode::kDriver, [&] { plan.run(ops.args()); }, {"CUDA_ERROR_OUT_OF_MEMORY"});
+  EXPECT_EQ(launch_count(), 0u);
+
+  // Memory freed elsewhere: the next run makes the workspace and launches.
+  plan.run(ops.args());
+  EXPECT_EQ(fake().allocations(), 1u);
+  EXPECT_EQ(launch_count(), 2u);
+}
+
 }  // namespace
 }  // namespace convjit

@@ -49,12 +49,15 @@ CUdeviceptr Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes
     }
   }
   std::unique_lock lock(workspaces_mutex_);
-  auto& slot = workspaces_[stream];
-  if (!slot || slot->size() < bytes) {
-    auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
-    if (slot) retired_.push_back(std::move(slot));
-    slot = std::move(made);
+  if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
+    return it->second->get();
   }
+  // NOTE: allocated before the map is touched: a failed allocation (out of memory) must
+  // not leave an empty slot, which the lookup above would dereference on the next run.
+  auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
+  auto& slot = workspaces_[stream];
+  if (slot) retired_.push_back(std::move(slot));
+  slot = std::move(made);
   return slot->get();
 }
 
