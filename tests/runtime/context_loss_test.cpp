@@ -161,5 +161,17 @@ TEST_F(ContextLoss, WorkspaceAllocationThatFailsLeavesThePlanUsable) {
   EXPECT_EQ(launch_count(), 2u);
 }
 
+TEST_F(ContextLoss, StickyErrorFromPrepareIsRememberedLikeOneFromARun) {
+  Runtime rt(options());
+  const Conv2dPlan plan = rt.plan(kWgmma);
+  ASSERT_GT(plan.workspace_bytes(), 0u);
+  Operands ops(kWgmma);
+  fake().fail_next("cuMemAlloc", CUDA_ERROR_ILLEGAL_ADDRESS);
+  expect_error(ErrorCode::kContextLost, [&] { plan.prepare(); }, {"CUDA_ERROR_ILLEGAL_ADDRESS"});
+  expect_error(ErrorCode::kContextLost, [&] { plan.run(ops.args()); }, {"unusable", "CUDA_ERROR_ILLEGAL_ADDRESS"});
+  EXPECT_EQ(fake().calls("cuMemAlloc"), 1u);
+  EXPECT_EQ(fake().calls("cuLaunchKernel"), 0u);
+}
+
 }  // namespace
 }  // namespace convjit

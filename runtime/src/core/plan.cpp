@@ -62,9 +62,15 @@ CUdeviceptr Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes
 }
 
 void Conv2dPlan::Impl::prepare(Stream stream) const {
-  check_binding(reinterpret_cast<CUstream>(stream));
-  device->check_usable();
-  if (primary->workspace_bytes > 0) own_workspace(reinterpret_cast<CUstream>(stream), primary->workspace_bytes);
+  // A sticky error from the allocation is remembered, as run() and pack_weights() do.
+  try {
+    check_binding(reinterpret_cast<CUstream>(stream));
+    device->check_usable();
+    if (primary->workspace_bytes > 0) own_workspace(reinterpret_cast<CUstream>(stream), primary->workspace_bytes);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) device->mark_lost(e.what());
+    throw;
+  }
 }
 
 void Conv2dPlan::Impl::run(const Conv2dArgs& args, Stream stream, bool check) const {
