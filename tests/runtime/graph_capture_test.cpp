@@ -169,5 +169,20 @@ TEST_F(GraphCapture, AutotuningWithoutAStoredChoiceRefusesInsideACaptureAndWorks
   expect_captured(0, 1, stream);
 }
 
+TEST_F(GraphCapture, AutotunedPlanForACapturingStreamRefusesInsteadOfInvalidatingTheCapture) {
+  RuntimeOptions tuned = options();
+  tuned.autotune = true;
+  tuned.workspace_limit_bytes = 1;  // no im2col candidate (see above)
+  const Conv2dDesc desc{.n = 1, .c = 16, .h = 8, .w = 8, .k = 16, .r = 3, .s = 3};
+  Runtime rt(tuned);
+  FakeStream stream;
+  fake().set_capturing(stream.get(), true);
+  expect_error(ErrorCode::kUnsupported, [&] { rt.plan(desc, PlanOptions{.stream = stream}); },
+               {"autotuning", "capture is still valid"});
+  EXPECT_EQ(launch_count(), 0u);
+  EXPECT_EQ(fake().calls("cuMemAlloc"), 0u);
+  expect_capture_valid(stream);
+}
+
 }  // namespace
 }  // namespace convjit

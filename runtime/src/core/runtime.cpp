@@ -159,7 +159,9 @@ void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stre
 }
 
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
-  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options)));
+  // The stream goes along so that autotuning sees a capture on it and refuses, instead of
+  // timing (allocating, synchronizing) inside it.
+  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options), options.stream));
 }
 
 PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {
