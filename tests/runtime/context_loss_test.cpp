@@ -173,5 +173,24 @@ TEST_F(ContextLoss, StickyErrorFromPrepareIsRememberedLikeOneFromARun) {
   EXPECT_EQ(fake().calls("cuLaunchKernel"), 0u);
 }
 
+// Autotuning times the candidates with driver calls of its own (buffers, events); a
+// sticky error there loses the context like one from a run. im2col stays out of the
+// candidates (a workspace limit its columns cannot fit): cuBLAS cannot run on the fake.
+TEST_F(ContextLoss, StickyErrorWhileAutotuningIsRemembered) {
+  RuntimeOptions tuned = options();
+  tuned.autotune = true;
+  tuned.workspace_limit_bytes = 1;
+  const Conv2dDesc desc{.n = 1, .c = 16, .h = 8, .w = 8, .k = 16, .r = 3, .s = 3};
+  Runtime rt(tuned);
+  Operands ops(desc);
+  fake().fail_next("cuEventSynchronize", CUDA_ERROR_LAUNCH_FAILED);
+  expect_error(ErrorCode::kContextLost, [&] { rt.conv2d(desc, ops.args()); }, {"CUDA_ERROR_LAUNCH_FAILED"});
+  const auto compiles = rt.stats().compiles;
+  const auto loads = fake().calls("cuModuleLoadData");
+  expect_error(ErrorCode::kContextLost, [&] { rt.plan(kOther); }, {"unusable", "CUDA_ERROR_LAUNCH_FAILED"});
+  EXPECT_EQ(rt.stats().compiles, compiles);
+  EXPECT_EQ(fake().calls("cuModuleLoadData"), loads);
+}
+
 }  // namespace
 }  // namespace convjit
