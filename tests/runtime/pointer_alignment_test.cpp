@@ -5,12 +5,17 @@
 // anything is allocated or launched.
 #include <fmt/format.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "support/fake_driver_test.hpp"
 
 namespace convjit {
+
+// GoogleTest names the parameter "f16" instead of its bytes (found by argument-dependent lookup).
+[[maybe_unused]] static void PrintTo(DType dtype, std::ostream* os) { *os << to_string(dtype); }
+
 namespace {
 
 using testing::expect_error;
