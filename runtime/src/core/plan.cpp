@@ -49,19 +49,28 @@ CUdeviceptr Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes
     }
   }
   std::unique_lock lock(workspaces_mutex_);
-  auto& slot = workspaces_[stream];
-  if (!slot || slot->size() < bytes) {
-    auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
-    if (slot) retired_.push_back(std::move(slot));
-    slot = std::move(made);
+  if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
+    return it->second->get();
   }
+  // NOTE: allocated before the map is touched: a failed allocation (out of memory) must
+  // not leave an empty slot, which the lookup above would dereference on the next run.
+  auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
+  auto& slot = workspaces_[stream];
+  if (slot) retired_.push_back(std::move(slot));
+  slot = std::move(made);
   return slot->get();
 }
 
 void Conv2dPlan::Impl::prepare(Stream stream) const {
-  check_binding(reinterpret_cast<CUstream>(stream));
-  device->check_usable();
-  if (primary->workspace_bytes > 0) own_workspace(reinterpret_cast<CUstream>(stream), primary->workspace_bytes);
+  // A sticky error from the allocation is remembered, as run() and pack_weights() do.
+  try {
+    check_binding(reinterpret_cast<CUstream>(stream));
+    device->check_usable();
+    if (primary->workspace_bytes > 0) own_workspace(reinterpret_cast<CUstream>(stream), primary->workspace_bytes);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) device->mark_lost(e.what());
+    throw;
+  }
 }
 
 void Conv2dPlan::Impl::run(const Conv2dArgs& args, Stream stream, bool check) const {

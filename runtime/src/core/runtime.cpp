@@ -123,8 +123,15 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc
       PlanKey{ref.id, desc, requested},
       [&] {
         auto dev = context(ref);
-        return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev, stream)
-                                                         : build_plan(desc, requested, dev);
+        // A sticky error anywhere in building (compile, module load, autotuning's own buffers,
+        // events and timing runs) leaves the context unusable for every later call.
+        try {
+          return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev, stream)
+                                                           : build_plan(desc, requested, dev);
+        } catch (const Error& e) {
+          if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
+          throw;
+        }
       },
       &built);
   if (!built) Counters::bump(pipeline->counters.memory_hits);
@@ -135,13 +142,8 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDe
                                                                   const std::shared_ptr<DeviceContext>& dev) {
   desc.validate();
   const Algorithm algorithm = resolve_algorithm(desc, requested, dev->arch());
-  try {
-    return std::make_shared<Conv2dPlan::Impl>(desc, algorithm, dev, pipeline,
-                                              pipeline->kernel(desc, algorithm, dev, kFullAlignment));
-  } catch (const Error& e) {
-    if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
-    throw;
-  }
+  return std::make_shared<Conv2dPlan::Impl>(desc, algorithm, dev, pipeline,
+                                            pipeline->kernel(desc, algorithm, dev, kFullAlignment));
 }
 
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -159,7 +161,9 @@ void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stre
 }
 
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
-  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options)));
+  // The stream goes along so that autotuning sees a capture on it and refuses, instead of
+  // timing (allocating, synchronizing) inside it.
+  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options), options.stream));
 }
 
 PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {

@@ -1,0 +1,99 @@
+// The fake CUDA driver itself: that the runtime really loads it, and that it catches what
+// the launch tests rely on it to catch. A fake that let a capture-unsafe call through
+// would make every "the capture stayed valid" check pass for nothing.
+#include <dlfcn.h>
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "driver/cuda_driver.hpp"
+#include "driver/device_context.hpp"
+#include "support/fake_driver_test.hpp"
+
+namespace convjit {
+namespace {
+
+using testing::FakeBuffer;
+using testing::FakeStream;
+
+class FakeDriver : public testing::FakeDriverTest {};
+
+TEST_F(FakeDriver, TheRuntimeLoadsTheFakeInsteadOfARealDriver) {
+  Dl_info info{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(CudaDriver::get().cuInit), &info), 0);
+  EXPECT_NE(std::string(info.dli_fname).find("fake_cuda_driver/libcuda.so.1"), std::string::npos) << info.dli_fname;
+  Runtime rt(options());
+  EXPECT_EQ(rt.device_arch(), "sm_90");
+}
+
+TEST_F(FakeDriver, AnUnknownEntryPointIsNotFound) {
+  using GetProcAddress = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  void* library = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  ASSERT_NE(library, nullptr);
+  auto get_proc = reinterpret_cast<GetProcAddress>(dlsym(library, "cuGetProcAddress_v2"));
+  ASSERT_NE(get_proc, nullptr);
+  void* function = &library;
+  CUdriverProcAddressQueryResult status{};
+  EXPECT_EQ(get_proc("cuNoSuchEntryPoint", &function, kDriverAbiVersion, 0, &status), CUDA_ERROR_NOT_FOUND);
+  EXPECT_EQ(function, nullptr);
+  EXPECT_EQ(status, CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND);
+  // cuCtxCreate asked at a version whose symbol has another signature (cuCtxCreate_v3).
+  EXPECT_EQ(get_proc("cuCtxCreate", &function, kDriverAbiVersion, 0, &status), CUDA_ERROR_NOT_FOUND);
+  dlclose(library);
+}
+
+TEST_F(FakeDriver, CaptureUnsafeCallsFailAndInvalidateTheCaptureUnlessTheThreadRelaxedItsMode) {
+  auto& drv = CudaDriver::get();
+  FakeStream stream;
+  fake().set_capturing(stream.get(), true);
+  ScopedContext scope(fake().primary_context());
+  CUdeviceptr pointer = 0;
+  EXPECT_EQ(drv.cuMemAlloc(&pointer, 64), CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+  EXPECT_TRUE(fake().capture_invalidated(stream.get()));
+  CUstreamCaptureStatus status{};
+  ASSERT_EQ(drv.cuStreamIsCapturing(stream.get(), &status), CUDA_SUCCESS);
+  EXPECT_EQ(status, CU_STREAM_CAPTURE_STATUS_INVALIDATED);
+
+  fake().set_capturing(stream.get(), true);  // a fresh capture
+  CUstreamCaptureMode mode = CU_STREAM_CAPTURE_MODE_RELAXED;
+  ASSERT_EQ(drv.cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS);
+  EXPECT_EQ(mode, CU_STREAM_CAPTURE_MODE_GLOBAL);
+  ASSERT_EQ(drv.cuMemAlloc(&pointer, 64), CUDA_SUCCESS);
+  EXPECT_EQ(drv.cuMemFree(pointer), CUDA_SUCCESS);
+  ASSERT_EQ(drv.cuThreadExchangeStreamCaptureMode(&mode), CUDA_SUCCESS);
+  EXPECT_FALSE(fake().capture_invalidated(stream.get()));
+  EXPECT_EQ(fake().capture_invalidations(), 1u);
+}
+
+TEST_F(FakeDriver, PointersInsideAnAllocationAreDeviceMemoryOthersAreUnknown) {
+  auto& drv = CudaDriver::get();
+  FakeBuffer buffer(1000);
+  unsigned type = 0;
+  EXPECT_EQ(
+      drv.cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, reinterpret_cast<CUdeviceptr>(buffer.at(999))),
+      CUDA_SUCCESS);
+  EXPECT_EQ(type, CU_MEMORYTYPE_DEVICE);
+  std::vector<float> host(16);
+  EXPECT_EQ(
+      drv.cuPointerGetAttribute(&type, CU_POINTER_ATTRIBUTE_MEMORY_TYPE, reinterpret_cast<CUdeviceptr>(host.data())),
+      CUDA_ERROR_INVALID_VALUE);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(buffer.at()) % 256, 0u);
+}
+
+TEST_F(FakeDriver, InjectedFaultsHitTheNextCallsOnly) {
+  auto& drv = CudaDriver::get();
+  const FakeStream stream;  // holds the primary context, as the CUDA runtime would
+  ScopedContext scope(fake().primary_context());
+  fake().fail_next("cuMemAlloc", CUDA_ERROR_OUT_OF_MEMORY, 2);
+  CUdeviceptr pointer = 0;
+  EXPECT_EQ(drv.cuMemAlloc(&pointer, 64), CUDA_ERROR_OUT_OF_MEMORY);
+  EXPECT_EQ(drv.cuMemAlloc(&pointer, 64), CUDA_ERROR_OUT_OF_MEMORY);
+  ASSERT_EQ(drv.cuMemAlloc(&pointer, 64), CUDA_SUCCESS);
+  EXPECT_EQ(drv.cuMemFree(pointer), CUDA_SUCCESS);
+  EXPECT_EQ(fake().calls("cuMemAlloc"), 3u);
+  EXPECT_EQ(fake().allocations(), 1u);
+}
+
+}  // namespace
+}  // namespace convjit
