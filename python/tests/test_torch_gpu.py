@@ -260,4 +260,4 @@ def test_converted_resnet50_matches_eager_in_channels_last_bf16():
     with torch.no_grad():
         got, want = converted(x), model(x)
     assert got.is_contiguous() or got.is_contiguous(memory_format=CL)
-    assert rel_l2(got, want) < 3e-2
+    assert rel_l2(got, want) < 5e-2  # two bf16 implementations, 53 convolutions deep (examples/resnet50_torch.py)
