@@ -71,10 +71,14 @@ struct EnumText<LogLevel> {
   static constexpr std::array values = {LogLevel::kError, LogLevel::kWarn, LogLevel::kInfo, LogLevel::kDebug};
   static std::string_view name(LogLevel v) {
     switch (v) {
-      case LogLevel::kError: return "error";
-      case LogLevel::kWarn: return "warn";
-      case LogLevel::kInfo: return "info";
-      case LogLevel::kDebug: return "debug";
+      case LogLevel::kError:
+        return "error";
+      case LogLevel::kWarn:
+        return "warn";
+      case LogLevel::kInfo:
+        return "info";
+      case LogLevel::kDebug:
+        return "debug";
     }
     return "?";
   }
@@ -84,24 +88,35 @@ struct EnumText<LogLevel> {
 // Python names of the error codes: identifiers, unlike to_string(ErrorCode)'s prose.
 std::string_view code_name(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kInvalidArgument: return "invalid_argument";
-    case ErrorCode::kUnsupported: return "unsupported";
-    case ErrorCode::kNoDriver: return "no_driver";
-    case ErrorCode::kNoDevice: return "no_device";
-    case ErrorCode::kDriver: return "driver";
-    case ErrorCode::kContextLost: return "context_lost";
-    case ErrorCode::kCompile: return "compile";
-    case ErrorCode::kCublas: return "cublas";
-    case ErrorCode::kCache: return "cache";
-    case ErrorCode::kIo: return "io";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kInvalidArgument:
+      return "invalid_argument";
+    case ErrorCode::kUnsupported:
+      return "unsupported";
+    case ErrorCode::kNoDriver:
+      return "no_driver";
+    case ErrorCode::kNoDevice:
+      return "no_device";
+    case ErrorCode::kDriver:
+      return "driver";
+    case ErrorCode::kContextLost:
+      return "context_lost";
+    case ErrorCode::kCompile:
+      return "compile";
+    case ErrorCode::kCublas:
+      return "cublas";
+    case ErrorCode::kCache:
+      return "cache";
+    case ErrorCode::kIo:
+      return "io";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "internal";
 }
-constexpr std::array kErrorCodes = {ErrorCode::kInvalidArgument, ErrorCode::kUnsupported, ErrorCode::kNoDriver,
-                                    ErrorCode::kNoDevice,        ErrorCode::kDriver,      ErrorCode::kContextLost,
-                                    ErrorCode::kCompile,         ErrorCode::kCublas,      ErrorCode::kCache,
-                                    ErrorCode::kIo,              ErrorCode::kInternal};
+constexpr std::array kErrorCodes = {
+    ErrorCode::kInvalidArgument, ErrorCode::kUnsupported, ErrorCode::kNoDriver, ErrorCode::kNoDevice,
+    ErrorCode::kDriver,          ErrorCode::kContextLost, ErrorCode::kCompile,  ErrorCode::kCublas,
+    ErrorCode::kCache,           ErrorCode::kIo,          ErrorCode::kInternal};
 
 template <typename E>
 void bind_enum(nb::module_& m, const char* name, const char* doc) {
@@ -140,9 +155,9 @@ std::pair<int, int> pair_arg(nb::handle value, const char* field) {
   if (nb::isinstance<nb::tuple>(value) || nb::isinstance<nb::list>(value)) {
     if (nb::len(value) == 2) return {nb::cast<int>(value[0]), nb::cast<int>(value[1])};
   }
-  throw Error(ErrorCode::kInvalidArgument,
-              std::string("Conv2dDesc.") + field + ": expected an int or an (h, w) pair, got " +
-                  nb::cast<std::string>(nb::repr(value)));
+  throw Error(ErrorCode::kInvalidArgument, std::string("Conv2dDesc.") + field +
+                                               ": expected an int or an (h, w) pair, got " +
+                                               nb::cast<std::string>(nb::repr(value)));
 }
 
 // Resolves `name` (both sides) against `name_h` / `name_w`: giving both forms is an error.
@@ -150,8 +165,8 @@ void apply_pair(nb::handle both, std::optional<int> h, std::optional<int> w, con
                 int& out_w) {
   if (!both.is_none()) {
     if (h || w) {
-      throw Error(ErrorCode::kInvalidArgument, std::string("Conv2dDesc: give ") + field + " or " + field + "_h/" +
-                                                   field + "_w, not both");
+      throw Error(ErrorCode::kInvalidArgument,
+                  std::string("Conv2dDesc: give ") + field + " or " + field + "_h/" + field + "_w, not both");
     }
     std::tie(out_h, out_w) = pair_arg(both, field);
     return;
@@ -175,8 +190,8 @@ const void* cptr(std::uintptr_t p) { return reinterpret_cast<const void*>(p); }
 void* mptr(std::uintptr_t p) { return reinterpret_cast<void*>(p); }
 Stream stream_arg(std::uintptr_t s) { return reinterpret_cast<Stream>(s); }
 
-Conv2dArgs make_args(std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, std::uintptr_t bias,
-                     std::uintptr_t packed_w, std::uintptr_t workspace, std::uint64_t workspace_bytes) {
+Conv2dArgs make_args(std::uintptr_t x, std::uintptr_t w, std::uintptr_t y, std::uintptr_t bias, std::uintptr_t packed_w,
+                     std::uintptr_t workspace, std::uint64_t workspace_bytes) {
   return Conv2dArgs{.x = cptr(x),
                     .w = cptr(w),
                     .packed_w = cptr(packed_w),
@@ -200,8 +215,8 @@ std::string sass_of(const KernelInfo& info) {
 
 // The fields replace() may change (the settable attributes).
 constexpr std::array<std::string_view, 19> kDescFields = {
-    "n",          "c",          "h",      "w",    "k",          "r",     "s",      "stride_h", "stride_w", "pad_h",
-    "pad_w",      "dilation_h", "dilation_w", "groups", "bias", "activation", "dtype", "layout", "math"};
+    "n",     "c",          "h",          "w",      "k",    "r",          "s",     "stride_h", "stride_w", "pad_h",
+    "pad_w", "dilation_h", "dilation_w", "groups", "bias", "activation", "dtype", "layout",   "math"};
 
 std::string desc_repr(const Conv2dDesc& d) { return "convjit.Conv2dDesc('" + d.to_string() + "')"; }
 
@@ -225,8 +240,9 @@ NB_MODULE(_convjit, m) {
 
   nb::enum_<ErrorCode> error_code(m, "ErrorCode", "What kind of failure a convjit.Error reports (its .code)");
   for (ErrorCode c : kErrorCodes) error_code.value(std::string(code_name(c)).c_str(), c);
-  m.def("describe_error_code", [](ErrorCode c) { return std::string(to_string(c)); },
-        "The code in words, e.g. 'invalid argument'");
+  m.def(
+      "describe_error_code", [](ErrorCode c) { return std::string(to_string(c)); },
+      "The code in words, e.g. 'invalid argument'");
 
   bind_enum<DType>(m, "DType", "Element type of x, w, bias and y alike");
   bind_enum<Layout>(m, "Layout", "Tensor layout; nhwc is declared but not supported yet (validate() refuses it)");
@@ -238,8 +254,9 @@ NB_MODULE(_convjit, m) {
       .value("read_write", DiskCacheMode::kReadWrite)
       .value("read_only", DiskCacheMode::kReadOnly)
       .value("off", DiskCacheMode::kOff);
-  m.def("size_of", [](nb::handle dtype) { return size_of(enum_arg<DType>(dtype)); }, "dtype"_a,
-        "Bytes of one element of `dtype`");
+  m.def(
+      "size_of", [](nb::handle dtype) { return size_of(enum_arg<DType>(dtype)); }, "dtype"_a,
+      "Bytes of one element of `dtype`");
 
   // ---- Conv2dDesc ----------------------------------------------------------------------
   nb::class_<Conv2dDesc> desc(m, "Conv2dDesc",
@@ -285,10 +302,9 @@ NB_MODULE(_convjit, m) {
   CONVJIT_FIELD(groups);
   CONVJIT_FIELD(bias);
 #undef CONVJIT_FIELD
-#define CONVJIT_ENUM_FIELD(name, E)                                                                    \
-  desc.def_prop_rw(                                                                                  \
-      #name, [](const Conv2dDesc& d) { return d.name; },                                             \
-      [](Conv2dDesc& d, nb::handle v) { d.name = enum_arg<E>(v); })
+#define CONVJIT_ENUM_FIELD(name, E) \
+  desc.def_prop_rw(                 \
+      #name, [](const Conv2dDesc& d) { return d.name; }, [](Conv2dDesc& d, nb::handle v) { d.name = enum_arg<E>(v); })
   CONVJIT_ENUM_FIELD(activation, Activation);
   CONVJIT_ENUM_FIELD(dtype, DType);
   CONVJIT_ENUM_FIELD(layout, Layout);
@@ -314,7 +330,8 @@ NB_MODULE(_convjit, m) {
       .def(nb::self == nb::self)
       .def("__hash__", [](const Conv2dDesc& d) { return Conv2dDescHash{}(d); })
       .def("__copy__", [](const Conv2dDesc& d) { return d; })
-      .def("__deepcopy__", [](const Conv2dDesc& d, nb::handle) { return d; }, "memo"_a)
+      .def(
+          "__deepcopy__", [](const Conv2dDesc& d, nb::handle) { return d; }, "memo"_a)
       .def(
           "replace",
           [](const Conv2dDesc& d, nb::kwargs changes) {
@@ -447,9 +464,10 @@ NB_MODULE(_convjit, m) {
     nb::dict d;
     nb::object self = nb::cast(s);
     for (const char* name :
-         {"memory_hits", "disk_hits", "misses", "compiles", "corrupt_rebuilt", "disk_writes", "disk_write_errors",
-          "module_loads", "evictions", "bytes_read", "bytes_written", "lock_waits", "lock_takeovers", "lock_timeouts",
-          "autotune_runs", "autotune_reused", "compile_ms", "compile_ms_saved", "disk_mode", "disk_note"}) {
+         {"memory_hits",     "disk_hits",         "misses",           "compiles",      "corrupt_rebuilt",
+          "disk_writes",     "disk_write_errors", "module_loads",     "evictions",     "bytes_read",
+          "bytes_written",   "lock_waits",        "lock_takeovers",   "lock_timeouts", "autotune_runs",
+          "autotune_reused", "compile_ms",        "compile_ms_saved", "disk_mode",     "disk_note"}) {
       d[name] = self.attr(name);
     }
     return d;
@@ -481,8 +499,8 @@ NB_MODULE(_convjit, m) {
           nb::kw_only(), "w"_a, "packed"_a, "stream"_a = 0, nb::call_guard<nb::gil_scoped_release>(),
           "Enqueues the pack of `w` into `packed` (packed_weight_bytes bytes) on `stream`")
       .def(
-          "prepare", [](const Conv2dPlan& p, std::uintptr_t stream) { p.prepare(stream_arg(stream)); },
-          "stream"_a = 0, nb::call_guard<nb::gil_scoped_release>(),
+          "prepare", [](const Conv2dPlan& p, std::uintptr_t stream) { p.prepare(stream_arg(stream)); }, "stream"_a = 0,
+          nb::call_guard<nb::gil_scoped_release>(),
           "Makes the plan's own per-stream workspace now, before a graph capture on `stream`")
       .def(
           "run",
@@ -521,13 +539,13 @@ NB_MODULE(_convjit, m) {
       .def(
           "plan",
           [](Runtime& rt, const Conv2dDesc& d, nb::handle algorithm, std::uintptr_t stream, std::optional<int> device) {
-            const PlanOptions options{.algorithm = enum_arg<Algorithm>(algorithm), .stream = stream_arg(stream),
-                                      .device = device};
+            const PlanOptions options{
+                .algorithm = enum_arg<Algorithm>(algorithm), .stream = stream_arg(stream), .device = device};
             nb::gil_scoped_release release;
             return rt.plan(d, options);
           },
-          "desc"_a, nb::kw_only(), "algorithm"_a = nb::cast(Algorithm::kAuto), "stream"_a = 0,
-          "device"_a = nb::none(), nb::keep_alive<0, 1>(),
+          "desc"_a, nb::kw_only(), "algorithm"_a = nb::cast(Algorithm::kAuto), "stream"_a = 0, "device"_a = nb::none(),
+          nb::keep_alive<0, 1>(),
           "Compiles (or finds) the kernel and binds it to a context: `device`'s primary context, else the "
           "stream's, else the current one")
       .def(
@@ -561,8 +579,8 @@ NB_MODULE(_convjit, m) {
           "desc"_a, "arch"_a = nb::none(), nb::kw_only(), "algorithm"_a = nb::cast(Algorithm::kAuto),
           "Source, PTX, CUBIN, resources and launch geometry of the kernel for `desc`; with `arch` no GPU is needed")
       .def(
-          "synchronize", [](Runtime& rt, std::uintptr_t stream) { rt.synchronize(stream_arg(stream)); },
-          "stream"_a = 0, nb::call_guard<nb::gil_scoped_release>())
+          "synchronize", [](Runtime& rt, std::uintptr_t stream) { rt.synchronize(stream_arg(stream)); }, "stream"_a = 0,
+          nb::call_guard<nb::gil_scoped_release>())
       .def("stats", &Runtime::stats)
       .def_prop_ro("cache_dir", &Runtime::cache_dir)
       .def("device_arch", &Runtime::device_arch, nb::call_guard<nb::gil_scoped_release>(),

@@ -205,7 +205,9 @@ std::string sass(const Disassembler& tool, const std::string& cubin) {
   }
   read_end.reset();  // a child still writing now gets EPIPE instead of blocking
   const int status = wait_for(tool, pid);
-  if (read_error != 0) fail(ErrorCode::kIo, "reading the output of '{}': {}", tool.program.string(), std::strerror(read_error));
+  if (read_error != 0) {
+    fail(ErrorCode::kIo, "reading the output of '{}': {}", tool.program.string(), std::strerror(read_error));
+  }
   if (status != 0) {
     std::ifstream err_file(errors.path());
     std::string message((std::istreambuf_iterator<char>(err_file)), std::istreambuf_iterator<char>());
