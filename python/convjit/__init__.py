@@ -16,6 +16,7 @@ docs/python.md.
 
 from __future__ import annotations
 
+import importlib
 import threading
 
 from convjit._errors import (
@@ -67,7 +68,9 @@ __version__ = "0.1.0"
 def _extension():
     """convjit._convjit, imported now if it was not yet."""
     try:
-        from convjit import _convjit
+        # import_module, not `from convjit import _convjit`: that form asks this module's
+        # __getattr__ first, which comes back here.
+        _convjit = importlib.import_module("convjit._convjit")
     except ImportError as e:  # pragma: no cover - depends on the machine
         if any(lib in str(e) for lib in ("libnvrtc", "libcublas")):
             raise ImportError(
@@ -153,6 +156,8 @@ def stats() -> "CacheStats":
 
 
 def __getattr__(name: str):
+    if name == "_convjit":
+        return _extension()
     if name in _EXTENSION_NAMES:
         value = getattr(_extension(), name)
         globals()[name] = value  # later lookups skip this function
@@ -160,8 +165,6 @@ def __getattr__(name: str):
     # `convjit.torch` without an explicit `import convjit.torch`: imported on first use,
     # so that `import convjit` itself never needs PyTorch.
     if name == "torch":
-        import importlib
-
         return importlib.import_module("convjit.torch")
     raise AttributeError(f"module 'convjit' has no attribute {name!r}")
 

@@ -6,6 +6,8 @@ builds its exceptions through from_code(), and convjit.torch raises the same cla
 
 from __future__ import annotations
 
+import importlib
+
 
 class Error(RuntimeError):
     """Every error convjit raises. `.code` is the convjit.ErrorCode it reports."""
@@ -16,9 +18,7 @@ class Error(RuntimeError):
         super().__init__(message)
         if code is None:
             # Raised from Python: the class names the code.
-            from convjit import _convjit
-
-            code = _convjit.ErrorCode.__members__[self.code_name]
+            code = importlib.import_module("convjit._convjit").ErrorCode.__members__[self.code_name]
         self.code = code
 
 
