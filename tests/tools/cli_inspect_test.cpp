@@ -2,6 +2,9 @@
 // toolkit's disassembler when it is there, and a clear exit 3 when it is not.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+
 #include "support/gpu.hpp"
 #include "tools/cli_runner.hpp"
 
@@ -66,6 +69,20 @@ TEST_F(CliTest, InspectSassDisassemblesTheCubin) {
   const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--sass"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   EXPECT_TRUE(contains(r.out, "EXIT")) << r.out.substr(0, 3000);
+}
+
+TEST_F(CliTest, InspectSassRunsTheDisassemblerFoundOnPathOnTheCubin) {
+  // A stand-in nvdisasm first on PATH: the SASS section is its stdout, given the CUBIN as a file.
+  const auto bin = dir_.path() / "bin";
+  std::filesystem::create_directories(bin);
+  const auto tool = bin / "nvdisasm";
+  std::ofstream(tool) << "#!/bin/sh\necho \"stand-in sass: $1 $(wc -c < \"$2\") bytes\"\n";
+  std::filesystem::permissions(tool, std::filesystem::perms::owner_exec, std::filesystem::perm_options::add);
+  const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--sass"},
+                     {"PATH=" + bin.string() + ":/usr/bin:/bin", "CUDA_HOME", "CUDA_PATH"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "stand-in sass: --print-code ")) << r.out;
+  EXPECT_TRUE(contains(r.out, " bytes")) << r.out;
 }
 
 TEST_F(CliTest, InspectSassWithoutDisassemblerExitsThreeAndSaysWhatIsMissing) {

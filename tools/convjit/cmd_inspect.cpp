@@ -11,6 +11,10 @@
 
 namespace convjit::cli {
 
+using disasm::disassembler_search_path;
+using disasm::find_disassembler;
+using disasm::print_sass;
+
 namespace {
 
 const CommandSpec kSpec{

@@ -1,12 +1,14 @@
 #pragma once
 // SASS from a CUBIN through the CUDA toolkit's own disassemblers, which convjit
-// neither links nor ships: they are looked up at run time.
+// neither links nor ships: they are looked up at run time. Shared by the convjit
+// command (inspect --sass) and the Python package (KernelInfo.sass()), so that both
+// find the same tool the same way.
 
 #include <filesystem>
 #include <optional>
 #include <string>
 
-namespace convjit::cli {
+namespace convjit::disasm {
 
 struct Disassembler {
   std::filesystem::path program;  // nvdisasm or cuobjdump
@@ -23,4 +25,8 @@ std::string disassembler_search_path();
 // cannot be started.
 int print_sass(const Disassembler& tool, const std::string& cubin);
 
-}  // namespace convjit::cli
+// The same run with the SASS returned instead of printed. Throws Error(kIo) when the
+// tool cannot be started or exits with an error (the message carries its stderr).
+std::string sass(const Disassembler& tool, const std::string& cubin);
+
+}  // namespace convjit::disasm
