@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "cache/cache_config.hpp"
+#include "cache/remote_cache_config.hpp"
 #include "compiler/nvrtc.hpp"
 #include "compiler/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
@@ -33,6 +34,15 @@ std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const st
   }
 }
 
+// The fleet's cache behind the disk one, when configured; like the disk cache, it never
+// fails the Runtime (open_remote_cache warns and leaves it off).
+std::unique_ptr<RemoteCache> open_remote(const RuntimeOptions& options, Counters& counters) {
+  RemoteCacheSetup setup = open_remote_cache(options);
+  counters.remote_mode = setup.mode;
+  counters.remote_note = setup.cache ? setup.where : setup.note;
+  return std::move(setup.cache);
+}
+
 std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
   return options.cache_dir.empty() ? default_cache_dir() : options.cache_dir;
 }
@@ -61,7 +71,7 @@ Runtime::Impl::Impl(RuntimeOptions opts)
       workspace_limit(resolve_workspace_limit(options)),
       autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
       cache_dir(resolve_cache_dir(options)),
-      store(open_disk_cache(options, cache_dir, counters), counters),
+      store(open_disk_cache(options, cache_dir, counters), counters, open_remote(options, counters)),
       tuning(cache_dir) {
   if (options.log_level) log::set_level(*options.log_level);
 }
