@@ -172,9 +172,12 @@ class RemoteCache::Breaker {
 };
 
 // One request's view of the remote: after any failure it stops asking.
+// One request's view of the remote: after any failure it stops asking, except that
+// a lock it holds is still released after a refusal (the server is up).
 struct RemoteCache::Call {
   FetchReport& report;
-  bool usable = true;
+  bool usable = true;   // false after a failure or a refusal
+  bool failed = false;  // a timeout or an error: the server may be gone
 };
 
 RemoteCache::RemoteCache(std::unique_ptr<RemoteStore> store, RemoteCacheOptions options)
@@ -199,8 +202,10 @@ std::string RemoteCache::lock_key(std::string_view entry_key) { return std::stri
 
 bool RemoteCache::backing_off() const { return breaker_->backing_off(); }
 
-Reply RemoteCache::call(Call& state, const std::function<Reply()>& op) {
-  if (!state.usable) return Reply{Status::kError, {}, "not asked after an earlier failure"};
+Reply RemoteCache::call(Call& state, const std::function<Reply()>& op, bool after_refusal) {
+  if (state.failed || (!state.usable && !after_refusal)) {
+    return Reply{Status::kError, {}, "not asked after an earlier failure"};
+  }
   if (!breaker_->allow()) {
     state.usable = false;
     state.report.skipped = true;
@@ -213,11 +218,13 @@ Reply RemoteCache::call(Call& state, const std::function<Reply()>& op) {
     case Status::kTimeout:
       ++state.report.timeouts;
       state.usable = false;
+      state.failed = true;
       breaker_->failure(reply.error);
       break;
     case Status::kError:
       ++state.report.errors;
       state.usable = false;
+      state.failed = true;
       breaker_->failure(reply.error);
       break;
     case Status::kRefused:
@@ -316,7 +323,9 @@ CacheEntry RemoteCache::fetch_or_build(std::string_view key_text, const std::fun
       // The previous holder may have published between our look and our lock.
       if (auto entry = fetch()) {
         lease.stop_renewing();
-        if (lease.held()) call(state, [&] { return store_->remove_if_equals(lock, token); });
+        if (lease.held())
+          call(
+              state, [&] { return store_->remove_if_equals(lock, token); }, /*after_refusal=*/true);
         lease.forget();
         return take_hit(*entry);
       }
@@ -341,8 +350,13 @@ CacheEntry RemoteCache::fetch_or_build(std::string_view key_text, const std::fun
     }
   }
   // Published first, released after: a waiter polls for the entry, not for the lock.
+  // NOTE: released even when the publication was refused (say, Redis full under
+  // noeviction), or the other nodes would wait a lease for an entry that never comes.
   lease.stop_renewing();
-  if (lease.held()) call(state, [&] { return store_->remove_if_equals(lease.key(), lease.token()); });
+  if (lease.held()) {
+    call(
+        state, [&] { return store_->remove_if_equals(lease.key(), lease.token()); }, /*after_refusal=*/true);
+  }
   lease.forget();
 
   report.miss = answered && !report.rejected;

@@ -149,7 +149,9 @@ class RemoteCache {
  private:
   class Breaker;
   struct Call;
-  RemoteStore::Reply call(Call& state, const std::function<RemoteStore::Reply()>& op);
+  // Runs `op` unless the request stopped asking (after_refusal: unless it failed) or
+  // the remote is backing off; counts the outcome and tells the back-off.
+  RemoteStore::Reply call(Call& state, const std::function<RemoteStore::Reply()>& op, bool after_refusal = false);
 
   std::unique_ptr<RemoteStore> store_;
   RemoteCacheOptions options_;

@@ -15,7 +15,9 @@ namespace convjit::testing {
 
 class FakeRemoteStore final : public RemoteStore {
  public:
-  enum class Mode { kHealthy, kTimeout, kDown, kRefuseWrites };
+  // kRefusePuts: only plain puts are refused, as a full Redis under noeviction
+  // refuses the large entry but may still take the small lock.
+  enum class Mode { kHealthy, kTimeout, kDown, kRefuseWrites, kRefusePuts };
   using Hook = std::function<void(std::string_view op, std::string_view key, Status status)>;
 
   void set_mode(Mode mode) {
@@ -134,7 +136,7 @@ class FakeRemoteStore final : public RemoteStore {
         reply = Reply{Status::kTimeout, {}, "fake timeout"};
       } else if (mode_ == Mode::kDown) {
         reply = Reply{Status::kError, {}, "fake: connection refused"};
-      } else if (mode_ == Mode::kRefuseWrites && write) {
+      } else if ((mode_ == Mode::kRefuseWrites && write) || (mode_ == Mode::kRefusePuts && op == "put")) {
         reply = Reply{Status::kRefused, {}, "fake: NOPERM"};
       } else {
         if (write) ++writes_;

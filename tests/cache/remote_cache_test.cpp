@@ -233,12 +233,21 @@ TEST(RemoteCache, ARefusedCommandDoesNotBackOff) {
   EXPECT_EQ(testing::count_of(warnings.text(), "refused a command"), 1u) << "warned once";
 }
 
-// Runs fetch_or_build on another thread once the store saw `node` find the lock taken.
-struct Waiter {
-  std::promise<void> waiting;
-  std::future<CacheEntry> result;
+TEST(RemoteCache, ARefusedPublicationStillReleasesTheFleetLock) {
+  // Else every other node would wait a whole lease for an entry that never comes.
+  Fleet fleet;
+  auto node = fleet.node();
+  fleet.store->set_mode(FakeRemoteStore::Mode::kRefusePuts);
+  Builder build{test_key("problem full\n")};
+  CapturedWarnings warnings;
   RemoteCache::FetchReport report;
-};
+  node->fetch_or_build(build.key.text, build.fn(), report);
+  EXPECT_EQ(build.calls, 1);
+  EXPECT_TRUE(report.miss);
+  EXPECT_FALSE(report.published);
+  EXPECT_EQ(report.errors, 1u);
+  EXPECT_FALSE(fleet.store->value(RemoteCache::lock_key(node->entry_key(build.key.text)))) << "lock left behind";
+}
 
 TEST(RemoteCache, ANodeWaitsForTheLockHolderAndTakesItsEntryWithoutBuilding) {
   Fleet fleet;
