@@ -79,7 +79,12 @@ class FleetLease {
       std::condition_variable_any wake;
       std::unique_lock lock(mutex);
       while (!wake.wait_for(lock, stop, lease / 3, [] { return false; }) && !stop.stop_requested()) {
-        const Reply reply = store_->expire_if_equals(key_, token_, lease);
+        Reply reply;
+        try {
+          reply = store_->expire_if_equals(key_, token_, lease);
+        } catch (...) {
+          return;  // out of memory: the lease runs out, as a dead holder's would
+        }
         if (reply.status == Status::kNo) {
           log::info("lost the fleet compile lock '{}' (its lease ran out); another node may compile it too", key_);
           return;
@@ -106,7 +111,12 @@ class FleetLease {
   // On the way out by an exception from the build: release without accounting.
   void abandon() noexcept {
     stop_renewing();
-    if (store_ != nullptr) store_->remove_if_equals(key_, token_);
+    if (store_ == nullptr) return;
+    try {
+      store_->remove_if_equals(key_, token_);
+    } catch (...) {
+      // Out of memory on the way out: the lease expires by itself.
+    }
   }
 
   RemoteStore* store_ = nullptr;

@@ -64,7 +64,9 @@ fleet() {
     hits=$((hits + h))
     waits=$((waits + w))
   done
-  echo "  total: compiles $compiles for 50 problems, remote hits $hits, fleet lock waits $waits, $(awk "BEGIN { printf \"%.1f\", $end - $start }") s wall"
+  local wall
+  wall=$(awk "BEGIN { printf \"%.1f\", $end - $start }")
+  echo "  total: compiles $compiles for 50 problems, remote hits $hits, fleet lock waits $waits, $wall s wall"
   [ "$status" = 0 ] || { echo "a process failed" >&2; exit 1; }
 }
 

@@ -177,7 +177,9 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Conv2dDesc& des
   // Disk faults never throw from here: the cache warns once and the kernel stays in memory.
   DiskCache::FetchReport report;
   artifact->entry = disk_->fetch_or_build(artifact->key, fetch_or_compile, report);
-  origin = !report.built ? ArtifactOrigin::kDisk : remote_report.hit ? ArtifactOrigin::kRemote : ArtifactOrigin::kCompiled;
+  origin = !report.built        ? ArtifactOrigin::kDisk
+           : remote_report.hit ? ArtifactOrigin::kRemote
+                               : ArtifactOrigin::kCompiled;
   if (report.hit) {
     Counters::bump(counters_.disk_hits);
     Counters::bump(counters_.bytes_read, report.bytes_read);

@@ -1,7 +1,7 @@
 #pragma once
 // Compiled kernels per (problem, arch): from this process's table, else from the
-// disk cache, else from the remote cache shared by a fleet, else from NVRTC. One compile per key in the process, however many
-// threads ask at once.
+// disk cache, else from the remote cache shared by a fleet, else from NVRTC. One
+// compile per key in the process, however many threads ask at once.
 
 #include <filesystem>
 #include <future>
