@@ -10,13 +10,20 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v g++ >/dev/null || need+=(g++)
 [ -e /usr/include/fmt/format.h ] || [ -e /usr/local/include/fmt/format.h ] || need+=(libfmt-dev)
 [ -e /usr/include/gtest/gtest.h ] || [ -e /usr/local/include/gtest/gtest.h ] || need+=(libgtest-dev)
-if [ ${#need[@]} -gt 0 ]; then
+# Wanted, not needed: hiredis for the remote cache (without it convjit builds and says
+# the remote cache is unavailable), redis-server for its tests (without it they skip).
+want=()
+[ -e /usr/include/hiredis/hiredis.h ] || [ -e /usr/local/include/hiredis/hiredis.h ] || want+=(libhiredis-dev)
+command -v redis-server >/dev/null || want+=(redis-server)
+if [ $((${#need[@]} + ${#want[@]})) -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing ${need[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-  else
+    echo "setup: installing ${need[*]} ${want[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" "${want[@]}" >/dev/null
+  elif [ ${#need[@]} -gt 0 ]; then
     echo "setup: missing ${need[*]}; install them (apt-get needs root)" >&2
     exit 1
+  else
+    echo "setup: without ${want[*]} the remote cache is not built or not tested (apt-get needs root)" >&2
   fi
 fi
 if [ ! -x /usr/local/cuda/bin/nvcc ] && ! command -v nvcc >/dev/null; then

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Builds and runs every test. Without a GPU the GPU tests skip, each saying why.
-# 1. the C++ suites (ctest; arguments go to ctest);
+# 1. the C++ suites (ctest; arguments go to ctest). The remote cache tests use the Redis
+#    at CONVJIT_TEST_REDIS_URL; when none is given and redis-server is installed, a
+#    throwaway one is started for them (scripts/with_redis.sh);
 # 2. the Python package: `pip install .` into a venv under build-py/, with a CPU-usable
 #    PyTorch and torchvision from PyPI (CONVJIT_PY_TORCH=0 leaves them out: the torch
 #    tests then skip, saying why), then pytest on python/tests. CONVJIT_PY=0 skips step 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 ./scripts/setup.sh
-(cd "${CONVJIT_BUILD_DIR:-build}" && ctest --output-on-failure -j "$(nproc)" "$@")
+(
+  cd "${CONVJIT_BUILD_DIR:-build}"
+  if [ -z "${CONVJIT_TEST_REDIS_URL:-}" ]; then
+    exec "$root/scripts/with_redis.sh" ctest --output-on-failure -j "$(nproc)" "$@"
+  fi
+  exec ctest --output-on-failure -j "$(nproc)" "$@"
+)
 
 if [ "${CONVJIT_PY:-1}" = 1 ]; then
   export PATH="/usr/local/cuda/bin:$PATH"

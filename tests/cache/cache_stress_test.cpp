@@ -26,133 +26,18 @@
 #include "cache/disk_cache.hpp"
 #include "specialize/kernel_key.hpp"
 #include "support/temp_dir.hpp"
-
-extern char** environ;
+#include "tests/cache/worker_process.hpp"
 
 namespace convjit {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-using Stats = std::map<std::string, double>;
-
-// One worker process: stdout through a pipe (its JSON line), stderr to a file.
-class Worker {
- public:
-  Worker(const std::vector<std::string>& args, const fs::path& stderr_file,
-         const std::vector<std::string>& extra_env = {}) {
-    int pipe_fds[2];
-    if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
-    posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0600);
-    std::vector<std::string> argv_text = {CONVJIT_CACHE_STRESS_WORKER};
-    argv_text.insert(argv_text.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (auto& a : argv_text) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<std::string> env_text = extra_env;
-    for (char** e = environ; *e != nullptr; ++e) env_text.emplace_back(*e);
-    std::vector<char*> envp;
-    for (auto& e : env_text) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&actions);
-    ::close(pipe_fds[1]);
-    out_fd_ = pipe_fds[0];
-    if (rc != 0) throw std::runtime_error("posix_spawn: " + std::string(std::strerror(rc)));
-    stderr_file_ = stderr_file;
-  }
-  Worker(const Worker&) = delete;
-  Worker& operator=(const Worker&) = delete;
-  Worker(Worker&& other) noexcept
-      : pid_(std::exchange(other.pid_, -1)),
-        out_fd_(std::exchange(other.out_fd_, -1)),
-        stderr_file_(std::move(other.stderr_file_)) {}
-  ~Worker() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (out_fd_ >= 0) ::close(out_fd_);
-  }
-
-  pid_t pid() const { return pid_; }
-  bool running() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  void kill_now() {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  // Waits for the exit; returns the exit status and the JSON line's fields.
-  int finish(Stats& stats, std::string& line) {
-    std::string out;
-    char buffer[4096];
-    for (ssize_t n; (n = ::read(out_fd_, buffer, sizeof buffer)) > 0;) out.append(buffer, static_cast<std::size_t>(n));
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    line = out.substr(0, out.find('\n'));
-    stats = parse(line);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  std::string error_text() const {
-    std::ifstream in(stderr_file_);
-    std::ostringstream text;
-    text << in.rdbuf();
-    return text.str();
-  }
-
- private:
-  static Stats parse(const std::string& line) {
-    Stats stats;
-    for (std::size_t pos = line.find('"'); pos != std::string::npos; pos = line.find('"', pos)) {
-      const std::size_t end = line.find('"', pos + 1);
-      const std::string key = line.substr(pos + 1, end - pos - 1);
-      stats[key] = std::atof(line.c_str() + end + 2);
-      pos = line.find_first_of(",}", end);
-    }
-    return stats;
-  }
-
-  pid_t pid_ = -1;
-  int out_fd_ = -1;
-  fs::path stderr_file_;
-};
-
-std::string start_in(std::chrono::milliseconds delay) {
-  const auto at = std::chrono::system_clock::now() + delay;
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count());
-}
-
-struct WorkersRun {
-  std::vector<Stats> stats;
-  Stats sum;
-};
-
-// Finishes every worker, expecting success; prints each JSON line and the sums.
-WorkersRun finish_all(std::vector<Worker>& workers) {
-  WorkersRun run;
-  for (auto& worker : workers) {
-    Stats stats;
-    std::string line;
-    const int status = worker.finish(stats, line);
-    EXPECT_EQ(status, 0) << "worker failed: " << line << "\n" << worker.error_text();
-    EXPECT_EQ(stats["failed"], 0) << line;
-    std::printf("  %s\n", line.c_str());
-    for (const auto& [key, value] : stats) run.sum[key] += value;
-    run.stats.push_back(std::move(stats));
-  }
-  std::printf("  sum: compiles=%.0f misses=%.0f disk_hits=%.0f corrupt_rebuilt=%.0f disk_writes=%.0f "
-              "lock_waits=%.0f lock_takeovers=%.0f lock_timeouts=%.0f evictions=%.0f\n",
-              run.sum["compiles"], run.sum["misses"], run.sum["disk_hits"], run.sum["corrupt_rebuilt"],
-              run.sum["disk_writes"], run.sum["lock_waits"], run.sum["lock_takeovers"], run.sum["lock_timeouts"],
-              run.sum["evictions"]);
-  return run;
-}
+using Stats = testing::WorkerStats;
+using testing::finish_all;
+using testing::start_in;
+using testing::Worker;
+using testing::WorkersRun;
 
 // Every entry verifies, there are `expected` of them, and nothing is left half done.
 void expect_clean(const fs::path& root, std::size_t expected) {

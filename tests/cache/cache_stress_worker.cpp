@@ -5,8 +5,12 @@
 //
 //   convjit_cache_stress_worker --cache DIR [--first 0] [--count 50] [--threads 4]
 //       [--passes 1] [--seed 1] [--mode prewarm|read] [--max-bytes 0] [--start-at UNIX_MS]
+//       [--progress 1]
 //
 // --start-at lines up the processes of one test: each sleeps until that moment.
+// --progress 1 prints "done <i>" after each descriptor, so a test can act (kill the
+// Redis server, say) at a known point of the run. The remote cache, when a test wants
+// one, comes from the environment (CONVJIT_REMOTE_CACHE, ...), as for any program.
 // Each pass uses a fresh Runtime, so passes after the first read the disk cache
 // instead of this process's memory. Exit status 0 when every request succeeded.
 #include <fmt/format.h>
@@ -17,7 +21,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +42,7 @@ struct Args {
   std::string mode = "prewarm";
   std::uint64_t max_bytes = 0;
   long long start_at_ms = 0;
+  bool progress = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -52,6 +59,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--mode") args.mode = value;
     else if (flag == "--max-bytes") args.max_bytes = std::strtoull(value, nullptr, 10);
     else if (flag == "--start-at") args.start_at_ms = std::atoll(value);
+    else if (flag == "--progress") args.progress = std::atoi(value) != 0;
     else {
       fmt::print(stderr, "unknown flag {}\n", flag);
       std::exit(2);
@@ -86,6 +94,18 @@ void add(convjit::CacheStats& total, const convjit::CacheStats& s) {
   total.lock_timeouts += s.lock_timeouts;
   total.compile_ms += s.compile_ms;
   total.compile_ms_saved += s.compile_ms_saved;
+  total.remote_hits += s.remote_hits;
+  total.remote_misses += s.remote_misses;
+  total.remote_rejects += s.remote_rejects;
+  total.remote_unavailable += s.remote_unavailable;
+  total.remote_timeouts += s.remote_timeouts;
+  total.remote_errors += s.remote_errors;
+  total.remote_skipped += s.remote_skipped;
+  total.remote_publishes += s.remote_publishes;
+  total.remote_lock_waits += s.remote_lock_waits;
+  total.remote_lock_takeovers += s.remote_lock_takeovers;
+  total.remote_lock_timeouts += s.remote_lock_timeouts;
+  total.remote_ms += s.remote_ms;
 }
 
 }  // namespace
@@ -99,8 +119,10 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_until(std::chrono::system_clock::time_point(std::chrono::milliseconds(args.start_at_ms)));
   }
 
+  const auto started = std::chrono::steady_clock::now();
   convjit::CacheStats total;
   std::atomic<int> failed{0};
+  std::mutex out_mutex;
   for (int pass = 0; pass < args.passes; ++pass) {
     convjit::RuntimeOptions options{.cache_dir = args.cache};
     if (args.max_bytes != 0) options.cache_max_bytes = args.max_bytes;
@@ -126,13 +148,22 @@ int main(int argc, char** argv) {
             }
           }
         } else {
-          try {
-            const auto result = rt.prewarm(order, "sm_90");
-            failed += static_cast<int>(result.failed);
-            for (const auto& error : result.errors) fmt::print(stderr, "pid {}: {}\n", ::getpid(), error);
-          } catch (const std::exception& e) {
-            fmt::print(stderr, "pid {}: prewarm threw: {}\n", ::getpid(), e.what());
-            ++failed;
+          // With --progress, one descriptor at a time, each reported when done.
+          const std::size_t step = args.progress ? 1 : order.size();
+          for (std::size_t i = 0; i < order.size(); i += step) {
+            try {
+              const auto result = rt.prewarm(std::span(order).subspan(i, std::min(step, order.size() - i)), "sm_90");
+              failed += static_cast<int>(result.failed);
+              for (const auto& error : result.errors) fmt::print(stderr, "pid {}: {}\n", ::getpid(), error);
+            } catch (const std::exception& e) {
+              fmt::print(stderr, "pid {}: prewarm threw: {}\n", ::getpid(), e.what());
+              ++failed;
+            }
+            if (args.progress) {
+              std::lock_guard lock(out_mutex);
+              fmt::print("done {}\n", i);
+              std::fflush(stdout);
+            }
           }
         }
       });
@@ -145,11 +176,17 @@ int main(int argc, char** argv) {
       "{{\"pid\":{},\"failed\":{},\"compiles\":{},\"misses\":{},\"disk_hits\":{},\"memory_hits\":{},"
       "\"corrupt_rebuilt\":{},\"disk_writes\":{},\"disk_write_errors\":{},\"evictions\":{},\"lock_waits\":{},"
       "\"lock_takeovers\":{},\"lock_timeouts\":{},\"bytes_read\":{},\"bytes_written\":{},\"compile_ms\":{:.1f},"
-      "\"compile_ms_saved\":{:.1f}}}\n",
+      "\"compile_ms_saved\":{:.1f},\"remote_hits\":{},\"remote_misses\":{},\"remote_rejects\":{},"
+      "\"remote_unavailable\":{},\"remote_timeouts\":{},\"remote_errors\":{},\"remote_skipped\":{},"
+      "\"remote_publishes\":{},\"remote_lock_waits\":{},\"remote_lock_takeovers\":{},\"remote_lock_timeouts\":{},"
+      "\"remote_ms\":{:.1f},\"wall_ms\":{:.1f}}}\n",
       ::getpid(), failed.load(), total.compiles, total.misses, total.disk_hits, total.memory_hits,
       total.corrupt_rebuilt, total.disk_writes, total.disk_write_errors, total.evictions, total.lock_waits,
       total.lock_takeovers, total.lock_timeouts, total.bytes_read, total.bytes_written, total.compile_ms,
-      total.compile_ms_saved);
+      total.compile_ms_saved, total.remote_hits, total.remote_misses, total.remote_rejects, total.remote_unavailable,
+      total.remote_timeouts, total.remote_errors, total.remote_skipped, total.remote_publishes, total.remote_lock_waits,
+      total.remote_lock_takeovers, total.remote_lock_timeouts, total.remote_ms,
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count());
   std::fflush(stdout);
   return failed.load() == 0 ? 0 : 1;
 }

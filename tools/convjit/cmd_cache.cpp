@@ -10,6 +10,7 @@
 #include "cache/cache_config.hpp"
 #include "cache/disk_cache.hpp"
 #include "cache/ownership.hpp"
+#include "cache/remote_cache_config.hpp"
 #include "commands.hpp"
 #include "common.hpp"
 #include "core/fail.hpp"
@@ -30,8 +31,10 @@ const CommandSpec kLsSpec{.name = "cache ls",
                           .options = {kLong, kDirOption}};
 const CommandSpec kStatsSpec{.name = "cache stats",
                              .synopsis = "[options]",
-                             .summary = "What the cache directory holds: entries, bytes, entries per arch.",
-                             .details = "Hit and compile counters belong to a process: prewarm and run print theirs.",
+                             .summary = "What the cache directory holds: entries, bytes, entries per arch; and the "
+                                        "remote cache's configuration and health.",
+                             .details = "Hit and compile counters belong to a process: prewarm and run print theirs.\n"
+                                        "Exit status 1 when a remote cache is configured but cannot be used.",
                              .options = {kDirOption}};
 const CommandSpec kVerifySpec{.name = "cache verify",
                               .synopsis = "[options]",
@@ -98,9 +101,7 @@ int ls_main(const Args& args) {
   return kExitOk;
 }
 
-int stats_main(const Args& args) {
-  const auto cache = open_cache(args, /*readonly=*/true);
-  if (!cache) return kExitOk;
+void print_disk_stats(const Args& args, const std::optional<DiskCache>& cache) {
   const auto entries = cache->list();
   std::uint64_t total = 0;
   std::map<std::string, std::pair<std::size_t, std::uint64_t>> per_arch;
@@ -137,7 +138,47 @@ int stats_main(const Args& args) {
         stale, stale == 1 ? "y" : "ies");
   }
   if (disk_cache_options(runtime_options(args)).readonly) fmt::print("mode       read-only (CONVJIT_CACHE_READONLY)\n");
-  return kExitOk;
+}
+
+// The remote cache a Runtime here would use and whether its server answers; nothing
+// when none is configured. False when one is configured but cannot be used.
+bool print_remote_stats(const Args& args) {
+  const RemoteCacheSetup setup = open_remote_cache(runtime_options(args));
+  if (!setup.configured) return true;
+  if (!setup.cache) {
+    fmt::print("remote     off: {}\n", setup.note);
+    return false;
+  }
+  const RemoteCacheOptions& options = setup.cache->options();
+  fmt::print("remote     {} ({}, entries signed with the key from {})\n", setup.where,
+             options.readonly ? "read-only" : "read-write", setup.key_source);
+  const RemoteCache::Health health = setup.cache->health(/*count_entries=*/true);
+  if (!health.reachable) {
+    fmt::print("           unreachable: {}\n", health.error);
+    return false;
+  }
+  fmt::print("server     Redis {}, PING {:.1f} ms, {} used, maxmemory {}, policy {}\n",
+             health.server_version.empty() ? "?" : health.server_version, health.ping_ms,
+             health.used_memory.empty() ? "?" : health.used_memory,
+             health.maxmemory.empty() || health.maxmemory == "0B" ? "none" : health.maxmemory,
+             health.maxmemory_policy.empty() ? "?" : health.maxmemory_policy);
+  if (health.counted) {
+    fmt::print("entries    {} of format v{} under '{}', {} fleet lock{} held; they expire {} h after publication\n",
+               health.entries, options.format_version, options.prefix, health.locks, health.locks == 1 ? "" : "s",
+               std::chrono::duration_cast<std::chrono::hours>(options.ttl).count());
+  } else if (!health.error.empty()) {
+    fmt::print("entries    cannot be counted: {}\n", health.error);
+  }
+  if (health.maxmemory == "0B" || health.maxmemory_policy == "noeviction") {
+    fmt::print("note       Redis bounds the cache's size: set maxmemory and maxmemory-policy allkeys-lru on the "
+               "server (docs/cache.md)\n");
+  }
+  return true;
+}
+
+int stats_main(const Args& args) {
+  if (const auto cache = open_cache(args, /*readonly=*/true)) print_disk_stats(args, cache);
+  return print_remote_stats(args) ? kExitOk : kExitFailed;
 }
 
 int verify_main(const Args& args) {

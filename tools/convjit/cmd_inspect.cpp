@@ -40,7 +40,9 @@ void print_resources(const Conv2dDesc& desc, const KernelInfo& info, const Cache
   const ResourceUsage& r = info.resources;
   const std::string origin = stats.compiles > 0
                                  ? fmt::format("compiled now ({})", format_ms(stats.compile_ms))
-                                 : stats.disk_hits > 0 ? std::string("from the disk cache") : std::string("from memory");
+                                 : stats.disk_hits > 0   ? std::string("from the disk cache")
+                                 : stats.remote_hits > 0 ? std::string("from the remote cache")
+                                                         : std::string("from memory");
   fmt::print("problem    {}\n", desc.to_string());
   fmt::print("kernel     {}\n", info.kernel_name);
   fmt::print("arch       {}\n", info.arch);

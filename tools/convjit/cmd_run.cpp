@@ -66,6 +66,7 @@ double tolerance_for(const Conv2dDesc& desc) {
 std::string plan_origin(const CacheStats& s) {
   if (s.compiles > 0) return fmt::format("compiled now ({} in NVRTC)", format_ms(s.compile_ms));
   if (s.disk_hits > 0) return "from the disk cache, no compile";
+  if (s.remote_hits > 0) return "from the remote cache, no compile";
   return "from memory, no compile";
 }
 

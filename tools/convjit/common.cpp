@@ -60,6 +60,15 @@ void print_cache_stats(const CacheStats& s) {
              "disk writes {}, module loads {}\n",
              s.compiles, format_ms(s.compile_ms), s.disk_hits, s.memory_hits, s.misses, s.corrupt_rebuilt,
              s.disk_writes, s.module_loads);
+  if (s.remote_mode == RemoteCacheMode::kOff) {
+    if (!s.remote_note.empty()) fmt::print("remote    off: {}\n", s.remote_note);
+    return;
+  }
+  fmt::print("remote    hits {}, misses {}, rejects {}, unavailable {} (timeouts {}, errors {}, skipped {}), "
+             "publishes {}, lock waits {}, lock takeovers {}, {} in remote calls ({}{})\n",
+             s.remote_hits, s.remote_misses, s.remote_rejects, s.remote_unavailable, s.remote_timeouts,
+             s.remote_errors, s.remote_skipped, s.remote_publishes, s.remote_lock_waits, s.remote_lock_takeovers,
+             format_ms(s.remote_ms), s.remote_note, s.remote_mode == RemoteCacheMode::kReadOnly ? ", read-only" : "");
 }
 
 std::string format_bytes(std::uint64_t bytes) {

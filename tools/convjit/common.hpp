@@ -31,7 +31,8 @@ Conv2dDesc shape_argument(const CommandSpec& spec, std::string_view text);
 
 Algorithm algorithm_option(const CommandSpec& spec, const Args& args);
 
-// The process's CacheStats on one line: "compiles 0, disk hits 1, ...".
+// The process's CacheStats on one line: "compiles 0, disk hits 1, ...", and a second
+// for the remote cache when one is configured.
 void print_cache_stats(const CacheStats& stats);
 
 std::string format_bytes(std::uint64_t bytes);  // "1.5 MiB"

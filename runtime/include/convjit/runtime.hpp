@@ -64,10 +64,31 @@ struct RuntimeOptions {
   // Byte limit of the disk cache; least recently used entries are evicted past it.
   // Empty: CONVJIT_CACHE_MAX_SIZE (bytes, or with a K/M/G/T suffix), else 4 GiB. 0: no limit.
   std::optional<std::uint64_t> cache_max_bytes;
+
+  // A kernel cache shared by a fleet, behind the disk cache (docs/cache.md, "Remote
+  // cache"): redis://[[user][:password]@]host[:port][/db], or rediss:// for TLS. A local
+  // miss fetches from it; a compile publishes to it. Empty: CONVJIT_REMOTE_CACHE; "off":
+  // none, whatever the environment says.
+  std::optional<std::string> remote_cache;
+  // The secret every remote entry is signed with (HMAC-SHA256, at least 16 bytes; a
+  // "hex:" prefix means hex digits). Entries whose MAC does not verify are refused.
+  // Empty: CONVJIT_REMOTE_CACHE_KEY, else the file CONVJIT_REMOTE_CACHE_KEY_FILE (mode
+  // 0600). With no key the remote cache stays off: unauthenticated code is never loaded.
+  std::optional<std::string> remote_cache_key;
+  // Fetch from the remote cache, never publish to it, so that only trusted builders
+  // write. Empty: CONVJIT_REMOTE_CACHE_READONLY=1.
+  std::optional<bool> remote_cache_readonly;
+  // Bounds on one connect and one command; past them the kernel compiles locally and
+  // the remote is skipped for a back-off. Empty: CONVJIT_REMOTE_CACHE_CONNECT_TIMEOUT_MS
+  // and CONVJIT_REMOTE_CACHE_TIMEOUT_MS, else 200 ms and 1000 ms.
+  std::optional<std::chrono::milliseconds> remote_cache_connect_timeout;
+  std::optional<std::chrono::milliseconds> remote_cache_timeout;
 };
 
 // How this Runtime uses its disk cache (docs/cache.md).
 enum class DiskCacheMode { kReadWrite, kReadOnly, kOff };
+// How this Runtime uses the remote cache; kOff also when none is configured.
+enum class RemoteCacheMode { kOff, kReadWrite, kReadOnly };
 
 // Counters since the Runtime was made. Every counter only grows.
 struct CacheStats {
@@ -91,6 +112,24 @@ struct CacheStats {
   double compile_ms_saved = 0;        // compile time recorded in the entries that disk hits served
   DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
   std::string disk_note;              // why the disk cache is read-only or off; empty when read-write
+  // The remote cache (docs/cache.md, "Remote cache"). Each request that reaches it ends
+  // as one of: a hit, a miss, a reject or unavailable (then it was compiled here).
+  std::uint64_t remote_hits = 0;         // verified entries fetched (perhaps after waiting for another node)
+  std::uint64_t remote_misses = 0;       // no entry there: compiled here (and published unless read-only)
+  std::uint64_t remote_rejects = 0;      // entries refused (MAC, another key, corrupt): compiled here
+  std::uint64_t remote_unavailable = 0;  // the remote failed or was backing off: compiled here
+  std::uint64_t remote_timeouts = 0;     // connects and commands that ran past their bound
+  std::uint64_t remote_errors = 0;       // other failed calls: refused connections, drops, error replies
+  std::uint64_t remote_skipped = 0;      // requests that did not ask the remote: it was backing off
+  std::uint64_t remote_publishes = 0;    // entries published
+  std::uint64_t remote_lock_waits = 0;      // misses that waited for another node compiling the same key
+  std::uint64_t remote_lock_takeovers = 0;  // fleet locks taken after their holder let go without publishing
+  std::uint64_t remote_lock_timeouts = 0;   // waits that ran out, after which this node compiled too
+  std::uint64_t remote_bytes_read = 0;
+  std::uint64_t remote_bytes_written = 0;
+  double remote_ms = 0;  // wall time inside remote calls (not the pauses of a wait)
+  RemoteCacheMode remote_mode = RemoteCacheMode::kOff;
+  std::string remote_note;  // where the remote cache is (no secrets), or why it is off; empty when not configured
 };
 
 // The alignment, in bytes, each operand's pointer needs for a plan's fastest kernel.
@@ -135,7 +174,7 @@ struct KernelInfo {
 
 struct PrewarmResult {
   std::size_t compiled = 0;        // compiled now
-  std::size_t already_cached = 0;  // found on disk or in memory
+  std::size_t already_cached = 0;  // found in memory, on disk or in the remote cache
   std::size_t failed = 0;
   std::vector<std::string> errors;  // one line per failed descriptor
 };

@@ -31,6 +31,22 @@ CacheStats Counters::snapshot() const {
   s.compile_ms_saved = compile_ms_saved.load(std::memory_order_relaxed);
   s.disk_mode = disk_mode;
   s.disk_note = disk_note;
+  s.remote_hits = remote_hits.load(std::memory_order_relaxed);
+  s.remote_misses = remote_misses.load(std::memory_order_relaxed);
+  s.remote_rejects = remote_rejects.load(std::memory_order_relaxed);
+  s.remote_unavailable = remote_unavailable.load(std::memory_order_relaxed);
+  s.remote_timeouts = remote_timeouts.load(std::memory_order_relaxed);
+  s.remote_errors = remote_errors.load(std::memory_order_relaxed);
+  s.remote_skipped = remote_skipped.load(std::memory_order_relaxed);
+  s.remote_publishes = remote_publishes.load(std::memory_order_relaxed);
+  s.remote_lock_waits = remote_lock_waits.load(std::memory_order_relaxed);
+  s.remote_lock_takeovers = remote_lock_takeovers.load(std::memory_order_relaxed);
+  s.remote_lock_timeouts = remote_lock_timeouts.load(std::memory_order_relaxed);
+  s.remote_bytes_read = remote_bytes_read.load(std::memory_order_relaxed);
+  s.remote_bytes_written = remote_bytes_written.load(std::memory_order_relaxed);
+  s.remote_ms = remote_ms.load(std::memory_order_relaxed);
+  s.remote_mode = remote_mode;
+  s.remote_note = remote_note;
   return s;
 }
 
@@ -40,8 +56,26 @@ std::size_t KernelStore::KeyHash::operator()(const Key& key) const noexcept {
          (static_cast<std::size_t>(key.algorithm) << 7) ^ (align << 11);
 }
 
-KernelStore::KernelStore(std::optional<DiskCache> disk, Counters& counters)
-    : disk_(std::move(disk)), counters_(counters) {}
+KernelStore::KernelStore(std::optional<DiskCache> disk, Counters& counters, std::unique_ptr<RemoteCache> remote)
+    : disk_(std::move(disk)), remote_(std::move(remote)), counters_(counters) {}
+
+void KernelStore::count(const RemoteCache::FetchReport& report) {
+  Counters::bump(counters_.remote_hits, report.hit ? 1 : 0);
+  Counters::bump(counters_.remote_misses, report.miss ? 1 : 0);
+  Counters::bump(counters_.remote_rejects, report.rejected ? 1 : 0);
+  Counters::bump(counters_.remote_unavailable, report.unavailable ? 1 : 0);
+  Counters::bump(counters_.remote_skipped, report.skipped ? 1 : 0);
+  Counters::bump(counters_.remote_timeouts, report.timeouts);
+  Counters::bump(counters_.remote_errors, report.errors);
+  Counters::bump(counters_.remote_publishes, report.published ? 1 : 0);
+  Counters::bump(counters_.remote_lock_waits, report.waited ? 1 : 0);
+  Counters::bump(counters_.remote_lock_takeovers, report.took_over ? 1 : 0);
+  Counters::bump(counters_.remote_lock_timeouts, report.lock_timed_out ? 1 : 0);
+  Counters::bump(counters_.remote_bytes_read, report.bytes_read);
+  Counters::bump(counters_.remote_bytes_written, report.bytes_written);
+  counters_.remote_ms.fetch_add(report.remote_ms, std::memory_order_relaxed);
+  if (report.hit) counters_.compile_ms_saved.fetch_add(report.saved_compile_ms, std::memory_order_relaxed);
+}
 
 std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, Algorithm algorithm,
                                                        const std::string& arch, const AlignmentNeeds& align,
@@ -114,10 +148,28 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
     entry.compile_ms = compiled.compile_ms;
     return entry;
   };
+  // The remote tier sits behind the disk: it runs inside the disk cache's build step,
+  // so under the key's local lock, and one process per host asks the fleet for a key.
+  RemoteCache::FetchReport remote_report;
+  const auto fetch_or_compile = [&] {
+    if (!remote_) return compile();
+    CacheEntry entry;
+    try {
+      entry = remote_->fetch_or_build(artifact->key.text, compile, remote_report);
+    } catch (...) {
+      count(remote_report);  // the compile failed; what the remote did still counts
+      throw;
+    }
+    count(remote_report);
+    if (remote_report.hit) log::debug("remote cache hit for {}", desc.to_string());
+    return entry;
+  };
   if (!disk_ || force_compile) {
-    if (!force_compile) Counters::bump(counters_.misses);
-    artifact->entry = compile();
-    origin = ArtifactOrigin::kCompiled;
+    // NOTE: a forced rebuild (a CUBIN the driver refused) compiles here and skips the
+    // remote, whose copy is the same binary.
+    artifact->entry = force_compile ? compile() : fetch_or_compile();
+    origin = remote_report.hit ? ArtifactOrigin::kRemote : ArtifactOrigin::kCompiled;
+    if (!force_compile && !remote_report.hit) Counters::bump(counters_.misses);
     if (disk_) {
       const auto stored = disk_->store(artifact->key, artifact->entry);
       Counters::bump(stored.published ? counters_.disk_writes : counters_.disk_write_errors);
@@ -128,8 +180,10 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   }
   // Disk faults never throw from here: the cache warns once and the kernel stays in memory.
   DiskCache::FetchReport report;
-  artifact->entry = disk_->fetch_or_build(artifact->key, compile, report);
-  origin = report.built ? ArtifactOrigin::kCompiled : ArtifactOrigin::kDisk;
+  artifact->entry = disk_->fetch_or_build(artifact->key, fetch_or_compile, report);
+  origin = !report.built        ? ArtifactOrigin::kDisk
+           : remote_report.hit ? ArtifactOrigin::kRemote
+                               : ArtifactOrigin::kCompiled;
   if (report.hit) {
     Counters::bump(counters_.disk_hits);
     Counters::bump(counters_.bytes_read, report.bytes_read);
@@ -138,7 +192,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   }
   if (report.corrupt || report.untrusted) {
     Counters::bump(counters_.corrupt_rebuilt);
-  } else if (report.built) {
+  } else if (report.built && !remote_report.hit) {
     Counters::bump(counters_.misses);
   }
   if (report.waited) Counters::bump(counters_.lock_waits);

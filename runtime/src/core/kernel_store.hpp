@@ -1,7 +1,7 @@
 #pragma once
 // Compiled kernels per (problem, arch): from this process's table, else from the
-// disk cache, else from NVRTC. One compile per key in the process, however many
-// threads ask at once.
+// disk cache, else from the remote cache shared by a fleet, else from NVRTC. One
+// compile per key in the process, however many threads ask at once.
 
 #include <filesystem>
 #include <future>
@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "cache/disk_cache.hpp"
+#include "cache/remote_cache.hpp"
 #include "convjit/conv2d_desc.hpp"
 #include "core/counters.hpp"
 #include "specialize/kernel_key.hpp"
@@ -29,11 +30,12 @@ struct KernelArtifact {
   std::filesystem::path path;  // the disk entry; empty without a disk cache
 };
 
-enum class ArtifactOrigin { kMemory, kDisk, kCompiled };
+enum class ArtifactOrigin { kMemory, kDisk, kRemote, kCompiled };
 
 class KernelStore {
  public:
-  KernelStore(std::optional<DiskCache> disk, Counters& counters);
+  // `remote`: the fleet's cache behind the disk one, or null.
+  KernelStore(std::optional<DiskCache> disk, Counters& counters, std::unique_ptr<RemoteCache> remote = nullptr);
 
   // Validates `desc` first; throws Error from validation, specialization or NVRTC.
   // `algorithm` is a resolved one (never kAuto); `align`, what the launch's pointers are
@@ -46,6 +48,7 @@ class KernelStore {
                                                 const AlignmentNeeds& align = kFullAlignment);
 
   const DiskCache* disk() const noexcept { return disk_ ? &*disk_ : nullptr; }
+  const RemoteCache* remote() const noexcept { return remote_.get(); }
 
  private:
   struct Key {
@@ -61,8 +64,10 @@ class KernelStore {
   using Future = std::shared_future<std::shared_ptr<const KernelArtifact>>;
 
   std::shared_ptr<const KernelArtifact> produce(const Key& key, bool force_compile, ArtifactOrigin& origin);
+  void count(const RemoteCache::FetchReport& report);
 
   std::optional<DiskCache> disk_;
+  std::unique_ptr<RemoteCache> remote_;
   Counters& counters_;
   std::mutex mutex_;
   std::unordered_map<Key, Future, KeyHash> table_;

@@ -7,8 +7,8 @@
 
 namespace convjit {
 
-Pipeline::Pipeline(std::optional<DiskCache> disk, std::uint64_t limit)
-    : store(std::move(disk), counters), workspace_limit(limit) {}
+Pipeline::Pipeline(std::optional<DiskCache> disk, std::unique_ptr<RemoteCache> remote, std::uint64_t limit)
+    : store(std::move(disk), counters, std::move(remote)), workspace_limit(limit) {}
 
 std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, const KernelArtifact& artifact) {
   return modules_.get(ModuleKey{dev.id(), artifact.key.hash}, [&] {

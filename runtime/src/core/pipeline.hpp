@@ -38,7 +38,7 @@ struct PlanKernel {
 
 class Pipeline {
  public:
-  Pipeline(std::optional<DiskCache> disk, std::uint64_t workspace_limit);
+  Pipeline(std::optional<DiskCache> disk, std::unique_ptr<RemoteCache> remote, std::uint64_t workspace_limit);
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
 

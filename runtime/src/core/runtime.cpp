@@ -3,6 +3,7 @@
 #include <cstdlib>
 
 #include "cache/cache_config.hpp"
+#include "cache/remote_cache_config.hpp"
 #include "compiler/nvrtc.hpp"
 #include "compiler/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
@@ -31,6 +32,15 @@ std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const st
     counters.disk_note = e.what();
     return std::nullopt;
   }
+}
+
+// The fleet's cache behind the disk one, when configured; like the disk cache, it never
+// fails the Runtime (open_remote_cache warns and leaves it off).
+std::unique_ptr<RemoteCache> open_remote(const RuntimeOptions& options, Counters& counters) {
+  RemoteCacheSetup setup = open_remote_cache(options);
+  counters.remote_mode = setup.mode;
+  counters.remote_note = setup.cache ? setup.where : setup.note;
+  return std::move(setup.cache);
 }
 
 std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
@@ -64,9 +74,12 @@ Runtime::Impl::Impl(RuntimeOptions opts)
   if (options.log_level) log::set_level(*options.log_level);
   Counters opening;
   auto disk = open_disk_cache(options, cache_dir, opening);
-  pipeline = std::make_shared<Pipeline>(std::move(disk), resolve_workspace_limit(options));
+  auto remote = open_remote(options, opening);
+  pipeline = std::make_shared<Pipeline>(std::move(disk), std::move(remote), resolve_workspace_limit(options));
   pipeline->counters.disk_mode = opening.disk_mode;
   pipeline->counters.disk_note = opening.disk_note;
+  pipeline->counters.remote_mode = opening.remote_mode;
+  pipeline->counters.remote_note = opening.remote_note;
 }
 
 std::shared_ptr<DeviceContext> Runtime::Impl::primary(int ordinal, std::string_view option) {
