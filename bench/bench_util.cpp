@@ -14,7 +14,7 @@
 
 #include <unistd.h>
 
-#include "core/fail.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 

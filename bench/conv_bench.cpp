@@ -11,9 +11,7 @@
 #include "bench_util.hpp"
 #include "conv_runner.hpp"
 #include "convjit/convjit.hpp"
-#include "core/fail.hpp"
-#include "core/runtime_impl.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 namespace {
@@ -139,12 +137,12 @@ struct GpuInfo {
 };
 
 GpuInfo gpu_info(Runtime& rt) {
-  const auto dev = rt.impl().device();
-  GpuInfo g{.name = dev->name(), .arch = dev->arch(), .driver = CudaDriver::get().version()};
+  const auto dev = tooling::runtime_device(rt);
+  GpuInfo g{.name = dev.name, .arch = dev.arch, .driver = CudaDriver::get().version()};
   auto& drv = CudaDriver::get();
   CUdevice device = 0;
   int khz = 0;
-  if (drv.cuDeviceGet(&device, dev->ordinal()) == CUDA_SUCCESS &&
+  if (drv.cuDeviceGet(&device, dev.ordinal) == CUDA_SUCCESS &&
       drv.cuDeviceGetAttribute(&khz, CU_DEVICE_ATTRIBUTE_CLOCK_RATE, device) == CUDA_SUCCESS) {
     g.sm_clock_mhz = khz / 1000;
   }

@@ -9,7 +9,7 @@
 
 #include "bench_util.hpp"
 #include "convjit/device_buffer.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 

@@ -3,15 +3,13 @@
 #include <utility>
 
 #include "convjit/runtime.hpp"
-#include "core/runtime_impl.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 
 void make_runtime_context_current(Runtime& runtime) {
-  const auto device = runtime.impl().device();
-  CONVJIT_CU_CHECK(cuCtxSetCurrent(device->context()), "making device {}'s primary context current",
-                   device->ordinal());
+  const auto device = tooling::runtime_device(runtime);
+  CONVJIT_CU_CHECK(cuCtxSetCurrent(device.context), "making device {}'s primary context current", device.ordinal);
 }
 
 Stream::Stream() { CONVJIT_CU_CHECK(cuStreamCreate(&stream_, CU_STREAM_DEFAULT), "creating a stream"); }

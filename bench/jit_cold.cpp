@@ -18,8 +18,7 @@
 #include "gpu_timer.hpp"
 #include "jit_overhead.hpp"
 #include "problems.hpp"
-#include "workload/json.hpp"
-#include "workload/shape_text.hpp"
+#include "tooling/tooling.hpp"
 
 extern char** environ;
 

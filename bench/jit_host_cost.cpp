@@ -9,8 +9,7 @@
 
 #include "bench_util.hpp"
 #include "convjit/convjit.hpp"
-#include "core/fail.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 #include "gpu_timer.hpp"
 #include "jit_overhead.hpp"
 #include "problems.hpp"

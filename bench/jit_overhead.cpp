@@ -14,7 +14,7 @@
 
 #include "bench_util.hpp"
 #include "convjit/convjit.hpp"
-#include "core/fail.hpp"
+#include "tooling/tooling.hpp"
 #include "jit_overhead.hpp"
 #include "problems.hpp"
 

@@ -6,9 +6,7 @@
 #include <cmath>
 
 #include "bench_util.hpp"
-#include "core/fail.hpp"
-#include "workload/shape_text.hpp"
-#include "workload/workload_file.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 

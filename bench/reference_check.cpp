@@ -8,7 +8,7 @@
 #include <random>
 
 #include "bench_util.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "convjit/conv2d_desc.hpp"
-#include "core/float16.hpp"  // IEEE half and bfloat16 on the host, round to nearest even
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 

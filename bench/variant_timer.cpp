@@ -11,8 +11,7 @@
 #include <vector>
 
 #include "convjit/convjit.hpp"
-#include "core/runtime_impl.hpp"
-#include "driver/cuda_driver.hpp"
+#include "tooling/tooling.hpp"
 
 using namespace convjit;
 
@@ -56,7 +55,7 @@ int main(int argc, char** argv) try {
   Runtime rt;
   auto& drv = CudaDriver::get();
   // Events belong to the current context: make the runtime's (primary) context current here.
-  drv.cuCtxSetCurrent(rt.impl().device()->context());
+  drv.cuCtxSetCurrent(tooling::runtime_device(rt).context);
   std::mt19937_64 rng(42);
   // POSITIVE=1: inputs in [0, 1) like KernelBench's torch.rand.
   std::uniform_real_distribution<float> dist(std::getenv("POSITIVE") ? 0.0f : -1.0f, 1.0f);

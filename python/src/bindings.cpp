@@ -565,8 +565,8 @@ NB_MODULE(_convjit, m) {
           },
           "descs"_a, "arch"_a = nb::none(), nb::call_guard<nb::gil_scoped_release>(),
           "Compiles and caches every descriptor; with `arch` (e.g. 'sm_90') no GPU is needed")
-      .def("source", &Runtime::source, "desc"_a, nb::call_guard<nb::gil_scoped_release>(),
-           "The specialized CUDA source; no GPU, no compile")
+      .def("source", &Runtime::source, "desc"_a, "arch"_a = nb::none(), nb::call_guard<nb::gil_scoped_release>(),
+           "The specialized CUDA source of the kernel inspect() shows; with `arch` no GPU is needed, never a compile")
       .def("ptx", &Runtime::ptx, "desc"_a, "arch"_a = nb::none(), nb::call_guard<nb::gil_scoped_release>(),
            "The PTX (compiling or reading the cache); with `arch` no GPU is needed")
       .def(

@@ -145,7 +145,7 @@ def test_inspect_gives_source_ptx_cubin_resources_and_alignment_for_sm_90(warm_r
     assert info.alignment.x >= 2 and info.alignment.w >= 2
     assert len(info.key_hash) == 64
     assert info.cache_path.is_relative_to(warm_runtime.cache_dir)
-    assert warm_runtime.source(d) == info.source
+    assert warm_runtime.source(d, "sm_90") == info.source
     assert warm_runtime.ptx(d, "sm_90") == info.ptx
 
 

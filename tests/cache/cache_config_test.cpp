@@ -1,4 +1,4 @@
-#include "cache/cache_config.hpp"
+#include "runtime/cache_config.hpp"
 
 #include <gtest/gtest.h>
 

@@ -24,7 +24,7 @@
 #include <thread>
 
 #include "cache/disk_cache.hpp"
-#include "specialize/kernel_key.hpp"
+#include "cache/cache_key.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/worker_process.hpp"
 

@@ -7,15 +7,15 @@
 #include <string>
 
 #include "cache/entry_file.hpp"
-#include "core/log.hpp"
-#include "hash/sha256.hpp"
-#include "specialize/kernel_key.hpp"
+#include "base/log.hpp"
+#include "base/sha256.hpp"
+#include "cache/cache_key.hpp"
 
 namespace convjit::testing {
 
-inline KernelKey test_key(const std::string& text) { return KernelKey{text, sha256_hex(text)}; }
+inline CacheKey test_key(const std::string& text) { return CacheKey{text, sha256_hex(text)}; }
 
-inline CacheEntry test_entry(const KernelKey& key, std::size_t cubin_bytes = 5) {
+inline CacheEntry test_entry(const CacheKey& key, std::size_t cubin_bytes = 5) {
   CacheEntry entry{key.text, "kernel", "source", "ptx", std::string(cubin_bytes, 'c'), "opts", "log"};
   entry.compile_ms = 12.5;
   return entry;

@@ -47,7 +47,7 @@ std::string old_format_entry() { return "convjit-cache-entry 1\nkey 3 sha256:" +
 TEST(DiskCache, MissThenStoreThenVerifiedHit) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "c");
-  const KernelKey k = test_key("key-one");
+  const CacheKey k = test_key("key-one");
   EXPECT_EQ(cache.load(k).status, DiskCache::Status::kMiss);
   const auto stored = cache.store(k, test_entry(k));
   EXPECT_TRUE(stored.published);
@@ -61,7 +61,7 @@ TEST(DiskCache, MissThenStoreThenVerifiedHit) {
 TEST(DiskCache, CreatesItsDirectoriesPrivate) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "new" / "private");
-  const KernelKey k = test_key("private-key");
+  const CacheKey k = test_key("private-key");
   cache.store(k, test_entry(k));
   for (const fs::path& p : {dir.path() / "new", dir.path() / "new" / "private", cache.version_dir(),
                             cache.entry_path(k).parent_path()}) {
@@ -77,10 +77,10 @@ TEST(DiskCache, CreatesItsDirectoriesPrivate) {
 TEST(DiskCache, EntryFileNameIsTheKeyHashNeverAUserString) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("problem ../../etc/passwd\n");
+  const CacheKey k = test_key("problem ../../etc/passwd\n");
   EXPECT_EQ(cache.entry_path(k), cache.version_dir() / k.hash.substr(0, 2) / (k.hash + ".entry"));
   try {
-    cache.entry_path(KernelKey{"text", "../../escape"});
+    cache.entry_path(CacheKey{"text", "../../escape"});
     FAIL() << "a non-hash key name was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInternal);
@@ -90,9 +90,9 @@ TEST(DiskCache, EntryFileNameIsTheKeyHashNeverAUserString) {
 TEST(DiskCache, EntryWithAnotherKeyUnderTheSameNameIsCorrupt) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey stored = test_key("key-two");
+  const CacheKey stored = test_key("key-two");
   cache.store(stored, test_entry(stored));
-  KernelKey other = stored;
+  CacheKey other = stored;
   other.text = "a different full key with the same hash";
   const auto lookup = cache.load(other);
   EXPECT_EQ(lookup.status, DiskCache::Status::kCorrupt);
@@ -102,7 +102,7 @@ TEST(DiskCache, EntryWithAnotherKeyUnderTheSameNameIsCorrupt) {
 TEST(DiskCache, CorruptedFileIsReportedThenReplacedByTheRebuild) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("key-three");
+  const CacheKey k = test_key("key-three");
   cache.store(k, test_entry(k));
   {
     std::fstream f(cache.entry_path(k), std::ios::in | std::ios::out | std::ios::binary);
@@ -129,7 +129,7 @@ TEST(DiskCache, CorruptedFileIsReportedThenReplacedByTheRebuild) {
 TEST(DiskCache, FetchOrBuildBuildsOnceThenServesFromDiskWithTheSavedCompileTime) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("fetch-key");
+  const CacheKey k = test_key("fetch-key");
   int builds = 0;
   DiskCache::FetchReport first;
   cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, first);
@@ -148,7 +148,7 @@ TEST(DiskCache, StoreLeavesNoTemporaryOrLockFiles) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
   for (int i = 0; i < 10; ++i) {
-    const KernelKey k = test_key("k" + std::to_string(i));
+    const CacheKey k = test_key("k" + std::to_string(i));
     DiskCache::FetchReport report;
     cache.fetch_or_build(k, [&] { return test_entry(k); }, report);
   }
@@ -166,7 +166,7 @@ TEST(DiskCache, StoreLeavesNoTemporaryOrLockFiles) {
 TEST(DiskCache, ConcurrentWritersAndReadersOfOneKeyNeverSeeATornEntry) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("shared-key");
+  const CacheKey k = test_key("shared-key");
   const CacheEntry big = test_entry(k, 1 << 20);  // large enough to be caught half-way if it were not atomic
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
@@ -205,8 +205,8 @@ TEST(DiskCache, FileWhereTheDirectoryShouldBeIsAClearError) {
 TEST(DiskCache, ListShowsEveryEntryWithItsProblemOldestUseFirst) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey a = test_key("convjit 0.1.0\nproblem n1c1 first\narch sm_90\n");
-  const KernelKey b = test_key("convjit 0.1.0\nproblem n1c2 second\narch sm_80\n");
+  const CacheKey a = test_key("convjit 0.1.0\nproblem n1c1 first\narch sm_90\n");
+  const CacheKey b = test_key("convjit 0.1.0\nproblem n1c2 second\narch sm_80\n");
   cache.store(a, test_entry(a));
   cache.store(b, test_entry(b, 100));
   set_mtime(cache.entry_path(a), 2'000'000'000);  // a used last
@@ -228,7 +228,7 @@ TEST(DiskCache, ListShowsEveryEntryWithItsProblemOldestUseFirst) {
 TEST(DiskCache, VerifyAllReportsCorruptMisnamedAndUntrustedEntriesAndChangesNothing) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  std::vector<KernelKey> keys;
+  std::vector<CacheKey> keys;
   for (int i = 0; i < 5; ++i) {
     keys.push_back(test_key("verify-" + std::to_string(i)));
     cache.store(keys.back(), test_entry(keys.back()));
@@ -263,7 +263,7 @@ TEST(DiskCache, RemoveEntryRefusesPathsOutsideTheCache) {
 TEST(DiskCache, ClearRemovesEntriesDeadLocksStaleTempsAndOtherFormatVersions) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("clear-me");
+  const CacheKey k = test_key("clear-me");
   cache.store(k, test_entry(k));
   const fs::path shard = cache.entry_path(k).parent_path();
   std::ofstream(shard / (std::string(64, 'd') + ".lock")) << "pid 1 on host gone since 0.000\n";
@@ -337,8 +337,8 @@ TEST(DiskCache, ClearLeavesWhatConvjitDidNotMakeInAnOlderVersionDirectoryAndSays
 TEST(DiskCache, ClearInAnUnmarkedVersionDirectoryRemovesOnlyFilesThatStartLikeEntries) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey good = test_key("good");
-  const KernelKey damaged = test_key("damaged");
+  const CacheKey good = test_key("good");
+  const CacheKey damaged = test_key("damaged");
   cache.store(good, test_entry(good));
   cache.store(damaged, test_entry(damaged));
   write_file(cache.entry_path(damaged), "garbage where the header was");
@@ -363,7 +363,7 @@ TEST(DiskCache, ClearInAnUnmarkedVersionDirectoryRemovesOnlyFilesThatStartLikeEn
 TEST(DiskCache, ClearNeverFollowsOrRemovesSymbolicLinks) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "cache");
-  const KernelKey k = test_key("linked");
+  const CacheKey k = test_key("linked");
   cache.store(k, test_entry(k));
   // Entry-looking files outside the cache, reachable only through links in it.
   const fs::path outside = dir.path() / "outside";
@@ -390,7 +390,7 @@ TEST(DiskCache, ClearNeverFollowsOrRemovesSymbolicLinks) {
 TEST(DiskCache, ClearLeavesLockFilesConvjitDidNotWriteUntouched) {
   testing::TempDir dir;
   DiskCache cache(dir.path());
-  const KernelKey k = test_key("locks");
+  const CacheKey k = test_key("locks");
   cache.store(k, test_entry(k));
   fs::remove(cache.version_dir() / "CACHEDIR.TAG");  // names alone then prove nothing
   const fs::path shard = cache.entry_path(k).parent_path();
@@ -406,7 +406,7 @@ TEST(DiskCache, ClearLeavesLockFilesConvjitDidNotWriteUntouched) {
 TEST(DiskCache, VerifyAllReportsAnythingButARegularFileInAnEntrySlotAndChangesNothing) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "cache");
-  const KernelKey k = test_key("slots");
+  const CacheKey k = test_key("slots");
   cache.store(k, test_entry(k));
   const fs::path shard = cache.entry_path(k).parent_path();
   const fs::path link = shard / (std::string(64, '1') + ".entry");
@@ -452,7 +452,7 @@ TEST(DiskCache, VerifyAllReportsAnythingButARegularFileInAnEntrySlotAndChangesNo
 TEST(DiskCache, RemoveEntryRefusesWhatConvjitDidNotMake) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "cache");
-  const KernelKey k = test_key("refuse");
+  const CacheKey k = test_key("refuse");
   cache.store(k, test_entry(k));
   const fs::path target = dir.path() / "target";
   fs::rename(cache.entry_path(k), target);
@@ -470,7 +470,7 @@ TEST(DiskCache, RemoveEntryRefusesWhatConvjitDidNotMake) {
 
 TEST(DiskCache, HitRefreshesTheLastUsedStampAtMostOncePerInterval) {
   testing::TempDir dir;
-  const KernelKey k = test_key("stamp-key");
+  const CacheKey k = test_key("stamp-key");
   DiskCache(dir.path()).store(k, test_entry(k));
   DiskCacheOptions hourly;
   hourly.stamp_interval = std::chrono::hours(1);
@@ -492,8 +492,8 @@ TEST(DiskCache, HitRefreshesTheLastUsedStampAtMostOncePerInterval) {
 
 TEST(DiskCache, ReadOnlyCacheServesItsEntriesAndWritesNothing) {
   testing::TempDir dir;
-  const KernelKey k = test_key("shipped");
-  const KernelKey missing = test_key("not-shipped");
+  const CacheKey k = test_key("shipped");
+  const CacheKey missing = test_key("not-shipped");
   DiskCache(dir.path()).store(k, test_entry(k));
   const fs::path path = DiskCache(dir.path()).entry_path(k);
   set_mtime(path, 1'000'000'000);

@@ -26,7 +26,7 @@ void set_mtime(const fs::path& path, std::time_t when) {
 }
 
 std::uint64_t entry_bytes() {
-  const KernelKey k = test_key("key-00");
+  const CacheKey k = test_key("key-00");
   return serialize_entry(test_entry(k, kCubin)).size();
 }
 
@@ -37,7 +37,7 @@ DiskCacheOptions limited(std::uint64_t max_bytes) {
 TEST(Eviction, PublishingPastTheLimitEvictsTheLeastRecentlyUsedEntries) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(5 * entry_bytes()));
-  std::vector<KernelKey> keys;
+  std::vector<CacheKey> keys;
   for (int i = 0; i < 5; ++i) {
     keys.push_back(test_key(fmt::format("key-{:02}", i)));
     cache.store(keys.back(), test_entry(keys.back(), kCubin));
@@ -47,7 +47,7 @@ TEST(Eviction, PublishingPastTheLimitEvictsTheLeastRecentlyUsedEntries) {
   // Use key 0 (the oldest): its stamp moves to now, so key 1 is the oldest.
   ASSERT_EQ(cache.load(keys[0]).status, DiskCache::Status::kHit);
 
-  const KernelKey extra = test_key("key-05");
+  const CacheKey extra = test_key("key-05");
   const auto report = cache.store(extra, test_entry(extra, kCubin));
   EXPECT_TRUE(report.published);
   EXPECT_EQ(report.evicted_entries, 1u);
@@ -60,7 +60,7 @@ TEST(Eviction, PublishingPastTheLimitEvictsTheLeastRecentlyUsedEntries) {
 TEST(Eviction, FileConvjitCannotRecognizeIsNeitherEvictedNorCounted) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(0));
-  const KernelKey k = test_key("key-00");
+  const CacheKey k = test_key("key-00");
   cache.store(k, test_entry(k, kCubin));
   // A cache made before convjit marked its directories: file names alone prove nothing there.
   fs::remove(cache.version_dir() / "CACHEDIR.TAG");
@@ -78,7 +78,7 @@ TEST(Eviction, FileConvjitCannotRecognizeIsNeitherEvictedNorCounted) {
 TEST(Eviction, EvictToRemovesOldestFirstUntilUnderTheTarget) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(0));
-  std::vector<KernelKey> keys;
+  std::vector<CacheKey> keys;
   for (int i = 0; i < 6; ++i) {
     keys.push_back(test_key(fmt::format("key-{:02}", i)));
     cache.store(keys.back(), test_entry(keys.back(), kCubin));
@@ -94,7 +94,7 @@ TEST(Eviction, EvictToRemovesOldestFirstUntilUnderTheTarget) {
 TEST(Eviction, ReaderThatOpenedAnEntryBeforeItWasEvictedReadsItFully) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(0));
-  const KernelKey k = test_key("being-read");
+  const CacheKey k = test_key("being-read");
   cache.store(k, test_entry(k, 1 << 20));
   std::ifstream reader(cache.entry_path(k), std::ios::binary);
   ASSERT_TRUE(reader);
@@ -111,7 +111,7 @@ TEST(Eviction, ReaderThatOpenedAnEntryBeforeItWasEvictedReadsItFully) {
 TEST(Eviction, EntryLargerThanTheWholeLimitIsNotCached) {
   testing::TempDir dir;
   DiskCache cache(dir.path(), limited(1000));
-  const KernelKey k = test_key("huge");
+  const CacheKey k = test_key("huge");
   const auto report = cache.store(k, test_entry(k, 5000));
   EXPECT_FALSE(report.published);
   EXPECT_EQ(report.error, 0) << "not a failure: the limit says so";
@@ -139,7 +139,7 @@ TEST(Eviction, SeparateCachesPublishingAtOnceNeverShowMoreThanTheLimit) {
     writers.emplace_back([&, t] {
       DiskCache cache(dir.path(), limited(limit));  // one per thread: like one per process
       for (int i = 0; i < 30; ++i) {
-        const KernelKey k = test_key(fmt::format("writer-{}-{}", t, i));
+        const CacheKey k = test_key(fmt::format("writer-{}-{}", t, i));
         DiskCache::FetchReport report;
         cache.fetch_or_build(k, [&] { return test_entry(k, kCubin); }, report);
         cache.load(test_key(fmt::format("writer-{}-{}", (t + 1) % 6, i)));  // and read others' entries

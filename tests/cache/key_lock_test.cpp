@@ -66,7 +66,7 @@ TEST(KeyLock, HolderThatLockedARemovedLockFileTriesAgain) {
 
 TEST(KeyLock, SeparateCachesFetchingOneKeyAtOnceBuildItOnceAndTheRestWait) {
   testing::TempDir dir;
-  const KernelKey k = test_key("one-compile");
+  const CacheKey k = test_key("one-compile");
   std::atomic<int> builds{0};
   std::atomic<int> waits{0};
   std::atomic<int> hits{0};
@@ -94,7 +94,7 @@ TEST(KeyLock, SeparateCachesFetchingOneKeyAtOnceBuildItOnceAndTheRestWait) {
 
 TEST(KeyLock, WaitForALiveButHungHolderIsBoundedThenBuildsAnyway) {
   testing::TempDir dir;
-  const KernelKey k = test_key("hung-holder");
+  const CacheKey k = test_key("hung-holder");
   DiskCache cache(dir.path(), DiskCacheOptions{.lock_wait = std::chrono::milliseconds(300)});
   const fs::path lock_path = cache.entry_path(k).parent_path() / (k.hash + ".lock");
   fs::create_directories(lock_path.parent_path());
@@ -120,7 +120,7 @@ TEST(KeyLock, WaitForALiveButHungHolderIsBoundedThenBuildsAnyway) {
 
 TEST(KeyLock, WaiterTakesTheHoldersEntryAsSoonAsItIsPublished) {
   testing::TempDir dir;
-  const KernelKey k = test_key("published-while-waiting");
+  const CacheKey k = test_key("published-while-waiting");
   DiskCache holder(dir.path());
   const fs::path lock_path = holder.entry_path(k).parent_path() / (k.hash + ".lock");
   fs::create_directories(lock_path.parent_path());

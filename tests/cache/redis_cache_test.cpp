@@ -11,7 +11,7 @@
 #include "cache/redis_store.hpp"
 #include "cache/redis_url.hpp"
 #include "convjit/convjit.hpp"
-#include "specialize/kernel_key.hpp"
+#include "cache/cache_key.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/cache_test_util.hpp"

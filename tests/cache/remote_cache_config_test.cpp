@@ -1,6 +1,6 @@
 // Where a Runtime's remote cache settings come from, and the refusals that keep it
 // off: no key, a weak key, a key file others can read, a malformed URL.
-#include "cache/remote_cache_config.hpp"
+#include "runtime/remote_cache_config.hpp"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>

@@ -11,7 +11,7 @@
 
 #include "cache/disk_cache.hpp"
 #include "convjit/convjit.hpp"
-#include "specialize/kernel_key.hpp"
+#include "cache/cache_key.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/redis_test_util.hpp"
 #include "tests/cache/worker_process.hpp"

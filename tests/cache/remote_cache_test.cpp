@@ -63,7 +63,7 @@ struct Fleet {
 
 // A build that counts its calls.
 struct Builder {
-  KernelKey key;
+  CacheKey key;
   int calls = 0;
   CacheEntry operator()() {
     ++calls;
@@ -107,7 +107,7 @@ TEST(RemoteCache, KeysCarryThePrefixTheFormatVersionAndTheKeyHash) {
   RemoteCacheOptions options;
   options.prefix = "fleet7:";
   auto node = fleet.node(options);
-  const KernelKey key = test_key("problem k\n");
+  const CacheKey key = test_key("problem k\n");
   EXPECT_EQ(node->entry_key(key.text), "fleet7:v2:" + key.hash);
   EXPECT_EQ(RemoteCache::lock_key(node->entry_key(key.text)), "fleet7:v2:" + key.hash + ":lock");
 }
@@ -334,7 +334,7 @@ TEST(RemoteCache, TheHolderRenewsItsLeaseWhileItBuilds) {
   RemoteCacheOptions options;
   options.lock_lease = std::chrono::milliseconds(30);  // renewed every 10 ms
   auto node = fleet.node(options);
-  const KernelKey key = test_key("problem slow\n");
+  const CacheKey key = test_key("problem slow\n");
   const std::string lock = RemoteCache::lock_key(node->entry_key(key.text));
   std::mutex mutex;
   std::condition_variable renewed;
@@ -365,7 +365,7 @@ TEST(RemoteCache, TheHolderRenewsItsLeaseWhileItBuilds) {
 TEST(RemoteCache, ABuildThatThrowsReleasesTheFleetLock) {
   Fleet fleet;
   auto node = fleet.node();
-  const KernelKey key = test_key("problem broken\n");
+  const CacheKey key = test_key("problem broken\n");
   const std::string lock = RemoteCache::lock_key(node->entry_key(key.text));
   RemoteCache::FetchReport report;
   EXPECT_THROW(node->fetch_or_build(

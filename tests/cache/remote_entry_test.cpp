@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "hash/hmac_sha256.hpp"
+#include "base/hmac_sha256.hpp"
 #include "tests/cache/cache_test_util.hpp"
 
 namespace convjit {
@@ -15,7 +15,7 @@ constexpr std::string_view kKey = "fleet-secret-0123456789";
 constexpr int kFormat = 2;
 
 TEST(RemoteEntry, SealedEntryOpensToTheSameEntry) {
-  const KernelKey key = test_key("problem a\narch sm_90\n");
+  const CacheKey key = test_key("problem a\narch sm_90\n");
   const CacheEntry entry = test_entry(key, 300);
   const std::string sealed = seal_remote_entry(kKey, kFormat, entry);
   std::string why;
@@ -25,7 +25,7 @@ TEST(RemoteEntry, SealedEntryOpensToTheSameEntry) {
 }
 
 TEST(RemoteEntry, EveryFlippedByteIsRefused) {
-  const KernelKey key = test_key("problem b\n");
+  const CacheKey key = test_key("problem b\n");
   const std::string sealed = seal_remote_entry(kKey, kFormat, test_entry(key, 64));
   for (std::size_t i = 0; i < sealed.size(); ++i) {
     std::string tampered = sealed;
@@ -37,7 +37,7 @@ TEST(RemoteEntry, EveryFlippedByteIsRefused) {
 }
 
 TEST(RemoteEntry, TruncatedOrExtendedValuesAreRefused) {
-  const KernelKey key = test_key("problem c\n");
+  const CacheKey key = test_key("problem c\n");
   const std::string sealed = seal_remote_entry(kKey, kFormat, test_entry(key));
   std::string why;
   for (std::size_t size : {std::size_t{0}, std::size_t{10}, sealed.size() / 2, sealed.size() - 1}) {
@@ -48,7 +48,7 @@ TEST(RemoteEntry, TruncatedOrExtendedValuesAreRefused) {
 }
 
 TEST(RemoteEntry, AnEntryMacedWithAnotherKeyIsRefused) {
-  const KernelKey key = test_key("problem d\n");
+  const CacheKey key = test_key("problem d\n");
   const std::string forged = seal_remote_entry("someone-elses-key-0123", kFormat, test_entry(key));
   std::string why;
   EXPECT_FALSE(open_remote_entry(kKey, kFormat, key.text, forged, why));
@@ -56,8 +56,8 @@ TEST(RemoteEntry, AnEntryMacedWithAnotherKeyIsRefused) {
 }
 
 TEST(RemoteEntry, AnAuthenticEntryOfAnotherKeyIsRefused) {
-  const KernelKey a = test_key("problem e\narch sm_90\n");
-  const KernelKey b = test_key("problem e\narch sm_80\n");
+  const CacheKey a = test_key("problem e\narch sm_90\n");
+  const CacheKey b = test_key("problem e\narch sm_80\n");
   const std::string sealed_for_a = seal_remote_entry(kKey, kFormat, test_entry(a));
   std::string why;
   EXPECT_FALSE(open_remote_entry(kKey, kFormat, b.text, sealed_for_a, why));
@@ -65,7 +65,7 @@ TEST(RemoteEntry, AnAuthenticEntryOfAnotherKeyIsRefused) {
 }
 
 TEST(RemoteEntry, AnEntryOfAnotherFormatVersionIsRefused) {
-  const KernelKey key = test_key("problem f\n");
+  const CacheKey key = test_key("problem f\n");
   const std::string old = seal_remote_entry(kKey, kFormat - 1, test_entry(key));
   std::string why;
   EXPECT_FALSE(open_remote_entry(kKey, kFormat, key.text, old, why));
@@ -74,7 +74,7 @@ TEST(RemoteEntry, AnEntryOfAnotherFormatVersionIsRefused) {
 
 TEST(RemoteEntry, AnAuthenticEnvelopeAroundACorruptEntryIsRefused) {
   // Someone with the key signs a broken entry (a bug, not an attack): its own checksums catch it.
-  const KernelKey key = test_key("problem g\n");
+  const CacheKey key = test_key("problem g\n");
   std::string bytes = serialize_entry(test_entry(key, 32));
   bytes[bytes.size() / 2] ^= 0x20;
   std::string value = "convjit-remote-entry 1\nformat 2\nkey " + std::to_string(key.text.size()) + "\n" + key.text +

@@ -174,7 +174,7 @@ TEST(Trust, ShardDirectoryWritableByOthersIsNeitherReadNorWritten) {
 TEST(Trust, SymbolicLinkInPlaceOfAnEntryIsNotFollowed) {
   testing::TempDir dir;
   DiskCache cache(dir.path() / "cache");
-  const KernelKey k = test_key("linked");
+  const CacheKey k = test_key("linked");
   cache.store(k, test_entry(k));
   const fs::path elsewhere = dir.path() / "elsewhere.entry";
   fs::rename(cache.entry_path(k), elsewhere);

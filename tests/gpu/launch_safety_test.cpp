@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "convjit/convjit.hpp"
-#include "core/float16.hpp"
+#include "base/float16.hpp"
 #include "support/gpu.hpp"
 #include "support/reference.hpp"
 #include "support/temp_dir.hpp"

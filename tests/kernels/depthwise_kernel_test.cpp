@@ -6,8 +6,8 @@
 
 #include <random>
 
-#include "compiler/nvrtc.hpp"
-#include "compiler/ptxas_report.hpp"
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 

@@ -4,9 +4,9 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "compiler/nvrtc.hpp"
-#include "compiler/ptxas_report.hpp"
-#include "core/im2col_gemm.hpp"
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
+#include "runtime/im2col_gemm.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 

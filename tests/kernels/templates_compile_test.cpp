@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "compiler/nvrtc.hpp"
+#include "compile/nvrtc.hpp"
 #include "convjit/error.hpp"
-#include "hash/sha256.hpp"
+#include "base/sha256.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
 

@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "compiler/nvrtc.hpp"
-#include "compiler/ptxas_report.hpp"
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/workloads.hpp"

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "core/float16.hpp"
+#include "base/float16.hpp"
 
 namespace convjit {
 namespace {

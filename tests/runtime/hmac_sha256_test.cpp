@@ -1,4 +1,4 @@
-#include "hash/hmac_sha256.hpp"
+#include "base/hmac_sha256.hpp"
 
 #include <gtest/gtest.h>
 

@@ -3,9 +3,9 @@
 #include <functional>
 #include <set>
 
-#include "compiler/nvrtc.hpp"
-#include "hash/sha256.hpp"
-#include "specialize/kernel_key.hpp"
+#include "compile/nvrtc.hpp"
+#include "base/sha256.hpp"
+#include "compile/kernel_key.hpp"
 #include "specialize/templates.hpp"
 
 namespace convjit {

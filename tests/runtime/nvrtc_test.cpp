@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "compiler/nvrtc.hpp"
+#include "specialize/arch.hpp"
+#include "compile/nvrtc.hpp"
 #include "convjit/error.hpp"
 #include "specialize/specialized_source.hpp"
 

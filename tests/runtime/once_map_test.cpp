@@ -1,6 +1,6 @@
 // The per-context table behind the Runtime (contexts, modules, plans), driven with a
 // fake module loader keyed by an opaque context id: no GPU needed.
-#include "core/once_map.hpp"
+#include "base/once_map.hpp"
 
 #include <gtest/gtest.h>
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "compiler/ptxas_report.hpp"
+#include "compile/ptxas_report.hpp"
 
 namespace convjit {
 namespace {

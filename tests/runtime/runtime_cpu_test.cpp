@@ -6,7 +6,7 @@
 #include <thread>
 
 #include "convjit/convjit.hpp"
-#include "core/im2col_gemm.hpp"
+#include "runtime/im2col_gemm.hpp"
 #include "support/gpu.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
@@ -111,15 +111,28 @@ INSTANTIATE_TEST_SUITE_P(RuntimeCpu, CorruptEntry, ::testing::Values("flip", "tr
 TEST(RuntimeCpu, PtxAndSourceWithArchNeedNoGpu) {
   testing::TempDir dir;
   Runtime rt(options_in(dir));
-  const std::string source = rt.source(kDescs[0]);
+  const std::string source = rt.source(kDescs[0], "sm_90");
   EXPECT_NE(source.find("constexpr int kC = 3;"), std::string::npos);
   const std::string ptx = rt.ptx(kDescs[0], "sm_90");
   EXPECT_NE(ptx.find(".target sm_90"), std::string::npos);
   const auto info = rt.inspect(kDescs[0], "sm_90");
+  EXPECT_EQ(info.source, source) << "source() shows the kernel inspect() compiles";
   EXPECT_GT(info.cubin_bytes, 0u);
   EXPECT_EQ(info.arch, "sm_90");
   EXPECT_EQ(info.key_hash.size(), 64u);
   EXPECT_NE(info.options.find("--gpu-architecture=sm_90"), std::string::npos);
+}
+
+TEST(RuntimeCpu, SourceForAnArchIsTheKernelInspectCompilesForIt) {
+  // Issue 13: source(desc) once specialized with no arch and showed the mma.sync kernel
+  // where inspect(desc, "sm_90") compiled the wgmma one.
+  testing::TempDir dir;
+  Runtime rt(options_in(dir));
+  const Conv2dDesc headline{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+  const std::string hopper = rt.source(headline, "sm_90");
+  EXPECT_NE(hopper.find("#define CONVJIT_KERNEL_NAME conv2d_wgmma_tf32_"), std::string::npos);
+  EXPECT_EQ(hopper, rt.inspect(headline, "sm_90").source);
+  EXPECT_NE(rt.source(headline, "sm_80").find("#define CONVJIT_KERNEL_NAME conv2d_igemm_tf32_"), std::string::npos);
 }
 
 TEST(RuntimeCpu, InspectReportsResourcesAndWorkSplitWithoutGpu) {

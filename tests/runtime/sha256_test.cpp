@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "hash/sha256.hpp"
+#include "base/sha256.hpp"
 
 namespace convjit {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <fstream>
 
-#include "core/tuning_record.hpp"
+#include "runtime/tuning_record.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {

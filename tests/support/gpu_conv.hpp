@@ -8,7 +8,7 @@
 #include <random>
 
 #include "convjit/convjit.hpp"
-#include "core/float16.hpp"
+#include "base/float16.hpp"
 #include "support/reference.hpp"
 
 namespace convjit::testing {

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include "core/float16.hpp"
+#include "base/float16.hpp"
 
 namespace convjit::testing {
 

@@ -4,7 +4,7 @@
 
 #include <charconv>
 
-#include "core/fail.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 

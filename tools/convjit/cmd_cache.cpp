@@ -7,13 +7,9 @@
 #include <ctime>
 #include <map>
 
-#include "cache/cache_config.hpp"
-#include "cache/disk_cache.hpp"
-#include "cache/ownership.hpp"
-#include "cache/remote_cache_config.hpp"
+#include "tooling/tooling.hpp"
 #include "commands.hpp"
 #include "common.hpp"
-#include "core/fail.hpp"
 
 namespace convjit::cli {
 

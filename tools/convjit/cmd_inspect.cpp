@@ -6,7 +6,7 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "core/fail.hpp"
+#include "tooling/tooling.hpp"
 #include "disassembler.hpp"
 
 namespace convjit::cli {

@@ -8,14 +8,11 @@
 #include <chrono>
 #include <thread>
 
-#include "cache/cache_config.hpp"
-#include "cache/disk_cache.hpp"
+#include "tooling/tooling.hpp"
 #include "commands.hpp"
 #include "common.hpp"
-#include "core/fail.hpp"
 #include "problem_input.hpp"
 #include "progress.hpp"
-#include "workload/shape_text.hpp"
 
 namespace convjit::cli {
 

@@ -11,8 +11,7 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "convjit/device_buffer.hpp"
-#include "core/fail.hpp"
-#include "core/float16.hpp"
+#include "tooling/tooling.hpp"
 #include "host_reference.hpp"
 
 namespace convjit::cli {

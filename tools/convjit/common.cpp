@@ -4,9 +4,7 @@
 
 #include <cmath>
 
-#include "compiler/nvrtc.hpp"
-#include "core/fail.hpp"
-#include "workload/shape_text.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 

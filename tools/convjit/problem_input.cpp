@@ -7,9 +7,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "core/fail.hpp"
-#include "workload/shape_text.hpp"
-#include "workload/workload_file.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 

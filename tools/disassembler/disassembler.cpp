@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "core/fail.hpp"
+#include "tooling/tooling.hpp"
 
 extern char** environ;
 

@@ -1,6 +1,9 @@
 #pragma once
+#include "convjit/algorithm.hpp"
 #include "convjit/conv2d_desc.hpp"
 #include "convjit/device_buffer.hpp"
 #include "convjit/error.hpp"
+#include "convjit/kernel_info.hpp"
+#include "convjit/log_level.hpp"
 #include "convjit/runtime.hpp"
 #include "convjit/version.hpp"

@@ -11,7 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "convjit/algorithm.hpp"
 #include "convjit/conv2d_desc.hpp"
+#include "convjit/kernel_info.hpp"
+#include "convjit/log_level.hpp"
 
 // Same type as cudaStream_t and CUstream, declared here so users need no CUDA header.
 struct CUstream_st;
@@ -20,16 +23,7 @@ namespace convjit {
 
 using Stream = CUstream_st*;
 
-enum class LogLevel { kError, kWarn, kInfo, kDebug };
 
-// How a problem is computed. kAuto picks per problem (see docs/perf.md).
-enum class Algorithm {
-  kAuto,
-  kDirect,        // one thread per output pixel and channel block, FMA units; every problem
-  kImplicitGemm,  // tensor cores (TF32 / 3xTF32), input gathered from NCHW on the fly
-  kIm2colGemm,    // im2col into a bounded workspace + cuBLAS GEMM (1x1: GEMM only)
-};
-std::string_view to_string(Algorithm algorithm) noexcept;
 
 // A plan is bound to one CUDA context (one device): its module and workspaces exist
 // there only, and run() refuses a stream of another context instead of launching
@@ -132,46 +126,6 @@ struct CacheStats {
   std::string remote_note;  // where the remote cache is (no secrets), or why it is off; empty when not configured
 };
 
-// The alignment, in bytes, each operand's pointer needs for a plan's fastest kernel.
-// Less-aligned pointers (down to the element size) run a variant compiled for them.
-struct AlignmentNeeds {
-  unsigned x = 4;
-  unsigned w = 4;
-  unsigned bias = 4;
-  unsigned y = 4;
-  bool operator==(const AlignmentNeeds&) const = default;
-};
-
-// What ptxas reported for a kernel (from NVRTC's log; no GPU needed).
-struct ResourceUsage {
-  int registers = 0;          // per thread
-  int static_shared_bytes = 0;
-  int stack_bytes = 0;        // local-memory stack frame
-  int spill_store_bytes = 0;
-  int spill_load_bytes = 0;
-};
-
-// What the runtime generated for one problem, for inspection.
-struct KernelInfo {
-  std::string algorithm;  // e.g. "direct"
-  std::string tile;       // the work split, e.g. "256 pixels x 8 channels per block"
-  std::uint64_t grid_blocks = 0;
-  unsigned block_threads = 0;
-  unsigned dynamic_shared_bytes = 0;
-  ResourceUsage resources;
-  std::string kernel_name;
-  std::string arch;       // e.g. "sm_90"
-  std::string key_hash;   // sha256 of the full cache key
-  std::string source;     // specialized source, as compiled
-  std::string ptx;
-  std::size_t cubin_bytes = 0;
-  std::string cubin;      // the CUBIN itself, for disassembly (convjit inspect --sass)
-  AlignmentNeeds alignment;  // what the kernel needs of each pointer (less gets a variant)
-  std::string options;    // NVRTC options, space separated
-  std::string log;        // NVRTC log (warnings), may be empty
-  std::filesystem::path cache_path;  // empty when the disk cache is off
-};
-
 struct PrewarmResult {
   std::size_t compiled = 0;        // compiled now
   std::size_t already_cached = 0;  // found in memory, on disk or in the remote cache
@@ -269,8 +223,9 @@ class Runtime {
   // Compiles and caches every descriptor. With `arch` (e.g. "sm_90") no GPU is needed.
   PrewarmResult prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch = {});
 
-  // The specialized source; needs no GPU and no compile.
-  std::string source(const Conv2dDesc& desc) const;
+  // The specialized source of the kernel kAuto runs on `arch` (empty: the device's), the
+  // same kernel inspect() shows; with `arch` it needs no GPU, and never a compile.
+  std::string source(const Conv2dDesc& desc, std::optional<std::string> arch = {});
   // The PTX (compiling or reading the cache); with `arch` no GPU is needed.
   std::string ptx(const Conv2dDesc& desc, std::optional<std::string> arch = {});
   KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {}, PlanOptions options = {});
@@ -284,8 +239,8 @@ class Runtime {
   // RuntimeOptions::device's arch ("sm_90"); throws kNoDriver / kNoDevice without a GPU.
   std::string device_arch();
 
+  // Opaque: defined inside the library, reachable from no public header.
   struct Impl;
-  Impl& impl() noexcept { return *impl_; }
 
  private:
   std::unique_ptr<Impl> impl_;

@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 
 namespace convjit {
 

@@ -4,7 +4,8 @@
 #include <cmath>
 #include <limits>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
+#include "specialize/arch.hpp"
 
 namespace convjit {
 
@@ -18,13 +19,19 @@ std::string_view to_string(Algorithm algorithm) noexcept {
   return "?";
 }
 
-std::optional<std::string> unsupported_reason([[maybe_unused]] const Conv2dDesc& d, Algorithm algorithm) {
+std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
   switch (algorithm) {
     case Algorithm::kAuto:
     case Algorithm::kDirect:
+    case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
       return std::nullopt;
     case Algorithm::kImplicitGemm:
-    case Algorithm::kIm2colGemm:
+      // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
+      // gets the portable kernel, which needs the same.
+      if (!arch.empty() && parse_arch(arch) < 80) {
+        return fmt::format("the tensor-core kernels need sm_80 or newer, the target is {} ({})", arch,
+                           d.to_string());
+      }
       return std::nullopt;
   }
   return "unknown algorithm";
@@ -91,7 +98,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
   }
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
-  if (!unsupported_reason(d, Algorithm::kImplicitGemm) && k_per_group >= 16 && reduction >= 32) {
+  if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch) && k_per_group >= 16 && reduction >= 32) {
     return Algorithm::kImplicitGemm;
   }
   return Algorithm::kDirect;
@@ -99,7 +106,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
 
 Algorithm resolve_algorithm(const Conv2dDesc& d, Algorithm requested, const std::string& arch) {
   if (requested == Algorithm::kAuto) return select_algorithm(d, arch);
-  if (auto why = unsupported_reason(d, requested)) {
+  if (auto why = unsupported_reason(d, requested, arch)) {
     fail(ErrorCode::kUnsupported, "{}: algorithm {} cannot run it: {}", d.to_string(), to_string(requested), *why);
   }
   return requested;

@@ -5,13 +5,15 @@
 #include <optional>
 #include <string>
 
-#include "convjit/runtime.hpp"
+#include "convjit/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 
 namespace convjit {
 
 // Empty when `algorithm` can compute `desc`; otherwise why not. `desc` is validated.
-std::optional<std::string> unsupported_reason(const Conv2dDesc& desc, Algorithm algorithm);
+// `arch` empty: no GPU named (the portable kernels).
+std::optional<std::string> unsupported_reason(const Conv2dDesc& desc, Algorithm algorithm,
+                                              const std::string& arch = {});
 
 // Multiprocessors the heuristic assumes for `arch` (it must choose without a GPU).
 int nominal_multiprocessors(const std::string& arch) noexcept;

@@ -7,7 +7,7 @@
 #include <string_view>
 
 #include "convjit/conv2d_desc.hpp"
-#include "convjit/runtime.hpp"
+#include "convjit/algorithm.hpp"
 
 namespace convjit {
 

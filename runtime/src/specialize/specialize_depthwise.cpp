@@ -8,7 +8,7 @@
 #include <string>
 #include <variant>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"

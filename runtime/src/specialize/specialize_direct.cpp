@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <climits>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"

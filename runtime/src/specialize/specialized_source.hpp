@@ -6,7 +6,7 @@
 #include <string>
 
 #include "convjit/conv2d_desc.hpp"
-#include "convjit/runtime.hpp"
+#include "convjit/algorithm.hpp"
 
 namespace convjit {
 

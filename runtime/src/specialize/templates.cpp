@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 
 namespace convjit {
 

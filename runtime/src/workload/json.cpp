@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 
 namespace convjit::json {
 

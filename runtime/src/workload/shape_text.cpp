@@ -6,7 +6,7 @@
 #include <array>
 #include <climits>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 
 namespace convjit {
 

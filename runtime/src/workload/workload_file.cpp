@@ -5,7 +5,7 @@
 #include <sstream>
 #include <utility>
 
-#include "core/fail.hpp"
+#include "base/fail.hpp"
 #include "workload/json.hpp"
 
 namespace convjit {

@@ -1,0 +1,99 @@
+#include "compile/nvrtc.hpp"
+
+#include "specialize/arch.hpp"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nvrtc.h>
+
+#include <chrono>
+#include <memory>
+#include <regex>
+
+#include "base/fail.hpp"
+
+namespace convjit {
+
+#define CONVJIT_NVRTC_CHECK(call, ...)                                                             \
+  do {                                                                                             \
+    const nvrtcResult convjit_res_ = (call);                                                       \
+    if (convjit_res_ != NVRTC_SUCCESS) {                                                           \
+      ::convjit::fail(::convjit::ErrorCode::kCompile, "{}: {} failed → {} ({})",                   \
+                      fmt::format(__VA_ARGS__), #call, static_cast<int>(convjit_res_),             \
+                      nvrtcGetErrorString(convjit_res_));                                          \
+    }                                                                                              \
+  } while (0)
+
+namespace {
+struct ProgramDeleter {
+  void operator()(nvrtcProgram program) const noexcept { nvrtcDestroyProgram(&program); }
+};
+using ProgramHandle = std::unique_ptr<_nvrtcProgram, ProgramDeleter>;
+
+std::string read_log(nvrtcProgram program) {
+  size_t size = 0;
+  if (nvrtcGetProgramLogSize(program, &size) != NVRTC_SUCCESS || size <= 1) return {};
+  std::string log(size, '\0');
+  if (nvrtcGetProgramLog(program, log.data()) != NVRTC_SUCCESS) return {};
+  log.resize(size - 1);
+  return log;
+}
+}  // namespace
+
+std::string Nvrtc::version() {
+  int major = 0;
+  int minor = 0;
+  CONVJIT_NVRTC_CHECK(nvrtcVersion(&major, &minor), "querying the NVRTC version");
+  return fmt::format("{}.{}", major, minor);
+}
+
+std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
+  parse_arch(arch);
+  // A real sm_XY target makes NVRTC emit a CUBIN (loaded with no driver JIT) and the PTX.
+  return {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
+}
+
+CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name,
+                              const std::vector<std::string>& options, std::span<const TemplateFile> headers) {
+  const auto start = std::chrono::steady_clock::now();
+  // NVRTC wants NUL-terminated strings; the embedded views are not promised to be.
+  std::vector<std::string> header_texts;
+  std::vector<std::string> header_names;
+  for (const auto& header : headers) {
+    header_texts.emplace_back(header.text);
+    header_names.emplace_back(header.name);
+  }
+  std::vector<const char*> texts;
+  std::vector<const char*> names;
+  for (std::size_t i = 0; i < headers.size(); ++i) {
+    texts.push_back(header_texts[i].c_str());
+    names.push_back(header_names[i].c_str());
+  }
+  nvrtcProgram raw = nullptr;
+  CONVJIT_NVRTC_CHECK(nvrtcCreateProgram(&raw, source.c_str(), name.c_str(), static_cast<int>(texts.size()),
+                                         texts.data(), names.data()),
+                      "creating program {}", name);
+  ProgramHandle program(raw);
+  std::vector<const char*> argv;
+  for (const auto& option : options) argv.push_back(option.c_str());
+  const nvrtcResult result = nvrtcCompileProgram(raw, static_cast<int>(argv.size()), argv.data());
+  CompiledKernel out;
+  out.options = fmt::format("{}", fmt::join(options, " "));
+  out.log = read_log(raw);
+  if (result != NVRTC_SUCCESS) {
+    fail(ErrorCode::kCompile, "compiling {} failed → {} ({})\noptions: {}\nlog:\n{}", name,
+         static_cast<int>(result), nvrtcGetErrorString(result), fmt::join(options, " "), out.log);
+  }
+  size_t size = 0;
+  CONVJIT_NVRTC_CHECK(nvrtcGetPTXSize(raw, &size), "reading the PTX of {}", name);
+  out.ptx.resize(size);
+  CONVJIT_NVRTC_CHECK(nvrtcGetPTX(raw, out.ptx.data()), "reading the PTX of {}", name);
+  if (!out.ptx.empty() && out.ptx.back() == '\0') out.ptx.pop_back();
+  CONVJIT_NVRTC_CHECK(nvrtcGetCUBINSize(raw, &size), "reading the CUBIN of {}", name);
+  out.cubin.resize(size);
+  CONVJIT_NVRTC_CHECK(nvrtcGetCUBIN(raw, out.cubin.data()), "reading the CUBIN of {}", name);
+  out.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  return out;
+}
+
+}  // namespace convjit

@@ -1,0 +1,152 @@
+#include "runtime/im2col_gemm.hpp"
+
+#include <algorithm>
+
+#include "driver/cublas.hpp"
+#include "specialize/specialized_source.hpp"
+
+namespace convjit {
+
+namespace {
+constexpr unsigned kThreads = 256;
+
+unsigned blocks_for(std::uint64_t elements) {
+  // Grid-stride loops: enough blocks to fill the chip, never more than needed.
+  return static_cast<unsigned>(std::clamp<std::uint64_t>((elements + kThreads - 1) / kThreads, 1, 132 * 16));
+}
+}  // namespace
+
+Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
+  Im2colChunking out;
+  const auto o = d.output_shape();
+  if (is_pointwise_gemm(d)) {
+    out.pointwise = true;
+    out.images_per_chunk = d.n;
+    out.rows_per_chunk = static_cast<int>(o.p);
+    return out;
+  }
+  const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.r * d.s;
+  const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * size_of(d.dtype);
+  const std::uint64_t image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
+  if (row_bytes > limit) {
+    fail(ErrorCode::kUnsupported,
+         "{}: im2col needs {} bytes for one output row, over the {} bytes the workspace limit leaves for "
+         "columns (RuntimeOptions.workspace_limit_bytes / CONVJIT_WORKSPACE_LIMIT)",
+         d.to_string(), row_bytes, limit);
+  }
+  if (image_bytes <= limit) {
+    out.images_per_chunk = static_cast<int>(std::min<std::uint64_t>(d.n, limit / image_bytes));
+    out.rows_per_chunk = static_cast<int>(o.p);
+  } else {
+    out.images_per_chunk = 1;
+    out.rows_per_chunk = static_cast<int>(std::min<std::uint64_t>(o.p, limit / row_bytes));
+  }
+  out.workspace_bytes = static_cast<std::uint64_t>(out.images_per_chunk) * out.rows_per_chunk * row_bytes;
+  return out;
+}
+
+Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking,
+                                   std::shared_ptr<LoadedModule> module, const std::string& kernel_name,
+                                   std::shared_ptr<SharedCublas> blas, std::uint64_t blas_workspace)
+    : desc_(desc),
+      chunking_(chunking),
+      module_(std::move(module)),
+      blas_(std::move(blas)),
+      blas_workspace_(blas_workspace) {
+  im2col_ = module_->lookup(kernel_name + "_im2col");
+  bias_act_ = module_->lookup(kernel_name + "_bias_act");
+}
+
+namespace {
+constexpr std::uint64_t kBlasAlign = 256;  // cublasSetWorkspace's alignment
+std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+}  // namespace
+
+std::uint64_t Im2colGemmRunner::workspace_bytes() const noexcept {
+  return round_up(chunking_.workspace_bytes, 16) + kBlasAlign + blas_workspace_;
+}
+
+std::uint64_t Im2colGemmRunner::overhead_bytes(std::uint64_t blas_workspace) noexcept {
+  return 15 + kBlasAlign + blas_workspace;  // the columns rounded up to 16, the alignment gap, cuBLAS's part
+}
+
+void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,
+                           CUstream stream) const {
+  const auto o = desc_.output_shape();
+  const int groups = desc_.groups;
+  const long long c_per_group = desc_.c / groups;
+  const long long k_per_group = desc_.k / groups;
+  const long long gemm_k = c_per_group * desc_.r * desc_.s;
+  const long long pixels = o.p * o.q;
+  const long long plane = static_cast<long long>(desc_.h) * desc_.w;
+  // Offsets count elements; the pointers step in bytes, esz per element.
+  const long long esz = static_cast<long long>(size_of(desc_.dtype));
+  const auto* xf = static_cast<const char*>(x);
+  const auto* wf = static_cast<const char*>(w);
+  auto* yf = static_cast<char*>(y);
+  auto* col = reinterpret_cast<char*>(workspace);
+  const CUdeviceptr blas_ws = round_up(workspace + round_up(chunking_.workspace_bytes, 16), kBlasAlign);
+  // NOTE: the handle is the context's; it stays locked until this run's last GEMM is
+  // enqueued, so no other run rebinds its stream or workspace in between.
+  std::lock_guard blas_lock(blas_->mutex);
+  const cublasHandle_t handle = blas_->handle.get();
+  CONVJIT_CUBLAS_CHECK(cublasSetStream(handle, reinterpret_cast<cudaStream_t>(stream)), "binding cuBLAS to a stream");
+  CONVJIT_CUBLAS_CHECK(cublasSetWorkspace(handle, reinterpret_cast<void*>(blas_ws), blas_workspace_),
+                       "giving cuBLAS its workspace");
+  const float one = 1.0f;  // float scalars: the compute type is 32F for every data type
+  const float zero = 0.0f;
+  // Column-major view: Y^T (pixels x k) = col^T (pixels x kk) * W^T (kk x k).
+  // 16-bit data: inputs and output in that type, fp32 accumulation, whatever the math mode.
+  const cudaDataType_t type = desc_.dtype == DType::kFloat16    ? CUDA_R_16F
+                              : desc_.dtype == DType::kBFloat16 ? CUDA_R_16BF
+                                                                : CUDA_R_32F;
+  const cublasComputeType_t compute = desc_.dtype == DType::kFloat32 && desc_.math == MathMode::kTF32
+                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                          : CUBLAS_COMPUTE_32F;
+
+  for (int g = 0; g < groups; ++g) {
+    const char* w_group = wf + g * k_per_group * gemm_k * esz;
+    char* y_group = yf + g * k_per_group * pixels * esz;
+    if (chunking_.pointwise) {
+      CONVJIT_CUBLAS_CHECK(
+          cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
+                                     static_cast<int>(k_per_group), static_cast<int>(c_per_group), &one,
+                                     xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
+                                     static_cast<long long>(desc_.c) * plane, w_group, type,
+                                     static_cast<int>(c_per_group), 0, &zero, y_group, type,
+                                     static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, desc_.n,
+                                     compute, CUBLAS_GEMM_DEFAULT),
+          "pointwise GEMM of {}", desc_.to_string());
+      continue;
+    }
+    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
+      const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+      for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
+        const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
+        const long long chunk_pixels = static_cast<long long>(rows) * o.q;
+        int group = g;
+        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
+        CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * chunk_pixels), 1, 1, kThreads, 1, 1, 0,
+                                        stream, args, nullptr),
+                         "launching im2col of {}", desc_.to_string());
+        CONVJIT_CUBLAS_CHECK(
+            cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
+                                       static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, type,
+                                       static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, type,
+                                       static_cast<int>(gemm_k), 0, &zero,
+                                       y_group + (static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q) * esz, type,
+                                       static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, images,
+                                       compute, CUBLAS_GEMM_DEFAULT),
+            "GEMM of {} (images {}+{}, rows {}+{})", desc_.to_string(), n0, images, p0, rows);
+      }
+    }
+  }
+  if (desc_.bias || desc_.activation != Activation::kNone) {
+    void* args[] = {&bias, &yf};
+    CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args,
+                                    nullptr),
+                     "launching the bias/activation epilogue of {}", desc_.to_string());
+  }
+}
+
+}  // namespace convjit

@@ -1,0 +1,54 @@
+#pragma once
+// The im2col + cuBLAS algorithm: a bounded workspace, chunked over images and, when
+// one image's column matrix is larger than the workspace, over output rows.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "driver/cublas.hpp"
+#include "convjit/runtime.hpp"
+#include "driver/loaded_module.hpp"
+
+namespace convjit {
+
+
+// How one problem is cut to fit the workspace.
+struct Im2colChunking {
+  bool pointwise = false;         // 1x1 stride 1 no padding: GEMM on the input, no workspace
+  int images_per_chunk = 0;
+  int rows_per_chunk = 0;         // output rows per chunk (all P when whole images fit)
+  std::uint64_t workspace_bytes = 0;
+};
+
+// Throws Error(kUnsupported) when not even one output row of one image fits `limit`.
+Im2colChunking plan_im2col_chunks(const Conv2dDesc& desc, std::uint64_t limit_bytes);
+
+class Im2colGemmRunner {
+ public:
+  // `blas` is the context's shared handle, given `blas_workspace` bytes of each run's workspace.
+  Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking, std::shared_ptr<LoadedModule> module,
+                   const std::string& kernel_name, std::shared_ptr<SharedCublas> blas, std::uint64_t blas_workspace);
+
+  // Scratch one run needs: the column chunk, then cuBLAS's workspace at a 256-byte
+  // boundary (with room to reach one from any 16-byte aligned start).
+  std::uint64_t workspace_bytes() const noexcept;
+  // What a plan's workspace holds besides the columns: plan_im2col_chunks gets the
+  // workspace limit less this.
+  static std::uint64_t overhead_bytes(std::uint64_t blas_workspace) noexcept;
+  // Enqueues the run on `stream` with `workspace` (workspace_bytes(), 16-byte aligned),
+  // which only work on `stream` may use. Call with the module's context current.
+  void run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace, CUstream stream) const;
+  const Im2colChunking& chunking() const noexcept { return chunking_; }
+
+ private:
+  Conv2dDesc desc_;
+  Im2colChunking chunking_;
+  std::shared_ptr<LoadedModule> module_;
+  std::shared_ptr<SharedCublas> blas_;
+  std::uint64_t blas_workspace_ = 0;
+  CUfunction im2col_ = nullptr;
+  CUfunction bias_act_ = nullptr;
+};
+
+}  // namespace convjit

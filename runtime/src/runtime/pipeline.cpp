@@ -1,0 +1,82 @@
+#include "runtime/pipeline.hpp"
+
+#include <algorithm>
+
+#include "base/log.hpp"
+#include "driver/stream_context.hpp"
+
+namespace convjit {
+
+Pipeline::Pipeline(std::optional<DiskCache> disk, std::unique_ptr<RemoteCache> remote, std::uint64_t limit)
+    : store(std::move(disk), counters, std::move(remote)), workspace_limit(limit) {}
+
+std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, const KernelArtifact& artifact) {
+  return modules_.get(ModuleKey{dev.id(), artifact.key.hash}, [&] {
+    const std::string& name = artifact.source.kernel_name;
+    auto module = std::make_shared<LoadedModule>(dev.context(), artifact.compiled.cubin,
+                                                 artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
+                                                 artifact.source.geometry.shared_bytes);
+    Counters::bump(counters.module_loads);
+    return module;
+  });
+}
+
+std::shared_ptr<SharedCublas> Pipeline::blas_for(const DeviceContext& dev) {
+  return blas_.get(dev.id(), [&] {
+    ScopedContext scope(dev.context());
+    return std::make_shared<SharedCublas>();
+  });
+}
+
+std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algorithm algorithm,
+                                                   const std::shared_ptr<DeviceContext>& dev,
+                                                   const AlignmentNeeds& align) {
+  dev->check_usable();
+  // Before any compile: a problem whose columns cannot fit the limit fails here.
+  std::optional<Im2colChunking> chunking;
+  const std::uint64_t blas_workspace = cublas_workspace_bytes(dev->arch(), workspace_limit);
+  if (algorithm == Algorithm::kIm2colGemm) {
+    // The whole workspace stays under the limit: the columns get what cuBLAS leaves.
+    const std::uint64_t overhead = Im2colGemmRunner::overhead_bytes(blas_workspace);
+    chunking = plan_im2col_chunks(desc, workspace_limit > overhead ? workspace_limit - overhead : 0);
+  }
+  auto k = std::make_shared<PlanKernel>();
+  // Each context's own arch: devices of different compute capabilities get their own entries.
+  auto artifact = store.get(desc, algorithm, dev->arch(), align);
+  try {
+    k->module = module_for(*dev, *artifact);
+  } catch (const ImageError& e) {
+    // A CUBIN the driver refuses (damaged in a way the checksum cannot see, built for
+    // another GPU) is rebuilt from source, never served (vllm #41871). Only then: a load
+    // that failed for any other reason (out of memory, a lost context) says nothing about
+    // the entry, and rewriting a good entry for it would be wrong.
+    log::warn("the driver refused the cached CUBIN of {} in {} ({}); recompiling", artifact->source.kernel_name,
+              dev->describe(), e.what());
+    Counters::bump(counters.corrupt_rebuilt);
+    artifact = store.rebuild(desc, algorithm, dev->arch(), align);
+    k->module = module_for(*dev, *artifact);
+  }
+  const SpecializedSource& src = artifact->source;
+  k->kernel_name = src.kernel_name;
+  k->needs = src.needs;
+  k->geometry = src.geometry;
+  if (k->geometry.persistent) {
+    const std::uint64_t per_item = std::uint64_t{k->geometry.grid_y} * k->geometry.grid_z;
+    const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);
+    k->geometry.grid_x = std::min(k->geometry.grid_x, blocks);
+  }
+  if (const auto& pack = src.weight_pack) {
+    auto packer = std::make_shared<WeightPacker>(*pack, k->module);
+    k->workspace_bytes = packer->packed_bytes();
+    k->packer = std::move(packer);
+  }
+  if (chunking) {
+    auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module,
+                                                   src.kernel_name, blas_for(*dev), blas_workspace);
+    k->workspace_bytes = gemm->workspace_bytes();
+    k->gemm = std::move(gemm);
+  }
+  return k;
+}
+
+}  // namespace convjit

@@ -1,0 +1,76 @@
+#pragma once
+// From a problem to a kernel loaded in a context: the kernel store (memory, disk,
+// NVRTC), the modules loaded per context and the cuBLAS handles per context. Shared by
+// the Runtime and by every plan it made, so that a plan can still build the kernel for
+// pointers it has not seen before (less-aligned ones) after the Runtime is gone.
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "driver/cublas.hpp"
+#include "runtime/counters.hpp"
+#include "runtime/im2col_gemm.hpp"
+#include "runtime/kernel_store.hpp"
+#include "base/once_map.hpp"
+#include "runtime/weight_packer.hpp"
+#include "driver/device_context.hpp"
+#include "driver/loaded_module.hpp"
+
+namespace convjit {
+
+// One kernel of a plan, loaded in the plan's context, with what a launch of it needs.
+// The earlier stages (source, PTX, CUBIN) stay with the kernel store: a plan holds only
+// the loaded module and how to launch it.
+struct PlanKernel {
+  std::string kernel_name;
+  std::shared_ptr<LoadedModule> module;
+  LaunchGeometry geometry;  // grid_x already cut to the device for persistent kernels
+  AlignmentNeeds needs;     // what the kernel needs of each pointer
+  std::shared_ptr<const WeightPacker> packer;    // kernels that read packed weights (wgmma)
+  std::shared_ptr<const Im2colGemmRunner> gemm;  // Algorithm::kIm2colGemm
+  // Scratch a run with unpacked weights needs: the packed weights, or im2col's columns
+  // and cuBLAS workspace.
+  std::uint64_t workspace_bytes = 0;
+
+  const std::string& name() const noexcept { return kernel_name; }
+};
+
+class Pipeline {
+ public:
+  Pipeline(std::optional<DiskCache> disk, std::unique_ptr<RemoteCache> remote, std::uint64_t workspace_limit);
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  // The kernel that computes `desc` with the resolved `algorithm` in `context`, compiled
+  // for pointers aligned as `align` says: from this process's table, the disk or NVRTC,
+  // then loaded once per context. An image the driver refuses is compiled again (never
+  // served); any other failure leaves the cache alone. Safe inside a stream capture.
+  std::shared_ptr<const PlanKernel> kernel(const Conv2dDesc& desc, Algorithm algorithm,
+                                           const std::shared_ptr<DeviceContext>& context, const AlignmentNeeds& align);
+
+  Counters counters;
+  KernelStore store;
+  const std::uint64_t workspace_limit;
+
+ private:
+  std::shared_ptr<LoadedModule> module_for(const DeviceContext& context, const KernelArtifact& artifact);
+  std::shared_ptr<SharedCublas> blas_for(const DeviceContext& context);
+
+  struct ModuleKey {
+    std::uint64_t context_id;
+    std::string kernel_hash;  // KernelKey::hash: problem, algorithm, arch, source, options
+    bool operator==(const ModuleKey&) const = default;
+  };
+  struct ModuleKeyHash {
+    std::size_t operator()(const ModuleKey& key) const noexcept {
+      return std::hash<std::string>{}(key.kernel_hash) * 31 + std::hash<std::uint64_t>{}(key.context_id);
+    }
+  };
+  OnceMap<ModuleKey, LoadedModule, ModuleKeyHash> modules_;
+  OnceMap<std::uint64_t, SharedCublas> blas_;  // by context id
+};
+
+}  // namespace convjit

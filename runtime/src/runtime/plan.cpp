@@ -1,0 +1,224 @@
+#include "base/fail.hpp"
+#include "runtime/runtime_impl.hpp"
+
+namespace convjit {
+
+namespace {
+// The workspace a run asks its caller for is 16-byte aligned; the wgmma kernel's bulk
+// copies of packed weights need that much.
+constexpr unsigned kWorkspaceAlign = 16;
+}  // namespace
+
+Conv2dPlan::Impl::Impl(const Conv2dDesc& d, Algorithm a, std::shared_ptr<DeviceContext> dev,
+                       std::shared_ptr<Pipeline> p, std::shared_ptr<const PlanKernel> k)
+    : device(std::move(dev)), desc(d), algorithm(a), pipeline(std::move(p)), primary(std::move(k)) {}
+
+void Conv2dPlan::Impl::check_binding(CUstream stream) const {
+  // The module, the cuBLAS handle and the workspaces exist in one context only; a
+  // stream of another would fail in the driver at best, or run on the wrong device.
+  // With no context current, a special stream means this plan's own context.
+  const ContextRef target = context_of_stream(stream);
+  if (target.handle != nullptr && target.id != device->id()) {
+    fail(ErrorCode::kInvalidArgument,
+         "conv2d {}: this plan is bound to {}, but {} runs in {}; nothing was launched. Make a plan per context "
+         "(PlanOptions.stream or PlanOptions.device), or call Runtime::conv2d, which follows the stream",
+         desc.to_string(), device->describe(),
+         is_special_stream(stream) ? fmt::format("the default stream {}", fmt::ptr(stream))
+                                   : fmt::format("stream {}", fmt::ptr(stream)),
+         describe_context(target));
+  }
+}
+
+std::shared_ptr<const PlanKernel> Conv2dPlan::Impl::kernel_for(const AlignmentNeeds& present) const {
+  if (satisfies(present, primary->needs)) return primary;
+  return variants_.get(present, [&] {
+    auto variant = pipeline->kernel(desc, algorithm, device, present);
+    if (!satisfies(present, variant->needs)) {
+      fail(ErrorCode::kInternal, "conv2d {}: the kernel {} built for the pointers' alignment still needs more",
+           desc.to_string(), variant->name());
+    }
+    return variant;
+  });
+}
+
+CUdeviceptr Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes) const {
+  {
+    std::shared_lock lock(workspaces_mutex_);
+    if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
+      return it->second->get();
+    }
+  }
+  std::unique_lock lock(workspaces_mutex_);
+  if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
+    return it->second->get();
+  }
+  // NOTE: allocated before the map is touched: a failed allocation (out of memory) must
+  // not leave an empty slot, which the lookup above would dereference on the next run.
+  auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
+  auto& slot = workspaces_[stream];
+  if (slot) retired_.push_back(std::move(slot));
+  slot = std::move(made);
+  return slot->get();
+}
+
+void Conv2dPlan::Impl::prepare(Stream stream) const {
+  // A sticky error from the allocation is remembered, as run() and pack_weights() do.
+  try {
+    check_binding(reinterpret_cast<CUstream>(stream));
+    device->check_usable();
+    if (primary->workspace_bytes > 0) own_workspace(reinterpret_cast<CUstream>(stream), primary->workspace_bytes);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) device->mark_lost(e.what());
+    throw;
+  }
+}
+
+void Conv2dPlan::Impl::run(const Conv2dArgs& args, Stream stream, bool check) const {
+  const auto s = reinterpret_cast<CUstream>(stream);
+  try {
+    if (check) check_binding(s);
+    device->check_usable();
+    enqueue(args, s);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) device->mark_lost(e.what());
+    throw;
+  }
+}
+
+void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
+  // Every check comes before anything is enqueued: a bad call launches nothing.
+  const std::string where = fmt::format("conv2d {}", desc.to_string());
+  const unsigned element = static_cast<unsigned>(size_of(desc.dtype));
+  const bool packed = a.packed_w != nullptr;
+  if (a.x == nullptr) fail(ErrorCode::kInvalidArgument, "{}: x is null, expected a device pointer", where);
+  if (a.y == nullptr) fail(ErrorCode::kInvalidArgument, "{}: y is null, expected a device pointer", where);
+  if (a.w == nullptr && !packed) {
+    fail(ErrorCode::kInvalidArgument, "{}: w is null, expected a device pointer (or packed weights)", where);
+  }
+  if (desc.bias && a.bias == nullptr) {
+    fail(ErrorCode::kInvalidArgument, "{}: bias is null but the descriptor has bias=1", where);
+  }
+  if (!desc.bias && a.bias != nullptr) {
+    fail(ErrorCode::kInvalidArgument, "{}: a bias pointer was given but the descriptor has bias=0", where);
+  }
+  if (packed && !primary->packer) {
+    fail(ErrorCode::kInvalidArgument,
+         "{}: packed weights were given, but {} reads the weights as they are (packed_weight_bytes() is 0)", where,
+         primary->name());
+  }
+  const auto check_pointer = [&](const char* name, const void* p, unsigned need) {
+    if (p == nullptr) return 16u;
+    if (pointer_alignment(p) < need) {
+      fail(ErrorCode::kInvalidArgument, "{}: {} = {} is not {}-byte aligned, which {} data needs; nothing was launched",
+           where, name, p, need, name == std::string_view("packed_w") ? "packed" : to_string(desc.dtype));
+    }
+    if (!device->pageable_memory_access() && !is_device_accessible(p)) {
+      fail(ErrorCode::kInvalidArgument,
+           "{}: {} = {} is not memory the GPU can read (plain host memory, or freed); nothing was launched", where,
+           name, p);
+    }
+    return pointer_alignment(p);
+  };
+  const AlignmentNeeds present{check_pointer("x", a.x, element), check_pointer("w", a.w, element),
+                               check_pointer("bias", a.bias, element), check_pointer("y", a.y, element)};
+  check_pointer("packed_w", a.packed_w, kWorkspaceAlign);
+  const auto kernel = kernel_for(present);
+  const bool use_packed = packed && kernel->packer;
+  if (packed && !use_packed && a.w == nullptr) {
+    fail(ErrorCode::kInvalidArgument,
+         "{}: the pointers' alignment needs {}, which reads the weights as they are; give w beside packed_w", where,
+         kernel->name());
+  }
+  const std::uint64_t needed = use_packed ? 0 : kernel->workspace_bytes;
+  CUdeviceptr workspace = 0;
+  if (needed > 0) {
+    if (a.workspace != nullptr) {
+      if (a.workspace_bytes < needed) {
+        fail(ErrorCode::kInvalidArgument, "{}: the workspace holds {} bytes, {} needs {} (workspace_bytes())", where,
+             a.workspace_bytes, kernel->name(), needed);
+      }
+      if (pointer_alignment(a.workspace) < kWorkspaceAlign) {
+        fail(ErrorCode::kInvalidArgument, "{}: workspace = {} is not {}-byte aligned", where, a.workspace,
+             kWorkspaceAlign);
+      }
+      workspace = reinterpret_cast<CUdeviceptr>(a.workspace);
+    } else {
+      workspace = own_workspace(stream, needed);
+    }
+  }
+
+  ScopedContext scope(device->context());
+  if (kernel->gemm) {
+    kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream);
+    return;
+  }
+  const void* w = a.w;
+  if (kernel->packer) {
+    if (use_packed) {
+      w = a.packed_w;
+    } else {
+      kernel->packer->pack(a.w, workspace, stream);
+      w = reinterpret_cast<const void*>(workspace);
+    }
+  }
+  const void* x = a.x;
+  const void* bias = a.bias;
+  void* y = a.y;
+  void* params[] = {&x, &w, &bias, &y};
+  const LaunchGeometry& g = kernel->geometry;
+  CONVJIT_CU_CHECK(cuLaunchKernel(kernel->module->function(), static_cast<unsigned>(g.grid_x), g.grid_y, g.grid_z,
+                                  g.block_x, 1, 1, g.shared_bytes, stream, params, nullptr),
+                   "launching {}", kernel->name());
+}
+
+void Conv2dPlan::Impl::pack_weights(const void* w, void* packed, Stream stream) const {
+  const auto s = reinterpret_cast<CUstream>(stream);
+  const std::string where = fmt::format("conv2d {}: pack_weights", desc.to_string());
+  if (!primary->packer) {
+    fail(ErrorCode::kInvalidArgument, "{}: {} reads the weights as they are; there is nothing to pack", where,
+         primary->name());
+  }
+  if (w == nullptr || packed == nullptr) fail(ErrorCode::kInvalidArgument, "{}: w and packed must be given", where);
+  if (pointer_alignment(w) < size_of(desc.dtype)) {
+    fail(ErrorCode::kInvalidArgument, "{}: w = {} is not aligned to its {}-byte elements", where, w,
+         size_of(desc.dtype));
+  }
+  if (pointer_alignment(packed) < kWorkspaceAlign) {
+    fail(ErrorCode::kInvalidArgument, "{}: packed = {} is not {}-byte aligned", where, packed, kWorkspaceAlign);
+  }
+  try {
+    check_binding(s);
+    device->check_usable();
+    for (const void* p : {w, static_cast<const void*>(packed)}) {
+      if (!device->pageable_memory_access() && !is_device_accessible(p)) {
+        fail(ErrorCode::kInvalidArgument, "{}: {} is not memory the GPU can read; nothing was launched", where, p);
+      }
+    }
+    ScopedContext scope(device->context());
+    primary->packer->pack(w, reinterpret_cast<CUdeviceptr>(packed), s);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) device->mark_lost(e.what());
+    throw;
+  }
+}
+
+Conv2dPlan::Conv2dPlan(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
+const Conv2dDesc& Conv2dPlan::desc() const noexcept { return impl_->desc; }
+Algorithm Conv2dPlan::algorithm() const noexcept { return impl_->algorithm; }
+std::uint64_t Conv2dPlan::workspace_bytes() const noexcept { return impl_->primary->workspace_bytes; }
+std::uint64_t Conv2dPlan::packed_weight_bytes() const noexcept {
+  return impl_->primary->packer ? impl_->primary->packer->packed_bytes() : 0;
+}
+AlignmentNeeds Conv2dPlan::alignment() const noexcept { return impl_->primary->needs; }
+const std::string& Conv2dPlan::kernel_name() const noexcept { return impl_->primary->name(); }
+int Conv2dPlan::device() const noexcept { return impl_->device->ordinal(); }
+void Conv2dPlan::pack_weights(const void* w, void* packed, Stream stream) const {
+  impl_->pack_weights(w, packed, stream);
+}
+void Conv2dPlan::prepare(Stream stream) const { impl_->prepare(stream); }
+void Conv2dPlan::run(const Conv2dArgs& args, Stream stream) const { impl_->run(args, stream, /*check_binding=*/true); }
+void Conv2dPlan::run(const void* x, const void* w, const void* bias, void* y, Stream stream) const {
+  run(Conv2dArgs{.x = x, .w = w, .bias = bias, .y = y}, stream);
+}
+
+}  // namespace convjit

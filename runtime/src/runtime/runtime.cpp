@@ -1,0 +1,249 @@
+#include "convjit/runtime.hpp"
+
+#include <cstdlib>
+
+#include "runtime/cache_config.hpp"
+#include "runtime/remote_cache_config.hpp"
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
+#include "specialize/algorithm.hpp"
+#include "specialize/arch.hpp"
+#include "base/log.hpp"
+#include "runtime/runtime_impl.hpp"
+
+namespace convjit {
+
+namespace {
+// A cache that cannot be used (insecure, not a directory, ...) never fails the Runtime:
+// it warns once and compiles into memory. `counters` records the mode and why.
+std::optional<DiskCache> open_disk_cache(const RuntimeOptions& options, const std::filesystem::path& dir,
+                                         Counters& counters) {
+  counters.disk_mode = DiskCacheMode::kOff;
+  if (!options.disk_cache) {
+    counters.disk_note = "disabled by RuntimeOptions::disk_cache";
+    return std::nullopt;
+  }
+  try {
+    DiskCache cache(dir, disk_cache_options(options));
+    counters.disk_mode = cache.readonly() ? DiskCacheMode::kReadOnly : DiskCacheMode::kReadWrite;
+    counters.disk_note = cache.readonly_reason();
+    return cache;
+  } catch (const Error& e) {
+    log::warn("disk cache disabled: {}; kernels stay in memory only", e.what());
+    counters.disk_note = e.what();
+    return std::nullopt;
+  }
+}
+
+// The fleet's cache behind the disk one, when configured; like the disk cache, it never
+// fails the Runtime (open_remote_cache warns and leaves it off).
+std::unique_ptr<RemoteCache> open_remote(const RuntimeOptions& options, Counters& counters) {
+  RemoteCacheSetup setup = open_remote_cache(options);
+  counters.remote_mode = setup.mode;
+  counters.remote_note = setup.cache ? setup.where : setup.note;
+  return std::move(setup.cache);
+}
+
+std::filesystem::path resolve_cache_dir(const RuntimeOptions& options) {
+  return options.cache_dir.empty() ? default_cache_dir() : options.cache_dir;
+}
+}  // namespace
+
+namespace {
+bool env_flag(const char* name) {
+  const char* value = std::getenv(name);
+  return value != nullptr && std::string_view(value) == "1";
+}
+
+std::uint64_t resolve_workspace_limit(const RuntimeOptions& options) {
+  if (options.workspace_limit_bytes > 0) return options.workspace_limit_bytes;
+  if (const char* env = std::getenv("CONVJIT_WORKSPACE_LIMIT"); env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const unsigned long long value = std::strtoull(env, &end, 10);
+    if (end != env && *end == '\0' && value > 0) return value;
+    log::warn("CONVJIT_WORKSPACE_LIMIT='{}' is not a byte count; using 256 MiB", env);
+  }
+  return std::uint64_t{256} << 20;
+}
+}  // namespace
+
+Runtime::Impl::Impl(RuntimeOptions opts)
+    : options(std::move(opts)),
+      autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
+      cache_dir(resolve_cache_dir(options)),
+      tuning(cache_dir) {
+  if (options.log_level) log::set_level(*options.log_level);
+  Counters opening;
+  auto disk = open_disk_cache(options, cache_dir, opening);
+  auto remote = open_remote(options, opening);
+  pipeline = std::make_shared<Pipeline>(std::move(disk), std::move(remote), resolve_workspace_limit(options));
+  pipeline->counters.disk_mode = opening.disk_mode;
+  pipeline->counters.disk_note = opening.disk_note;
+  pipeline->counters.remote_mode = opening.remote_mode;
+  pipeline->counters.remote_note = opening.remote_note;
+}
+
+std::shared_ptr<DeviceContext> Runtime::Impl::primary(int ordinal, std::string_view option) {
+  if (ordinal < 0) fail(ErrorCode::kInvalidArgument, "{}: expected a device ordinal >= 0, got {}", option, ordinal);
+  return primaries_.get(ordinal, [&] {
+    try {
+      auto dev = std::make_shared<DeviceContext>(ordinal);
+      log::info("device {}: {} ({})", dev->ordinal(), dev->name(), dev->arch());
+      return dev;
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kInvalidArgument) throw;
+      fail(ErrorCode::kInvalidArgument, "{}: {}", option, e.what());
+    }
+  });
+}
+
+std::shared_ptr<DeviceContext> Runtime::Impl::device() { return primary(options.device, "RuntimeOptions.device"); }
+
+std::shared_ptr<DeviceContext> Runtime::Impl::context(const ContextRef& ref) {
+  return contexts_.get(ref.id, [&] {
+    auto dev = std::make_shared<DeviceContext>(ref.handle);
+    log::info("new context: {}", dev->describe());
+    return dev;
+  });
+}
+
+ContextRef Runtime::Impl::context_of(Stream stream) {
+  const ContextRef ref = context_of_stream(reinterpret_cast<CUstream>(stream));
+  if (ref.handle != nullptr) return ref;
+  const auto dev = device();
+  return ContextRef{dev->context(), dev->id()};
+}
+
+ContextRef Runtime::Impl::bind_target(const PlanOptions& plan_options) {
+  if (!plan_options.device) return context_of(plan_options.stream);
+  const auto dev = primary(*plan_options.device, "PlanOptions.device");
+  const ContextRef ref{dev->context(), dev->id()};
+  if (plan_options.stream != nullptr) {
+    const ContextRef stream = context_of(plan_options.stream);
+    if (stream.id != ref.id) {
+      fail(ErrorCode::kInvalidArgument,
+           "PlanOptions: stream {} belongs to {}, not to the primary context of PlanOptions.device {} ({}); "
+           "give one of the two",
+           fmt::ptr(plan_options.stream), describe_context(stream), *plan_options.device, dev->describe());
+    }
+  }
+  return ref;
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested,
+                                                                 const ContextRef& ref, Stream stream) {
+  bool built = false;
+  auto plan = plans_.get(
+      PlanKey{ref.id, desc, requested},
+      [&] {
+        auto dev = context(ref);
+        // A sticky error anywhere in building (compile, module load, autotuning's own buffers,
+        // events and timing runs) leaves the context unusable for every later call.
+        try {
+          return requested == Algorithm::kAuto && autotune ? tuned_plan(desc, dev, stream)
+                                                           : build_plan(desc, requested, dev);
+        } catch (const Error& e) {
+          if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
+          throw;
+        }
+      },
+      &built);
+  if (!built) Counters::bump(pipeline->counters.memory_hits);
+  return plan;
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDesc& desc, Algorithm requested,
+                                                                  const std::shared_ptr<DeviceContext>& dev) {
+  desc.validate();
+  const Algorithm algorithm = resolve_algorithm(desc, requested, dev->arch());
+  return std::make_shared<Conv2dPlan::Impl>(desc, algorithm, dev, pipeline,
+                                            pipeline->kernel(desc, algorithm, dev, kFullAlignment));
+}
+
+Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Runtime::~Runtime() = default;
+
+void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
+                     Stream stream) {
+  conv2d(desc, Conv2dArgs{.x = x, .w = w, .bias = bias, .y = y}, stream);
+}
+
+void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream) {
+  // The plan is looked up by the stream's own context, so it cannot be a foreign one.
+  impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream), stream)
+      ->run(args, stream, /*check_binding=*/false);
+}
+
+Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
+  // The stream goes along so that autotuning sees a capture on it and refuses, instead of
+  // timing (allocating, synchronizing) inside it.
+  return Conv2dPlan(impl_->plan_for(desc, options.algorithm, impl_->bind_target(options), options.stream));
+}
+
+PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<std::string> arch) {
+  const std::string target = arch ? *arch : device_arch();
+  parse_arch(target);
+  PrewarmResult result;
+  for (const auto& desc : descs) {
+    try {
+      ArtifactOrigin origin{};
+      desc.validate();
+      impl_->pipeline->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target, kFullAlignment,
+                                 &origin);
+      ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
+    } catch (const Error& e) {
+      ++result.failed;
+      result.errors.push_back(fmt::format("{}: {}", desc.to_string(), e.what()));
+    }
+  }
+  return result;
+}
+
+std::string Runtime::source(const Conv2dDesc& desc, std::optional<std::string> arch) {
+  desc.validate();
+  const std::string target = arch ? *arch : device_arch();
+  parse_arch(target);
+  return specialize(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target).text;
+}
+
+std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch) {
+  return inspect(desc, std::move(arch)).ptx;
+}
+
+KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> arch, PlanOptions options) {
+  desc.validate();
+  const std::string target = arch ? *arch : device_arch();
+  const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
+  auto artifact = impl_->pipeline->store.get(desc, algorithm, target);
+  const auto& src = artifact->source;
+  KernelInfo info;
+  info.algorithm = src.algorithm;
+  info.tile = src.tile;
+  info.grid_blocks = src.geometry.grid_x;
+  info.block_threads = src.geometry.block_x;
+  info.dynamic_shared_bytes = src.geometry.shared_bytes;
+  info.resources = parse_ptxas_report(artifact->compiled.log, src.kernel_name);
+  info.kernel_name = src.kernel_name;
+  info.arch = artifact->arch;
+  info.key_hash = artifact->key.hash;
+  info.source = src.text;
+  info.ptx = artifact->compiled.ptx;
+  info.cubin_bytes = artifact->compiled.cubin.size();
+  info.cubin = artifact->compiled.cubin;
+  info.options = artifact->compiled.options;
+  info.log = artifact->compiled.log;
+  info.cache_path = artifact->path;
+  info.alignment = src.needs;
+  return info;
+}
+
+void Runtime::synchronize(Stream stream) {
+  ScopedContext scope(impl_->context_of(stream).handle);
+  CONVJIT_CU_CHECK(cuStreamSynchronize(reinterpret_cast<CUstream>(stream)), "synchronizing a stream");
+}
+
+CacheStats Runtime::stats() const { return impl_->pipeline->counters.snapshot(); }
+const std::filesystem::path& Runtime::cache_dir() const noexcept { return impl_->cache_dir; }
+std::string Runtime::device_arch() { return impl_->device()->arch(); }
+
+}  // namespace convjit

@@ -1,0 +1,126 @@
+#pragma once
+// Runtime's private state, shared by runtime.cpp, plan.cpp and device_buffer.cpp.
+
+#include <memory>
+#include <string>
+
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "convjit/runtime.hpp"
+#include "base/once_map.hpp"
+#include "runtime/pipeline.hpp"
+#include "runtime/tuning_record.hpp"
+#include "driver/device_context.hpp"
+#include "driver/device_memory.hpp"
+#include "driver/stream_context.hpp"
+
+namespace convjit {
+
+struct Conv2dPlan::Impl {
+  Impl(const Conv2dDesc& desc, Algorithm algorithm, std::shared_ptr<DeviceContext> device,
+       std::shared_ptr<Pipeline> pipeline, std::shared_ptr<const PlanKernel> primary);
+
+  // NOTE: declared first, so destroyed last: the kernels' modules and the workspaces
+  // belong to its context, which it keeps alive.
+  std::shared_ptr<DeviceContext> device;
+  Conv2dDesc desc;
+  Algorithm algorithm = Algorithm::kDirect;
+  std::shared_ptr<Pipeline> pipeline;
+  // The kernel for pointers aligned to 16 bytes (any allocation); launches with less
+  // get a variant compiled for the alignment present.
+  std::shared_ptr<const PlanKernel> primary;
+
+  // Checks every argument, then enqueues. `check_binding`: reject, launching nothing, a
+  // stream of another context (callers holding the plan); Runtime::conv2d picked the
+  // plan by the stream's context and skips it.
+  void run(const Conv2dArgs& args, Stream stream, bool check_binding) const;
+  void pack_weights(const void* w, void* packed, Stream stream) const;
+  void prepare(Stream stream) const;
+
+ private:
+  void check_binding(CUstream stream) const;
+  void enqueue(const Conv2dArgs& args, CUstream stream) const;
+  // The kernel for pointers aligned as `present` says: the primary when it can take
+  // them, else a variant built (compiled or read from the cache) on first need.
+  std::shared_ptr<const PlanKernel> kernel_for(const AlignmentNeeds& present) const;
+  // The plan's own workspace for `stream`, at least `bytes`: made on the stream's first
+  // run (or prepare) and kept; runs on one stream are ordered, so they share it.
+  CUdeviceptr own_workspace(CUstream stream, std::uint64_t bytes) const;
+
+  struct AlignmentHash {
+    std::size_t operator()(const AlignmentNeeds& a) const noexcept {
+      return a.x | a.w << 5 | a.bias << 10 | a.y << 15;
+    }
+  };
+  mutable OnceMap<AlignmentNeeds, const PlanKernel, AlignmentHash> variants_;
+  mutable std::shared_mutex workspaces_mutex_;
+  mutable std::unordered_map<CUstream, std::unique_ptr<DeviceAllocation>> workspaces_;
+  // Workspaces outgrown by a variant that needed more: kept until the plan goes, since
+  // work already enqueued may still use them.
+  mutable std::vector<std::unique_ptr<DeviceAllocation>> retired_;
+};
+
+struct Runtime::Impl {
+  explicit Impl(RuntimeOptions opts);
+  // The state behind a Runtime, for convjit's own code (DeviceBuffer, the tooling layer).
+  static Impl& of(Runtime& runtime) noexcept { return *runtime.impl_; }
+
+  // The default device's primary context (RuntimeOptions::device), made on first use;
+  // throws kNoDriver / kNoDevice every time it cannot be.
+  std::shared_ptr<DeviceContext> device();
+  // The context a launch on `stream` runs in: a created stream's own; for the special
+  // streams (null, legacy, per-thread) the current context, else the default device's.
+  ContextRef context_of(Stream stream);
+  // The context a plan made with `options` is bound to.
+  ContextRef bind_target(const PlanOptions& options);
+  // Hot path: a shared-lock lookup by (context id, problem, algorithm); builds
+  // (compile or load, then module load into that context) on a miss. `stream`: where
+  // the plan will run first, checked for a capture only on a miss (autotuning cannot run
+  // inside one).
+  std::shared_ptr<const Conv2dPlan::Impl> plan_for(const Conv2dDesc& desc, Algorithm requested,
+                                                   const ContextRef& context, Stream stream = nullptr);
+
+  RuntimeOptions options;
+  bool autotune = false;
+  std::filesystem::path cache_dir;
+  TuningRecords tuning;
+
+ private:
+  std::shared_ptr<DeviceContext> primary(int ordinal, std::string_view option);
+  std::shared_ptr<DeviceContext> context(const ContextRef& ref);
+  std::shared_ptr<const Conv2dPlan::Impl> build_plan(const Conv2dDesc& desc, Algorithm requested,
+                                                     const std::shared_ptr<DeviceContext>& context);
+  // Autotuning's plan for kAuto: the stored choice, else the fastest candidate (autotune.cpp).
+  std::shared_ptr<const Conv2dPlan::Impl> tuned_plan(const Conv2dDesc& desc,
+                                                     const std::shared_ptr<DeviceContext>& context,
+                                                     Stream stream);
+  struct PlanKey {
+    std::uint64_t context_id;
+    Conv2dDesc desc;
+    Algorithm requested;
+    bool operator==(const PlanKey&) const = default;
+  };
+  struct PlanKeyHash {
+    std::size_t operator()(const PlanKey& key) const noexcept {
+      return (Conv2dDescHash{}(key.desc) * 7 + static_cast<std::size_t>(key.requested)) * 31 +
+             std::hash<std::uint64_t>{}(key.context_id);
+    }
+  };
+
+  // NOTE: declared in teardown order reversed: plans, then the pipeline (modules and
+  // cuBLAS handles, unless plans the caller still holds keep it) go before the contexts
+  // that hold the primary-context references.
+  OnceMap<int, DeviceContext> primaries_;              // by device ordinal
+  OnceMap<std::uint64_t, DeviceContext> contexts_;     // by context id
+
+ public:
+  // Shared with every plan: the kernel store (and so the counters) and the loaded modules.
+  std::shared_ptr<Pipeline> pipeline;
+
+ private:
+  OnceMap<PlanKey, const Conv2dPlan::Impl, PlanKeyHash> plans_;
+};
+
+}  // namespace convjit
