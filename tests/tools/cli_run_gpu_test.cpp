@@ -1,0 +1,46 @@
+// `convjit run` on a GPU: the checks and timings it prints, and a prewarmed cache it reads.
+#include <gtest/gtest.h>
+
+#include "support/gpu.hpp"
+#include "tools/cli_runner.hpp"
+
+namespace convjit::testing {
+namespace {
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+TEST_F(CliTest, RunSmallProblemsOnGpuPassTheCheckAndPrintTime) {
+  CONVJIT_REQUIRE_GPU();
+  for (const char* shape : {kSmallA, kSmallB, "n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 math=strict"}) {
+    const auto r = cli({"run", shape, "--iters", "5"});
+    EXPECT_EQ(r.exit_code, 0) << shape << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "non-finite 0")) << r.out;
+    EXPECT_TRUE(contains(r.out, ": PASS")) << r.out;
+    EXPECT_TRUE(contains(r.out, "ms median of 5")) << r.out;
+  }
+}
+
+TEST_F(CliTest, RunSixteenBitProblemsOnGpuPassTheirToleranceWithEveryAlgorithm) {
+  CONVJIT_REQUIRE_GPU();
+  for (const char* shape : {"n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 bias=1 dtype=f16",
+                            "n2c16h20w18k32r3s5 stride=2,1 pad=1,2 dilation=1,2 bias=1 dtype=bf16 act=relu"}) {
+    for (const char* algorithm : {"direct", "implicit_gemm", "im2col_gemm"}) {
+      const auto r = cli({"run", shape, "--iters", "3", "--algorithm", algorithm});
+      EXPECT_EQ(r.exit_code, 0) << shape << " " << algorithm << "\n" << r.out << r.err;
+      EXPECT_TRUE(contains(r.out, "non-finite 0")) << r.out;
+      EXPECT_TRUE(contains(r.out, ": PASS")) << r.out;
+    }
+  }
+}
+
+TEST_F(CliTest, RunOnAPrewarmedCacheCompilesNothing) {
+  CONVJIT_REQUIRE_GPU();
+  ASSERT_EQ(cli({"prewarm", "--shape", kSmallA}).exit_code, 0);
+  const auto r = cli({"run", kSmallA, "--iters", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "from the disk cache, no compile")) << r.out;
+  EXPECT_TRUE(contains(r.out, "runtime   compiles 0 ")) << r.out;
+}
+
+}  // namespace
+}  // namespace convjit::testing
