@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# The GPU-side checks, for one call on a machine with an NVIDIA GPU. Expects the
-# binaries built on the CPU machine and carried in $BIN (default .exp/):
-#   convjit_gpu_tests  convjit (the CLI)  conv_bench  jit_overhead  headline_conv
-# Steps (STEPS, comma separated; default all but bench):
+# The GPU-side checks, for calls on a machine with an NVIDIA GPU (docs/bench.md). Expects
+# the binaries built on the CPU machine, carried in $BIN (default .exp/):
+#   convjit_gpu_tests convjit_tool_gpu_tests convjit conv_bench mbarrier_racecheck_probe
+# Steps (STEPS, comma separated; default info,tests,memcheck,racecheck,synccheck):
 #   info       the GPU, driver and compute-sanitizer
-#   tests      the GPU test suite (convjit_gpu_tests), every test
-#   memcheck   compute-sanitizer memcheck over the launch-safety and correctness tests
-#   racecheck  compute-sanitizer racecheck over the wgmma and depthwise tests (shared memory)
+#   probe      tools/probes/mbarrier_racecheck_probe under racecheck, every variant
+#   tests      the GPU test suites, in SHARDS processes at once (compiles are CPU-bound)
+#   memcheck   compute-sanitizer memcheck over the launch-safety matrix and random problems
+#   racecheck  compute-sanitizer racecheck over the shared-memory kernels' random problems
 #   synccheck  compute-sanitizer synccheck over the same
+#   python     scripts/device_python.sh tests (PYTEST_K selects; carry build-py/wheelhouse)
 #   bench      conv_bench against cuDNN on KernelBench and networks.json (BENCH_MATH, BENCH_SETS)
-# Logs go under $OUT (at most 8 files come back from a device call: logs are tarred).
+# The steps before bench run at the same time (they check, they do not time); bench runs
+# alone afterwards. Logs go under $OUT, tarred: at most 8 files come back from a call.
 set -uo pipefail
 OUT="${OUT:-/tmp/out}"
 BIN="${BIN:-.exp}"
 STEPS="${STEPS:-info,tests,memcheck,racecheck,synccheck}"
+SHARDS="${SHARDS:-6}"
 mkdir -p "$OUT"
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 # The test binaries hold the CPU machine's absolute paths (workload files): make them resolve.
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
-export CONVJIT_CACHE_DIR="${CONVJIT_CACHE_DIR:-/tmp/convjit-cache}"
 has() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 say() { echo "== $*" | tee -a "$LOGS/summary.txt"; }
 
@@ -28,37 +31,65 @@ if has info; then
     compute-sanitizer --version | tail -1; } 2>&1 | tee "$LOGS/machine.txt"
 fi
 
-if has tests; then
-  say "GPU tests"
-  "$BIN/convjit_gpu_tests" --gtest_brief=1 > "$LOGS/gpu_tests.txt" 2>&1
-  say "gpu tests exit $?: $(grep -E '^\[  (PASSED|FAILED)' "$LOGS/gpu_tests.txt" | tr '\n' ' ')"
-  grep -E '^\[  FAILED|Failure' "$LOGS/gpu_tests.txt" | head -20
+if has probe; then
+  for v in mbarrier_store mbarrier_cp_async mbarrier_wait_all syncthreads unordered; do
+    compute-sanitizer --tool racecheck --racecheck-report hazard "$BIN/mbarrier_racecheck_probe" "$v" \
+      > "$LOGS/probe_$v.txt" 2>&1
+    say "racecheck probe $v: $(grep -E 'result|lane' "$LOGS/probe_$v.txt" | head -1); \
+$(grep -E 'RACECHECK SUMMARY' "$LOGS/probe_$v.txt" | tail -1 | sed 's/=* *//'); \
+$(grep -oE 'Potential [A-Z]+ hazard|Error: Race [a-z ]*' "$LOGS/probe_$v.txt" | sort | uniq -c | tr '\n' ' ')"
+  done
 fi
 
-sanitize() {  # tool, gtest filter, log name
-  timeout "${SANITIZER_TIMEOUT:-240}" compute-sanitizer --tool "$1" --error-exitcode 9 ${SANITIZER_ARGS:-} \
-    "$BIN/convjit_gpu_tests" \
-    --gtest_brief=1 --gtest_filter="$2" > "$LOGS/$3.txt" 2>&1
-  local rc=$?
-  say "$1 ($2): exit $rc; $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOGS/$3.txt" | tail -1)"
+# One suite in $SHARDS processes, each with a cache directory of its own.
+sharded() {  # name, binary, filter, [wrapper...]
+  local name=$1 bin=$2 filter=$3
+  shift 3
+  local pids=()
+  for ((i = 0; i < SHARDS; i++)); do
+    GTEST_TOTAL_SHARDS=$SHARDS GTEST_SHARD_INDEX=$i CONVJIT_CACHE_DIR=/tmp/cj-$name-$i \
+      timeout "${STEP_TIMEOUT:-400}" "$@" "$bin" --gtest_brief=1 --gtest_filter="$filter" \
+      > "$LOGS/${name}_$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  local rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  say "$name: exit $rc; $(cat "$LOGS/${name}"_*.txt | grep -cE '^\[       OK \]|^\[  PASSED') passing lines, \
+$(cat "$LOGS/${name}"_*.txt | grep -E '^\[  FAILED  \] [A-Z]' | sort -u | wc -l) failed; \
+$(cat "$LOGS/${name}"_*.txt | grep -E 'ERROR SUMMARY' | awk '{s += $4} END {if (NR) print "sanitizer errors " s}')"
+  cat "$LOGS/${name}"_*.txt | grep -E '^\[  FAILED  \] [A-Z]|Failure$' | sort -u | head -20
 }
-# Small problems: under the sanitizers kernels run 10-100 times slower.
 SMALL='LaunchSafety.Pointers*:LaunchSafety.AnOffset*:LaunchSafety.Warmed*:RuntimeGpu.*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*:WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*'
 SHARED='WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*'
-has memcheck && sanitize memcheck "$SMALL" memcheck
-has racecheck && sanitize racecheck "$SHARED" racecheck
-has synccheck && sanitize synccheck "$SHARED" synccheck
+sanitizer() { echo compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20; }
+
+jobs_started=()
+if has tests; then
+  (sharded gpu_tests "$BIN/convjit_gpu_tests" '*'
+   sharded tool_gpu_tests "$BIN/convjit_tool_gpu_tests" '*') &
+  jobs_started+=($!)
+fi
+has memcheck && { sharded memcheck "$BIN/convjit_gpu_tests" "$SMALL" $(sanitizer memcheck) & jobs_started+=($!); }
+has racecheck && { sharded racecheck "$BIN/convjit_gpu_tests" "$SHARED" $(sanitizer racecheck) & jobs_started+=($!); }
+has synccheck && { sharded synccheck "$BIN/convjit_gpu_tests" "$SHARED" $(sanitizer synccheck) & jobs_started+=($!); }
+if has python; then
+  (OUT="$LOGS/python" PYTEST_K="${PYTEST_K:-}" timeout "${STEP_TIMEOUT:-400}" bash scripts/device_python.sh tests \
+     > "$LOGS/python.txt" 2>&1; say "python tests exit $?"; tail -15 "$LOGS/python.txt") &
+  jobs_started+=($!)
+fi
+for j in "${jobs_started[@]}"; do wait "$j"; done
 
 if has bench; then
   say "conv_bench against cuDNN"
   for set in ${BENCH_SETS:-kernelbench networks}; do
     file=workloads/kernelbench_level1_conv.json
     [ "$set" = networks ] && file=workloads/networks.json
-    timeout "${BENCH_TIMEOUT:-300}" "$BIN/conv_bench" --workloads "$file" ${BENCH_IDS:+--ids $BENCH_IDS} \
-      --math "${BENCH_MATH:-tf32,strict,fp16,bf16}" --algos "${BENCH_ALGOS:-auto}" --iters 20 --warmup 5 \
-      ${BENCH_ARGS:-} --json "$OUT/conv_bench_$set.json" > "$LOGS/conv_bench_$set.txt" 2>&1
+    CONVJIT_CACHE_DIR=/tmp/cj-bench timeout "${BENCH_TIMEOUT:-300}" "$BIN/conv_bench" --workloads "$file" \
+      ${BENCH_IDS:+--ids $BENCH_IDS} --math "${BENCH_MATH:-tf32,strict,fp16,bf16}" --algos "${BENCH_ALGOS:-auto}" \
+      --iters "${BENCH_ITERS:-20}" --warmup 5 ${BENCH_ARGS:-} --json "$OUT/conv_bench_$set.json" \
+      > "$LOGS/conv_bench_$set.txt" 2>&1
     say "conv_bench $set exit $?"
-    grep -iE "geomean|geo" "$LOGS/conv_bench_$set.txt" | tail -8
+    grep -iE "geomean" -A8 "$LOGS/conv_bench_$set.txt" | head -12
   done
 fi
 

@@ -74,8 +74,9 @@ python3 -c 'import torch, convjit.torch, convjit; print("convjit", convjit.__ver
 status=0
 if [ "$what" = all ] || [ "$what" = tests ]; then
   echo "== python/tests (GPU tests first)"
-  python3 -m pytest -q -rs -p no:cacheprovider python/tests/test_torch_gpu.py python/tests/test_torch_cpu.py \
-    python/tests/test_runtime.py > "$OUT/pytest.txt" 2>&1
+  # PYTEST_K: a pytest -k expression, to run part of the suite in a short call.
+  python3 -m pytest -q -rs -p no:cacheprovider ${PYTEST_K:+-k "$PYTEST_K"} python/tests/test_torch_gpu.py \
+    python/tests/test_torch_cpu.py python/tests/test_runtime.py > "$OUT/pytest.txt" 2>&1
   rc=$?
   tail -25 "$OUT/pytest.txt"
   echo "pytest exit $rc"
