@@ -24,7 +24,7 @@ TEST(WgmmaKernel, HopperImplicitGemmCompilesToWgmmaAndBulkCopiesWithoutSpills) {
     d.math = math;
     const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
     SCOPED_TRACE(src.kernel_name);
-    EXPECT_EQ(src.template_name, "conv2d_wgmma_tf32.cu");
+    EXPECT_EQ(src.template_name, "conv2d_implicit_gemm_wgmma.cu");
     EXPECT_EQ(src.compile_arch, "sm_90a");
     ASSERT_TRUE(src.weight_pack.has_value());
     EXPECT_EQ(src.weight_pack->kernel_name, src.kernel_name + "_pack");

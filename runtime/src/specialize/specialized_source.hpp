@@ -67,7 +67,7 @@ std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The mma.sync implicit-GEMM kernel (TF32, or 3xTF32 for strict math; m16n8k16 for f16
 // and bf16 data; fp32 accumulation), for pointers aligned as `align` says.
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
-// The Hopper implicit-GEMM kernel (wgmma, TF32 or 3xTF32), compiled for sm_90a.
+// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a.
 SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
 // Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
 // `align` says; otherwise why not.
