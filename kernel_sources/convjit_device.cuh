@@ -9,7 +9,7 @@
 // -I kernel_sources.
 //
 // Only what is identical in every user lives here; helpers one kernel tunes for
-// itself (its cp.async variants, mma wrappers) stay in that kernel's file. Nothing
+// itself (its mma and wgmma wrappers, mbarriers) stay in that kernel's file. Nothing
 // here depends on namespace `spec`: the header compiles before or after the prologue.
 
 #ifndef CONVJIT_DEVICE_CUH
@@ -70,11 +70,28 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
   return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 
+// The pointer as an opaque register value: without it the compiler folds every
+// address derived from it back into "argument + 64-bit index" (four instructions a
+// gathered tap, not one).
+template <typename T>
+__device__ __forceinline__ const T* opaque(const T* p) {
+  asm("" : "+l"(p));
+  return p;
+}
+
 // --- cp.async (sm_80+) ---
 // 16 bytes global -> shared; valid == false writes zeros (padding, tails).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(valid ? 16 : 0));
+}
+// 4 bytes global -> shared (.ca: .cg takes only 16-byte copies), to a shared-memory
+// address or a pointer; valid == false writes a zero.
+__device__ __forceinline__ void cp_async4(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0));
+}
+__device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
+  cp_async4(smem_addr(dst), src, valid);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's committed groups are still in flight.
@@ -88,8 +105,14 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const void* row_ad
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(row_address)));
 }
+// The same, transposed: 16-bit B fragments from a tile stored [k][column].
+__device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* row_address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(row_address)));
+}
 
-// --- implicit-GEMM gather table (the mma.sync templates) ---
+// --- implicit-GEMM gather table (the mma.sync template) ---
 // For reduction row kk = (c, r, s), s fastest: the input offset of tap (c, r, s)
 // relative to a pixel's top-left tap, and the tap's displacement (r * dilation_h) << 16 |
 // s * dilation_w for the bounds tests. Built at compile time into constant memory, one

@@ -59,7 +59,7 @@ TEST(SixteenBitKernels, ImplicitGemmUsesTheMatching16BitMmaWithFp32Accumulation)
   for (const DType dtype : k16BitTypes) {
     d.dtype = dtype;
     const SpecializedSource src = specialize(d, Algorithm::kImplicitGemm);
-    EXPECT_EQ(src.template_name, "conv2d_igemm_f16.cu");
+    EXPECT_EQ(src.template_name, "conv2d_implicit_gemm_mma.cu");
     EXPECT_NE(src.kernel_name.find(dtype == DType::kFloat16 ? "igemm_f16_" : "igemm_bf16_"), std::string::npos);
     const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
     const std::string mma = dtype == DType::kFloat16 ? "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"

@@ -24,7 +24,7 @@ TEST(WgmmaKernel, HopperImplicitGemmCompilesToWgmmaAndBulkCopiesWithoutSpills) {
     d.math = math;
     const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
     SCOPED_TRACE(src.kernel_name);
-    EXPECT_EQ(src.template_name, "conv2d_wgmma_tf32.cu");
+    EXPECT_EQ(src.template_name, "conv2d_implicit_gemm_wgmma.cu");
     EXPECT_EQ(src.compile_arch, "sm_90a");
     ASSERT_TRUE(src.weight_pack.has_value());
     EXPECT_EQ(src.weight_pack->kernel_name, src.kernel_name + "_pack");
@@ -56,7 +56,7 @@ TEST(WgmmaKernel, StrictMathSplitsIntoThreeTf32ProductsWithPartialSums) {
 TEST(WgmmaKernel, OtherArchitecturesAndUnnamedTargetsKeepMmaSync) {
   for (const char* arch : {"sm_80", "sm_89", "sm_100", ""}) {
     const auto src = specialize(kHeadline, Algorithm::kImplicitGemm, arch);
-    EXPECT_EQ(src.template_name, "conv2d_igemm_tf32.cu") << arch;
+    EXPECT_EQ(src.template_name, "conv2d_implicit_gemm_mma.cu") << arch;
     EXPECT_TRUE(src.compile_arch.empty()) << arch;
     EXPECT_FALSE(src.weight_pack.has_value()) << arch;
   }
@@ -68,7 +68,7 @@ TEST(WgmmaKernel, ReasonsNameWhatRulesTheKernelOut) {
   Conv2dDesc narrow = kHeadline;
   narrow.k = 16;
   EXPECT_NE(wgmma_unsupported_reason(narrow, "sm_90")->find("output channels"), std::string::npos);
-  EXPECT_EQ(specialize(narrow, Algorithm::kImplicitGemm, "sm_90").template_name, "conv2d_igemm_tf32.cu");
+  EXPECT_EQ(specialize(narrow, Algorithm::kImplicitGemm, "sm_90").template_name, "conv2d_implicit_gemm_mma.cu");
 }
 
 // Problems whose patches are a few stages long (few input channels, short filters) hand

@@ -64,12 +64,10 @@ SpecializedSource specialize_direct(const Conv2dDesc& desc);
 SpecializedSource specialize_depthwise(const Conv2dDesc& desc);
 // Empty when the depthwise kernel takes `desc`; otherwise why not.
 std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
-// The tensor-core implicit-GEMM kernel (TF32, or 3xTF32 for strict math; for f16 and
-// bf16 data, specialize_implicit_gemm_f16), for pointers aligned as `align` says.
+// The mma.sync implicit-GEMM kernel (TF32, or 3xTF32 for strict math; m16n8k16 for f16
+// and bf16 data; fp32 accumulation), for pointers aligned as `align` says.
 SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
-// The mma.sync m16n8k16 implicit-GEMM kernel for f16 and bf16 data, fp32 accumulation.
-SpecializedSource specialize_implicit_gemm_f16(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
-// The Hopper implicit-GEMM kernel (wgmma, TF32 or 3xTF32), compiled for sm_90a.
+// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a.
 SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
 // Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
 // `align` says; otherwise why not.

@@ -13,7 +13,7 @@
 namespace convjit {
 
 namespace {
-constexpr const char* kTemplate = "conv2d_wgmma_tf32.cu";
+constexpr const char* kTemplate = "conv2d_implicit_gemm_wgmma.cu";
 constexpr int kConsumers = 2;     // consumer warpgroups; the template's kConsumers
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kBarrierBytes = 256;
@@ -28,11 +28,13 @@ struct WgmmaTile {
   bool store_warps = false;
   bool persistent = false;
   std::uint64_t packed_bytes = 0;
+  int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
 };
 
-// The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes),
-// for its shared-memory size.
+// The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
+// decides how many stages fit. The prologue carries the result (kStageBytes,
+// kSharedBytes) and the template static_asserts its own derivation against it.
 bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
 int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
 int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
@@ -68,9 +70,8 @@ void choose_patch(const Conv2dDesc& d, WgmmaTile& t) {
 }
 
 // One block an SM walking the patches, or one block a patch. Persistent blocks overlap a
-// patch's stores with the next patch's first copies, which paid for 3xTF32 with long
-// patches on the H100 (headline 4.88 vs 5.12 ms, KernelBench 55 6.25 vs 6.50) and cost
-// elsewhere (TF32 55: 3.51 vs 3.18 ms; 63, six stages a patch: 13.1 vs 9.0 ms).
+// patch's stores with the next patch's first copies, which pays for 3xTF32 with long
+// patches and costs elsewhere (docs/perf.md).
 // NOTE: CONVJIT_WGMMA_PERSISTENT=0|1 forces it for timing runs; it is launch geometry
 // only, so the source and the cache key stay the same.
 bool persistent_launch(int split, int stages_per_patch) {
@@ -113,9 +114,8 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   const int per_stage = stage_bytes(d, t);
   // Store warps (a staged output tile, [kBN][kBM + 4], written out while the next patch
   // runs) pay where a patch is a few stages and its stores are most of its time, and
-  // only with the full pipeline depth beside the tile. Measured on the H100, TF32 and
-  // fp16: KernelBench 63 (6 and 3 stages a patch) 9.03 -> 7.02 ms and 7.36 -> 6.40 ms;
-  // 11 to 40 stages a patch lost 5-50% (half the producer's warps copy, the other half store).
+  // only with the full pipeline depth beside the tile; on long patches they lose, since
+  // half the producer's warps store instead of copying (docs/perf.md).
   const int element = d.dtype == DType::kFloat32 ? 4 : 2;
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
   const int fit_with_store = (kSharedLimit - kBarrierBytes - out_bytes) / per_stage;
@@ -126,6 +126,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   const int fit = (kSharedLimit - kBarrierBytes - (t.store_warps ? out_bytes : 0)) / per_stage;
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
+  t.stage_bytes = per_stage;
   t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
   // Store warps only pay off when the block goes on to another patch.
   t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
@@ -193,6 +194,8 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
                  .constant("kStages", tile->stages)
                  .constant("kSplit", tile->split)
                  .constant("kStoreWarps", tile->store_warps)
+                 .constant("kStageBytes", tile->stage_bytes)
+                 .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                  .finish(template_text(kTemplate));
   src.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
                   .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),

@@ -1,0 +1,589 @@
+// Implicit-GEMM 2D convolution on tensor cores with mma.sync, NCHW, for every element
+// type (spec::kDType): float32 data in TF32 or 3xTF32 (m16n8k8), float16 and bfloat16
+// data (m16n8k16); fp32 accumulation, 16-bit outputs rounded once, at the store.
+//
+// GEMM view, one group at a time:  Y[k][pixel] = sum_kk W[k][kk] * X[kk][pixel]
+//   rows      k      output channels of the group              (kBM per block)
+//   columns   pixel  (n, p, q) flattened, q fastest            (kBN per block)
+//   reduction kk     (c, r, s) flattened, s fastest            (kBK per k tile)
+// W is read as stored (kk contiguous); X is gathered straight from NCHW, so there is no
+// im2col buffer and no transpose pass. Each thread gathers one pixel column and
+// kBRowsPerThread reduction rows: the 32 threads of a warp read 32 neighbouring pixels
+// of one (c, r, s) row, which for stride 1 is contiguous memory. The offsets of
+// kk -> (c, r, s) come from a table built at compile time (constant memory, one
+// broadcast load per row) rather than from divisions in the loop (convjit_device.cuh).
+//
+// Shared memory: kStages x [kBM][kAStride] of W, then kStages x [kBK][kBStride] of X,
+// each row padded by 16 bytes (W) or 8 elements (X) so that fragment loads hit distinct
+// banks. The host sizes the launch from the same layout and emits it in the prologue
+// (kAStride, kBStride, kAStageElems, kBStageElems, kSharedBytes); the static_asserts
+// below fail the compile if the two ever disagree.
+//
+// The pipelines differ where the element size forces them to:
+//
+// float32: kStages stages, both operands by cp.async (X in 4-byte copies, out-of-image
+//   taps zero-filled; W in 16-byte copies where every row is whole 16-byte chunks).
+//   A fragments by ldmatrix, B fragments by scalar loads.
+//   kSplit == 1: TF32: each thread rounds the elements it copied into shared memory to
+//                the nearest TF32 value once per tile (the tensor cores would otherwise
+//                truncate, a bias that builds up over a reduction of all-positive data).
+//   kSplit == 3: 3xTF32: a = big + small with big = a's top 19 bits (exact split);
+//                big*big + big*small + small*big restores fp32 accuracy. Each k tile
+//                sums into a fresh fragment that is then added with an fp32 FADD, so the
+//                tensor cores' truncating accumulation never runs over a long chain.
+//
+// float16 / bfloat16: two stages and one barrier per k tile; while the warps multiply
+//   tile t, tile t+1 is on its way. W: 16-byte cp.async copies issued before the math of
+//   tile t (when every row of W is whole 16-byte chunks; otherwise through registers
+//   like X). X: gathered into registers before the math of tile t and written to shared
+//   memory after it: cp.async copies 4, 8 or 16 bytes, never the single 2-byte element a
+//   gather needs, so the math of one tile is what hides the loads' latency. A pixel
+//   whose whole window lies inside the image (every pixel when there is no padding)
+//   skips the bounds tests; columns past the last pixel gather pixel 0's window (finite
+//   values in columns whose outputs are never stored). Fragments by ldmatrix (W) and
+//   ldmatrix.trans (X, stored pixel-fastest). Outputs of two neighbouring pixels go out
+//   as one 32-bit store where they share an image and kAlignY allows it.
+//
+// Needs sm_80 or newer (cp.async, m16n8k16 bf16/f16 mma). Wide copies and stores only
+// where kAlignW and kAlignY (what convjit knows of the pointers at this launch) allow.
+//
+// convjit prepends the prologue defining namespace `spec`; the values below let
+// the file compile standalone under NVRTC for the tests.
+
+#ifndef CONVJIT_SPECIALIZED
+#define CONVJIT_KERNEL_NAME conv2d_igemm_example
+namespace spec {
+constexpr int kN = 2, kC = 6, kH = 11, kW = 9, kK = 20, kR = 3, kS = 3;
+constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
+constexpr int kGroups = 2, kP = 11, kQ = 4;
+constexpr bool kHasBias = true, kRelu = false;
+constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN = 4, kSplit = 3;
+constexpr int kMinBlocksPerSm = 1;
+constexpr bool kWideIndex = false;
+constexpr int kAlignW = 16, kAlignY = 16;
+constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
+}  // namespace spec
+#endif
+
+// element::Traits; device::IndexType, opaque, smem_addr, the cp.async and ldmatrix
+// wrappers, the gather table.
+#include "convjit_device.cuh"
+
+namespace igemm {
+using namespace spec;
+using namespace device;
+
+static_assert(kDType == 0 || kDType == 1 || kDType == 2, "kDType: 0 f32, 1 f16, 2 bf16");
+constexpr bool k16Bit = kDType != 0;
+using Traits = element::Traits<kDType>;
+using Element = typename Traits::Storage;
+
+using index_t = typename device::IndexType<kWideIndex>::type;
+
+constexpr int kCPerGroup = kC / kGroups;
+constexpr int kKPerGroup = kK / kGroups;
+constexpr int kTaps = kR * kS;
+constexpr int kGemmK = kCPerGroup * kTaps;
+constexpr long long kPixelsPerImage = static_cast<long long>(kP) * kQ;
+constexpr long long kGemmN = kN * kPixelsPerImage;
+constexpr int kThreads = kWarpsM * kWarpsN * 32;
+constexpr int kWarpTileM = kBM / kWarpsM;
+constexpr int kWarpTileN = kBN / kWarpsN;
+constexpr int kMmaM = kWarpTileM / 16;
+constexpr int kMmaN = kWarpTileN / 8;
+constexpr int kMmaK = k16Bit ? 16 : 8;
+constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Element));  // one 16-byte copy or ldmatrix row
+constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
+// Every W row is whole 16-byte chunks and w is 16-byte aligned.
+constexpr bool kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16;
+constexpr int kBRowsPerPass = kThreads / kBN;
+constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
+constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
+
+// The layout the host emitted, checked against this template's. W rows: +16 bytes keeps
+// the eight rows of each ldmatrix in distinct banks. X rows: +8 elements keeps them so
+// for 16-bit ldmatrix.trans, and puts the 4 k rows x 8 pixels of an f32 B fragment on 32
+// distinct banks.
+static_assert(kAStride == kBK + kChunkElems, "spec::kAStride disagrees with the template's W row stride");
+static_assert(kBStride == kBN + 8, "spec::kBStride disagrees with the template's X row stride");
+static_assert(kAStageElems == kBM * kAStride, "spec::kAStageElems disagrees with the template's W stage");
+static_assert(kBStageElems == kBK * kBStride, "spec::kBStageElems disagrees with the template's X stage");
+static_assert(kSharedBytes == kStages * (kAStageElems + kBStageElems) * static_cast<int>(sizeof(Element)),
+              "spec::kSharedBytes disagrees with the template's shared memory");
+
+static_assert(kWarpTileM % 16 == 0, "warp tile rows must be whole m16 tiles");
+static_assert(kWarpTileN % (k16Bit ? 16 : 8) == 0,
+              "warp tile columns must be whole n8 tiles (16-bit: pairs of them, one ldmatrix.x4.trans)");
+static_assert(kBK % kMmaK == 0, "kBK must be a multiple of the mma k (8 for TF32, 16 for 16-bit data)");
+static_assert(kThreads % kBN == 0 && kBK % kBRowsPerPass == 0, "X gather needs whole rows per pass");
+static_assert(kSplit == 1 || (kSplit == 3 && !k16Bit), "TF32 or 3xTF32; 16-bit data takes one product");
+static_assert(!k16Bit || kStages == 2, "the 16-bit pipeline has two stages");
+
+// The 16-bit pipeline's W copy: 16-byte chunks of W rows, or single elements through
+// registers.
+constexpr int kAChunksPerRow = kBK / kChunkElems;
+constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
+constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
+constexpr int kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads;
+constexpr bool kPadded = kPadH > 0 || kPadW > 0;
+// Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
+constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
+static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
+
+// Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
+constexpr bool kUseTable = gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
+constexpr int kTableEntries = kUseTable ? kGemmK : 1;
+__constant__ GatherTable<kTableEntries> kGather =
+    make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
+
+// d += a * b, one m16n8 tile: k8 TF32, or k16 f16 / bf16.
+__device__ __forceinline__ void mma(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  if constexpr (kDType == 2) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else if constexpr (kDType == 1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+}
+
+// Round to nearest TF32 (ties away from zero), kept in fp32 storage.
+__device__ __forceinline__ float round_tf32(float v) {
+  return __uint_as_float((__float_as_uint(v) + 0x1000u) & 0xffffe000u);
+}
+
+// Splits fp32 bit patterns into TF32 parts: v == big + small exactly.
+template <int N>
+__device__ __forceinline__ void split(const unsigned (&v)[N], unsigned (&big)[N], unsigned (&small)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    big[i] = v[i] & 0xffffe000u;
+    small[i] = __float_as_uint(__uint_as_float(v[i]) - __uint_as_float(big[i]));
+  }
+}
+
+}  // namespace igemm
+
+extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksPerSm)
+    CONVJIT_KERNEL_NAME(const igemm::Element* __restrict__ x, const igemm::Element* __restrict__ w,
+                        const igemm::Element* __restrict__ bias, igemm::Element* __restrict__ y) {
+  using namespace igemm;
+  extern __shared__ __align__(16) Element smem[];
+  Element* a_smem = smem;                           // [kStages][kBM][kAStride]
+  Element* b_smem = smem + kStages * kAStageElems;  // [kStages][kBK][kBStride]
+
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int warp_m = warp / kWarpsN;
+  const int warp_n = warp % kWarpsN;
+  const int group = blockIdx.z;
+  const int m0 = blockIdx.y * kBM;                                // first output channel (in group)
+  const long long n0 = static_cast<long long>(blockIdx.x) * kBN;  // first pixel
+
+  const Element* w_group = w + static_cast<index_t>(group) * kKPerGroup * kGemmK;
+  const Element* x_group = x + static_cast<index_t>(group) * kCPerGroup * kImagePlane;
+
+  // This thread's gather column: one pixel and its window's top-left corner.
+  const int b_col = tid % kBN;
+  const int b_row0 = tid / kBN;
+  const long long pixel = n0 + b_col;
+  const bool pixel_valid = pixel < kGemmN;
+  const int img = pixel_valid ? static_cast<int>(pixel / kPixelsPerImage) : 0;
+  const int pq = pixel_valid ? static_cast<int>(pixel % kPixelsPerImage) : 0;
+  const int ih0 = (pq / kQ) * kStrideH - kPadH;
+  const int iw0 = (pq % kQ) * kStrideW - kPadW;
+
+  float acc[kMmaM][kMmaN][4];
+
+  // Outside a template, if constexpr still type-checks the branch it discards: both
+  // pipelines are written in Element so that each compiles (unused) for the other type.
+  if constexpr (!k16Bit) {
+    const Element* x_pixel = x_group + static_cast<index_t>(img) * kC * kImagePlane;
+
+    auto load_stage = [&](int stage, int k_tile) {
+      const int k0 = k_tile * kBK;
+      Element* a_dst = a_smem + stage * kAStageElems;
+      if constexpr (kWeightChunks) {
+#pragma unroll
+        for (int i = tid; i < kBM * kBK / 4; i += kThreads) {
+          const int m = i / (kBK / 4);
+          const int kq = (i % (kBK / 4)) * 4;
+          const bool valid = m0 + m < kKPerGroup && k0 + kq < kGemmK;
+          const Element* src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kq : w;
+          cp_async16(a_dst + m * kAStride + kq, src, valid);
+        }
+      } else {
+#pragma unroll 4
+        for (int i = tid; i < kBM * kBK; i += kThreads) {
+          const int m = i / kBK;
+          const int kk = i % kBK;
+          const bool valid = m0 + m < kKPerGroup && k0 + kk < kGemmK;
+          const Element* src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk : w;
+          cp_async4(a_dst + m * kAStride + kk, src, valid);
+        }
+      }
+      Element* b_dst = b_smem + stage * kBStageElems;
+#pragma unroll
+      for (int i = 0; i < kBRowsPerThread; ++i) {
+        const int row = b_row0 + i * kBRowsPerPass;
+        const int kk = k0 + row;
+        const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
+        index_t offset;
+        int ih, iw;
+        if constexpr (kUseTable) {
+          const int entry = in_k ? kk : 0;
+          const int shift = kGather.shift[entry];
+          offset = kGather.offset[entry];
+          ih = ih0 + (shift >> 16);
+          iw = iw0 + (shift & 0xffff);
+        } else {
+          const int c = kk / kTaps;
+          const int rs = kk % kTaps;
+          ih = ih0 + (rs / kS) * kDilationH;
+          iw = iw0 + (rs % kS) * kDilationW;
+          offset = c * kImagePlane + (rs / kS) * kDilationH * kW + (rs % kS) * kDilationW;
+        }
+        const bool valid = pixel_valid && in_k && static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+                           static_cast<unsigned>(iw) < static_cast<unsigned>(kW);
+        const Element* src = valid ? x_pixel + offset + static_cast<index_t>(ih0) * kW + iw0 : x;
+        cp_async4(b_dst + row * kBStride + b_col, src, valid);
+      }
+    };
+
+    // TF32 rounding of the elements this thread copied (same mapping as load_stage), so
+    // it needs only this thread's own cp.async completion, not a barrier.
+    auto round_own_stage = [&](int stage) {
+      Element* a_dst = a_smem + stage * kAStageElems;
+      if constexpr (kWeightChunks) {
+#pragma unroll
+        for (int i = tid; i < kBM * kBK / 4; i += kThreads) {
+          float4* p = reinterpret_cast<float4*>(a_dst + (i / (kBK / 4)) * kAStride + (i % (kBK / 4)) * 4);
+          float4 v = *p;
+          v.x = round_tf32(v.x);
+          v.y = round_tf32(v.y);
+          v.z = round_tf32(v.z);
+          v.w = round_tf32(v.w);
+          *p = v;
+        }
+      } else {
+#pragma unroll 4
+        for (int i = tid; i < kBM * kBK; i += kThreads) {
+          Element* p = a_dst + (i / kBK) * kAStride + i % kBK;
+          *p = round_tf32(*p);
+        }
+      }
+      Element* b_dst = b_smem + stage * kBStageElems;
+#pragma unroll
+      for (int i = 0; i < kBRowsPerThread; ++i) {
+        Element* p = b_dst + (b_row0 + i * kBRowsPerPass) * kBStride + b_col;
+        *p = round_tf32(*p);
+      }
+    };
+
+#pragma unroll
+    for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < kMmaN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < kKTiles) load_stage(s, s);
+      cp_async_commit();
+    }
+
+    const int g = lane >> 2;  // mma "group" row
+    const int t = lane & 3;   // thread in group
+
+    for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
+      cp_async_wait<kStages - 2>();
+      if constexpr (kSplit == 1) round_own_stage(k_tile % kStages);
+      // The stage refilled below was consumed in the previous iteration; this barrier
+      // is what makes overwriting it safe.
+      __syncthreads();
+      const int next = k_tile + kStages - 1;
+      if (next < kKTiles) load_stage(next % kStages, next);
+      cp_async_commit();
+
+      const Element* a_stage = a_smem + (k_tile % kStages) * kAStageElems + (warp_m * kWarpTileM) * kAStride;
+      const Element* b_stage = b_smem + (k_tile % kStages) * kBStageElems + warp_n * kWarpTileN;
+      // ldmatrix row address of this lane: matrices (rows 0-7 | 8-15) x (k 0-3 | 4-7).
+      const Element* a_lane = a_stage + ((lane & 7) + ((lane >> 3) & 1) * 8) * kAStride + (lane >> 4) * 4;
+      float part[kSplit == 3 ? kMmaM : 1][kSplit == 3 ? kMmaN : 1][4];
+      if constexpr (kSplit == 3) {
+#pragma unroll
+        for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+          for (int j = 0; j < kMmaN; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
+      }
+#pragma unroll
+      for (int k8 = 0; k8 < kBK; k8 += 8) {
+        unsigned a_frag[kMmaM][4];
+        unsigned b_frag[kMmaN][2];
+#pragma unroll
+        for (int i = 0; i < kMmaM; ++i) ldmatrix_x4(a_frag[i], a_lane + i * 16 * kAStride + k8);
+#pragma unroll
+        for (int j = 0; j < kMmaN; ++j) {
+          const Element* b = b_stage + (k8 + t) * kBStride + j * 8 + g;
+          b_frag[j][0] = __float_as_uint(b[0]);
+          b_frag[j][1] = __float_as_uint(b[4 * kBStride]);
+        }
+        if constexpr (kSplit == 1) {
+#pragma unroll
+          for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+            for (int j = 0; j < kMmaN; ++j) mma(acc[i][j], a_frag[i], b_frag[j]);
+        } else {
+          unsigned a_big[kMmaM][4], a_small[kMmaM][4];
+          unsigned b_big[kMmaN][2], b_small[kMmaN][2];
+#pragma unroll
+          for (int i = 0; i < kMmaM; ++i) split(a_frag[i], a_big[i], a_small[i]);
+#pragma unroll
+          for (int j = 0; j < kMmaN; ++j) split(b_frag[j], b_big[j], b_small[j]);
+#pragma unroll
+          for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+            for (int j = 0; j < kMmaN; ++j) {
+              mma(part[i][j], a_small[i], b_big[j]);
+              mma(part[i][j], a_big[i], b_small[j]);
+              mma(part[i][j], a_big[i], b_big[j]);
+            }
+        }
+      }
+      if constexpr (kSplit == 3) {
+#pragma unroll
+        for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+          for (int j = 0; j < kMmaN; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] += part[i][j][e];
+      }
+    }
+    cp_async_wait<0>();
+  } else {
+    // The window's top-left tap, which may lie in the padding (before x, even): only
+    // in-image taps are ever read through it. A pointer here, so that each tap's address
+    // is one multiply-add of its table offset.
+    const Element* x_pixel =
+        opaque(x_group + (static_cast<index_t>(img) * kC * kImagePlane + static_cast<index_t>(ih0) * kW + iw0));
+    const bool interior =
+        !kPadded || (ih0 >= 0 && ih0 + (kR - 1) * kDilationH < kH && iw0 >= 0 && iw0 + (kS - 1) * kDilationW < kW);
+
+    Element x_regs[kBRowsPerThread];
+    auto gather_x = [&](int k_tile) {
+      const int k0 = k_tile * kBK;
+#pragma unroll
+      for (int i = 0; i < kBRowsPerThread; ++i) {
+        const int kk = k0 + b_row0 + i * kBRowsPerPass;
+        const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
+        index_t offset;
+        int dh, dw;
+        if constexpr (kUseTable) {
+          const int entry = in_k ? kk : 0;
+          offset = kGather.offset[entry];
+          const int shift = kGather.shift[entry];
+          dh = shift >> 16;
+          dw = shift & 0xffff;
+        } else {
+          const int c = kk / kTaps;
+          const int rs = kk % kTaps;
+          dh = (rs / kS) * kDilationH;
+          dw = (rs % kS) * kDilationW;
+          offset = c * kImagePlane + dh * kW + dw;
+        }
+        bool valid = in_k;
+        if constexpr (kPadded) {
+          if (!interior) {
+            valid = valid && static_cast<unsigned>(ih0 + dh) < static_cast<unsigned>(kH) &&
+                    static_cast<unsigned>(iw0 + dw) < static_cast<unsigned>(kW);
+          }
+        }
+        x_regs[i] = valid ? __ldg(x_pixel + offset) : Element{0};
+      }
+    };
+    auto store_x = [&](int stage) {
+      Element* dst = b_smem + stage * kBStageElems + b_col;
+#pragma unroll
+      for (int i = 0; i < kBRowsPerThread; ++i) dst[(b_row0 + i * kBRowsPerPass) * kBStride] = x_regs[i];
+    };
+
+    // This thread's W chunks: columns w_kq.. of the tile in rows w_row + j * kARowsPerPass.
+    const int w_row = tid / kAChunksPerRow;
+    const int w_kq = (tid % kAChunksPerRow) * kChunkElems;
+    // Rows past the group's last channel are never read through it (zero-filled instead).
+    const Element* w_thread = opaque(w_group + (static_cast<index_t>(m0 + w_row) * kGemmK + w_kq));
+    auto copy_w_async = [&](int stage, int k_tile) {
+      const int k0 = k_tile * kBK;
+      Element* dst = a_smem + stage * kAStageElems + w_row * kAStride + w_kq;
+#pragma unroll
+      for (int j = 0; j < kAPasses; ++j) {
+        if (kBM % kARowsPerPass != 0 && w_row + j * kARowsPerPass >= kBM) break;
+        const bool valid = m0 + w_row + j * kARowsPerPass < kKPerGroup && (kGemmK % kBK == 0 || k0 + w_kq < kGemmK);
+        const Element* src = valid ? w_thread + (static_cast<index_t>(j) * kARowsPerPass * kGemmK + k0) : w;
+        cp_async16(dst + j * kARowsPerPass * kAStride, src, valid);
+      }
+    };
+    Element w_regs[kWeightChunks ? 1 : kAElemsPerThread];
+    auto load_w = [&](int k_tile) {
+      const int k0 = k_tile * kBK;
+#pragma unroll
+      for (int j = 0; j < kAElemsPerThread; ++j) {
+        const int i = tid + j * kThreads;
+        const int m = i / kBK;
+        const int kk = i % kBK;
+        const bool valid = (kBM * kBK % kThreads == 0 || i < kBM * kBK) && m0 + m < kKPerGroup && k0 + kk < kGemmK;
+        w_regs[j] = valid ? __ldg(w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk) : Element{0};
+      }
+    };
+    auto store_w = [&](int stage) {
+      Element* dst = a_smem + stage * kAStageElems;
+#pragma unroll
+      for (int j = 0; j < kAElemsPerThread; ++j) {
+        const int i = tid + j * kThreads;
+        if (kBM * kBK % kThreads == 0 || i < kBM * kBK) dst[(i / kBK) * kAStride + i % kBK] = w_regs[j];
+      }
+    };
+
+#pragma unroll
+    for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+      for (int j = 0; j < kMmaN; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // ldmatrix row addresses of this lane: matrices (rows 0-7 | 8-15) x (cols 0-7 | 8-15).
+    // For W that is exactly the A fragment (a0..a3); for X, stored [kk][pixel] and loaded
+    // transposed, it is b0, b1 of one n8 tile, then b0, b1 of the next.
+    const int lane_row = (lane & 7) + ((lane >> 3) & 1) * 8;
+    const int lane_col = (lane >> 4) * 8;
+    auto multiply = [&](int stage) {
+      const Element* a_lane = a_smem + stage * kAStageElems + (warp_m * kWarpTileM + lane_row) * kAStride + lane_col;
+      const Element* b_lane = b_smem + stage * kBStageElems + lane_row * kBStride + warp_n * kWarpTileN + lane_col;
+#pragma unroll
+      for (int k16 = 0; k16 < kBK; k16 += 16) {
+        unsigned a_frag[kMmaM][4];
+        unsigned b_frag[kMmaN][2];
+#pragma unroll
+        for (int i = 0; i < kMmaM; ++i) ldmatrix_x4(a_frag[i], a_lane + i * 16 * kAStride + k16);
+#pragma unroll
+        for (int j = 0; j < kMmaN; j += 2) {
+          unsigned r[4];
+          ldmatrix_x4_trans(r, b_lane + k16 * kBStride + j * 8);
+          b_frag[j][0] = r[0];
+          b_frag[j][1] = r[1];
+          b_frag[j + 1][0] = r[2];
+          b_frag[j + 1][1] = r[3];
+        }
+#pragma unroll
+        for (int i = 0; i < kMmaM; ++i)
+#pragma unroll
+          for (int j = 0; j < kMmaN; ++j) mma(acc[i][j], a_frag[i], b_frag[j]);
+      }
+    };
+
+    // Tile 0 into stage 0.
+    if constexpr (kWeightChunks) {
+      copy_w_async(0, 0);
+    } else {
+      load_w(0);
+      store_w(0);
+    }
+    cp_async_commit();
+    gather_x(0);
+    store_x(0);
+
+    for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
+      const int stage = k_tile & 1;
+      cp_async_wait<0>();
+      // Tile k_tile is now in shared memory for every warp, and every warp is done with
+      // tile k_tile - 1, whose stage the next tile overwrites.
+      __syncthreads();
+      const bool more = k_tile + 1 < kKTiles;
+      if (more) {
+        if constexpr (kWeightChunks) {
+          copy_w_async(stage ^ 1, k_tile + 1);
+        } else {
+          load_w(k_tile + 1);
+        }
+        gather_x(k_tile + 1);
+      }
+      cp_async_commit();
+      multiply(stage);
+      if (more) {
+        if constexpr (!kWeightChunks) store_w(stage ^ 1);
+        store_x(stage ^ 1);
+      }
+    }
+  }
+
+  // Epilogue in registers: bias, optional ReLU, one rounding (16-bit), store to NCHW.
+  const int g = lane >> 2;  // mma "group": accumulator rows g and g + 8
+  const int t = lane & 3;   // accumulator columns 2t and 2t + 1
+#pragma unroll
+  for (int i = 0; i < kMmaM; ++i) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int m = m0 + warp_m * kWarpTileM + i * 16 + g + half * 8;
+      if (m >= kKPerGroup) continue;
+      const int k_out = group * kKPerGroup + m;
+      float b_val = 0.0f;
+      if constexpr (kHasBias) b_val = Traits::to_float(__ldg(bias + k_out));
+#pragma unroll
+      for (int j = 0; j < kMmaN; ++j) {
+        if constexpr (!k16Bit) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const long long col = n0 + warp_n * kWarpTileN + j * 8 + 2 * t + e;
+            if (col >= kGemmN) continue;
+            float v = acc[i][j][half * 2 + e] + b_val;
+            if constexpr (kRelu) v = fmaxf(v, 0.0f);
+            const index_t img_out = static_cast<index_t>(col / kPixelsPerImage);
+            const index_t pq_out = static_cast<index_t>(col % kPixelsPerImage);
+            y[(img_out * kK + k_out) * static_cast<index_t>(kPixelsPerImage) + pq_out] = v;
+          }
+        } else {
+          const long long col = n0 + warp_n * kWarpTileN + j * 8 + 2 * t;  // even
+          if (col >= kGemmN) continue;
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            v[e] = acc[i][j][half * 2 + e] + b_val;
+            if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+          }
+          const index_t img_out = static_cast<index_t>(col / kPixelsPerImage);
+          const index_t pq_out = static_cast<index_t>(col % kPixelsPerImage);
+          Element* out = y + (img_out * kK + k_out) * static_cast<index_t>(kPixelsPerImage) + pq_out;
+          if constexpr (kPairStores) {
+            // col is even and kGemmN is even, so col + 1 is a pixel of the same image.
+            *reinterpret_cast<unsigned*>(out) =
+                static_cast<unsigned>(Traits::from_float(v[0])) | static_cast<unsigned>(Traits::from_float(v[1])) << 16;
+          } else {
+            out[0] = Traits::from_float(v[0]);
+            if (col + 1 < kGemmN) {
+              const index_t next =
+                  (col + 1) % kPixelsPerImage == 0 ? static_cast<index_t>(kK - 1) * kPixelsPerImage : 0;
+              out[1 + next] = Traits::from_float(v[1]);
+            }
+          }
+        }
+      }
+    }
+  }
+}
