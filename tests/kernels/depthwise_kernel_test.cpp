@@ -47,15 +47,15 @@ TEST(DepthwiseKernel, DirectAlgorithmPicksItForDepthwiseAndNarrowGroupProblems) 
       d.dtype = dtype;
       SCOPED_TRACE(d.to_string());
       EXPECT_FALSE(depthwise_unsupported_reason(d).has_value());
-      const SpecializedSource src = specialize(d, Algorithm::kDirect);
-      EXPECT_EQ(src.template_name, "conv2d_depthwise.cu");
-      EXPECT_EQ(src.kernel_name, depthwise_kernel_name(d));
-      EXPECT_TRUE(src.kernel_name.starts_with("conv2d_depthwise_" + std::string(to_string(dtype)) + "_nchw_"));
-      EXPECT_EQ(src.algorithm, "direct");
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.source.template_name, "conv2d_depthwise.cu");
+      EXPECT_EQ(src.source.kernel_name, depthwise_kernel_name(d));
+      EXPECT_TRUE(src.source.kernel_name.starts_with("conv2d_depthwise_" + std::string(to_string(dtype)) + "_nchw_"));
+      EXPECT_EQ(src.launch.algorithm, "direct");
       // Enough blocks to fill a 132-SM GPU several times over.
-      EXPECT_GE(src.geometry.grid_x, 132u * 4);
-      EXPECT_LE(src.geometry.block_x, 256u);
-      EXPECT_GE(src.geometry.block_x, 128u);
+      EXPECT_GE(src.launch.geometry.grid_x, 132u * 4);
+      EXPECT_LE(src.launch.geometry.block_x, 256u);
+      EXPECT_GE(src.launch.geometry.block_x, 128u);
     }
   }
   EXPECT_EQ(depthwise_kernel_name(kernelbench_depthwise()[0]),
@@ -73,9 +73,9 @@ TEST(DepthwiseKernel, DenseAndWideGroupProblemsKeepTheDirectTemplate) {
   for (const Conv2dDesc& d : keep) {
     SCOPED_TRACE(d.to_string());
     EXPECT_TRUE(depthwise_unsupported_reason(d).has_value());
-    const SpecializedSource src = specialize(d, Algorithm::kDirect);
-    EXPECT_EQ(src.template_name, "conv2d_direct.cu");
-    EXPECT_EQ(src.kernel_name, direct_kernel_name(d));
+    const Specialization src = specialize(d, Algorithm::kDirect);
+    EXPECT_EQ(src.source.template_name, "conv2d_direct.cu");
+    EXPECT_EQ(src.source.kernel_name, direct_kernel_name(d));
   }
 }
 
@@ -85,11 +85,11 @@ TEST(DepthwiseKernel, MathModeLeavesTheSourceUnchanged) {
     Conv2dDesc d = kernelbench_depthwise()[2];
     d.dtype = dtype;
     d.math = MathMode::kTF32;
-    const SpecializedSource tf32 = specialize(d, Algorithm::kDirect);
+    const Specialization tf32 = specialize(d, Algorithm::kDirect);
     d.math = MathMode::kStrictFp32;
-    const SpecializedSource strict = specialize(d, Algorithm::kDirect);
-    EXPECT_EQ(tf32.text, strict.text);
-    EXPECT_EQ(tf32.kernel_name, strict.kernel_name);
+    const Specialization strict = specialize(d, Algorithm::kDirect);
+    EXPECT_EQ(tf32.source.text, strict.source.text);
+    EXPECT_EQ(tf32.source.kernel_name, strict.source.kernel_name);
   }
 }
 
@@ -102,13 +102,13 @@ TEST(DepthwiseKernel, KernelBenchShapesStreamWithVectorAccessesAndDoNotSpill) {
       d.bias = true;
       d.activation = Activation::kRelu;
       SCOPED_TRACE(d.to_string());
-      const SpecializedSource src = specialize(d, Algorithm::kDirect);
-      const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
-      const ResourceUsage usage = parse_ptxas_report(out.log, src.kernel_name);
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      const ResourceUsage usage = parse_ptxas_report(out.log, src.source.kernel_name);
       EXPECT_GT(usage.registers, 0) << out.log;
-      EXPECT_LE(usage.registers, 64) << src.tile;  // four 256-thread blocks an SM
-      EXPECT_EQ(usage.spill_store_bytes, 0) << src.tile << "\n" << out.log;
-      EXPECT_EQ(usage.spill_load_bytes, 0) << src.tile << "\n" << out.log;
+      EXPECT_LE(usage.registers, 64) << src.launch.tile;  // four 256-thread blocks an SM
+      EXPECT_EQ(usage.spill_store_bytes, 0) << src.launch.tile << "\n" << out.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << src.launch.tile << "\n" << out.log;
       EXPECT_NE(out.ptx.find("ld.global.nc.v4.u32"), std::string::npos);
       EXPECT_NE(out.ptx.find("ld.shared.v4.f32"), std::string::npos);
       if (d.output_shape().q % 4 == 0) {
@@ -124,11 +124,11 @@ TEST(DepthwiseKernel, OddShapesCompileForEveryDataType) {
       d.dtype = dtype;
       ASSERT_NO_THROW(d.validate()) << d.to_string();
       SCOPED_TRACE(d.to_string());
-      const SpecializedSource src = specialize(d, Algorithm::kDirect);
-      EXPECT_EQ(src.template_name, "conv2d_depthwise.cu");
-      const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
-      const ResourceUsage usage = parse_ptxas_report(out.log, src.kernel_name);
-      EXPECT_EQ(usage.spill_store_bytes, 0) << src.tile << "\n" << out.log;
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.source.template_name, "conv2d_depthwise.cu");
+      const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      const ResourceUsage usage = parse_ptxas_report(out.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << src.launch.tile << "\n" << out.log;
     }
   }
 }

@@ -26,11 +26,11 @@ namespace {
 constexpr const char* kMma = "conv2d_implicit_gemm_mma.cu";
 constexpr const char* kWgmma = "conv2d_implicit_gemm_wgmma.cu";
 
-int constant(const SpecializedSource& src, const std::string& name) {
+int constant(const Specialization& src, const std::string& name) {
   const std::string needle = "constexpr int " + name + " = ";
-  const auto at = src.text.find(needle);
-  if (at == std::string::npos) ADD_FAILURE() << name << " is not in the prologue of " << src.kernel_name;
-  return at == std::string::npos ? -1 : std::stoi(src.text.substr(at + needle.size()));
+  const auto at = src.source.text.find(needle);
+  if (at == std::string::npos) ADD_FAILURE() << name << " is not in the prologue of " << src.source.kernel_name;
+  return at == std::string::npos ? -1 : std::stoi(src.source.text.substr(at + needle.size()));
 }
 
 // NVRTC's front end alone: it evaluates every static_assert at a small fraction of a
@@ -113,12 +113,12 @@ TEST(SharedMemoryLayout, HostAndMmaTemplateAgreeForRandomProblems) {
   std::mt19937 rng(20240613);
   for (int i = 0; i < 160; ++i) {
     const RandomProblem p = random_problem(rng);
-    const SpecializedSource src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_80", p.align);
-    SCOPED_TRACE(src.kernel_name);
-    ASSERT_EQ(src.template_name, kMma);
+    const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_80", p.align);
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_EQ(src.source.template_name, kMma);
     // The launch reserves exactly what the template was told it has.
-    EXPECT_EQ(static_cast<int>(src.geometry.shared_bytes), constant(src, "kSharedBytes"));
-    EXPECT_EQ(front_end_errors(src.text, "sm_80"), "") << src.tile;
+    EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
+    EXPECT_EQ(front_end_errors(src.source.text, "sm_80"), "") << src.launch.tile;
   }
 }
 
@@ -128,12 +128,12 @@ TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomProblems) {
   for (int tries = 0; checked < 80 && tries < 4000; ++tries) {
     const RandomProblem p = random_problem(rng);
     if (wgmma_unsupported_reason(p.desc, "sm_90")) continue;
-    const SpecializedSource src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_90");
-    SCOPED_TRACE(src.kernel_name);
-    ASSERT_EQ(src.template_name, kWgmma);
-    EXPECT_EQ(static_cast<int>(src.geometry.shared_bytes), constant(src, "kSharedBytes"));
-    EXPECT_LE(src.geometry.shared_bytes, 227u * 1024);
-    EXPECT_EQ(front_end_errors(src.text, src.compile_arch), "") << src.tile;
+    const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_EQ(src.source.template_name, kWgmma);
+    EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
+    EXPECT_LE(src.launch.geometry.shared_bytes, 227u * 1024);
+    EXPECT_EQ(front_end_errors(src.source.text, src.source.compile_arch), "") << src.launch.tile;
     ++checked;
   }
   EXPECT_EQ(checked, 80);
@@ -147,11 +147,11 @@ TEST(SharedMemoryLayout, AFewProblemsCompileInFullForSm80AndSm90) {
     for (const char* arch : {"sm_80", "sm_90"}) {
       Conv2dDesc d = base;
       d.dtype = dtype;
-      const SpecializedSource src = specialize(d, Algorithm::kImplicitGemm, arch);
-      SCOPED_TRACE(src.kernel_name);
-      EXPECT_EQ(src.template_name, std::string(arch) == "sm_90" ? kWgmma : kMma);
-      const auto out = Nvrtc::compile(src.text, src.template_name,
-                                      Nvrtc::options_for(src.compile_arch.empty() ? arch : src.compile_arch));
+      const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch);
+      SCOPED_TRACE(src.source.kernel_name);
+      EXPECT_EQ(src.source.template_name, std::string(arch) == "sm_90" ? kWgmma : kMma);
+      const auto out = Nvrtc::compile(src.source.text, src.source.template_name,
+                                      Nvrtc::options_for(src.source.compile_arch.empty() ? arch : src.source.compile_arch));
       EXPECT_FALSE(out.cubin.empty());
     }
   }
@@ -159,15 +159,15 @@ TEST(SharedMemoryLayout, AFewProblemsCompileInFullForSm80AndSm90) {
 
 // A prologue whose layout constant disagrees with the template's must not compile, and
 // the error must say which constant: proof that the asserts exist and are evaluated.
-void expect_rejected(const SpecializedSource& src, const std::string& name, const std::string& arch) {
+void expect_rejected(const Specialization& src, const std::string& name, const std::string& arch) {
   const std::string line = fmt::format("constexpr int {} = {};", name, constant(src, name));
-  const auto at = src.text.find(line);
+  const auto at = src.source.text.find(line);
   ASSERT_NE(at, std::string::npos) << line;
-  std::string wrong = src.text;
+  std::string wrong = src.source.text;
   wrong.replace(at, line.size(), fmt::format("constexpr int {} = {};", name, constant(src, name) + 16));
   try {
-    Nvrtc::compile(wrong, src.template_name, Nvrtc::options_for(arch));
-    ADD_FAILURE() << src.kernel_name << " compiled with a wrong " << name;
+    Nvrtc::compile(wrong, src.source.template_name, Nvrtc::options_for(arch));
+    ADD_FAILURE() << src.source.kernel_name << " compiled with a wrong " << name;
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kCompile);
     const std::string what = e.what();
@@ -181,17 +181,17 @@ TEST(SharedMemoryLayout, AWrongEmittedConstantFailsTheCompileAtItsStaticAssert) 
   for (const DType dtype : {DType::kFloat32, DType::kFloat16}) {
     Conv2dDesc typed = d;
     typed.dtype = dtype;
-    const SpecializedSource mma = specialize(typed, Algorithm::kImplicitGemm, "sm_80");
-    ASSERT_EQ(mma.template_name, kMma);
+    const Specialization mma = specialize(typed, Algorithm::kImplicitGemm, "sm_80");
+    ASSERT_EQ(mma.source.template_name, kMma);
     for (const char* name : {"kAStride", "kBStride", "kAStageElems", "kBStageElems", "kSharedBytes"}) {
       SCOPED_TRACE(fmt::format("{} {}", to_string(dtype), name));
       expect_rejected(mma, name, "sm_80");
     }
-    const SpecializedSource wgmma = specialize(typed, Algorithm::kImplicitGemm, "sm_90");
-    ASSERT_EQ(wgmma.template_name, kWgmma);
+    const Specialization wgmma = specialize(typed, Algorithm::kImplicitGemm, "sm_90");
+    ASSERT_EQ(wgmma.source.template_name, kWgmma);
     for (const char* name : {"kStageBytes", "kSharedBytes"}) {
       SCOPED_TRACE(fmt::format("{} {}", to_string(dtype), name));
-      expect_rejected(wgmma, name, wgmma.compile_arch);
+      expect_rejected(wgmma, name, wgmma.source.compile_arch);
     }
   }
 }

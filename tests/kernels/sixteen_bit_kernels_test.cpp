@@ -44,10 +44,10 @@ TEST(SixteenBitKernels, EveryAlgorithmCompilesUnderNvrtcForF16AndBf16) {
       for (const Algorithm algorithm : kAlgorithms) {
         SCOPED_TRACE(fmt::format("{} / {}", d.to_string(), to_string(algorithm)));
         ASSERT_FALSE(unsupported_reason(d, algorithm).has_value());
-        const SpecializedSource src = specialize(d, algorithm);
-        EXPECT_NE(src.text.find(fmt::format("constexpr int kDType = {};", dtype == DType::kFloat16 ? 1 : 2)),
+        const Specialization src = specialize(d, algorithm);
+        EXPECT_NE(src.source.text.find(fmt::format("constexpr int kDType = {};", dtype == DType::kFloat16 ? 1 : 2)),
                   std::string::npos);
-        const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
+        const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
         EXPECT_FALSE(out.cubin.empty());
       }
     }
@@ -58,10 +58,10 @@ TEST(SixteenBitKernels, ImplicitGemmUsesTheMatching16BitMmaWithFp32Accumulation)
   Conv2dDesc d{.n = 2, .c = 32, .h = 20, .w = 20, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   for (const DType dtype : k16BitTypes) {
     d.dtype = dtype;
-    const SpecializedSource src = specialize(d, Algorithm::kImplicitGemm);
-    EXPECT_EQ(src.template_name, "conv2d_implicit_gemm_mma.cu");
-    EXPECT_NE(src.kernel_name.find(dtype == DType::kFloat16 ? "igemm_f16_" : "igemm_bf16_"), std::string::npos);
-    const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
+    const Specialization src = specialize(d, Algorithm::kImplicitGemm);
+    EXPECT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
+    EXPECT_NE(src.source.kernel_name.find(dtype == DType::kFloat16 ? "igemm_f16_" : "igemm_bf16_"), std::string::npos);
+    const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
     const std::string mma = dtype == DType::kFloat16 ? "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32"
                                                      : "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32";
     EXPECT_NE(out.ptx.find(mma), std::string::npos) << to_string(dtype);
@@ -78,12 +78,12 @@ TEST(SixteenBitKernels, ImplicitGemmDefaultTilesDoNotSpill) {
         const Conv2dDesc d{.n = 8, .c = 64, .h = 64, .w = 64, .k = k, .r = 5, .s = 7, .pad_h = pad, .pad_w = pad,
                            .bias = true, .activation = Activation::kRelu, .dtype = dtype};
         SCOPED_TRACE(d.to_string());
-        const SpecializedSource src = specialize(d, Algorithm::kImplicitGemm);
-        const auto out = Nvrtc::compile(src.text, src.template_name, Nvrtc::options_for("sm_90"));
-        const ResourceUsage usage = parse_ptxas_report(out.log, src.kernel_name);
+        const Specialization src = specialize(d, Algorithm::kImplicitGemm);
+        const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+        const ResourceUsage usage = parse_ptxas_report(out.log, src.source.kernel_name);
         EXPECT_GT(usage.registers, 0) << out.log;
-        EXPECT_EQ(usage.spill_store_bytes, 0) << src.tile << "\n" << out.log;
-        EXPECT_EQ(usage.spill_load_bytes, 0) << src.tile << "\n" << out.log;
+        EXPECT_EQ(usage.spill_store_bytes, 0) << src.launch.tile << "\n" << out.log;
+        EXPECT_EQ(usage.spill_load_bytes, 0) << src.launch.tile << "\n" << out.log;
       }
     }
   }
@@ -96,11 +96,11 @@ TEST(SixteenBitKernels, MathModeLeavesTheKernelSourceUnchanged) {
       Conv2dDesc d = shapes()[4];
       d.dtype = dtype;
       d.math = MathMode::kTF32;
-      const SpecializedSource tf32 = specialize(d, algorithm);
+      const Specialization tf32 = specialize(d, algorithm);
       d.math = MathMode::kStrictFp32;
-      const SpecializedSource strict = specialize(d, algorithm);
-      EXPECT_EQ(tf32.text, strict.text) << to_string(dtype) << " " << to_string(algorithm);
-      EXPECT_EQ(tf32.kernel_name, strict.kernel_name);
+      const Specialization strict = specialize(d, algorithm);
+      EXPECT_EQ(tf32.source.text, strict.source.text) << to_string(dtype) << " " << to_string(algorithm);
+      EXPECT_EQ(tf32.source.kernel_name, strict.source.kernel_name);
     }
   }
 }
@@ -111,7 +111,7 @@ TEST(SixteenBitKernels, KernelNamesAndSourcesDifferByDtype) {
     std::vector<SpecializedSource> sources;
     for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
       d.dtype = dtype;
-      sources.push_back(specialize(d, algorithm));
+      sources.push_back(specialize(d, algorithm).source);
     }
     for (std::size_t i = 0; i < sources.size(); ++i) {
       for (std::size_t j = i + 1; j < sources.size(); ++j) {

@@ -70,23 +70,23 @@ TEST(KernelTemplates, EmbeddedTextMatchesTheFileInTheSourceTree) {
 TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbatim) {
   const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
   const auto spec = specialize_direct(d);
-  EXPECT_EQ(spec.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
-  EXPECT_NE(spec.text.find("#define CONVJIT_KERNEL_NAME " + spec.kernel_name), std::string::npos);
+  EXPECT_EQ(spec.source.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
+  EXPECT_NE(spec.source.text.find("#define CONVJIT_KERNEL_NAME " + spec.source.kernel_name), std::string::npos);
   for (const char* line : {"constexpr int kN = 8;", "constexpr int kC = 64;", "constexpr int kH = 512;",
                            "constexpr int kW = 256;", "constexpr int kK = 128;", "constexpr int kR = 5;",
                            "constexpr int kS = 7;", "constexpr int kP = 508;", "constexpr int kQ = 250;",
                            "constexpr bool kHasBias = false;", "constexpr bool kWideIndex = false;"}) {
-    EXPECT_NE(spec.text.find(line), std::string::npos) << line;
+    EXPECT_NE(spec.source.text.find(line), std::string::npos) << line;
   }
   // The template body follows unchanged.
   const std::string_view body = template_text("conv2d_direct.cu");
-  EXPECT_TRUE(std::string_view(spec.text).ends_with(body));
+  EXPECT_TRUE(std::string_view(spec.source.text).ends_with(body));
 }
 
 TEST(KernelTemplates, HugeTensorsSelectWideIndexing) {
   // 2 x 64 x 8192 x 4096 = 2^32 input elements: over int32.
   const Conv2dDesc d{.n = 2, .c = 64, .h = 8192, .w = 4096, .k = 1, .r = 1, .s = 1};
-  EXPECT_NE(specialize_direct(d).text.find("constexpr bool kWideIndex = true;"), std::string::npos);
+  EXPECT_NE(specialize_direct(d).source.text.find("constexpr bool kWideIndex = true;"), std::string::npos);
 }
 
 TEST(KernelTemplates, KernelNamesAreUniquePerProblem) {

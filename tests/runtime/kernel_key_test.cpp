@@ -17,7 +17,7 @@ Conv2dDesc base() {
 }
 
 KernelKey key_of(const Conv2dDesc& d, const std::string& arch = "sm_90") {
-  return make_kernel_key(d, specialize_direct(d), arch, Nvrtc::options_for(arch), "13.0");
+  return make_kernel_key(d, specialize_direct(d).source, arch, Nvrtc::options_for(arch), "13.0");
 }
 
 TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
@@ -54,7 +54,7 @@ TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
 
 TEST(KernelKey, ChangesWithArchOptionsAndCompilerVersion) {
   const Conv2dDesc d = base();
-  const auto spec = specialize_direct(d);
+  const auto spec = specialize_direct(d).source;
   const KernelKey ref = make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_90"), "13.0");
   EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_80", Nvrtc::options_for("sm_90"), "13.0").hash);
   EXPECT_NE(ref.hash, make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_80"), "13.0").hash);
@@ -68,7 +68,7 @@ TEST(KernelKey, ChangesWithArchOptionsAndCompilerVersion) {
 // header's text itself: a header change has to miss every cached kernel.
 TEST(KernelKey, ChangesWhenAnEmbeddedHeaderChanges) {
   const Conv2dDesc d = base();
-  const auto spec = specialize_direct(d);
+  const auto spec = specialize_direct(d).source;
   const auto options = Nvrtc::options_for("sm_90");
   ASSERT_FALSE(embedded_headers().empty());
   const KernelKey ref = make_kernel_key(d, spec, "sm_90", options, "13.0");
@@ -100,7 +100,7 @@ TEST(KernelKey, IsDeterministicAndHoldsNoPaths) {
   EXPECT_NE(a.text.find("arch sm_90"), std::string::npos);
   EXPECT_NE(a.text.find("nvrtc 13.0"), std::string::npos);
   // base() has 4 channels a group: the direct algorithm runs it with the depthwise template.
-  EXPECT_NE(a.text.find("template " + specialize_direct(base()).template_name + " sha256:"), std::string::npos);
+  EXPECT_NE(a.text.find("template " + specialize_direct(base()).source.template_name + " sha256:"), std::string::npos);
   EXPECT_NE(a.text.find("template conv2d_depthwise.cu sha256:"), std::string::npos);
 }
 

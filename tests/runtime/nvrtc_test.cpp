@@ -11,8 +11,8 @@ namespace {
 TEST(Nvrtc, CompilesSpecializedSourceToPtxAndCubinWithoutGpu) {
   const Conv2dDesc d{.n = 1, .c = 3, .h = 9, .w = 9, .k = 17, .r = 3, .s = 3, .bias = true};
   const auto spec = specialize_direct(d);
-  const auto out = Nvrtc::compile(spec.text, spec.kernel_name + ".cu", Nvrtc::options_for("sm_90"));
-  EXPECT_NE(out.ptx.find(".entry " + spec.kernel_name), std::string::npos);
+  const auto out = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", Nvrtc::options_for("sm_90"));
+  EXPECT_NE(out.ptx.find(".entry " + spec.source.kernel_name), std::string::npos);
   EXPECT_NE(out.ptx.find(".target sm_90"), std::string::npos);
   ASSERT_GT(out.cubin.size(), 4u);
   EXPECT_EQ(out.cubin.substr(0, 4), std::string("\x7f" "ELF"));

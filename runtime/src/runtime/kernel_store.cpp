@@ -150,7 +150,9 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   artifact->desc = desc;
   artifact->algorithm = key.algorithm;
   artifact->arch = arch;
-  artifact->source = specialize(desc, key.algorithm, arch, key.align);
+  auto specialization = specialize(desc, key.algorithm, arch, key.align);
+  artifact->source = std::move(specialization.source);
+  artifact->launch = std::move(specialization.launch);
   const auto options =
       Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);

@@ -27,7 +27,8 @@ struct KernelArtifact {
   Conv2dDesc desc;
   Algorithm algorithm = Algorithm::kDirect;
   std::string arch;
-  SpecializedSource source;
+  SpecializedSource source;  // what the key and the compile see
+  LaunchSpec launch;         // how to launch it
   KernelKey key;
   CompiledKernel compiled;     // PTX, CUBIN, log and options
   std::filesystem::path path;  // the disk entry; empty without a disk cache

@@ -15,7 +15,7 @@ std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, con
     const std::string& name = artifact.source.kernel_name;
     auto module = std::make_shared<LoadedModule>(dev.context(), artifact.compiled.cubin,
                                                  artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
-                                                 artifact.source.geometry.shared_bytes);
+                                                 artifact.launch.geometry.shared_bytes);
     Counters::bump(counters.module_loads);
     return module;
   });
@@ -56,23 +56,23 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     artifact = store.rebuild(desc, algorithm, dev->arch(), align);
     k->module = module_for(*dev, *artifact);
   }
-  const SpecializedSource& src = artifact->source;
-  k->kernel_name = src.kernel_name;
-  k->needs = src.needs;
-  k->geometry = src.geometry;
+  const LaunchSpec& launch = artifact->launch;
+  k->kernel_name = artifact->source.kernel_name;
+  k->needs = launch.needs;
+  k->geometry = launch.geometry;
   if (k->geometry.persistent) {
     const std::uint64_t per_item = std::uint64_t{k->geometry.grid_y} * k->geometry.grid_z;
     const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);
     k->geometry.grid_x = std::min(k->geometry.grid_x, blocks);
   }
-  if (const auto& pack = src.weight_pack) {
+  if (const auto& pack = launch.weight_pack) {
     auto packer = std::make_shared<WeightPacker>(*pack, k->module);
     k->workspace_bytes = packer->packed_bytes();
     k->packer = std::move(packer);
   }
   if (chunking) {
     auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module,
-                                                   src.kernel_name, blas_for(*dev), blas_workspace);
+                                                   artifact->source.kernel_name, blas_for(*dev), blas_workspace);
     k->workspace_bytes = gemm->workspace_bytes();
     k->gemm = std::move(gemm);
   }

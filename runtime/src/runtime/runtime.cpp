@@ -203,7 +203,7 @@ std::string Runtime::source(const Conv2dDesc& desc, std::optional<std::string> a
   desc.validate();
   const std::string target = arch ? *arch : device_arch();
   parse_arch(target);
-  return specialize(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target).text;
+  return specialize(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target).source.text;
 }
 
 std::string Runtime::ptx(const Conv2dDesc& desc, std::optional<std::string> arch) {
@@ -216,12 +216,13 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
   auto artifact = impl_->pipeline->store.get(desc, algorithm, target);
   const auto& src = artifact->source;
+  const auto& launch = artifact->launch;
   KernelInfo info;
-  info.algorithm = src.algorithm;
-  info.tile = src.tile;
-  info.grid_blocks = src.geometry.grid_x;
-  info.block_threads = src.geometry.block_x;
-  info.dynamic_shared_bytes = src.geometry.shared_bytes;
+  info.algorithm = launch.algorithm;
+  info.tile = launch.tile;
+  info.grid_blocks = launch.geometry.grid_x;
+  info.block_threads = launch.geometry.block_x;
+  info.dynamic_shared_bytes = launch.geometry.shared_bytes;
   info.resources = parse_ptxas_report(artifact->compiled.log, src.kernel_name);
   info.kernel_name = src.kernel_name;
   info.arch = artifact->arch;
@@ -233,7 +234,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   info.options = artifact->compiled.options;
   info.log = artifact->compiled.log;
   info.cache_path = artifact->path;
-  info.alignment = src.needs;
+  info.alignment = launch.needs;
   return info;
 }
 

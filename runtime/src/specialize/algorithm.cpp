@@ -45,8 +45,8 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
 
 namespace {
 // Hopper SXM dense rates (TFLOP/s) and copy bandwidth (TB/s), the datasheet's, with the
-// efficiencies docs/perf.md measured: the wgmma kernel reached 70% of TF32 peak on the
-// headline; cuBLAS's large GEMMs about 60%. Ratios decide, so the H100/H200 spread is moot.
+// efficiencies docs/perf.md records for the wgmma kernel and for cuBLAS's large GEMMs.
+// Ratios decide, so the H100/H200 spread is moot.
 constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
 constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
 
@@ -85,7 +85,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // depthwise and tiny-channel problems are memory-bound and stay on the direct kernel.
   // A pointwise convolution is a GEMM that reads each input once: cuBLAS at bandwidth,
   // except in strict math on Hopper, where 3xTF32 wgmma beats cuBLAS's fp32 GEMM
-  // (H100, KernelBench 87: 6.84 vs 7.92 ms; 86's pointwise half: 1.68 vs 2.00 ms).
+  // (docs/perf.md, issue 4).
   // On Hopper, the wgmma kernel against im2col + cuBLAS by predicted time (below): the
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
@@ -125,14 +125,14 @@ AlignmentNeeds element_alignment(const Conv2dDesc& d) noexcept {
   return {e, e, e, e};
 }
 
-SpecializedSource specialize(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch,
+Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch,
                              const AlignmentNeeds& align) {
-  SpecializedSource src;
+  Specialization src;
   switch (algorithm) {
     case Algorithm::kDirect:
       // Scalar accesses, or vector ones behind a run-time test of the pointer (depthwise).
       src = specialize_direct(d);
-      src.needs = element_alignment(d);
+      src.launch.needs = element_alignment(d);
       return src;
     case Algorithm::kImplicitGemm:
       // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
@@ -142,7 +142,7 @@ SpecializedSource specialize(const Conv2dDesc& d, Algorithm algorithm, const std
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.
       src = specialize_im2col(d);
-      src.needs = element_alignment(d);
+      src.launch.needs = element_alignment(d);
       return src;
     default:
       fail(ErrorCode::kInternal, "specialize: algorithm {} has no kernel template", to_string(algorithm));

@@ -126,7 +126,7 @@ std::string depthwise_kernel_name(const Conv2dDesc& d) {
   return fmt::format("conv2d_depthwise_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
 }
 
-SpecializedSource specialize_depthwise(const Conv2dDesc& d) {
+Specialization specialize_depthwise(const Conv2dDesc& d) {
   auto chosen = choose_tile(d);
   if (auto* why = std::get_if<std::string>(&chosen)) {
     fail(ErrorCode::kUnsupported, "{}: the depthwise kernel cannot run it: {}", d.to_string(), *why);
@@ -135,15 +135,15 @@ SpecializedSource specialize_depthwise(const Conv2dDesc& d) {
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
   const int threads = t.threads_q * t.threads_p;
 
-  SpecializedSource src;
-  src.algorithm = "direct";
-  src.tile = fmt::format(
+  Specialization src;
+  src.launch.algorithm = "direct";
+  src.launch.tile = fmt::format(
       "depthwise: {}x{} outputs per block ({} threads, {} rows x {} columns each, {} passes), {} B shared input tile",
       t.threads_p * t.rows_per_thread * t.passes, t.threads_q * kOutPerThread, threads, t.rows_per_thread,
       kOutPerThread, t.passes, t.shared);
-  src.template_name = kDepthwiseTemplate;
-  src.kernel_name = depthwise_kernel_name(d);
-  src.text = Prologue(src.kernel_name)
+  src.source.template_name = kDepthwiseTemplate;
+  src.source.kernel_name = depthwise_kernel_name(d);
+  src.source.text = Prologue(src.source.kernel_name)
                  .problem(d)
                  .constant("kThreadsQ", t.threads_q)
                  .constant("kThreadsP", t.threads_p)
@@ -153,7 +153,7 @@ SpecializedSource specialize_depthwise(const Conv2dDesc& d) {
                  .constant("kMinBlocks", t.min_blocks)
                  .constant("kWideIndex", wide)
                  .finish(template_text(kDepthwiseTemplate));
-  src.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};
+  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};
   return src;
 }
 

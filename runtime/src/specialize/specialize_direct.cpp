@@ -22,7 +22,7 @@ std::string direct_kernel_name(const Conv2dDesc& d) {
   return fmt::format("conv2d_direct_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
 }
 
-SpecializedSource specialize_direct(const Conv2dDesc& d) {
+Specialization specialize_direct(const Conv2dDesc& d) {
   // Few channels a group: a memory-bound problem, streamed by the depthwise kernel.
   if (!depthwise_unsupported_reason(d)) return specialize_depthwise(d);
   const auto out = d.output_shape();
@@ -37,19 +37,19 @@ SpecializedSource specialize_direct(const Conv2dDesc& d) {
   }
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
 
-  SpecializedSource out_source;
-  out_source.algorithm = "direct";
-  out_source.tile = fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread",
+  Specialization out_source;
+  out_source.launch.algorithm = "direct";
+  out_source.launch.tile = fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread",
                                 kBlockThreads, k_per_thread, k_per_thread);
-  out_source.template_name = kDirectTemplate;
-  out_source.kernel_name = direct_kernel_name(d);
-  out_source.text = Prologue(out_source.kernel_name)
+  out_source.source.template_name = kDirectTemplate;
+  out_source.source.kernel_name = direct_kernel_name(d);
+  out_source.source.text = Prologue(out_source.source.kernel_name)
                         .problem(d)
                         .constant("kBlockThreads", kBlockThreads)
                         .constant("kKPerThread", k_per_thread)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDirectTemplate));
-  out_source.geometry = {.grid_x = static_cast<std::uint64_t>(blocks), .block_x = kBlockThreads};
+  out_source.launch.geometry = {.grid_x = static_cast<std::uint64_t>(blocks), .block_x = kBlockThreads};
   return out_source;
 }
 

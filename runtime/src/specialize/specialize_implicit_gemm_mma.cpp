@@ -97,7 +97,7 @@ Tile choose_tile_16bit(int k_per_group) {
 }
 }  // namespace
 
-SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
+Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
   const bool sixteen_bit = d.dtype != DType::kFloat32;
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
@@ -110,29 +110,29 @@ SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentN
   const int element = static_cast<int>(size_of(d.dtype));
   const SharedLayout layout = shared_layout(tile, element);
 
-  SpecializedSource src;
-  src.algorithm = "implicit_gemm";
+  Specialization src;
+  src.launch.algorithm = "implicit_gemm";
   if (sixteen_bit) {
-    src.tile = fmt::format(
+    src.launch.tile = fmt::format(
         "{}x{}x{} (channels x pixels x reduction), 2 stages, {}x{} warps, {} mma m16n8k16, fp32 "
         "accumulation",
         tile.bm, tile.bn, tile.bk, tile.warps_m, tile.warps_n, to_string(d.dtype));
   } else {
-    src.tile = fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn,
+    src.launch.tile = fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn,
                            tile.bk, tile.stages, tile.warps_m, tile.warps_n, split == 3 ? "3xTF32" : "TF32");
   }
-  src.template_name = kTemplate;
+  src.source.template_name = kTemplate;
   // The template's kWeightChunks (16-byte copies of W rows that are whole 16-byte chunks)
   // and, for 16-bit data, kPairStores (two outputs a 32-bit store), each as far as the
   // pointers allow.
   const auto e = static_cast<unsigned>(element);
   const bool whole_chunks = d.c / d.groups * d.r * d.s % (16 / element) == 0;
   const bool pair_y = sixteen_bit && out.p * out.q % 2 == 0;
-  src.needs = {e, whole_chunks && align.w >= 16 ? 16u : e, e, pair_y && align.y >= 4 ? 4u : e};
+  src.launch.needs = {e, whole_chunks && align.w >= 16 ? 16u : e, e, pair_y && align.y >= 4 ? 4u : e};
   const std::string_view math = sixteen_bit ? to_string(d.dtype) : split == 3 ? "3xtf32" : "tf32";
-  src.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
+  src.source.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
                                 alignment_tag(align, kFullAlignment));
-  src.text = Prologue(src.kernel_name)
+  src.source.text = Prologue(src.source.kernel_name)
                  .problem(d)
                  .constant("kBM", tile.bm)
                  .constant("kBN", tile.bn)
@@ -151,7 +151,7 @@ SpecializedSource specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentN
                  .constant("kBStageElems", layout.b_stage_elems)
                  .constant("kSharedBytes", layout.shared_bytes)
                  .finish(template_text(kTemplate));
-  src.geometry = {.grid_x = static_cast<std::uint64_t>(grid_x),
+  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(grid_x),
                   .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),
                   .grid_z = static_cast<unsigned>(d.groups),
                   .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),

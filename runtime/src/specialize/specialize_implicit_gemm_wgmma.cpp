@@ -165,27 +165,27 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
                    .block_reduction = std::int64_t{tile->chunks} * chunk_channels(d) * d.r * d.s};
 }
 
-SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
+Specialization specialize_wgmma(const Conv2dDesc& d) {
   const auto tile = choose_tile(d);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
   const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
-  SpecializedSource src;
-  src.algorithm = "implicit_gemm";
-  src.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}",
+  Specialization src;
+  src.launch.algorithm = "implicit_gemm";
+  src.launch.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}",
                          tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
                          tile->store_warps ? ", outputs staged for the store warps" : "",
                          sixteen_bit(d) ? math : tile->split == 3 ? "3xTF32" : "TF32");
-  src.template_name = kTemplate;
-  src.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
-  src.compile_arch = "sm_90a";
+  src.source.template_name = kTemplate;
+  src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
+  src.source.compile_arch = "sm_90a";
   // x in 4-byte copies (pixel pairs for 16-bit data); the weights are read only by the
   // pack kernel, one element at a time; outputs and bias one element at a time.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
-  src.needs = {4, e, e, e};
-  src.text = Prologue(src.kernel_name)
+  src.launch.needs = {4, e, e, e};
+  src.source.text = Prologue(src.source.kernel_name)
                  .problem(d)
                  .constant("kBN", tile->bn)
                  .constant("kMB", tile->mb)
@@ -197,13 +197,13 @@ SpecializedSource specialize_wgmma(const Conv2dDesc& d) {
                  .constant("kStageBytes", tile->stage_bytes)
                  .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                  .finish(template_text(kTemplate));
-  src.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
+  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
                   .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
                   .grid_z = static_cast<unsigned>(d.groups),
                   .block_x = kThreads,
                   .shared_bytes = tile->shared_bytes,
                   .persistent = tile->persistent};
-  src.weight_pack = WeightPack{.kernel_name = src.kernel_name + "_pack",
+  src.launch.weight_pack = WeightPack{.kernel_name = src.source.kernel_name + "_pack",
                                .packed_bytes = tile->packed_bytes,
                                .block_x = 256,
                                .grid_x = static_cast<unsigned>(

@@ -44,31 +44,41 @@ bool satisfies(const AlignmentNeeds& have, const AlignmentNeeds& need) noexcept;
 // Every operand needs only its element size (kernels with no wide accesses).
 AlignmentNeeds element_alignment(const Conv2dDesc& desc) noexcept;
 
+// The specialize stage's two values. The source is all that the compile stage and the
+// cache key see; how to launch the kernel stays apart from it, with the runtime.
 struct SpecializedSource {
-  std::string algorithm;      // e.g. "direct"
-  std::string tile;           // the work split, readable
   std::string template_name;  // e.g. "conv2d_direct.cu"
-  std::string kernel_name;    // readable and unique per problem
+  std::string kernel_name;    // readable and unique per problem; the main entry point
   std::string text;           // prologue + template, exactly what NVRTC compiles
+  std::string compile_arch;   // when not the device's own arch, e.g. "sm_90a" for wgmma
+};
+
+struct LaunchSpec {
+  std::string algorithm;  // e.g. "direct"
+  std::string tile;       // the work split, readable
   LaunchGeometry geometry;
-  std::string compile_arch;  // when not the device's own arch, e.g. "sm_90a" for wgmma
-  std::optional<WeightPack> weight_pack;
+  std::optional<WeightPack> weight_pack;  // its entry point is <kernel_name>_pack
   AlignmentNeeds needs;  // what the kernel needs of each pointer, given its alignment constants
+};
+
+struct Specialization {
+  SpecializedSource source;
+  LaunchSpec launch;
 };
 
 // The direct-convolution kernel for `desc` (validated by the caller): the depthwise
 // kernel where it applies (depthwise_unsupported_reason is empty), else conv2d_direct.cu.
-SpecializedSource specialize_direct(const Conv2dDesc& desc);
+Specialization specialize_direct(const Conv2dDesc& desc);
 // The depthwise / narrow-group kernel (at most 4 input and 8 output channels a group,
 // groups > 1): a shared-memory input tile per (image, group), streamed at bandwidth.
-SpecializedSource specialize_depthwise(const Conv2dDesc& desc);
+Specialization specialize_depthwise(const Conv2dDesc& desc);
 // Empty when the depthwise kernel takes `desc`; otherwise why not.
 std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The mma.sync implicit-GEMM kernel (TF32, or 3xTF32 for strict math; m16n8k16 for f16
 // and bf16 data; fp32 accumulation), for pointers aligned as `align` says.
-SpecializedSource specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
+Specialization specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a.
-SpecializedSource specialize_wgmma(const Conv2dDesc& desc);
+Specialization specialize_wgmma(const Conv2dDesc& desc);
 // Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
@@ -84,7 +94,7 @@ struct WgmmaWork {
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
-SpecializedSource specialize_im2col(const Conv2dDesc& desc);
+Specialization specialize_im2col(const Conv2dDesc& desc);
 // A 1x1, stride-1, unpadded convolution is a GEMM on the input as it is.
 bool is_pointwise_gemm(const Conv2dDesc& desc);
 
