@@ -60,7 +60,7 @@ $(cat "$LOGS/${name}"_*.txt | grep -E 'ERROR SUMMARY' | awk '{s += $4} END {if (
   cat "$LOGS/${name}"_*.txt | grep -E '^\[  FAILED  \] [A-Z]|Failure$' | sort -u | head -20
 }
 SMALL='LaunchSafety.Pointers*:LaunchSafety.AnOffset*:LaunchSafety.Warmed*:RuntimeGpu.*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*:WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*'
-SHARED="${SHARED_FILTER:-'WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*'}"
+SHARED="${SHARED_FILTER:-WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*}"
 sanitizer() { echo compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20; }
 
 jobs_started=()
