@@ -23,6 +23,8 @@ LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 # The test binaries hold the CPU machine's absolute paths (workload files): make them resolve.
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
+# Shared libraries the machine may lack (libhiredis), carried beside the binaries.
+[ -d "$BIN/lib" ] && export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 has() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 say() { echo "== $*" | tee -a "$LOGS/summary.txt"; }
 
@@ -32,7 +34,7 @@ if has info; then
 fi
 
 if has probe; then
-  for v in mbarrier_store mbarrier_cp_async mbarrier_wait_all syncthreads unordered; do
+  for v in mbarrier_store mbarrier_cp_async mbarrier_wait_all lane0_syncwarp lane0 syncthreads unordered; do
     compute-sanitizer --tool racecheck --racecheck-report hazard "$BIN/mbarrier_racecheck_probe" "$v" \
       > "$LOGS/probe_$v.txt" 2>&1
     say "racecheck probe $v: $(grep -E 'result|lane' "$LOGS/probe_$v.txt" | head -1); \

@@ -909,6 +909,21 @@ CUresult impl_cuPointerGetAttribute(void* data, CUpointer_attribute attribute, C
   return CUDA_SUCCESS;
 }
 
+CUresult impl_cuPointerGetAttributes(unsigned count, CUpointer_attribute* attributes, void** data,
+                                     CUdeviceptr pointer) {
+  if (attributes == nullptr || data == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (unsigned i = 0; i < count; ++i) {
+    // As the driver: memory it does not know reads as zeros, not as an error.
+    const CUresult res = impl_cuPointerGetAttribute(data[i], attributes[i], pointer);
+    if (res == CUDA_ERROR_INVALID_VALUE && data[i] != nullptr) {
+      std::memset(data[i], 0, attributes[i] == CU_POINTER_ATTRIBUTE_MEMORY_TYPE ? sizeof(unsigned) : sizeof(void*));
+    } else if (res != CUDA_SUCCESS) {
+      return res;
+    }
+  }
+  return CUDA_SUCCESS;
+}
+
 CUresult impl_cuEventCreate(CUevent* event, unsigned flags) {
   if (event == nullptr) return CUDA_ERROR_INVALID_VALUE;
   (void)flags;

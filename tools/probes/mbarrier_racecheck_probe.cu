@@ -3,11 +3,17 @@
 //   mbarrier_store     st.shared, then mbarrier.arrive (release) / try_wait (acquire)
 //   mbarrier_cp_async  cp.async, then cp.async.mbarrier.arrive.noinc (the wgmma kernel's producer)
 //   mbarrier_wait_all  cp.async, cp.async.wait_all, then mbarrier.arrive
+//   lane0_syncwarp     as mbarrier_store, but the consumer warp hands the buffer back as the
+//                      wgmma kernel does: every lane reads, __syncwarp, lane 0 alone arrives
+//   lane0              the same without the __syncwarp (other lanes' reads are not ordered
+//                      before the arrive by the memory model: a real, if harmless, race)
 //   syncthreads        st.shared and __syncthreads (control: correctly ordered, which racecheck knows)
 //   unordered          st.shared and reads with no ordering at all (control: a real race)
-// The consumer hands the buffer back with an arrive from every thread, so nothing in the
-// mbarrier variants is left to the warp: each is race-free by the PTX memory model. A
-// hazard racecheck reports in them but not in `syncthreads` is its blind spot.
+// In the first three the consumer hands the buffer back with an arrive from every thread,
+// so nothing is left to the warp: each is race-free by the PTX memory model. A hazard
+// racecheck reports in them, or in lane0_syncwarp (__syncwarp orders the lanes' accesses
+// among themselves, and lane 0's arrive releases what precedes it), but not in
+// `syncthreads`, is its blind spot.
 // Build: nvcc -arch=sm_90a -O2 -o mbarrier_racecheck_probe mbarrier_racecheck_probe.cu
 // Run:   compute-sanitizer --tool racecheck ./mbarrier_racecheck_probe VARIANT
 #include <cstdio>
@@ -34,7 +40,7 @@ __device__ void cp_async4(unsigned dst, const int* src) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
 }
 
-enum Variant { kStore, kCpAsync, kWaitAll, kSyncThreads, kUnordered };
+enum Variant { kStore, kCpAsync, kWaitAll, kLane0Syncwarp, kLane0, kSyncThreads, kUnordered };
 
 __global__ void probe(Variant variant, const int* in, int* out) {
   __shared__ int buf[32];
@@ -43,7 +49,7 @@ __global__ void probe(Variant variant, const int* in, int* out) {
   const bool producer = threadIdx.x < 32;
   if (threadIdx.x == 0) {
     bar_init(smem(&full), 32);
-    bar_init(smem(&empty), 32);
+    bar_init(smem(&empty), variant == kLane0Syncwarp || variant == kLane0 ? 1 : 32);
     asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
@@ -58,7 +64,7 @@ __global__ void probe(Variant variant, const int* in, int* out) {
     }
     if (producer) {
       bar_wait(smem(&empty), (r & 1) ^ 1);
-      if (variant == kStore) {
+      if (variant == kStore || variant == kLane0Syncwarp || variant == kLane0) {
         buf[lane] = in[r * 32 + lane];
         bar_arrive(smem(&full));
       } else {
@@ -73,7 +79,8 @@ __global__ void probe(Variant variant, const int* in, int* out) {
     } else {
       bar_wait(smem(&full), r & 1);
       acc += buf[lane];
-      bar_arrive(smem(&empty));
+      if (variant == kLane0Syncwarp) __syncwarp();
+      if ((variant != kLane0Syncwarp && variant != kLane0) || lane == 0) bar_arrive(smem(&empty));
     }
   }
   if (!producer) out[lane] = acc;
@@ -81,14 +88,14 @@ __global__ void probe(Variant variant, const int* in, int* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* names[] = {"mbarrier_store", "mbarrier_cp_async", "mbarrier_wait_all", "syncthreads", "unordered"};
+  const char* names[] = {"mbarrier_store", "mbarrier_cp_async", "mbarrier_wait_all", "lane0_syncwarp", "lane0",
+                         "syncthreads",    "unordered"};
   int variant = -1;
-  for (int i = 0; i < 5; ++i) {
+  for (int i = 0; i < 7; ++i) {
     if (argc > 1 && std::strcmp(argv[1], names[i]) == 0) variant = i;
   }
   if (variant < 0) {
-    std::fprintf(stderr, "usage: %s mbarrier_store|mbarrier_cp_async|mbarrier_wait_all|syncthreads|unordered\n",
-                 argv[0]);
+    std::fprintf(stderr, "usage: %s VARIANT (see the comment at the top)\n", argv[0]);
     return 2;
   }
   int host[kRounds * 32];

@@ -57,6 +57,7 @@ namespace convjit {
   X(cuStreamIsCapturing, (CUstream, CUstreamCaptureStatus*))                                          \
   X(cuThreadExchangeStreamCaptureMode, (CUstreamCaptureMode*))                                        \
   X(cuPointerGetAttribute, (void*, CUpointer_attribute, CUdeviceptr))                                 \
+  X(cuPointerGetAttributes, (unsigned int, CUpointer_attribute*, void**, CUdeviceptr))                 \
   X(cuEventCreate, (CUevent*, unsigned int))                                                          \
   X(cuEventDestroy, (CUevent))                                                                        \
   X(cuEventRecord, (CUevent, CUstream))                                                               \
