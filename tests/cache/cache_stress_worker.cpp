@@ -4,23 +4,31 @@
 // descriptors for sm_90, then prints its CacheStats as one JSON line on stdout.
 //
 //   convjit_cache_stress_worker --cache DIR [--first 0] [--count 50] [--threads 4]
-//       [--passes 1] [--seed 1] [--mode prewarm|read] [--max-bytes 0] [--start-at UNIX_MS]
-//       [--progress 1]
+//       [--passes 1] [--seed 1] [--mode prewarm|read|hold] [--max-bytes 0]
+//       [--start-gate 1] [--progress 1]
 //
-// --start-at lines up the processes of one test: each sleeps until that moment.
+// --start-gate 1 lines up the processes of one test: each prints "ready" and waits
+// for a line on stdin (worker_process.hpp, start_together) before it starts.
 // --progress 1 prints "done <i>" after each descriptor, so a test can act (kill the
-// Redis server, say) at a known point of the run. The remote cache, when a test wants
-// one, comes from the environment (CONVJIT_REMOTE_CACHE, ...), as for any program.
+// Redis server, corrupt an entry, measure the cache) at a known point of the run. The
+// remote cache, when a test wants one, comes from the environment
+// (CONVJIT_REMOTE_CACHE, ...), as for any program.
+// --mode hold takes the compile lock of descriptor --first the way a compiling process
+// does, prints "holding <lock file>", and keeps it, as if compiling, until it is
+// killed: stdin ending first (the test is gone) makes it exit with status 3. A test
+// kills it there to watch another process take over.
 // Each pass uses a fresh Runtime, so passes after the first read the disk cache
 // instead of this process's memory. Exit status 0 when every request succeeded.
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <random>
 #include <span>
@@ -28,6 +36,8 @@
 #include <thread>
 #include <vector>
 
+#include "cache/disk_cache.hpp"
+#include "cache/disk_cache_internal.hpp"
 #include "convjit/convjit.hpp"
 
 namespace {
@@ -41,7 +51,7 @@ struct Args {
   unsigned seed = 1;
   std::string mode = "prewarm";
   std::uint64_t max_bytes = 0;
-  long long start_at_ms = 0;
+  bool start_gate = false;
   bool progress = false;
 };
 
@@ -58,7 +68,7 @@ Args parse(int argc, char** argv) {
     else if (flag == "--seed") args.seed = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
     else if (flag == "--mode") args.mode = value;
     else if (flag == "--max-bytes") args.max_bytes = std::strtoull(value, nullptr, 10);
-    else if (flag == "--start-at") args.start_at_ms = std::atoll(value);
+    else if (flag == "--start-gate") args.start_gate = std::atoi(value) != 0;
     else if (flag == "--progress") args.progress = std::atoi(value) != 0;
     else {
       fmt::print(stderr, "unknown flag {}\n", flag);
@@ -108,15 +118,63 @@ void add(convjit::CacheStats& total, const convjit::CacheStats& s) {
   total.remote_ms += s.remote_ms;
 }
 
+// Blocks until a line (or the end) comes on stdin.
+void wait_for_stdin() {
+  for (char c = 0; ::read(STDIN_FILENO, &c, 1) == 1 && c != '\n';) {
+  }
+}
+
+// --mode hold: the compile lock of `desc`, taken by DiskCache::fetch_or_build itself
+// (the lock file, its owner record), whose build then lasts until the process is killed.
+[[noreturn]] void hold_compile_lock(const Args& args, const convjit::Conv2dDesc& desc) {
+  std::string key_hash;
+  {
+    // The key the cache would use for this descriptor: compiled in memory only.
+    convjit::RuntimeOptions options;
+    options.disk_cache = false;
+    options.remote_cache = "off";
+    convjit::Runtime local(options);
+    key_hash = local.inspect(desc, "sm_90").key_hash;
+  }
+  const convjit::CacheKey key{"held by convjit_cache_stress_worker --mode hold", key_hash};
+  const convjit::DiskCache cache(args.cache);
+  const std::filesystem::path lock =
+      cache.entry_path(key).parent_path() / (key_hash + std::string(convjit::kLockSuffix));
+  convjit::DiskCache::FetchReport report;
+  cache.fetch_or_build(
+      key,
+      [&]() -> convjit::CacheEntry {
+        // The cache builds without the lock when it cannot take it: say so, not "holding".
+        std::string owner;
+        std::getline(std::ifstream(lock), owner);
+        if (!owner.starts_with(fmt::format("pid {} on host ", ::getpid()))) {
+          fmt::print(stderr, "pid {}: building without the compile lock '{}' (owner: '{}')\n", ::getpid(),
+                     lock.string(), owner);
+          std::_Exit(2);
+        }
+        fmt::print("holding {}\n", lock.string());
+        std::fflush(stdout);
+        wait_for_stdin();
+        std::_Exit(3);  // NOTE: no release, no publication: as if the compiler had crashed
+      },
+      report);
+  fmt::print(stderr, "pid {}: never held the compile lock (hit {}, waited {})\n", ::getpid(), report.hit,
+             report.waited);
+  std::_Exit(2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const Args args = parse(argc, argv);
   std::vector<convjit::Conv2dDesc> descs;
   for (int i = args.first; i < args.first + args.count; ++i) descs.push_back(stress_desc(i));
+  if (args.mode == "hold") hold_compile_lock(args, descs.front());
 
-  if (args.start_at_ms != 0) {
-    std::this_thread::sleep_until(std::chrono::system_clock::time_point(std::chrono::milliseconds(args.start_at_ms)));
+  if (args.start_gate) {
+    fmt::print("ready\n");
+    std::fflush(stdout);
+    wait_for_stdin();
   }
 
   const auto started = std::chrono::steady_clock::now();
@@ -134,7 +192,8 @@ int main(int argc, char** argv) {
         std::mt19937 rng(args.seed * 7919u + static_cast<unsigned>(pass * 131 + t));
         std::shuffle(order.begin(), order.end(), rng);
         if (args.mode == "read") {
-          for (const auto& d : order) {
+          for (std::size_t i = 0; i < order.size(); ++i) {
+            const convjit::Conv2dDesc& d = order[i];
             try {
               const auto info = rt.inspect(d, "sm_90");
               if (info.ptx.find(".entry " + info.kernel_name) == std::string::npos || info.cubin_bytes == 0 ||
@@ -145,6 +204,11 @@ int main(int argc, char** argv) {
             } catch (const std::exception& e) {
               fmt::print(stderr, "pid {}: inspect failed: {}\n", ::getpid(), e.what());
               ++failed;
+            }
+            if (args.progress) {
+              std::lock_guard lock(out_mutex);
+              fmt::print("done {}\n", i);
+              std::fflush(stdout);
             }
           }
         } else {

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 #include <utime.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "cache/disk_cache.hpp"
 #include "support/temp_dir.hpp"
@@ -121,17 +125,31 @@ TEST(Eviction, EntryLargerThanTheWholeLimitIsNotCached) {
 TEST(Eviction, SeparateCachesPublishingAtOnceNeverShowMoreThanTheLimit) {
   testing::TempDir dir;
   const std::uint64_t limit = 8 * entry_bytes();
-  std::atomic<bool> done{false};
+  // The monitor measures after publications, when the size can have changed, at most
+  // once per publication, and otherwise waits. (It used to measure every millisecond.)
+  // A publication takes exclusively the lock a measurement shares, so measuring only
+  // after one can never keep the publishers out.
+  std::mutex mutex;
+  std::condition_variable changed;
+  int publications = 0;  // guarded by mutex
+  bool done = false;     // guarded by mutex
   std::atomic<std::uint64_t> largest{0};
+  std::atomic<int> samples{0};
   std::thread monitor([&] {
     DiskCache cache(dir.path(), limited(limit));
-    while (!done) {
-      const std::uint64_t size = cache.total_size();
-      std::uint64_t seen = largest.load();
-      while (size > seen && !largest.compare_exchange_weak(seen, size)) {
+    int seen = 0;
+    for (;;) {
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return publications != seen || done; });
+        if (publications == seen) return;  // done, and nothing new since the last sample
+        seen = publications;
       }
-      // NOTE: a pause between samples: publishers need the exclusive lock this shares.
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      const std::uint64_t size = cache.total_size();
+      std::uint64_t before = largest.load();
+      while (size > before && !largest.compare_exchange_weak(before, size)) {
+      }
+      ++samples;
     }
   });
   std::vector<std::thread> writers;
@@ -142,13 +160,23 @@ TEST(Eviction, SeparateCachesPublishingAtOnceNeverShowMoreThanTheLimit) {
         const CacheKey k = test_key(fmt::format("writer-{}-{}", t, i));
         DiskCache::FetchReport report;
         cache.fetch_or_build(k, [&] { return test_entry(k, kCubin); }, report);
+        {
+          const std::lock_guard lock(mutex);
+          ++publications;
+        }
+        changed.notify_one();
         cache.load(test_key(fmt::format("writer-{}-{}", (t + 1) % 6, i)));  // and read others' entries
       }
     });
   }
   for (auto& w : writers) w.join();
-  done = true;
+  {
+    const std::lock_guard lock(mutex);
+    done = true;
+  }
+  changed.notify_one();
   monitor.join();
+  EXPECT_GT(samples.load(), 0) << "the monitor never measured";
   const DiskCache cache(dir.path(), limited(limit));
   EXPECT_LE(largest.load(), limit);
   EXPECT_LE(cache.total_size(), limit);

@@ -5,11 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
+#include <future>
 #include <thread>
+#include <vector>
 
 #include "cache/disk_cache.hpp"
 #include "cache/file_system.hpp"
+#include "support/log_watch.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/cache_test_util.hpp"
 
@@ -67,17 +72,24 @@ TEST(KeyLock, HolderThatLockedARemovedLockFileTriesAgain) {
 TEST(KeyLock, SeparateCachesFetchingOneKeyAtOnceBuildItOnceAndTheRestWait) {
   testing::TempDir dir;
   const CacheKey k = test_key("one-compile");
+  constexpr int kThreads = 8;
+  testing::LogWatch log;
   std::atomic<int> builds{0};
   std::atomic<int> waits{0};
   std::atomic<int> hits{0};
+  std::atomic<bool> all_waited{false};
   std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&] {
       DiskCache cache(dir.path());  // one per thread: like one per process
       DiskCache::FetchReport report;
       const CacheEntry got = cache.fetch_or_build(k, [&] {
         ++builds;
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        // The build lasts until every other thread has said it waits for this one:
+        // none can have found the entry (it is not published yet) or the lock (held),
+        // so all of them wait, whatever the scheduler does. The limit only keeps a
+        // broken lock from hanging the test; the counts below then fail.
+        all_waited = log.wait_for("to compile '" + k.hash + "'", kThreads - 1, std::chrono::seconds(30));
         return test_entry(k);
       }, report);
       EXPECT_EQ(got, test_entry(k));
@@ -86,9 +98,11 @@ TEST(KeyLock, SeparateCachesFetchingOneKeyAtOnceBuildItOnceAndTheRestWait) {
     });
   }
   for (auto& t : threads) t.join();
+  EXPECT_TRUE(all_waited.load()) << log.text();
   EXPECT_EQ(builds.load(), 1);
-  EXPECT_EQ(hits.load(), 7);
-  EXPECT_GE(waits.load(), 1);
+  EXPECT_EQ(hits.load(), kThreads - 1);
+  // Every other thread waited (was >= 1 while a 200 ms build only made waiting likely).
+  EXPECT_EQ(waits.load(), kThreads - 1);
   EXPECT_FALSE(fs::exists(DiskCache(dir.path()).entry_path(k).parent_path() / (k.hash + ".lock")));
 }
 
@@ -126,21 +140,34 @@ TEST(KeyLock, WaiterTakesTheHoldersEntryAsSoonAsItIsPublished) {
   fs::create_directories(lock_path.parent_path());
   KeyLock lock = KeyLock::try_acquire(*posix_file_system(), lock_path);
   ASSERT_TRUE(lock.held());
-  std::thread publisher([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    holder.store(k, test_entry(k));  // published while still holding the lock
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-    lock.release();
-  });
+  testing::LogWatch log;
   DiskCache waiter(dir.path());
-  DiskCache::FetchReport report;
   const auto start = std::chrono::steady_clock::now();
-  waiter.fetch_or_build(k, [&]() -> CacheEntry { ADD_FAILURE() << "built although the holder published"; return {}; },
-                        report);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1)) << "waited for the lock, not the entry";
+  auto fetched = std::async(std::launch::async, [&] {
+    DiskCache::FetchReport report;
+    waiter.fetch_or_build(
+        k,
+        [&]() -> CacheEntry {
+          ADD_FAILURE() << "built although the holder published";
+          return {};
+        },
+        report);
+    return report;
+  });
+  // Published once the waiter waits, while still holding the lock; the lock is held
+  // until the waiter has returned, so it can only have returned on the entry.
+  const bool waiting = log.wait_for("waiting for pid " + std::to_string(::getpid()), 1, std::chrono::seconds(30));
+  holder.store(k, test_entry(k));
+  const bool returned = fetched.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  const auto took = std::chrono::steady_clock::now() - start;
+  lock.release();  // NOTE: before any assertion can return: a waiter still waiting then finishes
+  EXPECT_TRUE(waiting) << "the waiter never waited for the lock\n" << log.text();
+  ASSERT_TRUE(returned) << "the waiter did not return while the holder held the lock: it waited for the lock, "
+                           "not the entry";
+  const DiskCache::FetchReport report = fetched.get();
+  EXPECT_LT(took, std::chrono::seconds(1)) << "waited for the lock, not the entry";
   EXPECT_TRUE(report.waited);
   EXPECT_TRUE(report.hit);
-  publisher.join();
 }
 
 }  // namespace

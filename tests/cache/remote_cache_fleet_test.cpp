@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 using testing::finish_all;
 using testing::kTestMacKey;
 using testing::RedisClient;
-using testing::start_in;
+using testing::start_together;
 using testing::Worker;
 using testing::WorkersRun;
 using Stats = testing::WorkerStats;
@@ -49,14 +49,14 @@ TEST(RemoteCacheFleet, EightProcessesOnEightEmptyDirectoriesCompileEachOf50Probl
   testing::TempDir dir;
   const std::string prefix = testing::unique_prefix("cold-fleet");
   RedisClient client(url);
-  const std::string start = start_in(std::chrono::milliseconds(500));
   std::vector<Worker> workers;
   for (int w = 0; w < 8; ++w) {
     workers.emplace_back(
         std::vector<std::string>{"--cache", (dir.path() / fmt::format("node{}", w)).string(), "--count", "50",
-                                 "--threads", "4", "--seed", std::to_string(w + 1), "--start-at", start},
+                                 "--threads", "4", "--seed", std::to_string(w + 1), "--start-gate", "1"},
         dir.path() / fmt::format("node{}.err", w), remote_env(url, prefix));
   }
+  start_together(workers);
   const WorkersRun run = finish_all(workers);
   EXPECT_EQ(run.sum.at("compiles"), 50) << "one compile per problem across the fleet";
   EXPECT_EQ(run.sum.at("remote_publishes"), 50);

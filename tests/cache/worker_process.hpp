@@ -1,28 +1,35 @@
 #pragma once
 // Worker processes for the multi-process cache tests: each runs
 // convjit_cache_stress_worker (CONVJIT_CACHE_STRESS_WORKER), whose stdout comes back
-// through a pipe (progress lines, then one JSON line of CacheStats) and whose stderr
-// goes to a file. Shared by cache_stress_test.cpp (one cache directory) and
-// remote_cache_fleet_test.cpp (one Redis).
+// through a pipe (progress lines, then one JSON line of CacheStats), whose stderr goes
+// to a file (or a pipe), and whose stdin is a socket the test writes to (the start
+// gate; a lock holder blocks on it until killed). Tests synchronize with workers by
+// blocking reads of what a worker says and by its exit, never by sleeping. Shared by
+// cache_stress_test.cpp (one cache directory) and remote_cache_fleet_test.cpp (one Redis).
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -33,18 +40,23 @@ namespace convjit::testing {
 using WorkerStats = std::map<std::string, double>;
 
 // One worker process: stdout through a pipe, stderr to a file (or, for an empty
-// path, through a pipe too, read with read_error_line). `extra_env` entries
-// ("NAME=value") come before the inherited environment, so they win.
+// path, through a pipe too, read with read_error_line), stdin from send_line.
+// `extra_env` entries ("NAME=value") come before the inherited environment, so they win.
 class Worker {
  public:
   Worker(const std::vector<std::string>& args, const std::filesystem::path& stderr_file,
          const std::vector<std::string>& extra_env = {}) {
     int pipe_fds[2];
     if (::pipe2(pipe_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
+    // NOTE: a socket, not a pipe, for stdin: send(MSG_NOSIGNAL) to a worker that has
+    // died fails with EPIPE instead of killing the test with SIGPIPE.
+    int in_fds[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, in_fds) != 0) throw std::runtime_error("socketpair");
     int err_fds[2] = {-1, -1};
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&actions, in_fds[1], STDIN_FILENO);
     if (stderr_file.empty()) {
       if (::pipe2(err_fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe");
       posix_spawn_file_actions_adddup2(&actions, err_fds[1], STDERR_FILENO);
@@ -66,6 +78,8 @@ class Worker {
     posix_spawn_file_actions_destroy(&actions);
     ::close(pipe_fds[1]);
     out_fd_ = pipe_fds[0];
+    ::close(in_fds[1]);
+    in_fd_ = in_fds[0];
     if (err_fds[1] >= 0) ::close(err_fds[1]);
     err_fd_ = err_fds[0];
     if (rc != 0) throw std::runtime_error("posix_spawn: " + std::string(std::strerror(rc)));
@@ -77,8 +91,10 @@ class Worker {
       : pid_(std::exchange(other.pid_, -1)),
         out_fd_(std::exchange(other.out_fd_, -1)),
         err_fd_(std::exchange(other.err_fd_, -1)),
+        in_fd_(std::exchange(other.in_fd_, -1)),
         stderr_file_(std::move(other.stderr_file_)),
         buffered_(std::move(other.buffered_)),
+        result_line_(std::move(other.result_line_)),
         error_buffered_(std::move(other.error_buffered_)),
         error_seen_(std::move(other.error_seen_)) {}
   ~Worker() {
@@ -88,6 +104,7 @@ class Worker {
     }
     if (out_fd_ >= 0) ::close(out_fd_);
     if (err_fd_ >= 0) ::close(err_fd_);
+    if (in_fd_ >= 0) ::close(in_fd_);
   }
 
   pid_t pid() const { return pid_; }
@@ -99,8 +116,24 @@ class Worker {
   }
 
   // The next line of stdout (a worker started with --progress prints one per finished
-  // descriptor); blocks until it comes; nullopt at the end of the output.
-  std::optional<std::string> read_line() { return next_line(out_fd_, buffered_); }
+  // descriptor); blocks until it comes; nullopt at the end of the output. The JSON line
+  // is kept for finish() whoever reads it.
+  std::optional<std::string> read_line() {
+    auto line = next_line(out_fd_, buffered_);
+    if (line && line->starts_with('{')) result_line_ = *line;
+    return line;
+  }
+  // Writes `line` and a newline to the worker's stdin; false when the worker is gone.
+  bool send_line(std::string_view line) {
+    const std::string text = std::string(line) + "\n";
+    for (std::size_t sent = 0; sent < text.size();) {
+      const ssize_t n = ::send(in_fd_, text.data() + sent, text.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      sent += static_cast<std::size_t>(n);
+    }
+    return true;
+  }
   // The next line of stderr, when it goes through a pipe (the log, e.g. with
   // CONVJIT_LOG_LEVEL=debug); blocks until it comes; nullopt at the end.
   std::optional<std::string> read_error_line() {
@@ -111,14 +144,13 @@ class Worker {
 
   // Waits for the exit; returns the exit status and the JSON line's fields.
   int finish(WorkerStats& stats, std::string& line) {
-    line.clear();
-    while (const auto next = read_line()) {
-      if (next->starts_with('{')) line = *next;
+    while (read_line()) {
     }
     if (err_fd_ >= 0) {
       while (read_error_line()) {
       }
     }
+    line = result_line_;
     if (line.empty() && buffered_.starts_with('{')) line = buffered_;
     int status = 0;
     ::waitpid(pid_, &status, 0);
@@ -164,16 +196,50 @@ class Worker {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   int err_fd_ = -1;
+  int in_fd_ = -1;
   std::filesystem::path stderr_file_;
   std::string buffered_;
+  std::string result_line_;  // the last JSON line read
   std::string error_buffered_;
   std::string error_seen_;
 };
 
-// A moment `delay` from now, as the worker's --start-at wants it (Unix ms).
-inline std::string start_in(std::chrono::milliseconds delay) {
-  const auto at = std::chrono::system_clock::now() + delay;
-  return std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(at.time_since_epoch()).count());
+// Starts workers that were given "--start-gate 1" at once: waits until each has said
+// "ready" (started, arguments parsed), then tells every one to go. However slowly a
+// loaded machine starts them, their work begins together. False (with a failure
+// recorded) when one ended instead.
+inline bool start_together(std::vector<Worker>& workers) {
+  for (auto& worker : workers) {
+    const auto line = worker.read_line();
+    if (line != "ready") {
+      ADD_FAILURE() << "a worker did not reach its start gate: " << line.value_or("(no output)") << "\n"
+                    << worker.error_text();
+      return false;
+    }
+  }
+  bool all = true;
+  for (auto& worker : workers) all &= worker.send_line("go");
+  EXPECT_TRUE(all) << "a worker ended at its start gate";
+  return all;
+}
+
+// Calls on_line(line) for every line the workers print before their JSON lines, as it
+// comes (with --progress 1: one per finished descriptor), one call at a time; returns
+// when every worker has closed its output. One reader thread per worker, so no worker
+// ever blocks on a full pipe. finish_all then collects the JSON lines.
+inline void follow_progress(std::vector<Worker>& workers, const std::function<void(const std::string&)>& on_line) {
+  std::mutex one_at_a_time;
+  std::vector<std::thread> readers;
+  for (auto& worker : workers) {
+    readers.emplace_back([&] {
+      while (const auto line = worker.read_line()) {
+        if (line->starts_with('{')) continue;
+        const std::lock_guard lock(one_at_a_time);
+        on_line(*line);
+      }
+    });
+  }
+  for (auto& reader : readers) reader.join();
 }
 
 struct WorkersRun {

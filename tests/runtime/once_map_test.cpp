@@ -49,16 +49,6 @@ struct FakeLoader {
 
 using ModuleTable = OnceMap<ModuleKey, FakeModule, ModuleKeyHash>;
 
-// Waits until `flag` holds `value`, at most `limit`; true when it did.
-bool wait_until(const std::atomic<int>& flag, int value, std::chrono::milliseconds limit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (flag.load() < value) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
-
 TEST(OnceMap, EachContextLoadsEachKernelOnceAndLookupsReturnThatModule) {
   ModuleTable table;
   FakeLoader loader;
@@ -85,13 +75,19 @@ TEST(OnceMap, ThreadsAskingOneContextForOneKernelAtOnceLoadItOnce) {
   FakeLoader loader;
   constexpr int kThreads = 16;
   std::latch start(kThreads);
+  std::latch asking(kThreads);
   std::vector<std::shared_ptr<FakeModule>> got(kThreads);
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       start.arrive_and_wait();
+      asking.count_down();
       got[t] = table.get(ModuleKey{1, "direct"}, [&] {
-        std::this_thread::sleep_for(20ms);  // a load slow enough for the others to pile up
+        // The load lasts until every thread has made its call, so all 16 calls overlap
+        // this one load. (A 20 ms sleep here made that likely, not certain.) Whether a
+        // caller then waits on the key or finds the value just published is the
+        // scheduler's choice: either way it must get this module, and nobody loads again.
+        asking.wait();
         return loader(ModuleKey{1, "direct"});
       });
     });
@@ -103,19 +99,21 @@ TEST(OnceMap, ThreadsAskingOneContextForOneKernelAtOnceLoadItOnce) {
 
 TEST(OnceMap, LoadsIntoTwoContextsRunAtTheSameTime) {
   ModuleTable table;
-  std::atomic<int> loading{0};
+  std::promise<void> started[2];
+  std::shared_future<void> has_started[2] = {started[0].get_future().share(), started[1].get_future().share()};
   std::atomic<int> overlapped{0};
-  auto load_in = [&](std::uint64_t context) {
+  auto load_in = [&](int index) {
+    const std::uint64_t context = static_cast<std::uint64_t>(index) + 1;
     table.get(ModuleKey{context, "direct"}, [&] {
-      ++loading;
+      started[index].set_value();
       // Each load waits for the other context's load to start: one global lock held
       // through a build would keep the second from starting, and this would time out.
-      if (wait_until(loading, 2, 10s)) ++overlapped;
+      if (has_started[1 - index].wait_for(10s) == std::future_status::ready) ++overlapped;
       return std::make_shared<FakeModule>(FakeModule{context, "direct"});
     });
   };
-  std::thread a(load_in, 1);
-  std::thread b(load_in, 2);
+  std::thread a(load_in, 0);
+  std::thread b(load_in, 1);
   a.join();
   b.join();
   EXPECT_EQ(overlapped.load(), 2);
@@ -126,15 +124,20 @@ TEST(OnceMap, AHitDoesNotWaitForAnotherContextsLoad) {
   FakeLoader loader;
   const auto built = table.get(ModuleKey{2, "direct"}, [&] { return loader(ModuleKey{2, "direct"}); });
   std::promise<void> release;
-  std::atomic<int> started{0};
+  std::promise<void> started;
   std::thread slow([&, gate = release.get_future()]() mutable {
     table.get(ModuleKey{1, "direct"}, [&] {
-      ++started;
+      started.set_value();
       gate.wait();
       return loader(ModuleKey{1, "direct"});
     });
   });
-  ASSERT_TRUE(wait_until(started, 1, 10s));
+  const bool loading = started.get_future().wait_for(10s) == std::future_status::ready;
+  if (!loading) {
+    release.set_value();
+    slow.join();
+    FAIL() << "the load of context 1 never started";
+  }
   // Context 1's load is in progress; context 2's module must still come straight back.
   auto hit = std::async(std::launch::async, [&] {
     return table.get(ModuleKey{2, "direct"}, [&] { return loader(ModuleKey{2, "direct"}); });

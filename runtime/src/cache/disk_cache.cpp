@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -51,16 +50,6 @@ std::string temp_suffix() {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("{}{}.{}.{:x}", kTempMarker.substr(kEntrySuffix.size()), ::getpid(), counter.fetch_add(1),
                      rng());
-}
-
-// Test hook: CONVJIT_TEST_HOLD_LOCK_MS makes a process sleep while it holds a key's
-// compile lock, so a test can kill it there and watch another process take over.
-std::chrono::milliseconds test_hold_lock_time() {
-  static const std::chrono::milliseconds hold = [] {
-    const char* value = std::getenv("CONVJIT_TEST_HOLD_LOCK_MS");
-    return std::chrono::milliseconds(value != nullptr ? std::strtol(value, nullptr, 10) : 0);
-  }();
-  return hold;
 }
 
 // The innermost live StoreFailureWatch; its fields are guarded by the same mutex.
@@ -406,7 +395,6 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
             log::warn("took over the compile lock '{}' from {}, which died holding it", lock_path.string(),
                       attempt.previous_owner());
           }
-          if (const auto hold = test_hold_lock_time(); hold.count() > 0) std::this_thread::sleep_for(hold);
           lock = std::move(attempt);
           // The previous holder may have published between our first look and our lock.
           Lookup again = load_impl(key, /*warn=*/false);
