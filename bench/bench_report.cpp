@@ -102,8 +102,8 @@ std::vector<Row> sum_parts(const std::vector<Row>& all_rows, const std::string& 
 }
 
 void print_table_header() {
-  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", "id", "problem", "math", "impl",
-             "ms", "TFLOP/s", "%peak", "vs cuDNN", "rel err", "status");
+  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", "id", "problem", "math", "impl", "ms",
+             "TFLOP/s", "%peak", "vs cuDNN", "rel err", "status");
 }
 
 void print_row(const Row& r) {
@@ -111,8 +111,8 @@ void print_row(const Row& r) {
   const std::string err = r.rel_err == r.rel_err ? fmt::format("{:.2e}", r.rel_err) : "-";
   std::string status = r.status;
   if (!r.note.empty()) status += "  [" + r.note + "]";
-  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", cut(r.id, 6), cut(r.problem, 44),
-             r.math, r.impl, fixed(r.ms, 3), fixed(r.tflops, 1), fixed(r.pct_peak, 1), speed, err, status);
+  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", cut(r.id, 6), cut(r.problem, 44), r.math,
+             r.impl, fixed(r.ms, 3), fixed(r.tflops, 1), fixed(r.pct_peak, 1), speed, err, status);
   std::fflush(stdout);
 }
 

@@ -1,6 +1,7 @@
 #include "bench_util.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -11,8 +12,6 @@
 #include <ctime>
 #include <fstream>
 #include <thread>
-
-#include <unistd.h>
 
 #include "tooling/tooling.hpp"
 
@@ -168,11 +167,21 @@ std::string json_quote(std::string_view text) {
   std::string out = "\"";
   for (const char ch : text) {
     switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (static_cast<unsigned char>(ch) < 0x20) {
           out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(ch)));
@@ -277,10 +286,13 @@ int run_main(std::string_view program, int argc, char** argv, int (*body)(int, c
     const std::string_view what = e.what();
     fmt::print(stderr, "{}{}\n", what.starts_with(program) ? "" : fmt::format("{}: ", program), what);
     switch (e.code()) {
-      case ErrorCode::kInvalidArgument: return 2;
+      case ErrorCode::kInvalidArgument:
+        return 2;
       case ErrorCode::kNoDriver:
-      case ErrorCode::kNoDevice: return 3;
-      default: return 1;
+      case ErrorCode::kNoDevice:
+        return 3;
+      default:
+        return 1;
     }
   } catch (const std::exception& e) {
     fmt::print(stderr, "{}: {}\n", program, e.what());

@@ -20,8 +20,7 @@ struct OptionSpec {
 
 class Options {
  public:
-  Options(std::string_view program, std::string_view synopsis, std::string_view about,
-          std::vector<OptionSpec> specs);
+  Options(std::string_view program, std::string_view synopsis, std::string_view about, std::vector<OptionSpec> specs);
 
   // Accepts "--opt value" and "--opt=value". Throws Error(kInvalidArgument) naming the
   // option and pointing at --help; positional arguments are refused.

@@ -17,14 +17,18 @@ namespace convjit::bench {
 namespace {
 
 const std::vector<OptionSpec> kOptions = {
-    {"--workloads", "FILE", "KernelBench-format workload file (default: the project's workloads/kernelbench_level1_conv.json)"},
+    {"--workloads", "FILE",
+     "KernelBench-format workload file (default: the project's workloads/kernelbench_level1_conv.json)"},
     {"--ids", "LIST", "only these problems, e.g. 50,55,56 (86 selects both halves, 86.dw one)"},
-    {"--shape", "SHAPE", "one more problem: n,c,h,w,k,r,s[,stride,pad,dilation,groups] or n8c64h512w256k128r5s7 pad=1; repeatable"},
-    {"--math", "LIST", "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16: x, w, bias, y in that type, fp32 accumulation"},
+    {"--shape", "SHAPE",
+     "one more problem: n,c,h,w,k,r,s[,stride,pad,dilation,groups] or n8c64h512w256k128r5s7 pad=1; repeatable"},
+    {"--math", "LIST",
+     "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16: x, w, bias, y in that type, fp32 accumulation"},
     {"--algos", "LIST", "convjit algorithms: direct, implicit_gemm, im2col_gemm, auto (default all)"},
     {"--iters", "N", "timed runs per row (default 50); the median is reported"},
     {"--warmup", "N", "untimed runs before timing (default 10)"},
-    {"--skip-slow-ms", "X", "a direct-kernel row whose single run takes over X ms is timed with --slow-iters runs (default 0: never)"},
+    {"--skip-slow-ms", "X",
+     "a direct-kernel row whose single run takes over X ms is timed with --slow-iters runs (default 0: never)"},
     {"--slow-iters", "N", "timed runs for such slow direct-kernel rows (default 5)"},
     {"--scale", "F", "multiply every batch size by F (0 < F <= 1) to shrink huge problems"},
     {"--positive", "", "x uniform in (0, 1) like torch.rand (default: uniform in [-1, 1))"},
@@ -63,8 +67,8 @@ Algorithm parse_algorithm(std::string_view text) {
   if (text == "implicit_gemm" || text == "igemm") return Algorithm::kImplicitGemm;
   if (text == "im2col_gemm" || text == "im2col") return Algorithm::kIm2colGemm;
   if (text == "auto") return Algorithm::kAuto;
-  fail(ErrorCode::kInvalidArgument,
-       "conv_bench --algos: expected direct, implicit_gemm, im2col_gemm or auto, got '{}'", text);
+  fail(ErrorCode::kInvalidArgument, "conv_bench --algos: expected direct, implicit_gemm, im2col_gemm or auto, got '{}'",
+       text);
 }
 
 struct Setup {
@@ -243,10 +247,9 @@ int bench_main(int argc, char** argv) {
              peaks.source);
   fmt::print("timing    median of {} runs after {} warm-up, CUDA events per launch{}\n", setup.config.timing.iters,
              setup.config.timing.warmup,
-             setup.config.timing.slow_ms > 0
-                 ? fmt::format("; direct kernel: {} runs when one takes over {} ms", setup.config.timing.slow_iters,
-                               setup.config.timing.slow_ms)
-                 : "");
+             setup.config.timing.slow_ms > 0 ? fmt::format("; direct kernel: {} runs when one takes over {} ms",
+                                                           setup.config.timing.slow_iters, setup.config.timing.slow_ms)
+                                             : "");
   fmt::print("bias      {}\n", bias_policy(setup.config));
   fmt::print("auto      convjit's {} choice\n", autotune_on() ? "autotuned (CONVJIT_AUTOTUNE=1)" : "heuristic");
   for (const auto& s : selection.skipped) fmt::print("skipped   {}: {}\n", s.id, s.reason);
@@ -284,8 +287,8 @@ int bench_main(int argc, char** argv) {
   if (setup.json) fmt::print("wrote     {}\n", *setup.json);
   if (!runner.cudnn_error().empty()) fmt::print("warning   no cuDNN rows: {}\n", runner.cudnn_error());
   const bool all_good = runner.cudnn_error().empty() && std::all_of(rows.begin(), rows.end(), [](const Row& r) {
-    return r.ok() || r.status.starts_with("n/a");
-  });
+                          return r.ok() || r.status.starts_with("n/a");
+                        });
   return all_good ? 0 : 1;
 }
 

@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <atomic>
-#include <stdexcept>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 #include "bench_util.hpp"
@@ -55,10 +55,14 @@ struct ConvRunner::Buffers {
 
 double tolerance(BenchMath math) noexcept {
   switch (math) {
-    case BenchMath::kStrict: return 1e-5;
-    case BenchMath::kTF32: return 1e-3;
-    case BenchMath::kFP16: return 2e-3;  // output rounding to half: ~3e-4 expected
-    case BenchMath::kBF16: return 1e-2;  // output rounding to bfloat16: ~2e-3 expected
+    case BenchMath::kStrict:
+      return 1e-5;
+    case BenchMath::kTF32:
+      return 1e-3;
+    case BenchMath::kFP16:
+      return 2e-3;  // output rounding to half: ~3e-4 expected
+    case BenchMath::kBF16:
+      return 1e-2;  // output rounding to bfloat16: ~2e-3 expected
   }
   return 0;
 }
@@ -131,11 +135,11 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
                  to_string(std::get<1>(key)), to_string(std::get<2>(key)), slot.error);
     }
   }
-  fmt::print("plans     {} ready, {} unsupported, {} failed in {:.1f} s with {} job{}: {} NVRTC compiles ({:.1f} s), "
-             "{} disk hits\n\n",
-             ready, unsupported, failed, seconds, config_.jobs, config_.jobs == 1 ? "" : "s",
-             after.compiles - before.compiles, (after.compile_ms - before.compile_ms) / 1e3,
-             after.disk_hits - before.disk_hits);
+  fmt::print(
+      "plans     {} ready, {} unsupported, {} failed in {:.1f} s with {} job{}: {} NVRTC compiles ({:.1f} s), "
+      "{} disk hits\n\n",
+      ready, unsupported, failed, seconds, config_.jobs, config_.jobs == 1 ? "" : "s", after.compiles - before.compiles,
+      (after.compile_ms - before.compile_ms) / 1e3, after.disk_hits - before.disk_hits);
 }
 
 std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem) {
@@ -185,8 +189,12 @@ std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem)
       fmt::print(stderr, "problem {}: {}\n", problem.id, e.what());
       for (const BenchMath math : config_.maths) {
         if (dtype_of(math) != dtype) continue;
-        Row row{.id = problem.id, .group = problem.group, .problem = problem_text(shape),
-                .math = std::string(to_string(math)), .impl = "-", .status = "error: " + headline(e.what())};
+        Row row{.id = problem.id,
+                .group = problem.group,
+                .problem = problem_text(shape),
+                .math = std::string(to_string(math)),
+                .impl = "-",
+                .status = "error: " + headline(e.what())};
         print_row(row);
         rows.push_back(row);
       }
@@ -199,8 +207,11 @@ std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem)
 std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& problem, BenchMath math, Buffers& b,
                                       const ReferenceSample& reference) {
   const Conv2dDesc d = desc_for(problem, math, config_);
-  const Row base{.id = problem.id, .group = problem.group, .problem = problem_text(d),
-                 .math = std::string(to_string(math)), .flops = d.flops()};
+  const Row base{.id = problem.id,
+                 .group = problem.group,
+                 .problem = problem_text(d),
+                 .math = std::string(to_string(math)),
+                 .flops = d.flops()};
   std::vector<Row> rows;
 
   // When no algorithm can run this data type, one row says so instead of one per algorithm.
@@ -209,7 +220,8 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
   for (const Algorithm a : config_.algorithms) {
     const PlanSlot& slot = plans_.at({index, math, a});
     const std::string why = reason(slot.error);
-    all_unsupported = all_unsupported && !slot.plan && slot.unsupported && (common_reason.empty() || why == common_reason);
+    all_unsupported =
+        all_unsupported && !slot.plan && slot.unsupported && (common_reason.empty() || why == common_reason);
     common_reason = why;
   }
   if (all_unsupported) {
@@ -232,8 +244,8 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
         // The same kernel as a forced row already measured: report those numbers again.
         const std::string chosen(to_string(plan.algorithm()));
         const auto same = std::find_if(rows.begin(), rows.end(), [&](const Row& r) { return r.impl == chosen; });
-        const PlanSlot* forced = plans_.count({index, math, plan.algorithm()}) ? &plans_.at({index, math, plan.algorithm()})
-                                                                                : nullptr;
+        const PlanSlot* forced =
+            plans_.count({index, math, plan.algorithm()}) ? &plans_.at({index, math, plan.algorithm()}) : nullptr;
         if (same != rows.end() && same->timed() && forced != nullptr && forced->plan &&
             forced->plan->kernel_name() == plan.kernel_name()) {
           row = *same;
@@ -245,10 +257,12 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
         row.note = "-> " + chosen;
       }
       // Only the direct kernel may be timed with fewer runs (--skip-slow-ms): it is the slow one by design.
-      measure(row, [&] { plan.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data(), stream_.get()); }, b, reference,
-              tolerance(math), plan.algorithm() == Algorithm::kDirect);
+      measure(
+          row, [&] { plan.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data(), stream_.get()); }, b, reference,
+          tolerance(math), plan.algorithm() == Algorithm::kDirect);
       rows.push_back(row);
-      if (a == Algorithm::kAuto && config_.packed) rows.push_back(packed_row(base, plan, b, reference, tolerance(math)));
+      if (a == Algorithm::kAuto && config_.packed)
+        rows.push_back(packed_row(base, plan, b, reference, tolerance(math)));
     }
   }
   if (cudnn_) rows.push_back(cudnn_row(base, d, math, b, reference));
@@ -296,8 +310,7 @@ void ConvRunner::measure(Row& row, const std::function<void()>& launch, Buffers&
   }
 }
 
-Row ConvRunner::packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const ReferenceSample& reference,
-                           double tol) {
+Row ConvRunner::packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const ReferenceSample& reference, double tol) {
   row.impl = "auto+packed";
   if (plan.packed_weight_bytes() == 0) {
     row.status = fmt::format("n/a: {} reads the weights as they are", to_string(plan.algorithm()));
@@ -307,7 +320,8 @@ Row ConvRunner::packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const Re
   plan.pack_weights(b.w.data(), packed.data(), stream_.get());
   row.note = fmt::format("weights packed once ({:.1f} MiB)", plan.packed_weight_bytes() / 1048576.0);
   const Conv2dArgs args{.x = b.x.data(), .packed_w = packed.data(), .bias = b.bias.data(), .y = b.y.data()};
-  measure(row, [&] { plan.run(args, stream_.get()); }, b, reference, tol, false);
+  measure(
+      row, [&] { plan.run(args, stream_.get()); }, b, reference, tol, false);
   return row;
 }
 
@@ -318,8 +332,9 @@ Row ConvRunner::cudnn_row(Row row, const Conv2dDesc& d, BenchMath math, Buffers&
     const CudnnChoice& choice = conv.find(runtime_, b.x.data(), b.w.data(), b.y.data(), config_.cudnn_workspace_cap);
     row.note = choice.describe();
     if (conv.batch_slices() > 1) row.note += fmt::format(", batch in {} calls", conv.batch_slices());
-    measure(row, [&] { conv.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data()); }, b, reference, tolerance(math),
-            false);
+    measure(
+        row, [&] { conv.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data()); }, b, reference, tolerance(math),
+        false);
   } catch (const CudnnError& e) {
     fmt::print(stderr, "{} {} cudnn: {}\n", row.id, row.math, e.what());
     const bool unsupported = CUDNN_STATUS_CATEGORY(e.status()) == CUDNN_STATUS_NOT_SUPPORTED;

@@ -10,11 +10,11 @@
 #include <vector>
 
 #include "bench_report.hpp"
+#include "convjit/runtime.hpp"
 #include "cudnn_conv.hpp"
 #include "gpu_timer.hpp"
 #include "problems.hpp"
 #include "reference_check.hpp"
-#include "convjit/runtime.hpp"
 
 namespace convjit::bench {
 

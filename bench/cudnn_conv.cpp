@@ -13,17 +13,23 @@ std::string version_text(std::size_t v) { return fmt::format("{}.{}.{}", v / 100
 
 cudnnDataType_t data_type(BenchMath math) noexcept {
   switch (math) {
-    case BenchMath::kFP16: return CUDNN_DATA_HALF;
-    case BenchMath::kBF16: return CUDNN_DATA_BFLOAT16;
-    default: return CUDNN_DATA_FLOAT;
+    case BenchMath::kFP16:
+      return CUDNN_DATA_HALF;
+    case BenchMath::kBF16:
+      return CUDNN_DATA_BFLOAT16;
+    default:
+      return CUDNN_DATA_FLOAT;
   }
 }
 
 cudnnMathType_t math_policy(BenchMath math) noexcept {
   switch (math) {
-    case BenchMath::kStrict: return CUDNN_FMA_MATH;
-    case BenchMath::kTF32: return CUDNN_DEFAULT_MATH;
-    default: return CUDNN_TENSOR_OP_MATH;
+    case BenchMath::kStrict:
+      return CUDNN_FMA_MATH;
+    case BenchMath::kTF32:
+      return CUDNN_DEFAULT_MATH;
+    default:
+      return CUDNN_TENSOR_OP_MATH;
   }
 }
 
@@ -33,25 +39,39 @@ bool uses_tensor_ops(cudnnMathType_t m) noexcept {
 
 std::string_view algo_name(cudnnConvolutionFwdAlgo_t algo) noexcept {
   switch (algo) {
-    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM: return "IMPLICIT_GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM: return "IMPLICIT_PRECOMP_GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM: return "GEMM";
-    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT: return "DIRECT";
-    case CUDNN_CONVOLUTION_FWD_ALGO_FFT: return "FFT";
-    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING: return "FFT_TILING";
-    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD: return "WINOGRAD";
-    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED: return "WINOGRAD_NONFUSED";
-    default: return "?";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM:
+      return "IMPLICIT_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM:
+      return "IMPLICIT_PRECOMP_GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_GEMM:
+      return "GEMM";
+    case CUDNN_CONVOLUTION_FWD_ALGO_DIRECT:
+      return "DIRECT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT:
+      return "FFT";
+    case CUDNN_CONVOLUTION_FWD_ALGO_FFT_TILING:
+      return "FFT_TILING";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD:
+      return "WINOGRAD";
+    case CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED:
+      return "WINOGRAD_NONFUSED";
+    default:
+      return "?";
   }
 }
 
 std::string_view math_name(cudnnMathType_t m) noexcept {
   switch (m) {
-    case CUDNN_DEFAULT_MATH: return "default";
-    case CUDNN_TENSOR_OP_MATH: return "tensor_op";
-    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION: return "tensor_op_conv";
-    case CUDNN_FMA_MATH: return "fma";
-    default: return "?";
+    case CUDNN_DEFAULT_MATH:
+      return "default";
+    case CUDNN_TENSOR_OP_MATH:
+      return "tensor_op";
+    case CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION:
+      return "tensor_op_conv";
+    case CUDNN_FMA_MATH:
+      return "fma";
+    default:
+      return "?";
   }
 }
 
@@ -69,8 +89,8 @@ TensorDesc make_tensor(cudnnDataType_t type, std::int64_t n, std::int64_t c, std
 void cudnn_fail(cudnnStatus_t status, const char* call, const std::string& context) {
   char detail[1024] = {};
   cudnnGetLastErrorString(detail, sizeof detail);
-  std::string message = fmt::format("{}: {} failed → {} ({})", context, call, cudnnGetErrorString(status),
-                                    static_cast<int>(status));
+  std::string message =
+      fmt::format("{}: {} failed → {} ({})", context, call, cudnnGetErrorString(status), static_cast<int>(status));
   if (detail[0] != '\0') message += fmt::format("; cuDNN says: {}", detail);
   throw CudnnError(status, message);
 }
@@ -89,19 +109,26 @@ std::string cudnn_version_text() {
 
 std::string_view to_string(BenchMath math) noexcept {
   switch (math) {
-    case BenchMath::kStrict: return "strict";
-    case BenchMath::kTF32: return "tf32";
-    case BenchMath::kFP16: return "fp16";
-    case BenchMath::kBF16: return "bf16";
+    case BenchMath::kStrict:
+      return "strict";
+    case BenchMath::kTF32:
+      return "tf32";
+    case BenchMath::kFP16:
+      return "fp16";
+    case BenchMath::kBF16:
+      return "bf16";
   }
   return "?";
 }
 
 DType dtype_of(BenchMath math) noexcept {
   switch (math) {
-    case BenchMath::kFP16: return DType::kFloat16;
-    case BenchMath::kBF16: return DType::kBFloat16;
-    default: return DType::kFloat32;
+    case BenchMath::kFP16:
+      return DType::kFloat16;
+    case BenchMath::kBF16:
+      return DType::kBFloat16;
+    default:
+      return DType::kFloat32;
   }
 }
 
@@ -133,26 +160,26 @@ CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dDesc& desc, BenchMath mat
   cudnnFilterDescriptor_t filter = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&filter), "creating a filter descriptor");
   w_desc_ = FilterDesc(filter);
-  CONVJIT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(filter, type, CUDNN_TENSOR_NCHW, desc.k, desc.c / desc.groups, desc.r,
-                                                 desc.s),
-                      "describing the filter of {}", desc.to_string());
+  CONVJIT_CUDNN_CHECK(
+      cudnnSetFilter4dDescriptor(filter, type, CUDNN_TENSOR_NCHW, desc.k, desc.c / desc.groups, desc.r, desc.s),
+      "describing the filter of {}", desc.to_string());
 
   cudnnConvolutionDescriptor_t conv = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv), "creating a convolution descriptor");
   conv_desc_ = ConvDesc(conv);
   // Accumulate in float for every data type (PyTorch's choice for half and bfloat16 too).
-  CONVJIT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, desc.pad_h, desc.pad_w, desc.stride_h, desc.stride_w,
-                                                      desc.dilation_h, desc.dilation_w, CUDNN_CROSS_CORRELATION,
-                                                      CUDNN_DATA_FLOAT),
-                      "describing the convolution {}", desc.to_string());
+  CONVJIT_CUDNN_CHECK(
+      cudnnSetConvolution2dDescriptor(conv, desc.pad_h, desc.pad_w, desc.stride_h, desc.stride_w, desc.dilation_h,
+                                      desc.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+      "describing the convolution {}", desc.to_string());
   CONVJIT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, desc.groups), "setting {} groups", desc.groups);
   CONVJIT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math_policy(math)), "setting math type {}",
                       math_name(math_policy(math)));
 
   int dims[4] = {};
-  CONVJIT_CUDNN_CHECK(cudnnGetConvolution2dForwardOutputDim(conv, x_desc_.get(), w_desc_.get(), &dims[0], &dims[1],
-                                                            &dims[2], &dims[3]),
-                      "computing the output shape of {}", desc.to_string());
+  CONVJIT_CUDNN_CHECK(
+      cudnnGetConvolution2dForwardOutputDim(conv, x_desc_.get(), w_desc_.get(), &dims[0], &dims[1], &dims[2], &dims[3]),
+      "computing the output shape of {}", desc.to_string());
   if (dims[0] != per_slice || dims[1] != o.k || dims[2] != o.p || dims[3] != o.q) {
     throw CudnnError(CUDNN_STATUS_BAD_PARAM,
                      fmt::format("{}: cuDNN's output {}x{}x{}x{} differs from convjit's {}x{}x{}x{}", desc.to_string(),
@@ -165,9 +192,9 @@ const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* 
   std::size_t want = 0;
   for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
     std::size_t bytes = 0;
-    const cudnnStatus_t s = cudnnGetConvolutionForwardWorkspaceSize(
-        handle_, x_desc_.get(), w_desc_.get(), conv_desc_.get(), y_desc_.get(),
-        static_cast<cudnnConvolutionFwdAlgo_t>(a), &bytes);
+    const cudnnStatus_t s =
+        cudnnGetConvolutionForwardWorkspaceSize(handle_, x_desc_.get(), w_desc_.get(), conv_desc_.get(), y_desc_.get(),
+                                                static_cast<cudnnConvolutionFwdAlgo_t>(a), &bytes);
     if (s == CUDNN_STATUS_SUCCESS && bytes <= max_workspace) want = std::max(want, bytes);
   }
   while (true) {
@@ -182,10 +209,9 @@ const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* 
 
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
   int returned = 0;
-  CONVJIT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(handle_, x_desc_.get(), x, w_desc_.get(), w,
-                                                             conv_desc_.get(), y_desc_.get(), y,
-                                                             CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf,
-                                                             workspace_.data(), workspace_.size()),
+  CONVJIT_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(
+                          handle_, x_desc_.get(), x, w_desc_.get(), w, conv_desc_.get(), y_desc_.get(), y,
+                          CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, workspace_.data(), workspace_.size()),
                       "cudnnFind for {} ({})", desc_.to_string(), to_string(math_));
   // Sorted fastest first; the first that ran and that the math mode allows wins.
   const cudnnConvolutionFwdAlgoPerf_t* best = nullptr;
@@ -229,10 +255,10 @@ void CudnnConv::run(const void* x, const void* w, const void* bias, void* y) con
   for (int i = 0; i < slices_; ++i) {
     const auto* xi = static_cast<const unsigned char*>(x) + i * x_step;
     auto* yi = static_cast<unsigned char*>(y) + i * y_step;
-    CONVJIT_CUDNN_CHECK(cudnnConvolutionForward(handle_, &one, x_desc_.get(), xi, w_desc_.get(), w, conv_desc_.get(),
-                                                choice_.algo, workspace_.data(), workspace_.size(), &zero,
-                                                y_desc_.get(), yi),
-                        "cudnnConvolutionForward {} ({})", desc_.to_string(), to_string(math_));
+    CONVJIT_CUDNN_CHECK(
+        cudnnConvolutionForward(handle_, &one, x_desc_.get(), xi, w_desc_.get(), w, conv_desc_.get(), choice_.algo,
+                                workspace_.data(), workspace_.size(), &zero, y_desc_.get(), yi),
+        "cudnnConvolutionForward {} ({})", desc_.to_string(), to_string(math_));
     if (desc_.bias) {
       CONVJIT_CUDNN_CHECK(cudnnAddTensor(handle_, &one, bias_desc_.get(), bias, &one, y_desc_.get(), yi),
                           "adding the bias of {}", desc_.to_string());

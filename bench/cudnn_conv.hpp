@@ -16,7 +16,6 @@
 // and for half / bfloat16 tensors (aten/src/ATen/cudnn/Descriptors.h).
 
 #include <cudnn.h>
-
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -44,12 +43,12 @@ class CudnnError : public std::runtime_error {
 // "context: call failed → CUDNN_STATUS_... (cuDNN's text); cuDNN says: <last error string>"
 [[noreturn]] void cudnn_fail(cudnnStatus_t status, const char* call, const std::string& context);
 
-#define CONVJIT_CUDNN_CHECK(call, ...)                                                          \
-  do {                                                                                          \
-    const cudnnStatus_t convjit_cudnn_status_ = (call);                                         \
-    if (convjit_cudnn_status_ != CUDNN_STATUS_SUCCESS) {                                        \
-      ::convjit::bench::cudnn_fail(convjit_cudnn_status_, #call, fmt::format(__VA_ARGS__));     \
-    }                                                                                           \
+#define CONVJIT_CUDNN_CHECK(call, ...)                                                      \
+  do {                                                                                      \
+    const cudnnStatus_t convjit_cudnn_status_ = (call);                                     \
+    if (convjit_cudnn_status_ != CUDNN_STATUS_SUCCESS) {                                    \
+      ::convjit::bench::cudnn_fail(convjit_cudnn_status_, #call, fmt::format(__VA_ARGS__)); \
+    }                                                                                       \
   } while (0)
 
 // Owns one cuDNN object and destroys it with its Destroy function.
@@ -98,7 +97,7 @@ struct CudnnChoice {
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   std::size_t workspace = 0;
-  float find_ms = 0;  // cudnnFind's own time for it
+  float find_ms = 0;             // cudnnFind's own time for it
   std::string describe() const;  // "IMPLICIT_PRECOMP_GEMM math=tensor_op ws=12.0MiB"
 };
 

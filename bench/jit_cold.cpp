@@ -1,17 +1,16 @@
 // Part (a) of jit_overhead: cold, warm-disk and hot time to first result, each cold and
 // warm measurement in a brand-new process (this program, re-executed).
-#include <fmt/format.h>
-
-#include <cerrno>
-#include <cstdio>
-#include <chrono>
-#include <cstring>
-#include <limits>
-
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <limits>
 
 #include "bench_util.hpp"
 #include "convjit/convjit.hpp"
@@ -170,9 +169,8 @@ ColdResult measure_cold_warm_hot(const ColdOptions& options) {
     for (int run = 0; run < 2 && !failed; ++run) {
       const char* mode = run == 0 ? "cold" : "warm";
       const long long spawn = steady_now_ns();
-      const ChildResult r = spawn_self({"jit_overhead", "--child", mode, "--shape", shape, "--spawn-ns",
-                                        std::to_string(spawn)},
-                                       dir);
+      const ChildResult r =
+          spawn_self({"jit_overhead", "--child", mode, "--shape", shape, "--spawn-ns", std::to_string(spawn)}, dir);
       reports[run] = child_report(r);
       if (r.exit_code != 0 || !reports[run].value.is_object()) {
         fmt::print("{:<44} {} run failed with exit status {}\n", shape, mode, r.exit_code);
@@ -192,19 +190,20 @@ ColdResult measure_cold_warm_hot(const ColdOptions& options) {
       const json::Value* algo = cold.find("algorithm");
       const Conv2dDesc d = parse_bench_shape(shape);
       fmt::print("{:<44} {:<6} {:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n", problem_text(d).substr(0, 44),
-                 to_string(d.math), algo != nullptr && algo->is_string() ? algo->string() : "?", fmt_ms(number(cold, "first_call_ms")),
-                 fmt_ms(number(cold, "compile_ms")), fmt_ms(number(warm, "first_call_ms")),
-                 fmt_ms(number(warm, "hot_call_ms")), fmt_ms(number(cold, "first_result_ms")),
-                 fmt_ms(number(warm, "first_result_ms")));
+                 to_string(d.math), algo != nullptr && algo->is_string() ? algo->string() : "?",
+                 fmt_ms(number(cold, "first_call_ms")), fmt_ms(number(cold, "compile_ms")),
+                 fmt_ms(number(warm, "first_call_ms")), fmt_ms(number(warm, "hot_call_ms")),
+                 fmt_ms(number(cold, "first_result_ms")), fmt_ms(number(warm, "first_result_ms")));
       if (number(warm, "compiles") > 0) fmt::print("  note: the warm run compiled; the disk cache did not serve it\n");
       item.raw("cold", reports[0].text).raw("warm", reports[1].text);
     }
     items.push_back(item.text());
     if (!options.keep) std::filesystem::remove_all(dir);
   }
-  fmt::print("cold/warm 1st: first conv2d + synchronize in a new process (empty cache / cache filled by the cold run);\n"
-             "NVRTC: compile time the cold process recorded; hot: the same process's second call;\n"
-             "e2e: from spawning the process to the first result (exec, libraries, CUDA init included)\n");
+  fmt::print(
+      "cold/warm 1st: first conv2d + synchronize in a new process (empty cache / cache filled by the cold run);\n"
+      "NVRTC: compile time the cold process recorded; hot: the same process's second call;\n"
+      "e2e: from spawning the process to the first result (exec, libraries, CUDA init included)\n");
   result.json = json_array(items, true);
   return result;
 }

@@ -9,10 +9,10 @@
 
 #include "bench_util.hpp"
 #include "convjit/convjit.hpp"
-#include "tooling/tooling.hpp"
 #include "gpu_timer.hpp"
 #include "jit_overhead.hpp"
 #include "problems.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 
@@ -96,9 +96,9 @@ std::string measure_host_cost(const HostCostOptions& options) {
   void* args[] = {&px, &pw, &pb, &py};
   CUresult bare_status = CUDA_SUCCESS;
   auto bare = [&] {
-    const CUresult r = CudaDriver::get().cuLaunchKernel(function, static_cast<unsigned>(info.grid_blocks), 1, 1,
-                                                        info.block_threads, 1, 1, info.dynamic_shared_bytes,
-                                                        stream.get(), args, nullptr);
+    const CUresult r =
+        CudaDriver::get().cuLaunchKernel(function, static_cast<unsigned>(info.grid_blocks), 1, 1, info.block_threads, 1,
+                                         1, info.dynamic_shared_bytes, stream.get(), args, nullptr);
     if (r != CUDA_SUCCESS) bare_status = r;
   };
 
@@ -116,9 +116,10 @@ std::string measure_host_cost(const HostCostOptions& options) {
   }
   y.download(via_bare.data(), via_bare.size());
   const bool identical = via_plan == via_bare;
-  fmt::print("kernel {} ({}, grid {} x {} threads, {} B dynamic shared), loaded from its {}; bare output {} plan.run's\n",
-             info.kernel_name, d.to_string(), info.grid_blocks, info.block_threads, info.dynamic_shared_bytes,
-             module.from_cubin() ? "CUBIN" : "PTX", identical ? "matches" : "DIFFERS FROM");
+  fmt::print(
+      "kernel {} ({}, grid {} x {} threads, {} B dynamic shared), loaded from its {}; bare output {} plan.run's\n",
+      info.kernel_name, d.to_string(), info.grid_blocks, info.block_threads, info.dynamic_shared_bytes,
+      module.from_cubin() ? "CUBIN" : "PTX", identical ? "matches" : "DIFFERS FROM");
 
   std::vector<Method> methods;
   methods.push_back({"rt.conv2d", [&] { rt.conv2d(d, px, pw, pb, py, stream.get()); }, {}});

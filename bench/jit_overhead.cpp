@@ -3,20 +3,20 @@
 // process's second call (hot); (b) host time of a hot rt.conv2d and of plan.run against
 // a bare cuLaunchKernel of the same kernel; (c) Runtime::prewarm kernels per second
 // with N threads. Prints tables and writes JSON.
+#include "jit_overhead.hpp"
+
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <functional>
 #include <optional>
 #include <thread>
 
-#include <unistd.h>
-
 #include "bench_util.hpp"
 #include "convjit/convjit.hpp"
-#include "tooling/tooling.hpp"
-#include "jit_overhead.hpp"
 #include "problems.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::bench {
 namespace {
@@ -80,18 +80,22 @@ int overhead_main(int argc, char** argv) {
   }
   const auto wants = [&](std::string_view p) { return std::find(parts.begin(), parts.end(), p) != parts.end(); };
   const std::filesystem::path work_dir =
-      opts.value("--work-dir") ? std::filesystem::path(*opts.value("--work-dir"))
-                               : std::filesystem::temp_directory_path() / fmt::format("convjit-jit-overhead-{}", ::getpid());
+      opts.value("--work-dir")
+          ? std::filesystem::path(*opts.value("--work-dir"))
+          : std::filesystem::temp_directory_path() / fmt::format("convjit-jit-overhead-{}", ::getpid());
   const bool keep = opts.has("--keep");
 
   ColdOptions cold{.shapes = opts.has("--cold-shape") ? opts.values("--cold-shape") : kColdShapes,
-                   .work_dir = work_dir, .keep = keep};
+                   .work_dir = work_dir,
+                   .keep = keep};
   HostCostOptions host{.shape = opts.value("--host-shape").value_or("n1c4h16w16k4r3s3"),
                        .calls = opts.int_value("--calls", 10000, 1),
                        .sync_every = opts.int_value("--sync-every", 1000, 1),
                        .work_dir = work_dir};
-  PrewarmOptions prewarm{.count = opts.int_value("--prewarm-count", 64, 1), .arch = opts.value("--arch").value_or("sm_90"),
-                         .work_dir = work_dir, .keep = keep};
+  PrewarmOptions prewarm{.count = opts.int_value("--prewarm-count", 64, 1),
+                         .arch = opts.value("--arch").value_or("sm_90"),
+                         .work_dir = work_dir,
+                         .keep = keep};
   if (auto v = opts.value("--jobs")) {
     prewarm.jobs.clear();
     for (const auto& j : split_list(*v)) {

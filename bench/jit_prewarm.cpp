@@ -20,8 +20,16 @@ std::vector<Conv2dDesc> prewarm_descs(int count) {
     for (const int rs : {1, 3, 5, 7}) {
       for (const int c : {16, 32, 64, 128}) {
         for (const int k : {16, 64}) {
-          all.push_back(Conv2dDesc{.n = 8, .c = c, .h = 56, .w = 56, .k = k, .r = rs, .s = rs, .pad_h = rs / 2,
-                                   .pad_w = rs / 2, .math = math});
+          all.push_back(Conv2dDesc{.n = 8,
+                                   .c = c,
+                                   .h = 56,
+                                   .w = 56,
+                                   .k = k,
+                                   .r = rs,
+                                   .s = rs,
+                                   .pad_h = rs / 2,
+                                   .pad_w = rs / 2,
+                                   .math = math});
         }
       }
     }

@@ -13,7 +13,8 @@ namespace convjit::bench {
 namespace {
 
 Conv2dDesc parse_comma_shape(std::string_view text) {
-  static constexpr std::string_view kFields[] = {"n", "c", "h", "w", "k", "r", "s", "stride", "pad", "dilation", "groups"};
+  static constexpr std::string_view kFields[] = {"n", "c",      "h",   "w",        "k",     "r",
+                                                 "s", "stride", "pad", "dilation", "groups"};
   const auto items = split_list(text, ',');
   if (items.size() < 7 || items.size() > 11 || std::count(text.begin(), text.end(), ',') + 1 != long(items.size())) {
     fail(ErrorCode::kInvalidArgument, "--shape '{}': expected n,c,h,w,k,r,s[,stride,pad,dilation,groups]", text);
@@ -27,9 +28,20 @@ Conv2dDesc parse_comma_shape(std::string_view text) {
     }
     v[i] = static_cast<int>(value);
   }
-  return Conv2dDesc{.n = v[0], .c = v[1], .h = v[2], .w = v[3], .k = v[4], .r = v[5], .s = v[6],
-                    .stride_h = v[7], .stride_w = v[7], .pad_h = v[8], .pad_w = v[8],
-                    .dilation_h = v[9], .dilation_w = v[9], .groups = v[10]};
+  return Conv2dDesc{.n = v[0],
+                    .c = v[1],
+                    .h = v[2],
+                    .w = v[3],
+                    .k = v[4],
+                    .r = v[5],
+                    .s = v[6],
+                    .stride_h = v[7],
+                    .stride_w = v[7],
+                    .pad_h = v[8],
+                    .pad_w = v[8],
+                    .dilation_h = v[9],
+                    .dilation_w = v[9],
+                    .groups = v[10]};
 }
 
 bool selected(const std::vector<std::string>& ids, const std::string& id, const std::string& group) {

@@ -120,8 +120,9 @@ ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int 
             for (std::int64_t s = 0; s < d.s; ++s, ++t) {
               const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
               const bool inside = ih >= 0 && ih < d.h && iw >= 0 && iw < d.w;
-              patch[t] = inside ? double(in.x[static_cast<std::size_t>(((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw)])
-                                : 0.0;
+              patch[t] = inside
+                             ? double(in.x[static_cast<std::size_t>(((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw)])
+                             : 0.0;
             }
           }
         }
@@ -162,7 +163,8 @@ CheckResult check_device_output(CUdeviceptr y, DType dtype, std::int64_t count, 
     std::atomic<std::int64_t> bad{0};
     parallel_for(n, [&](std::int64_t first, std::int64_t last) {
       std::int64_t local = 0;
-      for (std::int64_t i = first; i < last; ++i) local += !std::isfinite(load_element(host.data(), static_cast<std::size_t>(i), dtype));
+      for (std::int64_t i = first; i < last; ++i)
+        local += !std::isfinite(load_element(host.data(), static_cast<std::size_t>(i), dtype));
       bad += local;
     });
     out.nonfinite += bad.load();

@@ -31,7 +31,8 @@ double sampled_error(const Conv2dDesc& d, const std::vector<float>& x, const std
           const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
           const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
           if (ih < 0 || ih >= d.h || iw < 0 || iw >= d.w) continue;
-          acc += double(x[((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw]) * double(w[((k * cpg + c) * d.r + r) * d.s + s]);
+          acc += double(x[((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw]) *
+                 double(w[((k * cpg + c) * d.r + r) * d.s + s]);
         }
     const double e = y[((n * o.k + k) * o.p + p) * o.q + q] - acc;
     diff += e * e;
@@ -47,9 +48,20 @@ int main(int argc, char** argv) try {
     int v[11] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1};
     std::sscanf(argv[i], "%d,%d,%d,%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &v[7],
                 &v[8], &v[9], &v[10]);
-    descs.push_back(Conv2dDesc{.n = v[0], .c = v[1], .h = v[2], .w = v[3], .k = v[4], .r = v[5], .s = v[6],
-                               .stride_h = v[7], .stride_w = v[7], .pad_h = v[8], .pad_w = v[8], .dilation_h = v[9],
-                               .dilation_w = v[9], .groups = v[10]});
+    descs.push_back(Conv2dDesc{.n = v[0],
+                               .c = v[1],
+                               .h = v[2],
+                               .w = v[3],
+                               .k = v[4],
+                               .r = v[5],
+                               .s = v[6],
+                               .stride_h = v[7],
+                               .stride_w = v[7],
+                               .pad_h = v[8],
+                               .pad_w = v[8],
+                               .dilation_h = v[9],
+                               .dilation_w = v[9],
+                               .groups = v[10]});
   }
   if (descs.empty()) descs.push_back(Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7});
   Runtime rt;
@@ -66,7 +78,10 @@ int main(int argc, char** argv) try {
     DeviceBuffer dx(rt, x.size() * 4), dw(rt, w.size() * 4), dy(rt, y.size() * 4);
     dx.upload(x.data(), x.size() * 4);
     dw.upload(w.data(), w.size() * 4);
-    struct V { Algorithm a; MathMode m; };
+    struct V {
+      Algorithm a;
+      MathMode m;
+    };
     for (const V v : {V{Algorithm::kDirect, MathMode::kStrictFp32}, V{Algorithm::kImplicitGemm, MathMode::kTF32},
                       V{Algorithm::kImplicitGemm, MathMode::kStrictFp32}, V{Algorithm::kIm2colGemm, MathMode::kTF32},
                       V{Algorithm::kIm2colGemm, MathMode::kStrictFp32}}) {

@@ -35,7 +35,8 @@ double sampled_rel_err(const convjit::Conv2dDesc& d, const std::vector<float>& x
           for (int c = 0; c < d.c; ++c)
             for (int r = 0; r < d.r; ++r)
               for (int s = 0; s < d.s; ++s)
-                acc += double(x[((n * d.c + c) * d.h + p + r) * d.w + q + s]) * double(w[((k * d.c + c) * d.r + r) * d.s + s]);
+                acc += double(x[((n * d.c + c) * d.h + p + r) * d.w + q + s]) *
+                       double(w[((k * d.c + c) * d.r + r) * d.s + s]);
           const double e = double(y[((n * o.k + k) * o.p + p) * o.q + q]) - acc;
           diff[t] += e * e;
           norm[t] += acc * acc;
@@ -60,7 +61,9 @@ int main() try {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   auto random_vec = [&](std::int64_t count) {
     std::vector<float> v(static_cast<std::size_t>(count));
-    for (auto& e : v) do e = dist(rng); while (e == 0.0f);
+    for (auto& e : v) do
+        e = dist(rng);
+      while (e == 0.0f);
     return v;
   };
   const auto x = random_vec(base.x_elements());
@@ -114,8 +117,9 @@ int main() try {
     fmt::print("first     {:.1f} ms to first result, {} (compiles={}, disk_hits={}, compile_ms={:.1f})\n", first_ms,
                start, compiles, disk_hits, after_first.compile_ms - before.compile_ms);
     fmt::print("hot       {:.3f} ms to result (same process)\n", hot_ms);
-    fmt::print("check     rel L2 error {:.3e} (bound {:.0e}) vs float64 over 4096x128 sampled outputs; non-finite: {}\n",
-               rel_err, bound, unwritten);
+    fmt::print(
+        "check     rel L2 error {:.3e} (bound {:.0e}) vs float64 over 4096x128 sampled outputs; non-finite: {}\n",
+        rel_err, bound, unwritten);
     fmt::print("time      {:.3f} ms median of 30 (host clock around run + synchronize), {:.1f} TFLOP/s\n", median,
                desc.flops() / median / 1e9);
     ok = ok && rel_err < bound && unwritten == 0;

@@ -30,18 +30,40 @@ int main(int argc, char** argv) try {
       arch = rt.device_arch();
     } catch (const convjit::Error& e) {
       arch = "sm_90";
-      fmt::print("no GPU here ({}); compiling for {}\n", e.code() == convjit::ErrorCode::kNoDriver ? "no driver" : "no device", *arch);
+      fmt::print("no GPU here ({}); compiling for {}\n",
+                 e.code() == convjit::ErrorCode::kNoDriver ? "no driver" : "no device", *arch);
     }
   }
   // The KernelBench level-1 2D forward convolutions (86 as its depthwise and pointwise halves).
   using D = convjit::Conv2dDesc;
   const std::vector<D> shapes = {
-      D{.n = 256, .c = 3, .h = 224, .w = 224, .k = 96, .r = 11, .s = 11, .stride_h = 4, .stride_w = 4, .pad_h = 2, .pad_w = 2, .bias = true},
+      D{.n = 256,
+        .c = 3,
+        .h = 224,
+        .w = 224,
+        .k = 96,
+        .r = 11,
+        .s = 11,
+        .stride_h = 4,
+        .stride_w = 4,
+        .pad_h = 2,
+        .pad_w = 2,
+        .bias = true},
       D{.n = 8, .c = 64, .h = 512, .w = 1024, .k = 128, .r = 3, .s = 3},
       D{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},
       D{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9},
       D{.n = 16, .c = 16, .h = 1024, .w = 1024, .k = 128, .r = 3, .s = 3},
-      D{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9, .pad_h = 2, .pad_w = 4, .dilation_h = 2, .dilation_w = 3},
+      D{.n = 8,
+        .c = 32,
+        .h = 512,
+        .w = 512,
+        .k = 64,
+        .r = 5,
+        .s = 9,
+        .pad_h = 2,
+        .pad_w = 4,
+        .dilation_h = 2,
+        .dilation_w = 3},
       D{.n = 16, .c = 64, .h = 512, .w = 512, .k = 64, .r = 3, .s = 3, .groups = 64},
       D{.n = 64, .c = 8, .h = 512, .w = 512, .k = 8, .r = 3, .s = 1, .groups = 8},
       D{.n = 64, .c = 128, .h = 256, .w = 512, .k = 128, .r = 3, .s = 3, .groups = 128},

@@ -46,8 +46,8 @@ using Element = Convert::Storage;
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
 constexpr int kTaps = kR * kS;
-constexpr int kOutPerThread = 4;                    // consecutive outputs of one row
-constexpr int kVec = 16 / sizeof(Element);          // elements in one 16-byte load
+constexpr int kOutPerThread = 4;            // consecutive outputs of one row
+constexpr int kVec = 16 / sizeof(Element);  // elements in one 16-byte load
 constexpr int kBlockThreads = kThreadsQ * kThreadsP;
 constexpr int kTileQ = kThreadsQ * kOutPerThread;
 constexpr int kTileP = kThreadsP * kRowsPerThread * kPasses;
@@ -110,7 +110,8 @@ __device__ __forceinline__ void load_tile_vector(float* tile, const Element* x_g
         const int rest = e % (kInRows * kChunksPerRow);
         const int ih = ih0 + rest / kChunksPerRow;
         const int iw = col0 + (rest % kChunksPerRow) * kVec;
-        if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) && static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+        if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+            static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
           const Element* src = x_group + (static_cast<index_t>(c) * kH + ih) * static_cast<index_t>(kW) + iw;
           v[b] = __ldg(reinterpret_cast<const uint4*>(src));
         }
@@ -137,8 +138,10 @@ __device__ __forceinline__ void load_tile_scalar(float* tile, const Element* x_g
         const int rest = e % kPlaneFloats;
         const int ih = ih0 + rest / kPitch;
         const int iw = col0 + rest % kPitch;
-        if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) && static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
-          v[b] = Convert::to_float(__ldg(x_group + (static_cast<index_t>(c) * kH + ih) * static_cast<index_t>(kW) + iw));
+        if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+            static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+          v[b] =
+              Convert::to_float(__ldg(x_group + (static_cast<index_t>(c) * kH + ih) * static_cast<index_t>(kW) + iw));
         }
       }
     }
@@ -157,8 +160,9 @@ __device__ __forceinline__ unsigned pack2(float a, float b) {
 }  // namespace conv2d_depthwise
 
 extern "C" __global__ void __launch_bounds__(conv2d_depthwise::kBlockThreads, spec::kMinBlocks)
-CONVJIT_KERNEL_NAME(const conv2d_depthwise::Element* __restrict__ x, const conv2d_depthwise::Element* __restrict__ w,
-                    const conv2d_depthwise::Element* __restrict__ bias, conv2d_depthwise::Element* __restrict__ y) {
+    CONVJIT_KERNEL_NAME(const conv2d_depthwise::Element* __restrict__ x,
+                        const conv2d_depthwise::Element* __restrict__ w,
+                        const conv2d_depthwise::Element* __restrict__ bias, conv2d_depthwise::Element* __restrict__ y) {
   using namespace conv2d_depthwise;
   __shared__ __align__(16) float tile[kTileFloats];
 

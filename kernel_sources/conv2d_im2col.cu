@@ -44,8 +44,8 @@ using Element = Convert::Storage;
 // One thread per (image, kk, pixel) element of the chunk; pixel fastest, so
 // neighbouring threads write neighbouring col entries and read one input row.
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
-                                          int group, int n0, int p0, int rows, int images) {
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
+                                              int group, int n0, int p0, int rows, int images) {
   using namespace im2col;
   const long long pixels = static_cast<long long>(rows) * kQ;
   const long long total = static_cast<long long>(images) * kGemmK * pixels;
@@ -62,7 +62,8 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x,
     const int ih = p * kStrideH - kPadH + r * kDilationH;
     const int iw = q * kStrideW - kPadW + s * kDilationW;
     Element v{};  // +0 in every type
-    if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) && static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+    if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+        static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
       v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
                      static_cast<long long>(ih) * kW + iw));
     }
@@ -71,7 +72,8 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x,
 }
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const im2col::Element* __restrict__ bias, im2col::Element* __restrict__ y) {
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const im2col::Element* __restrict__ bias,
+                                                im2col::Element* __restrict__ y) {
   using namespace im2col;
   constexpr long long kTotal = static_cast<long long>(kN) * kK * kPixels;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < kTotal;

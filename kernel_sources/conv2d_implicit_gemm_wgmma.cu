@@ -63,8 +63,14 @@ using namespace spec;
 using device::cp_async4;
 using device::smem_addr;
 
-template <bool Wide> struct ElementOf { using type = float; };
-template <> struct ElementOf<true> { using type = unsigned short; };
+template <bool Wide>
+struct ElementOf {
+  using type = float;
+};
+template <>
+struct ElementOf<true> {
+  using type = unsigned short;
+};
 
 constexpr int kConsumers = 2;
 constexpr int kThreads = 128 * (1 + kConsumers);
@@ -73,7 +79,7 @@ constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
 constexpr bool k16Bit = kDType != 0;
 using Element = typename ElementOf<k16Bit>::type;  // storage type of x, w, bias, y
-constexpr int kChunkC = k16Bit ? 16 : 8;             // channels a wgmma k step reduces
+constexpr int kChunkC = k16Bit ? 16 : 8;           // channels a wgmma k step reduces
 constexpr int kChunks = (kCPerGroup + kChunkC - 1) / kChunkC;
 constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
@@ -90,14 +96,14 @@ constexpr int kPatch = kBP * kRowElems;
 // apart (again 8 banks), and two pixels of one word are one access.
 constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
 constexpr int kAStageElems = kChunkC * kChanStride;
-constexpr int kBTapElems = kBN * kChunkC;  // 32 * kBN bytes for every type
+constexpr int kBTapElems = kBN * kChunkC;     // 32 * kBN bytes for every type
 constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
 constexpr int kBPlaneElems = kS * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
-constexpr int kLoadWarps = kStoreWarps ? 2 : 4;    // producer warps issuing copies
-constexpr int kOutStride = kBM + 4;                // staged outputs: [channel][pixel], 4 banks a row
+constexpr int kLoadWarps = kStoreWarps ? 2 : 4;  // producer warps issuing copies
+constexpr int kOutStride = kBM + 4;              // staged outputs: [channel][pixel], 4 banks a row
 constexpr int kOutElems = kStoreWarps ? kBN * kOutStride : 0;
 // The host sized the stages (how many fit) and the launch from its own copy of this
 // layout, emitted in the prologue: a disagreement fails the compile.
@@ -180,25 +186,25 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
 // wgmma with A from registers: d = a * b (+ d when `accumulate`). The operand lists are
 // spelled once per accumulator count N (32 or 64 registers: n64 or n128); `instr` names
 // the shape and types, `tail` the immediates after the B scale (16-bit: transpose-B = 0).
-#define CONVJIT_ACC32(d) \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-#define CONVJIT_ACC64(d) \
-  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), \
-  "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), \
-  "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
-  "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), \
-  "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), \
-  "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), \
-  "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), \
-  "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-#define CONVJIT_REGS32 \
+#define CONVJIT_ACC32(d)                                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define CONVJIT_ACC64(d)                                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
+      "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+      "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+      "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define CONVJIT_REGS32                                     \
   "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
-#define CONVJIT_REGS64 \
-  "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+#define CONVJIT_REGS64                                               \
+  "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"           \
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
   "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
@@ -208,10 +214,10 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
 #define CONVJIT_DESC64 "%68"
 #define CONVJIT_PRED32 "%37"
 #define CONVJIT_PRED64 "%69"
-#define CONVJIT_WGMMA_RS(N, instr, tail)                                                                   \
-  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " CONVJIT_PRED##N ", 0;\n" instr " {" CONVJIT_REGS##N     \
-               "}, {" CONVJIT_A##N "}, " CONVJIT_DESC##N ", p, 1, 1" tail ";\n}\n"                             \
-               : CONVJIT_ACC##N(d)                                                                          \
+#define CONVJIT_WGMMA_RS(N, instr, tail)                                                                 \
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " CONVJIT_PRED##N ", 0;\n" instr " {" CONVJIT_REGS##N \
+               "}, {" CONVJIT_A##N "}, " CONVJIT_DESC##N ", p, 1, 1" tail ";\n}\n"                       \
+               : CONVJIT_ACC##N(d)                                                                       \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate))
 
 __device__ __forceinline__ void wgmma_m64n64k8(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
@@ -222,20 +228,20 @@ __device__ __forceinline__ void wgmma_m64n128k8(float (&d)[64], const unsigned (
                                                 int accumulate) {
   CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "");
 }
-__device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const unsigned (&a)[4],
-                                                    unsigned long long b_desc, int accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
+                                                    int accumulate) {
   CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16", ", 0");
 }
-__device__ __forceinline__ void wgmma_m64n128k16_f16(float (&d)[64], const unsigned (&a)[4],
-                                                     unsigned long long b_desc, int accumulate) {
+__device__ __forceinline__ void wgmma_m64n128k16_f16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
+                                                     int accumulate) {
   CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16", ", 0");
 }
-__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], const unsigned (&a)[4],
-                                                     unsigned long long b_desc, int accumulate) {
+__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
+                                                     int accumulate) {
   CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", ", 0");
 }
-__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], const unsigned (&a)[4],
-                                                      unsigned long long b_desc, int accumulate) {
+__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
+                                                      int accumulate) {
   CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ", 0");
 }
 
@@ -286,7 +292,6 @@ __device__ __forceinline__ Element from_float(float v) {
     return v;
   }
 }
-
 
 struct Patch {
   int img, p0, q0;
@@ -398,10 +403,9 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
 // core-matrix layout]: TF32-rounded (one plane), the exact big/small split (two planes)
 // or 16-bit as they are; zero where the block or the chunk runs past the group's channels.
 extern "C" __global__ void __launch_bounds__(256)
-CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
   using namespace wg;
-  constexpr long long kTotal =
-      static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kPlanes * kS * kBTapElems;
+  constexpr long long kTotal = static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kPlanes * kS * kBTapElems;
   for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kTotal; i += 256ll * gridDim.x) {
     const int in_tap = static_cast<int>(i % kBTapElems);
     long long rest = i / kBTapElems;
@@ -438,14 +442,14 @@ CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::E
 }
 
 extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
-CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
-                    const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
+    CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
+                        const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
   using namespace wg;
   extern __shared__ __align__(128) unsigned char smem[];
-  const unsigned full_bar = smem_addr(smem);                 // kStages x 8 bytes
-  const unsigned empty_bar = full_bar + kStages * 8;          // kStages x 8 bytes
-  const unsigned out_full_bar = empty_bar + kStages * 8;      // staged outputs ready
-  const unsigned out_empty_bar = out_full_bar + 8;             // staged outputs written out
+  const unsigned full_bar = smem_addr(smem);              // kStages x 8 bytes
+  const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
+  const unsigned out_full_bar = empty_bar + kStages * 8;  // staged outputs ready
+  const unsigned out_empty_bar = out_full_bar + 8;        // staged outputs written out
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes);
   Element* out_tile = stages + kStages * kStageElems;
 
@@ -478,28 +482,28 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
     const int lane = ptid & 31;
     const int pwarp = ptid >> 5;
     if constexpr (kStoreWarps) {
-    if (pwarp >= kLoadWarps) {
-      // ---- store warps: staged output rows of each patch to NCHW ----
-      const int swarp = pwarp - kLoadWarps;
-      int local = 0;  // patches of this block so far
-      for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
-        const Patch patch = patch_of(tile);
-        bar_wait(out_full_bar, local & 1);
-        for (int row = swarp; row < kBN * kBP; row += 4 - kLoadWarps) {
-          const int n = row / kBP;
-          const int pi = row % kBP;
-          const int k_out = kb * kBN + n;
-          const int p = patch.p0 + pi;
-          if (k_out >= kKPerGroup || p >= kP) continue;
-          Element* y_row = y + ((static_cast<long long>(patch.img) * kK + group * kKPerGroup + k_out) * kP + p) * kQ +
-                           patch.q0;
-          const Element* src = out_tile + n * kOutStride + pi * kBQ;
-          for (int q = lane; q < kBQ && patch.q0 + q < kQ; q += 32) y_row[q] = src[q];
+      if (pwarp >= kLoadWarps) {
+        // ---- store warps: staged output rows of each patch to NCHW ----
+        const int swarp = pwarp - kLoadWarps;
+        int local = 0;  // patches of this block so far
+        for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
+          const Patch patch = patch_of(tile);
+          bar_wait(out_full_bar, local & 1);
+          for (int row = swarp; row < kBN * kBP; row += 4 - kLoadWarps) {
+            const int n = row / kBP;
+            const int pi = row % kBP;
+            const int k_out = kb * kBN + n;
+            const int p = patch.p0 + pi;
+            if (k_out >= kKPerGroup || p >= kP) continue;
+            Element* y_row =
+                y + ((static_cast<long long>(patch.img) * kK + group * kKPerGroup + k_out) * kP + p) * kQ + patch.q0;
+            const Element* src = out_tile + n * kOutStride + pi * kBQ;
+            for (int q = lane; q < kBQ && patch.q0 + q < kQ; q += 32) y_row[q] = src[q];
+          }
+          bar_arrive(out_empty_bar);
         }
-        bar_arrive(out_empty_bar);
+        return;
       }
-      return;
-    }
     }
     const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kChunks * kR * kBStageElems;
     int it = 0;  // stages produced so far, over all patches
@@ -521,10 +525,8 @@ CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __rest
           const int c = cr / kBP;
           const int pi = cr % kBP;
           const int ih = (patch.p0 + pi) * kStrideH - kPadH + r * kDilationH;
-          const bool row_ok =
-              chunk * kChunkC + c < kCPerGroup && static_cast<unsigned>(ih) < static_cast<unsigned>(kH);
-          const Element* src_row =
-              x_img + (chunk * kChunkC + c) * kPlane + static_cast<long long>(ih) * kW + iw_base;
+          const bool row_ok = chunk * kChunkC + c < kCPerGroup && static_cast<unsigned>(ih) < static_cast<unsigned>(kH);
+          const Element* src_row = x_img + (chunk * kChunkC + c) * kPlane + static_cast<long long>(ih) * kW + iw_base;
           const unsigned dst_row = a_dst + (c * kChanStride + pi * kRowElems) * sizeof(Element);
           constexpr int kCopies = k16Bit ? kHaloPairs : kHaloW;
           constexpr int kStep = k16Bit ? 2 : 1;

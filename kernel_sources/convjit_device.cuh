@@ -19,13 +19,16 @@
 // each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
 // have no toolkit headers to point it at.
 namespace element {
-template <int DType> struct Traits;  // 0 f32, 1 f16, 2 bf16 (spec::kDType)
-template <> struct Traits<0> {
+template <int DType>
+struct Traits;  // 0 f32, 1 f16, 2 bf16 (spec::kDType)
+template <>
+struct Traits<0> {
   using Storage = float;
   static __device__ __forceinline__ float to_float(float v) { return v; }
   static __device__ __forceinline__ float from_float(float v) { return v; }
 };
-template <> struct Traits<1> {  // IEEE half
+template <>
+struct Traits<1> {  // IEEE half
   using Storage = unsigned short;
   static __device__ __forceinline__ float to_float(unsigned short bits) {
     float v;
@@ -38,7 +41,8 @@ template <> struct Traits<1> {  // IEEE half
     return bits;
   }
 };
-template <> struct Traits<2> {  // bfloat16: the upper half of a float
+template <>
+struct Traits<2> {  // bfloat16: the upper half of a float
   using Storage = unsigned short;
   static __device__ __forceinline__ float to_float(unsigned short bits) {
     return __uint_as_float(static_cast<unsigned>(bits) << 16);
@@ -62,8 +66,14 @@ namespace device {
 
 // Index arithmetic in int unless a tensor has more than 2^31 elements
 // (spec::kWideIndex): 32-bit indices keep address math to one instruction.
-template <bool Wide> struct IndexType { using type = int; };
-template <> struct IndexType<true> { using type = long long; };
+template <bool Wide>
+struct IndexType {
+  using type = int;
+};
+template <>
+struct IndexType<true> {
+  using type = long long;
+};
 
 // The 32-bit shared-memory address PTX's shared-state-space instructions take.
 __device__ __forceinline__ unsigned smem_addr(const void* p) {
@@ -82,8 +92,7 @@ __device__ __forceinline__ const T* opaque(const T* p) {
 // --- cp.async (sm_80+) ---
 // 16 bytes global -> shared; valid == false writes zeros (padding, tails).
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
 }
 // 4 bytes global -> shared (.ca: .cg takes only 16-byte copies), to a shared-memory
 // address or a pointer; valid == false writes a zero.
@@ -96,7 +105,9 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's committed groups are still in flight.
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
 
 // Four 8x8 16-bit matrices from shared memory; lane i gives the address of row i % 8
 // of matrix i / 8. (For fp32 data: four 8x4 tiles, an m16n8k8 TF32 A fragment.)
@@ -119,8 +130,8 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* 
 // broadcast load per row instead of divisions in the loop. It applies only while it
 // stays small and every entry fits its int: an offset of c x H x W past 2^31 (one image
 // of 64 x 6000 x 6000, say) would be truncated, so such problems index without it.
-__host__ __device__ constexpr bool gather_table_fits(long long gemm_k, long long c_per_group, long long plane,
-                                                     int r, int s, int dilation_h, int dilation_w) {
+__host__ __device__ constexpr bool gather_table_fits(long long gemm_k, long long c_per_group, long long plane, int r,
+                                                     int s, int dilation_h, int dilation_w) {
   return gemm_k <= 6144 && static_cast<long long>(dilation_h) * (r - 1) < 32768 &&
          static_cast<long long>(dilation_w) * (s - 1) < 65536 && c_per_group * plane < (1ll << 31);
 }

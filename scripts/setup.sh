@@ -10,6 +10,9 @@ command -v ninja >/dev/null || need+=(ninja-build)
 command -v g++ >/dev/null || need+=(g++)
 [ -e /usr/include/fmt/format.h ] || [ -e /usr/local/include/fmt/format.h ] || need+=(libfmt-dev)
 [ -e /usr/include/gtest/gtest.h ] || [ -e /usr/local/include/gtest/gtest.h ] || need+=(libgtest-dev)
+command -v python3 >/dev/null || need+=(python3)
+# The test command checks the tree's format with Debian's clang-format (the version CI has).
+command -v clang-format >/dev/null || need+=(clang-format)
 # Wanted, not needed: hiredis for the remote cache (without it convjit builds and says
 # the remote cache is unavailable), redis-server for its tests (without it they skip).
 want=()

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs every test. Without a GPU the GPU tests skip, each saying why.
+# 0. the tree's shape: no include points up a layer and docs/architecture.md is what the
+#    includes say (scripts/check_layers.py); every C++/CUDA file is clang-formatted
+#    (scripts/check_format.sh). Either failing fails the tests;
 # 1. the C++ suites (ctest; arguments go to ctest). The remote cache tests use the Redis
 #    at CONVJIT_TEST_REDIS_URL; when none is given and redis-server is installed, a
 #    throwaway one is started for them (scripts/with_redis.sh);
@@ -10,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 ./scripts/setup.sh
+python3 scripts/check_layers.py
+./scripts/check_format.sh
 (
   cd "${CONVJIT_BUILD_DIR:-build}"
   if [ -z "${CONVJIT_TEST_REDIS_URL:-}" ]; then

@@ -48,8 +48,7 @@ TEST(CacheConfig, EnvironmentSetsReadOnlyAndMaxSize) {
 TEST(CacheConfig, RuntimeOptionsOverrideTheEnvironment) {
   ScopedEnv readonly("CONVJIT_CACHE_READONLY", "1");
   ScopedEnv size("CONVJIT_CACHE_MAX_SIZE", "256M");
-  const DiskCacheOptions options =
-      disk_cache_options(RuntimeOptions{.cache_readonly = false, .cache_max_bytes = 1000});
+  const DiskCacheOptions options = disk_cache_options(RuntimeOptions{.cache_readonly = false, .cache_max_bytes = 1000});
   EXPECT_FALSE(options.readonly);
   EXPECT_EQ(options.max_bytes, 1000u);
 }

@@ -74,7 +74,7 @@ std::vector<Worker> start_overlapping(const fs::path& root, const fs::path& logs
   start_together(workers);
   return workers;
 }
-constexpr std::size_t kOverlappingUnion = 7 * 4 + 36;  // 64 distinct descriptors
+constexpr std::size_t kOverlappingUnion = 7 * 4 + 36;      // 64 distinct descriptors
 constexpr int kOverlappingProgressLines = 8 * 2 * 4 * 36;  // workers x passes x threads x window
 
 TEST(CacheStress, EightProcessesPrewarmingTheSame50DescriptorsCompileEachExactlyOnce) {
@@ -160,8 +160,8 @@ TEST(CacheStress, RandomCorruptionWhileRunningIsRebuiltAndTheFinalCacheVerifiesC
 
   // A last prewarm pass rebuilds whatever the corrupter damaged after the workers read it.
   std::vector<Worker> last;
-  last.emplace_back(std::vector<std::string>{"--cache", root.string(), "--count",
-                                             std::to_string(kOverlappingUnion), "--threads", "4"},
+  last.emplace_back(std::vector<std::string>{"--cache", root.string(), "--count", std::to_string(kOverlappingUnion),
+                                             "--threads", "4"},
                     dir.path() / "last.err");
   finish_all(last);
   expect_clean(root, kOverlappingUnion);
@@ -219,9 +219,9 @@ TEST(CacheStress, EvictionKeepsTheCacheUnderItsLimitWhileProcessesReadAndWrite) 
   // The size of one entry, from a scratch cache.
   {
     std::vector<Worker> probe;
-    probe.emplace_back(std::vector<std::string>{"--cache", (dir.path() / "probe").string(), "--count", "1",
-                                                "--threads", "1"},
-                       dir.path() / "probe.err");
+    probe.emplace_back(
+        std::vector<std::string>{"--cache", (dir.path() / "probe").string(), "--count", "1", "--threads", "1"},
+        dir.path() / "probe.err");
     finish_all(probe);
   }
   const std::uint64_t one = DiskCache(dir.path() / "probe").total_size();

@@ -60,16 +60,26 @@ Args parse(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
     const char* value = argv[i + 1];
-    if (flag == "--cache") args.cache = value;
-    else if (flag == "--first") args.first = std::atoi(value);
-    else if (flag == "--count") args.count = std::atoi(value);
-    else if (flag == "--threads") args.threads = std::atoi(value);
-    else if (flag == "--passes") args.passes = std::atoi(value);
-    else if (flag == "--seed") args.seed = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
-    else if (flag == "--mode") args.mode = value;
-    else if (flag == "--max-bytes") args.max_bytes = std::strtoull(value, nullptr, 10);
-    else if (flag == "--start-gate") args.start_gate = std::atoi(value) != 0;
-    else if (flag == "--progress") args.progress = std::atoi(value) != 0;
+    if (flag == "--cache")
+      args.cache = value;
+    else if (flag == "--first")
+      args.first = std::atoi(value);
+    else if (flag == "--count")
+      args.count = std::atoi(value);
+    else if (flag == "--threads")
+      args.threads = std::atoi(value);
+    else if (flag == "--passes")
+      args.passes = std::atoi(value);
+    else if (flag == "--seed")
+      args.seed = static_cast<unsigned>(std::strtoul(value, nullptr, 10));
+    else if (flag == "--mode")
+      args.mode = value;
+    else if (flag == "--max-bytes")
+      args.max_bytes = std::strtoull(value, nullptr, 10);
+    else if (flag == "--start-gate")
+      args.start_gate = std::atoi(value) != 0;
+    else if (flag == "--progress")
+      args.progress = std::atoi(value) != 0;
     else {
       fmt::print(stderr, "unknown flag {}\n", flag);
       std::exit(2);
@@ -84,8 +94,8 @@ Args parse(int argc, char** argv) {
 
 // Descriptor i of the stress set: small (quick to compile), all distinct.
 convjit::Conv2dDesc stress_desc(int i) {
-  return convjit::Conv2dDesc{.n = 1, .c = 1 + i % 4, .h = 6 + i / 4, .w = 5, .k = 2, .r = 3, .s = 3,
-                             .pad_h = 1, .pad_w = 1};
+  return convjit::Conv2dDesc{
+      .n = 1, .c = 1 + i % 4, .h = 6 + i / 4, .w = 5, .k = 2, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
 }
 
 void add(convjit::CacheStats& total, const convjit::CacheStats& s) {

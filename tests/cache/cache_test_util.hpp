@@ -6,10 +6,10 @@
 
 #include <string>
 
-#include "cache/entry_file.hpp"
 #include "base/log.hpp"
 #include "base/sha256.hpp"
 #include "cache/cache_key.hpp"
+#include "cache/entry_file.hpp"
 
 namespace convjit::testing {
 

@@ -63,8 +63,8 @@ TEST(DiskCache, CreatesItsDirectoriesPrivate) {
   DiskCache cache(dir.path() / "new" / "private");
   const CacheKey k = test_key("private-key");
   cache.store(k, test_entry(k));
-  for (const fs::path& p : {dir.path() / "new", dir.path() / "new" / "private", cache.version_dir(),
-                            cache.entry_path(k).parent_path()}) {
+  for (const fs::path& p :
+       {dir.path() / "new", dir.path() / "new" / "private", cache.version_dir(), cache.entry_path(k).parent_path()}) {
     struct stat st {};
     ASSERT_EQ(::stat(p.c_str(), &st), 0) << p;
     EXPECT_EQ(st.st_mode & 0777, 0700u) << p;
@@ -115,7 +115,13 @@ TEST(DiskCache, CorruptedFileIsReportedThenReplacedByTheRebuild) {
   EXPECT_FALSE(lookup.why.empty());
   DiskCache::FetchReport report;
   int builds = 0;
-  const CacheEntry got = cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, report);
+  const CacheEntry got = cache.fetch_or_build(
+      k,
+      [&] {
+        ++builds;
+        return test_entry(k);
+      },
+      report);
   EXPECT_EQ(got, test_entry(k));
   EXPECT_EQ(builds, 1);
   EXPECT_TRUE(report.corrupt);
@@ -132,11 +138,23 @@ TEST(DiskCache, FetchOrBuildBuildsOnceThenServesFromDiskWithTheSavedCompileTime)
   const CacheKey k = test_key("fetch-key");
   int builds = 0;
   DiskCache::FetchReport first;
-  cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, first);
+  cache.fetch_or_build(
+      k,
+      [&] {
+        ++builds;
+        return test_entry(k);
+      },
+      first);
   EXPECT_TRUE(first.built);
   EXPECT_GT(first.bytes_written, 0u);
   DiskCache::FetchReport second;
-  const CacheEntry got = cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, second);
+  const CacheEntry got = cache.fetch_or_build(
+      k,
+      [&] {
+        ++builds;
+        return test_entry(k);
+      },
+      second);
   EXPECT_EQ(builds, 1);
   EXPECT_TRUE(second.hit);
   EXPECT_EQ(second.bytes_read, first.bytes_written);
@@ -150,7 +168,8 @@ TEST(DiskCache, StoreLeavesNoTemporaryOrLockFiles) {
   for (int i = 0; i < 10; ++i) {
     const CacheKey k = test_key("k" + std::to_string(i));
     DiskCache::FetchReport report;
-    cache.fetch_or_build(k, [&] { return test_entry(k); }, report);
+    cache.fetch_or_build(
+        k, [&] { return test_entry(k); }, report);
   }
   int entries = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir.path())) {
@@ -503,7 +522,13 @@ TEST(DiskCache, ReadOnlyCacheServesItsEntriesAndWritesNothing) {
   EXPECT_EQ(cache.load(k).status, DiskCache::Status::kHit);
   DiskCache::FetchReport report;
   int builds = 0;
-  cache.fetch_or_build(missing, [&] { ++builds; return test_entry(missing); }, report);
+  cache.fetch_or_build(
+      missing,
+      [&] {
+        ++builds;
+        return test_entry(missing);
+      },
+      report);
   EXPECT_EQ(builds, 1);
   EXPECT_FALSE(report.store_failed) << "a read-only cache does not try";
   EXPECT_FALSE(cache.store(missing, test_entry(missing)).published);

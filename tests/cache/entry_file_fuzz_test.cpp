@@ -23,7 +23,7 @@ std::string random_bytes(Rng& rng, std::size_t max_size) {
 
 CacheEntry random_entry(Rng& rng) {
   CacheEntry e{random_bytes(rng, 200), random_bytes(rng, 40), random_bytes(rng, 400), random_bytes(rng, 400),
-               random_bytes(rng, 600), random_bytes(rng, 60),  random_bytes(rng, 100)};
+               random_bytes(rng, 600), random_bytes(rng, 60), random_bytes(rng, 100)};
   e.compile_ms = std::uniform_real_distribution<double>(0, 5000)(rng);
   return e;
 }
@@ -34,7 +34,8 @@ std::string mutate(Rng& rng, std::string bytes, const std::string& other) {
   for (int round = 0; round < rounds; ++round) {
     switch (pick(9)) {
       case 0:  // flip a few bits
-        for (std::size_t i = 0, n = 1 + pick(8); i < n && !bytes.empty(); ++i) bytes[pick(bytes.size())] ^= 1 << pick(8);
+        for (std::size_t i = 0, n = 1 + pick(8); i < n && !bytes.empty(); ++i)
+          bytes[pick(bytes.size())] ^= 1 << pick(8);
         break;
       case 1:  // truncate
         bytes.resize(pick(bytes.size() + 1));
@@ -57,8 +58,8 @@ std::string mutate(Rng& rng, std::string bytes, const std::string& other) {
         if (sha == std::string::npos) break;
         const std::size_t space = bytes.rfind(' ', sha - 1);
         if (space == std::string::npos) break;
-        const std::string sizes[] = {"0", "1", "18446744073709551615", "99999999999999999999999", "-1",
-                                     std::to_string(rng() % 100000), ""};
+        const std::string sizes[] = {
+            "0", "1", "18446744073709551615", "99999999999999999999999", "-1", std::to_string(rng() % 100000), ""};
         bytes.replace(space + 1, sha - space - 1, sizes[pick(std::size(sizes))]);
         break;
       }

@@ -1,13 +1,19 @@
-#include <gtest/gtest.h>
-
 #include "cache/entry_file.hpp"
+
+#include <gtest/gtest.h>
 
 namespace convjit {
 namespace {
 
 CacheEntry sample() {
-  CacheEntry entry{"convjit 0.1.0\nformat 2\nproblem n1c3\n", "conv2d_direct_x", "extern \"C\" __global__ void k() {}\n",
-                   ".version 9.0\n.target sm_90\n", std::string("\x7f" "ELF\0\1\2\n\n", 10), "--gpu-architecture=sm_90",
+  CacheEntry entry{"convjit 0.1.0\nformat 2\nproblem n1c3\n",
+                   "conv2d_direct_x",
+                   "extern \"C\" __global__ void k() {}\n",
+                   ".version 9.0\n.target sm_90\n",
+                   std::string("\x7f"
+                               "ELF\0\1\2\n\n",
+                               10),
+                   "--gpu-architecture=sm_90",
                    ""};
   entry.compile_ms = 87.25;
   return entry;

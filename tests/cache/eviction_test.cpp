@@ -159,7 +159,8 @@ TEST(Eviction, SeparateCachesPublishingAtOnceNeverShowMoreThanTheLimit) {
       for (int i = 0; i < 30; ++i) {
         const CacheKey k = test_key(fmt::format("writer-{}-{}", t, i));
         DiskCache::FetchReport report;
-        cache.fetch_or_build(k, [&] { return test_entry(k, kCubin); }, report);
+        cache.fetch_or_build(
+            k, [&] { return test_entry(k, kCubin); }, report);
         {
           const std::lock_guard lock(mutex);
           ++publications;

@@ -1,8 +1,6 @@
 // The per-key compile lock. flock(2) locks belong to an open file description, so
 // separate DiskCache objects (each opening the lock file itself) contend exactly
 // like separate processes; cache_stress_test.cpp repeats this across processes.
-#include "cache/lock_file.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -14,6 +12,7 @@
 
 #include "cache/disk_cache.hpp"
 #include "cache/file_system.hpp"
+#include "cache/lock_file.hpp"
 #include "support/log_watch.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/cache_test_util.hpp"
@@ -83,15 +82,18 @@ TEST(KeyLock, SeparateCachesFetchingOneKeyAtOnceBuildItOnceAndTheRestWait) {
     threads.emplace_back([&] {
       DiskCache cache(dir.path());  // one per thread: like one per process
       DiskCache::FetchReport report;
-      const CacheEntry got = cache.fetch_or_build(k, [&] {
-        ++builds;
-        // The build lasts until every other thread has said it waits for this one:
-        // none can have found the entry (it is not published yet) or the lock (held),
-        // so all of them wait, whatever the scheduler does. The limit only keeps a
-        // broken lock from hanging the test; the counts below then fail.
-        all_waited = log.wait_for("to compile '" + k.hash + "'", kThreads - 1, std::chrono::seconds(30));
-        return test_entry(k);
-      }, report);
+      const CacheEntry got = cache.fetch_or_build(
+          k,
+          [&] {
+            ++builds;
+            // The build lasts until every other thread has said it waits for this one:
+            // none can have found the entry (it is not published yet) or the lock (held),
+            // so all of them wait, whatever the scheduler does. The limit only keeps a
+            // broken lock from hanging the test; the counts below then fail.
+            all_waited = log.wait_for("to compile '" + k.hash + "'", kThreads - 1, std::chrono::seconds(30));
+            return test_entry(k);
+          },
+          report);
       EXPECT_EQ(got, test_entry(k));
       waits += report.waited;
       hits += report.hit;
@@ -119,7 +121,13 @@ TEST(KeyLock, WaitForALiveButHungHolderIsBoundedThenBuildsAnyway) {
   const auto start = std::chrono::steady_clock::now();
   DiskCache::FetchReport report;
   int builds = 0;
-  cache.fetch_or_build(k, [&] { ++builds; return test_entry(k); }, report);
+  cache.fetch_or_build(
+      k,
+      [&] {
+        ++builds;
+        return test_entry(k);
+      },
+      report);
   const auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_EQ(builds, 1);
   EXPECT_TRUE(report.waited);

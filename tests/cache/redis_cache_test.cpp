@@ -8,10 +8,10 @@
 #include <cmath>
 #include <vector>
 
+#include "cache/cache_key.hpp"
 #include "cache/redis_store.hpp"
 #include "cache/redis_url.hpp"
 #include "convjit/convjit.hpp"
-#include "cache/cache_key.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/cache_test_util.hpp"

@@ -9,9 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "cache/cache_key.hpp"
 #include "cache/disk_cache.hpp"
 #include "convjit/convjit.hpp"
-#include "cache/cache_key.hpp"
 #include "support/temp_dir.hpp"
 #include "tests/cache/redis_test_util.hpp"
 #include "tests/cache/worker_process.hpp"

@@ -11,8 +11,8 @@
 #include "cache/disk_cache.hpp"
 #include "cache/entry_file.hpp"
 #include "convjit/convjit.hpp"
-#include "support/temp_dir.hpp"
 #include "support/scoped_env.hpp"
+#include "support/temp_dir.hpp"
 #include "tests/cache/cache_test_util.hpp"
 
 namespace convjit {
@@ -109,8 +109,7 @@ TEST(RuntimeCache, ReadOnlyModeOnAMissingDirectoryWorksFromMemory) {
   EXPECT_EQ(rt.prewarm(kDescs, "sm_90").compiled, kDescs.size());
   EXPECT_EQ(rt.stats().disk_mode, DiskCacheMode::kOff);
   EXPECT_FALSE(fs::exists(dir.path() / "absent"));
-  EXPECT_NE(warnings.text().find("read-only cache directory '" + (dir.path() / "absent").string() +
-                                 "' does not exist"),
+  EXPECT_NE(warnings.text().find("read-only cache directory '" + (dir.path() / "absent").string() + "' does not exist"),
             std::string::npos);
 }
 

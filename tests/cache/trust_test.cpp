@@ -76,8 +76,9 @@ TEST(Trust, RuntimeOnARefusedCacheWarnsOnceLoadsNothingFromItAndStillWorks) {
   const std::string text = warnings.text();
   EXPECT_EQ(count_of(text, "[convjit warn]"), 1u) << text;
   EXPECT_NE(text.find(expected), std::string::npos) << text;
-  EXPECT_EQ(stats.disk_note, expected.substr(std::string("disk cache disabled: ").size(),
-                                             expected.find("; kernels stay") - std::string("disk cache disabled: ").size()));
+  EXPECT_EQ(stats.disk_note,
+            expected.substr(std::string("disk cache disabled: ").size(),
+                            expected.find("; kernels stay") - std::string("disk cache disabled: ").size()));
   std::printf("warning shown: %s", text.c_str());
 }
 

@@ -1,7 +1,6 @@
 // A program outside the project, built against the installed package: proves that
 // find_package(convjit) and convjit::convjit are all a user needs.
 #include <convjit/convjit.hpp>
-
 #include <cstdio>
 
 int main() {

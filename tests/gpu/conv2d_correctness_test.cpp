@@ -16,10 +16,8 @@ struct Variant {
   MathMode math;
 };
 constexpr Variant kVariants[] = {
-    {Algorithm::kDirect, MathMode::kStrictFp32},
-    {Algorithm::kImplicitGemm, MathMode::kTF32},
-    {Algorithm::kImplicitGemm, MathMode::kStrictFp32},
-    {Algorithm::kIm2colGemm, MathMode::kTF32},
+    {Algorithm::kDirect, MathMode::kStrictFp32},       {Algorithm::kImplicitGemm, MathMode::kTF32},
+    {Algorithm::kImplicitGemm, MathMode::kStrictFp32}, {Algorithm::kIm2colGemm, MathMode::kTF32},
     {Algorithm::kIm2colGemm, MathMode::kStrictFp32},
 };
 
@@ -82,8 +80,19 @@ TEST_F(Conv2dCorrectness, SeventyRandomDescriptorsMatchFloat64Reference) {
       Conv2dDesc{.n = 2, .c = 16, .h = 9, .w = 13, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16},
       Conv2dDesc{.n = 1, .c = 8, .h = 7, .w = 7, .k = 24, .r = 3, .s = 3, .groups = 8, .bias = true},
       Conv2dDesc{.n = 3, .c = 5, .h = 1, .w = 1, .k = 7, .r = 1, .s = 1},
-      Conv2dDesc{.n = 1, .c = 3, .h = 31, .w = 29, .k = 17, .r = 7, .s = 5, .stride_h = 3, .stride_w = 2, .pad_h = 3,
-                 .pad_w = 2, .dilation_h = 2, .dilation_w = 3},
+      Conv2dDesc{.n = 1,
+                 .c = 3,
+                 .h = 31,
+                 .w = 29,
+                 .k = 17,
+                 .r = 7,
+                 .s = 5,
+                 .stride_h = 3,
+                 .stride_w = 2,
+                 .pad_h = 3,
+                 .pad_w = 2,
+                 .dilation_h = 2,
+                 .dilation_w = 3},
   };
   while (descs.size() < 70) descs.push_back(random_desc(rng));
   for (std::size_t i = 0; i < descs.size(); ++i) {
@@ -127,8 +136,8 @@ TEST_F(Conv2dCorrectness, Im2colGemmKeepsItsWorkspaceUnderTheLimitAndStaysCorrec
   std::mt19937_64 rng(std::random_device{}());
   constexpr std::uint64_t kLimit = 64 * 1024;
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path(), .workspace_limit_bytes = kLimit});
-  Conv2dDesc d{.n = 3, .c = 8, .h = 30, .w = 30, .k = 16, .r = 3, .s = 3, .bias = true,
-               .activation = Activation::kRelu};
+  Conv2dDesc d{
+      .n = 3, .c = 8, .h = 30, .w = 30, .k = 16, .r = 3, .s = 3, .bias = true, .activation = Activation::kRelu};
   for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
     d.math = math;
     const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm});
@@ -165,11 +174,22 @@ std::vector<Conv2dDesc> sixteen_bit_shapes() {
   return {
       Conv2dDesc{.n = 1, .c = 3, .h = 11, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1, .bias = true},
       Conv2dDesc{.n = 2, .c = 16, .h = 9, .w = 13, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16},
-      Conv2dDesc{.n = 1, .c = 3, .h = 31, .w = 29, .k = 17, .r = 7, .s = 5, .stride_h = 3, .stride_w = 2, .pad_h = 3,
-                 .pad_w = 2, .dilation_h = 2, .dilation_w = 3},
+      Conv2dDesc{.n = 1,
+                 .c = 3,
+                 .h = 31,
+                 .w = 29,
+                 .k = 17,
+                 .r = 7,
+                 .s = 5,
+                 .stride_h = 3,
+                 .stride_w = 2,
+                 .pad_h = 3,
+                 .pad_w = 2,
+                 .dilation_h = 2,
+                 .dilation_w = 3},
       Conv2dDesc{.n = 3, .c = 5, .h = 13, .w = 11, .k = 100, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
-      Conv2dDesc{.n = 2, .c = 40, .h = 15, .w = 17, .k = 48, .r = 3, .s = 3, .stride_w = 2, .pad_h = 2,
-                 .dilation_h = 2},
+      Conv2dDesc{
+          .n = 2, .c = 40, .h = 15, .w = 17, .k = 48, .r = 3, .s = 3, .stride_w = 2, .pad_h = 2, .dilation_h = 2},
       Conv2dDesc{.n = 2, .c = 24, .h = 16, .w = 12, .k = 130, .r = 3, .s = 5, .pad_w = 2, .bias = true},
       Conv2dDesc{.n = 2, .c = 32, .h = 10, .w = 9, .k = 144, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
       Conv2dDesc{.n = 3, .c = 64, .h = 7, .w = 9, .k = 48, .r = 1, .s = 1, .bias = true},
@@ -210,8 +230,17 @@ TEST_F(Conv2dCorrectness, SixteenBitLongReductionOfPositiveDataStaysWithinBound)
   std::mt19937_64 rng(std::random_device{}());
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
   for (const int pad : {0, 2}) {
-    const Conv2dDesc d{.n = 2, .c = 64, .h = 24, .w = 20, .k = 128, .r = 5, .s = 7, .pad_h = pad, .pad_w = pad,
-                       .bias = true, .activation = Activation::kRelu};
+    const Conv2dDesc d{.n = 2,
+                       .c = 64,
+                       .h = 24,
+                       .w = 20,
+                       .k = 128,
+                       .r = 5,
+                       .s = 7,
+                       .pad_h = pad,
+                       .pad_w = pad,
+                       .bias = true,
+                       .activation = Activation::kRelu};
     SCOPED_TRACE(d.to_string());
     check_16bit(rt, d, rng, /*positive=*/true);
   }
@@ -222,8 +251,8 @@ TEST_F(Conv2dCorrectness, SixteenBitIm2colGemmKeepsItsWorkspaceUnderTheLimitAndS
   std::mt19937_64 rng(std::random_device{}());
   constexpr std::uint64_t kLimit = 32 * 1024;
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path(), .workspace_limit_bytes = kLimit});
-  Conv2dDesc d{.n = 3, .c = 8, .h = 30, .w = 30, .k = 16, .r = 3, .s = 3, .bias = true,
-               .activation = Activation::kRelu};
+  Conv2dDesc d{
+      .n = 3, .c = 8, .h = 30, .w = 30, .k = 16, .r = 3, .s = 3, .bias = true, .activation = Activation::kRelu};
   for (const DType dtype : k16BitTypes) {
     d.dtype = dtype;
     const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm});
@@ -253,8 +282,18 @@ TEST_F(Conv2dCorrectness, SixteenBitConv2dWithAutomaticChoiceMatchesReference) {
 TEST_F(Conv2dCorrectness, PlanRunMatchesReference) {
   std::mt19937_64 rng(std::random_device{}());
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
-  const Conv2dDesc d{.n = 2, .c = 6, .h = 15, .w = 10, .k = 10, .r = 3, .s = 2, .stride_w = 2, .pad_h = 1,
-                     .groups = 2, .bias = true, .math = MathMode::kStrictFp32};
+  const Conv2dDesc d{.n = 2,
+                     .c = 6,
+                     .h = 15,
+                     .w = 10,
+                     .k = 10,
+                     .r = 3,
+                     .s = 2,
+                     .stride_w = 2,
+                     .pad_h = 1,
+                     .groups = 2,
+                     .bias = true,
+                     .math = MathMode::kStrictFp32};
   for (int i = 0; i < 3; ++i) {
     const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true);
     EXPECT_EQ(result.unwritten, 0u);

@@ -68,10 +68,18 @@ TEST_F(DepthwiseCorrectness, RandomDepthwiseAndSmallGroupProblemsMatchFloat64InE
   for (int i = 0; i < 48; ++i) {
     Conv2dDesc d = random_depthwise_desc(rng);
     switch (i % 4) {
-      case 0: d.math = MathMode::kStrictFp32; break;
-      case 1: d.math = MathMode::kTF32; break;
-      case 2: d.dtype = DType::kFloat16; break;
-      case 3: d.dtype = DType::kBFloat16; break;
+      case 0:
+        d.math = MathMode::kStrictFp32;
+        break;
+      case 1:
+        d.math = MathMode::kTF32;
+        break;
+      case 2:
+        d.dtype = DType::kFloat16;
+        break;
+      case 3:
+        d.dtype = DType::kBFloat16;
+        break;
     }
     check_depthwise(rt, d, rng);
   }
@@ -101,12 +109,30 @@ TEST_F(DepthwiseCorrectness, WideAndTallImagesCrossEveryTileBoundary) {
   Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
   std::mt19937_64 rng(20261129);
   const Conv2dDesc shapes[] = {
-      Conv2dDesc{.n = 1, .c = 3, .h = 70, .w = 2200, .k = 3, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 3,
+      Conv2dDesc{.n = 1,
+                 .c = 3,
+                 .h = 70,
+                 .w = 2200,
+                 .k = 3,
+                 .r = 3,
+                 .s = 3,
+                 .pad_h = 1,
+                 .pad_w = 1,
+                 .groups = 3,
                  .bias = true},
-      Conv2dDesc{.n = 2, .c = 4, .h = 300, .w = 64, .k = 8, .r = 3, .s = 5, .stride_w = 2, .pad_w = 2, .groups = 4,
+      Conv2dDesc{.n = 2,
+                 .c = 4,
+                 .h = 300,
+                 .w = 64,
+                 .k = 8,
+                 .r = 3,
+                 .s = 5,
+                 .stride_w = 2,
+                 .pad_w = 2,
+                 .groups = 4,
                  .activation = Activation::kRelu},
-      Conv2dDesc{.n = 1, .c = 8, .h = 257, .w = 96, .k = 8, .r = 5, .s = 3, .stride_h = 2, .dilation_h = 2,
-                 .groups = 4},
+      Conv2dDesc{
+          .n = 1, .c = 8, .h = 257, .w = 96, .k = 8, .r = 5, .s = 3, .stride_h = 2, .dilation_h = 2, .groups = 4},
   };
   for (Conv2dDesc d : shapes) {
     for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {

@@ -3,15 +3,14 @@
 // checked against float64 on sampled outputs. The data come from a counter-based hash,
 // so the host recomputes any input it needs for a sample and never holds a 9 GB copy.
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 #include <optional>
+#include <random>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "convjit/convjit.hpp"
 #include "support/gpu.hpp"
@@ -105,8 +104,8 @@ void check_problem(Runtime& rt, Conv2dDesc d, const testing::TempDir&) {
   const auto picks = samples(d, rng);
   for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
     d.math = math;
-    for (Algorithm algorithm : {Algorithm::kAuto, Algorithm::kDirect, Algorithm::kImplicitGemm,
-                                Algorithm::kIm2colGemm}) {
+    for (Algorithm algorithm :
+         {Algorithm::kAuto, Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm}) {
       SCOPED_TRACE(fmt::format("{} {}", d.to_string(), to_string(algorithm)));
       std::optional<Conv2dPlan> plan;
       try {

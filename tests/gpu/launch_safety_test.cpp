@@ -4,6 +4,7 @@
 // without harming the context. The CUDA runtime stands in for the application here:
 // it makes the streams and graphs, convjit only launches into them.
 #include <cuda_runtime.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,10 +12,8 @@
 #include <functional>
 #include <random>
 
-#include <fmt/format.h>
-
-#include "convjit/convjit.hpp"
 #include "base/float16.hpp"
+#include "convjit/convjit.hpp"
 #include "support/gpu.hpp"
 #include "support/reference.hpp"
 #include "support/temp_dir.hpp"
@@ -22,10 +21,10 @@
 namespace convjit {
 namespace {
 
-#define CUDART_CHECK(call)                                                                       \
-  do {                                                                                           \
-    const cudaError_t convjit_err_ = (call);                                                     \
-    ASSERT_EQ(convjit_err_, cudaSuccess) << #call << ": " << cudaGetErrorString(convjit_err_);   \
+#define CUDART_CHECK(call)                                                                     \
+  do {                                                                                         \
+    const cudaError_t convjit_err_ = (call);                                                   \
+    ASSERT_EQ(convjit_err_, cudaSuccess) << #call << ": " << cudaGetErrorString(convjit_err_); \
   } while (0)
 
 // Three shapes that reach every kernel family: a 3x3 (implicit GEMM: wgmma on Hopper,
@@ -34,8 +33,8 @@ namespace {
 std::vector<Conv2dDesc> shapes(DType dtype, MathMode math) {
   Conv2dDesc conv{.n = 2, .c = 24, .h = 13, .w = 18, .k = 40, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   Conv2dDesc pointwise{.n = 3, .c = 20, .h = 9, .w = 14, .k = 36, .r = 1, .s = 1, .bias = false};
-  Conv2dDesc depthwise{.n = 2, .c = 16, .h = 15, .w = 20, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1,
-                       .groups = 16, .bias = true};
+  Conv2dDesc depthwise{
+      .n = 2, .c = 16, .h = 15, .w = 20, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16, .bias = true};
   std::vector<Conv2dDesc> out{conv, pointwise, depthwise};
   for (auto& d : out) {
     d.dtype = dtype;
@@ -80,9 +79,7 @@ class Tensors {
   Tensors(const Tensors&) = delete;
   Tensors& operator=(const Tensors&) = delete;
 
-  Conv2dArgs args() const {
-    return Conv2dArgs{.x = x_dev_, .w = w_dev_, .bias = b_dev_, .y = y()};
-  }
+  Conv2dArgs args() const { return Conv2dArgs{.x = x_dev_, .w = w_dev_, .bias = b_dev_, .y = y()}; }
   void* y() const { return static_cast<char*>(y_base_) + offset_; }
   // All-ones bytes are a NaN in f32, f16 and bf16 alike.
   void poison_y(cudaStream_t stream) const { cudaMemsetAsync(y_base_, 0xff, offset_ + y_bytes_, stream); }

@@ -25,17 +25,26 @@
 namespace convjit {
 namespace {
 
-const Conv2dDesc kDesc{.n = 2, .c = 3, .h = 19, .w = 23, .k = 17, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2, .bias = true,
-                        .math = MathMode::kStrictFp32};
+const Conv2dDesc kDesc{.n = 2,
+                       .c = 3,
+                       .h = 19,
+                       .w = 23,
+                       .k = 17,
+                       .r = 3,
+                       .s = 5,
+                       .pad_h = 1,
+                       .pad_w = 2,
+                       .bias = true,
+                       .math = MathMode::kStrictFp32};
 
 struct Variant {
   Algorithm algorithm;  // kAuto: through Runtime::conv2d, which follows the stream
   MathMode math;
 };
 constexpr Variant kVariants[] = {
-    {Algorithm::kDirect, MathMode::kStrictFp32},     {Algorithm::kImplicitGemm, MathMode::kTF32},
+    {Algorithm::kDirect, MathMode::kStrictFp32},       {Algorithm::kImplicitGemm, MathMode::kTF32},
     {Algorithm::kImplicitGemm, MathMode::kStrictFp32}, {Algorithm::kIm2colGemm, MathMode::kTF32},
-    {Algorithm::kIm2colGemm, MathMode::kStrictFp32}, {Algorithm::kAuto, MathMode::kTF32},
+    {Algorithm::kIm2colGemm, MathMode::kStrictFp32},   {Algorithm::kAuto, MathMode::kTF32},
     {Algorithm::kAuto, MathMode::kStrictFp32},
 };
 

@@ -10,8 +10,17 @@
 namespace convjit {
 namespace {
 
-const Conv2dDesc kDesc{.n = 2, .c = 3, .h = 19, .w = 23, .k = 17, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2, .bias = true,
-                        .math = MathMode::kStrictFp32};
+const Conv2dDesc kDesc{.n = 2,
+                       .c = 3,
+                       .h = 19,
+                       .w = 23,
+                       .k = 17,
+                       .r = 3,
+                       .s = 5,
+                       .pad_h = 1,
+                       .pad_w = 2,
+                       .bias = true,
+                       .math = MathMode::kStrictFp32};
 
 class RuntimeGpu : public ::testing::Test {
  protected:

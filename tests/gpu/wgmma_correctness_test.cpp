@@ -46,7 +46,8 @@ class WgmmaCorrectness : public ::testing::Test {
   void SetUp() override {
     CONVJIT_REQUIRE_GPU();
     Runtime probe(RuntimeOptions{.cache_dir = dir_.path()});
-    if (probe.device_arch() != "sm_90") GTEST_SKIP() << "the wgmma kernel needs an sm_90 GPU, this one is " << probe.device_arch();
+    if (probe.device_arch() != "sm_90")
+      GTEST_SKIP() << "the wgmma kernel needs an sm_90 GPU, this one is " << probe.device_arch();
   }
   testing::TempDir dir_;
 };

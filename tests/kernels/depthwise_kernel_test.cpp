@@ -32,11 +32,45 @@ std::vector<Conv2dDesc> odd_shapes() {
   return {
       Conv2dDesc{.n = 1, .c = 4, .h = 1, .w = 1, .k = 8, .r = 1, .s = 1, .groups = 4},
       Conv2dDesc{.n = 1, .c = 4, .h = 7, .w = 1, .k = 4, .r = 3, .s = 1, .pad_h = 1, .groups = 4, .bias = true},
-      Conv2dDesc{.n = 2, .c = 6, .h = 13, .w = 16, .k = 12, .r = 3, .s = 3, .stride_w = 2, .pad_h = 1, .pad_w = 1,
-                 .dilation_w = 2, .groups = 3, .bias = true, .activation = Activation::kRelu},
-      Conv2dDesc{.n = 3, .c = 20, .h = 23, .w = 19, .k = 40, .r = 5, .s = 7, .stride_h = 3, .stride_w = 3, .pad_h = 3,
-                 .pad_w = 2, .dilation_h = 3, .dilation_w = 2, .groups = 5, .bias = true},
-      Conv2dDesc{.n = 1, .c = 2, .h = 3, .w = 2100, .k = 2, .r = 3, .s = 3, .stride_w = 3, .pad_h = 1, .pad_w = 1,
+      Conv2dDesc{.n = 2,
+                 .c = 6,
+                 .h = 13,
+                 .w = 16,
+                 .k = 12,
+                 .r = 3,
+                 .s = 3,
+                 .stride_w = 2,
+                 .pad_h = 1,
+                 .pad_w = 1,
+                 .dilation_w = 2,
+                 .groups = 3,
+                 .bias = true,
+                 .activation = Activation::kRelu},
+      Conv2dDesc{.n = 3,
+                 .c = 20,
+                 .h = 23,
+                 .w = 19,
+                 .k = 40,
+                 .r = 5,
+                 .s = 7,
+                 .stride_h = 3,
+                 .stride_w = 3,
+                 .pad_h = 3,
+                 .pad_w = 2,
+                 .dilation_h = 3,
+                 .dilation_w = 2,
+                 .groups = 5,
+                 .bias = true},
+      Conv2dDesc{.n = 1,
+                 .c = 2,
+                 .h = 3,
+                 .w = 2100,
+                 .k = 2,
+                 .r = 3,
+                 .s = 3,
+                 .stride_w = 3,
+                 .pad_h = 1,
+                 .pad_w = 1,
                  .groups = 2},
   };
 }
@@ -64,11 +98,11 @@ TEST(DepthwiseKernel, DirectAlgorithmPicksItForDepthwiseAndNarrowGroupProblems) 
 
 TEST(DepthwiseKernel, DenseAndWideGroupProblemsKeepTheDirectTemplate) {
   const Conv2dDesc keep[] = {
-      Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},             // dense
-      Conv2dDesc{.n = 1, .c = 1, .h = 16, .w = 16, .k = 1, .r = 3, .s = 3},                  // groups 1
-      Conv2dDesc{.n = 1, .c = 10, .h = 16, .w = 16, .k = 10, .r = 3, .s = 3, .groups = 2},   // 5 channels a group
-      Conv2dDesc{.n = 1, .c = 4, .h = 16, .w = 16, .k = 36, .r = 3, .s = 3, .groups = 4},    // multiplier 9
-      Conv2dDesc{.n = 1, .c = 4, .h = 32, .w = 32, .k = 4, .r = 9, .s = 9, .groups = 4},     // 81 taps
+      Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},            // dense
+      Conv2dDesc{.n = 1, .c = 1, .h = 16, .w = 16, .k = 1, .r = 3, .s = 3},                 // groups 1
+      Conv2dDesc{.n = 1, .c = 10, .h = 16, .w = 16, .k = 10, .r = 3, .s = 3, .groups = 2},  // 5 channels a group
+      Conv2dDesc{.n = 1, .c = 4, .h = 16, .w = 16, .k = 36, .r = 3, .s = 3, .groups = 4},   // multiplier 9
+      Conv2dDesc{.n = 1, .c = 4, .h = 32, .w = 32, .k = 4, .r = 9, .s = 9, .groups = 4},    // 81 taps
   };
   for (const Conv2dDesc& d : keep) {
     SCOPED_TRACE(d.to_string());
@@ -138,12 +172,24 @@ TEST(DepthwiseKernel, KernelNamesAreUniquePerProblem) {
   for (int field = 0; field < 6; ++field) {
     Conv2dDesc b = a;
     switch (field) {
-      case 0: b.pad_w = 0; break;
-      case 1: b.bias = false; break;
-      case 2: b.activation = Activation::kNone; break;
-      case 3: b.dtype = DType::kBFloat16; break;
-      case 4: b.k = 6; break;
-      case 5: b.stride_h = 2; break;
+      case 0:
+        b.pad_w = 0;
+        break;
+      case 1:
+        b.bias = false;
+        break;
+      case 2:
+        b.activation = Activation::kNone;
+        break;
+      case 3:
+        b.dtype = DType::kBFloat16;
+        break;
+      case 4:
+        b.k = 6;
+        break;
+      case 5:
+        b.stride_h = 2;
+        break;
     }
     EXPECT_NE(depthwise_kernel_name(a), depthwise_kernel_name(b)) << field;
   }

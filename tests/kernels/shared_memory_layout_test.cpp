@@ -150,8 +150,9 @@ TEST(SharedMemoryLayout, AFewProblemsCompileInFullForSm80AndSm90) {
       const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch);
       SCOPED_TRACE(src.source.kernel_name);
       EXPECT_EQ(src.source.template_name, std::string(arch) == "sm_90" ? kWgmma : kMma);
-      const auto out = Nvrtc::compile(src.source.text, src.source.template_name,
-                                      Nvrtc::options_for(src.source.compile_arch.empty() ? arch : src.source.compile_arch));
+      const auto out =
+          Nvrtc::compile(src.source.text, src.source.template_name,
+                         Nvrtc::options_for(src.source.compile_arch.empty() ? arch : src.source.compile_arch));
       EXPECT_FALSE(out.cubin.empty());
     }
   }

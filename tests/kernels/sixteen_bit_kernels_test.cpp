@@ -24,10 +24,29 @@ std::vector<Conv2dDesc> shapes() {
   return {
       Conv2dDesc{.n = 1, .c = 3, .h = 11, .w = 1, .k = 17, .r = 3, .s = 1, .pad_h = 1, .bias = true},
       Conv2dDesc{.n = 2, .c = 16, .h = 9, .w = 13, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16},
-      Conv2dDesc{.n = 1, .c = 8, .h = 7, .w = 7, .k = 24, .r = 3, .s = 3, .groups = 8, .bias = true,
+      Conv2dDesc{.n = 1,
+                 .c = 8,
+                 .h = 7,
+                 .w = 7,
+                 .k = 24,
+                 .r = 3,
+                 .s = 3,
+                 .groups = 8,
+                 .bias = true,
                  .activation = Activation::kRelu},
-      Conv2dDesc{.n = 1, .c = 3, .h = 31, .w = 29, .k = 17, .r = 7, .s = 5, .stride_h = 3, .stride_w = 2, .pad_h = 3,
-                 .pad_w = 2, .dilation_h = 2, .dilation_w = 3},
+      Conv2dDesc{.n = 1,
+                 .c = 3,
+                 .h = 31,
+                 .w = 29,
+                 .k = 17,
+                 .r = 7,
+                 .s = 5,
+                 .stride_h = 3,
+                 .stride_w = 2,
+                 .pad_h = 3,
+                 .pad_w = 2,
+                 .dilation_h = 2,
+                 .dilation_w = 3},
       Conv2dDesc{.n = 3, .c = 40, .h = 15, .w = 17, .k = 96, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
       Conv2dDesc{.n = 2, .c = 64, .h = 10, .w = 10, .k = 48, .r = 1, .s = 1},
       Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7},
@@ -75,8 +94,18 @@ TEST(SixteenBitKernels, ImplicitGemmDefaultTilesDoNotSpill) {
   for (const int k : {8, 24, 48, 128, 256}) {
     for (const DType dtype : k16BitTypes) {
       for (const int pad : {0, 2}) {
-        const Conv2dDesc d{.n = 8, .c = 64, .h = 64, .w = 64, .k = k, .r = 5, .s = 7, .pad_h = pad, .pad_w = pad,
-                           .bias = true, .activation = Activation::kRelu, .dtype = dtype};
+        const Conv2dDesc d{.n = 8,
+                           .c = 64,
+                           .h = 64,
+                           .w = 64,
+                           .k = k,
+                           .r = 5,
+                           .s = 7,
+                           .pad_h = pad,
+                           .pad_w = pad,
+                           .bias = true,
+                           .activation = Activation::kRelu,
+                           .dtype = dtype};
         SCOPED_TRACE(d.to_string());
         const Specialization src = specialize(d, Algorithm::kImplicitGemm);
         const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));

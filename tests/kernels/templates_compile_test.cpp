@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/sha256.hpp"
 #include "compile/nvrtc.hpp"
 #include "convjit/error.hpp"
-#include "base/sha256.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
 
@@ -72,10 +72,10 @@ TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbati
   const auto spec = specialize_direct(d);
   EXPECT_EQ(spec.source.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
   EXPECT_NE(spec.source.text.find("#define CONVJIT_KERNEL_NAME " + spec.source.kernel_name), std::string::npos);
-  for (const char* line : {"constexpr int kN = 8;", "constexpr int kC = 64;", "constexpr int kH = 512;",
-                           "constexpr int kW = 256;", "constexpr int kK = 128;", "constexpr int kR = 5;",
-                           "constexpr int kS = 7;", "constexpr int kP = 508;", "constexpr int kQ = 250;",
-                           "constexpr bool kHasBias = false;", "constexpr bool kWideIndex = false;"}) {
+  for (const char* line :
+       {"constexpr int kN = 8;", "constexpr int kC = 64;", "constexpr int kH = 512;", "constexpr int kW = 256;",
+        "constexpr int kK = 128;", "constexpr int kR = 5;", "constexpr int kS = 7;", "constexpr int kP = 508;",
+        "constexpr int kQ = 250;", "constexpr bool kHasBias = false;", "constexpr bool kWideIndex = false;"}) {
     EXPECT_NE(spec.source.text.find(line), std::string::npos) << line;
   }
   // The template body follows unchanged.

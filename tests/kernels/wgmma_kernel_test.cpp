@@ -28,7 +28,8 @@ TEST(WgmmaKernel, HopperImplicitGemmCompilesToWgmmaAndBulkCopiesWithoutSpills) {
     EXPECT_EQ(src.source.compile_arch, "sm_90a");
     ASSERT_TRUE(src.launch.weight_pack.has_value());
     EXPECT_EQ(src.launch.weight_pack->kernel_name, src.source.kernel_name + "_pack");
-    const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
     EXPECT_NE(out.ptx.find("wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"), std::string::npos);
     EXPECT_NE(out.ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);
     EXPECT_NE(out.ptx.find(".entry " + src.launch.weight_pack->kernel_name), std::string::npos);
@@ -80,7 +81,8 @@ TEST(WgmmaKernel, OnlyShortPatchesStageTheirOutputsForStoreWarps) {
   EXPECT_TRUE(staged.launch.geometry.persistent);
   const auto direct = specialize(kHeadline, Algorithm::kImplicitGemm, "sm_90");
   EXPECT_NE(direct.source.text.find("constexpr bool kStoreWarps = false;"), std::string::npos);
-  const auto out = Nvrtc::compile(staged.source.text, staged.source.kernel_name + ".cu", Nvrtc::options_for(staged.source.compile_arch));
+  const auto out = Nvrtc::compile(staged.source.text, staged.source.kernel_name + ".cu",
+                                  Nvrtc::options_for(staged.source.compile_arch));
   EXPECT_EQ(parse_ptxas_report(out.log, staged.source.kernel_name).spill_store_bytes, 0) << out.log;
 }
 

@@ -1,8 +1,9 @@
+#include "convjit/conv2d_desc.hpp"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 
-#include "convjit/conv2d_desc.hpp"
 #include "convjit/error.hpp"
 
 namespace convjit {
@@ -13,12 +14,30 @@ Conv2dDesc headline() { return Conv2dDesc{.n = 8, .c = 64, .h = 512, .w = 256, .
 TEST(Conv2dDesc, OutputShapeFollowsPyTorchFormula) {
   EXPECT_EQ(headline().output_shape(), (Conv2dOutputShape{8, 128, 508, 250}));
   // KernelBench 50: 224 + 2*2 - 11 = 217, / 4 + 1 = 55.
-  Conv2dDesc strided{.n = 1, .c = 3, .h = 224, .w = 224, .k = 96, .r = 11, .s = 11, .stride_h = 4, .stride_w = 4,
-                     .pad_h = 2, .pad_w = 2};
+  Conv2dDesc strided{.n = 1,
+                     .c = 3,
+                     .h = 224,
+                     .w = 224,
+                     .k = 96,
+                     .r = 11,
+                     .s = 11,
+                     .stride_h = 4,
+                     .stride_w = 4,
+                     .pad_h = 2,
+                     .pad_w = 2};
   EXPECT_EQ(strided.output_shape(), (Conv2dOutputShape{1, 96, 55, 55}));
   // KernelBench 80: dilation (2,3), padding (2,4), kernel (5,9).
-  Conv2dDesc dilated{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9, .pad_h = 2, .pad_w = 4,
-                     .dilation_h = 2, .dilation_w = 3};
+  Conv2dDesc dilated{.n = 8,
+                     .c = 32,
+                     .h = 512,
+                     .w = 512,
+                     .k = 64,
+                     .r = 5,
+                     .s = 9,
+                     .pad_h = 2,
+                     .pad_w = 4,
+                     .dilation_h = 2,
+                     .dilation_w = 3};
   EXPECT_EQ(dilated.output_shape(), (Conv2dOutputShape{8, 64, 508, 496}));
 }
 
@@ -38,7 +57,8 @@ struct InvalidCase {
 TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
   const InvalidCase cases[] = {
       {"n zero", [](Conv2dDesc& d) { d.n = 0; }, "Conv2dDesc.n: expected >= 1, got 0", ErrorCode::kInvalidArgument},
-      {"c negative", [](Conv2dDesc& d) { d.c = -3; }, "Conv2dDesc.c: expected >= 1, got -3", ErrorCode::kInvalidArgument},
+      {"c negative", [](Conv2dDesc& d) { d.c = -3; }, "Conv2dDesc.c: expected >= 1, got -3",
+       ErrorCode::kInvalidArgument},
       {"h zero", [](Conv2dDesc& d) { d.h = 0; }, "Conv2dDesc.h: expected >= 1", ErrorCode::kInvalidArgument},
       {"w zero", [](Conv2dDesc& d) { d.w = 0; }, "Conv2dDesc.w: expected >= 1", ErrorCode::kInvalidArgument},
       {"k zero", [](Conv2dDesc& d) { d.k = 0; }, "Conv2dDesc.k: expected >= 1", ErrorCode::kInvalidArgument},
@@ -60,13 +80,27 @@ TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
        ErrorCode::kInvalidArgument},
       {"groups not dividing c", [](Conv2dDesc& d) { d.groups = 3; }, "Conv2dDesc.groups: expected a divisor of c = 64",
        ErrorCode::kInvalidArgument},
-      {"groups not dividing k", [](Conv2dDesc& d) { d.c = 96; d.k = 128; d.groups = 3; },
+      {"groups not dividing k",
+       [](Conv2dDesc& d) {
+         d.c = 96;
+         d.k = 128;
+         d.groups = 3;
+       },
        "Conv2dDesc.groups: expected a divisor of k = 128", ErrorCode::kInvalidArgument},
       {"filter taller than input", [](Conv2dDesc& d) { d.h = 4; }, "Conv2dDesc.h: padded input height 4",
        ErrorCode::kInvalidArgument},
-      {"dilated filter wider than input", [](Conv2dDesc& d) { d.w = 20; d.dilation_w = 4; },
+      {"dilated filter wider than input",
+       [](Conv2dDesc& d) {
+         d.w = 20;
+         d.dilation_w = 4;
+       },
        "Conv2dDesc.w: padded input width 20", ErrorCode::kInvalidArgument},
-      {"tensor over 2^62 elements", [](Conv2dDesc& d) { d.n = 2000000000; d.c = 20000; d.k = 64; },
+      {"tensor over 2^62 elements",
+       [](Conv2dDesc& d) {
+         d.n = 2000000000;
+         d.c = 20000;
+         d.k = 64;
+       },
        "over the 2^62 limit", ErrorCode::kInvalidArgument},
       // Values the kernels hold in int (issue 12: pad=1073741824 made kP = -2147483647).
       {"padding past int", [](Conv2dDesc& d) { d.pad_h = 1073741824; }, "Conv2dDesc.pad_h: h + 2 * pad_h",
@@ -75,11 +109,30 @@ TEST(Conv2dDesc, EveryInvalidFieldIsRejectedWithItsName) {
        ErrorCode::kInvalidArgument},
       {"dilated filter past int", [](Conv2dDesc& d) { d.dilation_h = 1 << 30; }, "Conv2dDesc.dilation_h",
        ErrorCode::kInvalidArgument},
-      {"input plane past int", [](Conv2dDesc& d) { d.h = 50000; d.w = 50000; }, "Conv2dDesc.h: an input plane",
-       ErrorCode::kInvalidArgument},
-      {"output plane past int", [](Conv2dDesc& d) { d.h = 40000; d.w = 40000; d.r = 1; d.s = 1; d.pad_h = 4000; d.pad_w = 4000; },
+      {"input plane past int",
+       [](Conv2dDesc& d) {
+         d.h = 50000;
+         d.w = 50000;
+       },
+       "Conv2dDesc.h: an input plane", ErrorCode::kInvalidArgument},
+      {"output plane past int",
+       [](Conv2dDesc& d) {
+         d.h = 40000;
+         d.w = 40000;
+         d.r = 1;
+         d.s = 1;
+         d.pad_h = 4000;
+         d.pad_w = 4000;
+       },
        "Conv2dDesc.h: an output plane", ErrorCode::kInvalidArgument},
-      {"reduction past int", [](Conv2dDesc& d) { d.c = 1 << 28; d.r = 3; d.s = 3; d.h = 8; d.w = 8; },
+      {"reduction past int",
+       [](Conv2dDesc& d) {
+         d.c = 1 << 28;
+         d.r = 3;
+         d.s = 3;
+         d.h = 8;
+         d.w = 8;
+       },
        "Conv2dDesc.c: the reduction", ErrorCode::kInvalidArgument},
       {"dtype out of the enum", [](Conv2dDesc& d) { d.dtype = static_cast<DType>(7); },
        "Conv2dDesc.dtype: expected f32, f16 or bf16", ErrorCode::kInvalidArgument},
@@ -137,7 +190,8 @@ TEST(Conv2dDesc, SixteenBitDescriptorsKeepTheirMathModeAndDtype) {
 
 TEST(Conv2dDesc, ToStringNamesEveryFieldReadably) {
   Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7, .stride_w = 2, .pad_h = 1, .pad_w = 1};
-  EXPECT_EQ(d.to_string(), "n8c64h512w256k128r5s7 stride=1,2 pad=1 dilation=1 groups=1 bias=0 dtype=f32 layout=nchw math=tf32");
+  EXPECT_EQ(d.to_string(),
+            "n8c64h512w256k128r5s7 stride=1,2 pad=1 dilation=1 groups=1 bias=0 dtype=f32 layout=nchw math=tf32");
 }
 
 TEST(Conv2dDesc, EqualityAndHashSeeEveryField) {

@@ -1,11 +1,11 @@
 // The host converters every 16-bit test, the convjit command and the benchmarks rely
 // on: round to nearest even at every edge (ties, subnormals, overflow, NaN).
+#include "base/float16.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
-
-#include "base/float16.hpp"
 
 namespace convjit {
 namespace {
@@ -20,16 +20,16 @@ TEST(Float16, HalfRoundsToNearestEvenAcrossNormalsSubnormalsAndOverflow) {
       {-0.0f, 0x8000},
       {1.0f, 0x3c00},
       {-2.0f, 0xc000},
-      {65504.0f, 0x7bff},                         // largest half
-      {65519.99f, 0x7bff},                        // just below the tie: stays finite
-      {65520.0f, 0x7c00},                         // the tie rounds to even, which is infinity
-      {1.0f + std::ldexp(1.0f, -11), 0x3c00},     // tie between 1 and 1+2^-10: even is 1
-      {1.0f + 3 * std::ldexp(1.0f, -11), 0x3c02}, // tie: even is 1+2^-9
-      {std::ldexp(1.0f, -14), 0x0400},            // smallest normal
-      {std::ldexp(1.0f, -24), 0x0001},            // smallest subnormal
-      {std::ldexp(1.0f, -25), 0x0000},            // tie with zero: even is zero
-      {3 * std::ldexp(1.0f, -25), 0x0002},        // tie between 1 and 2 units: even is 2
-      {std::ldexp(1023.5f, -24), 0x0400},         // rounds up out of the subnormals
+      {65504.0f, 0x7bff},                          // largest half
+      {65519.99f, 0x7bff},                         // just below the tie: stays finite
+      {65520.0f, 0x7c00},                          // the tie rounds to even, which is infinity
+      {1.0f + std::ldexp(1.0f, -11), 0x3c00},      // tie between 1 and 1+2^-10: even is 1
+      {1.0f + 3 * std::ldexp(1.0f, -11), 0x3c02},  // tie: even is 1+2^-9
+      {std::ldexp(1.0f, -14), 0x0400},             // smallest normal
+      {std::ldexp(1.0f, -24), 0x0001},             // smallest subnormal
+      {std::ldexp(1.0f, -25), 0x0000},             // tie with zero: even is zero
+      {3 * std::ldexp(1.0f, -25), 0x0002},         // tie between 1 and 2 units: even is 2
+      {std::ldexp(1023.5f, -24), 0x0400},          // rounds up out of the subnormals
       {std::numeric_limits<float>::infinity(), 0x7c00},
   };
   for (const auto& c : cases) {

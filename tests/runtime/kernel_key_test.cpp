@@ -1,19 +1,33 @@
+#include "compile/kernel_key.hpp"
+
 #include <gtest/gtest.h>
 
 #include <functional>
 #include <set>
 
-#include "compile/nvrtc.hpp"
 #include "base/sha256.hpp"
-#include "compile/kernel_key.hpp"
+#include "compile/nvrtc.hpp"
 #include "specialize/templates.hpp"
 
 namespace convjit {
 namespace {
 
 Conv2dDesc base() {
-  return Conv2dDesc{.n = 2, .c = 8, .h = 16, .w = 12, .k = 8, .r = 3, .s = 3, .stride_h = 1, .stride_w = 1,
-                    .pad_h = 1, .pad_w = 1, .dilation_h = 1, .dilation_w = 1, .groups = 2, .bias = false};
+  return Conv2dDesc{.n = 2,
+                    .c = 8,
+                    .h = 16,
+                    .w = 12,
+                    .k = 8,
+                    .r = 3,
+                    .s = 3,
+                    .stride_h = 1,
+                    .stride_w = 1,
+                    .pad_h = 1,
+                    .pad_w = 1,
+                    .dilation_h = 1,
+                    .dilation_w = 1,
+                    .groups = 2,
+                    .bias = false};
 }
 
 KernelKey key_of(const Conv2dDesc& d, const std::string& arch = "sm_90") {

@@ -1,8 +1,9 @@
+#include "compile/nvrtc.hpp"
+
 #include <gtest/gtest.h>
 
-#include "specialize/arch.hpp"
-#include "compile/nvrtc.hpp"
 #include "convjit/error.hpp"
+#include "specialize/arch.hpp"
 #include "specialize/specialized_source.hpp"
 
 namespace convjit {
@@ -15,7 +16,8 @@ TEST(Nvrtc, CompilesSpecializedSourceToPtxAndCubinWithoutGpu) {
   EXPECT_NE(out.ptx.find(".entry " + spec.source.kernel_name), std::string::npos);
   EXPECT_NE(out.ptx.find(".target sm_90"), std::string::npos);
   ASSERT_GT(out.cubin.size(), 4u);
-  EXPECT_EQ(out.cubin.substr(0, 4), std::string("\x7f" "ELF"));
+  EXPECT_EQ(out.cubin.substr(0, 4), std::string("\x7f"
+                                                "ELF"));
   EXPECT_GT(out.compile_ms, 0.0);
 }
 
@@ -28,7 +30,7 @@ TEST(Nvrtc, CompileErrorCarriesLogAndOptions) {
     EXPECT_EQ(e.code(), ErrorCode::kCompile);
     const std::string what = e.what();
     EXPECT_NE(what.find("compiling broken.cu failed"), std::string::npos) << what;
-    EXPECT_NE(what.find("undeclared_thing"), std::string::npos) << what;  // the log
+    EXPECT_NE(what.find("undeclared_thing"), std::string::npos) << what;          // the log
     EXPECT_NE(what.find("--gpu-architecture=sm_90"), std::string::npos) << what;  // the options
   }
 }

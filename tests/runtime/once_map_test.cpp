@@ -57,7 +57,8 @@ TEST(OnceMap, EachContextLoadsEachKernelOnceAndLookupsReturnThatModule) {
       for (const char* kernel : {"direct", "igemm", "im2col"}) {
         const ModuleKey key{context, kernel};
         bool built = false;
-        const auto module = table.get(key, [&] { return loader(key); }, &built);
+        const auto module = table.get(
+            key, [&] { return loader(key); }, &built);
         EXPECT_EQ(built, round == 0);
         EXPECT_EQ(module->context, context);
         EXPECT_EQ(module->kernel, kernel);
@@ -192,9 +193,8 @@ TEST(OnceMap, ManyThreadsOnManyContextsLoadEveryPairExactlyOnce) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong.load(), 0);
   for (const auto& count : loads) EXPECT_LE(count.load(), 1);
-  EXPECT_EQ(table.size(), static_cast<std::size_t>(std::count_if(loads.begin(), loads.end(), [](const auto& c) {
-              return c.load() == 1;
-            })));
+  EXPECT_EQ(table.size(), static_cast<std::size_t>(
+                              std::count_if(loads.begin(), loads.end(), [](const auto& c) { return c.load() == 1; })));
 }
 
 }  // namespace

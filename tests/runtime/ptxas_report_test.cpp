@@ -1,6 +1,6 @@
-#include <gtest/gtest.h>
-
 #include "compile/ptxas_report.hpp"
+
+#include <gtest/gtest.h>
 
 namespace convjit {
 namespace {

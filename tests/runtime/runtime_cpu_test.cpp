@@ -163,9 +163,9 @@ TEST(RuntimeCpu, InvalidDescriptorIsRejectedAndWritesNothing) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
   }
-  EXPECT_THROW(rt.conv2d(bad, reinterpret_cast<void*>(16), reinterpret_cast<void*>(16), nullptr,
-                         reinterpret_cast<void*>(16)),
-               Error);
+  EXPECT_THROW(
+      rt.conv2d(bad, reinterpret_cast<void*>(16), reinterpret_cast<void*>(16), nullptr, reinterpret_cast<void*>(16)),
+      Error);
   EXPECT_TRUE(entry_files(rt.cache_dir()).empty());
   EXPECT_EQ(rt.stats().compiles, 0u);
 }
@@ -250,8 +250,9 @@ TEST(RuntimeCpu, HeadlineImplicitGemmCompilesWithoutSpillsInBothMathModes) {
       EXPECT_EQ(info.resources.stack_bytes, 0) << info.log;
       EXPECT_LE(info.resources.registers, 255);
       EXPECT_GT(info.dynamic_shared_bytes, 48u * 1024);
-      const char* instruction = std::string_view(arch) == "sm_90" ? "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"
-                                                                  : "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
+      const char* instruction = std::string_view(arch) == "sm_90"
+                                    ? "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32"
+                                    : "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32";
       EXPECT_NE(info.ptx.find(instruction), std::string::npos);
       std::printf("%s: %d registers, %u B dynamic smem, tile %s\n", info.kernel_name.c_str(), info.resources.registers,
                   info.dynamic_shared_bytes, info.tile.c_str());
@@ -319,7 +320,9 @@ TEST(Im2colChunking, LimitBelowOneOutputRowIsRejectedWithTheNumbers) {
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kUnsupported);
-    EXPECT_NE(std::string(e.what()).find("over the 1000 bytes the workspace limit leaves for columns"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("over the 1000 bytes the workspace limit leaves for columns"),
+              std::string::npos)
+        << e.what();
   }
 }
 

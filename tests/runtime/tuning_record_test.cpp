@@ -1,8 +1,9 @@
+#include "runtime/tuning_record.hpp"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
 
-#include "runtime/tuning_record.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {

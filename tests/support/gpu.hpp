@@ -13,9 +13,9 @@ std::optional<std::string> gpu_unavailable_reason();
 
 }  // namespace convjit::testing
 
-#define CONVJIT_REQUIRE_GPU()                                                              \
-  do {                                                                                     \
-    if (auto convjit_why_ = ::convjit::testing::gpu_unavailable_reason()) {                \
-      GTEST_SKIP() << "needs a CUDA GPU: " << *convjit_why_;                               \
-    }                                                                                      \
+#define CONVJIT_REQUIRE_GPU()                                               \
+  do {                                                                      \
+    if (auto convjit_why_ = ::convjit::testing::gpu_unavailable_reason()) { \
+      GTEST_SKIP() << "needs a CUDA GPU: " << *convjit_why_;                \
+    }                                                                       \
   } while (0)

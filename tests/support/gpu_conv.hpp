@@ -7,8 +7,8 @@
 #include <cstring>
 #include <random>
 
-#include "convjit/convjit.hpp"
 #include "base/float16.hpp"
+#include "convjit/convjit.hpp"
 #include "support/reference.hpp"
 
 namespace convjit::testing {

@@ -16,9 +16,9 @@ bool contains(const std::string& text, const std::string& part) { return text.fi
 TEST_F(CliTest, InspectResourcesShowsAlgorithmTileGeometryRegistersAndSpills) {
   const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--resources"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  for (const char* field : {"problem    n1c4h12w10k8r3s3 stride=1 pad=0", "kernel     ", "arch       sm_90",
-                            "algorithm  ", "tile       ", "launch     ", "registers  ", "shared     ", "spills     ",
-                            "cache      ", "(compiled now"}) {
+  for (const char* field :
+       {"problem    n1c4h12w10k8r3s3 stride=1 pad=0", "kernel     ", "arch       sm_90", "algorithm  ", "tile       ",
+        "launch     ", "registers  ", "shared     ", "spills     ", "cache      ", "(compiled now"}) {
     EXPECT_TRUE(contains(r.out, field)) << field << "\n" << r.out;
   }
 }

@@ -36,7 +36,8 @@ TEST_F(CliTest, PrewarmJsonAndTextFilesForSm90CompilesAllAndSkipsNon2d) {
   const auto text = write_file("shapes.txt", kShapeList);
   const auto r = cli({"prewarm", json.string(), text.string(), "--arch", "sm_90", "--jobs", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_TRUE(contains(r.out, "prewarm   3 problems for sm_90 into " + cache_dir().string() + " with 2 jobs, 2 skipped"))
+  EXPECT_TRUE(
+      contains(r.out, "prewarm   3 problems for sm_90 into " + cache_dir().string() + " with 2 jobs, 2 skipped"))
       << r.out;
   EXPECT_TRUE(contains(r.out, "skipped   #2 small_3d: 3D convolution is not supported (2D only)")) << r.out;
   EXPECT_TRUE(contains(r.out, "skipped   #3 small_transposed: op 'conv_transpose' is not supported")) << r.out;

@@ -81,7 +81,8 @@ CliResult CliTest::cli(const std::vector<std::string>& args, std::vector<std::st
 bool disassembler_available() {
   std::vector<std::string> dirs = {"/usr/local/cuda/bin"};
   for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {
-    if (const char* root = std::getenv(var); root != nullptr && *root != '\0') dirs.push_back(std::string(root) + "/bin");
+    if (const char* root = std::getenv(var); root != nullptr && *root != '\0')
+      dirs.push_back(std::string(root) + "/bin");
   }
   if (const char* path = std::getenv("PATH"); path != nullptr) {
     std::stringstream parts(path);

@@ -18,9 +18,9 @@ TEST(ConvjitCli, HelpListsEverySubcommandAndExitCodes) {
 }
 
 TEST(ConvjitCli, EverySubcommandAndCacheActionHasHelp) {
-  const std::vector<std::vector<std::string>> commands = {
-      {"prewarm"},        {"inspect"},         {"run"},           {"cache", "ls"},
-      {"cache", "stats"}, {"cache", "verify"}, {"cache", "prune"}, {"cache", "clear"}};
+  const std::vector<std::vector<std::string>> commands = {{"prewarm"},        {"inspect"},        {"run"},
+                                                          {"cache", "ls"},    {"cache", "stats"}, {"cache", "verify"},
+                                                          {"cache", "prune"}, {"cache", "clear"}};
   for (auto args : commands) {
     std::string name;
     for (const auto& a : args) name += (name.empty() ? "" : " ") + a;

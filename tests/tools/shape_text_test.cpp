@@ -1,11 +1,12 @@
 // The one-line shape form: the exact inverse of Conv2dDesc::to_string(), PyTorch's
 // defaults for what is left out, and errors that name the column and what was expected.
+#include "workload/shape_text.hpp"
+
 #include <gtest/gtest.h>
 
 #include "convjit/conv2d_desc.hpp"
 #include "convjit/error.hpp"
 #include "support/workloads.hpp"
-#include "workload/shape_text.hpp"
 
 namespace convjit {
 namespace {
@@ -28,10 +29,25 @@ TEST(ShapeText, ToStringRoundTripsEveryOptionValue) {
       for (MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
         for (Activation act : {Activation::kNone, Activation::kRelu}) {
           for (bool bias : {false, true}) {
-            descs.push_back(Conv2dDesc{.n = 3, .c = 12, .h = 31, .w = 17, .k = 6, .r = 3, .s = 5, .stride_h = 2,
-                                       .stride_w = 1, .pad_h = 0, .pad_w = 4, .dilation_h = 3, .dilation_w = 2,
-                                       .groups = 3, .bias = bias, .activation = act, .dtype = dtype,
-                                       .layout = layout, .math = math});
+            descs.push_back(Conv2dDesc{.n = 3,
+                                       .c = 12,
+                                       .h = 31,
+                                       .w = 17,
+                                       .k = 6,
+                                       .r = 3,
+                                       .s = 5,
+                                       .stride_h = 2,
+                                       .stride_w = 1,
+                                       .pad_h = 0,
+                                       .pad_w = 4,
+                                       .dilation_h = 3,
+                                       .dilation_w = 2,
+                                       .groups = 3,
+                                       .bias = bias,
+                                       .activation = act,
+                                       .dtype = dtype,
+                                       .layout = layout,
+                                       .math = math});
           }
         }
       }
@@ -45,8 +61,18 @@ TEST(ShapeText, ToStringRoundTripsEveryOptionValue) {
 
 TEST(ShapeText, ShortFormLeavesOutExactlyTheDefaultOptions) {
   EXPECT_EQ(to_short_string(headline()), "n8c64h512w256k128r5s7");
-  EXPECT_EQ(to_short_string(Conv2dDesc{.n = 2, .c = 8, .h = 9, .w = 9, .k = 8, .r = 3, .s = 3, .stride_w = 2,
-                                       .pad_h = 1, .pad_w = 1, .groups = 8, .bias = true,
+  EXPECT_EQ(to_short_string(Conv2dDesc{.n = 2,
+                                       .c = 8,
+                                       .h = 9,
+                                       .w = 9,
+                                       .k = 8,
+                                       .r = 3,
+                                       .s = 3,
+                                       .stride_w = 2,
+                                       .pad_h = 1,
+                                       .pad_w = 1,
+                                       .groups = 8,
+                                       .bias = true,
                                        .math = MathMode::kStrictFp32}),
             "n2c8h9w9k8r3s3 stride=1,2 pad=1 groups=8 bias=1 math=strict");
 }
@@ -73,8 +99,18 @@ TEST(ShapeText, OneValueSetsBothSpatialDimsAndTwoValuesAreHeightThenWidth) {
 
 TEST(ShapeText, OptionsInAnyOrderWithTabsAndPyTorchSpellings) {
   const Conv2dDesc d = parse_shape("\t c4h9k8r3   math=strict\tgroups=2 padding=1 bias=true activation=relu  ");
-  EXPECT_EQ(d, (Conv2dDesc{.c = 4, .h = 9, .w = 9, .k = 8, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2,
-                           .bias = true, .activation = Activation::kRelu, .math = MathMode::kStrictFp32}));
+  EXPECT_EQ(d, (Conv2dDesc{.c = 4,
+                           .h = 9,
+                           .w = 9,
+                           .k = 8,
+                           .r = 3,
+                           .s = 3,
+                           .pad_h = 1,
+                           .pad_w = 1,
+                           .groups = 2,
+                           .bias = true,
+                           .activation = Activation::kRelu,
+                           .math = MathMode::kStrictFp32}));
 }
 
 TEST(ShapeText, CrossFieldChecksAreLeftToValidate) {
@@ -140,8 +176,8 @@ TEST(ShapeText, ParseShapeThrowsInvalidArgumentWithOriginLineAndColumn) {
 }
 
 TEST(ShapeText, ShapeListSkipsCommentsAndBlankLinesAndKeepsLineNumbers) {
-  const auto lines = parse_shape_lines("# KernelBench headline\n\nn8c64h512w256k128r5s7  # 56\r\n   \nc3h32k8r3\n",
-                                       "shapes.txt");
+  const auto lines =
+      parse_shape_lines("# KernelBench headline\n\nn8c64h512w256k128r5s7  # 56\r\n   \nc3h32k8r3\n", "shapes.txt");
   ASSERT_EQ(lines.size(), 2u);
   EXPECT_EQ(lines[0].line, 3);
   EXPECT_EQ(lines[0].desc, headline());

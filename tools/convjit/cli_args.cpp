@@ -66,8 +66,7 @@ Args parse_args(const CommandSpec& spec, std::span<const std::string_view> argv)
     } else if (i + 1 < argv.size()) {
       value = argv[++i];
     } else {
-      usage_error(spec, "option '{}' expects a value ({}), got the end of the command line", name,
-                  option->value_name);
+      usage_error(spec, "option '{}' expects a value ({}), got the end of the command line", name, option->value_name);
     }
     args.options[std::string(name)].emplace_back(value);
   }
@@ -77,8 +76,7 @@ Args parse_args(const CommandSpec& spec, std::span<const std::string_view> argv)
                 args.positionals.size() == 1 ? "" : "s");
   }
   if (args.positionals.size() > spec.max_positionals) {
-    usage_error(spec, "unexpected argument '{}' (expected {})", args.positionals[spec.max_positionals],
-                spec.synopsis);
+    usage_error(spec, "unexpected argument '{}' (expected {})", args.positionals[spec.max_positionals], spec.synopsis);
   }
   return args;
 }

@@ -26,10 +26,10 @@ struct OptionSpec {
 };
 
 struct CommandSpec {
-  std::string_view name;        // "prewarm", "cache prune"
-  std::string_view synopsis;    // "FILE... [options]"
-  std::string_view summary;     // one line, also shown by `convjit --help`
-  std::string_view details;     // free text after the options
+  std::string_view name;      // "prewarm", "cache prune"
+  std::string_view synopsis;  // "FILE... [options]"
+  std::string_view summary;   // one line, also shown by `convjit --help`
+  std::string_view details;   // free text after the options
   std::vector<OptionSpec> options;
   std::size_t min_positionals = 0;
   std::size_t max_positionals = 0;

@@ -7,9 +7,9 @@
 #include <ctime>
 #include <map>
 
-#include "tooling/tooling.hpp"
 #include "commands.hpp"
 #include "common.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 
@@ -19,7 +19,8 @@ namespace {
 
 constexpr OptionSpec kLong{"--long", "", "also show each entry's key hash and file"};
 constexpr OptionSpec kRemove{"--remove", "", "remove the failing entries convjit made (never a link, FIFO, ...)"};
-constexpr OptionSpec kMaxSize{"--max-size", "SIZE", "target total size such as 500M or 2G (default: the cache's limit)"};
+constexpr OptionSpec kMaxSize{"--max-size", "SIZE",
+                              "target total size such as 500M or 2G (default: the cache's limit)"};
 
 const CommandSpec kLsSpec{.name = "cache ls",
                           .synopsis = "[options]",
@@ -27,10 +28,12 @@ const CommandSpec kLsSpec{.name = "cache ls",
                           .options = {kLong, kDirOption}};
 const CommandSpec kStatsSpec{.name = "cache stats",
                              .synopsis = "[options]",
-                             .summary = "What the cache directory holds: entries, bytes, entries per arch; and the "
-                                        "remote cache's configuration and health.",
-                             .details = "Hit and compile counters belong to a process: prewarm and run print theirs.\n"
-                                        "Exit status 1 when a remote cache is configured but cannot be used.",
+                             .summary =
+                                 "What the cache directory holds: entries, bytes, entries per arch; and the "
+                                 "remote cache's configuration and health.",
+                             .details =
+                                 "Hit and compile counters belong to a process: prewarm and run print theirs.\n"
+                                 "Exit status 1 when a remote cache is configured but cannot be used.",
                              .options = {kDirOption}};
 const CommandSpec kVerifySpec{.name = "cache verify",
                               .synopsis = "[options]",
@@ -110,10 +113,12 @@ void print_disk_stats(const Args& args, const std::optional<DiskCache>& cache) {
   const std::uint64_t limit = cache->options().max_bytes;
   fmt::print("directory  {}\n", cache->version_dir().string());
   fmt::print("entries    {}, {}{}\n", entries.size(), format_bytes(total),
-             limit == 0 ? std::string(" (no size limit)")
-                        : fmt::format(" of a {} limit ({:.1f}%)", format_bytes(limit), 100.0 * double(total) / double(limit)));
+             limit == 0
+                 ? std::string(" (no size limit)")
+                 : fmt::format(" of a {} limit ({:.1f}%)", format_bytes(limit), 100.0 * double(total) / double(limit)));
   for (const auto& [arch, usage] : per_arch) {
-    fmt::print("  {:<8} {} entr{}, {}\n", arch, usage.first, usage.first == 1 ? "y" : "ies", format_bytes(usage.second));
+    fmt::print("  {:<8} {} entr{}, {}\n", arch, usage.first, usage.first == 1 ? "y" : "ies",
+               format_bytes(usage.second));
   }
   if (!entries.empty()) {
     fmt::print("last used  oldest {}, newest {}\n", local_time(entries.front().last_used),
@@ -166,8 +171,9 @@ bool print_remote_stats(const Args& args) {
     fmt::print("entries    cannot be counted: {}\n", health.error);
   }
   if (health.maxmemory == "0B" || health.maxmemory_policy == "noeviction") {
-    fmt::print("note       Redis bounds the cache's size: set maxmemory and maxmemory-policy allkeys-lru on the "
-               "server (docs/cache.md)\n");
+    fmt::print(
+        "note       Redis bounds the cache's size: set maxmemory and maxmemory-policy allkeys-lru on the "
+        "server (docs/cache.md)\n");
   }
   return true;
 }
@@ -208,8 +214,8 @@ int prune_main(const Args& args) {
   if (const auto text = args.value("--max-size")) {
     const auto size = parse_byte_size(*text);
     if (!size) {
-      fail(ErrorCode::kInvalidArgument, "convjit cache prune: option '--max-size' expects a size such as 500M or 2G, got '{}'",
-           *text);
+      fail(ErrorCode::kInvalidArgument,
+           "convjit cache prune: option '--max-size' expects a size such as 500M or 2G, got '{}'", *text);
     }
     target = *size;
   }
@@ -261,9 +267,10 @@ const Action kActions[] = {
 void print_cache_overview() {
   fmt::print("usage: convjit cache [ACTION] [options]\n\nactions (default: stats):\n");
   for (const Action& a : kActions) fmt::print("  {:<8} {}\n", a.name, a.spec.summary);
-  fmt::print("\noptions:\n  {:<22} {}\n\n'convjit cache ACTION --help' describes each action.\n"
-             "The directory is --dir, else $CONVJIT_CACHE_DIR, else $XDG_CACHE_HOME/convjit, else ~/.cache/convjit.\n",
-             "--dir D", "cache directory");
+  fmt::print(
+      "\noptions:\n  {:<22} {}\n\n'convjit cache ACTION --help' describes each action.\n"
+      "The directory is --dir, else $CONVJIT_CACHE_DIR, else $XDG_CACHE_HOME/convjit, else ~/.cache/convjit.\n",
+      "--dir D", "cache directory");
 }
 
 int cache_main(std::span<const std::string_view> argv) {

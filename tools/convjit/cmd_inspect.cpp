@@ -6,8 +6,8 @@
 
 #include "commands.hpp"
 #include "common.hpp"
-#include "tooling/tooling.hpp"
 #include "disassembler.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 
@@ -21,10 +21,11 @@ const CommandSpec kSpec{
     .name = "inspect",
     .synopsis = "SHAPE [--source] [--ptx] [--sass] [--resources] [options]",
     .summary = "Show the kernel convjit builds for one problem (compiling it into the cache if needed).",
-    .details = "SHAPE is the one-line form, e.g. \"n8c64h512w256k128r5s7 stride=1 pad=0\" (docs/cli.md).\n"
-               "With no section flag, --resources is shown. With one flag the output is that artifact alone\n"
-               "(pipe it to a file); with several, each gets a header.\n"
-               "--sass needs nvdisasm or cuobjdump from the CUDA toolkit; exit status 3 when neither is found.",
+    .details =
+        "SHAPE is the one-line form, e.g. \"n8c64h512w256k128r5s7 stride=1 pad=0\" (docs/cli.md).\n"
+        "With no section flag, --resources is shown. With one flag the output is that artifact alone\n"
+        "(pipe it to a file); with several, each gets a header.\n"
+        "--sass needs nvdisasm or cuobjdump from the CUDA toolkit; exit status 3 when neither is found.",
     .options = {{"--source", "", "the specialized CUDA source, as compiled"},
                 {"--ptx", "", "the PTX"},
                 {"--sass", "", "the SASS of the CUBIN (nvdisasm, else cuobjdump -sass)"},
@@ -38,11 +39,10 @@ const CommandSpec kSpec{
 
 void print_resources(const Conv2dDesc& desc, const KernelInfo& info, const CacheStats& stats) {
   const ResourceUsage& r = info.resources;
-  const std::string origin = stats.compiles > 0
-                                 ? fmt::format("compiled now ({})", format_ms(stats.compile_ms))
-                                 : stats.disk_hits > 0   ? std::string("from the disk cache")
-                                 : stats.remote_hits > 0 ? std::string("from the remote cache")
-                                                         : std::string("from memory");
+  const std::string origin = stats.compiles > 0      ? fmt::format("compiled now ({})", format_ms(stats.compile_ms))
+                             : stats.disk_hits > 0   ? std::string("from the disk cache")
+                             : stats.remote_hits > 0 ? std::string("from the remote cache")
+                                                     : std::string("from memory");
   fmt::print("problem    {}\n", desc.to_string());
   fmt::print("kernel     {}\n", info.kernel_name);
   fmt::print("arch       {}\n", info.arch);
@@ -51,14 +51,14 @@ void print_resources(const Conv2dDesc& desc, const KernelInfo& info, const Cache
   fmt::print("launch     {} blocks x {} threads, {} dynamic shared memory\n", info.grid_blocks, info.block_threads,
              format_bytes(info.dynamic_shared_bytes));
   fmt::print("registers  {} per thread\n", r.registers);
-  fmt::print("shared     {} static + {} dynamic per block\n", format_bytes(static_cast<std::uint64_t>(r.static_shared_bytes)),
-             format_bytes(info.dynamic_shared_bytes));
+  fmt::print("shared     {} static + {} dynamic per block\n",
+             format_bytes(static_cast<std::uint64_t>(r.static_shared_bytes)), format_bytes(info.dynamic_shared_bytes));
   fmt::print("stack      {}\n", format_bytes(static_cast<std::uint64_t>(r.stack_bytes)));
   fmt::print("spills     {} stores, {} loads{}\n", format_bytes(static_cast<std::uint64_t>(r.spill_store_bytes)),
              format_bytes(static_cast<std::uint64_t>(r.spill_load_bytes)),
              r.spill_store_bytes + r.spill_load_bytes > 0 ? "  (spilling: local memory traffic)" : "");
-  fmt::print("sizes      source {}, PTX {}, CUBIN {}\n", format_bytes(info.source.size()), format_bytes(info.ptx.size()),
-             format_bytes(info.cubin_bytes));
+  fmt::print("sizes      source {}, PTX {}, CUBIN {}\n", format_bytes(info.source.size()),
+             format_bytes(info.ptx.size()), format_bytes(info.cubin_bytes));
   fmt::print("options    {}\n", info.options);
   fmt::print("cache      {} ({})\n", info.cache_path.empty() ? std::string("(memory only)") : info.cache_path.string(),
              origin);
@@ -108,7 +108,8 @@ int inspect_main(const Args& args) {
   }
   if (want_sass) {
     header("SASS", fmt::format("{}, via {}", info.arch, disassembler->program.filename().string()));
-    if (info.cubin.empty()) fail(ErrorCode::kInternal, "convjit inspect: the runtime returned no CUBIN for {}", info.kernel_name);
+    if (info.cubin.empty())
+      fail(ErrorCode::kInternal, "convjit inspect: the runtime returned no CUBIN for {}", info.kernel_name);
     if (const int status = print_sass(*disassembler, info.cubin); status != 0) {
       fmt::print(stderr, "error: {} exited with status {}\n", disassembler->program.string(), status);
       return kExitFailed;

@@ -8,11 +8,11 @@
 #include <chrono>
 #include <thread>
 
-#include "tooling/tooling.hpp"
 #include "commands.hpp"
 #include "common.hpp"
 #include "problem_input.hpp"
 #include "progress.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 
@@ -43,17 +43,24 @@ std::string_view first_line(std::string_view text) { return text.substr(0, text.
 void apply_overrides(const Args& args, std::vector<Problem>& problems) {
   if (auto dtype = args.value("--dtype")) {
     DType value{};
-    if (*dtype == "f32") value = DType::kFloat32;
-    else if (*dtype == "f16") value = DType::kFloat16;
-    else if (*dtype == "bf16") value = DType::kBFloat16;
-    else fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--dtype' expects f32, f16 or bf16, got '{}'", *dtype);
+    if (*dtype == "f32")
+      value = DType::kFloat32;
+    else if (*dtype == "f16")
+      value = DType::kFloat16;
+    else if (*dtype == "bf16")
+      value = DType::kBFloat16;
+    else
+      fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--dtype' expects f32, f16 or bf16, got '{}'", *dtype);
     for (auto& p : problems) p.desc.dtype = value;
   }
   if (auto math = args.value("--math")) {
     MathMode value{};
-    if (*math == "tf32") value = MathMode::kTF32;
-    else if (*math == "strict") value = MathMode::kStrictFp32;
-    else fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--math' expects tf32 or strict, got '{}'", *math);
+    if (*math == "tf32")
+      value = MathMode::kTF32;
+    else if (*math == "strict")
+      value = MathMode::kStrictFp32;
+    else
+      fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--math' expects tf32 or strict, got '{}'", *math);
     for (auto& p : problems) p.desc.math = value;
   }
 }
@@ -171,7 +178,8 @@ int prewarm_main(const Args& args) {
     }
   }
   fmt::print("summary   compiled {}, already cached {}, failed {}, unsupported {}, skipped {}, {} wall\n",
-             counts.compiled, counts.cached, counts.failed, counts.unsupported, list.skipped.size(), format_ms(wall_ms));
+             counts.compiled, counts.cached, counts.failed, counts.unsupported, list.skipped.size(),
+             format_ms(wall_ms));
   const CacheStats stats = rt.stats();
   print_cache_stats(stats);
   if (stats.disk_write_errors != 0) {

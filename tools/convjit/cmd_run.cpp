@@ -11,8 +11,8 @@
 #include "commands.hpp"
 #include "common.hpp"
 #include "convjit/device_buffer.hpp"
-#include "tooling/tooling.hpp"
 #include "host_reference.hpp"
+#include "tooling/tooling.hpp"
 
 namespace convjit::cli {
 
@@ -22,14 +22,15 @@ const CommandSpec kSpec{
     .name = "run",
     .synopsis = "SHAPE [--iters N] [options]",
     .summary = "Run one problem on the GPU with random data, check it against float64 and time it.",
-    .details = "Inputs are uniform in [-1, 1) without zeros, in the problem's dtype (f32, f16 or bf16); the\n"
-               "output is filled with NaN first, so an unwritten element fails the check. The float64 reference\n"
-               "reads the same (for f16/bf16: rounded) inputs. The relative L2 error is taken over every output\n"
-               "for small problems, else over 4096 random output pixels with all their channels; the tolerance\n"
-               "is 1e-5 for math=strict and 1e-3 for math=tf32 with f32 data, 2e-3 for f16 and 1e-2 for bf16.\n"
-               "The time is the median of --iters runs after warm-up, each synchronized and measured on the\n"
-               "host clock.\n"
-               "Exit status: 0 pass, 1 check failed, 2 malformed shape, 3 no GPU here.",
+    .details =
+        "Inputs are uniform in [-1, 1) without zeros, in the problem's dtype (f32, f16 or bf16); the\n"
+        "output is filled with NaN first, so an unwritten element fails the check. The float64 reference\n"
+        "reads the same (for f16/bf16: rounded) inputs. The relative L2 error is taken over every output\n"
+        "for small problems, else over 4096 random output pixels with all their channels; the tolerance\n"
+        "is 1e-5 for math=strict and 1e-3 for math=tf32 with f32 data, 2e-3 for f16 and 1e-2 for bf16.\n"
+        "The time is the median of --iters runs after warm-up, each synchronized and measured on the\n"
+        "host clock.\n"
+        "Exit status: 0 pass, 1 check failed, 2 malformed shape, 3 no GPU here.",
     .options = {{"--iters", "N", "timed runs (default 50)"},
                 {"--warmup", "N", "untimed runs first (default 3)"},
                 {"--seed", "S", "random seed for the data (default: random)"},
@@ -55,9 +56,12 @@ std::vector<float> random_nonzero(std::int64_t count, std::mt19937_64& rng, DTyp
 
 double tolerance_for(const Conv2dDesc& desc) {
   switch (desc.dtype) {
-    case DType::kFloat16: return 2e-3;  // the output's own rounding is ~3e-4
-    case DType::kBFloat16: return 1e-2;  // ~2e-3
-    case DType::kFloat32: break;
+    case DType::kFloat16:
+      return 2e-3;  // the output's own rounding is ~3e-4
+    case DType::kBFloat16:
+      return 1e-2;  // ~2e-3
+    case DType::kFloat32:
+      break;
   }
   return desc.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
 }
@@ -88,8 +92,10 @@ int run_main(const Args& args) {
     arch = rt.device_arch();
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kNoDriver && e.code() != ErrorCode::kNoDevice) throw;
-    fail(e.code(), "convjit run needs a CUDA GPU and there is none here: {}\n"
-                   "(prewarm and inspect work without one: give --arch sm_90)", e.what());
+    fail(e.code(),
+         "convjit run needs a CUDA GPU and there is none here: {}\n"
+         "(prewarm and inspect work without one: give --arch sm_90)",
+         e.what());
   }
   fmt::print("problem   {}\ndevice    {}, cache {}\n", desc.to_string(), arch, rt.cache_dir().string());
 
@@ -129,11 +135,11 @@ int run_main(const Args& args) {
   const CheckResult check = check_against_reference(desc, x, w, bias, y, seed + 1);
   const double tolerance = tolerance_for(desc);
   const bool pass = non_finite == 0 && check.rel_l2 <= tolerance;
-  fmt::print("check     rel L2 error {:.2e} vs float64 over {} outputs ({}), max abs error {:.2e}, non-finite {}; "
-             "tolerance {:.0e} ({}): {}\n",
-             check.rel_l2, check.checked, check.full ? "all" : "4096 sampled pixels, all channels", check.max_abs,
-             non_finite, tolerance, dtype == DType::kFloat32 ? to_string(desc.math) : to_string(dtype),
-             pass ? "PASS" : "FAIL");
+  fmt::print(
+      "check     rel L2 error {:.2e} vs float64 over {} outputs ({}), max abs error {:.2e}, non-finite {}; "
+      "tolerance {:.0e} ({}): {}\n",
+      check.rel_l2, check.checked, check.full ? "all" : "4096 sampled pixels, all channels", check.max_abs, non_finite,
+      tolerance, dtype == DType::kFloat32 ? to_string(desc.math) : to_string(dtype), pass ? "PASS" : "FAIL");
 
   for (int i = 0; i < warmup; ++i) plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
   rt.synchronize();

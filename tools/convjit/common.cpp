@@ -28,18 +28,19 @@ std::string target_arch(const CommandSpec& spec, const Args& args, Runtime& runt
     return runtime.device_arch();
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kNoDriver && e.code() != ErrorCode::kNoDevice) throw;
-    fail(e.code(), "convjit {}: no GPU here to take the arch from ({}); give the target, e.g. --arch sm_90",
-         spec.name, e.what());
+    fail(e.code(), "convjit {}: no GPU here to take the arch from ({}); give the target, e.g. --arch sm_90", spec.name,
+         e.what());
   }
 }
 
 Conv2dDesc shape_argument(const CommandSpec& spec, std::string_view text) {
   const ShapeParse parsed = parse_shape_text(text);
   if (parsed.desc) return *parsed.desc;
-  fail(ErrorCode::kInvalidArgument,
-       "convjit {}: malformed shape at column {}: {}\n  {}\n  {:>{}}\n(the form is n8c64h512w256k128r5s7 stride=1 pad=0 "
-       "...; see docs/cli.md)",
-       spec.name, parsed.error.column, parsed.error.message, text, "^", parsed.error.column);
+  fail(
+      ErrorCode::kInvalidArgument,
+      "convjit {}: malformed shape at column {}: {}\n  {}\n  {:>{}}\n(the form is n8c64h512w256k128r5s7 stride=1 pad=0 "
+      "...; see docs/cli.md)",
+      spec.name, parsed.error.column, parsed.error.message, text, "^", parsed.error.column);
 }
 
 Algorithm algorithm_option(const CommandSpec& spec, const Args& args) {
@@ -54,19 +55,21 @@ Algorithm algorithm_option(const CommandSpec& spec, const Args& args) {
 }
 
 void print_cache_stats(const CacheStats& s) {
-  fmt::print("runtime   compiles {} ({} in NVRTC), disk hits {}, memory hits {}, misses {}, corrupt rebuilt {}, "
-             "disk writes {}, module loads {}\n",
-             s.compiles, format_ms(s.compile_ms), s.disk_hits, s.memory_hits, s.misses, s.corrupt_rebuilt,
-             s.disk_writes, s.module_loads);
+  fmt::print(
+      "runtime   compiles {} ({} in NVRTC), disk hits {}, memory hits {}, misses {}, corrupt rebuilt {}, "
+      "disk writes {}, module loads {}\n",
+      s.compiles, format_ms(s.compile_ms), s.disk_hits, s.memory_hits, s.misses, s.corrupt_rebuilt, s.disk_writes,
+      s.module_loads);
   if (s.remote_mode == RemoteCacheMode::kOff) {
     if (!s.remote_note.empty()) fmt::print("remote    off: {}\n", s.remote_note);
     return;
   }
-  fmt::print("remote    hits {}, misses {}, rejects {}, unavailable {} (timeouts {}, errors {}, skipped {}), "
-             "publishes {}, lock waits {}, lock takeovers {}, {} in remote calls ({}{})\n",
-             s.remote_hits, s.remote_misses, s.remote_rejects, s.remote_unavailable, s.remote_timeouts,
-             s.remote_errors, s.remote_skipped, s.remote_publishes, s.remote_lock_waits, s.remote_lock_takeovers,
-             format_ms(s.remote_ms), s.remote_note, s.remote_mode == RemoteCacheMode::kReadOnly ? ", read-only" : "");
+  fmt::print(
+      "remote    hits {}, misses {}, rejects {}, unavailable {} (timeouts {}, errors {}, skipped {}), "
+      "publishes {}, lock waits {}, lock takeovers {}, {} in remote calls ({}{})\n",
+      s.remote_hits, s.remote_misses, s.remote_rejects, s.remote_unavailable, s.remote_timeouts, s.remote_errors,
+      s.remote_skipped, s.remote_publishes, s.remote_lock_waits, s.remote_lock_takeovers, format_ms(s.remote_ms),
+      s.remote_note, s.remote_mode == RemoteCacheMode::kReadOnly ? ", read-only" : "");
 }
 
 std::string format_bytes(std::uint64_t bytes) {

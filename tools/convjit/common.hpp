@@ -13,9 +13,12 @@
 
 namespace convjit::cli {
 
-inline constexpr OptionSpec kDirOption{"--dir", "D", "cache directory (default: $CONVJIT_CACHE_DIR, else ~/.cache/convjit)"};
-inline constexpr OptionSpec kArchOption{"--arch", "SM", "target such as sm_90 (default: the local GPU's); no GPU needed"};
-inline constexpr OptionSpec kAlgorithmOption{"--algorithm", "A", "auto (default), direct, implicit_gemm or im2col_gemm"};
+inline constexpr OptionSpec kDirOption{"--dir", "D",
+                                       "cache directory (default: $CONVJIT_CACHE_DIR, else ~/.cache/convjit)"};
+inline constexpr OptionSpec kArchOption{"--arch", "SM",
+                                        "target such as sm_90 (default: the local GPU's); no GPU needed"};
+inline constexpr OptionSpec kAlgorithmOption{"--algorithm", "A",
+                                             "auto (default), direct, implicit_gemm or im2col_gemm"};
 
 // --dir, else the runtime's default (CONVJIT_CACHE_DIR, XDG_CACHE_HOME, ~/.cache).
 std::filesystem::path cache_dir_from(const Args& args);
@@ -36,6 +39,6 @@ Algorithm algorithm_option(const CommandSpec& spec, const Args& args);
 void print_cache_stats(const CacheStats& stats);
 
 std::string format_bytes(std::uint64_t bytes);  // "1.5 MiB"
-std::string format_ms(double ms);                // "812 ms", "12.3 s"
+std::string format_ms(double ms);               // "812 ms", "12.3 s"
 
 }  // namespace convjit::cli

@@ -10,10 +10,10 @@
 namespace convjit::cli {
 
 struct CheckResult {
-  double rel_l2 = 0;                // ||y - ref|| / ||ref|| over the checked outputs
-  double max_abs = 0;               // largest |y - ref| among them
-  std::int64_t checked = 0;         // outputs compared
-  bool full = false;                // every output, not a sample
+  double rel_l2 = 0;         // ||y - ref|| / ||ref|| over the checked outputs
+  double max_abs = 0;        // largest |y - ref| among them
+  std::int64_t checked = 0;  // outputs compared
+  bool full = false;         // every output, not a sample
 };
 
 // NCHW data as floats (for f16/bf16: the rounded values the GPU read, and its output

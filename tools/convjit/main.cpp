@@ -31,10 +31,13 @@ constexpr std::string_view kOverview =
 int exit_code_for(convjit::ErrorCode code) {
   using convjit::ErrorCode;
   switch (code) {
-    case ErrorCode::kInvalidArgument: return convjit::cli::kExitUsage;
+    case ErrorCode::kInvalidArgument:
+      return convjit::cli::kExitUsage;
     case ErrorCode::kNoDriver:
-    case ErrorCode::kNoDevice: return convjit::cli::kExitUnavailable;
-    default: return convjit::cli::kExitFailed;
+    case ErrorCode::kNoDevice:
+      return convjit::cli::kExitUnavailable;
+    default:
+      return convjit::cli::kExitFailed;
   }
 }
 

@@ -14,7 +14,8 @@ namespace convjit::cli {
 namespace {
 std::string read_file(const std::filesystem::path& file) {
   std::error_code ec;
-  if (std::filesystem::is_directory(file, ec)) fail(ErrorCode::kIo, "cannot read '{}': it is a directory", file.string());
+  if (std::filesystem::is_directory(file, ec))
+    fail(ErrorCode::kIo, "cannot read '{}': it is a directory", file.string());
   std::ifstream in(file, std::ios::binary);
   if (!in) fail(ErrorCode::kIo, "cannot open '{}': {}", file.string(), std::strerror(errno));
   std::ostringstream text;

@@ -19,10 +19,14 @@ int terminal_width() {
 
 std::string_view outcome_word(Outcome outcome) {
   switch (outcome) {
-    case Outcome::kCompiled: return "compiled";
-    case Outcome::kCached: return "cached";
-    case Outcome::kFailed: return "FAILED";
-    case Outcome::kUnsupported: return "UNSUPPORTED";
+    case Outcome::kCompiled:
+      return "compiled";
+    case Outcome::kCached:
+      return "cached";
+    case Outcome::kFailed:
+      return "FAILED";
+    case Outcome::kUnsupported:
+      return "UNSUPPORTED";
   }
   return "?";
 }
@@ -71,10 +75,18 @@ void Progress::finished(std::string_view label, Outcome outcome, double ms, std:
   std::lock_guard lock(mutex_);
   if (auto it = std::find(running_.begin(), running_.end(), label); it != running_.end()) running_.erase(it);
   switch (outcome) {
-    case Outcome::kCompiled: ++counts_.compiled; break;
-    case Outcome::kCached: ++counts_.cached; break;
-    case Outcome::kFailed: ++counts_.failed; break;
-    case Outcome::kUnsupported: ++counts_.unsupported; break;
+    case Outcome::kCompiled:
+      ++counts_.compiled;
+      break;
+    case Outcome::kCached:
+      ++counts_.cached;
+      break;
+    case Outcome::kFailed:
+      ++counts_.failed;
+      break;
+    case Outcome::kUnsupported:
+      ++counts_.unsupported;
+      break;
   }
   const bool bad = outcome == Outcome::kFailed || outcome == Outcome::kUnsupported;
   if (bar_) {
@@ -114,9 +126,10 @@ void Progress::redraw_locked() {
   constexpr int kBarCells = 30;
   const std::size_t done = counts_.done();
   const int filled = total_ == 0 ? kBarCells : static_cast<int>(done * kBarCells / total_);
-  std::string line = fmt::format("[{}{}] {}/{}  compiled {}  cached {}  failed {}  {}", std::string(filled, '#'),
-                                 std::string(kBarCells - filled, '.'), done, total_, counts_.compiled, counts_.cached,
-                                 counts_.failed + counts_.unsupported, elapsed_text(std::chrono::steady_clock::now() - start_));
+  std::string line =
+      fmt::format("[{}{}] {}/{}  compiled {}  cached {}  failed {}  {}", std::string(filled, '#'),
+                  std::string(kBarCells - filled, '.'), done, total_, counts_.compiled, counts_.cached,
+                  counts_.failed + counts_.unsupported, elapsed_text(std::chrono::steady_clock::now() - start_));
   if (!running_.empty() && !closed_) {
     // The count first: a long label is what the terminal's width cuts.
     line += running_.size() == 1 ? fmt::format("  {}", running_.front())

@@ -61,8 +61,9 @@ class TempFile {
   TempFile(const std::string& bytes, std::string_view suffix) {
     std::string name = (fs::temp_directory_path() / fmt::format("convjit-XXXXXX{}", suffix)).string();
     const int fd = ::mkstemps(name.data(), static_cast<int>(suffix.size()));
-    if (fd < 0) fail(ErrorCode::kIo, "cannot create a temporary file in '{}': {}", fs::temp_directory_path().string(),
-                     std::strerror(errno));
+    if (fd < 0)
+      fail(ErrorCode::kIo, "cannot create a temporary file in '{}': {}", fs::temp_directory_path().string(),
+           std::strerror(errno));
     path_ = name;
     std::size_t written = 0;
     while (written < bytes.size()) {

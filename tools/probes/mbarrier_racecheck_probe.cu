@@ -26,7 +26,9 @@ __device__ unsigned smem(const void* p) { return static_cast<unsigned>(__cvta_ge
 __device__ void bar_init(unsigned bar, unsigned count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count));
 }
-__device__ void bar_arrive(unsigned bar) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory"); }
+__device__ void bar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
 __device__ void bar_wait(unsigned bar, unsigned parity) {
   unsigned done = 0;
   do {
@@ -88,8 +90,8 @@ __global__ void probe(Variant variant, const int* in, int* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const char* names[] = {"mbarrier_store", "mbarrier_cp_async", "mbarrier_wait_all", "lane0_syncwarp", "lane0",
-                         "syncthreads",    "unordered"};
+  const char* names[] = {"mbarrier_store", "mbarrier_cp_async", "mbarrier_wait_all", "lane0_syncwarp",
+                         "lane0",          "syncthreads",       "unordered"};
   int variant = -1;
   for (int i = 0; i < 7; ++i) {
     if (argc > 1 && std::strcmp(argv[1], names[i]) == 0) variant = i;

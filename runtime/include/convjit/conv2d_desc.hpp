@@ -42,21 +42,21 @@ struct Conv2dOutputShape {
 // filter k x (c / groups) x r x s. Defaults match PyTorch's nn.Conv2d.
 // Build with designated initializers: Conv2dDesc{.n = 8, .c = 64, .h = 512, ...}.
 struct Conv2dDesc {
-  int n = 1;           // batch
-  int c = 1;           // input channels
-  int h = 1;           // input height
-  int w = 1;           // input width
-  int k = 1;           // output channels (filters)
-  int r = 1;           // filter height
-  int s = 1;           // filter width
+  int n = 1;  // batch
+  int c = 1;  // input channels
+  int h = 1;  // input height
+  int w = 1;  // input width
+  int k = 1;  // output channels (filters)
+  int r = 1;  // filter height
+  int s = 1;  // filter width
   int stride_h = 1;
   int stride_w = 1;
-  int pad_h = 0;       // zero padding on each side
+  int pad_h = 0;  // zero padding on each side
   int pad_w = 0;
   int dilation_h = 1;
   int dilation_w = 1;
-  int groups = 1;      // c and k must both divide by it; groups == c is depthwise
-  bool bias = false;   // y += bias[k]
+  int groups = 1;     // c and k must both divide by it; groups == c is depthwise
+  bool bias = false;  // y += bias[k]
   Activation activation = Activation::kNone;
   DType dtype = DType::kFloat32;
   Layout layout = Layout::kNCHW;

@@ -23,8 +23,6 @@ namespace convjit {
 
 using Stream = CUstream_st*;
 
-
-
 // A plan is bound to one CUDA context (one device): its module and workspaces exist
 // there only, and run() refuses a stream of another context instead of launching
 // into the wrong one. Binding: `device`'s primary context when given, else `stream`'s
@@ -86,36 +84,36 @@ enum class RemoteCacheMode { kOff, kReadWrite, kReadOnly };
 
 // Counters since the Runtime was made. Every counter only grows.
 struct CacheStats {
-  std::uint64_t memory_hits = 0;      // served from this process's table
-  std::uint64_t disk_hits = 0;        // entry read and verified from disk (perhaps after a lock wait)
-  std::uint64_t misses = 0;           // not in memory nor on disk: built here
-  std::uint64_t compiles = 0;         // NVRTC runs
-  std::uint64_t corrupt_rebuilt = 0;  // disk entries that failed verification or trust checks, rebuilt
-  std::uint64_t disk_writes = 0;      // entries published to disk
+  std::uint64_t memory_hits = 0;        // served from this process's table
+  std::uint64_t disk_hits = 0;          // entry read and verified from disk (perhaps after a lock wait)
+  std::uint64_t misses = 0;             // not in memory nor on disk: built here
+  std::uint64_t compiles = 0;           // NVRTC runs
+  std::uint64_t corrupt_rebuilt = 0;    // disk entries that failed verification or trust checks, rebuilt
+  std::uint64_t disk_writes = 0;        // entries published to disk
   std::uint64_t disk_write_errors = 0;  // entries that could not be published (they stay in memory)
-  std::uint64_t module_loads = 0;     // CUBINs loaded into a CUDA context
-  std::uint64_t evictions = 0;        // entries this process evicted to keep the cache under its limit
-  std::uint64_t bytes_read = 0;       // entry bytes read from disk on hits
-  std::uint64_t bytes_written = 0;    // entry bytes published
-  std::uint64_t lock_waits = 0;       // misses that waited for another process compiling the same key
-  std::uint64_t lock_takeovers = 0;   // compile locks taken over from a process that died holding them
-  std::uint64_t lock_timeouts = 0;    // waits that ran out, after which this process compiled too
-  std::uint64_t autotune_runs = 0;    // problems whose algorithms were timed in this process
-  std::uint64_t autotune_reused = 0;  // problems that took a choice stored by an earlier tuning
-  double compile_ms = 0;              // wall time spent in NVRTC
-  double compile_ms_saved = 0;        // compile time recorded in the entries that disk hits served
+  std::uint64_t module_loads = 0;       // CUBINs loaded into a CUDA context
+  std::uint64_t evictions = 0;          // entries this process evicted to keep the cache under its limit
+  std::uint64_t bytes_read = 0;         // entry bytes read from disk on hits
+  std::uint64_t bytes_written = 0;      // entry bytes published
+  std::uint64_t lock_waits = 0;         // misses that waited for another process compiling the same key
+  std::uint64_t lock_takeovers = 0;     // compile locks taken over from a process that died holding them
+  std::uint64_t lock_timeouts = 0;      // waits that ran out, after which this process compiled too
+  std::uint64_t autotune_runs = 0;      // problems whose algorithms were timed in this process
+  std::uint64_t autotune_reused = 0;    // problems that took a choice stored by an earlier tuning
+  double compile_ms = 0;                // wall time spent in NVRTC
+  double compile_ms_saved = 0;          // compile time recorded in the entries that disk hits served
   DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
-  std::string disk_note;              // why the disk cache is read-only or off; empty when read-write
+  std::string disk_note;  // why the disk cache is read-only or off; empty when read-write
   // The remote cache (docs/cache.md, "Remote cache"). Each request that reaches it ends
   // as one of: a hit, a miss, a reject or unavailable (then it was compiled here).
-  std::uint64_t remote_hits = 0;         // verified entries fetched (perhaps after waiting for another node)
-  std::uint64_t remote_misses = 0;       // no entry there: compiled here (and published unless read-only)
-  std::uint64_t remote_rejects = 0;      // entries refused (MAC, another key, corrupt): compiled here
-  std::uint64_t remote_unavailable = 0;  // the remote failed or was backing off: compiled here
-  std::uint64_t remote_timeouts = 0;     // connects and commands that ran past their bound
-  std::uint64_t remote_errors = 0;       // other failed calls: refused connections, drops, error replies
-  std::uint64_t remote_skipped = 0;      // requests that did not ask the remote: it was backing off
-  std::uint64_t remote_publishes = 0;    // entries published
+  std::uint64_t remote_hits = 0;            // verified entries fetched (perhaps after waiting for another node)
+  std::uint64_t remote_misses = 0;          // no entry there: compiled here (and published unless read-only)
+  std::uint64_t remote_rejects = 0;         // entries refused (MAC, another key, corrupt): compiled here
+  std::uint64_t remote_unavailable = 0;     // the remote failed or was backing off: compiled here
+  std::uint64_t remote_timeouts = 0;        // connects and commands that ran past their bound
+  std::uint64_t remote_errors = 0;          // other failed calls: refused connections, drops, error replies
+  std::uint64_t remote_skipped = 0;         // requests that did not ask the remote: it was backing off
+  std::uint64_t remote_publishes = 0;       // entries published
   std::uint64_t remote_lock_waits = 0;      // misses that waited for another node compiling the same key
   std::uint64_t remote_lock_takeovers = 0;  // fleet locks taken after their holder let go without publishing
   std::uint64_t remote_lock_timeouts = 0;   // waits that ran out, after which this node compiled too
@@ -213,8 +211,7 @@ class Runtime {
   // Runs in the stream's own context, so one Runtime serves every device and context:
   // kernels compile once per arch and load once per context. For the null stream, the
   // current context, else RuntimeOptions::device's primary context.
-  void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
-              Stream stream = nullptr);
+  void conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y, Stream stream = nullptr);
   void conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream = nullptr);
 
   // Throws Error(kUnsupported) when a forced algorithm cannot run this problem.

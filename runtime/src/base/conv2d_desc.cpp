@@ -12,28 +12,29 @@ namespace convjit {
 
 std::string_view to_string(DType dtype) noexcept {
   switch (dtype) {
-    case DType::kFloat32: return "f32";
-    case DType::kFloat16: return "f16";
-    case DType::kBFloat16: return "bf16";
+    case DType::kFloat32:
+      return "f32";
+    case DType::kFloat16:
+      return "f16";
+    case DType::kBFloat16:
+      return "bf16";
   }
   return "?";
 }
 
 std::string_view to_string(Layout layout) noexcept {
   switch (layout) {
-    case Layout::kNCHW: return "nchw";
-    case Layout::kNHWC: return "nhwc";
+    case Layout::kNCHW:
+      return "nchw";
+    case Layout::kNHWC:
+      return "nhwc";
   }
   return "?";
 }
 
-std::string_view to_string(MathMode math) noexcept {
-  return math == MathMode::kTF32 ? "tf32" : "strict";
-}
+std::string_view to_string(MathMode math) noexcept { return math == MathMode::kTF32 ? "tf32" : "strict"; }
 
-std::string_view to_string(Activation activation) noexcept {
-  return activation == Activation::kRelu ? "relu" : "none";
-}
+std::string_view to_string(Activation activation) noexcept { return activation == Activation::kRelu ? "relu" : "none"; }
 
 std::size_t size_of(DType dtype) noexcept { return dtype == DType::kFloat32 ? 4 : 2; }
 
@@ -104,13 +105,13 @@ void Conv2dDesc::validate() const {
   const auto out = output_shape();
   if (out.p < 1) {
     fail(ErrorCode::kInvalidArgument,
-         "Conv2dDesc.h: padded input height {} + 2*{} is smaller than the dilated filter height {}",
-         h, pad_h, std::int64_t{dilation_h} * (r - 1) + 1);
+         "Conv2dDesc.h: padded input height {} + 2*{} is smaller than the dilated filter height {}", h, pad_h,
+         std::int64_t{dilation_h} * (r - 1) + 1);
   }
   if (out.q < 1) {
     fail(ErrorCode::kInvalidArgument,
-         "Conv2dDesc.w: padded input width {} + 2*{} is smaller than the dilated filter width {}",
-         w, pad_w, std::int64_t{dilation_w} * (s - 1) + 1);
+         "Conv2dDesc.w: padded input width {} + 2*{} is smaller than the dilated filter width {}", w, pad_w,
+         std::int64_t{dilation_w} * (s - 1) + 1);
   }
   if (out.p * out.q > kIntMax) {
     fail(ErrorCode::kInvalidArgument,
@@ -119,8 +120,8 @@ void Conv2dDesc::validate() const {
   }
   // Kernels index with 64-bit offsets past 2^31 elements; beyond 2^62 even that overflows.
   constexpr std::int64_t kMaxElements = std::int64_t{1} << 62;
-  const double biggest = std::max({double(n) * c * h * w, double(n) * k * out.p * out.q,
-                                   double(k) * (c / groups) * r * s});
+  const double biggest =
+      std::max({double(n) * c * h * w, double(n) * k * out.p * out.q, double(k) * (c / groups) * r * s});
   if (biggest >= double(kMaxElements)) {
     fail(ErrorCode::kInvalidArgument, "Conv2dDesc: a tensor of {:.3g} elements is over the 2^62 limit", biggest);
   }
@@ -128,7 +129,8 @@ void Conv2dDesc::validate() const {
   switch (dtype) {
     case DType::kFloat32:
     case DType::kFloat16:
-    case DType::kBFloat16: break;
+    case DType::kBFloat16:
+      break;
     default:
       fail(ErrorCode::kInvalidArgument, "Conv2dDesc.dtype: expected f32, f16 or bf16, got enum value {}",
            static_cast<int>(dtype));
@@ -144,9 +146,7 @@ Conv2dOutputShape Conv2dDesc::output_shape() const noexcept {
 }
 
 std::int64_t Conv2dDesc::x_elements() const noexcept { return std::int64_t{n} * c * h * w; }
-std::int64_t Conv2dDesc::w_elements() const noexcept {
-  return std::int64_t{k} * (groups > 0 ? c / groups : 0) * r * s;
-}
+std::int64_t Conv2dDesc::w_elements() const noexcept { return std::int64_t{k} * (groups > 0 ? c / groups : 0) * r * s; }
 std::int64_t Conv2dDesc::y_elements() const noexcept {
   const auto o = output_shape();
   return o.n * o.k * o.p * o.q;
@@ -169,7 +169,8 @@ std::string Conv2dDesc::to_string() const {
   pair("dilation", dilation_h, dilation_w);
   fmt::format_to(std::back_inserter(out), " groups={} bias={} dtype={} layout={} math={}", groups, bias ? 1 : 0,
                  convjit::to_string(dtype), convjit::to_string(layout), convjit::to_string(math));
-  if (activation != Activation::kNone) fmt::format_to(std::back_inserter(out), " act={}", convjit::to_string(activation));
+  if (activation != Activation::kNone)
+    fmt::format_to(std::back_inserter(out), " act={}", convjit::to_string(activation));
   return out;
 }
 
@@ -180,8 +181,8 @@ std::size_t Conv2dDescHash::operator()(const Conv2dDesc& d) const noexcept {
     hash ^= v;
     hash *= 1099511628211ull;
   };
-  for (int v : {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h,
-                d.dilation_w, d.groups}) {
+  for (int v : {d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w,
+                d.groups}) {
     mix(static_cast<std::uint32_t>(v));
   }
   mix(d.bias);

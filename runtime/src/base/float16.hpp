@@ -19,8 +19,8 @@ inline std::uint16_t float_to_half(float value) noexcept {
   const std::uint32_t abs = x & 0x7fffffffu;
   if (abs >= 0x7f800000u) return sign | (abs > 0x7f800000u ? 0x7e00u : 0x7c00u);  // NaN stays a (quiet) NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;                                  // 65520 and up round to inf
-  if (abs < 0x38800000u) {                                                         // below 2^-14: subnormal
-    if (abs < 0x33000000u) return sign;                                            // below 2^-25: zero
+  if (abs < 0x38800000u) {                                                        // below 2^-14: subnormal
+    if (abs < 0x33000000u) return sign;                                           // below 2^-25: zero
     const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;
     const int shift = 126 - static_cast<int>(abs >> 23);
     std::uint32_t q = mant >> shift;
@@ -102,9 +102,12 @@ inline std::vector<float> from_storage(const std::vector<unsigned char>& bytes, 
 // A 32-bit pattern that fills a buffer of `dtype` with quiet NaNs.
 inline std::uint32_t nan_fill_pattern(DType dtype) noexcept {
   switch (dtype) {
-    case DType::kFloat32: return 0x7fc00000u;
-    case DType::kFloat16: return 0x7e007e00u;
-    case DType::kBFloat16: return 0x7fc07fc0u;
+    case DType::kFloat32:
+      return 0x7fc00000u;
+    case DType::kFloat16:
+      return 0x7e007e00u;
+    case DType::kBFloat16:
+      return 0x7fc07fc0u;
   }
   return 0xffffffffu;
 }

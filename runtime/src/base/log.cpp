@@ -57,8 +57,8 @@ void write(LogLevel lvl, std::string_view message) noexcept {
     }
   }
   // NOTE: one fprintf per line so lines from concurrent threads do not interleave.
-  std::fprintf(stderr, "[convjit %s] %.*s\n", kNames[static_cast<int>(lvl)],
-               static_cast<int>(message.size()), message.data());
+  std::fprintf(stderr, "[convjit %s] %.*s\n", kNames[static_cast<int>(lvl)], static_cast<int>(message.size()),
+               message.data());
 }
 
 }  // namespace convjit::log

@@ -40,10 +40,16 @@ void at(LogLevel lvl, fmt::format_string<Args...> format, Args&&... args) {
   }
 }
 template <typename... Args>
-void warn(fmt::format_string<Args...> f, Args&&... a) { at(LogLevel::kWarn, f, std::forward<Args>(a)...); }
+void warn(fmt::format_string<Args...> f, Args&&... a) {
+  at(LogLevel::kWarn, f, std::forward<Args>(a)...);
+}
 template <typename... Args>
-void info(fmt::format_string<Args...> f, Args&&... a) { at(LogLevel::kInfo, f, std::forward<Args>(a)...); }
+void info(fmt::format_string<Args...> f, Args&&... a) {
+  at(LogLevel::kInfo, f, std::forward<Args>(a)...);
+}
 template <typename... Args>
-void debug(fmt::format_string<Args...> f, Args&&... a) { at(LogLevel::kDebug, f, std::forward<Args>(a)...); }
+void debug(fmt::format_string<Args...> f, Args&&... a) {
+  at(LogLevel::kDebug, f, std::forward<Args>(a)...);
+}
 
 }  // namespace convjit::log

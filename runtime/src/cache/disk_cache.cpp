@@ -9,13 +9,13 @@
 #include <thread>
 #include <utility>
 
+#include "base/fail.hpp"
+#include "cache/cache_key.hpp"
 #include "cache/disk_cache_internal.hpp"
 #include "cache/file_system.hpp"
 #include "cache/lock_file.hpp"
 #include "cache/ownership.hpp"
 #include "cache/trust.hpp"
-#include "base/fail.hpp"
-#include "cache/cache_key.hpp"
 
 namespace convjit {
 
@@ -48,8 +48,7 @@ void create_private_dirs(FileSystem& fs, const fs::path& dir) {
 std::string temp_suffix() {
   static std::atomic<unsigned> counter{0};
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{}{}.{}.{:x}", kTempMarker.substr(kEntrySuffix.size()), ::getpid(), counter.fetch_add(1),
-                     rng());
+  return fmt::format("{}{}.{}.{:x}", kTempMarker.substr(kEntrySuffix.size()), ::getpid(), counter.fetch_add(1), rng());
 }
 
 // The innermost live StoreFailureWatch; its fields are guarded by the same mutex.
@@ -213,8 +212,8 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
   }
   UniqueFd file(*fs_, fd);
   if (const int err = fs_->fstat(fd, st); err != 0) {
-    shared_->warn_once(CacheTrouble::kReadFailed, "cannot read cache entry '{}' ({}); compiling instead",
-                       path.string(), errno_text(err));
+    shared_->warn_once(CacheTrouble::kReadFailed, "cannot read cache entry '{}' ({}); compiling instead", path.string(),
+                       errno_text(err));
     return out;
   }
   if (auto why = untrusted_entry_file(path, st)) {
@@ -232,8 +231,9 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
     entry = parse_entry(bytes, why);
     if (entry && entry->key_text != key.text) {
       entry.reset();
-      why = "the stored key differs from the requested one (another arch, compiler or convjit version, a hash "
-            "collision, or tampering)";
+      why =
+          "the stored key differs from the requested one (another arch, compiler or convjit version, a hash "
+          "collision, or tampering)";
     }
   }
   if (!entry) {
@@ -290,8 +290,8 @@ DiskCache::StoreReport DiskCache::store(const CacheKey& key, const CacheEntry& e
                          shard.string());
     } else {
       shared_->warn_once(CacheTrouble::kWriteFailed,
-                         "cannot write the disk cache ({} while {} '{}'); the kernel stays in memory",
-                         errno_text(err), doing, where.string());
+                         "cannot write the disk cache ({} while {} '{}'); the kernel stays in memory", errno_text(err),
+                         doing, where.string());
     }
     return report;
   };
@@ -382,7 +382,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
       const fs::path path = entry_path(key);
       const fs::path lock_path = path.parent_path() / (key.hash + std::string(kLockSuffix));
       int mkdir_err = fs_->mkdir(path.parent_path(), 0700);
-      if (struct stat st {}; mkdir_err == EEXIST && (fs_->lstat(path.parent_path(), st) != 0 || !S_ISDIR(st.st_mode))) {
+      if (struct stat st{}; mkdir_err == EEXIST && (fs_->lstat(path.parent_path(), st) != 0 || !S_ISDIR(st.st_mode))) {
         mkdir_err = ENOTDIR;  // load_impl has warned; store will fail quietly
       }
       const auto deadline = std::chrono::steady_clock::now() + options_.lock_wait;
@@ -420,10 +420,9 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
         if (std::chrono::steady_clock::now() >= deadline) {
           report.lock_timed_out = true;
           std::string owner = read_lock_owner(*fs_, lock_path);
-          shared_->warn_once(CacheTrouble::kLockTimeout,
-                             "waited {} ms for {} to compile '{}' (lock '{}'); compiling it here too",
-                             options_.lock_wait.count(), owner.empty() ? "another process" : owner, key.hash,
-                             lock_path.string());
+          shared_->warn_once(
+              CacheTrouble::kLockTimeout, "waited {} ms for {} to compile '{}' (lock '{}'); compiling it here too",
+              options_.lock_wait.count(), owner.empty() ? "another process" : owner, key.hash, lock_path.string());
           break;
         }
         std::this_thread::sleep_for(pause);

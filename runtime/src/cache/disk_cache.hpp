@@ -132,8 +132,7 @@ class DiskCache {
   // The cache protocol for one key: load; on a miss take the key's compile lock
   // (waiting, bounded, while another process compiles it, and re-checking for its
   // entry), load again, else call `build` and publish. Returns the entry either way.
-  CacheEntry fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build,
-                            FetchReport& report) const;
+  CacheEntry fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build, FetchReport& report) const;
 
   // ---- Maintenance, for `convjit cache ls|stats|verify|prune|clear` and tests.
   // These cover this format version's directory (v<kCacheFormatVersion>) and may
@@ -219,8 +218,7 @@ class DiskCache {
   Lookup load_impl(const CacheKey& key, bool warn) const;
   Scan scan(bool clean_stale_temps) const;
   void clear_version_dir(const std::filesystem::path& vdir, bool current, ClearReport& report) const;
-  EvictReport evict_locked(std::uint64_t max_bytes, const std::filesystem::path& keep,
-                           std::uint64_t incoming) const;
+  EvictReport evict_locked(std::uint64_t max_bytes, const std::filesystem::path& keep, std::uint64_t incoming) const;
   void require_writable(std::string_view what) const;
 
   std::filesystem::path root_;

@@ -6,14 +6,14 @@
 #include <cerrno>
 #include <map>
 
+#include "base/fail.hpp"
+#include "base/sha256.hpp"
 #include "cache/disk_cache.hpp"
 #include "cache/disk_cache_internal.hpp"
 #include "cache/file_system.hpp"
 #include "cache/lock_file.hpp"
 #include "cache/ownership.hpp"
 #include "cache/trust.hpp"
-#include "base/fail.hpp"
-#include "base/sha256.hpp"
 
 namespace convjit {
 
@@ -43,8 +43,8 @@ std::string key_field(std::string_view key_text, std::string_view field) {
 
 fs::file_time_type to_file_time(const timespec& ts) {
   const auto since_epoch = std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-  return fs::file_time_type::clock::from_sys(
-      std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(since_epoch)));
+  return fs::file_time_type::clock::from_sys(std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(since_epoch)));
 }
 
 bool is_stale(const timespec& mtime) {
@@ -242,15 +242,13 @@ std::uint64_t DiskCache::total_size() const {
   // NOTE: a shared lock: publishers evict and rename under the exclusive one, so the
   // scan never sees an eviction without its publication or the reverse. A read-only
   // cache without a lock file has no publishers to wait for.
-  const IndexLock index =
-      IndexLock::acquire(*fs_, version_dir() / kIndexLockName, /*exclusive=*/false, kAdminLockWait);
+  const IndexLock index = IndexLock::acquire(*fs_, version_dir() / kIndexLockName, /*exclusive=*/false, kAdminLockWait);
   return scan(/*clean_stale_temps=*/false).total;
 }
 
 DiskCache::EvictReport DiskCache::evict_to(std::uint64_t max_bytes) const {
   require_writable("prune");
-  const IndexLock index =
-      IndexLock::acquire(*fs_, version_dir() / kIndexLockName, /*exclusive=*/true, kAdminLockWait);
+  const IndexLock index = IndexLock::acquire(*fs_, version_dir() / kIndexLockName, /*exclusive=*/true, kAdminLockWait);
   if (!index.held()) {
     fail(ErrorCode::kCache, "cannot lock the cache at '{}' for pruning: {}", root_.string(), errno_text(index.error()));
   }

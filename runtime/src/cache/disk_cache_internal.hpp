@@ -10,8 +10,8 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/disk_cache.hpp"
 #include "base/log.hpp"
+#include "cache/disk_cache.hpp"
 
 namespace convjit {
 

@@ -11,10 +11,10 @@
 #include <stop_token>
 #include <thread>
 
-#include "cache/remote_entry.hpp"
 #include "base/fail.hpp"
 #include "base/log.hpp"
 #include "base/sha256.hpp"
+#include "cache/remote_entry.hpp"
 
 namespace convjit {
 

@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "convjit/version.hpp"
 #include "base/sha256.hpp"
+#include "convjit/version.hpp"
 #include "specialize/templates.hpp"
 
 namespace convjit {
@@ -23,9 +23,8 @@ KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& sourc
   key.text = fmt::format(
       "convjit {}\nproblem {}\ntemplate {} sha256:{}\n{}kernel {}\nsource sha256:{}\narch {}\n"
       "nvrtc {}\noptions {}\n",
-      kVersion, desc.to_string(), source.template_name,
-      sha256_hex(template_text(source.template_name)), header_lines, source.kernel_name, sha256_hex(source.text),
-      arch, nvrtc_version, fmt::join(options, " "));
+      kVersion, desc.to_string(), source.template_name, sha256_hex(template_text(source.template_name)), header_lines,
+      source.kernel_name, sha256_hex(source.text), arch, nvrtc_version, fmt::join(options, " "));
   key.hash = sha256_hex(key.text);
   return key;
 }

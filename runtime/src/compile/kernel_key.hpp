@@ -20,7 +20,8 @@ struct KernelKey {
 // Covers the problem, the template's hash, the full specialized source (so every
 // injected constant), the hash of every header the compile is given (`headers`, by
 // default every embedded one, as Nvrtc::compile), the compile options, the NVRTC
-// version, the arch and convjit's version (the cache's own format version keeps its entries apart). Never a path or a timestamp.
+// version, the arch and convjit's version (the cache's own format version keeps its entries apart). Never a path or a
+// timestamp.
 KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch,
                           const std::vector<std::string>& options, const std::string& nvrtc_version,
                           std::span<const TemplateFile> headers = embedded_headers());

@@ -1,7 +1,5 @@
 #include "compile/nvrtc.hpp"
 
-#include "specialize/arch.hpp"
-
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <nvrtc.h>
@@ -11,17 +9,17 @@
 #include <regex>
 
 #include "base/fail.hpp"
+#include "specialize/arch.hpp"
 
 namespace convjit {
 
-#define CONVJIT_NVRTC_CHECK(call, ...)                                                             \
-  do {                                                                                             \
-    const nvrtcResult convjit_res_ = (call);                                                       \
-    if (convjit_res_ != NVRTC_SUCCESS) {                                                           \
-      ::convjit::fail(::convjit::ErrorCode::kCompile, "{}: {} failed → {} ({})",                   \
-                      fmt::format(__VA_ARGS__), #call, static_cast<int>(convjit_res_),             \
-                      nvrtcGetErrorString(convjit_res_));                                          \
-    }                                                                                              \
+#define CONVJIT_NVRTC_CHECK(call, ...)                                                                            \
+  do {                                                                                                            \
+    const nvrtcResult convjit_res_ = (call);                                                                      \
+    if (convjit_res_ != NVRTC_SUCCESS) {                                                                          \
+      ::convjit::fail(::convjit::ErrorCode::kCompile, "{}: {} failed → {} ({})", fmt::format(__VA_ARGS__), #call, \
+                      static_cast<int>(convjit_res_), nvrtcGetErrorString(convjit_res_));                         \
+    }                                                                                                             \
   } while (0)
 
 namespace {
@@ -81,8 +79,8 @@ CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name
   out.options = fmt::format("{}", fmt::join(options, " "));
   out.log = read_log(raw);
   if (result != NVRTC_SUCCESS) {
-    fail(ErrorCode::kCompile, "compiling {} failed → {} ({})\noptions: {}\nlog:\n{}", name,
-         static_cast<int>(result), nvrtcGetErrorString(result), fmt::join(options, " "), out.log);
+    fail(ErrorCode::kCompile, "compiling {} failed → {} ({})\noptions: {}\nlog:\n{}", name, static_cast<int>(result),
+         nvrtcGetErrorString(result), fmt::join(options, " "), out.log);
   }
   size_t size = 0;
   CONVJIT_NVRTC_CHECK(nvrtcGetPTXSize(raw, &size), "reading the PTX of {}", name);

@@ -14,8 +14,7 @@ DeviceContext::DeviceContext(int ordinal) : ordinal_(ordinal), primary_(true) {
   }
   CONVJIT_CU_CHECK(cuDeviceGet(&device_, ordinal), "getting device {}", ordinal);
   read_device(device_);
-  CONVJIT_CU_CHECK(cuDevicePrimaryCtxRetain(&context_, device_), "retaining the primary context of device {}",
-                   ordinal);
+  CONVJIT_CU_CHECK(cuDevicePrimaryCtxRetain(&context_, device_), "retaining the primary context of device {}", ordinal);
   retained_ = true;
   try {
     id_ = context_id(context_);

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <limits>
 
-#include "convjit/version.hpp"
 #include "base/log.hpp"
+#include "convjit/version.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "specialize/algorithm.hpp"
 
@@ -43,8 +43,8 @@ std::string tuning_key(const Conv2dDesc& desc, const DeviceContext& dev) {
 }  // namespace
 
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDesc& desc,
-                                                                   const std::shared_ptr<DeviceContext>& dev,
-                                                                   Stream stream) {
+                                                                  const std::shared_ptr<DeviceContext>& dev,
+                                                                  Stream stream) {
   desc.validate();
   Counters& counters = pipeline->counters;
   const std::string key = tuning_key(desc, *dev);
@@ -100,8 +100,8 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
       fastest = std::min(fastest, static_cast<double>(ms));
       if (fastest > 10 * best_ms) break;  // hopeless: do not spend two more runs on it
     }
-    fmt::format_to(std::back_inserter(timings), "{}{}={:.3f}ms", timings.empty() ? "" : " ",
-                   to_string(plan->algorithm), fastest);
+    fmt::format_to(std::back_inserter(timings), "{}{}={:.3f}ms", timings.empty() ? "" : " ", to_string(plan->algorithm),
+                   fastest);
     if (fastest < best_ms) {
       best_ms = fastest;
       best = plan;

@@ -36,9 +36,10 @@ std::uint64_t max_bytes_from_env() {
   const auto value = env("CONVJIT_CACHE_MAX_SIZE");
   if (!value) return kDefaultCacheMaxBytes;
   if (const auto bytes = parse_byte_size(*value)) return *bytes;
-  log::warn("ignoring CONVJIT_CACHE_MAX_SIZE='{}': expected bytes or a number with K, M, G or T (0: no limit); "
-            "using {} GiB",
-            *value, kDefaultCacheMaxBytes >> 30);
+  log::warn(
+      "ignoring CONVJIT_CACHE_MAX_SIZE='{}': expected bytes or a number with K, M, G or T (0: no limit); "
+      "using {} GiB",
+      *value, kDefaultCacheMaxBytes >> 30);
   return kDefaultCacheMaxBytes;
 }
 }  // namespace
@@ -57,11 +58,16 @@ std::optional<std::uint64_t> parse_byte_size(std::string_view text) {
     const std::string_view unit = std::string_view(suffix).substr(0, 1);
     const std::string_view tail = std::string_view(suffix).substr(1);
     if (!(tail.empty() || tail == "b" || tail == "ib")) return std::nullopt;
-    if (unit == "k") shift = 10;
-    else if (unit == "m") shift = 20;
-    else if (unit == "g") shift = 30;
-    else if (unit == "t") shift = 40;
-    else return std::nullopt;
+    if (unit == "k")
+      shift = 10;
+    else if (unit == "m")
+      shift = 20;
+    else if (unit == "g")
+      shift = 30;
+    else if (unit == "t")
+      shift = 40;
+    else
+      return std::nullopt;
   }
   if (shift != 0 && number > (~std::uint64_t{0} >> shift)) return std::nullopt;
   return number << shift;

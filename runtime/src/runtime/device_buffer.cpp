@@ -10,8 +10,7 @@ DeviceBuffer::DeviceBuffer(Runtime& runtime, std::size_t bytes) : runtime_(&runt
   auto dev = Runtime::Impl::of(runtime).device();
   ScopedContext scope(dev->context());
   CUdeviceptr ptr = 0;
-  CONVJIT_CU_CHECK(cuMemAlloc(&ptr, bytes == 0 ? 1 : bytes), "allocating {} bytes on device {}", bytes,
-                   dev->ordinal());
+  CONVJIT_CU_CHECK(cuMemAlloc(&ptr, bytes == 0 ? 1 : bytes), "allocating {} bytes on device {}", bytes, dev->ordinal());
   ptr_ = ptr;
 }
 

@@ -113,9 +113,8 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
                                      static_cast<int>(k_per_group), static_cast<int>(c_per_group), &one,
                                      xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
                                      static_cast<long long>(desc_.c) * plane, w_group, type,
-                                     static_cast<int>(c_per_group), 0, &zero, y_group, type,
-                                     static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, desc_.n,
-                                     compute, CUBLAS_GEMM_DEFAULT),
+                                     static_cast<int>(c_per_group), 0, &zero, y_group, type, static_cast<int>(pixels),
+                                     static_cast<long long>(desc_.k) * pixels, desc_.n, compute, CUBLAS_GEMM_DEFAULT),
           "pointwise GEMM of {}", desc_.to_string());
       continue;
     }
@@ -143,9 +142,9 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
   }
   if (desc_.bias || desc_.activation != Activation::kNone) {
     void* args[] = {&bias, &yf};
-    CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args,
-                                    nullptr),
-                     "launching the bias/activation epilogue of {}", desc_.to_string());
+    CONVJIT_CU_CHECK(
+        cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
+        "launching the bias/activation epilogue of {}", desc_.to_string());
   }
 }
 

@@ -6,18 +6,17 @@
 #include <memory>
 #include <string>
 
-#include "driver/cublas.hpp"
 #include "convjit/runtime.hpp"
+#include "driver/cublas.hpp"
 #include "driver/loaded_module.hpp"
 
 namespace convjit {
 
-
 // How one problem is cut to fit the workspace.
 struct Im2colChunking {
-  bool pointwise = false;         // 1x1 stride 1 no padding: GEMM on the input, no workspace
+  bool pointwise = false;  // 1x1 stride 1 no padding: GEMM on the input, no workspace
   int images_per_chunk = 0;
-  int rows_per_chunk = 0;         // output rows per chunk (all P when whole images fit)
+  int rows_per_chunk = 0;  // output rows per chunk (all P when whole images fit)
   std::uint64_t workspace_bytes = 0;
 };
 

@@ -2,11 +2,11 @@
 
 #include <fmt/ranges.h>
 
+#include "base/fail.hpp"
+#include "base/log.hpp"
 #include "compile/nvrtc.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/arch.hpp"
-#include "base/fail.hpp"
-#include "base/log.hpp"
 
 namespace convjit {
 
@@ -141,8 +141,7 @@ CompiledKernel from_cache_entry(CacheEntry&& entry) {
 }
 }  // namespace
 
-std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile,
-                                                           ArtifactOrigin& origin) {
+std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile, ArtifactOrigin& origin) {
   static const std::string nvrtc_version = Nvrtc::version();
   const Conv2dDesc& desc = key.desc;
   const std::string& arch = key.arch;
@@ -153,8 +152,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   auto specialization = specialize(desc, key.algorithm, arch, key.align);
   artifact->source = std::move(specialization.source);
   artifact->launch = std::move(specialization.launch);
-  const auto options =
-      Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
+  const auto options = Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
   artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
   // The caches see the key as opaque text and its hash.
   const CacheKey cache_key{artifact->key.text, artifact->key.hash};
@@ -203,7 +201,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   // Disk faults never throw from here: the cache warns once and the kernel stays in memory.
   DiskCache::FetchReport report;
   artifact->compiled = from_cache_entry(disk_->fetch_or_build(cache_key, fetch_or_compile, report));
-  origin = !report.built        ? ArtifactOrigin::kDisk
+  origin = !report.built       ? ArtifactOrigin::kDisk
            : remote_report.hit ? ArtifactOrigin::kRemote
                                : ArtifactOrigin::kCompiled;
   if (report.hit) {

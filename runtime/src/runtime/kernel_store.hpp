@@ -13,10 +13,10 @@
 
 #include "cache/disk_cache.hpp"
 #include "cache/remote_cache.hpp"
-#include "convjit/conv2d_desc.hpp"
-#include "runtime/counters.hpp"
 #include "compile/kernel_key.hpp"
 #include "compile/nvrtc.hpp"
+#include "convjit/conv2d_desc.hpp"
+#include "runtime/counters.hpp"
 #include "specialize/specialized_source.hpp"
 
 namespace convjit {

@@ -71,8 +71,8 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     k->packer = std::move(packer);
   }
   if (chunking) {
-    auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module,
-                                                   artifact->source.kernel_name, blas_for(*dev), blas_workspace);
+    auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module, artifact->source.kernel_name,
+                                                   blas_for(*dev), blas_workspace);
     k->workspace_bytes = gemm->workspace_bytes();
     k->gemm = std::move(gemm);
   }

@@ -10,14 +10,14 @@
 #include <optional>
 #include <string>
 
+#include "base/once_map.hpp"
 #include "driver/cublas.hpp"
+#include "driver/device_context.hpp"
+#include "driver/loaded_module.hpp"
 #include "runtime/counters.hpp"
 #include "runtime/im2col_gemm.hpp"
 #include "runtime/kernel_store.hpp"
-#include "base/once_map.hpp"
 #include "runtime/weight_packer.hpp"
-#include "driver/device_context.hpp"
-#include "driver/loaded_module.hpp"
 
 namespace convjit {
 
@@ -27,8 +27,8 @@ namespace convjit {
 struct PlanKernel {
   std::string kernel_name;
   std::shared_ptr<LoadedModule> module;
-  LaunchGeometry geometry;  // grid_x already cut to the device for persistent kernels
-  AlignmentNeeds needs;     // what the kernel needs of each pointer
+  LaunchGeometry geometry;                       // grid_x already cut to the device for persistent kernels
+  AlignmentNeeds needs;                          // what the kernel needs of each pointer
   std::shared_ptr<const WeightPacker> packer;    // kernels that read packed weights (wgmma)
   std::shared_ptr<const Im2colGemmRunner> gemm;  // Algorithm::kIm2colGemm
   // Scratch a run with unpacked weights needs: the packed weights, or im2col's columns

@@ -8,13 +8,12 @@
 #include <charconv>
 #include <cstdlib>
 
+#include "base/fail.hpp"
+#include "base/log.hpp"
 #include "cache/cache_key.hpp"
 #include "cache/file_system.hpp"
 #include "cache/redis_store.hpp"
 #include "cache/redis_url.hpp"
-#include "base/fail.hpp"
-#include "base/log.hpp"
-
 
 namespace convjit {
 

@@ -2,14 +2,14 @@
 
 #include <cstdlib>
 
-#include "runtime/cache_config.hpp"
-#include "runtime/remote_cache_config.hpp"
+#include "base/log.hpp"
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
+#include "runtime/cache_config.hpp"
+#include "runtime/remote_cache_config.hpp"
+#include "runtime/runtime_impl.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/arch.hpp"
-#include "base/log.hpp"
-#include "runtime/runtime_impl.hpp"
 
 namespace convjit {
 
@@ -131,7 +131,7 @@ ContextRef Runtime::Impl::bind_target(const PlanOptions& plan_options) {
 }
 
 std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::plan_for(const Conv2dDesc& desc, Algorithm requested,
-                                                                 const ContextRef& ref, Stream stream) {
+                                                                const ContextRef& ref, Stream stream) {
   bool built = false;
   auto plan = plans_.get(
       PlanKey{ref.id, desc, requested},
@@ -163,8 +163,7 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::build_plan(const Conv2dDe
 Runtime::Runtime(RuntimeOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 Runtime::~Runtime() = default;
 
-void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y,
-                     Stream stream) {
+void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const void* bias, void* y, Stream stream) {
   conv2d(desc, Conv2dArgs{.x = x, .w = w, .bias = bias, .y = y}, stream);
 }
 

@@ -2,19 +2,18 @@
 // Runtime's private state, shared by runtime.cpp, plan.cpp and device_buffer.cpp.
 
 #include <memory>
-#include <string>
-
 #include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "convjit/runtime.hpp"
 #include "base/once_map.hpp"
-#include "runtime/pipeline.hpp"
-#include "runtime/tuning_record.hpp"
+#include "convjit/runtime.hpp"
 #include "driver/device_context.hpp"
 #include "driver/device_memory.hpp"
 #include "driver/stream_context.hpp"
+#include "runtime/pipeline.hpp"
+#include "runtime/tuning_record.hpp"
 
 namespace convjit {
 
@@ -50,9 +49,7 @@ struct Conv2dPlan::Impl {
   CUdeviceptr own_workspace(CUstream stream, std::uint64_t bytes) const;
 
   struct AlignmentHash {
-    std::size_t operator()(const AlignmentNeeds& a) const noexcept {
-      return a.x | a.w << 5 | a.bias << 10 | a.y << 15;
-    }
+    std::size_t operator()(const AlignmentNeeds& a) const noexcept { return a.x | a.w << 5 | a.bias << 10 | a.y << 15; }
   };
   mutable OnceMap<AlignmentNeeds, const PlanKernel, AlignmentHash> variants_;
   mutable std::shared_mutex workspaces_mutex_;
@@ -94,8 +91,7 @@ struct Runtime::Impl {
                                                      const std::shared_ptr<DeviceContext>& context);
   // Autotuning's plan for kAuto: the stored choice, else the fastest candidate (autotune.cpp).
   std::shared_ptr<const Conv2dPlan::Impl> tuned_plan(const Conv2dDesc& desc,
-                                                     const std::shared_ptr<DeviceContext>& context,
-                                                     Stream stream);
+                                                     const std::shared_ptr<DeviceContext>& context, Stream stream);
   struct PlanKey {
     std::uint64_t context_id;
     Conv2dDesc desc;
@@ -112,8 +108,8 @@ struct Runtime::Impl {
   // NOTE: declared in teardown order reversed: plans, then the pipeline (modules and
   // cuBLAS handles, unless plans the caller still holds keep it) go before the contexts
   // that hold the primary-context references.
-  OnceMap<int, DeviceContext> primaries_;              // by device ordinal
-  OnceMap<std::uint64_t, DeviceContext> contexts_;     // by context id
+  OnceMap<int, DeviceContext> primaries_;           // by device ordinal
+  OnceMap<std::uint64_t, DeviceContext> contexts_;  // by context id
 
  public:
   // Shared with every plan: the kernel store (and so the counters) and the loaded modules.

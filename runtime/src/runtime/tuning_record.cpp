@@ -54,8 +54,7 @@ void TuningRecords::store(const std::string& key, Algorithm choice, const std::s
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   const std::filesystem::path target = path_for(key);
-  const std::filesystem::path temp =
-      target.string() + fmt::format(".tmp.{}.{:x}", ::getpid(), std::random_device{}());
+  const std::filesystem::path temp = target.string() + fmt::format(".tmp.{}.{:x}", ::getpid(), std::random_device{}());
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     out << text;

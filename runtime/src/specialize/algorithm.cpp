@@ -11,10 +11,14 @@ namespace convjit {
 
 std::string_view to_string(Algorithm algorithm) noexcept {
   switch (algorithm) {
-    case Algorithm::kAuto: return "auto";
-    case Algorithm::kDirect: return "direct";
-    case Algorithm::kImplicitGemm: return "implicit_gemm";
-    case Algorithm::kIm2colGemm: return "im2col_gemm";
+    case Algorithm::kAuto:
+      return "auto";
+    case Algorithm::kDirect:
+      return "direct";
+    case Algorithm::kImplicitGemm:
+      return "implicit_gemm";
+    case Algorithm::kIm2colGemm:
+      return "im2col_gemm";
   }
   return "?";
 }
@@ -29,8 +33,7 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
       // gets the portable kernel, which needs the same.
       if (!arch.empty() && parse_arch(arch) < 80) {
-        return fmt::format("the tensor-core kernels need sm_80 or newer, the target is {} ({})", arch,
-                           d.to_string());
+        return fmt::format("the tensor-core kernels need sm_80 or newer, the target is {} ({})", arch, d.to_string());
       }
       return std::nullopt;
   }
@@ -91,8 +94,8 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
   const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
-  const bool wgmma_starved = wgmma && d.groups == 1 && c_per_group >= 16 &&
-                             predicted_im2col_ms(d, arch) < predicted_wgmma_ms(d, arch);
+  const bool wgmma_starved =
+      wgmma && d.groups == 1 && c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(d, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
@@ -126,7 +129,7 @@ AlignmentNeeds element_alignment(const Conv2dDesc& d) noexcept {
 }
 
 Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch,
-                             const AlignmentNeeds& align) {
+                          const AlignmentNeeds& align) {
   Specialization src;
   switch (algorithm) {
     case Algorithm::kDirect:

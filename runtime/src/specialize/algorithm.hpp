@@ -33,6 +33,6 @@ Algorithm resolve_algorithm(const Conv2dDesc& desc, Algorithm requested, const s
 // The kernel for a resolved, kernel-based algorithm on `arch` ("sm_90"; empty: the
 // portable kernel, as for a GPU not named), for pointers aligned as `align` says.
 Specialization specialize(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch = {},
-                             const AlignmentNeeds& align = kFullAlignment);
+                          const AlignmentNeeds& align = kFullAlignment);
 
 }  // namespace convjit

@@ -46,9 +46,15 @@ Prologue& Prologue::dtype(DType dtype) {
   // Spelled out here, not cast from the enum, so reordering DType cannot change kernels.
   int code = 0;
   switch (dtype) {
-    case DType::kFloat32: code = 0; break;
-    case DType::kFloat16: code = 1; break;
-    case DType::kBFloat16: code = 2; break;
+    case DType::kFloat32:
+      code = 0;
+      break;
+    case DType::kFloat16:
+      code = 1;
+      break;
+    case DType::kBFloat16:
+      code = 2;
+      break;
   }
   fmt::format_to(std::back_inserter(constants_), "constexpr int kDType = {};  // {} (0 f32, 1 f16, 2 bf16)\n", code,
                  to_string(dtype));

@@ -6,8 +6,8 @@
 #include <string>
 #include <string_view>
 
-#include "convjit/conv2d_desc.hpp"
 #include "convjit/algorithm.hpp"
+#include "convjit/conv2d_desc.hpp"
 
 namespace convjit {
 

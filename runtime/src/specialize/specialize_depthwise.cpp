@@ -22,7 +22,7 @@ constexpr int kOutPerThread = 4;
 constexpr int kMaxThreads = 256;
 constexpr int kMaxCPerGroup = 4;
 constexpr int kMaxKPerGroup = 8;
-constexpr int kMaxTaps = 64;        // the filter of one channel lives in registers
+constexpr int kMaxTaps = 64;          // the filter of one channel lives in registers
 constexpr int kMaxWindowFloats = 32;  // one row window, in registers
 // The input tile is static shared memory (48 KiB at most); 40 KiB leaves room for five
 // blocks an SM on Hopper, so one block's loads overlap the others' arithmetic.
@@ -70,7 +70,8 @@ std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
   const int k_per_group = d.k / d.groups;
   if (d.layout != Layout::kNCHW) return std::string("it reads NCHW only");
   if (d.groups == 1) return std::string("a dense convolution (groups 1)");
-  if (c_per_group > kMaxCPerGroup) return fmt::format("{} input channels a group (at most {})", c_per_group, kMaxCPerGroup);
+  if (c_per_group > kMaxCPerGroup)
+    return fmt::format("{} input channels a group (at most {})", c_per_group, kMaxCPerGroup);
   if (k_per_group > kMaxKPerGroup) {
     return fmt::format("{} output channels a group (at most {})", k_per_group, kMaxKPerGroup);
   }
@@ -144,15 +145,15 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
   src.source.template_name = kDepthwiseTemplate;
   src.source.kernel_name = depthwise_kernel_name(d);
   src.source.text = Prologue(src.source.kernel_name)
-                 .problem(d)
-                 .constant("kThreadsQ", t.threads_q)
-                 .constant("kThreadsP", t.threads_p)
-                 .constant("kRowsPerThread", t.rows_per_thread)
-                 .constant("kPasses", t.passes)
-                 .constant("kTilesQ", t.tiles_q)
-                 .constant("kMinBlocks", t.min_blocks)
-                 .constant("kWideIndex", wide)
-                 .finish(template_text(kDepthwiseTemplate));
+                        .problem(d)
+                        .constant("kThreadsQ", t.threads_q)
+                        .constant("kThreadsP", t.threads_p)
+                        .constant("kRowsPerThread", t.rows_per_thread)
+                        .constant("kPasses", t.passes)
+                        .constant("kTilesQ", t.tiles_q)
+                        .constant("kMinBlocks", t.min_blocks)
+                        .constant("kWideIndex", wide)
+                        .finish(template_text(kDepthwiseTemplate));
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};
   return src;
 }

@@ -40,15 +40,15 @@ Specialization specialize_direct(const Conv2dDesc& d) {
   Specialization out_source;
   out_source.launch.algorithm = "direct";
   out_source.launch.tile = fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread",
-                                kBlockThreads, k_per_thread, k_per_thread);
+                                       kBlockThreads, k_per_thread, k_per_thread);
   out_source.source.template_name = kDirectTemplate;
   out_source.source.kernel_name = direct_kernel_name(d);
   out_source.source.text = Prologue(out_source.source.kernel_name)
-                        .problem(d)
-                        .constant("kBlockThreads", kBlockThreads)
-                        .constant("kKPerThread", k_per_thread)
-                        .constant("kWideIndex", wide)
-                        .finish(template_text(kDirectTemplate));
+                               .problem(d)
+                               .constant("kBlockThreads", kBlockThreads)
+                               .constant("kKPerThread", k_per_thread)
+                               .constant("kWideIndex", wide)
+                               .finish(template_text(kDirectTemplate));
   out_source.launch.geometry = {.grid_x = static_cast<std::uint64_t>(blocks), .block_x = kBlockThreads};
   return out_source;
 }

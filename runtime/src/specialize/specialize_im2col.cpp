@@ -15,13 +15,14 @@ Specialization specialize_im2col(const Conv2dDesc& d) {
   Specialization src;
   src.launch.algorithm = "im2col_gemm";
   src.launch.tile = is_pointwise_gemm(d) ? "1x1: cuBLAS GEMM straight on the input, batched over images"
-                                  : "im2col chunks in a bounded workspace, cuBLAS GEMM per chunk and group";
+                                         : "im2col chunks in a bounded workspace, cuBLAS GEMM per chunk and group";
   src.source.template_name = kTemplate;
-  src.source.kernel_name = fmt::format("conv2d_im2col_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
+  src.source.kernel_name =
+      fmt::format("conv2d_im2col_{}_{}_{}", to_string(d.dtype), to_string(d.layout), problem_tag(d));
   src.source.text = Prologue(src.source.kernel_name)
-                 .problem(d)
-                 .constant("kBlockThreads", kBlockThreads)
-                 .finish(template_text(kTemplate));
+                        .problem(d)
+                        .constant("kBlockThreads", kBlockThreads)
+                        .finish(template_text(kTemplate));
   // The GEMM path launches these kernels itself with chunk-sized grids.
   src.launch.geometry = {.grid_x = 0, .block_x = kBlockThreads};
   return src;

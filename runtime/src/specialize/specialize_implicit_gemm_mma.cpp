@@ -118,8 +118,9 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
         "accumulation",
         tile.bm, tile.bn, tile.bk, tile.warps_m, tile.warps_n, to_string(d.dtype));
   } else {
-    src.launch.tile = fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn,
-                           tile.bk, tile.stages, tile.warps_m, tile.warps_n, split == 3 ? "3xTF32" : "TF32");
+    src.launch.tile =
+        fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn, tile.bk,
+                    tile.stages, tile.warps_m, tile.warps_n, split == 3 ? "3xTF32" : "TF32");
   }
   src.source.template_name = kTemplate;
   // The template's kWeightChunks (16-byte copies of W rows that are whole 16-byte chunks)
@@ -131,31 +132,31 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   src.launch.needs = {e, whole_chunks && align.w >= 16 ? 16u : e, e, pair_y && align.y >= 4 ? 4u : e};
   const std::string_view math = sixteen_bit ? to_string(d.dtype) : split == 3 ? "3xtf32" : "tf32";
   src.source.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
-                                alignment_tag(align, kFullAlignment));
+                                       alignment_tag(align, kFullAlignment));
   src.source.text = Prologue(src.source.kernel_name)
-                 .problem(d)
-                 .constant("kBM", tile.bm)
-                 .constant("kBN", tile.bn)
-                 .constant("kBK", tile.bk)
-                 .constant("kStages", tile.stages)
-                 .constant("kWarpsM", tile.warps_m)
-                 .constant("kWarpsN", tile.warps_n)
-                 .constant("kSplit", split)
-                 .constant("kMinBlocksPerSm", tile.min_blocks)
-                 .constant("kWideIndex", wide)
-                 .constant("kAlignW", static_cast<int>(align.w))
-                 .constant("kAlignY", static_cast<int>(align.y))
-                 .constant("kAStride", layout.a_stride)
-                 .constant("kBStride", layout.b_stride)
-                 .constant("kAStageElems", layout.a_stage_elems)
-                 .constant("kBStageElems", layout.b_stage_elems)
-                 .constant("kSharedBytes", layout.shared_bytes)
-                 .finish(template_text(kTemplate));
+                        .problem(d)
+                        .constant("kBM", tile.bm)
+                        .constant("kBN", tile.bn)
+                        .constant("kBK", tile.bk)
+                        .constant("kStages", tile.stages)
+                        .constant("kWarpsM", tile.warps_m)
+                        .constant("kWarpsN", tile.warps_n)
+                        .constant("kSplit", split)
+                        .constant("kMinBlocksPerSm", tile.min_blocks)
+                        .constant("kWideIndex", wide)
+                        .constant("kAlignW", static_cast<int>(align.w))
+                        .constant("kAlignY", static_cast<int>(align.y))
+                        .constant("kAStride", layout.a_stride)
+                        .constant("kBStride", layout.b_stride)
+                        .constant("kAStageElems", layout.a_stage_elems)
+                        .constant("kBStageElems", layout.b_stage_elems)
+                        .constant("kSharedBytes", layout.shared_bytes)
+                        .finish(template_text(kTemplate));
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(grid_x),
-                  .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),
-                  .grid_z = static_cast<unsigned>(d.groups),
-                  .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),
-                  .shared_bytes = static_cast<unsigned>(layout.shared_bytes)};
+                         .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),
+                         .grid_z = static_cast<unsigned>(d.groups),
+                         .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),
+                         .shared_bytes = static_cast<unsigned>(layout.shared_bytes)};
   return src;
 }
 

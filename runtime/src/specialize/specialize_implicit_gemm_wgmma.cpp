@@ -14,7 +14,7 @@ namespace convjit {
 
 namespace {
 constexpr const char* kTemplate = "conv2d_implicit_gemm_wgmma.cu";
-constexpr int kConsumers = 2;     // consumer warpgroups; the template's kConsumers
+constexpr int kConsumers = 2;  // consumer warpgroups; the template's kConsumers
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kBarrierBytes = 256;
 // H100's opt-in limit is 227 KiB a block; the stage count is what gives way.
@@ -134,8 +134,8 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   t.patches = static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // 32 bytes per output channel and tap for every data type (8 floats or 16 halves).
-  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
-                   t.bn * 32;
+  t.packed_bytes =
+      static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s * t.bn * 32;
   return t;
 }
 }  // namespace
@@ -174,10 +174,12 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
 
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
-  src.launch.tile = fmt::format("wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}",
-                         tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
-                         tile->store_warps ? ", outputs staged for the store warps" : "",
-                         sixteen_bit(d) ? math : tile->split == 3 ? "3xTF32" : "TF32");
+  src.launch.tile = fmt::format(
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}", tile->bp,
+      tile->bq, tile->bn, tile->mb, tile->stages, tile->store_warps ? ", outputs staged for the store warps" : "",
+      sixteen_bit(d)     ? math
+      : tile->split == 3 ? "3xTF32"
+                         : "TF32");
   src.source.template_name = kTemplate;
   src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
   src.source.compile_arch = "sm_90a";
@@ -186,28 +188,28 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   src.launch.needs = {4, e, e, e};
   src.source.text = Prologue(src.source.kernel_name)
-                 .problem(d)
-                 .constant("kBN", tile->bn)
-                 .constant("kMB", tile->mb)
-                 .constant("kBP", tile->bp)
-                 .constant("kBQ", tile->bq)
-                 .constant("kStages", tile->stages)
-                 .constant("kSplit", tile->split)
-                 .constant("kStoreWarps", tile->store_warps)
-                 .constant("kStageBytes", tile->stage_bytes)
-                 .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
-                 .finish(template_text(kTemplate));
+                        .problem(d)
+                        .constant("kBN", tile->bn)
+                        .constant("kMB", tile->mb)
+                        .constant("kBP", tile->bp)
+                        .constant("kBQ", tile->bq)
+                        .constant("kStages", tile->stages)
+                        .constant("kSplit", tile->split)
+                        .constant("kStoreWarps", tile->store_warps)
+                        .constant("kStageBytes", tile->stage_bytes)
+                        .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
+                        .finish(template_text(kTemplate));
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
-                  .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
-                  .grid_z = static_cast<unsigned>(d.groups),
-                  .block_x = kThreads,
-                  .shared_bytes = tile->shared_bytes,
-                  .persistent = tile->persistent};
-  src.launch.weight_pack = WeightPack{.kernel_name = src.source.kernel_name + "_pack",
-                               .packed_bytes = tile->packed_bytes,
-                               .block_x = 256,
-                               .grid_x = static_cast<unsigned>(
-                                   std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
+                         .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
+                         .grid_z = static_cast<unsigned>(d.groups),
+                         .block_x = kThreads,
+                         .shared_bytes = tile->shared_bytes,
+                         .persistent = tile->persistent};
+  src.launch.weight_pack =
+      WeightPack{.kernel_name = src.source.kernel_name + "_pack",
+                 .packed_bytes = tile->packed_bytes,
+                 .block_x = 256,
+                 .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
   return src;
 }
 

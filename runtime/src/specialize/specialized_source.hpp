@@ -5,8 +5,8 @@
 #include <optional>
 #include <string>
 
-#include "convjit/conv2d_desc.hpp"
 #include "convjit/algorithm.hpp"
+#include "convjit/conv2d_desc.hpp"
 
 namespace convjit {
 
@@ -58,7 +58,7 @@ struct LaunchSpec {
   std::string tile;       // the work split, readable
   LaunchGeometry geometry;
   std::optional<WeightPack> weight_pack;  // its entry point is <kernel_name>_pack
-  AlignmentNeeds needs;  // what the kernel needs of each pointer, given its alignment constants
+  AlignmentNeeds needs;                   // what the kernel needs of each pointer, given its alignment constants
 };
 
 struct Specialization {

@@ -80,8 +80,8 @@ class Parser {
   }
 
   void skip_space() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t' ||
-                                   text_[pos_] == '\r')) {
+    while (pos_ < text_.size() &&
+           (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\t' || text_[pos_] == '\r')) {
       ++pos_;
     }
   }
@@ -166,16 +166,31 @@ class Parser {
         if (pos_ >= text_.size()) error("an escape sequence");
         const char e = text_[pos_++];
         switch (e) {
-          case '"': case '\\': case '/': out.push_back(e); break;
-          case 'n': out.push_back('\n'); break;
-          case 't': out.push_back('\t'); break;
-          case 'r': out.push_back('\r'); break;
-          case 'b': out.push_back('\b'); break;
-          case 'f': out.push_back('\f'); break;
+          case '"':
+          case '\\':
+          case '/':
+            out.push_back(e);
+            break;
+          case 'n':
+            out.push_back('\n');
+            break;
+          case 't':
+            out.push_back('\t');
+            break;
+          case 'r':
+            out.push_back('\r');
+            break;
+          case 'b':
+            out.push_back('\b');
+            break;
+          case 'f':
+            out.push_back('\f');
+            break;
           case 'u': {
             unsigned code = 0;
             if (pos_ + 4 > text_.size() ||
-                std::from_chars(text_.data() + pos_, text_.data() + pos_ + 4, code, 16).ptr != text_.data() + pos_ + 4) {
+                std::from_chars(text_.data() + pos_, text_.data() + pos_ + 4, code, 16).ptr !=
+                    text_.data() + pos_ + 4) {
               error("four hex digits after \\u");
             }
             pos_ += 4;
@@ -183,7 +198,9 @@ class Parser {
             out.push_back(code < 0x80 ? static_cast<char>(code) : '?');
             break;
           }
-          default: --pos_; error("a valid escape sequence");
+          default:
+            --pos_;
+            error("a valid escape sequence");
         }
       } else {
         out.push_back(c);

@@ -85,8 +85,8 @@ class Parser {
       value = value * 10 + (peek() - '0');
       if (value > INT_MAX) {
         while (!at_end() && is_digit(peek())) ++pos_;
-        stop(start, fmt::format("expected {} from {} to {}, got '{}'", what, min, INT_MAX,
-                                text_.substr(start, pos_ - start)));
+        stop(start,
+             fmt::format("expected {} from {} to {}, got '{}'", what, min, INT_MAX, text_.substr(start, pos_ - start)));
       }
       ++pos_;
     }
@@ -146,7 +146,8 @@ class Parser {
       if (word == choices[i]) return i;
     }
     std::string list;
-    for (std::size_t i = 0; i < N; ++i) list += fmt::format("{}{}", i == 0 ? "" : i + 1 == N ? " or " : ", ", choices[i]);
+    for (std::size_t i = 0; i < N; ++i)
+      list += fmt::format("{}{}", i == 0 ? "" : i + 1 == N ? " or " : ", ", choices[i]);
     stop(start, fmt::format("expected {} for '{}', got {}", list, key, got(start)));
   }
 
@@ -164,8 +165,8 @@ class Parser {
       if (key == kKnown[i]) index = i;
     }
     if (index == kKnown.size()) {
-      stop(key_start, fmt::format("unknown key '{}'; expected one of {}", text_.substr(key_start, pos_ - key_start),
-                                  kKeys));
+      stop(key_start,
+           fmt::format("unknown key '{}'; expected one of {}", text_.substr(key_start, pos_ - key_start), kKeys));
     }
     if (seen[index] != 0) {
       stop(key_start, fmt::format("'{}' is given twice (first at column {})", key, seen[index]));
@@ -175,19 +176,29 @@ class Parser {
     ++pos_;
 
     switch (index) {
-      case 0: parse_pair(1, key, desc.stride_h, desc.stride_w); break;
-      case 1: parse_pair(0, key, desc.pad_h, desc.pad_w); break;
-      case 2: parse_pair(1, key, desc.dilation_h, desc.dilation_w); break;
-      case 3: desc.groups = parse_int(1, "the value of 'groups'"); break;
-      case 4: desc.bias = parse_choice(key, std::array<std::string_view, 4>{"0", "1", "false", "true"}) % 2 == 1; break;
+      case 0:
+        parse_pair(1, key, desc.stride_h, desc.stride_w);
+        break;
+      case 1:
+        parse_pair(0, key, desc.pad_h, desc.pad_w);
+        break;
+      case 2:
+        parse_pair(1, key, desc.dilation_h, desc.dilation_w);
+        break;
+      case 3:
+        desc.groups = parse_int(1, "the value of 'groups'");
+        break;
+      case 4:
+        desc.bias = parse_choice(key, std::array<std::string_view, 4>{"0", "1", "false", "true"}) % 2 == 1;
+        break;
       case 5: {
         constexpr std::array<DType, 3> kTypes = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
         desc.dtype = kTypes[parse_choice(key, std::array<std::string_view, 3>{"f32", "f16", "bf16"})];
         break;
       }
       case 6:
-        desc.layout = parse_choice(key, std::array<std::string_view, 2>{"nchw", "nhwc"}) == 0 ? Layout::kNCHW
-                                                                                              : Layout::kNHWC;
+        desc.layout =
+            parse_choice(key, std::array<std::string_view, 2>{"nchw", "nhwc"}) == 0 ? Layout::kNCHW : Layout::kNHWC;
         break;
       case 7:
         desc.math = parse_choice(key, std::array<std::string_view, 2>{"tf32", "strict"}) == 0 ? MathMode::kTF32
@@ -195,7 +206,7 @@ class Parser {
         break;
       case 8:
         desc.activation = parse_choice(key, std::array<std::string_view, 2>{"none", "relu"}) == 0 ? Activation::kNone
-                                                                                                 : Activation::kRelu;
+                                                                                                  : Activation::kRelu;
         break;
     }
     if (!at_end() && !is_space(peek())) {
@@ -242,7 +253,8 @@ std::string to_short_string(const Conv2dDesc& desc) {
   const auto default_tokens = tokens(defaults);
   std::string out;
   for (std::string_view token : tokens(full)) {
-    if (!out.empty() && std::find(default_tokens.begin(), default_tokens.end(), token) != default_tokens.end()) continue;
+    if (!out.empty() && std::find(default_tokens.begin(), default_tokens.end(), token) != default_tokens.end())
+      continue;
     if (!out.empty()) out += ' ';
     out += token;
   }

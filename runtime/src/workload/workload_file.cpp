@@ -158,8 +158,8 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
         fail(ErrorCode::kInvalidArgument, "{} ({}): invalid problem: the depthwise output of {}x{} is over {} per side",
              place.at(p), problem_label(item), mid.p, mid.q, kIntMax);
       }
-      Conv2dDesc pointwise{.n = d.n, .c = d.c, .h = static_cast<int>(mid.p), .w = static_cast<int>(mid.q), .k = d.k,
-                           .bias = d.bias};
+      Conv2dDesc pointwise{
+          .n = d.n, .c = d.c, .h = static_cast<int>(mid.p), .w = static_cast<int>(mid.q), .k = d.k, .bias = d.bias};
       check(pointwise);
       item.descs = {depthwise, pointwise};
     } else {

@@ -11,7 +11,7 @@
 namespace convjit {
 
 struct WorkloadProblem {
-  std::string id;    // "56", or "86.dw" / "86.pw" for the two halves of a separable conv
+  std::string id;  // "56", or "86.dw" / "86.pw" for the two halves of a separable conv
   std::string name;
   std::vector<Conv2dDesc> descs;  // empty when skipped
   std::string skipped;            // why it was skipped, empty when supported
