@@ -34,6 +34,9 @@
 // a shared-memory tile and go on to the next patch; two of the producer's warps write
 // that tile out as whole rows while the wgmmas run (persistent launch). Without it the
 // consumers store straight from registers.
+// kReleaseByThread: every consumer thread arrives on a stage's "empty" mbarrier, instead
+// of one lane per warp after a __syncwarp. Both are ordered under the PTX memory model;
+// only the per-thread form is one compute-sanitizer's racecheck can follow (docs/perf.md).
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
@@ -48,6 +51,7 @@ constexpr bool kHasBias = true, kRelu = false;
 constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 constexpr bool kStoreWarps = true;
+constexpr bool kReleaseByThread = false;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 }  // namespace spec
 #endif
@@ -136,8 +140,12 @@ __device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned byte
 // release the producer's wait acquires before it copies into the stage again. Lane 0's
 // arrive alone orders only lane 0's own reads under the PTX memory model.
 __device__ __forceinline__ void release_stage(unsigned bar, int lane) {
-  __syncwarp();
-  if (lane == 0) bar_arrive(bar);
+  if constexpr (kReleaseByThread) {
+    bar_arrive(bar);
+  } else {
+    __syncwarp();
+    if (lane == 0) bar_arrive(bar);
+  }
 }
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   unsigned done = 0;
@@ -462,7 +470,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
       bar_init(full_bar + st * 8, kLoadWarps * 32 + 1);  // cp.async arrivals + the bulk copy's
-      bar_init(empty_bar + st * 8, kConsumers * 4);      // one arrival per consumer warp
+      bar_init(empty_bar + st * 8, kReleaseByThread ? kConsumers * 128 : kConsumers * 4);
     }
     if constexpr (kStoreWarps) {
       bar_init(out_full_bar, kConsumers * 128);

@@ -60,6 +60,7 @@ _EXTENSION_NAMES = frozenset(
         "disassembler_search_path",
         "find_disassembler",
         "size_of",
+        "why_unsupported",
     }
 )
 
@@ -120,6 +121,7 @@ __all__ = [
     "prewarm",
     "size_of",
     "stats",
+    "why_unsupported",
 ]
 
 _default_runtime = None

@@ -14,7 +14,8 @@ Conventions (docs/python.md):
 - f32 uses TF32 when cuDNN convolutions would (torch.backends.cudnn.allow_tf32, or the
   fp32_precision settings of torch 2.9+), strict fp32 otherwise.
 - Channels-last in gives channels-last out (x or w channels-last, as cuDNN decides).
-  Until convjit takes NHWC, such tensors are copied to NCHW and the result back.
+  Where convjit cannot run a problem in NHWC (convjit.why_unsupported), such tensors are
+  copied to NCHW and the result back.
 - Gradients: the backward runs PyTorch's own convolution_backward (cuDNN).
 - CPU (or other non-CUDA) tensors: conv2d raises convjit.Unsupported; a converted
   module runs torch's own forward for them instead. Meta tensors get shapes (the fake
@@ -217,16 +218,14 @@ _nhwc_support: dict = {}
 
 
 def _layout_for(nchw: "convjit.Conv2dDesc", channels_last: bool) -> "convjit.Layout":
-    """NHWC when the tensors are channels-last and convjit takes NHWC for this problem
-    (validate() says so), else NCHW. The day convjit takes NHWC it is used here with no
-    change."""
+    """NHWC when the tensors are channels-last and convjit runs this problem in NHWC
+    (convjit.why_unsupported says so), else NCHW, with the copies that implies."""
     if not channels_last:
         return convjit.Layout.nchw
     supported = _nhwc_support.get(nchw)
     if supported is None:
         try:
-            nchw.replace(layout=convjit.Layout.nhwc).validate()
-            supported = True
+            supported = convjit.why_unsupported(nchw.replace(layout=convjit.Layout.nhwc)) is None
         except Unsupported:
             supported = False
         except InvalidArgument:

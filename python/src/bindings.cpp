@@ -586,6 +586,13 @@ NB_MODULE(_convjit, m) {
       .def("device_arch", &Runtime::device_arch, nb::call_guard<nb::gil_scoped_release>(),
            "The device's arch, e.g. 'sm_90'; raises convjit.NoDriver / NoDevice without a GPU");
 
+  m.def(
+      "why_unsupported",
+      [](const Conv2dDesc& d, nb::handle algorithm, std::optional<std::string> arch) {
+        return why_unsupported(d, enum_arg<Algorithm>(algorithm), arch.value_or(""));
+      },
+      "desc"_a, "algorithm"_a = nb::cast(Algorithm::kAuto), "arch"_a = nb::none(),
+      "Why this version cannot run desc with algorithm (auto: any) for arch, or None when it can. No GPU needed.");
   m.def("default_cache_dir", &default_cache_dir, "The cache directory the environment names");
   m.def(
       "find_disassembler",

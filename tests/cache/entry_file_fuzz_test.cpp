@@ -111,7 +111,9 @@ TEST(EntryFileFuzz, RandomMutationsAreRejectedWithAReasonOrAreExactSerialization
         ASSERT_FALSE(why.empty()) << "rejected without a reason";
       }
       why.clear();
-      if (!peek_entry_key(bad, why)) ASSERT_FALSE(why.empty());
+      if (!peek_entry_key(bad, why)) {
+        ASSERT_FALSE(why.empty());
+      }
     }
   }
   EXPECT_GT(cases, 1000u) << "the fuzz loop barely ran";

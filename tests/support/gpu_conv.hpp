@@ -40,8 +40,8 @@ inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& 
   // Rounded up to whole 32-bit words: the NaN poison is written 4 bytes at a time.
   DeviceBuffer dx(rt, x.size() * esz), dw(rt, w.size() * esz), dy(rt, (y_bytes + 3) / 4 * 4);
   DeviceBuffer db(rt, std::max<std::size_t>(b.size() * esz, 4));
-  const auto x_bytes = to_storage(x, t);
-  const auto w_bytes = to_storage(w, t);
+  const auto x_bytes = to_storage(x_in_layout(d, x), t);
+  const auto w_bytes = to_storage(w_in_layout(d, w), t);
   dx.upload(x_bytes.data(), x_bytes.size());
   dw.upload(w_bytes.data(), w_bytes.size());
   if (d.bias) {
@@ -57,7 +57,7 @@ inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& 
   }
   std::vector<unsigned char> y_raw(y_bytes);
   dy.download(y_raw.data(), y_raw.size());  // synchronous: waits for the kernel
-  const std::vector<float> y = from_storage(y_raw, t);
+  const std::vector<float> y = y_from_layout(d, from_storage(y_raw, t));
   GpuCheck out;
   for (float v : y) out.unwritten += std::isnan(v) ? 1 : 0;
   out.rel_err = relative_l2(y, reference_conv2d(d, x, w, b));

@@ -66,4 +66,42 @@ double relative_l2(const std::vector<float>& out, const std::vector<double>& ref
   return norm == 0 ? std::sqrt(diff) : std::sqrt(diff / norm);
 }
 
+namespace {
+// Moves dimension 1 of an [a][b][rest] tensor last ([a][rest][b]), or back (inverse).
+std::vector<float> move_dim1(const std::vector<float>& v, std::int64_t a, std::int64_t b, std::int64_t rest,
+                             bool inverse) {
+  std::vector<float> out(v.size());
+  for (std::int64_t i = 0; i < a; ++i) {
+    for (std::int64_t j = 0; j < b; ++j) {
+      for (std::int64_t k = 0; k < rest; ++k) {
+        const std::int64_t first = (i * b + j) * rest + k;  // [a][b][rest]
+        const std::int64_t last = (i * rest + k) * b + j;   // [a][rest][b]
+        if (inverse) {
+          out[first] = v[last];
+        } else {
+          out[last] = v[first];
+        }
+      }
+    }
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<float> x_in_layout(const Conv2dDesc& d, const std::vector<float>& x) {
+  if (d.layout == Layout::kNCHW) return x;
+  return move_dim1(x, d.n, d.c, std::int64_t{d.h} * d.w, false);
+}
+
+std::vector<float> w_in_layout(const Conv2dDesc& d, const std::vector<float>& w) {
+  if (d.layout == Layout::kNCHW) return w;
+  return move_dim1(w, d.k, d.c / d.groups, std::int64_t{d.r} * d.s, false);
+}
+
+std::vector<float> y_from_layout(const Conv2dDesc& d, const std::vector<float>& y) {
+  if (d.layout == Layout::kNCHW) return y;
+  const auto o = d.output_shape();
+  return move_dim1(y, o.n, o.k, o.p * o.q, true);
+}
+
 }  // namespace convjit::testing

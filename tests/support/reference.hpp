@@ -21,6 +21,13 @@ double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std:
 std::vector<double> reference_conv2d(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
                                      const std::vector<float>& bias);
 
+// Tests hold tensors in logical order: x as N,C,H,W, w as K,C/groups,R,S, y as N,K,P,Q.
+// These reorder them to and from what desc.layout stores (identity for NCHW; for NHWC x as
+// N,H,W,C, w as K,R,S,C/groups like PyTorch's channels-last weight, y as N,P,Q,K).
+std::vector<float> x_in_layout(const Conv2dDesc& d, const std::vector<float>& x);
+std::vector<float> w_in_layout(const Conv2dDesc& d, const std::vector<float>& w);
+std::vector<float> y_from_layout(const Conv2dDesc& d, const std::vector<float>& y);
+
 // ||out - ref|| / ||ref||; +inf when any output is NaN or infinite.
 double relative_l2(const std::vector<float>& out, const std::vector<double>& ref);
 

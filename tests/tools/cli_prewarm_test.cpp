@@ -129,7 +129,7 @@ TEST_F(CliTest, PrewarmUnsupportedLayoutIsReportedAndExitsOne) {
   const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_90"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 1")) << r.out;
-  EXPECT_TRUE(contains(r.out, "only nchw is supported")) << r.out;
+  EXPECT_TRUE(contains(r.out, "read NCHW only")) << r.out;
 }
 
 TEST_F(CliTest, PrewarmMathOverrideCompilesStrictVariants) {

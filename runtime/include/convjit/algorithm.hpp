@@ -1,7 +1,11 @@
 #pragma once
 // How a problem is computed, and what a kernel needs of the pointers it is given.
 
+#include <optional>
+#include <string>
 #include <string_view>
+
+#include "convjit/conv2d_desc.hpp"
 
 namespace convjit {
 
@@ -13,6 +17,12 @@ enum class Algorithm {
   kIm2colGemm,    // im2col into a bounded workspace + cuBLAS GEMM (1x1: GEMM only)
 };
 std::string_view to_string(Algorithm algorithm) noexcept;
+
+// Why this version cannot run `desc` with `algorithm` (kAuto: with any algorithm) for
+// `arch` ("sm_90"; empty: any arch the runtime targets), or nothing when it can. No GPU
+// needed. Throws Error(kInvalidArgument) for a descriptor validate() rejects.
+std::optional<std::string> why_unsupported(const Conv2dDesc& desc, Algorithm algorithm = Algorithm::kAuto,
+                                           std::string_view arch = {});
 
 // The alignment, in bytes, each operand's pointer needs for a plan's fastest kernel.
 // Less-aligned pointers (down to the element size) run a variant compiled for them.

@@ -135,9 +135,14 @@ void Conv2dDesc::validate() const {
       fail(ErrorCode::kInvalidArgument, "Conv2dDesc.dtype: expected f32, f16 or bf16, got enum value {}",
            static_cast<int>(dtype));
   }
-  if (layout != Layout::kNCHW) {
-    fail(ErrorCode::kUnsupported, "Conv2dDesc.layout: only nchw is supported in this version, got {}",
-         convjit::to_string(layout));
+  // Which algorithms read a layout is the algorithms' business (unsupported_reason).
+  switch (layout) {
+    case Layout::kNCHW:
+    case Layout::kNHWC:
+      break;
+    default:
+      fail(ErrorCode::kInvalidArgument, "Conv2dDesc.layout: expected nchw or nhwc, got enum value {}",
+           static_cast<int>(layout));
   }
 }
 

@@ -26,10 +26,17 @@ std::string_view to_string(Algorithm algorithm) noexcept {
 std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
   switch (algorithm) {
     case Algorithm::kAuto:
+      return std::nullopt;
     case Algorithm::kDirect:
+      if (d.layout != Layout::kNCHW) return fmt::format("the direct kernels read NCHW only ({})", d.to_string());
+      return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
+      if (d.layout != Layout::kNCHW) return fmt::format("the im2col kernel reads NCHW only ({})", d.to_string());
       return std::nullopt;
     case Algorithm::kImplicitGemm:
+      if (d.layout != Layout::kNCHW) {
+        return fmt::format("the implicit-GEMM kernels read NCHW only ({})", d.to_string());
+      }
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
       // gets the portable kernel, which needs the same.
       if (!arch.empty() && parse_arch(arch) < 80) {
@@ -107,8 +114,30 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   return Algorithm::kDirect;
 }
 
+std::optional<std::string> why_unsupported(const Conv2dDesc& d, Algorithm algorithm, std::string_view arch_view) {
+  d.validate();
+  const std::string arch(arch_view);
+  if (algorithm != Algorithm::kAuto) return unsupported_reason(d, algorithm, arch);
+  const auto chosen_reason = unsupported_reason(d, select_algorithm(d, arch), arch);
+  if (!chosen_reason) return std::nullopt;
+  for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
+    if (!unsupported_reason(d, a, arch)) return std::nullopt;
+  }
+  return chosen_reason;
+}
+
 Algorithm resolve_algorithm(const Conv2dDesc& d, Algorithm requested, const std::string& arch) {
-  if (requested == Algorithm::kAuto) return select_algorithm(d, arch);
+  if (requested == Algorithm::kAuto) {
+    const Algorithm chosen = select_algorithm(d, arch);
+    if (!unsupported_reason(d, chosen, arch)) return chosen;
+    // The heuristic's choice cannot read this problem (a layout it lacks): the next best
+    // that can, in the order that usually wins.
+    for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
+      if (!unsupported_reason(d, a, arch)) return a;
+    }
+    fail(ErrorCode::kUnsupported, "{}: no algorithm can run it: {}", d.to_string(),
+         *unsupported_reason(d, chosen, arch));
+  }
   if (auto why = unsupported_reason(d, requested, arch)) {
     fail(ErrorCode::kUnsupported, "{}: algorithm {} cannot run it: {}", d.to_string(), to_string(requested), *why);
   }
