@@ -34,9 +34,6 @@
 // a shared-memory tile and go on to the next patch; two of the producer's warps write
 // that tile out as whole rows while the wgmmas run (persistent launch). Without it the
 // consumers store straight from registers.
-// kReleaseByThread: every consumer thread arrives on a stage's "empty" mbarrier, instead
-// of one lane per warp after a __syncwarp. Both are ordered under the PTX memory model;
-// only the per-thread form is one compute-sanitizer's racecheck can follow (docs/perf.md).
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
@@ -51,7 +48,6 @@ constexpr bool kHasBias = true, kRelu = false;
 constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 constexpr bool kStoreWarps = true;
-constexpr bool kReleaseByThread = false;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 }  // namespace spec
 #endif
@@ -135,18 +131,13 @@ __device__ __forceinline__ void bar_arrive(unsigned bar) {
 __device__ __forceinline__ void bar_arrive_expect_tx(unsigned bar, unsigned bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
 }
-// A consumer warp hands a stage back to the producer. Every lane read the stage's A
-// rows (load_fragment); the __syncwarp orders those reads before lane 0's arrive, whose
-// release the producer's wait acquires before it copies into the stage again. Lane 0's
-// arrive alone orders only lane 0's own reads under the PTX memory model.
-__device__ __forceinline__ void release_stage(unsigned bar, int lane) {
-  if constexpr (kReleaseByThread) {
-    bar_arrive(bar);
-  } else {
-    __syncwarp();
-    if (lane == 0) bar_arrive(bar);
-  }
-}
+// A consumer thread hands a stage back once its reads of the stage's A rows
+// (load_fragment) are done: its arrive releases them, and the producer's wait acquires
+// every consumer thread's before it copies into the stage again. One arrive per warp
+// after a __syncwarp orders the same, but compute-sanitizer's racecheck cannot see
+// through it and reports every such read as a hazard; per-thread arrives cost nothing
+// measurable (docs/perf.md, "Stage release").
+__device__ __forceinline__ void release_stage(unsigned bar) { bar_arrive(bar); }
 __device__ __forceinline__ void bar_wait(unsigned bar, unsigned parity) {
   unsigned done = 0;
   do {
@@ -384,8 +375,7 @@ template <int Parity>
 __device__ __forceinline__ void run_stage(int it, bool release_previous, float (&acc)[kMB][kAccum],
                                           float (&part)[kSplit == 3 ? kMB : 1][kAccum],
                                           unsigned (&frag)[2][kPlanes][kMB][4], const Element* stages,
-                                          unsigned full_bar, unsigned empty_bar, const int (&a_offset)[kMB][2],
-                                          int lane) {
+                                          unsigned full_bar, unsigned empty_bar, const int (&a_offset)[kMB][2]) {
   const int st = it % kStages;
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
   const Element* a_stage = stages + st * kStageElems;
@@ -393,11 +383,11 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
   if constexpr (kSplit == 1) {
     consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
     // Every group but this stage's last is done: the previous stage is free.
-    if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8, lane);
+    if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8);
   } else {
     consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
     wgmma_wait<0>();
-    release_stage(empty_bar + st * 8, lane);
+    release_stage(empty_bar + st * 8);
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
@@ -470,7 +460,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
       bar_init(full_bar + st * 8, kLoadWarps * 32 + 1);  // cp.async arrivals + the bulk copy's
-      bar_init(empty_bar + st * 8, kReleaseByThread ? kConsumers * 128 : kConsumers * 4);
+      bar_init(empty_bar + st * 8, kConsumers * 128);    // every consumer thread arrives
     }
     if constexpr (kStoreWarps) {
       bar_init(out_full_bar, kConsumers * 128);
@@ -592,15 +582,15 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 #pragma unroll
         for (int i = 0; i < kAccum; ++i) acc[mb][i] = 0.0f;
       for (int k_stage = 0; k_stage < kStagesTotal; k_stage += 2) {
-        run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, a_offset, lane);
+        run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, a_offset);
         if (k_stage + 1 < kStagesTotal) {
-          run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, a_offset, lane);
+          run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, a_offset);
         }
       }
       it += kStagesTotal;
       wgmma_wait<0>();
       // TF32 hands a stage back one stage late; the patch's last one goes now.
-      if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8, lane);
+      if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
 
       // Epilogue in registers: bias, optional ReLU, one rounding; then to NCHW, directly
       // or through the staged tile and the store warps.

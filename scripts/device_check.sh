@@ -10,6 +10,7 @@
 #   racecheck  compute-sanitizer racecheck over the shared-memory kernels' random problems
 #   synccheck  compute-sanitizer synccheck over the same
 #   python     scripts/device_python.sh tests (PYTEST_K selects; carry build-py/wheelhouse)
+#   release    racecheck on the brief's small problem (n2c64h12w20k64r3s3 pad=1), implicit GEMM
 #   bench      conv_bench against cuDNN on KernelBench and networks.json (BENCH_MATH, BENCH_SETS)
 # The steps before bench run at the same time (they check, they do not time); bench runs
 # alone afterwards. Logs go under $OUT, tarred: at most 8 files come back from a call.
@@ -43,6 +44,19 @@ $(grep -oE 'Potential [A-Z]+ hazard|Error: Race [a-z ]*' "$LOGS/probe_$v.txt" | 
   done
 fi
 
+# racecheck on the brief's small problem, the implicit-GEMM kernel (wgmma on Hopper) in
+# each math mode and a 16-bit type.
+if has release; then
+  for math in tf32 strict "tf32 dtype=f16" "tf32 dtype=bf16"; do
+    tag="$(echo "$math" | tr ' =' '__')"
+    CONVJIT_CACHE_DIR=/tmp/cj-release compute-sanitizer --tool racecheck --racecheck-report hazard \
+      "$BIN/convjit" run "n2c64h12w20k64r3s3 pad=1 math=$math" --algorithm implicit_gemm --iters 1 --warmup 0 \
+      > "$LOGS/release_racecheck_$tag.txt" 2>&1
+    say "racecheck n2c64h12w20k64r3s3 pad=1 math=$math: exit $?; \
+$(grep -E 'RACECHECK SUMMARY' "$LOGS/release_racecheck_$tag.txt" | sed 's/=* *//'); \
+$(grep -oE 'Potential [A-Z]+ hazard' "$LOGS/release_racecheck_$tag.txt" | sort | uniq -c | tr '\n' ' ')"
+  done
+fi
 # One suite in $SHARDS processes, each with a cache directory of its own.
 sharded() {  # name, binary, filter, [wrapper...]
   local name=$1 bin=$2 filter=$3

@@ -103,6 +103,7 @@ JobResult prewarm_one(Runtime& rt, const Conv2dDesc& desc, const std::string& ar
     // Checked here, not inside prewarm(), so that "this version cannot" is told apart
     // from "this failed" in the summary.
     desc.validate();
+    if (auto why = why_unsupported(desc, Algorithm::kAuto, arch)) return {Outcome::kUnsupported, *why};
     const PrewarmResult r = rt.prewarm(std::span(&desc, 1), arch);
     if (r.failed != 0) return {Outcome::kFailed, r.errors.empty() ? "failed" : r.errors.front()};
     return {r.compiled != 0 ? Outcome::kCompiled : Outcome::kCached, {}};

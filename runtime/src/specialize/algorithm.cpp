@@ -28,15 +28,13 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
     case Algorithm::kAuto:
       return std::nullopt;
     case Algorithm::kDirect:
-      if (d.layout != Layout::kNCHW) return fmt::format("the direct kernels read NCHW only ({})", d.to_string());
+      if (d.layout != Layout::kNCHW) return std::string("the direct kernels read NCHW only");
       return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
-      if (d.layout != Layout::kNCHW) return fmt::format("the im2col kernel reads NCHW only ({})", d.to_string());
+      if (d.layout != Layout::kNCHW) return std::string("the im2col kernel reads NCHW only");
       return std::nullopt;
     case Algorithm::kImplicitGemm:
-      if (d.layout != Layout::kNCHW) {
-        return fmt::format("the implicit-GEMM kernels read NCHW only ({})", d.to_string());
-      }
+      if (d.layout != Layout::kNCHW) return std::string("the implicit-GEMM kernels read NCHW only");
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
       // gets the portable kernel, which needs the same.
       if (!arch.empty() && parse_arch(arch) < 80) {

@@ -89,13 +89,6 @@ std::optional<bool> store_warps_override() {
   return std::string_view(env) != "0";
 }
 
-// NOTE: development switch for sanitizer and timing runs: CONVJIT_WGMMA_RELEASE=thread
-// makes every consumer thread release a stage (changes the source, so the cache key).
-bool release_by_thread() {
-  const char* env = std::getenv("CONVJIT_WGMMA_RELEASE");
-  return env != nullptr && std::string_view(env) == "thread";
-}
-
 std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   WgmmaTile t;
   const int k_per_group = d.k / d.groups;
@@ -203,7 +196,6 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
                         .constant("kStages", tile->stages)
                         .constant("kSplit", tile->split)
                         .constant("kStoreWarps", tile->store_warps)
-                        .constant("kReleaseByThread", release_by_thread())
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                         .finish(template_text(kTemplate));
