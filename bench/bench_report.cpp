@@ -110,7 +110,11 @@ void print_row(const Row& r) {
   const std::string speed = r.speedup == r.speedup ? fmt::format("{:.2f}x", r.speedup) : "-";
   const std::string err = r.rel_err == r.rel_err ? fmt::format("{:.2e}", r.rel_err) : "-";
   std::string status = r.status;
-  if (!r.note.empty()) status += "  [" + r.note + "]";
+  std::string note = r.note;
+  if (r.predicted_ms == r.predicted_ms) {
+    note += fmt::format("{}predicted {:.3f} ms", note.empty() ? "" : ", ", r.predicted_ms);
+  }
+  if (!note.empty()) status += "  [" + note + "]";
   fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", cut(r.id, 6), cut(r.problem, 44), r.math,
              r.impl, fixed(r.ms, 3), fixed(r.tflops, 1), fixed(r.pct_peak, 1), speed, err, status);
   std::fflush(stdout);
@@ -167,7 +171,7 @@ std::string row_json(const Row& r) {
   o.num("flops", r.flops).num("tflops", r.tflops).num("pct_peak", r.pct_peak).num("speedup_vs_cudnn", r.speedup);
   o.num("rel_err", r.rel_err).num("max_abs_err", r.max_abs_err).integer("nonfinite", r.nonfinite);
   o.integer("checked", r.checked).boolean("full_check", r.full_check);
-  o.str("status", r.status).str("note", r.note);
+  o.num("predicted_ms", r.predicted_ms).str("status", r.status).str("note", r.note);
   return o.text();
 }
 

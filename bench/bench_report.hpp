@@ -21,7 +21,8 @@ struct Row {
   std::string status;   // "ok", "FAIL: ...", "n/a: ...", "error: ..."
   std::string note;     // kernel, cuDNN algorithm, "= implicit_gemm", "5 iters (slow)"
   double flops = 0;
-  double ms = kNaN;  // median
+  double ms = kNaN;            // median
+  double predicted_ms = kNaN;  // kAuto's cost model for this kernel (tooling::predicted_ms)
   double p10_ms = kNaN;
   double p90_ms = kNaN;
   int iters = 0;

@@ -76,7 +76,7 @@ Conv2dDesc desc_for(const BenchProblem& problem, BenchMath math, const BenchConf
 }
 
 ConvRunner::ConvRunner(Runtime& runtime, const BenchConfig& config, const Peaks& peaks)
-    : runtime_(runtime), config_(config), peaks_(peaks) {
+    : runtime_(runtime), arch_(tooling::runtime_device(runtime).arch), config_(config), peaks_(peaks) {
   if (!config_.cudnn) return;
   try {
     cudnn_.emplace(make_cudnn_handle(stream_.get()));
@@ -250,12 +250,14 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
             forced->plan->kernel_name() == plan.kernel_name()) {
           row = *same;
           row.impl = "auto";
+          row.predicted_ms = tooling::predicted_ms(plan.desc(), plan.algorithm(), arch_);
           row.note = "= " + chosen + (same->note.empty() ? "" : ", " + same->note);
           rows.push_back(row);
           continue;
         }
         row.note = "-> " + chosen;
       }
+      row.predicted_ms = tooling::predicted_ms(plan.desc(), plan.algorithm(), arch_);
       // Only the direct kernel may be timed with fewer runs (--skip-slow-ms): it is the slow one by design.
       measure(
           row, [&] { plan.run(b.x.data(), b.w.data(), b.bias.data(), b.y.data(), stream_.get()); }, b, reference,

@@ -72,6 +72,7 @@ class ConvRunner {
   Row cudnn_row(Row row, const Conv2dDesc& desc, BenchMath math, Buffers& buffers, const ReferenceSample& reference);
 
   Runtime& runtime_;
+  std::string arch_;  // the device's, for the cost model's predictions
   BenchConfig config_;
   Peaks peaks_;
   Stream stream_;

@@ -105,6 +105,11 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
   }
+  // A strided 1x1 convolution is a GEMM on every stride-th pixel: im2col gathers a
+  // fraction of the input, where the wgmma kernel copies whole input rows element by
+  // element for a single tap (docs/perf.md, networks set).
+  const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
+  if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
   if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch) && k_per_group >= 16 && reduction >= 32) {
     return Algorithm::kImplicitGemm;

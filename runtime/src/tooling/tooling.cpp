@@ -1,6 +1,10 @@
 #include "tooling/tooling.hpp"
 
+#include <cmath>
+#include <limits>
+
 #include "runtime/runtime_impl.hpp"
+#include "specialize/algorithm.hpp"
 
 namespace convjit::tooling {
 
@@ -11,6 +15,20 @@ RuntimeDevice runtime_device(Runtime& runtime) {
                        .name = device->name(),
                        .arch = device->arch(),
                        .multiprocessors = device->multiprocessors()};
+}
+
+double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch) {
+  constexpr double kNone = std::numeric_limits<double>::quiet_NaN();
+  switch (algorithm) {
+    case Algorithm::kImplicitGemm: {
+      const double ms = predicted_wgmma_ms(desc, arch);
+      return std::isfinite(ms) ? ms : kNone;
+    }
+    case Algorithm::kIm2colGemm:
+      return predicted_im2col_ms(desc, arch);
+    default:
+      return kNone;
+  }
 }
 
 }  // namespace convjit::tooling

@@ -10,6 +10,7 @@
 //                                  runtime/remote_cache_config.hpp
 //   GPU targets, NVRTC             specialize/arch.hpp (parse_arch), compile/nvrtc.hpp
 //   the driver (benchmarks)        driver/cuda_driver.hpp, and runtime_device() below
+//   the algorithm choice's model   predicted_ms() below
 
 #include <cuda.h>
 
@@ -43,5 +44,10 @@ struct RuntimeDevice {
 };
 // Throws kNoDriver / kNoDevice without a GPU.
 RuntimeDevice runtime_device(Runtime& runtime);
+
+// The time kAuto's cost model predicts for `algorithm` on `arch`, in milliseconds; NaN
+// where the model has no estimate (the direct kernel; implicit GEMM off Hopper). What the
+// benchmarks print beside the measured time.
+double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
 }  // namespace convjit::tooling
