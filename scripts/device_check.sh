@@ -9,7 +9,8 @@
 #   memcheck   compute-sanitizer memcheck over the launch-safety matrix and random problems
 #   racecheck  compute-sanitizer racecheck over the shared-memory kernels' random problems
 #   synccheck  compute-sanitizer synccheck over the same
-#   python     scripts/device_python.sh tests (PYTEST_K selects; carry build-py/wheelhouse)
+#   python     scripts/device_python.sh $PY_WHAT (tests, example or all; PYTEST_K selects;
+#              carry build-py/wheelhouse)
 #   release    racecheck on the brief's small problem (n2c64h12w20k64r3s3 pad=1), implicit GEMM
 #   bench      conv_bench against cuDNN on KernelBench and networks.json (BENCH_MATH, BENCH_SETS)
 # The steps before bench run at the same time (they check, they do not time); bench runs
@@ -89,7 +90,7 @@ has memcheck && { sharded memcheck "$BIN/convjit_gpu_tests" "$SMALL" $(sanitizer
 has racecheck && { sharded racecheck "$BIN/convjit_gpu_tests" "$SHARED" $(sanitizer racecheck) & jobs_started+=($!); }
 has synccheck && { sharded synccheck "$BIN/convjit_gpu_tests" "$SHARED" $(sanitizer synccheck) & jobs_started+=($!); }
 if has python; then
-  (OUT="$LOGS/python" PYTEST_K="${PYTEST_K:-}" timeout "${STEP_TIMEOUT:-400}" bash scripts/device_python.sh tests \
+  (OUT="$LOGS/python" PYTEST_K="${PYTEST_K:-}" timeout "${STEP_TIMEOUT:-400}" bash scripts/device_python.sh "${PY_WHAT:-tests}" \
      > "$LOGS/python.txt" 2>&1; say "python tests exit $?"; tail -15 "$LOGS/python.txt") &
   jobs_started+=($!)
 fi
