@@ -108,7 +108,16 @@ TEST_F(NhwcImplicitGemm, NetworkShapesWithAllPositiveDataStayInBounds) {
   std::mt19937_64 rng(14);
   const Conv2dDesc shapes[] = {
       {.n = 2, .c = 256, .h = 14, .w = 14, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
-      {.n = 1, .c = 128, .h = 29, .w = 29, .k = 192, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1,
+      {.n = 1,
+       .c = 128,
+       .h = 29,
+       .w = 29,
+       .k = 192,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
        .pad_w = 1},
       {.n = 3, .c = 64, .h = 15, .w = 15, .k = 96, .stride_h = 2, .stride_w = 2, .activation = Activation::kRelu},
   };
@@ -171,8 +180,18 @@ TEST_F(NhwcImplicitGemm, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) 
   // and stores channel pairs: each smaller offset needs a narrower variant, and gets one.
   Runtime rt(options());
   std::mt19937_64 rng(1214);
-  const Conv2dDesc base{.n = 2, .c = 48, .h = 9, .w = 11, .k = 40, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1,
-                        .groups = 2, .bias = true, .layout = Layout::kNHWC};
+  const Conv2dDesc base{.n = 2,
+                        .c = 48,
+                        .h = 9,
+                        .w = 11,
+                        .k = 40,
+                        .r = 3,
+                        .s = 3,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .groups = 2,
+                        .bias = true,
+                        .layout = Layout::kNHWC};
   for (const Kind& kind : kKinds) {
     const Conv2dDesc d = with_kind(base, kind);
     const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
@@ -194,8 +213,8 @@ TEST_F(NhwcImplicitGemm, PackWeightsIsRefusedAndTheWeightsAreReadAsStored) {
   // still runs correctly afterwards.
   Runtime rt(options());
   std::mt19937_64 rng(99);
-  const Conv2dDesc d{.n = 1, .c = 32, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1,
-                     .layout = Layout::kNHWC};
+  const Conv2dDesc d{
+      .n = 1, .c = 32, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .layout = Layout::kNHWC};
   const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
   expect_mma_nhwc(plan.kernel_name());
   EXPECT_EQ(plan.packed_weight_bytes(), 0u);
