@@ -44,8 +44,21 @@
 //   ldmatrix.trans (X, stored pixel-fastest). Outputs of two neighbouring pixels go out
 //   as one 32-bit store where they share an image and kAlignY allows it.
 //
+// Channels-last (kLayoutNHWC: x[n][h][w][c], w[k][r][s][c/groups], y[n][p][q][k]): the
+// reduction runs over (r, s, c), c fastest, so each pixel's slice of one k tile is a run
+// of contiguous channels per tap, and W rows are contiguous as before. Both operands are
+// then plain copies of contiguous rows: X lands in shared memory as [pixel][kk], like W
+// as [k][kk], in kXVecBytes / kWVecBytes cp.async copies (16 bytes where the channel
+// count and the pointer allow; the host picks the width, the static_asserts below check
+// it), no per-element gather, every dtype on the kStages pipeline. The mma roles swap:
+// pixels are the mma's M (A fragments of X by ldmatrix) and channels its N (B fragments
+// of W by ldmatrix, non-transposed: [k][kk] is B's column-major form), so that an
+// accumulator pair holds two neighbouring channels of one pixel, one store in NHWC.
+// TF32 rounding happens in registers on the fragments.
+//
 // Needs sm_80 or newer (cp.async, m16n8k16 bf16/f16 mma). Wide copies and stores only
-// where kAlignW and kAlignY (what convjit knows of the pointers at this launch) allow.
+// where kAlignX, kAlignW and kAlignY (what convjit knows of the pointers at this launch)
+// allow.
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let
 // the file compile standalone under NVRTC for the tests.
@@ -62,6 +75,8 @@ constexpr int kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN =
 constexpr int kMinBlocksPerSm = 1;
 constexpr bool kWideIndex = false;
 constexpr int kAlignW = 16, kAlignY = 16;
+constexpr bool kLayoutNHWC = false;
+constexpr int kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4;
 constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
 }  // namespace spec
 #endif
@@ -104,11 +119,14 @@ constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
 // The layout the host emitted, checked against this template's. W rows: +16 bytes keeps
 // the eight rows of each ldmatrix in distinct banks. X rows: +8 elements keeps them so
 // for 16-bit ldmatrix.trans, and puts the 4 k rows x 8 pixels of an f32 B fragment on 32
-// distinct banks.
+// distinct banks. NHWC stores X like W, [pixel][kk], with W's padding, for the same reason.
+constexpr bool kNhwc = kLayoutNHWC;
 static_assert(kAStride == kBK + kChunkElems, "spec::kAStride disagrees with the template's W row stride");
-static_assert(kBStride == kBN + 8, "spec::kBStride disagrees with the template's X row stride");
+static_assert(kBStride == (kNhwc ? kBK + kChunkElems : kBN + 8),
+              "spec::kBStride disagrees with the template's X row stride");
 static_assert(kAStageElems == kBM * kAStride, "spec::kAStageElems disagrees with the template's W stage");
-static_assert(kBStageElems == kBK * kBStride, "spec::kBStageElems disagrees with the template's X stage");
+static_assert(kBStageElems == (kNhwc ? kBN : kBK) * kBStride,
+              "spec::kBStageElems disagrees with the template's X stage");
 static_assert(kSharedBytes == kStages * (kAStageElems + kBStageElems) * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
 
@@ -116,9 +134,9 @@ static_assert(kWarpTileM % 16 == 0, "warp tile rows must be whole m16 tiles");
 static_assert(kWarpTileN % (k16Bit ? 16 : 8) == 0,
               "warp tile columns must be whole n8 tiles (16-bit: pairs of them, one ldmatrix.x4.trans)");
 static_assert(kBK % kMmaK == 0, "kBK must be a multiple of the mma k (8 for TF32, 16 for 16-bit data)");
-static_assert(kThreads % kBN == 0 && kBK % kBRowsPerPass == 0, "X gather needs whole rows per pass");
+static_assert(kNhwc || (kThreads % kBN == 0 && kBK % kBRowsPerPass == 0), "X gather needs whole rows per pass");
 static_assert(kSplit == 1 || (kSplit == 3 && !k16Bit), "TF32 or 3xTF32; 16-bit data takes one product");
-static_assert(!k16Bit || kStages == 2, "the 16-bit pipeline has two stages");
+static_assert(kNhwc || !k16Bit || kStages == 2, "the NCHW 16-bit pipeline has two stages");
 
 // The 16-bit pipeline's W copy: 16-byte chunks of W rows, or single elements through
 // registers.
@@ -131,8 +149,48 @@ constexpr bool kPadded = kPadH > 0 || kPadW > 0;
 constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
 static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
 
+// The copy widths the host chose (and reported as the kernel's alignment needs). NCHW
+// reads X one element at a time and W in 16-byte chunks or single elements; NHWC copies
+// runs of kXVec channels of X and kWVec reduction elements of W, which must divide the
+// group's channels (so a run never straddles a tap or a group) resp. W's rows, and
+// which the pointers must be aligned to.
+constexpr int kElementBytes = static_cast<int>(sizeof(Element));
+constexpr int kXVec = kXVecBytes / kElementBytes;
+constexpr int kWVec = kWVecBytes / kElementBytes;
+__host__ __device__ constexpr bool copy_width_ok(int bytes, int align, long long run) {
+  return (bytes == kElementBytes || bytes == 4 || bytes == 8 || bytes == 16) && bytes >= kElementBytes &&
+         (bytes == kElementBytes || bytes <= align) && run % (bytes / kElementBytes) == 0 &&
+         kBK % (bytes / kElementBytes) == 0;
+}
+static_assert(kNhwc || (kXVecBytes == kElementBytes && kWVecBytes == (kWeightChunks ? 16 : kElementBytes)),
+              "spec::kXVecBytes / kWVecBytes disagree with the NCHW kernel's copies");
+static_assert(!kNhwc || copy_width_ok(kXVecBytes, kAlignX, kCPerGroup),
+              "spec::kXVecBytes: X copies must divide the group's channels and fit x's alignment");
+static_assert(!kNhwc || copy_width_ok(kWVecBytes, kAlignW, kGemmK),
+              "spec::kWVecBytes: W copies must divide its rows and fit w's alignment");
+// NHWC copy mapping: each thread copies one column of runs, in rows a pass apart.
+constexpr int kXRunsPerRow = kBK / kXVec;
+constexpr int kWRunsPerRow = kBK / kWVec;
+constexpr int kXRowsPerPass = kThreads / kXRunsPerRow;
+constexpr int kWRowsPerPass = kThreads / kWRunsPerRow;
+constexpr int kXRowsPerThread = (kBN + kXRowsPerPass - 1) / kXRowsPerPass;
+constexpr int kWRowsPerThread = (kBM + kWRowsPerPass - 1) / kWRowsPerPass;
+// A thread keeps its rows' windows in registers when it has few of them (wide copies);
+// narrow copies mean many rows a thread, each decoded when it is copied.
+constexpr bool kKeepWindows = kXRowsPerThread <= 8;
+// NHWC warp tiles: m16 tiles of pixels, pairs of n8 tiles of channels (one ldmatrix.x4).
+constexpr int kFragP = kWarpTileN / 16;
+constexpr int kFragK = kWarpTileM / 8;
+// Two neighbouring output channels of one pixel share an aligned 2-element word.
+constexpr bool kChannelPairStores = kKPerGroup % 2 == 0 && kAlignY >= 2 * kElementBytes;
+static_assert(!kNhwc || (kThreads % kXRunsPerRow == 0 && kThreads % kWRunsPerRow == 0),
+              "NHWC copies need whole rows of runs per pass");
+static_assert(!kNhwc || (kWarpTileN % 16 == 0 && kWarpTileM % 16 == 0),
+              "NHWC warp tiles: whole m16 pixel tiles and pairs of n8 channel tiles");
+static_assert(!kNhwc || kStages >= 2, "the NHWC pipeline needs two stages at least");
+
 // Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
-constexpr bool kUseTable = gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
+constexpr bool kUseTable = !kNhwc && gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
 constexpr int kTableEntries = kUseTable ? kGemmK : 1;
 __constant__ GatherTable<kTableEntries> kGather =
     make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
@@ -175,6 +233,21 @@ __device__ __forceinline__ void split(const unsigned (&v)[N], unsigned (&big)[N]
   }
 }
 
+// One run of kBytes / sizeof(Element) elements global -> shared; invalid runs are zeros.
+// cp.async copies 4 bytes at least: a lone 16-bit element goes through a register.
+template <int kBytes>
+__device__ __forceinline__ void copy_run(Element* dst, const Element* src, bool valid) {
+  if constexpr (kBytes == 16) {
+    cp_async16(dst, src, valid);
+  } else if constexpr (kBytes == 8) {
+    cp_async8(dst, src, valid);
+  } else if constexpr (kBytes == 4) {
+    cp_async4(dst, src, valid);
+  } else {
+    *dst = valid ? __ldg(src) : Element{0};
+  }
+}
+
 }  // namespace igemm
 
 extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksPerSm)
@@ -196,6 +269,224 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
 
   const Element* w_group = w + static_cast<index_t>(group) * kKPerGroup * kGemmK;
   const Element* x_group = x + static_cast<index_t>(group) * kCPerGroup * kImagePlane;
+
+  if constexpr (kNhwc) {
+    // ---------------- channels-last ----------------
+    // A window: the pixel's top-left tap as an offset into x (negative in the padding;
+    // only in-image taps are read through it), with the tap's row and column.
+    struct Window {
+      index_t base;
+      int ih0, iw0;
+      bool valid;
+    };
+    const auto window_of = [&](int row) {
+      const long long pixel = n0 + row;
+      Window win;
+      win.valid = pixel < kGemmN;
+      const index_t px = win.valid ? static_cast<index_t>(pixel) : 0;
+      const index_t img = px / static_cast<index_t>(kPixelsPerImage);
+      const int pq = static_cast<int>(px - img * static_cast<index_t>(kPixelsPerImage));
+      win.ih0 = (pq / kQ) * kStrideH - kPadH;
+      win.iw0 = (pq % kQ) * kStrideW - kPadW;
+      win.base = ((img * kH + win.ih0) * kW + win.iw0) * kC + static_cast<index_t>(group) * kCPerGroup;
+      return win;
+    };
+    const int x_row0 = tid / kXRunsPerRow;
+    const int x_col = (tid % kXRunsPerRow) * kXVec;
+    const int w_row0 = tid / kWRunsPerRow;
+    const int w_col = (tid % kWRunsPerRow) * kWVec;
+    Window windows[kKeepWindows ? kXRowsPerThread : 1];
+    if constexpr (kKeepWindows) {
+#pragma unroll
+      for (int j = 0; j < kXRowsPerThread; ++j) windows[j] = window_of(x_row0 + j * kXRowsPerPass);
+    }
+
+    auto load_stage = [&](int stage, int k_tile) {
+      const int k0 = k_tile * kBK;
+      // W: rows as stored, (r, s, c) already contiguous.
+      {
+        Element* dst = a_smem + stage * kAStageElems + w_col;
+        const int kk = k0 + w_col;
+        const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
+#pragma unroll
+        for (int j = 0; j < kWRowsPerThread; ++j) {
+          const int m = w_row0 + j * kWRowsPerPass;
+          if (kBM % kWRowsPerPass != 0 && m >= kBM) break;
+          const bool valid = in_k && m0 + m < kKPerGroup;
+          const Element* src = valid ? w_group + (static_cast<index_t>(m0 + m) * kGemmK + kk) : w;
+          copy_run<kWVecBytes>(dst + m * kAStride, src, valid);
+        }
+      }
+      // X: this thread's run of channels of one tap, for each of its pixels.
+      {
+        Element* dst = b_smem + stage * kBStageElems + x_col;
+        const int kk = k0 + x_col;
+        const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
+        const int tap = kk / kCPerGroup;
+        const int c = kk - tap * kCPerGroup;
+        const int dh = tap / kS * kDilationH;
+        const int dw = tap % kS * kDilationW;
+        const index_t tap_offset = (static_cast<index_t>(dh) * kW + dw) * kC + c;
+#pragma unroll
+        for (int j = 0; j < kXRowsPerThread; ++j) {
+          const int row = x_row0 + j * kXRowsPerPass;
+          if (kBN % kXRowsPerPass != 0 && row >= kBN) break;
+          const Window win = kKeepWindows ? windows[kKeepWindows ? j : 0] : window_of(row);
+          const bool valid = in_k && win.valid && static_cast<unsigned>(win.ih0 + dh) < static_cast<unsigned>(kH) &&
+                             static_cast<unsigned>(win.iw0 + dw) < static_cast<unsigned>(kW);
+          const Element* src = valid ? x + (win.base + tap_offset) : x;
+          copy_run<kXVecBytes>(dst + row * kBStride, src, valid);
+        }
+      }
+    };
+
+    float acc_t[kFragP][kFragK][4];
+#pragma unroll
+    for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+      for (int j = 0; j < kFragK; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc_t[i][j][e] = 0.0f;
+
+    // ldmatrix row addresses of this lane. A (pixels, from X): matrices (rows 0-7 | 8-15)
+    // x (k low | high half), a0..a3. B (channels, from W): (rows 0-7, k low | high) then
+    // rows 8-15: b0, b1 of one n8 tile, then of the next. A k step is 32 bytes either way
+    // (k8 of f32, k16 of 16-bit), so a half is one 16-byte chunk.
+    const Element* x_lane =
+        b_smem + (warp_n * kWarpTileN + (lane & 7) + ((lane >> 3) & 1) * 8) * kBStride + (lane >> 4) * kChunkElems;
+    const Element* w_lane =
+        a_smem + (warp_m * kWarpTileM + (lane & 7) + (lane >> 4) * 8) * kAStride + ((lane >> 3) & 1) * kChunkElems;
+    auto multiply = [&](int stage) {
+      float part[kSplit == 3 ? kFragP : 1][kSplit == 3 ? kFragK : 1][4];
+      if constexpr (kSplit == 3) {
+#pragma unroll
+        for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+          for (int j = 0; j < kFragK; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < kBK; k += kMmaK) {
+        unsigned a_frag[kFragP][4];
+        unsigned b_frag[kFragK][2];
+#pragma unroll
+        for (int i = 0; i < kFragP; ++i) ldmatrix_x4(a_frag[i], x_lane + stage * kBStageElems + i * 16 * kBStride + k);
+#pragma unroll
+        for (int j = 0; j < kFragK; j += 2) {
+          unsigned r[4];
+          ldmatrix_x4(r, w_lane + stage * kAStageElems + j * 8 * kAStride + k);
+          b_frag[j][0] = r[0];
+          b_frag[j][1] = r[1];
+          b_frag[j + 1][0] = r[2];
+          b_frag[j + 1][1] = r[3];
+        }
+        if constexpr (k16Bit) {
+#pragma unroll
+          for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+            for (int j = 0; j < kFragK; ++j) mma(acc_t[i][j], a_frag[i], b_frag[j]);
+        } else if constexpr (kSplit == 1) {
+#pragma unroll
+          for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) a_frag[i][e] = __float_as_uint(round_tf32(__uint_as_float(a_frag[i][e])));
+#pragma unroll
+          for (int j = 0; j < kFragK; ++j)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) b_frag[j][e] = __float_as_uint(round_tf32(__uint_as_float(b_frag[j][e])));
+#pragma unroll
+          for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+            for (int j = 0; j < kFragK; ++j) mma(acc_t[i][j], a_frag[i], b_frag[j]);
+        } else {
+          unsigned a_big[kFragP][4], a_small[kFragP][4];
+          unsigned b_big[kFragK][2], b_small[kFragK][2];
+#pragma unroll
+          for (int i = 0; i < kFragP; ++i) split(a_frag[i], a_big[i], a_small[i]);
+#pragma unroll
+          for (int j = 0; j < kFragK; ++j) split(b_frag[j], b_big[j], b_small[j]);
+#pragma unroll
+          for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+            for (int j = 0; j < kFragK; ++j) {
+              mma(part[i][j], a_small[i], b_big[j]);
+              mma(part[i][j], a_big[i], b_small[j]);
+              mma(part[i][j], a_big[i], b_big[j]);
+            }
+        }
+      }
+      if constexpr (kSplit == 3) {
+#pragma unroll
+        for (int i = 0; i < kFragP; ++i)
+#pragma unroll
+          for (int j = 0; j < kFragK; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_t[i][j][e] += part[i][j][e];
+      }
+    };
+
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+      if (s < kKTiles) load_stage(s, s);
+      cp_async_commit();
+    }
+    for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
+      cp_async_wait<kStages - 2>();
+      // Tile k_tile is in shared memory for every warp (the register copies of lone
+      // 16-bit elements too), and every warp is done with the stage refilled below.
+      __syncthreads();
+      const int next = k_tile + kStages - 1;
+      if (next < kKTiles) load_stage(next % kStages, next);
+      cp_async_commit();
+      multiply(k_tile % kStages);
+    }
+    cp_async_wait<0>();
+
+    // Epilogue in registers: accumulators c0, c1 (c2, c3) are channels 2t, 2t + 1 of
+    // pixel row g (g + 8): bias, optional ReLU, one rounding (16-bit), a pair a store.
+    const int g = lane >> 2;
+    const int t = lane & 3;
+#pragma unroll
+    for (int j = 0; j < kFragK; ++j) {
+      const int m = m0 + warp_m * kWarpTileM + j * 8 + 2 * t;  // even
+      if (m >= kKPerGroup) continue;
+      const bool second = kKPerGroup % 2 == 0 || m + 1 < kKPerGroup;
+      const int k_out = group * kKPerGroup + m;
+      float b_val[2] = {0.0f, 0.0f};
+      if constexpr (kHasBias) {
+        b_val[0] = Traits::to_float(__ldg(bias + k_out));
+        if (second) b_val[1] = Traits::to_float(__ldg(bias + k_out + 1));
+      }
+#pragma unroll
+      for (int i = 0; i < kFragP; ++i) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const long long pixel = n0 + warp_n * kWarpTileN + i * 16 + g + half * 8;
+          if (pixel >= kGemmN) continue;
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            v[e] = acc_t[i][j][half * 2 + e] + b_val[e];
+            if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+          }
+          Element* out = y + (static_cast<index_t>(pixel) * kK + k_out);
+          if constexpr (kChannelPairStores) {
+            if constexpr (k16Bit) {
+              *reinterpret_cast<unsigned*>(out) = static_cast<unsigned>(Traits::from_float(v[0])) |
+                                                  static_cast<unsigned>(Traits::from_float(v[1])) << 16;
+            } else {
+              *reinterpret_cast<float2*>(out) = make_float2(v[0], v[1]);
+            }
+          } else {
+            out[0] = Traits::from_float(v[0]);
+            if (second) out[1] = Traits::from_float(v[1]);
+          }
+        }
+      }
+    }
+    return;
+  }
 
   // This thread's gather column: one pixel and its window's top-left corner.
   const int b_col = tid % kBN;

@@ -102,6 +102,10 @@ __device__ __forceinline__ void cp_async4(unsigned dst, const void* src, bool va
 __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid) {
   cp_async4(smem_addr(dst), src, valid);
 }
+// 8 bytes global -> shared (.ca, as for 4); valid == false writes zeros.
+__device__ __forceinline__ void cp_async8(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 8 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's committed groups are still in flight.
 template <int N>

@@ -122,6 +122,24 @@ TEST(SharedMemoryLayout, HostAndMmaTemplateAgreeForRandomProblems) {
   }
 }
 
+// Channels-last problems stage X as [pixel][reduction] and copy both operands in runs
+// whose width the host picks from the pointers' alignment: the layout agrees, and the
+// kernel asks no more of the pointers than it was compiled for (Hopper runs mma.sync too).
+TEST(SharedMemoryLayout, HostAndMmaTemplateAgreeForRandomNhwcProblems) {
+  std::mt19937 rng(20261214);
+  for (int i = 0; i < 120; ++i) {
+    RandomProblem p = random_problem(rng);
+    p.desc.layout = Layout::kNHWC;
+    const char* arch = i % 2 == 0 ? "sm_80" : "sm_90";
+    const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, arch, p.align);
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_EQ(src.source.template_name, kMma);
+    EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
+    EXPECT_TRUE(satisfies(p.align, src.launch.needs));
+    EXPECT_EQ(front_end_errors(src.source.text, "sm_80"), "") << src.launch.tile;
+  }
+}
+
 TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomProblems) {
   std::mt19937 rng(20240614);
   int checked = 0;
@@ -188,6 +206,13 @@ TEST(SharedMemoryLayout, AWrongEmittedConstantFailsTheCompileAtItsStaticAssert) 
       SCOPED_TRACE(fmt::format("{} {}", to_string(dtype), name));
       expect_rejected(mma, name, "sm_80");
     }
+    typed.layout = Layout::kNHWC;
+    const Specialization nhwc = specialize(typed, Algorithm::kImplicitGemm, "sm_80");
+    for (const char* name : {"kBStride", "kBStageElems", "kSharedBytes"}) {
+      SCOPED_TRACE(fmt::format("nhwc {} {}", to_string(dtype), name));
+      expect_rejected(nhwc, name, "sm_80");
+    }
+    typed.layout = Layout::kNCHW;
     const Specialization wgmma = specialize(typed, Algorithm::kImplicitGemm, "sm_90");
     ASSERT_EQ(wgmma.source.template_name, kWgmma);
     for (const char* name : {"kStageBytes", "kSharedBytes"}) {

@@ -125,8 +125,15 @@ TEST_F(CliTest, PrewarmDtypeOverrideCompiles16BitVariants) {
   EXPECT_TRUE(contains(ls.out, "dtype=bf16")) << ls.out;
 }
 
-TEST_F(CliTest, PrewarmUnsupportedLayoutIsReportedAndExitsOne) {
+TEST_F(CliTest, PrewarmNhwcShapeCompilesTheChannelsLastImplicitGemmKernel) {
   const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_90"});
+  EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 1, already cached 0, failed 0, unsupported 0")) << r.out;
+}
+
+TEST_F(CliTest, PrewarmUnsupportedLayoutIsReportedAndExitsOne) {
+  // Before sm_80 only the NCHW-only kernels can run: the tensor-core ones read NHWC.
+  const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_75"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 1")) << r.out;
   EXPECT_TRUE(contains(r.out, "read NCHW only")) << r.out;

@@ -34,7 +34,8 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
       if (d.layout != Layout::kNCHW) return std::string("the im2col kernel reads NCHW only");
       return std::nullopt;
     case Algorithm::kImplicitGemm:
-      if (d.layout != Layout::kNCHW) return std::string("the implicit-GEMM kernels read NCHW only");
+      // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
+      // wgmma kernel takes what wgmma_unsupported_reason lets it, mma.sync the rest.
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
       // gets the portable kernel, which needs the same.
       if (!arch.empty() && parse_arch(arch) < 80) {

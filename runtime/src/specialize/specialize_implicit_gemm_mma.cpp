@@ -6,6 +6,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <iterator>
 
 #include "base/fail.hpp"
 #include "specialize/prologue.hpp"
@@ -22,18 +23,20 @@ struct Tile {
 };
 
 // The template's shared memory: kStages stages of W ([kBM][kAStride]) and then of X
-// ([kBK][kBStride]). Emitted in the prologue, where the template static_asserts its own
-// derivation against it, and the launch is sized by it: the two cannot drift apart.
+// ([kBK][kBStride] for NCHW, [kBN][kBStride] for NHWC). Emitted in the prologue, where the
+// template static_asserts its own derivation against it, and the launch is sized by it:
+// the two cannot drift apart.
 struct SharedLayout {
   int a_stride, b_stride, a_stage_elems, b_stage_elems, shared_bytes;
 };
 
-SharedLayout shared_layout(const Tile& t, int element_bytes) {
+SharedLayout shared_layout(const Tile& t, int element_bytes, Layout layout) {
   SharedLayout l{};
+  const bool nhwc = layout == Layout::kNHWC;
   l.a_stride = t.bk + 16 / element_bytes;  // a 16-byte pad a row: ldmatrix conflict-free
-  l.b_stride = t.bn + 8;
+  l.b_stride = nhwc ? l.a_stride : t.bn + 8;
   l.a_stage_elems = t.bm * l.a_stride;
-  l.b_stage_elems = t.bk * l.b_stride;
+  l.b_stage_elems = (nhwc ? t.bn : t.bk) * l.b_stride;
   l.shared_bytes = t.stages * (l.a_stage_elems + l.b_stage_elems) * element_bytes;
   return l;
 }
@@ -95,6 +98,19 @@ Tile choose_tile_16bit(int k_per_group) {
   if (k_per_group > 16) return {32, 128, 32, 2, 1, 4, 3};
   return {16, 128, 32, 2, 1, 4, 4};
 }
+// The widest copy (16, 8 or 4 bytes, else one element) of runs of `run` elements that
+// the pointer's alignment and the run allow: the template's kXVecBytes / kWVecBytes for
+// NHWC, whose copies then never straddle a run's end nor read an unaligned address.
+unsigned copy_width(std::int64_t run, unsigned align, unsigned element) {
+  for (const unsigned bytes : {16u, 8u, 4u}) {
+    if (bytes >= element && align >= bytes && run % (bytes / element) == 0) return bytes;
+  }
+  return element;
+}
+
+// NHWC runs every dtype on the kStages cp.async pipeline (the NCHW 16-bit kernel keeps
+// two stages because its X gather goes through registers).
+constexpr int kStagesNhwc16Bit = 3;
 }  // namespace
 
 Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
@@ -102,21 +118,26 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
   const int split = !sixteen_bit && d.math == MathMode::kStrictFp32 ? 3 : 1;
-  const Tile tile = sixteen_bit ? choose_tile_16bit(k_per_group) : choose_tile_fp32(k_per_group, split);
+  const bool nhwc = d.layout == Layout::kNHWC;
+  Tile tile = sixteen_bit ? choose_tile_16bit(k_per_group) : choose_tile_fp32(k_per_group, split);
+  if (const char* env = std::getenv("CONVJIT_IGEMM_F16_TILE");
+      nhwc && sixteen_bit && (env == nullptr || *env == '\0')) {
+    tile.stages = kStagesNhwc16Bit;
+  }
   const std::int64_t gemm_n = out.n * out.p * out.q;
   const std::int64_t grid_x = (gemm_n + tile.bn - 1) / tile.bn;
   if (grid_x > INT_MAX) fail(ErrorCode::kUnsupported, "{}: {} pixel tiles exceed the grid", d.to_string(), grid_x);
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
   const int element = static_cast<int>(size_of(d.dtype));
-  const SharedLayout layout = shared_layout(tile, element);
+  const SharedLayout layout = shared_layout(tile, element, d.layout);
 
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   if (sixteen_bit) {
     src.launch.tile = fmt::format(
-        "{}x{}x{} (channels x pixels x reduction), 2 stages, {}x{} warps, {} mma m16n8k16, fp32 "
+        "{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {} mma m16n8k16, fp32 "
         "accumulation",
-        tile.bm, tile.bn, tile.bk, tile.warps_m, tile.warps_n, to_string(d.dtype));
+        tile.bm, tile.bn, tile.bk, tile.stages, tile.warps_m, tile.warps_n, to_string(d.dtype));
   } else {
     src.launch.tile =
         fmt::format("{}x{}x{} (channels x pixels x reduction), {} stages, {}x{} warps, {}", tile.bm, tile.bn, tile.bk,
@@ -126,10 +147,23 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   // The template's kWeightChunks (16-byte copies of W rows that are whole 16-byte chunks)
   // and, for 16-bit data, kPairStores (two outputs a 32-bit store), each as far as the
   // pointers allow.
+  // NHWC: X and W in runs of kXVecBytes / kWVecBytes, two channels a store where kAlignY
+  // allows (the template's kChannelPairStores).
   const auto e = static_cast<unsigned>(element);
-  const bool whole_chunks = d.c / d.groups * d.r * d.s % (16 / element) == 0;
+  const std::int64_t gemm_k = std::int64_t{d.c / d.groups} * d.r * d.s;
+  const bool whole_chunks = gemm_k % (16 / element) == 0;
   const bool pair_y = sixteen_bit && out.p * out.q % 2 == 0;
-  src.launch.needs = {e, whole_chunks && align.w >= 16 ? 16u : e, e, pair_y && align.y >= 4 ? 4u : e};
+  unsigned x_vec = e;
+  unsigned w_vec = whole_chunks && align.w >= 16 ? 16u : e;
+  if (nhwc) {
+    x_vec = copy_width(d.c / d.groups, align.x, e);
+    w_vec = copy_width(gemm_k, align.w, e);
+    const bool pair_channels = k_per_group % 2 == 0 && align.y >= 2 * e;
+    src.launch.needs = {x_vec, w_vec, e, pair_channels ? 2 * e : e};
+    fmt::format_to(std::back_inserter(src.launch.tile), ", NHWC: x in {}-byte and w in {}-byte copies", x_vec, w_vec);
+  } else {
+    src.launch.needs = {e, w_vec, e, pair_y && align.y >= 4 ? 4u : e};
+  }
   const std::string_view math = sixteen_bit ? to_string(d.dtype) : split == 3 ? "3xtf32" : "tf32";
   src.source.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
                                        alignment_tag(align, kFullAlignment));
@@ -146,6 +180,10 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                         .constant("kWideIndex", wide)
                         .constant("kAlignW", static_cast<int>(align.w))
                         .constant("kAlignY", static_cast<int>(align.y))
+                        .constant("kLayoutNHWC", nhwc)
+                        .constant("kAlignX", static_cast<int>(align.x))
+                        .constant("kXVecBytes", static_cast<int>(x_vec))
+                        .constant("kWVecBytes", static_cast<int>(w_vec))
                         .constant("kAStride", layout.a_stride)
                         .constant("kBStride", layout.b_stride)
                         .constant("kAStageElems", layout.a_stage_elems)

@@ -143,11 +143,12 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch,
                                                     const AlignmentNeeds& align) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
+  // NHWC runs on the mma.sync kernel, which copies its channel runs whole.
+  if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
   // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows and an x at a
   // 4-byte boundary.
   if (sixteen_bit(d) && d.w % 2 != 0) return "16-bit data with an odd width W cannot be copied in pixel pairs";
   if (align.x < 4) return "16-bit x not 4-byte aligned cannot be copied in pixel pairs";
-  if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
   if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
   const auto tile = choose_tile(d);
   if (!tile) return "not even two pipeline stages fit in shared memory";

@@ -1,0 +1,234 @@
+// The implicit-GEMM algorithm on channels-last (NHWC) tensors against the float64 CPU
+// reference: random problems in every dtype and math mode (odd channel counts, groups,
+// sizes that divide no tile, strides 1 to 3, padding, dilation, bias and ReLU), pointers
+// at every offset their dtype allows, and the weight-packing API. On Hopper the wgmma
+// kernel does not read NHWC (wgmma_unsupported_reason), so every NHWC run here is the
+// mma.sync kernel, on sm_80 and sm_90 alike; the tests assert it by the kernel's name.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <string>
+
+#include "base/float16.hpp"
+#include "support/gpu.hpp"
+#include "support/gpu_conv.hpp"
+#include "support/temp_dir.hpp"
+
+namespace convjit {
+namespace {
+
+struct Kind {
+  DType dtype;
+  MathMode math;
+};
+constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
+                           {DType::kFloat32, MathMode::kStrictFp32},
+                           {DType::kFloat16, MathMode::kTF32},
+                           {DType::kBFloat16, MathMode::kTF32}};
+
+Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
+  d.dtype = kind.dtype;
+  d.math = kind.math;
+  return d;
+}
+
+// Channel counts per group from 1 (odd ones included, so that every copy width down to a
+// single element is drawn) to past one 128-channel tile; 1 to 3 groups.
+Conv2dDesc random_nhwc_desc(std::mt19937_64& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  while (true) {
+    Conv2dDesc d{.layout = Layout::kNHWC};
+    d.groups = pick(0, 2) == 0 ? pick(2, 3) : 1;
+    d.c = d.groups * (pick(0, 1) == 0 ? pick(1, 13) : 8 * pick(1, 10));
+    d.k = d.groups * (pick(0, 1) == 0 ? pick(1, 41) : pick(60, 150));
+    d.n = pick(1, 3);
+    d.h = pick(1, 24);
+    d.w = pick(1, 30);
+    d.r = pick(1, 5);
+    d.s = pick(1, 5);
+    d.stride_h = pick(1, 3);
+    d.stride_w = pick(1, 3);
+    d.pad_h = pick(0, 2);
+    d.pad_w = pick(0, 2);
+    d.dilation_h = pick(1, 2);
+    d.dilation_w = pick(1, 2);
+    d.bias = pick(0, 1) == 1;
+    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
+    try {
+      d.validate();
+      return d;
+    } catch (const Error&) {
+      // the dilated filter overhangs the padded input: draw again
+    }
+  }
+}
+
+void expect_mma_nhwc(const std::string& kernel_name) {
+  EXPECT_TRUE(kernel_name.starts_with("conv2d_igemm_")) << kernel_name;
+  EXPECT_NE(kernel_name.find("_nhwc_"), std::string::npos) << kernel_name;
+}
+
+class NhwcImplicitGemm : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CONVJIT_REQUIRE_GPU();
+    Runtime probe(RuntimeOptions{.cache_dir = dir_.path()});
+    const std::string arch = probe.device_arch();
+    if (std::stoi(arch.substr(3)) < 80) {
+      GTEST_SKIP() << "the tensor-core kernels need sm_80 or newer, this GPU is " << arch;
+    }
+  }
+  RuntimeOptions options() const { return RuntimeOptions{.cache_dir = dir_.path()}; }
+  testing::TempDir dir_;
+};
+
+TEST_F(NhwcImplicitGemm, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(20261214);
+  for (int i = 0; i < 16; ++i) {
+    // Each problem in one kind, the kinds in turn: every kind meets every kind of shape
+    // over the run without compiling each shape four times.
+    const Conv2dDesc d = with_kind(random_nhwc_desc(rng), kKinds[i % 4]);
+    SCOPED_TRACE(d.to_string());
+    const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    expect_mma_nhwc(plan.kernel_name());
+    const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_LT(result.rel_err, testing::tolerance(d));
+  }
+}
+
+TEST_F(NhwcImplicitGemm, NetworkShapesWithAllPositiveDataStayInBounds) {
+  // Deep channels on small images (16-byte copies of both operands, channel-pair stores),
+  // a strided 3x3 and a strided 1x1; all-positive inputs are where rounding bias adds up.
+  Runtime rt(options());
+  std::mt19937_64 rng(14);
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 256, .h = 14, .w = 14, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 1,
+       .c = 128,
+       .h = 29,
+       .w = 29,
+       .k = 192,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
+       .pad_w = 1},
+      {.n = 3, .c = 64, .h = 15, .w = 15, .k = 96, .stride_h = 2, .stride_w = 2, .activation = Activation::kRelu},
+  };
+  for (int i = 0; i < 3; ++i) {
+    for (const Kind& kind : kKinds) {
+      Conv2dDesc d = with_kind(shapes[i], kind);
+      d.layout = Layout::kNHWC;
+      SCOPED_TRACE(d.to_string());
+      const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm,
+                                                /*positive=*/true);
+      EXPECT_EQ(result.unwritten, 0u);
+      EXPECT_LT(result.rel_err, testing::tolerance(d));
+    }
+  }
+}
+
+// One problem's NHWC tensors on the device, each `offset` bytes past its allocation.
+struct OffsetRun {
+  std::vector<float> x, w, b;  // logical order (NCHW), for the reference
+  double rel_err = 0;
+  std::size_t unwritten = 0;
+  std::string kernel;
+};
+
+OffsetRun run_at_offset(Runtime& rt, const Conv2dPlan& plan, const Conv2dDesc& d, std::size_t offset,
+                        std::mt19937_64& rng) {
+  OffsetRun out;
+  const DType t = d.dtype;
+  out.x = testing::random_nonzero(static_cast<std::size_t>(d.x_elements()), rng, -1.0f, 1.0f, t);
+  out.w = testing::random_nonzero(static_cast<std::size_t>(d.w_elements()), rng, -1.0f, 1.0f, t);
+  if (d.bias) out.b = testing::random_nonzero(static_cast<std::size_t>(d.k), rng, -1.0f, 1.0f, t);
+  // Every buffer holds `offset` bytes before its tensor and ends on a 32-bit word.
+  auto place = [&](const std::vector<unsigned char>& bytes) {
+    std::vector<unsigned char> host((offset + bytes.size() + 3) / 4 * 4, 0);
+    std::copy(bytes.begin(), bytes.end(), host.begin() + static_cast<std::ptrdiff_t>(offset));
+    DeviceBuffer buffer(rt, host.size());
+    buffer.upload(host.data(), host.size());
+    return buffer;
+  };
+  const DeviceBuffer dx = place(to_storage(testing::x_in_layout(d, out.x), t));
+  const DeviceBuffer dw = place(to_storage(testing::w_in_layout(d, out.w), t));
+  const DeviceBuffer db = place(d.bias ? to_storage(out.b, t) : std::vector<unsigned char>(4));
+  const std::size_t y_bytes = static_cast<std::size_t>(d.y_elements()) * size_of(t);
+  DeviceBuffer dy(rt, (offset + y_bytes + 3) / 4 * 4);
+  dy.fill_u32(nan_fill_pattern(t));
+  auto at = [&](const DeviceBuffer& buffer) { return static_cast<char*>(buffer.data()) + offset; };
+  plan.run(Conv2dArgs{.x = at(dx), .w = at(dw), .bias = d.bias ? at(db) : nullptr, .y = at(dy)});
+  std::vector<unsigned char> raw(dy.size());
+  dy.download(raw.data(), raw.size());  // synchronous: waits for the kernel
+  const std::vector<unsigned char> y_raw(raw.begin() + static_cast<std::ptrdiff_t>(offset),
+                                         raw.begin() + static_cast<std::ptrdiff_t>(offset + y_bytes));
+  const std::vector<float> y = testing::y_from_layout(d, from_storage(y_raw, t));
+  for (float v : y) out.unwritten += std::isnan(v) ? 1 : 0;
+  out.rel_err = testing::relative_l2(y, testing::reference_conv2d(d, out.x, out.w, out.b));
+  return out;
+}
+
+TEST_F(NhwcImplicitGemm, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) {
+  // Channel counts a multiple of 8, so the plan's own kernel copies 16 bytes at a time
+  // and stores channel pairs: each smaller offset needs a narrower variant, and gets one.
+  Runtime rt(options());
+  std::mt19937_64 rng(1214);
+  const Conv2dDesc base{.n = 2,
+                        .c = 48,
+                        .h = 9,
+                        .w = 11,
+                        .k = 40,
+                        .r = 3,
+                        .s = 3,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .groups = 2,
+                        .bias = true,
+                        .layout = Layout::kNHWC};
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind(base, kind);
+    const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    expect_mma_nhwc(plan.kernel_name());
+    EXPECT_EQ(plan.alignment().x, 16u) << plan.kernel_name();
+    for (const std::size_t offset : {0u, 2u, 4u, 8u, 12u}) {
+      if (offset % size_of(d.dtype) != 0) continue;
+      SCOPED_TRACE(fmt::format("{} offset {}", d.to_string(), offset));
+      const OffsetRun r = run_at_offset(rt, plan, d, offset, rng);
+      EXPECT_EQ(r.unwritten, 0u);
+      EXPECT_LT(r.rel_err, testing::tolerance(d));
+    }
+  }
+}
+
+TEST_F(NhwcImplicitGemm, PackWeightsIsRefusedAndTheWeightsAreReadAsStored) {
+  // The mma.sync kernel reads w as PyTorch stores a channels-last weight (K,R,S,C/groups):
+  // there is nothing to pack, pack_weights says so with nothing launched, and the plan
+  // still runs correctly afterwards.
+  Runtime rt(options());
+  std::mt19937_64 rng(99);
+  const Conv2dDesc d{
+      .n = 1, .c = 32, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .layout = Layout::kNHWC};
+  const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+  expect_mma_nhwc(plan.kernel_name());
+  EXPECT_EQ(plan.packed_weight_bytes(), 0u);
+  DeviceBuffer w(rt, static_cast<std::size_t>(d.w_elements()) * 4), packed(rt, 1024);
+  try {
+    plan.pack_weights(w.data(), packed.data());
+    ADD_FAILURE() << "pack_weights accepted a kernel that reads the weights as they are";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+  }
+  const OffsetRun r = run_at_offset(rt, plan, d, 0, rng);
+  EXPECT_EQ(r.unwritten, 0u);
+  EXPECT_LT(r.rel_err, testing::tolerance(d));
+}
+
+}  // namespace
+}  // namespace convjit
