@@ -1,41 +1,43 @@
-# Finds hiredis, the Redis client library (Debian: libhiredis-dev), and hiredis_ssl
-# (hiredis 1.0 or newer built with OpenSSL) when it is there too.
+# Finds hiredis's headers (Debian: libhiredis-dev), and hiredis_ssl's when they are there
+# too (hiredis 1.0 or newer built with OpenSSL, and OpenSSL's headers). convjit needs
+# only the headers: it loads the libraries at run time (cache/hiredis_library.hpp), so
+# nothing links them.
 #
-#   Hiredis_FOUND, Hiredis_VERSION    hiredis::hiredis
-#   Hiredis_SSL_FOUND                 hiredis::hiredis_ssl (links OpenSSL)
-#
-# Installed with convjit's package, so a consumer of a static convjit finds the same.
+#   Hiredis_FOUND, Hiredis_VERSION    hiredis::headers (include directories only)
+#   Hiredis_SSL_FOUND                 hiredis_ssl.h and OpenSSL's headers are there too
 find_package(PkgConfig QUIET)
 if(PkgConfig_FOUND)
   pkg_check_modules(PC_HIREDIS QUIET hiredis)
-  pkg_check_modules(PC_HIREDIS_SSL QUIET hiredis_ssl)
 endif()
 
 find_path(Hiredis_INCLUDE_DIR hiredis/hiredis.h HINTS ${PC_HIREDIS_INCLUDEDIR} ${PC_HIREDIS_INCLUDE_DIRS})
-find_library(Hiredis_LIBRARY NAMES hiredis HINTS ${PC_HIREDIS_LIBDIR} ${PC_HIREDIS_LIBRARY_DIRS})
-find_library(Hiredis_SSL_LIBRARY NAMES hiredis_ssl HINTS ${PC_HIREDIS_SSL_LIBDIR} ${PC_HIREDIS_SSL_LIBRARY_DIRS})
-set(Hiredis_VERSION "${PC_HIREDIS_VERSION}")
-
-include(FindPackageHandleStandardArgs)
-find_package_handle_standard_args(Hiredis REQUIRED_VARS Hiredis_LIBRARY Hiredis_INCLUDE_DIR
-                                  VERSION_VAR Hiredis_VERSION)
-mark_as_advanced(Hiredis_INCLUDE_DIR Hiredis_LIBRARY Hiredis_SSL_LIBRARY)
-
-if(Hiredis_FOUND AND NOT TARGET hiredis::hiredis)
-  add_library(hiredis::hiredis UNKNOWN IMPORTED)
-  set_target_properties(hiredis::hiredis PROPERTIES IMPORTED_LOCATION "${Hiredis_LIBRARY}"
-                                                    INTERFACE_INCLUDE_DIRECTORIES "${Hiredis_INCLUDE_DIR}")
+set(Hiredis_VERSION "")
+if(Hiredis_INCLUDE_DIR)
+  file(STRINGS "${Hiredis_INCLUDE_DIR}/hiredis/hiredis.h" _hiredis_version_lines
+       REGEX "^#define HIREDIS_(MAJOR|MINOR|PATCH) +[0-9]+")
+  foreach(_part MAJOR MINOR PATCH)
+    string(REGEX REPLACE ".*#define HIREDIS_${_part} +([0-9]+).*" "\\1" _hiredis_${_part} "${_hiredis_version_lines}")
+  endforeach()
+  set(Hiredis_VERSION "${_hiredis_MAJOR}.${_hiredis_MINOR}.${_hiredis_PATCH}")
 endif()
 
+include(FindPackageHandleStandardArgs)
+find_package_handle_standard_args(Hiredis REQUIRED_VARS Hiredis_INCLUDE_DIR VERSION_VAR Hiredis_VERSION)
+mark_as_advanced(Hiredis_INCLUDE_DIR)
+
 set(Hiredis_SSL_FOUND FALSE)
-if(Hiredis_FOUND AND Hiredis_SSL_LIBRARY AND EXISTS "${Hiredis_INCLUDE_DIR}/hiredis/hiredis_ssl.h")
-  find_package(OpenSSL QUIET)
-  if(OpenSSL_FOUND)
+if(Hiredis_FOUND AND EXISTS "${Hiredis_INCLUDE_DIR}/hiredis/hiredis_ssl.h")
+  find_path(Hiredis_OPENSSL_INCLUDE_DIR openssl/ssl.h HINTS ${PC_HIREDIS_INCLUDE_DIRS})
+  mark_as_advanced(Hiredis_OPENSSL_INCLUDE_DIR)
+  if(Hiredis_OPENSSL_INCLUDE_DIR)
     set(Hiredis_SSL_FOUND TRUE)
-    if(NOT TARGET hiredis::hiredis_ssl)
-      add_library(hiredis::hiredis_ssl UNKNOWN IMPORTED)
-      set_target_properties(hiredis::hiredis_ssl PROPERTIES IMPORTED_LOCATION "${Hiredis_SSL_LIBRARY}"
-                                                            INTERFACE_LINK_LIBRARIES "hiredis::hiredis;OpenSSL::SSL")
-    endif()
+  endif()
+endif()
+
+if(Hiredis_FOUND AND NOT TARGET hiredis::headers)
+  add_library(hiredis::headers INTERFACE IMPORTED)
+  set_target_properties(hiredis::headers PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${Hiredis_INCLUDE_DIR}")
+  if(Hiredis_SSL_FOUND)
+    set_property(TARGET hiredis::headers APPEND PROPERTY INTERFACE_INCLUDE_DIRECTORIES "${Hiredis_OPENSSL_INCLUDE_DIR}")
   endif()
 endif()

@@ -25,7 +25,8 @@ LOGS="$OUT/logs"
 mkdir -p "$LOGS"
 # The test binaries hold the CPU machine's absolute paths (workload files): make them resolve.
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
-# Shared libraries the machine may lack (libhiredis), carried beside the binaries.
+# Shared libraries the machine may lack, carried beside the binaries (none is needed
+# today: libhiredis is loaded only for a remote cache, which these steps do not use).
 [ -d "$BIN/lib" ] && export LD_LIBRARY_PATH="$PWD/$BIN/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 has() { case ",$STEPS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 say() { echo "== $*" | tee -a "$LOGS/summary.txt"; }

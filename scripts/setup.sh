@@ -13,7 +13,8 @@ command -v g++ >/dev/null || need+=(g++)
 command -v python3 >/dev/null || need+=(python3)
 # The test command checks the tree's format with Debian's clang-format (the version CI has).
 command -v clang-format >/dev/null || need+=(clang-format)
-# Wanted, not needed: hiredis for the remote cache (without it convjit builds and says
+# Wanted, not needed: libhiredis-dev for the remote cache, its headers for the build and
+# its library, loaded at run time, for the tests (without them convjit builds and says
 # the remote cache is unavailable), redis-server for its tests (without it they skip).
 want=()
 [ -e /usr/include/hiredis/hiredis.h ] || [ -e /usr/local/include/hiredis/hiredis.h ] || want+=(libhiredis-dev)

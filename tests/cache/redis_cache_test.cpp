@@ -30,7 +30,7 @@ using Clock = std::chrono::steady_clock;
 using Status = RemoteStore::Status;
 
 #define CONVJIT_HIREDIS_OR_SKIP() \
-  if (!redis_support_built()) GTEST_SKIP() << "built without hiredis: the remote cache is unavailable"
+  if (const std::string missing = redis_unavailable_reason(); !missing.empty()) GTEST_SKIP() << missing
 
 // Small problems that compile fast, all distinct (as the stress worker's).
 Conv2dDesc small_desc(int i) {

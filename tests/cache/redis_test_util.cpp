@@ -15,7 +15,7 @@
 #include <stdexcept>
 
 #if CONVJIT_HAVE_HIREDIS
-#include <hiredis/hiredis.h>
+#include "cache/hiredis_library.hpp"
 #endif
 
 #include "cache/redis_url.hpp"
@@ -67,20 +67,22 @@ int closed_port() {
 // ---- RedisClient
 
 #if CONVJIT_HAVE_HIREDIS
+// The library's own dlopen'd hiredis, so that the test binaries link none either.
 struct RedisClient::Impl {
+  const Hiredis& hiredis = Hiredis::get();
   redisContext* context = nullptr;
   ~Impl() {
-    if (context != nullptr) redisFree(context);
+    if (context != nullptr) hiredis.redisFree(context);
   }
 };
 
 RedisClient::RedisClient(const std::string& url_text) : impl_(std::make_unique<Impl>()) {
   const RedisUrl url = parse_redis_url(url_text);
-  impl_->context = redisConnectWithTimeout(url.host.c_str(), url.port, timeval{5, 0});
+  impl_->context = impl_->hiredis.redisConnectWithTimeout(url.host.c_str(), url.port, timeval{5, 0});
   if (impl_->context == nullptr || impl_->context->err != 0) {
     throw std::runtime_error("cannot connect to " + url.redacted());
   }
-  redisSetTimeout(impl_->context, timeval{10, 0});
+  impl_->hiredis.redisSetTimeout(impl_->context, timeval{10, 0});
   if (!url.password.empty()) {
     url.user.empty() ? command({"AUTH", url.password}) : command({"AUTH", url.user, url.password});
   }
@@ -119,13 +121,15 @@ std::optional<std::string> RedisClient::command(const std::vector<std::string>& 
     args.push_back(a.data());
     sizes.push_back(a.size());
   }
+  const Hiredis& hiredis = impl_->hiredis;
   auto* reply = static_cast<redisReply*>(
-      redisCommandArgv(impl_->context, static_cast<int>(args.size()), args.data(), sizes.data()));
+      hiredis.redisCommandArgv(impl_->context, static_cast<int>(args.size()), args.data(), sizes.data()));
   if (reply == nullptr) throw std::runtime_error("redis I/O error: " + std::string(impl_->context->errstr));
   struct Free {
+    const Hiredis& hiredis;
     redisReply* r;
-    ~Free() { freeReplyObject(r); }
-  } free_reply{reply};
+    ~Free() { hiredis.freeReplyObject(r); }
+  } free_reply{hiredis, reply};
   return text_of(*reply);
 }
 
@@ -136,16 +140,17 @@ std::vector<std::string> RedisClient::keys(const std::string& prefix) {
     const char* args[] = {"SCAN", cursor.c_str(), "MATCH", nullptr, "COUNT", "1000"};
     const std::string pattern = prefix + "*";  // test prefixes hold no glob characters
     args[3] = pattern.c_str();
-    auto* reply = static_cast<redisReply*>(redisCommandArgv(impl_->context, 6, args, nullptr));
+    const Hiredis& hiredis = impl_->hiredis;
+    auto* reply = static_cast<redisReply*>(hiredis.redisCommandArgv(impl_->context, 6, args, nullptr));
     if (reply == nullptr || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
-      if (reply != nullptr) freeReplyObject(reply);
+      if (reply != nullptr) hiredis.freeReplyObject(reply);
       throw std::runtime_error("SCAN failed");
     }
     cursor.assign(reply->element[0]->str, reply->element[0]->len);
     for (std::size_t i = 0; i < reply->element[1]->elements; ++i) {
       out.emplace_back(reply->element[1]->element[i]->str, reply->element[1]->element[i]->len);
     }
-    freeReplyObject(reply);
+    hiredis.freeReplyObject(reply);
   } while (cursor != "0");
   return out;
 }

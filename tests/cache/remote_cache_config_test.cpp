@@ -128,7 +128,7 @@ TEST(RemoteCacheConfig, AMalformedUrlKeepsTheRemoteCacheOff) {
 }
 
 TEST(RemoteCacheConfig, EnvironmentConfiguresAndRuntimeOptionsWin) {
-  if (!redis_support_built()) GTEST_SKIP() << "built without hiredis: the remote cache is unavailable";
+  if (const std::string missing = redis_unavailable_reason(); !missing.empty()) GTEST_SKIP() << missing;
   CleanRemoteEnv env;
   ScopedEnv url("CONVJIT_REMOTE_CACHE", "redis://user:pw@127.0.0.1:1/4");
   ScopedEnv key("CONVJIT_REMOTE_CACHE_KEY", "0123456789abcdef0123");

@@ -3,13 +3,9 @@
 #include "base/fail.hpp"
 
 #if CONVJIT_HAVE_HIREDIS
-#include <hiredis/hiredis.h>
+#include "cache/hiredis_library.hpp"
 #if CONVJIT_HAVE_HIREDIS_SSL
 #include <arpa/inet.h>
-#include <hiredis/hiredis_ssl.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 #endif
 #include <pthread.h>
 #include <signal.h>
@@ -26,6 +22,19 @@ namespace convjit {
 bool redis_support_built() noexcept { return CONVJIT_HAVE_HIREDIS != 0; }
 bool redis_tls_support_built() noexcept { return CONVJIT_HAVE_HIREDIS != 0 && CONVJIT_HAVE_HIREDIS_SSL != 0; }
 
+std::string redis_unavailable_reason() {
+#if CONVJIT_HAVE_HIREDIS
+  try {
+    Hiredis::get();
+    return {};
+  } catch (const Error& e) {
+    return e.what();
+  }
+#else
+  return "this convjit was built without hiredis";
+#endif
+}
+
 #if CONVJIT_HAVE_HIREDIS
 
 namespace {
@@ -35,26 +44,29 @@ using Reply = RemoteStore::Reply;
 using Clock = std::chrono::steady_clock;
 
 struct ContextFree {
-  void operator()(redisContext* context) const noexcept { redisFree(context); }
+  const Hiredis* hiredis = nullptr;
+  void operator()(redisContext* context) const noexcept { hiredis->redisFree(context); }
 };
 using Context = std::unique_ptr<redisContext, ContextFree>;
 struct ReplyFree {
-  void operator()(redisReply* reply) const noexcept { freeReplyObject(reply); }
+  const Hiredis* hiredis = nullptr;
+  void operator()(redisReply* reply) const noexcept { hiredis->freeReplyObject(reply); }
 };
 using ReplyPtr = std::unique_ptr<redisReply, ReplyFree>;
 
 #if CONVJIT_HAVE_HIREDIS_SSL
 struct SslContextFree {
-  void operator()(SSL_CTX* context) const noexcept { SSL_CTX_free(context); }
+  const HiredisSsl* tls = nullptr;
+  void operator()(SSL_CTX* context) const noexcept { tls->SSL_CTX_free(context); }
 };
 using SslContext = std::unique_ptr<SSL_CTX, SslContextFree>;
 
-std::string openssl_error() {
-  const unsigned long code = ERR_get_error();
-  ERR_clear_error();
+std::string openssl_error(const HiredisSsl& tls) {
+  const unsigned long code = tls.ERR_get_error();
+  tls.ERR_clear_error();
   if (code == 0) return "unknown OpenSSL error";
   char text[256];
-  ERR_error_string_n(code, text, sizeof text);
+  tls.ERR_error_string_n(code, text, sizeof text);
   return text;
 }
 
@@ -66,28 +78,29 @@ bool is_ip_literal(const std::string& host) {
 // NOTE: hiredis_ssl's own context (redisCreateSSLContext) verifies the chain but not
 // that the certificate names the host, so any certificate of a trusted CA would do.
 // The context is made here, and each connection checks the name (or the IP address).
-SslContext make_tls_context(const RedisStoreOptions& options, const std::string& where) {
+SslContext make_tls_context(const HiredisSsl& tls, const RedisStoreOptions& options, const std::string& where) {
   static std::once_flag init;
-  std::call_once(init, [] { redisInitOpenSSL(); });
-  SslContext context(SSL_CTX_new(TLS_client_method()));
-  if (!context) fail(ErrorCode::kCache, "remote cache {}: cannot set up TLS: {}", where, openssl_error());
-  SSL_CTX_set_min_proto_version(context.get(), TLS1_2_VERSION);
-  SSL_CTX_set_verify(context.get(), SSL_VERIFY_PEER, nullptr);
+  std::call_once(init, [&tls] { tls.redisInitOpenSSL(); });
+  SslContext context(tls.SSL_CTX_new(tls.TLS_client_method()), SslContextFree{&tls});
+  if (!context) fail(ErrorCode::kCache, "remote cache {}: cannot set up TLS: {}", where, openssl_error(tls));
+  // SSL_CTX_set_min_proto_version and SSL_set_tlsext_host_name are macros over the *_ctrl calls.
+  tls.SSL_CTX_ctrl(context.get(), SSL_CTRL_SET_MIN_PROTO_VERSION, TLS1_2_VERSION, nullptr);
+  tls.SSL_CTX_set_verify(context.get(), SSL_VERIFY_PEER, nullptr);
   const std::string& ca = options.tls_ca;
-  const bool loaded = ca.empty()          ? SSL_CTX_set_default_verify_paths(context.get()) == 1
-                      : ca.ends_with('/') ? SSL_CTX_load_verify_locations(context.get(), nullptr, ca.c_str()) == 1
-                                          : SSL_CTX_load_verify_locations(context.get(), ca.c_str(), nullptr) == 1;
+  const bool loaded = ca.empty()          ? tls.SSL_CTX_set_default_verify_paths(context.get()) == 1
+                      : ca.ends_with('/') ? tls.SSL_CTX_load_verify_locations(context.get(), nullptr, ca.c_str()) == 1
+                                          : tls.SSL_CTX_load_verify_locations(context.get(), ca.c_str(), nullptr) == 1;
   if (!loaded) {
     fail(ErrorCode::kCache, "remote cache {}: cannot load the CA certificates {}: {}", where,
-         ca.empty() ? std::string("of the system") : "'" + ca + "'", openssl_error());
+         ca.empty() ? std::string("of the system") : "'" + ca + "'", openssl_error(tls));
   }
   if (!options.tls_cert.empty() &&
-      (SSL_CTX_use_certificate_chain_file(context.get(), options.tls_cert.c_str()) != 1 ||
-       SSL_CTX_use_PrivateKey_file(context.get(),
-                                   options.tls_key.empty() ? options.tls_cert.c_str() : options.tls_key.c_str(),
-                                   SSL_FILETYPE_PEM) != 1)) {
+      (tls.SSL_CTX_use_certificate_chain_file(context.get(), options.tls_cert.c_str()) != 1 ||
+       tls.SSL_CTX_use_PrivateKey_file(context.get(),
+                                       options.tls_key.empty() ? options.tls_cert.c_str() : options.tls_key.c_str(),
+                                       SSL_FILETYPE_PEM) != 1)) {
     fail(ErrorCode::kCache, "remote cache {}: cannot load the client certificate '{}': {}", where, options.tls_cert,
-         openssl_error());
+         openssl_error(tls));
   }
   return context;
 }
@@ -173,10 +186,13 @@ constexpr std::string_view kRemoveIfEquals =
 
 class RedisStore final : public RemoteStore {
  public:
-  explicit RedisStore(RedisStoreOptions options) : options_(std::move(options)) {
+  RedisStore(RedisStoreOptions options, const Hiredis& hiredis) : options_(std::move(options)), hiredis_(hiredis) {
     description_ = options_.url.redacted();
 #if CONVJIT_HAVE_HIREDIS_SSL
-    if (options_.url.tls) ssl_ = make_tls_context(options_, description_);
+    if (options_.url.tls) {
+      tls_ = &HiredisSsl::get();
+      ssl_ = make_tls_context(*tls_, options_, description_);
+    }
 #endif
   }
 
@@ -267,8 +283,9 @@ class RedisStore final : public RemoteStore {
     }
     const auto start = Clock::now();
     errno = 0;
-    ReplyPtr reply(
-        static_cast<redisReply*>(redisCommandArgv(&context, static_cast<int>(args.size()), args.data(), sizes.data())));
+    ReplyPtr reply(static_cast<redisReply*>(
+                       hiredis_.redisCommandArgv(&context, static_cast<int>(args.size()), args.data(), sizes.data())),
+                   ReplyFree{&hiredis_});
     const int saved_errno = errno;
     if (!reply) {
       broken = true;
@@ -294,8 +311,9 @@ class RedisStore final : public RemoteStore {
   Context connect(Reply& failure) {
     const auto start = Clock::now();
     errno = 0;
-    Context context(
-        redisConnectWithTimeout(options_.url.host.c_str(), options_.url.port, to_timeval(options_.connect_timeout)));
+    Context context(hiredis_.redisConnectWithTimeout(options_.url.host.c_str(), options_.url.port,
+                                                     to_timeval(options_.connect_timeout)),
+                    ContextFree{&hiredis_});
     const int saved_errno = errno;
     if (!context) {
       failure = Reply{Status::kError, {}, "out of memory allocating a connection"};
@@ -307,28 +325,31 @@ class RedisStore final : public RemoteStore {
                       fmt::format("connect: {}", context_error(*context))};
       return nullptr;
     }
-    if (redisSetTimeout(context.get(), to_timeval(options_.command_timeout)) != REDIS_OK) {
+    if (hiredis_.redisSetTimeout(context.get(), to_timeval(options_.command_timeout)) != REDIS_OK) {
       failure = Reply{Status::kError, {}, fmt::format("setting the timeout: {}", context_error(*context))};
       return nullptr;
     }
 #if CONVJIT_HAVE_HIREDIS_SSL
     if (ssl_) {
-      SSL* ssl = SSL_new(ssl_.get());
+      const HiredisSsl& tls = *tls_;
+      SSL* ssl = tls.SSL_new(ssl_.get());
       if (ssl == nullptr) {
-        failure = Reply{Status::kError, {}, "TLS: " + openssl_error()};
+        failure = Reply{Status::kError, {}, "TLS: " + openssl_error(tls)};
         return nullptr;
       }
       const std::string& host = options_.url.host;
-      const bool named = is_ip_literal(host) ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str()) == 1
-                                             : SSL_set_tlsext_host_name(ssl, host.c_str()) == 1 &&
-                                                   SSL_set1_host(ssl, host.c_str()) == 1;
+      const bool named = is_ip_literal(host)
+                             ? tls.X509_VERIFY_PARAM_set1_ip_asc(tls.SSL_get0_param(ssl), host.c_str()) == 1
+                             : tls.SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, TLSEXT_NAMETYPE_host_name,
+                                            const_cast<char*>(host.c_str())) == 1 &&
+                                   tls.SSL_set1_host(ssl, host.c_str()) == 1;
       // On success hiredis owns `ssl` (redisFree frees it); on failure it is ours.
-      if (!named || redisInitiateSSL(context.get(), ssl) != REDIS_OK) {
-        const long verify = SSL_get_verify_result(ssl);
+      if (!named || tls.redisInitiateSSL(context.get(), ssl) != REDIS_OK) {
+        const long verify = tls.SSL_get_verify_result(ssl);
         const std::string why = !named                ? "cannot set the host name to verify"
-                                : verify != X509_V_OK ? X509_verify_cert_error_string(verify)
+                                : verify != X509_V_OK ? tls.X509_verify_cert_error_string(verify)
                                                       : context_error(*context);
-        SSL_free(ssl);
+        tls.SSL_free(ssl);
         failure = Reply{failure_status(*context, errno, start, options_.command_timeout), {}, "TLS handshake: " + why};
         return nullptr;
       }
@@ -392,8 +413,10 @@ class RedisStore final : public RemoteStore {
 
   static constexpr std::size_t kMaxIdle = 16;
   RedisStoreOptions options_;
+  const Hiredis& hiredis_;
   std::string description_;
 #if CONVJIT_HAVE_HIREDIS_SSL
+  const HiredisSsl* tls_ = nullptr;
   SslContext ssl_;
 #endif
   std::mutex mutex_;
@@ -411,7 +434,10 @@ std::unique_ptr<RemoteStore> make_redis_store(RedisStoreOptions options) {
          options.url.redacted());
   }
 #endif
-  return std::make_unique<RedisStore>(std::move(options));
+  // The library loads here, on the first remote cache a process configures; a missing
+  // one throws, and the Runtime keeps the remote cache off with that reason.
+  const Hiredis& hiredis = Hiredis::get();
+  return std::make_unique<RedisStore>(std::move(options), hiredis);
 }
 
 #else  // !CONVJIT_HAVE_HIREDIS
