@@ -27,11 +27,9 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
   switch (algorithm) {
     case Algorithm::kAuto:
       return std::nullopt;
-    case Algorithm::kDirect:
-      if (d.layout != Layout::kNCHW) return fmt::format("the direct kernels read NCHW only ({})", d.to_string());
+    case Algorithm::kDirect:  // both kernels read either layout
       return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
-      if (d.layout != Layout::kNCHW) return fmt::format("the im2col kernel reads NCHW only ({})", d.to_string());
       return std::nullopt;
     case Algorithm::kImplicitGemm:
       if (d.layout != Layout::kNCHW) {
@@ -77,7 +75,10 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   // The GEMM at cuBLAS's rate (strict fp32: FMA), plus the column matrix written and read
-  // once (none for a pointwise convolution) and a few microseconds of launches.
+  // once and a few microseconds of launches. A pointwise convolution has no column
+  // matrix in either layout: its GEMM reads x as it is (NCHW: batched over images, x^T
+  // per image; NHWC: one GEMM over every pixel). Strided or padded 1x1 problems gather
+  // one, whose size the same formula gives (c/g x 1 x 1 per output pixel).
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
@@ -108,8 +109,11 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
   }
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
-  if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch) && k_per_group >= 16 && reduction >= 32) {
-    return Algorithm::kImplicitGemm;
+  if (k_per_group >= 16 && reduction >= 32) {
+    if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch)) return Algorithm::kImplicitGemm;
+    // A layout the implicit-GEMM kernels cannot read yet: the same GEMM through cuBLAS
+    // beats the direct kernel's FMAs by far once the reduction is this deep.
+    if (d.layout != Layout::kNCHW) return Algorithm::kIm2colGemm;
   }
   return Algorithm::kDirect;
 }
