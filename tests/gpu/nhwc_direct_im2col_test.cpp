@@ -49,7 +49,7 @@ std::vector<std::size_t> legal_offsets(DType dtype) {
 struct Case {
   Conv2dDesc desc;
   Algorithm algorithm = Algorithm::kAuto;
-  std::size_t offset = 0;  // bytes past the allocation, for x, w, bias and y alike
+  std::size_t offset = 0;            // bytes past the allocation, for x, w, bias and y alike
   std::string expect_kernel_prefix;  // empty: any
 };
 
@@ -159,8 +159,8 @@ class NhwcDirectIm2col : public ::testing::Test {
     // Logical order (x N,C,H,W; w K,C/g,R,S) for the reference, NHWC order on the device.
     const auto x = testing::random_nonzero(static_cast<std::size_t>(d.x_elements()), rng, -1.0f, 1.0f, t);
     const auto w = testing::random_nonzero(static_cast<std::size_t>(d.w_elements()), rng, -1.0f, 1.0f, t);
-    const auto b = d.bias ? testing::random_nonzero(static_cast<std::size_t>(d.k), rng, -1.0f, 1.0f, t)
-                          : std::vector<float>{};
+    const auto b =
+        d.bias ? testing::random_nonzero(static_cast<std::size_t>(d.k), rng, -1.0f, 1.0f, t) : std::vector<float>{};
     const std::size_t y_bytes = static_cast<std::size_t>(d.y_elements()) * size_of(t);
     std::vector<void*> bases;
     auto upload = [&](const std::vector<float>& values) -> void* {

@@ -90,9 +90,9 @@ TEST(NhwcKernels, DirectAndIm2colSourcesCompileForEveryDtypeMathAndArchWithoutSp
         const auto all = shapes();
         // The direct template's dense and grouped forms, the depthwise kernel's vector
         // and multiplier forms; the im2col kernels for a padded 3x3 and a strided 1x1.
-        const std::pair<std::size_t, Algorithm> picks[] = {
-            {0, Algorithm::kDirect},     {1, Algorithm::kDirect},     {2, Algorithm::kDirect},
-            {4, Algorithm::kDirect},     {0, Algorithm::kIm2colGemm}, {7, Algorithm::kIm2colGemm}};
+        const std::pair<std::size_t, Algorithm> picks[] = {{0, Algorithm::kDirect},     {1, Algorithm::kDirect},
+                                                           {2, Algorithm::kDirect},     {4, Algorithm::kDirect},
+                                                           {0, Algorithm::kIm2colGemm}, {7, Algorithm::kIm2colGemm}};
         for (const auto& [index, algorithm] : picks) {
           Conv2dDesc d = all[index];
           d.dtype = dtype;
@@ -155,9 +155,9 @@ TEST(NhwcKernels, DepthwiseMovesSixteenBytesOfChannelsALoadAndAStore) {
 
 TEST(NhwcKernels, DepthwiseGridCoversEveryChannelVectorAndOutputColumn) {
   for (const DType dtype : kDTypes) {
-    for (Conv2dDesc d : {shapes()[2], shapes()[3], shapes()[4],
-                         nhwc({.n = 2, .c = 960, .h = 7, .w = 7, .k = 960, .r = 5, .s = 5, .pad_h = 2, .pad_w = 2,
-                               .groups = 960})}) {
+    for (Conv2dDesc d :
+         {shapes()[2], shapes()[3], shapes()[4],
+          nhwc({.n = 2, .c = 960, .h = 7, .w = 7, .k = 960, .r = 5, .s = 5, .pad_h = 2, .pad_w = 2, .groups = 960})}) {
       d.dtype = dtype;
       SCOPED_TRACE(d.to_string());
       const Specialization src = specialize(d, Algorithm::kDirect, "sm_90", kFullAlignment);
