@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <tuple>
+#include <utility>
 
 #include "bench_util.hpp"
 
@@ -39,16 +41,16 @@ Peaks datasheet_peaks(const std::string& gpu_name) {
 }
 
 void derive_columns(std::vector<Row>& rows, const Peaks& peaks) {
-  std::map<std::string, double> cudnn_ms;  // by id and math
+  std::map<std::string, double> cudnn_ms;  // by id, math and layout
   for (const auto& r : rows) {
-    if (r.impl == "cudnn" && r.ok() && r.timed()) cudnn_ms[r.id + "/" + r.math] = r.ms;
+    if (r.impl == "cudnn" && r.ok() && r.timed()) cudnn_ms[r.id + "/" + r.math + "/" + r.layout] = r.ms;
   }
   for (auto& r : rows) {
     if (!r.timed()) continue;
     r.tflops = r.flops / (r.ms * 1e-3) / 1e12;
     const double peak = peaks.for_math(r.math);
     r.pct_peak = peak > 0 ? 100.0 * r.tflops / peak : kNaN;
-    const auto it = cudnn_ms.find(r.id + "/" + r.math);
+    const auto it = cudnn_ms.find(r.id + "/" + r.math + "/" + r.layout);
     r.speedup = it != cudnn_ms.end() ? it->second / r.ms : kNaN;
   }
 }
@@ -62,11 +64,12 @@ std::vector<Row> sum_parts(const std::vector<Row>& all_rows, const std::string& 
   }
   std::vector<Row> out;
   if (parts.size() < 2) return out;
-  std::map<std::pair<std::string, std::string>, std::vector<const Row*>> by_key;  // (math, impl) -> parts
-  std::vector<std::pair<std::string, std::string>> order;
+  using Key = std::tuple<std::string, std::string, std::string>;  // (math, layout, impl) -> parts
+  std::map<Key, std::vector<const Row*>> by_key;
+  std::vector<Key> order;
   for (const auto& r : all_rows) {
     if (r.group != group || r.id == group || !r.timed()) continue;
-    const auto key = std::make_pair(r.math, r.impl);
+    const Key key{r.math, r.layout, r.impl};
     if (by_key.find(key) == by_key.end()) order.push_back(key);
     by_key[key].push_back(&r);
   }
@@ -76,8 +79,9 @@ std::vector<Row> sum_parts(const std::vector<Row>& all_rows, const std::string& 
     Row sum;
     sum.id = group;
     sum.group = group;
-    sum.math = key.first;
-    sum.impl = key.second;
+    sum.math = std::get<0>(key);
+    sum.layout = std::get<1>(key);
+    sum.impl = std::get<2>(key);
     sum.ms = sum.p10_ms = sum.p90_ms = sum.rel_err = sum.max_abs_err = 0;
     sum.status = "ok";
     sum.iters = rows.front()->iters;
@@ -102,8 +106,8 @@ std::vector<Row> sum_parts(const std::vector<Row>& all_rows, const std::string& 
 }
 
 void print_table_header() {
-  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", "id", "problem", "math", "impl", "ms",
-             "TFLOP/s", "%peak", "vs cuDNN", "rel err", "status");
+  fmt::print("{:<6} {:<44} {:<6} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", "id", "problem", "math", "layout",
+             "impl", "ms", "TFLOP/s", "%peak", "vs cuDNN", "rel err", "status");
 }
 
 void print_row(const Row& r) {
@@ -115,21 +119,23 @@ void print_row(const Row& r) {
     note += fmt::format("{}predicted {:.3f} ms", note.empty() ? "" : ", ", r.predicted_ms);
   }
   if (!note.empty()) status += "  [" + note + "]";
-  fmt::print("{:<6} {:<44} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", cut(r.id, 6), cut(r.problem, 44), r.math,
-             r.impl, fixed(r.ms, 3), fixed(r.tflops, 1), fixed(r.pct_peak, 1), speed, err, status);
+  fmt::print("{:<6} {:<44} {:<6} {:<6} {:<13} {:>9} {:>8} {:>6} {:>8} {:>9}  {}\n", cut(r.id, 6), cut(r.problem, 44),
+             r.math, r.layout, r.impl, fixed(r.ms, 3), fixed(r.tflops, 1), fixed(r.pct_peak, 1), speed, err, status);
   std::fflush(stdout);
 }
 
 std::vector<GeomeanLine> geomeans(const std::vector<Row>& rows) {
-  std::vector<std::string> maths;
+  // One line per math mode and layout, in the order the rows first show them.
+  std::vector<std::pair<std::string, std::string>> blocks;
   for (const auto& r : rows) {
-    if (std::find(maths.begin(), maths.end(), r.math) == maths.end()) maths.push_back(r.math);
+    const auto block = std::make_pair(r.math, r.layout);
+    if (std::find(blocks.begin(), blocks.end(), block) == blocks.end()) blocks.push_back(block);
   }
   std::vector<GeomeanLine> out;
-  for (const auto& math : maths) {
+  for (const auto& [math, layout] : blocks) {
     std::map<std::string, double> cudnn, automatic, best;
     for (const auto& r : rows) {
-      if (r.math != math || r.id != r.group || !r.ok() || !r.timed()) continue;
+      if (r.math != math || r.layout != layout || r.id != r.group || !r.ok() || !r.timed()) continue;
       if (r.impl == "cudnn") {
         cudnn[r.group] = r.ms;
       } else if (is_convjit(r.impl)) {
@@ -138,7 +144,7 @@ std::vector<GeomeanLine> geomeans(const std::vector<Row>& rows) {
         best[r.group] = it == best.end() ? r.ms : std::min(it->second, r.ms);
       }
     }
-    GeomeanLine line{.math = math};
+    GeomeanLine line{.math = math, .layout = layout};
     std::vector<double> auto_ratios, best_ratios;
     for (const auto& [group, ms] : cudnn) {
       if (auto it = automatic.find(group); it != automatic.end()) auto_ratios.push_back(ms / it->second);
@@ -156,17 +162,18 @@ void print_geomeans(const std::vector<GeomeanLine>& lines) {
   fmt::print("\ngeometric mean speedup vs cuDNN (problems where both passed; > 1 means convjit is faster)\n");
   for (const auto& l : lines) {
     if (l.problems == 0) {
-      fmt::print("  {:<6} no problem where convjit and cuDNN both passed\n", l.math);
+      fmt::print("  {:<6} {:<5} no problem where convjit and cuDNN both passed\n", l.math, l.layout);
     } else {
-      fmt::print("  {:<6} auto {:.2f}x, best algorithm {:.2f}x over {} problem{}\n", l.math, l.auto_vs_cudnn,
-                 l.best_vs_cudnn, l.problems, l.problems == 1 ? "" : "s");
+      fmt::print("  {:<6} {:<5} auto {:.2f}x, best algorithm {:.2f}x over {} problem{}\n", l.math, l.layout,
+                 l.auto_vs_cudnn, l.best_vs_cudnn, l.problems, l.problems == 1 ? "" : "s");
     }
   }
 }
 
 std::string row_json(const Row& r) {
   JsonObject o;
-  o.str("id", r.id).str("group", r.group).str("problem", r.problem).str("math", r.math).str("impl", r.impl);
+  o.str("id", r.id).str("group", r.group).str("problem", r.problem).str("math", r.math).str("layout", r.layout);
+  o.str("impl", r.impl);
   o.num("ms", r.ms).num("p10_ms", r.p10_ms).num("p90_ms", r.p90_ms).integer("iters", r.iters);
   o.num("flops", r.flops).num("tflops", r.tflops).num("pct_peak", r.pct_peak).num("speedup_vs_cudnn", r.speedup);
   o.num("rel_err", r.rel_err).num("max_abs_err", r.max_abs_err).integer("nonfinite", r.nonfinite);
@@ -178,6 +185,7 @@ std::string row_json(const Row& r) {
 std::string geomean_json(const GeomeanLine& l) {
   return JsonObject()
       .str("math", l.math)
+      .str("layout", l.layout)
       .integer("problems", l.problems)
       .num("auto_vs_cudnn", l.problems ? l.auto_vs_cudnn : kNaN)
       .num("best_vs_cudnn", l.problems ? l.best_vs_cudnn : kNaN)

@@ -13,13 +13,14 @@ namespace convjit::bench {
 inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 struct Row {
-  std::string id;       // "56", "86.dw", "s1"
-  std::string group;    // "86" for both halves of 86; rows with id == group are per KernelBench problem
-  std::string problem;  // short descriptor text
-  std::string math;     // strict, tf32, fp16, bf16
-  std::string impl;     // direct, implicit_gemm, im2col_gemm, auto, cudnn; "convjit" when none applies
-  std::string status;   // "ok", "FAIL: ...", "n/a: ...", "error: ..."
-  std::string note;     // kernel, cuDNN algorithm, "= implicit_gemm", "5 iters (slow)"
+  std::string id;               // "56", "86.dw", "s1"
+  std::string group;            // "86" for both halves of 86; rows with id == group are per KernelBench problem
+  std::string problem;          // short descriptor text
+  std::string math;             // strict, tf32, fp16, bf16
+  std::string layout = "nchw";  // nchw, nhwc: x, w and y of every implementation, cuDNN included
+  std::string impl;             // direct, implicit_gemm, im2col_gemm, auto, cudnn; "convjit" when none applies
+  std::string status;           // "ok", "FAIL: ...", "n/a: ...", "error: ..."
+  std::string note;             // kernel, cuDNN algorithm, "= implicit_gemm", "5 iters (slow)"
   double flops = 0;
   double ms = kNaN;            // median
   double predicted_ms = kNaN;  // kAuto's cost model for this kernel (tooling::predicted_ms)
@@ -28,7 +29,7 @@ struct Row {
   int iters = 0;
   double tflops = kNaN;
   double pct_peak = kNaN;
-  double speedup = kNaN;  // cuDNN's median / this median, same problem and math
+  double speedup = kNaN;  // cuDNN's median / this median, same problem, math and layout
   double rel_err = kNaN;
   double max_abs_err = kNaN;
   std::int64_t nonfinite = 0;
@@ -50,11 +51,11 @@ struct Peaks {
 // The chip's figures from its name (H100 SXM / PCIe, H200, A100); zero when not known.
 Peaks datasheet_peaks(const std::string& gpu_name);
 
-// Fills tflops, pct_peak and speedup of `rows` (one problem and math block, cuDNN included).
+// Fills tflops, pct_peak and speedup of `rows` (one problem, math and layout block, cuDNN included).
 void derive_columns(std::vector<Row>& rows, const Peaks& peaks);
 
 // For a problem that runs as several convolutions (86: depthwise then pointwise): one
-// row per math and implementation that ran every part, with summed times.
+// row per math, layout and implementation that ran every part, with summed times.
 std::vector<Row> sum_parts(const std::vector<Row>& all_rows, const std::string& group, const Peaks& peaks);
 
 void print_table_header();
@@ -62,6 +63,7 @@ void print_row(const Row& row);
 
 struct GeomeanLine {
   std::string math;
+  std::string layout;
   int problems = 0;
   double auto_vs_cudnn = 0;  // geometric mean of cuDNN ms / convjit auto ms
   double best_vs_cudnn = 0;  // the same with convjit's fastest passing algorithm per problem

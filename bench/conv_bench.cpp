@@ -1,6 +1,7 @@
 // conv_bench: every convjit algorithm and cuDNN on the KernelBench level-1 2D
-// convolutions (and shapes from the command line), on the same random device buffers:
-// checked against float64, then timed with CUDA events. Prints a table and writes JSON.
+// convolutions (and shapes from the command line), in NCHW and/or NHWC, on the same
+// random device buffers: checked against float64, then timed with CUDA events. Prints a
+// table and writes JSON.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -24,6 +25,9 @@ const std::vector<OptionSpec> kOptions = {
      "one more problem: n,c,h,w,k,r,s[,stride,pad,dilation,groups] or n8c64h512w256k128r5s7 pad=1; repeatable"},
     {"--math", "LIST",
      "strict, tf32, fp16, bf16 (default strict,tf32); fp16/bf16: x, w, bias, y in that type, fp32 accumulation"},
+    {"--layout", "LIST",
+     "nchw, nhwc (default nchw); a list runs every problem in each, cuDNN in the same layout (NHWC: x N,H,W,C, "
+     "w K,R,S,C/groups, y N,P,Q,K, as PyTorch's channels-last); it overrides a layout= in --shape"},
     {"--algos", "LIST", "convjit algorithms: direct, implicit_gemm, im2col_gemm, auto (default all)"},
     {"--iters", "N", "timed runs per row (default 50); the median is reported"},
     {"--warmup", "N", "untimed runs before timing (default 10)"},
@@ -62,6 +66,12 @@ BenchMath parse_math(std::string_view text) {
   fail(ErrorCode::kInvalidArgument, "conv_bench --math: expected strict, tf32, fp16 or bf16, got '{}'", text);
 }
 
+Layout parse_layout(std::string_view text) {
+  if (text == "nchw") return Layout::kNCHW;
+  if (text == "nhwc" || text == "channels_last") return Layout::kNHWC;
+  fail(ErrorCode::kInvalidArgument, "conv_bench --layout: expected nchw or nhwc, got '{}'", text);
+}
+
 Algorithm parse_algorithm(std::string_view text) {
   if (text == "direct") return Algorithm::kDirect;
   if (text == "implicit_gemm" || text == "igemm") return Algorithm::kImplicitGemm;
@@ -84,6 +94,14 @@ Setup read_options(const Options& opts) {
   if (auto v = opts.value("--math")) {
     c.maths.clear();
     for (const auto& m : split_list(*v)) c.maths.push_back(parse_math(m));
+  }
+  if (auto v = opts.value("--layout")) {
+    c.layouts.clear();
+    for (const auto& l : split_list(*v)) {
+      const Layout layout = parse_layout(l);
+      if (std::find(c.layouts.begin(), c.layouts.end(), layout) == c.layouts.end()) c.layouts.push_back(layout);
+    }
+    if (c.layouts.empty()) fail(ErrorCode::kInvalidArgument, "conv_bench --layout: expected nchw, nhwc or both");
   }
   if (auto v = opts.value("--algos")) {
     c.algorithms.clear();
@@ -127,7 +145,7 @@ Setup read_options(const Options& opts) {
 void print_list(const ProblemSelection& sel, const BenchConfig& config) {
   fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}\n", "id", "group", "problem", "GFLOP", "x MiB", "y MiB");
   for (const auto& p : sel.problems) {
-    const Conv2dDesc d = desc_for(p, BenchMath::kStrict, config);
+    const Conv2dDesc d = desc_for(p, BenchMath::kStrict, config.layouts.front(), config);
     fmt::print("{:<6} {:<6} {:<48} {:>9.1f} {:>9.1f} {:>9.1f}\n", p.id, p.group, problem_text(d), d.flops() / 1e9,
                double(d.x_elements()) * 4 / (1 << 20), double(d.y_elements()) * 4 / (1 << 20));
   }
@@ -170,7 +188,8 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
   const BenchConfig& c = s.config;
   std::vector<std::string> skipped;
   for (const auto& k : sel.skipped) skipped.push_back(JsonObject().str("id", k.id).str("reason", k.reason).text());
-  std::vector<std::string> maths;
+  std::vector<std::string> maths, layouts;
+  for (const auto l : c.layouts) layouts.push_back(json_quote(convjit::to_string(l)));
   JsonObject dtypes, tolerances;
   for (const auto m : c.maths) {
     maths.push_back(json_quote(to_string(m)));
@@ -189,6 +208,7 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
       .integer("cuda_driver", g.driver)
       .str("cudnn", c.cudnn ? cudnn_version_text() : "not run")
       .raw("maths", json_array(maths, false))
+      .raw("layouts", json_array(layouts, false))
       .raw("data_types", dtypes.text())
       .raw("tolerance_rel_l2", tolerances.text())
       .integer("iters", c.timing.iters)
@@ -251,6 +271,9 @@ int bench_main(int argc, char** argv) {
                                                            setup.config.timing.slow_iters, setup.config.timing.slow_ms)
                                              : "");
   fmt::print("bias      {}\n", bias_policy(setup.config));
+  std::string layouts;
+  for (const auto l : setup.config.layouts) layouts += (layouts.empty() ? "" : ", ") + std::string(to_string(l));
+  fmt::print("layouts   {} (cuDNN in the same layout as each row)\n", layouts);
   fmt::print("auto      convjit's {} choice\n", autotune_on() ? "autotuned (CONVJIT_AUTOTUNE=1)" : "heuristic");
   for (const auto& s : selection.skipped) fmt::print("skipped   {}: {}\n", s.id, s.reason);
   if (const char* v = std::getenv("NVIDIA_TF32_OVERRIDE"); v != nullptr && std::string_view(v) == "0") {

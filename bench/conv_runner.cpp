@@ -67,8 +67,9 @@ double tolerance(BenchMath math) noexcept {
   return 0;
 }
 
-Conv2dDesc desc_for(const BenchProblem& problem, BenchMath math, const BenchConfig& config) {
+Conv2dDesc desc_for(const BenchProblem& problem, BenchMath math, Layout layout, const BenchConfig& config) {
   Conv2dDesc d = problem.desc;
+  d.layout = layout;
   if (!config.bias) d.bias = false;
   d.dtype = dtype_of(math);
   d.math = math == BenchMath::kStrict ? MathMode::kStrictFp32 : MathMode::kTF32;
@@ -90,11 +91,13 @@ ConvRunner::ConvRunner(Runtime& runtime, const BenchConfig& config, const Peaks&
 void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
   std::vector<Key> forced, automatic;
   for (std::size_t i = 0; i < problems.size(); ++i) {
-    for (const BenchMath math : config_.maths) {
-      for (const Algorithm algorithm : config_.algorithms) {
-        const Key key{i, math, algorithm};
-        plans_[key];
-        (algorithm == Algorithm::kAuto ? automatic : forced).push_back(key);
+    for (const Layout layout : config_.layouts) {
+      for (const BenchMath math : config_.maths) {
+        for (const Algorithm algorithm : config_.algorithms) {
+          const Key key{i, math, layout, algorithm};
+          plans_[key];
+          (algorithm == Algorithm::kAuto ? automatic : forced).push_back(key);
+        }
       }
     }
   }
@@ -106,10 +109,11 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
     std::atomic<std::size_t> next{0};
     auto worker = [&] {
       for (std::size_t i = next++; i < keys->size(); i = next++) {
-        const auto& [index, math, algorithm] = (*keys)[i];
+        const auto& [index, math, layout, algorithm] = (*keys)[i];
         PlanSlot& slot = plans_.at((*keys)[i]);  // NOTE: the map is only read while the workers run
         try {
-          slot.plan = runtime_.plan(desc_for(problems[index], math, config_), PlanOptions{.algorithm = algorithm});
+          slot.plan =
+              runtime_.plan(desc_for(problems[index], math, layout, config_), PlanOptions{.algorithm = algorithm});
         } catch (const Error& e) {
           slot.error = e.what();
           slot.unsupported = e.code() == ErrorCode::kUnsupported;
@@ -131,8 +135,8 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
       ++unsupported;
     } else {
       ++failed;
-      fmt::print(stderr, "plan for problem {} ({}, {}) failed:\n{}\n", problems[std::get<0>(key)].id,
-                 to_string(std::get<1>(key)), to_string(std::get<2>(key)), slot.error);
+      fmt::print(stderr, "plan for problem {} ({}, {}, {}) failed:\n{}\n", problems[std::get<0>(key)].id,
+                 to_string(std::get<1>(key)), to_string(std::get<2>(key)), to_string(std::get<3>(key)), slot.error);
     }
   }
   fmt::print(
@@ -144,11 +148,21 @@ void ConvRunner::build_plans(const std::vector<BenchProblem>& problems) {
 
 std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem) {
   std::vector<Row> out;
+  for (const Layout layout : config_.layouts) {
+    auto rows = run_layout(index, problem, layout);
+    out.insert(out.end(), rows.begin(), rows.end());
+  }
+  return out;
+}
+
+std::vector<Row> ConvRunner::run_layout(std::size_t index, const BenchProblem& problem, Layout layout) {
+  std::vector<Row> out;
   std::vector<DType> dtypes;
   for (const BenchMath math : config_.maths) {
     if (std::find(dtypes.begin(), dtypes.end(), dtype_of(math)) == dtypes.end()) dtypes.push_back(dtype_of(math));
   }
-  const Conv2dDesc shape = desc_for(problem, BenchMath::kStrict, config_);
+  // The same random values in either layout, read by the reference in the layout's order.
+  const Conv2dDesc shape = desc_for(problem, BenchMath::kStrict, layout, config_);
   const std::uint64_t seed = config_.seed ^ fnv1a(problem.id);
   const HostInputs inputs = random_inputs(shape, seed, config_.positive);
   for (const DType dtype : dtypes) {
@@ -177,7 +191,7 @@ std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem)
       b.y = DeviceBuffer(runtime_, (static_cast<std::size_t>(b.y_count) * esz + 3) / 4 * 4);
       for (const BenchMath math : config_.maths) {
         if (dtype_of(math) != dtype) continue;
-        auto block = run_math(index, problem, math, b, reference);
+        auto block = run_math(index, problem, math, layout, b, reference);
         derive_columns(block, peaks_);
         for (const auto& row : block) print_row(row);
         rows.insert(rows.end(), block.begin(), block.end());
@@ -193,6 +207,7 @@ std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem)
                 .group = problem.group,
                 .problem = problem_text(shape),
                 .math = std::string(to_string(math)),
+                .layout = std::string(to_string(layout)),
                 .impl = "-",
                 .status = "error: " + headline(e.what())};
         print_row(row);
@@ -204,13 +219,14 @@ std::vector<Row> ConvRunner::run(std::size_t index, const BenchProblem& problem)
   return out;
 }
 
-std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& problem, BenchMath math, Buffers& b,
-                                      const ReferenceSample& reference) {
-  const Conv2dDesc d = desc_for(problem, math, config_);
+std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& problem, BenchMath math, Layout layout,
+                                      Buffers& b, const ReferenceSample& reference) {
+  const Conv2dDesc d = desc_for(problem, math, layout, config_);
   const Row base{.id = problem.id,
                  .group = problem.group,
                  .problem = problem_text(d),
                  .math = std::string(to_string(math)),
+                 .layout = std::string(to_string(layout)),
                  .flops = d.flops()};
   std::vector<Row> rows;
 
@@ -218,7 +234,7 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
   bool all_unsupported = !config_.algorithms.empty();
   std::string common_reason;
   for (const Algorithm a : config_.algorithms) {
-    const PlanSlot& slot = plans_.at({index, math, a});
+    const PlanSlot& slot = plans_.at({index, math, layout, a});
     const std::string why = reason(slot.error);
     all_unsupported =
         all_unsupported && !slot.plan && slot.unsupported && (common_reason.empty() || why == common_reason);
@@ -231,7 +247,7 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
     rows.push_back(row);
   } else {
     for (const Algorithm a : config_.algorithms) {
-      const PlanSlot& slot = plans_.at({index, math, a});
+      const PlanSlot& slot = plans_.at({index, math, layout, a});
       Row row = base;
       row.impl = std::string(to_string(a));
       if (!slot.plan) {
@@ -244,8 +260,8 @@ std::vector<Row> ConvRunner::run_math(std::size_t index, const BenchProblem& pro
         // The same kernel as a forced row already measured: report those numbers again.
         const std::string chosen(to_string(plan.algorithm()));
         const auto same = std::find_if(rows.begin(), rows.end(), [&](const Row& r) { return r.impl == chosen; });
-        const PlanSlot* forced =
-            plans_.count({index, math, plan.algorithm()}) ? &plans_.at({index, math, plan.algorithm()}) : nullptr;
+        const Key forced_key{index, math, layout, plan.algorithm()};
+        const PlanSlot* forced = plans_.count(forced_key) ? &plans_.at(forced_key) : nullptr;
         if (same != rows.end() && same->timed() && forced != nullptr && forced->plan &&
             forced->plan->kernel_name() == plan.kernel_name()) {
           row = *same;

@@ -20,6 +20,7 @@ namespace convjit::bench {
 
 struct BenchConfig {
   std::vector<BenchMath> maths = {BenchMath::kStrict, BenchMath::kTF32};
+  std::vector<Layout> layouts = {Layout::kNCHW};  // each problem runs in each, cuDNN in the same one
   std::vector<Algorithm> algorithms = {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm,
                                        Algorithm::kAuto};
   TimingPlan timing;
@@ -36,8 +37,8 @@ struct BenchConfig {
 // Relative L2 error a row must stay under to pass.
 double tolerance(BenchMath math) noexcept;
 
-// The descriptor convjit and cuDNN run for `problem` in `math`.
-Conv2dDesc desc_for(const BenchProblem& problem, BenchMath math, const BenchConfig& config);
+// The descriptor convjit and cuDNN run for `problem` in `math` and `layout`.
+Conv2dDesc desc_for(const BenchProblem& problem, BenchMath math, Layout layout, const BenchConfig& config);
 
 class ConvRunner {
  public:
@@ -48,8 +49,8 @@ class ConvRunner {
   // threads, and prints how long that took.
   void build_plans(const std::vector<BenchProblem>& problems);
 
-  // The rows of one problem, every math mode, in table order; each block of rows is
-  // printed as soon as it is complete.
+  // The rows of one problem, every layout and math mode, in table order; each block of
+  // rows is printed as soon as it is complete.
   std::vector<Row> run(std::size_t index, const BenchProblem& problem);
 
   // Why cuDNN could not be set up (its rows are then missing); empty when it was, or not asked for.
@@ -62,10 +63,11 @@ class ConvRunner {
     bool unsupported = false;
   };
   struct Buffers;
-  using Key = std::tuple<std::size_t, BenchMath, Algorithm>;
+  using Key = std::tuple<std::size_t, BenchMath, Layout, Algorithm>;
 
-  std::vector<Row> run_math(std::size_t index, const BenchProblem& problem, BenchMath math, Buffers& buffers,
-                            const ReferenceSample& reference);
+  std::vector<Row> run_layout(std::size_t index, const BenchProblem& problem, Layout layout);
+  std::vector<Row> run_math(std::size_t index, const BenchProblem& problem, BenchMath math, Layout layout,
+                            Buffers& buffers, const ReferenceSample& reference);
   void measure(Row& row, const std::function<void()>& launch, Buffers& buffers, const ReferenceSample& reference,
                double tol, bool may_reduce);
   Row packed_row(Row row, const Conv2dPlan& plan, Buffers& b, const ReferenceSample& reference, double tol);

@@ -75,12 +75,20 @@ std::string_view math_name(cudnnMathType_t m) noexcept {
   }
 }
 
-TensorDesc make_tensor(cudnnDataType_t type, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+// cuDNN's name for convjit's layout: the same memory order for x and y, and for the
+// filter (NHWC: K,R,S,C/groups, PyTorch's channels-last weight).
+cudnnTensorFormat_t format_of(Layout layout) noexcept {
+  return layout == Layout::kNHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
+}
+
+// Extents are given as n, c, h, w whatever the format; the format says how they are stored.
+TensorDesc make_tensor(cudnnDataType_t type, Layout layout, std::int64_t n, std::int64_t c, std::int64_t h,
+                       std::int64_t w) {
   cudnnTensorDescriptor_t raw = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&raw), "creating a tensor descriptor");
   TensorDesc desc(raw);
-  CONVJIT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(raw, CUDNN_TENSOR_NCHW, type, int(n), int(c), int(h), int(w)),
-                      "describing an NCHW tensor {}x{}x{}x{}", n, c, h, w);
+  CONVJIT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(raw, format_of(layout), type, int(n), int(c), int(h), int(w)),
+                      "describing an {} tensor {}x{}x{}x{}", convjit::to_string(layout), n, c, h, w);
   return desc;
 }
 
@@ -153,15 +161,15 @@ CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dDesc& desc, BenchMath mat
   slices_ = desc.n / per_slice;
 
   const cudnnDataType_t type = data_type(math);
-  x_desc_ = make_tensor(type, per_slice, desc.c, desc.h, desc.w);
-  y_desc_ = make_tensor(type, per_slice, o.k, o.p, o.q);
-  if (desc.bias) bias_desc_ = make_tensor(type, 1, desc.k, 1, 1);
+  x_desc_ = make_tensor(type, desc.layout, per_slice, desc.c, desc.h, desc.w);
+  y_desc_ = make_tensor(type, desc.layout, per_slice, o.k, o.p, o.q);
+  if (desc.bias) bias_desc_ = make_tensor(type, desc.layout, 1, desc.k, 1, 1);
 
   cudnnFilterDescriptor_t filter = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&filter), "creating a filter descriptor");
   w_desc_ = FilterDesc(filter);
   CONVJIT_CUDNN_CHECK(
-      cudnnSetFilter4dDescriptor(filter, type, CUDNN_TENSOR_NCHW, desc.k, desc.c / desc.groups, desc.r, desc.s),
+      cudnnSetFilter4dDescriptor(filter, type, format_of(desc.layout), desc.k, desc.c / desc.groups, desc.r, desc.s),
       "describing the filter of {}", desc.to_string());
 
   cudnnConvolutionDescriptor_t conv = nullptr;

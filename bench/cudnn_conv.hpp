@@ -1,7 +1,9 @@
 #pragma once
 // cuDNN, the baseline: RAII for the handle and descriptors, a check macro that keeps
 // cuDNN's own words, and one forward convolution chosen by cudnnFind and run like
-// PyTorch eager runs it (NCHW, cross-correlation, bias as a separate add).
+// PyTorch eager runs it (cross-correlation, bias as a separate add), in the problem's
+// layout: NCHW, or NHWC as PyTorch's channels-last (CUDNN_TENSOR_NHWC for x, y and the
+// filter).
 //
 // Math modes (cuDNN 9 API reference, cudnnMathType_t:
 // https://docs.nvidia.com/deeplearning/cudnn/latest/api/cudnn-graph-library.html#cudnnmathtype-t):

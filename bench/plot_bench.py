@@ -32,7 +32,9 @@ def timed(row):
 
 
 def collect(bench, torch_doc, halves):
-    """{math: {id: {impl: row}}} over timed rows; per-problem rows only unless halves."""
+    """{panel: {id: {impl: row}}} over timed rows; per-problem rows only unless halves. A panel
+    is a math mode, and its layout when that is not NCHW ("tf32 nhwc"): conv_bench and
+    torch_conv.py rows carry their layout (files without one are NCHW)."""
     table = {}
     rows = list(bench["rows"]) + (list(torch_doc["rows"]) if torch_doc else [])
     for row in rows:
@@ -40,7 +42,9 @@ def collect(bench, torch_doc, halves):
             continue
         if not halves and row.get("id") != row.get("group", row.get("id")):
             continue
-        table.setdefault(row["math"], {}).setdefault(row["id"], {})[row["impl"]] = row
+        layout = row.get("layout", "nchw")
+        panel = row["math"] if layout == "nchw" else "{} {}".format(row["math"], layout)
+        table.setdefault(panel, {}).setdefault(row["id"], {})[row["impl"]] = row
     return table
 
 

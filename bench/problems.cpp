@@ -119,6 +119,7 @@ std::string problem_text(const Conv2dDesc& desc) {
   Conv2dDesc plain = desc;
   plain.math = Conv2dDesc{}.math;
   plain.dtype = Conv2dDesc{}.dtype;
+  plain.layout = Conv2dDesc{}.layout;  // a column of its own
   return to_short_string(plain);
 }
 

@@ -48,7 +48,7 @@ struct SelectionRequest {
 // Throws Error(kInvalidArgument) for an id that is in no workload and for a bad shape.
 ProblemSelection select_problems(const SelectionRequest& request);
 
-// The descriptor as a short line without the per-run fields (math, dtype), e.g.
+// The descriptor as a short line without the per-run fields (math, dtype, layout), e.g.
 // "n8c64h512w256k128r5s7" or "n256c3h224w224k96r11s11 stride=4 pad=2 bias=1".
 std::string problem_text(const Conv2dDesc& desc);
 

@@ -104,6 +104,7 @@ ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int 
   const std::int64_t cpg = d.c / d.groups;
   const std::int64_t kpg = d.k / d.groups;
   const std::int64_t taps = cpg * d.r * d.s;
+  const bool nhwc = d.layout == Layout::kNHWC;
   const auto count = static_cast<std::size_t>(chosen.size() * o.k);
   std::vector<std::pair<std::int64_t, double>> entries(count);
   parallel_for(static_cast<std::int64_t>(chosen.size()), [&](std::int64_t first, std::int64_t last) {
@@ -112,17 +113,19 @@ ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int 
       const std::int64_t pixel = chosen[static_cast<std::size_t>(i)];
       const std::int64_t n = pixel / plane, p = (pixel % plane) / o.q, q = pixel % o.q;
       for (std::int64_t g = 0; g < d.groups; ++g) {
-        // The input window of this pixel and group once, zero where it falls in the padding.
-        std::size_t t = 0;
+        // The input window of this pixel and group once, zero where it falls in the
+        // padding, in the order of a filter's taps: (c, r, s) in NCHW, (r, s, c) in NHWC.
         for (std::int64_t c = 0; c < cpg; ++c) {
           for (std::int64_t r = 0; r < d.r; ++r) {
             const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
-            for (std::int64_t s = 0; s < d.s; ++s, ++t) {
+            for (std::int64_t s = 0; s < d.s; ++s) {
               const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
               const bool inside = ih >= 0 && ih < d.h && iw >= 0 && iw < d.w;
-              patch[t] = inside
-                             ? double(in.x[static_cast<std::size_t>(((n * d.c + g * cpg + c) * d.h + ih) * d.w + iw)])
-                             : 0.0;
+              const std::int64_t channel = g * cpg + c;
+              const std::int64_t x_at =
+                  nhwc ? ((n * d.h + ih) * d.w + iw) * d.c + channel : ((n * d.c + channel) * d.h + ih) * d.w + iw;
+              const std::int64_t t = nhwc ? (r * d.s + s) * cpg + c : (c * d.r + r) * d.s + s;
+              patch[static_cast<std::size_t>(t)] = inside ? double(in.x[static_cast<std::size_t>(x_at)]) : 0.0;
             }
           }
         }
@@ -132,7 +135,8 @@ ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int 
           double acc = in.bias.empty() ? 0.0 : double(in.bias[static_cast<std::size_t>(k)]);
           for (std::int64_t j = 0; j < taps; ++j) acc += patch[static_cast<std::size_t>(j)] * double(wk[j]);
           if (d.activation == Activation::kRelu) acc = std::max(acc, 0.0);
-          entries[static_cast<std::size_t>(i * o.k + k)] = {(n * o.k + k) * plane + p * o.q + q, acc};
+          const std::int64_t y_at = nhwc ? pixel * o.k + k : (n * o.k + k) * plane + p * o.q + q;
+          entries[static_cast<std::size_t>(i * o.k + k)] = {y_at, acc};
         }
       }
     }

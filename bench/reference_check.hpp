@@ -30,7 +30,8 @@ HostInputs rounded_to(const HostInputs& in, DType dtype);
 // The device image of `values` in `dtype`: 4 or 2 bytes per element.
 std::vector<unsigned char> encode(const std::vector<float>& values, DType dtype);
 
-// The outputs checked, in increasing flat NCHW index, and their float64 values.
+// The outputs checked, in increasing flat index in desc.layout (the inputs are read in
+// it too: x and w as desc.layout stores them), and their float64 values.
 class ReferenceSample {
  public:
   // Every output pixel when there are at most `pixels` of them (n*p*q), else `pixels`

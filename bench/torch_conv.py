@@ -5,8 +5,10 @@ so that convjit's numbers can be read against what users run today.
 
 Math modes: strict = float32 with TF32 off for cuDNN convolutions, tf32 = float32 with
 TF32 allowed (PyTorch's default for convolutions), fp16 and bf16 = half / bfloat16
-tensors. Problem 86 (separable) is one row: depthwise then pointwise, timed together.
-Writes JSON (--json) and prints a table. --list and --help need no GPU and no torch.
+tensors. Layouts: nchw = contiguous tensors, nhwc = torch.channels_last input and
+weights (so cuDNN runs its NHWC kernels and returns channels-last). Problem 86 (separable)
+is one row: depthwise then pointwise, timed together. Writes JSON (--json) and prints a
+table. --list and --help need no GPU and no torch.
 """
 import argparse
 import datetime
@@ -16,6 +18,7 @@ import statistics
 import sys
 
 MATHS = ("strict", "tf32", "fp16", "bf16")
+LAYOUTS = ("nchw", "nhwc")
 DEFAULT_IDS = "50,55,56,62,63,80,82,83,84,85,86,87"
 
 
@@ -130,10 +133,11 @@ def quantile(sorted_ms, q):
     return sorted_ms[int(q * (len(sorted_ms) - 1) + 0.5)]
 
 
-def run_problem(torch, problem, math, args, gen):
+def run_problem(torch, problem, math, layout, args, gen):
     import torch.nn.functional as F
 
     dtype = {"strict": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[math]
+    memory_format = torch.channels_last if layout == "nhwc" else torch.contiguous_format
     lo = 0.0 if args.positive else -1.0
 
     def uniform(*shape):
@@ -142,8 +146,8 @@ def run_problem(torch, problem, math, args, gen):
 
     tensors = []
     for p in problem["parts"]:
-        x = uniform(p["n"], p["c"], p["h"], p["w"]) if not tensors else None
-        wt = uniform(p["k"], p["c"] // p["groups"], p["r"], p["s"])
+        x = uniform(p["n"], p["c"], p["h"], p["w"]).to(memory_format=memory_format) if not tensors else None
+        wt = uniform(p["k"], p["c"] // p["groups"], p["r"], p["s"]).to(memory_format=memory_format)
         b = uniform(p["k"]) if p["bias"] else None
         tensors.append((x, wt, b))
     x0 = tensors[0][0]
@@ -166,6 +170,8 @@ def main():
     ap.add_argument("--workloads", default=default_workloads(), help="KernelBench-format workload file")
     ap.add_argument("--ids", default=DEFAULT_IDS, help="problem ids (default %(default)s); 'all' for every 2D one")
     ap.add_argument("--math", default=",".join(MATHS), help="strict, tf32, fp16, bf16 (default all)")
+    ap.add_argument("--layout", default="nchw",
+                    help="nchw, nhwc (torch.channels_last input and weights); a list runs each (default nchw)")
     ap.add_argument("--iters", type=int, default=50, help="timed calls per row; the median is reported")
     ap.add_argument("--warmup", type=int, default=10, help="untimed calls first")
     ap.add_argument("--skip-slow-ms", type=float, default=0, help="time a row with --slow-iters calls when one call takes longer")
@@ -184,6 +190,14 @@ def main():
     for m in maths:
         if m not in MATHS:
             ap.error("--math: expected strict, tf32, fp16 or bf16, got '{}'".format(m))
+    layouts = []
+    for layout in (l for l in args.layout.split(",") if l):
+        if layout not in LAYOUTS:
+            ap.error("--layout: expected nchw or nhwc, got '{}'".format(layout))
+        if layout not in layouts:
+            layouts.append(layout)
+    if not layouts:
+        ap.error("--layout: expected nchw, nhwc or both")
     if args.iters < 1 or args.warmup < 0 or args.slow_iters < 1:
         ap.error("--iters and --slow-iters must be >= 1, --warmup >= 0")
     if not 0 < args.scale <= 1:
@@ -217,19 +231,20 @@ def main():
         args.iters, args.warmup, args.cudnn_benchmark))
     for pid, why in skipped:
         print("skipped   {}: {}".format(pid, why))
-    print("{:<4} {:<48} {:<6} {:>9} {:>8}  {}".format("id", "problem", "math", "ms", "TFLOP/s", "status"))
+    print("{:<4} {:<48} {:<6} {:<6} {:>9} {:>8}  {}".format("id", "problem", "math", "layout", "ms", "TFLOP/s",
+                                                            "status"))
 
     rows, tf32_api = [], {}
     for problem in problems:
         text = " + ".join(short_text(q) for q in problem["parts"])
         total_flops = sum(flops(q) for q in problem["parts"])
-        for math in maths:
+        for layout, math in ((l, m) for l in layouts for m in maths):
             tf32_api[math] = set_conv_tf32(torch, math != "strict")
             row = dict(id=problem["id"], group=problem["id"], name=problem["name"], problem=text, math=math,
-                       impl="torch_eager", flops=total_flops, ms=None, p10_ms=None, p90_ms=None, iters=0,
-                       tflops=None, status="ok", note="")
+                       layout=layout, impl="torch_eager", flops=total_flops, ms=None, p10_ms=None, p90_ms=None,
+                       iters=0, tflops=None, status="ok", note="")
             try:
-                ms, reduced = run_problem(torch, problem, math, args, gen)
+                ms, reduced = run_problem(torch, problem, math, layout, args, gen)
                 row.update(ms=statistics.median(ms), p10_ms=quantile(ms, 0.1), p90_ms=quantile(ms, 0.9),
                            iters=len(ms))
                 row["tflops"] = total_flops / (row["ms"] * 1e-3) / 1e12
@@ -240,8 +255,8 @@ def main():
             finally:
                 torch.cuda.empty_cache()
             rows.append(row)
-            print("{:<4} {:<48} {:<6} {:>9} {:>8}  {}{}".format(
-                row["id"], text[:48], math, "-" if row["ms"] is None else "{:.3f}".format(row["ms"]),
+            print("{:<4} {:<48} {:<6} {:<6} {:>9} {:>8}  {}{}".format(
+                row["id"], text[:48], math, layout, "-" if row["ms"] is None else "{:.3f}".format(row["ms"]),
                 "-" if row["tflops"] is None else "{:.1f}".format(row["tflops"]), row["status"],
                 "  [" + row["note"] + "]" if row["note"] else ""), flush=True)
 
@@ -249,7 +264,7 @@ def main():
         meta = dict(program="torch_conv.py", date=datetime.datetime.now(datetime.timezone.utc).isoformat(),
                     command=" ".join(sys.argv), gpu=gpu, torch=torch.__version__, cuda=torch.version.cuda,
                     cudnn=torch.backends.cudnn.version(), iters=args.iters, warmup=args.warmup,
-                    cudnn_benchmark=args.cudnn_benchmark, tf32_setting=tf32_api,
+                    cudnn_benchmark=args.cudnn_benchmark, tf32_setting=tf32_api, layouts=layouts,
                     data="uniform [0,1)" if args.positive else "uniform [-1,1)", bias=not args.no_bias,
                     timing="CUDA events around each call, no sync between calls, median; L2 not flushed",
                     skipped=[dict(id=pid, reason=why) for pid, why in skipped])

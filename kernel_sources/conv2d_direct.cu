@@ -1,6 +1,7 @@
-// Direct 2D convolution, NCHW, every stride / padding / dilation / groups; float32,
-// float16 or bfloat16 data (kDType), always accumulated in float32 and rounded once,
-// at the store.
+// Direct 2D convolution, NCHW or NHWC (kLayout), every stride / padding / dilation /
+// groups; float32, float16 or bfloat16 data (kDType), always accumulated in float32 and
+// rounded once, at the store. NHWC: x[n][h][w][c], w[k][r][s][c / groups] (PyTorch's
+// channels-last weight), y[n][p][q][k].
 //
 // convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
 // and the constexpr values of namespace `spec` below; with them every bound, index
@@ -10,7 +11,9 @@
 // Work split: one thread computes kKPerThread output channels of one output pixel;
 // a block is kBlockThreads consecutive pixels of one image and one channel block.
 // Blocks are numbered channel-block fastest, so neighbouring blocks read the same
-// input tile and share it through L2.
+// input tile and share it through L2. The layout changes only the strides and the loop
+// order: NCHW walks the filter taps of one input plane, NHWC walks the channels of one
+// input pixel (its contiguous run), so each thread's successive loads share a sector.
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_direct_example
@@ -21,7 +24,8 @@ constexpr int kGroups = 2, kP = 9, kQ = 2;
 constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 128, kKPerThread = 3;
 constexpr bool kWideIndex = false;
-constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 }  // namespace spec
 #endif
 
@@ -44,6 +48,20 @@ constexpr long long kPixelTiles = (kPixels + kBlockThreads - 1) / kBlockThreads;
 constexpr int kFilterTaps = kR * kS;
 constexpr bool kRaggedK = kKPerGroup % kKPerThread != 0;
 
+// Element strides of each tensor's dimensions in the layout.
+constexpr bool kNHWC = kLayout == 1;
+constexpr index_t kXStrideC = kNHWC ? 1 : static_cast<index_t>(kH) * kW;
+constexpr index_t kXStrideH = kNHWC ? static_cast<index_t>(kW) * kC : kW;
+constexpr index_t kXStrideW = kNHWC ? kC : 1;
+constexpr index_t kXStrideN = static_cast<index_t>(kC) * kH * kW;
+constexpr int kWStrideC = kNHWC ? 1 : kFilterTaps;
+constexpr int kWStrideR = kNHWC ? kS * kCPerGroup : kS;
+constexpr int kWStrideS = kNHWC ? kCPerGroup : 1;
+constexpr int kWStrideK = kCPerGroup * kFilterTaps;
+constexpr index_t kYStrideK = kNHWC ? 1 : static_cast<index_t>(kP) * kQ;
+
+static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
+
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
 }  // namespace conv2d_direct
 
@@ -63,8 +81,14 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   const int group = k_block / kKBlocksPerGroup;
   const int k_in_group = (k_block % kKBlocksPerGroup) * kKPerThread;
 
-  const Element* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
-  const Element* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * (kCPerGroup * kFilterTaps);
+  // The group's first input channel of image n, and the thread's first filter.
+  const Element* x_group;
+  if constexpr (kNHWC) {
+    x_group = x + static_cast<index_t>(n) * kXStrideN + group * kCPerGroup;
+  } else {
+    x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
+  }
+  const Element* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * kWStrideK;
   const int ih0 = oh * kStrideH - kPadH;
   const int iw0 = ow * kStrideW - kPadW;
 
@@ -72,9 +96,7 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
 #pragma unroll
   for (int j = 0; j < kKPerThread; ++j) acc[j] = 0.0f;
 
-  for (int c = 0; c < kCPerGroup; ++c) {
-    const Element* x_plane = x_group + static_cast<index_t>(c) * (static_cast<index_t>(kH) * kW);
-    const Element* w_plane = w_block + c * kFilterTaps;
+  if constexpr (kNHWC) {
 #pragma unroll
     for (int r = 0; r < kR; ++r) {
       const int ih = ih0 + r * kDilationH;
@@ -83,24 +105,54 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
       for (int s = 0; s < kS; ++s) {
         const int iw = iw0 + s * kDilationW;
         if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-        const float v = Convert::to_float(__ldg(x_plane + static_cast<index_t>(ih) * kW + iw));
+        const Element* x_pixel = x_group + static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
+        const Element* w_tap = w_block + r * kWStrideR + s * kWStrideS;
+        for (int c = 0; c < kCPerGroup; ++c) {
+          const float v = Convert::to_float(__ldg(x_pixel + c));
 #pragma unroll
-        for (int j = 0; j < kKPerThread; ++j) {
-          if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-          acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * (kCPerGroup * kFilterTaps) + r * kS + s)), acc[j]);
+          for (int j = 0; j < kKPerThread; ++j) {
+            if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+            acc[j] = fmaf(v, Convert::to_float(__ldg(w_tap + j * kWStrideK + c)), acc[j]);
+          }
+        }
+      }
+    }
+  } else {
+    for (int c = 0; c < kCPerGroup; ++c) {
+      const Element* x_plane = x_group + static_cast<index_t>(c) * kXStrideC;
+      const Element* w_plane = w_block + c * kWStrideC;
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const int ih = ih0 + r * kDilationH;
+        if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
+#pragma unroll
+        for (int s = 0; s < kS; ++s) {
+          const int iw = iw0 + s * kDilationW;
+          if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+          const float v = Convert::to_float(__ldg(x_plane + static_cast<index_t>(ih) * kW + iw));
+#pragma unroll
+          for (int j = 0; j < kKPerThread; ++j) {
+            if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+            acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * kWStrideK + r * kS + s)), acc[j]);
+          }
         }
       }
     }
   }
 
   const int k0 = group * kKPerGroup + k_in_group;
-  Element* y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
+  Element* y_pixel;
+  if constexpr (kNHWC) {
+    y_pixel = y + (static_cast<index_t>(n) * static_cast<index_t>(kPixels) + static_cast<index_t>(pixel)) * kK + k0;
+  } else {
+    y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
+  }
 #pragma unroll
   for (int j = 0; j < kKPerThread; ++j) {
     if (kRaggedK && k_in_group + j >= kKPerGroup) break;
     float out = acc[j];
     if constexpr (kHasBias) out += Convert::to_float(__ldg(bias + k0 + j));
     if constexpr (kRelu) out = fmaxf(out, 0.0f);
-    y_pixel[static_cast<index_t>(j) * (static_cast<index_t>(kP) * kQ)] = Convert::from_float(out);
+    y_pixel[static_cast<index_t>(j) * kYStrideK] = Convert::from_float(out);
   }
 }

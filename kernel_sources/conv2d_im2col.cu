@@ -1,14 +1,20 @@
-// The two kernels around cuBLAS for the im2col + GEMM algorithm, NCHW, in the data's
-// own type (kDType: float32, float16 or bfloat16); cuBLAS accumulates in float32.
+// The two kernels around cuBLAS for the im2col + GEMM algorithm, NCHW or NHWC
+// (kLayout), in the data's own type (kDType: float32, float16 or bfloat16); cuBLAS
+// accumulates in float32.
 //
 // im2col: for a chunk of `images` images starting at n0 and output rows
-// [p0, p0 + rows), writes col[image][kk][pixel] with kk = (c, r, s) of one group
-// and pixel = (p - p0) * Q + q, zero where the tap falls in the padding. The
-// GEMM then reads col as a (pixels x kk) column-major matrix.
+// [p0, p0 + rows), writes one group's column matrix, zero where the tap falls in the
+// padding, with pixel = (p - p0) * Q + q:
+//   NCHW: col[image][kk][pixel], kk = (c, r, s); the GEMM reads it as a
+//         (pixels x kk) column-major matrix per image.
+//   NHWC: col[image][pixel][kk], kk = (r, s, c), so each row is the (r, s) runs of the
+//         group's contiguous channels, read and written along c; the chunk's pixels
+//         are one (pixels x kk) row-major matrix, as the chunk's rows of y are.
 //
-// bias_act: y[n][k][p][q] += bias[k], then the activation, in place after the GEMMs,
-// in float32; for 16-bit data the GEMM has already rounded y once, so a bias costs a
-// second rounding (at most half an ulp more, as PyTorch eager's separate bias add).
+// bias_act: y += bias[k] (k the channel of y's layout), then the activation, in place
+// after the GEMMs, in float32; for 16-bit data the GEMM has already rounded y once, so
+// a bias costs a second rounding (at most half an ulp more, as PyTorch eager's separate
+// bias add).
 //
 // convjit prepends the prologue defining namespace `spec`.
 
@@ -20,7 +26,8 @@ constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, 
 constexpr int kGroups = 2, kP = 11, kQ = 4;
 constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 256;
-constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 }  // namespace spec
 #endif
 
@@ -39,35 +46,60 @@ constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr long long kPixels = static_cast<long long>(kP) * kQ;
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
+constexpr bool kNHWC = kLayout == 1;
+static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 }  // namespace im2col
 
-// One thread per (image, kk, pixel) element of the chunk; pixel fastest, so
-// neighbouring threads write neighbouring col entries and read one input row.
+// One thread per element of the chunk, in col's order: NCHW pixel fastest, so
+// neighbouring threads write neighbouring col entries and read one input row; NHWC
+// channel fastest, so they read one pixel's channels.
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
                                               int group, int n0, int p0, int rows, int images) {
   using namespace im2col;
   const long long pixels = static_cast<long long>(rows) * kQ;
   const long long total = static_cast<long long>(images) * kGemmK * pixels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long pixel = i % pixels;
-    const long long kk = (i / pixels) % kGemmK;
-    const int image = static_cast<int>(i / (pixels * kGemmK));
-    const int p = p0 + static_cast<int>(pixel / kQ);
-    const int q = static_cast<int>(pixel % kQ);
-    const int c = static_cast<int>(kk / kTaps);
-    const int r = static_cast<int>(kk % kTaps) / kS;
-    const int s = static_cast<int>(kk % kTaps) % kS;
-    const int ih = p * kStrideH - kPadH + r * kDilationH;
-    const int iw = q * kStrideW - kPadW + s * kDilationW;
-    Element v{};  // +0 in every type
-    if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
-        static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
-      v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
-                     static_cast<long long>(ih) * kW + iw));
+  if constexpr (kNHWC) {
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+      const long long kk = i % kGemmK;
+      const long long pixel = (i / kGemmK) % pixels;
+      const int image = static_cast<int>(i / (kGemmK * pixels));
+      const int p = p0 + static_cast<int>(pixel / kQ);
+      const int q = static_cast<int>(pixel % kQ);
+      const int c = static_cast<int>(kk % kCPerGroup);
+      const int r = static_cast<int>(kk / kCPerGroup) / kS;
+      const int s = static_cast<int>(kk / kCPerGroup) % kS;
+      const int ih = p * kStrideH - kPadH + r * kDilationH;
+      const int iw = q * kStrideW - kPadW + s * kDilationW;
+      Element v{};  // +0 in every type
+      if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+          static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+        v = __ldg(x + (((static_cast<long long>(n0 + image) * kH + ih) * kW + iw) * kC + group * kCPerGroup + c));
+      }
+      col[i] = v;
     }
-    col[i] = v;
+  } else {
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+      const long long pixel = i % pixels;
+      const long long kk = (i / pixels) % kGemmK;
+      const int image = static_cast<int>(i / (pixels * kGemmK));
+      const int p = p0 + static_cast<int>(pixel / kQ);
+      const int q = static_cast<int>(pixel % kQ);
+      const int c = static_cast<int>(kk / kTaps);
+      const int r = static_cast<int>(kk % kTaps) / kS;
+      const int s = static_cast<int>(kk % kTaps) % kS;
+      const int ih = p * kStrideH - kPadH + r * kDilationH;
+      const int iw = q * kStrideW - kPadW + s * kDilationW;
+      Element v{};  // +0 in every type
+      if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+          static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+        v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
+                       static_cast<long long>(ih) * kW + iw));
+      }
+      col[i] = v;
+    }
   }
 }
 
@@ -79,7 +111,7 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < kTotal;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     float v = Convert::to_float(y[i]);
-    if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + (i / kPixels) % kK));
+    if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + (kNHWC ? i % kK : (i / kPixels) % kK)));
     if constexpr (kRelu) v = fmaxf(v, 0.0f);
     y[i] = Convert::from_float(v);
   }

@@ -44,7 +44,7 @@
 //   ldmatrix.trans (X, stored pixel-fastest). Outputs of two neighbouring pixels go out
 //   as one 32-bit store where they share an image and kAlignY allows it.
 //
-// Channels-last (kLayoutNHWC: x[n][h][w][c], w[k][r][s][c/groups], y[n][p][q][k]): the
+// Channels-last (kLayout 1: x[n][h][w][c], w[k][r][s][c/groups], y[n][p][q][k]): the
 // reduction runs over (r, s, c), c fastest, so each pixel's slice of one k tile is a run
 // of contiguous channels per tap, and W rows are contiguous as before. Both operands are
 // then plain copies of contiguous rows: X lands in shared memory as [pixel][kk], like W
@@ -75,7 +75,7 @@ constexpr int kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN =
 constexpr int kMinBlocksPerSm = 1;
 constexpr bool kWideIndex = false;
 constexpr int kAlignW = 16, kAlignY = 16;
-constexpr bool kLayoutNHWC = false;
+constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 constexpr int kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4;
 constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
 }  // namespace spec
@@ -120,7 +120,7 @@ constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
 // the eight rows of each ldmatrix in distinct banks. X rows: +8 elements keeps them so
 // for 16-bit ldmatrix.trans, and puts the 4 k rows x 8 pixels of an f32 B fragment on 32
 // distinct banks. NHWC stores X like W, [pixel][kk], with W's padding, for the same reason.
-constexpr bool kNhwc = kLayoutNHWC;
+constexpr bool kNhwc = kLayout == 1;
 static_assert(kAStride == kBK + kChunkElems, "spec::kAStride disagrees with the template's W row stride");
 static_assert(kBStride == (kNhwc ? kBK + kChunkElems : kBN + 8),
               "spec::kBStride disagrees with the template's X row stride");

@@ -11,6 +11,8 @@
 #                      and a failed build falls back to binaries already there
 #   BENCH_IDS          KernelBench ids (default 50,55,56,62,63,80,82,83,84,85,86,87)
 #   BENCH_MATH         conv_bench math modes (default strict,tf32)
+#   BENCH_LAYOUT       layouts for conv_bench and torch_conv.py: nchw, nhwc or both
+#                      (default nchw); each row's cuDNN / PyTorch runs in the same layout
 #   BENCH_CONV_ARGS, BENCH_TORCH_ARGS, BENCH_JIT_ARGS
 #                      more options for conv_bench, torch_conv.py and jit_overhead
 # Each step has a time limit so that one slow step leaves the others their share
@@ -67,15 +69,15 @@ fi
 export CONVJIT_CACHE_DIR="${CONVJIT_CACHE_DIR:-/tmp/convjit-bench-cache-$$}"
 { date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit --format=csv 2>&1; } | tee -a "$log"
 
-say "conv_bench (ids $ids, ${BENCH_MATH:-strict,tf32})"
+say "conv_bench (ids $ids, ${BENCH_MATH:-strict,tf32}, ${BENCH_LAYOUT:-nchw})"
 timeout 240 "$build/bench/conv_bench" --workloads "$root/workloads/kernelbench_level1_conv.json" --ids "$ids" \
-  --math "${BENCH_MATH:-strict,tf32}" --skip-slow-ms 25 --json "$out/conv_bench.json" ${BENCH_CONV_ARGS:-} 2>&1 |
+  --math "${BENCH_MATH:-strict,tf32}" --layout "${BENCH_LAYOUT:-nchw}" --skip-slow-ms 25 --json "$out/conv_bench.json" ${BENCH_CONV_ARGS:-} 2>&1 |
   tee -a "$log"
 step_done conv_bench "${PIPESTATUS[0]}"
 
 say "torch_conv.py (PyTorch eager, same problems)"
 PYTHONUNBUFFERED=1 timeout 90 python3 bench/torch_conv.py --workloads "$root/workloads/kernelbench_level1_conv.json" \
-  --ids "$ids" --json "$out/torch_conv.json" ${BENCH_TORCH_ARGS:-} 2>&1 | tee -a "$log"
+  --ids "$ids" --layout "${BENCH_LAYOUT:-nchw}" --json "$out/torch_conv.json" ${BENCH_TORCH_ARGS:-} 2>&1 | tee -a "$log"
 step_done torch_conv.py "${PIPESTATUS[0]}"
 
 say "plot_bench.py"

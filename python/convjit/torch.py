@@ -13,9 +13,12 @@ Conventions (docs/python.md):
   once each problem ran (compiled) outside the capture.
 - f32 uses TF32 when cuDNN convolutions would (torch.backends.cudnn.allow_tf32, or the
   fp32_precision settings of torch 2.9+), strict fp32 otherwise.
-- Channels-last in gives channels-last out (x or w channels-last, as cuDNN decides).
-  Where convjit cannot run a problem in NHWC (convjit.why_unsupported), such tensors are
-  copied to NCHW and the result back.
+- Channels-last in gives channels-last out (x or w channels-last, as cuDNN decides), and
+  runs as convjit's NHWC layout on the tensors' own memory: x N,H,W,C, the weight
+  K,R,S,C/groups (a channels-last weight), y N,P,Q,K. A weight in the other memory format
+  than x is made channels-last (one copy per call; convert the model's weights too to
+  avoid it). Where convjit cannot run a problem in NHWC (convjit.why_unsupported), such
+  tensors are copied to NCHW and the result back.
 - Gradients: the backward runs PyTorch's own convolution_backward (cuDNN).
 - CPU (or other non-CUDA) tensors: conv2d raises convjit.Unsupported; a converted
   module runs torch's own forward for them instead. Meta tensors get shapes (the fake
@@ -342,14 +345,15 @@ def _conv2d_op(
         bound = _bound_for(x, weight, bias is not None, stride, padding, dilation, groups, channels_last)
         layout = bound.layout
         if layout == convjit.Layout.nhwc:
-            # NOTE: assumes convjit's NHWC weights are k x r x s x (c / groups), i.e. the
-            # channels-last weight tensor, as cuDNN's; revisit when NHWC lands.
+            # convjit's NHWC weight is k x r x s x (c / groups): the channels-last weight
+            # tensor, as cuDNN's. Both are no-ops for channels-last tensors; a contiguous
+            # weight beside a channels-last x costs its one copy here (and x the other way).
             xs = x.contiguous(memory_format=torch.channels_last)
             ws = weight.contiguous(memory_format=torch.channels_last)
             y = torch.empty(shape, dtype=x.dtype, device=device, memory_format=torch.channels_last)
         else:
-            # Interim cost for channels-last tensors: one copy of x (and w) to NCHW here and
-            # one of y back below, until convjit takes NHWC.
+            # Channels-last tensors of a problem convjit cannot run in NHWC: one copy of x
+            # (and w) to NCHW here and one of y back below.
             xs = x.contiguous()
             ws = weight.contiguous()
             y = torch.empty(shape, dtype=x.dtype, device=device)

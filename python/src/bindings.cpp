@@ -245,7 +245,9 @@ NB_MODULE(_convjit, m) {
       "The code in words, e.g. 'invalid argument'");
 
   bind_enum<DType>(m, "DType", "Element type of x, w, bias and y alike");
-  bind_enum<Layout>(m, "Layout", "Tensor layout; nhwc is declared but not supported yet (validate() refuses it)");
+  bind_enum<Layout>(m, "Layout",
+                    "Tensor layout: nchw, or nhwc (x N,H,W,C; w K,R,S,C/groups as PyTorch's channels-last weight; "
+                    "y N,P,Q,K)");
   bind_enum<MathMode>(m, "MathMode", "f32 arithmetic: tf32 (PyTorch's conv default) or strict fp32 accuracy");
   bind_enum<Activation>(m, "Activation", "Applied after the bias, before the store");
   bind_enum<Algorithm>(m, "Algorithm", "How a problem is computed; auto picks per problem");
@@ -311,8 +313,8 @@ NB_MODULE(_convjit, m) {
   CONVJIT_ENUM_FIELD(math, MathMode);
 #undef CONVJIT_ENUM_FIELD
   desc.def("validate", &Conv2dDesc::validate,
-           "Raises convjit.InvalidArgument naming the first bad field (convjit.Unsupported for a valid request "
-           "this version cannot run, e.g. layout nhwc)")
+           "Raises convjit.InvalidArgument naming the first bad field; whether an algorithm runs a valid "
+           "problem is convjit.why_unsupported's answer")
       .def(
           "output_shape",
           [](const Conv2dDesc& d) {

@@ -72,13 +72,12 @@ def test_validate_error_is_invalid_argument_with_code_and_field_name():
     assert isinstance(err.value, ValueError)
 
 
-def test_layout_nhwc_is_refused_as_unsupported_or_accepted_once_it_lands():
+def test_layout_nhwc_validates_and_the_direct_and_im2col_algorithms_run_it():
     d = convjit.Conv2dDesc(**DESC_3X3, layout="nhwc")
-    try:
-        d.validate()
-    except convjit.Unsupported as e:
-        assert e.code == convjit.ErrorCode.unsupported
-        assert "layout" in str(e)
+    d.validate()
+    assert convjit.why_unsupported(d) is None
+    assert convjit.why_unsupported(d, algorithm="direct") is None
+    assert convjit.why_unsupported(d, algorithm="im2col_gemm") is None
 
 
 def test_desc_is_a_value_equal_hashable_copyable_and_picklable():

@@ -290,8 +290,8 @@ def test_record_convs_runs_on_fake_tensors_so_batch_32_costs_no_compute():
     model = cj.convert(Net().to(torch.bfloat16).to(memory_format=CL))
     x = torch.randn(32, 3, 16, 16, dtype=torch.bfloat16).contiguous(memory_format=CL)
     descs, _ = cj.record_convs(model, (x,))
-    # bf16 always records math tf32 (one cache entry); channels-last runs as NCHW until NHWC lands.
-    assert descs[0] == expected_net_descs("bf16", "tf32", n=32)[0].replace(layout=descs[0].layout)
+    # bf16 always records math tf32 (one cache entry); channels-last runs as NHWC.
+    assert descs[0] == expected_net_descs("bf16", "tf32", n=32)[0].replace(layout=convjit.Layout.nhwc)
     assert all(d.dtype == convjit.DType.bf16 and d.n == 32 for d in descs)
 
 

@@ -118,28 +118,38 @@ def test_a_second_call_reuses_the_plan_and_a_tf32_change_binds_another(rt):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_channels_last_runs_as_nchw_until_nhwc_lands_and_returns_channels_last(rt, dtype):
-    x, w = data((2, 8, 7, 6), dtype, CL), data((16, 8, 3, 3), dtype, CL, seed=1)
-    y = cj.conv2d(x, w, stride=2, padding=1)
+def test_channels_last_runs_as_nhwc_on_the_tensors_own_memory_and_returns_channels_last(rt, dtype):
+    x, w = data((2, 8, 7, 6), dtype, CL), data((16, 4, 3, 3), dtype, CL, seed=1)
+    y = cj.conv2d(x, w, stride=2, padding=(1, 0), groups=2)
     assert y.is_contiguous(memory_format=CL) and not y.is_contiguous()
-    want = F.conv2d(x.double(), w.double(), stride=2, padding=1).to(dtype)
+    want = F.conv2d(x.double(), w.double(), stride=2, padding=(1, 0), groups=2).to(dtype)
     torch.testing.assert_close(y, want, rtol=1e-2, atol=1e-2)
+    (plan,) = rt.plans
+    assert plan.desc.layout == convjit.Layout.nhwc
+    assert (plan.runs[0]["x"], plan.runs[0]["w"], plan.runs[0]["y"]) == (x.data_ptr(), w.data_ptr(), y.data_ptr())
+
+
+def test_a_contiguous_weight_beside_a_channels_last_input_is_the_one_copy(rt):
+    x, w = data((2, 8, 7, 6), memory_format=CL), data((16, 8, 3, 3), seed=1)
+    y = cj.conv2d(x, w, padding=1)
+    torch.testing.assert_close(y, F.conv2d(x, w, padding=1))
+    assert y.is_contiguous(memory_format=CL)
+    (plan,) = rt.plans
+    assert plan.desc.layout == convjit.Layout.nhwc
+    assert plan.runs[0]["x"] == x.data_ptr() and plan.runs[0]["y"] == y.data_ptr()
+    assert plan.runs[0]["w"] != w.data_ptr()  # w made channels-last: k, r, s, c
+
+
+def test_channels_last_falls_back_to_nchw_copies_where_convjit_cannot_run_nhwc(rt, monkeypatch):
+    monkeypatch.setattr(cj, "_layout_for", lambda nchw, channels_last: convjit.Layout.nchw)
+    x, w = data((2, 8, 7, 6), memory_format=CL), data((16, 8, 3, 3), memory_format=CL, seed=1)
+    y = cj.conv2d(x, w, stride=2, padding=1)
+    torch.testing.assert_close(y, F.conv2d(x, w, stride=2, padding=1))
+    assert y.is_contiguous(memory_format=CL)
     (plan,) = rt.plans
     assert plan.desc.layout == convjit.Layout.nchw
     assert plan.runs[0]["x"] != x.data_ptr()  # an NCHW copy
     assert plan.runs[0]["y"] != y.data_ptr()  # copied back to channels-last
-
-
-def test_channels_last_goes_through_as_is_once_convjit_takes_nhwc(rt, monkeypatch):
-    # The day validate() accepts layout=nhwc: no copies, the tensors' own memory.
-    monkeypatch.setattr(cj, "_layout_for", lambda nchw, channels_last: convjit.Layout.nhwc if channels_last else convjit.Layout.nchw)
-    x, w = data((2, 8, 7, 6), memory_format=CL), data((16, 4, 3, 3), memory_format=CL, seed=1)
-    y = cj.conv2d(x, w, padding=(1, 0), groups=2)
-    torch.testing.assert_close(y, F.conv2d(x, w, padding=(1, 0), groups=2))
-    assert y.is_contiguous(memory_format=CL)
-    (plan,) = rt.plans
-    assert plan.desc.layout == convjit.Layout.nhwc
-    assert (plan.runs[0]["x"], plan.runs[0]["w"], plan.runs[0]["y"]) == (x.data_ptr(), w.data_ptr(), y.data_ptr())
 
 
 def test_storage_offsets_reach_the_plan_in_the_pointers(rt):

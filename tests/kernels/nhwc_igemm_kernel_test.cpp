@@ -77,7 +77,7 @@ TEST(NhwcImplicitGemmKernel, TheMmaSyncKernelReadsNhwcOnAmpereAndHopper) {
       const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch);
       EXPECT_EQ(src.source.template_name, kMma);
       EXPECT_NE(src.source.kernel_name.find("_nhwc_"), std::string::npos) << src.source.kernel_name;
-      EXPECT_NE(src.source.text.find("constexpr bool kLayoutNHWC = true;"), std::string::npos);
+      EXPECT_NE(src.source.text.find("constexpr int kLayout = 1;"), std::string::npos);
       EXPECT_FALSE(src.launch.weight_pack.has_value());
     }
     // The wgmma kernel does not read NHWC yet: Hopper falls back to mma.sync, never fails.

@@ -55,6 +55,20 @@ TEST_F(CliTest, InspectSeveralSectionsGetsAHeaderEach) {
   EXPECT_LT(r.out.find("===== source of "), r.out.find("===== PTX of "));
 }
 
+TEST_F(CliTest, InspectNhwcShowsTheLayoutInTheProblemKernelAndSourceForEachAlgorithmThatReadsIt) {
+  const std::string shape = std::string(kSmallA) + " layout=nhwc";
+  for (const char* algorithm : {"auto", "direct", "im2col_gemm"}) {
+    const auto r = cli({"inspect", shape, "--arch", "sm_90", "--algorithm", algorithm, "--resources", "--source"});
+    ASSERT_EQ(r.exit_code, 0) << algorithm << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "layout=nhwc")) << r.out.substr(0, 2000);
+    EXPECT_TRUE(contains(r.out, "_nhwc_")) << r.out.substr(0, 2000);
+    EXPECT_TRUE(contains(r.out, "constexpr int kLayout = 1;")) << r.out.substr(0, 4000);
+  }
+  const auto depthwise = cli({"inspect", std::string(kSmallB) + " layout=nhwc", "--arch", "sm_80", "--ptx"});
+  ASSERT_EQ(depthwise.exit_code, 0) << depthwise.err;
+  EXPECT_TRUE(contains(depthwise.out, ".entry conv2d_depthwise_f32_nhwc_")) << depthwise.out.substr(0, 2000);
+}
+
 TEST_F(CliTest, InspectForcedAlgorithmIsTheOneShown) {
   const auto r = cli({"inspect", kSmallA, "--arch", "sm_90", "--algorithm", "direct"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;

@@ -125,18 +125,33 @@ TEST_F(CliTest, PrewarmDtypeOverrideCompiles16BitVariants) {
   EXPECT_TRUE(contains(ls.out, "dtype=bf16")) << ls.out;
 }
 
-TEST_F(CliTest, PrewarmNhwcShapeCompilesTheChannelsLastImplicitGemmKernel) {
-  const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_90"});
+TEST_F(CliTest, PrewarmNhwcShapesCompileAndAreListedWithTheirLayout) {
+  const auto r =
+      cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--shape",
+           std::string(kSmallB) + " layout=nhwc", "--shape", "n2c32h7w7k48r1 layout=nhwc", "--arch", "sm_90"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_TRUE(contains(r.out, "summary   compiled 1, already cached 0, failed 0, unsupported 0")) << r.out;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 3, already cached 0, failed 0, unsupported 0")) << r.out;
+  const auto ls = cli({"cache", "ls"});
+  EXPECT_TRUE(contains(ls.out, "layout=nhwc")) << ls.out;
+  EXPECT_FALSE(contains(ls.out, "layout=nchw")) << ls.out;
 }
 
-TEST_F(CliTest, PrewarmUnsupportedLayoutIsReportedAndExitsOne) {
-  // Before sm_80 only the NCHW-only kernels can run: the tensor-core ones read NHWC.
-  const auto r = cli({"prewarm", "--shape", std::string(kSmallA) + " layout=nhwc", "--arch", "sm_75"});
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 1")) << r.out;
-  EXPECT_TRUE(contains(r.out, "read NCHW only")) << r.out;
+TEST_F(CliTest, PrewarmLayoutOverrideAndWorkloadLayoutFieldCompileNhwcVariants) {
+  const auto json = write_file("nhwc.json", R"({"problems": [{"id": 1, "op": "conv", "N": 1, "C": 4, "K": 8,
+    "spatial": [12, 10], "kernel": [3, 3], "stride": [1, 1], "padding": [0, 0], "dilation": [1, 1],
+    "layout": "nhwc"}]})");
+  const auto from_file = cli({"prewarm", json.string(), "--arch", "sm_80"});
+  EXPECT_EQ(from_file.exit_code, 0) << from_file.out << from_file.err;
+  EXPECT_TRUE(contains(from_file.out, "summary   compiled 1, already cached 0, failed 0, unsupported 0"))
+      << from_file.out;
+  // The same problem through --layout: already cached.
+  const auto overridden = cli({"prewarm", "--shape", kSmallA, "--layout", "nhwc", "--arch", "sm_80"});
+  EXPECT_EQ(overridden.exit_code, 0) << overridden.out << overridden.err;
+  EXPECT_TRUE(contains(overridden.out, "summary   compiled 0, already cached 1, failed 0, unsupported 0"))
+      << overridden.out;
+  const auto bad = cli({"prewarm", "--shape", kSmallA, "--layout", "chwn", "--arch", "sm_80"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "option '--layout' expects nchw or nhwc, got 'chwn'")) << bad.err;
 }
 
 TEST_F(CliTest, PrewarmMathOverrideCompilesStrictVariants) {

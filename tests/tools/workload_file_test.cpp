@@ -153,6 +153,25 @@ TEST(WorkloadFile, InvalidProblemIsAnErrorAtTheProblemsLineAndColumn) {
             0u);
 }
 
+TEST(WorkloadFile, LayoutFieldIsOptionalAndCarriedToBothHalvesOfASeparableProblem) {
+  const auto plain = parse_workloads(problem_with(R"("bias": false)"), "kb.json");
+  ASSERT_EQ(plain.size(), 1u);
+  EXPECT_EQ(plain[0].descs.at(0).layout, Layout::kNCHW);
+  const auto nhwc = parse_workloads(problem_with(R"("bias": false, "layout": "nhwc")"), "kb.json");
+  EXPECT_EQ(nhwc[0].descs.at(0).layout, Layout::kNHWC);
+  const auto separable = parse_workloads(R"({"problems": [{"op": "separable", "N": 1, "C": 4, "K": 8,
+    "spatial": [8, 8], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
+    "layout": "nhwc"}]})",
+                                         "kb.json");
+  ASSERT_EQ(separable[0].descs.size(), 2u);
+  EXPECT_EQ(separable[0].descs[0].layout, Layout::kNHWC);
+  EXPECT_EQ(separable[0].descs[1].layout, Layout::kNHWC);
+  const std::string bad = workload_error(problem_with(R"("bias": false, "layout": "chwn")"));
+  EXPECT_NE(bad.find("kb.json:2:"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("problems[0]: field 'layout': expected \"nchw\" or \"nhwc\""), std::string::npos) << bad;
+  EXPECT_NE(workload_error(problem_with(R"("bias": false, "layout": 1)")).find("field 'layout'"), std::string::npos);
+}
+
 TEST(WorkloadFile, ProblemsConvjitCannotRunAreStillSkippedNotErrors) {
   const auto problems = parse_workloads(R"({"problems": [{"id": 2, "op": "conv", "spatial": [8, 8, 8]},
     {"id": 3, "op": "conv_transpose", "spatial": [8, 8]}]})",

@@ -33,6 +33,7 @@ const CommandSpec kSpec{
                 {"--shape", "SHAPE", "one more problem in the one-line form; repeatable"},
                 {"--dtype", "T", "override every problem's dtype: f32, f16 or bf16"},
                 {"--math", "M", "override every problem's math mode: tf32 or strict"},
+                {"--layout", "L", "override every problem's layout: nchw or nhwc"},
                 kDirOption},
     .min_positionals = 0,
     .max_positionals = SIZE_MAX,
@@ -62,6 +63,16 @@ void apply_overrides(const Args& args, std::vector<Problem>& problems) {
     else
       fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--math' expects tf32 or strict, got '{}'", *math);
     for (auto& p : problems) p.desc.math = value;
+  }
+  if (auto layout = args.value("--layout")) {
+    Layout value{};
+    if (*layout == "nchw")
+      value = Layout::kNCHW;
+    else if (*layout == "nhwc")
+      value = Layout::kNHWC;
+    else
+      fail(ErrorCode::kInvalidArgument, "convjit prewarm: option '--layout' expects nchw or nhwc, got '{}'", *layout);
+    for (auto& p : problems) p.desc.layout = value;
   }
 }
 

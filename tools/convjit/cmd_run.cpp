@@ -23,10 +23,11 @@ const CommandSpec kSpec{
     .synopsis = "SHAPE [--iters N] [options]",
     .summary = "Run one problem on the GPU with random data, check it against float64 and time it.",
     .details =
-        "Inputs are uniform in [-1, 1) without zeros, in the problem's dtype (f32, f16 or bf16); the\n"
-        "output is filled with NaN first, so an unwritten element fails the check. The float64 reference\n"
-        "reads the same (for f16/bf16: rounded) inputs. The relative L2 error is taken over every output\n"
-        "for small problems, else over 4096 random output pixels with all their channels; the tolerance\n"
+        "Inputs are uniform in [-1, 1) without zeros, in the problem's dtype (f32, f16 or bf16) and\n"
+        "layout (layout=nhwc: x N,H,W,C, w K,R,S,C/groups, y N,P,Q,K); the output is filled with NaN\n"
+        "first, so an unwritten element fails the check. The float64 reference reads the same (for\n"
+        "f16/bf16: rounded) inputs. The relative L2 error is taken over every output for small\n"
+        "problems, else over 4096 random output pixels with all their channels; the tolerance\n"
         "is 1e-5 for math=strict and 1e-3 for math=tf32 with f32 data, 2e-3 for f16 and 1e-2 for bf16.\n"
         "The time is the median of --iters runs after warm-up, each synchronized and measured on the\n"
         "host clock.\n"
@@ -76,9 +77,6 @@ std::string plan_origin(const CacheStats& s) {
 int run_main(const Args& args) {
   const Conv2dDesc desc = shape_argument(kSpec, args.positionals[0]);
   desc.validate();
-  if (desc.layout != Layout::kNCHW) {
-    fail(ErrorCode::kUnsupported, "convjit run: generates NCHW data only, got layout={}", to_string(desc.layout));
-  }
   const Algorithm algorithm = algorithm_option(kSpec, args);
   const int iters = args.value("--iters") ? parse_count(kSpec, "--iters", *args.value("--iters"), 1) : 50;
   const int warmup = args.value("--warmup") ? parse_count(kSpec, "--warmup", *args.value("--warmup"), 0) : 3;

@@ -13,6 +13,23 @@ namespace {
 constexpr double kFullCheckMacs = 2e8;
 constexpr std::int64_t kSampledPixels = 4096;
 
+// Element offsets in desc.layout: NCHW x[n][c][h][w], w[k][c/g][r][s], y[n][k][p][q];
+// NHWC x[n][h][w][c], w[k][r][s][c/g], y[n][p][q][k].
+std::size_t x_at(const Conv2dDesc& d, std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+  if (d.layout == Layout::kNHWC) return static_cast<std::size_t>(((n * d.h + h) * d.w + w) * d.c + c);
+  return static_cast<std::size_t>(((n * d.c + c) * d.h + h) * d.w + w);
+}
+std::size_t w_at(const Conv2dDesc& d, std::int64_t k, std::int64_t c, std::int64_t r, std::int64_t s) {
+  const std::int64_t c_per_group = d.c / d.groups;
+  if (d.layout == Layout::kNHWC) return static_cast<std::size_t>(((k * d.r + r) * d.s + s) * c_per_group + c);
+  return static_cast<std::size_t>(((k * c_per_group + c) * d.r + r) * d.s + s);
+}
+std::size_t y_at(const Conv2dDesc& d, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q) {
+  const auto o = d.output_shape();
+  if (d.layout == Layout::kNHWC) return static_cast<std::size_t>(((n * o.p + p) * o.q + q) * o.k + k);
+  return static_cast<std::size_t>(((n * o.k + k) * o.p + p) * o.q + q);
+}
+
 double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
                     const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q) {
   const int c_per_group = d.c / d.groups;
@@ -27,8 +44,7 @@ double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std:
       for (int s = 0; s < d.s; ++s) {
         const std::int64_t iw = q * d.stride_w - d.pad_w + std::int64_t{s} * d.dilation_w;
         if (iw < 0 || iw >= d.w) continue;
-        acc += double(x[static_cast<std::size_t>(((n * d.c + c) * d.h + ih) * d.w + iw)]) *
-               double(w[static_cast<std::size_t>(((k * c_per_group + ci) * d.r + r) * d.s + s)]);
+        acc += double(x[x_at(d, n, c, ih, iw)]) * double(w[w_at(d, k, ci, r, s)]);
       }
     }
   }
@@ -73,7 +89,7 @@ CheckResult check_against_reference(const Conv2dDesc& d, const std::vector<float
           const std::int64_t n = pixel / (o.p * o.q), p = pixel / o.q % o.p, q = pixel % o.q;
           for (std::int64_t k = 0; k < o.k; ++k) {
             const double ref = reference_at(d, x, w, bias, n, k, p, q);
-            const double got = y[static_cast<std::size_t>(((n * o.k + k) * o.p + p) * o.q + q)];
+            const double got = y[y_at(d, n, k, p, q)];
             const double e = std::isfinite(got) ? std::abs(got - ref) : std::numeric_limits<double>::infinity();
             mine.diff2 += e * e;
             mine.ref2 += ref * ref;

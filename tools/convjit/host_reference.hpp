@@ -16,8 +16,8 @@ struct CheckResult {
   bool full = false;         // every output, not a sample
 };
 
-// NCHW data as floats (for f16/bf16: the rounded values the GPU read, and its output
-// upcast); `bias` empty unless desc.bias. Uses every core.
+// Data as floats in desc.layout (for f16/bf16: the rounded values the GPU read, and its
+// output upcast); `bias` empty unless desc.bias. Uses every core.
 CheckResult check_against_reference(const Conv2dDesc& desc, const std::vector<float>& x, const std::vector<float>& w,
                                     const std::vector<float>& bias, const std::vector<float>& y, std::uint64_t seed);
 

@@ -9,6 +9,9 @@ namespace convjit {
 
 namespace {
 constexpr unsigned kThreads = 256;
+// cuBLAS takes each extent as an int; an NHWC GEMM's pixel dimension spans images, so it
+// runs in slices of at most this many pixels.
+constexpr std::int64_t kMaxGemmPixels = std::int64_t{1} << 30;
 
 unsigned blocks_for(std::uint64_t elements) {
   // Grid-stride loops: enough blocks to fill the chip, never more than needed.
@@ -35,7 +38,12 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
          d.to_string(), row_bytes, limit);
   }
   if (image_bytes <= limit) {
-    out.images_per_chunk = static_cast<int>(std::min<std::uint64_t>(d.n, limit / image_bytes));
+    std::uint64_t images = std::min<std::uint64_t>(d.n, limit / image_bytes);
+    // NHWC: one GEMM covers the chunk's pixels across its images (NCHW batches images).
+    if (d.layout == Layout::kNHWC) {
+      images = std::max<std::uint64_t>(1, std::min<std::uint64_t>(images, kMaxGemmPixels / (o.p * o.q)));
+    }
+    out.images_per_chunk = static_cast<int>(images);
     out.rows_per_chunk = static_cast<int>(o.p);
   } else {
     out.images_per_chunk = 1;
@@ -72,19 +80,10 @@ std::uint64_t Im2colGemmRunner::overhead_bytes(std::uint64_t blas_workspace) noe
 
 void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,
                            CUstream stream) const {
-  const auto o = desc_.output_shape();
-  const int groups = desc_.groups;
-  const long long c_per_group = desc_.c / groups;
-  const long long k_per_group = desc_.k / groups;
-  const long long gemm_k = c_per_group * desc_.r * desc_.s;
-  const long long pixels = o.p * o.q;
-  const long long plane = static_cast<long long>(desc_.h) * desc_.w;
   // Offsets count elements; the pointers step in bytes, esz per element.
-  const long long esz = static_cast<long long>(size_of(desc_.dtype));
   const auto* xf = static_cast<const char*>(x);
   const auto* wf = static_cast<const char*>(w);
   auto* yf = static_cast<char*>(y);
-  auto* col = reinterpret_cast<char*>(workspace);
   const CUdeviceptr blas_ws = round_up(workspace + round_up(chunking_.workspace_bytes, 16), kBlasAlign);
   // NOTE: the handle is the context's; it stays locked until this run's last GEMM is
   // enqueued, so no other run rebinds its stream or workspace in between.
@@ -93,17 +92,46 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
   CONVJIT_CUBLAS_CHECK(cublasSetStream(handle, reinterpret_cast<cudaStream_t>(stream)), "binding cuBLAS to a stream");
   CONVJIT_CUBLAS_CHECK(cublasSetWorkspace(handle, reinterpret_cast<void*>(blas_ws), blas_workspace_),
                        "giving cuBLAS its workspace");
+  // 16-bit data: inputs and output in that type, fp32 accumulation, whatever the math mode.
+  const GemmContext ctx{
+      .handle = handle,
+      .type = desc_.dtype == DType::kFloat16    ? CUDA_R_16F
+              : desc_.dtype == DType::kBFloat16 ? CUDA_R_16BF
+                                                : CUDA_R_32F,
+      .compute = desc_.dtype == DType::kFloat32 && desc_.math == MathMode::kTF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                                 : CUBLAS_COMPUTE_32F,
+      .stream = stream,
+      .col = reinterpret_cast<char*>(workspace),
+  };
+  if (desc_.layout == Layout::kNHWC) {
+    run_nhwc(xf, wf, yf, ctx);
+  } else {
+    run_nchw(xf, wf, yf, ctx);
+  }
+  if (desc_.bias || desc_.activation != Activation::kNone) {
+    void* args[] = {&bias, &yf};
+    CONVJIT_CU_CHECK(
+        cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
+        "launching the bias/activation epilogue of {}", desc_.to_string());
+  }
+}
+
+void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+  const auto o = desc_.output_shape();
+  const int groups = desc_.groups;
+  const long long c_per_group = desc_.c / groups;
+  const long long k_per_group = desc_.k / groups;
+  const long long gemm_k = c_per_group * desc_.r * desc_.s;
+  const long long pixels = o.p * o.q;
+  const long long plane = static_cast<long long>(desc_.h) * desc_.w;
+  const long long esz = static_cast<long long>(size_of(desc_.dtype));
   const float one = 1.0f;  // float scalars: the compute type is 32F for every data type
   const float zero = 0.0f;
+  const cublasHandle_t handle = ctx.handle;
+  const cudaDataType_t type = ctx.type;
+  const cublasComputeType_t compute = ctx.compute;
+  char* col = ctx.col;
   // Column-major view: Y^T (pixels x k) = col^T (pixels x kk) * W^T (kk x k).
-  // 16-bit data: inputs and output in that type, fp32 accumulation, whatever the math mode.
-  const cudaDataType_t type = desc_.dtype == DType::kFloat16    ? CUDA_R_16F
-                              : desc_.dtype == DType::kBFloat16 ? CUDA_R_16BF
-                                                                : CUDA_R_32F;
-  const cublasComputeType_t compute = desc_.dtype == DType::kFloat32 && desc_.math == MathMode::kTF32
-                                          ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                          : CUBLAS_COMPUTE_32F;
-
   for (int g = 0; g < groups; ++g) {
     const char* w_group = wf + g * k_per_group * gemm_k * esz;
     char* y_group = yf + g * k_per_group * pixels * esz;
@@ -126,7 +154,7 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
         int group = g;
         void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
         CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * chunk_pixels), 1, 1, kThreads, 1, 1, 0,
-                                        stream, args, nullptr),
+                                        ctx.stream, args, nullptr),
                          "launching im2col of {}", desc_.to_string());
         CONVJIT_CUBLAS_CHECK(
             cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
@@ -140,11 +168,62 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
       }
     }
   }
-  if (desc_.bias || desc_.activation != Activation::kNone) {
-    void* args[] = {&bias, &yf};
-    CONVJIT_CU_CHECK(
-        cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
-        "launching the bias/activation epilogue of {}", desc_.to_string());
+}
+
+void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+  const auto o = desc_.output_shape();
+  const int groups = desc_.groups;
+  const long long c_per_group = desc_.c / groups;
+  const long long k_per_group = desc_.k / groups;
+  const long long gemm_k = c_per_group * desc_.r * desc_.s;
+  const long long esz = static_cast<long long>(size_of(desc_.dtype));
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  const cublasHandle_t handle = ctx.handle;
+  const cudaDataType_t type = ctx.type;
+  const cublasComputeType_t compute = ctx.compute;
+  char* col = ctx.col;
+  // Row-major y (pixels x k) is column-major Y^T (k x pixels, ld k), so per group
+  //   Y_g^T (k/g x pixels) = W_g (k/g x kk) * col_g^T (kk x pixels),
+  // with W_g row-major (k/g x kk) read transposed (lda kk) and col_g row-major
+  // (pixels x kk) read as it is (ldb: its row pitch). Group g's outputs are the k/g
+  // columns of y from g * k/g, at pitch k.
+  auto gemm = [&](long long pixels, const char* cols, long long ld_cols, const char* w_group, char* y_group) {
+    CONVJIT_CUBLAS_CHECK(
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k_per_group), static_cast<int>(pixels),
+                     static_cast<int>(gemm_k), &one, w_group, type, static_cast<int>(gemm_k), cols, type,
+                     static_cast<int>(ld_cols), &zero, y_group, type, desc_.k, compute, CUBLAS_GEMM_DEFAULT),
+        "NHWC GEMM of {} ({} pixels)", desc_.to_string(), pixels);
+  };
+  if (chunking_.pointwise) {
+    // x is already the column matrix: N*H*W rows of c channels, group g's from g * c/g.
+    const long long total = static_cast<long long>(desc_.n) * o.p * o.q;
+    for (long long m0 = 0; m0 < total; m0 += kMaxGemmPixels) {
+      const long long pixels = std::min<long long>(kMaxGemmPixels, total - m0);
+      for (int g = 0; g < groups; ++g) {
+        gemm(pixels, xf + (m0 * desc_.c + g * c_per_group) * esz, desc_.c, wf + g * k_per_group * gemm_k * esz,
+             yf + (m0 * desc_.k + g * k_per_group) * esz);
+      }
+    }
+    return;
+  }
+  for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
+    const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+    for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
+      const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
+      // The chunk's output pixels are consecutive rows of y: images whole, or rows of one image.
+      const long long chunk_pixels = static_cast<long long>(images) * rows * o.q;
+      const long long first_pixel = (static_cast<long long>(n0) * o.p + p0) * o.q;
+      for (int g = 0; g < groups; ++g) {
+        int group = g;
+        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
+        CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(chunk_pixels * gemm_k), 1, 1, kThreads, 1, 1, 0, ctx.stream,
+                                        args, nullptr),
+                         "launching im2col of {}", desc_.to_string());
+        gemm(chunk_pixels, col, gemm_k, wf + g * k_per_group * gemm_k * esz,
+             yf + (first_pixel * desc_.k + g * k_per_group) * esz);
+      }
+    }
   }
 }
 

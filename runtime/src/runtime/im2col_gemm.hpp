@@ -1,6 +1,7 @@
 #pragma once
 // The im2col + cuBLAS algorithm: a bounded workspace, chunked over images and, when
-// one image's column matrix is larger than the workspace, over output rows.
+// one image's column matrix is larger than the workspace, over output rows. Either
+// layout; a 1x1, stride-1, unpadded problem is a GEMM straight on x, with no columns.
 
 #include <cstdint>
 #include <memory>
@@ -41,6 +42,18 @@ class Im2colGemmRunner {
   const Im2colChunking& chunking() const noexcept { return chunking_; }
 
  private:
+  // What every GEMM of one run shares; col is the run's column workspace.
+  struct GemmContext {
+    cublasHandle_t handle;
+    cudaDataType_t type;
+    cublasComputeType_t compute;
+    CUstream stream;
+    char* col;
+  };
+  void run_nchw(const char* x, const char* w, char* y, const GemmContext& ctx) const;
+  // NHWC: one GEMM per group and chunk, straight on x for a pointwise problem.
+  void run_nhwc(const char* x, const char* w, char* y, const GemmContext& ctx) const;
+
   Conv2dDesc desc_;
   Im2colChunking chunking_;
   std::shared_ptr<LoadedModule> module_;

@@ -27,11 +27,9 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
   switch (algorithm) {
     case Algorithm::kAuto:
       return std::nullopt;
-    case Algorithm::kDirect:
-      if (d.layout != Layout::kNCHW) return std::string("the direct kernels read NCHW only");
+    case Algorithm::kDirect:  // both kernels read either layout
       return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
-      if (d.layout != Layout::kNCHW) return std::string("the im2col kernel reads NCHW only");
       return std::nullopt;
     case Algorithm::kImplicitGemm:
       // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
@@ -76,7 +74,10 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   // The GEMM at cuBLAS's rate (strict fp32: FMA), plus the column matrix written and read
-  // once (none for a pointwise convolution) and a few microseconds of launches.
+  // once and a few microseconds of launches. A pointwise convolution has no column
+  // matrix in either layout: its GEMM reads x as it is (NCHW: batched over images, x^T
+  // per image; NHWC: one GEMM over every pixel). Strided or padded 1x1 problems gather
+  // one, whose size the same formula gives (c/g x 1 x 1 per output pixel).
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
@@ -112,8 +113,11 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
   if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
-  if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch) && k_per_group >= 16 && reduction >= 32) {
-    return Algorithm::kImplicitGemm;
+  if (k_per_group >= 16 && reduction >= 32) {
+    if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch)) return Algorithm::kImplicitGemm;
+    // A layout the implicit-GEMM kernels cannot read yet: the same GEMM through cuBLAS
+    // beats the direct kernel's FMAs by far once the reduction is this deep.
+    if (d.layout != Layout::kNCHW) return Algorithm::kIm2colGemm;
   }
   return Algorithm::kDirect;
 }

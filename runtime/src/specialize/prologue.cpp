@@ -39,7 +39,8 @@ Prologue& Prologue::problem(const Conv2dDesc& d) {
       .constant("kQ", static_cast<int>(out.q))
       .constant("kHasBias", d.bias)
       .constant("kRelu", d.activation == Activation::kRelu)
-      .dtype(d.dtype);
+      .dtype(d.dtype)
+      .layout(d.layout);
 }
 
 Prologue& Prologue::dtype(DType dtype) {
@@ -58,6 +59,14 @@ Prologue& Prologue::dtype(DType dtype) {
   }
   fmt::format_to(std::back_inserter(constants_), "constexpr int kDType = {};  // {} (0 f32, 1 f16, 2 bf16)\n", code,
                  to_string(dtype));
+  return *this;
+}
+
+Prologue& Prologue::layout(Layout layout) {
+  // Spelled out, as the dtype's code is.
+  const int code = layout == Layout::kNHWC ? 1 : 0;
+  fmt::format_to(std::back_inserter(constants_), "constexpr int kLayout = {};  // {} (0 nchw, 1 nhwc)\n", code,
+                 to_string(layout));
   return *this;
 }
 

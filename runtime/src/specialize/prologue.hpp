@@ -24,10 +24,14 @@ class Prologue {
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
-  // the output extents kP and kQ, kHasBias, kRelu and the element type kDType.
+  // the output extents kP and kQ, kHasBias, kRelu, the element type kDType and the
+  // memory layout kLayout.
   Prologue& problem(const Conv2dDesc& desc);
   // kDType: 0 f32, 1 f16, 2 bf16, the type of x, w, bias and y.
   Prologue& dtype(DType dtype);
+  // kLayout: 0 NCHW (x N,C,H,W; w K,C/g,R,S; y N,K,P,Q), 1 NHWC (x N,H,W,C; w K,R,S,C/g;
+  // y N,P,Q,K).
+  Prologue& layout(Layout layout);
   // The prologue text followed by the template.
   std::string finish(std::string_view template_text) const;
 

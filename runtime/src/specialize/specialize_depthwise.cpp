@@ -60,15 +60,36 @@ std::int64_t shared_bytes(const Conv2dDesc& d, int threads_q, int tile_p) {
 }
 
 struct DepthwiseTile {
-  int threads_q = 0, threads_p = 0, rows_per_thread = 0, passes = 0, tiles_q = 0, tiles_p = 0;
+  int threads_c = 1, threads_q = 0, threads_p = 0, rows_per_thread = 0, passes = 0, tiles_q = 0, tiles_p = 0;
   int min_blocks = 1;
   std::int64_t blocks = 0, shared = 0;
 };
 
+// NHWC: no shared tile. Up to a warp of channel vectors a block (contiguous 16-byte
+// accesses across the warp), the rest of the block along the row, then down the rows.
+constexpr int kMaxThreadsC = 32;
+
+std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
+  const auto out = d.output_shape();
+  const std::int64_t vectors = ceil_div(d.k, vec_of(d));
+  DepthwiseTile t{.rows_per_thread = 1, .passes = 1, .tiles_q = 1, .tiles_p = 1};
+  t.threads_c = static_cast<int>(std::min<std::int64_t>(vectors, kMaxThreadsC));
+  t.threads_q = std::min(ceil_div(out.q, kOutPerThread), kMaxThreads / t.threads_c);
+  t.threads_p = static_cast<int>(std::max<std::int64_t>(
+      1, std::min<std::int64_t>(out.p, kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
+  t.tiles_q = ceil_div(out.q, std::int64_t{t.threads_q} * kOutPerThread);
+  t.tiles_p = ceil_div(out.p, t.threads_p);
+  t.blocks = std::int64_t{d.n} * ceil_div(vectors, t.threads_c) * t.tiles_p * t.tiles_q;
+  if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
+  // kOutPerThread x 16 bytes of accumulators as floats (32 for 16-bit data): two blocks
+  // an SM by registers keeps them out of local memory.
+  t.min_blocks = 2;
+  return t;
+}
+
 std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
-  if (d.layout != Layout::kNCHW) return std::string("it reads NCHW only");
   if (d.groups == 1) return std::string("a dense convolution (groups 1)");
   if (c_per_group > kMaxCPerGroup)
     return fmt::format("{} input channels a group (at most {})", c_per_group, kMaxCPerGroup);
@@ -76,6 +97,7 @@ std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
     return fmt::format("{} output channels a group (at most {})", k_per_group, kMaxKPerGroup);
   }
   if (d.r * d.s > kMaxTaps) return fmt::format("a {}x{} filter (at most {} taps)", d.r, d.s, kMaxTaps);
+  if (d.layout == Layout::kNHWC) return choose_nhwc_tile(d);
   if (window_floats(d) > kMaxWindowFloats) {
     return fmt::format("a row window of {} floats (stride {}, dilation {}; at most {})", window_floats(d), d.stride_w,
                        d.dilation_w, kMaxWindowFloats);
@@ -134,14 +156,21 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
   }
   const DepthwiseTile& t = std::get<DepthwiseTile>(chosen);
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
-  const int threads = t.threads_q * t.threads_p;
+  const int threads = t.threads_c * t.threads_q * t.threads_p;
 
   Specialization src;
   src.launch.algorithm = "direct";
-  src.launch.tile = fmt::format(
-      "depthwise: {}x{} outputs per block ({} threads, {} rows x {} columns each, {} passes), {} B shared input tile",
-      t.threads_p * t.rows_per_thread * t.passes, t.threads_q * kOutPerThread, threads, t.rows_per_thread,
-      kOutPerThread, t.passes, t.shared);
+  if (d.layout == Layout::kNHWC) {
+    src.launch.tile = fmt::format(
+        "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns each)",
+        t.threads_p, t.threads_q * kOutPerThread, t.threads_c * vec_of(d), threads, vec_of(d), kOutPerThread);
+  } else {
+    src.launch.tile = fmt::format(
+        "depthwise: {}x{} outputs per block ({} threads, {} rows x {} columns each, {} passes), {} B shared input "
+        "tile",
+        t.threads_p * t.rows_per_thread * t.passes, t.threads_q * kOutPerThread, threads, t.rows_per_thread,
+        kOutPerThread, t.passes, t.shared);
+  }
   src.source.template_name = kDepthwiseTemplate;
   src.source.kernel_name = depthwise_kernel_name(d);
   src.source.text = Prologue(src.source.kernel_name)
@@ -152,6 +181,7 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kPasses", t.passes)
                         .constant("kTilesQ", t.tiles_q)
                         .constant("kMinBlocks", t.min_blocks)
+                        .constant("kThreadsC", t.threads_c)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};

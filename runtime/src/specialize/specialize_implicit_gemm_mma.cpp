@@ -180,7 +180,6 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                         .constant("kWideIndex", wide)
                         .constant("kAlignW", static_cast<int>(align.w))
                         .constant("kAlignY", static_cast<int>(align.y))
-                        .constant("kLayoutNHWC", nhwc)
                         .constant("kAlignX", static_cast<int>(align.x))
                         .constant("kXVecBytes", static_cast<int>(x_vec))
                         .constant("kWVecBytes", static_cast<int>(w_vec))

@@ -118,6 +118,15 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
       }
       bias = b->boolean();
     }
+    // Optional: the tensors' memory layout, "nchw" (KernelBench's, the default) or "nhwc".
+    Layout layout = Layout::kNCHW;
+    if (const json::Value* l = p.find("layout"); l != nullptr) {
+      if (!l->is_string() || (l->string() != "nchw" && l->string() != "nhwc")) {
+        fail(ErrorCode::kInvalidArgument, "{}: field 'layout': expected \"nchw\" or \"nhwc\", got {}", place.at(*l),
+             l->describe());
+      }
+      layout = l->string() == "nhwc" ? Layout::kNHWC : Layout::kNCHW;
+    }
     Conv2dDesc d{.n = int_field(p, "N", place, 1),
                  .c = int_field(p, "C", place, 1),
                  .h = spatial[0],
@@ -132,7 +141,8 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
                  .dilation_h = dilation[0],
                  .dilation_w = dilation[1],
                  .groups = p.find("groups") ? int_field(p, "groups", place, 1) : 1,
-                 .bias = bias};
+                 .bias = bias,
+                 .layout = layout};
     // Fields that fit one by one may not fit together (groups must divide the channels,
     // the filter must fit the padded input): named here, at the problem, so that a bad
     // file stops before anything is compiled.
@@ -158,8 +168,13 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
         fail(ErrorCode::kInvalidArgument, "{} ({}): invalid problem: the depthwise output of {}x{} is over {} per side",
              place.at(p), problem_label(item), mid.p, mid.q, kIntMax);
       }
-      Conv2dDesc pointwise{
-          .n = d.n, .c = d.c, .h = static_cast<int>(mid.p), .w = static_cast<int>(mid.q), .k = d.k, .bias = d.bias};
+      Conv2dDesc pointwise{.n = d.n,
+                           .c = d.c,
+                           .h = static_cast<int>(mid.p),
+                           .w = static_cast<int>(mid.q),
+                           .k = d.k,
+                           .bias = d.bias,
+                           .layout = d.layout};
       check(pointwise);
       item.descs = {depthwise, pointwise};
     } else {
