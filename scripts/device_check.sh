@@ -77,7 +77,7 @@ $(cat "$LOGS/${name}"_*.txt | grep -E '^\[  FAILED  \] [A-Z]' | sort -u | wc -l)
 $(cat "$LOGS/${name}"_*.txt | grep -E 'ERROR SUMMARY' | awk '{s += $4} END {if (NR) print "sanitizer errors " s}')"
   cat "$LOGS/${name}"_*.txt | grep -E '^\[  FAILED  \] [A-Z]|Failure$' | sort -u | head -20
 }
-SMALL='LaunchSafety.Pointers*:LaunchSafety.AnOffset*:LaunchSafety.Warmed*:RuntimeGpu.*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*:WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*'
+SMALL='NhwcImplicitGemm.*:NhwcDirectIm2col.*:LaunchSafety.Pointers*:LaunchSafety.AnOffset*:LaunchSafety.Warmed*:RuntimeGpu.*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*:WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*'
 SHARED="${SHARED_FILTER:-WgmmaCorrectness.Random*:DepthwiseCorrectness.Random*:Conv2dCorrectness.Seventy*:Conv2dCorrectness.SixteenBitRandom*}"
 sanitizer() { echo compute-sanitizer --tool "$1" --error-exitcode 9 --print-limit 20; }
 
