@@ -176,8 +176,10 @@ def run_config(name, cfg, args):
     # Each layer's problem, from its input shape (one pass of a single image).
     shapes = {}
     convs = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
-    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: shapes.setdefault(n, tuple(inp[0].shape)))
-             for n, m in convs.items()]  # fmt: skip
+    def record(mod, inp, n):
+        shapes.setdefault(n, tuple(inp[0].shape))  # returns None: a pre-hook's result would replace the input
+
+    hooks = [m.register_forward_pre_hook(lambda mod, inp, n=n: record(mod, inp, n)) for n, m in convs.items()]
     with torch.no_grad():
         model(x[:1])
     for h in hooks:

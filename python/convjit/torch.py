@@ -338,7 +338,7 @@ def _conv2d_op(
     shape = _output_size(x.shape, weight.shape, stride, padding, dilation)
     if x.numel() == 0 or weight.numel() == 0:
         # An empty batch (F.conv2d allows it; convjit's descriptors do not): nothing to launch.
-        return torch.zeros(shape, dtype=x.dtype, device=x.device, memory_format=memory_format)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format).zero_()
 
     device = x.device
     with torch.cuda.device(device):

@@ -223,6 +223,21 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   info.block_threads = launch.geometry.block_x;
   info.dynamic_shared_bytes = launch.geometry.shared_bytes;
   info.resources = parse_ptxas_report(artifact->compiled.log, src.kernel_name);
+  if (info.resources.registers == 0) {
+    // Some NVRTC builds (the pip wheel PyTorch loads first, in a Python process) leave
+    // ptxas's report out of the log; the driver knows the loaded kernel's resources.
+    try {
+      const auto dev = impl_->device();
+      if (artifact->arch.rfind(dev->arch(), 0) == 0) {
+        const auto module = impl_->pipeline->kernel(desc, algorithm, dev, kFullAlignment)->module;
+        info.resources.registers = module->attribute(CU_FUNC_ATTRIBUTE_NUM_REGS);
+        info.resources.static_shared_bytes = module->attribute(CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES);
+        info.resources.stack_bytes = module->attribute(CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES);
+      }
+    } catch (const Error& e) {
+      if (e.code() != ErrorCode::kNoDriver && e.code() != ErrorCode::kNoDevice) throw;
+    }
+  }
   info.kernel_name = src.kernel_name;
   info.arch = artifact->arch;
   info.key_hash = artifact->key.hash;

@@ -113,6 +113,16 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
   if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
+  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
+  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
+  // (docs/perf.md, networks set in NHWC).
+  if (d.layout != Layout::kNCHW && d.groups == 1 && c_per_group >= 16 && reduction >= 32 && !arch.empty()) {
+    Conv2dDesc as_nchw = d;
+    as_nchw.layout = Layout::kNCHW;
+    if (!wgmma_unsupported_reason(as_nchw, arch) && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(as_nchw, arch)) {
+      return Algorithm::kIm2colGemm;
+    }
+  }
   if (k_per_group >= 16 && reduction >= 32) {
     if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch)) return Algorithm::kImplicitGemm;
     // A layout the implicit-GEMM kernels cannot read yet: the same GEMM through cuBLAS
