@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """conv_bench's JSON as the markdown table docs/perf.md keeps: one row per problem, one
-column per math mode, each cell "convjit auto / cuDNN ms (speedup) kernel", then the
+column per math mode (and layout, when the rows have one), each cell "convjit auto / cuDNN ms (speedup) kernel", then the
 geometric means and the rows below a threshold. Reads the rows as conv_bench wrote them
 (speedups are cuDNN's median over convjit's, from the same run).
 
@@ -27,9 +27,10 @@ def main():
     for r in data["rows"]:
         if r["impl"] not in ("auto", "cudnn") or r["id"] != r["group"]:
             continue
-        key = (r["id"], r["math"])
-        if r["math"] not in maths:
-            maths.append(r["math"])
+        column = r["math"] + (" " + r["layout"] if r.get("layout") else "")
+        key = (r["id"], column)
+        if column not in maths:
+            maths.append(column)
         if r["id"] not in problems:
             order.append(r["id"])
             problems[r["id"]] = r["problem"]
