@@ -132,29 +132,41 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   return Algorithm::kDirect;
 }
 
+namespace {
+// kAuto's pick: the heuristic's choice, or, where it cannot read the problem (a layout it
+// lacks), the next best that can, in the order that usually wins. Without one, why the
+// heuristic's choice cannot.
+struct AutoChoice {
+  std::optional<Algorithm> algorithm;
+  std::string why_not;
+};
+AutoChoice choose_auto(const Conv2dDesc& d, const std::string& arch) {
+  const Algorithm chosen = select_algorithm(d, arch);
+  auto why = unsupported_reason(d, chosen, arch);
+  if (!why) return {chosen, {}};
+  for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
+    if (!unsupported_reason(d, a, arch)) return {a, {}};
+  }
+  return {std::nullopt, std::move(*why)};
+}
+}  // namespace
+
 std::optional<std::string> why_unsupported(const Conv2dDesc& d, Algorithm algorithm, std::string_view arch_view) {
   d.validate();
   const std::string arch(arch_view);
   if (algorithm != Algorithm::kAuto) return unsupported_reason(d, algorithm, arch);
-  const auto chosen_reason = unsupported_reason(d, select_algorithm(d, arch), arch);
-  if (!chosen_reason) return std::nullopt;
-  for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
-    if (!unsupported_reason(d, a, arch)) return std::nullopt;
-  }
-  return chosen_reason;
+  AutoChoice choice = choose_auto(d, arch);
+  if (choice.algorithm) return std::nullopt;
+  return std::move(choice.why_not);
 }
 
 Algorithm resolve_algorithm(const Conv2dDesc& d, Algorithm requested, const std::string& arch) {
   if (requested == Algorithm::kAuto) {
-    const Algorithm chosen = select_algorithm(d, arch);
-    if (!unsupported_reason(d, chosen, arch)) return chosen;
-    // The heuristic's choice cannot read this problem (a layout it lacks): the next best
-    // that can, in the order that usually wins.
-    for (Algorithm a : {Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kDirect}) {
-      if (!unsupported_reason(d, a, arch)) return a;
+    const AutoChoice choice = choose_auto(d, arch);
+    if (!choice.algorithm) {
+      fail(ErrorCode::kUnsupported, "{}: no algorithm can run it: {}", d.to_string(), choice.why_not);
     }
-    fail(ErrorCode::kUnsupported, "{}: no algorithm can run it: {}", d.to_string(),
-         *unsupported_reason(d, chosen, arch));
+    return *choice.algorithm;
   }
   if (auto why = unsupported_reason(d, requested, arch)) {
     fail(ErrorCode::kUnsupported, "{}: algorithm {} cannot run it: {}", d.to_string(), to_string(requested), *why);
