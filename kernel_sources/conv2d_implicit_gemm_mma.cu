@@ -233,6 +233,64 @@ __device__ __forceinline__ void split(const unsigned (&v)[N], unsigned (&big)[N]
   }
 }
 
+// The partial sums of one k tile's 3xTF32 products, added to the running accumulators
+// once a tile (a fresh chain keeps the small products' error down); a placeholder for one
+// product.
+template <int M, int N>
+using Partial = float[kSplit == 3 ? M : 1][kSplit == 3 ? N : 1][4];
+
+template <int M, int N>
+__device__ __forceinline__ void clear_partial(Partial<M, N>& part) {
+  if constexpr (kSplit == 3) {
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int j = 0; j < N; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
+  }
+}
+
+// One k step of M x N fragment products: into acc (16-bit operands, or ones already
+// rounded to TF32), or for 3xTF32 the three products of the split operands into part.
+template <int M, int N>
+__device__ __forceinline__ void fragment_products(float (&acc)[M][N][4], Partial<M, N>& part, const unsigned (&a)[M][4],
+                                                  const unsigned (&b)[N][2]) {
+  if constexpr (kSplit == 1) {
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int j = 0; j < N; ++j) mma(acc[i][j], a[i], b[j]);
+  } else {
+    unsigned a_big[M][4], a_small[M][4];
+    unsigned b_big[N][2], b_small[N][2];
+#pragma unroll
+    for (int i = 0; i < M; ++i) split(a[i], a_big[i], a_small[i]);
+#pragma unroll
+    for (int j = 0; j < N; ++j) split(b[j], b_big[j], b_small[j]);
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        mma(part[i][j], a_small[i], b_big[j]);
+        mma(part[i][j], a_big[i], b_small[j]);
+        mma(part[i][j], a_big[i], b_big[j]);
+      }
+  }
+}
+
+template <int M, int N>
+__device__ __forceinline__ void add_partial(float (&acc)[M][N][4], const Partial<M, N>& part) {
+  if constexpr (kSplit == 3) {
+#pragma unroll
+    for (int i = 0; i < M; ++i)
+#pragma unroll
+      for (int j = 0; j < N; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][j][e] += part[i][j][e];
+  }
+}
+
 // One run of kBytes / sizeof(Element) elements global -> shared; invalid runs are zeros.
 // cp.async copies 4 bytes at least: a lone 16-bit element goes through a register.
 template <int kBytes>
@@ -357,15 +415,8 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     const Element* w_lane =
         a_smem + (warp_m * kWarpTileM + (lane & 7) + (lane >> 4) * 8) * kAStride + ((lane >> 3) & 1) * kChunkElems;
     auto multiply = [&](int stage) {
-      float part[kSplit == 3 ? kFragP : 1][kSplit == 3 ? kFragK : 1][4];
-      if constexpr (kSplit == 3) {
-#pragma unroll
-        for (int i = 0; i < kFragP; ++i)
-#pragma unroll
-          for (int j = 0; j < kFragK; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
-      }
+      Partial<kFragP, kFragK> part;
+      clear_partial<kFragP, kFragK>(part);
 #pragma unroll
       for (int k = 0; k < kBK; k += kMmaK) {
         unsigned a_frag[kFragP][4];
@@ -381,12 +432,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           b_frag[j + 1][0] = r[2];
           b_frag[j + 1][1] = r[3];
         }
-        if constexpr (k16Bit) {
-#pragma unroll
-          for (int i = 0; i < kFragP; ++i)
-#pragma unroll
-            for (int j = 0; j < kFragK; ++j) mma(acc_t[i][j], a_frag[i], b_frag[j]);
-        } else if constexpr (kSplit == 1) {
+        if constexpr (!k16Bit && kSplit == 1) {
 #pragma unroll
           for (int i = 0; i < kFragP; ++i)
 #pragma unroll
@@ -395,35 +441,10 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           for (int j = 0; j < kFragK; ++j)
 #pragma unroll
             for (int e = 0; e < 2; ++e) b_frag[j][e] = __float_as_uint(round_tf32(__uint_as_float(b_frag[j][e])));
-#pragma unroll
-          for (int i = 0; i < kFragP; ++i)
-#pragma unroll
-            for (int j = 0; j < kFragK; ++j) mma(acc_t[i][j], a_frag[i], b_frag[j]);
-        } else {
-          unsigned a_big[kFragP][4], a_small[kFragP][4];
-          unsigned b_big[kFragK][2], b_small[kFragK][2];
-#pragma unroll
-          for (int i = 0; i < kFragP; ++i) split(a_frag[i], a_big[i], a_small[i]);
-#pragma unroll
-          for (int j = 0; j < kFragK; ++j) split(b_frag[j], b_big[j], b_small[j]);
-#pragma unroll
-          for (int i = 0; i < kFragP; ++i)
-#pragma unroll
-            for (int j = 0; j < kFragK; ++j) {
-              mma(part[i][j], a_small[i], b_big[j]);
-              mma(part[i][j], a_big[i], b_small[j]);
-              mma(part[i][j], a_big[i], b_big[j]);
-            }
         }
+        fragment_products(acc_t, part, a_frag, b_frag);
       }
-      if constexpr (kSplit == 3) {
-#pragma unroll
-        for (int i = 0; i < kFragP; ++i)
-#pragma unroll
-          for (int j = 0; j < kFragK; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc_t[i][j][e] += part[i][j][e];
-      }
+      add_partial(acc_t, part);
     };
 
 #pragma unroll
@@ -615,15 +636,8 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
       const Element* b_stage = b_smem + (k_tile % kStages) * kBStageElems + warp_n * kWarpTileN;
       // ldmatrix row address of this lane: matrices (rows 0-7 | 8-15) x (k 0-3 | 4-7).
       const Element* a_lane = a_stage + ((lane & 7) + ((lane >> 3) & 1) * 8) * kAStride + (lane >> 4) * 4;
-      float part[kSplit == 3 ? kMmaM : 1][kSplit == 3 ? kMmaN : 1][4];
-      if constexpr (kSplit == 3) {
-#pragma unroll
-        for (int i = 0; i < kMmaM; ++i)
-#pragma unroll
-          for (int j = 0; j < kMmaN; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) part[i][j][e] = 0.0f;
-      }
+      Partial<kMmaM, kMmaN> part;
+      clear_partial<kMmaM, kMmaN>(part);
 #pragma unroll
       for (int k8 = 0; k8 < kBK; k8 += 8) {
         unsigned a_frag[kMmaM][4];
@@ -636,36 +650,9 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           b_frag[j][0] = __float_as_uint(b[0]);
           b_frag[j][1] = __float_as_uint(b[4 * kBStride]);
         }
-        if constexpr (kSplit == 1) {
-#pragma unroll
-          for (int i = 0; i < kMmaM; ++i)
-#pragma unroll
-            for (int j = 0; j < kMmaN; ++j) mma(acc[i][j], a_frag[i], b_frag[j]);
-        } else {
-          unsigned a_big[kMmaM][4], a_small[kMmaM][4];
-          unsigned b_big[kMmaN][2], b_small[kMmaN][2];
-#pragma unroll
-          for (int i = 0; i < kMmaM; ++i) split(a_frag[i], a_big[i], a_small[i]);
-#pragma unroll
-          for (int j = 0; j < kMmaN; ++j) split(b_frag[j], b_big[j], b_small[j]);
-#pragma unroll
-          for (int i = 0; i < kMmaM; ++i)
-#pragma unroll
-            for (int j = 0; j < kMmaN; ++j) {
-              mma(part[i][j], a_small[i], b_big[j]);
-              mma(part[i][j], a_big[i], b_small[j]);
-              mma(part[i][j], a_big[i], b_big[j]);
-            }
-        }
+        fragment_products(acc, part, a_frag, b_frag);
       }
-      if constexpr (kSplit == 3) {
-#pragma unroll
-        for (int i = 0; i < kMmaM; ++i)
-#pragma unroll
-          for (int j = 0; j < kMmaN; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] += part[i][j][e];
-      }
+      add_partial(acc, part);
     }
     cp_async_wait<0>();
   } else {
