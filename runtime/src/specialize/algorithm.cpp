@@ -100,9 +100,14 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
+  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
+  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
+  // (docs/perf.md, networks set in NHWC).
+  Conv2dDesc grid_model = d;
+  grid_model.layout = Layout::kNCHW;
   const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
-  const bool wgmma_starved =
-      wgmma && d.groups == 1 && c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(d, arch);
+  const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
+                             c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
@@ -113,20 +118,10 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
   if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
-  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
-  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
-  // (docs/perf.md, networks set in NHWC).
-  if (d.layout != Layout::kNCHW && d.groups == 1 && c_per_group >= 16 && reduction >= 32 && !arch.empty()) {
-    Conv2dDesc as_nchw = d;
-    as_nchw.layout = Layout::kNCHW;
-    if (!wgmma_unsupported_reason(as_nchw, arch) && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(as_nchw, arch)) {
-      return Algorithm::kIm2colGemm;
-    }
-  }
   if (k_per_group >= 16 && reduction >= 32) {
     if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch)) return Algorithm::kImplicitGemm;
-    // A layout the implicit-GEMM kernels cannot read yet: the same GEMM through cuBLAS
-    // beats the direct kernel's FMAs by far once the reduction is this deep.
+    // No tensor-core kernel for this target (before sm_80): in NHWC the same GEMM through
+    // cuBLAS beats the direct kernel's FMAs by far once the reduction is this deep.
     if (d.layout != Layout::kNCHW) return Algorithm::kIm2colGemm;
   }
   return Algorithm::kDirect;
