@@ -47,7 +47,9 @@ const std::vector<OptionSpec> kOptions = {
     {"--peak-tf32", "TFLOPS", "peak for tf32"},
     {"--peak-fp16", "TFLOPS", "peak for fp16 and bf16"},
     {"--json", "FILE", "write the rows and metadata as JSON (rewritten after every problem)"},
-    {"--list", "", "print the selected problems and exit (no GPU needed)"},
+    {"--list", "",
+     "print the selected problems and what auto runs each with on --list-arch, then exit (no GPU needed)"},
+    {"--list-arch", "SM", "the target --list shows auto's choice for (default sm_90)"},
 };
 
 constexpr std::string_view kAbout =
@@ -86,6 +88,7 @@ struct Setup {
   SelectionRequest selection;
   std::optional<std::string> json;
   bool list = false;
+  std::string list_arch = "sm_90";
 };
 
 Setup read_options(const Options& opts) {
@@ -139,15 +142,25 @@ Setup read_options(const Options& opts) {
   }
   s.json = opts.value("--json");
   s.list = opts.has("--list");
+  if (auto v = opts.value("--list-arch")) s.list_arch = *v;
   return s;
 }
 
-void print_list(const ProblemSelection& sel, const BenchConfig& config) {
-  fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}\n", "id", "group", "problem", "GFLOP", "x MiB", "y MiB");
+void print_list(const ProblemSelection& sel, const BenchConfig& config, const std::string& arch) {
+  fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}  auto on {} (math/layout: algorithm)\n", "id", "group", "problem",
+             "GFLOP", "x MiB", "y MiB", arch);
   for (const auto& p : sel.problems) {
     const Conv2dDesc d = desc_for(p, BenchMath::kStrict, config.layouts.front(), config);
-    fmt::print("{:<6} {:<6} {:<48} {:>9.1f} {:>9.1f} {:>9.1f}\n", p.id, p.group, problem_text(d), d.flops() / 1e9,
-               double(d.x_elements()) * 4 / (1 << 20), double(d.y_elements()) * 4 / (1 << 20));
+    std::string choices;
+    for (const Layout layout : config.layouts) {
+      for (const BenchMath math : config.maths) {
+        const Conv2dDesc m = desc_for(p, math, layout, config);
+        choices +=
+            fmt::format(" {}/{}:{}", to_string(math), to_string(layout), to_string(tooling::auto_algorithm(m, arch)));
+      }
+    }
+    fmt::print("{:<6} {:<6} {:<48} {:>9.1f} {:>9.1f} {:>9.1f} {}\n", p.id, p.group, problem_text(d), d.flops() / 1e9,
+               double(d.x_elements()) * 4 / (1 << 20), double(d.y_elements()) * 4 / (1 << 20), choices);
   }
   for (const auto& s : sel.skipped) fmt::print("skipped {}: {}\n", s.id, s.reason);
 }
@@ -243,7 +256,7 @@ int bench_main(int argc, char** argv) {
   const Setup setup = read_options(opts);
   const ProblemSelection selection = select_problems(setup.selection);
   if (setup.list) {
-    print_list(selection, setup.config);
+    print_list(selection, setup.config, setup.list_arch);
     return 0;
   }
   if (selection.problems.empty()) fail(ErrorCode::kInvalidArgument, "conv_bench: no problem selected");

@@ -13,6 +13,8 @@
 #              carry build-py/wheelhouse)
 #   release    racecheck on the brief's small problem (n2c64h12w20k64r3s3 pad=1), implicit GEMM
 #   bench      conv_bench against cuDNN on KernelBench and networks.json (BENCH_MATH, BENCH_SETS)
+#   anchor     the CUTLASS 3 anchor ($BIN/conv_sm90, ANCHOR_ARGS), after bench
+#   jit        jit_overhead (JIT_PARTS, default cold; JIT_ARGS), after bench
 # The steps before bench run at the same time (they check, they do not time); bench runs
 # alone afterwards. Logs go under $OUT, tarred: at most 8 files come back from a call.
 set -uo pipefail
@@ -109,6 +111,21 @@ if has bench; then
     say "conv_bench $set exit $?"
     grep -iE "geomean" -A8 "$LOGS/conv_bench_$set.txt" | head -12
   done
+fi
+
+# The CUTLASS 3 Hopper anchor (built from the shared anchors, carried as $BIN/conv_sm90):
+# every problem, precision and tile configuration it has; BEST lines are the fastest
+# passing configuration per problem and precision.
+if has anchor && [ -x "$BIN/conv_sm90" ]; then
+  timeout "${ANCHOR_TIMEOUT:-240}" "$BIN/conv_sm90" ${ANCHOR_ARGS:-} > "$OUT/cutlass3_anchor.txt" 2>&1
+  say "cutlass3 anchor exit $?"
+  grep -E '^BEST' "$OUT/cutlass3_anchor.txt" | tee -a "$LOGS/summary.txt"
+fi
+# Start-up costs (issue 17): cold, warm and hot first results, each in a new process.
+if has jit; then
+  timeout "${JIT_TIMEOUT:-300}" "$BIN/jit_overhead" --parts "${JIT_PARTS:-cold}" ${JIT_ARGS:-} \
+    --json "$OUT/jit_overhead.json" > "$OUT/jit_overhead.txt" 2>&1
+  say "jit_overhead exit $?"
 fi
 
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$LOGS"

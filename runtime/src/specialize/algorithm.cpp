@@ -117,9 +117,27 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // element for a single tap (docs/perf.md, networks set).
   const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
   if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
+  // Non-overlapping patches (stride equal to the filter, no padding: ViT's patch
+  // embedding): the column matrix is x reordered, read once, and its reduction packs
+  // (c, r, s) densely, where the implicit-GEMM kernels pad each tap's few channels up to a
+  // tensor-core k step. Strict fp32 stays on 3xTF32: cuBLAS would run it on FMA units.
+  const bool patches = d.r * d.s > 1 && d.stride_h == d.r && d.stride_w == d.s && d.pad_h == 0 && d.pad_w == 0 &&
+                       d.dilation_h == 1 && d.dilation_w == 1;
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  if (d.groups == 1 && patches && !strict && k_per_group >= 16) return Algorithm::kIm2colGemm;
   if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
+  const bool tensor_cores = !unsupported_reason(d, Algorithm::kImplicitGemm, arch);
+  // NHWC: a pixel's channels are contiguous, so the implicit-GEMM gather is a plain run
+  // of a row even for 3 or 4 channels, and tensor cores beat the direct kernel's FMAs on
+  // every dense problem, shallow ones included (docs/perf.md, networks set).
+  if (d.layout == Layout::kNHWC && d.groups == 1 && tensor_cores) return Algorithm::kImplicitGemm;
+  // NCHW with few output channels over a deep reduction (a U-Net's 4-channel output
+  // layer): half an n8 tile idle still beats FMA units at a seventh of the rate.
+  if (d.groups == 1 && k_per_group < 16 && c_per_group >= 16 && reduction >= 32 && tensor_cores) {
+    return Algorithm::kImplicitGemm;
+  }
   if (k_per_group >= 16 && reduction >= 32) {
-    if (!unsupported_reason(d, Algorithm::kImplicitGemm, arch)) return Algorithm::kImplicitGemm;
+    if (tensor_cores) return Algorithm::kImplicitGemm;
     // No tensor-core kernel for this target (before sm_80): in NHWC the same GEMM through
     // cuBLAS beats the direct kernel's FMAs by far once the reduction is this deep.
     if (d.layout != Layout::kNCHW) return Algorithm::kIm2colGemm;

@@ -31,4 +31,8 @@ double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::stri
   }
 }
 
+Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch) {
+  return resolve_algorithm(desc, Algorithm::kAuto, arch);
+}
+
 }  // namespace convjit::tooling

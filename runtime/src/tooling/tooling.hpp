@@ -50,4 +50,7 @@ RuntimeDevice runtime_device(Runtime& runtime);
 // benchmarks print beside the measured time.
 double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
+// What kAuto runs `desc` with on `arch` (no GPU needed; without autotuning).
+Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch);
+
 }  // namespace convjit::tooling

@@ -1,0 +1,71 @@
+// kAuto's heuristic on the shapes whose choice the networks set measured (docs/perf.md,
+// "Networks set in both layouts"): shallow NHWC problems to tensor cores, few output
+// channels over a deep reduction to tensor cores, non-overlapping patches to a GEMM.
+#include <gtest/gtest.h>
+
+#include "specialize/algorithm.hpp"
+
+namespace convjit {
+namespace {
+
+Conv2dDesc with(Conv2dDesc d, Layout layout, DType dtype, MathMode math) {
+  d.layout = layout;
+  d.dtype = dtype;
+  d.math = math;
+  return d;
+}
+
+constexpr DType kDTypes[] = {DType::kFloat32, DType::kFloat16, DType::kBFloat16};
+constexpr MathMode kMaths[] = {MathMode::kTF32, MathMode::kStrictFp32};
+
+TEST(AlgorithmChoice, ShallowDenseNhwcProblemsRunOnTensorCoresNotTheDirectKernel) {
+  const Conv2dDesc rgb{.n = 8, .c = 3, .h = 224, .w = 224, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  const Conv2dDesc stem{.n = 32, .c = 3, .h = 224, .w = 224, .k = 32, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2};
+  for (const char* arch : {"sm_80", "sm_90"}) {
+    for (const DType dtype : kDTypes) {
+      for (const MathMode math : kMaths) {
+        SCOPED_TRACE(::testing::Message() << arch << " " << to_string(dtype) << " " << to_string(math));
+        EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, dtype, math), arch), Algorithm::kImplicitGemm);
+        EXPECT_EQ(select_algorithm(with(stem, Layout::kNHWC, dtype, math), arch), Algorithm::kImplicitGemm);
+        // NCHW gathers 3-channel planes pixel by pixel: the direct kernel stays.
+        EXPECT_EQ(select_algorithm(with(rgb, Layout::kNCHW, dtype, math), arch), Algorithm::kDirect);
+      }
+    }
+  }
+  // Before sm_80 there are no tensor-core kernels to prefer.
+  EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, DType::kFloat32, MathMode::kTF32), "sm_75"), Algorithm::kDirect);
+}
+
+TEST(AlgorithmChoice, FewOutputChannelsOverADeepReductionRunOnTensorCoresInBothLayouts) {
+  const Conv2dDesc out{.n = 2, .c = 320, .h = 64, .w = 64, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+    for (const DType dtype : kDTypes) {
+      EXPECT_EQ(select_algorithm(with(out, layout, dtype, MathMode::kTF32), "sm_90"), Algorithm::kImplicitGemm);
+    }
+  }
+  // Depthwise problems are not dense: they stay on the direct kernel.
+  const Conv2dDesc dw{
+      .n = 32, .c = 240, .h = 28, .w = 28, .k = 240, .r = 5, .s = 5, .pad_h = 2, .pad_w = 2, .groups = 240};
+  for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+    EXPECT_EQ(select_algorithm(with(dw, layout, DType::kFloat16, MathMode::kTF32), "sm_90"), Algorithm::kDirect);
+  }
+}
+
+TEST(AlgorithmChoice, NonOverlappingPatchesRunAsAGemmExceptInStrictMath) {
+  const Conv2dDesc patch{
+      .n = 32, .c = 3, .h = 224, .w = 224, .k = 768, .r = 16, .s = 16, .stride_h = 16, .stride_w = 16};
+  for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+    for (const DType dtype : kDTypes) {
+      EXPECT_EQ(select_algorithm(with(patch, layout, dtype, MathMode::kTF32), "sm_90"), Algorithm::kIm2colGemm);
+    }
+    EXPECT_EQ(select_algorithm(with(patch, layout, DType::kFloat32, MathMode::kStrictFp32), "sm_90"),
+              Algorithm::kImplicitGemm);
+  }
+  // Overlapping windows (stride below the filter) are not patches.
+  Conv2dDesc overlap = patch;
+  overlap.stride_h = overlap.stride_w = 8;
+  EXPECT_EQ(select_algorithm(overlap, "sm_90"), Algorithm::kImplicitGemm);
+}
+
+}  // namespace
+}  // namespace convjit
