@@ -6,10 +6,15 @@
 // [p0, p0 + rows), writes one group's column matrix, zero where the tap falls in the
 // padding, with pixel = (p - p0) * Q + q:
 //   NCHW: col[image][kk][pixel], kk = (c, r, s); the GEMM reads it as a
-//         (pixels x kk) column-major matrix per image.
+//         (pixels x kk) column-major matrix per image. With `merged` set,
+//         col[kk][image][pixel] instead: one (images * pixels x kk) matrix for one GEMM
+//         over every image of the chunk, whose output the scatter kernel puts in place.
 //   NHWC: col[image][pixel][kk], kk = (r, s, c), so each row is the (r, s) runs of the
 //         group's contiguous channels, read and written along c; the chunk's pixels
 //         are one (pixels x kk) row-major matrix, as the chunk's rows of y are.
+//
+// scatter (NCHW, merged chunks): y[n0 + image][group's k][pixel] = scratch[k][image][pixel],
+// with the bias and the activation, in float32.
 //
 // bias_act: y += bias[k] (k the channel of y's layout), then the activation, in place
 // after the GEMMs, in float32; for 16-bit data the GEMM has already rounded y once, so
@@ -44,6 +49,7 @@ constexpr int kTaps = kR * kS;
 constexpr long long kGemmK = static_cast<long long>(kCPerGroup) * kTaps;
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+constexpr int kKPerGroup = kK / kGroups;
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
 constexpr bool kNHWC = kLayout == 1;
@@ -55,7 +61,7 @@ static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 // channel fastest, so they read one pixel's channels.
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
-                                              int group, int n0, int p0, int rows, int images) {
+                                              int group, int n0, int p0, int rows, int images, int merged) {
   using namespace im2col;
   const long long pixels = static_cast<long long>(rows) * kQ;
   const long long total = static_cast<long long>(images) * kGemmK * pixels;
@@ -83,8 +89,9 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
          i += static_cast<long long>(gridDim.x) * blockDim.x) {
       const long long pixel = i % pixels;
-      const long long kk = (i / pixels) % kGemmK;
-      const int image = static_cast<int>(i / (pixels * kGemmK));
+      // i is the entry's place in col: [kk][image][pixel] when merged, else [image][kk][pixel].
+      const long long kk = merged ? i / (pixels * images) : (i / pixels) % kGemmK;
+      const int image = static_cast<int>(merged ? (i / pixels) % images : i / (pixels * kGemmK));
       const int p = p0 + static_cast<int>(pixel / kQ);
       const int q = static_cast<int>(pixel % kQ);
       const int c = static_cast<int>(kk / kTaps);
@@ -114,5 +121,26 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + (kNHWC ? i % kK : (i / kPixels) % kK)));
     if constexpr (kRelu) v = fmaxf(v, 0.0f);
     y[i] = Convert::from_float(v);
+  }
+}
+
+extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _scatter)(const im2col::Element* __restrict__ scratch,
+                                               const im2col::Element* __restrict__ bias,
+                                               im2col::Element* __restrict__ y, int group, int n0, int images) {
+  using namespace im2col;
+  const long long total = static_cast<long long>(images) * kKPerGroup * kPixels;
+  // i runs over y's order (image, k, pixel), so writes are whole rows of y; the reads of
+  // scratch[k][image][pixel] are runs of the same rows.
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long pixel = i % kPixels;
+    const int k = static_cast<int>((i / kPixels) % kKPerGroup);
+    const int image = static_cast<int>(i / (kPixels * kKPerGroup));
+    float v = Convert::to_float(scratch[(static_cast<long long>(k) * images + image) * kPixels + pixel]);
+    const int channel = group * kKPerGroup + k;
+    if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + channel));
+    if constexpr (kRelu) v = fmaxf(v, 0.0f);
+    y[(static_cast<long long>(n0 + image) * kK + channel) * kPixels + pixel] = Convert::from_float(v);
   }
 }

@@ -149,6 +149,46 @@ TEST_F(Conv2dCorrectness, Im2colGemmKeepsItsWorkspaceUnderTheLimitAndStaysCorrec
   }
 }
 
+// Small NCHW images (under kMergeBelowPixels output pixels) run one GEMM over a chunk's
+// images and scatter its output into NCHW with the bias and activation: every dtype and
+// math mode, groups, and a limit small enough to cut the batch into several chunks.
+TEST_F(Conv2dCorrectness, Im2colGemmMergesSmallImagesIntoOneGemmPerChunkAndStaysCorrect) {
+  std::mt19937_64 rng(std::random_device{}());
+  const Conv2dDesc shapes[] = {
+      {.n = 7,
+       .c = 12,
+       .h = 9,
+       .w = 7,
+       .k = 20,
+       .r = 3,
+       .s = 3,
+       .pad_h = 1,
+       .groups = 2,
+       .bias = true,
+       .activation = Activation::kRelu},
+      {.n = 5, .c = 33, .h = 8, .w = 8, .k = 17, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1},
+      {.n = 3, .c = 16, .h = 14, .w = 14, .k = 40, .r = 1, .s = 1, .stride_h = 2, .stride_w = 2, .bias = true},
+  };
+  for (const std::uint64_t limit : {std::uint64_t{48} << 10, std::uint64_t{256} << 20}) {
+    Runtime rt(RuntimeOptions{.cache_dir = dir_.path(), .workspace_limit_bytes = limit});
+    for (Conv2dDesc d : shapes) {
+      for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+        for (const MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
+          if (dtype != DType::kFloat32 && math == MathMode::kStrictFp32) continue;
+          d.dtype = dtype;
+          d.math = math;
+          SCOPED_TRACE(fmt::format("{} limit {}", d.to_string(), limit));
+          const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm});
+          EXPECT_LE(plan.workspace_bytes(), limit);
+          const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kIm2colGemm);
+          EXPECT_EQ(result.unwritten, 0u);
+          EXPECT_LT(result.rel_err, testing::tolerance(d));
+        }
+      }
+    }
+  }
+}
+
 // f16 and bf16 through every algorithm: x, w, bias and y in the 16-bit type, fp32
 // accumulation, against float64 on the same rounded inputs.
 constexpr DType k16BitTypes[] = {DType::kFloat16, DType::kBFloat16};

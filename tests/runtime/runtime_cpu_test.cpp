@@ -299,11 +299,33 @@ TEST(Im2colChunking, HeadlineWorkspaceStaysUnderTheLimit) {
 }
 
 TEST(Im2colChunking, WholeImagesAreBatchedWhenTheyFit) {
-  const Conv2dDesc d{.n = 16, .c = 3, .h = 32, .w = 32, .k = 8, .r = 3, .s = 3};
-  const auto chunks = plan_im2col_chunks(d, std::uint64_t{1} << 20);  // one image: 27 x 900 floats
-  EXPECT_EQ(chunks.rows_per_chunk, 30);
-  EXPECT_EQ(chunks.images_per_chunk, 10);
+  const Conv2dDesc d{.n = 16, .c = 3, .h = 34, .w = 34, .k = 8, .r = 3, .s = 3};
+  const auto chunks = plan_im2col_chunks(d, std::uint64_t{1} << 20);  // one image: 27 x 1024 floats
+  EXPECT_FALSE(chunks.merged_images);
+  EXPECT_EQ(chunks.rows_per_chunk, 32);
+  EXPECT_EQ(chunks.images_per_chunk, 9);
   EXPECT_LE(chunks.workspace_bytes, std::uint64_t{1} << 20);
+}
+
+// Under kMergeBelowPixels output pixels an NCHW chunk is one GEMM over its images: the
+// workspace holds each image's columns and its scratch output, under the limit.
+TEST(Im2colChunking, SmallNchwImagesMergeAndChargeTheirScratchOutput) {
+  const Conv2dDesc d{.n = 16, .c = 3, .h = 32, .w = 32, .k = 8, .r = 3, .s = 3};
+  const std::uint64_t limit = std::uint64_t{1} << 20;
+  const auto chunks = plan_im2col_chunks(d, limit);  // one image: 27 x 900 columns, 8 x 900 outputs
+  EXPECT_TRUE(chunks.merged_images);
+  EXPECT_EQ(chunks.rows_per_chunk, 30);
+  EXPECT_EQ(chunks.images_per_chunk, 8);  // 1 MiB / (4 * (27 + 8) * 900 + 16)
+  EXPECT_EQ(chunks.column_bytes, 8u * 27 * 900 * 4);
+  EXPECT_EQ(chunks.workspace_bytes, 8u * 27 * 900 * 4 + 8u * 8 * 900 * 4);
+  EXPECT_LE(chunks.workspace_bytes, limit);
+  // NHWC already runs one GEMM over a chunk's pixels; one image has nothing to merge.
+  Conv2dDesc nhwc = d;
+  nhwc.layout = Layout::kNHWC;
+  EXPECT_FALSE(plan_im2col_chunks(nhwc, limit).merged_images);
+  Conv2dDesc single = d;
+  single.n = 1;
+  EXPECT_FALSE(plan_im2col_chunks(single, limit).merged_images);
 }
 
 TEST(Im2colChunking, PointwiseNeedsNoWorkspace) {

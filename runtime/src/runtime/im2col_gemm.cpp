@@ -30,7 +30,24 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
   }
   const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.r * d.s;
   const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * size_of(d.dtype);
-  const std::uint64_t image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
+  const std::uint64_t column_image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
+  const std::uint64_t pixels = static_cast<std::uint64_t>(o.p) * o.q;
+  const std::uint64_t scratch_image_bytes = static_cast<std::uint64_t>(d.k / d.groups) * pixels * size_of(d.dtype);
+  // A merged chunk holds its images' columns and their scratch y (plus 16 bytes of
+  // alignment between the two, charged to every image to stay under the limit).
+  const bool merge = d.layout == Layout::kNCHW && d.n > 1 && static_cast<long long>(pixels) < kMergeBelowPixels;
+  const std::uint64_t merged_image_bytes = column_image_bytes + scratch_image_bytes + 16;
+  if (merge && 2 * merged_image_bytes <= limit) {
+    out.merged_images = true;
+    // cuBLAS takes M as an int.
+    out.images_per_chunk = static_cast<int>(std::min<std::uint64_t>(
+        {static_cast<std::uint64_t>(d.n), limit / merged_image_bytes, kMaxGemmPixels / pixels}));
+    out.rows_per_chunk = static_cast<int>(o.p);
+    out.column_bytes = out.images_per_chunk * column_image_bytes;
+    out.workspace_bytes = (out.column_bytes + 15) / 16 * 16 + out.images_per_chunk * scratch_image_bytes;
+    return out;
+  }
+  const std::uint64_t image_bytes = column_image_bytes;
   if (row_bytes > limit) {
     fail(ErrorCode::kUnsupported,
          "{}: im2col needs {} bytes for one output row, over the {} bytes the workspace limit leaves for "
@@ -49,7 +66,8 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
     out.images_per_chunk = 1;
     out.rows_per_chunk = static_cast<int>(std::min<std::uint64_t>(o.p, limit / row_bytes));
   }
-  out.workspace_bytes = static_cast<std::uint64_t>(out.images_per_chunk) * out.rows_per_chunk * row_bytes;
+  out.column_bytes = static_cast<std::uint64_t>(out.images_per_chunk) * out.rows_per_chunk * row_bytes;
+  out.workspace_bytes = out.column_bytes;
   return out;
 }
 
@@ -63,6 +81,7 @@ Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunki
       blas_workspace_(blas_workspace) {
   im2col_ = module_->lookup(kernel_name + "_im2col");
   bias_act_ = module_->lookup(kernel_name + "_bias_act");
+  scatter_ = module_->lookup(kernel_name + "_scatter");
 }
 
 namespace {
@@ -103,11 +122,6 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
       .stream = stream,
       .col = reinterpret_cast<char*>(workspace),
   };
-  if (desc_.layout == Layout::kNHWC) {
-    run_nhwc(xf, wf, yf, ctx);
-  } else {
-    run_nchw(xf, wf, yf, ctx);
-  }
   if (desc_.bias || desc_.activation != Activation::kNone) {
     void* args[] = {&bias, &yf};
     CONVJIT_CU_CHECK(
@@ -152,7 +166,8 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
         const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
         const long long chunk_pixels = static_cast<long long>(rows) * o.q;
         int group = g;
-        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
+        int merged = 0;
+        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images), &merged};
         CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * chunk_pixels), 1, 1, kThreads, 1, 1, 0,
                                         ctx.stream, args, nullptr),
                          "launching im2col of {}", desc_.to_string());
@@ -166,6 +181,47 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
                                        compute, CUBLAS_GEMM_DEFAULT),
             "GEMM of {} (images {}+{}, rows {}+{})", desc_.to_string(), n0, images, p0, rows);
       }
+    }
+  }
+}
+
+void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const void* bias, char* yf,
+                                       const GemmContext& ctx) const {
+  const auto o = desc_.output_shape();
+  const long long k_per_group = desc_.k / desc_.groups;
+  const long long gemm_k = static_cast<long long>(desc_.c / desc_.groups) * desc_.r * desc_.s;
+  const long long pixels = o.p * o.q;
+  const long long esz = static_cast<long long>(size_of(desc_.dtype));
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  char* col = ctx.col;
+  char* scratch = col + round_up(chunking_.column_bytes, 16);
+  for (int g = 0; g < desc_.groups; ++g) {
+    const char* w_group = wf + g * k_per_group * gemm_k * esz;
+    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
+      int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+      int group = g;
+      int p0 = 0;
+      int rows = static_cast<int>(o.p);
+      int merged = 1;
+      void* im2col_args[] = {&xf, &col, &group, &n0, &p0, &rows, &images, &merged};
+      CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * pixels), 1, 1, kThreads, 1, 1, 0,
+                                      ctx.stream, im2col_args, nullptr),
+                       "launching im2col of {}", desc_.to_string());
+      // Column-major: scratch (m x k/g, ld m) = col (m x kk, ld m) * W_g^T (kk x k/g),
+      // m = the chunk's images x pixels, so scratch is [k][image][pixel].
+      const long long m = images * pixels;
+      CONVJIT_CUBLAS_CHECK(cublasGemmEx(ctx.handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(m),
+                                        static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, ctx.type,
+                                        static_cast<int>(m), w_group, ctx.type, static_cast<int>(gemm_k), &zero,
+                                        scratch, ctx.type, static_cast<int>(m), ctx.compute, CUBLAS_GEMM_DEFAULT),
+                           "merged GEMM of {} (images {}+{})", desc_.to_string(), n0, images);
+      const char* scratch_in = scratch;
+      const void* bias_in = bias;
+      void* scatter_args[] = {&scratch_in, &bias_in, &yf, &group, &n0, &images};
+      CONVJIT_CU_CHECK(cuLaunchKernel(scatter_, blocks_for(images * k_per_group * pixels), 1, 1, kThreads, 1, 1, 0,
+                                      ctx.stream, scatter_args, nullptr),
+                       "launching the scatter epilogue of {}", desc_.to_string());
     }
   }
 }
@@ -216,7 +272,8 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
       const long long first_pixel = (static_cast<long long>(n0) * o.p + p0) * o.q;
       for (int g = 0; g < groups; ++g) {
         int group = g;
-        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images)};
+        int merged = 0;
+        void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images), &merged};
         CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(chunk_pixels * gemm_k), 1, 1, kThreads, 1, 1, 0, ctx.stream,
                                         args, nullptr),
                          "launching im2col of {}", desc_.to_string());

@@ -16,10 +16,19 @@ namespace convjit {
 // How one problem is cut to fit the workspace.
 struct Im2colChunking {
   bool pointwise = false;  // 1x1 stride 1 no padding: GEMM on the input, no workspace
+  // NCHW images too small for a GEMM each (fewer than kMergeBelowPixels output pixels):
+  // the chunk's images are one GEMM, whose M spans them, into a scratch copy of y that
+  // the epilogue kernel scatters into NCHW (with the bias and activation).
+  bool merged_images = false;
   int images_per_chunk = 0;
-  int rows_per_chunk = 0;  // output rows per chunk (all P when whole images fit)
+  int rows_per_chunk = 0;          // output rows per chunk (all P when whole images fit)
+  std::uint64_t column_bytes = 0;  // the column matrix; the scratch y follows at a 16-byte boundary
   std::uint64_t workspace_bytes = 0;
 };
+
+// Below this many output pixels an image's own GEMM is too short to tile the machine
+// (a 7x7 to 28x28 layer is 49 to 784 rows of M): NCHW chunks merge their images.
+inline constexpr long long kMergeBelowPixels = 1024;
 
 // Throws Error(kUnsupported) when not even one output row of one image fits `limit`.
 Im2colChunking plan_im2col_chunks(const Conv2dDesc& desc, std::uint64_t limit_bytes);
@@ -51,6 +60,8 @@ class Im2colGemmRunner {
     char* col;
   };
   void run_nchw(const char* x, const char* w, char* y, const GemmContext& ctx) const;
+  // NCHW, merged_images: per group and chunk, im2col, one GEMM, then the scatter.
+  void run_nchw_merged(const char* x, const char* w, const void* bias, char* y, const GemmContext& ctx) const;
   // NHWC: one GEMM per group and chunk, straight on x for a pointwise problem.
   void run_nhwc(const char* x, const char* w, char* y, const GemmContext& ctx) const;
 
@@ -61,6 +72,7 @@ class Im2colGemmRunner {
   std::uint64_t blas_workspace_ = 0;
   CUfunction im2col_ = nullptr;
   CUfunction bias_act_ = nullptr;
+  CUfunction scatter_ = nullptr;
 };
 
 }  // namespace convjit
