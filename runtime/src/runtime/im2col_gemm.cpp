@@ -122,7 +122,15 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
       .stream = stream,
       .col = reinterpret_cast<char*>(workspace),
   };
-  if (desc_.bias || desc_.activation != Activation::kNone) {
+  if (chunking_.merged_images) {
+    run_nchw_merged(xf, wf, bias, yf, ctx);
+  } else if (desc_.layout == Layout::kNHWC) {
+    run_nhwc(xf, wf, yf, ctx);
+  } else {
+    run_nchw(xf, wf, yf, ctx);
+  }
+  // A merged run's scatter applied them already.
+  if (!chunking_.merged_images && (desc_.bias || desc_.activation != Activation::kNone)) {
     void* args[] = {&bias, &yf};
     CONVJIT_CU_CHECK(
         cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
