@@ -56,6 +56,7 @@ namespace {
 // Ratios decide, so the H100/H200 spread is moot.
 constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
 constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
+constexpr double kStrictStageFloorUs = 1.4;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 }  // namespace
@@ -68,8 +69,20 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
-  const double products = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32 ? 3.0 : 1.0;
-  return waves * block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const double products = strict ? 3.0 : 1.0;
+  double block_ms = block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
+  if (strict && d.r * d.s > 1) {
+    // A stage (one filter row of one channel chunk) is bound by the copy of its input
+    // rows with their halo, not the math, unless the filter is wide: measured at least
+    // this long on the networks and KernelBench shapes (docs/perf.md, "Every algorithm on
+    // the networks set"); 1x1 stages, with no halo, measured half of it. In TF32 and
+    // 16-bit the floor is as real, but im2col's prediction there is as far off the other
+    // way, so the comparison keeps the bare tensor-core time.
+    const double stages = static_cast<double>(work->block_reduction) / (8.0 * d.s);
+    block_ms = std::max(block_ms, stages * kStrictStageFloorUs * 1e-3);
+  }
+  return waves * block_ms;
 }
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
@@ -125,17 +138,18 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
                        d.dilation_h == 1 && d.dilation_w == 1;
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   if (d.groups == 1 && patches && !strict && k_per_group >= 16) return Algorithm::kIm2colGemm;
-  if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
   const bool tensor_cores = !unsupported_reason(d, Algorithm::kImplicitGemm, arch);
+  // Few output channels over a deep reduction (a U-Net's 4-channel output layer): half an
+  // n8 tile idle still beats FMA units at a seventh of the rate, and a GEMM as thin as
+  // this leaves cuBLAS no better (docs/perf.md).
+  if (d.groups == 1 && k_per_group < 16 && c_per_group >= 16 && reduction >= 32 && tensor_cores) {
+    return Algorithm::kImplicitGemm;
+  }
+  if (wgmma_starved && reduction >= 32) return Algorithm::kIm2colGemm;
   // NHWC: a pixel's channels are contiguous, so the implicit-GEMM gather is a plain run
   // of a row even for 3 or 4 channels, and tensor cores beat the direct kernel's FMAs on
   // every dense problem, shallow ones included (docs/perf.md, networks set).
   if (d.layout == Layout::kNHWC && d.groups == 1 && tensor_cores) return Algorithm::kImplicitGemm;
-  // NCHW with few output channels over a deep reduction (a U-Net's 4-channel output
-  // layer): half an n8 tile idle still beats FMA units at a seventh of the rate.
-  if (d.groups == 1 && k_per_group < 16 && c_per_group >= 16 && reduction >= 32 && tensor_cores) {
-    return Algorithm::kImplicitGemm;
-  }
   if (k_per_group >= 16 && reduction >= 32) {
     if (tensor_cores) return Algorithm::kImplicitGemm;
     // No tensor-core kernel for this target (before sm_80): in NHWC the same GEMM through
