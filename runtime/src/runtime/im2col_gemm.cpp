@@ -79,7 +79,7 @@ std::uint64_t Im2colGemmRunner::overhead_bytes(std::uint64_t blas_workspace) noe
 }
 
 void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,
-                           CUstream stream) const {
+                           CUstream stream, int batch) const {
   // Offsets count elements; the pointers step in bytes, esz per element.
   const auto* xf = static_cast<const char*>(x);
   const auto* wf = static_cast<const char*>(w);
@@ -104,19 +104,21 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
       .col = reinterpret_cast<char*>(workspace),
   };
   if (desc_.layout == Layout::kNHWC) {
-    run_nhwc(xf, wf, yf, ctx);
+    run_nhwc(xf, wf, yf, ctx, batch);
   } else {
-    run_nchw(xf, wf, yf, ctx);
+    run_nchw(xf, wf, yf, ctx, batch);
   }
   if (desc_.bias || desc_.activation != Activation::kNone) {
-    void* args[] = {&bias, &yf};
-    CONVJIT_CU_CHECK(
-        cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
-        "launching the bias/activation epilogue of {}", desc_.to_string());
+    // A dynamic-batch epilogue takes the batch as its last parameter (convjit_device.cuh).
+    void* args[] = {&bias, &yf, &batch};
+    const auto o = desc_.output_shape();
+    const std::uint64_t elements = static_cast<std::uint64_t>(batch) * desc_.k * o.p * o.q;
+    CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(elements), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
+                     "launching the bias/activation epilogue of {}", desc_.to_string());
   }
 }
 
-void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
@@ -142,12 +144,12 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
                                      xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
                                      static_cast<long long>(desc_.c) * plane, w_group, type,
                                      static_cast<int>(c_per_group), 0, &zero, y_group, type, static_cast<int>(pixels),
-                                     static_cast<long long>(desc_.k) * pixels, desc_.n, compute, CUBLAS_GEMM_DEFAULT),
+                                     static_cast<long long>(desc_.k) * pixels, batch, compute, CUBLAS_GEMM_DEFAULT),
           "pointwise GEMM of {}", desc_.to_string());
       continue;
     }
-    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
-      const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+    for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
+      const int images = std::min(chunking_.images_per_chunk, batch - n0);
       for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
         const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
         const long long chunk_pixels = static_cast<long long>(rows) * o.q;
@@ -170,7 +172,7 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
   }
 }
 
-void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
@@ -197,7 +199,7 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   };
   if (chunking_.pointwise) {
     // x is already the column matrix: N*H*W rows of c channels, group g's from g * c/g.
-    const long long total = static_cast<long long>(desc_.n) * o.p * o.q;
+    const long long total = static_cast<long long>(batch) * o.p * o.q;
     for (long long m0 = 0; m0 < total; m0 += kMaxGemmPixels) {
       const long long pixels = std::min<long long>(kMaxGemmPixels, total - m0);
       for (int g = 0; g < groups; ++g) {
@@ -207,8 +209,8 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
     }
     return;
   }
-  for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
-    const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+  for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
+    const int images = std::min(chunking_.images_per_chunk, batch - n0);
     for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
       const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
       // The chunk's output pixels are consecutive rows of y: images whole, or rows of one image.
