@@ -68,12 +68,17 @@ std::vector<Conv2dDesc> dynamic_batch_default_problems() {
 }
 
 int run_dynamic_batch_bench(Runtime& rt, const DynamicBatchConfig& config) {
+  // Three plans a row: the one specialized for the batch; a dynamic plan whose n is the
+  // batch itself (every decision the specialized plan makes, only the batch at run time:
+  // the kernel's own cost, and what a bucket topped at this batch costs); and the one
+  // dynamic plan for every batch up to --max-batch (the kernel's cost plus that of
+  // choosing algorithm, tiles and index width for the largest batch).
   fmt::print(
-      "dynamic   one batch=dynamic plan for n <= {} against the plan specialized for each batch; "
-      "algorithm {}\n",
-      config.max_batch, to_string(config.algorithm));
-  fmt::print("{:<34} {:<6} {:<5} {:>5} {:>11} {:>11} {:>8} {:>9} {:>9}  {}\n", "problem", "math", "lay", "batch",
-             "static ms", "dynamic ms", "dyn/stat", "err stat", "err dyn", "kernels (static | dynamic)");
+      "dynamic   plans: static (n = batch), dyn=b (batch=dynamic, n = batch), dyn<={} (batch=dynamic, "
+      "n = {}, one plan for every batch); algorithm {}\n",
+      config.max_batch, config.max_batch, to_string(config.algorithm));
+  fmt::print("{:<40} {:<6} {:<5} {:>5} {:>10} {:>10} {:>10} {:>7} {:>7} {:>8}  {}\n", "problem", "math", "lay", "batch",
+             "static ms", "dyn=b ms", "dyn<= ms", "b/stat", "<=/stat", "max err", "algorithms (static, dyn<=)");
   std::vector<std::string> rows;
   bool all_ok = true;
   for (const Conv2dDesc& base : config.problems) {
@@ -97,45 +102,57 @@ int run_dynamic_batch_bench(Runtime& rt, const DynamicBatchConfig& config) {
         for (const int batch : config.batches) {
           Conv2dDesc fixed = shape;
           fixed.n = batch;
+          Conv2dDesc bucket = fixed;
+          bucket.dynamic_batch = true;
           const std::string label =
               fmt::format("n{}c{}h{}w{}k{}r{}s{} pad={},{} stride={},{}", fixed.n, fixed.c, fixed.h, fixed.w, fixed.k,
                           fixed.r, fixed.s, fixed.pad_h, fixed.pad_w, fixed.stride_h, fixed.stride_w);
-          Measured stat, dynm;
+          Measured m[3];  // static, dyn=b, dyn<=max
+          int at = 0;
           try {
             const Conv2dPlan static_plan = rt.plan(fixed, PlanOptions{.algorithm = config.algorithm});
+            const Conv2dPlan bucket_plan = rt.plan(bucket, PlanOptions{.algorithm = config.algorithm});
             const HostInputs in = rounded_to(random_inputs(fixed, config.seed + batch, false), fixed.dtype);
             const ReferenceSample reference(fixed, in, config.sample_pixels, config.seed + batch);
             const double tol = tolerance(math);
-            stat = measure(static_plan, batch, in, reference, fixed, rt, config, tol);
+            m[0] = measure(static_plan, batch, in, reference, fixed, rt, config, tol);
+            at = 1;
+            m[1] = measure(bucket_plan, batch, in, reference, fixed, rt, config, tol);
+            at = 2;
             if (!dynamic_plan) fail(ErrorCode::kUnsupported, "the dynamic plan: {}", dyn_error);
-            dynm = measure(*dynamic_plan, batch, in, reference, fixed, rt, config, tol);
+            m[2] = measure(*dynamic_plan, batch, in, reference, fixed, rt, config, tol);
           } catch (const Error& e) {
-            (stat.kernel.empty() ? stat : dynm).error = e.what();
+            m[at].error = e.what();
           }
-          const bool ok = stat.ok && dynm.ok;
+          const bool ok = m[0].ok && m[1].ok && m[2].ok;
           all_ok = all_ok && ok;
-          const double ratio = stat.median_ms > 0 && dynm.median_ms > 0 ? dynm.median_ms / stat.median_ms : NAN;
-          fmt::print("{:<34} {:<6} {:<5} {:>5} {:>11.4f} {:>11.4f} {:>8.3f} {:>9.1e} {:>9.1e}  {} | {}{}\n", label,
-                     to_string(math), to_string(layout), batch, stat.median_ms, dynm.median_ms, ratio,
-                     stat.check.rel_l2, dynm.check.rel_l2, stat.kernel, dynm.kernel,
-                     ok ? "" : fmt::format("  FAIL {}{}", stat.error, dynm.error));
+          const auto ratio = [&](const Measured& d) {
+            return m[0].median_ms > 0 && d.median_ms > 0 ? d.median_ms / m[0].median_ms : NAN;
+          };
+          const double max_err = std::max({m[0].check.rel_l2, m[1].check.rel_l2, m[2].check.rel_l2});
+          fmt::print("{:<40} {:<6} {:<5} {:>5} {:>10.4f} {:>10.4f} {:>10.4f} {:>7.3f} {:>7.3f} {:>8.1e}  {}, {}{}\n",
+                     label, to_string(math), to_string(layout), batch, m[0].median_ms, m[1].median_ms, m[2].median_ms,
+                     ratio(m[1]), ratio(m[2]), max_err, m[0].algorithm, m[2].algorithm,
+                     ok ? "" : fmt::format("  FAIL {}{}{}", m[0].error, m[1].error, m[2].error));
           rows.push_back(JsonObject()
                              .str("problem", label)
                              .str("math", to_string(math))
                              .str("layout", to_string(layout))
                              .integer("batch", batch)
                              .integer("max_batch", config.max_batch)
-                             .num("static_ms", stat.median_ms)
-                             .num("dynamic_ms", dynm.median_ms)
-                             .num("dynamic_over_static", ratio)
-                             .num("static_rel_l2", stat.check.rel_l2)
-                             .num("dynamic_rel_l2", dynm.check.rel_l2)
-                             .str("static_kernel", stat.kernel)
-                             .str("dynamic_kernel", dynm.kernel)
-                             .str("static_algorithm", stat.algorithm)
-                             .str("dynamic_algorithm", dynm.algorithm)
+                             .num("static_ms", m[0].median_ms)
+                             .num("dynamic_same_n_ms", m[1].median_ms)
+                             .num("dynamic_max_n_ms", m[2].median_ms)
+                             .num("dynamic_same_n_over_static", ratio(m[1]))
+                             .num("dynamic_max_n_over_static", ratio(m[2]))
+                             .num("static_rel_l2", m[0].check.rel_l2)
+                             .num("dynamic_same_n_rel_l2", m[1].check.rel_l2)
+                             .num("dynamic_max_n_rel_l2", m[2].check.rel_l2)
+                             .str("static_kernel", m[0].kernel)
+                             .str("dynamic_same_n_kernel", m[1].kernel)
+                             .str("dynamic_max_n_kernel", m[2].kernel)
                              .boolean("ok", ok)
-                             .str("error", stat.error + dynm.error)
+                             .str("error", m[0].error + m[1].error + m[2].error)
                              .text());
           if (config.json) {
             write_file_atomically(*config.json, fmt::format("{{\n\"meta\": {},\n\"rows\": {}\n}}\n",

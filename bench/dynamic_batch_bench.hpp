@@ -1,8 +1,9 @@
 #pragma once
 // conv_bench --dynamic-batch: the cost of one kernel for every batch (issue 17). For each
-// problem, math mode, layout and batch B, the plan specialized for n = B against one
-// batch=dynamic plan for at most --max-batch images run at B: both checked against float64,
-// then timed the same way as every other conv_bench row.
+// problem, math mode, layout and batch B, the plan specialized for n = B against a
+// batch=dynamic plan with n = B (the kernel's own cost) and the one batch=dynamic plan for
+// at most --max-batch images, each run at B: checked against float64, then timed the
+// same way as every other conv_bench row.
 
 #include <optional>
 #include <string>
