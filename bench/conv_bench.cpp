@@ -12,6 +12,7 @@
 #include "bench_util.hpp"
 #include "conv_runner.hpp"
 #include "convjit/convjit.hpp"
+#include "dynamic_batch_bench.hpp"
 #include "tooling/tooling.hpp"
 
 namespace convjit::bench {
@@ -50,6 +51,12 @@ const std::vector<OptionSpec> kOptions = {
     {"--list", "",
      "print the selected problems and what auto runs each with on --list-arch, then exit (no GPU needed)"},
     {"--list-arch", "SM", "the target --list shows auto's choice for (default sm_90)"},
+    {"--dynamic-batch", "",
+     "instead of the table above: one batch=dynamic plan against the plan specialized for each batch (issue 17), "
+     "on --shape problems (default the headline and n16c256h14w14k256r3s3 pad=1), every --math (default all four) "
+     "and --layout (default nchw,nhwc), with the first of --algos (default auto)"},
+    {"--batches", "LIST", "with --dynamic-batch: the batches timed (default 8,64)"},
+    {"--max-batch", "N", "with --dynamic-batch: the dynamic plan's n, the largest batch it takes (default 256)"},
 };
 
 constexpr std::string_view kAbout =
@@ -246,6 +253,49 @@ std::string meta_json(const Setup& s, const GpuInfo& g, const Peaks& peaks, cons
       .text();
 }
 
+int dynamic_batch_main(const Options& opts, int argc, char** argv) {
+  DynamicBatchConfig c;
+  for (const auto& text : opts.values("--shape")) c.problems.push_back(parse_shape(text, "--shape"));
+  if (c.problems.empty()) c.problems = dynamic_batch_default_problems();
+  c.maths = {BenchMath::kStrict, BenchMath::kTF32, BenchMath::kFP16, BenchMath::kBF16};
+  if (auto v = opts.value("--math")) {
+    c.maths.clear();
+    for (const auto& m : split_list(*v)) c.maths.push_back(parse_math(m));
+  }
+  c.layouts = {Layout::kNCHW, Layout::kNHWC};
+  if (auto v = opts.value("--layout")) {
+    c.layouts.clear();
+    for (const auto& l : split_list(*v)) c.layouts.push_back(parse_layout(l));
+  }
+  c.max_batch = opts.int_value("--max-batch", 256, 1);
+  c.batches = {8, 64};
+  if (auto v = opts.value("--batches")) {
+    c.batches.clear();
+    for (const auto& b : split_list(*v)) {
+      const long long batch = parse_integer(b, "conv_bench --batches");
+      if (batch < 1 || batch > c.max_batch) {
+        fail(ErrorCode::kInvalidArgument, "conv_bench --batches: expected batches from 1 to --max-batch {}, got {}",
+             c.max_batch, batch);
+      }
+      c.batches.push_back(static_cast<int>(batch));
+    }
+  }
+  if (auto v = opts.value("--algos")) c.algorithm = parse_algorithm(split_list(*v).at(0));
+  c.timing.iters = opts.int_value("--iters", 50, 1);
+  c.timing.warmup = opts.int_value("--warmup", 10, 0);
+  c.seed = static_cast<std::uint64_t>(opts.int_value("--seed", 1234, 0));
+  c.sample_pixels = opts.int_value("--sample-pixels", 4096, 1);
+  c.json = opts.value("--json");
+  c.command = command_line(argc, argv);
+  Runtime rt;
+  make_runtime_context_current(rt);
+  const GpuInfo gpu = gpu_info(rt);
+  fmt::print("gpu       {} ({}), max SM clock {} MHz, CUDA driver {}\n", gpu.name, gpu.arch, gpu.sm_clock_mhz,
+             gpu.driver);
+  fmt::print("timing    median of {} runs after {} warm-up, CUDA events per launch\n", c.timing.iters, c.timing.warmup);
+  return run_dynamic_batch_bench(rt, c);
+}
+
 int bench_main(int argc, char** argv) {
   Options opts("conv_bench", "[--ids LIST] [--shape SHAPE]... [--math LIST] [--json FILE] [options]", kAbout, kOptions);
   opts.parse(argc, argv);
@@ -253,6 +303,7 @@ int bench_main(int argc, char** argv) {
     opts.print_help();
     return 0;
   }
+  if (opts.has("--dynamic-batch")) return dynamic_batch_main(opts, argc, argv);
   const Setup setup = read_options(opts);
   const ProblemSelection selection = select_problems(setup.selection);
   if (setup.list) {

@@ -318,7 +318,8 @@ __device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const 
 extern "C" __global__ void __launch_bounds__(conv2d_depthwise::kBlockThreads, spec::kMinBlocks)
     CONVJIT_KERNEL_NAME(const conv2d_depthwise::Element* __restrict__ x,
                         const conv2d_depthwise::Element* __restrict__ w,
-                        const conv2d_depthwise::Element* __restrict__ bias, conv2d_depthwise::Element* __restrict__ y) {
+                        const conv2d_depthwise::Element* __restrict__ bias,
+                        conv2d_depthwise::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace conv2d_depthwise;
   if constexpr (kNHWC) {
     nhwc_block(x, w, bias, y);

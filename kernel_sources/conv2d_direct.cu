@@ -67,7 +67,8 @@ static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and 
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     CONVJIT_KERNEL_NAME(const conv2d_direct::Element* __restrict__ x, const conv2d_direct::Element* __restrict__ w,
-                        const conv2d_direct::Element* __restrict__ bias, conv2d_direct::Element* __restrict__ y) {
+                        const conv2d_direct::Element* __restrict__ bias,
+                        conv2d_direct::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace conv2d_direct;
   const long long block = blockIdx.x;
   const int k_block = static_cast<int>(block % kKBlocks);

@@ -112,10 +112,10 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _bias_act)(const im2col::Element* __restrict__ bias,
-                                                im2col::Element* __restrict__ y) {
+                                                im2col::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace im2col;
-  constexpr long long kTotal = static_cast<long long>(kN) * kK * kPixels;
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < kTotal;
+  const long long total = static_cast<long long>(CONVJIT_BATCH(kN)) * kK * kPixels;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
     float v = Convert::to_float(y[i]);
     if constexpr (kHasBias) v += Convert::to_float(__ldg(bias + (kNHWC ? i % kK : (i / kPixels) % kK)));

@@ -101,7 +101,6 @@ constexpr int kKPerGroup = kK / kGroups;
 constexpr int kTaps = kR * kS;
 constexpr int kGemmK = kCPerGroup * kTaps;
 constexpr long long kPixelsPerImage = static_cast<long long>(kP) * kQ;
-constexpr long long kGemmN = kN * kPixelsPerImage;
 constexpr int kThreads = kWarpsM * kWarpsN * 32;
 constexpr int kWarpTileM = kBM / kWarpsM;
 constexpr int kWarpTileN = kBN / kWarpsN;
@@ -310,8 +309,9 @@ __device__ __forceinline__ void copy_run(Element* dst, const Element* src, bool 
 
 extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksPerSm)
     CONVJIT_KERNEL_NAME(const igemm::Element* __restrict__ x, const igemm::Element* __restrict__ w,
-                        const igemm::Element* __restrict__ bias, igemm::Element* __restrict__ y) {
+                        const igemm::Element* __restrict__ bias, igemm::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace igemm;
+  const long long gemm_n = static_cast<long long>(CONVJIT_BATCH(kN)) * kPixelsPerImage;  // pixels of the run
   extern __shared__ __align__(16) Element smem[];
   Element* a_smem = smem;                           // [kStages][kBM][kAStride]
   Element* b_smem = smem + kStages * kAStageElems;  // [kStages][kBK][kBStride]
@@ -340,7 +340,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     const auto window_of = [&](int row) {
       const long long pixel = n0 + row;
       Window win;
-      win.valid = pixel < kGemmN;
+      win.valid = pixel < gemm_n;
       const index_t px = win.valid ? static_cast<index_t>(pixel) : 0;
       const index_t img = px / static_cast<index_t>(kPixelsPerImage);
       const int pq = static_cast<int>(px - img * static_cast<index_t>(kPixelsPerImage));
@@ -484,7 +484,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
           const long long pixel = n0 + warp_n * kWarpTileN + i * 16 + g + half * 8;
-          if (pixel >= kGemmN) continue;
+          if (pixel >= gemm_n) continue;
           float v[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
@@ -513,7 +513,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
   const int b_col = tid % kBN;
   const int b_row0 = tid / kBN;
   const long long pixel = n0 + b_col;
-  const bool pixel_valid = pixel < kGemmN;
+  const bool pixel_valid = pixel < gemm_n;
   const int img = pixel_valid ? static_cast<int>(pixel / kPixelsPerImage) : 0;
   const int pq = pixel_valid ? static_cast<int>(pixel % kPixelsPerImage) : 0;
   const int ih0 = (pq / kQ) * kStrideH - kPadH;
@@ -829,7 +829,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             const long long col = n0 + warp_n * kWarpTileN + j * 8 + 2 * t + e;
-            if (col >= kGemmN) continue;
+            if (col >= gemm_n) continue;
             float v = acc[i][j][half * 2 + e] + b_val;
             if constexpr (kRelu) v = fmaxf(v, 0.0f);
             const index_t img_out = static_cast<index_t>(col / kPixelsPerImage);
@@ -838,7 +838,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           }
         } else {
           const long long col = n0 + warp_n * kWarpTileN + j * 8 + 2 * t;  // even
-          if (col >= kGemmN) continue;
+          if (col >= gemm_n) continue;
           float v[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
@@ -849,12 +849,12 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           const index_t pq_out = static_cast<index_t>(col % kPixelsPerImage);
           Element* out = y + (img_out * kK + k_out) * static_cast<index_t>(kPixelsPerImage) + pq_out;
           if constexpr (kPairStores) {
-            // col is even and kGemmN is even, so col + 1 is a pixel of the same image.
+            // col is even and gemm_n is even, so col + 1 is a pixel of the same image.
             *reinterpret_cast<unsigned*>(out) =
                 static_cast<unsigned>(Traits::from_float(v[0])) | static_cast<unsigned>(Traits::from_float(v[1])) << 16;
           } else {
             out[0] = Traits::from_float(v[0]);
-            if (col + 1 < kGemmN) {
+            if (col + 1 < gemm_n) {
               const index_t next =
                   (col + 1) % kPixelsPerImage == 0 ? static_cast<index_t>(kK - 1) * kPixelsPerImage : 0;
               out[1 + next] = Traits::from_float(v[1]);

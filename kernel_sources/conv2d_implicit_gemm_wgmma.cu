@@ -85,7 +85,6 @@ constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
 constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
 constexpr int kStagesTotal = kChunks * kR;  // per patch
-constexpr int kTiles = kN * kTilesP * kTilesQ;
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
 constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
 constexpr int kHaloPairs = (kHaloW + 1) / 2;
@@ -441,8 +440,9 @@ extern "C" __global__ void __launch_bounds__(256)
 
 extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
-                        const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
+                        const wg::Element* __restrict__ bias, wg::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace wg;
+  const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
   const unsigned full_bar = smem_addr(smem);              // kStages x 8 bytes
   const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
@@ -484,7 +484,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
         // ---- store warps: staged output rows of each patch to NCHW ----
         const int swarp = pwarp - kLoadWarps;
         int local = 0;  // patches of this block so far
-        for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
+        for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
           const Patch patch = patch_of(tile);
           bar_wait(out_full_bar, local & 1);
           for (int row = swarp; row < kBN * kBP; row += 4 - kLoadWarps) {
@@ -505,7 +505,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     }
     const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kChunks * kR * kBStageElems;
     int it = 0;  // stages produced so far, over all patches
-    for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
       const Patch patch = patch_of(tile);
       const Element* x_img = x + (static_cast<long long>(patch.img) * kC + group * kCPerGroup) * kPlane;
       const int iw_first = patch.q0 * kStrideW - kPadW;
@@ -568,7 +568,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 
     int it = 0;     // stages consumed so far, over all patches
     int local = 0;  // patches of this block so far
-    for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x, ++local) {
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++local) {
       const Patch patch = patch_of(tile);
       // 16-bit rows were copied from an even column: an odd first column sits one further.
       const int shift = k16Bit ? (patch.q0 * kStrideW - kPadW) & 1 : 0;

@@ -15,6 +15,19 @@
 #ifndef CONVJIT_DEVICE_CUH
 #define CONVJIT_DEVICE_CUH
 
+// The batch. A dynamic-batch kernel (the prologue defines CONVJIT_DYNAMIC_BATCH) takes it
+// as its last parameter, any value from 1 to spec::kN, so one compile serves every batch;
+// a static kernel has no such parameter and reads spec::kN, a constant the compiler folds
+// into every bound and offset. A template's main entry point ends its parameter list with
+// CONVJIT_BATCH_PARAM and reads the batch as CONVJIT_BATCH(spec::kN).
+#ifdef CONVJIT_DYNAMIC_BATCH
+#define CONVJIT_BATCH_PARAM , const int convjit_batch
+#define CONVJIT_BATCH(fixed) convjit_batch
+#else
+#define CONVJIT_BATCH_PARAM
+#define CONVJIT_BATCH(fixed) (fixed)
+#endif
+
 // f16 and bf16 travel as their bit patterns, converted by the single PTX instruction
 // each conversion is: NVRTC has no built-in cuda_fp16.h, and a deployed runtime may
 // have no toolkit headers to point it at.

@@ -200,6 +200,17 @@ TEST(Conv2dDesc, EqualityAndHashSeeEveryField) {
   EXPECT_NE(Conv2dDescHash{}(a), Conv2dDescHash{}(b));
 }
 
+TEST(Conv2dDesc, DynamicBatchIsNamedInToStringAndSeenByEqualityAndHash) {
+  Conv2dDesc a = headline();
+  Conv2dDesc b = headline();
+  b.dynamic_batch = true;
+  ASSERT_NO_THROW(b.validate());
+  EXPECT_NE(a, b);
+  EXPECT_NE(Conv2dDescHash{}(a), Conv2dDescHash{}(b));
+  EXPECT_EQ(a.to_string().find("batch="), std::string::npos) << a.to_string();
+  EXPECT_EQ(b.to_string(), a.to_string() + " batch=dynamic");
+}
+
 TEST(Conv2dDesc, FlopsCountTwoPerMultiplyAdd) {
   EXPECT_DOUBLE_EQ(headline().flops(), 2.0 * 8 * 128 * 508 * 250 * 64 * 5 * 7);
 }

@@ -54,6 +54,7 @@ TEST(KernelKey, ChangesWhenAnySpecializationValueChanges) {
       {"math", [](Conv2dDesc& d) { d.math = MathMode::kStrictFp32; }},
       {"dtype f16", [](Conv2dDesc& d) { d.dtype = DType::kFloat16; }},
       {"dtype bf16", [](Conv2dDesc& d) { d.dtype = DType::kBFloat16; }},
+      {"dynamic_batch", [](Conv2dDesc& d) { d.dynamic_batch = true; }},
   };
   std::set<std::string> hashes = {key_of(base()).hash};
   for (const auto& [field, mutate] : mutations) {

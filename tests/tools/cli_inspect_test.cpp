@@ -55,6 +55,20 @@ TEST_F(CliTest, InspectSeveralSectionsGetsAHeaderEach) {
   EXPECT_LT(r.out.find("===== source of "), r.out.find("===== PTX of "));
 }
 
+TEST_F(CliTest, InspectBatchDynamicNamesTheProblemAndKernelAsDynamicWithItsOwnCacheEntry) {
+  const std::string shape = std::string(kSmallA) + " batch=dynamic";
+  const auto dynamic = cli({"inspect", shape, "--arch", "sm_90"});
+  ASSERT_EQ(dynamic.exit_code, 0) << dynamic.out << dynamic.err;
+  EXPECT_TRUE(contains(dynamic.out, "problem    n1c4h12w10k8r3s3 stride=1 pad=0")) << dynamic.out;
+  EXPECT_TRUE(contains(dynamic.out, " batch=dynamic\n")) << dynamic.out;
+  EXPECT_TRUE(contains(dynamic.out, "_ndyn1c4h12w10_")) << dynamic.out;
+  EXPECT_TRUE(contains(dynamic.out, "(compiled now")) << dynamic.out;
+  const auto fixed = cli({"inspect", kSmallA, "--arch", "sm_90"});
+  ASSERT_EQ(fixed.exit_code, 0) << fixed.err;
+  EXPECT_TRUE(contains(fixed.out, "(compiled now")) << "the static kernel is another entry\n" << fixed.out;
+  EXPECT_FALSE(contains(fixed.out, "batch=dynamic")) << fixed.out;
+}
+
 TEST_F(CliTest, InspectNhwcShowsTheLayoutInTheProblemKernelAndSourceForEachAlgorithmThatReadsIt) {
   const std::string shape = std::string(kSmallA) + " layout=nhwc";
   for (const char* algorithm : {"auto", "direct", "im2col_gemm"}) {

@@ -53,6 +53,11 @@ TEST(ShapeText, ToStringRoundTripsEveryOptionValue) {
       }
     }
   }
+  const std::size_t all = descs.size();
+  for (std::size_t i = 0; i < all; ++i) {
+    descs.push_back(descs[i]);
+    descs.back().dynamic_batch = true;
+  }
   for (const auto& d : descs) {
     EXPECT_EQ(parse_shape(d.to_string()), d) << d.to_string();
     EXPECT_EQ(parse_shape(to_short_string(d)), d) << to_short_string(d);
@@ -75,6 +80,22 @@ TEST(ShapeText, ShortFormLeavesOutExactlyTheDefaultOptions) {
                                        .bias = true,
                                        .math = MathMode::kStrictFp32}),
             "n2c8h9w9k8r3s3 stride=1,2 pad=1 groups=8 bias=1 math=strict");
+}
+
+TEST(ShapeText, BatchOptionTakesStaticOrDynamicAndNamesTheChoicesOtherwise) {
+  EXPECT_FALSE(parse_shape("n8c64h56k64r3").dynamic_batch);
+  EXPECT_FALSE(parse_shape("n8c64h56k64r3 batch=static").dynamic_batch);
+  const Conv2dDesc dynamic = parse_shape("n256c256h14w14k256r3s3 pad=1 batch=dynamic");
+  EXPECT_TRUE(dynamic.dynamic_batch);
+  EXPECT_EQ(dynamic.n, 256);  // the largest batch of a run
+  EXPECT_EQ(to_short_string(dynamic), "n256c256h14w14k256r3s3 pad=1 batch=dynamic");
+  const ShapeParse bad = parse_shape_text("n8c64h56k64r3 batch=dyn");
+  ASSERT_FALSE(bad.desc);
+  EXPECT_EQ(bad.error.column, 21);
+  EXPECT_EQ(bad.error.message, "expected static or dynamic for 'batch', got 'dyn'");
+  const ShapeParse twice = parse_shape_text("n8c64h56k64r3 batch=dynamic batch=static");
+  ASSERT_FALSE(twice.desc);
+  EXPECT_NE(twice.error.message.find("'batch' is given twice"), std::string::npos) << twice.error.message;
 }
 
 TEST(ShapeText, HeadlineShortFormTakesConv2dDefaults) {

@@ -172,6 +172,25 @@ TEST(WorkloadFile, LayoutFieldIsOptionalAndCarriedToBothHalvesOfASeparableProble
   EXPECT_NE(workload_error(problem_with(R"("bias": false, "layout": 1)")).find("field 'layout'"), std::string::npos);
 }
 
+TEST(WorkloadFile, BatchFieldMakesBothHalvesOfASeparableProblemDynamicAndRejectsOtherValues) {
+  EXPECT_FALSE(parse_workloads(problem_with(R"("bias": false)"), "kb.json")[0].descs.at(0).dynamic_batch);
+  EXPECT_FALSE(
+      parse_workloads(problem_with(R"("bias": false, "batch": "static")"), "kb.json")[0].descs.at(0).dynamic_batch);
+  EXPECT_TRUE(
+      parse_workloads(problem_with(R"("bias": false, "batch": "dynamic")"), "kb.json")[0].descs.at(0).dynamic_batch);
+  const auto separable = parse_workloads(R"({"problems": [{"op": "separable", "N": 16, "C": 4, "K": 8,
+    "spatial": [8, 8], "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1],
+    "batch": "dynamic"}]})",
+                                         "kb.json");
+  ASSERT_EQ(separable[0].descs.size(), 2u);
+  EXPECT_TRUE(separable[0].descs[0].dynamic_batch);
+  EXPECT_TRUE(separable[0].descs[1].dynamic_batch);
+  EXPECT_EQ(separable[0].descs[1].n, 16);
+  const std::string bad = workload_error(problem_with(R"("bias": false, "batch": "any")"));
+  EXPECT_NE(bad.find("problems[0]: field 'batch': expected \"static\" or \"dynamic\", got"), std::string::npos) << bad;
+  EXPECT_NE(workload_error(problem_with(R"("bias": false, "batch": true)")).find("field 'batch'"), std::string::npos);
+}
+
 TEST(WorkloadFile, ProblemsConvjitCannotRunAreStillSkippedNotErrors) {
   const auto problems = parse_workloads(R"({"problems": [{"id": 2, "op": "conv", "spatial": [8, 8, 8]},
     {"id": 3, "op": "conv_transpose", "spatial": [8, 8]}]})",

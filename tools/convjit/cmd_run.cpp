@@ -30,11 +30,12 @@ const CommandSpec kSpec{
         "problems, else over 4096 random output pixels with all their channels; the tolerance\n"
         "is 1e-5 for math=strict and 1e-3 for math=tf32 with f32 data, 2e-3 for f16 and 1e-2 for bf16.\n"
         "The time is the median of --iters runs after warm-up, each synchronized and measured on the\n"
-        "host clock.\n"
+        "host clock. With batch=dynamic in SHAPE, --batch B runs the one kernel at batch B (1..n).\n"
         "Exit status: 0 pass, 1 check failed, 2 malformed shape, 3 no GPU here.",
     .options = {{"--iters", "N", "timed runs (default 50)"},
                 {"--warmup", "N", "untimed runs first (default 3)"},
                 {"--seed", "S", "random seed for the data (default: random)"},
+                {"--batch", "B", "the run's batch, 1..n, for a batch=dynamic SHAPE (default: n)"},
                 kAlgorithmOption,
                 kDirOption},
     .min_positionals = 1,
@@ -84,6 +85,11 @@ int run_main(const Args& args) {
                                  ? static_cast<std::uint64_t>(parse_count(kSpec, "--seed", *args.value("--seed"), 0))
                                  : std::random_device{}();
 
+  // The problem this run computes: the descriptor's own, or the same at --batch images.
+  Conv2dDesc run_desc = desc;
+  if (args.value("--batch")) run_desc.n = parse_count(kSpec, "--batch", *args.value("--batch"), 1);
+  run_desc.dynamic_batch = false;
+
   Runtime rt(runtime_options(args));
   std::string arch;
   try {
@@ -96,6 +102,7 @@ int run_main(const Args& args) {
          e.what());
   }
   fmt::print("problem   {}\ndevice    {}, cache {}\n", desc.to_string(), arch, rt.cache_dir().string());
+  if (desc.dynamic_batch) fmt::print("batch     {} of at most {}\n", run_desc.n, desc.n);
 
   auto t0 = Clock::now();
   const Conv2dPlan plan = rt.plan(desc, PlanOptions{.algorithm = algorithm});
@@ -106,12 +113,12 @@ int run_main(const Args& args) {
 
   std::mt19937_64 rng(seed);
   const DType dtype = desc.dtype;
-  const auto x = random_nonzero(desc.x_elements(), rng, dtype);
+  const auto x = random_nonzero(run_desc.x_elements(), rng, dtype);
   const auto w = random_nonzero(desc.w_elements(), rng, dtype);
   const auto bias = desc.bias ? random_nonzero(desc.k, rng, dtype) : std::vector<float>{};
   const auto x_image = to_storage(x, dtype);
   const auto w_image = to_storage(w, dtype);
-  const std::size_t y_bytes = static_cast<std::size_t>(desc.y_elements()) * size_of(dtype);
+  const std::size_t y_bytes = static_cast<std::size_t>(run_desc.y_elements()) * size_of(dtype);
   DeviceBuffer dx(rt, x_image.size()), dw(rt, w_image.size());
   DeviceBuffer dy(rt, (y_bytes + 3) / 4 * 4);  // whole 32-bit words for the NaN fill
   DeviceBuffer db = desc.bias ? DeviceBuffer(rt, bias.size() * size_of(dtype)) : DeviceBuffer();
@@ -123,14 +130,15 @@ int run_main(const Args& args) {
   }
   dy.fill_u32(nan_fill_pattern(dtype));  // quiet NaN: an output the kernel never writes fails the check
   const void* bias_ptr = desc.bias ? db.data() : nullptr;
+  const Conv2dArgs run_args{.x = dx.data(), .w = dw.data(), .bias = bias_ptr, .y = dy.data(), .n = run_desc.n};
 
-  plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+  plan.run(run_args);
   rt.synchronize();
   std::vector<unsigned char> y_image(y_bytes);
   dy.download(y_image.data(), y_image.size());
   const std::vector<float> y = from_storage(y_image, dtype);
   const auto non_finite = std::count_if(y.begin(), y.end(), [](float v) { return !std::isfinite(v); });
-  const CheckResult check = check_against_reference(desc, x, w, bias, y, seed + 1);
+  const CheckResult check = check_against_reference(run_desc, x, w, bias, y, seed + 1);
   const double tolerance = tolerance_for(desc);
   const bool pass = non_finite == 0 && check.rel_l2 <= tolerance;
   fmt::print(
@@ -139,20 +147,20 @@ int run_main(const Args& args) {
       check.rel_l2, check.checked, check.full ? "all" : "4096 sampled pixels, all channels", check.max_abs, non_finite,
       tolerance, dtype == DType::kFloat32 ? to_string(desc.math) : to_string(dtype), pass ? "PASS" : "FAIL");
 
-  for (int i = 0; i < warmup; ++i) plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+  for (int i = 0; i < warmup; ++i) plan.run(run_args);
   rt.synchronize();
   std::vector<double> times;
   times.reserve(static_cast<std::size_t>(iters));
   for (int i = 0; i < iters; ++i) {
     t0 = Clock::now();
-    plan.run(dx.data(), dw.data(), bias_ptr, dy.data());
+    plan.run(run_args);
     rt.synchronize();
     times.push_back(ms_since(t0));
   }
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   fmt::print("time      {:.3f} ms median of {} (min {:.3f}, max {:.3f}), {:.1f} TFLOP/s\n", median, iters,
-             times.front(), times.back(), desc.flops() / median / 1e9);
+             times.front(), times.back(), run_desc.flops() / median / 1e9);
   print_cache_stats(rt.stats());
   return pass ? kExitOk : kExitFailed;
 }

@@ -61,6 +61,12 @@ struct Conv2dDesc {
   DType dtype = DType::kFloat32;
   Layout layout = Layout::kNCHW;
   MathMode math = MathMode::kTF32;  // matches PyTorch's default (torch.backends.cudnn.allow_tf32)
+  // One kernel for every batch from 1 to n: the batch becomes a run argument
+  // (Conv2dArgs::n) instead of a compile-time constant. n is then the largest batch a run
+  // may have, and the batch the tiles, the algorithm choice and the workspace are sized
+  // for (TensorRT's opt and max profile in one). Shape text and workload files:
+  // batch=dynamic. docs/perf.md has its cost against the kernel specialized for one n.
+  bool dynamic_batch = false;
 
   bool operator==(const Conv2dDesc&) const = default;
 
@@ -75,7 +81,8 @@ struct Conv2dDesc {
   // Multiply-adds of the problem times two.
   double flops() const noexcept;
 
-  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ... math=tf32".
+  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ... math=tf32"
+  // (+ " batch=dynamic").
   std::string to_string() const;
 };
 

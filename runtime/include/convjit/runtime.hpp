@@ -154,6 +154,10 @@ struct Conv2dArgs {
   // made on the stream's first run (see Conv2dPlan::prepare).
   void* workspace = nullptr;
   std::uint64_t workspace_bytes = 0;
+  // The batch of x and y in this run. 0: the descriptor's n. A descriptor with
+  // dynamic_batch takes any batch from 1 to its n with the same kernel; any other takes
+  // only its own n. Anything else is kInvalidArgument, nothing launched.
+  int n = 0;
 };
 
 // A problem bound to its compiled kernel and launch geometry. run() does no

@@ -176,6 +176,7 @@ std::string Conv2dDesc::to_string() const {
                  convjit::to_string(dtype), convjit::to_string(layout), convjit::to_string(math));
   if (activation != Activation::kNone)
     fmt::format_to(std::back_inserter(out), " act={}", convjit::to_string(activation));
+  if (dynamic_batch) out += " batch=dynamic";
   return out;
 }
 
@@ -195,6 +196,7 @@ std::size_t Conv2dDescHash::operator()(const Conv2dDesc& d) const noexcept {
   mix(static_cast<std::uint64_t>(d.layout));
   mix(static_cast<std::uint64_t>(d.math));
   mix(static_cast<std::uint64_t>(d.activation));
+  mix(d.dynamic_batch);
   return static_cast<std::size_t>(hash);
 }
 

@@ -98,7 +98,7 @@ std::uint64_t Im2colGemmRunner::overhead_bytes(std::uint64_t blas_workspace) noe
 }
 
 void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace,
-                           CUstream stream) const {
+                           CUstream stream, int batch) const {
   // Offsets count elements; the pointers step in bytes, esz per element.
   const auto* xf = static_cast<const char*>(x);
   const auto* wf = static_cast<const char*>(w);
@@ -123,22 +123,24 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
       .col = reinterpret_cast<char*>(workspace),
   };
   if (chunking_.merged_images) {
-    run_nchw_merged(xf, wf, bias, yf, ctx);
+    run_nchw_merged(xf, wf, bias, yf, ctx, batch);
   } else if (desc_.layout == Layout::kNHWC) {
-    run_nhwc(xf, wf, yf, ctx);
+    run_nhwc(xf, wf, yf, ctx, batch);
   } else {
-    run_nchw(xf, wf, yf, ctx);
+    run_nchw(xf, wf, yf, ctx, batch);
   }
   // A merged run's scatter applied them already.
   if (!chunking_.merged_images && (desc_.bias || desc_.activation != Activation::kNone)) {
-    void* args[] = {&bias, &yf};
-    CONVJIT_CU_CHECK(
-        cuLaunchKernel(bias_act_, blocks_for(desc_.y_elements()), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
-        "launching the bias/activation epilogue of {}", desc_.to_string());
+    // A dynamic-batch epilogue takes the batch as its last parameter (convjit_device.cuh).
+    void* args[] = {&bias, &yf, &batch};
+    const auto o = desc_.output_shape();
+    const std::uint64_t elements = static_cast<std::uint64_t>(batch) * desc_.k * o.p * o.q;
+    CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(elements), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
+                     "launching the bias/activation epilogue of {}", desc_.to_string());
   }
 }
 
-void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
@@ -164,12 +166,12 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
                                      xf + g * c_per_group * plane * esz, type, static_cast<int>(pixels),
                                      static_cast<long long>(desc_.c) * plane, w_group, type,
                                      static_cast<int>(c_per_group), 0, &zero, y_group, type, static_cast<int>(pixels),
-                                     static_cast<long long>(desc_.k) * pixels, desc_.n, compute, CUBLAS_GEMM_DEFAULT),
+                                     static_cast<long long>(desc_.k) * pixels, batch, compute, CUBLAS_GEMM_DEFAULT),
           "pointwise GEMM of {}", desc_.to_string());
       continue;
     }
-    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
-      const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+    for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
+      const int images = std::min(chunking_.images_per_chunk, batch - n0);
       for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
         const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
         const long long chunk_pixels = static_cast<long long>(rows) * o.q;
@@ -194,7 +196,7 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
 }
 
 void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const void* bias, char* yf,
-                                       const GemmContext& ctx) const {
+                                       const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const long long k_per_group = desc_.k / desc_.groups;
   const long long gemm_k = static_cast<long long>(desc_.c / desc_.groups) * desc_.r * desc_.s;
@@ -206,8 +208,8 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
   char* scratch = col + round_up(chunking_.column_bytes, 16);
   for (int g = 0; g < desc_.groups; ++g) {
     const char* w_group = wf + g * k_per_group * gemm_k * esz;
-    for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
-      int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+    for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
+      int images = std::min(chunking_.images_per_chunk, batch - n0);
       int group = g;
       int p0 = 0;
       int rows = static_cast<int>(o.p);
@@ -234,7 +236,7 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
   }
 }
 
-void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx) const {
+void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
@@ -261,7 +263,7 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   };
   if (chunking_.pointwise) {
     // x is already the column matrix: N*H*W rows of c channels, group g's from g * c/g.
-    const long long total = static_cast<long long>(desc_.n) * o.p * o.q;
+    const long long total = static_cast<long long>(batch) * o.p * o.q;
     for (long long m0 = 0; m0 < total; m0 += kMaxGemmPixels) {
       const long long pixels = std::min<long long>(kMaxGemmPixels, total - m0);
       for (int g = 0; g < groups; ++g) {
@@ -271,8 +273,8 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
     }
     return;
   }
-  for (int n0 = 0; n0 < desc_.n; n0 += chunking_.images_per_chunk) {
-    const int images = std::min(chunking_.images_per_chunk, desc_.n - n0);
+  for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
+    const int images = std::min(chunking_.images_per_chunk, batch - n0);
     for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
       const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
       // The chunk's output pixels are consecutive rows of y: images whole, or rows of one image.

@@ -45,9 +45,11 @@ class Im2colGemmRunner {
   // What a plan's workspace holds besides the columns: plan_im2col_chunks gets the
   // workspace limit less this.
   static std::uint64_t overhead_bytes(std::uint64_t blas_workspace) noexcept;
-  // Enqueues the run on `stream` with `workspace` (workspace_bytes(), 16-byte aligned),
-  // which only work on `stream` may use. Call with the module's context current.
-  void run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace, CUstream stream) const;
+  // Enqueues the run of `batch` images (the descriptor's n, or up to it for a dynamic
+  // batch) on `stream` with `workspace` (workspace_bytes(), 16-byte aligned), which only
+  // work on `stream` may use. Call with the module's context current.
+  void run(const void* x, const void* w, const void* bias, void* y, CUdeviceptr workspace, CUstream stream,
+           int batch) const;
   const Im2colChunking& chunking() const noexcept { return chunking_; }
 
  private:
@@ -59,11 +61,12 @@ class Im2colGemmRunner {
     CUstream stream;
     char* col;
   };
-  void run_nchw(const char* x, const char* w, char* y, const GemmContext& ctx) const;
+  void run_nchw(const char* x, const char* w, char* y, const GemmContext& ctx, int batch) const;
   // NCHW, merged_images: per group and chunk, im2col, one GEMM, then the scatter.
-  void run_nchw_merged(const char* x, const char* w, const void* bias, char* y, const GemmContext& ctx) const;
+  void run_nchw_merged(const char* x, const char* w, const void* bias, char* y, const GemmContext& ctx,
+                       int batch) const;
   // NHWC: one GEMM per group and chunk, straight on x for a pointwise problem.
-  void run_nhwc(const char* x, const char* w, char* y, const GemmContext& ctx) const;
+  void run_nhwc(const char* x, const char* w, char* y, const GemmContext& ctx, int batch) const;
 
   Conv2dDesc desc_;
   Im2colChunking chunking_;

@@ -64,6 +64,7 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     const std::uint64_t per_item = std::uint64_t{k->geometry.grid_y} * k->geometry.grid_z;
     const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);
     k->geometry.grid_x = std::min(k->geometry.grid_x, blocks);
+    k->persistent_blocks = blocks;
   }
   if (const auto& pack = launch.weight_pack) {
     auto packer = std::make_shared<WeightPacker>(*pack, k->module);

@@ -28,6 +28,7 @@ struct PlanKernel {
   std::string kernel_name;
   std::shared_ptr<LoadedModule> module;
   LaunchGeometry geometry;                       // grid_x already cut to the device for persistent kernels
+  std::uint64_t persistent_blocks = 0;           // persistent kernels: the most blocks worth launching here
   AlignmentNeeds needs;                          // what the kernel needs of each pointer
   std::shared_ptr<const WeightPacker> packer;    // kernels that read packed weights (wgmma)
   std::shared_ptr<const Im2colGemmRunner> gemm;  // Algorithm::kIm2colGemm

@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "base/fail.hpp"
 #include "runtime/runtime_impl.hpp"
 
@@ -101,6 +103,16 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   if (!desc.bias && a.bias != nullptr) {
     fail(ErrorCode::kInvalidArgument, "{}: a bias pointer was given but the descriptor has bias=0", where);
   }
+  // The run's batch: a dynamic-batch plan takes any from 1 to the descriptor's n, which
+  // sized its workspace and bounds its kernels' index widths; any other plan only its n.
+  if (a.n < 0 || a.n > desc.n || (!desc.dynamic_batch && a.n != 0 && a.n != desc.n)) {
+    fail(ErrorCode::kInvalidArgument, "{}: Conv2dArgs.n: expected {}, got {}; nothing was launched", where,
+         desc.dynamic_batch
+             ? fmt::format("0 (the descriptor's n) or a batch from 1 to {}", desc.n)
+             : fmt::format("0 or {} (the descriptor's n; batch=dynamic takes any batch up to it)", desc.n),
+         a.n);
+  }
+  const int batch = a.n == 0 ? desc.n : a.n;
   if (packed && !primary->packer) {
     fail(ErrorCode::kInvalidArgument,
          "{}: packed weights were given, but {} reads the weights as they are (packed_weight_bytes() is 0)", where,
@@ -149,7 +161,7 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
 
   ScopedContext scope(device->context());
   if (kernel->gemm) {
-    kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream);
+    kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
   }
   const void* w = a.w;
@@ -164,9 +176,17 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   const void* x = a.x;
   const void* bias = a.bias;
   void* y = a.y;
-  void* params[] = {&x, &w, &bias, &y};
+  // A dynamic-batch kernel takes the batch as its last parameter (convjit_device.cuh);
+  // a static one declares four, and the driver reads no further.
+  int batch_param = batch;
+  void* params[] = {&x, &w, &bias, &y, &batch_param};
   const LaunchGeometry& g = kernel->geometry;
-  CONVJIT_CU_CHECK(cuLaunchKernel(kernel->module->function(), static_cast<unsigned>(g.grid_x), g.grid_y, g.grid_z,
+  std::uint64_t grid_x = g.grid_x;
+  if (desc.dynamic_batch) {
+    grid_x = g.grid_x_for(batch);
+    if (g.persistent) grid_x = std::min(grid_x, kernel->persistent_blocks);
+  }
+  CONVJIT_CU_CHECK(cuLaunchKernel(kernel->module->function(), static_cast<unsigned>(grid_x), g.grid_y, g.grid_z,
                                   g.block_x, 1, 1, g.shared_bytes, stream, params, nullptr),
                    "launching {}", kernel->name());
 }

@@ -21,6 +21,9 @@ Prologue& Prologue::constant(std::string_view name, bool value) {
 
 Prologue& Prologue::problem(const Conv2dDesc& d) {
   const auto out = d.output_shape();
+  // A macro, not a constant: it changes the kernels' parameter lists (convjit_device.cuh,
+  // CONVJIT_BATCH_PARAM). kN stays the largest batch, which bounds the index widths.
+  if (d.dynamic_batch) head_ += "#define CONVJIT_DYNAMIC_BATCH 1\n";
   return constant("kN", d.n)
       .constant("kC", d.c)
       .constant("kH", d.h)
@@ -71,9 +74,9 @@ Prologue& Prologue::layout(Layout layout) {
 }
 
 std::string problem_tag(const Conv2dDesc& d) {
-  return fmt::format("n{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}", d.n, d.c, d.h, d.w, d.k, d.r, d.s,
-                     d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w, d.groups,
-                     d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
+  return fmt::format("n{}{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}", d.dynamic_batch ? "dyn" : "", d.n, d.c,
+                     d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w,
+                     d.groups, d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
 }
 
 std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& full) {

@@ -12,7 +12,8 @@
 namespace convjit {
 
 // The part of every kernel name that identifies the problem, e.g.
-// "n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias" (+ "_relu").
+// "n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias" (+ "_relu"); a dynamic-batch
+// problem's starts "ndyn8" (any batch up to 8).
 std::string problem_tag(const Conv2dDesc& desc);
 // "" when `align` is `full`; else "_align" and each operand below full, e.g. "_alignw4y2",
 // so that a kernel compiled for less-aligned pointers has a name of its own.
@@ -25,7 +26,8 @@ class Prologue {
   Prologue& constant(std::string_view name, bool value);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
   // the output extents kP and kQ, kHasBias, kRelu, the element type kDType and the
-  // memory layout kLayout.
+  // memory layout kLayout; for a dynamic-batch problem, CONVJIT_DYNAMIC_BATCH (kN is then
+  // the largest batch).
   Prologue& problem(const Conv2dDesc& desc);
   // kDType: 0 f32, 1 f16, 2 bf16, the type of x, w, bias and y.
   Prologue& dtype(DType dtype);

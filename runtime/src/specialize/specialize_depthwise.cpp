@@ -184,7 +184,10 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kThreadsC", t.threads_c)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
-  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks), .block_x = static_cast<unsigned>(threads)};
+  // Blocks are numbered image slowest, the same count for every image.
+  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks),
+                         .block_x = static_cast<unsigned>(threads),
+                         .grid_x_per_image = static_cast<std::uint64_t>(t.blocks / d.n)};
   return src;
 }
 

@@ -49,7 +49,9 @@ Specialization specialize_direct(const Conv2dDesc& d) {
                                .constant("kKPerThread", k_per_thread)
                                .constant("kWideIndex", wide)
                                .finish(template_text(kDirectTemplate));
-  out_source.launch.geometry = {.grid_x = static_cast<std::uint64_t>(blocks), .block_x = kBlockThreads};
+  out_source.launch.geometry = {.grid_x = static_cast<std::uint64_t>(blocks),
+                                .block_x = kBlockThreads,
+                                .grid_x_per_image = static_cast<std::uint64_t>(k_blocks * pixel_tiles)};
   return out_source;
 }
 

@@ -193,7 +193,9 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                          .grid_y = static_cast<unsigned>((k_per_group + tile.bm - 1) / tile.bm),
                          .grid_z = static_cast<unsigned>(d.groups),
                          .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),
-                         .shared_bytes = static_cast<unsigned>(layout.shared_bytes)};
+                         .shared_bytes = static_cast<unsigned>(layout.shared_bytes),
+                         .grid_x_per_image = static_cast<std::uint64_t>(out.p * out.q),
+                         .grid_x_divisor = static_cast<std::uint64_t>(tile.bn)};
   return src;
 }
 

@@ -205,7 +205,8 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
                          .grid_z = static_cast<unsigned>(d.groups),
                          .block_x = kThreads,
                          .shared_bytes = tile->shared_bytes,
-                         .persistent = tile->persistent};
+                         .persistent = tile->persistent,
+                         .grid_x_per_image = static_cast<std::uint64_t>(tile->patches / d.n)};
   src.launch.weight_pack =
       WeightPack{.kernel_name = src.source.kernel_name + "_pack",
                  .packed_bytes = tile->packed_bytes,

@@ -19,6 +19,15 @@ struct LaunchGeometry {
   // A persistent kernel walks grid_x work items with however many blocks it gets: the
   // plan launches one block an SM (divided among grid_y x grid_z), never more than grid_x.
   bool persistent = false;
+  // grid_x for a run of any batch b: ceil(b x grid_x_per_image / grid_x_divisor) work
+  // items (grid_x itself is the descriptor's n's). A dynamic-batch plan sizes every
+  // launch this way from the run's batch; 0 per image means grid_x for every batch.
+  std::uint64_t grid_x_per_image = 0;
+  std::uint64_t grid_x_divisor = 1;
+  std::uint64_t grid_x_for(int batch) const noexcept {
+    if (grid_x_per_image == 0) return grid_x;
+    return (static_cast<std::uint64_t>(batch) * grid_x_per_image + grid_x_divisor - 1) / grid_x_divisor;
+  }
 };
 
 // A kernel that rearranges the weights into a workspace before every run (the wgmma

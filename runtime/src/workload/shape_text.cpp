@@ -29,7 +29,7 @@ constexpr std::array<HeadField, 7> kHead = {{
     {'s', "filter width", true, &Conv2dDesc::s},
 }};
 
-constexpr std::string_view kKeys = "stride, pad, dilation, groups, bias, dtype, layout, math, act";
+constexpr std::string_view kKeys = "stride, pad, dilation, groups, bias, dtype, layout, math, act, batch";
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -49,7 +49,7 @@ class Parser {
     if (at_end()) stop(pos_, "expected a shape such as n8c64h512w256k128r5s7, got end of text");
     parse_head(desc);
     // Column of each key's first use, to name both places when one is given twice.
-    std::array<std::size_t, 9> seen{};
+    std::array<std::size_t, 10> seen{};
     while (true) {
       skip_space();
       if (at_end()) break;
@@ -151,15 +151,15 @@ class Parser {
     stop(start, fmt::format("expected {} for '{}', got {}", list, key, got(start)));
   }
 
-  void parse_option(Conv2dDesc& desc, std::array<std::size_t, 9>& seen) {
+  void parse_option(Conv2dDesc& desc, std::array<std::size_t, 10>& seen) {
     const std::size_t key_start = pos_;
     while (!at_end() && ((peek() >= 'a' && peek() <= 'z') || peek() == '_')) ++pos_;
     std::string_view key = text_.substr(key_start, pos_ - key_start);
     if (key.empty()) stop(key_start, fmt::format("expected an option key=value ({}), got {}", kKeys, got(key_start)));
     if (key == "padding") key = "pad";  // PyTorch's spelling
     if (key == "activation") key = "act";
-    static constexpr std::array<std::string_view, 9> kKnown = {"stride", "pad",    "dilation", "groups", "bias",
-                                                               "dtype",  "layout", "math",     "act"};
+    static constexpr std::array<std::string_view, 10> kKnown = {"stride", "pad",    "dilation", "groups", "bias",
+                                                                "dtype",  "layout", "math",     "act",    "batch"};
     std::size_t index = kKnown.size();
     for (std::size_t i = 0; i < kKnown.size(); ++i) {
       if (key == kKnown[i]) index = i;
@@ -207,6 +207,10 @@ class Parser {
       case 8:
         desc.activation = parse_choice(key, std::array<std::string_view, 2>{"none", "relu"}) == 0 ? Activation::kNone
                                                                                                   : Activation::kRelu;
+        break;
+      case 9:
+        // "static" is the default; n is then the only batch. "dynamic": any batch up to n.
+        desc.dynamic_batch = parse_choice(key, std::array<std::string_view, 2>{"static", "dynamic"}) == 1;
         break;
     }
     if (!at_end() && !is_space(peek())) {

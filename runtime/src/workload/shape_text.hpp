@@ -2,6 +2,7 @@
 // The one-line problem form, the inverse of Conv2dDesc::to_string():
 //
 //   n8c64h512w256k128r5s7 stride=1 pad=0 dilation=1 groups=1 bias=0 dtype=f32 layout=nchw math=tf32 act=relu
+//   n256c256h14w14k256r3s3 pad=1 batch=dynamic     (one kernel for every batch 1..256)
 //
 // A head of sizes (n, w and s optional: n=1, w=h, s=r) and then key=value options
 // in any order, each at most once; what is left out takes Conv2dDesc's defaults.

@@ -127,6 +127,16 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
       }
       layout = l->string() == "nhwc" ? Layout::kNHWC : Layout::kNCHW;
     }
+    // Optional: "batch": "dynamic" makes N the largest batch of one kernel that takes
+    // every batch up to it (Conv2dDesc::dynamic_batch); "static" (the default) fixes it.
+    bool dynamic_batch = false;
+    if (const json::Value* b = p.find("batch"); b != nullptr) {
+      if (!b->is_string() || (b->string() != "static" && b->string() != "dynamic")) {
+        fail(ErrorCode::kInvalidArgument, "{}: field 'batch': expected \"static\" or \"dynamic\", got {}", place.at(*b),
+             b->describe());
+      }
+      dynamic_batch = b->string() == "dynamic";
+    }
     Conv2dDesc d{.n = int_field(p, "N", place, 1),
                  .c = int_field(p, "C", place, 1),
                  .h = spatial[0],
@@ -142,7 +152,8 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
                  .dilation_w = dilation[1],
                  .groups = p.find("groups") ? int_field(p, "groups", place, 1) : 1,
                  .bias = bias,
-                 .layout = layout};
+                 .layout = layout,
+                 .dynamic_batch = dynamic_batch};
     // Fields that fit one by one may not fit together (groups must divide the channels,
     // the filter must fit the padded input): named here, at the problem, so that a bad
     // file stops before anything is compiled.
@@ -174,7 +185,8 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
                            .w = static_cast<int>(mid.q),
                            .k = d.k,
                            .bias = d.bias,
-                           .layout = d.layout};
+                           .layout = d.layout,
+                           .dynamic_batch = d.dynamic_batch};
       check(pointwise);
       item.descs = {depthwise, pointwise};
     } else {

@@ -1,0 +1,119 @@
+// Dynamic batch on the launch path, on the fake driver: one plan of a batch=dynamic
+// descriptor runs every batch from 1 to its n with one compile, each launch passing the
+// run's batch as the kernel's last argument with the grid the kernel specialized for
+// that batch gets; a batch out of range, or another batch given to a static plan, is
+// refused naming Conv2dArgs.n with nothing launched or allocated.
+#include <fmt/format.h>
+
+#include <string>
+#include <vector>
+
+#include "support/fake_driver_test.hpp"
+
+namespace convjit {
+namespace {
+
+using testing::expect_error;
+using testing::FakeLaunch;
+using testing::Operands;
+
+struct Family {
+  const char* name;
+  Algorithm algorithm;
+  Conv2dDesc desc;  // n: the largest batch
+};
+
+// Every kernel family the fake's sm_90 reaches without cuBLAS: wgmma (k >= 32), mma.sync
+// (NHWC), direct, depthwise.
+std::vector<Family> families() {
+  const Conv2dDesc dense{
+      .n = 16, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+  Conv2dDesc nhwc = dense;
+  nhwc.layout = Layout::kNHWC;
+  nhwc.dtype = DType::kFloat16;
+  const Conv2dDesc depthwise{
+      .n = 16, .c = 16, .h = 8, .w = 8, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16};
+  return {{"wgmma", Algorithm::kImplicitGemm, dense},
+          {"mma_nhwc_f16", Algorithm::kImplicitGemm, nhwc},
+          {"direct", Algorithm::kDirect, dense},
+          {"depthwise", Algorithm::kDirect, depthwise}};
+}
+
+class DynamicBatchLaunch : public testing::FakeDriverTest {};
+
+TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernelsGridForThatBatch) {
+  Runtime rt(options());
+  for (const Family& f : families()) {
+    SCOPED_TRACE(f.name);
+    Conv2dDesc dyn = f.desc;
+    dyn.dynamic_batch = true;
+    const auto compiles = rt.stats().compiles;
+    const Conv2dPlan plan = rt.plan(dyn, PlanOptions{.algorithm = f.algorithm});
+    Operands ops(dyn);  // sized for the largest batch
+    for (int batch : {1, 3, 16, 0}) {
+      SCOPED_TRACE(fmt::format("batch {}", batch));
+      Conv2dArgs a = ops.args();
+      a.n = batch;
+      const std::size_t before = launch_count();
+      plan.run(a);
+      const auto got = launches_since(before);
+      ASSERT_FALSE(got.empty());
+      const FakeLaunch& main = got.back();
+      EXPECT_EQ(main.function, plan.kernel_name());
+      ASSERT_EQ(main.args.size(), 5u) << "x, w, bias, y and the batch";
+      EXPECT_EQ(static_cast<int>(main.args[4]), batch == 0 ? dyn.n : batch);
+      EXPECT_EQ(main.pointer_arg(0), a.x);
+      EXPECT_EQ(main.pointer_arg(3), a.y);
+
+      // The kernel specialized for this batch, and its launch for the same pointers.
+      Conv2dDesc fixed = f.desc;
+      fixed.n = batch == 0 ? f.desc.n : batch;
+      const Conv2dPlan reference = rt.plan(fixed, PlanOptions{.algorithm = f.algorithm});
+      const std::size_t mark = launch_count();
+      reference.run(ops.args());
+      const auto want = launches_since(mark);
+      ASSERT_FALSE(want.empty());
+      EXPECT_EQ(want.back().args.size(), 4u) << "a static kernel takes no batch";
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(main.grid[i], want.back().grid[i]) << "grid dimension " << i;
+      EXPECT_EQ(main.block[0], want.back().block[0]);
+      EXPECT_EQ(main.shared_bytes, want.back().shared_bytes);
+    }
+    // One compile for the dynamic plan, whatever the batches; the static references
+    // compiled one each for 1, 3 and 16.
+    EXPECT_EQ(rt.stats().compiles - compiles, 4u);
+  }
+}
+
+TEST_F(DynamicBatchLaunch, ABatchOutOfRangeOrAnotherBatchForAStaticPlanIsRefusedWithNothingLaunched) {
+  Runtime rt(options());
+  const Family f = families()[2];  // direct: the cheapest compile
+  Conv2dDesc dyn = f.desc;
+  dyn.dynamic_batch = true;
+  Operands ops(dyn);
+  const Conv2dPlan dynamic_plan = rt.plan(dyn, PlanOptions{.algorithm = f.algorithm});
+  const Conv2dPlan static_plan = rt.plan(f.desc, PlanOptions{.algorithm = f.algorithm});
+  const auto refuse = [&](const Conv2dPlan& plan, int batch, const std::string& expected) {
+    SCOPED_TRACE(fmt::format("{} batch {}", plan.desc().to_string(), batch));
+    Conv2dArgs a = ops.args();
+    a.n = batch;
+    const std::size_t launches = launch_count();
+    const auto allocations = fake().calls("cuMemAlloc");
+    expect_error(ErrorCode::kInvalidArgument, [&] { plan.run(a); },
+                 {"Conv2dArgs.n", expected, fmt::format("got {}", batch), "nothing was launched"});
+    EXPECT_EQ(launch_count(), launches);
+    EXPECT_EQ(fake().calls("cuMemAlloc"), allocations);
+  };
+  refuse(dynamic_plan, 17, "a batch from 1 to 16");
+  refuse(dynamic_plan, -1, "a batch from 1 to 16");
+  refuse(static_plan, 3, "0 or 16");
+  refuse(static_plan, 17, "0 or 16");
+  // The static plan's own batch is accepted spelled out.
+  Conv2dArgs own = ops.args();
+  own.n = 16;
+  const std::size_t before = launch_count();
+  static_plan.run(own);
+  EXPECT_EQ(launch_count(), before + 1);
+}
+
+}  // namespace
+}  // namespace convjit
