@@ -100,7 +100,7 @@ class DiskCache {
     double read_ms = 0;    // opening and reading the file
     double verify_ms = 0;  // parsing and checking what was read
   };
-  // Reads and verifies the entry: every section's checksum, the trailer and the full
+  // Reads and verifies the entry: the trailer's checksum (over every section) and the full
   // key text, after checking who can write it. A bad entry is left for the rebuild to
   // replace (under the key's lock). A hit refreshes the last-used stamp.
   Lookup load(const CacheKey& key) const;

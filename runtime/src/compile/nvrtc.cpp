@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <regex>
+#include <sstream>
 
 #include "base/fail.hpp"
 #include "specialize/arch.hpp"
@@ -60,6 +61,17 @@ std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
   }();
   std::vector<std::string> options = {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
   if (minimal) options.insert(options.begin() + 2, "--minimal");
+  // CONVJIT_NVRTC_OPTIONS: more options, space-separated, for measuring what they do to
+  // a kernel (docs/perf.md). They are options like the others, so part of the cache key.
+  static const std::vector<std::string> extra = [] {
+    std::vector<std::string> words;
+    if (const char* env = std::getenv("CONVJIT_NVRTC_OPTIONS"); env != nullptr) {
+      std::istringstream in(env);
+      for (std::string word; in >> word;) words.push_back(word);
+    }
+    return words;
+  }();
+  options.insert(options.end(), extra.begin(), extra.end());
   return options;
 }
 
