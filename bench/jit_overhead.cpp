@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -43,6 +44,9 @@ const std::vector<OptionSpec> kOptions = {
     {"--arch", "SM", "target of (c) (default sm_90)"},
     {"--work-dir", "DIR", "where the throw-away caches go (default /tmp/convjit-jit-overhead-PID)"},
     {"--keep", "", "keep the caches under --work-dir"},
+    {"--machine-compute-cache", "",
+     "compile with the machine's CUDA compute cache (CUDA_CACHE_PATH as set), which NVRTC reuses across processes; "
+     "default: an empty one, as on a machine that never compiled these kernels"},
     {"--json", "FILE", "write the results as JSON"},
     {"--child", "MODE", "internal: one measured process of part (a)"},
     {"--shape", "SHAPE", "internal: the child's problem"},
@@ -55,6 +59,8 @@ constexpr std::string_view kAbout =
     "(b) host time around the call only (launches are asynchronous), median over --calls, for rt.conv2d,\n"
     "    plan.run and a bare cuLaunchKernel of the same CUfunction loaded from the kernel's CUBIN.\n"
     "(c) kernels compiled per second by Runtime::prewarm from N threads sharing one Runtime; no GPU needed.\n"
+    "Every part compiles with an empty CUDA compute cache (CUDA_CACHE_PATH), under which NVRTC keeps what it\n"
+    "compiled, unless --machine-compute-cache.\n"
     "Exit status: 0 done, 1 a part failed, 2 bad command line.";
 
 int overhead_main(int argc, char** argv) {
@@ -84,10 +90,12 @@ int overhead_main(int argc, char** argv) {
           ? std::filesystem::path(*opts.value("--work-dir"))
           : std::filesystem::temp_directory_path() / fmt::format("convjit-jit-overhead-{}", ::getpid());
   const bool keep = opts.has("--keep");
+  const bool machine_compute_cache = opts.has("--machine-compute-cache");
 
   ColdOptions cold{.shapes = opts.has("--cold-shape") ? opts.values("--cold-shape") : kColdShapes,
                    .work_dir = work_dir,
-                   .keep = keep};
+                   .keep = keep,
+                   .machine_compute_cache = machine_compute_cache};
   HostCostOptions host{.shape = opts.value("--host-shape").value_or("n1c4h16w16k4r3s3"),
                        .calls = opts.int_value("--calls", 10000, 1),
                        .sync_every = opts.int_value("--sync-every", 1000, 1),
@@ -108,6 +116,13 @@ int overhead_main(int argc, char** argv) {
   for (const auto& s : cold.shapes) parse_bench_shape(s);
   parse_bench_shape(host.shape);
   std::filesystem::create_directories(work_dir);
+  if (!machine_compute_cache) {
+    // Before this process's first NVRTC call (the prewarm part's), which reads it once.
+    const auto nv = work_dir / "nv-compute-cache";
+    std::filesystem::remove_all(nv);
+    std::filesystem::create_directories(nv);
+    ::setenv("CUDA_CACHE_PATH", nv.c_str(), 1);
+  }
 
   JsonObject doc;
   doc.raw("meta", JsonObject()

@@ -17,6 +17,9 @@ struct ColdOptions {
   std::vector<std::string> shapes;  // one-line or comma form
   std::filesystem::path work_dir;   // cache directories are made (and removed) under it
   bool keep = false;
+  // Leave CUDA_CACHE_PATH alone (NVRTC's compute cache below it: a kernel compiled
+  // before on this machine compiles faster) instead of an empty one per child.
+  bool machine_compute_cache = false;
 };
 struct ColdResult {
   std::string json;
@@ -39,7 +42,9 @@ struct HostCostOptions {
 std::string measure_host_cost(const HostCostOptions& options);
 
 // (c) Runtime::prewarm throughput: kernels compiled per second with N threads sharing
-// one Runtime, an empty cache for each N, no GPU needed (explicit arch).
+// one Runtime, an empty cache for each N, no GPU needed (explicit arch). Each N compiles
+// kernels of its own (another batch size), so that no cache below NVRTC serves one N
+// what an earlier N compiled.
 struct PrewarmOptions {
   int count = 64;
   std::vector<int> jobs = {1, 2, 4, 8, 16};
@@ -48,8 +53,9 @@ struct PrewarmOptions {
   bool keep = false;
 };
 std::string measure_prewarm(const PrewarmOptions& options);
-// The descriptors prewarm compiles: `count` of 64 distinct realistic problems, both math modes.
-std::vector<Conv2dDesc> prewarm_descs(int count);
+// The descriptors prewarm compiles: `count` of 64 distinct realistic problems, both math
+// modes, at batch size 8 + `round` (each round's kernels differ from every other's).
+std::vector<Conv2dDesc> prewarm_descs(int count, int round = 0);
 
 long long steady_now_ns();
 

@@ -14,13 +14,13 @@
 
 namespace convjit::bench {
 
-std::vector<Conv2dDesc> prewarm_descs(int count) {
+std::vector<Conv2dDesc> prewarm_descs(int count, int round) {
   std::vector<Conv2dDesc> all;
   for (const MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
     for (const int rs : {1, 3, 5, 7}) {
       for (const int c : {16, 32, 64, 128}) {
         for (const int k : {16, 64}) {
-          all.push_back(Conv2dDesc{.n = 8,
+          all.push_back(Conv2dDesc{.n = 8 + round,
                                    .c = c,
                                    .h = 56,
                                    .w = 56,
@@ -41,14 +41,19 @@ std::vector<Conv2dDesc> prewarm_descs(int count) {
 }
 
 std::string measure_prewarm(const PrewarmOptions& options) {
-  const auto descs = prewarm_descs(options.count);
-  fmt::print("\n(c) prewarm throughput: {} distinct kernels for {}, empty cache for each job count\n", descs.size(),
-             options.arch);
+  fmt::print(
+      "\n(c) prewarm throughput: {} distinct kernels for {}, empty cache for each job count, each job count its "
+      "own kernels\n",
+      prewarm_descs(options.count).size(), options.arch);
   fmt::print("{:>5} {:>9} {:>9} {:>10} {:>12} {:>8}\n", "jobs", "compiled", "wall s", "kernels/s", "NVRTC cpu s",
              "failed");
   std::vector<std::string> items;
+  int round = 0;
   for (const int jobs : options.jobs) {
-    const std::filesystem::path dir = options.work_dir / fmt::format("prewarm-{}", jobs);
+    // NVRTC keeps what it compiles in the compute cache below it (jit_cold.cpp): the same
+    // kernels again would be served from there, not compiled.
+    const auto descs = prewarm_descs(options.count, round++);
+    const std::filesystem::path dir = options.work_dir / fmt::format("prewarm-{}-{}", round, jobs);
     std::filesystem::remove_all(dir);
     Runtime rt(RuntimeOptions{.cache_dir = dir});
     std::mutex mutex;

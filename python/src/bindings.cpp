@@ -459,6 +459,11 @@ NB_MODULE(_convjit, m) {
   CONVJIT_STAT(autotune_reused);
   CONVJIT_STAT(compile_ms);
   CONVJIT_STAT(compile_ms_saved);
+  CONVJIT_STAT(key_ms);
+  CONVJIT_STAT(disk_read_ms);
+  CONVJIT_STAT(disk_verify_ms);
+  CONVJIT_STAT(module_load_ms);
+  CONVJIT_STAT(function_load_ms);
   CONVJIT_STAT(disk_mode);
   CONVJIT_STAT(disk_note);
 #undef CONVJIT_STAT
@@ -469,7 +474,8 @@ NB_MODULE(_convjit, m) {
          {"memory_hits",     "disk_hits",         "misses",           "compiles",      "corrupt_rebuilt",
           "disk_writes",     "disk_write_errors", "module_loads",     "evictions",     "bytes_read",
           "bytes_written",   "lock_waits",        "lock_takeovers",   "lock_timeouts", "autotune_runs",
-          "autotune_reused", "compile_ms",        "compile_ms_saved", "disk_mode",     "disk_note"}) {
+          "autotune_reused", "compile_ms",        "compile_ms_saved", "key_ms",        "disk_read_ms",
+          "disk_verify_ms",  "module_load_ms",    "function_load_ms", "disk_mode",     "disk_note"}) {
       d[name] = self.attr(name);
     }
     return d;

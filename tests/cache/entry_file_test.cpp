@@ -1,5 +1,6 @@
 #include "cache/entry_file.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 namespace convjit {
@@ -34,6 +35,25 @@ TEST(EntryFile, EverySingleByteFlipIsDetected) {
     std::string why;
     EXPECT_FALSE(parse_entry(bad, why)) << "flip at byte " << i << " went unnoticed";
   }
+}
+
+TEST(EntryFile, ADamagedSectionIsNamedThoughAGoodEntryIsHashedOnlyOnce) {
+  // A load checks the whole-entry digest alone; when it fails, the sections' own digests
+  // say where the damage is.
+  const std::string good = serialize_entry(sample());
+  for (const std::string_view section : {"source", "ptx", "cubin"}) {
+    std::string bad = good;
+    const std::size_t header = bad.find(fmt::format("\n{} ", section)) + 1;
+    bad[bad.find('\n', header) + 1] ^= 0x01;  // the body's first byte
+    std::string why;
+    EXPECT_FALSE(parse_entry(bad, why));
+    EXPECT_NE(why.find(fmt::format("checksum mismatch in section '{}'", section)), std::string::npos) << why;
+  }
+  std::string bad_trailer = good;
+  bad_trailer[bad_trailer.size() - 2] = bad_trailer[bad_trailer.size() - 2] == '0' ? '1' : '0';
+  std::string why;
+  EXPECT_FALSE(parse_entry(bad_trailer, why));
+  EXPECT_NE(why.find("over the whole entry"), std::string::npos) << why;
 }
 
 TEST(EntryFile, EveryTruncationIsDetected) {

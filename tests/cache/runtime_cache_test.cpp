@@ -84,6 +84,27 @@ TEST(RuntimeCache, StatsCountBytesAndTheCompileTimeDiskHitsSaved) {
   EXPECT_EQ(second.lock_takeovers, 0u);
 }
 
+TEST(RuntimeCache, StatsSplitAWarmStartIntoKeyReadAndVerifyTimes) {
+  testing::TempDir dir;
+  CacheStats cold;
+  {
+    Runtime rt(options_in(dir));
+    rt.prewarm(kDescs, "sm_90");
+    cold = rt.stats();
+  }
+  EXPECT_GT(cold.key_ms, 0.0) << "every request specializes and keys its kernel";
+  EXPECT_EQ(cold.disk_verify_ms, 0.0) << "nothing was there to verify";
+  Runtime rt(options_in(dir));
+  rt.prewarm(kDescs, "sm_90");
+  const CacheStats warm = rt.stats();
+  ASSERT_EQ(warm.disk_hits, kDescs.size());
+  EXPECT_GT(warm.key_ms, 0.0);
+  EXPECT_GT(warm.disk_read_ms, 0.0);
+  EXPECT_GT(warm.disk_verify_ms, 0.0);
+  EXPECT_EQ(warm.module_load_ms, 0.0) << "prewarm for an explicit arch loads no module";
+  EXPECT_EQ(warm.function_load_ms, 0.0);
+}
+
 TEST(RuntimeCache, ReadOnlyModeFromTheEnvironmentServesAPrewarmedCacheWithoutWriting) {
   testing::TempDir dir;
   Runtime(options_in(dir)).prewarm(std::span(kDescs).first(2), "sm_90");

@@ -43,6 +43,30 @@ TEST_F(RuntimeGpu, WarmDiskCacheLoadsCubinWithoutCompiling) {
   EXPECT_EQ(second.stats().module_loads, 1u);
 }
 
+TEST_F(RuntimeGpu, WarmStartOfAPackingKernelReportsItsStepsAndLoadsItsKernelsWithTheModule) {
+  // The wgmma kernel (on Hopper; elsewhere whatever auto picks) read back from disk: the
+  // plan loads the convolution and its pack kernel with the module, and the first
+  // call's steps are counted.
+  const Conv2dDesc desc{.n = 2, .c = 32, .h = 12, .w = 20, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  std::mt19937_64 rng(std::random_device{}());
+  {
+    Runtime first(options());
+    EXPECT_LT(testing::check_on_gpu(first, desc, rng).rel_err, 1e-3);
+  }
+  Runtime second(options());
+  const Conv2dPlan plan = second.plan(desc);
+  const CacheStats s = second.stats();
+  EXPECT_EQ(s.compiles, 0u);
+  EXPECT_EQ(s.disk_hits, 1u);
+  EXPECT_GT(s.key_ms, 0.0);
+  EXPECT_GT(s.disk_read_ms, 0.0);
+  EXPECT_GT(s.disk_verify_ms, 0.0);
+  EXPECT_GT(s.module_load_ms, 0.0);
+  EXPECT_GE(s.function_load_ms, 0.0);
+  EXPECT_LT(testing::check_on_gpu(second, desc, rng).rel_err, 1e-3) << plan.kernel_name();
+  EXPECT_EQ(second.stats().module_loads, 1u);
+}
+
 TEST_F(RuntimeGpu, EntryPrewarmedForTheDeviceArchIsUsedWithoutCompiling) {
   std::string arch;
   {

@@ -47,6 +47,21 @@ TEST_F(PackedWeights, PackOnceThenRunsLaunchOnlyTheConvolutionOnThePackedWeights
   EXPECT_EQ(fake().calls("cuMemAlloc"), 0u);  // no workspace: the weights are packed already
 }
 
+TEST_F(PackedWeights, APlanLoadsItsKernelAndItsPackKernelWhenMadeNotAtTheirFirstLaunch) {
+  // Under lazy loading the driver would load each kernel at its first launch, inside the
+  // first call; a plan loads both (cuFuncLoad) when its module is loaded.
+  Runtime rt(options());
+  const Conv2dPlan plan = rt.plan(kWgmma);
+  EXPECT_EQ(fake().calls("cuFuncLoad"), 2u);
+  EXPECT_EQ(rt.stats().module_loads, 1u);
+  Operands ops(kWgmma);
+  plan.run(ops.args());
+  plan.run(ops.args());
+  EXPECT_EQ(launch_count(), 4u);  // pack + convolution, twice
+  EXPECT_EQ(fake().calls("cuFuncLoad"), 2u) << "a launch loads nothing more";
+  EXPECT_EQ(fake().calls("cuModuleGetFunction"), 2u) << "the pack kernel is looked up once, with the module";
+}
+
 TEST_F(PackedWeights, PackedWeightsForAPlanThatReadsWeightsAsTheyAreAreRefused) {
   Runtime rt(options());
   const Conv2dPlan plan = rt.plan(kDirect);

@@ -636,6 +636,9 @@ CUresult impl_cuFuncGetAttribute(int* value, CUfunction_attribute attribute, CUf
   return CUDA_SUCCESS;
 }
 
+// The runtime resolves cuFuncLoad only where the driver has it (CUDA 12.4 and later).
+CUresult impl_cuFuncLoad(CUfunction function) { return function == nullptr ? CUDA_ERROR_INVALID_HANDLE : CUDA_SUCCESS; }
+
 CUresult impl_cuFuncSetAttribute(CUfunction function, CUfunction_attribute attribute, int value) {
   auto& s = state();
   std::lock_guard lock(s.mutex);
@@ -1037,6 +1040,7 @@ struct ProcEntry {
 #define CONVJIT_FAKE_NAME(name, ...) constexpr char name_##name[] = #name;
 CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_FAKE_NAME)
 CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_FAKE_NAME)
+CONVJIT_FAKE_NAME(cuFuncLoad)
 #undef CONVJIT_FAKE_NAME
 
 #define CONVJIT_FAKE_ENTRY(name, params) \
@@ -1045,8 +1049,8 @@ CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_FAKE_NAME)
 // asked at 11040 or later the real driver returns cuCtxCreate_v3, another signature.
 #define CONVJIT_FAKE_PINNED_ENTRY(name, version, params) \
   {#name, reinterpret_cast<void*>(&Entry<CUresult(CUDAAPI*) params>::call<name_##name, &impl_##name>), 11040},
-const ProcEntry kProcTable[] = {CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_FAKE_ENTRY)
-                                    CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_FAKE_PINNED_ENTRY)};
+const ProcEntry kProcTable[] = {CONVJIT_DRIVER_ENTRY_POINTS(CONVJIT_FAKE_ENTRY) CONVJIT_DRIVER_PINNED_ENTRY_POINTS(
+    CONVJIT_FAKE_PINNED_ENTRY) CONVJIT_FAKE_ENTRY(cuFuncLoad, (CUfunction))};
 #undef CONVJIT_FAKE_PINNED_ENTRY
 #undef CONVJIT_FAKE_ENTRY
 

@@ -102,6 +102,12 @@ struct CacheStats {
   std::uint64_t autotune_reused = 0;    // problems that took a choice stored by an earlier tuning
   double compile_ms = 0;                // wall time spent in NVRTC
   double compile_ms_saved = 0;          // compile time recorded in the entries that disk hits served
+  // Where a start goes besides NVRTC, wall ms summed over every request (docs/perf.md):
+  double key_ms = 0;            // specializing the source and computing its cache key
+  double disk_read_ms = 0;      // opening and reading disk entries
+  double disk_verify_ms = 0;    // checking entries read: checksum, key, format
+  double module_load_ms = 0;    // cuModuleLoadData of CUBINs and looking up their kernels
+  double function_load_ms = 0;  // loading those kernels onto the device (done here, not at their first launch)
   DiskCacheMode disk_mode = DiskCacheMode::kReadWrite;
   std::string disk_note;  // why the disk cache is read-only or off; empty when read-write
   // The remote cache (docs/cache.md, "Remote cache"). Each request that reaches it ends

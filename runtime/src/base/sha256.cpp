@@ -1,6 +1,12 @@
 #include "base/sha256.hpp"
 
+#include <algorithm>
 #include <cstring>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define CONVJIT_SHA256_X86 1
+#endif
 
 namespace convjit {
 namespace {
@@ -15,12 +21,8 @@ constexpr std::uint32_t kRound[64] = {
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
 
 constexpr std::uint32_t rotr(std::uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-}  // namespace
 
-Sha256::Sha256()
-    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
-
-void Sha256::compress(const std::uint8_t* block) {
+void compress_portable(std::uint32_t* state, const std::uint8_t* block) {
   std::uint32_t m[64];
   for (int i = 0; i < 16; ++i) {
     m[i] = (std::uint32_t{block[4 * i]} << 24) | (std::uint32_t{block[4 * i + 1]} << 16) |
@@ -31,7 +33,8 @@ void Sha256::compress(const std::uint8_t* block) {
     const std::uint32_t s1 = rotr(m[i - 2], 17) ^ rotr(m[i - 2], 19) ^ (m[i - 2] >> 10);
     m[i] = m[i - 16] + s0 + m[i - 7] + s1;
   }
-  auto [a, b, c, d, e, f, g, h] = state_;
+  std::uint32_t a = state[0], b = state[1], c = state[2], d = state[3];
+  std::uint32_t e = state[4], f = state[5], g = state[6], h = state[7];
   for (int i = 0; i < 64; ++i) {
     const std::uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kRound[i] + m[i];
     const std::uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
@@ -45,24 +48,106 @@ void Sha256::compress(const std::uint8_t* block) {
     a = t1 + t2;
   }
   const std::uint32_t add[8] = {a, b, c, d, e, f, g, h};
-  for (int i = 0; i < 8; ++i) state_[i] += add[i];
+  for (int i = 0; i < 8; ++i) state[i] += add[i];
 }
+
+#ifdef CONVJIT_SHA256_X86
+// The x86 SHA extensions (Intel since Goldmont / Ice Lake, AMD since Zen): every cache
+// read verifies its entry (a few hundred KB), which the portable rounds make a visible
+// part of a warm start. The state is kept as ABEF / CDGH, the order sha256rnds2 wants.
+__attribute__((target("sha,sse4.1,ssse3"))) void compress_shani(std::uint32_t* state, const std::uint8_t* data,
+                                                                std::size_t blocks) {
+  const __m128i byte_swap = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+  __m128i tmp = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state)), 0xB1);         // CDAB
+  __m128i state1 = _mm_shuffle_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(state + 4)), 0x1B);  // EFGH
+  __m128i state0 = _mm_alignr_epi8(tmp, state1, 8);                                                        // ABEF
+  state1 = _mm_blend_epi16(state1, tmp, 0xF0);                                                             // CDGH
+  for (; blocks > 0; --blocks, data += 64) {
+    const __m128i abef = state0;
+    const __m128i cdgh = state1;
+    __m128i w[4];
+    for (int group = 0; group < 16; ++group) {
+      __m128i& slot = w[group % 4];
+      if (group < 4) {
+        slot = _mm_shuffle_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(data + 16 * group)), byte_swap);
+      } else {
+        // W[t] = sigma1(W[t-2]) + W[t-7] + sigma0(W[t-15]) + W[t-16], four at a time.
+        const __m128i& w1 = w[(group + 3) % 4];
+        const __m128i& w2 = w[(group + 2) % 4];
+        const __m128i& w3 = w[(group + 1) % 4];
+        slot = _mm_sha256msg2_epu32(_mm_add_epi32(_mm_sha256msg1_epu32(slot, w3), _mm_alignr_epi8(w1, w2, 4)), w1);
+      }
+      __m128i msg = _mm_add_epi32(slot, _mm_loadu_si128(reinterpret_cast<const __m128i*>(kRound + 4 * group)));
+      state1 = _mm_sha256rnds2_epu32(state1, state0, msg);
+      msg = _mm_shuffle_epi32(msg, 0x0E);
+      state0 = _mm_sha256rnds2_epu32(state0, state1, msg);
+    }
+    state0 = _mm_add_epi32(state0, abef);
+    state1 = _mm_add_epi32(state1, cdgh);
+  }
+  tmp = _mm_shuffle_epi32(state0, 0x1B);        // FEBA
+  state1 = _mm_shuffle_epi32(state1, 0xB1);     // DCHG
+  state0 = _mm_blend_epi16(tmp, state1, 0xF0);  // DCBA
+  state1 = _mm_alignr_epi8(state1, tmp, 8);     // ABEF
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state), state0);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(state + 4), state1);
+}
+
+bool cpu_has_sha() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("sha") && __builtin_cpu_supports("sse4.1") && __builtin_cpu_supports("ssse3");
+  }();
+  return has;
+}
+#endif
+
+void compress_blocks(std::uint32_t* state, const std::uint8_t* data, std::size_t blocks, bool portable) {
+#ifdef CONVJIT_SHA256_X86
+  if (!portable && cpu_has_sha()) {
+    compress_shani(state, data, blocks);
+    return;
+  }
+#else
+  (void)portable;
+#endif
+  for (; blocks > 0; --blocks, data += 64) compress_portable(state, data);
+}
+}  // namespace
+
+bool sha256_accelerated() noexcept {
+#ifdef CONVJIT_SHA256_X86
+  return cpu_has_sha();
+#else
+  return false;
+#endif
+}
+
+Sha256::Sha256()
+    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
 
 Sha256& Sha256::update(std::string_view bytes) {
   const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
   std::size_t len = bytes.size();
   total_bytes_ += len;
-  while (len > 0) {
+  if (buffered_ > 0) {
     const std::size_t take = std::min(len, buffer_.size() - buffered_);
     std::memcpy(buffer_.data() + buffered_, p, take);
     buffered_ += take;
     p += take;
     len -= take;
-    if (buffered_ == buffer_.size()) {
-      compress(buffer_.data());
-      buffered_ = 0;
-    }
+    if (buffered_ < buffer_.size()) return *this;
+    compress_blocks(state_.data(), buffer_.data(), 1, portable_);
+    buffered_ = 0;
   }
+  // Whole blocks straight from the input: no copy through the buffer.
+  if (const std::size_t blocks = len / buffer_.size(); blocks > 0) {
+    compress_blocks(state_.data(), p, blocks, portable_);
+    p += blocks * buffer_.size();
+    len -= blocks * buffer_.size();
+  }
+  std::memcpy(buffer_.data(), p, len);
+  buffered_ = len;
   return *this;
 }
 

@@ -197,6 +197,10 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
     return Lookup{Status::kUntrusted, std::nullopt, *why, 0};
   }
 
+  const auto since = [](std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  };
+  const auto read_start = std::chrono::steady_clock::now();
   int fd = -1;
   if (const int err = fs_->open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0, fd); err != 0) {
     if (err == ELOOP) {
@@ -224,9 +228,12 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
   std::string bytes;
   std::string why;
   std::optional<CacheEntry> entry;
-  if (const int err = fs_->read_all(fd, bytes, kMaxEntryBytes); err != 0) {
-    why = err == EFBIG ? fmt::format("larger than {} MiB", kMaxEntryBytes >> 20)
-                       : fmt::format("read error: {}", errno_text(err));
+  const int read_err = fs_->read_all(fd, bytes, kMaxEntryBytes);
+  const double read_ms = since(read_start);
+  const auto verify_start = std::chrono::steady_clock::now();
+  if (read_err != 0) {
+    why = read_err == EFBIG ? fmt::format("larger than {} MiB", kMaxEntryBytes >> 20)
+                            : fmt::format("read error: {}", errno_text(read_err));
   } else {
     entry = parse_entry(bytes, why);
     if (entry && entry->key_text != key.text) {
@@ -241,15 +248,16 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
       log::warn("cache entry '{}' is corrupt ({}); {}", path.string(), why,
                 readonly_ ? "compiling it in memory (the cache is read-only)" : "rebuilding it");
     }
-    return Lookup{Status::kCorrupt, std::nullopt, std::move(why), 0};
+    return Lookup{Status::kCorrupt, std::nullopt, std::move(why), 0, read_ms, since(verify_start)};
   }
+  const double verify_ms = since(verify_start);
   if (!readonly_) {
     // The last-used stamp is the mtime, set explicitly (atime is often off: noatime).
     const auto now = std::chrono::system_clock::now();
     const auto stamp = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
     if (now - stamp >= options_.stamp_interval) fs_->touch(fd);
   }
-  return Lookup{Status::kHit, std::move(entry), {}, bytes.size()};
+  return Lookup{Status::kHit, std::move(entry), {}, bytes.size(), read_ms, verify_ms};
 }
 
 DiskCache::StoreReport DiskCache::store(const CacheKey& key, const CacheEntry& entry) const {
@@ -367,6 +375,11 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
   report = FetchReport{};
   KeyLock lock;  // NOTE: released after the publication below, so waiters find the entry
   bool disk_usable = true;
+  const auto timed = [&](Lookup lookup) {
+    report.read_ms += lookup.read_ms;
+    report.verify_ms += lookup.verify_ms;
+    return lookup;
+  };
   const auto take_hit = [&](Lookup& lookup) {
     report.hit = true;
     report.bytes_read += lookup.bytes;
@@ -374,7 +387,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
     return std::move(*lookup.entry);
   };
   try {
-    Lookup first = load_impl(key, /*warn=*/true);
+    Lookup first = timed(load_impl(key, /*warn=*/true));
     if (first.status == Status::kHit) return take_hit(first);
     report.corrupt = first.status == Status::kCorrupt;
     report.untrusted = first.status == Status::kUntrusted;
@@ -397,7 +410,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
           }
           lock = std::move(attempt);
           // The previous holder may have published between our first look and our lock.
-          Lookup again = load_impl(key, /*warn=*/false);
+          Lookup again = timed(load_impl(key, /*warn=*/false));
           if (again.status == Status::kHit) return take_hit(again);
           report.corrupt |= again.status == Status::kCorrupt;  // damaged after it was published
           break;
@@ -415,7 +428,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
                      lock_path.string());
         }
         report.waited = true;
-        Lookup seen = load_impl(key, /*warn=*/false);
+        Lookup seen = timed(load_impl(key, /*warn=*/false));
         if (seen.status == Status::kHit) return take_hit(seen);
         if (std::chrono::steady_clock::now() >= deadline) {
           report.lock_timed_out = true;

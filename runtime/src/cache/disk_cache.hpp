@@ -97,8 +97,10 @@ class DiskCache {
     std::optional<CacheEntry> entry;
     std::string why;  // kCorrupt / kUntrusted: what failed
     std::uint64_t bytes = 0;
+    double read_ms = 0;    // opening and reading the file
+    double verify_ms = 0;  // parsing and checking what was read
   };
-  // Reads and verifies the entry: every section's checksum, the trailer and the full
+  // Reads and verifies the entry: the trailer's checksum (over every section) and the full
   // key text, after checking who can write it. A bad entry is left for the rebuild to
   // replace (under the key's lock). A hit refreshes the last-used stamp.
   Lookup load(const CacheKey& key) const;
@@ -128,6 +130,8 @@ class DiskCache {
     std::uint64_t bytes_written = 0;
     std::uint64_t evicted_entries = 0;
     double saved_compile_ms = 0;  // the compile time recorded in the entry that hit
+    double read_ms = 0;           // every load's Lookup::read_ms, summed
+    double verify_ms = 0;         // every load's Lookup::verify_ms, summed
   };
   // The cache protocol for one key: load; on a miss take the key's compile lock
   // (waiting, bounded, while another process compiles it, and re-checking for its

@@ -3,11 +3,35 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <mutex>
+#include <unordered_map>
+
 #include "base/sha256.hpp"
 #include "convjit/version.hpp"
 #include "specialize/templates.hpp"
 
 namespace convjit {
+
+namespace {
+// The embedded templates and headers are constant for the life of the process, so each
+// is hashed once, not on every key: a warm start computes a key before it can read the
+// cache. Texts that are not the embedded ones (tests give their own) are hashed as given.
+std::string text_hash(std::string_view text) {
+  struct Memo {
+    std::mutex mutex;
+    std::unordered_map<const char*, std::pair<std::size_t, std::string>> by_address;
+  };
+  static Memo memo;
+  bool embedded = false;
+  for (const auto& file : embedded_templates()) embedded |= file.text.data() == text.data();
+  for (const auto& file : embedded_headers()) embedded |= file.text.data() == text.data();
+  if (!embedded) return sha256_hex(text);
+  const std::lock_guard lock(memo.mutex);
+  auto [it, inserted] = memo.by_address.try_emplace(text.data());
+  if (inserted || it->second.first != text.size()) it->second = {text.size(), sha256_hex(text)};
+  return it->second.second;
+}
+}  // namespace
 
 KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch,
                           const std::vector<std::string>& options, const std::string& nvrtc_version,
@@ -17,13 +41,13 @@ KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& sourc
   // header, not only the ones this template includes, as NVRTC is given all of them.
   std::string header_lines;
   for (const auto& header : headers) {
-    header_lines += fmt::format("header {} sha256:{}\n", header.name, sha256_hex(header.text));
+    header_lines += fmt::format("header {} sha256:{}\n", header.name, text_hash(header.text));
   }
   KernelKey key;
   key.text = fmt::format(
       "convjit {}\nproblem {}\ntemplate {} sha256:{}\n{}kernel {}\nsource sha256:{}\narch {}\n"
       "nvrtc {}\noptions {}\n",
-      kVersion, desc.to_string(), source.template_name, sha256_hex(template_text(source.template_name)), header_lines,
+      kVersion, desc.to_string(), source.template_name, text_hash(template_text(source.template_name)), header_lines,
       source.kernel_name, sha256_hex(source.text), arch, nvrtc_version, fmt::join(options, " "));
   key.hash = sha256_hex(key.text);
   return key;

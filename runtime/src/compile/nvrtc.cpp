@@ -5,8 +5,10 @@
 #include <nvrtc.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <memory>
 #include <regex>
+#include <sstream>
 
 #include "base/fail.hpp"
 #include "specialize/arch.hpp"
@@ -48,7 +50,29 @@ std::string Nvrtc::version() {
 std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
   parse_arch(arch);
   // A real sm_XY target makes NVRTC emit a CUBIN (loaded with no driver JIT) and the PTX.
-  return {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
+  // --minimal leaves out of NVRTC's built-in header what no template uses (textures and
+  // surfaces, the device runtime, launches from device code, the runtime API's types):
+  // the front end does less, and the code it emits is the same (docs/perf.md). NVRTC
+  // has it since 12.4; an older one (a Python process may load PyTorch's) goes without.
+  static const bool minimal = [] {
+    int major = 0;
+    int minor = 0;
+    return nvrtcVersion(&major, &minor) == NVRTC_SUCCESS && (major > 12 || (major == 12 && minor >= 4));
+  }();
+  std::vector<std::string> options = {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
+  if (minimal) options.insert(options.begin() + 2, "--minimal");
+  // CONVJIT_NVRTC_OPTIONS: more options, space-separated, for measuring what they do to
+  // a kernel (docs/perf.md). They are options like the others, so part of the cache key.
+  static const std::vector<std::string> extra = [] {
+    std::vector<std::string> words;
+    if (const char* env = std::getenv("CONVJIT_NVRTC_OPTIONS"); env != nullptr) {
+      std::istringstream in(env);
+      for (std::string word; in >> word;) words.push_back(word);
+    }
+    return words;
+  }();
+  options.insert(options.end(), extra.begin(), extra.end());
+  return options;
 }
 
 CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name,
@@ -74,6 +98,14 @@ CompiledKernel Nvrtc::compile(const std::string& source, const std::string& name
   ProgramHandle program(raw);
   std::vector<const char*> argv;
   for (const auto& option : options) argv.push_back(option.c_str());
+  // CONVJIT_NVRTC_TIME=FILE: NVRTC appends each compile's phase times (front end, NVVM
+  // optimizer, ptxas) to FILE as CSV. A diagnostic that changes no code, so it stays out
+  // of the options recorded (and so of the cache key).
+  static const std::string time_option = [] {
+    const char* file = std::getenv("CONVJIT_NVRTC_TIME");
+    return file != nullptr && *file != '\0' ? std::string("--time=") + file : std::string();
+  }();
+  if (!time_option.empty()) argv.push_back(time_option.c_str());
   const nvrtcResult result = nvrtcCompileProgram(raw, static_cast<int>(argv.size()), argv.data());
   CompiledKernel out;
   out.options = fmt::format("{}", fmt::join(options, " "));

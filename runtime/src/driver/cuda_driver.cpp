@@ -60,6 +60,13 @@ CudaDriver::CudaDriver() {
   CONVJIT_DRIVER_PINNED_ENTRY_POINTS(CONVJIT_RESOLVE_PINNED_ENTRY)
 #undef CONVJIT_RESOLVE_PINNED_ENTRY
 #undef CONVJIT_RESOLVE_ENTRY
+  {
+    CUdriverProcAddressQueryResult status{};
+    if (get_proc("cuFuncLoad", reinterpret_cast<void**>(&cuFuncLoad), 12040, CU_GET_PROC_ADDRESS_DEFAULT, &status) !=
+        CUDA_SUCCESS) {
+      cuFuncLoad = nullptr;
+    }
+  }
   const CUresult init = cuInit(0);
   if (init == CUDA_ERROR_NO_DEVICE) {
     fail(ErrorCode::kNoDevice, "cuInit: the CUDA driver found no device ({})", describe(init));

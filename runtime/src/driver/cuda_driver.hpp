@@ -86,6 +86,9 @@ class CudaDriver {
 #undef CONVJIT_DECLARE_PINNED_ENTRY
 #undef CONVJIT_DECLARE_ENTRY
 
+  // Entry points a driver may lack (null then): cuFuncLoad came with CUDA 12.4.
+  CUresult(CUDAAPI* cuFuncLoad)(CUfunction) = nullptr;
+
   int version() const noexcept { return version_; }
   // "cuModuleLoadData failed → 218 (CUDA_ERROR_INVALID_PTX: a PTX JIT compilation failed)"
   std::string describe(CUresult result) const;

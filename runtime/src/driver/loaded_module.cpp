@@ -1,13 +1,16 @@
 #include "driver/loaded_module.hpp"
 
+#include <chrono>
+
 #include "driver/device_context.hpp"
 #include "driver/stream_context.hpp"
 
 namespace convjit {
 
 LoadedModule::LoadedModule(CUcontext context, const std::string& image, const std::string& kernel_name,
-                           unsigned dynamic_shared_bytes)
+                           unsigned dynamic_shared_bytes, const std::vector<std::string>& also_load)
     : context_(context) {
+  const auto start = std::chrono::steady_clock::now();
   ScopedContext scope(context);
   RelaxedCaptureMode relaxed;
   auto& drv = CudaDriver::get();
@@ -19,25 +22,41 @@ LoadedModule::LoadedModule(CUcontext context, const std::string& image, const st
     if (is_image_error(load)) throw ImageError(ErrorCode::kDriver, what);
     throw Error(error_code_of(load), what);
   }
-  const CUresult res = drv.cuModuleGetFunction(&function_, module_, kernel_name.c_str());
-  if (res != CUDA_SUCCESS) {
-    drv.cuModuleUnload(module_);
-    module_ = nullptr;
-    const std::string what =
-        fmt::format("looking up kernel {} in its module failed → {}", kernel_name, drv.describe(res));
+  // A kernel the image lacks, or one the driver cannot load, is the image's fault.
+  const auto check = [&](CUresult res, std::string_view doing, const std::string& name) {
+    if (res == CUDA_SUCCESS) return;
+    unload_after_failure();
+    const std::string what = fmt::format("{} kernel {} of its module failed → {}", doing, name, drv.describe(res));
     if (is_image_error(res)) throw ImageError(ErrorCode::kDriver, what);
     throw Error(error_code_of(res), what);
+  };
+  check(drv.cuModuleGetFunction(&function_, module_, kernel_name.c_str()), "looking up", kernel_name);
+  for (const auto& name : also_load) {
+    CUfunction other = nullptr;
+    check(drv.cuModuleGetFunction(&other, module_, name.c_str()), "looking up", name);
+    also_loaded_.emplace_back(name, other);
   }
   if (dynamic_shared_bytes > 48 * 1024) {
-    const CUresult attr = CudaDriver::get().cuFuncSetAttribute(
-        function_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(dynamic_shared_bytes));
+    const CUresult attr = drv.cuFuncSetAttribute(function_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                 static_cast<int>(dynamic_shared_bytes));
     if (attr != CUDA_SUCCESS) {
-      CudaDriver::get().cuModuleUnload(module_);
-      module_ = nullptr;
+      unload_after_failure();
       fail(error_code_of(attr), "{} needs {} bytes of shared memory, which this device refuses → {}", kernel_name,
-           dynamic_shared_bytes, CudaDriver::get().describe(attr));
+           dynamic_shared_bytes, drv.describe(attr));
     }
   }
+  const auto looked_up = std::chrono::steady_clock::now();
+  load_ms_ = std::chrono::duration<double, std::milli>(looked_up - start).count();
+  if (drv.cuFuncLoad != nullptr) {
+    check(drv.cuFuncLoad(function_), "loading", kernel_name);
+    for (const auto& [name, other] : also_loaded_) check(drv.cuFuncLoad(other), "loading", name);
+  }
+  function_load_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - looked_up).count();
+}
+
+void LoadedModule::unload_after_failure() noexcept {
+  CudaDriver::get().cuModuleUnload(module_);
+  module_ = nullptr;
 }
 
 LoadedModule::~LoadedModule() {
@@ -56,6 +75,9 @@ LoadedModule::~LoadedModule() {
 }
 
 CUfunction LoadedModule::lookup(const std::string& kernel_name) const {
+  for (const auto& [name, loaded] : also_loaded_) {
+    if (name == kernel_name) return loaded;
+  }
   CUfunction function = nullptr;
   CONVJIT_CU_CHECK(cuModuleGetFunction(&function, module_, kernel_name.c_str()), "looking up kernel {}", kernel_name);
   return function;

@@ -28,6 +28,11 @@ struct Counters {
   std::atomic<std::uint64_t> autotune_reused{0};
   std::atomic<double> compile_ms{0};
   std::atomic<double> compile_ms_saved{0};
+  std::atomic<double> key_ms{0};
+  std::atomic<double> disk_read_ms{0};
+  std::atomic<double> disk_verify_ms{0};
+  std::atomic<double> module_load_ms{0};
+  std::atomic<double> function_load_ms{0};
   std::atomic<std::uint64_t> remote_hits{0};
   std::atomic<std::uint64_t> remote_misses{0};
   std::atomic<std::uint64_t> remote_rejects{0};

@@ -2,6 +2,8 @@
 
 #include <fmt/ranges.h>
 
+#include <chrono>
+
 #include "base/fail.hpp"
 #include "base/log.hpp"
 #include "compile/nvrtc.hpp"
@@ -30,6 +32,11 @@ CacheStats Counters::snapshot() const {
   s.lock_takeovers = lock_takeovers.load(std::memory_order_relaxed);
   s.lock_timeouts = lock_timeouts.load(std::memory_order_relaxed);
   s.compile_ms_saved = compile_ms_saved.load(std::memory_order_relaxed);
+  s.key_ms = key_ms.load(std::memory_order_relaxed);
+  s.disk_read_ms = disk_read_ms.load(std::memory_order_relaxed);
+  s.disk_verify_ms = disk_verify_ms.load(std::memory_order_relaxed);
+  s.module_load_ms = module_load_ms.load(std::memory_order_relaxed);
+  s.function_load_ms = function_load_ms.load(std::memory_order_relaxed);
   s.disk_mode = disk_mode;
   s.disk_note = disk_note;
   s.remote_hits = remote_hits.load(std::memory_order_relaxed);
@@ -143,6 +150,7 @@ CompiledKernel from_cache_entry(CacheEntry&& entry) {
 
 std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile, ArtifactOrigin& origin) {
   static const std::string nvrtc_version = Nvrtc::version();
+  const auto key_start = std::chrono::steady_clock::now();
   const Conv2dDesc& desc = key.desc;
   const std::string& arch = key.arch;
   auto artifact = std::make_shared<KernelArtifact>();
@@ -157,6 +165,9 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   // The caches see the key as opaque text and its hash.
   const CacheKey cache_key{artifact->key.text, artifact->key.hash};
   if (disk_) artifact->path = disk_->entry_path(cache_key);
+  counters_.key_ms.fetch_add(
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - key_start).count(),
+      std::memory_order_relaxed);
 
   // The caches hold the compiled stage in their own entry format; it is converted at
   // this boundary only.
@@ -204,6 +215,8 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   origin = !report.built       ? ArtifactOrigin::kDisk
            : remote_report.hit ? ArtifactOrigin::kRemote
                                : ArtifactOrigin::kCompiled;
+  counters_.disk_read_ms.fetch_add(report.read_ms, std::memory_order_relaxed);
+  counters_.disk_verify_ms.fetch_add(report.verify_ms, std::memory_order_relaxed);
   if (report.hit) {
     Counters::bump(counters_.disk_hits);
     Counters::bump(counters_.bytes_read, report.bytes_read);

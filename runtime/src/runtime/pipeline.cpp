@@ -13,10 +13,15 @@ Pipeline::Pipeline(std::optional<DiskCache> disk, std::unique_ptr<RemoteCache> r
 std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, const KernelArtifact& artifact) {
   return modules_.get(ModuleKey{dev.id(), artifact.key.hash}, [&] {
     const std::string& name = artifact.source.kernel_name;
+    std::vector<std::string> also_load;
+    if (artifact.launch.weight_pack) also_load.push_back(artifact.launch.weight_pack->kernel_name);
+    if (artifact.algorithm == Algorithm::kIm2colGemm) also_load.push_back(name + "_bias_act");
     auto module = std::make_shared<LoadedModule>(dev.context(), artifact.compiled.cubin,
                                                  artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
-                                                 artifact.launch.geometry.shared_bytes);
+                                                 artifact.launch.geometry.shared_bytes, also_load);
     Counters::bump(counters.module_loads);
+    counters.module_load_ms.fetch_add(module->load_ms(), std::memory_order_relaxed);
+    counters.function_load_ms.fetch_add(module->function_load_ms(), std::memory_order_relaxed);
     return module;
   });
 }
