@@ -158,6 +158,7 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
 }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
+  if (beyond_2d_forward_reason(d)) return std::nullopt;
   const auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
