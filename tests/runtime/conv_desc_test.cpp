@@ -210,5 +210,13 @@ TEST(ConvDesc, DepthAndTransposedProblemsRunOnTheDirectKernelAndOneDimensionalOn
   }
 }
 
+TEST(ConvDesc, TheDirectKernelsGridCoversEveryOutputDepthSlice) {
+  ConvDesc d = conv3d();
+  d.d = 40;  // output 39 x 7 x 6 = 1638 pixels: 7 tiles of 256 for each of the 2 images
+  const auto launch = specialize(d, Algorithm::kDirect, "sm_90", kFullAlignment).launch;
+  EXPECT_EQ(launch.geometry.grid_x, 2u * 7u);
+  EXPECT_EQ(launch.geometry.block_x, 256u);
+}
+
 }  // namespace
 }  // namespace convjit

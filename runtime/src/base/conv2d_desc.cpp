@@ -149,8 +149,8 @@ void Conv2dDesc::validate() const {
               {"pad_w", "dilation_w", "width", w, pad_w, dilation_w, s}};
   for (const auto& dim : dims) {
     if (std::int64_t{dim.in} + 2 * std::int64_t{dim.pad} > kIntMax) {
-      fail(ErrorCode::kInvalidArgument, "Conv2dDesc.{}: the padded {} {} is over 2^31 - 1", dim.pad_name, dim.extent,
-           std::int64_t{dim.in} + 2 * std::int64_t{dim.pad});
+      fail(ErrorCode::kInvalidArgument, "Conv2dDesc.{}: {} + 2 * {} = {} is over 2^31 - 1", dim.pad_name,
+           dim.pad_name.substr(4), dim.pad_name, std::int64_t{dim.in} + 2 * std::int64_t{dim.pad});
     }
     if (std::int64_t{dim.dilation} * (dim.kernel - 1) + 1 > kIntMax) {
       fail(ErrorCode::kInvalidArgument, "Conv2dDesc.{}: the dilated filter {} {} is over 2^31 - 1", dim.dilation_name,
