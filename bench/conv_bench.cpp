@@ -1,7 +1,6 @@
-// conv_bench: every convjit algorithm and cuDNN on the KernelBench level-1 2D
-// convolutions (and shapes from the command line), in NCHW and/or NHWC, on the same
-// random device buffers: checked against float64, then timed with CUDA events. Prints a
-// table and writes JSON.
+// conv_bench: every convjit algorithm and cuDNN on the 35 KernelBench level-1
+// convolutions, 1-D, 2-D and 3-D, forward and transposed (and shapes from the command line), in NCHW and/or NHWC, on
+// the same random device buffers: checked against float64, then timed with CUDA events. Prints a table and writes JSON.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -61,7 +60,8 @@ const std::vector<OptionSpec> kOptions = {
 
 constexpr std::string_view kAbout =
     "Runs every convjit algorithm that applies, convjit's automatic choice, and cuDNN (the fastest result of\n"
-    "cudnnFindConvolutionForwardAlgorithmEx, math type matched) on each problem, on one set of random device\n"
+    "cudnnFindConvolutionForwardAlgorithmEx, or ...BackwardDataAlgorithmEx for a transposed problem, math type\n"
+    "matched) on each problem, on one set of random device\n"
     "buffers. Each row first runs once on a NaN-filled output and is checked against a float64 CPU reference\n"
     "(relative L2 error on sampled pixels, every output scanned for NaN/Inf), then timed: warm-up, then CUDA\n"
     "events around each launch, median reported. Peaks are datasheet values. Exit status: 0 every row passed\n"

@@ -81,15 +81,38 @@ cudnnTensorFormat_t format_of(Layout layout) noexcept {
   return layout == Layout::kNHWC ? CUDNN_TENSOR_NHWC : CUDNN_TENSOR_NCHW;
 }
 
-// Extents are given as n, c, h, w whatever the format; the format says how they are stored.
-TensorDesc make_tensor(cudnnDataType_t type, Layout layout, std::int64_t n, std::int64_t c, std::int64_t h,
-                       std::int64_t w) {
+// Extents are given as n, c, [d,] h, w whatever the format (depth only for 3-D
+// problems); the format says how they are stored.
+TensorDesc make_tensor(cudnnDataType_t type, Layout layout, bool three_d, std::int64_t n, std::int64_t c,
+                       std::int64_t d, std::int64_t h, std::int64_t w) {
   cudnnTensorDescriptor_t raw = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&raw), "creating a tensor descriptor");
   TensorDesc desc(raw);
-  CONVJIT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(raw, format_of(layout), type, int(n), int(c), int(h), int(w)),
-                      "describing an {} tensor {}x{}x{}x{}", convjit::to_string(layout), n, c, h, w);
+  const int dims5[5] = {int(n), int(c), int(d), int(h), int(w)};
+  const int dims4[4] = {int(n), int(c), int(h), int(w)};
+  CONVJIT_CUDNN_CHECK(
+      cudnnSetTensorNdDescriptorEx(raw, format_of(layout), type, three_d ? 5 : 4, three_d ? dims5 : dims4),
+      "describing an {} tensor {}x{}x{}x{}x{}", convjit::to_string(layout), n, c, d, h, w);
   return desc;
+}
+
+std::string_view bwd_algo_name(cudnnConvolutionBwdDataAlgo_t algo) noexcept {
+  switch (algo) {
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_0:
+      return "BWD_DATA_0";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_1:
+      return "BWD_DATA_1";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT:
+      return "BWD_DATA_FFT";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_FFT_TILING:
+      return "BWD_DATA_FFT_TILING";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD:
+      return "BWD_DATA_WINOGRAD";
+    case CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED:
+      return "BWD_DATA_WINOGRAD_NONFUSED";
+    default:
+      return "?";
+  }
 }
 
 }  // namespace
@@ -141,14 +164,15 @@ DType dtype_of(BenchMath math) noexcept {
 }
 
 std::string CudnnChoice::describe() const {
-  return fmt::format("{} math={} ws={:.1f}MiB", algo_name(algo), math_name(math), double(workspace) / (1 << 20));
+  return fmt::format("{} math={} ws={:.1f}MiB", backward_data ? bwd_algo_name(bwd_algo) : algo_name(algo),
+                     math_name(math), double(workspace) / (1 << 20));
 }
 
 CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dDesc& desc, BenchMath math)
     : handle_(handle), desc_(desc), math_(math) {
   const auto o = desc.output_shape();
-  const std::int64_t x_per_image = std::int64_t{desc.c} * desc.h * desc.w;
-  const std::int64_t y_per_image = o.k * o.p * o.q;
+  const std::int64_t x_per_image = std::int64_t{desc.c} * desc.d * desc.h * desc.w;
+  const std::int64_t y_per_image = o.k * o.z * o.p * o.q;
   // cuDNN's legacy descriptors take int sizes: slice the batch into equal parts that fit.
   int per_slice = desc.n;
   while (per_slice > 0 && (desc.n % per_slice != 0 || per_slice * std::max(x_per_image, y_per_image) > INT_MAX)) {
@@ -160,42 +184,74 @@ CudnnConv::CudnnConv(cudnnHandle_t handle, const Conv2dDesc& desc, BenchMath mat
   }
   slices_ = desc.n / per_slice;
 
+  const bool three_d = desc.spatial_dims == 3;
   const cudnnDataType_t type = data_type(math);
-  x_desc_ = make_tensor(type, desc.layout, per_slice, desc.c, desc.h, desc.w);
-  y_desc_ = make_tensor(type, desc.layout, per_slice, o.k, o.p, o.q);
-  if (desc.bias) bias_desc_ = make_tensor(type, desc.layout, 1, desc.k, 1, 1);
+  x_desc_ = make_tensor(type, desc.layout, three_d, per_slice, desc.c, desc.d, desc.h, desc.w);
+  y_desc_ = make_tensor(type, desc.layout, three_d, per_slice, o.k, o.z, o.p, o.q);
+  if (desc.bias) bias_desc_ = make_tensor(type, desc.layout, three_d, 1, desc.k, 1, 1, 1);
 
+  // Forward: k x c/groups x taps. Transposed: the forward convolution's filter from y
+  // (k channels) to x (c channels), c x k/groups x taps: PyTorch's transposed weight.
   cudnnFilterDescriptor_t filter = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&filter), "creating a filter descriptor");
   w_desc_ = FilterDesc(filter);
+  const int filter_out = desc.transposed ? desc.c : desc.k;
+  const int filter_in = desc.transposed ? desc.k / desc.groups : desc.c / desc.groups;
+  const int filter5[5] = {filter_out, filter_in, desc.t, desc.r, desc.s};
+  const int filter4[4] = {filter_out, filter_in, desc.r, desc.s};
   CONVJIT_CUDNN_CHECK(
-      cudnnSetFilter4dDescriptor(filter, type, format_of(desc.layout), desc.k, desc.c / desc.groups, desc.r, desc.s),
+      cudnnSetFilterNdDescriptor(filter, type, format_of(desc.layout), three_d ? 5 : 4, three_d ? filter5 : filter4),
       "describing the filter of {}", desc.to_string());
 
   cudnnConvolutionDescriptor_t conv = nullptr;
   CONVJIT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv), "creating a convolution descriptor");
   conv_desc_ = ConvDesc(conv);
   // Accumulate in float for every data type (PyTorch's choice for half and bfloat16 too).
-  CONVJIT_CUDNN_CHECK(
-      cudnnSetConvolution2dDescriptor(conv, desc.pad_h, desc.pad_w, desc.stride_h, desc.stride_w, desc.dilation_h,
-                                      desc.dilation_w, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
-      "describing the convolution {}", desc.to_string());
+  const int pads[3] = {desc.pad_d, desc.pad_h, desc.pad_w};
+  const int strides[3] = {desc.stride_d, desc.stride_h, desc.stride_w};
+  const int dilations[3] = {desc.dilation_d, desc.dilation_h, desc.dilation_w};
+  const int first = three_d ? 0 : 1;
+  CONVJIT_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(conv, three_d ? 3 : 2, pads + first, strides + first,
+                                                      dilations + first, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+                      "describing the convolution {}", desc.to_string());
   CONVJIT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, desc.groups), "setting {} groups", desc.groups);
   CONVJIT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math_policy(math)), "setting math type {}",
                       math_name(math_policy(math)));
 
-  int dims[4] = {};
-  CONVJIT_CUDNN_CHECK(
-      cudnnGetConvolution2dForwardOutputDim(conv, x_desc_.get(), w_desc_.get(), &dims[0], &dims[1], &dims[2], &dims[3]),
-      "computing the output shape of {}", desc.to_string());
-  if (dims[0] != per_slice || dims[1] != o.k || dims[2] != o.p || dims[3] != o.q) {
-    throw CudnnError(CUDNN_STATUS_BAD_PARAM,
-                     fmt::format("{}: cuDNN's output {}x{}x{}x{} differs from convjit's {}x{}x{}x{}", desc.to_string(),
-                                 dims[0], dims[1], dims[2], dims[3], per_slice, o.k, o.p, o.q));
+  // The forward convolution's output must be y (transposed: x, from y's shape).
+  int dims[5] = {};
+  const cudnnTensorDescriptor_t from = desc.transposed ? y_desc_.get() : x_desc_.get();
+  CONVJIT_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(conv, from, w_desc_.get(), three_d ? 5 : 4, dims),
+                      "computing the output shape of {}", desc.to_string());
+  const std::int64_t want_c = desc.transposed ? desc.c : o.k;
+  const std::int64_t want[5] = {per_slice, want_c, desc.transposed ? desc.d : o.z, desc.transposed ? desc.h : o.p,
+                                desc.transposed ? desc.w : o.q};
+  const std::int64_t want4[4] = {want[0], want[1], want[3], want[4]};
+  for (int i = 0; i < (three_d ? 5 : 4); ++i) {
+    if (dims[i] != (three_d ? want[i] : want4[i])) {
+      throw CudnnError(CUDNN_STATUS_BAD_PARAM, fmt::format("{}: cuDNN's forward output extent {} is {}, expected {}",
+                                                           desc.to_string(), i, dims[i], three_d ? want[i] : want4[i]));
+    }
   }
 }
 
+namespace {
+// Allocates up to `want` bytes, halving on out-of-memory: cudnnFind skips the algorithms
+// that need more.
+DeviceBuffer workspace_within(Runtime& runtime, std::size_t want) {
+  while (true) {
+    try {
+      return DeviceBuffer(runtime, want);
+    } catch (const Error&) {
+      if (want == 0) throw;
+      want /= 2;
+    }
+  }
+}
+}  // namespace
+
 const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* w, void* y, std::size_t max_workspace) {
+  if (desc_.transposed) return find_backward_data(runtime, x, w, y, max_workspace);
   // The largest workspace any algorithm asks for, within the cap: cudnnFind then tries them all.
   std::size_t want = 0;
   for (int a = 0; a < CUDNN_CONVOLUTION_FWD_ALGO_COUNT; ++a) {
@@ -205,15 +261,7 @@ const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* 
                                                 static_cast<cudnnConvolutionFwdAlgo_t>(a), &bytes);
     if (s == CUDNN_STATUS_SUCCESS && bytes <= max_workspace) want = std::max(want, bytes);
   }
-  while (true) {
-    try {
-      workspace_ = DeviceBuffer(runtime, want);
-      break;
-    } catch (const Error&) {
-      if (want == 0) throw;
-      want /= 2;  // out of memory: cudnnFind skips the algorithms that need more
-    }
-  }
+  workspace_ = workspace_within(runtime, want);
 
   cudnnConvolutionFwdAlgoPerf_t perf[CUDNN_CONVOLUTION_FWD_ALGO_COUNT] = {};
   int returned = 0;
@@ -252,21 +300,79 @@ const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* 
   return choice_;
 }
 
+const CudnnChoice& CudnnConv::find_backward_data(Runtime& runtime, const void* x, const void* w, void* y,
+                                                 std::size_t max_workspace) {
+  // Backward data of the forward convolution y-shape -> x-shape: its dy is our x, its dx our y.
+  std::size_t want = 0;
+  for (int a = 0; a < CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT; ++a) {
+    std::size_t bytes = 0;
+    const cudnnStatus_t s = cudnnGetConvolutionBackwardDataWorkspaceSize(
+        handle_, w_desc_.get(), x_desc_.get(), conv_desc_.get(), y_desc_.get(),
+        static_cast<cudnnConvolutionBwdDataAlgo_t>(a), &bytes);
+    if (s == CUDNN_STATUS_SUCCESS && bytes <= max_workspace) want = std::max(want, bytes);
+  }
+  workspace_ = workspace_within(runtime, want);
+  cudnnConvolutionBwdDataAlgoPerf_t perf[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT] = {};
+  int returned = 0;
+  CONVJIT_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
+                          handle_, w_desc_.get(), w, x_desc_.get(), x, conv_desc_.get(), y_desc_.get(), y,
+                          CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, workspace_.data(), workspace_.size()),
+                      "cudnnFind (backward data) for {} ({})", desc_.to_string(), to_string(math_));
+  const cudnnConvolutionBwdDataAlgoPerf_t* best = nullptr;
+  for (int i = 0; i < returned && best == nullptr; ++i) {
+    const auto& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > workspace_.size()) continue;
+    if (math_ == BenchMath::kStrict && uses_tensor_ops(p.mathType)) continue;
+    best = &p;
+  }
+  if (best == nullptr) {
+    throw CudnnError(CUDNN_STATUS_NOT_SUPPORTED,
+                     fmt::format("cudnnFind (backward data) for {} ({}): none of {} results qualifies",
+                                 desc_.to_string(), to_string(math_), returned));
+  }
+  if (math_ != BenchMath::kStrict) {
+    CONVJIT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv_desc_.get(), best->mathType), "setting math type {}",
+                        math_name(best->mathType));
+  }
+  choice_ = CudnnChoice{.backward_data = true,
+                        .bwd_algo = best->algo,
+                        .math = best->mathType,
+                        .workspace = best->memory,
+                        .find_ms = best->time};
+  std::size_t needed = 0;
+  CONVJIT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+                          handle_, w_desc_.get(), x_desc_.get(), conv_desc_.get(), y_desc_.get(), best->algo, &needed),
+                      "workspace of {}", bwd_algo_name(best->algo));
+  if (needed > workspace_.size()) {
+    throw CudnnError(CUDNN_STATUS_ALLOC_FAILED, fmt::format("{} needs {} bytes of workspace, {} allocated",
+                                                            bwd_algo_name(best->algo), needed, workspace_.size()));
+  }
+  found_ = true;
+  return choice_;
+}
+
 void CudnnConv::run(const void* x, const void* w, const void* bias, void* y) const {
   if (!found_) throw CudnnError(CUDNN_STATUS_NOT_INITIALIZED, "CudnnConv::run before find");
   const float one = 1.0f, zero = 0.0f;  // scaling factors are float for float, half and bfloat16 data
   const auto o = desc_.output_shape();
   const std::size_t esz = size_of(dtype_of(math_));
   const int per_slice = desc_.n / slices_;
-  const std::size_t x_step = std::size_t(per_slice) * desc_.c * desc_.h * desc_.w * esz;
-  const std::size_t y_step = std::size_t(per_slice) * o.k * o.p * o.q * esz;
+  const std::size_t x_step = std::size_t(per_slice) * desc_.c * desc_.d * desc_.h * desc_.w * esz;
+  const std::size_t y_step = std::size_t(per_slice) * o.k * o.z * o.p * o.q * esz;
   for (int i = 0; i < slices_; ++i) {
     const auto* xi = static_cast<const unsigned char*>(x) + i * x_step;
     auto* yi = static_cast<unsigned char*>(y) + i * y_step;
-    CONVJIT_CUDNN_CHECK(
-        cudnnConvolutionForward(handle_, &one, x_desc_.get(), xi, w_desc_.get(), w, conv_desc_.get(), choice_.algo,
-                                workspace_.data(), workspace_.size(), &zero, y_desc_.get(), yi),
-        "cudnnConvolutionForward {} ({})", desc_.to_string(), to_string(math_));
+    if (choice_.backward_data) {
+      CONVJIT_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, w_desc_.get(), w, x_desc_.get(), xi,
+                                                       conv_desc_.get(), choice_.bwd_algo, workspace_.data(),
+                                                       workspace_.size(), &zero, y_desc_.get(), yi),
+                          "cudnnConvolutionBackwardData {} ({})", desc_.to_string(), to_string(math_));
+    } else {
+      CONVJIT_CUDNN_CHECK(
+          cudnnConvolutionForward(handle_, &one, x_desc_.get(), xi, w_desc_.get(), w, conv_desc_.get(), choice_.algo,
+                                  workspace_.data(), workspace_.size(), &zero, y_desc_.get(), yi),
+          "cudnnConvolutionForward {} ({})", desc_.to_string(), to_string(math_));
+    }
     if (desc_.bias) {
       CONVJIT_CUDNN_CHECK(cudnnAddTensor(handle_, &one, bias_desc_.get(), bias, &one, y_desc_.get(), yi),
                           "adding the bias of {}", desc_.to_string());

@@ -1,9 +1,12 @@
 #pragma once
 // cuDNN, the baseline: RAII for the handle and descriptors, a check macro that keeps
-// cuDNN's own words, and one forward convolution chosen by cudnnFind and run like
-// PyTorch eager runs it (cross-correlation, bias as a separate add), in the problem's
-// layout: NCHW, or NHWC as PyTorch's channels-last (CUDNN_TENSOR_NHWC for x, y and the
-// filter).
+// cuDNN's own words, and one convolution chosen by cudnnFind and run like PyTorch eager
+// runs it (cross-correlation, bias as a separate add), in the problem's layout: NCHW, or
+// NHWC as PyTorch's channels-last (CUDNN_TENSOR_NHWC for x, y and the filter). Every
+// rank goes through the Nd descriptors (1-D as 2-D with height 1, as PyTorch does);
+// a transposed convolution is cudnnConvolutionBackwardData of the forward convolution
+// from y's shape to x's, whose filter is the transposed weight as it is (c, k/groups,
+// ...), as PyTorch's conv_transpose runs it.
 //
 // Math modes (cuDNN 9 API reference, cudnnMathType_t:
 // https://docs.nvidia.com/deeplearning/cudnn/latest/api/cudnn-graph-library.html#cudnnmathtype-t):
@@ -97,20 +100,24 @@ DType dtype_of(BenchMath math) noexcept;
 
 struct CudnnChoice {
   cudnnConvolutionFwdAlgo_t algo = CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM;
+  bool backward_data = false;  // transposed: bwd_algo runs, not algo
+  cudnnConvolutionBwdDataAlgo_t bwd_algo = CUDNN_CONVOLUTION_BWD_DATA_ALGO_0;
   cudnnMathType_t math = CUDNN_DEFAULT_MATH;
   std::size_t workspace = 0;
   float find_ms = 0;             // cudnnFind's own time for it
   std::string describe() const;  // "IMPLICIT_PRECOMP_GEMM math=tensor_op ws=12.0MiB"
 };
 
-// One forward convolution (y = conv(x, w) [+ bias]) through cuDNN's legacy API.
+// One convolution (y = conv(x, w) [+ bias], or its transposed form) through cuDNN's
+// legacy API.
 class CudnnConv {
  public:
   // Describes `desc` in `math`'s data type. Batches whose tensors pass 2^31 - 1 elements
   // are run as equal slices of the batch, one call each, like PyTorch does.
   CudnnConv(cudnnHandle_t handle, const Conv2dDesc& desc, BenchMath math);
 
-  // cudnnFindConvolutionForwardAlgorithmEx on these buffers (y is overwritten) with a
+  // cudnnFindConvolutionForwardAlgorithmEx (transposed: ...BackwardDataAlgorithmEx) on
+  // these buffers (y is overwritten) with a
   // workspace of at most `max_workspace` bytes, keeping the fastest result the math
   // mode allows. Throws CudnnError when no algorithm qualifies.
   const CudnnChoice& find(Runtime& runtime, const void* x, const void* w, void* y, std::size_t max_workspace);
@@ -121,6 +128,8 @@ class CudnnConv {
   int batch_slices() const noexcept { return slices_; }
 
  private:
+  const CudnnChoice& find_backward_data(Runtime& runtime, const void* x, const void* w, void* y,
+                                        std::size_t max_workspace);
   cudnnHandle_t handle_;
   Conv2dDesc desc_;
   BenchMath math_;

@@ -82,7 +82,7 @@ std::vector<unsigned char> encode(const std::vector<float>& values, DType dtype)
 
 ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int pixels, std::uint64_t seed) {
   const auto o = d.output_shape();
-  const std::int64_t plane = o.p * o.q;
+  const std::int64_t plane = o.z * o.p * o.q;
   const std::int64_t total_pixels = o.n * plane;
   std::vector<std::int64_t> chosen;
   if (total_pixels <= pixels) {
@@ -103,39 +103,69 @@ ReferenceSample::ReferenceSample(const Conv2dDesc& d, const HostInputs& in, int 
 
   const std::int64_t cpg = d.c / d.groups;
   const std::int64_t kpg = d.k / d.groups;
-  const std::int64_t taps = cpg * d.r * d.s;
+  const std::int64_t filter = d.taps();  // t x r x s
+  const std::int64_t taps = cpg * filter;
   const bool nhwc = d.layout == Layout::kNHWC;
+  // The input coordinate tap `j` of output `out` reads along one dimension, or -1:
+  // forward out * stride - pad + j * dilation; transposed the i with i * stride - pad +
+  // j * dilation == out.
+  auto source = [&](std::int64_t out, std::int64_t j, int in, int stride, int pad, int dilation) -> std::int64_t {
+    if (!d.transposed) {
+      const std::int64_t i = out * stride - pad + j * dilation;
+      return i >= 0 && i < in ? i : -1;
+    }
+    const std::int64_t scaled = out + pad - j * dilation;
+    if (scaled < 0 || scaled % stride != 0 || scaled / stride >= in) return -1;
+    return scaled / stride;
+  };
+  // The weight of (output channel k in group g, input channel c in group, tap) as the
+  // layout stores it: forward k,c,taps (NHWC k,taps,c); transposed c,k,taps (NHWC c,taps,k).
+  auto weight_at = [&](std::int64_t g, std::int64_t kk, std::int64_t c, std::int64_t tap) -> std::int64_t {
+    const std::int64_t block = g * kpg * taps;
+    if (!d.transposed) return block + (nhwc ? kk * taps + tap * cpg + c : kk * taps + c * filter + tap);
+    return block + (nhwc ? (c * filter + tap) * kpg + kk : (c * kpg + kk) * filter + tap);
+  };
+  const std::int64_t plane_in = std::int64_t{d.d} * d.h * d.w;
   const auto count = static_cast<std::size_t>(chosen.size() * o.k);
   std::vector<std::pair<std::int64_t, double>> entries(count);
   parallel_for(static_cast<std::int64_t>(chosen.size()), [&](std::int64_t first, std::int64_t last) {
     std::vector<double> patch(static_cast<std::size_t>(taps));
     for (std::int64_t i = first; i < last; ++i) {
       const std::int64_t pixel = chosen[static_cast<std::size_t>(i)];
-      const std::int64_t n = pixel / plane, p = (pixel % plane) / o.q, q = pixel % o.q;
+      const std::int64_t n = pixel / plane, in_plane = pixel % plane;
+      const std::int64_t z = in_plane / (o.p * o.q), p = in_plane / o.q % o.p, q = in_plane % o.q;
       for (std::int64_t g = 0; g < d.groups; ++g) {
-        // The input window of this pixel and group once, zero where it falls in the
-        // padding, in the order of a filter's taps: (c, r, s) in NCHW, (r, s, c) in NHWC.
+        // The input window of this pixel and group once, zero where no input reaches
+        // (padding, or a transposed tap between input positions), as (c, tap).
         for (std::int64_t c = 0; c < cpg; ++c) {
-          for (std::int64_t r = 0; r < d.r; ++r) {
-            const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
-            for (std::int64_t s = 0; s < d.s; ++s) {
-              const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
-              const bool inside = ih >= 0 && ih < d.h && iw >= 0 && iw < d.w;
-              const std::int64_t channel = g * cpg + c;
-              const std::int64_t x_at =
-                  nhwc ? ((n * d.h + ih) * d.w + iw) * d.c + channel : ((n * d.c + channel) * d.h + ih) * d.w + iw;
-              const std::int64_t t = nhwc ? (r * d.s + s) * cpg + c : (c * d.r + r) * d.s + s;
-              patch[static_cast<std::size_t>(t)] = inside ? double(in.x[static_cast<std::size_t>(x_at)]) : 0.0;
+          for (std::int64_t t = 0; t < d.t; ++t) {
+            const std::int64_t id = source(z, t, d.d, d.stride_d, d.pad_d, d.dilation_d);
+            for (std::int64_t r = 0; r < d.r; ++r) {
+              const std::int64_t ih = source(p, r, d.h, d.stride_h, d.pad_h, d.dilation_h);
+              for (std::int64_t s = 0; s < d.s; ++s) {
+                const std::int64_t iw = source(q, s, d.w, d.stride_w, d.pad_w, d.dilation_w);
+                const bool inside = id >= 0 && ih >= 0 && iw >= 0;
+                const std::int64_t channel = g * cpg + c;
+                const std::int64_t spatial = (id * d.h + ih) * d.w + iw;
+                const std::int64_t x_at =
+                    nhwc ? (n * plane_in + spatial) * d.c + channel : (n * d.c + channel) * plane_in + spatial;
+                patch[static_cast<std::size_t>(c * filter + (t * d.r + r) * d.s + s)] =
+                    inside ? double(in.x[static_cast<std::size_t>(x_at)]) : 0.0;
+              }
             }
           }
         }
         for (std::int64_t kk = 0; kk < kpg; ++kk) {
           const std::int64_t k = g * kpg + kk;
-          const float* wk = in.w.data() + k * taps;
           double acc = in.bias.empty() ? 0.0 : double(in.bias[static_cast<std::size_t>(k)]);
-          for (std::int64_t j = 0; j < taps; ++j) acc += patch[static_cast<std::size_t>(j)] * double(wk[j]);
+          for (std::int64_t c = 0; c < cpg; ++c) {
+            for (std::int64_t tap = 0; tap < filter; ++tap) {
+              acc += patch[static_cast<std::size_t>(c * filter + tap)] *
+                     double(in.w[static_cast<std::size_t>(weight_at(g, kk, c, tap))]);
+            }
+          }
           if (d.activation == Activation::kRelu) acc = std::max(acc, 0.0);
-          const std::int64_t y_at = nhwc ? pixel * o.k + k : (n * o.k + k) * plane + p * o.q + q;
+          const std::int64_t y_at = nhwc ? pixel * o.k + k : (n * o.k + k) * plane + in_plane;
           entries[static_cast<std::size_t>(i * o.k + k)] = {y_at, acc};
         }
       }

@@ -1,7 +1,13 @@
-// Direct 2D convolution, NCHW or NHWC (kLayout), every stride / padding / dilation /
-// groups; float32, float16 or bfloat16 data (kDType), always accumulated in float32 and
-// rounded once, at the store. NHWC: x[n][h][w][c], w[k][r][s][c / groups] (PyTorch's
-// channels-last weight), y[n][p][q][k].
+// Direct convolution of 1, 2 or 3 spatial dimensions (a lower rank is extents of 1, whose
+// constants fold away), forward or transposed (kTransposed), channels first or last
+// (kLayout), every stride / padding / dilation / groups; float32, float16 or bfloat16
+// data (kDType), always accumulated in float32 and rounded once, at the store.
+// Forward: x[n][c][d][h][w], w[k][c / groups][t][r][s], y[n][k][z][p][q]; channels last
+// moves c (k for y) innermost, and w to [k][t][r][s][c / groups] (PyTorch's channels-last
+// weight). Transposed (nn.ConvTranspose*d): w[c][k / groups][t][r][s], channels last
+// w[c][t][r][s][k / groups]; each output gathers the inputs whose taps land on it
+// (output-stationary, no zero insertion): input i reaches output o through tap j when
+// o = i * stride - pad + j * dilation.
 //
 // convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
 // and the constexpr values of namespace `spec` below; with them every bound, index
@@ -26,6 +32,8 @@ constexpr int kBlockThreads = 128, kKPerThread = 3;
 constexpr bool kWideIndex = false;
 constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
+constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
+constexpr bool kTransposed = false;
 }  // namespace spec
 #endif
 
@@ -43,26 +51,52 @@ constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
 constexpr int kKBlocksPerGroup = (kKPerGroup + kKPerThread - 1) / kKPerThread;
 constexpr int kKBlocks = kKBlocksPerGroup * kGroups;
-constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+constexpr long long kPixels = static_cast<long long>(kZ) * kP * kQ;
 constexpr long long kPixelTiles = (kPixels + kBlockThreads - 1) / kBlockThreads;
-constexpr int kFilterTaps = kR * kS;
+constexpr int kFilterTaps = kT * kR * kS;
 constexpr bool kRaggedK = kKPerGroup % kKPerThread != 0;
 
 // Element strides of each tensor's dimensions in the layout.
 constexpr bool kNHWC = kLayout == 1;
-constexpr index_t kXStrideC = kNHWC ? 1 : static_cast<index_t>(kH) * kW;
+constexpr index_t kXPlane = static_cast<index_t>(kD) * kH * kW;
+constexpr index_t kXStrideC = kNHWC ? 1 : kXPlane;
+constexpr index_t kXStrideD = kNHWC ? static_cast<index_t>(kH) * kW * kC : static_cast<index_t>(kH) * kW;
 constexpr index_t kXStrideH = kNHWC ? static_cast<index_t>(kW) * kC : kW;
 constexpr index_t kXStrideW = kNHWC ? kC : 1;
-constexpr index_t kXStrideN = static_cast<index_t>(kC) * kH * kW;
-constexpr int kWStrideC = kNHWC ? 1 : kFilterTaps;
-constexpr int kWStrideR = kNHWC ? kS * kCPerGroup : kS;
-constexpr int kWStrideS = kNHWC ? kCPerGroup : 1;
-constexpr int kWStrideK = kCPerGroup * kFilterTaps;
-constexpr index_t kYStrideK = kNHWC ? 1 : static_cast<index_t>(kP) * kQ;
+constexpr index_t kXStrideN = static_cast<index_t>(kC) * kXPlane;
+// Weights: a filter tap's elements sit kWStrideTap apart; forward filters are
+// [k][c][taps] (channels last [k][taps][c]), transposed ones [c][k][taps] (channels
+// last [c][taps][k]). Each group's block starts at group * kCPerGroup * kKPerGroup * taps
+// either way.
+constexpr int kWStrideTap = kNHWC ? (kTransposed ? kKPerGroup : kCPerGroup) : 1;
+constexpr int kWStrideC = kTransposed ? kKPerGroup * kFilterTaps : (kNHWC ? 1 : kFilterTaps);
+constexpr int kWStrideK = kTransposed ? (kNHWC ? 1 : kFilterTaps) : kCPerGroup * kFilterTaps;
+constexpr int kWStrideR = kS * kWStrideTap;
+constexpr int kWStrideS = kWStrideTap;
+constexpr int kWStrideT = kR * kS * kWStrideTap;
+constexpr index_t kYStrideK = kNHWC ? 1 : static_cast<index_t>(kPixels);
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
+
+// Along one dimension, output coordinate `out` reads input `in` through tap `tap`:
+// forward in = origin + tap * dilation with origin = out * stride - pad, inside the input;
+// transposed, the in with in * stride - pad + tap * dilation == out, from origin = out + pad.
+// (The origins are computed inline in the kernel: through a helper, NVRTC unrolls the 2-D
+// kernels' channel loops differently.)
+template <int kIn, int kStride, int kDilation>
+__device__ __forceinline__ bool source(int origin, int tap, int& in) {
+  if constexpr (!kTransposed) {
+    in = origin + tap * kDilation;
+    return static_cast<unsigned>(in) < static_cast<unsigned>(kIn);
+  } else {
+    const int scaled = origin - tap * kDilation;
+    if (scaled < 0 || scaled % kStride != 0) return false;
+    in = scaled / kStride;
+    return in < kIn;
+  }
+}
 }  // namespace conv2d_direct
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
@@ -77,7 +111,9 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   const long long pixel = tile * kBlockThreads + threadIdx.x;
   if (pixel >= kPixels) return;
 
-  const int oh = static_cast<int>(pixel / kQ);
+  // The output depth is 0 unless the problem is 3-D: written so that it folds away.
+  const int oz = kZ == 1 ? 0 : static_cast<int>(pixel / (static_cast<long long>(kP) * kQ));
+  const int oh = static_cast<int>(kZ == 1 ? pixel / kQ : pixel / kQ % kP);
   const int ow = static_cast<int>(pixel % kQ);
   const int group = k_block / kKBlocksPerGroup;
   const int k_in_group = (k_block % kKBlocksPerGroup) * kKPerThread;
@@ -87,11 +123,18 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   if constexpr (kNHWC) {
     x_group = x + static_cast<index_t>(n) * kXStrideN + group * kCPerGroup;
   } else {
-    x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
+    x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * kXPlane;
   }
-  const Element* w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * kWStrideK;
-  const int ih0 = oh * kStrideH - kPadH;
-  const int iw0 = ow * kStrideW - kPadW;
+  const Element* w_block;
+  if constexpr (kTransposed) {
+    w_block = w + static_cast<index_t>(group) * kKPerGroup * kCPerGroup * kFilterTaps +
+              static_cast<index_t>(k_in_group) * kWStrideK;
+  } else {
+    w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * kWStrideK;
+  }
+  const int id0 = kTransposed ? oz + kPadD : oz * kStrideD - kPadD;
+  const int ih0 = kTransposed ? oh + kPadH : oh * kStrideH - kPadH;
+  const int iw0 = kTransposed ? ow + kPadW : ow * kStrideW - kPadW;
 
   float acc[kKPerThread];
 #pragma unroll
@@ -99,21 +142,27 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
 
   if constexpr (kNHWC) {
 #pragma unroll
-    for (int r = 0; r < kR; ++r) {
-      const int ih = ih0 + r * kDilationH;
-      if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
+    for (int t = 0; t < kT; ++t) {
+      int id = 0;
+      if (!source<kD, kStrideD, kDilationD>(id0, t, id)) continue;
 #pragma unroll
-      for (int s = 0; s < kS; ++s) {
-        const int iw = iw0 + s * kDilationW;
-        if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-        const Element* x_pixel = x_group + static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
-        const Element* w_tap = w_block + r * kWStrideR + s * kWStrideS;
-        for (int c = 0; c < kCPerGroup; ++c) {
-          const float v = Convert::to_float(__ldg(x_pixel + c));
+      for (int r = 0; r < kR; ++r) {
+        int ih = 0;
+        if (!source<kH, kStrideH, kDilationH>(ih0, r, ih)) continue;
 #pragma unroll
-          for (int j = 0; j < kKPerThread; ++j) {
-            if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-            acc[j] = fmaf(v, Convert::to_float(__ldg(w_tap + j * kWStrideK + c)), acc[j]);
+        for (int s = 0; s < kS; ++s) {
+          int iw = 0;
+          if (!source<kW, kStrideW, kDilationW>(iw0, s, iw)) continue;
+          const Element* x_pixel = x_group + static_cast<index_t>(id) * kXStrideD +
+                                   static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
+          const Element* w_tap = w_block + t * kWStrideT + r * kWStrideR + s * kWStrideS;
+          for (int c = 0; c < kCPerGroup; ++c) {
+            const float v = Convert::to_float(__ldg(x_pixel + c));
+#pragma unroll
+            for (int j = 0; j < kKPerThread; ++j) {
+              if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+              acc[j] = fmaf(v, Convert::to_float(__ldg(w_tap + j * kWStrideK + c * kWStrideC)), acc[j]);
+            }
           }
         }
       }
@@ -123,18 +172,24 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
       const Element* x_plane = x_group + static_cast<index_t>(c) * kXStrideC;
       const Element* w_plane = w_block + c * kWStrideC;
 #pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const int ih = ih0 + r * kDilationH;
-        if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
+      for (int t = 0; t < kT; ++t) {
+        int id = 0;
+        if (!source<kD, kStrideD, kDilationD>(id0, t, id)) continue;
 #pragma unroll
-        for (int s = 0; s < kS; ++s) {
-          const int iw = iw0 + s * kDilationW;
-          if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-          const float v = Convert::to_float(__ldg(x_plane + static_cast<index_t>(ih) * kW + iw));
+        for (int r = 0; r < kR; ++r) {
+          int ih = 0;
+          if (!source<kH, kStrideH, kDilationH>(ih0, r, ih)) continue;
 #pragma unroll
-          for (int j = 0; j < kKPerThread; ++j) {
-            if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-            acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * kWStrideK + r * kS + s)), acc[j]);
+          for (int s = 0; s < kS; ++s) {
+            int iw = 0;
+            if (!source<kW, kStrideW, kDilationW>(iw0, s, iw)) continue;
+            const float v = Convert::to_float(
+                __ldg(x_plane + static_cast<index_t>(id) * kXStrideD + static_cast<index_t>(ih) * kW + iw));
+#pragma unroll
+            for (int j = 0; j < kKPerThread; ++j) {
+              if (kRaggedK && k_in_group + j >= kKPerGroup) break;
+              acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * kWStrideK + (t * kR + r) * kS + s)), acc[j]);
+            }
           }
         }
       }
@@ -146,7 +201,7 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   if constexpr (kNHWC) {
     y_pixel = y + (static_cast<index_t>(n) * static_cast<index_t>(kPixels) + static_cast<index_t>(pixel)) * kK + k0;
   } else {
-    y_pixel = y + (static_cast<index_t>(n) * kK + k0) * (static_cast<index_t>(kP) * kQ) + pixel;
+    y_pixel = y + (static_cast<index_t>(n) * kK + k0) * static_cast<index_t>(kPixels) + pixel;
   }
 #pragma unroll
   for (int j = 0; j < kKPerThread; ++j) {

@@ -214,9 +214,35 @@ std::string sass_of(const KernelInfo& info) {
 }
 
 // The fields replace() may change (the settable attributes).
-constexpr std::array<std::string_view, 19> kDescFields = {
-    "n",     "c",          "h",          "w",      "k",    "r",          "s",     "stride_h", "stride_w", "pad_h",
-    "pad_w", "dilation_h", "dilation_w", "groups", "bias", "activation", "dtype", "layout",   "math"};
+constexpr std::array<std::string_view, 29> kDescFields = {"n",
+                                                          "c",
+                                                          "h",
+                                                          "w",
+                                                          "k",
+                                                          "r",
+                                                          "s",
+                                                          "stride_h",
+                                                          "stride_w",
+                                                          "pad_h",
+                                                          "pad_w",
+                                                          "dilation_h",
+                                                          "dilation_w",
+                                                          "groups",
+                                                          "bias",
+                                                          "activation",
+                                                          "dtype",
+                                                          "layout",
+                                                          "math",
+                                                          "spatial_dims",
+                                                          "d",
+                                                          "t",
+                                                          "stride_d",
+                                                          "pad_d",
+                                                          "dilation_d",
+                                                          "transposed",
+                                                          "output_padding_d",
+                                                          "output_padding_h",
+                                                          "output_padding_w"};
 
 std::string desc_repr(const Conv2dDesc& d) { return "convjit.Conv2dDesc('" + d.to_string() + "')"; }
 
@@ -303,6 +329,17 @@ NB_MODULE(_convjit, m) {
   CONVJIT_FIELD(dilation_w);
   CONVJIT_FIELD(groups);
   CONVJIT_FIELD(bias);
+  // 1-D and 3-D, transposed (issue 15): set them as attributes or through replace().
+  CONVJIT_FIELD(spatial_dims);
+  CONVJIT_FIELD(d);
+  CONVJIT_FIELD(t);
+  CONVJIT_FIELD(stride_d);
+  CONVJIT_FIELD(pad_d);
+  CONVJIT_FIELD(dilation_d);
+  CONVJIT_FIELD(transposed);
+  CONVJIT_FIELD(output_padding_d);
+  CONVJIT_FIELD(output_padding_h);
+  CONVJIT_FIELD(output_padding_w);
 #undef CONVJIT_FIELD
 #define CONVJIT_ENUM_FIELD(name, E) \
   desc.def_prop_rw(                 \
@@ -350,9 +387,11 @@ NB_MODULE(_convjit, m) {
           "A copy with the given fields changed, e.g. desc.replace(dtype='bf16', layout='nhwc')")
       .def("__getstate__",
            [](const Conv2dDesc& d) {
-             return nb::make_tuple(d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w,
-                                   d.dilation_h, d.dilation_w, d.groups, d.bias, d.activation, d.dtype, d.layout,
-                                   d.math);
+             return nb::make_tuple(
+                 d.n, d.c, d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h,
+                 d.dilation_w, d.groups, d.bias, d.activation, d.dtype, d.layout, d.math,
+                 nb::make_tuple(d.spatial_dims, d.d, d.t, d.stride_d, d.pad_d, d.dilation_d, d.transposed,
+                                d.output_padding_d, d.output_padding_h, d.output_padding_w));
            })
       .def("__setstate__", [](Conv2dDesc& d, nb::tuple t) {
         new (&d) Conv2dDesc{.n = nb::cast<int>(t[0]),
@@ -374,6 +413,20 @@ NB_MODULE(_convjit, m) {
                             .dtype = nb::cast<DType>(t[16]),
                             .layout = nb::cast<Layout>(t[17]),
                             .math = nb::cast<MathMode>(t[18])};
+        // States pickled before issue 15 have 19 items: a 2-D forward problem.
+        if (t.size() > 19) {
+          const nb::tuple nd = nb::cast<nb::tuple>(t[19]);
+          d.spatial_dims = nb::cast<int>(nd[0]);
+          d.d = nb::cast<int>(nd[1]);
+          d.t = nb::cast<int>(nd[2]);
+          d.stride_d = nb::cast<int>(nd[3]);
+          d.pad_d = nb::cast<int>(nd[4]);
+          d.dilation_d = nb::cast<int>(nd[5]);
+          d.transposed = nb::cast<bool>(nd[6]);
+          d.output_padding_d = nb::cast<int>(nd[7]);
+          d.output_padding_h = nb::cast<int>(nd[8]);
+          d.output_padding_w = nb::cast<int>(nd[9]);
+        }
       });
 
   // ---- results and reports ---------------------------------------------------------------

@@ -94,6 +94,20 @@ def test_desc_is_a_value_equal_hashable_copyable_and_picklable():
     assert str(a) == a.to_string()
 
 
+def test_three_dimensional_transposed_fields_are_settable_picklable_and_validated():
+    d = convjit.Conv2dDesc(n=2, c=8, h=6, w=10, k=4, r=3, s=5, stride=2, groups=2)
+    t = d.replace(spatial_dims=3, d=5, t=3, stride_d=2, transposed=True, output_padding_d=1, output_padding_w=1)
+    t.validate()
+    assert t != d and t.transposed and t.d == 5 and t.output_padding_w == 1
+    assert pickle.loads(pickle.dumps(t)) == t
+    assert t.to_string().startswith("n2c8d5h6w10k4t3r3s5 stride=2 ")
+    assert "transposed=1 output_padding=1,0,1" in t.to_string()
+    assert convjit.why_unsupported(t, algorithm="direct") is None
+    assert convjit.why_unsupported(t, algorithm="im2col_gemm") is not None
+    with pytest.raises(convjit.InvalidArgument, match="Conv2dDesc.output_padding_h"):
+        t.replace(output_padding_h=2).validate()
+
+
 def test_output_shape_follows_the_conv_arithmetic():
     d = convjit.Conv2dDesc(n=2, c=3, h=224, w=224, k=64, r=7, s=7, stride=2, pad=3)
     assert d.output_shape() == (2, 64, 112, 112)

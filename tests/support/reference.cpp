@@ -19,22 +19,50 @@ std::vector<float> random_nonzero(std::size_t count, std::mt19937_64& rng, float
   return out;
 }
 
+namespace {
+// The input coordinate that tap `tap` of output coordinate `out` reads along one
+// dimension, or -1: forward out * stride - pad + tap * dilation; transposed the i with
+// i * stride - pad + tap * dilation == out (the definition, not the kernels' form).
+std::int64_t source(bool transposed, std::int64_t out, std::int64_t tap, int in, int stride, int pad, int dilation) {
+  if (!transposed) {
+    const std::int64_t i = out * stride - pad + tap * dilation;
+    return i >= 0 && i < in ? i : -1;
+  }
+  for (std::int64_t i = 0; i < in; ++i) {
+    if (i * stride - pad + tap * dilation == out) return i;
+  }
+  return -1;
+}
+}  // namespace
+
 double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
                     const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t p, std::int64_t q) {
+  return reference_at(d, x, w, bias, n, k, 0, p, q);
+}
+
+double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
+                    const std::vector<float>& bias, std::int64_t n, std::int64_t k, std::int64_t z, std::int64_t p,
+                    std::int64_t q) {
   const std::int64_t cpg = d.c / d.groups;
   const std::int64_t kpg = d.k / d.groups;
   const std::int64_t g = k / kpg;
   double acc = bias.empty() ? 0.0 : static_cast<double>(bias[k]);
   for (std::int64_t c = 0; c < cpg; ++c) {
     const std::int64_t ci = g * cpg + c;
-    for (std::int64_t r = 0; r < d.r; ++r) {
-      const std::int64_t ih = p * d.stride_h - d.pad_h + r * d.dilation_h;
-      if (ih < 0 || ih >= d.h) continue;
-      for (std::int64_t s = 0; s < d.s; ++s) {
-        const std::int64_t iw = q * d.stride_w - d.pad_w + s * d.dilation_w;
-        if (iw < 0 || iw >= d.w) continue;
-        acc += static_cast<double>(x[((n * d.c + ci) * d.h + ih) * d.w + iw]) *
-               static_cast<double>(w[((k * cpg + c) * d.r + r) * d.s + s]);
+    for (std::int64_t t = 0; t < d.t; ++t) {
+      const std::int64_t id = source(d.transposed, z, t, d.d, d.stride_d, d.pad_d, d.dilation_d);
+      if (id < 0) continue;
+      for (std::int64_t r = 0; r < d.r; ++r) {
+        const std::int64_t ih = source(d.transposed, p, r, d.h, d.stride_h, d.pad_h, d.dilation_h);
+        if (ih < 0) continue;
+        for (std::int64_t s = 0; s < d.s; ++s) {
+          const std::int64_t iw = source(d.transposed, q, s, d.w, d.stride_w, d.pad_w, d.dilation_w);
+          if (iw < 0) continue;
+          // Forward w[k][c / g][t][r][s]; transposed w[c][k / g][t][r][s] (PyTorch's).
+          const std::int64_t filter = d.transposed ? ci * kpg + k % kpg : k * cpg + c;
+          acc += static_cast<double>(x[(((n * d.c + ci) * d.d + id) * d.h + ih) * d.w + iw]) *
+                 static_cast<double>(w[((filter * d.t + t) * d.r + r) * d.s + s]);
+        }
       }
     }
   }
@@ -44,12 +72,13 @@ double reference_at(const Conv2dDesc& d, const std::vector<float>& x, const std:
 std::vector<double> reference_conv2d(const Conv2dDesc& d, const std::vector<float>& x, const std::vector<float>& w,
                                      const std::vector<float>& bias) {
   const auto o = d.output_shape();
-  std::vector<double> y(static_cast<std::size_t>(o.n * o.k * o.p * o.q));
+  std::vector<double> y(static_cast<std::size_t>(o.n * o.k * o.z * o.p * o.q));
   std::size_t i = 0;
   for (std::int64_t n = 0; n < o.n; ++n)
     for (std::int64_t k = 0; k < o.k; ++k)
-      for (std::int64_t p = 0; p < o.p; ++p)
-        for (std::int64_t q = 0; q < o.q; ++q) y[i++] = reference_at(d, x, w, bias, n, k, p, q);
+      for (std::int64_t z = 0; z < o.z; ++z)
+        for (std::int64_t p = 0; p < o.p; ++p)
+          for (std::int64_t q = 0; q < o.q; ++q) y[i++] = reference_at(d, x, w, bias, n, k, z, p, q);
   return y;
 }
 
@@ -90,18 +119,19 @@ std::vector<float> move_dim1(const std::vector<float>& v, std::int64_t a, std::i
 
 std::vector<float> x_in_layout(const Conv2dDesc& d, const std::vector<float>& x) {
   if (d.layout == Layout::kNCHW) return x;
-  return move_dim1(x, d.n, d.c, std::int64_t{d.h} * d.w, false);
+  return move_dim1(x, d.n, d.c, std::int64_t{d.d} * d.h * d.w, false);
 }
 
 std::vector<float> w_in_layout(const Conv2dDesc& d, const std::vector<float>& w) {
   if (d.layout == Layout::kNCHW) return w;
-  return move_dim1(w, d.k, d.c / d.groups, std::int64_t{d.r} * d.s, false);
+  if (d.transposed) return move_dim1(w, d.c, d.k / d.groups, d.taps(), false);
+  return move_dim1(w, d.k, d.c / d.groups, d.taps(), false);
 }
 
 std::vector<float> y_from_layout(const Conv2dDesc& d, const std::vector<float>& y) {
   if (d.layout == Layout::kNCHW) return y;
   const auto o = d.output_shape();
-  return move_dim1(y, o.n, o.k, o.p * o.q, true);
+  return move_dim1(y, o.n, o.k, o.z * o.p * o.q, true);
 }
 
 }  // namespace convjit::testing

@@ -31,32 +31,32 @@ constexpr const char* kShapeList =
     "\n"
     "n1c3h16w8k4r3s1 stride=2,1  # strided\n";
 
-TEST_F(CliTest, PrewarmJsonAndTextFilesForSm90CompilesAllAndSkipsNon2d) {
+TEST_F(CliTest, PrewarmJsonAndTextFilesForSm90CompilesAll2d3dAndTransposedProblems) {
   const auto json = write_file("kb.json", kWorkloadJson);
   const auto text = write_file("shapes.txt", kShapeList);
   const auto r = cli({"prewarm", json.string(), text.string(), "--arch", "sm_90", "--jobs", "2"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_TRUE(
-      contains(r.out, "prewarm   3 problems for sm_90 into " + cache_dir().string() + " with 2 jobs, 2 skipped"))
+  EXPECT_TRUE(contains(r.out, "prewarm   5 problems for sm_90 into " + cache_dir().string() + " with 2 jobs\n"))
       << r.out;
-  EXPECT_TRUE(contains(r.out, "skipped   #2 small_3d: 3D convolution is not supported (2D only)")) << r.out;
-  EXPECT_TRUE(contains(r.out, "skipped   #3 small_transposed: op 'conv_transpose' is not supported")) << r.out;
+  EXPECT_FALSE(contains(r.out, "skipped   ")) << r.out;
+  EXPECT_TRUE(contains(r.out, "#2 small_3d")) << r.out;
+  EXPECT_TRUE(contains(r.out, "#3 small_transposed")) << r.out;
   // Not a terminal: one plain line per problem, no carriage returns.
   EXPECT_TRUE(contains(r.out, "compiled")) << r.out;
   EXPECT_TRUE(contains(r.out, "shapes.txt:2")) << r.out;
   EXPECT_TRUE(contains(r.out, "shapes.txt:4")) << r.out;
   EXPECT_TRUE(contains(r.out, "#1 small_2d")) << r.out;
   EXPECT_FALSE(contains(r.out, "\r"));
-  EXPECT_TRUE(contains(r.out, "summary   compiled 3, already cached 0, failed 0, unsupported 0, skipped 2,")) << r.out;
-  EXPECT_TRUE(contains(r.out, "runtime   compiles 3 (")) << r.out;
+  EXPECT_TRUE(contains(r.out, "summary   compiled 5, already cached 0, failed 0, unsupported 0, skipped 0,")) << r.out;
+  EXPECT_TRUE(contains(r.out, "runtime   compiles 5 (")) << r.out;
 }
 
 TEST_F(CliTest, PrewarmOfOnlySkippedProblemsSucceeds) {
-  const auto json = write_file("kb.json", R"({"problems": [{"id": 67, "name": "conv_1d", "op": "conv", "N": 1, "C": 4,
-    "K": 8, "spatial": [64], "kernel": [3], "stride": [1], "padding": [0], "dilation": [1]}]})");
+  const auto json = write_file("kb.json", R"({"problems": [{"id": 99, "name": "pool", "op": "max_pool", "N": 1,
+    "C": 4, "K": 4, "spatial": [64], "kernel": [3], "stride": [1], "padding": [0], "dilation": [1]}]})");
   const auto r = cli({"prewarm", json.string(), "--arch", "sm_90"});
   EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_TRUE(contains(r.out, "skipped   #67 conv_1d: 1D convolution is not supported (2D only)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "skipped   #99 pool: op 'max_pool' is not supported")) << r.out;
   EXPECT_TRUE(contains(r.out, "summary   compiled 0, already cached 0, failed 0, unsupported 0, skipped 1,")) << r.out;
 }
 

@@ -48,6 +48,21 @@ TEST_F(CliTest, RunNhwcProblemsOnGpuPassTheCheckWithEveryAlgorithmThatReadsNhwc)
   }
 }
 
+// Issue 15: the command's float64 check covers every rank and transposed problems too.
+TEST_F(CliTest, RunOneThreeDimensionalAndTransposedProblemsOnGpuPassTheCheck) {
+  CONVJIT_REQUIRE_GPU();
+  for (const char* shape :
+       {"n2c6w50k10s3 stride=2 pad=1 dilation=2 bias=1 math=strict", "n2c5d7h9w8k6t3r3s2 stride=2,1,1 pad=1 bias=1",
+        "n2c6d5h6w7k8t3r3s3 stride=2 pad=1 groups=2 transposed=1 output_padding=1,0,1 math=strict",
+        "n2c8h9w11k6r3s5 stride=3,2 pad=1,2 dilation=2,1 transposed=1 output_padding=1 layout=nhwc dtype=bf16",
+        "n2c8w40k4s5 dilation=3 transposed=1 dtype=f16"}) {
+    const auto r = cli({"run", shape, "--iters", "3"});
+    EXPECT_EQ(r.exit_code, 0) << shape << "\n" << r.out << r.err;
+    EXPECT_TRUE(contains(r.out, "non-finite 0")) << r.out;
+    EXPECT_TRUE(contains(r.out, ": PASS")) << r.out;
+  }
+}
+
 TEST_F(CliTest, RunOnAPrewarmedCacheCompilesNothing) {
   CONVJIT_REQUIRE_GPU();
   ASSERT_EQ(cli({"prewarm", "--shape", kSmallA}).exit_code, 0);

@@ -250,5 +250,66 @@ TEST(ShapeText, ShapeListInvalidProblemNamesFileLineAndColumn) {
   EXPECT_EQ(parse_shape_lines("c3h32k8r3 layout=nhwc\n", "shapes.txt").size(), 1u);
 }
 
+TEST(ShapeText, ToStringRoundTripsForEveryKernelBenchProblemOfEveryRankAndDirection) {
+  const auto problems = testing::kernelbench_problems();
+  ASSERT_EQ(problems.size(), 36u);  // 35 problems, the separable one as two
+  for (const auto& p : problems) {
+    EXPECT_EQ(parse_shape(p.desc.to_string()), p.desc) << p.name << ": " << p.desc.to_string();
+    EXPECT_EQ(parse_shape(to_short_string(p.desc)), p.desc) << p.name << ": " << to_short_string(p.desc);
+  }
+}
+
+TEST(ShapeText, TheHeadsLettersGiveTheRank) {
+  EXPECT_EQ(parse_shape("n32c64w131072k128s3"),
+            (Conv2dDesc{.n = 32, .c = 64, .w = 131072, .k = 128, .s = 3, .spatial_dims = 1}));
+  EXPECT_EQ(
+      parse_shape("n16c3d64h64w64k64t3r3s3"),
+      (Conv2dDesc{.n = 16, .c = 3, .h = 64, .w = 64, .k = 64, .r = 3, .s = 3, .spatial_dims = 3, .d = 64, .t = 3}));
+  // 3-D: an omitted extent repeats the one before it (h = d, w = h, r = t, s = r).
+  EXPECT_EQ(parse_shape("c3d8k4t3"), parse_shape("n1c3d8h8w8k4t3r3s3"));
+  EXPECT_EQ(parse_shape("c3d8h6k4t3s1"), parse_shape("n1c3d8h6w6k4t3r3s1"));
+}
+
+TEST(ShapeText, ThreeValuesAreDepthHeightWidthAndTransposedTakesOutputPadding) {
+  const auto d = parse_shape("n8c32d12h24w48k32t3r5s7 stride=2 pad=1,2,3 groups=4 transposed=1 output_padding=1,0,1");
+  EXPECT_EQ(d.stride_d, 2);
+  EXPECT_EQ(d.stride_w, 2);
+  EXPECT_EQ(d.pad_d, 1);
+  EXPECT_EQ(d.pad_h, 2);
+  EXPECT_EQ(d.pad_w, 3);
+  EXPECT_TRUE(d.transposed);
+  EXPECT_EQ(d.output_padding_d, 1);
+  EXPECT_EQ(d.output_padding_h, 0);
+  EXPECT_EQ(d.output_padding_w, 1);
+  const auto one_d = parse_shape("n16c32w131072k64s3 stride=2 pad=1 dilation=2 transposed=true");
+  EXPECT_EQ(one_d.stride_w, 2);
+  EXPECT_EQ(one_d.stride_h, 1);
+  EXPECT_EQ(one_d.dilation_w, 2);
+  EXPECT_TRUE(one_d.transposed);
+}
+
+TEST(ShapeText, MalformedRanksAndOutputPaddingNameTheColumn) {
+  const struct {
+    const char* text;
+    int column;
+    const char* message_part;
+  } cases[] = {
+      {"c4w16k8", 8, "expected 's' (filter width), got end of text"},
+      {"c4d8h8w8k8r3", 11, "expected 't' (filter depth), got 'r3'"},
+      {"c4w16k8s3 stride=2,2", 19, "expected at most one value (w) for 'stride', got a second"},
+      {"c4d8k8t3 pad=1,2", 17, "expected one value or 3 for 'pad' in 3-D, got 2"},
+      {"c4d8k8t3 pad=1,2,3,4", 19, "expected at most three values (d,h,w) for 'pad', got a fourth"},
+      {"c4h8k8r3 output_padding=1", 10, "'output_padding' needs transposed=1"},
+      {"c4h8k8r3 transposed=2", 21, "expected 0, 1, false or true for 'transposed', got '2'"},
+  };
+  for (const auto& c : cases) {
+    const auto parsed = parse_shape_text(c.text);
+    ASSERT_FALSE(parsed.desc.has_value()) << c.text;
+    EXPECT_EQ(parsed.error.column, c.column) << "'" << c.text << "': " << parsed.error.message;
+    EXPECT_NE(parsed.error.message.find(c.message_part), std::string::npos)
+        << "'" << c.text << "'\n  got:      " << parsed.error.message << "\n  expected: " << c.message_part;
+  }
+}
+
 }  // namespace
 }  // namespace convjit

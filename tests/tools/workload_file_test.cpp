@@ -191,13 +191,82 @@ TEST(WorkloadFile, BatchFieldMakesBothHalvesOfASeparableProblemDynamicAndRejects
   EXPECT_NE(workload_error(problem_with(R"("bias": false, "batch": true)")).find("field 'batch'"), std::string::npos);
 }
 
-TEST(WorkloadFile, ProblemsConvjitCannotRunAreStillSkippedNotErrors) {
-  const auto problems = parse_workloads(R"({"problems": [{"id": 2, "op": "conv", "spatial": [8, 8, 8]},
-    {"id": 3, "op": "conv_transpose", "spatial": [8, 8]}]})",
+TEST(WorkloadFile, OpsConvjitCannotRunAreStillSkippedNotErrors) {
+  const auto problems =
+      parse_workloads(R"({"problems": [{"id": 2, "op": "max_pool", "spatial": [8, 8, 8]}]})", "kb.json");
+  ASSERT_EQ(problems.size(), 1u);
+  EXPECT_EQ(problems[0].skipped, "op 'max_pool' is not supported (conv, conv_transpose and separable are)");
+}
+
+TEST(WorkloadFile, OneAndThreeDimensionalAndTransposedProblemsBecomeDescriptors) {
+  const auto problems = parse_workloads(R"({"problems": [
+    {"id": 67, "op": "conv", "N": 32, "C": 64, "K": 128, "spatial": [131072], "kernel": [3], "stride": [1],
+     "padding": [0], "dilation": [1], "groups": 1, "bias": false},
+    {"id": 72, "op": "conv_transpose", "N": 8, "C": 32, "K": 32, "spatial": [12, 24, 48], "kernel": [3, 5, 7],
+     "stride": [2, 2, 2], "padding": [1, 2, 3], "dilation": [1, 1, 1], "groups": 4, "output_padding": [1, 1, 1],
+     "bias": false},
+    {"id": 75, "op": "conv_transpose", "N": 16, "C": 32, "K": 64, "spatial": [128, 256], "kernel": [3, 5],
+     "stride": [2, 3], "padding": [1, 2], "dilation": [2, 1], "groups": 4, "output_padding": [0, 0]}]})",
                                         "kb.json");
-  ASSERT_EQ(problems.size(), 2u);
-  EXPECT_EQ(problems[0].skipped, "3D convolution is not supported (2D only)");
-  EXPECT_EQ(problems[1].skipped, "op 'conv_transpose' is not supported (forward 2D conv only)");
+  ASSERT_EQ(problems.size(), 3u);
+  EXPECT_EQ(problems[0].descs.at(0), (Conv2dDesc{.n = 32, .c = 64, .w = 131072, .k = 128, .s = 3, .spatial_dims = 1}));
+  EXPECT_EQ(problems[1].descs.at(0), (Conv2dDesc{.n = 8,
+                                                 .c = 32,
+                                                 .h = 24,
+                                                 .w = 48,
+                                                 .k = 32,
+                                                 .r = 5,
+                                                 .s = 7,
+                                                 .stride_h = 2,
+                                                 .stride_w = 2,
+                                                 .pad_h = 2,
+                                                 .pad_w = 3,
+                                                 .groups = 4,
+                                                 .spatial_dims = 3,
+                                                 .d = 12,
+                                                 .t = 3,
+                                                 .stride_d = 2,
+                                                 .pad_d = 1,
+                                                 .transposed = true,
+                                                 .output_padding_d = 1,
+                                                 .output_padding_h = 1,
+                                                 .output_padding_w = 1}));
+  // PyTorch's output: (in - 1) * stride - 2 * pad + dilation * (kernel - 1) + output_padding + 1.
+  EXPECT_EQ(problems[1].descs.at(0).output_shape(), (Conv2dOutputShape{8, 32, 48, 96, 24}));
+  EXPECT_EQ(problems[2].descs.at(0).output_shape(), (Conv2dOutputShape{16, 64, 257, 766, 1}));
+}
+
+TEST(WorkloadFile, ListsOfTheWrongRankAndOutputPaddingOnAForwardProblemAreNamed) {
+  const std::string wrong_rank = workload_error(R"({"problems": [{"op": "conv", "N": 1, "C": 4, "K": 8,
+    "spatial": [8, 8, 8], "kernel": [3, 3], "stride": [1, 1, 1], "padding": [0, 0, 0], "dilation": [1, 1, 1]}]})");
+  EXPECT_NE(wrong_rank.find("field 'kernel': expected 3 values, one per spatial dimension, got 2"), std::string::npos)
+      << wrong_rank;
+  const std::string forward_op = workload_error(R"({"problems": [{"op": "conv", "N": 1, "C": 4, "K": 8,
+    "spatial": [8], "kernel": [3], "stride": [2], "padding": [0], "dilation": [1], "output_padding": [1]}]})");
+  EXPECT_NE(forward_op.find("field 'output_padding': only a conv_transpose has one"), std::string::npos) << forward_op;
+  const std::string too_big = workload_error(R"({"problems": [{"op": "conv_transpose", "N": 1, "C": 4, "K": 8,
+    "spatial": [8], "kernel": [3], "stride": [2], "padding": [0], "dilation": [1], "output_padding": [2]}]})");
+  EXPECT_NE(too_big.find("Conv2dDesc.output_padding_w: expected less than the stride (2) or the dilation (1)"),
+            std::string::npos)
+      << too_big;
+}
+
+TEST(WorkloadFile, EveryKernelBenchLevel1ConvolutionIsADescriptorNoneSkipped) {
+  const auto problems = load_workloads(CONVJIT_WORKLOADS_FILE);
+  EXPECT_EQ(problems.size(), 35u);
+  int transposed = 0, three_d = 0, one_d = 0;
+  for (const auto& p : problems) {
+    EXPECT_TRUE(p.skipped.empty()) << p.id << ": " << p.skipped;
+    for (const auto& d : p.descs) {
+      EXPECT_NO_THROW(d.validate()) << d.to_string();
+      transposed += d.transposed ? 1 : 0;
+      three_d += d.spatial_dims == 3 ? 1 : 0;
+      one_d += d.spatial_dims == 1 ? 1 : 0;
+    }
+  }
+  EXPECT_EQ(transposed, 17);
+  EXPECT_EQ(three_d, 4 + 7);  // forward, and transposed
+  EXPECT_EQ(one_d, 2 + 3);
 }
 
 }  // namespace

@@ -24,8 +24,9 @@ const CommandSpec kSpec{
     .summary = "Compile every problem of the files (and --shape) into the disk cache, in parallel.",
     .details =
         "FILE is a workload JSON file (the KernelBench format of workloads/) or a text file with one shape\n"
-        "per line ('#' starts a comment). Problems that are not 2D forward convolutions are skipped with\n"
-        "the reason. Works on a machine with no GPU when --arch is given.\n"
+        "per line ('#' starts a comment). conv, conv_transpose and separable problems of 1, 2 or 3 spatial\n"
+        "dimensions run; other ops are skipped with the reason. Works on a machine with no GPU when --arch\n"
+        "is given.\n"
         "Exit status: 0 all compiled and cached, 1 some failed or unsupported or could not be written to\n"
         "the cache (a full disk), 2 malformed input or an invalid problem (nothing is compiled then).",
     .options = {kArchOption,

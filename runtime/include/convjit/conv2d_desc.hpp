@@ -1,5 +1,7 @@
 #pragma once
-// A 2D convolution problem as a value: what to compute, never how.
+// A convolution problem as a value: what to compute, never how. One descriptor for 1, 2
+// and 3 spatial dimensions, forward and transposed (ConvDesc); Conv2dDesc names the same
+// type, whose defaults are the 2-D forward convolution it always was.
 
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +12,8 @@ namespace convjit {
 // The type of x, w, bias and y alike. f16 and bf16 accumulate in fp32 and round once
 // to the 16-bit type, like PyTorch's half and bfloat16 convolutions.
 enum class DType { kFloat32, kFloat16, kBFloat16 };
+// Channels first or last, for every spatial rank: kNCHW is also NCW (1-D) and NCDHW (3-D),
+// kNHWC also NWC and NDHWC.
 enum class Layout { kNCHW, kNHWC };
 // Applied in registers after the bias, before the store.
 enum class Activation { kNone, kRelu };
@@ -29,19 +33,35 @@ std::string_view to_string(MathMode math) noexcept;
 std::string_view to_string(Activation activation) noexcept;
 std::size_t size_of(DType dtype) noexcept;
 
-// Output extents: y is n x k x p x q (NCHW).
+// Output extents: y is n x k x [z x] p x q (NCHW / NCDHW).
 struct Conv2dOutputShape {
   std::int64_t n = 0;
   std::int64_t k = 0;
   std::int64_t p = 0;  // output height
   std::int64_t q = 0;  // output width
+  std::int64_t z = 1;  // output depth (1 unless 3-D)
   bool operator==(const Conv2dOutputShape&) const = default;
 };
+using ConvOutputShape = Conv2dOutputShape;
 
-// Field names follow the GEMM-free convention of cuDNN/CUTLASS: input n x c x h x w,
-// filter k x (c / groups) x r x s. Defaults match PyTorch's nn.Conv2d.
-// Build with designated initializers: Conv2dDesc{.n = 8, .c = 64, .h = 512, ...}.
-struct Conv2dDesc {
+// Field names follow the GEMM-free convention of cuDNN/CUTLASS: input n x c x [d x] h x w,
+// filter k x (c / groups) x [t x] r x s, output n x k x [z x] p x q. Defaults match
+// PyTorch's nn.Conv2d. Build with designated initializers:
+// Conv2dDesc{.n = 8, .c = 64, .h = 512, ...}.
+//
+// The fields after `math` (issue 15) extend it to every rank and to transposed
+// convolutions; they are appended so that existing designated initializers still compile
+// and mean what they did.
+// - spatial_dims 1 (nn.Conv1d: x N,C,W; h, r and the _h fields stay 1 / 0), 2, or 3
+//   (nn.Conv3d: x N,C,D,H,W with the depth fields d, t, stride_d, pad_d, dilation_d; with
+//   fewer dimensions those stay 1 / 0). A lower-rank problem is the 2-D one whose other
+//   extents are 1, and runs the 2-D kernels with those constants folded.
+// - transposed: nn.ConvTranspose*d with in_channels c and out_channels k. x is the input
+//   (N, c, spatial), w is (c, k / groups, t, r, s) as PyTorch stores it, y is
+//   (N, k, out) with out = (in - 1) * stride - 2 * pad + dilation * (kernel - 1) +
+//   output_padding + 1 per dimension. It is the data gradient of the forward convolution
+//   from y's shape to x's, computed output-stationary (no zero insertion).
+struct ConvDesc {
   int n = 1;  // batch
   int c = 1;  // input channels
   int h = 1;  // input height
@@ -67,8 +87,19 @@ struct Conv2dDesc {
   // for (TensorRT's opt and max profile in one). Shape text and workload files:
   // batch=dynamic. docs/perf.md has its cost against the kernel specialized for one n.
   bool dynamic_batch = false;
+  int spatial_dims = 2;  // 1, 2 or 3
+  int d = 1;             // input depth (3-D)
+  int t = 1;             // filter depth (3-D)
+  int stride_d = 1;
+  int pad_d = 0;
+  int dilation_d = 1;
+  bool transposed = false;
+  // Transposed only: extra output extent on one side, below the stride or the dilation.
+  int output_padding_d = 0;
+  int output_padding_h = 0;
+  int output_padding_w = 0;
 
-  bool operator==(const Conv2dDesc&) const = default;
+  bool operator==(const ConvDesc&) const = default;
 
   // Throws Error(kInvalidArgument) naming the first bad field and what was expected.
   void validate() const;
@@ -78,16 +109,23 @@ struct Conv2dDesc {
   std::int64_t x_elements() const noexcept;
   std::int64_t w_elements() const noexcept;
   std::int64_t y_elements() const noexcept;
-  // Multiply-adds of the problem times two.
+  // Multiply-adds of the problem times two (of the useful ones, for transposed).
   double flops() const noexcept;
+  // Filter taps of one output channel: t * r * s.
+  std::int64_t taps() const noexcept { return std::int64_t{t} * r * s; }
+  bool is_3d() const noexcept { return spatial_dims == 3; }
 
-  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ... math=tf32"
-  // (+ " batch=dynamic").
+  // Readable one-line form, e.g. "n8c64h512w256k128r5s7 stride=1 pad=0 ... math=tf32";
+  // 1-D "n32c64w131072k128s3 ...", 3-D "n16c3d64h64w64k64t3r3s3 stride=1 ...",
+  // transposed "... transposed=1 output_padding=1", dynamic batch "... batch=dynamic"
+  // (docs/cli.md).
   std::string to_string() const;
 };
+using Conv2dDesc = ConvDesc;
 
 struct Conv2dDescHash {
-  std::size_t operator()(const Conv2dDesc& d) const noexcept;
+  std::size_t operator()(const ConvDesc& d) const noexcept;
 };
+using ConvDescHash = Conv2dDescHash;
 
 }  // namespace convjit

@@ -23,6 +23,17 @@ std::string_view to_string(Algorithm algorithm) noexcept {
   return "?";
 }
 
+std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
+  if (d.transposed) {
+    return fmt::format("a transposed convolution runs on the direct kernel only so far ({})", d.to_string());
+  }
+  if (d.d != 1 || d.t != 1 || d.pad_d != 0) {
+    return fmt::format("a convolution with a depth dimension runs on the direct kernel only so far ({})",
+                       d.to_string());
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
   switch (algorithm) {
     case Algorithm::kAuto:
@@ -30,8 +41,9 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
     case Algorithm::kDirect:  // both kernels read either layout
       return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
-      return std::nullopt;
+      return beyond_2d_forward_reason(d);
     case Algorithm::kImplicitGemm:
+      if (auto why = beyond_2d_forward_reason(d)) return why;
       // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
       // wgmma kernel takes what wgmma_unsupported_reason lets it, mma.sync the rest.
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named

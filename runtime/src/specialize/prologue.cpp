@@ -43,7 +43,20 @@ Prologue& Prologue::problem(const Conv2dDesc& d) {
       .constant("kHasBias", d.bias)
       .constant("kRelu", d.activation == Activation::kRelu)
       .dtype(d.dtype)
-      .layout(d.layout);
+      .layout(d.layout)
+      .depth(d);
+}
+
+Prologue& Prologue::depth(const Conv2dDesc& d) {
+  // 1 / 0 / false for a 2-D forward problem: the templates' depth loops and transposed
+  // index maps fold away on them.
+  return constant("kD", d.d)
+      .constant("kT", d.t)
+      .constant("kStrideD", d.stride_d)
+      .constant("kPadD", d.pad_d)
+      .constant("kDilationD", d.dilation_d)
+      .constant("kZ", static_cast<int>(d.output_shape().z))
+      .constant("kTransposed", d.transposed);
 }
 
 Prologue& Prologue::dtype(DType dtype) {
@@ -74,9 +87,19 @@ Prologue& Prologue::layout(Layout layout) {
 }
 
 std::string problem_tag(const Conv2dDesc& d) {
-  return fmt::format("n{}{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}", d.dynamic_batch ? "dyn" : "", d.n, d.c,
-                     d.h, d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w,
-                     d.groups, d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
+  std::string tag =
+      fmt::format("n{}{}c{}h{}w{}_k{}r{}s{}_u{}x{}_p{}x{}_d{}x{}_g{}_{}{}", d.dynamic_batch ? "dyn" : "", d.n, d.c, d.h,
+                  d.w, d.k, d.r, d.s, d.stride_h, d.stride_w, d.pad_h, d.pad_w, d.dilation_h, d.dilation_w, d.groups,
+                  d.bias ? "bias" : "nobias", d.activation == Activation::kRelu ? "_relu" : "");
+  // Only what a 2-D forward problem lacks is appended, so 2-D names stay as they were
+  // (a 1-D problem is named as the 2-D one it runs as).
+  if (d.d != 1 || d.t != 1 || d.stride_d != 1 || d.pad_d != 0 || d.dilation_d != 1) {
+    fmt::format_to(std::back_inserter(tag), "_z{}t{}u{}p{}d{}", d.d, d.t, d.stride_d, d.pad_d, d.dilation_d);
+  }
+  if (d.transposed) {
+    fmt::format_to(std::back_inserter(tag), "_tr{}x{}x{}", d.output_padding_d, d.output_padding_h, d.output_padding_w);
+  }
+  return tag;
 }
 
 std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& full) {

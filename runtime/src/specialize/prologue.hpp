@@ -34,6 +34,9 @@ class Prologue {
   // kLayout: 0 NCHW (x N,C,H,W; w K,C/g,R,S; y N,K,P,Q), 1 NHWC (x N,H,W,C; w K,R,S,C/g;
   // y N,P,Q,K).
   Prologue& layout(Layout layout);
+  // kD, kT, kStrideD, kPadD, kDilationD, the output depth kZ, and kTransposed (part of
+  // problem()).
+  Prologue& depth(const Conv2dDesc& desc);
   // The prologue text followed by the template.
   std::string finish(std::string_view template_text) const;
 

@@ -91,6 +91,7 @@ std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
   if (d.groups == 1) return std::string("a dense convolution (groups 1)");
+  if (auto why = beyond_2d_forward_reason(d)) return *why;
   if (c_per_group > kMaxCPerGroup)
     return fmt::format("{} input channels a group (at most {})", c_per_group, kMaxCPerGroup);
   if (k_per_group > kMaxKPerGroup) {

@@ -29,7 +29,7 @@ Specialization specialize_direct(const Conv2dDesc& d) {
   const int k_per_group = d.k / d.groups;
   const int k_per_thread = std::min(kMaxKPerThread, k_per_group);
   const std::int64_t k_blocks = std::int64_t{(k_per_group + k_per_thread - 1) / k_per_thread} * d.groups;
-  const std::int64_t pixel_tiles = (out.p * out.q + kBlockThreads - 1) / kBlockThreads;
+  const std::int64_t pixel_tiles = (out.z * out.p * out.q + kBlockThreads - 1) / kBlockThreads;
   const std::int64_t blocks = k_blocks * pixel_tiles * d.n;
   if (blocks > INT_MAX) {
     fail(ErrorCode::kUnsupported, "{}: needs {} thread blocks, over the grid limit of {}", d.to_string(), blocks,

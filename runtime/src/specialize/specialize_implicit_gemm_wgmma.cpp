@@ -143,6 +143,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch,
                                                     const AlignmentNeeds& align) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
+  if (auto why = beyond_2d_forward_reason(d)) return why;
   // NHWC runs on the mma.sync kernel, which copies its channel runs whole.
   if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
   // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows and an x at a
@@ -157,6 +158,7 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
 }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
+  if (beyond_2d_forward_reason(d)) return std::nullopt;
   const auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;

@@ -106,6 +106,11 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 Specialization specialize_im2col(const Conv2dDesc& desc);
 // A 1x1, stride-1, unpadded convolution is a GEMM on the input as it is.
 bool is_pointwise_gemm(const Conv2dDesc& desc);
+// Empty when `desc` is a 2-D forward convolution (a 1-D one is, with h = r = 1; so is a
+// 3-D one of depth 1, filter depth 1 and no depth padding), which the 2-D kernel
+// families read; otherwise what they lack (a depth dimension, a transposed map), for the
+// algorithms that run on conv2d_direct.cu only.
+std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& desc);
 
 // "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias"
 std::string direct_kernel_name(const Conv2dDesc& desc);

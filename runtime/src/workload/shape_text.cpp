@@ -15,10 +15,12 @@ namespace {
 struct HeadField {
   char letter;
   std::string_view meaning;
-  bool optional;  // n defaults to 1, w to h, s to r
+  bool optional;  // n defaults to 1; an omitted extent to the one before it (w to h, s to r)
   int Conv2dDesc::*member;
 };
 
+// One head per spatial rank; the letters it has say which (docs/cli.md): 2-D is
+// n c h w k r s; 1-D n c w k s (no h, no r); 3-D n c d h w k t r s.
 constexpr std::array<HeadField, 7> kHead = {{
     {'n', "batch", true, &Conv2dDesc::n},
     {'c', "input channels", false, &Conv2dDesc::c},
@@ -28,8 +30,28 @@ constexpr std::array<HeadField, 7> kHead = {{
     {'r', "filter height", false, &Conv2dDesc::r},
     {'s', "filter width", true, &Conv2dDesc::s},
 }};
+constexpr std::array<HeadField, 5> kHead1d = {{
+    {'n', "batch", true, &Conv2dDesc::n},
+    {'c', "input channels", false, &Conv2dDesc::c},
+    {'w', "input width", false, &Conv2dDesc::w},
+    {'k', "output channels", false, &Conv2dDesc::k},
+    {'s', "filter width", false, &Conv2dDesc::s},
+}};
+constexpr std::array<HeadField, 9> kHead3d = {{
+    {'n', "batch", true, &Conv2dDesc::n},
+    {'c', "input channels", false, &Conv2dDesc::c},
+    {'d', "input depth", false, &Conv2dDesc::d},
+    {'h', "input height", true, &Conv2dDesc::h},
+    {'w', "input width", true, &Conv2dDesc::w},
+    {'k', "output channels", false, &Conv2dDesc::k},
+    {'t', "filter depth", false, &Conv2dDesc::t},
+    {'r', "filter height", true, &Conv2dDesc::r},
+    {'s', "filter width", true, &Conv2dDesc::s},
+}};
 
-constexpr std::string_view kKeys = "stride, pad, dilation, groups, bias, dtype, layout, math, act, batch";
+constexpr std::string_view kKeys =
+    "stride, pad, dilation, groups, bias, dtype, layout, math, act, transposed, output_padding, batch";
+constexpr std::size_t kKeyCount = 12;
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -49,11 +71,14 @@ class Parser {
     if (at_end()) stop(pos_, "expected a shape such as n8c64h512w256k128r5s7, got end of text");
     parse_head(desc);
     // Column of each key's first use, to name both places when one is given twice.
-    std::array<std::size_t, 10> seen{};
+    std::array<std::size_t, kKeyCount> seen{};
     while (true) {
       skip_space();
       if (at_end()) break;
       parse_option(desc, seen);
+    }
+    if (!desc.transposed && seen[10] != 0) {
+      stop(seen[10] - 1, "'output_padding' needs transposed=1");
     }
     return desc;
   }
@@ -95,11 +120,33 @@ class Parser {
     return static_cast<int>(value);
   }
 
+  // The rank is read off the head's letters before it is parsed: a 'd' or 't' makes it
+  // 3-D; 'w' with neither 'h' nor 'r' 1-D; anything else 2-D, whose messages name the
+  // 2-D letters.
   void parse_head(Conv2dDesc& desc) {
-    std::array<bool, kHead.size()> given{};
+    std::size_t end = pos_;
+    while (end < text_.size() && !is_space(text_[end])) ++end;
+    const std::string_view head = text_.substr(pos_, end - pos_);
+    auto has = [&](char letter) { return head.find(letter) != std::string_view::npos; };
+    if (has('d') || has('t')) {
+      desc.spatial_dims = 3;
+      parse_fields(desc, kHead3d, "n c d h w k t r s");
+    } else if (has('w') && !has('h') && !has('r')) {
+      desc.spatial_dims = 1;
+      parse_fields(desc, kHead1d, "n c w k s");
+    } else {
+      parse_fields(desc, kHead, "n c h w k r s");
+    }
+  }
+
+  template <std::size_t N>
+  void parse_fields(Conv2dDesc& desc, const std::array<HeadField, N>& fields, std::string_view order) {
+    std::array<bool, N> given{};
+    std::string letters;
+    for (const auto& f : fields) letters += f.letter;
     std::string pending;  // optional fields skipped since the last match, for the message
-    for (std::size_t i = 0; i < kHead.size(); ++i) {
-      const HeadField& f = kHead[i];
+    for (std::size_t i = 0; i < N; ++i) {
+      const HeadField& f = fields[i];
       const std::string here = fmt::format("'{}' ({})", f.letter, f.meaning);
       if (peek() == f.letter) {
         ++pos_;
@@ -112,27 +159,55 @@ class Parser {
         pending += pending.empty() ? here : ", " + here;
         continue;
       }
-      const bool head_letter = std::string_view("nchwkrs").find(peek()) != std::string_view::npos && !at_end();
+      const bool head_letter = letters.find(peek()) != std::string::npos && !at_end();
       stop(pos_, fmt::format("expected {}{}, got {}{}", pending.empty() ? "" : pending + " or ", here, got(pos_),
-                             head_letter ? " (sizes go in the order n c h w k r s)" : ""));
+                             head_letter ? fmt::format(" (sizes go in the order {})", order) : std::string()));
     }
     if (!at_end() && !is_space(peek())) {
       stop(pos_, fmt::format("expected {}a space before the options, got {}", pending.empty() ? "" : pending + " or ",
                              got(pos_)));
     }
-    if (!given[0]) desc.n = 1;
-    if (!given[3]) desc.w = desc.h;
-    if (!given[6]) desc.s = desc.r;
+    // An omitted optional extent repeats the one before it (n: 1).
+    for (std::size_t i = 0; i < N; ++i) {
+      if (given[i]) continue;
+      desc.*fields[i].member = i == 0 ? 1 : desc.*fields[i - 1].member;
+    }
   }
 
-  // "a" or "a,b": (h, w); one value sets both, like PyTorch's int-or-tuple arguments.
-  void parse_pair(int min, std::string_view key, int& h, int& w) {
-    h = parse_int(min, fmt::format("the value of '{}'", key));
-    w = h;
-    if (peek() == ',') {
+  // "a", "a,b" (h, w) or "a,b,c" (d, h, w), as many as the rank has; one value sets
+  // every dimension, like PyTorch's int-or-tuple arguments.
+  void parse_dims(int min, std::string_view key, int dims, int& d, int& h, int& w) {
+    std::array<int, 3> values{};
+    values[0] = parse_int(min, fmt::format("the value of '{}'", key));
+    int count = 1;
+    constexpr std::array<std::string_view, 2> kNth = {"second", "third"};
+    while (peek() == ',') {
+      if (count == dims) {
+        const std::string_view names = dims == 1   ? "one value (w)"
+                                       : dims == 2 ? "two values (h,w)"
+                                                   : "three values (d,h,w)";
+        stop(pos_, fmt::format("expected at most {} for '{}', got {}", names, key,
+                               count == 1   ? "a second"
+                               : count == 2 ? "a third"
+                                            : "a fourth"));
+      }
       ++pos_;
-      w = parse_int(min, fmt::format("the second value of '{}'", key));
-      if (peek() == ',') stop(pos_, fmt::format("expected at most two values (h,w) for '{}', got a third", key));
+      values[count] = parse_int(min, fmt::format("the {} value of '{}'", kNth[count - 1], key));
+      ++count;
+    }
+    if (count != 1 && count != dims) {
+      stop(pos_, fmt::format("expected one value or {} for '{}' in {}-D, got {}", dims, key, dims, count));
+    }
+    if (count == 1) values.fill(values[0]);
+    if (dims == 1) {
+      w = values[0];
+    } else if (dims == 2) {
+      h = values[0];
+      w = values[1];
+    } else {
+      d = values[0];
+      h = values[1];
+      w = values[2];
     }
   }
 
@@ -151,15 +226,16 @@ class Parser {
     stop(start, fmt::format("expected {} for '{}', got {}", list, key, got(start)));
   }
 
-  void parse_option(Conv2dDesc& desc, std::array<std::size_t, 10>& seen) {
+  void parse_option(Conv2dDesc& desc, std::array<std::size_t, kKeyCount>& seen) {
     const std::size_t key_start = pos_;
     while (!at_end() && ((peek() >= 'a' && peek() <= 'z') || peek() == '_')) ++pos_;
     std::string_view key = text_.substr(key_start, pos_ - key_start);
     if (key.empty()) stop(key_start, fmt::format("expected an option key=value ({}), got {}", kKeys, got(key_start)));
     if (key == "padding") key = "pad";  // PyTorch's spelling
     if (key == "activation") key = "act";
-    static constexpr std::array<std::string_view, 10> kKnown = {"stride", "pad",    "dilation", "groups", "bias",
-                                                                "dtype",  "layout", "math",     "act",    "batch"};
+    static constexpr std::array<std::string_view, kKeyCount> kKnown = {
+        "stride", "pad",  "dilation", "groups",     "bias",           "dtype",
+        "layout", "math", "act",      "transposed", "output_padding", "batch"};
     std::size_t index = kKnown.size();
     for (std::size_t i = 0; i < kKnown.size(); ++i) {
       if (key == kKnown[i]) index = i;
@@ -177,13 +253,13 @@ class Parser {
 
     switch (index) {
       case 0:
-        parse_pair(1, key, desc.stride_h, desc.stride_w);
+        parse_dims(1, key, desc.spatial_dims, desc.stride_d, desc.stride_h, desc.stride_w);
         break;
       case 1:
-        parse_pair(0, key, desc.pad_h, desc.pad_w);
+        parse_dims(0, key, desc.spatial_dims, desc.pad_d, desc.pad_h, desc.pad_w);
         break;
       case 2:
-        parse_pair(1, key, desc.dilation_h, desc.dilation_w);
+        parse_dims(1, key, desc.spatial_dims, desc.dilation_d, desc.dilation_h, desc.dilation_w);
         break;
       case 3:
         desc.groups = parse_int(1, "the value of 'groups'");
@@ -209,6 +285,12 @@ class Parser {
                                                                                                   : Activation::kRelu;
         break;
       case 9:
+        desc.transposed = parse_choice(key, std::array<std::string_view, 4>{"0", "1", "false", "true"}) % 2 == 1;
+        break;
+      case 10:
+        parse_dims(0, key, desc.spatial_dims, desc.output_padding_d, desc.output_padding_h, desc.output_padding_w);
+        break;
+      case 11:
         // "static" is the default; n is then the only batch. "dynamic": any batch up to n.
         desc.dynamic_batch = parse_choice(key, std::array<std::string_view, 2>{"static", "dynamic"}) == 1;
         break;

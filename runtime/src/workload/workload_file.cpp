@@ -1,5 +1,6 @@
 #include "workload/workload_file.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <limits>
 #include <sstream>
@@ -90,26 +91,46 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
     }
     const std::string op_name = op != nullptr ? op->string() : "";
     const auto spatial = int_list(p, "spatial", place, 1);
-    if (op_name != "conv" && op_name != "separable") {
-      item.skipped = fmt::format("op '{}' is not supported (forward 2D conv only)", op_name);
-    } else if (spatial.size() != 2) {
-      item.skipped = fmt::format("{}D convolution is not supported (2D only)", spatial.size());
+    if (op_name != "conv" && op_name != "conv_transpose" && op_name != "separable") {
+      item.skipped = fmt::format("op '{}' is not supported (conv, conv_transpose and separable are)", op_name);
+    } else if (spatial.empty() || spatial.size() > 3) {
+      fail(ErrorCode::kInvalidArgument, "{}: field 'spatial': expected 1, 2 or 3 extents, got {}",
+           place.at(*p.find("spatial")), spatial.size());
     }
     if (!item.skipped.empty()) {
       out.push_back(std::move(item));
       continue;
     }
+    const std::size_t dims = spatial.size();
+    const bool transposed = op_name == "conv_transpose";
     const auto kernel = int_list(p, "kernel", place, 1);
     const auto stride = int_list(p, "stride", place, 1);
     const auto padding = int_list(p, "padding", place, 0);
     const auto dilation = int_list(p, "dilation", place, 1);
-    for (const auto& [list, name] : {std::pair{&kernel, "kernel"}, std::pair{&stride, "stride"},
-                                     std::pair{&padding, "padding"}, std::pair{&dilation, "dilation"}}) {
-      if (list->size() != 2) {
-        fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected 2 values, one per spatial dimension, got {}",
-             place.at(*p.find(name)), name, list->size());
+    // Optional, conv_transpose only (nn.ConvTranspose*d's output_padding); zeros by default.
+    std::vector<int> output_padding(dims, 0);
+    if (const json::Value* op_field = p.find("output_padding"); op_field != nullptr) {
+      output_padding = int_list(p, "output_padding", place, 0);
+      if (!transposed && std::any_of(output_padding.begin(), output_padding.end(), [](int v) { return v != 0; })) {
+        fail(ErrorCode::kInvalidArgument, "{}: field 'output_padding': only a conv_transpose has one, got {}",
+             place.at(*op_field), op_field->describe());
       }
     }
+    for (const auto& [list, name] :
+         {std::pair{&kernel, "kernel"}, std::pair{&stride, "stride"}, std::pair{&padding, "padding"},
+          std::pair{&dilation, "dilation"},
+          std::pair{static_cast<const std::vector<int>*>(&output_padding), "output_padding"}}) {
+      if (list->size() != dims) {
+        fail(ErrorCode::kInvalidArgument, "{}: field '{}': expected {} values, one per spatial dimension, got {}",
+             place.at(p.find(name) != nullptr ? *p.find(name) : p), name, dims, list->size());
+      }
+    }
+    // The lists end with width; a lower rank leaves the leading fields at their neutral
+    // values (Conv2dDesc: a 1-D problem is h = r = 1, a 2-D one d = t = 1).
+    const std::size_t first = 3 - dims;
+    auto at = [&](const std::vector<int>& list, std::size_t axis, int neutral) {
+      return axis < first ? neutral : list[axis - first];
+    };
     bool bias = false;
     if (const json::Value* b = p.find("bias"); b != nullptr) {
       if (!b->is_bool()) {
@@ -139,21 +160,31 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
     }
     Conv2dDesc d{.n = int_field(p, "N", place, 1),
                  .c = int_field(p, "C", place, 1),
-                 .h = spatial[0],
-                 .w = spatial[1],
+                 .h = at(spatial, 1, 1),
+                 .w = at(spatial, 2, 1),
                  .k = int_field(p, "K", place, 1),
-                 .r = kernel[0],
-                 .s = kernel[1],
-                 .stride_h = stride[0],
-                 .stride_w = stride[1],
-                 .pad_h = padding[0],
-                 .pad_w = padding[1],
-                 .dilation_h = dilation[0],
-                 .dilation_w = dilation[1],
+                 .r = at(kernel, 1, 1),
+                 .s = at(kernel, 2, 1),
+                 .stride_h = at(stride, 1, 1),
+                 .stride_w = at(stride, 2, 1),
+                 .pad_h = at(padding, 1, 0),
+                 .pad_w = at(padding, 2, 0),
+                 .dilation_h = at(dilation, 1, 1),
+                 .dilation_w = at(dilation, 2, 1),
                  .groups = p.find("groups") ? int_field(p, "groups", place, 1) : 1,
                  .bias = bias,
                  .layout = layout,
-                 .dynamic_batch = dynamic_batch};
+                 .dynamic_batch = dynamic_batch,
+                 .spatial_dims = static_cast<int>(dims),
+                 .d = at(spatial, 0, 1),
+                 .t = at(kernel, 0, 1),
+                 .stride_d = at(stride, 0, 1),
+                 .pad_d = at(padding, 0, 0),
+                 .dilation_d = at(dilation, 0, 1),
+                 .transposed = transposed,
+                 .output_padding_d = at(output_padding, 0, 0),
+                 .output_padding_h = at(output_padding, 1, 0),
+                 .output_padding_w = at(output_padding, 2, 0)};
     // Fields that fit one by one may not fit together (groups must divide the channels,
     // the filter must fit the padded input): named here, at the problem, so that a bad
     // file stops before anything is compiled.
@@ -175,9 +206,10 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
       depthwise.groups = d.c;
       check(depthwise);  // before its output extents size the pointwise half
       const auto mid = depthwise.output_shape();
-      if (mid.p > kIntMax || mid.q > kIntMax) {
-        fail(ErrorCode::kInvalidArgument, "{} ({}): invalid problem: the depthwise output of {}x{} is over {} per side",
-             place.at(p), problem_label(item), mid.p, mid.q, kIntMax);
+      if (mid.p > kIntMax || mid.q > kIntMax || mid.z > kIntMax) {
+        fail(ErrorCode::kInvalidArgument,
+             "{} ({}): invalid problem: the depthwise output of {}x{}x{} is over {} per side", place.at(p),
+             problem_label(item), mid.z, mid.p, mid.q, kIntMax);
       }
       Conv2dDesc pointwise{.n = d.n,
                            .c = d.c,
@@ -186,7 +218,9 @@ std::vector<WorkloadProblem> parse_workloads(std::string_view text, std::string_
                            .k = d.k,
                            .bias = d.bias,
                            .layout = d.layout,
-                           .dynamic_batch = d.dynamic_batch};
+                           .dynamic_batch = d.dynamic_batch,
+                           .spatial_dims = d.spatial_dims,
+                           .d = static_cast<int>(mid.z)};
       check(pointwise);
       item.descs = {depthwise, pointwise};
     } else {
