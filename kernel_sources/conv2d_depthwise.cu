@@ -366,7 +366,7 @@ __device__ __forceinline__ void scatter_input(float* tiles, int e, float v) {
 __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, const Element* __restrict__ x,
                                                   const Element* __restrict__ w, const Element* __restrict__ bias,
                                                   Element* __restrict__ y) {
-  const int first = static_cast<int>(blockIdx.x) * kPlanes;  // within kAllPlanes, which the grid bounds
+  const index_t first = static_cast<index_t>(blockIdx.x) * kPlanes;  // the grid ends at kAllPlanes
   const int planes = static_cast<int>(kAllPlanes - first < kPlanes ? kAllPlanes - first : kPlanes);
   const int tid = static_cast<int>(threadIdx.x);
 
@@ -376,7 +376,7 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
   }
   __syncthreads();
 
-  const Element* src = x + static_cast<index_t>(first) * kInPlaneElements;
+  const Element* src = x + first * kInPlaneElements;
   const int count = planes * kInPlaneElements;
   int scalar_from = 0;
   if ((reinterpret_cast<unsigned long long>(src) & 15u) == 0) {
@@ -409,7 +409,7 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
   const int tq = tid % kPlaneThreads % kThreadsQ;
   const int tp = tid % kPlaneThreads / kThreadsQ;
   if (plane < planes) {
-    const int group = (first + plane) % kGroups;
+    const int group = static_cast<int>((first + plane) % kGroups);
     const int ow0 = tq * kOutPerThread;
     const float* thread_tile = tiles + plane * kTileFloats + tq * kThreadStride + (kLead - kWinLead);
     float* plane_stage = stage + plane * kOutPlaneElements;
@@ -435,7 +435,7 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
   }
   __syncthreads();
 
-  Element* dst = y + static_cast<index_t>(first) * kOutPlaneElements;
+  Element* dst = y + first * kOutPlaneElements;
   const int out_count = planes * kOutPlaneElements;
   int out_scalar_from = 0;
   if ((reinterpret_cast<unsigned long long>(dst) & 15u) == 0) {

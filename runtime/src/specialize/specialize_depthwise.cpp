@@ -87,9 +87,9 @@ std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   int max_c = kMaxThreadsC;
   while (max_c > 1 && tap_bytes(d, max_c) > kTapBudget) --max_c;
   // As many slabs as max_c needs, with the vectors spread evenly over them.
-  const std::int64_t slabs = ceil_div(vectors, max_c);
   DepthwiseTile t{.rows_per_thread = 1, .passes = 1, .tiles_q = 1, .tiles_p = 1};
-  t.threads_c = ceil_div(vectors, slabs);
+  t.threads_c = ceil_div(vectors, ceil_div(vectors, max_c));
+  const std::int64_t slabs = ceil_div(vectors, t.threads_c);  // the template's kChannelBlocks
   t.threads_q = std::min(ceil_div(out.q, kOutPerThread), kMaxThreads / t.threads_c);
   t.threads_p = static_cast<int>(std::max<std::int64_t>(
       1, std::min<std::int64_t>(out.p, kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
