@@ -124,6 +124,9 @@ constexpr int kTapRows = kTaps * kCPerGroup;
 constexpr int kTapFloats = kNHWC ? kTapRows * kTapPitch : 1;
 // The input columns one thread's row of outputs reads (NHWC), first to last.
 constexpr int kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1;
+// A filter row's taps (kS x kVec floats) stay in registers while its columns stream by,
+// up to 64 floats; a wider row goes a tap at a time.
+constexpr bool kTapsInRegisters = kS * kVec <= 64;
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
@@ -491,6 +494,20 @@ __device__ __forceinline__ void load_taps(float* taps, const Element* __restrict
   }
 }
 
+// NHWC: the kVec channels of tap t (r * kS + s) for input channel c, from the thread's
+// column of the shared taps.
+__device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c, float (&tap)[kVec]) {
+  const float* row = thread_taps + (t * kCPerGroup + c) * kTapPitch;
+#pragma unroll
+  for (int j = 0; j < kVec; j += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(row + j);
+    tap[j] = v.x;
+    tap[j + 1] = v.y;
+    tap[j + 2] = v.z;
+    tap[j + 3] = v.w;
+  }
+}
+
 // NHWC: one block's outputs; see the work split at the top of the file.
 __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restrict__ x, const Element* __restrict__ w,
                                            const Element* __restrict__ bias, Element* __restrict__ y) {
@@ -545,32 +562,40 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
         const Element* x_row = x + (static_cast<index_t>(n) * kH + ih) * static_cast<index_t>(kW) * kC;
 #pragma unroll
         for (int c = 0; c < kCPerGroup; ++c) {
-          float tap[kS][kVec];
+          if constexpr (kTapsInRegisters) {
+            float tap[kS][kVec];
 #pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            const float* row = thread_taps + ((r * kS + s) * kCPerGroup + c) * kTapPitch;
+            for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, c, tap[s]);
 #pragma unroll
-            for (int j = 0; j < kVec; j += 4) {
-              const float4 t = *reinterpret_cast<const float4*>(row + j);
-              tap[s][j] = t.x;
-              tap[s][j + 1] = t.y;
-              tap[s][j + 2] = t.z;
-              tap[s][j + 3] = t.w;
+            for (int u = 0; u < kRowWindow; ++u) {
+              if (!column_used(u)) continue;
+              const int iw = iw0 + u;
+              if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+              float v[kVec];
+              load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
+#pragma unroll
+              for (int s = 0; s < kS; ++s) {
+                const int d = u - s * kDilationW;
+                if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+#pragma unroll
+                for (int j = 0; j < kVec; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+              }
             }
-          }
-#pragma unroll
-          for (int u = 0; u < kRowWindow; ++u) {
-            if (!column_used(u)) continue;
-            const int iw = iw0 + u;
-            if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-            float v[kVec];
-            load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
-#pragma unroll
+          } else {
+            // A wide filter row: one tap at a time, each output loading its own column.
+#pragma unroll 1
             for (int s = 0; s < kS; ++s) {
-              const int d = u - s * kDilationW;
-              if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+              float tap[kVec];
+              load_tap(thread_taps, r * kS + s, c, tap);
 #pragma unroll
-              for (int j = 0; j < kVec; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+              for (int o = 0; o < kOutPerThread; ++o) {
+                const int iw = iw0 + o * kStrideW + s * kDilationW;
+                if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+                float v[kVec];
+                load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
+#pragma unroll
+                for (int j = 0; j < kVec; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
+              }
             }
           }
         }

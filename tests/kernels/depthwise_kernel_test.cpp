@@ -292,7 +292,8 @@ TEST(DepthwiseKernel, NhwcLoadsEachInputColumnOnceAFilterRowAndTakesTapsFromShar
 }
 
 // NHWC: the channel slab shrinks so that its taps fit the shared-memory budget (7x7
-// taps, four input channels a group), and the grid covers every channel vector.
+// taps, four input channels a group), the grid covers every channel vector, and no
+// filter spills (a 31-wide row included).
 TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
   const Conv2dDesc shapes[] = {
       Conv2dDesc{.n = 2,
@@ -308,6 +309,17 @@ TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
                  .layout = Layout::kNHWC},
       depthwise_layer(3, 1151, 7, 5, 1, Layout::kNHWC),
       depthwise_layer(1, 13, 30, 3, 1, Layout::kNHWC),
+      // A filter row too wide to keep in registers: taps one at a time.
+      Conv2dDesc{.n = 2,
+                 .c = 64,
+                 .h = 9,
+                 .w = 80,
+                 .k = 64,
+                 .r = 1,
+                 .s = 31,
+                 .pad_w = 15,
+                 .groups = 64,
+                 .layout = Layout::kNHWC},
   };
   for (const DType dtype : kDTypes) {
     for (Conv2dDesc d : shapes) {
