@@ -20,16 +20,29 @@
 // Blocks are numbered column tile fastest, then row tile: the halo rows two row tiles
 // share are read from L2, not from memory.
 //
+// Small planes (kPlanes > 1, one tile covers the whole plane): a block owns kPlanes
+// consecutive (image, group) planes instead, so that it has real work and its loads
+// are wide. Consecutive planes are contiguous in x and in y (the plane index is
+// image * kGroups + group for both), so the block reads one run of x with 16-byte
+// loads whatever the row width, scatters it into its tiles, and writes its outputs
+// through shared memory as one run of y, 16 bytes a store, where the run's start is
+// aligned (otherwise, and for the run's tail, one element at a time).
+//
 // NHWC: a pixel's channels are contiguous, so the work is split along them instead of
 // through a shared tile. Each thread computes kVec consecutive output channels (16
 // bytes of y) of kOutPerThread consecutive outputs of a row; a block is kThreadsC
 // such channel vectors (fastest) x kThreadsQ column groups x kThreadsP rows, so a warp
-// reads and writes contiguous runs of channels. The input window of neighbouring
-// outputs and taps is re-read from L1. A pure depthwise problem (one input and one
-// output channel a group) loads each input pixel's kVec channels in one 16-byte load
-// when every row of channels is whole vectors and x is 16-byte aligned; otherwise, and
-// for multipliers and narrow groups, one element a load. The same test on y chooses
-// 16-byte or per-element stores, so any element-aligned pointer and any c work.
+// reads and writes contiguous runs of channels. The block's filter taps are copied
+// once into shared memory, channel-fastest, so a thread reads its kVec channels of a
+// tap as float4s (in w they are kTaps apart). Along a row a thread loads each input
+// column its outputs share once and applies it to every (output, tap) pair it meets,
+// so a stride-1 5-wide filter loads 8 columns for 4 outputs, not 20; the rows above
+// and below, and the neighbouring threads' columns, are re-read from L1. A pure
+// depthwise problem (one input and one output channel a group) loads each input
+// pixel's kVec channels in one 16-byte load when every row of channels is whole
+// vectors and x is 16-byte aligned; otherwise, and for multipliers and narrow groups,
+// one element a load. The same test on y chooses 16-byte or per-element stores, so any
+// element-aligned pointer and any c work.
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_depthwise_example
@@ -40,6 +53,7 @@ constexpr int kGroups = 3, kP = 13, kQ = 7;
 constexpr bool kHasBias = true, kRelu = true;
 constexpr int kThreadsQ = 2, kThreadsP = 4, kRowsPerThread = 2, kPasses = 2, kTilesQ = 1, kMinBlocks = 4;
 constexpr int kThreadsC = 1;  // channel vectors a block (NHWC; 1 for NCHW)
+constexpr int kPlanes = 1;    // (image, group) planes a block (NCHW; more than 1: whole planes)
 constexpr bool kWideIndex = false;
 constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
@@ -62,7 +76,8 @@ constexpr int kTaps = kR * kS;
 constexpr int kOutPerThread = 4;            // consecutive outputs of one row
 constexpr int kVec = 16 / sizeof(Element);  // elements in one 16-byte load
 constexpr bool kNHWC = kLayout == 1;
-constexpr int kBlockThreads = kThreadsC * kThreadsQ * kThreadsP;
+constexpr int kPlaneThreads = kThreadsQ * kThreadsP;
+constexpr int kBlockThreads = kThreadsC * kPlanes * kPlaneThreads;
 constexpr int kTileQ = kThreadsQ * kOutPerThread;
 constexpr int kTileP = kThreadsP * kRowsPerThread * kPasses;
 constexpr int kTilesP = (kP + kTileP - 1) / kTileP;
@@ -87,33 +102,77 @@ constexpr int kLoadBatch = 8;  // loads in flight per thread before their stores
 // A row's 16-byte chunks are all inside the image or all outside when rows are whole chunks.
 constexpr bool kVectorRows = kW % kVec == 0;
 
+// Several whole planes a block: the runs of x and y one plane is, and the block's
+// outputs, staged as floats in the layout y has.
+constexpr bool kManyPlanes = !kNHWC && kPlanes > 1;
+constexpr int kInPlaneElements = kCPerGroup * kH * kW;
+constexpr int kOutPlaneElements = kKPerGroup * kP * kQ;
+constexpr long long kAllPlanes = static_cast<long long>(kN) * kGroups;
+constexpr int kStageFloats = kManyPlanes ? kPlanes * kOutPlaneElements : 1;
+
 // NHWC: output channels in vectors of kVec, kThreadsC vectors a block.
 constexpr int kKVecs = (kK + kVec - 1) / kVec;
 constexpr int kChannelBlocks = (kKVecs + kThreadsC - 1) / kThreadsC;
 // One input channel per output channel: a vector of outputs reads a vector of inputs.
 constexpr bool kChannelwise = kCPerGroup == 1 && kKPerGroup == 1;
+// The block's taps in shared memory: one row of kTapPitch floats per (tap, input
+// channel of the group), the block's output channels along it. The 4 floats past the
+// kSlab channels keep the transposing stores to few bank conflicts and the rows 16-byte aligned.
+constexpr int kSlab = kThreadsC * kVec;
+constexpr int kTapPitch = kSlab + 4;
+constexpr int kTapRows = kTaps * kCPerGroup;
+constexpr int kTapFloats = kNHWC ? kTapRows * kTapPitch : 1;
+// The input columns one thread's row of outputs reads (NHWC), first to last.
+constexpr int kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1;
+// A filter row's taps (kS x kVec floats) stay in registers while its columns stream by,
+// up to 64 floats; a wider row goes a tap at a time.
+constexpr bool kTapsInRegisters = kS * kVec <= 64;
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
 static_assert(kNHWC || kThreadsC == 1, "the NCHW tile has no channel dimension");
+static_assert(!kNHWC || kPlanes == 1, "NHWC blocks split channels, not planes");
+static_assert(kPlanes == 1 || (kTilesQ == 1 && kTileP >= kP), "several planes a block: a tile is a whole plane");
 static_assert(kNHWC || kTilesQ == 1 || (kTileQ * kStrideW) % kVec == 0, "column tiles must start on a 16-byte chunk");
 static_assert(kTilesQ * kTileQ >= kQ && kTilesP * kTileP >= kP, "the tiles must cover the output");
-static_assert(kNHWC || kTileFloats * 4 <= 48 * 1024, "the input tile must fit static shared memory");
+static_assert(kNHWC || (kPlanes * kTileFloats + kStageFloats) * 4 <= 48 * 1024,
+              "the input tiles must fit static shared memory");
+static_assert(!kNHWC || kTapFloats * 4 <= 48 * 1024, "the taps must fit static shared memory");
 
-__device__ __forceinline__ void store_chunk(float* dst, uint4 raw) {
+// The kVec elements of one 16-byte load, as floats.
+__device__ __forceinline__ void unpack_vector(uint4 raw, float (&f)[kVec]) {
+  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
   if constexpr (kDType == 0) {
-    *reinterpret_cast<float4*>(dst) =
-        make_float4(__uint_as_float(raw.x), __uint_as_float(raw.y), __uint_as_float(raw.z), __uint_as_float(raw.w));
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(words[i]);
   } else {
-    const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-    float f[8];
 #pragma unroll
     for (int i = 0; i < 4; ++i) {  // little-endian: the lower half is the earlier element
       f[2 * i] = Convert::to_float(static_cast<unsigned short>(words[i] & 0xffffu));
       f[2 * i + 1] = Convert::to_float(static_cast<unsigned short>(words[i] >> 16));
     }
-    *reinterpret_cast<float4*>(dst) = make_float4(f[0], f[1], f[2], f[3]);
-    *reinterpret_cast<float4*>(dst + 4) = make_float4(f[4], f[5], f[6], f[7]);
+  }
+}
+
+__device__ __forceinline__ void store_chunk(float* dst, uint4 raw) {
+  float f[kVec];
+  unpack_vector(raw, f);
+#pragma unroll
+  for (int i = 0; i < kVec; i += 4)
+    *reinterpret_cast<float4*>(dst + i) = make_float4(f[i], f[i + 1], f[i + 2], f[i + 3]);
+}
+
+__device__ __forceinline__ unsigned pack2(float a, float b) {
+  return static_cast<unsigned>(Convert::from_float(a)) | (static_cast<unsigned>(Convert::from_float(b)) << 16);
+}
+
+// kVec floats as the 16 bytes of y they round to.
+__device__ __forceinline__ void store_vector(Element* dst, const float (&out)[kVec]) {
+  if constexpr (kDType == 0) {
+    *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
+  } else {
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(pack2(out[0], out[1]), pack2(out[2], out[3]), pack2(out[4], out[5]), pack2(out[6], out[7]));
   }
 }
 
@@ -175,23 +234,224 @@ __device__ __forceinline__ void load_tile_scalar(float* tile, const Element* x_g
   }
 }
 
-__device__ __forceinline__ unsigned pack2(float a, float b) {
-  return static_cast<unsigned>(Convert::from_float(a)) | (static_cast<unsigned>(Convert::from_float(b)) << 16);
-}
-
-// The kVec elements of one 16-byte load, as floats.
-__device__ __forceinline__ void unpack_vector(uint4 raw, float (&f)[kVec]) {
-  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-  if constexpr (kDType == 0) {
+// One thread's outputs of one output channel, from the tile: kRowsPerThread rows from
+// tile row lp0 (output rows, counted in the tile) x kOutPerThread columns. `thread_tile`
+// is the thread's first window column in channel 0 of the group; `w_k` output channel
+// k's taps (kCPerGroup x kTaps).
+__device__ __forceinline__ void tile_outputs(const float* thread_tile, int lp0, const Element* w_k,
+                                             float (&acc)[kRowsPerThread][kOutPerThread]) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(words[i]);
-  } else {
+  for (int i = 0; i < kRowsPerThread; ++i) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {  // little-endian: the lower half is the earlier element
-      f[2 * i] = Convert::to_float(static_cast<unsigned short>(words[i] & 0xffffu));
-      f[2 * i + 1] = Convert::to_float(static_cast<unsigned short>(words[i] >> 16));
+    for (int j = 0; j < kOutPerThread; ++j) acc[i][j] = 0.0f;
+  }
+#pragma unroll
+  for (int c = 0; c < kCPerGroup; ++c) {
+    float taps[kTaps];
+#pragma unroll
+    for (int t = 0; t < kTaps; ++t) taps[t] = Convert::to_float(__ldg(w_k + c * kTaps + t));
+    const float* plane = thread_tile + c * kPlaneFloats;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+#pragma unroll
+      for (int r = 0; r < kR; ++r) {
+        const float4* row = reinterpret_cast<const float4*>(plane + ((lp0 + i) * kStrideH + r * kDilationH) * kPitch);
+        float win[4 * kWindow4];
+#pragma unroll
+        for (int v = 0; v < kWindow4; ++v) {
+          const float4 t = row[v];
+          win[4 * v] = t.x;
+          win[4 * v + 1] = t.y;
+          win[4 * v + 2] = t.z;
+          win[4 * v + 3] = t.w;
+        }
+#pragma unroll
+        for (int s = 0; s < kS; ++s) {
+#pragma unroll
+          for (int j = 0; j < kOutPerThread; ++j) {
+            acc[i][j] = fmaf(win[kWinLead + j * kStrideW + s * kDilationW], taps[r * kS + s], acc[i][j]);
+          }
+        }
+      }
     }
   }
+}
+
+__device__ __forceinline__ float epilogue(float acc, float b) {
+  float out = acc;
+  if constexpr (kHasBias) out += b;
+  if constexpr (kRelu) out = fmaxf(out, 0.0f);
+  return out;
+}
+
+// NCHW, one (image, group) pair a block: see the work split at the top of the file.
+__device__ __forceinline__ void nchw_tiled_block(float* tile, const Element* __restrict__ x,
+                                                 const Element* __restrict__ w, const Element* __restrict__ bias,
+                                                 Element* __restrict__ y) {
+  int block = static_cast<int>(blockIdx.x);
+  const int tile_q = block % kTilesQ;
+  block /= kTilesQ;
+  const int tile_p = block % kTilesP;
+  block /= kTilesP;
+  const int group = block % kGroups;
+  const int n = block / kGroups;
+
+  const int ih0 = tile_p * kTileP * kStrideH - kPadH;
+  const int col0 = tile_q * kTileQ * kStrideW - kPadW - kLead;  // a multiple of kVec
+  const Element* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
+  if (kVectorRows && (reinterpret_cast<unsigned long long>(x) & 15u) == 0) {
+    load_tile_vector(tile, x_group, ih0, col0);
+  } else {
+    load_tile_scalar(tile, x_group, ih0, col0);
+  }
+  __syncthreads();
+
+  const int tq = static_cast<int>(threadIdx.x) % kThreadsQ;
+  const int tp = static_cast<int>(threadIdx.x) / kThreadsQ;
+  const int ow0 = tile_q * kTileQ + tq * kOutPerThread;
+  if (ow0 >= kQ) return;  // no barrier follows
+  // Whole-vector stores: outputs start on a multiple of 4 and rows are whole vectors.
+  constexpr unsigned kStoreAlign = kOutPerThread * sizeof(Element);
+  const bool vector_store = kQ % kOutPerThread == 0 && (reinterpret_cast<unsigned long long>(y) % kStoreAlign) == 0;
+  const float* thread_tile = tile + tq * kThreadStride + (kLead - kWinLead);
+
+  for (int pass = 0; pass < kPasses; ++pass) {
+    const int lp0 = (pass * kThreadsP + tp) * kRowsPerThread;  // first output row, in the tile
+    const int oh0 = tile_p * kTileP + lp0;
+    if (oh0 >= kP) break;
+    for (int kk = 0; kk < kKPerGroup; ++kk) {
+      const int k = group * kKPerGroup + kk;
+      float acc[kRowsPerThread][kOutPerThread];
+      tile_outputs(thread_tile, lp0, w + static_cast<index_t>(k) * kCPerGroup * kTaps, acc);
+
+      float b = 0.0f;
+      if constexpr (kHasBias) b = Convert::to_float(__ldg(bias + k));
+      Element* y_plane = y + (static_cast<index_t>(n) * kK + k) * (static_cast<index_t>(kP) * kQ);
+#pragma unroll
+      for (int i = 0; i < kRowsPerThread; ++i) {
+        const int oh = oh0 + i;
+        if (oh >= kP) break;
+        float out[kOutPerThread];
+#pragma unroll
+        for (int j = 0; j < kOutPerThread; ++j) out[j] = epilogue(acc[i][j], b);
+        Element* dst = y_plane + static_cast<index_t>(oh) * kQ + ow0;
+        if (vector_store) {
+          if constexpr (kDType == 0) {
+            *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
+          } else {
+            *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(out[0], out[1]), pack2(out[2], out[3]));
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < kOutPerThread; ++j) {
+            if (ow0 + j < kQ) dst[j] = Convert::from_float(out[j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// Element e of a run of whole planes of x (e < kPlanes * kInPlaneElements) into its
+// place in the block's tiles; inputs no output reads are dropped.
+__device__ __forceinline__ void scatter_input(float* tiles, int e, float v) {
+  const int plane = e / kInPlaneElements;
+  const int rest = e % kInPlaneElements;
+  const int c = rest / (kH * kW);
+  const int ih = rest % (kH * kW) / kW;
+  const int iw = rest % kW;
+  const int row = ih + kPadH;          // the tile's first row is input row -kPadH
+  const int col = iw + kPadW + kLead;  // and its first column -kPadW - kLead
+  if (row < kInRows && col < kPitch) tiles[plane * kTileFloats + c * kPlaneFloats + row * kPitch + col] = v;
+}
+
+// NCHW, kPlanes whole (image, group) planes a block: see the work split at the top.
+__device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, const Element* __restrict__ x,
+                                                  const Element* __restrict__ w, const Element* __restrict__ bias,
+                                                  Element* __restrict__ y) {
+  const index_t first = static_cast<index_t>(blockIdx.x) * kPlanes;  // the grid ends at kAllPlanes
+  const int planes = static_cast<int>(kAllPlanes - first < kPlanes ? kAllPlanes - first : kPlanes);
+  const int tid = static_cast<int>(threadIdx.x);
+
+  // Padding and the columns past the image stay zero; the copy below writes the rest.
+  for (int i = tid; i < kPlanes * kTileFloats / 4; i += kBlockThreads) {
+    reinterpret_cast<float4*>(tiles)[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  __syncthreads();
+
+  const Element* src = x + first * kInPlaneElements;
+  const int count = planes * kInPlaneElements;
+  int scalar_from = 0;
+  if ((reinterpret_cast<unsigned long long>(src) & 15u) == 0) {
+    const int chunks = count / kVec;
+    for (int base = 0; base < chunks; base += kLoadBatch * kBlockThreads) {
+      uint4 v[kLoadBatch];
+#pragma unroll
+      for (int b = 0; b < kLoadBatch; ++b) {
+        const int e = base + b * kBlockThreads + tid;
+        if (e < chunks) v[b] = __ldg(reinterpret_cast<const uint4*>(src) + e);
+      }
+#pragma unroll
+      for (int b = 0; b < kLoadBatch; ++b) {
+        const int e = base + b * kBlockThreads + tid;
+        if (e < chunks) {
+          float f[kVec];
+          unpack_vector(v[b], f);
+#pragma unroll
+          for (int j = 0; j < kVec; ++j) scatter_input(tiles, e * kVec + j, f[j]);
+        }
+      }
+    }
+    scalar_from = chunks * kVec;
+  }
+  for (int e = scalar_from + tid; e < count; e += kBlockThreads)
+    scatter_input(tiles, e, Convert::to_float(__ldg(src + e)));
+  __syncthreads();
+
+  const int plane = tid / kPlaneThreads;
+  const int tq = tid % kPlaneThreads % kThreadsQ;
+  const int tp = tid % kPlaneThreads / kThreadsQ;
+  if (plane < planes) {
+    const int group = static_cast<int>((first + plane) % kGroups);
+    const int ow0 = tq * kOutPerThread;
+    const float* thread_tile = tiles + plane * kTileFloats + tq * kThreadStride + (kLead - kWinLead);
+    float* plane_stage = stage + plane * kOutPlaneElements;
+    for (int pass = 0; pass < kPasses; ++pass) {
+      const int oh0 = (pass * kThreadsP + tp) * kRowsPerThread;
+      for (int kk = 0; kk < kKPerGroup; ++kk) {
+        const int k = group * kKPerGroup + kk;
+        float acc[kRowsPerThread][kOutPerThread];
+        tile_outputs(thread_tile, oh0, w + static_cast<index_t>(k) * kCPerGroup * kTaps, acc);
+        float b = 0.0f;
+        if constexpr (kHasBias) b = Convert::to_float(__ldg(bias + k));
+#pragma unroll
+        for (int i = 0; i < kRowsPerThread; ++i) {
+#pragma unroll
+          for (int j = 0; j < kOutPerThread; ++j) {
+            if (oh0 + i < kP && ow0 + j < kQ) {
+              plane_stage[(kk * kP + oh0 + i) * kQ + ow0 + j] = epilogue(acc[i][j], b);
+            }
+          }
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  Element* dst = y + first * kOutPlaneElements;
+  const int out_count = planes * kOutPlaneElements;
+  int out_scalar_from = 0;
+  if ((reinterpret_cast<unsigned long long>(dst) & 15u) == 0) {
+    const int chunks = out_count / kVec;
+    for (int e = tid; e < chunks; e += kBlockThreads) {
+      float out[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) out[j] = stage[e * kVec + j];
+      store_vector(dst + e * kVec, out);
+    }
+    out_scalar_from = chunks * kVec;
+  }
+  for (int e = out_scalar_from + tid; e < out_count; e += kBlockThreads) dst[e] = Convert::from_float(stage[e]);
 }
 
 // NHWC: the input values output channels k0 .. k0 + kVec - 1 read at one pixel (its
@@ -211,8 +471,45 @@ __device__ __forceinline__ void load_channels(const Element* pixel, int k0, int 
   }
 }
 
+// NHWC: whether column u of a thread's row window feeds one of its outputs through some
+// tap (with stride or dilation over 1, some columns feed none and are not loaded).
+__device__ constexpr bool column_used(int u) {
+  for (int s = 0; s < kS; ++s) {
+    const int d = u - s * kDilationW;
+    if (d >= 0 && d % kStrideW == 0 && d / kStrideW < kOutPerThread) return true;
+  }
+  return false;
+}
+
+// NHWC: the block's taps, output channels kb .. kb + kSlab - 1 (zeros past kK). They are
+// contiguous in w (K, R, S, C/g), so the copy reads w coalesced and transposes into
+// taps[(t * kCPerGroup + c) * kTapPitch + channel].
+__device__ __forceinline__ void load_taps(float* taps, const Element* __restrict__ w, int kb) {
+  const Element* src = w + static_cast<index_t>(kb) * kTapRows;
+  for (int e = static_cast<int>(threadIdx.x); e < kSlab * kTapRows; e += kBlockThreads) {
+    const int channel = e / kTapRows;
+    float v = 0.0f;
+    if (kK % kSlab == 0 || kb + channel < kK) v = Convert::to_float(__ldg(src + e));
+    taps[e % kTapRows * kTapPitch + channel] = v;
+  }
+}
+
+// NHWC: the kVec channels of tap t (r * kS + s) for input channel c, from the thread's
+// column of the shared taps.
+__device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c, float (&tap)[kVec]) {
+  const float* row = thread_taps + (t * kCPerGroup + c) * kTapPitch;
+#pragma unroll
+  for (int j = 0; j < kVec; j += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(row + j);
+    tap[j] = v.x;
+    tap[j + 1] = v.y;
+    tap[j + 2] = v.z;
+    tap[j + 3] = v.w;
+  }
+}
+
 // NHWC: one block's outputs; see the work split at the top of the file.
-__device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const Element* __restrict__ w,
+__device__ __forceinline__ void nhwc_block(float* taps, const Element* __restrict__ x, const Element* __restrict__ w,
                                            const Element* __restrict__ bias, Element* __restrict__ y) {
   int block = static_cast<int>(blockIdx.x);
   const int tile_q = block % kTilesQ;
@@ -221,6 +518,9 @@ __device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const 
   block /= kTilesP;
   const int channel_block = block % kChannelBlocks;
   const int n = block / kChannelBlocks;
+
+  load_taps(taps, w, channel_block * kSlab);
+  __syncthreads();
 
   const int tc = static_cast<int>(threadIdx.x) % kThreadsC;
   const int tq = static_cast<int>(threadIdx.x) / kThreadsC % kThreadsQ;
@@ -232,6 +532,8 @@ __device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const 
   // is whole vectors and the tensor starts on one.
   const bool vector_x = kC % kVec == 0 && (reinterpret_cast<unsigned long long>(x) & 15u) == 0;
   const bool vector_y = kK % kVec == 0 && (reinterpret_cast<unsigned long long>(y) & 15u) == 0;
+  const float* thread_taps = taps + tc * kVec;
+  const int iw0 = ow0 * kStrideW - kPadW;  // the thread's first window column
 
   float b[kVec];
 #pragma unroll
@@ -259,26 +561,41 @@ __device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const 
         if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
         const Element* x_row = x + (static_cast<index_t>(n) * kH + ih) * static_cast<index_t>(kW) * kC;
 #pragma unroll
-        for (int s = 0; s < kS; ++s) {
+        for (int c = 0; c < kCPerGroup; ++c) {
+          if constexpr (kTapsInRegisters) {
+            float tap[kS][kVec];
 #pragma unroll
-          for (int c = 0; c < kCPerGroup; ++c) {
-            float tap[kVec];
+            for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, c, tap[s]);
 #pragma unroll
-            for (int j = 0; j < kVec; ++j) {
-              const int k = k0 + j;
-              tap[j] = 0.0f;
-              if (kK % kVec == 0 || k < kK) {
-                tap[j] = Convert::to_float(__ldg(w + ((static_cast<index_t>(k) * kR + r) * kS + s) * kCPerGroup + c));
-              }
-            }
-#pragma unroll
-            for (int o = 0; o < kOutPerThread; ++o) {
-              const int iw = (ow0 + o) * kStrideW - kPadW + s * kDilationW;
-              if (ow0 + o >= kQ || static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+            for (int u = 0; u < kRowWindow; ++u) {
+              if (!column_used(u)) continue;
+              const int iw = iw0 + u;
+              if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
               float v[kVec];
               load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
 #pragma unroll
-              for (int j = 0; j < kVec; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
+              for (int s = 0; s < kS; ++s) {
+                const int d = u - s * kDilationW;
+                if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+#pragma unroll
+                for (int j = 0; j < kVec; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+              }
+            }
+          } else {
+            // A wide filter row: one tap at a time, each output loading its own column.
+#pragma unroll 1
+            for (int s = 0; s < kS; ++s) {
+              float tap[kVec];
+              load_tap(thread_taps, r * kS + s, c, tap);
+#pragma unroll
+              for (int o = 0; o < kOutPerThread; ++o) {
+                const int iw = iw0 + o * kStrideW + s * kDilationW;
+                if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+                float v[kVec];
+                load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
+#pragma unroll
+                for (int j = 0; j < kVec; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
+              }
             }
           }
         }
@@ -290,18 +607,10 @@ __device__ __forceinline__ void nhwc_block(const Element* __restrict__ x, const 
         if (ow0 + o >= kQ) break;
         float out[kVec];
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-          out[j] = acc[o][j] + b[j];
-          if constexpr (kRelu) out[j] = fmaxf(out[j], 0.0f);
-        }
+        for (int j = 0; j < kVec; ++j) out[j] = epilogue(acc[o][j], b[j]);
         Element* dst = y_row + static_cast<index_t>(ow0 + o) * kK + k0;
         if (vector_y) {
-          if constexpr (kDType == 0) {
-            *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-          } else {
-            *reinterpret_cast<uint4*>(dst) =
-                make_uint4(pack2(out[0], out[1]), pack2(out[2], out[3]), pack2(out[4], out[5]), pack2(out[6], out[7]));
-          }
+          store_vector(dst, out);
         } else {
 #pragma unroll
           for (int j = 0; j < kVec; ++j) {
@@ -322,111 +631,14 @@ extern "C" __global__ void __launch_bounds__(conv2d_depthwise::kBlockThreads, sp
                         conv2d_depthwise::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace conv2d_depthwise;
   if constexpr (kNHWC) {
-    nhwc_block(x, w, bias, y);
+    __shared__ __align__(16) float taps[kTapFloats];
+    nhwc_block(taps, x, w, bias, y);
+  } else if constexpr (kManyPlanes) {
+    __shared__ __align__(16) float tiles[kPlanes * kTileFloats];
+    __shared__ float stage[kStageFloats];
+    nchw_planes_block(tiles, stage, x, w, bias, y);
   } else {
     __shared__ __align__(16) float tile[kTileFloats];
-
-    int block = static_cast<int>(blockIdx.x);
-    const int tile_q = block % kTilesQ;
-    block /= kTilesQ;
-    const int tile_p = block % kTilesP;
-    block /= kTilesP;
-    const int group = block % kGroups;
-    const int n = block / kGroups;
-
-    const int ih0 = tile_p * kTileP * kStrideH - kPadH;
-    const int col0 = tile_q * kTileQ * kStrideW - kPadW - kLead;  // a multiple of kVec
-    const Element* x_group = x + (static_cast<index_t>(n) * kC + group * kCPerGroup) * (static_cast<index_t>(kH) * kW);
-    if (kVectorRows && (reinterpret_cast<unsigned long long>(x) & 15u) == 0) {
-      load_tile_vector(tile, x_group, ih0, col0);
-    } else {
-      load_tile_scalar(tile, x_group, ih0, col0);
-    }
-    __syncthreads();
-
-    const int tq = static_cast<int>(threadIdx.x) % kThreadsQ;
-    const int tp = static_cast<int>(threadIdx.x) / kThreadsQ;
-    const int ow0 = tile_q * kTileQ + tq * kOutPerThread;
-    if (ow0 >= kQ) return;  // no barrier follows
-    // Whole-vector stores: outputs start on a multiple of 4 and rows are whole vectors.
-    constexpr unsigned kStoreAlign = kOutPerThread * sizeof(Element);
-    const bool vector_store = kQ % kOutPerThread == 0 && (reinterpret_cast<unsigned long long>(y) % kStoreAlign) == 0;
-    const float* thread_tile = tile + tq * kThreadStride + (kLead - kWinLead);
-
-    for (int pass = 0; pass < kPasses; ++pass) {
-      const int lp0 = (pass * kThreadsP + tp) * kRowsPerThread;  // first output row, in the tile
-      const int oh0 = tile_p * kTileP + lp0;
-      if (oh0 >= kP) break;
-      for (int kk = 0; kk < kKPerGroup; ++kk) {
-        const int k = group * kKPerGroup + kk;
-        float acc[kRowsPerThread][kOutPerThread];
-#pragma unroll
-        for (int i = 0; i < kRowsPerThread; ++i) {
-#pragma unroll
-          for (int j = 0; j < kOutPerThread; ++j) acc[i][j] = 0.0f;
-        }
-#pragma unroll
-        for (int c = 0; c < kCPerGroup; ++c) {
-          const Element* w_taps = w + (static_cast<index_t>(k) * kCPerGroup + c) * kTaps;
-          float taps[kTaps];
-#pragma unroll
-          for (int t = 0; t < kTaps; ++t) taps[t] = Convert::to_float(__ldg(w_taps + t));
-          const float* plane = thread_tile + c * kPlaneFloats;
-#pragma unroll
-          for (int i = 0; i < kRowsPerThread; ++i) {
-#pragma unroll
-            for (int r = 0; r < kR; ++r) {
-              const float4* row =
-                  reinterpret_cast<const float4*>(plane + ((lp0 + i) * kStrideH + r * kDilationH) * kPitch);
-              float win[4 * kWindow4];
-#pragma unroll
-              for (int v = 0; v < kWindow4; ++v) {
-                const float4 t = row[v];
-                win[4 * v] = t.x;
-                win[4 * v + 1] = t.y;
-                win[4 * v + 2] = t.z;
-                win[4 * v + 3] = t.w;
-              }
-#pragma unroll
-              for (int s = 0; s < kS; ++s) {
-#pragma unroll
-                for (int j = 0; j < kOutPerThread; ++j) {
-                  acc[i][j] = fmaf(win[kWinLead + j * kStrideW + s * kDilationW], taps[r * kS + s], acc[i][j]);
-                }
-              }
-            }
-          }
-        }
-
-        float b = 0.0f;
-        if constexpr (kHasBias) b = Convert::to_float(__ldg(bias + k));
-        Element* y_plane = y + (static_cast<index_t>(n) * kK + k) * (static_cast<index_t>(kP) * kQ);
-#pragma unroll
-        for (int i = 0; i < kRowsPerThread; ++i) {
-          const int oh = oh0 + i;
-          if (oh >= kP) break;
-          float out[kOutPerThread];
-#pragma unroll
-          for (int j = 0; j < kOutPerThread; ++j) {
-            out[j] = acc[i][j];
-            if constexpr (kHasBias) out[j] += b;
-            if constexpr (kRelu) out[j] = fmaxf(out[j], 0.0f);
-          }
-          Element* dst = y_plane + static_cast<index_t>(oh) * kQ + ow0;
-          if (vector_store) {
-            if constexpr (kDType == 0) {
-              *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-            } else {
-              *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(out[0], out[1]), pack2(out[2], out[3]));
-            }
-          } else {
-#pragma unroll
-            for (int j = 0; j < kOutPerThread; ++j) {
-              if (ow0 + j < kQ) dst[j] = Convert::from_float(out[j]);
-            }
-          }
-        }
-      }
-    }
+    nchw_tiled_block(tile, x, w, bias, y);
   }
 }

@@ -52,13 +52,15 @@ class DepthwiseCorrectness : public ::testing::Test {
   testing::TempDir dir_;
 };
 
-void check_depthwise(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool positive = false) {
-  SCOPED_TRACE(fmt::format("{} {}", d.to_string(), to_string(d.math)));
+void check_depthwise(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool positive = false,
+                     std::size_t offset = 0) {
+  SCOPED_TRACE(fmt::format("{} {} offset {}", d.to_string(), to_string(d.math), offset));
   ASSERT_FALSE(depthwise_unsupported_reason(d).has_value()) << *depthwise_unsupported_reason(d);
   const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kDirect});
   ASSERT_TRUE(plan.kernel_name().starts_with("conv2d_depthwise_")) << plan.kernel_name();
-  const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kDirect, positive);
+  const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kDirect, positive, offset);
   EXPECT_EQ(result.unwritten, 0u);
+  EXPECT_EQ(result.outside, 0u);
   EXPECT_LT(result.rel_err, testing::tolerance(d));
 }
 
@@ -138,6 +140,99 @@ TEST_F(DepthwiseCorrectness, WideAndTallImagesCrossEveryTileBoundary) {
     for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
       d.dtype = dtype;
       check_depthwise(rt, d, rng);
+    }
+  }
+}
+
+// Many small planes (NCHW: several (image, group) planes a block, read and written as
+// one run each; NHWC: the same problems by channel slabs): random plane sizes from 1x1,
+// every geometry option, depthwise, multipliers and narrow groups, each dtype, and each
+// tensor at offset 0, one element and 8 bytes, so a block's run of x or y starts at
+// every alignment and the runs' tails are partial vectors.
+Conv2dDesc random_small_plane_desc(std::mt19937_64& rng) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  while (true) {
+    Conv2dDesc d;
+    const int mode = pick(0, 3);  // 0, 1 depthwise, 2 depthwise multiplier, 3 small groups
+    const int c_per_group = mode == 3 ? pick(1, 4) : 1;
+    const int k_per_group = mode == 2 ? pick(2, 4) : mode == 3 ? pick(1, 2) : 1;
+    // Enough planes (n x groups) that the grid still fills the GPU with 2 to 11 a block.
+    d.n = pick(1, 4);
+    d.groups = pick(4300, 24000) / d.n + pick(0, 7);
+    d.c = d.groups * c_per_group;
+    d.k = d.groups * k_per_group;
+    d.h = pick(1, 8);
+    d.w = pick(1, 9);
+    d.r = pick(1, 5);
+    d.s = pick(1, 5);
+    d.stride_h = pick(1, 2);
+    d.stride_w = pick(1, 3);
+    d.pad_h = pick(0, 2);
+    d.pad_w = pick(0, 2);
+    d.dilation_h = pick(1, 2);
+    d.dilation_w = pick(1, 2);
+    d.bias = pick(0, 1) == 1;
+    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
+    try {
+      d.validate();
+      return d;
+    } catch (const Error&) {
+      // the dilated filter overhangs the padded input: draw again
+    }
+  }
+}
+
+TEST_F(DepthwiseCorrectness, ManySmallPlanesMatchFloat64InEveryDtypeLayoutAndOffset) {
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::mt19937_64 rng(20261130);
+  int gathered = 0;
+  for (int i = 0; i < 18; ++i) {
+    Conv2dDesc d = random_small_plane_desc(rng);
+    d.dtype = i % 3 == 0 ? DType::kFloat32 : i % 3 == 1 ? DType::kFloat16 : DType::kBFloat16;
+    d.math = i % 2 == 0 ? MathMode::kStrictFp32 : MathMode::kTF32;
+    for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      d.layout = layout;
+      const Specialization src = specialize_direct(d);
+      if (layout == Layout::kNCHW && src.launch.tile.find("whole planes") != std::string::npos) ++gathered;
+      for (const std::size_t offset : {std::size_t{0}, size_of(d.dtype), std::size_t{8}}) {
+        check_depthwise(rt, d, rng, /*positive=*/false, offset);
+      }
+    }
+  }
+  EXPECT_GE(gathered, 15);  // the draws do reach the several-planes kernel
+}
+
+// The effnet-b0 depthwise layers (batches that keep the NCHW small planes several a
+// block) and odd channel counts around them: whole and partial channel slabs (NHWC), runs
+// that end in a partial vector (NCHW), each dtype and layout, aligned and one element off.
+TEST_F(DepthwiseCorrectness, NetworkDepthwiseLayersAndOddChannelCountsMatchFloat64) {
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::mt19937_64 rng(20261201);
+  auto dw = [](int n, int c, int hw, int rs, int stride) {
+    return Conv2dDesc{.n = n,
+                      .c = c,
+                      .h = hw,
+                      .w = hw,
+                      .k = c,
+                      .r = rs,
+                      .s = rs,
+                      .stride_h = stride,
+                      .stride_w = stride,
+                      .pad_h = rs / 2,
+                      .pad_w = rs / 2,
+                      .groups = c};
+  };
+  const Conv2dDesc shapes[] = {dw(32, 1152, 7, 5, 1), dw(31, 1151, 7, 5, 1), dw(16, 480, 14, 3, 1),
+                               dw(9, 477, 14, 3, 1),  dw(20, 240, 28, 5, 1), dw(2, 144, 56, 5, 2),
+                               dw(2, 96, 112, 3, 2),  dw(2, 32, 112, 3, 1),  dw(9, 1000, 5, 3, 2)};
+  for (Conv2dDesc d : shapes) {
+    for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+      for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        d.dtype = dtype;
+        d.layout = layout;
+        d.bias = dtype != DType::kFloat16;
+        for (const std::size_t offset : {std::size_t{0}, size_of(dtype)}) check_depthwise(rt, d, rng, false, offset);
+      }
     }
   }
 }

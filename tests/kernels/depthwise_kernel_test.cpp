@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <regex>
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
@@ -163,6 +164,181 @@ TEST(DepthwiseKernel, OddShapesCompileForEveryDataType) {
       const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
       const ResourceUsage usage = parse_ptxas_report(out.log, src.source.kernel_name);
       EXPECT_EQ(usage.spill_store_bytes, 0) << src.launch.tile << "\n" << out.log;
+    }
+  }
+}
+
+// A constant of the kernel's prologue, e.g. kPlanes.
+int prologue_constant(const Specialization& src, const std::string& name) {
+  std::smatch m;
+  const std::regex pattern("constexpr int " + name + " = (-?[0-9]+);");
+  if (!std::regex_search(src.source.text, m, pattern)) return -1;
+  return std::stoi(m[1]);
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+Conv2dDesc depthwise_layer(int n, int c, int hw, int rs, int stride, Layout layout = Layout::kNCHW) {
+  return Conv2dDesc{.n = n,
+                    .c = c,
+                    .h = hw,
+                    .w = hw,
+                    .k = c,
+                    .r = rs,
+                    .s = rs,
+                    .stride_h = stride,
+                    .stride_w = stride,
+                    .pad_h = rs / 2,
+                    .pad_w = rs / 2,
+                    .groups = c,
+                    .layout = layout};
+}
+
+// EfficientNet-b0's small-image depthwise layers at batch 32 (7x7, 14x14, 28x28 planes):
+// one plane a block would be a few dozen threads; several planes a block make a block of
+// 128-256 threads whose x and y are one run each, moved 16 bytes at a time (the run
+// length a whole number of 16-byte chunks, so every block's run starts aligned).
+TEST(DepthwiseKernel, SmallNchwPlanesGoSeveralToABlockAndMoveWholeVectors) {
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : {depthwise_layer(32, 1152, 7, 5, 1), depthwise_layer(32, 480, 14, 3, 1),
+                         depthwise_layer(32, 240, 28, 5, 1), depthwise_layer(32, 672, 14, 5, 1)}) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.source.template_name, "conv2d_depthwise.cu");
+      const int planes = prologue_constant(src, "kPlanes");
+      EXPECT_GE(planes, 2) << src.launch.tile;
+      const std::uint64_t all_planes = static_cast<std::uint64_t>(d.n) * d.groups;
+      EXPECT_GE(src.launch.geometry.grid_x * planes, all_planes);
+      EXPECT_LT((src.launch.geometry.grid_x - 1) * planes, all_planes);
+      EXPECT_GE(src.launch.geometry.grid_x, 2u * 132u);
+      EXPECT_GE(src.launch.geometry.block_x, 128u);
+      EXPECT_LE(src.launch.geometry.block_x, 256u);
+      const auto out = d.output_shape();
+      EXPECT_EQ(planes * d.h * d.w * static_cast<std::int64_t>(size_of(dtype)) % 16, 0) << planes;
+      EXPECT_EQ(planes * out.p * out.q * static_cast<std::int64_t>(size_of(dtype)) % 16, 0) << planes;
+
+      const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      const ResourceUsage usage = parse_ptxas_report(compiled.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << src.launch.tile << "\n" << compiled.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << src.launch.tile << "\n" << compiled.log;
+      EXPECT_NE(compiled.ptx.find("ld.global.nc.v4.u32"), std::string::npos);
+      EXPECT_NE(compiled.ptx.find(dtype == DType::kFloat32 ? "st.global.v4.f32" : "st.global.v4.u32"),
+                std::string::npos);
+    }
+  }
+}
+
+// Planes a tile does not cover, or few planes in all, keep one (image, group) a block:
+// the large-image kernel is unchanged.
+TEST(DepthwiseKernel, LargePlanesAndFewPlanesKeepOnePlaneABlock) {
+  std::vector<Conv2dDesc> shapes = kernelbench_depthwise();
+  shapes.push_back(depthwise_layer(32, 32, 112, 3, 1));
+  shapes.push_back(depthwise_layer(32, 96, 112, 3, 2));
+  shapes.push_back(depthwise_layer(1, 1152, 7, 5, 1));  // 1152 planes: a grid of pairs would not fill the GPU
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : shapes) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(prologue_constant(src, "kPlanes"), 1) << src.launch.tile;
+    }
+  }
+}
+
+// NHWC: each input column a thread's row of outputs shares is loaded once a filter row
+// (16 bytes of channels, stride 1 and 5 taps: 8 columns for 4 outputs, not 20), the taps
+// come from shared memory as float4s, and the kernel stays within two blocks' registers.
+TEST(DepthwiseKernel, NhwcLoadsEachInputColumnOnceAFilterRowAndTakesTapsFromSharedMemory) {
+  struct Row {
+    Conv2dDesc desc;
+    int columns;  // input columns four outputs of a row read through some tap
+  };
+  Conv2dDesc dilated = depthwise_layer(2, 64, 20, 3, 1, Layout::kNHWC);
+  dilated.dilation_w = 2;
+  dilated.pad_w = 2;
+  Conv2dDesc strided = depthwise_layer(2, 64, 20, 1, 3, Layout::kNHWC);
+  const Row rows[] = {
+      {depthwise_layer(32, 240, 28, 5, 1, Layout::kNHWC), 8},   // 3 + 5
+      {depthwise_layer(32, 144, 56, 5, 2, Layout::kNHWC), 11},  // 3 x 2 + 5
+      {depthwise_layer(32, 96, 112, 3, 2, Layout::kNHWC), 9},   // 3 x 2 + 3
+      {dilated, 8},                                             // 3 + 2 x 2 + 1
+      {strided, 4},                                             // 1x1 stride 3: every third column
+  };
+  for (const DType dtype : kDTypes) {
+    for (const Row& row : rows) {
+      Conv2dDesc d = row.desc;
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      EXPECT_EQ(src.source.template_name, "conv2d_depthwise.cu");
+      EXPECT_LE(prologue_constant(src, "kThreadsC"), 8);
+      EXPECT_LE(src.launch.geometry.block_x, 256u);
+      const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      EXPECT_EQ(count_of(compiled.ptx, "ld.global.nc.v4.u32"), static_cast<std::size_t>(d.r * row.columns))
+          << src.launch.tile;
+      const int vec = dtype == DType::kFloat32 ? 4 : 8;
+      EXPECT_EQ(count_of(compiled.ptx, "ld.shared.v4.f32"), static_cast<std::size_t>(d.r * d.s * vec / 4));
+      const ResourceUsage usage = parse_ptxas_report(compiled.log, src.source.kernel_name);
+      EXPECT_LE(usage.registers, 128) << src.launch.tile;
+      EXPECT_EQ(usage.spill_store_bytes, 0) << compiled.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << compiled.log;
+    }
+  }
+}
+
+// NHWC: the channel slab shrinks so that its taps fit the shared-memory budget (7x7
+// taps, four input channels a group), the grid covers every channel vector, and no
+// filter spills (a 31-wide row included).
+TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
+  const Conv2dDesc shapes[] = {
+      Conv2dDesc{.n = 2,
+                 .c = 64,
+                 .h = 9,
+                 .w = 9,
+                 .k = 128,
+                 .r = 7,
+                 .s = 7,
+                 .pad_h = 3,
+                 .pad_w = 3,
+                 .groups = 16,
+                 .layout = Layout::kNHWC},
+      depthwise_layer(3, 1151, 7, 5, 1, Layout::kNHWC),
+      depthwise_layer(1, 13, 30, 3, 1, Layout::kNHWC),
+      // A filter row too wide to keep in registers: taps one at a time.
+      Conv2dDesc{.n = 2,
+                 .c = 64,
+                 .h = 9,
+                 .w = 80,
+                 .k = 64,
+                 .r = 1,
+                 .s = 31,
+                 .pad_w = 15,
+                 .groups = 64,
+                 .layout = Layout::kNHWC},
+  };
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : shapes) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      const int vec = dtype == DType::kFloat32 ? 4 : 8;
+      const int threads_c = prologue_constant(src, "kThreadsC");
+      ASSERT_GE(threads_c, 1);
+      EXPECT_LE((threads_c * vec + 4) * d.r * d.s * (d.c / d.groups) * 4, 16 * 1024) << src.launch.tile;
+      const int vectors = (d.k + vec - 1) / vec;
+      const auto out = d.output_shape();
+      const int tiles_q = prologue_constant(src, "kTilesQ");
+      const int threads_p = prologue_constant(src, "kThreadsP");
+      const std::uint64_t blocks = static_cast<std::uint64_t>(d.n) * ((vectors + threads_c - 1) / threads_c) * tiles_q *
+                                   ((out.p + threads_p - 1) / threads_p);
+      EXPECT_EQ(src.launch.geometry.grid_x, blocks);
+      const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      EXPECT_EQ(parse_ptxas_report(compiled.log, src.source.kernel_name).spill_store_bytes, 0) << compiled.log;
     }
   }
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <numeric>
 #include <optional>
 #include <string>
 #include <variant>
@@ -61,30 +62,88 @@ std::int64_t shared_bytes(const Conv2dDesc& d, int threads_q, int tile_p) {
 
 struct DepthwiseTile {
   int threads_c = 1, threads_q = 0, threads_p = 0, rows_per_thread = 0, passes = 0, tiles_q = 0, tiles_p = 0;
+  int planes = 1;
   int min_blocks = 1;
   std::int64_t blocks = 0, shared = 0;
 };
 
-// NHWC: no shared tile. Up to a warp of channel vectors a block (contiguous 16-byte
-// accesses across the warp), the rest of the block along the row, then down the rows.
-constexpr int kMaxThreadsC = 32;
+// NHWC: no input tile. A block is a slab of channel vectors (fastest) x a run of output
+// columns x rows. Eight 16-byte vectors (128 bytes of a pixel) a slab keep a warp's
+// accesses whole cache lines while the slab's taps stay small in shared memory and the
+// rest of the block goes down the rows, whose inputs the block's threads share in L1.
+constexpr int kMaxThreadsC = 8;
+// The slab's taps (kTapPitch floats a tap and input channel of the group) in shared memory.
+constexpr std::int64_t kTapBudget = 16 * 1024;
+// Blocks to fill a 132-SM GPU a few times over before a block gets more rows.
+constexpr std::int64_t kNhwcFillBlocks = 4 * 132;
+
+std::int64_t tap_bytes(const Conv2dDesc& d, int threads_c) {
+  return std::int64_t{threads_c * vec_of(d) + 4} * d.r * d.s * (d.c / d.groups) * 4;
+}
 
 std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   const auto out = d.output_shape();
   const std::int64_t vectors = ceil_div(d.k, vec_of(d));
+  int max_c = kMaxThreadsC;
+  while (max_c > 1 && tap_bytes(d, max_c) > kTapBudget) --max_c;
+  // As many slabs as max_c needs, with the vectors spread evenly over them.
   DepthwiseTile t{.rows_per_thread = 1, .passes = 1, .tiles_q = 1, .tiles_p = 1};
-  t.threads_c = static_cast<int>(std::min<std::int64_t>(vectors, kMaxThreadsC));
+  t.threads_c = ceil_div(vectors, ceil_div(vectors, max_c));
+  const std::int64_t slabs = ceil_div(vectors, t.threads_c);  // the template's kChannelBlocks
   t.threads_q = std::min(ceil_div(out.q, kOutPerThread), kMaxThreads / t.threads_c);
   t.threads_p = static_cast<int>(std::max<std::int64_t>(
       1, std::min<std::int64_t>(out.p, kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
   t.tiles_q = ceil_div(out.q, std::int64_t{t.threads_q} * kOutPerThread);
+  auto blocks_for = [&](int threads_p) { return std::int64_t{d.n} * slabs * t.tiles_q * ceil_div(out.p, threads_p); };
+  while (t.threads_p > 1 && blocks_for(t.threads_p) < kNhwcFillBlocks) t.threads_p = ceil_div(t.threads_p, 2);
   t.tiles_p = ceil_div(out.p, t.threads_p);
-  t.blocks = std::int64_t{d.n} * ceil_div(vectors, t.threads_c) * t.tiles_p * t.tiles_q;
+  t.blocks = blocks_for(t.threads_p);
+  t.shared = tap_bytes(d, t.threads_c);
   if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
-  // kOutPerThread x 16 bytes of accumulators as floats (32 for 16-bit data): two blocks
-  // an SM by registers keeps them out of local memory.
+  // kOutPerThread x 16 bytes of accumulators and the taps of a filter row as floats: two
+  // blocks an SM by registers keeps them out of local memory.
   t.min_blocks = 2;
   return t;
+}
+
+// NCHW planes whose tile is the whole plane: several a block, up to a full block of
+// threads, while the grid keeps kFillBlocks blocks.
+void gather_planes(const Conv2dDesc& d, DepthwiseTile& t) {
+  const auto out = d.output_shape();
+  const std::int64_t all_planes = std::int64_t{d.n} * d.groups;
+  // Whole planes: the rows split that pads the plane least (fewer threads on a tie).
+  int best_rows = 0;
+  std::int64_t best_cover = 0;
+  for (int rows = kMaxRowsPerThread; rows >= 1; rows /= 2) {
+    const std::int64_t threads_p = ceil_div(out.p, rows);
+    if (threads_p * t.threads_q > kMaxThreads) continue;
+    if (best_rows == 0 || threads_p * rows < best_cover) {
+      best_rows = rows;
+      best_cover = threads_p * rows;
+    }
+  }
+  if (best_rows == 0) return;
+  const int threads_p = ceil_div(out.p, best_rows);
+  const std::int64_t tile_bytes = shared_bytes(d, t.threads_q, threads_p * best_rows);
+  const std::int64_t stage_bytes = std::int64_t{d.k / d.groups} * out.p * out.q * 4;
+  std::int64_t planes = std::min({std::int64_t{kMaxThreads / (t.threads_q * threads_p)},
+                                  kSharedBudget / (tile_bytes + stage_bytes), all_planes / kFillBlocks});
+  // A multiple of the planes that make whole 16-byte chunks of x and of y, where that
+  // leaves several: then every block's runs start aligned when the tensors do.
+  const auto element = static_cast<std::int64_t>(size_of(d.dtype));
+  const std::int64_t in_bytes = std::int64_t{d.c / d.groups} * d.h * d.w * element;
+  const std::int64_t out_bytes = std::int64_t{d.k / d.groups} * out.p * out.q * element;
+  const std::int64_t align =
+      std::lcm(16 / std::gcd(std::int64_t{16}, in_bytes), 16 / std::gcd(std::int64_t{16}, out_bytes));
+  if (planes >= 2 * align) planes = planes / align * align;
+  if (planes < 2) return;
+  t.planes = static_cast<int>(planes);
+  t.rows_per_thread = best_rows;
+  t.threads_p = threads_p;
+  t.passes = 1;
+  t.tiles_p = 1;
+  t.blocks = ceil_div(all_planes, planes);
+  t.shared = planes * (tile_bytes + stage_bytes);
 }
 
 std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
@@ -129,6 +188,7 @@ std::variant<DepthwiseTile, std::string> choose_tile(const Conv2dDesc& d) {
       t.tiles_p = ceil_div(p, std::int64_t{threads_p} * th * t.passes);
       t.blocks = blocks_for(t.passes);
       t.shared = shared_bytes(d, threads_q, threads_p * th * t.passes);
+      if (t.tiles_q == 1 && t.tiles_p == 1) gather_planes(d, t);
       if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
       // Up to four blocks an SM by registers (64 a thread); the filter of a big kernel needs more.
       t.min_blocks = d.r * d.s <= 27 ? 4 : 2;
@@ -157,14 +217,21 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
   }
   const DepthwiseTile& t = std::get<DepthwiseTile>(chosen);
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
-  const int threads = t.threads_c * t.threads_q * t.threads_p;
+  const int threads = t.threads_c * t.planes * t.threads_q * t.threads_p;
 
   Specialization src;
   src.launch.algorithm = "direct";
   if (d.layout == Layout::kNHWC) {
     src.launch.tile = fmt::format(
-        "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns each)",
-        t.threads_p, t.threads_q * kOutPerThread, t.threads_c * vec_of(d), threads, vec_of(d), kOutPerThread);
+        "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns each), {} B "
+        "shared taps",
+        t.threads_p, t.threads_q * kOutPerThread, t.threads_c * vec_of(d), threads, vec_of(d), kOutPerThread, t.shared);
+  } else if (t.planes > 1) {
+    src.launch.tile = fmt::format(
+        "depthwise: {} whole planes of {}x{} outputs per block ({} threads, {} rows x {} columns each), {} B shared "
+        "input tiles and outputs",
+        t.planes, t.threads_p * t.rows_per_thread, t.threads_q * kOutPerThread, threads, t.rows_per_thread,
+        kOutPerThread, t.shared);
   } else {
     src.launch.tile = fmt::format(
         "depthwise: {}x{} outputs per block ({} threads, {} rows x {} columns each, {} passes), {} B shared input "
@@ -183,6 +250,7 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kTilesQ", t.tiles_q)
                         .constant("kMinBlocks", t.min_blocks)
                         .constant("kThreadsC", t.threads_c)
+                        .constant("kPlanes", t.planes)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
   // Blocks are numbered image slowest, the same count for every image.
