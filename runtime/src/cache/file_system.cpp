@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -27,6 +28,26 @@ class PosixFileSystem final : public FileSystem {
   }
   int read_all(int fd, std::string& out, std::size_t limit) override {
     out.clear();
+    // A warm start reads a whole cache entry: one read into a buffer of the file's size
+    // saves the copies and regrowth of reading it in pieces; the loop below still reads
+    // whatever follows (a file that grew) up to the limit.
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<std::size_t>(st.st_size) <= limit) {
+      out.resize(static_cast<std::size_t>(st.st_size));
+      std::size_t filled = 0;
+      while (filled < out.size()) {
+        const ssize_t n = ::read(fd, out.data() + filled, out.size() - filled);
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          out.clear();
+          return errno;
+        }
+        if (n == 0) break;
+        filled += static_cast<std::size_t>(n);
+      }
+      out.resize(filled);
+      if (filled < static_cast<std::size_t>(st.st_size)) return 0;  // shrank while read: what is there
+    }
     char buffer[1 << 16];
     for (;;) {
       const ssize_t n = ::read(fd, buffer, sizeof buffer);
