@@ -56,6 +56,15 @@
 // accumulator pair holds two neighbouring channels of one pixel, one store in NHWC.
 // TF32 rounding happens in registers on the fragments.
 //
+// Transposed (kTransposed, PyTorch's nn.ConvTranspose2d / 1d), stride 1, NCHW: the
+// forward convolution of x with the filter flipped in every spatial dimension and its
+// two channel dimensions swapped, W'[k][c][r][s] = w[c][k][R-1-r][S-1-s] within a group,
+// padded by dilation * (kernel - 1) - pad (kPadHF / kPadWF: negative when the padding
+// crops more than the filter reaches; the bounds tests then see every tap). W' is never
+// stored: the weight loads read w through that map (element by element, as the flipped
+// taps run backwards), and output_padding is only more output rows and columns (kP, kQ
+// come from the transposed extents), which the bounds tests fill with what reaches them.
+//
 // Needs sm_80 or newer (cp.async, m16n8k16 bf16/f16 mma). Wide copies and stores only
 // where kAlignX, kAlignW and kAlignY (what convjit knows of the pointers at this launch)
 // allow.
@@ -78,6 +87,8 @@ constexpr int kAlignW = 16, kAlignY = 16;
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 constexpr int kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4;
 constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
+constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
+constexpr bool kTransposed = false;
 }  // namespace spec
 #endif
 
@@ -98,6 +109,12 @@ using index_t = typename device::IndexType<kWideIndex>::type;
 
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
+static_assert(kD == 1 && kT == 1 && kZ == 1, "the implicit-GEMM kernel is 1-D / 2-D");
+static_assert(!kTransposed || (kStrideH == 1 && kStrideW == 1 && kLayout == 0),
+              "a transposed problem runs here with stride 1, NCHW");
+// The forward convolution's padding (transposed: of the flipped filter's).
+constexpr int kPadHF = kTransposed ? kDilationH * (kR - 1) - kPadH : kPadH;
+constexpr int kPadWF = kTransposed ? kDilationW * (kS - 1) - kPadW : kPadW;
 constexpr int kTaps = kR * kS;
 constexpr int kGemmK = kCPerGroup * kTaps;
 constexpr long long kPixelsPerImage = static_cast<long long>(kP) * kQ;
@@ -109,8 +126,9 @@ constexpr int kMmaN = kWarpTileN / 8;
 constexpr int kMmaK = k16Bit ? 16 : 8;
 constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Element));  // one 16-byte copy or ldmatrix row
 constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
-// Every W row is whole 16-byte chunks and w is 16-byte aligned.
-constexpr bool kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16;
+// Every W row is whole 16-byte chunks and w is 16-byte aligned (never transposed: W' rows
+// are not w's).
+constexpr bool kWeightChunks = !kTransposed && kGemmK % kChunkElems == 0 && kAlignW >= 16;
 constexpr int kBRowsPerPass = kThreads / kBN;
 constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
 constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
@@ -143,7 +161,7 @@ constexpr int kAChunksPerRow = kBK / kChunkElems;
 constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
 constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
 constexpr int kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads;
-constexpr bool kPadded = kPadH > 0 || kPadW > 0;
+constexpr bool kPadded = kTransposed || kPadH > 0 || kPadW > 0;
 // Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
 constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
 static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
@@ -288,6 +306,12 @@ __device__ __forceinline__ void add_partial(float (&acc)[M][N][4], const Partial
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][j][e] += part[i][j][e];
   }
+}
+
+// Transposed: the offset in the group's w[c][k][taps] of W'[m][kk], kk = (c, tap), the
+// tap flipped in every dimension.
+__device__ __forceinline__ index_t transposed_w_offset(int m, int kk) {
+  return (static_cast<index_t>(kk / kTaps) * kKPerGroup + m) * kTaps + (kTaps - 1 - kk % kTaps);
 }
 
 // One run of kBytes / sizeof(Element) elements global -> shared; invalid runs are zeros.
@@ -516,8 +540,8 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
   const bool pixel_valid = pixel < gemm_n;
   const int img = pixel_valid ? static_cast<int>(pixel / kPixelsPerImage) : 0;
   const int pq = pixel_valid ? static_cast<int>(pixel % kPixelsPerImage) : 0;
-  const int ih0 = (pq / kQ) * kStrideH - kPadH;
-  const int iw0 = (pq % kQ) * kStrideW - kPadW;
+  const int ih0 = (pq / kQ) * kStrideH - kPadHF;
+  const int iw0 = (pq % kQ) * kStrideW - kPadWF;
 
   float acc[kMmaM][kMmaN][4];
 
@@ -544,7 +568,12 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           const int m = i / kBK;
           const int kk = i % kBK;
           const bool valid = m0 + m < kKPerGroup && k0 + kk < kGemmK;
-          const Element* src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk : w;
+          const Element* src;
+          if constexpr (kTransposed) {
+            src = valid ? w_group + transposed_w_offset(m0 + m, k0 + kk) : w;
+          } else {
+            src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk : w;
+          }
           cp_async4(a_dst + m * kAStride + kk, src, valid);
         }
       }
@@ -727,7 +756,11 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
         const int m = i / kBK;
         const int kk = i % kBK;
         const bool valid = (kBM * kBK % kThreads == 0 || i < kBM * kBK) && m0 + m < kKPerGroup && k0 + kk < kGemmK;
-        w_regs[j] = valid ? __ldg(w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk) : Element{0};
+        if constexpr (kTransposed) {
+          w_regs[j] = valid ? __ldg(w_group + transposed_w_offset(m0 + m, k0 + kk)) : Element{0};
+        } else {
+          w_regs[j] = valid ? __ldg(w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk) : Element{0};
+        }
       }
     };
     auto store_w = [&](int stage) {

@@ -211,6 +211,65 @@ TEST_F(ConvNdCorrectness, KernelBenchOneThreeDimensionalAndTransposedProblemsSca
   run_cases(cases, 15051);
 }
 
+// Stride-1 transposed NCHW problems on the mma.sync implicit GEMM (flipped, swapped
+// filter read in place): tiles of every channel size the tile choice has (up to 128
+// output channels, more than one block of pixels), padding from none to past the
+// filter's reach (a negative forward padding), dilation, output_padding, groups, 1-D
+// and 2-D, every dtype and math mode.
+TEST_F(ConvNdCorrectness, StrideOneTransposedOnTheImplicitGemmMatchesFloat64) {
+  std::vector<Case> cases;
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 40, .h = 13, .w = 17, .k = 136, .r = 3, .s = 3, .bias = true, .transposed = true},
+      {.n = 1,
+       .c = 24,
+       .h = 9,
+       .w = 21,
+       .k = 72,
+       .r = 3,
+       .s = 5,
+       .pad_h = 1,
+       .pad_w = 4,
+       .dilation_w = 2,
+       .groups = 2,
+       .bias = true,
+       .activation = Activation::kRelu,
+       .transposed = true,
+       .output_padding_w = 1},
+      {.n = 3, .c = 16, .h = 6, .w = 7, .k = 20, .r = 2, .s = 3, .pad_h = 2, .pad_w = 3, .transposed = true},
+      {.n = 2,
+       .c = 33,
+       .w = 301,
+       .k = 48,
+       .s = 5,
+       .pad_w = 2,
+       .dilation_w = 3,
+       .spatial_dims = 1,
+       .transposed = true,
+       .output_padding_w = 2},
+      {.n = 2,
+       .c = 12,
+       .h = 11,
+       .w = 10,
+       .k = 8,
+       .r = 4,
+       .s = 4,
+       .pad_h = 1,
+       .pad_w = 2,
+       .dilation_h = 2,
+       .transposed = true,
+       .output_padding_h = 1},
+  };
+  for (Conv2dDesc d : shapes) {
+    for (const Mode& m : kModes) {
+      d.dtype = m.dtype;
+      d.math = m.math;
+      ASSERT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "")) << d.to_string();
+      cases.push_back({d, Algorithm::kImplicitGemm, "transposed implicit GEMM"});
+    }
+  }
+  run_cases(cases, 15071);
+}
+
 // im2col + cuBLAS on 3-D and transposed problems under workspace limits that cut the
 // columns into chunks of output rows spanning several depths (and one whole image a
 // chunk), in both layouts, with the transposed weights repacked into the same workspace:

@@ -137,17 +137,23 @@ TEST(ConvNdIm2colKernel, TransposedWeightsArePackedAfterTheColumnsWithinTheLimit
 }
 
 TEST(ConvNdIm2colKernel, AutoSendsDenseDepthAndTransposedProblemsToIm2colAndSparseOnesToDirect) {
-  Conv2dDesc dense{.n = 4, .c = 32, .h = 16, .w = 16, .k = 64, .r = 3, .s = 3, .transposed = true};
-  for (const char* arch : {"", "sm_80", "sm_90"}) {
+  // Strided, or channels last: the implicit GEMM takes stride-1 NCHW transposed ones only.
+  Conv2dDesc dense{
+      .n = 4, .c = 32, .h = 16, .w = 16, .k = 64, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .transposed = true};
+  for (const char* arch : {"", "sm_75", "sm_80", "sm_90"}) {
     EXPECT_EQ(resolve_algorithm(dense, Algorithm::kAuto, arch), Algorithm::kIm2colGemm) << arch;
   }
+  Conv2dDesc dense_nhwc = dense;
+  dense_nhwc.stride_h = dense_nhwc.stride_w = 1;
+  dense_nhwc.layout = Layout::kNHWC;
+  EXPECT_EQ(resolve_algorithm(dense_nhwc, Algorithm::kAuto, "sm_90"), Algorithm::kIm2colGemm);
   Conv2dDesc thin = dense;
   thin.k = 4;  // too few output channels for a GEMM tile
   EXPECT_EQ(select_algorithm(thin, "sm_90"), Algorithm::kDirect);
   Conv2dDesc shallow = dense;
   shallow.c = 2;
   shallow.r = shallow.s = 2;
-  shallow.stride_h = shallow.stride_w = 2;  // 2 x 4 taps, a quarter of them useful
+  // 2 x 4 taps, a quarter of them useful
   EXPECT_EQ(select_algorithm(shallow, "sm_90"), Algorithm::kDirect);
   // Strided 3-D transposed: one tap in eight is useful; worth it on tensor cores only.
   Conv2dDesc strided = transposed3d();
@@ -168,18 +174,23 @@ TEST(ConvNdIm2colKernel, AutoSendsDenseDepthAndTransposedProblemsToIm2colAndSpar
 
 // The KernelBench problems that are not 2-D forward: in TF32 every one but the sparsest
 // (stride 5 in both dimensions, under a tap of 3 x 3 useful per output and channel)
-// leaves the direct kernel.
+// leaves the direct kernel; the stride-1 transposed 1-D and 2-D ones (NCHW) run on the
+// implicit GEMM, the rest on im2col.
 TEST(ConvNdIm2colKernel, AutoRunsTheDenseKernelBenchDepthAndTransposedProblemsOnIm2col) {
   int im2col = 0;
+  int igemm = 0;
   int total = 0;
   for (const auto& [name, d] : testing::kernelbench_problems()) {
-    if (d.spatial_dims == 2 && !d.transposed) continue;
-    if (!beyond_2d_forward_reason(d)) continue;  // 1-D forward runs on every 2-D algorithm
+    if (!beyond_2d_forward_reason(d)) continue;  // 2-D and 1-D forward: every 2-D algorithm
     ++total;
-    if (resolve_algorithm(d, Algorithm::kAuto, "sm_90") == Algorithm::kIm2colGemm) ++im2col;
+    const Algorithm a = resolve_algorithm(d, Algorithm::kAuto, "sm_90");
+    im2col += a == Algorithm::kIm2colGemm ? 1 : 0;
+    igemm += a == Algorithm::kImplicitGemm ? 1 : 0;
+    if (a == Algorithm::kImplicitGemm) EXPECT_TRUE(d.transposed && d.stride_h == 1 && d.stride_w == 1) << name;
   }
   EXPECT_EQ(total, 21);
-  EXPECT_EQ(im2col, 20);
+  EXPECT_EQ(igemm, 7);
+  EXPECT_EQ(im2col + igemm, 20);
 }
 
 }  // namespace

@@ -34,6 +34,20 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
   return std::nullopt;
 }
 
+std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {
+  if (d.d != 1 || d.t != 1 || d.pad_d != 0) {
+    return fmt::format("the implicit-GEMM kernels are 1-D / 2-D so far ({})", d.to_string());
+  }
+  // A stride-1 transposed convolution is a forward one of the flipped filter (the mma.sync
+  // kernel's kTransposed): no zero products, no column matrix.
+  if (d.transposed && (d.stride_h != 1 || d.stride_w != 1 || d.layout != Layout::kNCHW)) {
+    return fmt::format(
+        "a transposed convolution runs on the implicit-GEMM kernel with stride 1 in NCHW only so far ({})",
+        d.to_string());
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
   switch (algorithm) {
     case Algorithm::kAuto:
@@ -44,7 +58,7 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
       // Its gather takes a depth dimension and the transposed index map too.
       return std::nullopt;
     case Algorithm::kImplicitGemm:
-      if (auto why = beyond_2d_forward_reason(d)) return why;
+      if (auto why = implicit_gemm_beyond_2d_reason(d)) return why;
       // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
       // wgmma kernel takes what wgmma_unsupported_reason lets it, mma.sync the rest.
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
@@ -63,8 +77,9 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
   return arch.rfind("sm_90", 0) == 0 ? 132 : 108;
 }
 
-Algorithm select_beyond_2d(const Conv2dDesc& d) {
-  // 3-D and transposed problems: im2col + cuBLAS or the direct kernel. A transposed
+Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
+  // 3-D and transposed problems: the implicit GEMM where it takes them (stride-1
+  // transposed, NCHW), else im2col + cuBLAS or the direct kernel. A transposed
   // problem's columns hold every tap for every output, of which only one in
   // stride_d * stride_h * stride_w reaches it on average: the GEMM multiplies that many
   // zeros, which the direct kernel skips. Tensor cores (TF32, 16-bit) run the GEMM fast
@@ -78,6 +93,11 @@ Algorithm select_beyond_2d(const Conv2dDesc& d) {
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
+  // Stride-1 transposed NCHW: the implicit GEMM reads x in place, where im2col writes and
+  // reads a column matrix taps times the size of x.
+  if (k_per_group >= 16 && useful_reduction >= 32 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
+    return Algorithm::kImplicitGemm;
+  }
   if (strict && waste > 4) return Algorithm::kDirect;
   return Algorithm::kIm2colGemm;
 }
@@ -135,7 +155,7 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
-  if (beyond_2d_forward_reason(d)) return select_beyond_2d(d);
+  if (beyond_2d_forward_reason(d)) return select_beyond_2d(d, arch);
   const long long reduction = static_cast<long long>(c_per_group) * d.r * d.s;
   // Tensor cores pay once a GEMM tile has real rows and a real reduction to chew on;
   // depthwise and tiny-channel problems are memory-bound and stay on the direct kernel.

@@ -154,7 +154,8 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   const bool whole_chunks = gemm_k % (16 / element) == 0;
   const bool pair_y = sixteen_bit && out.p * out.q % 2 == 0;
   unsigned x_vec = e;
-  unsigned w_vec = whole_chunks && align.w >= 16 ? 16u : e;
+  // Transposed: W' is w read through the flip and swap, element by element.
+  unsigned w_vec = whole_chunks && align.w >= 16 && !d.transposed ? 16u : e;
   if (nhwc) {
     x_vec = copy_width(d.c / d.groups, align.x, e);
     w_vec = copy_width(gemm_k, align.w, e);

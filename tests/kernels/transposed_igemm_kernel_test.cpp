@@ -1,0 +1,189 @@
+// Issue 15: stride-1 transposed convolutions on the mma.sync implicit-GEMM kernel, on the
+// CPU. The identity the kernel rests on (a transposed convolution is the forward one of
+// the flipped, channel-swapped filter with padding dilation * (kernel - 1) - pad, and
+// output_padding is more outputs at the end) holds in float64 against the reference; the
+// sources compile for sm_80 and sm_90 in every dtype and math mode without spilling; and
+// the routing sends only what the kernel takes to it.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
+#include "specialize/algorithm.hpp"
+#include "specialize/specialized_source.hpp"
+#include "support/reference.hpp"
+
+namespace convjit {
+namespace {
+
+int pick(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+// A stride-1 transposed 1-D or 2-D problem whose flipped-filter padding is not negative.
+Conv2dDesc random_transposed(std::mt19937_64& rng) {
+  while (true) {
+    const bool one_d = pick(rng, 0, 2) == 0;
+    Conv2dDesc d{.n = pick(rng, 1, 2), .spatial_dims = one_d ? 1 : 2, .transposed = true};
+    d.groups = pick(rng, 1, 3);
+    d.c = d.groups * pick(rng, 1, 4);
+    d.k = d.groups * pick(rng, 1, 4);
+    d.bias = pick(rng, 0, 1) == 1;
+    d.w = pick(rng, 1, 9);
+    d.s = pick(rng, 1, 4);
+    d.dilation_w = pick(rng, 1, 3);
+    d.pad_w = pick(rng, 0, d.dilation_w * (d.s - 1));
+    d.output_padding_w = pick(rng, 0, d.dilation_w - 1);
+    if (!one_d) {
+      d.h = pick(rng, 1, 7);
+      d.r = pick(rng, 1, 4);
+      d.dilation_h = pick(rng, 1, 3);
+      d.pad_h = pick(rng, 0, d.dilation_h * (d.r - 1));
+      d.output_padding_h = pick(rng, 0, d.dilation_h - 1);
+    }
+    try {
+      d.validate();
+      return d;
+    } catch (const Error&) {
+    }
+  }
+}
+
+TEST(TransposedImplicitGemm, FlippedSwappedFilterForwardEqualsTheTransposedReferenceInFloat64) {
+  std::mt19937_64 rng(1510);
+  for (int trial = 0; trial < 60; ++trial) {
+    const Conv2dDesc t = random_transposed(rng);
+    SCOPED_TRACE(t.to_string());
+    const auto out = t.output_shape();
+    const int cpg = t.c / t.groups;
+    const int kpg = t.k / t.groups;
+    // The forward problem the kernel computes: x with output_padding zero rows and columns
+    // appended (what lies past the image reads as zero), the flipped filter's padding.
+    Conv2dDesc f = t;
+    f.transposed = false;
+    f.output_padding_h = f.output_padding_w = 0;
+    f.h = t.h + t.output_padding_h;
+    f.w = t.w + t.output_padding_w;
+    f.pad_h = t.dilation_h * (t.r - 1) - t.pad_h;
+    f.pad_w = t.dilation_w * (t.s - 1) - t.pad_w;
+    ASSERT_NO_THROW(f.validate());
+    ASSERT_EQ(f.output_shape().p, out.p);
+    ASSERT_EQ(f.output_shape().q, out.q);
+    const auto x = testing::random_nonzero(static_cast<std::size_t>(t.x_elements()), rng);
+    const auto w = testing::random_nonzero(static_cast<std::size_t>(t.w_elements()), rng);
+    const auto bias = testing::random_nonzero(static_cast<std::size_t>(t.k), rng);
+    std::vector<float> fx(static_cast<std::size_t>(f.x_elements()), 0.0f);
+    for (int n = 0; n < t.n; ++n)
+      for (int c = 0; c < t.c; ++c)
+        for (int h = 0; h < t.h; ++h)
+          for (int ww = 0; ww < t.w; ++ww) {
+            fx[((static_cast<std::size_t>(n) * f.c + c) * f.h + h) * f.w + ww] =
+                x[((static_cast<std::size_t>(n) * t.c + c) * t.h + h) * t.w + ww];
+          }
+    // W'[g * kpg + k][c][r][s] = w[g * cpg + c][k][R-1-r][S-1-s].
+    std::vector<float> fw(w.size());
+    for (int g = 0; g < t.groups; ++g)
+      for (int k = 0; k < kpg; ++k)
+        for (int c = 0; c < cpg; ++c)
+          for (int r = 0; r < t.r; ++r)
+            for (int s = 0; s < t.s; ++s) {
+              fw[((static_cast<std::size_t>(g * kpg + k) * cpg + c) * t.r + r) * t.s + s] =
+                  w[((static_cast<std::size_t>(g * cpg + c) * kpg + k) * t.r + (t.r - 1 - r)) * t.s + (t.s - 1 - s)];
+            }
+    for (int n = 0; n < t.n; ++n)
+      for (int k = 0; k < t.k; ++k)
+        for (std::int64_t p = 0; p < out.p; ++p)
+          for (std::int64_t q = 0; q < out.q; ++q) {
+            const double want = testing::reference_at(t, x, w, bias, n, k, p, q);
+            const double got = testing::reference_at(f, fx, fw, bias, n, k, p, q);
+            ASSERT_NEAR(got, want, 1e-12 * (1.0 + std::abs(want))) << n << " " << k << " " << p << " " << q;
+          }
+  }
+}
+
+Conv2dDesc dense_transposed() {
+  return {.n = 2,
+          .c = 48,
+          .h = 13,
+          .w = 11,
+          .k = 80,
+          .r = 3,
+          .s = 5,
+          .pad_h = 1,
+          .pad_w = 3,
+          .dilation_w = 2,
+          .groups = 1,
+          .bias = true,
+          .transposed = true,
+          .output_padding_w = 1};
+}
+
+TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWithoutSpills) {
+  struct Mode {
+    DType dtype;
+    MathMode math;
+  };
+  for (const Mode m : {Mode{DType::kFloat32, MathMode::kTF32}, Mode{DType::kFloat32, MathMode::kStrictFp32},
+                       Mode{DType::kFloat16, MathMode::kTF32}, Mode{DType::kBFloat16, MathMode::kTF32}}) {
+    for (const int groups : {1, 2}) {
+      Conv2dDesc d = dense_transposed();
+      d.dtype = m.dtype;
+      d.math = m.math;
+      d.groups = groups;
+      for (const char* arch : {"sm_80", "sm_90"}) {
+        const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch, kFullAlignment);
+        SCOPED_TRACE(fmt::format("{} {} {}", arch, src.source.kernel_name, src.launch.tile));
+        ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
+        EXPECT_NE(src.source.kernel_name.find("_tr0x0x1"), std::string::npos);
+        EXPECT_NE(src.source.text.find("constexpr bool kTransposed = true;"), std::string::npos);
+        // W' is read element by element: its rows are not w's.
+        EXPECT_EQ(src.launch.needs.w, static_cast<unsigned>(size_of(d.dtype)));
+        const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(arch));
+        EXPECT_FALSE(out.cubin.empty());
+        EXPECT_NE(out.ptx.find("mma.sync.aligned"), std::string::npos);
+        const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+        EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+        EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+      }
+    }
+  }
+}
+
+TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPicksItForDenseOnes) {
+  const Conv2dDesc d = dense_transposed();
+  EXPECT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_80"));
+  EXPECT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90"));
+  EXPECT_TRUE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_75"));
+  for (const char* arch : {"", "sm_80", "sm_90"}) {
+    EXPECT_EQ(resolve_algorithm(d, Algorithm::kAuto, arch), Algorithm::kImplicitGemm) << arch;
+  }
+  Conv2dDesc strided = d;
+  strided.stride_h = 2;
+  strided.output_padding_w = 0;
+  Conv2dDesc nhwc = d;
+  nhwc.layout = Layout::kNHWC;
+  Conv2dDesc deep = d;
+  deep.spatial_dims = 3;
+  deep.d = 4;
+  deep.t = 2;
+  for (const Conv2dDesc& other : {strided, nhwc, deep}) {
+    SCOPED_TRACE(other.to_string());
+    const auto why = why_unsupported(other, Algorithm::kImplicitGemm, "sm_90");
+    ASSERT_TRUE(why);
+    EXPECT_EQ(select_algorithm(other, "sm_90"), Algorithm::kIm2colGemm);
+  }
+  // On sm_90 the wgmma kernel refuses it, so a plan gets mma.sync's source.
+  EXPECT_TRUE(wgmma_unsupported_reason(d, "sm_90", kFullAlignment));
+  // Same fields, forward: a different kernel.
+  Conv2dDesc forward = d;
+  forward.transposed = false;
+  forward.output_padding_w = 0;
+  Conv2dDesc transposed_no_op = d;
+  transposed_no_op.output_padding_w = 0;
+  EXPECT_NE(specialize(forward, Algorithm::kImplicitGemm, "sm_80", kFullAlignment).source.kernel_name,
+            specialize(transposed_no_op, Algorithm::kImplicitGemm, "sm_80", kFullAlignment).source.kernel_name);
+}
+
+}  // namespace
+}  // namespace convjit
