@@ -60,10 +60,12 @@
 // forward convolution of x with the filter flipped in every spatial dimension and its
 // two channel dimensions swapped, W'[k][c][r][s] = w[c][k][R-1-r][S-1-s] within a group,
 // padded by dilation * (kernel - 1) - pad (kPadHF / kPadWF: negative when the padding
-// crops more than the filter reaches; the bounds tests then see every tap). W' is never
-// stored: the weight loads read w through that map (element by element, as the flipped
-// taps run backwards), and output_padding is only more output rows and columns (kP, kQ
-// come from the transposed extents), which the bounds tests fill with what reaches them.
+// crops more than the filter reaches; the bounds tests then see every tap). <name>_pack
+// (compiled in only for transposed problems: CONVJIT_IGEMM_PACK_TRANSPOSED, so that the
+// forward modules stay as they were) writes W' from w into the workspace each run, or
+// once into the caller's buffer (Conv2dPlan::pack_weights), and the kernel reads W' as a
+// forward filter. output_padding is only more output rows and columns (kP, kQ come from
+// the transposed extents), which the bounds tests fill with what reaches them.
 //
 // Needs sm_80 or newer (cp.async, m16n8k16 bf16/f16 mma). Wide copies and stores only
 // where kAlignX, kAlignW and kAlignY (what convjit knows of the pointers at this launch)
@@ -126,9 +128,8 @@ constexpr int kMmaN = kWarpTileN / 8;
 constexpr int kMmaK = k16Bit ? 16 : 8;
 constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Element));  // one 16-byte copy or ldmatrix row
 constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
-// Every W row is whole 16-byte chunks and w is 16-byte aligned (never transposed: W' rows
-// are not w's).
-constexpr bool kWeightChunks = !kTransposed && kGemmK % kChunkElems == 0 && kAlignW >= 16;
+// Every W row is whole 16-byte chunks and w is 16-byte aligned.
+constexpr bool kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16;
 constexpr int kBRowsPerPass = kThreads / kBN;
 constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
 constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
@@ -306,12 +307,6 @@ __device__ __forceinline__ void add_partial(float (&acc)[M][N][4], const Partial
 #pragma unroll
         for (int e = 0; e < 4; ++e) acc[i][j][e] += part[i][j][e];
   }
-}
-
-// Transposed: the offset in the group's w[c][k][taps] of W'[m][kk], kk = (c, tap), the
-// tap flipped in every dimension.
-__device__ __forceinline__ index_t transposed_w_offset(int m, int kk) {
-  return (static_cast<index_t>(kk / kTaps) * kKPerGroup + m) * kTaps + (kTaps - 1 - kk % kTaps);
 }
 
 // One run of kBytes / sizeof(Element) elements global -> shared; invalid runs are zeros.
@@ -568,12 +563,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           const int m = i / kBK;
           const int kk = i % kBK;
           const bool valid = m0 + m < kKPerGroup && k0 + kk < kGemmK;
-          const Element* src;
-          if constexpr (kTransposed) {
-            src = valid ? w_group + transposed_w_offset(m0 + m, k0 + kk) : w;
-          } else {
-            src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk : w;
-          }
+          const Element* src = valid ? w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk : w;
           cp_async4(a_dst + m * kAStride + kk, src, valid);
         }
       }
@@ -756,11 +746,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
         const int m = i / kBK;
         const int kk = i % kBK;
         const bool valid = (kBM * kBK % kThreads == 0 || i < kBM * kBK) && m0 + m < kKPerGroup && k0 + kk < kGemmK;
-        if constexpr (kTransposed) {
-          w_regs[j] = valid ? __ldg(w_group + transposed_w_offset(m0 + m, k0 + kk)) : Element{0};
-        } else {
-          w_regs[j] = valid ? __ldg(w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk) : Element{0};
-        }
+        w_regs[j] = valid ? __ldg(w_group + static_cast<index_t>(m0 + m) * kGemmK + k0 + kk) : Element{0};
       }
     };
     auto store_w = [&](int stage) {
@@ -898,3 +884,23 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     }
   }
 }
+
+#ifdef CONVJIT_IGEMM_PACK_TRANSPOSED
+#define CONVJIT_IGEMM_CAT2(a, b) a##b
+#define CONVJIT_IGEMM_CAT(a, b) CONVJIT_IGEMM_CAT2(a, b)
+// Transposed: W'[group][k][c][r][s] = w[group][c][k][R-1-r][S-1-s], one thread an element
+// of W' (its writes coalesce; the reads of one warp span a few rows of w).
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_IGEMM_CAT(CONVJIT_KERNEL_NAME, _pack)(const igemm::Element* __restrict__ w,
+                                                  igemm::Element* __restrict__ packed) {
+  using namespace igemm;
+  static_assert(kTransposed, "CONVJIT_IGEMM_PACK_TRANSPOSED is for transposed problems");
+  constexpr long long kGroupElems = static_cast<long long>(kKPerGroup) * kGemmK;
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kGroupElems * kGroups; i += 256ll * gridDim.x) {
+    const long long group_base = i / kGroupElems * kGroupElems;
+    const long long k = i % kGroupElems / kGemmK;
+    const int kk = static_cast<int>(i % kGemmK);
+    packed[i] = w[group_base + (kk / kTaps * kKPerGroup + k) * kTaps + (kTaps - 1 - kk % kTaps)];
+  }
+}
+#endif

@@ -137,14 +137,21 @@ TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWith
         ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
         EXPECT_NE(src.source.kernel_name.find("_tr0x0x1"), std::string::npos);
         EXPECT_NE(src.source.text.find("constexpr bool kTransposed = true;"), std::string::npos);
-        // W' is read element by element: its rows are not w's.
+        // W' is packed into 16-byte aligned memory by <name>_pack, which reads w element by
+        // element; the forward modules declare no pack kernel.
         EXPECT_EQ(src.launch.needs.w, static_cast<unsigned>(size_of(d.dtype)));
+        ASSERT_TRUE(src.launch.weight_pack);
+        EXPECT_EQ(src.launch.weight_pack->kernel_name, src.source.kernel_name + "_pack");
+        EXPECT_EQ(src.launch.weight_pack->packed_bytes, static_cast<std::uint64_t>(d.w_elements()) * size_of(d.dtype));
         const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(arch));
         EXPECT_FALSE(out.cubin.empty());
         EXPECT_NE(out.ptx.find("mma.sync.aligned"), std::string::npos);
-        const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
-        EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
-        EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+        EXPECT_NE(out.ptx.find(".entry " + src.source.kernel_name + "_pack"), std::string::npos);
+        for (const std::string& name : {src.source.kernel_name, src.source.kernel_name + "_pack"}) {
+          const auto usage = parse_ptxas_report(out.log, name);
+          EXPECT_EQ(usage.spill_store_bytes, 0) << name << "\n" << out.log;
+          EXPECT_EQ(usage.spill_load_bytes, 0) << name << "\n" << out.log;
+        }
       }
     }
   }
@@ -181,8 +188,11 @@ TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPick
   forward.output_padding_w = 0;
   Conv2dDesc transposed_no_op = d;
   transposed_no_op.output_padding_w = 0;
-  EXPECT_NE(specialize(forward, Algorithm::kImplicitGemm, "sm_80", kFullAlignment).source.kernel_name,
+  const Specialization f = specialize(forward, Algorithm::kImplicitGemm, "sm_80", kFullAlignment);
+  EXPECT_NE(f.source.kernel_name,
             specialize(transposed_no_op, Algorithm::kImplicitGemm, "sm_80", kFullAlignment).source.kernel_name);
+  EXPECT_FALSE(f.launch.weight_pack);
+  EXPECT_EQ(f.source.text.find("CONVJIT_IGEMM_PACK_TRANSPOSED 1"), std::string::npos);
 }
 
 }  // namespace
