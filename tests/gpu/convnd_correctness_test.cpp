@@ -270,6 +270,86 @@ TEST_F(ConvNdCorrectness, StrideOneTransposedOnTheImplicitGemmMatchesFloat64) {
   run_cases(cases, 15071);
 }
 
+// 3-D on the mma.sync implicit GEMM (NCDHW depth gather), forward and stride-1
+// transposed: tiles of every channel size (up to more than 128 output channels), depth
+// padding, dilation and stride, output_padding in depth, groups, a window that the
+// padding crops past the filter's reach, every dtype and math mode.
+TEST_F(ConvNdCorrectness, ThreeDimensionalOnTheImplicitGemmMatchesFloat64) {
+  std::vector<Case> cases;
+  const Conv2dDesc shapes[] = {
+      {.n = 2,
+       .c = 20,
+       .h = 9,
+       .w = 11,
+       .k = 136,
+       .r = 3,
+       .s = 3,
+       .pad_h = 1,
+       .pad_w = 1,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 7,
+       .t = 3,
+       .pad_d = 1},
+      {.n = 1,
+       .c = 12,
+       .h = 10,
+       .w = 9,
+       .k = 40,
+       .r = 3,
+       .s = 2,
+       .stride_h = 2,
+       .dilation_w = 2,
+       .groups = 2,
+       .activation = Activation::kRelu,
+       .spatial_dims = 3,
+       .d = 9,
+       .t = 2,
+       .stride_d = 2,
+       .pad_d = 2,
+       .dilation_d = 3},
+      {.n = 2, .c = 3, .h = 12, .w = 13, .k = 64, .r = 3, .s = 3, .spatial_dims = 3, .d = 5, .t = 3},
+      {.n = 2,
+       .c = 16,
+       .h = 6,
+       .w = 7,
+       .k = 72,
+       .r = 3,
+       .s = 3,
+       .pad_h = 1,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 5,
+       .t = 3,
+       .dilation_d = 2,
+       .transposed = true,
+       .output_padding_d = 1},
+      {.n = 1,
+       .c = 24,
+       .h = 5,
+       .w = 6,
+       .k = 24,
+       .r = 2,
+       .s = 3,
+       .pad_w = 3,
+       .groups = 3,
+       .spatial_dims = 3,
+       .d = 4,
+       .t = 2,
+       .pad_d = 2,
+       .transposed = true},
+  };
+  for (Conv2dDesc d : shapes) {
+    for (const Mode& m : kModes) {
+      d.dtype = m.dtype;
+      d.math = m.math;
+      ASSERT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "")) << d.to_string();
+      cases.push_back({d, Algorithm::kImplicitGemm, "3-D implicit GEMM"});
+    }
+  }
+  run_cases(cases, 15081);
+}
+
 // im2col + cuBLAS on 3-D and transposed problems under workspace limits that cut the
 // columns into chunks of output rows spanning several depths (and one whole image a
 // chunk), in both layouts, with the transposed weights repacked into the same workspace:

@@ -167,15 +167,18 @@ TEST(ConvNdIm2colKernel, AutoSendsDenseDepthAndTransposedProblemsToIm2colAndSpar
   strided.dtype = DType::kFloat32;
   strided.math = MathMode::kStrictFp32;
   EXPECT_EQ(select_algorithm(strided, "sm_90"), Algorithm::kDirect);
+  // 3-D forward: the implicit GEMM's depth gather in NCDHW, im2col channels last.
   Conv2dDesc forward3d = conv3d();
   forward3d.k = 64;
+  EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kImplicitGemm);
+  forward3d.layout = Layout::kNHWC;
   EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kIm2colGemm);
 }
 
 // The KernelBench problems that are not 2-D forward: in TF32 every one but the sparsest
 // (stride 5 in both dimensions, under a tap of 3 x 3 useful per output and channel)
-// leaves the direct kernel; the stride-1 transposed 1-D and 2-D ones (NCHW) run on the
-// implicit GEMM, the rest on im2col.
+// leaves the direct kernel; the 3-D forward and stride-1 transposed ones (all NCHW) run
+// on the implicit GEMM, the strided transposed ones on im2col.
 TEST(ConvNdIm2colKernel, AutoRunsTheDenseKernelBenchDepthAndTransposedProblemsOnIm2col) {
   int im2col = 0;
   int igemm = 0;
@@ -186,10 +189,12 @@ TEST(ConvNdIm2colKernel, AutoRunsTheDenseKernelBenchDepthAndTransposedProblemsOn
     const Algorithm a = resolve_algorithm(d, Algorithm::kAuto, "sm_90");
     im2col += a == Algorithm::kIm2colGemm ? 1 : 0;
     igemm += a == Algorithm::kImplicitGemm ? 1 : 0;
-    if (a == Algorithm::kImplicitGemm) EXPECT_TRUE(d.transposed && d.stride_h == 1 && d.stride_w == 1) << name;
+    if (a == Algorithm::kImplicitGemm) {
+      EXPECT_TRUE(!d.transposed || (d.stride_d == 1 && d.stride_h == 1 && d.stride_w == 1)) << name;
+    }
   }
   EXPECT_EQ(total, 21);
-  EXPECT_EQ(igemm, 7);
+  EXPECT_EQ(igemm, 15);
   EXPECT_EQ(im2col + igemm, 20);
 }
 

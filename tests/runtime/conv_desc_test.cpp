@@ -188,7 +188,7 @@ TEST(ConvDesc, KernelNamesOfTwoDimensionalProblemsAreUnchangedAndNewOnesAreDisti
   EXPECT_NE(problem_tag(transposed).find("_tr0x1x0"), std::string::npos) << problem_tag(transposed);
 }
 
-TEST(ConvDesc, DepthAndTransposedProblemsRunOnDirectAndIm2colStrideOneTransposedOnImplicitGemmAndOneDOnEveryAlgorithm) {
+TEST(ConvDesc, DepthAndStrideOneTransposedProblemsRunOnDirectIm2colAndImplicitGemmAndOneDOnEveryAlgorithm) {
   const ConvDesc one_d{.n = 2, .c = 32, .w = 500, .k = 64, .s = 3, .spatial_dims = 1};
   for (Algorithm a : {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kAuto}) {
     EXPECT_FALSE(why_unsupported(one_d, a, "sm_90").has_value()) << to_string(a);
@@ -199,8 +199,8 @@ TEST(ConvDesc, DepthAndTransposedProblemsRunOnDirectAndIm2colStrideOneTransposed
     EXPECT_FALSE(why_unsupported(d, Algorithm::kDirect, "sm_90").has_value());
     EXPECT_FALSE(why_unsupported(d, Algorithm::kAuto, "sm_90").has_value());
     EXPECT_FALSE(why_unsupported(d, Algorithm::kIm2colGemm, "sm_90").has_value());
-    // A stride-1 transposed NCHW problem runs on the mma.sync kernel; a 3-D one not yet.
-    EXPECT_EQ(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90").has_value(), !d.transposed);
+    // NCHW 3-D and stride-1 transposed problems run on the mma.sync kernel.
+    EXPECT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90").has_value());
     EXPECT_TRUE(depthwise_unsupported_reason(d).has_value());
     // kAuto falls back to the direct kernel, whose source carries the depth and the map.
     const auto source = specialize(d, Algorithm::kDirect, "sm_90", kFullAlignment).source;

@@ -35,12 +35,16 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
 }
 
 std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {
-  if (d.d != 1 || d.t != 1 || d.pad_d != 0) {
-    return fmt::format("the implicit-GEMM kernels are 1-D / 2-D so far ({})", d.to_string());
+  // The mma.sync kernel gathers a depth dimension in NCDHW; its channels-last copies and
+  // the wgmma kernel are 2-D.
+  const bool depth = d.d != 1 || d.t != 1 || d.pad_d != 0 || d.output_shape().z != 1;
+  if (depth && d.layout != Layout::kNCHW) {
+    return fmt::format("a convolution with a depth dimension runs on the implicit GEMM in NCDHW only so far ({})",
+                       d.to_string());
   }
   // A stride-1 transposed convolution is a forward one of the flipped filter (the mma.sync
   // kernel's kTransposed): no zero products, no column matrix.
-  if (d.transposed && (d.stride_h != 1 || d.stride_w != 1 || d.layout != Layout::kNCHW)) {
+  if (d.transposed && (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1 || d.layout != Layout::kNCHW)) {
     return fmt::format(
         "a transposed convolution runs on the implicit-GEMM kernel with stride 1 in NCHW only so far ({})",
         d.to_string());
@@ -78,8 +82,8 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
 }
 
 Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
-  // 3-D and transposed problems: the implicit GEMM where it takes them (stride-1
-  // transposed, NCHW), else im2col + cuBLAS or the direct kernel. A transposed
+  // 3-D and transposed problems: the implicit GEMM where it takes them (NCHW: 3-D
+  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel. A transposed
   // problem's columns hold every tap for every output, of which only one in
   // stride_d * stride_h * stride_w reaches it on average: the GEMM multiplies that many
   // zeros, which the direct kernel skips. Tensor cores (TF32, 16-bit) run the GEMM fast
@@ -93,8 +97,8 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
-  // Stride-1 transposed NCHW: the implicit GEMM reads x in place, where im2col writes and
-  // reads a column matrix taps times the size of x.
+  // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
+  // im2col writes and reads a column matrix taps times the size of x.
   if (k_per_group >= 16 && useful_reduction >= 32 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
     return Algorithm::kImplicitGemm;
   }

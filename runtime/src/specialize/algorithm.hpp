@@ -28,7 +28,7 @@ double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 
 // select_algorithm's part for 3-D and transposed problems: the mma.sync implicit GEMM for
-// stride-1 transposed NCHW ones with channels enough, im2col + cuBLAS for the rest that
+// NCHW 3-D forward and stride-1 transposed ones with channels enough, im2col + cuBLAS for the rest that
 // are dense enough, else direct.
 Algorithm select_beyond_2d(const Conv2dDesc& desc, const std::string& arch = {});
 

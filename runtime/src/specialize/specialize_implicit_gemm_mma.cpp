@@ -124,7 +124,10 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
       nhwc && sixteen_bit && (env == nullptr || *env == '\0')) {
     tile.stages = kStagesNhwc16Bit;
   }
-  const std::int64_t gemm_n = out.n * out.p * out.q;
+  // 3-D: the depth gather decodes (c, t, r, s) with divisions (the 2-D offset table has no
+  // room for a depth), which needs more registers than two blocks an SM leave a thread.
+  if (d.d != 1 || d.t != 1 || out.z != 1) tile.min_blocks = 1;
+  const std::int64_t gemm_n = out.n * out.z * out.p * out.q;
   const std::int64_t grid_x = (gemm_n + tile.bn - 1) / tile.bn;
   if (grid_x > INT_MAX) fail(ErrorCode::kUnsupported, "{}: {} pixel tiles exceed the grid", d.to_string(), grid_x);
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
@@ -150,9 +153,9 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   // NHWC: X and W in runs of kXVecBytes / kWVecBytes, two channels a store where kAlignY
   // allows (the template's kChannelPairStores).
   const auto e = static_cast<unsigned>(element);
-  const std::int64_t gemm_k = std::int64_t{d.c / d.groups} * d.r * d.s;
+  const std::int64_t gemm_k = std::int64_t{d.c / d.groups} * d.t * d.r * d.s;
   const bool whole_chunks = gemm_k % (16 / element) == 0;
-  const bool pair_y = sixteen_bit && out.p * out.q % 2 == 0;
+  const bool pair_y = sixteen_bit && out.z * out.p * out.q % 2 == 0;
   unsigned x_vec = e;
   // Transposed: the kernel reads W' from the pack kernel's output, in the workspace or the
   // caller's packed buffer, both 16-byte aligned; w itself is read element by element.
@@ -198,7 +201,7 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                          .grid_z = static_cast<unsigned>(d.groups),
                          .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),
                          .shared_bytes = static_cast<unsigned>(layout.shared_bytes),
-                         .grid_x_per_image = static_cast<std::uint64_t>(out.p * out.q),
+                         .grid_x_per_image = static_cast<std::uint64_t>(out.z * out.p * out.q),
                          .grid_x_divisor = static_cast<std::uint64_t>(tile.bn)};
   if (d.transposed) {
     const std::uint64_t packed = static_cast<std::uint64_t>(d.w_elements());

@@ -1,9 +1,9 @@
-// Issue 15: stride-1 transposed convolutions on the mma.sync implicit-GEMM kernel, on the
-// CPU. The identity the kernel rests on (a transposed convolution is the forward one of
+// Issue 15: 3-D and stride-1 transposed convolutions on the mma.sync implicit-GEMM
+// kernel, on the CPU. The identity the kernel rests on (a transposed convolution is the forward one of
 // the flipped, channel-swapped filter with padding dilation * (kernel - 1) - pad, and
 // output_padding is more outputs at the end) holds in float64 against the reference; the
-// sources compile for sm_80 and sm_90 in every dtype and math mode without spilling; and
-// the routing sends only what the kernel takes to it.
+// transposed and 3-D sources compile for sm_80 and sm_90 in every dtype and math mode
+// without spilling; and the routing sends only what the kernel takes to it.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -157,6 +157,57 @@ TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWith
   }
 }
 
+// 3-D on the mma.sync kernel: every channel tile (up to 128 output channels), forward
+// with depth padding and dilation and stride-1 transposed, every dtype and math mode, sm_80
+// and sm_90: no spills (the depth gather runs one block an SM), and the depth reaches the
+// prologue.
+TEST(TransposedImplicitGemm, ThreeDimensionalSourcesCompileForSm80AndSm90InEveryDtypeAndModeWithoutSpills) {
+  struct Mode {
+    DType dtype;
+    MathMode math;
+  };
+  for (const Mode m : {Mode{DType::kFloat32, MathMode::kTF32}, Mode{DType::kFloat32, MathMode::kStrictFp32},
+                       Mode{DType::kFloat16, MathMode::kTF32}, Mode{DType::kBFloat16, MathMode::kTF32}}) {
+    for (const int k : {16, 48, 96}) {
+      for (const bool transposed : {false, true}) {
+        Conv2dDesc d{.n = 2,
+                     .c = 24,
+                     .h = 9,
+                     .w = 10,
+                     .k = k,
+                     .r = 3,
+                     .s = 3,
+                     .pad_h = 1,
+                     .pad_w = 1,
+                     .bias = true,
+                     .dtype = m.dtype,
+                     .math = m.math,
+                     .spatial_dims = 3,
+                     .d = 6,
+                     .t = 3,
+                     .pad_d = 1,
+                     .dilation_d = 2,
+                     .transposed = transposed};
+        ASSERT_NO_THROW(d.validate());
+        for (const char* arch : {"sm_80", "sm_90"}) {
+          const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch, kFullAlignment);
+          SCOPED_TRACE(fmt::format("{} {} {}", arch, src.source.kernel_name, src.launch.tile));
+          ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
+          EXPECT_NE(src.source.text.find("constexpr int kT = 3;"), std::string::npos);
+          EXPECT_EQ(src.launch.geometry.grid_x_per_image,
+                    static_cast<std::uint64_t>(d.output_shape().z * d.output_shape().p * d.output_shape().q));
+          const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(arch));
+          EXPECT_FALSE(out.cubin.empty());
+          EXPECT_NE(out.ptx.find("mma.sync.aligned"), std::string::npos);
+          const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+          EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+          EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+        }
+      }
+    }
+  }
+}
+
 TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPicksItForDenseOnes) {
   const Conv2dDesc d = dense_transposed();
   EXPECT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_80"));
@@ -170,10 +221,11 @@ TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPick
   strided.output_padding_w = 0;
   Conv2dDesc nhwc = d;
   nhwc.layout = Layout::kNHWC;
-  Conv2dDesc deep = d;
+  Conv2dDesc deep = d;  // strided in depth only
   deep.spatial_dims = 3;
   deep.d = 4;
   deep.t = 2;
+  deep.stride_d = 2;
   for (const Conv2dDesc& other : {strided, nhwc, deep}) {
     SCOPED_TRACE(other.to_string());
     const auto why = why_unsupported(other, Algorithm::kImplicitGemm, "sm_90");
