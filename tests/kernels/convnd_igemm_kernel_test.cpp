@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 
@@ -21,27 +22,26 @@ namespace {
 
 int pick(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
 
-// A stride-1 transposed 1-D or 2-D problem whose flipped-filter padding is not negative.
+// A stride-1 transposed 1-D, 2-D or 3-D problem whose flipped-filter padding is not
+// negative (the forward reference takes no negative padding).
 Conv2dDesc random_transposed(std::mt19937_64& rng) {
   while (true) {
-    const bool one_d = pick(rng, 0, 2) == 0;
-    Conv2dDesc d{.n = pick(rng, 1, 2), .spatial_dims = one_d ? 1 : 2, .transposed = true};
+    const int dims = pick(rng, 1, 3);
+    Conv2dDesc d{.n = pick(rng, 1, 2), .spatial_dims = dims, .transposed = true};
     d.groups = pick(rng, 1, 3);
     d.c = d.groups * pick(rng, 1, 4);
     d.k = d.groups * pick(rng, 1, 4);
     d.bias = pick(rng, 0, 1) == 1;
-    d.w = pick(rng, 1, 9);
-    d.s = pick(rng, 1, 4);
-    d.dilation_w = pick(rng, 1, 3);
-    d.pad_w = pick(rng, 0, d.dilation_w * (d.s - 1));
-    d.output_padding_w = pick(rng, 0, d.dilation_w - 1);
-    if (!one_d) {
-      d.h = pick(rng, 1, 7);
-      d.r = pick(rng, 1, 4);
-      d.dilation_h = pick(rng, 1, 3);
-      d.pad_h = pick(rng, 0, d.dilation_h * (d.r - 1));
-      d.output_padding_h = pick(rng, 0, d.dilation_h - 1);
-    }
+    auto draw = [&](int& in, int& kernel, int& pad, int& dilation, int& output_padding, int max_in) {
+      in = pick(rng, 1, max_in);
+      kernel = pick(rng, 1, 4);
+      dilation = pick(rng, 1, 3);
+      pad = pick(rng, 0, dilation * (kernel - 1));
+      output_padding = pick(rng, 0, dilation - 1);
+    };
+    draw(d.w, d.s, d.pad_w, d.dilation_w, d.output_padding_w, 9);
+    if (dims >= 2) draw(d.h, d.r, d.pad_h, d.dilation_h, d.output_padding_h, 7);
+    if (dims == 3) draw(d.d, d.t, d.pad_d, d.dilation_d, d.output_padding_d, 4);
     try {
       d.validate();
       return d;
@@ -58,16 +58,20 @@ TEST(TransposedImplicitGemm, FlippedSwappedFilterForwardEqualsTheTransposedRefer
     const auto out = t.output_shape();
     const int cpg = t.c / t.groups;
     const int kpg = t.k / t.groups;
-    // The forward problem the kernel computes: x with output_padding zero rows and columns
-    // appended (what lies past the image reads as zero), the flipped filter's padding.
+    // The forward problem the kernel computes: x with output_padding zero slices, rows and
+    // columns appended (what lies past the input reads as zero), the flipped filter's
+    // padding.
     Conv2dDesc f = t;
     f.transposed = false;
-    f.output_padding_h = f.output_padding_w = 0;
+    f.output_padding_d = f.output_padding_h = f.output_padding_w = 0;
+    f.d = t.d + t.output_padding_d;
     f.h = t.h + t.output_padding_h;
     f.w = t.w + t.output_padding_w;
+    f.pad_d = t.dilation_d * (t.t - 1) - t.pad_d;
     f.pad_h = t.dilation_h * (t.r - 1) - t.pad_h;
     f.pad_w = t.dilation_w * (t.s - 1) - t.pad_w;
     ASSERT_NO_THROW(f.validate());
+    ASSERT_EQ(f.output_shape().z, out.z);
     ASSERT_EQ(f.output_shape().p, out.p);
     ASSERT_EQ(f.output_shape().q, out.q);
     const auto x = testing::random_nonzero(static_cast<std::size_t>(t.x_elements()), rng);
@@ -76,29 +80,33 @@ TEST(TransposedImplicitGemm, FlippedSwappedFilterForwardEqualsTheTransposedRefer
     std::vector<float> fx(static_cast<std::size_t>(f.x_elements()), 0.0f);
     for (int n = 0; n < t.n; ++n)
       for (int c = 0; c < t.c; ++c)
-        for (int h = 0; h < t.h; ++h)
-          for (int ww = 0; ww < t.w; ++ww) {
-            fx[((static_cast<std::size_t>(n) * f.c + c) * f.h + h) * f.w + ww] =
-                x[((static_cast<std::size_t>(n) * t.c + c) * t.h + h) * t.w + ww];
-          }
-    // W'[g * kpg + k][c][r][s] = w[g * cpg + c][k][R-1-r][S-1-s].
+        for (int z = 0; z < t.d; ++z)
+          for (int h = 0; h < t.h; ++h)
+            for (int ww = 0; ww < t.w; ++ww) {
+              fx[(((static_cast<std::size_t>(n) * f.c + c) * f.d + z) * f.h + h) * f.w + ww] =
+                  x[(((static_cast<std::size_t>(n) * t.c + c) * t.d + z) * t.h + h) * t.w + ww];
+            }
+    // W'[g * kpg + k][c][tap] = w[g * cpg + c][k][taps - 1 - tap]: a tap (u, r, s) flipped
+    // in every dimension is the flat tap index reversed.
+    const int taps = t.t * t.r * t.s;
     std::vector<float> fw(w.size());
     for (int g = 0; g < t.groups; ++g)
       for (int k = 0; k < kpg; ++k)
         for (int c = 0; c < cpg; ++c)
-          for (int r = 0; r < t.r; ++r)
-            for (int s = 0; s < t.s; ++s) {
-              fw[((static_cast<std::size_t>(g * kpg + k) * cpg + c) * t.r + r) * t.s + s] =
-                  w[((static_cast<std::size_t>(g * cpg + c) * kpg + k) * t.r + (t.r - 1 - r)) * t.s + (t.s - 1 - s)];
-            }
+          for (int tap = 0; tap < taps; ++tap) {
+            fw[(static_cast<std::size_t>(g * kpg + k) * cpg + c) * taps + tap] =
+                w[(static_cast<std::size_t>(g * cpg + c) * kpg + k) * taps + (taps - 1 - tap)];
+          }
     for (int n = 0; n < t.n; ++n)
       for (int k = 0; k < t.k; ++k)
-        for (std::int64_t p = 0; p < out.p; ++p)
-          for (std::int64_t q = 0; q < out.q; ++q) {
-            const double want = testing::reference_at(t, x, w, bias, n, k, p, q);
-            const double got = testing::reference_at(f, fx, fw, bias, n, k, p, q);
-            ASSERT_NEAR(got, want, 1e-12 * (1.0 + std::abs(want))) << n << " " << k << " " << p << " " << q;
-          }
+        for (std::int64_t z = 0; z < out.z; ++z)
+          for (std::int64_t p = 0; p < out.p; ++p)
+            for (std::int64_t q = 0; q < out.q; ++q) {
+              const double want = testing::reference_at(t, x, w, bias, n, k, z, p, q);
+              const double got = testing::reference_at(f, fx, fw, bias, n, k, z, p, q);
+              ASSERT_NEAR(got, want, 1e-12 * (1.0 + std::abs(want)))
+                  << n << " " << k << " " << z << " " << p << " " << q;
+            }
   }
 }
 
