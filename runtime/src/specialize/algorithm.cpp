@@ -99,7 +99,8 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
   // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
   // im2col writes and reads a column matrix taps times the size of x.
-  if (k_per_group >= 16 && useful_reduction >= 32 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
+  // Shallow inputs too (a 3-channel 3-D stem: 27 taps x 3): the gather reads x in place.
+  if (k_per_group >= 16 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
     return Algorithm::kImplicitGemm;
   }
   if (strict && waste > 4) return Algorithm::kDirect;
