@@ -13,6 +13,7 @@
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
+#include "convjit/error.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/reference.hpp"
