@@ -1,20 +1,30 @@
-// The two kernels around cuBLAS for the im2col + GEMM algorithm, NCHW or NHWC
-// (kLayout), in the data's own type (kDType: float32, float16 or bfloat16); cuBLAS
-// accumulates in float32.
+// The kernels around cuBLAS for the im2col + GEMM algorithm, NCHW or NHWC (kLayout),
+// in the data's own type (kDType: float32, float16 or bfloat16); cuBLAS accumulates in
+// float32. 1, 2 or 3 spatial dimensions (a missing one has extent 1 and folds away),
+// forward or transposed (kTransposed, PyTorch's nn.ConvTranspose*d).
 //
 // im2col: for a chunk of `images` images starting at n0 and output rows
 // [p0, p0 + rows), writes one group's column matrix, zero where the tap falls in the
-// padding, with pixel = (p - p0) * Q + q:
-//   NCHW: col[image][kk][pixel], kk = (c, r, s); the GEMM reads it as a
+// padding, with pixel = (p - p0) * Q + q. A 3-D output's rows are its (z, p) pairs, z
+// slowest, so a row index p runs over Z * P and a chunk of rows may span depths.
+// Transposed, the column of output o holds, for each tap, the input that reaches o
+// through it (o = i * stride - pad + tap * dilation), zero where none does: the same
+// gather as the direct kernel's, so the GEMM needs no flipped weights, only W with its
+// first two dimensions swapped (pack_w).
+//   NCHW: col[image][kk][pixel], kk = (c, t, r, s); the GEMM reads it as a
 //         (pixels x kk) column-major matrix per image. With `merged` set,
 //         col[kk][image][pixel] instead: one (images * pixels x kk) matrix for one GEMM
 //         over every image of the chunk, whose output the scatter kernel puts in place.
-//   NHWC: col[image][pixel][kk], kk = (r, s, c), so each row is the (r, s) runs of the
+//   NHWC: col[image][pixel][kk], kk = (t, r, s, c), so each row is the (r, s) runs of the
 //         group's contiguous channels, read and written along c; the chunk's pixels
 //         are one (pixels x kk) row-major matrix, as the chunk's rows of y are.
 //
 // scatter (NCHW, merged chunks): y[n0 + image][group's k][pixel] = scratch[k][image][pixel],
 // with the bias and the activation, in float32.
+//
+// pack_w (transposed only): the group's weights as the GEMM's W[k][kk] with the
+// forward order of kk, from PyTorch's w[c][k / groups][t][r][s] (channels last
+// w[c][t][r][s][k / groups]).
 //
 // bias_act: y += bias[k] (k the channel of y's layout), then the activation, in place
 // after the GEMMs, in float32; for 16-bit data the GEMM has already rounded y once, so
@@ -33,6 +43,8 @@ constexpr bool kHasBias = true, kRelu = true;
 constexpr int kBlockThreads = 256;
 constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
+constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
+constexpr bool kTransposed = false;
 }  // namespace spec
 #endif
 
@@ -45,15 +57,40 @@ constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 namespace im2col {
 using namespace spec;
 constexpr int kCPerGroup = kC / kGroups;
-constexpr int kTaps = kR * kS;
+constexpr int kTaps = kT * kR * kS;
 constexpr long long kGemmK = static_cast<long long>(kCPerGroup) * kTaps;
-constexpr long long kPlane = static_cast<long long>(kH) * kW;
-constexpr long long kPixels = static_cast<long long>(kP) * kQ;
+constexpr long long kPlane = static_cast<long long>(kD) * kH * kW;
+constexpr long long kPixels = static_cast<long long>(kZ) * kP * kQ;
 constexpr int kKPerGroup = kK / kGroups;
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
 constexpr bool kNHWC = kLayout == 1;
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
+
+// Along one dimension, the input `in` that output `out` reads through tap `tap`, if any.
+template <int kIn, int kStride, int kPad, int kDilation>
+__device__ __forceinline__ bool source(int out, int tap, int& in) {
+  if constexpr (!kTransposed) {
+    in = out * kStride - kPad + tap * kDilation;
+    return static_cast<unsigned>(in) < static_cast<unsigned>(kIn);
+  } else {
+    const int scaled = out + kPad - tap * kDilation;
+    if (scaled < 0 || scaled % kStride != 0) return false;
+    in = scaled / kStride;
+    return in < kIn;
+  }
+}
+
+// Output row `row` (of Z * P) and column q, tap (t, r, s): the input's (id, ih, iw).
+__device__ __forceinline__ bool window(int row, int q, int t, int r, int s, int& id, int& ih, int& iw) {
+  const int z = kZ == 1 ? 0 : row / kP;
+  const int p = kZ == 1 ? row : row % kP;
+  id = 0;
+  if constexpr (kD > 1 || kT > 1 || kPadD > 0 || kTransposed) {
+    if (!source<kD, kStrideD, kPadD, kDilationD>(z, t, id)) return false;
+  }
+  return source<kH, kStrideH, kPadH, kDilationH>(p, r, ih) && source<kW, kStrideW, kPadW, kDilationW>(q, s, iw);
+}
 }  // namespace im2col
 
 // One thread per element of the chunk, in col's order: NCHW pixel fastest, so
@@ -74,14 +111,12 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
       const int p = p0 + static_cast<int>(pixel / kQ);
       const int q = static_cast<int>(pixel % kQ);
       const int c = static_cast<int>(kk % kCPerGroup);
-      const int r = static_cast<int>(kk / kCPerGroup) / kS;
-      const int s = static_cast<int>(kk / kCPerGroup) % kS;
-      const int ih = p * kStrideH - kPadH + r * kDilationH;
-      const int iw = q * kStrideW - kPadW + s * kDilationW;
+      const int tap = static_cast<int>(kk / kCPerGroup);
+      int id, ih, iw;
       Element v{};  // +0 in every type
-      if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
-          static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
-        v = __ldg(x + (((static_cast<long long>(n0 + image) * kH + ih) * kW + iw) * kC + group * kCPerGroup + c));
+      if (window(p, q, tap / (kR * kS), tap / kS % kR, tap % kS, id, ih, iw)) {
+        v = __ldg(
+            x + ((((static_cast<long long>(n0 + image) * kD + id) * kH + ih) * kW + iw) * kC + group * kCPerGroup + c));
       }
       col[i] = v;
     }
@@ -95,18 +130,37 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
       const int p = p0 + static_cast<int>(pixel / kQ);
       const int q = static_cast<int>(pixel % kQ);
       const int c = static_cast<int>(kk / kTaps);
-      const int r = static_cast<int>(kk % kTaps) / kS;
-      const int s = static_cast<int>(kk % kTaps) % kS;
-      const int ih = p * kStrideH - kPadH + r * kDilationH;
-      const int iw = q * kStrideW - kPadW + s * kDilationW;
+      const int tap = static_cast<int>(kk % kTaps);
+      int id, ih, iw;
       Element v{};  // +0 in every type
-      if (static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
-          static_cast<unsigned>(iw) < static_cast<unsigned>(kW)) {
+      if (window(p, q, tap / (kR * kS), tap / kS % kR, tap % kS, id, ih, iw)) {
         v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
-                       static_cast<long long>(ih) * kW + iw));
+                       (static_cast<long long>(id) * kH + ih) * kW + iw));
       }
       col[i] = v;
     }
+  }
+}
+
+// One thread per element of the packed W, in its order [group][k][kk].
+extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack_w)(const im2col::Element* __restrict__ w,
+                                              im2col::Element* __restrict__ packed) {
+  using namespace im2col;
+  const long long group_elems = static_cast<long long>(kKPerGroup) * kGemmK;
+  const long long total = group_elems * kGroups;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long group_base = i / group_elems * group_elems;
+    const long long k = i % group_elems / kGemmK;
+    const long long kk = i % kGemmK;
+    long long from;
+    if constexpr (kNHWC) {  // kk = (tap, c); w[c][tap][k]
+      from = (kk % kCPerGroup * kTaps + kk / kCPerGroup) * kKPerGroup + k;
+    } else {  // kk = (c, tap); w[c][k][tap]
+      from = (kk / kTaps * kKPerGroup + k) * kTaps + kk % kTaps;
+    }
+    packed[i] = w[group_base + from];
   }
 }
 

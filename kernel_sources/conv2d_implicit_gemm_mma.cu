@@ -56,6 +56,17 @@
 // accumulator pair holds two neighbouring channels of one pixel, one store in NHWC.
 // TF32 rounding happens in registers on the fragments.
 //
+// Transposed (kTransposed, PyTorch's nn.ConvTranspose2d / 1d), stride 1, NCHW: the
+// forward convolution of x with the filter flipped in every spatial dimension and its
+// two channel dimensions swapped, W'[k][c][r][s] = w[c][k][R-1-r][S-1-s] within a group,
+// padded by dilation * (kernel - 1) - pad (kPadHF / kPadWF: negative when the padding
+// crops more than the filter reaches; the bounds tests then see every tap). <name>_pack
+// (compiled in only for transposed problems: CONVJIT_IGEMM_PACK_TRANSPOSED, so that the
+// forward modules stay as they were) writes W' from w into the workspace each run, or
+// once into the caller's buffer (Conv2dPlan::pack_weights), and the kernel reads W' as a
+// forward filter. output_padding is only more output rows and columns (kP, kQ come from
+// the transposed extents), which the bounds tests fill with what reaches them.
+//
 // Needs sm_80 or newer (cp.async, m16n8k16 bf16/f16 mma). Wide copies and stores only
 // where kAlignX, kAlignW and kAlignY (what convjit knows of the pointers at this launch)
 // allow.
@@ -78,6 +89,8 @@ constexpr int kAlignW = 16, kAlignY = 16;
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 constexpr int kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4;
 constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
+constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
+constexpr bool kTransposed = false;
 }  // namespace spec
 #endif
 
@@ -98,9 +111,19 @@ using index_t = typename device::IndexType<kWideIndex>::type;
 
 constexpr int kCPerGroup = kC / kGroups;
 constexpr int kKPerGroup = kK / kGroups;
-constexpr int kTaps = kR * kS;
+// A depth dimension (3-D, NCHW only): every depth-only step below sits behind kDepth, so
+// that a 1-D / 2-D kernel is what it was.
+constexpr bool kDepth = kD > 1 || kT > 1 || kZ > 1;
+static_assert(!kDepth || kLayout == 0, "a 3-D problem runs here in NCDHW");
+static_assert(!kTransposed || (kStrideD == 1 && kStrideH == 1 && kStrideW == 1 && kLayout == 0),
+              "a transposed problem runs here with stride 1, NCHW");
+// The forward convolution's padding (transposed: of the flipped filter's).
+constexpr int kPadDF = kTransposed ? kDilationD * (kT - 1) - kPadD : kPadD;
+constexpr int kPadHF = kTransposed ? kDilationH * (kR - 1) - kPadH : kPadH;
+constexpr int kPadWF = kTransposed ? kDilationW * (kS - 1) - kPadW : kPadW;
+constexpr int kTaps = kT * kR * kS;
 constexpr int kGemmK = kCPerGroup * kTaps;
-constexpr long long kPixelsPerImage = static_cast<long long>(kP) * kQ;
+constexpr long long kPixelsPerImage = static_cast<long long>(kZ) * kP * kQ;
 constexpr int kThreads = kWarpsM * kWarpsN * 32;
 constexpr int kWarpTileM = kBM / kWarpsM;
 constexpr int kWarpTileN = kBN / kWarpsN;
@@ -113,7 +136,8 @@ constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
 constexpr bool kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16;
 constexpr int kBRowsPerPass = kThreads / kBN;
 constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
-constexpr index_t kImagePlane = static_cast<index_t>(kH) * kW;
+constexpr index_t kImagePlane = static_cast<index_t>(kD) * kH * kW;  // one channel of x
+constexpr index_t kDepthSlice = static_cast<index_t>(kH) * kW;
 
 // The layout the host emitted, checked against this template's. W rows: +16 bytes keeps
 // the eight rows of each ldmatrix in distinct banks. X rows: +8 elements keeps them so
@@ -143,7 +167,7 @@ constexpr int kAChunksPerRow = kBK / kChunkElems;
 constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
 constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
 constexpr int kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads;
-constexpr bool kPadded = kPadH > 0 || kPadW > 0;
+constexpr bool kPadded = kTransposed || kPadD > 0 || kPadH > 0 || kPadW > 0;
 // Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
 constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
 static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
@@ -189,7 +213,8 @@ static_assert(!kNhwc || (kWarpTileN % 16 == 0 && kWarpTileM % 16 == 0),
 static_assert(!kNhwc || kStages >= 2, "the NHWC pipeline needs two stages at least");
 
 // Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
-constexpr bool kUseTable = !kNhwc && gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
+constexpr bool kUseTable =
+    !kNhwc && !kDepth && gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
 constexpr int kTableEntries = kUseTable ? kGemmK : 1;
 __constant__ GatherTable<kTableEntries> kGather =
     make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
@@ -516,8 +541,11 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
   const bool pixel_valid = pixel < gemm_n;
   const int img = pixel_valid ? static_cast<int>(pixel / kPixelsPerImage) : 0;
   const int pq = pixel_valid ? static_cast<int>(pixel % kPixelsPerImage) : 0;
-  const int ih0 = (pq / kQ) * kStrideH - kPadH;
-  const int iw0 = (pq % kQ) * kStrideW - kPadW;
+  const int ih0 = (kDepth ? pq / kQ % kP : pq / kQ) * kStrideH - kPadHF;
+  const int iw0 = (pq % kQ) * kStrideW - kPadWF;
+  // 3-D: the window's first depth slice, and its offset in x.
+  const int id0 = kDepth ? pq / (kP * kQ) * kStrideD - kPadDF : 0;
+  const index_t depth_base = kDepth ? static_cast<index_t>(id0) * kDepthSlice : 0;
 
   float acc[kMmaM][kMmaN][4];
 
@@ -556,12 +584,22 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
         const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
         index_t offset;
         int ih, iw;
+        [[maybe_unused]] int id = 0;
         if constexpr (kUseTable) {
           const int entry = in_k ? kk : 0;
           const int shift = kGather.shift[entry];
           offset = kGather.offset[entry];
           ih = ih0 + (shift >> 16);
           iw = iw0 + (shift & 0xffff);
+        } else if constexpr (kDepth) {
+          const int c = kk / kTaps;
+          const int t = kk % kTaps / (kR * kS);
+          const int rs = kk % (kR * kS);
+          id = id0 + t * kDilationD;
+          ih = ih0 + (rs / kS) * kDilationH;
+          iw = iw0 + (rs % kS) * kDilationW;
+          offset = c * kImagePlane + static_cast<index_t>(t * kDilationD) * kDepthSlice + depth_base +
+                   (rs / kS) * kDilationH * kW + (rs % kS) * kDilationW;
         } else {
           const int c = kk / kTaps;
           const int rs = kk % kTaps;
@@ -569,8 +607,9 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           iw = iw0 + (rs % kS) * kDilationW;
           offset = c * kImagePlane + (rs / kS) * kDilationH * kW + (rs % kS) * kDilationW;
         }
-        const bool valid = pixel_valid && in_k && static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
-                           static_cast<unsigned>(iw) < static_cast<unsigned>(kW);
+        bool valid = pixel_valid && in_k && static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+                     static_cast<unsigned>(iw) < static_cast<unsigned>(kW);
+        if constexpr (kDepth) valid = valid && static_cast<unsigned>(id) < static_cast<unsigned>(kD);
         const Element* src = valid ? x_pixel + offset + static_cast<index_t>(ih0) * kW + iw0 : x;
         cp_async4(b_dst + row * kBStride + b_col, src, valid);
       }
@@ -661,8 +700,12 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     // is one multiply-add of its table offset.
     const Element* x_pixel =
         opaque(x_group + (static_cast<index_t>(img) * kC * kImagePlane + static_cast<index_t>(ih0) * kW + iw0));
-    const bool interior =
+    bool interior =
         !kPadded || (ih0 >= 0 && ih0 + (kR - 1) * kDilationH < kH && iw0 >= 0 && iw0 + (kS - 1) * kDilationW < kW);
+    if constexpr (kDepth) {
+      x_pixel = opaque(x_pixel + depth_base);
+      interior = interior && (!kPadded || (id0 >= 0 && id0 + (kT - 1) * kDilationD < kD));
+    }
 
     Element x_regs[kBRowsPerThread];
     auto gather_x = [&](int k_tile) {
@@ -673,12 +716,20 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
         const bool in_k = kGemmK % kBK == 0 || kk < kGemmK;
         index_t offset;
         int dh, dw;
+        [[maybe_unused]] int dd = 0;
         if constexpr (kUseTable) {
           const int entry = in_k ? kk : 0;
           offset = kGather.offset[entry];
           const int shift = kGather.shift[entry];
           dh = shift >> 16;
           dw = shift & 0xffff;
+        } else if constexpr (kDepth) {
+          const int c = kk / kTaps;
+          const int rs = kk % (kR * kS);
+          dd = kk % kTaps / (kR * kS) * kDilationD;
+          dh = (rs / kS) * kDilationH;
+          dw = (rs % kS) * kDilationW;
+          offset = c * kImagePlane + static_cast<index_t>(dd) * kDepthSlice + dh * kW + dw;
         } else {
           const int c = kk / kTaps;
           const int rs = kk % kTaps;
@@ -691,6 +742,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           if (!interior) {
             valid = valid && static_cast<unsigned>(ih0 + dh) < static_cast<unsigned>(kH) &&
                     static_cast<unsigned>(iw0 + dw) < static_cast<unsigned>(kW);
+            if constexpr (kDepth) valid = valid && static_cast<unsigned>(id0 + dd) < static_cast<unsigned>(kD);
           }
         }
         x_regs[i] = valid ? __ldg(x_pixel + offset) : Element{0};
@@ -865,3 +917,23 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     }
   }
 }
+
+#ifdef CONVJIT_IGEMM_PACK_TRANSPOSED
+#define CONVJIT_IGEMM_CAT2(a, b) a##b
+#define CONVJIT_IGEMM_CAT(a, b) CONVJIT_IGEMM_CAT2(a, b)
+// Transposed: W'[group][k][c][r][s] = w[group][c][k][R-1-r][S-1-s], one thread an element
+// of W' (its writes coalesce; the reads of one warp span a few rows of w).
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_IGEMM_CAT(CONVJIT_KERNEL_NAME, _pack)(const igemm::Element* __restrict__ w,
+                                                  igemm::Element* __restrict__ packed) {
+  using namespace igemm;
+  static_assert(kTransposed, "CONVJIT_IGEMM_PACK_TRANSPOSED is for transposed problems");
+  constexpr long long kGroupElems = static_cast<long long>(kKPerGroup) * kGemmK;
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kGroupElems * kGroups; i += 256ll * gridDim.x) {
+    const long long group_base = i / kGroupElems * kGroupElems;
+    const long long k = i % kGroupElems / kGemmK;
+    const int kk = static_cast<int>(i % kGemmK);
+    packed[i] = w[group_base + (kk / kTaps * kKPerGroup + k) * kTaps + (kTaps - 1 - kk % kTaps)];
+  }
+}
+#endif

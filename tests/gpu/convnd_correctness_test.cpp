@@ -3,7 +3,8 @@
 // algorithm that accepts them (why_unsupported decides, so a family that learns a new
 // rank or the transposed map joins these tests by itself), and kAuto. Random descriptors
 // with odd sizes, strides 1-3, padding, output_padding, dilation 1-3, groups, bias and
-// ReLU; then the 23 KernelBench problems that are not 2-D forward, scaled down. Plans
+// ReLU; then the 23 KernelBench problems that are not 2-D forward, scaled down; then
+// im2col's chunking of 3-D rows and its repacked transposed weights. Plans
 // compile in parallel first; the problems are small enough for compute-sanitizer memcheck
 // (`--gtest_filter='ConvNdCorrectness*'`).
 #include <fmt/format.h>
@@ -208,6 +209,220 @@ TEST_F(ConvNdCorrectness, KernelBenchOneThreeDimensionalAndTransposedProblemsSca
   }
   EXPECT_GE(cases.size(), 23u * std::size(kModes));
   run_cases(cases, 15051);
+}
+
+// Stride-1 transposed NCHW problems on the mma.sync implicit GEMM (flipped, swapped
+// filter read in place): tiles of every channel size the tile choice has (up to 128
+// output channels, more than one block of pixels), padding from none to past the
+// filter's reach (a negative forward padding), dilation, output_padding, groups, 1-D
+// and 2-D, every dtype and math mode.
+TEST_F(ConvNdCorrectness, StrideOneTransposedOnTheImplicitGemmMatchesFloat64) {
+  std::vector<Case> cases;
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 40, .h = 13, .w = 17, .k = 136, .r = 3, .s = 3, .bias = true, .transposed = true},
+      {.n = 1,
+       .c = 24,
+       .h = 9,
+       .w = 21,
+       .k = 72,
+       .r = 3,
+       .s = 5,
+       .pad_h = 1,
+       .pad_w = 4,
+       .dilation_w = 2,
+       .groups = 2,
+       .bias = true,
+       .activation = Activation::kRelu,
+       .transposed = true,
+       .output_padding_w = 1},
+      {.n = 3, .c = 16, .h = 6, .w = 7, .k = 20, .r = 2, .s = 3, .pad_h = 2, .pad_w = 3, .transposed = true},
+      {.n = 2,
+       .c = 33,
+       .w = 301,
+       .k = 48,
+       .s = 5,
+       .pad_w = 2,
+       .dilation_w = 3,
+       .spatial_dims = 1,
+       .transposed = true,
+       .output_padding_w = 2},
+      {.n = 2,
+       .c = 12,
+       .h = 11,
+       .w = 10,
+       .k = 8,
+       .r = 4,
+       .s = 4,
+       .pad_h = 1,
+       .pad_w = 2,
+       .dilation_h = 2,
+       .transposed = true,
+       .output_padding_h = 1},
+  };
+  for (Conv2dDesc d : shapes) {
+    for (const Mode& m : kModes) {
+      d.dtype = m.dtype;
+      d.math = m.math;
+      ASSERT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "")) << d.to_string();
+      cases.push_back({d, Algorithm::kImplicitGemm, "transposed implicit GEMM"});
+    }
+  }
+  run_cases(cases, 15071);
+}
+
+// 3-D on the mma.sync implicit GEMM (NCDHW depth gather), forward and stride-1
+// transposed: tiles of every channel size (up to more than 128 output channels), depth
+// padding, dilation and stride, output_padding in depth, groups, a window that the
+// padding crops past the filter's reach, every dtype and math mode.
+TEST_F(ConvNdCorrectness, ThreeDimensionalOnTheImplicitGemmMatchesFloat64) {
+  std::vector<Case> cases;
+  const Conv2dDesc shapes[] = {
+      {.n = 2,
+       .c = 20,
+       .h = 9,
+       .w = 11,
+       .k = 136,
+       .r = 3,
+       .s = 3,
+       .pad_h = 1,
+       .pad_w = 1,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 7,
+       .t = 3,
+       .pad_d = 1},
+      {.n = 1,
+       .c = 12,
+       .h = 10,
+       .w = 9,
+       .k = 40,
+       .r = 3,
+       .s = 2,
+       .stride_h = 2,
+       .dilation_w = 2,
+       .groups = 2,
+       .activation = Activation::kRelu,
+       .spatial_dims = 3,
+       .d = 9,
+       .t = 2,
+       .stride_d = 2,
+       .pad_d = 2,
+       .dilation_d = 3},
+      {.n = 2, .c = 3, .h = 12, .w = 13, .k = 64, .r = 3, .s = 3, .spatial_dims = 3, .d = 5, .t = 3},
+      {.n = 2,
+       .c = 16,
+       .h = 6,
+       .w = 7,
+       .k = 72,
+       .r = 3,
+       .s = 3,
+       .pad_h = 1,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 5,
+       .t = 3,
+       .dilation_d = 2,
+       .transposed = true,
+       .output_padding_d = 1},
+      {.n = 1,
+       .c = 24,
+       .h = 5,
+       .w = 6,
+       .k = 24,
+       .r = 2,
+       .s = 3,
+       .pad_w = 3,
+       .groups = 3,
+       .spatial_dims = 3,
+       .d = 4,
+       .t = 2,
+       .pad_d = 2,
+       .transposed = true},
+  };
+  for (Conv2dDesc d : shapes) {
+    for (const Mode& m : kModes) {
+      d.dtype = m.dtype;
+      d.math = m.math;
+      ASSERT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "")) << d.to_string();
+      cases.push_back({d, Algorithm::kImplicitGemm, "3-D implicit GEMM"});
+    }
+  }
+  run_cases(cases, 15081);
+}
+
+// im2col + cuBLAS on 3-D and transposed problems under workspace limits that cut the
+// columns into chunks of output rows spanning several depths (and one whole image a
+// chunk), in both layouts, with the transposed weights repacked into the same workspace:
+// every chunk boundary and the packed copy's place must agree with the kernels'.
+TEST_F(ConvNdCorrectness, Im2colChunksOfDepthRowsAndRepackedTransposedWeightsMatchFloat64) {
+  std::mt19937_64 rng(1506);
+  const Conv2dDesc shapes[] = {
+      {.n = 2,
+       .c = 6,
+       .h = 7,
+       .w = 9,
+       .k = 10,
+       .r = 3,
+       .s = 2,
+       .pad_h = 1,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 5,
+       .t = 3,
+       .stride_d = 1,
+       .pad_d = 1},
+      {.n = 2,
+       .c = 8,
+       .h = 5,
+       .w = 6,
+       .k = 12,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
+       .pad_w = 1,
+       .groups = 2,
+       .bias = true,
+       .activation = Activation::kRelu,
+       .spatial_dims = 3,
+       .d = 4,
+       .t = 2,
+       .stride_d = 2,
+       .transposed = true,
+       .output_padding_h = 1},
+      {.n = 3,
+       .c = 16,
+       .h = 11,
+       .w = 13,
+       .k = 24,
+       .r = 4,
+       .s = 4,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
+       .pad_w = 1,
+       .bias = true,
+       .transposed = true},
+  };
+  for (const std::uint64_t limit : {std::uint64_t{48} << 10, std::uint64_t{256} << 20}) {
+    Runtime rt(RuntimeOptions{.cache_dir = dir_.path(), .workspace_limit_bytes = limit});
+    for (Conv2dDesc d : shapes) {
+      for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        for (const Mode& m : kModes) {
+          d.layout = layout;
+          d.dtype = m.dtype;
+          d.math = m.math;
+          SCOPED_TRACE(fmt::format("{} limit {}", d.to_string(), limit));
+          const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm});
+          EXPECT_LE(plan.workspace_bytes(), limit);
+          const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kIm2colGemm);
+          EXPECT_EQ(result.unwritten, 0u);
+          EXPECT_LT(result.rel_err, testing::tolerance(d));
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

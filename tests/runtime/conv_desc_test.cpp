@@ -188,7 +188,7 @@ TEST(ConvDesc, KernelNamesOfTwoDimensionalProblemsAreUnchangedAndNewOnesAreDisti
   EXPECT_NE(problem_tag(transposed).find("_tr0x1x0"), std::string::npos) << problem_tag(transposed);
 }
 
-TEST(ConvDesc, DepthAndTransposedProblemsRunOnTheDirectKernelAndOneDimensionalOnesOnEveryAlgorithm) {
+TEST(ConvDesc, DepthAndStrideOneTransposedProblemsRunOnDirectIm2colAndImplicitGemmAndOneDOnEveryAlgorithm) {
   const ConvDesc one_d{.n = 2, .c = 32, .w = 500, .k = 64, .s = 3, .spatial_dims = 1};
   for (Algorithm a : {Algorithm::kDirect, Algorithm::kImplicitGemm, Algorithm::kIm2colGemm, Algorithm::kAuto}) {
     EXPECT_FALSE(why_unsupported(one_d, a, "sm_90").has_value()) << to_string(a);
@@ -198,8 +198,9 @@ TEST(ConvDesc, DepthAndTransposedProblemsRunOnTheDirectKernelAndOneDimensionalOn
   for (const ConvDesc& d : {conv3d(), transposed}) {
     EXPECT_FALSE(why_unsupported(d, Algorithm::kDirect, "sm_90").has_value());
     EXPECT_FALSE(why_unsupported(d, Algorithm::kAuto, "sm_90").has_value());
-    EXPECT_TRUE(why_unsupported(d, Algorithm::kIm2colGemm, "sm_90").has_value());
-    EXPECT_TRUE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90").has_value());
+    EXPECT_FALSE(why_unsupported(d, Algorithm::kIm2colGemm, "sm_90").has_value());
+    // NCHW 3-D and stride-1 transposed problems run on the mma.sync kernel.
+    EXPECT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90").has_value());
     EXPECT_TRUE(depthwise_unsupported_reason(d).has_value());
     // kAuto falls back to the direct kernel, whose source carries the depth and the map.
     const auto source = specialize(d, Algorithm::kDirect, "sm_90", kFullAlignment).source;

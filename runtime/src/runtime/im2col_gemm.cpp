@@ -19,19 +19,51 @@ unsigned blocks_for(std::uint64_t elements) {
 }
 }  // namespace
 
+namespace {
+std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
+
+// Output rows of every depth: the (z, p) pairs the chunks cut.
+long long output_rows(const Conv2dDesc& d) {
+  const auto o = d.output_shape();
+  return static_cast<long long>(o.z) * o.p;
+}
+
+Im2colChunking plan_columns(const Conv2dDesc& d, std::uint64_t limit);
+}  // namespace
+
 Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
+  // Transposed weights are repacked each run into the workspace, after the columns.
+  const std::uint64_t packed = d.transposed ? round_up(d.w_elements() * size_of(d.dtype), 16) : 0;
+  if (packed > limit) {
+    fail(ErrorCode::kUnsupported,
+         "{}: im2col needs {} bytes for the repacked transposed weights, over the {} bytes the workspace limit "
+         "leaves (RuntimeOptions.workspace_limit_bytes / CONVJIT_WORKSPACE_LIMIT)",
+         d.to_string(), packed, limit);
+  }
+  Im2colChunking out = plan_columns(d, limit - packed);
+  if (packed > 0) {
+    out.packed_weight_offset = round_up(out.workspace_bytes, 16);
+    out.packed_weight_bytes = d.w_elements() * size_of(d.dtype);
+    out.workspace_bytes = out.packed_weight_offset + out.packed_weight_bytes;
+  }
+  return out;
+}
+
+namespace {
+Im2colChunking plan_columns(const Conv2dDesc& d, std::uint64_t limit) {
   Im2colChunking out;
   const auto o = d.output_shape();
+  const long long rows_total = output_rows(d);
   if (is_pointwise_gemm(d)) {
     out.pointwise = true;
     out.images_per_chunk = d.n;
-    out.rows_per_chunk = static_cast<int>(o.p);
+    out.rows_per_chunk = static_cast<int>(rows_total);
     return out;
   }
-  const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.r * d.s;
+  const std::uint64_t gemm_k = static_cast<std::uint64_t>(d.c / d.groups) * d.t * d.r * d.s;
   const std::uint64_t row_bytes = gemm_k * static_cast<std::uint64_t>(o.q) * size_of(d.dtype);
-  const std::uint64_t column_image_bytes = row_bytes * static_cast<std::uint64_t>(o.p);
-  const std::uint64_t pixels = static_cast<std::uint64_t>(o.p) * o.q;
+  const std::uint64_t column_image_bytes = row_bytes * static_cast<std::uint64_t>(rows_total);
+  const std::uint64_t pixels = static_cast<std::uint64_t>(rows_total) * o.q;
   const std::uint64_t scratch_image_bytes = static_cast<std::uint64_t>(d.k / d.groups) * pixels * size_of(d.dtype);
   // A merged chunk holds its images' columns and their scratch y (plus 16 bytes of
   // alignment between the two, charged to every image to stay under the limit).
@@ -42,7 +74,7 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
     // cuBLAS takes M as an int.
     out.images_per_chunk = static_cast<int>(std::min<std::uint64_t>(
         {static_cast<std::uint64_t>(d.n), limit / merged_image_bytes, kMaxGemmPixels / pixels}));
-    out.rows_per_chunk = static_cast<int>(o.p);
+    out.rows_per_chunk = static_cast<int>(rows_total);
     out.column_bytes = out.images_per_chunk * column_image_bytes;
     out.workspace_bytes = (out.column_bytes + 15) / 16 * 16 + out.images_per_chunk * scratch_image_bytes;
     return out;
@@ -58,18 +90,19 @@ Im2colChunking plan_im2col_chunks(const Conv2dDesc& d, std::uint64_t limit) {
     std::uint64_t images = std::min<std::uint64_t>(d.n, limit / image_bytes);
     // NHWC: one GEMM covers the chunk's pixels across its images (NCHW batches images).
     if (d.layout == Layout::kNHWC) {
-      images = std::max<std::uint64_t>(1, std::min<std::uint64_t>(images, kMaxGemmPixels / (o.p * o.q)));
+      images = std::max<std::uint64_t>(1, std::min<std::uint64_t>(images, kMaxGemmPixels / (rows_total * o.q)));
     }
     out.images_per_chunk = static_cast<int>(images);
-    out.rows_per_chunk = static_cast<int>(o.p);
+    out.rows_per_chunk = static_cast<int>(rows_total);
   } else {
     out.images_per_chunk = 1;
-    out.rows_per_chunk = static_cast<int>(std::min<std::uint64_t>(o.p, limit / row_bytes));
+    out.rows_per_chunk = static_cast<int>(std::min<std::uint64_t>(rows_total, limit / row_bytes));
   }
   out.column_bytes = static_cast<std::uint64_t>(out.images_per_chunk) * out.rows_per_chunk * row_bytes;
   out.workspace_bytes = out.column_bytes;
   return out;
 }
+}  // namespace
 
 Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunking,
                                    std::shared_ptr<LoadedModule> module, const std::string& kernel_name,
@@ -82,11 +115,11 @@ Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunki
   im2col_ = module_->lookup(kernel_name + "_im2col");
   bias_act_ = module_->lookup(kernel_name + "_bias_act");
   scatter_ = module_->lookup(kernel_name + "_scatter");
+  if (desc_.transposed) pack_w_ = module_->lookup(kernel_name + "_pack_w");
 }
 
 namespace {
 constexpr std::uint64_t kBlasAlign = 256;  // cublasSetWorkspace's alignment
-std::uint64_t round_up(std::uint64_t v, std::uint64_t to) { return (v + to - 1) / to * to; }
 }  // namespace
 
 std::uint64_t Im2colGemmRunner::workspace_bytes() const noexcept {
@@ -103,6 +136,16 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
   const auto* xf = static_cast<const char*>(x);
   const auto* wf = static_cast<const char*>(w);
   auto* yf = static_cast<char*>(y);
+  if (pack_w_ != nullptr) {
+    // Transposed: every GEMM below reads W from its packed copy.
+    auto* packed = reinterpret_cast<char*>(workspace + chunking_.packed_weight_offset);
+    const void* w_in = w;
+    void* args[] = {&w_in, &packed};
+    const std::uint64_t elements = chunking_.packed_weight_bytes / size_of(desc_.dtype);
+    CONVJIT_CU_CHECK(cuLaunchKernel(pack_w_, blocks_for(elements), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
+                     "launching the weight pack of {}", desc_.to_string());
+    wf = packed;
+  }
   const CUdeviceptr blas_ws = round_up(workspace + round_up(chunking_.workspace_bytes, 16), kBlasAlign);
   // NOTE: the handle is the context's; it stays locked until this run's last GEMM is
   // enqueued, so no other run rebinds its stream or workspace in between.
@@ -134,7 +177,7 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
     // A dynamic-batch epilogue takes the batch as its last parameter (convjit_device.cuh).
     void* args[] = {&bias, &yf, &batch};
     const auto o = desc_.output_shape();
-    const std::uint64_t elements = static_cast<std::uint64_t>(batch) * desc_.k * o.p * o.q;
+    const std::uint64_t elements = static_cast<std::uint64_t>(batch) * desc_.k * output_rows(desc_) * o.q;
     CONVJIT_CU_CHECK(cuLaunchKernel(bias_act_, blocks_for(elements), 1, 1, kThreads, 1, 1, 0, stream, args, nullptr),
                      "launching the bias/activation epilogue of {}", desc_.to_string());
   }
@@ -145,9 +188,10 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
   const long long k_per_group = desc_.k / groups;
-  const long long gemm_k = c_per_group * desc_.r * desc_.s;
-  const long long pixels = o.p * o.q;
-  const long long plane = static_cast<long long>(desc_.h) * desc_.w;
+  const long long gemm_k = c_per_group * desc_.t * desc_.r * desc_.s;
+  const long long rows_total = output_rows(desc_);
+  const long long pixels = rows_total * o.q;
+  const long long plane = static_cast<long long>(desc_.d) * desc_.h * desc_.w;
   const long long esz = static_cast<long long>(size_of(desc_.dtype));
   const float one = 1.0f;  // float scalars: the compute type is 32F for every data type
   const float zero = 0.0f;
@@ -172,8 +216,8 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
     }
     for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
       const int images = std::min(chunking_.images_per_chunk, batch - n0);
-      for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
-        const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
+      for (int p0 = 0; p0 < rows_total; p0 += chunking_.rows_per_chunk) {
+        const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, rows_total - p0));
         const long long chunk_pixels = static_cast<long long>(rows) * o.q;
         int group = g;
         int merged = 0;
@@ -199,8 +243,9 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
                                        const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
   const long long k_per_group = desc_.k / desc_.groups;
-  const long long gemm_k = static_cast<long long>(desc_.c / desc_.groups) * desc_.r * desc_.s;
-  const long long pixels = o.p * o.q;
+  const long long gemm_k = static_cast<long long>(desc_.c / desc_.groups) * desc_.t * desc_.r * desc_.s;
+  const long long rows_total = output_rows(desc_);
+  const long long pixels = rows_total * o.q;
   const long long esz = static_cast<long long>(size_of(desc_.dtype));
   const float one = 1.0f;
   const float zero = 0.0f;
@@ -212,7 +257,7 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
       int images = std::min(chunking_.images_per_chunk, batch - n0);
       int group = g;
       int p0 = 0;
-      int rows = static_cast<int>(o.p);
+      int rows = static_cast<int>(rows_total);
       int merged = 1;
       void* im2col_args[] = {&xf, &col, &group, &n0, &p0, &rows, &images, &merged};
       CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * pixels), 1, 1, kThreads, 1, 1, 0,
@@ -238,10 +283,11 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
 
 void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const GemmContext& ctx, int batch) const {
   const auto o = desc_.output_shape();
+  const long long rows_total = output_rows(desc_);
   const int groups = desc_.groups;
   const long long c_per_group = desc_.c / groups;
   const long long k_per_group = desc_.k / groups;
-  const long long gemm_k = c_per_group * desc_.r * desc_.s;
+  const long long gemm_k = c_per_group * desc_.t * desc_.r * desc_.s;
   const long long esz = static_cast<long long>(size_of(desc_.dtype));
   const float one = 1.0f;
   const float zero = 0.0f;
@@ -263,7 +309,7 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   };
   if (chunking_.pointwise) {
     // x is already the column matrix: N*H*W rows of c channels, group g's from g * c/g.
-    const long long total = static_cast<long long>(batch) * o.p * o.q;
+    const long long total = static_cast<long long>(batch) * output_rows(desc_) * o.q;
     for (long long m0 = 0; m0 < total; m0 += kMaxGemmPixels) {
       const long long pixels = std::min<long long>(kMaxGemmPixels, total - m0);
       for (int g = 0; g < groups; ++g) {
@@ -275,11 +321,11 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   }
   for (int n0 = 0; n0 < batch; n0 += chunking_.images_per_chunk) {
     const int images = std::min(chunking_.images_per_chunk, batch - n0);
-    for (int p0 = 0; p0 < o.p; p0 += chunking_.rows_per_chunk) {
-      const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, o.p - p0));
+    for (int p0 = 0; p0 < rows_total; p0 += chunking_.rows_per_chunk) {
+      const int rows = static_cast<int>(std::min<long long>(chunking_.rows_per_chunk, rows_total - p0));
       // The chunk's output pixels are consecutive rows of y: images whole, or rows of one image.
       const long long chunk_pixels = static_cast<long long>(images) * rows * o.q;
-      const long long first_pixel = (static_cast<long long>(n0) * o.p + p0) * o.q;
+      const long long first_pixel = (static_cast<long long>(n0) * rows_total + p0) * o.q;
       for (int g = 0; g < groups; ++g) {
         int group = g;
         int merged = 0;

@@ -13,7 +13,8 @@
 
 namespace convjit {
 
-// How one problem is cut to fit the workspace.
+// How one problem is cut to fit the workspace. 3-D outputs are chunked over rows of
+// (z, p) pairs: rows_per_chunk counts them, out of Z * P.
 struct Im2colChunking {
   bool pointwise = false;  // 1x1 stride 1 no padding: GEMM on the input, no workspace
   // NCHW images too small for a GEMM each (fewer than kMergeBelowPixels output pixels):
@@ -23,6 +24,10 @@ struct Im2colChunking {
   int images_per_chunk = 0;
   int rows_per_chunk = 0;          // output rows per chunk (all P when whole images fit)
   std::uint64_t column_bytes = 0;  // the column matrix; the scratch y follows at a 16-byte boundary
+  // Transposed: W repacked as the GEMM reads it ([group][k][kk]), at this offset
+  // (16-byte aligned, after the columns and scratch), each run.
+  std::uint64_t packed_weight_offset = 0;
+  std::uint64_t packed_weight_bytes = 0;
   std::uint64_t workspace_bytes = 0;
 };
 
@@ -76,6 +81,7 @@ class Im2colGemmRunner {
   CUfunction im2col_ = nullptr;
   CUfunction bias_act_ = nullptr;
   CUfunction scatter_ = nullptr;
+  CUfunction pack_w_ = nullptr;
 };
 
 }  // namespace convjit

@@ -34,6 +34,24 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
   return std::nullopt;
 }
 
+std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {
+  // The mma.sync kernel gathers a depth dimension in NCDHW; its channels-last copies and
+  // the wgmma kernel are 2-D.
+  const bool depth = d.d != 1 || d.t != 1 || d.pad_d != 0 || d.output_shape().z != 1;
+  if (depth && d.layout != Layout::kNCHW) {
+    return fmt::format("a convolution with a depth dimension runs on the implicit GEMM in NCDHW only so far ({})",
+                       d.to_string());
+  }
+  // A stride-1 transposed convolution is a forward one of the flipped filter (the mma.sync
+  // kernel's kTransposed): no zero products, no column matrix.
+  if (d.transposed && (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1 || d.layout != Layout::kNCHW)) {
+    return fmt::format(
+        "a transposed convolution runs on the implicit-GEMM kernel with stride 1 in NCHW only so far ({})",
+        d.to_string());
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm algorithm, const std::string& arch) {
   switch (algorithm) {
     case Algorithm::kAuto:
@@ -41,9 +59,10 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
     case Algorithm::kDirect:  // both kernels read either layout
       return std::nullopt;
     case Algorithm::kIm2colGemm:  // cuBLAS takes every problem; the workspace limit is checked per plan
-      return beyond_2d_forward_reason(d);
+      // Its gather takes a depth dimension and the transposed index map too.
+      return std::nullopt;
     case Algorithm::kImplicitGemm:
-      if (auto why = beyond_2d_forward_reason(d)) return why;
+      if (auto why = implicit_gemm_beyond_2d_reason(d)) return why;
       // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
       // wgmma kernel takes what wgmma_unsupported_reason lets it, mma.sync the rest.
       // mma.sync m16n8k8 (TF32) and m16n8k16 (f16, bf16) need Ampere; an arch not named
@@ -60,6 +79,32 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
   // The heuristic must choose the same kernel with no GPU present (prewarm --arch), so it
   // goes by the arch's flagship part: H100 / H200 SXM.
   return arch.rfind("sm_90", 0) == 0 ? 132 : 108;
+}
+
+Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
+  // 3-D and transposed problems: the implicit GEMM where it takes them (NCHW: 3-D
+  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel. A transposed
+  // problem's columns hold every tap for every output, of which only one in
+  // stride_d * stride_h * stride_w reaches it on average: the GEMM multiplies that many
+  // zeros, which the direct kernel skips. Tensor cores (TF32, 16-bit) run the GEMM fast
+  // enough to pay for them; strict fp32 runs it on the FMA units, the direct kernel's own,
+  // so there only a modest waste pays for cuBLAS's blocking (docs/perf.md, issue 15).
+  const int c_per_group = d.c / d.groups;
+  const int k_per_group = d.k / d.groups;
+  const long long waste = d.transposed ? static_cast<long long>(d.stride_d) * d.stride_h * d.stride_w : 1;
+  const long long useful_reduction = static_cast<long long>(c_per_group) * d.t * d.r * d.s / waste;
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
+  // a handful of useful products an output, are the direct kernel's.
+  if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
+  // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
+  // im2col writes and reads a column matrix taps times the size of x.
+  // Shallow inputs too (a 3-channel 3-D stem: 27 taps x 3): the gather reads x in place.
+  if (k_per_group >= 16 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
+    return Algorithm::kImplicitGemm;
+  }
+  if (strict && waste > 4) return Algorithm::kDirect;
+  return Algorithm::kIm2colGemm;
 }
 
 namespace {
@@ -107,14 +152,15 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
   const double columns = is_pointwise_gemm(d) ? 0.0
-                                              : static_cast<double>(o.n) * o.p * o.q * (d.c / d.groups) * d.r * d.s *
-                                                    static_cast<double>(size_of(d.dtype));
+                                              : static_cast<double>(o.n) * o.z * o.p * o.q * (d.c / d.groups) * d.t *
+                                                    d.r * d.s * static_cast<double>(size_of(d.dtype));
   return gemm_ms + 2.0 * columns / (kBandwidth * 1e12) * 1e3 + 0.01;
 }
 
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
+  if (beyond_2d_forward_reason(d)) return select_beyond_2d(d, arch);
   const long long reduction = static_cast<long long>(c_per_group) * d.r * d.s;
   // Tensor cores pay once a GEMM tile has real rows and a real reduction to chew on;
   // depthwise and tiny-channel problems are memory-bound and stay on the direct kernel.

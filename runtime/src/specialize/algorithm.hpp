@@ -27,6 +27,15 @@ double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 
+// select_algorithm's part for 3-D and transposed problems: the mma.sync implicit GEMM for
+// NCHW 3-D forward and stride-1 transposed ones with channels enough, im2col + cuBLAS for the rest that
+// are dense enough, else direct.
+Algorithm select_beyond_2d(const Conv2dDesc& desc, const std::string& arch = {});
+
+// Why the implicit-GEMM kernels cannot run a 3-D or transposed problem (nullopt: they can,
+// or it is 2-D forward).
+std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& desc);
+
 // kAuto → the heuristic's choice; a forced algorithm that cannot run `desc` throws kUnsupported.
 Algorithm resolve_algorithm(const Conv2dDesc& desc, Algorithm requested, const std::string& arch = {});
 

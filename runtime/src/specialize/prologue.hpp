@@ -24,6 +24,9 @@ class Prologue {
   explicit Prologue(std::string_view kernel_name);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
+  // `#define name 1` ahead of the template: for what must change the kernels a module
+  // declares (a macro, where a constant could only change their bodies).
+  Prologue& define(std::string_view name);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
   // the output extents kP and kQ, kHasBias, kRelu, the element type kDType and the
   // memory layout kLayout; for a dynamic-batch problem, CONVJIT_DYNAMIC_BATCH (kN is then

@@ -29,7 +29,11 @@ Specialization specialize_im2col(const Conv2dDesc& d) {
 }
 
 bool is_pointwise_gemm(const Conv2dDesc& d) {
-  return d.r == 1 && d.s == 1 && d.stride_h == 1 && d.stride_w == 1 && d.pad_h == 0 && d.pad_w == 0;
+  // A depth dimension or a transposed problem gathers its columns (and, transposed,
+  // packs its weights) even when 1x1: the GEMM straight on x reads H * W planes of w as
+  // stored.
+  return !d.transposed && d.d == 1 && d.t == 1 && d.r == 1 && d.s == 1 && d.stride_h == 1 && d.stride_w == 1 &&
+         d.pad_h == 0 && d.pad_w == 0;
 }
 
 }  // namespace convjit

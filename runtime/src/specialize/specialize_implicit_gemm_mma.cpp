@@ -124,7 +124,10 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
       nhwc && sixteen_bit && (env == nullptr || *env == '\0')) {
     tile.stages = kStagesNhwc16Bit;
   }
-  const std::int64_t gemm_n = out.n * out.p * out.q;
+  // 3-D: the depth gather decodes (c, t, r, s) with divisions (the 2-D offset table has no
+  // room for a depth), which needs more registers than two blocks an SM leave a thread.
+  if (d.d != 1 || d.t != 1 || out.z != 1) tile.min_blocks = 1;
+  const std::int64_t gemm_n = out.n * out.z * out.p * out.q;
   const std::int64_t grid_x = (gemm_n + tile.bn - 1) / tile.bn;
   if (grid_x > INT_MAX) fail(ErrorCode::kUnsupported, "{}: {} pixel tiles exceed the grid", d.to_string(), grid_x);
   const bool wide = std::max({d.x_elements(), d.y_elements(), d.w_elements()}) > INT_MAX;
@@ -150,11 +153,14 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   // NHWC: X and W in runs of kXVecBytes / kWVecBytes, two channels a store where kAlignY
   // allows (the template's kChannelPairStores).
   const auto e = static_cast<unsigned>(element);
-  const std::int64_t gemm_k = std::int64_t{d.c / d.groups} * d.r * d.s;
+  const std::int64_t gemm_k = std::int64_t{d.c / d.groups} * d.t * d.r * d.s;
   const bool whole_chunks = gemm_k % (16 / element) == 0;
-  const bool pair_y = sixteen_bit && out.p * out.q % 2 == 0;
+  const bool pair_y = sixteen_bit && out.z * out.p * out.q % 2 == 0;
   unsigned x_vec = e;
-  unsigned w_vec = whole_chunks && align.w >= 16 ? 16u : e;
+  // Transposed: the kernel reads W' from the pack kernel's output, in the workspace or the
+  // caller's packed buffer, both 16-byte aligned; w itself is read element by element.
+  const unsigned w_align = d.transposed ? 16u : align.w;
+  unsigned w_vec = whole_chunks && w_align >= 16 ? 16u : e;
   if (nhwc) {
     x_vec = copy_width(d.c / d.groups, align.x, e);
     w_vec = copy_width(gemm_k, align.w, e);
@@ -162,13 +168,14 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
     src.launch.needs = {x_vec, w_vec, e, pair_channels ? 2 * e : e};
     fmt::format_to(std::back_inserter(src.launch.tile), ", NHWC: x in {}-byte and w in {}-byte copies", x_vec, w_vec);
   } else {
-    src.launch.needs = {e, w_vec, e, pair_y && align.y >= 4 ? 4u : e};
+    src.launch.needs = {e, d.transposed ? e : w_vec, e, pair_y && align.y >= 4 ? 4u : e};
   }
   const std::string_view math = sixteen_bit ? to_string(d.dtype) : split == 3 ? "3xtf32" : "tf32";
   src.source.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
                                        alignment_tag(align, kFullAlignment));
-  src.source.text = Prologue(src.source.kernel_name)
-                        .problem(d)
+  Prologue prologue(src.source.kernel_name);
+  if (d.transposed) prologue.define("CONVJIT_IGEMM_PACK_TRANSPOSED");
+  src.source.text = prologue.problem(d)
                         .constant("kBM", tile.bm)
                         .constant("kBN", tile.bn)
                         .constant("kBK", tile.bk)
@@ -178,7 +185,7 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                         .constant("kSplit", split)
                         .constant("kMinBlocksPerSm", tile.min_blocks)
                         .constant("kWideIndex", wide)
-                        .constant("kAlignW", static_cast<int>(align.w))
+                        .constant("kAlignW", static_cast<int>(w_align))
                         .constant("kAlignY", static_cast<int>(align.y))
                         .constant("kAlignX", static_cast<int>(align.x))
                         .constant("kXVecBytes", static_cast<int>(x_vec))
@@ -194,8 +201,16 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                          .grid_z = static_cast<unsigned>(d.groups),
                          .block_x = static_cast<unsigned>(tile.warps_m * tile.warps_n * 32),
                          .shared_bytes = static_cast<unsigned>(layout.shared_bytes),
-                         .grid_x_per_image = static_cast<std::uint64_t>(out.p * out.q),
+                         .grid_x_per_image = static_cast<std::uint64_t>(out.z * out.p * out.q),
                          .grid_x_divisor = static_cast<std::uint64_t>(tile.bn)};
+  if (d.transposed) {
+    const std::uint64_t packed = static_cast<std::uint64_t>(d.w_elements());
+    src.launch.weight_pack =
+        WeightPack{.kernel_name = src.source.kernel_name + "_pack",
+                   .packed_bytes = packed * static_cast<std::uint64_t>(element),
+                   .block_x = 256,
+                   .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>((packed + 255) / 256, 1, 132 * 8))};
+  }
   return src;
 }
 
