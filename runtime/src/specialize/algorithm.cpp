@@ -194,7 +194,7 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
     case Algorithm::kImplicitGemm:
       // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
       // the pointers the wgmma kernel cannot copy from.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d);
+      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d, align);
       return specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

@@ -77,8 +77,9 @@ std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The mma.sync implicit-GEMM kernel (TF32, or 3xTF32 for strict math; m16n8k16 for f16
 // and bf16 data; fp32 accumulation), for pointers aligned as `align` says.
 Specialization specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
-// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a.
-Specialization specialize_wgmma(const Conv2dDesc& desc);
+// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a,
+// for pointers aligned as `align` says (NHWC copies x as widely as it allows).
+Specialization specialize_wgmma(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
