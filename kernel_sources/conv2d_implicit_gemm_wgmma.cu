@@ -51,6 +51,7 @@ constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 constexpr bool kStoreWarps = true;
 constexpr int kXVecBytes = 4;
 constexpr bool kPairStores = false;
+constexpr int kSplitK = 1;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 }  // namespace spec
 #endif
@@ -93,9 +94,14 @@ constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
 constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
 // NHWC: a tile is kBM consecutive output pixels in (image, row, column) order; the host
-// keeps kN * kP * kQ + kBM within int.
-constexpr int kPixels = kN * kP * kQ;
+// keeps kN * kP * kQ + kBM within int (NCHW problems may not fit: not evaluated for them).
+constexpr int kPixels = kNhwc ? kN * kP * kQ : 0;
 constexpr int kStagesTotal = kNhwc ? kR * kS * kChunks : kChunks * kR;  // per tile
+// Split-K (NHWC): blockIdx.z = group x kSplitK + slice; slice i reduces the tile's stages
+// [i * kSliceStages, min((i + 1) * kSliceStages, kStagesTotal)) (the host makes none
+// empty) into fp32 partial sums, written through `y` (then the workspace's partials:
+// [slice][pixel][kK]); <name>_reduce adds the slices and applies the epilogue.
+constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
 constexpr int kTiles = kNhwc ? (kPixels + kBM - 1) / kBM : kN * kTilesP * kTilesQ;
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
 constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
@@ -142,6 +148,13 @@ static_assert(!kNhwc || ((kXVecBytes == 4 || kXVecBytes == 8 || kXVecBytes == 16
 static_assert(!kNhwc || (kBP == 1 && !kStoreWarps && kSub % 2 == 0),
               "NHWC tiles are a run of kBM pixels, stored from registers, an even number of k steps a stage");
 static_assert(!kPairStores || (kNhwc && kKPerGroup % 2 == 0), "pair stores need an even channel count per group");
+static_assert(kSplitK >= 1 && (kSplitK == 1 || kNhwc) && (kSplitK - 1) * kSliceStages < kStagesTotal,
+              "split-K is NHWC's, and every slice has stages");
+#ifdef CONVJIT_WGMMA_SPLIT_K
+static_assert(kSplitK > 1, "the reduce pass is for split-K kernels only");
+#else
+static_assert(kSplitK == 1, "split-K kernels need their reduce pass (CONVJIT_WGMMA_SPLIT_K)");
+#endif
 static_assert(2 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
 
 // --- mbarrier ---
@@ -547,7 +560,7 @@ __device__ __forceinline__ Element packed_weight_nhwc(const Element* __restrict_
 // the stage's packed weights in one bulk copy.
 __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, const Element* __restrict__ packed,
                                              const Element* stages, unsigned full_bar, unsigned empty_bar, int ptid,
-                                             int group, int kb) {
+                                             int group, int slice, int kb) {
   constexpr int kPieces = 128 / kXVecBytes;  // pieces of a pixel's row in a stage
   constexpr int kPieceElems = kXVecBytes / static_cast<int>(sizeof(Element));
   constexpr int kCopyThreads = kLoadWarps * 32;
@@ -557,9 +570,11 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
   const int m_first = ptid / kPieces;
   const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kStagesTotal * kBStageElems;
   const Element* x_group = x + group * kCPerGroup + piece * kPieceElems;
+  const int first = slice * kSliceStages;
+  const int last = min(first + kSliceStages, kStagesTotal);
   int it = 0;  // stages produced so far, over all tiles
   for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
-    for (int k_stage = 0; k_stage < kStagesTotal; ++k_stage, ++it) {
+    for (int k_stage = first; k_stage < last; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
       const int tap = k_stage / kChunks;
@@ -568,7 +583,7 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
       const int dw = tap % kS * kDilationW - kPadW;
       const bool chunk_ok = c + piece * kPieceElems < kCPerGroup;
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
-#pragma unroll 4
+#pragma unroll 1
       for (int m = m_first; m < kBM; m += kCopyThreads / kPieces) {
         const int pixel = tile * kBM + m;
         const int img = pixel / (kP * kQ);
@@ -608,11 +623,26 @@ __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0
   }
 }
 
+// Split-K: one slice's fp32 sums of output pixel `pixel`, channels k_out and k_out + 1 of
+// the group, into the partials ([slice][pixel][kK], 16-byte aligned): one 8-byte store
+// where the group's channel count is even.
+__device__ __forceinline__ void store_partial_pair(float* partial, int slice, int pixel, int group, int k_out, float v0,
+                                                   float v1) {
+  float* p = partial + (static_cast<long long>(slice) * kPixels + pixel) * kK + group * kKPerGroup + k_out;
+  if constexpr (kKPerGroup % 2 == 0) {
+    if (k_out < kKPerGroup) asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(v0), "f"(v1) : "memory");
+  } else {
+    if (k_out < kKPerGroup) p[0] = v0;
+    if (k_out + 1 < kKPerGroup) p[1] = v1;
+  }
+}
+
 // NHWC consumers: the stages of each tile through wgmma, then bias, ReLU and one rounding
-// in registers and the outputs straight to y[pixel][k] (a thread holds channel pairs).
+// in registers and the outputs straight to y[pixel][k] (a thread holds channel pairs);
+// with split-K, the slice's raw sums to the partials instead.
 __device__ __forceinline__ void consume_nhwc(const Element* stages, const Element* __restrict__ bias,
                                              Element* __restrict__ y, unsigned full_bar, unsigned empty_bar, int ctid,
-                                             int cw, int group, int kb) {
+                                             int cw, int group, int slice, int kb) {
   const int lane = ctid & 31;
   const int cwarp = ctid >> 5;
   const int g = lane >> 2;
@@ -626,28 +656,21 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
   float acc[kMB][kAccum];
   unsigned frag[2][kPlanes][kMB][4];
   float part[kSplit == 3 ? kMB : 1][kAccum];
-  float bias_pair[kBN / 8][2];
-#pragma unroll
-  for (int j = 0; j < kBN / 8; ++j)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) {
-      const int k_out = kb * kBN + j * 8 + 2 * t + e;
-      bias_pair[j][e] = kHasBias && k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
-    }
 
-  int it = 0;  // stages consumed so far, over all tiles
+  const int count = min(kSliceStages, kStagesTotal - slice * kSliceStages);  // this slice's stages
+  int it = 0;                                                                // stages consumed so far, over all tiles
   for (int tile = blockIdx.x; tile < kTiles; tile += gridDim.x) {
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
       for (int i = 0; i < kAccum; ++i) acc[mb][i] = 0.0f;
-    for (int k_stage = 0; k_stage < kStagesTotal; k_stage += 2) {
+    for (int k_stage = 0; k_stage < count; k_stage += 2) {
       run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, rows);
-      if (k_stage + 1 < kStagesTotal) {
+      if (k_stage + 1 < count) {
         run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, rows);
       }
     }
-    it += kStagesTotal;
+    it += count;
     wgmma_wait<0>();
     if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
 
@@ -657,13 +680,25 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
       for (int h = 0; h < 2; ++h) {
         const int pixel = tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
         if (pixel >= kPixels) continue;
+        if constexpr (kSplitK > 1) {
+#pragma unroll
+          for (int j = 0; j < kBN / 8; ++j) {
+            store_partial_pair(reinterpret_cast<float*>(y), slice, pixel, group, kb * kBN + j * 8 + 2 * t,
+                               acc[mb][j * 4 + h * 2], acc[mb][j * 4 + h * 2 + 1]);
+          }
+          continue;
+        }
         Element* y_pixel = y + static_cast<long long>(pixel) * kK + group * kKPerGroup;
 #pragma unroll
         for (int j = 0; j < kBN / 8; ++j) {
           float v[2];
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            v[e] = acc[mb][j * 4 + h * 2 + e] + bias_pair[j][e];
+            // Read here rather than held across the tile: 2 x kBN / 8 registers the
+            // accumulators need more.
+            const int k_out = kb * kBN + j * 8 + 2 * t + e;
+            v[e] = acc[mb][j * 4 + h * 2 + e];
+            if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
             if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
           }
           store_pair(y_pixel, kb * kBN + j * 8 + 2 * t, v[0], v[1]);
@@ -752,7 +787,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if constexpr (kNhwc) {
-      produce_nhwc(x, packed, stages, full_bar, empty_bar, tid, group, kb);
+      produce_nhwc(x, packed, stages, full_bar, empty_bar, tid, group / kSplitK, group % kSplitK, kb);
       return;
     }
     const int ptid = tid;
@@ -825,7 +860,8 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     // ---------------- consumers ----------------
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     if constexpr (kNhwc) {
-      consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group, kb);
+      consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
+                   group % kSplitK, kb);
       return;
     }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup
@@ -910,3 +946,23 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     }
   }
 }
+
+#ifdef CONVJIT_WGMMA_SPLIT_K
+// Split-K's second pass: y = epilogue(sum of the kSplitK slices' partials + bias), in y's
+// own order ([pixel][kK]), one output a thread and step. Defined (CONVJIT_WGMMA_SPLIT_K,
+// from the prologue) only where kSplitK > 1: other kernels keep their entry points.
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _reduce)(const float* __restrict__ partial, const wg::Element* __restrict__ bias,
+                                              wg::Element* __restrict__ y) {
+  using namespace wg;
+  constexpr long long kOutputs = static_cast<long long>(kPixels) * kK;
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kOutputs; i += 256ll * gridDim.x) {
+    float v = 0.0f;
+#pragma unroll
+    for (int slice = 0; slice < kSplitK; ++slice) v += partial[slice * kOutputs + i];
+    if constexpr (kHasBias) v += to_float(bias[i % kK]);
+    if constexpr (kRelu) v = fmaxf(v, 0.0f);
+    y[i] = from_float(v);
+  }
+}
+#endif  // CONVJIT_WGMMA_SPLIT_K

@@ -65,11 +65,15 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   if (!work) return std::numeric_limits<double>::infinity();
   // One block an SM at a time: whole waves of blocks, each computing its whole patch
   // (padding included), at the SM's share of the tensor rate; 3xTF32 does three products.
+  // Split-K blocks reduce a slice each, and their fp32 partial sums are written and read
+  // back once, at bandwidth, by a second launch.
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
   const double products = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32 ? 3.0 : 1.0;
-  return waves * block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
+  const double split_ms =
+      work->slices > 1 ? 2.0 * static_cast<double>(work->partial_bytes) / (kBandwidth * 1e12) * 1e3 + 0.003 : 0.0;
+  return waves * block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3 + split_ms;
 }
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
@@ -100,12 +104,13 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
-  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
-  // (docs/perf.md, networks set in NHWC).
-  Conv2dDesc grid_model = d;
-  grid_model.layout = Layout::kNCHW;
+  // NHWC problems the wgmma kernel refuses run on the mma.sync kernel, whose grid starves
+  // the machine on the same shapes as the wgmma kernel's NCHW grid: that model stands in
+  // for it (docs/perf.md, networks set in NHWC). Those it takes are modelled as they run
+  // (split-K included).
   const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
+  Conv2dDesc grid_model = d;
+  if (!wgmma) grid_model.layout = Layout::kNCHW;
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {

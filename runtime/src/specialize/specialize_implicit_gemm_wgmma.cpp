@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/fail.hpp"
+#include "specialize/algorithm.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
@@ -27,6 +28,8 @@ struct WgmmaTile {
   std::int64_t patches = 0;  // kBP x kBQ patches over the output: the template's kTiles
   bool store_warps = false;
   bool persistent = false;
+  int slices = 1;        // split-K (NHWC): the template's kSplitK
+  int slice_stages = 0;  // stages a slice reduces: the template's kSliceStages
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
@@ -88,6 +91,22 @@ bool persistent_launch(int split, int stages_per_patch) {
     return std::string_view(env) != "0";
   }
   return split == 3 && stages_per_patch >= 24;
+}
+
+// Split-K (NHWC) where the grid leaves SMs idle: as many slices of the reduction as the
+// idle machine holds (SMs / blocks), none shorter than kMinSliceStages (a slice must
+// cover its pipeline's fill) and at most kMaxSlices (each adds its partial sums' traffic);
+// then the fewest slices of that length, so that none is empty. One rule, from the JIT
+// constants, for every shape; the flagship's SM count, as the algorithm choice uses.
+constexpr int kMinSliceStages = 8;
+constexpr int kMaxSlices = 16;
+int split_k_slices(std::int64_t blocks, int stages) {
+  const int sms = nominal_multiprocessors("sm_90");
+  if (blocks >= sms) return 1;
+  const auto slices = static_cast<int>(std::min<std::int64_t>({sms / blocks, stages / kMinSliceStages, kMaxSlices}));
+  if (slices <= 1) return 1;
+  const int per_slice = (stages + slices - 1) / slices;
+  return (stages + per_slice - 1) / per_slice;
 }
 
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
@@ -158,6 +177,10 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   // data type, 8 floats or 16 halves; 128 in NHWC).
   t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
                    t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
+  t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
+  t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
+  // Split grids fit the machine in one wave: one block a (tile, slice).
+  if (t.slices > 1) t.persistent = false;
   return t;
 }
 
@@ -176,6 +199,13 @@ int x_copy_bytes(const Conv2dDesc& d, unsigned align_x) {
 // count is even (every pair starts on an even channel) and y's alignment holds a pair.
 bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
   return nhwc(d) && (d.k / d.groups) % 2 == 0 && align_y >= 2 * size_of(d.dtype);
+}
+
+// Split-K's fp32 partial sums: [slice][pixel][k]; none for one slice.
+std::uint64_t partial_bytes(const Conv2dDesc& d, int slices) {
+  if (slices <= 1) return 0;
+  const auto out = d.output_shape();
+  return static_cast<std::uint64_t>(slices) * out.n * out.p * out.q * d.k * sizeof(float);
 }
 }  // namespace
 
@@ -210,10 +240,14 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   const auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
-  return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups,
+  // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
+  const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
+  return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups * tile->slices,
                    .block_pixels = std::int64_t{tile->bp} * tile->bq,
                    .block_channels = tile->bn,
-                   .block_reduction = std::int64_t{tile->chunks} * stage_channels(d) * d.r * d.s};
+                   .block_reduction = std::int64_t{tile->slice_stages} * per_stage,
+                   .slices = tile->slices,
+                   .partial_bytes = partial_bytes(d, tile->slices)};
 }
 
 Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
@@ -226,14 +260,16 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}", tile->bp,
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}", tile->bp,
       tile->bq, tile->bn, tile->mb, tile->stages, tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
       nhwc(d) ? fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
                             pair_stores(d, align.y) ? ", channel-pair stores" : "")
-              : std::string());
+              : std::string(),
+      tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
+                       : std::string());
   src.source.template_name = kTemplate;
   // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
   src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
@@ -246,8 +282,9 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
   const bool pairs = pair_stores(d, align.y);
   src.launch.needs = {static_cast<unsigned>(x_vec), e, e, pairs ? 2 * e : e};
-  src.source.text = Prologue(src.source.kernel_name)
-                        .problem(d)
+  Prologue prologue(src.source.kernel_name);
+  if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
+  src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
                         .constant("kBP", tile->bp)
@@ -257,12 +294,13 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                         .constant("kStoreWarps", tile->store_warps)
                         .constant("kXVecBytes", x_vec)
                         .constant("kPairStores", pairs)
+                        .constant("kSplitK", tile->slices)
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                         .finish(template_text(kTemplate));
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
                          .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
-                         .grid_z = static_cast<unsigned>(d.groups),
+                         .grid_z = static_cast<unsigned>(d.groups * tile->slices),
                          .block_x = kThreads,
                          .shared_bytes = tile->shared_bytes,
                          .persistent = tile->persistent};
@@ -271,6 +309,16 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                  .packed_bytes = tile->packed_bytes,
                  .block_x = 256,
                  .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
+  if (tile->slices > 1) {
+    const std::uint64_t bytes = partial_bytes(d, tile->slices);
+    const std::uint64_t outputs = bytes / sizeof(float) / tile->slices;
+    src.launch.split_reduce =
+        SplitReduce{.kernel_name = src.source.kernel_name + "_reduce",
+                    .slices = tile->slices,
+                    .partial_bytes = bytes,
+                    .block_x = 256,
+                    .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
+  }
   return src;
 }
 
