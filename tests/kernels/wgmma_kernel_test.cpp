@@ -298,7 +298,7 @@ TEST(WgmmaKernel, NhwcSplitsTheReductionOnlyWhereTheGridCannotFillTheMachine) {
   const auto whole = specialize(nhwc(kHeadline), Algorithm::kImplicitGemm, "sm_90");
   EXPECT_EQ(constant(whole, "kSplitK"), "1");
   EXPECT_FALSE(whole.launch.split_reduce.has_value());
-  EXPECT_EQ(whole.source.text.find("CONVJIT_WGMMA_SPLIT_K"), std::string::npos);
+  EXPECT_EQ(whole.source.text.find("#define CONVJIT_WGMMA_SPLIT_K"), std::string::npos);
   // Few stages: a slice would be shorter than the pipeline's fill.
   const Conv2dDesc shallow = nhwc({.n = 1, .c = 32, .h = 7, .w = 7, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1});
   EXPECT_EQ(constant(specialize(shallow, Algorithm::kImplicitGemm, "sm_90"), "kSplitK"), "1");
