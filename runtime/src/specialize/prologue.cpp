@@ -9,6 +9,11 @@ Prologue::Prologue(std::string_view kernel_name)
                         "#define CONVJIT_SPECIALIZED 1\n#define CONVJIT_KERNEL_NAME {}\n",
                         kernel_name)) {}
 
+Prologue& Prologue::define(std::string_view macro) {
+  fmt::format_to(std::back_inserter(head_), "#define {} 1\n", macro);
+  return *this;
+}
+
 Prologue& Prologue::constant(std::string_view name, int value) {
   fmt::format_to(std::back_inserter(constants_), "constexpr int {} = {};\n", name, value);
   return *this;

@@ -22,6 +22,9 @@ std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& ful
 class Prologue {
  public:
   explicit Prologue(std::string_view kernel_name);
+  // `#define macro 1` ahead of the constants: for what a constant cannot switch, such as
+  // whether an entry point exists at all.
+  Prologue& define(std::string_view macro);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
   // `#define name 1` ahead of the template: for what must change the kernels a module
