@@ -19,11 +19,6 @@ Prologue& Prologue::constant(std::string_view name, int value) {
   return *this;
 }
 
-Prologue& Prologue::define(std::string_view name) {
-  fmt::format_to(std::back_inserter(head_), "#define {} 1\n", name);
-  return *this;
-}
-
 Prologue& Prologue::constant(std::string_view name, bool value) {
   fmt::format_to(std::back_inserter(constants_), "constexpr bool {} = {};\n", name, value ? "true" : "false");
   return *this;

@@ -23,13 +23,10 @@ class Prologue {
  public:
   explicit Prologue(std::string_view kernel_name);
   // `#define macro 1` ahead of the constants: for what a constant cannot switch, such as
-  // whether an entry point exists at all.
+  // whether an entry point exists at all or which parameters the kernels declare.
   Prologue& define(std::string_view macro);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
-  // `#define name 1` ahead of the template: for what must change the kernels a module
-  // declares (a macro, where a constant could only change their bodies).
-  Prologue& define(std::string_view name);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
   // the output extents kP and kQ, kHasBias, kRelu, the element type kDType and the
   // memory layout kLayout; for a dynamic-batch problem, CONVJIT_DYNAMIC_BATCH (kN is then
