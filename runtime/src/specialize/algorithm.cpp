@@ -123,28 +123,23 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   if (!work) return std::numeric_limits<double>::infinity();
   // One block an SM at a time: whole waves of blocks, each computing its whole patch
   // (padding included), at the SM's share of the tensor rate; 3xTF32 does three products.
-  // Split-K blocks reduce a slice each, and their fp32 partial sums are written and read
-  // back once, at bandwidth, by a second launch.
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   const double products = strict ? 3.0 : 1.0;
   double block_ms = block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
-  if (strict && d.r * d.s > 1 && d.layout == Layout::kNCHW) {
+  if (strict && d.r * d.s > 1) {
     // A stage (one filter row of one channel chunk) is bound by the copy of its input
     // rows with their halo, not the math, unless the filter is wide: measured at least
     // this long on the networks and KernelBench shapes (docs/perf.md, "Every algorithm on
     // the networks set"); 1x1 stages, with no halo, measured half of it. In TF32 and
     // 16-bit the floor is as real, but im2col's prediction there is as far off the other
-    // way, so the comparison keeps the bare tensor-core time. NHWC stages (one tap's
-    // channel run, no halo) were not measured against it and keep the bare time.
+    // way, so the comparison keeps the bare tensor-core time.
     const double stages = static_cast<double>(work->block_reduction) / (8.0 * d.s);
     block_ms = std::max(block_ms, stages * kStrictStageFloorUs * 1e-3);
   }
-  const double split_ms =
-      work->slices > 1 ? 2.0 * static_cast<double>(work->partial_bytes) / (kBandwidth * 1e12) * 1e3 + 0.003 : 0.0;
-  return waves * block_ms + split_ms;
+  return waves * block_ms;
 }
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
@@ -176,13 +171,12 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // NHWC problems the wgmma kernel refuses run on the mma.sync kernel, whose grid starves
-  // the machine on the same shapes as the wgmma kernel's NCHW grid: that model stands in
-  // for it (docs/perf.md, networks set in NHWC). Those it takes are modelled as they run
-  // (split-K included).
-  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
+  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
+  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
+  // (docs/perf.md, networks set in NHWC).
   Conv2dDesc grid_model = d;
-  if (!wgmma) grid_model.layout = Layout::kNCHW;
+  grid_model.layout = Layout::kNCHW;
+  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
@@ -290,7 +284,7 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
     case Algorithm::kImplicitGemm:
       // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
       // the pointers the wgmma kernel cannot copy from.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d, align);
+      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d);
       return specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

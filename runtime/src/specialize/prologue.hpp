@@ -23,7 +23,7 @@ class Prologue {
  public:
   explicit Prologue(std::string_view kernel_name);
   // `#define macro 1` ahead of the constants: for what a constant cannot switch, such as
-  // whether an entry point exists at all or which parameters the kernels declare.
+  // whether an entry point exists at all.
   Prologue& define(std::string_view macro);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
