@@ -59,11 +59,10 @@ std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
     int minor = 0;
     return nvrtcVersion(&major, &minor) == NVRTC_SUCCESS && (major > 12 || (major == 12 && minor >= 4));
   }();
-  // No -lineinfo: it changes no instruction but triples the CUBIN (the headline's: 117 KB
-  // against 40 KB), which every warm start reads, checks and loads (docs/perf.md,
-  // "Start-up"). A profiling session that wants source lines sets
-  // CONVJIT_NVRTC_OPTIONS=-lineinfo (below), which keys its own cache entries.
-  std::vector<std::string> options = {"--gpu-architecture=" + arch, "--std=c++17", "--ptxas-options=-v"};
+  // -lineinfo stays: without it the CUBIN is a third of the size (a faster warm start),
+  // but NVVM's code changes too (a transposed f16 mma.sync kernel spills without it), so
+  // every kernel measured so far would be another kernel (docs/perf.md, "Start-up").
+  std::vector<std::string> options = {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
   if (minimal) options.insert(options.begin() + 2, "--minimal");
   // CONVJIT_NVRTC_OPTIONS: more options, space-separated, for measuring what they do to
   // a kernel (docs/perf.md). They are options like the others, so part of the cache key.
