@@ -279,6 +279,9 @@ std::string command_line(int argc, char** argv) {
 }
 
 int run_main(std::string_view program, int argc, char** argv, int (*body)(int, char**)) {
+  // Line-buffered even into a file or pipe: a run killed by a time bound (a device call's
+  // `timeout`) still leaves every row it printed.
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   try {
     return body(argc, argv);
   } catch (const Error& e) {
