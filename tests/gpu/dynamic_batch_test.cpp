@@ -21,6 +21,7 @@
 #include "base/float16.hpp"
 #include "convjit/convjit.hpp"
 #include "support/gpu.hpp"
+#include "support/gpu_conv.hpp"
 #include "support/reference.hpp"
 #include "support/temp_dir.hpp"
 
@@ -39,10 +40,7 @@ constexpr Mode kModes[] = {{DType::kFloat32, MathMode::kTF32},
                            {DType::kFloat16, MathMode::kTF32},
                            {DType::kBFloat16, MathMode::kTF32}};
 
-double tolerance(const Conv2dDesc& d) {
-  if (d.dtype != DType::kFloat32) return 1e-2;
-  return d.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
-}
+using testing::tolerance;
 
 struct Case {
   Conv2dDesc desc;  // dynamic, n = kMaxBatch

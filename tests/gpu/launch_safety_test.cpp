@@ -15,6 +15,7 @@
 #include "base/float16.hpp"
 #include "convjit/convjit.hpp"
 #include "support/gpu.hpp"
+#include "support/gpu_conv.hpp"
 #include "support/reference.hpp"
 #include "support/temp_dir.hpp"
 
@@ -62,10 +63,7 @@ constexpr Case kCases[] = {{DType::kFloat32, MathMode::kTF32},
 constexpr Algorithm kAlgorithms[] = {Algorithm::kAuto, Algorithm::kDirect, Algorithm::kImplicitGemm,
                                      Algorithm::kIm2colGemm};
 
-double tolerance(const Conv2dDesc& d) {
-  if (d.dtype != DType::kFloat32) return 1e-2;
-  return d.math == MathMode::kStrictFp32 ? 1e-5 : 1e-3;
-}
+using testing::tolerance;
 
 // One problem's tensors in device memory, each `offset` bytes past its own allocation,
 // with fresh random non-zero data and its float64 reference.
