@@ -37,6 +37,19 @@ bool uses_tensor_ops(cudnnMathType_t m) noexcept {
   return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
 }
 
+// cudnnFind's results come sorted fastest first (forward and backward-data alike): the
+// first that ran, fits the workspace and, in strict math, used no tensor cores; null if none.
+template <typename Perf>
+const Perf* first_qualifying(const Perf* perf, int returned, std::size_t workspace, BenchMath math) noexcept {
+  for (int i = 0; i < returned; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > workspace) continue;
+    if (math == BenchMath::kStrict && uses_tensor_ops(p.mathType)) continue;
+    return &p;
+  }
+  return nullptr;
+}
+
 std::string_view algo_name(cudnnConvolutionFwdAlgo_t algo) noexcept {
   switch (algo) {
     case CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM:
@@ -269,14 +282,7 @@ const CudnnChoice& CudnnConv::find(Runtime& runtime, const void* x, const void* 
                           handle_, x_desc_.get(), x, w_desc_.get(), w, conv_desc_.get(), y_desc_.get(), y,
                           CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &returned, perf, workspace_.data(), workspace_.size()),
                       "cudnnFind for {} ({})", desc_.to_string(), to_string(math_));
-  // Sorted fastest first; the first that ran and that the math mode allows wins.
-  const cudnnConvolutionFwdAlgoPerf_t* best = nullptr;
-  for (int i = 0; i < returned && best == nullptr; ++i) {
-    const auto& p = perf[i];
-    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > workspace_.size()) continue;
-    if (math_ == BenchMath::kStrict && uses_tensor_ops(p.mathType)) continue;
-    best = &p;
-  }
+  const auto* best = first_qualifying(perf, returned, workspace_.size(), math_);
   if (best == nullptr) {
     throw CudnnError(CUDNN_STATUS_NOT_SUPPORTED, fmt::format("cudnnFind for {} ({}): none of {} results qualifies",
                                                              desc_.to_string(), to_string(math_), returned));
@@ -318,13 +324,7 @@ const CudnnChoice& CudnnConv::find_backward_data(Runtime& runtime, const void* x
                           handle_, w_desc_.get(), w, x_desc_.get(), x, conv_desc_.get(), y_desc_.get(), y,
                           CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &returned, perf, workspace_.data(), workspace_.size()),
                       "cudnnFind (backward data) for {} ({})", desc_.to_string(), to_string(math_));
-  const cudnnConvolutionBwdDataAlgoPerf_t* best = nullptr;
-  for (int i = 0; i < returned && best == nullptr; ++i) {
-    const auto& p = perf[i];
-    if (p.status != CUDNN_STATUS_SUCCESS || p.memory > workspace_.size()) continue;
-    if (math_ == BenchMath::kStrict && uses_tensor_ops(p.mathType)) continue;
-    best = &p;
-  }
+  const auto* best = first_qualifying(perf, returned, workspace_.size(), math_);
   if (best == nullptr) {
     throw CudnnError(CUDNN_STATUS_NOT_SUPPORTED,
                      fmt::format("cudnnFind (backward data) for {} ({}): none of {} results qualifies",
