@@ -12,11 +12,14 @@ mkdir -p "$OUT/logs"
 start=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$OUT/summary.txt"; }
 stamp "start $(nvidia-smi -L | head -1)"
+STEPS="${STEPS:-tests jit networks kernelbench kernelbench_nhwc}"
+want() { [[ " $STEPS " == *" $1 "* ]]; }
+if want tests; then
 T="${TEST_TIMEOUT:-190}"
 pids=()
 for i in $(seq 0 7); do
   GTEST_TOTAL_SHARDS=8 GTEST_SHARD_INDEX=$i CONVJIT_CACHE_DIR=/tmp/cj-t$i timeout "$T" \
-    "$BIN/convjit_gpu_tests" --gtest_brief=1 > "$OUT/logs/gpu_$i.txt" 2>&1 & pids+=($!)
+    "$BIN/convjit_gpu_tests" --gtest_brief=1 --gtest_filter="${GPU_FILTER:-*}" > "$OUT/logs/gpu_$i.txt" 2>&1 & pids+=($!)
 done
 CONVJIT_CACHE_DIR=/tmp/cj-tool timeout "$T" "$BIN/convjit_tool_gpu_tests" --gtest_brief=1 > "$OUT/logs/tool.txt" 2>&1 & pids+=($!)
 for i in 0 1; do
@@ -30,18 +33,20 @@ stamp "tests exit $rc; failed: $(cat "$OUT"/logs/gpu_*.txt "$OUT"/logs/tool.txt 
 passed lines: $(cat "$OUT"/logs/gpu_*.txt "$OUT"/logs/tool.txt | grep -c 'PASSED'); timeouts: $(grep -L 'PASSED\|FAILED' "$OUT"/logs/gpu_*.txt | wc -l)"
 cat "$OUT"/logs/gpu_*.txt "$OUT"/logs/tool.txt | grep -E '^\[  FAILED  \] [A-Z]' | sort -u | head -20 | tee -a "$OUT/summary.txt"
 grep -h "ERROR SUMMARY" "$OUT"/logs/memcheck_*.txt | tee -a "$OUT/summary.txt"
-CONVJIT_CACHE_DIR=/tmp/cj-jit timeout "${JIT_TIMEOUT:-60}" "$BIN/jit_overhead" --parts cold --json "$OUT/jit_overhead.json" \
+fi
+want jit && { CONVJIT_CACHE_DIR=/tmp/cj-jit timeout "${JIT_TIMEOUT:-60}" "$BIN/jit_overhead" --parts cold --json "$OUT/jit_overhead.json" \
   > "$OUT/jit_overhead.txt" 2>&1
-stamp "jit_overhead exit $?"
+stamp "jit_overhead exit $?"; }
 bench() {  # name, timeout, args...
   local name=$1 t=$2; shift 2
+  want "$name" || return 0
   CONVJIT_CACHE_DIR=/tmp/cj-bench timeout "$t" "$BIN/conv_bench" --iters "${ITERS:-5}" --warmup "${WARMUP:-2}" \
     --skip-slow-ms 20 --json "$OUT/$name.json" "$@" > "$OUT/logs/$name.txt" 2>&1
   stamp "conv_bench $name exit $?"
   grep -iE "geomean|geometric" -A8 "$OUT/logs/$name.txt" | head -12 | tee -a "$OUT/summary.txt"
 }
-bench networks "${NET_TIMEOUT:-170}" --workloads workloads/networks.json --layout nchw,nhwc --math tf32,strict,fp16,bf16 --algos auto
-bench kernelbench "${KB_TIMEOUT:-150}" --math tf32,strict,fp16,bf16 --algos auto
+bench networks "${NET_TIMEOUT:-170}" --workloads workloads/networks.json --layout "${NET_LAYOUT:-nchw,nhwc}" --math tf32,strict,fp16,bf16 --algos auto
+bench kernelbench "${KB_TIMEOUT:-150}" ${KB_IDS:+--ids "$KB_IDS"} --math tf32,strict,fp16,bf16 --algos auto
 bench kernelbench_nhwc "${KBN_TIMEOUT:-90}" --ids 50,55,56,62,63,80,82,83,84,85,86,87 --layout nhwc --math tf32,strict,fp16,bf16 --algos auto
 stamp "done"
 tar -czf "$OUT/logs.tar.gz" -C "$OUT" logs && rm -rf "$OUT/logs"
