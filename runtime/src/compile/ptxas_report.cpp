@@ -9,8 +9,12 @@ ResourceUsage parse_ptxas_report(std::string_view log, std::string_view kernel_n
   ResourceUsage usage;
   // ptxas prints "Function properties for <name>" then the stack/spill line, then
   // "Used N registers, ..., M bytes smem" for the entry it compiled.
+  // The name must end there: "<name>_pack" or "<name>_reduce" of the same module would
+  // match a bare prefix search, and ptxas may report them first.
   const std::string text(log);
-  const std::size_t at = text.find(std::string("Function properties for ") + std::string(kernel_name));
+  const std::string heading = std::string("Function properties for ") + std::string(kernel_name);
+  std::size_t at = text.find(heading + "\n");
+  if (at == std::string::npos) at = text.find(heading);
   const std::string section = at == std::string::npos ? text : text.substr(at);
   auto grab = [&](const char* pattern) {
     std::smatch m;

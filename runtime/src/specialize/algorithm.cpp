@@ -118,28 +118,53 @@ constexpr double kStrictStageFloorUs = 1.4;
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 }  // namespace
 
+bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
+  if (d.layout != Layout::kNHWC) return true;
+  // A wgmma stage is a 128-byte run of each pixel's channels: with fewer channels a group
+  // it copies and multiplies mostly zeros (3-channel stems ran 8-16x slower than mma.sync).
+  const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
+  const std::int64_t c_per_group = d.c / d.groups;
+  if (c_per_group < stage_channels) return false;
+  // Where a 128x128 tiling of the output leaves a third of the SMs idle, wgmma's split-K
+  // fills them (measured 1.3-3x faster than mma.sync); where it already fills the
+  // machine, mma.sync's several blocks an SM keep up (wgmma measured 0.7-1.1x of it in
+  // TF32 and 16-bit), except 3xTF32, where wgmma's rate pays once a tap carries two
+  // 128-byte chunks (1.5x).
+  const auto out = d.output_shape();
+  const std::int64_t pixels = static_cast<std::int64_t>(out.n) * out.p * out.q;
+  const std::int64_t tiles = (pixels + 127) / 128 * ((d.k / d.groups + 127) / 128) * d.groups;
+  if (10 * tiles < 7 * static_cast<std::int64_t>(nominal_multiprocessors(arch))) return true;
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  return strict && c_per_group >= 2 * stage_channels;
+}
+
 double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const auto work = wgmma_work(d);
   if (!work) return std::numeric_limits<double>::infinity();
   // One block an SM at a time: whole waves of blocks, each computing its whole patch
   // (padding included), at the SM's share of the tensor rate; 3xTF32 does three products.
+  // Split-K blocks reduce a slice each, and their fp32 partial sums are written and read
+  // back once, at bandwidth, by a second launch.
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   const double products = strict ? 3.0 : 1.0;
   double block_ms = block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
-  if (strict && d.r * d.s > 1) {
+  if (strict && d.r * d.s > 1 && d.layout == Layout::kNCHW) {
     // A stage (one filter row of one channel chunk) is bound by the copy of its input
     // rows with their halo, not the math, unless the filter is wide: measured at least
     // this long on the networks and KernelBench shapes (docs/perf.md, "Every algorithm on
     // the networks set"); 1x1 stages, with no halo, measured half of it. In TF32 and
     // 16-bit the floor is as real, but im2col's prediction there is as far off the other
-    // way, so the comparison keeps the bare tensor-core time.
+    // way, so the comparison keeps the bare tensor-core time. NHWC stages (one tap's
+    // channel run, no halo) were not measured against it and keep the bare time.
     const double stages = static_cast<double>(work->block_reduction) / (8.0 * d.s);
     block_ms = std::max(block_ms, stages * kStrictStageFloorUs * 1e-3);
   }
-  return waves * block_ms;
+  const double split_ms =
+      work->slices > 1 ? 2.0 * static_cast<double>(work->partial_bytes) / (kBandwidth * 1e12) * 1e3 + 0.003 : 0.0;
+  return waves * block_ms + split_ms;
 }
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
@@ -171,12 +196,13 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
-  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
-  // (docs/perf.md, networks set in NHWC).
+  // NHWC problems the wgmma kernel refuses run on the mma.sync kernel, whose grid starves
+  // the machine on the same shapes as the wgmma kernel's NCHW grid: that model stands in
+  // for it (docs/perf.md, networks set in NHWC). Those it takes are modelled as they run
+  // (split-K included).
+  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
   Conv2dDesc grid_model = d;
-  grid_model.layout = Layout::kNCHW;
-  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
+  if (!wgmma) grid_model.layout = Layout::kNCHW;
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
@@ -282,9 +308,12 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       src.launch.needs = element_alignment(d);
       return src;
     case Algorithm::kImplicitGemm:
-      // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
-      // the pointers the wgmma kernel cannot copy from.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d);
+      // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
+      // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
+      // copy from.
+      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch)) {
+        return specialize_wgmma(d, align);
+      }
       return specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

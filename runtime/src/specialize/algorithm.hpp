@@ -24,6 +24,10 @@ int nominal_multiprocessors(const std::string& arch) noexcept;
 double predicted_wgmma_ms(const Conv2dDesc& desc, const std::string& arch);
 double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
 
+// NHWC on Hopper: whether the implicit GEMM runs on the wgmma kernel (true) or on
+// mma.sync, where both can run `desc` (docs/perf.md, "NHWC wgmma against mma.sync").
+bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch);
+
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 
