@@ -9,12 +9,18 @@ ResourceUsage parse_ptxas_report(std::string_view log, std::string_view kernel_n
   ResourceUsage usage;
   // ptxas prints "Function properties for <name>" then the stack/spill line, then
   // "Used N registers, ..., M bytes smem" for the entry it compiled.
-  // The name must end there: "<name>_pack" or "<name>_reduce" of the same module would
-  // match a bare prefix search, and ptxas may report them first.
   const std::string text(log);
+  // The name must end its line: a transposed kernel's module also holds <name>_pack,
+  // whose report comes first and whose name starts with the kernel's.
   const std::string heading = std::string("Function properties for ") + std::string(kernel_name);
-  std::size_t at = text.find(heading + "\n");
-  if (at == std::string::npos) at = text.find(heading);
+  std::size_t at = std::string::npos;
+  for (std::size_t from = text.find(heading); from != std::string::npos; from = text.find(heading, from + 1)) {
+    const std::size_t end = from + heading.size();
+    if (end == text.size() || text[end] == '\n' || text[end] == '\r') {
+      at = from;
+      break;
+    }
+  }
   const std::string section = at == std::string::npos ? text : text.substr(at);
   auto grab = [&](const char* pattern) {
     std::smatch m;

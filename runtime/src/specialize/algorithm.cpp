@@ -75,6 +75,10 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
   return "unknown algorithm";
 }
 
+long long transposed_waste(const Conv2dDesc& d) noexcept {
+  return d.transposed ? static_cast<long long>(d.stride_d) * d.stride_h * d.stride_w : 1;
+}
+
 int nominal_multiprocessors(const std::string& arch) noexcept {
   // The heuristic must choose the same kernel with no GPU present (prewarm --arch), so it
   // goes by the arch's flagship part: H100 / H200 SXM.
@@ -83,17 +87,12 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
 
 Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // 3-D and transposed problems: the implicit GEMM where it takes them (NCHW: 3-D
-  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel. A transposed
-  // problem's columns hold every tap for every output, of which only one in
-  // stride_d * stride_h * stride_w reaches it on average: the GEMM multiplies that many
-  // zeros, which the direct kernel skips. Tensor cores (TF32, 16-bit) run the GEMM fast
-  // enough to pay for them; strict fp32 runs it on the FMA units, the direct kernel's own,
-  // so there only a modest waste pays for cuBLAS's blocking (docs/perf.md, issue 15).
+  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel, by
+  // predicted time where a transposed stride makes columns of zeros (below).
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
-  const long long waste = d.transposed ? static_cast<long long>(d.stride_d) * d.stride_h * d.stride_w : 1;
+  const long long waste = transposed_waste(d);
   const long long useful_reduction = static_cast<long long>(c_per_group) * d.t * d.r * d.s / waste;
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
@@ -103,7 +102,13 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   if (k_per_group >= 16 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
     return Algorithm::kImplicitGemm;
   }
-  if (strict && waste > 4) return Algorithm::kDirect;
+  // A strided transposed problem's columns hold every tap for every output, of which one
+  // in `waste` reaches it: the column matrix is that many times the useful one, written
+  // and read once, and its GEMM multiplies the zeros. The direct kernel's gather skips
+  // them, at the FMA units' rate. Which wins turns on k / groups, the columns' reuse:
+  // measured on the H200, KernelBench 72 and 73 (8 outputs a group) ran 1.07 and 3.09 ms
+  // on the direct kernel against 27 and 71 ms on im2col (docs/perf.md, issue 15).
+  if (waste > 1 && predicted_direct_ms(d, arch) < predicted_im2col_ms(d, arch)) return Algorithm::kDirect;
   return Algorithm::kIm2colGemm;
 }
 
@@ -113,6 +118,10 @@ namespace {
 // Ratios decide, so the H100/H200 spread is moot.
 constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
 constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
+// The direct kernel on a strided transposed problem, against the taps it walks (useful or
+// not: lanes of a warp skip different taps along w, and every skip costs its test):
+// KernelBench 72 and 73 on the H200 ran at 0.66 and 0.56 of the FMA peak by that count.
+constexpr double kDirectTransposedEfficiency = 0.55;
 constexpr double kStrictStageFloorUs = 1.4;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
@@ -173,13 +182,23 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   // matrix in either layout: its GEMM reads x as it is (NCHW: batched over images, x^T
   // per image; NHWC: one GEMM over every pixel). Strided or padded 1x1 problems gather
   // one, whose size the same formula gives (c/g x 1 x 1 per output pixel).
+  // Every group has its own columns (c/g x taps a pixel each), so they add up to c x taps
+  // a pixel. A transposed problem's GEMM runs over every tap of every output, `waste`
+  // times the useful FLOPs that flops() counts.
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
-  const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
+  const double gemm_flops = d.flops() * static_cast<double>(transposed_waste(d));
+  const double gemm_ms = gemm_flops / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
   const double columns = is_pointwise_gemm(d) ? 0.0
-                                              : static_cast<double>(o.n) * o.z * o.p * o.q * (d.c / d.groups) * d.t *
-                                                    d.r * d.s * static_cast<double>(size_of(d.dtype));
+                                              : static_cast<double>(o.n) * o.z * o.p * o.q * d.c * d.t * d.r * d.s *
+                                                    static_cast<double>(size_of(d.dtype));
   return gemm_ms + 2.0 * columns / (kBandwidth * 1e12) * 1e3 + 0.01;
+}
+
+double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
+  // Every dtype and math mode runs on the FMA units (16-bit data converted to f32).
+  const double walked_flops = d.flops() * static_cast<double>(transposed_waste(d));
+  return walked_flops / (kFma32 * 1e12 * kDirectTransposedEfficiency) * 1e3 + 0.005;
 }
 
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
