@@ -168,14 +168,6 @@ constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
 constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
 constexpr int kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads;
 constexpr bool kPadded = kTransposed || kPadD > 0 || kPadH > 0 || kPadW > 0;
-// The NCHW 16-bit pipeline gathers X through registers one tile ahead: the loads of
-// tile t + 1 must land during tile t's math, half as long as TF32's, while the TF32
-// pipeline keeps kStages - 1 tiles of cp.async copies in flight. On 3-D and transposed
-// problems (a depth decode a row, no gather table) that left the f16 kernel at half
-// the TF32 one's speed (KernelBench 61, 68, 70 on the H200): their gather goes two tiles
-// ahead in a second register buffer (the host gives them 8-warp tiles, so that two
-// buffers cost what one did at 4 warps). 2-D forward kernels keep the one-ahead loop.
-constexpr bool kGatherTwoAhead = k16Bit && !kNhwc && (kDepth || kTransposed);
 // Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
 constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
 static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
@@ -716,9 +708,7 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
     }
 
     Element x_regs[kBRowsPerThread];
-    // This thread's gather column of k tile k_tile into regs (x_regs, or the two-ahead
-    // pipeline's second buffer).
-    auto gather_into = [&](int k_tile, Element(&regs)[kBRowsPerThread]) {
+    auto gather_x = [&](int k_tile) {
       const int k0 = k_tile * kBK;
 #pragma unroll
       for (int i = 0; i < kBRowsPerThread; ++i) {
@@ -755,16 +745,14 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
             if constexpr (kDepth) valid = valid && static_cast<unsigned>(id0 + dd) < static_cast<unsigned>(kD);
           }
         }
-        regs[i] = valid ? __ldg(x_pixel + offset) : Element{0};
+        x_regs[i] = valid ? __ldg(x_pixel + offset) : Element{0};
       }
     };
-    auto gather_x = [&](int k_tile) { gather_into(k_tile, x_regs); };
-    auto store_from = [&](int stage, const Element(&regs)[kBRowsPerThread]) {
+    auto store_x = [&](int stage) {
       Element* dst = b_smem + stage * kBStageElems + b_col;
 #pragma unroll
-      for (int i = 0; i < kBRowsPerThread; ++i) dst[(b_row0 + i * kBRowsPerPass) * kBStride] = regs[i];
+      for (int i = 0; i < kBRowsPerThread; ++i) dst[(b_row0 + i * kBRowsPerPass) * kBStride] = x_regs[i];
     };
-    auto store_x = [&](int stage) { store_from(stage, x_regs); };
 
     // This thread's W chunks: columns w_kq.. of the tile in rows w_row + j * kARowsPerPass.
     const int w_row = tid / kAChunksPerRow;
@@ -848,48 +836,10 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
       store_w(0);
     }
     cp_async_commit();
-    if constexpr (kGatherTwoAhead) {
-      // X two tiles ahead: tile t + 2's loads are issued before tile t's math and land in
-      // shared memory after tile t + 1's, so each load has two tiles' math (and a barrier)
-      // to arrive in, where the one-ahead loop gives it one. Buffers x_regs and x_next
-      // alternate, hence the loop's step of two. Nothing reads a buffer between its loads
-      // and its store, so the loads stay in flight across the math.
-      Element x_next[kBRowsPerThread];
-      gather_into(0, x_regs);
-      store_from(0, x_regs);
-      if (kKTiles > 1) gather_into(1, x_regs);
-      auto step = [&](int k_tile, Element(&next)[kBRowsPerThread], Element(&after)[kBRowsPerThread]) {
-        const int stage = k_tile & 1;
-        cp_async_wait<0>();
-        // Tile k_tile is in shared memory for every warp, and every warp is done with
-        // tile k_tile - 1, whose stage the next tile overwrites.
-        __syncthreads();
-        const bool more = k_tile + 1 < kKTiles;
-        if (more) {
-          if constexpr (kWeightChunks) {
-            copy_w_async(stage ^ 1, k_tile + 1);
-          } else {
-            load_w(k_tile + 1);
-          }
-        }
-        if (k_tile + 2 < kKTiles) gather_into(k_tile + 2, after);
-        cp_async_commit();
-        multiply(stage);
-        if (more) {
-          if constexpr (!kWeightChunks) store_w(stage ^ 1);
-          store_from(stage ^ 1, next);
-        }
-      };
-      for (int k_tile = 0; k_tile < kKTiles; k_tile += 2) {
-        step(k_tile, x_regs, x_next);
-        if (k_tile + 1 < kKTiles) step(k_tile + 1, x_next, x_regs);
-      }
-    } else {
-      gather_x(0);
-      store_x(0);
-    }
+    gather_x(0);
+    store_x(0);
 
-    for (int k_tile = 0; !kGatherTwoAhead && k_tile < kKTiles; ++k_tile) {
+    for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
       const int stage = k_tile & 1;
       cp_async_wait<0>();
       // Tile k_tile is now in shared memory for every warp, and every warp is done with

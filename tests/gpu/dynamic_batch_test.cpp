@@ -49,7 +49,9 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-  // k >= 32: wgmma on sm_90 in both layouts.
+  // k >= 32: wgmma on sm_90 in NCHW; in NHWC its 16 channels fill less than one 128-byte
+  // stage chunk, so mma.sync (nhwc_prefers_wgmma; NhwcWgmmaAndSplitKPlansRunBatches1To64
+  // covers NHWC wgmma).
   const Conv2dDesc dense{.n = kMaxBatch,
                          .c = 16,
                          .h = 10,
@@ -94,11 +96,11 @@ std::vector<Case> cases() {
       const bool nchw = layout == Layout::kNCHW;
       out.push_back({in(dense), Algorithm::kDirect, "conv2d_direct_"});
       out.push_back({in(depthwise), Algorithm::kDirect, "conv2d_depthwise_"});
-      out.push_back({in(dense), Algorithm::kImplicitGemm, "conv2d_wgmma_"});
+      out.push_back({in(dense), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
       if (!nchw) out.push_back({in(narrow), Algorithm::kImplicitGemm, "conv2d_igemm_"});
       out.push_back({in(dense), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kIm2colGemm, "conv2d_im2col_"});
-      out.push_back({in(pointwise), Algorithm::kImplicitGemm, "conv2d_wgmma_"});
+      out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
       if (m.dtype == DType::kFloat32 && m.math == MathMode::kStrictFp32 && nchw) {
         out.push_back({in(deep), Algorithm::kImplicitGemm, "conv2d_wgmma_"});
       }

@@ -30,7 +30,7 @@ constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
 // of x and w for every dtype, channel-pair stores).
 Conv2dDesc grouped(const Kind& kind) {
   return {.n = 2,
-          .c = 48,
+          .c = 128,
           .h = 13,
           .w = 11,
           .k = 80,
@@ -68,8 +68,9 @@ Conv2dDesc odd(const Kind& kind) {
 std::string kind_name(const Kind& kind) { return fmt::format("{}/{}", to_string(kind.dtype), to_string(kind.math)); }
 
 // Before Hopper (and for an arch not named) the mma.sync kernel reads NHWC; on Hopper the
-// wgmma kernel takes what it can (here 40 output channels a group, 16-byte pieces), the
-// mma.sync kernel the rest (19 output channels a group).
+// wgmma kernel takes what it can and runs faster (here 64 input and 40 output channels a
+// group, 16-byte pieces, a grid of few tiles), the mma.sync kernel the rest (19 output
+// channels a group).
 TEST(NhwcImplicitGemmKernel, TheMmaSyncKernelReadsNhwcBeforeHopperAndWgmmaOnHopper) {
   for (const Kind& kind : kKinds) {
     const Conv2dDesc d = grouped(kind);
@@ -85,6 +86,7 @@ TEST(NhwcImplicitGemmKernel, TheMmaSyncKernelReadsNhwcBeforeHopperAndWgmmaOnHopp
     }
     SCOPED_TRACE(kind_name(kind));
     EXPECT_FALSE(wgmma_unsupported_reason(d, "sm_90"));
+    EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
     const Specialization hopper = specialize(d, Algorithm::kImplicitGemm, "sm_90");
     EXPECT_EQ(hopper.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
     EXPECT_NE(hopper.source.text.find("constexpr int kLayout = 1;"), std::string::npos);

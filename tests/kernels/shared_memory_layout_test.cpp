@@ -135,7 +135,8 @@ TEST(SharedMemoryLayout, HostAndTemplatesAgreeForRandomNhwcProblems) {
     const std::string arch = i % 2 == 0 ? "sm_80" : "sm_90";
     const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, arch, p.align);
     SCOPED_TRACE(src.source.kernel_name);
-    const bool wgmma = arch == "sm_90" && !wgmma_unsupported_reason(p.desc, arch, p.align);
+    const bool wgmma =
+        arch == "sm_90" && !wgmma_unsupported_reason(p.desc, arch, p.align) && nhwc_prefers_wgmma(p.desc, arch);
     ASSERT_EQ(src.source.template_name, wgmma ? kWgmma : kMma);
     EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
     EXPECT_TRUE(satisfies(p.align, src.launch.needs));
@@ -152,7 +153,7 @@ TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomProblems) {
     RandomProblem p = random_problem(rng);
     if (tries % 2 == 1) p.desc.layout = Layout::kNHWC;
     if (wgmma_unsupported_reason(p.desc, "sm_90")) continue;
-    const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_90");
+    const Specialization src = specialize_wgmma(p.desc);
     SCOPED_TRACE(src.source.kernel_name);
     ASSERT_EQ(src.source.template_name, kWgmma);
     EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
@@ -218,7 +219,7 @@ TEST(SharedMemoryLayout, AWrongEmittedConstantFailsTheCompileAtItsStaticAssert) 
       SCOPED_TRACE(fmt::format("nhwc {} {}", to_string(dtype), name));
       expect_rejected(nhwc, name, "sm_80");
     }
-    const Specialization wgmma_nhwc = specialize(typed, Algorithm::kImplicitGemm, "sm_90");
+    const Specialization wgmma_nhwc = specialize_wgmma(typed);
     ASSERT_EQ(wgmma_nhwc.source.template_name, kWgmma);
     for (const char* name : {"kStageBytes", "kSharedBytes"}) {
       SCOPED_TRACE(fmt::format("wgmma nhwc {} {}", to_string(dtype), name));

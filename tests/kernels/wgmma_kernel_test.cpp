@@ -150,7 +150,8 @@ TEST(WgmmaKernel, NhwcCompilesToWgmmaWithoutSpillsInEveryDtypeAndMathMode) {
   for (const Conv2dDesc& shape : shapes) {
     for (const auto& [dtype, math] : kinds) {
       const Conv2dDesc d = nhwc(shape, dtype, math);
-      const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+      // The template itself, whether or not kAuto's NHWC rule would pick it here.
+      const auto src = specialize_wgmma(d);
       SCOPED_TRACE(src.source.kernel_name);
       ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
       EXPECT_EQ(constant(src, "kLayout"), "1");
@@ -200,7 +201,7 @@ TEST(WgmmaKernel, NhwcCopyPiecesFollowTheChannelRunAndTheAlignment) {
     const AlignmentNeeds align{c.align_x, 16, 16, 16};
     SCOPED_TRACE(fmt::format("{} x aligned {}", d.to_string(), c.align_x));
     const auto why = wgmma_unsupported_reason(d, "sm_90", align);
-    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90", align);
+    const auto src = why ? specialize(d, Algorithm::kImplicitGemm, "sm_90", align) : specialize_wgmma(d, align);
     if (c.piece == nullptr) {
       ASSERT_TRUE(why.has_value());
       EXPECT_NE(why->find("4-byte pieces"), std::string::npos) << *why;
@@ -295,7 +296,7 @@ TEST(WgmmaKernel, NhwcSplitsTheReductionOnlyWhereTheGridCannotFillTheMachine) {
   EXPECT_EQ(work->block_reduction, 9 * 32);  // 9 stages of 32 channels
 
   // Enough tiles for the machine: no split, no second entry point.
-  const auto whole = specialize(nhwc(kHeadline), Algorithm::kImplicitGemm, "sm_90");
+  const auto whole = specialize_wgmma(nhwc(kHeadline));
   EXPECT_EQ(constant(whole, "kSplitK"), "1");
   EXPECT_FALSE(whole.launch.split_reduce.has_value());
   EXPECT_EQ(whole.source.text.find("#define CONVJIT_WGMMA_SPLIT_K"), std::string::npos);

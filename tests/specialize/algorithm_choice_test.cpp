@@ -36,6 +36,31 @@ TEST(AlgorithmChoice, ShallowDenseNhwcProblemsRunOnTensorCoresNotTheDirectKernel
   EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, DType::kFloat32, MathMode::kTF32), "sm_75"), Algorithm::kDirect);
 }
 
+TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheGridLeavesSmsIdleOrInStrictMath) {
+  // 8 x 8 pixels, 2560 channels: 1 tile of 128 pixels x 10 of 128 channels, far under the
+  // 132 SMs, so split-K wgmma in every mode and dtype.
+  const Conv2dDesc small_deep{.n = 2, .c = 2560, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // 8 x 56 x 56 pixels x 256 channels: 392 x 2 tiles fill the machine.
+  const Conv2dDesc large{.n = 8, .c = 256, .h = 56, .w = 56, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // Fewer channels than one 128-byte chunk: 3, 16 (f32 chunk 32, 16-bit chunk 64).
+  const Conv2dDesc rgb{.n = 1, .c = 3, .h = 16, .w = 16, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  for (const DType dtype : kDTypes) {
+    for (const MathMode math : kMaths) {
+      SCOPED_TRACE(::testing::Message() << to_string(dtype) << " " << to_string(math));
+      const bool strict = dtype == DType::kFloat32 && math == MathMode::kStrictFp32;
+      EXPECT_TRUE(nhwc_prefers_wgmma(with(small_deep, Layout::kNHWC, dtype, math), "sm_90"));
+      EXPECT_EQ(nhwc_prefers_wgmma(with(large, Layout::kNHWC, dtype, math), "sm_90"), strict);
+      EXPECT_FALSE(nhwc_prefers_wgmma(with(rgb, Layout::kNHWC, dtype, math), "sm_90"));
+      // NCHW has its own kernel choice: the rule says nothing there.
+      EXPECT_TRUE(nhwc_prefers_wgmma(with(rgb, Layout::kNCHW, dtype, math), "sm_90"));
+    }
+  }
+  // One chunk a tap (32 f32 channels) in strict math on a full grid: mma.sync.
+  Conv2dDesc one_chunk = with(large, Layout::kNHWC, DType::kFloat32, MathMode::kStrictFp32);
+  one_chunk.c = 32;
+  EXPECT_FALSE(nhwc_prefers_wgmma(one_chunk, "sm_90"));
+}
+
 TEST(AlgorithmChoice, FewOutputChannelsOverADeepReductionRunOnTensorCoresInBothLayouts) {
   const Conv2dDesc out{.n = 2, .c = 320, .h = 64, .w = 64, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {

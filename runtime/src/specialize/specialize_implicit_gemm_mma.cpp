@@ -127,20 +127,6 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   // 3-D: the depth gather decodes (c, t, r, s) with divisions (the 2-D offset table has no
   // room for a depth), which needs more registers than two blocks an SM leave a thread.
   if (d.d != 1 || d.t != 1 || out.z != 1) tile.min_blocks = 1;
-  // The 16-bit NCHW gather of 3-D and transposed problems runs two tiles ahead (the
-  // template's kGatherTwoAhead), and its speed is the loads it keeps in flight per SM.
-  // Narrow channel tiles get 8 warps (2x4, or 1x8 for 16 rows), so that each thread
-  // gathers half the rows and its two buffers cost the registers one did at 4 warps.
-  // No register cap (one block an SM guaranteed): capped at 128 for two blocks, the
-  // 64-row tiles spill in bf16 and on sm_80; below 128 the SM fits two anyway.
-  const bool env_tile = std::getenv("CONVJIT_IGEMM_F16_TILE") != nullptr;
-  if (sixteen_bit && !nhwc && !env_tile && (d.d != 1 || d.t != 1 || out.z != 1 || d.transposed)) {
-    if (tile.warps_m * tile.warps_n == 4) {
-      tile.warps_m = tile.bm >= 32 ? 2 : 1;
-      tile.warps_n = 8 / tile.warps_m;
-    }
-    tile.min_blocks = 1;
-  }
   const std::int64_t gemm_n = out.n * out.z * out.p * out.q;
   const std::int64_t grid_x = (gemm_n + tile.bn - 1) / tile.bn;
   if (grid_x > INT_MAX) fail(ErrorCode::kUnsupported, "{}: {} pixel tiles exceed the grid", d.to_string(), grid_x);
