@@ -93,52 +93,105 @@ __device__ __forceinline__ bool window(int row, int q, int t, int r, int s, int&
 }
 }  // namespace im2col
 
-// One thread per element of the chunk, in col's order: NCHW pixel fastest, so
-// neighbouring threads write neighbouring col entries and read one input row; NHWC
-// channel fastest, so they read one pixel's channels.
+namespace im2col {
+// A pixel of one image's output as an int wherever the image has fewer than 2^31.
+template <bool kFitsInt>
+struct PixelIndexOf {
+  using type = int;
+};
+template <>
+struct PixelIndexOf<false> {
+  using type = long long;
+};
+using PixelIndex = PixelIndexOf<(kPixels < (1LL << 31))>::type;
+
+// One value of the column matrix: output pixel `pixel` (of the image's Z * P * Q) and
+// column entry kk of the group's reduction, from image n's group channels at x_group.
+// Every divisor is a compile-time constant, so the decode is multiplies and shifts.
+template <typename Index>
+__device__ __forceinline__ Element gather(const Element* __restrict__ x_image, Index pixel, int c, int tap) {
+  const int row = static_cast<int>(pixel / kQ);
+  const int q = static_cast<int>(pixel % kQ);
+  int id, ih, iw;
+  if (!window(row, q, tap / (kR * kS), tap / kS % kR, tap % kS, id, ih, iw)) return Element{};  // +0
+  if constexpr (kNHWC) {
+    return __ldg(x_image + (((static_cast<long long>(id) * kH + ih) * kW + iw) * kC + c));
+  } else {
+    return __ldg(x_image + (c * kPlane + (static_cast<long long>(id) * kH + ih) * kW + iw));
+  }
+}
+
+// col is a matrix of row_count runs of `run` contiguous entries; threadIdx.x walks a
+// run, threadIdx.y and the grid's y walk runs. What a run is (see the kernel) makes
+// every per-entry index a quotient by a compile-time constant: the decode per entry
+// used to be three 64-bit divisions by run-time extents, which bound im2col by integer
+// throughput at 5-10x its bytes' time (docs/perf.md, issue 15).
+template <typename Index>
+__device__ __forceinline__ void fill(const Element* __restrict__ x, Element* __restrict__ col, int group, int n0,
+                                     int p0, int row_count, Index run, bool merged) {
+  const Index first = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const Index step = static_cast<Index>(gridDim.x) * blockDim.x;
+  for (int row = blockIdx.y * blockDim.y + threadIdx.y; row < row_count; row += gridDim.y * blockDim.y) {
+    Element* __restrict__ out = col + static_cast<long long>(row) * run;
+    if constexpr (kNHWC) {
+      // A run is one output pixel's kk = (tap, c) entries; rows run over the chunk's
+      // pixels, whole images when there are several (then p0 = 0), so the global
+      // pixel p0 * Q + row splits by constants.
+      const long long global = static_cast<long long>(p0) * kQ + row;
+      const int image = static_cast<int>(global / kPixels);
+      const auto pixel = static_cast<PixelIndex>(global % kPixels);
+      const Element* x_image = x + static_cast<long long>(n0 + image) * kPlane * kC + group * kCPerGroup;
+      for (Index kk = first; kk < run; kk += step) {
+        out[kk] = gather(x_image, pixel, static_cast<int>(kk % kCPerGroup), static_cast<int>(kk / kCPerGroup));
+      }
+    } else if (merged) {
+      // col[kk][image][pixel]: a run is one kk over every image of the chunk, whole
+      // images (p0 = 0, the chunk's rows all of them).
+      const int c = row / kTaps;
+      const int tap = row % kTaps;
+      const Element* x_group = x + (static_cast<long long>(n0) * kC + group * kCPerGroup) * kPlane;
+      for (Index j = first; j < run; j += step) {
+        const Index image = j / static_cast<Index>(kPixels);
+        out[j] = gather(x_group + static_cast<long long>(image) * kC * kPlane, j % static_cast<Index>(kPixels), c, tap);
+      }
+    } else {
+      // col[image][kk][pixel]: a run is one (image, kk)'s pixels from output row p0.
+      const int image = row / static_cast<int>(kGemmK);
+      const int kk = row % static_cast<int>(kGemmK);
+      const Element* x_image = x + (static_cast<long long>(n0 + image) * kC + group * kCPerGroup) * kPlane;
+      const Index base = static_cast<Index>(p0) * kQ;
+      for (Index j = first; j < run; j += step) out[j] = gather(x_image, base + j, kk / kTaps, kk % kTaps);
+    }
+  }
+}
+}  // namespace im2col
+
+// The chunk's column matrix as row_count runs of `run` entries (the runner computes
+// both from the layout: NCHW images * kk runs of rows * Q pixels, merged kk runs of
+// images * pixels, NHWC images * rows * Q runs of kk). Indices are 32-bit when the
+// largest one fits.
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _im2col)(const im2col::Element* __restrict__ x, im2col::Element* __restrict__ col,
                                               int group, int n0, int p0, int rows, int images, int merged) {
   using namespace im2col;
-  const long long pixels = static_cast<long long>(rows) * kQ;
-  const long long total = static_cast<long long>(images) * kGemmK * pixels;
+  long long run;
+  long long row_count;
   if constexpr (kNHWC) {
-    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<long long>(gridDim.x) * blockDim.x) {
-      const long long kk = i % kGemmK;
-      const long long pixel = (i / kGemmK) % pixels;
-      const int image = static_cast<int>(i / (kGemmK * pixels));
-      const int p = p0 + static_cast<int>(pixel / kQ);
-      const int q = static_cast<int>(pixel % kQ);
-      const int c = static_cast<int>(kk % kCPerGroup);
-      const int tap = static_cast<int>(kk / kCPerGroup);
-      int id, ih, iw;
-      Element v{};  // +0 in every type
-      if (window(p, q, tap / (kR * kS), tap / kS % kR, tap % kS, id, ih, iw)) {
-        v = __ldg(
-            x + ((((static_cast<long long>(n0 + image) * kD + id) * kH + ih) * kW + iw) * kC + group * kCPerGroup + c));
-      }
-      col[i] = v;
-    }
+    run = kGemmK;
+    row_count = static_cast<long long>(images) * rows * kQ;
+  } else if (merged) {
+    run = static_cast<long long>(images) * kPixels;
+    row_count = kGemmK;
   } else {
-    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-         i += static_cast<long long>(gridDim.x) * blockDim.x) {
-      const long long pixel = i % pixels;
-      // i is the entry's place in col: [kk][image][pixel] when merged, else [image][kk][pixel].
-      const long long kk = merged ? i / (pixels * images) : (i / pixels) % kGemmK;
-      const int image = static_cast<int>(merged ? (i / pixels) % images : i / (pixels * kGemmK));
-      const int p = p0 + static_cast<int>(pixel / kQ);
-      const int q = static_cast<int>(pixel % kQ);
-      const int c = static_cast<int>(kk / kTaps);
-      const int tap = static_cast<int>(kk % kTaps);
-      int id, ih, iw;
-      Element v{};  // +0 in every type
-      if (window(p, q, tap / (kR * kS), tap / kS % kR, tap % kS, id, ih, iw)) {
-        v = __ldg(x + ((static_cast<long long>(n0 + image) * kC + group * kCPerGroup + c) * kPlane +
-                       (static_cast<long long>(id) * kH + ih) * kW + iw));
-      }
-      col[i] = v;
-    }
+    run = static_cast<long long>(rows) * kQ;
+    row_count = static_cast<long long>(images) * kGemmK;
+  }
+  // The largest run index, or (unmerged NCHW) pixel index, the loops form.
+  const long long largest = !kNHWC && !merged ? static_cast<long long>(p0) * kQ + run : run;
+  if (largest < (1LL << 31)) {
+    fill<int>(x, col, group, n0, p0, static_cast<int>(row_count), static_cast<int>(run), merged != 0);
+  } else {
+    fill<long long>(x, col, group, n0, p0, static_cast<int>(row_count), run, merged != 0);
   }
 }
 

@@ -45,10 +45,15 @@ constexpr int kN = 2, kC = 12, kH = 13, kW = 21, kK = 80, kR = 3, kS = 3;
 constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
 constexpr int kGroups = 1, kP = 13, kQ = 10;
 constexpr bool kHasBias = true, kRelu = false;
-constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
+constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 constexpr bool kStoreWarps = true;
+constexpr int kXVecBytes = 4;
+constexpr bool kPairStores = false;
+constexpr int kSplitK = 1;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
+constexpr long long kPackedBytes = 147456;
 }  // namespace spec
 #endif
 
@@ -80,11 +85,26 @@ constexpr int kKPerGroup = kK / kGroups;
 constexpr bool k16Bit = kDType != 0;
 using Element = typename ElementOf<k16Bit>::type;  // storage type of x, w, bias, y
 constexpr int kChunkC = k16Bit ? 16 : 8;           // channels a wgmma k step reduces
-constexpr int kChunks = (kCPerGroup + kChunkC - 1) / kChunkC;
+constexpr bool kNhwc = kLayout == 1;
+// Channels of one tap a stage reduces: NCHW one k step; NHWC 128 bytes of each pixel's
+// channel run, kSub k steps.
+constexpr int kStageC = kNhwc ? 128 / static_cast<int>(sizeof(Element)) : kChunkC;
+constexpr int kSub = kStageC / kChunkC;
+constexpr int kChunks = (kCPerGroup + kStageC - 1) / kStageC;
 constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
 constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
-constexpr int kStagesTotal = kChunks * kR;  // per patch
+// NHWC: a tile is kBM consecutive output pixels in (image, row, column) order; the host
+// keeps kN * kP * kQ + kBM within int (NCHW problems may not fit: not evaluated for them).
+// A run covers the first CONVJIT_BATCH(kN) images' pixels; split-K's partial-sum slices
+// stay kPixels apart whatever the run's batch, so the plan's workspace holds every batch.
+constexpr int kPixels = kNhwc ? kN * kP * kQ : 0;
+constexpr int kStagesTotal = kNhwc ? kR * kS * kChunks : kChunks * kR;  // per tile
+// Split-K (NHWC): blockIdx.z = group x kSplitK + slice; slice i reduces the tile's stages
+// [i * kSliceStages, min((i + 1) * kSliceStages, kStagesTotal)) (the host makes none
+// empty) into fp32 partial sums, written through `y` (then the workspace's partials:
+// [slice][pixel][kK]); <name>_reduce adds the slices and applies the epilogue.
+constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
 constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
 constexpr int kHaloPairs = (kHaloW + 1) / 2;
@@ -94,10 +114,12 @@ constexpr int kPatch = kBP * kRowElems;
 // banks: f32 slots are a plane apart (8 banks); 16-bit slots are two planes of halves
 // apart (again 8 banks), and two pixels of one word are one access.
 constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
-constexpr int kAStageElems = kChunkC * kChanStride;
+// NHWC: [kBM pixels][kStageC channels], 128 bytes a pixel (see load_fragment_nhwc).
+constexpr int kAStageElems = kNhwc ? kBM * kStageC : kChunkC * kChanStride;
 constexpr int kBTapElems = kBN * kChunkC;     // 32 * kBN bytes for every type
 constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
-constexpr int kBPlaneElems = kS * kBTapElems;
+// A plane: the kS taps of a row (NCHW) or the kSub k steps of a tap (NHWC).
+constexpr int kBPlaneElems = (kNhwc ? kSub : kS) * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
@@ -110,6 +132,11 @@ static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
               "spec::kStageBytes disagrees with the template's stage layout");
 static_assert(kSharedBytes == kBarrierBytes + kStages * kStageBytes + kOutElems * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
+// Every stage's weights, as <name>_pack writes them and the host allocates them.
+constexpr long long kPackedElems =
+    static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kS * kPlanes * kSub * kBTapElems;
+static_assert(kPackedBytes == kPackedElems * static_cast<long long>(sizeof(Element)),
+              "spec::kPackedBytes disagrees with the template's weight packing");
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
 constexpr int kAccum = kBN / 2;  // accumulator registers per m64 block and thread
 
@@ -117,7 +144,24 @@ static_assert(kBP * kBQ == kBM, "the patch must hold exactly the block's pixels"
 static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row");
 static_assert(kBN == 64 || kBN == 128, "wgmma wrappers exist for n64 and n128");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
-static_assert(!k16Bit || (kSplit == 1 && kW % 2 == 0), "16-bit data: one product, even rows for pair copies");
+static_assert(!k16Bit || (kSplit == 1 && (kNhwc || kW % 2 == 0)),
+              "16-bit data: one product, even rows for pair copies");
+static_assert(kLayout == 0 || kLayout == 1, "NCHW or NHWC");
+// NHWC copies pieces of kXVecBytes out of a group's channel run: whole pieces only, so a
+// piece is all channels or all tail.
+static_assert(!kNhwc || ((kXVecBytes == 4 || kXVecBytes == 8 || kXVecBytes == 16) &&
+                         kCPerGroup * static_cast<int>(sizeof(Element)) % kXVecBytes == 0),
+              "spec::kXVecBytes must be 4, 8 or 16 and divide a group's channel run");
+static_assert(!kNhwc || (kBP == 1 && !kStoreWarps && kSub % 2 == 0),
+              "NHWC tiles are a run of kBM pixels, stored from registers, an even number of k steps a stage");
+static_assert(!kPairStores || (kNhwc && kKPerGroup % 2 == 0), "pair stores need an even channel count per group");
+static_assert(kSplitK >= 1 && (kSplitK == 1 || kNhwc) && (kSplitK - 1) * kSliceStages < kStagesTotal,
+              "split-K is NHWC's, and every slice has stages");
+#ifdef CONVJIT_WGMMA_SPLIT_K
+static_assert(kSplitK > 1, "the reduce pass is for split-K kernels only");
+#else
+static_assert(kSplitK == 1, "split-K kernels need their reduce pass (CONVJIT_WGMMA_SPLIT_K)");
+#endif
 static_assert(2 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
 
 // --- mbarrier ---
@@ -367,6 +411,81 @@ __device__ __forceinline__ void consume_stage(float (&acc)[kMB][kAccum], unsigne
   }
 }
 
+// --- NHWC ---
+// A stage's pixel row m is 128 bytes: eight 16-byte chunks, chunk j stored at j ^ (m % 8).
+// A fragment load reads 8 pixel rows g (m % 8 == g) x 4 words t of one chunk: the chunks
+// land on 8 distinct 16-byte bank groups, so the 32 lanes hit 32 banks; a 16-byte copy
+// stays one chunk.
+__device__ __forceinline__ unsigned swizzled_byte(int m, int byte) {
+  return static_cast<unsigned>(m * 128 + ((((byte >> 4) ^ m) & 7) << 4) + (byte & 15));
+}
+
+// One kXVecBytes piece global -> shared; valid == false writes zeros.
+__device__ __forceinline__ void copy_piece(unsigned dst, const void* src, bool valid) {
+  if constexpr (kXVecBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src), "n"(kXVecBytes),
+                 "r"(valid ? kXVecBytes : 0));
+  }
+}
+
+// This thread's A fragment for k step `sub` of one m64 block: rows g and g + 8 at words
+// row[0] and row[1] (m * 32 + t), k words t (chunk 2 sub) and t + 4 (chunk 2 sub + 1).
+// A word is one float, or two 16-bit channels with the smaller one in the low half.
+__device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, const int (&row)[2], unsigned (&big)[4],
+                                                   unsigned (&small)[4]) {
+  const int g = (row[0] >> 5) & 7;
+  const int lo = ((2 * sub) ^ g) << 2;
+  const int hi = ((2 * sub + 1) ^ g) << 2;
+  const unsigned v[4] = {a[row[0] + lo], a[row[1] + lo], a[row[0] + hi], a[row[1] + hi]};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (k16Bit) {
+      big[i] = v[i];
+    } else if constexpr (kSplit == 1) {
+      big[i] = to_tf32(__uint_as_float(v[i]));
+    } else {
+      big[i] = v[i] & 0xffffe000u;
+      small[i] = to_tf32(__uint_as_float(v[i]) - __uint_as_float(big[i]));
+    }
+  }
+}
+
+// consume_stage for NHWC: the stage's kSub k steps of one tap, A sets alternating. kSub
+// is even, so every stage starts on set 0 whatever its `Parity` (consume_stage's, taken
+// so that the two are called alike).
+template <int Parity, bool Fresh>
+__device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
+                                                   const Element* a_stage, unsigned b_stage_addr,
+                                                   const int (&rows)[kMB][2]) {
+  const unsigned* a = reinterpret_cast<const unsigned*>(a_stage);
+#pragma unroll
+  for (int sub = 0; sub < kSub; ++sub) {
+    const int set = sub & 1;
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
+    wgmma_fence();
+    const unsigned step = b_stage_addr + sub * kBTapElems * sizeof(Element);
+    if constexpr (kSplit == 1) {
+      const unsigned long long desc = b_descriptor(step);
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && sub == 0));
+    } else {
+      const unsigned long long big = b_descriptor(step);
+      const unsigned long long small = b_descriptor(step + kBPlaneElems * sizeof(Element));
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb) {
+        wgmma(acc[mb], frag[set][1][mb], big, !(Fresh && sub == 0));
+        wgmma(acc[mb], frag[set][0][mb], small);
+        wgmma(acc[mb], frag[set][0][mb], big);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+  }
+}
+
 // Waits for stage `it`, consumes it and hands it (or, for TF32, the one before it, whose
 // wgmmas are the ones known to be done, unless this is a patch's first stage) back to
 // the producer.
@@ -380,11 +499,19 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
   const Element* a_stage = stages + st * kStageElems;
   const unsigned b_stage = smem_addr(a_stage + kAStageElems);
   if constexpr (kSplit == 1) {
-    consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
+    if constexpr (kNhwc) {
+      consume_stage_nhwc<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
+    } else {
+      consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
+    }
     // Every group but this stage's last is done: the previous stage is free.
     if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8);
   } else {
-    consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
+    if constexpr (kNhwc) {
+      consume_stage_nhwc<Parity, true>(part, frag, a_stage, b_stage, a_offset);
+    } else {
+      consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
+    }
     wgmma_wait<0>();
     release_stage(empty_bar + st * 8);
 #pragma unroll
@@ -394,16 +521,215 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
   }
 }
 
+// A weight as the tensor cores read it: TF32-rounded (one plane), the exact big/small
+// split (plane 0 big, plane 1 small) or 16-bit as it is.
+__device__ __forceinline__ Element packed_value(Element v, int plane) {
+  if constexpr (!k16Bit) {
+    if constexpr (kSplit == 1) {
+      v = __uint_as_float(to_tf32(v));
+    } else {
+      const float big = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
+      v = plane == 0 ? big : __uint_as_float(to_tf32(v - big));
+    }
+  }
+  return v;
+}
+
+// Element i of the NHWC packing: weights [K][R][S][C/groups] -> [group][k block][tap (r, s)]
+// [chunk of kStageC channels][plane][k step][kBN x kChunkC core-matrix layout], so that
+// stage tap * kChunks + chunk is one contiguous run, in the order the producer walks.
+__device__ __forceinline__ Element packed_weight_nhwc(const Element* __restrict__ w, long long i) {
+  const int in_step = static_cast<int>(i % kBTapElems);
+  long long rest = i / kBTapElems;
+  const int sub = static_cast<int>(rest % kSub);
+  rest /= kSub;
+  const int plane = static_cast<int>(rest % kPlanes);
+  rest /= kPlanes;
+  const int chunk = static_cast<int>(rest % kChunks);
+  rest /= kChunks;
+  const int tap = static_cast<int>(rest % (kR * kS));
+  rest /= kR * kS;
+  const int kb = static_cast<int>(rest % kKBlocks);
+  const int group = static_cast<int>(rest / kKBlocks);
+  constexpr int kPerRow = 16 / static_cast<int>(sizeof(Element));  // k elements in 16 bytes
+  const int n = in_step / (16 * kPerRow) * 8 + (in_step / kPerRow) % 8;
+  const int k = (in_step / (8 * kPerRow)) % 2 * kPerRow + in_step % kPerRow;
+  const int k_out = kb * kBN + n;
+  const int c = chunk * kStageC + sub * kChunkC + k;
+  if (k_out >= kKPerGroup || c >= kCPerGroup) return Element{};
+  return packed_value(w[((static_cast<long long>(group) * kKPerGroup + k_out) * (kR * kS) + tap) * kCPerGroup + c],
+                      plane);
+}
+
+// NHWC producer (warpgroup 0, every warp copies): per stage, the tap's kStageC channels
+// of each of the tile's kBM pixels in kXVecBytes pieces, the im2col gather done in the
+// address (zeros for padding, pixels past the last and channels past the group's), and
+// the stage's packed weights in one bulk copy.
+__device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, const Element* __restrict__ packed,
+                                             const Element* stages, unsigned full_bar, unsigned empty_bar, int ptid,
+                                             int group, int slice, int kb, int pixels) {
+  constexpr int kPieces = 128 / kXVecBytes;  // pieces of a pixel's row in a stage
+  constexpr int kPieceElems = kXVecBytes / static_cast<int>(sizeof(Element));
+  constexpr int kCopyThreads = kLoadWarps * 32;
+  static_assert(kBM * kPieces % kCopyThreads == 0, "every copy thread takes the same number of pieces");
+  // A thread's piece (its channels) is the same for every pixel it copies.
+  const int piece = ptid % kPieces;
+  const int m_first = ptid / kPieces;
+  const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kStagesTotal * kBStageElems;
+  const Element* x_group = x + group * kCPerGroup + piece * kPieceElems;
+  const int first = slice * kSliceStages;
+  const int last = min(first + kSliceStages, kStagesTotal);
+  const int tiles = (pixels + kBM - 1) / kBM;
+  int it = 0;  // stages produced so far, over all tiles
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (int k_stage = first; k_stage < last; ++k_stage, ++it) {
+      const int st = it % kStages;
+      bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
+      const int tap = k_stage / kChunks;
+      const int c = (k_stage % kChunks) * kStageC;  // the chunk's first channel
+      const int dh = tap / kS * kDilationH - kPadH;
+      const int dw = tap % kS * kDilationW - kPadW;
+      const bool chunk_ok = c + piece * kPieceElems < kCPerGroup;
+      const unsigned a_dst = smem_addr(stages + st * kStageElems);
+#pragma unroll 1
+      for (int m = m_first; m < kBM; m += kCopyThreads / kPieces) {
+        const int pixel = tile * kBM + m;
+        const int img = pixel / (kP * kQ);
+        const int pq = pixel - img * (kP * kQ);
+        const int p = pq / kQ;
+        const int ih = p * kStrideH + dh;
+        const int iw = (pq - p * kQ) * kStrideW + dw;
+        const bool ok = chunk_ok && pixel < pixels && static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+                        static_cast<unsigned>(iw) < static_cast<unsigned>(kW);
+        const Element* src = x_group + ((static_cast<long long>(img) * kH + ih) * kW + iw) * kC + c;
+        copy_piece(a_dst + swizzled_byte(m, piece * kXVecBytes), ok ? src : x, ok);
+      }
+      cp_async_arrive(full_bar + st * 8);
+      if (ptid == 0) {
+        bar_arrive_expect_tx(full_bar + st * 8, kBStageElems * sizeof(Element));
+        bulk_copy(a_dst + kAStageElems * sizeof(Element), b_src + static_cast<long long>(k_stage) * kBStageElems,
+                  kBStageElems * sizeof(Element), full_bar + st * 8);
+      }
+    }
+  }
+}
+
+// Stores output pixel `pixel`'s value pair (channels k_out, k_out + 1 of the group) at
+// y_pixel + k_out: one store when pairs are aligned (kPairStores), else one a channel.
+__device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
+  if constexpr (kPairStores) {
+    if (k_out >= kKPerGroup) return;
+    if constexpr (k16Bit) {
+      const unsigned bits = static_cast<unsigned>(from_float(v0)) | static_cast<unsigned>(from_float(v1)) << 16;
+      asm volatile("st.global.b32 [%0], %1;\n" ::"l"(y_pixel + k_out), "r"(bits) : "memory");
+    } else {
+      asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(y_pixel + k_out), "f"(v0), "f"(v1) : "memory");
+    }
+  } else {
+    if (k_out < kKPerGroup) y_pixel[k_out] = from_float(v0);
+    if (k_out + 1 < kKPerGroup) y_pixel[k_out + 1] = from_float(v1);
+  }
+}
+
+// Split-K: one slice's fp32 sums of output pixel `pixel`, channels k_out and k_out + 1 of
+// the group, into the partials ([slice][pixel][kK], 16-byte aligned): one 8-byte store
+// where the group's channel count is even.
+__device__ __forceinline__ void store_partial_pair(float* partial, int slice, int pixel, int group, int k_out, float v0,
+                                                   float v1) {
+  float* p = partial + (static_cast<long long>(slice) * kPixels + pixel) * kK + group * kKPerGroup + k_out;
+  if constexpr (kKPerGroup % 2 == 0) {
+    if (k_out < kKPerGroup) asm volatile("st.global.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(v0), "f"(v1) : "memory");
+  } else {
+    if (k_out < kKPerGroup) p[0] = v0;
+    if (k_out + 1 < kKPerGroup) p[1] = v1;
+  }
+}
+
+// NHWC consumers: the stages of each tile through wgmma, then bias, ReLU and one rounding
+// in registers and the outputs straight to y[pixel][k] (a thread holds channel pairs);
+// with split-K, the slice's raw sums to the partials instead.
+__device__ __forceinline__ void consume_nhwc(const Element* stages, const Element* __restrict__ bias,
+                                             Element* __restrict__ y, unsigned full_bar, unsigned empty_bar, int ctid,
+                                             int cw, int group, int slice, int kb, int pixels) {
+  const int lane = ctid & 31;
+  const int cwarp = ctid >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  // This thread's fragment rows (words): pixels (m64 block, warp rows g and g + 8), word t.
+  int rows[kMB][2];
+#pragma unroll
+  for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) rows[mb][h] = ((cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8) * 32 + t;
+  float acc[kMB][kAccum];
+  unsigned frag[2][kPlanes][kMB][4];
+  float part[kSplit == 3 ? kMB : 1][kAccum];
+
+  const int count = min(kSliceStages, kStagesTotal - slice * kSliceStages);  // this slice's stages
+  const int tiles = (pixels + kBM - 1) / kBM;
+  int it = 0;  // stages consumed so far, over all tiles
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+      for (int i = 0; i < kAccum; ++i) acc[mb][i] = 0.0f;
+    for (int k_stage = 0; k_stage < count; k_stage += 2) {
+      run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, rows);
+      if (k_stage + 1 < count) {
+        run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, rows);
+      }
+    }
+    it += count;
+    wgmma_wait<0>();
+    if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
+
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int pixel = tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+        if (pixel >= pixels) continue;
+        if constexpr (kSplitK > 1) {
+#pragma unroll
+          for (int j = 0; j < kBN / 8; ++j) {
+            store_partial_pair(reinterpret_cast<float*>(y), slice, pixel, group, kb * kBN + j * 8 + 2 * t,
+                               acc[mb][j * 4 + h * 2], acc[mb][j * 4 + h * 2 + 1]);
+          }
+          continue;
+        }
+        Element* y_pixel = y + static_cast<long long>(pixel) * kK + group * kKPerGroup;
+#pragma unroll
+        for (int j = 0; j < kBN / 8; ++j) {
+          float v[2];
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            // Read here rather than held across the tile: 2 x kBN / 8 registers the
+            // accumulators need more.
+            const int k_out = kb * kBN + j * 8 + 2 * t + e;
+            v[e] = acc[mb][j * 4 + h * 2 + e];
+            if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
+            if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+          }
+          store_pair(y_pixel, kb * kBN + j * 8 + 2 * t, v[0], v[1]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace wg
 
 // Weights [K][C/groups][R][S] -> [group][k block][chunk][r][plane][s][kBN x kChunkC
-// core-matrix layout]: TF32-rounded (one plane), the exact big/small split (two planes)
+// core-matrix layout] (NHWC: see packed_weight_nhwc): TF32-rounded (one plane), the exact big/small split (two planes)
 // or 16-bit as they are; zero where the block or the chunk runs past the group's channels.
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
   using namespace wg;
-  constexpr long long kTotal = static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kPlanes * kS * kBTapElems;
-  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kTotal; i += 256ll * gridDim.x) {
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kPackedElems; i += 256ll * gridDim.x) {
+    if constexpr (kNhwc) {
+      packed[i] = packed_weight_nhwc(w, i);
+      continue;
+    }
     const int in_tap = static_cast<int>(i % kBTapElems);
     long long rest = i / kBTapElems;
     const int s = static_cast<int>(rest % kS);
@@ -424,15 +750,8 @@ extern "C" __global__ void __launch_bounds__(256)
     const int c = chunk * kChunkC + k;
     Element v{};
     if (k_out < kKPerGroup && c < kCPerGroup) {
-      v = w[((static_cast<long long>(group) * kKPerGroup + k_out) * kCPerGroup + c) * (kR * kS) + r * kS + s];
-      if constexpr (!k16Bit) {
-        if constexpr (kSplit == 1) {
-          v = __uint_as_float(to_tf32(v));
-        } else {
-          const float big = __uint_as_float(__float_as_uint(v) & 0xffffe000u);
-          v = plane == 0 ? big : __uint_as_float(to_tf32(v - big));
-        }
-      }
+      v = packed_value(
+          w[((static_cast<long long>(group) * kKPerGroup + k_out) * kCPerGroup + c) * (kR * kS) + r * kS + s], plane);
     }
     packed[i] = v;
   }
@@ -442,7 +761,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
                         const wg::Element* __restrict__ bias, wg::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace wg;
-  const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // patches of the run
+  const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // NCHW patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
   const unsigned full_bar = smem_addr(smem);              // kStages x 8 bytes
   const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
@@ -476,6 +795,11 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if constexpr (kNhwc) {
+      produce_nhwc(x, packed, stages, full_bar, empty_bar, tid, group / kSplitK, group % kSplitK, kb,
+                   CONVJIT_BATCH(kN) * kP * kQ);
+      return;
+    }
     const int ptid = tid;
     const int lane = ptid & 31;
     const int pwarp = ptid >> 5;
@@ -545,6 +869,11 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   } else {
     // ---------------- consumers ----------------
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+    if constexpr (kNhwc) {
+      consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
+                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ);
+      return;
+    }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup
     const int cw = warpgroup - 1;
     const int lane = ctid & 31;
@@ -627,3 +956,26 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     }
   }
 }
+
+#ifdef CONVJIT_WGMMA_SPLIT_K
+// Split-K's second pass: y = epilogue(sum of the kSplitK slices' partials + bias), in y's
+// own order ([pixel][kK]), one output a thread and step, over the run's batch. Defined
+// (CONVJIT_WGMMA_SPLIT_K, from the prologue) only where kSplitK > 1: other kernels keep
+// their entry points.
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _reduce)(const float* __restrict__ partial, const wg::Element* __restrict__ bias,
+                                              wg::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
+  using namespace wg;
+  // Slices lie kPixels x kK apart (the full batch's), the run's outputs are a prefix.
+  constexpr long long kSliceStride = static_cast<long long>(kPixels) * kK;
+  const long long outputs = static_cast<long long>(CONVJIT_BATCH(kN)) * kP * kQ * kK;
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < outputs; i += 256ll * gridDim.x) {
+    float v = 0.0f;
+#pragma unroll
+    for (int slice = 0; slice < kSplitK; ++slice) v += partial[slice * kSliceStride + i];
+    if constexpr (kHasBias) v += to_float(bias[i % kK]);
+    if constexpr (kRelu) v = fmaxf(v, 0.0f);
+    y[i] = from_float(v);
+  }
+}
+#endif  // CONVJIT_WGMMA_SPLIT_K

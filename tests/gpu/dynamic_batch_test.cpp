@@ -1,11 +1,11 @@
 // Dynamic batch on a real GPU (issue 17): for every algorithm (direct, depthwise, implicit
-// GEMM on wgmma and mma.sync, im2col + cuBLAS and its 1x1 GEMM), every data type and
-// math mode and both layouts, one plan of a batch=dynamic descriptor with n = 256 runs
-// batches 1, 3, 8, 17, 64 and 256 on fresh random data, each against float64 (every
-// output up to 17 images, 8192 sampled outputs beyond), with exactly one compile for
-// all of them; y is allocated and NaN-poisoned for 256 images, so a run that writes
-// past its own batch's outputs fails too. Run it alone with
-// --gtest_filter='DynamicBatchGpu*'.
+// GEMM on wgmma (both layouts) and mma.sync, im2col + cuBLAS and its 1x1 GEMM), every
+// data type and math mode and both layouts, one plan of a batch=dynamic descriptor with
+// n = 256 runs batches 1, 3, 8, 17, 64 and 256 on fresh random data, each against
+// float64 (every output up to 17 images, 8192 sampled outputs beyond), with exactly one
+// compile for all of them; y is allocated and NaN-poisoned for 256 images, so a run that
+// writes past its own batch's outputs fails too. NHWC wgmma and its split-K have their
+// own test below (n = 64). Run it alone with --gtest_filter='DynamicBatchGpu*'.
 #include <cuda_runtime.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -49,7 +49,9 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-  // k >= 32: wgmma on sm_90 for NCHW; mma.sync for NHWC.
+  // k >= 32: wgmma on sm_90 in NCHW; in NHWC its 16 channels fill less than one 128-byte
+  // stage chunk, so mma.sync (nhwc_prefers_wgmma; NhwcWgmmaAndSplitKPlansRunBatches1To64
+  // covers NHWC wgmma).
   const Conv2dDesc dense{.n = kMaxBatch,
                          .c = 16,
                          .h = 10,
@@ -79,6 +81,9 @@ std::vector<Case> cases() {
                              .bias = true,
                              .dynamic_batch = true};
   const Conv2dDesc pointwise{.n = kMaxBatch, .c = 24, .h = 9, .w = 14, .k = 36, .bias = true, .dynamic_batch = true};
+  // k < 32 leaves most of a wgmma tile empty: mma.sync in NHWC.
+  Conv2dDesc narrow = dense;
+  narrow.k = 24;
   std::vector<Case> out;
   for (const Mode& m : kModes) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -92,6 +97,7 @@ std::vector<Case> cases() {
       out.push_back({in(dense), Algorithm::kDirect, "conv2d_direct_"});
       out.push_back({in(depthwise), Algorithm::kDirect, "conv2d_depthwise_"});
       out.push_back({in(dense), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
+      if (!nchw) out.push_back({in(narrow), Algorithm::kImplicitGemm, "conv2d_igemm_"});
       out.push_back({in(dense), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
@@ -223,6 +229,77 @@ TEST_F(DynamicBatchGpu, OnePlanRunsBatches1To256InEveryAlgorithmDtypeMathAndLayo
     }
     EXPECT_EQ(runtimes[i]->stats().compiles, 1u) << "one compile serves every batch";
     EXPECT_EQ(runtimes[i]->stats().module_loads, 1u);
+  }
+}
+
+// The NHWC wgmma kernel with a dynamic batch: tiles of kBM pixels run on across images,
+// so a run's last tile ends inside an image (batches 1, 3, 17); and where the grid leaves
+// SMs idle it splits the reduction, its partial sums kept in the workspace at the stride
+// of the descriptor's n, which a run of any batch fills a prefix of before the reduce
+// pass (which takes the batch too) writes y. One plan each of n = 64 runs batches 1, 3,
+// 8, 17 and 64, every data type and math mode.
+TEST_F(DynamicBatchGpu, NhwcWgmmaAndSplitKPlansRunBatches1To64) {
+  constexpr int kMax = 64;
+  // 4 x 5 pixels an image (20, no multiple of a tile's 128 or 256) over one or two
+  // 128-byte channel chunks: few enough tiles for 64 images that NHWC goes to wgmma
+  // (nhwc_prefers_wgmma), few enough stages (4 taps) that it is not split.
+  const Conv2dDesc wide{.n = kMax,
+                        .c = 64,
+                        .h = 5,
+                        .w = 6,
+                        .k = 72,
+                        .r = 2,
+                        .s = 2,
+                        .bias = true,
+                        .activation = Activation::kRelu,
+                        .layout = Layout::kNHWC,
+                        .dynamic_batch = true};
+  // 4 x 4 pixels over 512 channels: a few tiles for 64 images, so the 9 x 16 or more
+  // stages of a tile are cut into slices.
+  const Conv2dDesc deep{.n = kMax,
+                        .c = 512,
+                        .h = 4,
+                        .w = 4,
+                        .k = 128,
+                        .r = 3,
+                        .s = 3,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .bias = true,
+                        .activation = Activation::kRelu,
+                        .layout = Layout::kNHWC,
+                        .dynamic_batch = true};
+  std::mt19937_64 rng(3);
+  for (const Mode& m : kModes) {
+    for (const bool split : {false, true}) {
+      Conv2dDesc d = split ? deep : wide;
+      d.dtype = m.dtype;
+      d.math = m.math;
+      SCOPED_TRACE(fmt::format("{} split-K {}", d.to_string(), split));
+      Runtime rt(RuntimeOptions{.cache_dir = dir_.path() / fmt::format("{}_{}_{}", to_string(m.dtype),
+                                                                       to_string(m.math), split ? "split" : "whole"),
+                                .autotune = false});
+      const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+      ASSERT_TRUE(plan.kernel_name().starts_with("conv2d_wgmma_")) << plan.kernel_name();
+      ASSERT_NE(plan.kernel_name().find("_ndyn64c"), std::string::npos) << plan.kernel_name();
+      // Partial sums past the packed weights only where split, as whole slices of the
+      // descriptor's n images.
+      const std::uint64_t partial = plan.workspace_bytes() - plan.packed_weight_bytes();
+      const auto o = d.output_shape();
+      const std::uint64_t slice = std::uint64_t{kMax} * o.p * o.q * o.k * sizeof(float);
+      if (split) {
+        ASSERT_GT(partial, 0u) << "not split: " << plan.kernel_name();
+        EXPECT_EQ(partial % slice, 0u) << partial << " bytes of partial sums, slices of " << slice;
+        EXPECT_GT(partial / slice, 1u);
+      } else {
+        EXPECT_EQ(partial, 0u) << plan.kernel_name();
+      }
+      for (int batch : {1, 3, 8, 17, 64}) {
+        SCOPED_TRACE(fmt::format("batch {} ({})", batch, plan.kernel_name()));
+        check_batch(plan, batch, rng);
+      }
+      EXPECT_EQ(rt.stats().compiles, 1u) << "one compile serves every batch";
+    }
   }
 }
 

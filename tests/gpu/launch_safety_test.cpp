@@ -28,19 +28,22 @@ namespace {
     ASSERT_EQ(convjit_err_, cudaSuccess) << #call << ": " << cudaGetErrorString(convjit_err_); \
   } while (0)
 
-// Three shapes that reach every kernel family: a 3x3 (implicit GEMM: wgmma on Hopper,
-// mma.sync when forced off it by alignment), a pointwise one (im2col's plain GEMM) and
-// a depthwise one (the direct algorithm's tiled kernel). Odd extents everywhere. Each
-// in both layouts; a (layout, algorithm) pair this version cannot run is skipped
-// (runs()), so the matrix grows as the kernels learn NHWC.
+// Four shapes that reach every kernel family: a 3x3 (implicit GEMM: wgmma on Hopper,
+// mma.sync when forced off it by alignment), a pointwise one (im2col's plain GEMM), a
+// depthwise one (the direct algorithm's tiled kernel) and a deep 3x3 on a tiny image
+// (in NHWC on Hopper, the wgmma kernel's split-K: two launches and partial sums in the
+// workspace). Odd extents everywhere. Each in both layouts; a (layout, algorithm) pair
+// this version cannot run is skipped (runs()), so the matrix grows as the kernels learn
+// NHWC.
 std::vector<Conv2dDesc> shapes(DType dtype, MathMode math) {
   Conv2dDesc conv{.n = 2, .c = 24, .h = 13, .w = 18, .k = 40, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   Conv2dDesc pointwise{.n = 3, .c = 20, .h = 9, .w = 14, .k = 36, .r = 1, .s = 1, .bias = false};
   Conv2dDesc depthwise{
       .n = 2, .c = 16, .h = 15, .w = 20, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16, .bias = true};
+  Conv2dDesc deep{.n = 1, .c = 256, .h = 6, .w = 5, .k = 40, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   std::vector<Conv2dDesc> out;
   for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
-    for (Conv2dDesc d : {conv, pointwise, depthwise}) {
+    for (Conv2dDesc d : {conv, pointwise, depthwise, deep}) {
       d.dtype = dtype;
       d.math = math;
       d.layout = layout;

@@ -128,7 +128,7 @@ Conv2dDesc dense_transposed() {
           .output_padding_w = 1};
 }
 
-TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWithoutSpills) {
+TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWithinTheirSpillBound) {
   struct Mode {
     DType dtype;
     MathMode math;
@@ -156,10 +156,15 @@ TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWith
         EXPECT_FALSE(out.cubin.empty());
         EXPECT_NE(out.ptx.find("mma.sync.aligned"), std::string::npos);
         EXPECT_NE(out.ptx.find(".entry " + src.source.kernel_name + "_pack"), std::string::npos);
+        // The 16-bit transposed tile spills a few registers (76 bytes at most): a
+        // spill-free variant that gathered two tiles ahead measured slower on the H200
+        // (docs/perf.md, "16-bit 3-D and transposed gather"), so the bound is that, not 0.
+        const bool sixteen = d.dtype != DType::kFloat32;
         for (const std::string& name : {src.source.kernel_name, src.source.kernel_name + "_pack"}) {
           const auto usage = parse_ptxas_report(out.log, name);
-          EXPECT_EQ(usage.spill_store_bytes, 0) << name << "\n" << out.log;
-          EXPECT_EQ(usage.spill_load_bytes, 0) << name << "\n" << out.log;
+          const int bound = sixteen && name == src.source.kernel_name ? 96 : 0;
+          EXPECT_LE(usage.spill_store_bytes, bound) << name << "\n" << out.log;
+          EXPECT_LE(usage.spill_load_bytes, bound) << name << "\n" << out.log;
         }
       }
     }
@@ -239,8 +244,10 @@ TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPick
     SCOPED_TRACE(other.to_string());
     const auto why = why_unsupported(other, Algorithm::kImplicitGemm, "sm_90");
     ASSERT_TRUE(why);
-    EXPECT_EQ(select_algorithm(other, "sm_90"), Algorithm::kIm2colGemm);
+    // Strided ones go to im2col or the direct kernel by predicted time (algorithm_choice_test).
+    EXPECT_NE(select_algorithm(other, "sm_90"), Algorithm::kImplicitGemm);
   }
+  EXPECT_EQ(select_algorithm(nhwc, "sm_90"), Algorithm::kIm2colGemm);
   // On sm_90 the wgmma kernel refuses it, so a plan gets mma.sync's source.
   EXPECT_TRUE(wgmma_unsupported_reason(d, "sm_90", kFullAlignment));
   // Same fields, forward: a different kernel.

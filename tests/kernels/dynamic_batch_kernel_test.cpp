@@ -41,8 +41,13 @@ std::vector<Case> cases() {
   const Conv2dDesc depthwise{
       .n = 8, .c = 32, .h = 14, .w = 14, .k = 32, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 32};
   const Conv2dDesc pointwise{.n = 8, .c = 24, .h = 9, .w = 14, .k = 36, .bias = true, .activation = Activation::kRelu};
+  // Small images over a deep reduction: the NHWC wgmma grid leaves SMs idle at n = 8 and
+  // at n = 64 alike, so both maximum batches split the reduction into the same slices.
+  const Conv2dDesc deep{
+      .n = 8, .c = 512, .h = 4, .w = 4, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   const auto direct = [](const Conv2dDesc& d) { return specialize_direct(d); };
   const auto mma = [](const Conv2dDesc& d) { return specialize_implicit_gemm(d); };
+  const auto wgmma = [](const Conv2dDesc& d) { return specialize_wgmma(d); };
   const auto im2col = [](const Conv2dDesc& d) { return specialize_im2col(d); };
   std::vector<Case> out;
   struct Mode {
@@ -59,7 +64,11 @@ std::vector<Case> cases() {
       const std::string l(to_string(layout));
       out.push_back({"mma_" + mode + "_" + l, "sm_80", mma, with(dense, m.dtype, m.math, layout)});
     }
-    out.push_back({"wgmma_" + mode, "sm_90a", specialize_wgmma, with(dense, m.dtype, m.math, Layout::kNCHW)});
+    for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      const std::string l(to_string(layout));
+      out.push_back({"wgmma_" + mode + "_" + l, "sm_90a", wgmma, with(dense, m.dtype, m.math, layout)});
+    }
+    out.push_back({"wgmma_split_k_" + mode + "_nhwc", "sm_90a", wgmma, with(deep, m.dtype, m.math, Layout::kNHWC)});
   }
   for (DType dtype : {DType::kFloat32, DType::kFloat16}) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -134,12 +143,48 @@ TEST(DynamicBatchKernels, EveryDynamicKernelCompilesWithTheBatchAsItsLastParamet
   }
 }
 
+TEST(DynamicBatchKernels, SplitKReduceTakesTheBatchAndItsSlicesStayTheMaxBatchApart) {
+  // The NHWC wgmma kernel's split-K partial sums: the workspace holds the slices for the
+  // descriptor's n, whatever batch a run has, and the reduce pass takes the batch too
+  // (partial, bias, y, batch: "<name>_reduce_param_3").
+  const Conv2dDesc deep{.n = 64,
+                        .c = 512,
+                        .h = 4,
+                        .w = 4,
+                        .k = 128,
+                        .r = 3,
+                        .s = 3,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .bias = true,
+                        .layout = Layout::kNHWC};
+  for (bool dyn : {true, false}) {
+    SCOPED_TRACE(dyn ? "dynamic" : "static");
+    Conv2dDesc d = deep;
+    d.dynamic_batch = dyn;
+    const Specialization spec = specialize_wgmma(d);
+    ASSERT_TRUE(spec.launch.split_reduce.has_value()) << spec.launch.tile;
+    const SplitReduce& r = *spec.launch.split_reduce;
+    ASSERT_GT(r.slices, 1);
+    EXPECT_EQ(spec.launch.geometry.grid_z, static_cast<unsigned>(r.slices));
+    EXPECT_EQ(r.partial_bytes, std::uint64_t{64} * 4 * 4 * 128 * sizeof(float) * r.slices);
+    const CompiledKernel compiled =
+        Nvrtc::compile(spec.source.text, spec.source.kernel_name, Nvrtc::options_for("sm_90a"));
+    const std::string reduce = r.kernel_name + "_param_3";
+    const bool has = compiled.ptx.find(".param .u32 " + reduce) != std::string::npos ||
+                     compiled.ptx.find(".param .s32 " + reduce) != std::string::npos;
+    EXPECT_EQ(has, dyn) << reduce;
+    EXPECT_NE(compiled.ptx.find(".entry " + r.kernel_name + "("), std::string::npos) << r.kernel_name;
+  }
+}
+
 TEST(DynamicBatchKernels, CacheKeyAndKernelNameTellADynamicEntryFromAStaticOne) {
   const Conv2dDesc fixed{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
   const Conv2dDesc dyn = dynamic(fixed, 8);
   for (const auto& specialize : std::vector<std::function<Specialization(const Conv2dDesc&)>>{
            [](const Conv2dDesc& d) { return specialize_direct(d); },
-           [](const Conv2dDesc& d) { return specialize_implicit_gemm(d); }, specialize_wgmma, specialize_im2col}) {
+           [](const Conv2dDesc& d) { return specialize_implicit_gemm(d); },
+           [](const Conv2dDesc& d) { return specialize_wgmma(d); }, specialize_im2col}) {
     const SpecializedSource a = specialize(fixed).source;
     const SpecializedSource b = specialize(dyn).source;
     EXPECT_NE(a.kernel_name, b.kernel_name);

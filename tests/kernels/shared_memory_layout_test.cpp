@@ -124,29 +124,36 @@ TEST(SharedMemoryLayout, HostAndMmaTemplateAgreeForRandomProblems) {
 
 // Channels-last problems stage X as [pixel][reduction] and copy both operands in runs
 // whose width the host picks from the pointers' alignment: the layout agrees, and the
-// kernel asks no more of the pointers than it was compiled for (Hopper runs mma.sync too).
-TEST(SharedMemoryLayout, HostAndMmaTemplateAgreeForRandomNhwcProblems) {
+// kernel asks no more of the pointers than it was compiled for (Hopper runs mma.sync on
+// what the wgmma kernel refuses, the wgmma kernel the rest).
+TEST(SharedMemoryLayout, HostAndTemplatesAgreeForRandomNhwcProblems) {
   std::mt19937 rng(20261214);
+  int wgmma_checked = 0;
   for (int i = 0; i < 120; ++i) {
     RandomProblem p = random_problem(rng);
     p.desc.layout = Layout::kNHWC;
-    const char* arch = i % 2 == 0 ? "sm_80" : "sm_90";
+    const std::string arch = i % 2 == 0 ? "sm_80" : "sm_90";
     const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, arch, p.align);
     SCOPED_TRACE(src.source.kernel_name);
-    ASSERT_EQ(src.source.template_name, kMma);
+    const bool wgmma =
+        arch == "sm_90" && !wgmma_unsupported_reason(p.desc, arch, p.align) && nhwc_prefers_wgmma(p.desc, arch);
+    ASSERT_EQ(src.source.template_name, wgmma ? kWgmma : kMma);
     EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
     EXPECT_TRUE(satisfies(p.align, src.launch.needs));
-    EXPECT_EQ(front_end_errors(src.source.text, "sm_80"), "") << src.launch.tile;
+    EXPECT_EQ(front_end_errors(src.source.text, wgmma ? src.source.compile_arch : "sm_80"), "") << src.launch.tile;
+    wgmma_checked += wgmma ? 1 : 0;
   }
+  EXPECT_GT(wgmma_checked, 5);
 }
 
 TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomProblems) {
   std::mt19937 rng(20240614);
   int checked = 0;
   for (int tries = 0; checked < 80 && tries < 4000; ++tries) {
-    const RandomProblem p = random_problem(rng);
+    RandomProblem p = random_problem(rng);
+    if (tries % 2 == 1) p.desc.layout = Layout::kNHWC;
     if (wgmma_unsupported_reason(p.desc, "sm_90")) continue;
-    const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, "sm_90");
+    const Specialization src = specialize_wgmma(p.desc);
     SCOPED_TRACE(src.source.kernel_name);
     ASSERT_EQ(src.source.template_name, kWgmma);
     EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
@@ -211,6 +218,12 @@ TEST(SharedMemoryLayout, AWrongEmittedConstantFailsTheCompileAtItsStaticAssert) 
     for (const char* name : {"kBStride", "kBStageElems", "kSharedBytes"}) {
       SCOPED_TRACE(fmt::format("nhwc {} {}", to_string(dtype), name));
       expect_rejected(nhwc, name, "sm_80");
+    }
+    const Specialization wgmma_nhwc = specialize_wgmma(typed);
+    ASSERT_EQ(wgmma_nhwc.source.template_name, kWgmma);
+    for (const char* name : {"kStageBytes", "kSharedBytes"}) {
+      SCOPED_TRACE(fmt::format("wgmma nhwc {} {}", to_string(dtype), name));
+      expect_rejected(wgmma_nhwc, name, wgmma_nhwc.source.compile_arch);
     }
     typed.layout = Layout::kNCHW;
     const Specialization wgmma = specialize(typed, Algorithm::kImplicitGemm, "sm_90");

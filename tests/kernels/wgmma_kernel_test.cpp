@@ -1,4 +1,8 @@
+#include <fmt/format.h>
 #include <gtest/gtest.h>
+
+#include <array>
+#include <random>
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
@@ -110,6 +114,242 @@ TEST(WgmmaKernel, EveryKernelBenchProblemGetsAConsistentTileThatFitsSharedMemory
     }
   }
   EXPECT_GT(checked, 10);
+}
+
+// ---- NHWC ----
+
+Conv2dDesc nhwc(Conv2dDesc d, DType dtype = DType::kFloat32, MathMode math = MathMode::kTF32) {
+  d.layout = Layout::kNHWC;
+  d.dtype = dtype;
+  d.math = math;
+  return d;
+}
+
+// A mid-size 3x3 (several tiles, two channel blocks), the headline, and an odd group with a
+// channel tail, in every dtype and math mode: wgmma from registers on A, bulk copies for B,
+// the widest cp.async the channel run allows, no spills, no serialized wgmma.
+TEST(WgmmaKernel, NhwcCompilesToWgmmaWithoutSpillsInEveryDtypeAndMathMode) {
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 64, .h = 28, .w = 28, .k = 192, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      kHeadline,
+      {.n = 1,
+       .c = 44,
+       .h = 9,
+       .w = 13,
+       .k = 70,
+       .r = 2,
+       .s = 3,
+       .stride_h = 2,
+       .groups = 2,
+       .activation = Activation::kRelu},
+  };
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32},
+                                              {DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32}};
+  for (const Conv2dDesc& shape : shapes) {
+    for (const auto& [dtype, math] : kinds) {
+      const Conv2dDesc d = nhwc(shape, dtype, math);
+      // The template itself, whether or not kAuto's NHWC rule would pick it here.
+      const auto src = specialize_wgmma(d);
+      SCOPED_TRACE(src.source.kernel_name);
+      ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
+      EXPECT_EQ(constant(src, "kLayout"), "1");
+      EXPECT_EQ(constant(src, "kBP"), "1");
+      const auto out =
+          Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+      const std::string type = dtype == DType::kFloat16    ? "f16.f16"
+                               : dtype == DType::kBFloat16 ? "bf16.bf16"
+                                                           : "tf32.tf32";
+      EXPECT_NE(out.ptx.find("wgmma.mma_async.sync.aligned.m64n" + constant(src, "kBN") + "k"), std::string::npos);
+      EXPECT_NE(out.ptx.find(type), std::string::npos);
+      EXPECT_NE(out.ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);
+      // 44 channels over 2 groups: runs of 88 (f32) or 44 bytes: 8- or 4-byte pieces.
+      const std::string piece = constant(src, "kXVecBytes");
+      EXPECT_NE(out.ptx.find(piece == "16" ? "cp.async.cg.shared.global [%r" : "cp.async.ca.shared.global"),
+                std::string::npos)
+          << piece;
+      const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+      EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    }
+  }
+}
+
+// The copy piece is the widest of 16, 8 and 4 bytes that the group's channel run and x's
+// alignment allow; below 4 bytes (16-bit runs of odd length, 16-bit x at 2 bytes) the
+// mma.sync kernel takes the problem, with the reason said.
+TEST(WgmmaKernel, NhwcCopyPiecesFollowTheChannelRunAndTheAlignment) {
+  const Conv2dDesc base{.n = 1, .c = 24, .h = 10, .w = 10, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  struct Case {
+    int c;
+    DType dtype;
+    unsigned align_x;
+    const char* piece;  // kXVecBytes, or nullptr: refused
+  };
+  const Case cases[] = {
+      {24, DType::kFloat32, 16, "16"},   {26, DType::kFloat32, 16, "8"},  {27, DType::kFloat32, 16, "4"},
+      {24, DType::kFloat32, 8, "8"},     {24, DType::kFloat32, 4, "4"},   {24, DType::kFloat16, 16, "16"},
+      {20, DType::kFloat16, 16, "8"},    {18, DType::kBFloat16, 16, "4"}, {21, DType::kFloat16, 16, nullptr},
+      {24, DType::kFloat16, 2, nullptr},
+  };
+  for (const Case& c : cases) {
+    Conv2dDesc d = nhwc(base, c.dtype);
+    d.c = c.c;
+    const auto e = static_cast<unsigned>(size_of(c.dtype));
+    const AlignmentNeeds align{c.align_x, 16, 16, 16};
+    SCOPED_TRACE(fmt::format("{} x aligned {}", d.to_string(), c.align_x));
+    const auto why = wgmma_unsupported_reason(d, "sm_90", align);
+    const auto src = why ? specialize(d, Algorithm::kImplicitGemm, "sm_90", align) : specialize_wgmma(d, align);
+    if (c.piece == nullptr) {
+      ASSERT_TRUE(why.has_value());
+      EXPECT_NE(why->find("4-byte pieces"), std::string::npos) << *why;
+      EXPECT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
+      continue;
+    }
+    EXPECT_FALSE(why.has_value()) << *why;
+    ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
+    EXPECT_EQ(constant(src, "kXVecBytes"), c.piece);
+    EXPECT_EQ(src.launch.needs.x, static_cast<unsigned>(std::stoi(c.piece)));
+    EXPECT_EQ(src.launch.needs.w, e);  // read element by element by the pack kernel
+    EXPECT_TRUE(satisfies(align, src.launch.needs));
+  }
+}
+
+// Channel pairs go out in one store where the group's channel count is even and y's
+// alignment holds a pair; otherwise one store a channel, needing only the element size.
+TEST(WgmmaKernel, NhwcPairStoresNeedAnEvenChannelCountAndTheirAlignment) {
+  const Conv2dDesc even = nhwc({.n = 1, .c = 32, .h = 10, .w = 10, .k = 64, .r = 3, .s = 3});
+  const auto paired = specialize(even, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_NE(paired.source.text.find("constexpr bool kPairStores = true;"), std::string::npos);
+  EXPECT_EQ(paired.launch.needs.y, 8u);
+  const auto y4 = specialize(even, Algorithm::kImplicitGemm, "sm_90", AlignmentNeeds{16, 16, 16, 4});
+  EXPECT_NE(y4.source.text.find("constexpr bool kPairStores = false;"), std::string::npos);
+  EXPECT_EQ(y4.launch.needs.y, 4u);
+  EXPECT_NE(y4.source.kernel_name, paired.source.kernel_name);  // a variant has a name of its own
+  Conv2dDesc odd = even;
+  odd.k = 65;
+  const auto single = specialize(odd, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_NE(single.source.text.find("constexpr bool kPairStores = false;"), std::string::npos);
+  EXPECT_EQ(single.launch.needs.y, 4u);
+}
+
+// NHWC tiles are kBM consecutive pixels; a stage is 128 bytes of each pixel and of each
+// output channel per weight plane, and the packed weights hold every (tap, chunk) stage of
+// every channel block.
+TEST(WgmmaKernel, NhwcTileStagesAndPackedWeightsFollowTheChannelChunks) {
+  const Conv2dDesc shape{.n = 2, .c = 100, .h = 20, .w = 30, .k = 200, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2};
+  for (const auto& [dtype, math] :
+       {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat32, MathMode::kStrictFp32},
+        std::pair{DType::kFloat16, MathMode::kTF32}}) {
+    const Conv2dDesc d = nhwc(shape, dtype, math);
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(src.source.kernel_name);
+    const int bn = std::stoi(constant(src, "kBN"));
+    const int mb = std::stoi(constant(src, "kMB"));
+    const int bm = std::stoi(constant(src, "kBQ"));
+    const int planes = math == MathMode::kStrictFp32 ? 2 : 1;
+    EXPECT_EQ(bn, 128);
+    EXPECT_EQ(mb, planes == 2 ? 1 : 2);
+    EXPECT_EQ(bm, 2 * mb * 64);
+    EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), (bm + planes * bn) * 128);
+    EXPECT_NE(src.source.text.find("constexpr bool kStoreWarps = false;"), std::string::npos);
+    EXPECT_EQ(std::stoi(constant(src, "kStages")), 4);
+    EXPECT_LE(src.launch.geometry.shared_bytes, 227u * 1024);
+    const int channels_a_chunk = 128 / static_cast<int>(size_of(dtype));
+    const int chunks = (100 + channels_a_chunk - 1) / channels_a_chunk;
+    const std::uint64_t k_blocks = 2;
+    EXPECT_EQ(src.launch.weight_pack->packed_bytes, k_blocks * 3 * 5 * chunks * planes * bn * 128u);
+    const std::int64_t pixels = 2 * 20 * 30;
+    EXPECT_EQ(src.launch.geometry.grid_y, k_blocks);
+    if (!src.launch.geometry.persistent) EXPECT_EQ(src.launch.geometry.grid_x, (pixels + bm - 1) / bm);
+  }
+}
+
+// Split-K: where tiles x channel blocks x groups leave SMs idle, the reduction is cut into
+// slices of at least 8 stages (at most 16 slices, no more than the idle SMs hold), each a
+// block writing fp32 partial sums; a second entry point adds them with the epilogue.
+TEST(WgmmaKernel, NhwcSplitsTheReductionOnlyWhereTheGridCannotFillTheMachine) {
+  // 49 pixels (one tile) x 4 channel blocks; 9 taps x 16 chunks = 144 stages.
+  const Conv2dDesc deep =
+      nhwc({.n = 1, .c = 512, .h = 7, .w = 7, .k = 512, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true});
+  const auto split = specialize(deep, Algorithm::kImplicitGemm, "sm_90");
+  SCOPED_TRACE(split.source.kernel_name);
+  EXPECT_EQ(constant(split, "kSplitK"), "16");
+  EXPECT_NE(split.source.text.find("#define CONVJIT_WGMMA_SPLIT_K 1"), std::string::npos);
+  EXPECT_EQ(split.launch.geometry.grid_z, 16u);
+  EXPECT_EQ(split.launch.geometry.grid_x * split.launch.geometry.grid_y * split.launch.geometry.grid_z, 64u);
+  EXPECT_FALSE(split.launch.geometry.persistent);
+  ASSERT_TRUE(split.launch.split_reduce.has_value());
+  EXPECT_EQ(split.launch.split_reduce->kernel_name, split.source.kernel_name + "_reduce");
+  EXPECT_EQ(split.launch.split_reduce->slices, 16);
+  EXPECT_EQ(split.launch.split_reduce->partial_bytes, 16u * 49 * 512 * 4);
+  const auto out = Nvrtc::compile(split.source.text, split.source.kernel_name + ".cu",
+                                  Nvrtc::options_for(split.source.compile_arch));
+  EXPECT_NE(out.ptx.find(".entry " + split.launch.split_reduce->kernel_name), std::string::npos);
+  EXPECT_EQ(parse_ptxas_report(out.log, split.source.kernel_name).spill_store_bytes, 0) << out.log;
+  const auto work = wgmma_work(deep);
+  ASSERT_TRUE(work.has_value());
+  EXPECT_EQ(work->blocks, 64);
+  EXPECT_EQ(work->slices, 16);
+  EXPECT_EQ(work->block_reduction, 9 * 32);  // 9 stages of 32 channels
+
+  // Enough tiles for the machine: no split, no second entry point.
+  const auto whole = specialize_wgmma(nhwc(kHeadline));
+  EXPECT_EQ(constant(whole, "kSplitK"), "1");
+  EXPECT_FALSE(whole.launch.split_reduce.has_value());
+  EXPECT_EQ(whole.source.text.find("#define CONVJIT_WGMMA_SPLIT_K"), std::string::npos);
+  // Few stages: a slice would be shorter than the pipeline's fill.
+  const Conv2dDesc shallow = nhwc({.n = 1, .c = 32, .h = 7, .w = 7, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1});
+  EXPECT_EQ(constant(specialize(shallow, Algorithm::kImplicitGemm, "sm_90"), "kSplitK"), "1");
+  // NCHW never splits.
+  Conv2dDesc nchw = deep;
+  nchw.layout = Layout::kNCHW;
+  EXPECT_EQ(constant(specialize(nchw, Algorithm::kImplicitGemm, "sm_90"), "kSplitK"), "1");
+}
+
+// Every slice of every split has stages, and the slices cover the reduction, for problems
+// of every depth and size; the split blocks never outnumber the SMs.
+TEST(WgmmaKernel, NhwcSplitSlicesAreNeverEmptyAndFitOneWave) {
+  std::mt19937_64 rng(1402);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int split = 0;
+  for (int i = 0; i < 400; ++i) {
+    Conv2dDesc d{.n = pick(1, 4), .c = pick(1, 2600), .h = pick(1, 20), .w = pick(1, 20), .k = pick(32, 600)};
+    d.r = d.s = pick(0, 1) == 0 ? 1 : 3;
+    d.pad_h = d.pad_w = d.r / 2;
+    d.layout = Layout::kNHWC;
+    d.dtype = std::array{DType::kFloat32, DType::kFloat16, DType::kBFloat16}[pick(0, 2)];
+    if (d.dtype != DType::kFloat32) d.c += d.c % 2;
+    if (wgmma_unsupported_reason(d, "sm_90")) continue;
+    const auto src = specialize_wgmma(d);
+    const int slices = std::stoi(constant(src, "kSplitK"));
+    const int stage_c = 128 / static_cast<int>(size_of(d.dtype));
+    const int stages = d.r * d.s * ((d.c + stage_c - 1) / stage_c);
+    const int per_slice = (stages + slices - 1) / slices;
+    SCOPED_TRACE(src.source.kernel_name);
+    EXPECT_LT((slices - 1) * per_slice, stages);
+    if (slices > 1) {
+      ++split;
+      EXPECT_GE(per_slice, 8);
+      EXPECT_LE(src.launch.geometry.grid_x * src.launch.geometry.grid_y * src.launch.geometry.grid_z, 132u);
+      EXPECT_EQ(src.launch.split_reduce->partial_bytes, static_cast<std::uint64_t>(slices) * d.n * d.h * d.w * d.k * 4);
+    }
+  }
+  EXPECT_GT(split, 20);
+}
+
+TEST(WgmmaKernel, NhwcReasonsNameWhatRulesTheKernelOut) {
+  const Conv2dDesc d = nhwc(kHeadline);
+  EXPECT_FALSE(wgmma_unsupported_reason(d, "sm_90"));
+  Conv2dDesc narrow = d;
+  narrow.k = 16;
+  EXPECT_NE(wgmma_unsupported_reason(narrow, "sm_90")->find("output channels"), std::string::npos);
+  // 16-bit NHWC needs no even width (the channels are what is copied in pieces).
+  Conv2dDesc odd_width = nhwc(kHeadline, DType::kFloat16);
+  odd_width.w = 255;
+  EXPECT_FALSE(wgmma_unsupported_reason(odd_width, "sm_90"));
 }
 
 }  // namespace

@@ -23,20 +23,43 @@ struct Family {
   Conv2dDesc desc;  // n: the largest batch
 };
 
-// Every kernel family the fake's sm_90 reaches without cuBLAS: wgmma (k >= 32), mma.sync
-// (NHWC), direct, depthwise.
+// Every kernel family the fake's sm_90 reaches without cuBLAS: wgmma (k >= 32) in both
+// layouts and NHWC split-K, mma.sync (NHWC, k < 32), direct, depthwise.
 std::vector<Family> families() {
   const Conv2dDesc dense{
       .n = 16, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   Conv2dDesc nhwc = dense;
   nhwc.layout = Layout::kNHWC;
   nhwc.dtype = DType::kFloat16;
+  Conv2dDesc narrow = nhwc;
+  narrow.k = 24;
+  // A few tiles over a deep reduction: split into the same slices at every batch.
+  const Conv2dDesc deep{.n = 16,
+                        .c = 512,
+                        .h = 4,
+                        .w = 4,
+                        .k = 128,
+                        .r = 3,
+                        .s = 3,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .bias = true,
+                        .layout = Layout::kNHWC};
   const Conv2dDesc depthwise{
       .n = 16, .c = 16, .h = 8, .w = 8, .k = 16, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 16};
-  return {{"wgmma", Algorithm::kImplicitGemm, dense},
-          {"mma_nhwc_f16", Algorithm::kImplicitGemm, nhwc},
-          {"direct", Algorithm::kDirect, dense},
+  return {{"direct", Algorithm::kDirect, dense},
+          {"wgmma", Algorithm::kImplicitGemm, dense},
+          {"wgmma_nhwc_f16", Algorithm::kImplicitGemm, nhwc},
+          {"wgmma_nhwc_split_k", Algorithm::kImplicitGemm, deep},
+          {"mma_nhwc_f16", Algorithm::kImplicitGemm, narrow},
           {"depthwise", Algorithm::kDirect, depthwise}};
+}
+
+// A split-K run ends with its reduce pass (partial, bias, y[, batch]); the convolution
+// is the launch before it.
+bool split(const std::vector<FakeLaunch>& launches) { return launches.back().function.ends_with("_reduce"); }
+const FakeLaunch& convolution(const std::vector<FakeLaunch>& launches) {
+  return launches[launches.size() - (split(launches) ? 2 : 1)];
 }
 
 class DynamicBatchLaunch : public testing::FakeDriverTest {};
@@ -58,12 +81,17 @@ TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernel
       plan.run(a);
       const auto got = launches_since(before);
       ASSERT_FALSE(got.empty());
-      const FakeLaunch& main = got.back();
+      const FakeLaunch& main = convolution(got);
       EXPECT_EQ(main.function, plan.kernel_name());
       ASSERT_EQ(main.args.size(), 5u) << "x, w, bias, y and the batch";
       EXPECT_EQ(static_cast<int>(main.args[4]), batch == 0 ? dyn.n : batch);
       EXPECT_EQ(main.pointer_arg(0), a.x);
-      EXPECT_EQ(main.pointer_arg(3), a.y);
+      EXPECT_EQ(split(got) ? got.back().pointer_arg(2) : main.pointer_arg(3), a.y);
+      EXPECT_EQ(split(got), f.name == std::string_view("wgmma_nhwc_split_k")) << got.back().function;
+      if (split(got)) {
+        ASSERT_EQ(got.back().args.size(), 4u) << "partial, bias, y and the batch";
+        EXPECT_EQ(static_cast<int>(got.back().args[3]), batch == 0 ? dyn.n : batch);
+      }
 
       // The kernel specialized for this batch, and its launch for the same pointers.
       Conv2dDesc fixed = f.desc;
@@ -73,10 +101,13 @@ TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernel
       reference.run(ops.args());
       const auto want = launches_since(mark);
       ASSERT_FALSE(want.empty());
-      EXPECT_EQ(want.back().args.size(), 4u) << "a static kernel takes no batch";
-      for (int i = 0; i < 3; ++i) EXPECT_EQ(main.grid[i], want.back().grid[i]) << "grid dimension " << i;
-      EXPECT_EQ(main.block[0], want.back().block[0]);
-      EXPECT_EQ(main.shared_bytes, want.back().shared_bytes);
+      ASSERT_EQ(split(want), split(got));
+      const FakeLaunch& static_main = convolution(want);
+      EXPECT_EQ(static_main.args.size(), 4u) << "a static kernel takes no batch";
+      if (split(want)) EXPECT_EQ(want.back().args.size(), 3u) << "nor does its reduce pass";
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(main.grid[i], static_main.grid[i]) << "grid dimension " << i;
+      EXPECT_EQ(main.block[0], static_main.block[0]);
+      EXPECT_EQ(main.shared_bytes, static_main.shared_bytes);
     }
     // One compile for the dynamic plan, whatever the batches; the static references
     // compiled one each for 1, 3 and 16.
@@ -86,7 +117,7 @@ TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernel
 
 TEST_F(DynamicBatchLaunch, ABatchOutOfRangeOrAnotherBatchForAStaticPlanIsRefusedWithNothingLaunched) {
   Runtime rt(options());
-  const Family f = families()[2];  // direct: the cheapest compile
+  const Family f = families()[0];  // direct: the cheapest compile
   Conv2dDesc dyn = f.desc;
   dyn.dynamic_batch = true;
   Operands ops(dyn);

@@ -90,6 +90,71 @@ TEST_F(PackedWeights, PackedWeightsNotSixteenByteAlignedAreRefused) {
   EXPECT_EQ(fake().calls("cuMemAlloc"), 0u);
 }
 
+// Split-K (the NHWC wgmma kernel on a small image with deep channels): a run launches the
+// convolution on its fp32 partial sums, in the workspace after the packed weights, then
+// the reduce pass from them into y; with packed weights the partial sums are all the
+// workspace it needs, and less is refused with nothing launched.
+TEST_F(PackedWeights, SplitRunsLaunchTheConvolutionIntoPartialSumsThenTheReducePass) {
+  const Conv2dDesc d{.n = 1,
+                     .c = 256,
+                     .h = 6,
+                     .w = 5,
+                     .k = 40,
+                     .r = 3,
+                     .s = 3,
+                     .pad_h = 1,
+                     .pad_w = 1,
+                     .bias = true,
+                     .layout = Layout::kNHWC};
+  Runtime rt(options());
+  const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+  const std::string name = plan.kernel_name();
+  ASSERT_TRUE(name.starts_with("conv2d_wgmma_")) << name;
+  const std::uint64_t packed_bytes = plan.packed_weight_bytes();
+  ASSERT_GT(packed_bytes, 0u);
+  ASSERT_GT(plan.workspace_bytes(), packed_bytes) << "not split";
+  const std::uint64_t partial_bytes = plan.workspace_bytes() - packed_bytes;
+  Operands ops(d);
+  FakeBuffer workspace(plan.workspace_bytes());
+  Conv2dArgs args = ops.args();
+  args.workspace = workspace.at();
+  args.workspace_bytes = plan.workspace_bytes();
+  plan.run(args);
+  auto got = launches_since(0);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0].function, name + "_pack");
+  EXPECT_EQ(got[0].pointer_arg(1), workspace.at());
+  EXPECT_EQ(got[1].function, name);
+  EXPECT_EQ(got[1].pointer_arg(1), workspace.at());
+  EXPECT_EQ(got[1].pointer_arg(3), workspace.at(packed_bytes));  // partial sums, not y
+  EXPECT_GT(got[1].grid[2], 1u);                                 // the slices
+  EXPECT_EQ(got[2].function, name + "_reduce");
+  ASSERT_EQ(got[2].args.size(), 3u);
+  EXPECT_EQ(got[2].pointer_arg(0), workspace.at(packed_bytes));
+  EXPECT_EQ(got[2].pointer_arg(1), ops.bias.at());
+  EXPECT_EQ(got[2].pointer_arg(2), ops.y.at());
+
+  FakeBuffer packed(packed_bytes);
+  plan.pack_weights(ops.w.at(), packed.at());
+  args.w = nullptr;
+  args.packed_w = packed.at();
+  args.workspace_bytes = partial_bytes;
+  const std::size_t before = launch_count();
+  plan.run(args);
+  got = launches_since(before);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].function, name);
+  EXPECT_EQ(got[0].pointer_arg(1), packed.at());
+  EXPECT_EQ(got[0].pointer_arg(3), workspace.at());
+  EXPECT_EQ(got[1].function, name + "_reduce");
+  EXPECT_EQ(got[1].pointer_arg(0), workspace.at());
+  EXPECT_EQ(got[1].pointer_arg(2), ops.y.at());
+
+  args.workspace_bytes = partial_bytes - 4;
+  expect_error(ErrorCode::kInvalidArgument, [&] { plan.run(args); }, {"the workspace holds"});
+  EXPECT_EQ(launch_count(), before + 2);
+}
+
 // 16-bit x at 2 bytes leaves the wgmma kernel for mma.sync, which reads the weights as
 // they are: packed weights alone cannot serve it.
 TEST_F(PackedWeights, PackedWeightsAloneCannotServeAVariantThatReadsWeightsAsTheyAre) {

@@ -36,6 +36,31 @@ TEST(AlgorithmChoice, ShallowDenseNhwcProblemsRunOnTensorCoresNotTheDirectKernel
   EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, DType::kFloat32, MathMode::kTF32), "sm_75"), Algorithm::kDirect);
 }
 
+TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheGridLeavesSmsIdleOrInStrictMath) {
+  // 8 x 8 pixels, 2560 channels: 1 tile of 128 pixels x 10 of 128 channels, far under the
+  // 132 SMs, so split-K wgmma in every mode and dtype.
+  const Conv2dDesc small_deep{.n = 2, .c = 2560, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // 8 x 56 x 56 pixels x 256 channels: 392 x 2 tiles fill the machine.
+  const Conv2dDesc large{.n = 8, .c = 256, .h = 56, .w = 56, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // Fewer channels than one 128-byte chunk: 3, 16 (f32 chunk 32, 16-bit chunk 64).
+  const Conv2dDesc rgb{.n = 1, .c = 3, .h = 16, .w = 16, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  for (const DType dtype : kDTypes) {
+    for (const MathMode math : kMaths) {
+      SCOPED_TRACE(::testing::Message() << to_string(dtype) << " " << to_string(math));
+      const bool strict = dtype == DType::kFloat32 && math == MathMode::kStrictFp32;
+      EXPECT_TRUE(nhwc_prefers_wgmma(with(small_deep, Layout::kNHWC, dtype, math), "sm_90"));
+      EXPECT_EQ(nhwc_prefers_wgmma(with(large, Layout::kNHWC, dtype, math), "sm_90"), strict);
+      EXPECT_FALSE(nhwc_prefers_wgmma(with(rgb, Layout::kNHWC, dtype, math), "sm_90"));
+      // NCHW has its own kernel choice: the rule says nothing there.
+      EXPECT_TRUE(nhwc_prefers_wgmma(with(rgb, Layout::kNCHW, dtype, math), "sm_90"));
+    }
+  }
+  // One chunk a tap (32 f32 channels) in strict math on a full grid: mma.sync.
+  Conv2dDesc one_chunk = with(large, Layout::kNHWC, DType::kFloat32, MathMode::kStrictFp32);
+  one_chunk.c = 32;
+  EXPECT_FALSE(nhwc_prefers_wgmma(one_chunk, "sm_90"));
+}
+
 TEST(AlgorithmChoice, FewOutputChannelsOverADeepReductionRunOnTensorCoresInBothLayouts) {
   const Conv2dDesc out{.n = 2, .c = 320, .h = 64, .w = 64, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -65,6 +90,81 @@ TEST(AlgorithmChoice, NonOverlappingPatchesRunAsAGemmExceptInStrictMath) {
   Conv2dDesc overlap = patch;
   overlap.stride_h = overlap.stride_w = 8;
   EXPECT_EQ(select_algorithm(overlap, "sm_90"), Algorithm::kImplicitGemm);
+}
+
+// Strided transposed problems (no implicit GEMM yet): im2col's columns hold every tap of
+// every output, stride_d * stride_h * stride_w times the useful ones, for every group.
+// With few outputs a group the columns are barely reused and the direct kernel's gather
+// wins: KernelBench 72 and 73 (8 a group) measured 1.07 and 3.09 ms direct, 27 and 71 ms
+// on im2col (H200, TF32). With many, the GEMM pays for its zeros on tensor cores.
+TEST(AlgorithmChoice, StridedTransposedGoesToIm2colOnlyWhereItsColumnsAreReused) {
+  const Conv2dDesc kb72{.n = 8,
+                        .c = 32,
+                        .h = 24,
+                        .w = 48,
+                        .k = 32,
+                        .r = 5,
+                        .s = 7,
+                        .stride_h = 2,
+                        .stride_w = 2,
+                        .pad_h = 2,
+                        .pad_w = 3,
+                        .groups = 4,
+                        .spatial_dims = 3,
+                        .d = 12,
+                        .t = 3,
+                        .stride_d = 2,
+                        .pad_d = 1,
+                        .transposed = true,
+                        .output_padding_d = 1,
+                        .output_padding_h = 1,
+                        .output_padding_w = 1};
+  const Conv2dDesc kb73{.n = 4,
+                        .c = 32,
+                        .h = 64,
+                        .w = 128,
+                        .k = 32,
+                        .r = 3,
+                        .s = 3,
+                        .stride_h = 2,
+                        .stride_w = 2,
+                        .pad_h = 1,
+                        .pad_w = 1,
+                        .groups = 4,
+                        .spatial_dims = 3,
+                        .d = 32,
+                        .t = 3,
+                        .stride_d = 2,
+                        .pad_d = 1,
+                        .transposed = true};
+  for (const DType dtype : kDTypes) {
+    for (const MathMode math : kMaths) {
+      SCOPED_TRACE(::testing::Message() << to_string(dtype) << " " << to_string(math));
+      for (const Conv2dDesc& d : {kb72, kb73}) {
+        const Conv2dDesc m = with(d, Layout::kNCHW, dtype, math);
+        EXPECT_EQ(select_algorithm(m, "sm_90"), Algorithm::kDirect) << m.to_string();
+        // The model agrees with the measurement by a wide margin, not a hair.
+        EXPECT_LT(3.0 * predicted_direct_ms(m, "sm_90"), predicted_im2col_ms(m, "sm_90")) << m.to_string();
+      }
+    }
+  }
+  // The same geometry with 128 outputs a group: tensor-core GEMMs reuse each column 128
+  // times; strict fp32 would run the GEMM on the FMA units, the direct kernel's own.
+  Conv2dDesc wide = kb72;
+  wide.groups = 1;
+  wide.k = 128;
+  EXPECT_EQ(select_algorithm(with(wide, Layout::kNCHW, DType::kFloat32, MathMode::kTF32), "sm_90"),
+            Algorithm::kIm2colGemm);
+  EXPECT_EQ(select_algorithm(with(wide, Layout::kNCHW, DType::kFloat16, MathMode::kTF32), "sm_90"),
+            Algorithm::kIm2colGemm);
+  EXPECT_EQ(select_algorithm(with(wide, Layout::kNCHW, DType::kFloat32, MathMode::kStrictFp32), "sm_90"),
+            Algorithm::kDirect);
+  // The columns of every group count: four groups cost four times one of them alone.
+  Conv2dDesc one_group = kb72;
+  one_group.groups = 1;
+  one_group.c = one_group.k = 8;
+  EXPECT_NEAR(predicted_im2col_ms(kb72, "sm_90") - 0.01, 4.0 * (predicted_im2col_ms(one_group, "sm_90") - 0.01),
+              1e-6 * predicted_im2col_ms(kb72, "sm_90"));
 }
 
 }  // namespace

@@ -10,7 +10,17 @@ ResourceUsage parse_ptxas_report(std::string_view log, std::string_view kernel_n
   // ptxas prints "Function properties for <name>" then the stack/spill line, then
   // "Used N registers, ..., M bytes smem" for the entry it compiled.
   const std::string text(log);
-  const std::size_t at = text.find(std::string("Function properties for ") + std::string(kernel_name));
+  // The name must end its line: a transposed kernel's module also holds <name>_pack,
+  // whose report comes first and whose name starts with the kernel's.
+  const std::string heading = std::string("Function properties for ") + std::string(kernel_name);
+  std::size_t at = std::string::npos;
+  for (std::size_t from = text.find(heading); from != std::string::npos; from = text.find(heading, from + 1)) {
+    const std::size_t end = from + heading.size();
+    if (end == text.size() || text[end] == '\n' || text[end] == '\r') {
+      at = from;
+      break;
+    }
+  }
   const std::string section = at == std::string::npos ? text : text.substr(at);
   auto grab = [&](const char* pattern) {
     std::smatch m;

@@ -13,9 +13,34 @@ constexpr unsigned kThreads = 256;
 // runs in slices of at most this many pixels.
 constexpr std::int64_t kMaxGemmPixels = std::int64_t{1} << 30;
 
+constexpr std::uint64_t kMaxBlocks = 132 * 16;
+
 unsigned blocks_for(std::uint64_t elements) {
   // Grid-stride loops: enough blocks to fill the chip, never more than needed.
-  return static_cast<unsigned>(std::clamp<std::uint64_t>((elements + kThreads - 1) / kThreads, 1, 132 * 16));
+  return static_cast<unsigned>(std::clamp<std::uint64_t>((elements + kThreads - 1) / kThreads, 1, kMaxBlocks));
+}
+
+// The im2col kernel walks its chunk as row_count runs of `run` contiguous column entries
+// (x along a run, y across runs). Blocks as wide as a run (32 to kThreads), so short
+// runs (an NHWC pixel's few channels, a small image's pixels) still fill every lane.
+struct Im2colLaunch {
+  unsigned grid_x, grid_y, block_x, block_y;
+};
+Im2colLaunch im2col_launch(std::uint64_t row_count, std::uint64_t run) {
+  unsigned block_x = 32;
+  while (block_x < kThreads && block_x < run) block_x *= 2;
+  const unsigned block_y = kThreads / block_x;
+  const std::uint64_t grid_x = std::clamp<std::uint64_t>((run + block_x - 1) / block_x, 1, kMaxBlocks);
+  const std::uint64_t grid_y = std::clamp<std::uint64_t>((row_count + block_y - 1) / block_y, 1,
+                                                         std::min<std::uint64_t>(65535, 4 * kMaxBlocks / grid_x));
+  return {static_cast<unsigned>(grid_x), static_cast<unsigned>(grid_y), block_x, block_y};
+}
+
+void launch_im2col(CUfunction im2col, std::uint64_t row_count, std::uint64_t run, void** args, CUstream stream,
+                   const Conv2dDesc& d) {
+  const Im2colLaunch l = im2col_launch(row_count, run);
+  CONVJIT_CU_CHECK(cuLaunchKernel(im2col, l.grid_x, l.grid_y, 1, l.block_x, l.block_y, 1, 0, stream, args, nullptr),
+                   "launching im2col of {}", d.to_string());
 }
 }  // namespace
 
@@ -222,9 +247,7 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
         int group = g;
         int merged = 0;
         void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images), &merged};
-        CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * chunk_pixels), 1, 1, kThreads, 1, 1, 0,
-                                        ctx.stream, args, nullptr),
-                         "launching im2col of {}", desc_.to_string());
+        launch_im2col(im2col_, images * gemm_k, chunk_pixels, args, ctx.stream, desc_);
         CONVJIT_CUBLAS_CHECK(
             cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
                                        static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, type,
@@ -260,9 +283,7 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
       int rows = static_cast<int>(rows_total);
       int merged = 1;
       void* im2col_args[] = {&xf, &col, &group, &n0, &p0, &rows, &images, &merged};
-      CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(images * gemm_k * pixels), 1, 1, kThreads, 1, 1, 0,
-                                      ctx.stream, im2col_args, nullptr),
-                       "launching im2col of {}", desc_.to_string());
+      launch_im2col(im2col_, gemm_k, images * pixels, im2col_args, ctx.stream, desc_);
       // Column-major: scratch (m x k/g, ld m) = col (m x kk, ld m) * W_g^T (kk x k/g),
       // m = the chunk's images x pixels, so scratch is [k][image][pixel].
       const long long m = images * pixels;
@@ -330,9 +351,7 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
         int group = g;
         int merged = 0;
         void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images), &merged};
-        CONVJIT_CU_CHECK(cuLaunchKernel(im2col_, blocks_for(chunk_pixels * gemm_k), 1, 1, kThreads, 1, 1, 0, ctx.stream,
-                                        args, nullptr),
-                         "launching im2col of {}", desc_.to_string());
+        launch_im2col(im2col_, chunk_pixels, gemm_k, args, ctx.stream, desc_);
         gemm(chunk_pixels, col, gemm_k, wf + g * k_per_group * gemm_k * esz,
              yf + (first_pixel * desc_.k + g * k_per_group) * esz);
       }

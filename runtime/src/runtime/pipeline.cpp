@@ -76,6 +76,10 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     k->workspace_bytes = packer->packed_bytes();
     k->packer = std::move(packer);
   }
+  if (const auto& split = launch.split_reduce) {
+    k->split = PlanKernel::SplitPass{.spec = *split, .function = k->module->lookup(split->kernel_name)};
+    k->workspace_bytes += split->partial_bytes;
+  }
   if (chunking) {
     auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module, artifact->source.kernel_name,
                                                    blas_for(*dev), blas_workspace);

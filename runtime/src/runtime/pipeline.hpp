@@ -32,9 +32,17 @@ struct PlanKernel {
   AlignmentNeeds needs;                          // what the kernel needs of each pointer
   std::shared_ptr<const WeightPacker> packer;    // kernels that read packed weights (wgmma)
   std::shared_ptr<const Im2colGemmRunner> gemm;  // Algorithm::kIm2colGemm
-  // Scratch a run with unpacked weights needs: the packed weights, or im2col's columns
-  // and cuBLAS workspace.
+  // Split-K (wgmma): the second pass, which adds the partial sums into y.
+  struct SplitPass {
+    SplitReduce spec;
+    CUfunction function = nullptr;
+  };
+  std::optional<SplitPass> split;
+  // Scratch a run with unpacked weights needs: the packed weights and then split-K's
+  // partial sums, or im2col's columns and cuBLAS workspace.
   std::uint64_t workspace_bytes = 0;
+  // Of which a run with packed weights still needs (split-K's partial sums).
+  std::uint64_t partial_bytes() const noexcept { return split ? split->spec.partial_bytes : 0; }
 
   const std::string& name() const noexcept { return kernel_name; }
 };

@@ -141,7 +141,8 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
          "{}: the pointers' alignment needs {}, which reads the weights as they are; give w beside packed_w", where,
          kernel->name());
   }
-  const std::uint64_t needed = use_packed ? 0 : kernel->workspace_bytes;
+  // Split-K's partial sums come after the packed weights, or alone with packed_w.
+  const std::uint64_t needed = use_packed ? kernel->partial_bytes() : kernel->workspace_bytes;
   CUdeviceptr workspace = 0;
   if (needed > 0) {
     if (a.workspace != nullptr) {
@@ -176,10 +177,13 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   const void* x = a.x;
   const void* bias = a.bias;
   void* y = a.y;
-  // A dynamic-batch kernel takes the batch as its last parameter (convjit_device.cuh);
-  // a static one declares four, and the driver reads no further.
+  // A split kernel writes its partial sums where y would go; its second pass writes y.
+  void* partial = kernel->split ? reinterpret_cast<void*>(workspace + (needed - kernel->partial_bytes())) : nullptr;
+  void* main_y = kernel->split ? partial : y;
+  // A dynamic-batch kernel (and its reduce pass) takes the batch as its last parameter
+  // (convjit_device.cuh); a static one declares one fewer, and the driver reads no further.
   int batch_param = batch;
-  void* params[] = {&x, &w, &bias, &y, &batch_param};
+  void* params[] = {&x, &w, &bias, &main_y, &batch_param};
   const LaunchGeometry& g = kernel->geometry;
   std::uint64_t grid_x = g.grid_x;
   if (desc.dynamic_batch) {
@@ -189,6 +193,13 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   CONVJIT_CU_CHECK(cuLaunchKernel(kernel->module->function(), static_cast<unsigned>(grid_x), g.grid_y, g.grid_z,
                                   g.block_x, 1, 1, g.shared_bytes, stream, params, nullptr),
                    "launching {}", kernel->name());
+  if (kernel->split) {
+    const SplitReduce& r = kernel->split->spec;
+    void* reduce_params[] = {&partial, &bias, &y, &batch_param};
+    CONVJIT_CU_CHECK(
+        cuLaunchKernel(kernel->split->function, r.grid_x, 1, 1, r.block_x, 1, 1, 0, stream, reduce_params, nullptr),
+        "launching {}", r.kernel_name);
+  }
 }
 
 void Conv2dPlan::Impl::pack_weights(const void* w, void* packed, Stream stream) const {

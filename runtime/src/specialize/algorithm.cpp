@@ -75,6 +75,10 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
   return "unknown algorithm";
 }
 
+long long transposed_waste(const Conv2dDesc& d) noexcept {
+  return d.transposed ? static_cast<long long>(d.stride_d) * d.stride_h * d.stride_w : 1;
+}
+
 int nominal_multiprocessors(const std::string& arch) noexcept {
   // The heuristic must choose the same kernel with no GPU present (prewarm --arch), so it
   // goes by the arch's flagship part: H100 / H200 SXM.
@@ -83,17 +87,12 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
 
 Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // 3-D and transposed problems: the implicit GEMM where it takes them (NCHW: 3-D
-  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel. A transposed
-  // problem's columns hold every tap for every output, of which only one in
-  // stride_d * stride_h * stride_w reaches it on average: the GEMM multiplies that many
-  // zeros, which the direct kernel skips. Tensor cores (TF32, 16-bit) run the GEMM fast
-  // enough to pay for them; strict fp32 runs it on the FMA units, the direct kernel's own,
-  // so there only a modest waste pays for cuBLAS's blocking (docs/perf.md, issue 15).
+  // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel, by
+  // predicted time where a transposed stride makes columns of zeros (below).
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
-  const long long waste = d.transposed ? static_cast<long long>(d.stride_d) * d.stride_h * d.stride_w : 1;
+  const long long waste = transposed_waste(d);
   const long long useful_reduction = static_cast<long long>(c_per_group) * d.t * d.r * d.s / waste;
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
@@ -103,7 +102,13 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   if (k_per_group >= 16 && !unsupported_reason(d, Algorithm::kImplicitGemm, arch)) {
     return Algorithm::kImplicitGemm;
   }
-  if (strict && waste > 4) return Algorithm::kDirect;
+  // A strided transposed problem's columns hold every tap for every output, of which one
+  // in `waste` reaches it: the column matrix is that many times the useful one, written
+  // and read once, and its GEMM multiplies the zeros. The direct kernel's gather skips
+  // them, at the FMA units' rate. Which wins turns on k / groups, the columns' reuse:
+  // measured on the H200, KernelBench 72 and 73 (8 outputs a group) ran 1.07 and 3.09 ms
+  // on the direct kernel against 27 and 71 ms on im2col (docs/perf.md, issue 15).
+  if (waste > 1 && predicted_direct_ms(d, arch) < predicted_im2col_ms(d, arch)) return Algorithm::kDirect;
   return Algorithm::kIm2colGemm;
 }
 
@@ -113,33 +118,62 @@ namespace {
 // Ratios decide, so the H100/H200 spread is moot.
 constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
 constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
+// The direct kernel on a strided transposed problem, against the taps it walks (useful or
+// not: lanes of a warp skip different taps along w, and every skip costs its test):
+// KernelBench 72 and 73 on the H200 ran at 0.66 and 0.56 of the FMA peak by that count.
+constexpr double kDirectTransposedEfficiency = 0.55;
 constexpr double kStrictStageFloorUs = 1.4;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 }  // namespace
+
+bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
+  if (d.layout != Layout::kNHWC) return true;
+  // A wgmma stage is a 128-byte run of each pixel's channels: with fewer channels a group
+  // it copies and multiplies mostly zeros (3-channel stems ran 8-16x slower than mma.sync).
+  const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
+  const std::int64_t c_per_group = d.c / d.groups;
+  if (c_per_group < stage_channels) return false;
+  // Where a 128x128 tiling of the output leaves a third of the SMs idle, wgmma's split-K
+  // fills them (measured 1.3-3x faster than mma.sync); where it already fills the
+  // machine, mma.sync's several blocks an SM keep up (wgmma measured 0.7-1.1x of it in
+  // TF32 and 16-bit), except 3xTF32, where wgmma's rate pays once a tap carries two
+  // 128-byte chunks (1.5x).
+  const auto out = d.output_shape();
+  const std::int64_t pixels = static_cast<std::int64_t>(out.n) * out.p * out.q;
+  const std::int64_t tiles = (pixels + 127) / 128 * ((d.k / d.groups + 127) / 128) * d.groups;
+  if (10 * tiles < 7 * static_cast<std::int64_t>(nominal_multiprocessors(arch))) return true;
+  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  return strict && c_per_group >= 2 * stage_channels;
+}
 
 double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const auto work = wgmma_work(d);
   if (!work) return std::numeric_limits<double>::infinity();
   // One block an SM at a time: whole waves of blocks, each computing its whole patch
   // (padding included), at the SM's share of the tensor rate; 3xTF32 does three products.
+  // Split-K blocks reduce a slice each, and their fp32 partial sums are written and read
+  // back once, at bandwidth, by a second launch.
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
   const double products = strict ? 3.0 : 1.0;
   double block_ms = block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
-  if (strict && d.r * d.s > 1) {
+  if (strict && d.r * d.s > 1 && d.layout == Layout::kNCHW) {
     // A stage (one filter row of one channel chunk) is bound by the copy of its input
     // rows with their halo, not the math, unless the filter is wide: measured at least
     // this long on the networks and KernelBench shapes (docs/perf.md, "Every algorithm on
     // the networks set"); 1x1 stages, with no halo, measured half of it. In TF32 and
     // 16-bit the floor is as real, but im2col's prediction there is as far off the other
-    // way, so the comparison keeps the bare tensor-core time.
+    // way, so the comparison keeps the bare tensor-core time. NHWC stages (one tap's
+    // channel run, no halo) were not measured against it and keep the bare time.
     const double stages = static_cast<double>(work->block_reduction) / (8.0 * d.s);
     block_ms = std::max(block_ms, stages * kStrictStageFloorUs * 1e-3);
   }
-  return waves * block_ms;
+  const double split_ms =
+      work->slices > 1 ? 2.0 * static_cast<double>(work->partial_bytes) / (kBandwidth * 1e12) * 1e3 + 0.003 : 0.0;
+  return waves * block_ms + split_ms;
 }
 
 double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
@@ -148,13 +182,23 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   // matrix in either layout: its GEMM reads x as it is (NCHW: batched over images, x^T
   // per image; NHWC: one GEMM over every pixel). Strided or padded 1x1 problems gather
   // one, whose size the same formula gives (c/g x 1 x 1 per output pixel).
+  // Every group has its own columns (c/g x taps a pixel each), so they add up to c x taps
+  // a pixel. A transposed problem's GEMM runs over every tap of every output, `waste`
+  // times the useful FLOPs that flops() counts.
   const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
-  const double gemm_ms = d.flops() / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
+  const double gemm_flops = d.flops() * static_cast<double>(transposed_waste(d));
+  const double gemm_ms = gemm_flops / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
   const double columns = is_pointwise_gemm(d) ? 0.0
-                                              : static_cast<double>(o.n) * o.z * o.p * o.q * (d.c / d.groups) * d.t *
-                                                    d.r * d.s * static_cast<double>(size_of(d.dtype));
+                                              : static_cast<double>(o.n) * o.z * o.p * o.q * d.c * d.t * d.r * d.s *
+                                                    static_cast<double>(size_of(d.dtype));
   return gemm_ms + 2.0 * columns / (kBandwidth * 1e12) * 1e3 + 0.01;
+}
+
+double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
+  // Every dtype and math mode runs on the FMA units (16-bit data converted to f32).
+  const double walked_flops = d.flops() * static_cast<double>(transposed_waste(d));
+  return walked_flops / (kFma32 * 1e12 * kDirectTransposedEfficiency) * 1e3 + 0.005;
 }
 
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
@@ -171,12 +215,13 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // NHWC on Hopper runs the mma.sync kernel, whose grid starves the machine on the same
-  // shapes as the wgmma kernel's: the wgmma model of the problem in NCHW stands in for it
-  // (docs/perf.md, networks set in NHWC).
+  // NHWC problems the wgmma kernel refuses run on the mma.sync kernel, whose grid starves
+  // the machine on the same shapes as the wgmma kernel's NCHW grid: that model stands in
+  // for it (docs/perf.md, networks set in NHWC). Those it takes are modelled as they run
+  // (split-K included).
+  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
   Conv2dDesc grid_model = d;
-  grid_model.layout = Layout::kNCHW;
-  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch);
+  if (!wgmma) grid_model.layout = Layout::kNCHW;
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
@@ -282,9 +327,12 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       src.launch.needs = element_alignment(d);
       return src;
     case Algorithm::kImplicitGemm:
-      // Hopper gets the wgmma kernel wherever it applies; mma.sync serves the rest, and
-      // the pointers the wgmma kernel cannot copy from.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align)) return specialize_wgmma(d);
+      // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
+      // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
+      // copy from.
+      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch)) {
+        return specialize_wgmma(d, align);
+      }
       return specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

@@ -23,6 +23,15 @@ int nominal_multiprocessors(const std::string& arch) noexcept;
 // and the column matrix's bytes. Infinity when wgmma cannot run `desc`.
 double predicted_wgmma_ms(const Conv2dDesc& desc, const std::string& arch);
 double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
+// The direct kernel's time on a strided transposed problem (select_beyond_2d's other side);
+// calibrated on those, not a model of the direct kernel elsewhere.
+double predicted_direct_ms(const Conv2dDesc& desc, const std::string& arch);
+// A transposed problem's taps per useful tap: the product of its strides (1 forward).
+long long transposed_waste(const Conv2dDesc& desc) noexcept;
+
+// NHWC on Hopper: whether the implicit GEMM runs on the wgmma kernel (true) or on
+// mma.sync, where both can run `desc` (docs/perf.md, "NHWC wgmma against mma.sync").
+bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch);
 
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});

@@ -19,6 +19,11 @@ Prologue& Prologue::constant(std::string_view name, int value) {
   return *this;
 }
 
+Prologue& Prologue::constant(std::string_view name, long long value) {
+  fmt::format_to(std::back_inserter(constants_), "constexpr long long {} = {};\n", name, value);
+  return *this;
+}
+
 Prologue& Prologue::constant(std::string_view name, bool value) {
   fmt::format_to(std::back_inserter(constants_), "constexpr bool {} = {};\n", name, value ? "true" : "false");
   return *this;

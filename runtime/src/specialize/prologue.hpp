@@ -23,10 +23,11 @@ class Prologue {
  public:
   explicit Prologue(std::string_view kernel_name);
   // `#define macro 1` ahead of the constants: for what a constant cannot switch, such as
-  // whether an entry point exists at all.
+  // whether an entry point exists at all or which parameters the kernels declare.
   Prologue& define(std::string_view macro);
   Prologue& constant(std::string_view name, int value);
   Prologue& constant(std::string_view name, bool value);
+  Prologue& constant(std::string_view name, long long value);
   // The values every template reads: kN..kS, strides, padding, dilation, kGroups,
   // the output extents kP and kQ, kHasBias, kRelu, the element type kDType and the
   // memory layout kLayout; for a dynamic-batch problem, CONVJIT_DYNAMIC_BATCH (kN is then

@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "base/fail.hpp"
+#include "specialize/algorithm.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
@@ -27,6 +28,8 @@ struct WgmmaTile {
   std::int64_t patches = 0;  // kBP x kBQ patches over the output: the template's kTiles
   bool store_warps = false;
   bool persistent = false;
+  int slices = 1;        // split-K (NHWC): the template's kSplitK
+  int slice_stages = 0;  // stages a slice reduces: the template's kSliceStages
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
@@ -36,10 +39,19 @@ struct WgmmaTile {
 // decides how many stages fit. The prologue carries the result (kStageBytes,
 // kSharedBytes) and the template static_asserts its own derivation against it.
 bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
+bool nhwc(const Conv2dDesc& d) { return d.layout == Layout::kNHWC; }
 int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
+// Channels of one tap a stage reduces (the template's kStageC): one k step in NCHW, 128
+// bytes of the channel run in NHWC.
+int stage_channels(const Conv2dDesc& d) {
+  return nhwc(d) ? 128 / static_cast<int>(size_of(d.dtype)) : chunk_channels(d);
+}
 int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
 
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
+  // NHWC: 128 bytes of each of the kBM pixels, and 128 bytes of each of the kBN output
+  // channels per weight plane.
+  if (nhwc(d)) return (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * 128;
   const bool half = sixteen_bit(d);
   const int halo = halo_width(d, t.bq) + (half ? 1 : 0);
   const int row = half ? (halo + 1) / 2 * 2 : halo;
@@ -81,6 +93,22 @@ bool persistent_launch(int split, int stages_per_patch) {
   return split == 3 && stages_per_patch >= 24;
 }
 
+// Split-K (NHWC) where the grid leaves SMs idle: as many slices of the reduction as the
+// idle machine holds (SMs / blocks), none shorter than kMinSliceStages (a slice must
+// cover its pipeline's fill) and at most kMaxSlices (each adds its partial sums' traffic);
+// then the fewest slices of that length, so that none is empty. One rule, from the JIT
+// constants, for every shape; the flagship's SM count, as the algorithm choice uses.
+constexpr int kMinSliceStages = 8;
+constexpr int kMaxSlices = 16;
+int split_k_slices(std::int64_t blocks, int stages) {
+  const int sms = nominal_multiprocessors("sm_90");
+  if (blocks >= sms) return 1;
+  const auto slices = static_cast<int>(std::min<std::int64_t>({sms / blocks, stages / kMinSliceStages, kMaxSlices}));
+  if (slices <= 1) return 1;
+  const int per_slice = (stages + slices - 1) / slices;
+  return (stages + per_slice - 1) / per_slice;
+}
+
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
 // source, so the cache key).
 std::optional<bool> store_warps_override() {
@@ -97,17 +125,26 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
   // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
   // so they get twice the pixels). 3xTF32 keeps a partial set beside the running one.
+  // NHWC copies 128 bytes per pixel and stage, whatever the taps: more than two m64
+  // blocks a warpgroup would leave room for fewer than four stages.
   const int accumulator_sets = t.split == 3 ? 2 : 1;
   t.mb = 128 / (t.bn / 2) / accumulator_sets;
-  choose_patch(d, t);
+  if (nhwc(d)) {
+    t.mb = std::min(t.mb, 2);
+    t.bp = 1;
+    t.bq = kConsumers * t.mb * 64;
+  } else {
+    choose_patch(d, t);
+  }
   // NOTE: a development override for tuning runs ("bn,mb,bp,bq,stages"); it changes the
   // source, so the cache key changes with it.
   if (const char* env = std::getenv("CONVJIT_WGMMA_TILE"); env != nullptr && *env != '\0') {
     if (std::sscanf(env, "%d,%d,%d,%d,%d", &t.bn, &t.mb, &t.bp, &t.bq, &t.stages) != 5 ||
-        t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 || (t.bn != 64 && t.bn != 128)) {
+        t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 || (t.bn != 64 && t.bn != 128) ||
+        (nhwc(d) && t.bp != 1)) {
       fail(ErrorCode::kInvalidArgument,
-           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128, bq a multiple of 8 and bp*bq = {}*mb*64, "
-           "got '{}'",
+           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128, bq a multiple of 8 and bp*bq = {}*mb*64 "
+           "(NHWC: bp 1), got '{}'",
            kConsumers, env);
     }
   }
@@ -119,10 +156,11 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   const int element = d.dtype == DType::kFloat32 ? 4 : 2;
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
   const int fit_with_store = (kSharedLimit - kBarrierBytes - out_bytes) / per_stage;
-  t.chunks = (d.c / d.groups + chunk_channels(d) - 1) / chunk_channels(d);
-  const int stages_per_patch = t.chunks * d.r;
+  t.chunks = (d.c / d.groups + stage_channels(d) - 1) / stage_channels(d);
+  const int stages_per_patch = t.chunks * d.r * (nhwc(d) ? d.s : 1);
   const bool short_patches = stages_per_patch <= 8;
-  t.store_warps = store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
+  // NHWC stores from registers: a thread's channel pairs are contiguous in y.
+  t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
   const int fit = (kSharedLimit - kBarrierBytes - (t.store_warps ? out_bytes : 0)) / per_stage;
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
@@ -131,12 +169,44 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   // Store warps only pay off when the block goes on to another patch.
   t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
   const auto out = d.output_shape();
-  t.patches = static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
+  const std::int64_t bm = std::int64_t{t.bp} * t.bq;
+  t.patches = nhwc(d) ? (std::int64_t{out.n} * out.p * out.q + bm - 1) / bm
+                      : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
-  // 32 bytes per output channel and tap for every data type (8 floats or 16 halves).
-  t.packed_bytes =
-      static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s * t.bn * 32;
+  // Per output channel, tap and plane: a chunk's channels (32 bytes in NCHW for every
+  // data type, 8 floats or 16 halves; 128 in NHWC).
+  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
+                   t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
+  t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
+  t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
+  // Split grids fit the machine in one wave: one block a (tile, slice).
+  if (t.slices > 1) t.persistent = false;
   return t;
+}
+
+// NHWC: the widest cp.async piece (16, 8 or 4 bytes; the template's kXVecBytes) that a
+// group's channel run and x's alignment allow, so that no piece straddles the run's end or
+// reads an unaligned address; 0 when not even 4 bytes do (16-bit data, odd channel runs).
+int x_copy_bytes(const Conv2dDesc& d, unsigned align_x) {
+  const std::int64_t run_bytes = std::int64_t{d.c / d.groups} * static_cast<std::int64_t>(size_of(d.dtype));
+  for (const int bytes : {16, 8, 4}) {
+    if (align_x >= static_cast<unsigned>(bytes) && run_bytes % bytes == 0) return bytes;
+  }
+  return 0;
+}
+
+// NHWC: a thread's two adjacent output channels in one store, where the group's channel
+// count is even (every pair starts on an even channel) and y's alignment holds a pair.
+bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
+  return nhwc(d) && (d.k / d.groups) % 2 == 0 && align_y >= 2 * size_of(d.dtype);
+}
+
+// Split-K's fp32 partial sums: [slice][pixel][k]; none for one slice. Slices are the
+// descriptor's n images apart for every run (a dynamic-batch run fills a prefix of each).
+std::uint64_t partial_bytes(const Conv2dDesc& d, int slices) {
+  if (slices <= 1) return 0;
+  const auto out = d.output_shape();
+  return static_cast<std::uint64_t>(slices) * out.n * out.p * out.q * d.k * sizeof(float);
 }
 }  // namespace
 
@@ -144,16 +214,27 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
                                                     const AlignmentNeeds& align) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
   if (auto why = beyond_2d_forward_reason(d)) return why;
-  // NHWC runs on the mma.sync kernel, which copies its channel runs whole.
-  if (d.layout != Layout::kNCHW) return "the wgmma kernel reads NCHW only";
-  // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows and an x at a
-  // 4-byte boundary.
-  if (sixteen_bit(d) && d.w % 2 != 0) return "16-bit data with an odd width W cannot be copied in pixel pairs";
-  if (align.x < 4) return "16-bit x not 4-byte aligned cannot be copied in pixel pairs";
+  if (nhwc(d)) {
+    // Channel runs are copied in 4- to 16-byte pieces.
+    if (x_copy_bytes(d, align.x) == 0) {
+      return fmt::format("NHWC x in 4-byte pieces needs C/groups x {} bytes a multiple of 4 and x 4-byte aligned",
+                         size_of(d.dtype));
+    }
+  } else {
+    // 16-bit rows are copied as 4-byte pixel pairs, which needs even rows and an x at a
+    // 4-byte boundary.
+    if (sixteen_bit(d) && d.w % 2 != 0) return "16-bit data with an odd width W cannot be copied in pixel pairs";
+    if (align.x < 4) return "16-bit x not 4-byte aligned cannot be copied in pixel pairs";
+  }
   if (d.k / d.groups < 32) return "fewer than 32 output channels per group leave most of a wgmma tile empty";
   const auto tile = choose_tile(d);
   if (!tile) return "not even two pipeline stages fit in shared memory";
   if (tile->patches > INT_MAX) return "more pixel tiles than a grid holds";
+  // NHWC pixel indices (tile x kBM + row) are 32-bit in the kernel.
+  const auto out = d.output_shape();
+  if (nhwc(d) && out.n * out.p * out.q + std::int64_t{tile->bp} * tile->bq > INT_MAX) {
+    return "more output pixels than 32-bit pixel indices hold";
+  }
   return std::nullopt;
 }
 
@@ -162,13 +243,17 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   const auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
-  return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups,
+  // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
+  const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
+  return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups * tile->slices,
                    .block_pixels = std::int64_t{tile->bp} * tile->bq,
                    .block_channels = tile->bn,
-                   .block_reduction = std::int64_t{tile->chunks} * chunk_channels(d) * d.r * d.s};
+                   .block_reduction = std::int64_t{tile->slice_stages} * per_stage,
+                   .slices = tile->slices,
+                   .partial_bytes = partial_bytes(d, tile->slices)};
 }
 
-Specialization specialize_wgmma(const Conv2dDesc& d) {
+Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
   const auto tile = choose_tile(d);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
@@ -178,20 +263,31 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}", tile->bp,
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}", tile->bp,
       tile->bq, tile->bn, tile->mb, tile->stages, tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
-                         : "TF32");
+                         : "TF32",
+      nhwc(d) ? fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
+                            pair_stores(d, align.y) ? ", channel-pair stores" : "")
+              : std::string(),
+      tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
+                       : std::string());
   src.source.template_name = kTemplate;
-  src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}", math, to_string(d.layout), problem_tag(d));
+  // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
+  src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
+                                       nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string());
   src.source.compile_arch = "sm_90a";
-  // x in 4-byte copies (pixel pairs for 16-bit data); the weights are read only by the
-  // pack kernel, one element at a time; outputs and bias one element at a time.
+  // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
+  // the weights are read only by the pack kernel, one element at a time; bias one element
+  // at a time, outputs too or (NHWC) in channel pairs.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
-  src.launch.needs = {4, e, e, e};
-  src.source.text = Prologue(src.source.kernel_name)
-                        .problem(d)
+  const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
+  const bool pairs = pair_stores(d, align.y);
+  src.launch.needs = {static_cast<unsigned>(x_vec), e, e, pairs ? 2 * e : e};
+  Prologue prologue(src.source.kernel_name);
+  if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
+  src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
                         .constant("kBP", tile->bp)
@@ -199,21 +295,40 @@ Specialization specialize_wgmma(const Conv2dDesc& d) {
                         .constant("kStages", tile->stages)
                         .constant("kSplit", tile->split)
                         .constant("kStoreWarps", tile->store_warps)
+                        .constant("kXVecBytes", x_vec)
+                        .constant("kPairStores", pairs)
+                        .constant("kSplitK", tile->slices)
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
+                        .constant("kPackedBytes", static_cast<long long>(tile->packed_bytes))
                         .finish(template_text(kTemplate));
+  const auto out = d.output_shape();
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
                          .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
-                         .grid_z = static_cast<unsigned>(d.groups),
+                         .grid_z = static_cast<unsigned>(d.groups * tile->slices),
                          .block_x = kThreads,
                          .shared_bytes = tile->shared_bytes,
                          .persistent = tile->persistent,
-                         .grid_x_per_image = static_cast<std::uint64_t>(tile->patches / d.n)};
+                         // A run's NCHW patches are whole images'; NHWC tiles run on
+                         // across images, kBM pixels each.
+                         .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.p) * out.q
+                                                     : static_cast<std::uint64_t>(tile->patches / d.n),
+                         .grid_x_divisor = nhwc(d) ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
   src.launch.weight_pack =
       WeightPack{.kernel_name = src.source.kernel_name + "_pack",
                  .packed_bytes = tile->packed_bytes,
                  .block_x = 256,
                  .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
+  if (tile->slices > 1) {
+    const std::uint64_t bytes = partial_bytes(d, tile->slices);
+    const std::uint64_t outputs = bytes / sizeof(float) / tile->slices;
+    src.launch.split_reduce =
+        SplitReduce{.kernel_name = src.source.kernel_name + "_reduce",
+                    .slices = tile->slices,
+                    .partial_bytes = bytes,
+                    .block_x = 256,
+                    .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
+  }
   return src;
 }
 

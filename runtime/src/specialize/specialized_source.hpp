@@ -40,6 +40,18 @@ struct WeightPack {
   unsigned grid_x = 1;
 };
 
+// Split-K: the main kernel writes the fp32 partial sums of `slices` slices of the
+// reduction into the run's workspace (partial_bytes, after the packed weights) in place of
+// y, and the kernel <kernel_name> (a second pass, one launch on the same stream) adds them
+// into y with the epilogue.
+struct SplitReduce {
+  std::string kernel_name;
+  int slices = 1;
+  std::uint64_t partial_bytes = 0;
+  unsigned block_x = 256;
+  unsigned grid_x = 1;
+};
+
 // The alignment, in bytes, that every pointer of a launch is known to have, per operand
 // (at most 16). A plan's first kernel is compiled assuming 16 for each; a launch whose
 // pointers have less runs a kernel compiled for the alignment actually present (the
@@ -66,8 +78,9 @@ struct LaunchSpec {
   std::string algorithm;  // e.g. "direct"
   std::string tile;       // the work split, readable
   LaunchGeometry geometry;
-  std::optional<WeightPack> weight_pack;  // its entry point is <kernel_name>_pack
-  AlignmentNeeds needs;                   // what the kernel needs of each pointer, given its alignment constants
+  std::optional<WeightPack> weight_pack;    // its entry point is <kernel_name>_pack
+  std::optional<SplitReduce> split_reduce;  // its entry point is <kernel_name>_reduce
+  AlignmentNeeds needs;                     // what the kernel needs of each pointer, given its alignment constants
 };
 
 struct Specialization {
@@ -86,8 +99,9 @@ std::optional<std::string> depthwise_unsupported_reason(const Conv2dDesc& desc);
 // The mma.sync implicit-GEMM kernel (TF32, or 3xTF32 for strict math; m16n8k16 for f16
 // and bf16 data; fp32 accumulation), for pointers aligned as `align` says.
 Specialization specialize_implicit_gemm(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
-// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a.
-Specialization specialize_wgmma(const Conv2dDesc& desc);
+// The Hopper implicit-GEMM kernel (wgmma: TF32 or 3xTF32, f16 or bf16), compiled for sm_90a,
+// for pointers aligned as `align` says (NHWC copies x as widely as it allows).
+Specialization specialize_wgmma(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // Empty when the wgmma kernel can compute `desc` for `arch` with pointers aligned as
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
@@ -98,7 +112,9 @@ struct WgmmaWork {
   std::int64_t blocks = 0;           // pixel patches x channel blocks x groups
   std::int64_t block_pixels = 0;     // kBP x kBQ, computed whether or not inside the image
   int block_channels = 0;            // kBN
-  std::int64_t block_reduction = 0;  // channel chunks x chunk x r x s, as computed
+  std::int64_t block_reduction = 0;  // channel chunks x chunk x r x s, as computed (split-K: a slice's)
+  int slices = 1;                    // split-K slices (blocks counts every slice's)
+  std::uint64_t partial_bytes = 0;   // split-K's fp32 partial sums, written and read once
 };
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
