@@ -182,6 +182,18 @@ OffsetRun run_at_offset(Runtime& rt, const Conv2dPlan& plan, const Conv2dDesc& d
   return out;
 }
 
+// `plan` run with x, w, bias and y each at every byte offset from 0 to 12 that the dtype
+// allows, against float64.
+void expect_correct_at_every_offset(Runtime& rt, const Conv2dPlan& plan, const Conv2dDesc& d, std::mt19937_64& rng) {
+  for (const std::size_t offset : {0u, 2u, 4u, 8u, 12u}) {
+    if (offset % size_of(d.dtype) != 0) continue;
+    SCOPED_TRACE(fmt::format("{} offset {}", d.to_string(), offset));
+    const OffsetRun r = run_at_offset(rt, plan, d, offset, rng);
+    EXPECT_EQ(r.unwritten, 0u);
+    EXPECT_LT(r.rel_err, testing::tolerance(d));
+  }
+}
+
 TEST_F(NhwcImplicitGemm, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) {
   // Channel counts a multiple of 8, so the plan's own kernel copies 16 bytes at a time
   // and stores channel pairs: each smaller offset needs a narrower variant, and gets one.
@@ -205,13 +217,7 @@ TEST_F(NhwcImplicitGemm, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) 
     const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
     expect_mma_nhwc(plan.kernel_name());
     EXPECT_EQ(plan.alignment().x, 16u) << plan.kernel_name();
-    for (const std::size_t offset : {0u, 2u, 4u, 8u, 12u}) {
-      if (offset % size_of(d.dtype) != 0) continue;
-      SCOPED_TRACE(fmt::format("{} offset {}", d.to_string(), offset));
-      const OffsetRun r = run_at_offset(rt, plan, d, offset, rng);
-      EXPECT_EQ(r.unwritten, 0u);
-      EXPECT_LT(r.rel_err, testing::tolerance(d));
-    }
+    expect_correct_at_every_offset(rt, plan, d, rng);
   }
 }
 
@@ -346,7 +352,7 @@ TEST_F(WgmmaNhwc, NetworkShapesWithAllPositiveDataStayInBounds) {
 }
 
 TEST_F(WgmmaNhwc, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) {
-  // 24 channels a group (96 or 48 bytes): the plan's kernel copies 16-byte pieces and
+  // 64 channels a group (256 or 128 bytes): the plan's kernel copies 16-byte pieces and
   // stores channel pairs; offsets of 4, 8 and 12 bytes get 4- or 8-byte pieces and single
   // stores, 16-bit offsets of 2 the mma.sync kernel (x in pieces of one element).
   Runtime rt(options());
@@ -369,13 +375,7 @@ TEST_F(WgmmaNhwc, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) {
     expect_wgmma_nhwc(plan.kernel_name());
     EXPECT_EQ(plan.alignment().x, 16u) << plan.kernel_name();
     EXPECT_EQ(plan.alignment().y, 2 * size_of(d.dtype)) << plan.kernel_name();
-    for (const std::size_t offset : {0u, 2u, 4u, 8u, 12u}) {
-      if (offset % size_of(d.dtype) != 0) continue;
-      SCOPED_TRACE(fmt::format("{} offset {}", d.to_string(), offset));
-      const OffsetRun r = run_at_offset(rt, plan, d, offset, rng);
-      EXPECT_EQ(r.unwritten, 0u);
-      EXPECT_LT(r.rel_err, testing::tolerance(d));
-    }
+    expect_correct_at_every_offset(rt, plan, d, rng);
   }
 }
 
