@@ -154,16 +154,20 @@ Setup read_options(const Options& opts) {
 }
 
 void print_list(const ProblemSelection& sel, const BenchConfig& config, const std::string& arch) {
-  fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}  auto on {} (math/layout: algorithm)\n", "id", "group", "problem",
-             "GFLOP", "x MiB", "y MiB", arch);
+  fmt::print("{:<6} {:<6} {:<48} {:>9} {:>9} {:>9}  auto on {} (math/layout: algorithm[kernel family])\n", "id",
+             "group", "problem", "GFLOP", "x MiB", "y MiB", arch);
   for (const auto& p : sel.problems) {
     const Conv2dDesc d = desc_for(p, BenchMath::kStrict, config.layouts.front(), config);
     std::string choices;
     for (const Layout layout : config.layouts) {
       for (const BenchMath math : config.maths) {
         const Conv2dDesc m = desc_for(p, math, layout, config);
-        choices +=
-            fmt::format(" {}/{}:{}", to_string(math), to_string(layout), to_string(tooling::auto_algorithm(m, arch)));
+        const Algorithm algorithm = tooling::auto_algorithm(m, arch);
+        choices += fmt::format(" {}/{}:{}", to_string(math), to_string(layout), to_string(algorithm));
+        // The implicit GEMM has two kernel families (wgmma, mma.sync); say which.
+        if (algorithm == Algorithm::kImplicitGemm) {
+          choices += fmt::format("[{}]", tooling::kernel_template(m, algorithm, arch).substr(14));
+        }
       }
     }
     fmt::print("{:<6} {:<6} {:<48} {:>9.1f} {:>9.1f} {:>9.1f} {}\n", p.id, p.group, problem_text(d), d.flops() / 1e9,

@@ -51,6 +51,11 @@ TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheGridLeavesSmsId
       EXPECT_TRUE(nhwc_prefers_wgmma(with(small_deep, Layout::kNHWC, dtype, math), "sm_90"));
       EXPECT_EQ(nhwc_prefers_wgmma(with(large, Layout::kNHWC, dtype, math), "sm_90"), strict);
       EXPECT_FALSE(nhwc_prefers_wgmma(with(rgb, Layout::kNHWC, dtype, math), "sm_90"));
+      // kAuto's model of the implicit GEMM follows the kernel that runs: wgmma as it runs,
+      // mma.sync through the NCHW stand-in.
+      EXPECT_EQ(implicit_gemm_model(with(small_deep, Layout::kNHWC, dtype, math), "sm_90").layout, Layout::kNHWC);
+      EXPECT_EQ(implicit_gemm_model(with(large, Layout::kNHWC, dtype, math), "sm_90").layout,
+                strict ? Layout::kNHWC : Layout::kNCHW);
       // NCHW has its own kernel choice: the rule says nothing there.
       EXPECT_TRUE(nhwc_prefers_wgmma(with(rgb, Layout::kNCHW, dtype, math), "sm_90"));
     }

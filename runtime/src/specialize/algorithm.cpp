@@ -147,6 +147,17 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
   return strict && c_per_group >= 2 * stage_channels;
 }
 
+Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
+  // NHWC problems that run on the mma.sync kernel (the wgmma kernel refuses them, or
+  // nhwc_prefers_wgmma sends them there): its grid starves the machine on the same shapes
+  // as the wgmma kernel's NCHW grid, so that model stands in for it (docs/perf.md,
+  // networks set in NHWC). Those wgmma takes are modelled as they run (split-K included).
+  Conv2dDesc model = d;
+  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
+  if (!wgmma) model.layout = Layout::kNCHW;
+  return model;
+}
+
 double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const auto work = wgmma_work(d);
   if (!work) return std::numeric_limits<double>::infinity();
@@ -215,13 +226,8 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // NHWC problems the wgmma kernel refuses run on the mma.sync kernel, whose grid starves
-  // the machine on the same shapes as the wgmma kernel's NCHW grid: that model stands in
-  // for it (docs/perf.md, networks set in NHWC). Those it takes are modelled as they run
-  // (split-K included).
   const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
-  Conv2dDesc grid_model = d;
-  if (!wgmma) grid_model.layout = Layout::kNCHW;
+  const Conv2dDesc grid_model = implicit_gemm_model(d, arch);
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {

@@ -23,6 +23,9 @@ int nominal_multiprocessors(const std::string& arch) noexcept;
 // and the column matrix's bytes. Infinity when wgmma cannot run `desc`.
 double predicted_wgmma_ms(const Conv2dDesc& desc, const std::string& arch);
 double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
+// The problem whose predicted_wgmma_ms stands for the implicit GEMM that runs `desc` on
+// `arch`: itself where the wgmma kernel runs it, else the same problem in NCHW.
+Conv2dDesc implicit_gemm_model(const Conv2dDesc& desc, const std::string& arch);
 // The direct kernel's time on a strided transposed problem (select_beyond_2d's other side);
 // calibrated on those, not a model of the direct kernel elsewhere.
 double predicted_direct_ms(const Conv2dDesc& desc, const std::string& arch);

@@ -21,7 +21,7 @@ double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::stri
   constexpr double kNone = std::numeric_limits<double>::quiet_NaN();
   switch (algorithm) {
     case Algorithm::kImplicitGemm: {
-      const double ms = predicted_wgmma_ms(desc, arch);
+      const double ms = predicted_wgmma_ms(implicit_gemm_model(desc, arch), arch);
       return std::isfinite(ms) ? ms : kNone;
     }
     case Algorithm::kIm2colGemm:
@@ -33,6 +33,13 @@ double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::stri
 
 Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch) {
   return resolve_algorithm(desc, Algorithm::kAuto, arch);
+}
+
+std::string kernel_template(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch) {
+  std::string name = specialize(desc, resolve_algorithm(desc, algorithm, arch), arch).source.template_name;
+  if (name.starts_with("conv2d_")) name.erase(0, 7);
+  if (name.ends_with(".cu")) name.erase(name.size() - 3);
+  return name;
 }
 
 }  // namespace convjit::tooling

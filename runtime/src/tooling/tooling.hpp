@@ -47,10 +47,16 @@ RuntimeDevice runtime_device(Runtime& runtime);
 
 // The time kAuto's cost model predicts for `algorithm` on `arch`, in milliseconds; NaN
 // where the model has no estimate (the direct kernel; implicit GEMM off Hopper). What the
-// benchmarks print beside the measured time.
+// benchmarks print beside the measured time: the model kAuto compared, so an NHWC problem
+// on the mma.sync kernel shows the NCHW stand-in's time.
 double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
 // What kAuto runs `desc` with on `arch` (no GPU needed; without autotuning).
 Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch);
+
+// The kernel template `algorithm` compiles `desc` from on `arch`, without "conv2d_" and
+// ".cu": "implicit_gemm_wgmma", "implicit_gemm_mma", "direct", "depthwise", "im2col".
+// No GPU needed: what `conv_bench --list` shows, since the implicit GEMM has two families.
+std::string kernel_template(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
 }  // namespace convjit::tooling
