@@ -135,8 +135,7 @@ TEST(SharedMemoryLayout, HostAndTemplatesAgreeForRandomNhwcProblems) {
     const std::string arch = i % 2 == 0 ? "sm_80" : "sm_90";
     const Specialization src = specialize(p.desc, Algorithm::kImplicitGemm, arch, p.align);
     SCOPED_TRACE(src.source.kernel_name);
-    const bool wgmma =
-        arch == "sm_90" && !wgmma_unsupported_reason(p.desc, arch, p.align) && nhwc_prefers_wgmma(p.desc, arch);
+    const bool wgmma = arch == "sm_90" && runs_on_wgmma(p.desc, arch, p.align);
     ASSERT_EQ(src.source.template_name, wgmma ? kWgmma : kMma);
     EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
     EXPECT_TRUE(satisfies(p.align, src.launch.needs));

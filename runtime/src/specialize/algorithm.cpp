@@ -125,6 +125,8 @@ constexpr double kDirectTransposedEfficiency = 0.55;
 constexpr double kStrictStageFloorUs = 1.4;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
+// 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
+bool strict_fp32(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32; }
 }  // namespace
 
 bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
@@ -143,8 +145,12 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
   const std::int64_t pixels = static_cast<std::int64_t>(out.n) * out.p * out.q;
   const std::int64_t tiles = (pixels + 127) / 128 * ((d.k / d.groups + 127) / 128) * d.groups;
   if (10 * tiles < 7 * static_cast<std::int64_t>(nominal_multiprocessors(arch))) return true;
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const bool strict = strict_fp32(d);
   return strict && c_per_group >= 2 * stage_channels;
+}
+
+bool runs_on_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
+  return !arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch);
 }
 
 Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
@@ -153,8 +159,7 @@ Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
   // as the wgmma kernel's NCHW grid, so that model stands in for it (docs/perf.md,
   // networks set in NHWC). Those wgmma takes are modelled as they run (split-K included).
   Conv2dDesc model = d;
-  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
-  if (!wgmma) model.layout = Layout::kNCHW;
+  if (!runs_on_wgmma(d, arch)) model.layout = Layout::kNCHW;
   return model;
 }
 
@@ -168,7 +173,7 @@ double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double block_flops = 2.0 * work->block_pixels * work->block_channels * work->block_reduction;
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const bool strict = strict_fp32(d);
   const double products = strict ? 3.0 : 1.0;
   double block_ms = block_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e3;
   if (strict && d.r * d.s > 1 && d.layout == Layout::kNCHW) {
@@ -196,7 +201,7 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
   // Every group has its own columns (c/g x taps a pixel each), so they add up to c x taps
   // a pixel. A transposed problem's GEMM runs over every tap of every output, `waste`
   // times the useful FLOPs that flops() counts.
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const bool strict = strict_fp32(d);
   const double gemm_flops = d.flops() * static_cast<double>(transposed_waste(d));
   const double gemm_ms = gemm_flops / ((strict ? kFma32 : tensor_rate(d)) * 1e12 * kCublasEfficiency) * 1e3;
   const auto o = d.output_shape();
@@ -226,7 +231,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  const bool wgmma = !arch.empty() && !wgmma_unsupported_reason(d, arch) && nhwc_prefers_wgmma(d, arch);
+  const bool wgmma = runs_on_wgmma(d, arch);
   const Conv2dDesc grid_model = implicit_gemm_model(d, arch);
   const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
                              c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
@@ -245,7 +250,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // tensor-core k step. Strict fp32 stays on 3xTF32: cuBLAS would run it on FMA units.
   const bool patches = d.r * d.s > 1 && d.stride_h == d.r && d.stride_w == d.s && d.pad_h == 0 && d.pad_w == 0 &&
                        d.dilation_h == 1 && d.dilation_w == 1;
-  const bool strict = d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32;
+  const bool strict = strict_fp32(d);
   if (d.groups == 1 && patches && !strict && k_per_group >= 16) return Algorithm::kIm2colGemm;
   const bool tensor_cores = !unsupported_reason(d, Algorithm::kImplicitGemm, arch);
   // Few output channels over a deep reduction (a U-Net's 4-channel output layer): half an
@@ -336,10 +341,7 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
       // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
       // copy from.
-      if (!arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch)) {
-        return specialize_wgmma(d, align);
-      }
-      return specialize_implicit_gemm(d, align);
+      return runs_on_wgmma(d, arch, align) ? specialize_wgmma(d, align) : specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.
       src = specialize_im2col(d);

@@ -36,6 +36,10 @@ long long transposed_waste(const Conv2dDesc& desc) noexcept;
 // mma.sync, where both can run `desc` (docs/perf.md, "NHWC wgmma against mma.sync").
 bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch);
 
+// Whether the implicit GEMM runs `desc` on the wgmma kernel on `arch` for pointers with
+// `align`: Hopper, a problem the kernel takes, and in NHWC one it is faster on.
+bool runs_on_wgmma(const Conv2dDesc& desc, const std::string& arch, const AlignmentNeeds& align = kFullAlignment);
+
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 
