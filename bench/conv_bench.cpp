@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string_view>
 #include <thread>
 
 #include "bench_report.hpp"
@@ -166,7 +167,8 @@ void print_list(const ProblemSelection& sel, const BenchConfig& config, const st
         choices += fmt::format(" {}/{}:{}", to_string(math), to_string(layout), to_string(algorithm));
         // The implicit GEMM has two kernel families (wgmma, mma.sync); say which.
         if (algorithm == Algorithm::kImplicitGemm) {
-          choices += fmt::format("[{}]", tooling::kernel_template(m, algorithm, arch).substr(14));
+          constexpr std::string_view kPrefix = "implicit_gemm_";  // "implicit_gemm_wgmma" -> "wgmma"
+          choices += fmt::format("[{}]", tooling::kernel_template(m, algorithm, arch).substr(kPrefix.size()));
         }
       }
     }
