@@ -34,6 +34,11 @@
 // a shared-memory tile and go on to the next patch; two of the producer's warps write
 // that tile out as whole rows while the wgmmas run (persistent launch). Without it the
 // consumers store straight from registers.
+// kATma (NHWC, opt-in: CONVJIT_WGMMA_TMA=1): the A stage arrives as one TMA im2col copy
+// (cp.async.bulk.tensor ... .im2col) that one producer thread issues, so the copy engine
+// does the gather that 128 threads of 16-byte cp.async did; the map (encoded by the host
+// per run, a __grid_constant__ parameter) carries padding, stride and zero fill, the
+// instruction the tile's first pixel and the tap's offset (see produce_nhwc_tma).
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
@@ -52,6 +57,7 @@ constexpr bool kStoreWarps = true;
 constexpr int kXVecBytes = 4;
 constexpr bool kPairStores = false;
 constexpr int kSplitK = 1;
+constexpr bool kATma = false;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
 }  // namespace spec
@@ -123,6 +129,12 @@ constexpr int kBPlaneElems = (kNhwc ? kSub : kS) * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
+// TMA's 128-byte swizzle XORs a row's 16-byte chunk index with address bits 7-9, so it
+// writes the layout load_fragment_nhwc reads (chunk j of row m at j ^ (m % 8)) only when
+// every A stage starts on a 1024-byte boundary: the stages start at the first such
+// boundary past the barriers, and the host adds the bytes that rounding may skip.
+constexpr int kSwizzleAtom = 1024;
+constexpr int kAlignSlack = kATma ? kSwizzleAtom : 0;
 constexpr int kLoadWarps = kStoreWarps ? 2 : 4;  // producer warps issuing copies
 constexpr int kOutStride = kBM + 4;              // staged outputs: [channel][pixel], 4 banks a row
 constexpr int kOutElems = kStoreWarps ? kBN * kOutStride : 0;
@@ -130,8 +142,15 @@ constexpr int kOutElems = kStoreWarps ? kBN * kOutStride : 0;
 // layout, emitted in the prologue: a disagreement fails the compile.
 static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
               "spec::kStageBytes disagrees with the template's stage layout");
-static_assert(kSharedBytes == kBarrierBytes + kStages * kStageBytes + kOutElems * static_cast<int>(sizeof(Element)),
+static_assert(kSharedBytes ==
+                  kBarrierBytes + kAlignSlack + kStages * kStageBytes + kOutElems * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
+// Stages and their A parts whole swizzle atoms: every stage's A starts on a boundary once
+// the first does, and a 128-pixel-row A is what one im2col box of kBM pixels writes.
+static_assert(!kATma || (kNhwc && kStageBytes % kSwizzleAtom == 0 &&
+                         kAStageElems * static_cast<int>(sizeof(Element)) % kSwizzleAtom == 0 && kBM <= 1024 &&
+                         kStageC * static_cast<int>(sizeof(Element)) == 128),
+              "TMA im2col stages: NHWC, whole 1024-byte swizzle atoms, one 128-byte channel box a pixel");
 // Every stage's weights, as <name>_pack writes them and the host allocates them.
 constexpr long long kPackedElems =
     static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kS * kPlanes * kSub * kBTapElems;
@@ -201,6 +220,24 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
   asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(dst),
                "l"(src), "r"(bytes), "r"(bar)
                : "memory");
+}
+
+// TMA im2col (kATma). A tensor map is 128 opaque bytes that PTX wants 64-byte aligned in
+// the parameter space; no toolkit header is at hand under NVRTC, so the type is spelled here.
+struct alignas(64) TensorMap {
+  unsigned long long opaque[16];
+};
+// kBM pixel rows of 128 channel bytes each, from the pixel that the map's traversal starts
+// at (c, w, h, n: the tile's first output pixel in input coordinates, before the tap), each
+// read at (w + off_w, h + off_h); outside x (padding, channels past C, images past the
+// run's last) arrive as zeros. Completes on `bar` with the box's bytes, zeros included.
+__device__ __forceinline__ void im2col_copy(unsigned dst, const TensorMap* map, int c, int w, int h, int n,
+                                            unsigned short off_w, unsigned short off_h, unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
+      "%5}], [%6], {%7, %8};\n" ::"r"(dst),
+      "l"(map), "r"(c), "r"(w), "r"(h), "r"(n), "r"(bar), "h"(off_w), "h"(off_h)
+      : "memory");
 }
 
 // --- wgmma ---
@@ -614,6 +651,47 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
   }
 }
 
+// NHWC producer with kATma: one thread. Per stage one im2col copy of the tap's kStageC
+// channels for the tile's kBM pixels and the bulk copy of its weights, both completing on
+// the full barrier, which expects their bytes from this one arrive. The consumers read the
+// stage exactly as the cp.async path leaves it (the swizzle lands chunks where
+// swizzled_byte puts them), so nothing downstream changes.
+__device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const Element* __restrict__ packed,
+                                                 const Element* stages, unsigned full_bar, unsigned empty_bar,
+                                                 int group, int slice, int kb, int pixels) {
+  constexpr unsigned kABytes = kAStageElems * sizeof(Element);
+  constexpr unsigned kBBytes = kBStageElems * sizeof(Element);
+  const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kStagesTotal * kBStageElems;
+  const int first = slice * kSliceStages;
+  const int last = min(first + kSliceStages, kStagesTotal);
+  const int tiles = (pixels + kBM - 1) / kBM;
+  // The first fetch of the map otherwise waits on the first copy.
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"(a_map) : "memory");
+  int it = 0;  // stages produced so far, over all tiles
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
+    // host's bounding box makes the traversal step through output pixels in y's order.
+    const int pixel = tile * kBM;
+    const int img = pixel / (kP * kQ);
+    const int pq = pixel - img * (kP * kQ);
+    const int p = pq / kQ;
+    const int w0 = (pq - p * kQ) * kStrideW - kPadW;
+    const int h0 = p * kStrideH - kPadH;
+    for (int k_stage = first; k_stage < last; ++k_stage, ++it) {
+      const int st = it % kStages;
+      bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
+      const int tap = k_stage / kChunks;
+      const int c = group * kCPerGroup + (k_stage % kChunks) * kStageC;
+      const unsigned a_dst = smem_addr(stages + st * kStageElems);
+      const unsigned full = full_bar + st * 8;
+      bar_arrive_expect_tx(full, kABytes + kBBytes);
+      im2col_copy(a_dst, a_map, c, w0, h0, img, static_cast<unsigned short>(tap % kS * kDilationW),
+                  static_cast<unsigned short>(tap / kS * kDilationH), full);
+      bulk_copy(a_dst + kABytes, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
+    }
+  }
+}
+
 // Stores output pixel `pixel`'s value pair (channels k_out, k_out + 1 of the group) at
 // y_pixel + k_out: one store when pairs are aligned (kPairStores), else one a channel.
 __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
@@ -757,9 +835,24 @@ extern "C" __global__ void __launch_bounds__(256)
   }
 }
 
+// kATma kernels take the im2col tensor map after y (before a dynamic batch's parameter).
+#ifdef CONVJIT_WGMMA_TMA
+#define CONVJIT_A_MAP_PARAM , const __grid_constant__ wg::TensorMap a_map
+#define CONVJIT_A_MAP (&a_map)
+#else
+#define CONVJIT_A_MAP_PARAM
+#define CONVJIT_A_MAP nullptr
+#endif
+#ifdef CONVJIT_WGMMA_TMA
+static_assert(wg::kATma, "CONVJIT_WGMMA_TMA declares the map parameter of kATma kernels only");
+#else
+static_assert(!wg::kATma, "kATma kernels need their map parameter (CONVJIT_WGMMA_TMA)");
+#endif
+
 extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
-                        const wg::Element* __restrict__ bias, wg::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
+                        const wg::Element* __restrict__ bias,
+                        wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_BATCH_PARAM) {
   using namespace wg;
   const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // NCHW patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
@@ -767,7 +860,9 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
   const unsigned out_full_bar = empty_bar + kStages * 8;  // staged outputs ready
   const unsigned out_empty_bar = out_full_bar + 8;        // staged outputs written out
-  Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes);
+  // kATma: the first swizzle-atom boundary past the barriers (kAlignSlack pays for it).
+  const unsigned slack = kATma ? (kSwizzleAtom - (smem_addr(smem) + kBarrierBytes) % kSwizzleAtom) % kSwizzleAtom : 0u;
+  Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes + slack);
   Element* out_tile = stages + kStages * kStageElems;
 
   const int tid = threadIdx.x;
@@ -778,8 +873,9 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   if (tid == 0) {
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
-      bar_init(full_bar + st * 8, kLoadWarps * 32 + 1);  // cp.async arrivals + the bulk copy's
-      bar_init(empty_bar + st * 8, kConsumers * 128);    // every consumer thread arrives
+      // cp.async arrivals + the bulk copy's; with kATma the one arrive that expects both copies.
+      bar_init(full_bar + st * 8, kATma ? 1 : kLoadWarps * 32 + 1);
+      bar_init(empty_bar + st * 8, kConsumers * 128);  // every consumer thread arrives
     }
     if constexpr (kStoreWarps) {
       bar_init(out_full_bar, kConsumers * 128);
@@ -795,7 +891,13 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   if (warpgroup == 0) {
     // ---------------- producer ----------------
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
-    if constexpr (kNhwc) {
+    if constexpr (kNhwc && kATma) {
+      if (tid == 0) {
+        produce_nhwc_tma(CONVJIT_A_MAP, packed, stages, full_bar, empty_bar, group / kSplitK, group % kSplitK, kb,
+                         CONVJIT_BATCH(kN) * kP * kQ);
+      }
+      return;
+    } else if constexpr (kNhwc) {
       produce_nhwc(x, packed, stages, full_bar, empty_bar, tid, group / kSplitK, group % kSplitK, kb,
                    CONVJIT_BATCH(kN) * kP * kQ);
       return;

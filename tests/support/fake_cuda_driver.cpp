@@ -103,6 +103,7 @@ struct State {
   std::uint64_t invalidations = 0;
   std::uint64_t destroyed_with_context = 0;
   std::string last_image;
+  std::vector<convjit::testing::FakeIm2colEncode> im2col_encodes;
 
   State() {
     contexts.push_back(std::make_unique<Context>());
@@ -710,6 +711,102 @@ CUresult impl_cuLaunchKernel(CUfunction function, unsigned grid_x, unsigned grid
   return CUDA_SUCCESS;
 }
 
+std::size_t tensor_map_element_bytes(CUtensorMapDataType type) {
+  switch (type) {
+    case CU_TENSOR_MAP_DATA_TYPE_UINT8:
+      return 1;
+    case CU_TENSOR_MAP_DATA_TYPE_UINT16:
+    case CU_TENSOR_MAP_DATA_TYPE_FLOAT16:
+    case CU_TENSOR_MAP_DATA_TYPE_BFLOAT16:
+      return 2;
+    case CU_TENSOR_MAP_DATA_TYPE_UINT32:
+    case CU_TENSOR_MAP_DATA_TYPE_INT32:
+    case CU_TENSOR_MAP_DATA_TYPE_FLOAT32:
+    case CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ:
+    case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32:
+    case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ:
+      return 4;
+    case CU_TENSOR_MAP_DATA_TYPE_UINT64:
+    case CU_TENSOR_MAP_DATA_TYPE_INT64:
+    case CU_TENSOR_MAP_DATA_TYPE_FLOAT64:
+      return 8;
+    default:
+      return 0;  // the packed sub-byte types: not served
+  }
+}
+
+// The requirements cuda.h documents for cuTensorMapEncodeIm2col (the non-packed types, no
+// interleave), so that a test sees the runtime's arguments refused where the driver would.
+CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+                                      const cuuint64_t* dims, const cuuint64_t* strides, const int* lower,
+                                      const int* upper, cuuint32_t channels, cuuint32_t pixels,
+                                      const cuuint32_t* element_strides, CUtensorMapInterleave interleave,
+                                      CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                      CUtensorMapFloatOOBfill oob) {
+  const std::size_t element = tensor_map_element_bytes(type);
+  if (map == nullptr || reinterpret_cast<std::uintptr_t>(map) % 64 != 0 || element == 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (rank < 3 || rank > 5 || address == nullptr || reinterpret_cast<std::uintptr_t>(address) % 16 != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (dims == nullptr || strides == nullptr || lower == nullptr || upper == nullptr || element_strides == nullptr) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    if (dims[i] == 0 || dims[i] > (std::uint64_t{1} << 32)) return CUDA_ERROR_INVALID_VALUE;
+    if (element_strides[i] == 0 || element_strides[i] > 8) return CUDA_ERROR_INVALID_VALUE;
+  }
+  for (cuuint32_t i = 0; i + 1 < rank; ++i) {
+    if (strides[i] % 16 != 0 || strides[i] >= (std::uint64_t{1} << 40)) return CUDA_ERROR_INVALID_VALUE;
+  }
+  const int corner = rank == 3 ? 32768 : rank == 4 ? 128 : 16;
+  for (cuuint32_t i = 0; i + 2 < rank; ++i) {
+    if (lower[i] < -corner || lower[i] >= corner || upper[i] < -corner || upper[i] >= corner) {
+      return CUDA_ERROR_INVALID_VALUE;
+    }
+    // A bounding box of non-zero area: its last coordinate (the dimension's last plus the
+    // upper corner) not before its first.
+    if (static_cast<std::int64_t>(dims[i + 1]) - 1 + upper[i] < lower[i]) return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (channels == 0 || channels > 256 || pixels == 0 || pixels > 1024) return CUDA_ERROR_INVALID_VALUE;
+  const std::size_t inner = channels * element;
+  const std::size_t swizzle_span = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE   ? 0
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_32B  ? 32
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_64B  ? 64
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128
+                                                                           : 0;
+  if (swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && (swizzle_span == 0 || inner > swizzle_span)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (oob == CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA && type <= CU_TENSOR_MAP_DATA_TYPE_INT64) {
+    return CUDA_ERROR_INVALID_VALUE;  // the NaN fill is for floating-point types
+  }
+  convjit::testing::FakeIm2colEncode e{
+      .dtype = type,
+      .rank = rank,
+      .address = address,
+      .dims = std::vector<std::uint64_t>(dims, dims + rank),
+      .strides = std::vector<std::uint64_t>(strides, strides + rank - 1),
+      .lower = std::vector<int>(lower, lower + rank - 2),
+      .upper = std::vector<int>(upper, upper + rank - 2),
+      .channels_per_pixel = channels,
+      .pixels_per_column = pixels,
+      .element_strides = std::vector<unsigned>(element_strides, element_strides + rank),
+      .interleave = interleave,
+      .swizzle = swizzle,
+      .l2_promotion = l2,
+      .oob_fill = oob};
+  auto& s = state();
+  std::lock_guard lock(s.mutex);
+  s.im2col_encodes.push_back(std::move(e));
+  *map = CUtensorMap{};
+  map->opaque[0] = static_cast<cuuint64_t>(reinterpret_cast<std::uintptr_t>(address));
+  map->opaque[1] = s.im2col_encodes.size();
+  return CUDA_SUCCESS;
+}
+
 CUresult allocate_in(State& s, Context* c, CUdeviceptr* pointer, std::size_t bytes, bool holds_primary) {
   if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   const std::size_t rounded = (bytes + kAllocationAlign - 1) / kAllocationAlign * kAllocationAlign;
@@ -1090,6 +1187,7 @@ void FakeCudaDriver::reset() {
   s.invalidations = 0;
   s.destroyed_with_context = 0;
   s.last_image.clear();
+  s.im2col_encodes.clear();
   for (auto& [key, stream] : s.streams) stream->capturing = stream->invalidated = false;
   tls_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 }
@@ -1108,6 +1206,11 @@ std::uint64_t FakeCudaDriver::calls(std::string_view entry_point) const {
   std::lock_guard lock(s.mutex);
   auto it = s.calls.find(std::string(entry_point));
   return it == s.calls.end() ? 0 : it->second;
+}
+
+std::vector<FakeIm2colEncode> FakeCudaDriver::im2col_encodes() const {
+  std::lock_guard lock(state().mutex);
+  return state().im2col_encodes;
 }
 
 std::vector<FakeLaunch> FakeCudaDriver::launches() const {

@@ -46,6 +46,25 @@ struct FakeLaunch {
   }
 };
 
+// One cuTensorMapEncodeIm2col call the fake accepted: its arguments, arrays read to the
+// rank's length. The map it wrote holds the address in its first 8 bytes (so a launch's
+// recorded parameter names the x it was encoded for) and the encode's serial in the next.
+struct FakeIm2colEncode {
+  CUtensorMapDataType dtype{};
+  unsigned rank = 0;
+  const void* address = nullptr;
+  std::vector<std::uint64_t> dims;     // rank entries
+  std::vector<std::uint64_t> strides;  // rank - 1 entries
+  std::vector<int> lower, upper;       // rank - 2 entries each
+  unsigned channels_per_pixel = 0;
+  unsigned pixels_per_column = 0;
+  std::vector<unsigned> element_strides;  // rank entries
+  CUtensorMapInterleave interleave{};
+  CUtensorMapSwizzle swizzle{};
+  CUtensorMapL2promotion l2_promotion{};
+  CUtensorMapFloatOOBfill oob_fill{};
+};
+
 // The control panel of the fake driver (one per process).
 class FakeCudaDriver {
  public:
@@ -64,7 +83,12 @@ class FakeCudaDriver {
   std::uint64_t allocations() const;      // successful cuMemAlloc calls since reset()
   std::uint64_t module_loads() const;     // successful cuModuleLoadData calls since reset()
   std::string last_module_image() const;  // the bytes of the last image loaded
-  std::size_t live_allocations() const;   // cuMemAlloc'd and not yet freed (test buffers too)
+  // cuTensorMapEncodeIm2col calls that succeeded since reset(), in order. The fake checks
+  // what the driver's documentation requires (ranks, alignments, strides, corner and
+  // offset ranges, box sizes, the swizzle's inner-dimension bound) and answers
+  // CUDA_ERROR_INVALID_VALUE, recording nothing, where an argument breaks it.
+  std::vector<FakeIm2colEncode> im2col_encodes() const;
+  std::size_t live_allocations() const;  // cuMemAlloc'd and not yet freed (test buffers too)
   std::size_t live_modules() const;
   // Allocations and modules that were still alive when their context went away (the last
   // primary-context reference released, or cuCtxDestroy): the owner freed them too late.

@@ -62,7 +62,11 @@ namespace convjit {
   X(cuEventDestroy, (CUevent))                                                                                    \
   X(cuEventRecord, (CUevent, CUstream))                                                                           \
   X(cuEventSynchronize, (CUevent))                                                                                \
-  X(cuEventElapsedTime, (float*, CUevent, CUevent))
+  X(cuEventElapsedTime, (float*, CUevent, CUevent))                                                               \
+  X(cuTensorMapEncodeIm2col,                                                                                      \
+    (CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const int*,      \
+     const int*, cuuint32_t, cuuint32_t, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,            \
+     CUtensorMapL2promotion, CUtensorMapFloatOOBfill))
 
 // Entry points whose 12.0 version is not the signature convjit calls, each requested
 // at the CUDA version that has it. cuCtxCreate (tests make a second context with it):

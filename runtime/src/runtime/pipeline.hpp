@@ -38,6 +38,9 @@ struct PlanKernel {
     CUfunction function = nullptr;
   };
   std::optional<SplitPass> split;
+  // The wgmma kernel's TMA variant reads x through an im2col map, encoded for each run
+  // (x and the batch are the run's) and passed after y.
+  std::optional<Im2colTensorMap> a_map;
   // Scratch a run with unpacked weights needs: the packed weights and then split-K's
   // partial sums, or im2col's columns and cuBLAS workspace.
   std::uint64_t workspace_bytes = 0;

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "base/fail.hpp"
+#include "driver/tensor_map.hpp"
 #include "runtime/runtime_impl.hpp"
 
 namespace convjit {
@@ -9,6 +10,38 @@ namespace {
 // The workspace a run asks its caller for is 16-byte aligned; the wgmma kernel's bulk
 // copies of packed weights need that much.
 constexpr unsigned kWorkspaceAlign = 16;
+
+CUtensorMapDataType tensor_map_type(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat16:
+      return CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    case DType::kBFloat16:
+      return CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    case DType::kFloat32:
+      break;
+  }
+  // Never TFLOAT32: 3xTF32 splits the exact fp32 value in registers, and TF32 rounds there.
+  return CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+}
+
+// The kernel's x map for one run: the specializer's values with this run's x and batch
+// (images past it are then out of bounds, read as zeros, as a static plan's tail is).
+Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch) {
+  Im2colMapArgs a;
+  a.dtype = tensor_map_type(m.dtype);
+  a.address = x;
+  for (int i = 0; i < 4; ++i) a.dims[i] = m.dims[i];
+  a.dims[3] = static_cast<std::uint64_t>(batch);
+  for (int i = 0; i < 3; ++i) a.strides[i] = m.strides[i];
+  for (int i = 0; i < 2; ++i) {
+    a.lower[i] = m.lower[i];
+    a.upper[i] = m.upper[i];
+  }
+  a.channels_per_pixel = m.channels_per_pixel;
+  a.pixels_per_column = m.pixels_per_column;
+  for (int i = 0; i < 4; ++i) a.element_strides[i] = m.element_strides[i];
+  return a;
+}
 }  // namespace
 
 Conv2dPlan::Impl::Impl(const Conv2dDesc& d, Algorithm a, std::shared_ptr<DeviceContext> dev,
@@ -161,6 +194,14 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   }
 
   ScopedContext scope(device->context());
+  // Encoded before the pack kernel is enqueued: a map the driver refuses launches nothing.
+  // A host-only call, so it is as safe inside a graph capture as the launch (the map is a
+  // parameter, copied into the graph's node).
+  CUtensorMap a_map{};
+  if (kernel->a_map) {
+    a_map =
+        encode_im2col_map(im2col_map_args(*kernel->a_map, a.x, batch), fmt::format("{} ({})", where, kernel->name()));
+  }
   if (kernel->gemm) {
     kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
@@ -183,7 +224,9 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   // A dynamic-batch kernel (and its reduce pass) takes the batch as its last parameter
   // (convjit_device.cuh); a static one declares one fewer, and the driver reads no further.
   int batch_param = batch;
-  void* params[] = {&x, &w, &bias, &main_y, &batch_param};
+  void* plain_params[] = {&x, &w, &bias, &main_y, &batch_param};
+  void* map_params[] = {&x, &w, &bias, &main_y, &a_map, &batch_param};
+  void** params = kernel->a_map ? map_params : plain_params;
   const LaunchGeometry& g = kernel->geometry;
   std::uint64_t grid_x = g.grid_x;
   if (desc.dynamic_batch) {

@@ -136,6 +136,10 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
   const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
   const std::int64_t c_per_group = d.c / d.groups;
   if (c_per_group < stage_channels) return false;
+  // NOTE: CONVJIT_WGMMA_TMA (development): the threshold below was measured on the
+  // cp.async copies; until the TMA variant is measured, timing runs get it wherever it can
+  // read x, so that it meets mma.sync and cuDNN on the large grids it was built for.
+  if (wgmma_tma_requested() && !wgmma_tma_unsupported_reason(d)) return true;
   // Where a 128x128 tiling of the output leaves a third of the SMs idle, wgmma's split-K
   // fills them (measured 1.3-3x faster than mma.sync); where it already fills the
   // machine, mma.sync's several blocks an SM keep up (wgmma measured 0.7-1.1x of it in

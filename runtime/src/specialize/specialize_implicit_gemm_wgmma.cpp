@@ -4,8 +4,10 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 
 #include "base/fail.hpp"
+#include "base/log.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
@@ -21,6 +23,15 @@ constexpr int kBarrierBytes = 256;
 // H100's opt-in limit is 227 KiB a block; the stage count is what gives way.
 constexpr int kSharedLimit = 227 * 1024;
 constexpr int kMaxStages = 4;
+// The TMA variant's stages start on a 1024-byte boundary (its 128-byte swizzle's atom); the
+// kernel rounds up past the barriers at run time, and this is what the rounding may skip.
+constexpr int kSwizzleAtom = 1024;
+// The rank-4 (2-D convolution) im2col map's limits, from the CUDA driver's and PTX's
+// documentation of cuTensorMapEncodeIm2col and cp.async.bulk.tensor: bounding-box corners,
+// im2col offsets (the tap's dilated position), traversal strides.
+constexpr int kCornerMin = -128, kCornerMax = 127;
+constexpr int kOffsetMax = 255;
+constexpr int kTraversalStrideMax = 8;
 
 struct WgmmaTile {
   int bn = 0, mb = 0, bp = 0, bq = 0, stages = 0, split = 1;
@@ -33,6 +44,7 @@ struct WgmmaTile {
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
+  bool tma = false;  // the template's kATma: A through a TMA im2col map
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -117,8 +129,10 @@ std::optional<bool> store_warps_override() {
   return std::string_view(env) != "0";
 }
 
-std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
+std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   WgmmaTile t;
+  t.tma = tma;
+  const int slack = tma ? kSwizzleAtom : 0;
   const int k_per_group = d.k / d.groups;
   t.split = d.math == MathMode::kStrictFp32 && !sixteen_bit(d) ? 3 : 1;
   t.bn = k_per_group <= 64 ? 64 : 128;
@@ -155,17 +169,18 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d) {
   // half the producer's warps store instead of copying (docs/perf.md).
   const int element = d.dtype == DType::kFloat32 ? 4 : 2;
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
-  const int fit_with_store = (kSharedLimit - kBarrierBytes - out_bytes) / per_stage;
+  const int fit_with_store = (kSharedLimit - kBarrierBytes - slack - out_bytes) / per_stage;
   t.chunks = (d.c / d.groups + stage_channels(d) - 1) / stage_channels(d);
   const int stages_per_patch = t.chunks * d.r * (nhwc(d) ? d.s : 1);
   const bool short_patches = stages_per_patch <= 8;
   // NHWC stores from registers: a thread's channel pairs are contiguous in y.
   t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
-  const int fit = (kSharedLimit - kBarrierBytes - (t.store_warps ? out_bytes : 0)) / per_stage;
+  const int fit = (kSharedLimit - kBarrierBytes - slack - (t.store_warps ? out_bytes : 0)) / per_stage;
   if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
   if (t.stages < 2 || t.stages > fit) return std::nullopt;
   t.stage_bytes = per_stage;
-  t.shared_bytes = static_cast<unsigned>(kBarrierBytes + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
+  t.shared_bytes =
+      static_cast<unsigned>(kBarrierBytes + slack + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
   // Store warps only pay off when the block goes on to another patch.
   t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
   const auto out = d.output_shape();
@@ -199,6 +214,34 @@ int x_copy_bytes(const Conv2dDesc& d, unsigned align_x) {
 // count is even (every pair starts on an even channel) and y's alignment holds a pair.
 bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
   return nhwc(d) && (d.k / d.groups) % 2 == 0 && align_y >= 2 * size_of(d.dtype);
+}
+
+// x through the map: C, W, H, N innermost first; the box's corners put the traversal on
+// the lattice of tap-(0, 0) input positions, -pad + q x stride for q = 0 .. Q - 1 (the last
+// one is W - 1 + upper, since Q - 1 = (W + 2 pad - dil (S - 1) - 1) / stride rounds down),
+// so that kBM consecutive traversal steps are kBM consecutive output pixels of y.
+Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
+  const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
+  Im2colTensorMap m;
+  m.dtype = d.dtype;
+  m.dims[0] = static_cast<std::uint64_t>(d.c);
+  m.dims[1] = static_cast<std::uint64_t>(d.w);
+  m.dims[2] = static_cast<std::uint64_t>(d.h);
+  m.dims[3] = static_cast<std::uint64_t>(d.n);
+  m.strides[0] = m.dims[0] * e;
+  m.strides[1] = m.strides[0] * m.dims[1];
+  m.strides[2] = m.strides[1] * m.dims[2];
+  m.lower[0] = -d.pad_w;
+  m.lower[1] = -d.pad_h;
+  m.upper[0] = d.pad_w - d.dilation_w * (d.s - 1);
+  m.upper[1] = d.pad_h - d.dilation_h * (d.r - 1);
+  m.channels_per_pixel = static_cast<unsigned>(stage_channels(d));
+  m.pixels_per_column = static_cast<unsigned>(bm);
+  m.element_strides[0] = 1;
+  m.element_strides[1] = static_cast<unsigned>(d.stride_w);
+  m.element_strides[2] = static_cast<unsigned>(d.stride_h);
+  m.element_strides[3] = 1;
+  return m;
 }
 
 // Split-K's fp32 partial sums: [slice][pixel][k]; none for one slice. Slices are the
@@ -238,6 +281,54 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
   return std::nullopt;
 }
 
+// NOTE: development switch while the TMA variant is unmeasured: CONVJIT_WGMMA_TMA=1 (any
+// value but empty and "0") lets NHWC wgmma kernels read x through a TMA im2col map where
+// wgmma_tma_unsupported_reason allows it (changes the source, so the cache key).
+bool wgmma_tma_requested() {
+  const char* env = std::getenv("CONVJIT_WGMMA_TMA");
+  return env != nullptr && *env != '\0' && std::string_view(env) != "0";
+}
+
+std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, const AlignmentNeeds& align) {
+  if (!nhwc(d)) return "TMA im2col reads NHWC channel runs; NCHW keeps its row copies";
+  if (auto why = beyond_2d_forward_reason(d)) return why;
+  const std::int64_t e = static_cast<std::int64_t>(size_of(d.dtype));
+  if (align.x < 16) return fmt::format("a tensor map needs x 16-byte aligned, this x is {}-byte aligned", align.x);
+  if (d.c * e % 16 != 0) {
+    return fmt::format("a tensor map's pixel stride (C x {} = {} bytes) must be a multiple of 16", e, d.c * e);
+  }
+  // The map zero-fills past C only: a group whose last chunk runs past its channels would
+  // read the next group's instead of zeros (times zero weights, but Inf x 0 is NaN).
+  if (const int per_group = d.c / d.groups; d.groups > 1 && per_group % stage_channels(d) != 0) {
+    return fmt::format(
+        "{} groups of {} channels: a group's run is not whole 128-byte chunks, and the map zero-fills "
+        "only past C",
+        d.groups, per_group);
+  }
+  if (d.stride_h > kTraversalStrideMax || d.stride_w > kTraversalStrideMax) {
+    return fmt::format("stride {}x{}: im2col traversal strides go up to {}", d.stride_h, d.stride_w,
+                       kTraversalStrideMax);
+  }
+  const int reach_h = d.dilation_h * (d.r - 1);
+  const int reach_w = d.dilation_w * (d.s - 1);
+  if (reach_h > kOffsetMax || reach_w > kOffsetMax) {
+    return fmt::format("dilated filter reach {}x{}: rank-4 im2col offsets go up to {}", reach_h, reach_w, kOffsetMax);
+  }
+  for (const int corner : {-d.pad_h, -d.pad_w, d.pad_h - reach_h, d.pad_w - reach_w}) {
+    if (corner < kCornerMin || corner > kCornerMax) {
+      return fmt::format(
+          "padding {}x{} with filter reach {}x{}: a rank-4 im2col bounding box corner ({}) must lie in "
+          "[{}, {}]",
+          d.pad_h, d.pad_w, reach_h, reach_w, corner, kCornerMin, kCornerMax);
+    }
+  }
+  // Global strides below 2^40 bytes (one image of x); dimensions fit in 32 bits as ints.
+  if (static_cast<std::int64_t>(d.h) * d.w * d.c * e >= (std::int64_t{1} << 40)) {
+    return "one image of x spans 2^40 bytes or more, past a tensor map's strides";
+  }
+  return std::nullopt;
+}
+
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   if (beyond_2d_forward_reason(d)) return std::nullopt;
   const auto tile = choose_tile(d);
@@ -254,7 +345,11 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
 }
 
 Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
-  const auto tile = choose_tile(d);
+  std::optional<std::string> tma_refused;
+  if (wgmma_tma_requested() && nhwc(d)) tma_refused = wgmma_tma_unsupported_reason(d, align);
+  const bool tma = wgmma_tma_requested() && nhwc(d) && !tma_refused;
+  if (tma_refused) log::info("CONVJIT_WGMMA_TMA: {} keeps cp.async copies of x: {}", d.to_string(), *tma_refused);
+  const auto tile = choose_tile(d, tma);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
@@ -263,20 +358,23 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}", tile->bp,
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}", tile->bp,
       tile->bq, tile->bn, tile->mb, tile->stages, tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
-      nhwc(d) ? fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
-                            pair_stores(d, align.y) ? ", channel-pair stores" : "")
-              : std::string(),
+      !nhwc(d) ? std::string()
+      : tma    ? fmt::format(", NHWC: x by TMA im2col{}", pair_stores(d, align.y) ? ", channel-pair stores" : "")
+               : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
+                          pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
-                       : std::string());
+                       : std::string(),
+      tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string());
   src.source.template_name = kTemplate;
   // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
-  src.source.kernel_name = fmt::format("conv2d_wgmma_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
-                                       nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string());
+  src.source.kernel_name =
+      fmt::format("conv2d_wgmma_{}_{}_{}{}{}", math, to_string(d.layout), problem_tag(d),
+                  nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string(), tma ? "_tma" : "");
   src.source.compile_arch = "sm_90a";
   // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
   // the weights are read only by the pack kernel, one element at a time; bias one element
@@ -287,6 +385,7 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   src.launch.needs = {static_cast<unsigned>(x_vec), e, e, pairs ? 2 * e : e};
   Prologue prologue(src.source.kernel_name);
   if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
+  if (tma) prologue.define("CONVJIT_WGMMA_TMA");
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
@@ -298,6 +397,7 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                         .constant("kXVecBytes", x_vec)
                         .constant("kPairStores", pairs)
                         .constant("kSplitK", tile->slices)
+                        .constant("kATma", tma)
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                         .constant("kPackedBytes", static_cast<long long>(tile->packed_bytes))
@@ -314,6 +414,9 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                          .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.p) * out.q
                                                      : static_cast<std::uint64_t>(tile->patches / d.n),
                          .grid_x_divisor = nhwc(d) ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
+  // x through the map: the driver wants its address 16-byte aligned, as x_copy_bytes' 16
+  // already needs (the refusal checked align.x).
+  if (tma) src.launch.a_map = im2col_map(d, tile->bp * tile->bq);
   src.launch.weight_pack =
       WeightPack{.kernel_name = src.source.kernel_name + "_pack",
                  .packed_bytes = tile->packed_bytes,

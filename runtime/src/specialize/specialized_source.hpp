@@ -74,12 +74,31 @@ struct SpecializedSource {
   std::string compile_arch;   // when not the device's own arch, e.g. "sm_90a" for wgmma
 };
 
+// The TMA im2col map through which a kernel reads NHWC x (the wgmma kernel's kATma
+// variant): x as a rank-4 tensor C, W, H, N (innermost first), in the terms of
+// cuTensorMapEncodeIm2col. Plain values, no driver types: the runtime encodes the map for
+// each run, with the run's x and batch, and passes it after y (see the template).
+struct Im2colTensorMap {
+  DType dtype = DType::kFloat32;
+  std::uint64_t dims[4] = {};     // C, W, H, N; N is the descriptor's, a run's map has its batch
+  std::uint64_t strides[3] = {};  // bytes from one W, H, N index to the next
+  // The bounding box the traversal walks, W then H: the lower corner from the tensor's
+  // first element (-padding), the upper one from its last (padding - dilation x (filter - 1)),
+  // so that it visits exactly the output pixels' tap-(0, 0) positions in y's order.
+  int lower[2] = {};
+  int upper[2] = {};
+  unsigned channels_per_pixel = 0;   // one stage's channel chunk: 128 bytes
+  unsigned pixels_per_column = 0;    // a tile's pixels
+  unsigned element_strides[4] = {};  // 1, stride_w, stride_h, 1
+};
+
 struct LaunchSpec {
   std::string algorithm;  // e.g. "direct"
   std::string tile;       // the work split, readable
   LaunchGeometry geometry;
   std::optional<WeightPack> weight_pack;    // its entry point is <kernel_name>_pack
   std::optional<SplitReduce> split_reduce;  // its entry point is <kernel_name>_reduce
+  std::optional<Im2colTensorMap> a_map;     // the kernel's x map, encoded per run (a parameter after y)
   AlignmentNeeds needs;                     // what the kernel needs of each pointer, given its alignment constants
 };
 
@@ -106,6 +125,13 @@ Specialization specialize_wgmma(const Conv2dDesc& desc, const AlignmentNeeds& al
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
                                                     const AlignmentNeeds& align = kFullAlignment);
+// Empty when the wgmma kernel's TMA variant (CONVJIT_WGMMA_TMA=1, NHWC only) can read x for
+// `desc` through a TMA im2col map, with x aligned as `align` says; otherwise why not (the
+// problem then keeps the cp.async copies). Says nothing of whether wgmma takes `desc`.
+std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& desc,
+                                                        const AlignmentNeeds& align = kFullAlignment);
+// Whether CONVJIT_WGMMA_TMA asks for that variant (development switch: set, not "0").
+bool wgmma_tma_requested();
 // The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
 // when the kernel cannot run it.
 struct WgmmaWork {

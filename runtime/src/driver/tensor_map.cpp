@@ -1,0 +1,34 @@
+#include "driver/tensor_map.hpp"
+
+#include <fmt/format.h>
+
+#include "driver/cuda_driver.hpp"
+
+namespace convjit {
+
+std::string describe(const Im2colMapArgs& a) {
+  return fmt::format(
+      "data type {}, address {}, dims (C, W, H, N) {}x{}x{}x{}, strides {}/{}/{} bytes, pixel box corners W [{}, {}] "
+      "H [{}, {}], {} channels a pixel, {} pixels a column, element strides {}/{}/{}/{}, swizzle {}, L2 promotion {}",
+      static_cast<int>(a.dtype), a.address, a.dims[0], a.dims[1], a.dims[2], a.dims[3], a.strides[0], a.strides[1],
+      a.strides[2], a.lower[0], a.upper[0], a.lower[1], a.upper[1], a.channels_per_pixel, a.pixels_per_column,
+      a.element_strides[0], a.element_strides[1], a.element_strides[2], a.element_strides[3],
+      static_cast<int>(a.swizzle), static_cast<int>(a.l2_promotion));
+}
+
+CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
+  CUtensorMap map{};
+  auto& drv = CudaDriver::get();
+  // NOTE: the driver's signature takes a non-const address; it only records it.
+  const CUresult res = drv.cuTensorMapEncodeIm2col(&map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides,
+                                                   a.lower, a.upper, a.channels_per_pixel, a.pixels_per_column,
+                                                   a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle,
+                                                   a.l2_promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (res != CUDA_SUCCESS) {
+    fail(error_code_of(res), "{}: encoding the im2col tensor map ({}): cuTensorMapEncodeIm2col failed → {}", what,
+         describe(a), drv.describe(res));
+  }
+  return map;
+}
+
+}  // namespace convjit

@@ -1,0 +1,39 @@
+#pragma once
+// TMA tensor maps, encoded on the host through the dlopen'd driver (no device work: the
+// map is a 128-byte value a kernel takes as a parameter).
+
+#include <cuda.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace convjit {
+
+// cuTensorMapEncodeIm2col's arguments for a rank-4 tensor (dimensions innermost first:
+// C, W, H, N); each field means what the driver's documentation says of it.
+struct Im2colMapArgs {
+  CUtensorMapDataType dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  const void* address = nullptr;
+  std::uint64_t dims[4] = {};
+  std::uint64_t strides[3] = {};  // bytes, of dimensions 1 to 3
+  int lower[2] = {};              // pixel box lower corner, W then H
+  int upper[2] = {};              // pixel box upper corner, W then H
+  unsigned channels_per_pixel = 0;
+  unsigned pixels_per_column = 0;
+  unsigned element_strides[4] = {};
+  CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+  // A pixel's channel box is one 128-byte line; wider promotion would fetch neighbours'
+  // channels that another stage reads anyway, so no more than the line is asked for.
+  CUtensorMapL2promotion l2_promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
+};
+
+// Every argument, readable: what an encode failure reports.
+std::string describe(const Im2colMapArgs& args);
+
+// The map for `args`. Zero fill out of bounds (never the NaN fill: padding must add
+// nothing), no interleave. Throws Error (kDriver, or kContextLost for a sticky error)
+// naming `what`, every argument and the driver's text when the driver refuses.
+CUtensorMap encode_im2col_map(const Im2colMapArgs& args, std::string_view what);
+
+}  // namespace convjit

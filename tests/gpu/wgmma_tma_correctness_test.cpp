@@ -1,0 +1,234 @@
+// The NHWC wgmma kernel's TMA variant (CONVJIT_WGMMA_TMA=1, x through a TMA im2col map)
+// against the float64 CPU reference, on Hopper. Run the probe first: one tile, one stage,
+// one 128-byte channel chunk, where a wrong swizzle, box or barrier count shows at once
+// and alone; then a tile of 3x3 taps with padding and a channel tail (zero fill), then
+// random descriptors in every dtype and math mode, split-K, dynamic batch, and pointers the
+// map cannot take (which must fall back to the cp.async kernel and still be right). Each
+// test asserts by the kernel's name that the variant it meant ran.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <random>
+#include <string>
+
+#include "base/float16.hpp"
+#include "support/gpu.hpp"
+#include "support/gpu_conv.hpp"
+#include "support/scoped_env.hpp"
+#include "support/temp_dir.hpp"
+
+namespace convjit {
+namespace {
+
+struct Kind {
+  DType dtype;
+  MathMode math;
+};
+constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
+                           {DType::kFloat32, MathMode::kStrictFp32},
+                           {DType::kFloat16, MathMode::kTF32},
+                           {DType::kBFloat16, MathMode::kTF32}};
+
+Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
+  d.dtype = kind.dtype;
+  d.math = kind.math;
+  d.layout = Layout::kNHWC;
+  return d;
+}
+
+// Channels in one 128-byte chunk.
+int chunk_channels(DType dtype) { return 128 / static_cast<int>(size_of(dtype)); }
+
+class WgmmaTma : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CONVJIT_REQUIRE_GPU();
+    Runtime probe(options());
+    if (probe.device_arch() != "sm_90") {
+      GTEST_SKIP() << "TMA im2col and wgmma need an sm_90 GPU, this one is " << probe.device_arch();
+    }
+    tma_.emplace("CONVJIT_WGMMA_TMA", "1");
+  }
+  RuntimeOptions options() const { return RuntimeOptions{.cache_dir = dir_.path()}; }
+
+  // Runs `d` through a kImplicitGemm plan on fresh random data against float64, after
+  // checking that the plan's kernel is the TMA variant (or, with tma false, is not).
+  void expect_correct(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool tma = true, bool positive = false,
+                      std::size_t offset = 0) {
+    SCOPED_TRACE(d.to_string());
+    const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    EXPECT_TRUE(plan.kernel_name().starts_with("conv2d_wgmma_")) << plan.kernel_name();
+    if (offset == 0) {
+      EXPECT_EQ(plan.kernel_name().ends_with("_tma"), tma) << plan.kernel_name();
+    }
+    const auto result =
+        testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm, positive, offset);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_EQ(result.outside, 0u);
+    EXPECT_LT(result.rel_err, testing::tolerance(d));
+  }
+
+  testing::TempDir dir_;
+  std::optional<testing::ScopedEnv> tma_;
+};
+
+// FIRST: one tile (64 pixels of a 256- or 128-pixel tile: the rest of the box runs past the
+// last image, out of bounds), one stage (1x1, one chunk: exactly 128 bytes a pixel), one
+// channel block. All-positive data too, so that a swizzle that puts chunks in the wrong
+// place cannot cancel out.
+TEST_F(WgmmaTma, ProbeOneTileOneStageMatchesFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(90);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind({.n = 1, .c = chunk_channels(kind.dtype), .h = 8, .w = 8, .k = 64}, kind);
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
+// Still one tile: 3x3 taps with padding 1 (their boxes start in the padding: zero fill
+// through the bounding box) over a chunk and a tail of 8 channels (the second chunk's box
+// runs past C: zero fill in C), bias.
+TEST_F(WgmmaTma, ProbeOneTileWithPaddedTapsAndAChannelTailMatchesFloat64) {
+  Runtime rt(options());
+  std::mt19937_64 rng(91);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind({.n = 1,
+                                    .c = chunk_channels(kind.dtype) + 8,
+                                    .h = 8,
+                                    .w = 8,
+                                    .k = 64,
+                                    .r = 3,
+                                    .s = 3,
+                                    .pad_h = 1,
+                                    .pad_w = 1,
+                                    .bias = true},
+                                   kind);
+    expect_correct(rt, d, rng);
+  }
+}
+
+// Problems the map can take (a pixel's channels a multiple of 16 bytes; groups of whole
+// chunks), drawn like WgmmaNhwc's: sizes that divide no tile, strides 1 to 3, padding,
+// dilation, bias and ReLU, several tiles and images per problem.
+Conv2dDesc random_tma_desc(std::mt19937_64& rng, DType dtype) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int chunk = chunk_channels(dtype);
+  while (true) {
+    Conv2dDesc d{.dtype = dtype, .layout = Layout::kNHWC};
+    d.groups = pick(0, 3) == 0 ? 2 : 1;
+    const int c_per_group = d.groups > 1 ? chunk * pick(1, 2) : 8 * pick(chunk / 8, 200 / 8);
+    d.c = d.groups * c_per_group;
+    d.k = d.groups * pick(32, 150);
+    d.n = pick(1, 3);
+    d.h = pick(1, 20);
+    d.w = pick(1, 24);
+    d.r = pick(1, 5);
+    d.s = pick(1, 5);
+    d.stride_h = pick(1, 3);
+    d.stride_w = pick(1, 3);
+    d.pad_h = pick(0, 2);
+    d.pad_w = pick(0, 2);
+    d.dilation_h = pick(1, 2);
+    d.dilation_w = pick(1, 2);
+    d.bias = pick(0, 1) == 1;
+    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
+    try {
+      d.validate();
+    } catch (const Error&) {
+      continue;  // the dilated filter overhangs the padded input: draw again
+    }
+    if (d.flops() <= 4e8) return d;
+  }
+}
+
+TEST_F(WgmmaTma, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(20261201);
+  for (int i = 0; i < 24; ++i) {
+    const Kind& kind = kKinds[i % 4];
+    expect_correct(rt, with_kind(random_tma_desc(rng, kind.dtype), kind), rng);
+  }
+}
+
+TEST_F(WgmmaTma, NetworkShapesWithAllPositiveDataAndSplitReductionsMatchFloat64) {
+  // Many tiles over a mid-size 3x3 (tiles that start mid-row and mid-image), a strided
+  // 3x3 with ReLU, and deep channels on small images (split-K: every slice's producer
+  // starts at its own tap and chunk).
+  Runtime rt(options());
+  std::mt19937_64 rng(1201);
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 64, .h = 28, .w = 28, .k = 192, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 2,
+       .c = 96,
+       .h = 15,
+       .w = 17,
+       .k = 64,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
+       .pad_w = 1,
+       .activation = Activation::kRelu},
+      {.n = 1, .c = 512, .h = 7, .w = 7, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 2, .c = 256, .h = 5, .w = 5, .k = 130, .r = 3, .s = 3, .bias = true},
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    for (const Kind& kind : kKinds) expect_correct(rt, with_kind(shape, kind), rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
+TEST_F(WgmmaTma, DynamicBatchRunsEncodeTheirOwnBatch) {
+  // The map's N is the run's batch: the last tile's box runs past it into zeros, not into
+  // the images of the largest batch (whose memory the run did not give).
+  Runtime rt(options());
+  std::mt19937_64 rng(1202);
+  for (const Kind& kind : kKinds) {
+    Conv2dDesc d = with_kind({.n = 4, .c = 64, .h = 9, .w = 11, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind);
+    d.dynamic_batch = true;
+    const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    EXPECT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+    Conv2dDesc run = d;
+    run.n = 3;
+    run.dynamic_batch = false;
+    SCOPED_TRACE(run.to_string());
+    const auto x = testing::random_nonzero(static_cast<std::size_t>(run.x_elements()), rng, -1.0f, 1.0f, d.dtype);
+    const auto w = testing::random_nonzero(static_cast<std::size_t>(run.w_elements()), rng, -1.0f, 1.0f, d.dtype);
+    auto upload = [&](const std::vector<float>& values) {
+      const auto bytes = to_storage(values, d.dtype);
+      DeviceBuffer buffer(rt, bytes.size());
+      buffer.upload(bytes.data(), bytes.size());
+      return buffer;
+    };
+    const DeviceBuffer dx = upload(testing::x_in_layout(run, x));
+    const DeviceBuffer dw = upload(testing::w_in_layout(run, w));
+    DeviceBuffer dy(rt, static_cast<std::size_t>(run.y_elements()) * size_of(d.dtype));
+    dy.fill_u32(nan_fill_pattern(d.dtype));
+    plan.run(Conv2dArgs{.x = dx.data(), .w = dw.data(), .y = dy.data(), .n = 3});
+    std::vector<unsigned char> raw(dy.size());
+    dy.download(raw.data(), raw.size());
+    const std::vector<float> y = testing::y_from_layout(run, from_storage(raw, d.dtype));
+    EXPECT_EQ(std::count_if(y.begin(), y.end(), [](float v) { return std::isnan(v); }), 0);
+    EXPECT_LT(testing::relative_l2(y, testing::reference_conv2d(run, x, w, {})), testing::tolerance(run));
+  }
+}
+
+TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
+  // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
+  // 16-byte aligned, so the plan runs its cp.async variant for that alignment.
+  Runtime rt(options());
+  std::mt19937_64 rng(1203);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d =
+        with_kind({.n = 2, .c = 64, .h = 9, .w = 11, .k = 80, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind);
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/false, /*positive=*/false, /*offset=*/kind.dtype == DType::kFloat32 ? 4 : 8);
+  }
+}
+
+}  // namespace
+}  // namespace convjit

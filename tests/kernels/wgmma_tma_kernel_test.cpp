@@ -1,0 +1,324 @@
+// The NHWC wgmma kernel's TMA variant (CONVJIT_WGMMA_TMA=1): A through one im2col copy a
+// stage instead of 128 threads' cp.async. Opt-in only; its source compiles for sm_90a in
+// every dtype and math mode without spills; the im2col map the host derives walks the
+// output pixels in y's order for padding, stride, dilation and channel tails; problems the
+// map cannot express keep the cp.async copies, with the reason said.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "compile/nvrtc.hpp"
+#include "compile/ptxas_report.hpp"
+#include "specialize/algorithm.hpp"
+#include "specialize/specialized_source.hpp"
+#include "support/scoped_env.hpp"
+
+namespace convjit {
+namespace {
+
+using testing::ScopedEnv;
+
+const Conv2dDesc kHeadline{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
+
+Conv2dDesc nhwc(Conv2dDesc d, DType dtype = DType::kFloat32, MathMode math = MathMode::kTF32) {
+  d.layout = Layout::kNHWC;
+  d.dtype = dtype;
+  d.math = math;
+  return d;
+}
+
+std::string constant(const Specialization& src, const std::string& type, const std::string& name) {
+  const std::string needle = "constexpr " + type + " " + name + " = ";
+  const auto at = src.source.text.find(needle);
+  if (at == std::string::npos) return "<absent>";
+  return src.source.text.substr(at + needle.size(), src.source.text.find(';', at) - at - needle.size());
+}
+
+bool is_tma(const Specialization& src) { return src.source.kernel_name.ends_with("_tma"); }
+
+TEST(WgmmaTmaKernel, TheVariantIsOptInAndTheDefaultSourceSaysSo) {
+  const Conv2dDesc d = nhwc(kHeadline, DType::kFloat16);
+  for (const char* value : {static_cast<const char*>(nullptr), "", "0"}) {
+    ScopedEnv env("CONVJIT_WGMMA_TMA", value);
+    const auto src = specialize_wgmma(d);
+    SCOPED_TRACE(value == nullptr ? "unset" : value);
+    EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
+    EXPECT_EQ(constant(src, "bool", "kATma"), "false");
+    EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_TMA"), std::string::npos);
+    EXPECT_FALSE(src.launch.a_map.has_value());
+    EXPECT_NE(src.launch.tile.find("16-byte pieces"), std::string::npos) << src.launch.tile;
+  }
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  const auto src = specialize_wgmma(d);
+  EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
+  EXPECT_EQ(constant(src, "bool", "kATma"), "true");
+  EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_TMA 1"), std::string::npos);
+  ASSERT_TRUE(src.launch.a_map.has_value());
+  EXPECT_NE(src.launch.tile.find("x by TMA im2col"), std::string::npos) << src.launch.tile;
+  // The map's global address is x: 16-byte aligned, as the 16-byte cp.async pieces needed.
+  EXPECT_EQ(src.launch.needs.x, 16u);
+  // The stages start on a 1024-byte boundary the kernel finds at run time: 1024 bytes more.
+  ScopedEnv off("CONVJIT_WGMMA_TMA", nullptr);
+  EXPECT_EQ(src.launch.geometry.shared_bytes, specialize_wgmma(d).launch.geometry.shared_bytes + 1024);
+}
+
+// A mid-size 3x3, a grouped strided dilated problem with a channel tail past C, a deep one
+// split across SMs and a dynamic-batch one, in every dtype and math mode: one im2col copy
+// a stage (4-D, the map a 128-byte parameter after y), no cp.async left for x, the
+// consumers' wgmma unchanged, no spills, no serialized wgmma.
+TEST(WgmmaTmaKernel, SourcesCompileToIm2colCopiesWithoutSpillsInEveryDtypeAndMathMode) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  Conv2dDesc dynamic{.n = 4, .c = 96, .h = 14, .w = 14, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  dynamic.dynamic_batch = true;
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 64, .h = 28, .w = 28, .k = 192, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 1,
+       .c = 128,
+       .h = 9,
+       .w = 13,
+       .k = 70,
+       .r = 2,
+       .s = 3,
+       .stride_h = 2,
+       .dilation_w = 2,
+       .groups = 2,
+       .activation = Activation::kRelu},
+      {.n = 1, .c = 520, .h = 7, .w = 7, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      dynamic,
+  };
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32},
+                                              {DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32}};
+  int index = 0;
+  for (const Conv2dDesc& shape : shapes) {
+    for (const auto& [dtype, math] : kinds) {
+      // The dynamic-batch shape in one kind only: its difference is the parameter list.
+      if (shape.dynamic_batch && index++ % 4 != 2) continue;
+      const Conv2dDesc d = nhwc(shape, dtype, math);
+      ASSERT_FALSE(wgmma_tma_unsupported_reason(d)) << *wgmma_tma_unsupported_reason(d);
+      const auto src = specialize_wgmma(d);
+      SCOPED_TRACE(src.source.kernel_name);
+      ASSERT_TRUE(is_tma(src));
+      const auto out =
+          Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+      const std::string& ptx = out.ptx;
+      EXPECT_NE(ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes"),
+                std::string::npos);
+      EXPECT_NE(ptx.find("prefetch.tensormap"), std::string::npos);
+      EXPECT_NE(ptx.find(".param .align 64 .b8 " + src.source.kernel_name + "_param_4[128]"), std::string::npos);
+      if (d.dynamic_batch) {
+        EXPECT_NE(ptx.find(src.source.kernel_name + "_param_5"), std::string::npos);  // the batch, after the map
+      }
+      EXPECT_EQ(ptx.find("cp.async.cg.shared.global"), std::string::npos);
+      EXPECT_EQ(ptx.find("cp.async.ca.shared.global"), std::string::npos);
+      EXPECT_NE(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);  // the weights
+      EXPECT_NE(ptx.find("wgmma.mma_async.sync.aligned.m64n"), std::string::npos);
+      const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+      EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    }
+  }
+}
+
+// The traversal the PTX ISA describes for im2col mode, over the map the host derived:
+// from the instruction's start (w, h, n), step along W by its element stride, wrapping to
+// the box's lower W corner and the next H row past the box's last W position, and to the
+// next image past its last H row. Step i must be tile pixel i's tap-(0, 0) input position,
+// and each tap's offset added to it must be the convolution's input position, for every
+// tile of the problem: then the kBM rows of a stage are y's pixels in order.
+void expect_map_walks_output_pixels(const Conv2dDesc& d) {
+  const auto src = specialize_wgmma(d);
+  SCOPED_TRACE(src.source.kernel_name);
+  ASSERT_TRUE(src.launch.a_map.has_value());
+  const Im2colTensorMap& m = *src.launch.a_map;
+  const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
+  EXPECT_EQ(m.dtype, d.dtype);
+  EXPECT_EQ(m.dims[0], static_cast<std::uint64_t>(d.c));
+  EXPECT_EQ(m.dims[1], static_cast<std::uint64_t>(d.w));
+  EXPECT_EQ(m.dims[2], static_cast<std::uint64_t>(d.h));
+  EXPECT_EQ(m.dims[3], static_cast<std::uint64_t>(d.n));
+  EXPECT_EQ(m.strides[0], d.c * e);
+  EXPECT_EQ(m.strides[1], d.c * e * d.w);
+  EXPECT_EQ(m.strides[2], d.c * e * d.w * d.h);
+  EXPECT_EQ(m.channels_per_pixel * e, 128u);
+  const int bm = std::stoi(constant(src, "int", "kBQ"));
+  EXPECT_EQ(m.pixels_per_column, static_cast<unsigned>(bm));
+  EXPECT_EQ(m.element_strides[0], 1u);
+  EXPECT_EQ(m.element_strides[3], 1u);
+  const int sw = static_cast<int>(m.element_strides[1]);
+  const int sh = static_cast<int>(m.element_strides[2]);
+  const int w_last = d.w - 1 + m.upper[0];
+  const int h_last = d.h - 1 + m.upper[1];
+  ASSERT_GE(w_last, m.lower[0]);
+  ASSERT_GE(h_last, m.lower[1]);
+  for (int corner : {m.lower[0], m.lower[1], m.upper[0], m.upper[1]}) {
+    EXPECT_GE(corner, -128);
+    EXPECT_LE(corner, 127);
+  }
+  // Each tap reads its input at the traversal's position plus (s x dilation_w, r x
+  // dilation_h), which the instruction takes unsigned, up to 255 in rank 4: so the position
+  // the walk below checks is the convolution's tap-(0, 0) input, and every tap follows.
+  EXPECT_LE((d.s - 1) * d.dilation_w, 255);
+  EXPECT_LE((d.r - 1) * d.dilation_h, 255);
+  const auto out = d.output_shape();
+  const int pixels = out.n * out.p * out.q;
+  for (int tile = 0; tile * bm < pixels; ++tile) {
+    // The kernel's start: the tile's first pixel at tap (0, 0).
+    const int first = tile * bm;
+    const int img0 = first / (out.p * out.q);
+    const int pq0 = first - img0 * out.p * out.q;
+    int n = img0;
+    int h = pq0 / out.q * d.stride_h - d.pad_h;
+    int w = pq0 % out.q * d.stride_w - d.pad_w;
+    for (int i = 0; i < bm && first + i < pixels; ++i) {
+      const int pixel = first + i;
+      const int img = pixel / (out.p * out.q);
+      const int p = pixel / out.q % out.p;
+      const int q = pixel % out.q;
+      ASSERT_EQ(n, img) << "tile " << tile << " row " << i;
+      ASSERT_EQ(h, p * d.stride_h - d.pad_h) << "tile " << tile << " row " << i;
+      ASSERT_EQ(w, q * d.stride_w - d.pad_w) << "tile " << tile << " row " << i;
+      w += sw;
+      if (w > w_last) {
+        w = m.lower[0];
+        h += sh;
+        if (h > h_last) {
+          h = m.lower[1];
+          ++n;
+        }
+      }
+    }
+  }
+}
+
+TEST(WgmmaTmaKernel, TheMapWalksTheOutputPixelsInYsOrderForPaddingStrideAndDilation) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  const Conv2dDesc shapes[] = {
+      // no padding, stride 1: the box ends where the filter's last tap would leave x
+      {.n = 3, .c = 32, .h = 11, .w = 13, .k = 64, .r = 3, .s = 5},
+      // padding wider than the filter's reach on one side
+      {.n = 2, .c = 64, .h = 9, .w = 10, .k = 40, .r = 3, .s = 3, .pad_h = 2, .pad_w = 3},
+      // strides that leave input columns over at the end (W + 2 pad - reach not a multiple)
+      {.n = 2,
+       .c = 96,
+       .h = 17,
+       .w = 23,
+       .k = 48,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 3,
+       .pad_h = 1,
+       .pad_w = 1},
+      // dilation with stride and padding: upper corners below -pad
+      {.n = 1,
+       .c = 40,
+       .h = 30,
+       .w = 31,
+       .k = 33,
+       .r = 3,
+       .s = 4,
+       .stride_h = 2,
+       .stride_w = 1,
+       .pad_h = 2,
+       .pad_w = 1,
+       .dilation_h = 3,
+       .dilation_w = 2},
+      // 1-D (h = r = 1), a channel tail past C, groups whose runs are whole chunks
+      {.n = 4, .c = 36, .h = 1, .w = 300, .k = 64, .r = 1, .s = 7, .stride_w = 2, .pad_w = 3},
+      {.n = 2, .c = 128, .h = 12, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
+      // the headline: many tiles, each starting mid-row
+      kHeadline,
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    for (const auto& [dtype, math] :
+         {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat32, MathMode::kStrictFp32},
+          std::pair{DType::kFloat16, MathMode::kTF32}}) {
+      Conv2dDesc d = nhwc(shape, dtype, math);
+      if (dtype != DType::kFloat32 && d.groups > 1) d.c = 2 * d.c;  // whole 64-channel runs
+      if (d.dtype != DType::kFloat32 && d.c % 8 != 0) d.c += 8 - d.c % 8;
+      d.validate();
+      ASSERT_FALSE(wgmma_tma_unsupported_reason(d)) << d.to_string() << ": " << *wgmma_tma_unsupported_reason(d);
+      expect_map_walks_output_pixels(d);
+    }
+  }
+}
+
+// What the rank-4 im2col map cannot express keeps the cp.async copies: the kernel has no
+// _tma suffix and no map, and its tile says why.
+TEST(WgmmaTmaKernel, ProblemsTheMapCannotExpressKeepCpAsyncWithTheReason) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  const Conv2dDesc base = nhwc({.n = 1, .c = 64, .h = 12, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1});
+  struct Case {
+    const char* what;
+    Conv2dDesc desc;
+    AlignmentNeeds align;
+    const char* reason;  // a phrase of the reason
+  };
+  auto with = [&](auto change) {
+    Conv2dDesc d = base;
+    change(d);
+    return d;
+  };
+  const Case cases[] = {
+      {"NCHW", with([](Conv2dDesc& d) { d.layout = Layout::kNCHW; }), kFullAlignment, "NCHW"},
+      {"x 8-byte aligned", base, AlignmentNeeds{8, 16, 16, 16}, "16-byte aligned"},
+      {"24-byte pixels", with([](Conv2dDesc& d) { d.c = 38; }), kFullAlignment, "multiple of 16"},
+      {"groups of 48 channels", with([](Conv2dDesc& d) { d.c = 96, d.groups = 2; }), kFullAlignment,
+       "whole 128-byte chunks"},
+      {"stride 9", with([](Conv2dDesc& d) { d.w = 60, d.stride_w = 9; }), kFullAlignment, "traversal strides"},
+      {"dilated reach 256", with([](Conv2dDesc& d) { d.w = 300, d.dilation_w = 128; }), kFullAlignment,
+       "im2col offsets"},
+      {"padding 129", with([](Conv2dDesc& d) { d.w = 20, d.pad_w = 129, d.s = 1; }), kFullAlignment,
+       "bounding box corner"},
+      {"padding 128 on a 1-wide filter", with([](Conv2dDesc& d) { d.pad_w = 128, d.s = 1; }), kFullAlignment,
+       "bounding box corner"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    c.desc.validate();
+    const auto why = wgmma_tma_unsupported_reason(c.desc, c.align);
+    ASSERT_TRUE(why.has_value());
+    EXPECT_NE(why->find(c.reason), std::string::npos) << *why;
+    ASSERT_FALSE(wgmma_unsupported_reason(c.desc, "sm_90", c.align)) << *wgmma_unsupported_reason(c.desc, "sm_90");
+    const auto src = specialize_wgmma(c.desc, c.align);
+    EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
+    EXPECT_EQ(constant(src, "bool", "kATma"), "false");
+    EXPECT_FALSE(src.launch.a_map.has_value());
+    if (c.desc.layout == Layout::kNHWC) {
+      EXPECT_NE(src.launch.tile.find("TMA im2col refused: " + *why), std::string::npos) << src.launch.tile;
+    }
+  }
+  // Where the map can, the plan's variant for less-aligned x is the cp.async kernel.
+  const auto aligned = specialize(base, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_TRUE(is_tma(aligned)) << aligned.source.kernel_name;
+  const auto unaligned = specialize(base, Algorithm::kImplicitGemm, "sm_90", AlignmentNeeds{4, 16, 16, 16});
+  EXPECT_FALSE(is_tma(unaligned)) << unaligned.source.kernel_name;
+  EXPECT_EQ(unaligned.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
+}
+
+// The threshold of nhwc_prefers_wgmma was measured on cp.async copies: with the variable
+// set, large grids the map can read (the headline) go to the TMA kernel so that they can be
+// timed; without it the rule is as before.
+TEST(WgmmaTmaKernel, TheVariableRoutesLargeNhwcGridsToTheTmaKernel) {
+  const Conv2dDesc d = nhwc(kHeadline, DType::kFloat16);
+  {
+    ScopedEnv env("CONVJIT_WGMMA_TMA", nullptr);
+    EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90"));
+    EXPECT_EQ(specialize(d, Algorithm::kImplicitGemm, "sm_90").source.template_name, "conv2d_implicit_gemm_mma.cu");
+  }
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
+  const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
+  // Fewer channels than a chunk still go to mma.sync.
+  Conv2dDesc narrow = d;
+  narrow.c = 32;
+  EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
+}
+
+}  // namespace
+}  // namespace convjit

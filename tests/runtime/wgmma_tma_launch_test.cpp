@@ -1,0 +1,205 @@
+// The wgmma kernel's TMA variant on the launch path, on the fake driver: each run encodes
+// the im2col map of its own x and batch with the arguments the specializer derived (the
+// fake checks them against the driver's documented limits), passes it after y, and a map
+// the driver refuses is an error naming the call and every argument, with nothing
+// launched. Without CONVJIT_WGMMA_TMA nothing is encoded and the parameters are as before.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "support/fake_driver_test.hpp"
+#include "support/scoped_env.hpp"
+
+namespace convjit {
+namespace {
+
+using testing::expect_error;
+using testing::FakeIm2colEncode;
+using testing::Operands;
+using testing::ScopedEnv;
+
+Conv2dDesc nhwc(Conv2dDesc d, DType dtype) {
+  d.layout = Layout::kNHWC;
+  d.dtype = dtype;
+  return d;
+}
+
+class WgmmaTmaLaunch : public testing::FakeDriverTest {
+ protected:
+  const Conv2dPlan& plan_for(Runtime& rt, const Conv2dDesc& d) {
+    plans_.push_back(rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm}));
+    return plans_.back();
+  }
+  std::deque<Conv2dPlan> plans_;  // references to its elements stay valid as it grows
+};
+
+struct Expected {
+  CUtensorMapDataType dtype;
+  std::vector<std::uint64_t> dims, strides;
+  std::vector<int> lower, upper;
+  unsigned channels, pixels;
+  std::vector<unsigned> element_strides;
+};
+
+void expect_encode(const FakeIm2colEncode& e, const void* x, const Expected& want) {
+  EXPECT_EQ(e.dtype, want.dtype);
+  EXPECT_EQ(e.rank, 4u);
+  EXPECT_EQ(e.address, x);
+  EXPECT_EQ(e.dims, want.dims);
+  EXPECT_EQ(e.strides, want.strides);
+  EXPECT_EQ(e.lower, want.lower);
+  EXPECT_EQ(e.upper, want.upper);
+  EXPECT_EQ(e.channels_per_pixel, want.channels);
+  EXPECT_EQ(e.pixels_per_column, want.pixels);
+  EXPECT_EQ(e.element_strides, want.element_strides);
+  EXPECT_EQ(e.interleave, CU_TENSOR_MAP_INTERLEAVE_NONE);
+  EXPECT_EQ(e.swizzle, CU_TENSOR_MAP_SWIZZLE_128B);
+  EXPECT_EQ(e.oob_fill, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+}
+
+TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  Runtime rt(options());
+  struct Case {
+    Conv2dDesc desc;
+    Expected want;
+  };
+  // f16, padding 1: corners -1 / -1 (3x3); f32 strict with stride 2, dilation 2, padding 2
+  // on a 3x5 filter: upper corners 2 - 2 x 2 = -2 (H) and 2 - 2 x 4 = -6 (W), element
+  // strides 2 (40 output channels: n64 tiles, so 256 pixels even in 3xTF32); bf16 1-D over
+  // a channel tail (72 channels, two 64-channel chunks).
+  const Case cases[] = {
+      {nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+            DType::kFloat16),
+       {CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        {64, 12, 10, 2},
+        {128, 1536, 15360},
+        {-1, -1},
+        {-1, -1},
+        64,
+        256,
+        {1, 1, 1, 1}}},
+      {[] {
+         Conv2dDesc d = nhwc({.n = 1,
+                              .c = 36,
+                              .h = 20,
+                              .w = 21,
+                              .k = 40,
+                              .r = 3,
+                              .s = 5,
+                              .stride_h = 2,
+                              .stride_w = 2,
+                              .pad_h = 2,
+                              .pad_w = 2,
+                              .dilation_h = 2,
+                              .dilation_w = 2},
+                             DType::kFloat32);
+         d.math = MathMode::kStrictFp32;
+         return d;
+       }(),
+       {CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+        {36, 21, 20, 1},
+        {144, 3024, 60480},
+        {-2, -2},
+        {-6, -2},
+        32,
+        256,
+        {1, 2, 2, 1}}},
+      {nhwc({.n = 3, .c = 72, .h = 1, .w = 50, .k = 32, .r = 1, .s = 3, .pad_w = 1}, DType::kBFloat16),
+       {CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {72, 50, 1, 3}, {144, 7200, 7200}, {-1, 0}, {-1, 0}, 64, 256, {1, 1, 1, 1}}},
+  };
+  for (const Case& c : cases) {
+    fake().reset();
+    const Conv2dPlan& plan = plan_for(rt, c.desc);
+    SCOPED_TRACE(plan.kernel_name());
+    ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+    EXPECT_EQ(plan.alignment().x, 16u);
+    Operands ops(c.desc);
+    for (int run = 0; run < 2; ++run) plan.run(ops.args());
+    const auto encodes = fake().im2col_encodes();
+    ASSERT_EQ(encodes.size(), 2u);  // one a run: the map holds the run's x
+    for (const auto& e : encodes) expect_encode(e, ops.x.at(), c.want);
+    // Pack, convolution (and split-K's reduce pass, for the strict case), twice.
+    int convolutions = 0;
+    for (const auto& launch : fake().launches()) {
+      if (launch.function != plan.kernel_name()) continue;
+      ++convolutions;
+      ASSERT_EQ(launch.args.size(), 5u);  // x, packed, bias, y (or the partial sums), the map
+      EXPECT_EQ(launch.pointer_arg(0), ops.x.at());
+      EXPECT_EQ(launch.pointer_arg(4), ops.x.at());  // the fake's map starts with its address
+    }
+    EXPECT_EQ(convolutions, 2);
+  }
+}
+
+TEST_F(WgmmaTmaLaunch, ADynamicBatchRunEncodesItsOwnBatchAndPassesTheBatchAfterTheMap) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  Runtime rt(options());
+  Conv2dDesc d =
+      nhwc({.n = 8, .c = 64, .h = 6, .w = 7, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
+  d.dynamic_batch = true;
+  const Conv2dPlan& plan = plan_for(rt, d);
+  ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  Operands ops(d);
+  Conv2dArgs args = ops.args();
+  args.n = 3;
+  plan.run(args);
+  const auto encodes = fake().im2col_encodes();
+  ASSERT_EQ(encodes.size(), 1u);
+  EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{64, 7, 6, 3}));
+  const auto conv = fake().launches().back();
+  ASSERT_EQ(conv.args.size(), 6u);
+  EXPECT_EQ(conv.pointer_arg(4), ops.x.at());
+  EXPECT_EQ(conv.args[5], 3u);
+}
+
+TEST_F(WgmmaTmaLaunch, AMapTheDriverRefusesIsAnErrorNamingEveryArgumentAndNothingIsLaunched) {
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  Runtime rt(options());
+  const Conv2dDesc d =
+      nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
+  const Conv2dPlan& plan = plan_for(rt, d);
+  Operands ops(d);
+  fake().fail_next("cuTensorMapEncodeIm2col", CUDA_ERROR_INVALID_VALUE);
+  expect_error(ErrorCode::kDriver, [&] { plan.run(ops.args()); },
+               {"cuTensorMapEncodeIm2col", "im2col tensor map", plan.kernel_name(), "dims (C, W, H, N) 64x12x10x2",
+                "pixel box corners W [-1, -1] H [-1, -1]", "64 channels a pixel", "256 pixels a column",
+                "CUDA_ERROR_INVALID_VALUE"});
+  EXPECT_EQ(launch_count(), 0u);  // not even the pack kernel
+  // The next run encodes and launches as usual.
+  plan.run(ops.args());
+  EXPECT_EQ(launch_count(), 2u);
+}
+
+TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheDefaultPathEncodeNothing) {
+  const Conv2dDesc d =
+      nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
+  {
+    ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+    Runtime rt(options());
+    const Conv2dPlan& plan = plan_for(rt, d);
+    Operands ops(d);
+    // x 4 bytes past a 16-byte boundary: the map cannot start there, so the variant for
+    // that alignment copies with cp.async and takes the four pointers alone.
+    plan.run(ops.args(/*x_offset=*/4));
+    EXPECT_TRUE(fake().im2col_encodes().empty());
+    const auto conv = fake().launches().back();
+    EXPECT_FALSE(conv.function.ends_with("_tma")) << conv.function;
+    EXPECT_EQ(conv.args.size(), 4u);
+  }
+  fake().reset();
+  ScopedEnv env("CONVJIT_WGMMA_TMA", nullptr);
+  Runtime rt(options());
+  const Conv2dPlan& plan = plan_for(rt, d);
+  EXPECT_FALSE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  Operands ops(d);
+  plan.run(ops.args());
+  EXPECT_EQ(fake().calls("cuTensorMapEncodeIm2col"), 0u);
+  EXPECT_EQ(fake().launches().back().args.size(), 4u);
+}
+
+}  // namespace
+}  // namespace convjit
