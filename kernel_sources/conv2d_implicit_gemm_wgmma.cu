@@ -572,30 +572,63 @@ __device__ __forceinline__ Element packed_value(Element v, int plane) {
   return v;
 }
 
-// Element i of the NHWC packing: weights [K][R][S][C/groups] -> [group][k block][tap (r, s)]
-// [chunk of kStageC channels][plane][k step][kBN x kChunkC core-matrix layout], so that
-// stage tap * kChunks + chunk is one contiguous run, in the order the producer walks.
-__device__ __forceinline__ Element packed_weight_nhwc(const Element* __restrict__ w, long long i) {
-  const int in_step = static_cast<int>(i % kBTapElems);
-  long long rest = i / kBTapElems;
-  const int sub = static_cast<int>(rest % kSub);
-  rest /= kSub;
-  const int plane = static_cast<int>(rest % kPlanes);
-  rest /= kPlanes;
-  const int chunk = static_cast<int>(rest % kChunks);
-  rest /= kChunks;
-  const int tap = static_cast<int>(rest % (kR * kS));
-  rest /= kR * kS;
+// The packing writes 16-byte rows of a core matrix: kPackRow consecutive k (channels) of
+// one n (output channel), so one thread does a row's index arithmetic once and, in NHWC,
+// reads the row from one contiguous run of w.
+constexpr int kPackRow = 16 / static_cast<int>(sizeof(Element));
+constexpr int kBTapRows = kBTapElems / kPackRow;
+static_assert(kBTapElems % kPackRow == 0, "a core matrix is whole 16-byte rows");
+constexpr long long kPackedRows = kPackedElems / kPackRow;
+using PackIndex = typename device::IndexType<(kPackedRows > 2147483647ll)>::type;
+
+// Where row `row` of the packing reads w: its first element's index in w (its k elements
+// follow 1 apart in NHWC, kR x kS apart in NCHW), its plane, and its first channel and
+// output channel (the caller zero-fills past the group's). The packing's order,
+// outermost first:
+// NHWC (w [K][R][S][C/groups]): [group][k block][tap (r, s)][chunk of kStageC channels]
+//   [plane][k step][kBN x kChunkC core-matrix layout], so that stage tap * kChunks + chunk
+//   is one contiguous run, in the order the producer walks;
+// NCHW (w [K][C/groups][R][S]): [group][k block][chunk][r][plane][s][core-matrix layout].
+struct PackRow {
+  long long w_index;
+  int plane, c, k_out;
+};
+__device__ __forceinline__ PackRow pack_row(PackIndex row) {
+  const int in_tap = static_cast<int>(row % kBTapRows);
+  PackIndex rest = row / kBTapRows;
+  // Invert the core-matrix layout: 16-byte rows of 8 (n) x 16 bytes of k, two k halves.
+  const int n = in_tap / 16 * 8 + in_tap % 8;
+  const int k = in_tap / 8 % 2 * kPackRow;
+  int plane, c, tap;
+  if constexpr (kNhwc) {
+    const int sub = static_cast<int>(rest % kSub);
+    rest /= kSub;
+    plane = static_cast<int>(rest % kPlanes);
+    rest /= kPlanes;
+    const int chunk = static_cast<int>(rest % kChunks);
+    rest /= kChunks;
+    tap = static_cast<int>(rest % (kR * kS));
+    rest /= kR * kS;
+    c = chunk * kStageC + sub * kChunkC + k;
+  } else {
+    const int s = static_cast<int>(rest % kS);
+    rest /= kS;
+    plane = static_cast<int>(rest % kPlanes);
+    rest /= kPlanes;
+    const int r = static_cast<int>(rest % kR);
+    rest /= kR;
+    const int chunk = static_cast<int>(rest % kChunks);
+    rest /= kChunks;
+    tap = r * kS + s;
+    c = chunk * kChunkC + k;
+  }
   const int kb = static_cast<int>(rest % kKBlocks);
   const int group = static_cast<int>(rest / kKBlocks);
-  constexpr int kPerRow = 16 / static_cast<int>(sizeof(Element));  // k elements in 16 bytes
-  const int n = in_step / (16 * kPerRow) * 8 + (in_step / kPerRow) % 8;
-  const int k = (in_step / (8 * kPerRow)) % 2 * kPerRow + in_step % kPerRow;
   const int k_out = kb * kBN + n;
-  const int c = chunk * kStageC + sub * kChunkC + k;
-  if (k_out >= kKPerGroup || c >= kCPerGroup) return Element{};
-  return packed_value(w[((static_cast<long long>(group) * kKPerGroup + k_out) * (kR * kS) + tap) * kCPerGroup + c],
-                      plane);
+  const long long filter = static_cast<long long>(group) * kKPerGroup + k_out;
+  const long long w_index =
+      kNhwc ? (filter * (kR * kS) + tap) * kCPerGroup + c : (filter * kCPerGroup + c) * (kR * kS) + tap;
+  return {w_index, plane, c, k_out};
 }
 
 // NHWC producer (warpgroup 0, every warp copies): per stage, the tap's kStageC channels
@@ -797,41 +830,22 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 
 }  // namespace wg
 
-// Weights [K][C/groups][R][S] -> [group][k block][chunk][r][plane][s][kBN x kChunkC
-// core-matrix layout] (NHWC: see packed_weight_nhwc): TF32-rounded (one plane), the exact big/small split (two planes)
-// or 16-bit as they are; zero where the block or the chunk runs past the group's channels.
+// Weights -> the packing pack_row describes: TF32-rounded (one plane), the exact
+// big/small split (two planes) or 16-bit as they are; zero where the block or the chunk
+// runs past the group's channels. One 16-byte row a thread, one 16-byte store.
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
   using namespace wg;
-  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kPackedElems; i += 256ll * gridDim.x) {
-    if constexpr (kNhwc) {
-      packed[i] = packed_weight_nhwc(w, i);
-      continue;
+  for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
+    const PackRow at = pack_row(row);
+    constexpr long long kStep = kNhwc ? 1 : kR * kS;  // between consecutive channels in w
+    alignas(16) Element v[kPackRow];
+#pragma unroll
+    for (int j = 0; j < kPackRow; ++j) {
+      v[j] = at.k_out < kKPerGroup && at.c + j < kCPerGroup ? packed_value(w[at.w_index + j * kStep], at.plane)
+                                                            : Element{};
     }
-    const int in_tap = static_cast<int>(i % kBTapElems);
-    long long rest = i / kBTapElems;
-    const int s = static_cast<int>(rest % kS);
-    rest /= kS;
-    const int plane = static_cast<int>(rest % kPlanes);
-    rest /= kPlanes;
-    const int r = static_cast<int>(rest % kR);
-    rest /= kR;
-    const int chunk = static_cast<int>(rest % kChunks);
-    rest /= kChunks;
-    const int kb = static_cast<int>(rest % kKBlocks);
-    const int group = static_cast<int>(rest / kKBlocks);
-    // Invert the core-matrix layout: 16-byte rows of 8 (n) x 16 bytes of k, two k halves.
-    constexpr int kPerRow = 16 / static_cast<int>(sizeof(Element));  // k elements in 16 bytes
-    const int n = in_tap / (16 * kPerRow) * 8 + (in_tap / kPerRow) % 8;
-    const int k = (in_tap / (8 * kPerRow)) % 2 * kPerRow + in_tap % kPerRow;
-    const int k_out = kb * kBN + n;
-    const int c = chunk * kChunkC + k;
-    Element v{};
-    if (k_out < kKPerGroup && c < kCPerGroup) {
-      v = packed_value(
-          w[((static_cast<long long>(group) * kKPerGroup + k_out) * kCPerGroup + c) * (kR * kS) + r * kS + s], plane);
-    }
-    packed[i] = v;
+    *reinterpret_cast<uint4*>(packed + static_cast<long long>(row) * kPackRow) = *reinterpret_cast<const uint4*>(v);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "base/float16.hpp"
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
@@ -90,6 +91,9 @@ class NhwcImplicitGemm : public ::testing::Test {
   }
   RuntimeOptions options() const { return RuntimeOptions{.cache_dir = dir_.path()}; }
   testing::TempDir dir_;
+  // These tests hold the cp.async kernels (mma.sync and wgmma) to float64; the wgmma
+  // kernel's TMA variant, the default where its map reads x, has its own (WgmmaTma).
+  testing::ScopedEnv cp_async_{"CONVJIT_WGMMA_TMA", "0"};
 };
 
 TEST_F(NhwcImplicitGemm, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {

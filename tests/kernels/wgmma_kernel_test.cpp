@@ -8,6 +8,7 @@
 #include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/scoped_env.hpp"
 #include "support/workloads.hpp"
 
 namespace convjit {
@@ -129,6 +130,8 @@ Conv2dDesc nhwc(Conv2dDesc d, DType dtype = DType::kFloat32, MathMode math = Mat
 // channel tail, in every dtype and math mode: wgmma from registers on A, bulk copies for B,
 // the widest cp.async the channel run allows, no spills, no serialized wgmma.
 TEST(WgmmaKernel, NhwcCompilesToWgmmaWithoutSpillsInEveryDtypeAndMathMode) {
+  // The cp.async copies of x; the TMA variant has its own (wgmma_tma_kernel_test.cpp).
+  testing::ScopedEnv cp_async("CONVJIT_WGMMA_TMA", "0");
   const Conv2dDesc shapes[] = {
       {.n = 2, .c = 64, .h = 28, .w = 28, .k = 192, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
       kHeadline,

@@ -1,8 +1,8 @@
-// The NHWC wgmma kernel's TMA variant (CONVJIT_WGMMA_TMA=1): A through one im2col copy a
-// stage instead of 128 threads' cp.async. Opt-in only; its source compiles for sm_90a in
-// every dtype and math mode without spills; the im2col map the host derives walks the
-// output pixels in y's order for padding, stride, dilation and channel tails; problems the
-// map cannot express keep the cp.async copies, with the reason said.
+// The NHWC wgmma kernel's TMA variant: A through one im2col copy a stage instead of 128
+// threads' cp.async. It is the default (CONVJIT_WGMMA_TMA=0 turns it off); its source
+// compiles for sm_90a in every dtype and math mode without spills; the im2col map the host
+// derives walks the output pixels in y's order for padding, stride, dilation and channel
+// tails; problems the map cannot express keep the cp.async copies, with the reason said.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -37,30 +37,30 @@ std::string constant(const Specialization& src, const std::string& type, const s
 
 bool is_tma(const Specialization& src) { return src.source.kernel_name.ends_with("_tma"); }
 
-TEST(WgmmaTmaKernel, TheVariantIsOptInAndTheDefaultSourceSaysSo) {
+TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
   const Conv2dDesc d = nhwc(kHeadline, DType::kFloat16);
-  for (const char* value : {static_cast<const char*>(nullptr), "", "0"}) {
+  for (const char* value : {static_cast<const char*>(nullptr), "", "1"}) {
     ScopedEnv env("CONVJIT_WGMMA_TMA", value);
-    const auto src = specialize_wgmma(d);
     SCOPED_TRACE(value == nullptr ? "unset" : value);
-    EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
-    EXPECT_EQ(constant(src, "bool", "kATma"), "false");
-    EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_TMA"), std::string::npos);
-    EXPECT_FALSE(src.launch.a_map.has_value());
-    EXPECT_NE(src.launch.tile.find("16-byte pieces"), std::string::npos) << src.launch.tile;
+    const auto src = specialize_wgmma(d);
+    EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
+    EXPECT_EQ(constant(src, "bool", "kATma"), "true");
+    EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_TMA 1"), std::string::npos);
+    ASSERT_TRUE(src.launch.a_map.has_value());
+    EXPECT_NE(src.launch.tile.find("x by TMA im2col"), std::string::npos) << src.launch.tile;
+    // The map's global address is x: 16-byte aligned, as the 16-byte cp.async pieces needed.
+    EXPECT_EQ(src.launch.needs.x, 16u);
   }
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  const auto tma = specialize_wgmma(d);
+  ScopedEnv off("CONVJIT_WGMMA_TMA", "0");
   const auto src = specialize_wgmma(d);
-  EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
-  EXPECT_EQ(constant(src, "bool", "kATma"), "true");
-  EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_TMA 1"), std::string::npos);
-  ASSERT_TRUE(src.launch.a_map.has_value());
-  EXPECT_NE(src.launch.tile.find("x by TMA im2col"), std::string::npos) << src.launch.tile;
-  // The map's global address is x: 16-byte aligned, as the 16-byte cp.async pieces needed.
-  EXPECT_EQ(src.launch.needs.x, 16u);
+  EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
+  EXPECT_EQ(constant(src, "bool", "kATma"), "false");
+  EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_TMA"), std::string::npos);
+  EXPECT_FALSE(src.launch.a_map.has_value());
+  EXPECT_NE(src.launch.tile.find("16-byte pieces"), std::string::npos) << src.launch.tile;
   // The stages start on a 1024-byte boundary the kernel finds at run time: 1024 bytes more.
-  ScopedEnv off("CONVJIT_WGMMA_TMA", nullptr);
-  EXPECT_EQ(src.launch.geometry.shared_bytes, specialize_wgmma(d).launch.geometry.shared_bytes + 1024);
+  EXPECT_EQ(tma.launch.geometry.shared_bytes, src.launch.geometry.shared_bytes + 1024);
 }
 
 // A mid-size 3x3, a grouped strided dilated problem with a channel tail past C, a deep one
@@ -68,7 +68,6 @@ TEST(WgmmaTmaKernel, TheVariantIsOptInAndTheDefaultSourceSaysSo) {
 // a stage (4-D, the map a 128-byte parameter after y), no cp.async left for x, the
 // consumers' wgmma unchanged, no spills, no serialized wgmma.
 TEST(WgmmaTmaKernel, SourcesCompileToIm2colCopiesWithoutSpillsInEveryDtypeAndMathMode) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   Conv2dDesc dynamic{.n = 4, .c = 96, .h = 14, .w = 14, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   dynamic.dynamic_batch = true;
   const Conv2dDesc shapes[] = {
@@ -195,7 +194,6 @@ void expect_map_walks_output_pixels(const Conv2dDesc& d) {
 }
 
 TEST(WgmmaTmaKernel, TheMapWalksTheOutputPixelsInYsOrderForPaddingStrideAndDilation) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   const Conv2dDesc shapes[] = {
       // no padding, stride 1: the box ends where the filter's last tap would leave x
       {.n = 3, .c = 32, .h = 11, .w = 13, .k = 64, .r = 3, .s = 5},
@@ -250,7 +248,6 @@ TEST(WgmmaTmaKernel, TheMapWalksTheOutputPixelsInYsOrderForPaddingStrideAndDilat
 // What the rank-4 im2col map cannot express keeps the cp.async copies: the kernel has no
 // _tma suffix and no map, and its tile says why.
 TEST(WgmmaTmaKernel, ProblemsTheMapCannotExpressKeepCpAsyncWithTheReason) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   const Conv2dDesc base = nhwc({.n = 1, .c = 64, .h = 12, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1});
   struct Case {
     const char* what;
@@ -300,17 +297,19 @@ TEST(WgmmaTmaKernel, ProblemsTheMapCannotExpressKeepCpAsyncWithTheReason) {
   EXPECT_EQ(unaligned.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
 }
 
-// The threshold of nhwc_prefers_wgmma was measured on cp.async copies: with the variable
-// set, large grids the map can read (the headline) go to the TMA kernel so that they can be
-// timed; without it the rule is as before.
-TEST(WgmmaTmaKernel, TheVariableRoutesLargeNhwcGridsToTheTmaKernel) {
+// Where the map reads x, large NHWC grids (the headline) go to the TMA kernel; with the
+// cp.async copies (CONVJIT_WGMMA_TMA=0, or x the map cannot take) mma.sync keeps them.
+TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
   const Conv2dDesc d = nhwc(kHeadline, DType::kFloat16);
   {
-    ScopedEnv env("CONVJIT_WGMMA_TMA", nullptr);
+    ScopedEnv env("CONVJIT_WGMMA_TMA", "0");
     EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90"));
     EXPECT_EQ(specialize(d, Algorithm::kImplicitGemm, "sm_90").source.template_name, "conv2d_implicit_gemm_mma.cu");
   }
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
+  const AlignmentNeeds x_by_8{8, 16, 16, 16};
+  EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90", x_by_8));
+  EXPECT_EQ(specialize(d, Algorithm::kImplicitGemm, "sm_90", x_by_8).source.template_name,
+            "conv2d_implicit_gemm_mma.cu");
   EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
   const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
   EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;

@@ -2,7 +2,9 @@
 // global capture mode that allocates, frees or loads a module gets an error and the
 // capture is invalidated. A plan's first run, prepare(), a caller's workspace and
 // Runtime::conv2d's first use must all leave a capture valid.
+#include <optional>
 #include <string>
+#include <thread>
 
 #include "support/fake_driver_test.hpp"
 
@@ -167,6 +169,29 @@ TEST_F(GraphCapture, AutotuningWithoutAStoredChoiceRefusesInsideACaptureAndWorks
   EXPECT_EQ(later.stats().autotune_reused, 1u);
   expect_capture_valid(stream);
   expect_captured(0, 1, stream);
+}
+
+// A first autotuned call on the null stream from a thread with no current context (a
+// fresh thread, or a process that never made one current) asks its capture question in
+// the plan's context, as the run does, rather than failing with CUDA_ERROR_INVALID_CONTEXT.
+TEST_F(GraphCapture, AutotuningOnTheNullStreamOfAThreadWithNoCurrentContextTimesInThePlansContext) {
+  RuntimeOptions tuned = options();
+  tuned.autotune = true;
+  tuned.workspace_limit_bytes = 1;  // no im2col candidate (see above)
+  const Conv2dDesc desc{.n = 1, .c = 16, .h = 8, .w = 8, .k = 16, .r = 3, .s = 3};
+  Operands ops(desc);
+  Runtime rt(tuned);
+  std::optional<Error> error;
+  std::thread fresh([&] {
+    try {
+      rt.conv2d(desc, ops.args(), nullptr);
+    } catch (const Error& e) {
+      error = e;
+    }
+  });
+  fresh.join();
+  EXPECT_FALSE(error) << error->what();
+  EXPECT_EQ(rt.stats().autotune_runs, 1u);
 }
 
 TEST_F(GraphCapture, AutotunedPlanForACapturingStreamRefusesInsteadOfInvalidatingTheCapture) {

@@ -2,7 +2,8 @@
 // the im2col map of its own x and batch with the arguments the specializer derived (the
 // fake checks them against the driver's documented limits), passes it after y, and a map
 // the driver refuses is an error naming the call and every argument, with nothing
-// launched. Without CONVJIT_WGMMA_TMA nothing is encoded and the parameters are as before.
+// launched. With CONVJIT_WGMMA_TMA=0 nothing is encoded and the parameters are the cp.async
+// kernel's.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -61,7 +62,6 @@ void expect_encode(const FakeIm2colEncode& e, const void* x, const Expected& wan
 }
 
 TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   Runtime rt(options());
   struct Case {
     Conv2dDesc desc;
@@ -136,7 +136,6 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
 }
 
 TEST_F(WgmmaTmaLaunch, ADynamicBatchRunEncodesItsOwnBatchAndPassesTheBatchAfterTheMap) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   Runtime rt(options());
   Conv2dDesc d =
       nhwc({.n = 8, .c = 64, .h = 6, .w = 7, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
@@ -157,7 +156,6 @@ TEST_F(WgmmaTmaLaunch, ADynamicBatchRunEncodesItsOwnBatchAndPassesTheBatchAfterT
 }
 
 TEST_F(WgmmaTmaLaunch, AMapTheDriverRefusesIsAnErrorNamingEveryArgumentAndNothingIsLaunched) {
-  ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
   Runtime rt(options());
   const Conv2dDesc d =
       nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
@@ -174,11 +172,10 @@ TEST_F(WgmmaTmaLaunch, AMapTheDriverRefusesIsAnErrorNamingEveryArgumentAndNothin
   EXPECT_EQ(launch_count(), 2u);
 }
 
-TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheDefaultPathEncodeNothing) {
+TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheSwitchOffEncodeNothing) {
   const Conv2dDesc d =
       nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
   {
-    ScopedEnv env("CONVJIT_WGMMA_TMA", "1");
     Runtime rt(options());
     const Conv2dPlan& plan = plan_for(rt, d);
     Operands ops(d);
@@ -191,7 +188,7 @@ TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheDefaultPathEncodeNothing) {
     EXPECT_EQ(conv.args.size(), 4u);
   }
   fake().reset();
-  ScopedEnv env("CONVJIT_WGMMA_TMA", nullptr);
+  ScopedEnv env("CONVJIT_WGMMA_TMA", "0");
   Runtime rt(options());
   const Conv2dPlan& plan = plan_for(rt, d);
   EXPECT_FALSE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "specialize/algorithm.hpp"
+#include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
@@ -36,7 +37,27 @@ TEST(AlgorithmChoice, ShallowDenseNhwcProblemsRunOnTensorCoresNotTheDirectKernel
   EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, DType::kFloat32, MathMode::kTF32), "sm_75"), Algorithm::kDirect);
 }
 
-TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheGridLeavesSmsIdleOrInStrictMath) {
+TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheTmaMapReadsX) {
+  // 8 x 56 x 56 pixels x 256 channels: 392 x 2 tiles fill the machine.
+  const Conv2dDesc large{.n = 8, .c = 256, .h = 56, .w = 56, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // Fewer channels than one 128-byte chunk: 3 (f32 chunk 32, 16-bit chunk 64).
+  const Conv2dDesc rgb{.n = 1, .c = 3, .h = 16, .w = 16, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  for (const DType dtype : kDTypes) {
+    for (const MathMode math : kMaths) {
+      SCOPED_TRACE(::testing::Message() << to_string(dtype) << " " << to_string(math));
+      const Conv2dDesc d = with(large, Layout::kNHWC, dtype, math);
+      EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
+      EXPECT_EQ(implicit_gemm_model(d, "sm_90").layout, Layout::kNHWC);
+      EXPECT_FALSE(nhwc_prefers_wgmma(with(rgb, Layout::kNHWC, dtype, math), "sm_90"));
+      // x 4 bytes past a 16-byte boundary: no map, so the cp.async rule below decides.
+      const bool strict = dtype == DType::kFloat32 && math == MathMode::kStrictFp32;
+      EXPECT_EQ(nhwc_prefers_wgmma(d, "sm_90", AlignmentNeeds{4, 16, 16, 16}), strict);
+    }
+  }
+}
+
+TEST(AlgorithmChoice, WithCpAsyncCopiesNhwcTakesWgmmaWhereTheGridLeavesSmsIdleOrInStrictMath) {
+  testing::ScopedEnv cp_async("CONVJIT_WGMMA_TMA", "0");
   // 8 x 8 pixels, 2560 channels: 1 tile of 128 pixels x 10 of 128 channels, far under the
   // 132 SMs, so split-K wgmma in every mode and dtype.
   const Conv2dDesc small_deep{.n = 2, .c = 2560, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};

@@ -960,7 +960,11 @@ CUresult impl_cuStreamIsCapturing(CUstream stream, CUstreamCaptureStatus* status
   auto& s = state();
   std::lock_guard lock(s.mutex);
   *status = CU_STREAM_CAPTURE_STATUS_NONE;
-  if (is_special(stream)) return CUDA_SUCCESS;
+  if (is_special(stream)) {
+    // As the driver: a null or legacy stream means the current context's, so it needs one.
+    Context* c = nullptr;
+    return usable_current(c);
+  }
   Stream* st = find_stream(s, stream);
   if (st == nullptr) return CUDA_ERROR_INVALID_HANDLE;
   if (st->capturing) *status = st->invalidated ? CU_STREAM_CAPTURE_STATUS_INVALIDATED : CU_STREAM_CAPTURE_STATUS_ACTIVE;

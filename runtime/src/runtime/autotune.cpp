@@ -65,6 +65,9 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
     }
   }
   if (candidates.size() == 1) return candidates.front();
+  // Buffers, events and the launches below all belong to the plan's context, and so does a
+  // null `stream` where no context is current (a first call from a fresh thread).
+  ScopedContext scope(dev->context());
   // Timing synchronizes, which would invalidate a graph being captured on `stream`.
   if (is_capturing(reinterpret_cast<CUstream>(stream))) {
     fail(ErrorCode::kUnsupported,
@@ -74,8 +77,6 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
          desc.to_string());
   }
 
-  // Buffers, events and the launches below all belong to the plan's context.
-  ScopedContext scope(dev->context());
   ScratchBuffer x(desc.x_elements() * size_of(desc.dtype));
   ScratchBuffer w(desc.w_elements() * size_of(desc.dtype));
   ScratchBuffer b(static_cast<std::size_t>(desc.k) * size_of(desc.dtype));

@@ -129,22 +129,21 @@ double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kT
 bool strict_fp32(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32; }
 }  // namespace
 
-bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
+bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
   if (d.layout != Layout::kNHWC) return true;
   // A wgmma stage is a 128-byte run of each pixel's channels: with fewer channels a group
   // it copies and multiplies mostly zeros (3-channel stems ran 8-16x slower than mma.sync).
   const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
   const std::int64_t c_per_group = d.c / d.groups;
   if (c_per_group < stage_channels) return false;
-  // NOTE: CONVJIT_WGMMA_TMA (development): the threshold below was measured on the
-  // cp.async copies; until the TMA variant is measured, timing runs get it wherever it can
-  // read x, so that it meets mma.sync and cuDNN on the large grids it was built for.
-  if (wgmma_tma_requested() && !wgmma_tma_unsupported_reason(d)) return true;
-  // Where a 128x128 tiling of the output leaves a third of the SMs idle, wgmma's split-K
-  // fills them (measured 1.3-3x faster than mma.sync); where it already fills the
-  // machine, mma.sync's several blocks an SM keep up (wgmma measured 0.7-1.1x of it in
-  // TF32 and 16-bit), except 3xTF32, where wgmma's rate pays once a tap carries two
-  // 128-byte chunks (1.5x).
+  // Where a TMA im2col map reads x, wgmma measured faster than mma.sync on every problem
+  // of the networks and KernelBench sets that both ran (docs/perf.md, "TMA im2col").
+  if (wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d, align)) return true;
+  // The cp.async copies: where a 128x128 tiling of the output leaves a third of the SMs
+  // idle, wgmma's split-K fills them (measured 1.3-3x faster than mma.sync); where it
+  // already fills the machine, mma.sync's several blocks an SM keep up (wgmma measured
+  // 0.7-1.1x of it in TF32 and 16-bit), except 3xTF32, where wgmma's rate pays once a tap
+  // carries two 128-byte chunks (1.5x).
   const auto out = d.output_shape();
   const std::int64_t pixels = static_cast<std::int64_t>(out.n) * out.p * out.q;
   const std::int64_t tiles = (pixels + 127) / 128 * ((d.k / d.groups + 127) / 128) * d.groups;
@@ -154,7 +153,7 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch) {
 }
 
 bool runs_on_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
-  return !arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch);
+  return !arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch, align);
 }
 
 Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {

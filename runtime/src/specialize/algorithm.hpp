@@ -33,8 +33,9 @@ double predicted_direct_ms(const Conv2dDesc& desc, const std::string& arch);
 long long transposed_waste(const Conv2dDesc& desc) noexcept;
 
 // NHWC on Hopper: whether the implicit GEMM runs on the wgmma kernel (true) or on
-// mma.sync, where both can run `desc` (docs/perf.md, "NHWC wgmma against mma.sync").
-bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch);
+// mma.sync, where both can run `desc` with pointers aligned as `align` says (docs/perf.md,
+// "NHWC wgmma against mma.sync" and "TMA im2col").
+bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch, const AlignmentNeeds& align = kFullAlignment);
 
 // Whether the implicit GEMM runs `desc` on the wgmma kernel on `arch` for pointers with
 // `align`: Hopper, a problem the kernel takes, and in NHWC one it is faster on.

@@ -281,12 +281,13 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
   return std::nullopt;
 }
 
-// NOTE: development switch while the TMA variant is unmeasured: CONVJIT_WGMMA_TMA=1 (any
-// value but empty and "0") lets NHWC wgmma kernels read x through a TMA im2col map where
-// wgmma_tma_unsupported_reason allows it (changes the source, so the cache key).
-bool wgmma_tma_requested() {
+// NHWC wgmma kernels read x through a TMA im2col map wherever
+// wgmma_tma_unsupported_reason allows it (measured faster than the cp.async copies on every
+// networks and KernelBench NHWC problem, docs/perf.md); CONVJIT_WGMMA_TMA=0 keeps the
+// cp.async copies, for comparison and as a way out (changes the source, so the cache key).
+bool wgmma_tma_enabled() {
   const char* env = std::getenv("CONVJIT_WGMMA_TMA");
-  return env != nullptr && *env != '\0' && std::string_view(env) != "0";
+  return env == nullptr || std::string_view(env) != "0";
 }
 
 std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, const AlignmentNeeds& align) {
@@ -346,9 +347,9 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
 
 Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
   std::optional<std::string> tma_refused;
-  if (wgmma_tma_requested() && nhwc(d)) tma_refused = wgmma_tma_unsupported_reason(d, align);
-  const bool tma = wgmma_tma_requested() && nhwc(d) && !tma_refused;
-  if (tma_refused) log::info("CONVJIT_WGMMA_TMA: {} keeps cp.async copies of x: {}", d.to_string(), *tma_refused);
+  if (wgmma_tma_enabled() && nhwc(d)) tma_refused = wgmma_tma_unsupported_reason(d, align);
+  const bool tma = wgmma_tma_enabled() && nhwc(d) && !tma_refused;
+  if (tma_refused) log::debug("wgmma: {} keeps cp.async copies of x: {}", d.to_string(), *tma_refused);
   const auto tile = choose_tile(d, tma);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
@@ -421,7 +422,8 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
       WeightPack{.kernel_name = src.source.kernel_name + "_pack",
                  .packed_bytes = tile->packed_bytes,
                  .block_x = 256,
-                 .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 4 / 256, 1, 132 * 8))};
+                 // One 16-byte row of the packing a thread.
+                 .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 16 / 256, 1, 132 * 8))};
   if (tile->slices > 1) {
     const std::uint64_t bytes = partial_bytes(d, tile->slices);
     const std::uint64_t outputs = bytes / sizeof(float) / tile->slices;

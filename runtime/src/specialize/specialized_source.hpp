@@ -125,13 +125,14 @@ Specialization specialize_wgmma(const Conv2dDesc& desc, const AlignmentNeeds& al
 // `align` says; otherwise why not.
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& desc, const std::string& arch,
                                                     const AlignmentNeeds& align = kFullAlignment);
-// Empty when the wgmma kernel's TMA variant (CONVJIT_WGMMA_TMA=1, NHWC only) can read x for
+// Empty when the wgmma kernel's TMA variant (NHWC only) can read x for
 // `desc` through a TMA im2col map, with x aligned as `align` says; otherwise why not (the
 // problem then keeps the cp.async copies). Says nothing of whether wgmma takes `desc`.
 std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& desc,
                                                         const AlignmentNeeds& align = kFullAlignment);
-// Whether CONVJIT_WGMMA_TMA asks for that variant (development switch: set, not "0").
-bool wgmma_tma_requested();
+// Whether NHWC wgmma kernels use that variant where it can read x: yes, unless
+// CONVJIT_WGMMA_TMA=0.
+bool wgmma_tma_enabled();
 // The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
 // when the kernel cannot run it.
 struct WgmmaWork {
