@@ -16,20 +16,15 @@
 #include "base/float16.hpp"
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
 namespace {
 
-struct Kind {
-  DType dtype;
-  MathMode math;
-};
-constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
-                           {DType::kFloat32, MathMode::kStrictFp32},
-                           {DType::kFloat16, MathMode::kTF32},
-                           {DType::kBFloat16, MathMode::kTF32}};
+using testing::Kind;
+using testing::kKinds;
 
 Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
   d.dtype = kind.dtype;
@@ -46,25 +41,7 @@ Conv2dDesc random_nhwc_desc(std::mt19937_64& rng) {
     d.groups = pick(0, 2) == 0 ? pick(2, 3) : 1;
     d.c = d.groups * (pick(0, 1) == 0 ? pick(1, 13) : 8 * pick(1, 10));
     d.k = d.groups * (pick(0, 1) == 0 ? pick(1, 41) : pick(60, 150));
-    d.n = pick(1, 3);
-    d.h = pick(1, 24);
-    d.w = pick(1, 30);
-    d.r = pick(1, 5);
-    d.s = pick(1, 5);
-    d.stride_h = pick(1, 3);
-    d.stride_w = pick(1, 3);
-    d.pad_h = pick(0, 2);
-    d.pad_w = pick(0, 2);
-    d.dilation_h = pick(1, 2);
-    d.dilation_w = pick(1, 2);
-    d.bias = pick(0, 1) == 1;
-    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
-    try {
-      d.validate();
-      return d;
-    } catch (const Error&) {
-      // the dilated filter overhangs the padded input: draw again
-    }
+    if (testing::draw_geometry(rng, d, {.h = 24, .w = 30})) return d;
   }
 }
 
@@ -276,24 +253,7 @@ Conv2dDesc random_wgmma_nhwc_desc(std::mt19937_64& rng, DType dtype) {
     if (dtype != DType::kFloat32) c_per_group += c_per_group % 2;
     d.c = d.groups * c_per_group;
     d.k = d.groups * pick(32, 150);
-    d.n = pick(1, 3);
-    d.h = pick(1, 20);
-    d.w = pick(1, 24);
-    d.r = pick(1, 5);
-    d.s = pick(1, 5);
-    d.stride_h = pick(1, 3);
-    d.stride_w = pick(1, 3);
-    d.pad_h = pick(0, 2);
-    d.pad_w = pick(0, 2);
-    d.dilation_h = pick(1, 2);
-    d.dilation_w = pick(1, 2);
-    d.bias = pick(0, 1) == 1;
-    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
-    try {
-      d.validate();
-    } catch (const Error&) {
-      continue;  // the dilated filter overhangs the padded input: draw again
-    }
+    if (!testing::draw_geometry(rng, d)) continue;
     if (d.flops() <= 4e8) return d;
   }
 }

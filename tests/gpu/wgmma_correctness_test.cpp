@@ -5,6 +5,7 @@
 
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/random_desc.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
@@ -19,25 +20,7 @@ Conv2dDesc random_wgmma_desc(std::mt19937_64& rng) {
     d.groups = pick(0, 3) == 0 ? pick(2, 3) : 1;
     d.c = d.groups * pick(1, 37);
     d.k = d.groups * pick(32, 150);
-    d.n = pick(1, 2);
-    d.h = pick(1, 40);
-    d.w = pick(1, 70);
-    d.r = pick(1, 5);
-    d.s = pick(1, 7);
-    d.stride_h = pick(1, 2);
-    d.stride_w = pick(1, 2);
-    d.pad_h = pick(0, 3);
-    d.pad_w = pick(0, 3);
-    d.dilation_h = pick(1, 2);
-    d.dilation_w = pick(1, 2);
-    d.bias = pick(0, 1) == 1;
-    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
-    try {
-      d.validate();
-      return d;
-    } catch (const Error&) {
-      // the dilated filter overhangs the padded input: draw again
-    }
+    if (testing::draw_geometry(rng, d, {.n = 2, .h = 40, .w = 70, .r = 5, .s = 7, .stride = 2, .pad = 3})) return d;
   }
 }
 

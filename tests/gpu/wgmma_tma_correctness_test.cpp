@@ -17,20 +17,15 @@
 #include "base/float16.hpp"
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
 namespace {
 
-struct Kind {
-  DType dtype;
-  MathMode math;
-};
-constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
-                           {DType::kFloat32, MathMode::kStrictFp32},
-                           {DType::kFloat16, MathMode::kTF32},
-                           {DType::kBFloat16, MathMode::kTF32}};
+using testing::Kind;
+using testing::kKinds;
 
 Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
   d.dtype = kind.dtype;
@@ -123,24 +118,7 @@ Conv2dDesc random_tma_desc(std::mt19937_64& rng, DType dtype) {
     const int c_per_group = d.groups > 1 ? chunk * pick(1, 2) : 8 * pick(chunk / 8, 200 / 8);
     d.c = d.groups * c_per_group;
     d.k = d.groups * pick(32, 150);
-    d.n = pick(1, 3);
-    d.h = pick(1, 20);
-    d.w = pick(1, 24);
-    d.r = pick(1, 5);
-    d.s = pick(1, 5);
-    d.stride_h = pick(1, 3);
-    d.stride_w = pick(1, 3);
-    d.pad_h = pick(0, 2);
-    d.pad_w = pick(0, 2);
-    d.dilation_h = pick(1, 2);
-    d.dilation_w = pick(1, 2);
-    d.bias = pick(0, 1) == 1;
-    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
-    try {
-      d.validate();
-    } catch (const Error&) {
-      continue;  // the dilated filter overhangs the padded input: draw again
-    }
+    if (!testing::draw_geometry(rng, d)) continue;
     if (d.flops() <= 4e8) return d;
   }
 }

@@ -11,20 +11,15 @@
 #include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/random_desc.hpp"
 
 namespace convjit {
 namespace {
 
 constexpr const char* kMma = "conv2d_implicit_gemm_mma.cu";
 
-struct Kind {
-  DType dtype;
-  MathMode math;
-};
-constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
-                           {DType::kFloat32, MathMode::kStrictFp32},
-                           {DType::kFloat16, MathMode::kTF32},
-                           {DType::kBFloat16, MathMode::kTF32}};
+using testing::Kind;
+using testing::kKinds;
 
 // Grouped, padded, strided and dilated, channel counts a multiple of 8 (16-byte copies
 // of x and w for every dtype, channel-pair stores).
