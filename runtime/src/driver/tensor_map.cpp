@@ -17,18 +17,23 @@ std::string describe(const Im2colMapArgs& a) {
 }
 
 CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
-  CUtensorMap map{};
+  // NOTE: encoded into this frame's own slot, never straight into the caller's return
+  // slot: GCC built that slot 16-byte aligned here (the fake driver refused the map), and
+  // the driver requires 64. A member of an over-aligned local is not named-return elided.
+  struct alignas(128) Slot {
+    CUtensorMap map;
+  } slot{};
   auto& drv = CudaDriver::get();
   // NOTE: the driver's signature takes a non-const address; it only records it.
-  const CUresult res = drv.cuTensorMapEncodeIm2col(&map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides,
-                                                   a.lower, a.upper, a.channels_per_pixel, a.pixels_per_column,
-                                                   a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle,
-                                                   a.l2_promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult res = drv.cuTensorMapEncodeIm2col(
+      &slot.map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides, a.lower, a.upper, a.channels_per_pixel,
+      a.pixels_per_column, a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (res != CUDA_SUCCESS) {
     fail(error_code_of(res), "{}: encoding the im2col tensor map ({}): cuTensorMapEncodeIm2col failed → {}", what,
          describe(a), drv.describe(res));
   }
-  return map;
+  return slot.map;
 }
 
 }  // namespace convjit
