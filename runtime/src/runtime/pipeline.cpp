@@ -81,13 +81,15 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     k->workspace_bytes = packer->packed_bytes();
     k->packer = std::move(packer);
   }
-  // The route's regions start on kRegionAlign boundaries past the packed weights, each a
-  // whole number of them long, so that x's copy can start a tensor map and y's a store.
+  // The route's regions start on kRegionAlign boundaries past the packed weights (whole
+  // 128-byte rows of kBN channels, so whole boundaries), each a whole number of them long,
+  // so that x's copy can start a tensor map, and so that a run with packed weights needs
+  // workspace_bytes() - packed_weight_bytes(), as the public header says.
   if (launch.x_to_nhwc || launch.y_to_nchw) {
-    if (!launch.x_to_nhwc || !launch.y_to_nchw) {
-      fail(ErrorCode::kInternal, "{}: the route needs both of its transposes", artifact->source.kernel_name);
+    if (!launch.x_to_nhwc || !launch.y_to_nchw || k->workspace_bytes % kRegionAlign != 0) {
+      fail(ErrorCode::kInternal, "{}: the route needs both transposes and packed weights of whole {}-byte blocks",
+           artifact->source.kernel_name, kRegionAlign);
     }
-    k->workspace_bytes = (k->workspace_bytes + kRegionAlign - 1) / kRegionAlign * kRegionAlign;
     for (auto [spec, pass] :
          {std::pair{&*launch.x_to_nhwc, &k->x_to_nhwc}, std::pair{&*launch.y_to_nchw, &k->y_to_nchw}}) {
       *pass = PlanKernel::TransposePass{.spec = *spec, .function = k->module->lookup(spec->kernel_name)};
