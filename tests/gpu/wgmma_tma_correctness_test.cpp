@@ -217,6 +217,49 @@ TEST_F(WgmmaTma, DynamicBatchRunsEncodeTheirOwnBatch) {
   }
 }
 
+TEST_F(WgmmaTma, HalfChunksWithTheDevelopmentSwitchMatchFloat64InEveryDtypeAndMathMode) {
+  // CONVJIT_WGMMA_PARTIAL_CHUNKS: one group of half a 128-byte chunk of channels (32 f16,
+  // 16 f32), the map zero-filling the rest; KernelBench 62 and 80's filters and padding
+  // (80's dilation too) on small images.
+  testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
+  Runtime rt(options());
+  std::mt19937_64 rng(1204);
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 32, .h = 19, .w = 23, .k = 64, .r = 5, .s = 9, .bias = true},
+      {.n = 1,
+       .c = 32,
+       .h = 21,
+       .w = 30,
+       .k = 72,
+       .r = 5,
+       .s = 9,
+       .pad_h = 2,
+       .pad_w = 4,
+       .dilation_h = 2,
+       .dilation_w = 3,
+       .activation = Activation::kRelu},
+      {.n = 2,
+       .c = 32,
+       .h = 17,
+       .w = 16,
+       .k = 128,
+       .r = 3,
+       .s = 3,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 1,
+       .pad_w = 1},
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    for (const Kind& kind : kKinds) {
+      Conv2dDesc d = with_kind(shape, kind);
+      d.c = chunk_channels(kind.dtype) / 2;
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

@@ -56,6 +56,30 @@ TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheTmaMapReadsX) {
   }
 }
 
+TEST(AlgorithmChoice, HalfAChunkOfChannelsGoesToTheTmaKernelOnlyWithTheSwitchAndOneGroup) {
+  // KernelBench 62's shape: 32 f16 channels fill half of a 128-byte chunk (16 f32 ones do).
+  const Conv2dDesc half{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9};
+  for (const DType dtype : kDTypes) {
+    Conv2dDesc d = with(half, Layout::kNHWC, dtype, MathMode::kTF32);
+    if (dtype == DType::kFloat32) d.c = 16;
+    SCOPED_TRACE(d.to_string());
+    EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90"));
+    testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
+    EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
+    // A quarter of a chunk, two groups (the map's fill stops at C, not at a group's end),
+    // or an x the map cannot take: mma.sync still.
+    Conv2dDesc quarter = d;
+    quarter.c /= 2;
+    EXPECT_FALSE(nhwc_prefers_wgmma(quarter, "sm_90"));
+    Conv2dDesc grouped = d;
+    grouped.c *= 2;
+    grouped.k *= 2;
+    grouped.groups = 2;
+    EXPECT_FALSE(nhwc_prefers_wgmma(grouped, "sm_90"));
+    EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90", AlignmentNeeds{4, 16, 16, 16}));
+  }
+}
+
 TEST(AlgorithmChoice, WithCpAsyncCopiesNhwcTakesWgmmaWhereTheGridLeavesSmsIdleOrInStrictMath) {
   testing::ScopedEnv cp_async("CONVJIT_WGMMA_TMA", "0");
   // 8 x 8 pixels, 2560 channels: 1 tile of 128 pixels x 10 of 128 channels, far under the

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
+#include <string_view>
 
 #include "base/fail.hpp"
 #include "specialize/arch.hpp"
@@ -127,6 +129,11 @@ constexpr double kStrictStageFloorUs = 1.4;
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 // 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
 bool strict_fp32(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 && d.math == MathMode::kStrictFp32; }
+
+bool wgmma_partial_chunks_requested() {
+  const char* env = std::getenv("CONVJIT_WGMMA_PARTIAL_CHUNKS");
+  return env != nullptr && *env != '\0' && std::string_view(env) != "0";
+}
 }  // namespace
 
 bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
@@ -135,10 +142,19 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const Alig
   // it copies and multiplies mostly zeros (3-channel stems ran 8-16x slower than mma.sync).
   const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
   const std::int64_t c_per_group = d.c / d.groups;
+  const bool tma = wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d, align);
+  // NOTE: development switch, unmeasured: CONVJIT_WGMMA_PARTIAL_CHUNKS=1 also sends
+  // one-group problems with half a chunk of channels or more to the TMA kernel, whose map
+  // zero-fills the rest of the chunk (KernelBench 62, 63 and 80 run 0.4-0.6x cuDNN on
+  // mma.sync in NHWC).
+  if (tma && d.groups == 1 && 2 * c_per_group >= stage_channels && c_per_group < stage_channels &&
+      wgmma_partial_chunks_requested()) {
+    return true;
+  }
   if (c_per_group < stage_channels) return false;
   // Where a TMA im2col map reads x, wgmma measured faster than mma.sync on every problem
   // of the networks and KernelBench sets that both ran (docs/perf.md, "TMA im2col").
-  if (wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d, align)) return true;
+  if (tma) return true;
   // The cp.async copies: where a 128x128 tiling of the output leaves a third of the SMs
   // idle, wgmma's split-K fills them (measured 1.3-3x faster than mma.sync); where it
   // already fills the machine, mma.sync's several blocks an SM keep up (wgmma measured
