@@ -60,6 +60,7 @@ constexpr int kSplitK = 1;
 constexpr bool kATma = false;
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
+constexpr bool kWeightsKcrs = true;  // w as K, C/groups, R, S (false: K, R, S, C/groups)
 }  // namespace spec
 #endif
 
@@ -582,13 +583,16 @@ constexpr long long kPackedRows = kPackedElems / kPackRow;
 using PackIndex = typename device::IndexType<(kPackedRows > 2147483647ll)>::type;
 
 // Where row `row` of the packing reads w: its first element's index in w (its k elements
-// follow 1 apart in NHWC, kR x kS apart in NCHW), its plane, and its first channel and
-// output channel (the caller zero-fills past the group's). The packing's order,
-// outermost first:
-// NHWC (w [K][R][S][C/groups]): [group][k block][tap (r, s)][chunk of kStageC channels]
+// follow 1 apart in K,R,S,C order, kR x kS apart in K,C,R,S order: kWeightsKcrs), its
+// plane, and its first channel and output channel (the caller zero-fills past the
+// group's). The packing's order, outermost first, follows the stage layout:
+// NHWC: [group][k block][tap (r, s)][chunk of kStageC channels]
 //   [plane][k step][kBN x kChunkC core-matrix layout], so that stage tap * kChunks + chunk
 //   is one contiguous run, in the order the producer walks;
-// NCHW (w [K][C/groups][R][S]): [group][k block][chunk][r][plane][s][core-matrix layout].
+// NCHW: [group][k block][chunk][r][plane][s][core-matrix layout].
+// The weights' order is each layout's own (NHWC w [K][R][S][C/groups], NCHW w
+// [K][C/groups][R][S]), except NCHW run through the NHWC kernel
+// (CONVJIT_WGMMA_VIA_NHWC), whose NHWC stages read the caller's NCHW weights as they are.
 struct PackRow {
   long long w_index;
   int plane, c, k_out;
@@ -627,7 +631,7 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
   const int k_out = kb * kBN + n;
   const long long filter = static_cast<long long>(group) * kKPerGroup + k_out;
   const long long w_index =
-      kNhwc ? (filter * (kR * kS) + tap) * kCPerGroup + c : (filter * kCPerGroup + c) * (kR * kS) + tap;
+      kWeightsKcrs ? (filter * kCPerGroup + c) * (kR * kS) + tap : (filter * (kR * kS) + tap) * kCPerGroup + c;
   return {w_index, plane, c, k_out};
 }
 
@@ -838,7 +842,7 @@ extern "C" __global__ void __launch_bounds__(256)
   using namespace wg;
   for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
     const PackRow at = pack_row(row);
-    constexpr long long kStep = kNhwc ? 1 : kR * kS;  // between consecutive channels in w
+    constexpr long long kStep = kWeightsKcrs ? kR * kS : 1;  // between consecutive channels in w
     alignas(16) Element v[kPackRow];
 #pragma unroll
     for (int j = 0; j < kPackRow; ++j) {
@@ -1095,3 +1099,67 @@ extern "C" __global__ void __launch_bounds__(256)
   }
 }
 #endif  // CONVJIT_WGMMA_SPLIT_K
+
+#ifdef CONVJIT_WGMMA_VIA_NHWC
+// NCHW through the NHWC kernel: the caller's x is copied into the workspace as NHWC before
+// the convolution, and its NHWC output into the caller's y as NCHW after it. Both are a
+// transpose of one matrix an image ([kC][kH x kW] -> [kH x kW][kC], [kP x kQ][kK] ->
+// [kK][kP x kQ]), through shared memory so that global reads and writes both run along
+// rows: a warp reads 32 consecutive elements of a source row and writes 32 consecutive
+// elements of a destination row.
+static_assert(wg::kNhwc && wg::kWeightsKcrs && wg::kATma,
+              "the route's NHWC TMA kernel reads NCHW weights (spec::kWeightsKcrs)");
+#ifdef CONVJIT_DYNAMIC_BATCH
+static_assert(false, "the route is for static batches: its regions and map are sized once");
+#endif
+namespace wg {
+constexpr int kTransposeTile = 32;
+constexpr int kTransposeRows = 256 / kTransposeTile;  // rows of a tile a pass of 256 threads covers
+
+// src: kN matrices of kRows x kCols, dst: their transposes. A block takes tiles
+// blockIdx.x, + gridDim.x, ... in (image, tile row, tile column) order. The shared tile
+// has a column of padding, so that a column read (the store pass) hits 32 distinct banks
+// for 4-byte elements and at most two threads share a bank word for 2-byte ones.
+template <long long kRows, long long kCols>
+__device__ __forceinline__ void transpose_images(const Element* __restrict__ src, Element* __restrict__ dst) {
+  __shared__ Element tile[kTransposeTile][kTransposeTile + 1];
+  constexpr long long kTilesR = (kRows + kTransposeTile - 1) / kTransposeTile;
+  constexpr long long kTilesC = (kCols + kTransposeTile - 1) / kTransposeTile;
+  constexpr long long kTiles = static_cast<long long>(kN) * kTilesR * kTilesC;
+  constexpr long long kImage = kRows * kCols;
+  const int lane = threadIdx.x % kTransposeTile;
+  const int row = threadIdx.x / kTransposeTile;
+  for (long long t = blockIdx.x; t < kTiles; t += gridDim.x) {
+    const long long image = t / (kTilesR * kTilesC);
+    const long long in_image = t % (kTilesR * kTilesC);
+    const long long r0 = in_image / kTilesC * kTransposeTile;
+    const long long c0 = in_image % kTilesC * kTransposeTile;
+    const Element* s = src + image * kImage;
+    Element* d = dst + image * kImage;
+#pragma unroll
+    for (int i = row; i < kTransposeTile; i += kTransposeRows) {
+      const long long r = r0 + i, c = c0 + lane;
+      if (r < kRows && c < kCols) tile[i][lane] = s[r * kCols + c];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = row; i < kTransposeTile; i += kTransposeRows) {
+      const long long c = c0 + i, r = r0 + lane;
+      if (r < kRows && c < kCols) d[c * kRows + r] = tile[lane][i];
+    }
+    // The next tile's loads overwrite what this one's stores read.
+    __syncthreads();
+  }
+}
+}  // namespace wg
+
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _x_to_nhwc)(const wg::Element* __restrict__ x, wg::Element* __restrict__ x_nhwc) {
+  wg::transpose_images<wg::kC, static_cast<long long>(wg::kH) * wg::kW>(x, x_nhwc);
+}
+
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {
+  wg::transpose_images<static_cast<long long>(wg::kP) * wg::kQ, wg::kK>(y_nhwc, y);
+}
+#endif  // CONVJIT_WGMMA_VIA_NHWC

@@ -180,9 +180,10 @@ class Conv2dPlan {
   const Conv2dDesc& desc() const noexcept;
   Algorithm algorithm() const noexcept;  // never kAuto
   // Scratch a run needs when it is given `w` (not `packed_w`): the packed weights of the
-  // wgmma kernel (and, where it splits the reduction, its fp32 partial sums), the im2col
+  // wgmma kernel (and, where it splits the reduction, its fp32 partial sums; with
+  // CONVJIT_NCHW_VIA_NHWC=1, an NCHW problem's NHWC copies of x and y), the im2col
   // columns and cuBLAS's workspace. Runs with `packed_w` need none, except im2col plans
-  // (whose packed_weight_bytes() is 0) and split wgmma plans (the partial sums: the
+  // (whose packed_weight_bytes() is 0), split wgmma plans and NCHW-through-NHWC plans (the
   // workspace_bytes() - packed_weight_bytes() after the packed weights suffice).
   std::uint64_t workspace_bytes() const noexcept;
   // Bytes of the weights in the kernel's own layout; 0 when the kernel reads `w` as it is.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "base/fail.hpp"
 #include "base/log.hpp"
 #include "driver/stream_context.hpp"
 
@@ -15,6 +16,9 @@ std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, con
     const std::string& name = artifact.source.kernel_name;
     std::vector<std::string> also_load;
     if (artifact.launch.weight_pack) also_load.push_back(artifact.launch.weight_pack->kernel_name);
+    for (const auto& transpose : {artifact.launch.x_to_nhwc, artifact.launch.y_to_nchw}) {
+      if (transpose) also_load.push_back(transpose->kernel_name);
+    }
     if (artifact.algorithm == Algorithm::kIm2colGemm) also_load.push_back(name + "_bias_act");
     auto module = std::make_shared<LoadedModule>(dev.context(), artifact.compiled.cubin,
                                                  artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
@@ -76,6 +80,21 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     auto packer = std::make_shared<WeightPacker>(*pack, k->module);
     k->workspace_bytes = packer->packed_bytes();
     k->packer = std::move(packer);
+  }
+  // The route's regions start on kRegionAlign boundaries past the packed weights (whole
+  // 128-byte rows of kBN channels, so whole boundaries), each a whole number of them long,
+  // so that x's copy can start a tensor map, and so that a run with packed weights needs
+  // workspace_bytes() - packed_weight_bytes(), as the public header says.
+  if (launch.x_to_nhwc || launch.y_to_nchw) {
+    if (!launch.x_to_nhwc || !launch.y_to_nchw || k->workspace_bytes % kRegionAlign != 0) {
+      fail(ErrorCode::kInternal, "{}: the route needs both transposes and packed weights of whole {}-byte blocks",
+           artifact->source.kernel_name, kRegionAlign);
+    }
+    for (auto [spec, pass] :
+         {std::pair{&*launch.x_to_nhwc, &k->x_to_nhwc}, std::pair{&*launch.y_to_nchw, &k->y_to_nchw}}) {
+      *pass = PlanKernel::TransposePass{.spec = *spec, .function = k->module->lookup(spec->kernel_name)};
+      k->workspace_bytes += spec->region_bytes;
+    }
   }
   if (const auto& split = launch.split_reduce) {
     k->split = PlanKernel::SplitPass{.spec = *split, .function = k->module->lookup(split->kernel_name)};

@@ -41,11 +41,24 @@ struct PlanKernel {
   // The wgmma kernel's TMA variant reads x through an im2col map, encoded for each run
   // (x and the batch are the run's) and passed after y.
   std::optional<Im2colTensorMap> a_map;
-  // Scratch a run with unpacked weights needs: the packed weights and then split-K's
-  // partial sums, or im2col's columns and cuBLAS workspace.
+  // NCHW through the NHWC kernel: the transposes of x into its workspace region and of
+  // the kernel's output region into y.
+  struct TransposePass {
+    LayoutTranspose spec;
+    CUfunction function = nullptr;
+  };
+  std::optional<TransposePass> x_to_nhwc;
+  std::optional<TransposePass> y_to_nchw;
+  // Scratch a run with unpacked weights needs: the packed weights, the route's x and y
+  // regions and then split-K's partial sums, or im2col's columns and cuBLAS workspace.
   std::uint64_t workspace_bytes = 0;
-  // Of which a run with packed weights still needs (split-K's partial sums).
   std::uint64_t partial_bytes() const noexcept { return split ? split->spec.partial_bytes : 0; }
+  std::uint64_t region_bytes() const noexcept {
+    return (x_to_nhwc ? x_to_nhwc->spec.region_bytes : 0) + (y_to_nchw ? y_to_nchw->spec.region_bytes : 0);
+  }
+  // Of which a run with packed weights still needs (the regions and the partial sums), the
+  // workspace's tail.
+  std::uint64_t run_bytes() const noexcept { return region_bytes() + partial_bytes(); }
 
   const std::string& name() const noexcept { return kernel_name; }
 };

@@ -174,8 +174,9 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
          "{}: the pointers' alignment needs {}, which reads the weights as they are; give w beside packed_w", where,
          kernel->name());
   }
-  // Split-K's partial sums come after the packed weights, or alone with packed_w.
-  const std::uint64_t needed = use_packed ? kernel->partial_bytes() : kernel->workspace_bytes;
+  // The route's regions and split-K's partial sums come after the packed weights, or
+  // alone with packed_w.
+  const std::uint64_t needed = use_packed ? kernel->run_bytes() : kernel->workspace_bytes;
   CUdeviceptr workspace = 0;
   if (needed > 0) {
     if (a.workspace != nullptr) {
@@ -193,19 +194,34 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
     }
   }
 
+  // NCHW through the NHWC kernel: the main kernel reads x's NHWC copy and writes its NHWC
+  // output in the workspace (after the packed weights, x's region first); the transposes
+  // fill the one from the caller's x and empty the other into the caller's y.
+  const bool via = kernel->x_to_nhwc.has_value();
+  const CUdeviceptr regions = workspace + (needed - kernel->run_bytes());
+  void* x_nhwc = via ? reinterpret_cast<void*>(regions) : nullptr;
+  void* y_nhwc = via ? reinterpret_cast<void*>(regions + kernel->x_to_nhwc->spec.region_bytes) : nullptr;
+
   ScopedContext scope(device->context());
   // Encoded before the pack kernel is enqueued: a map the driver refuses launches nothing.
   // A host-only call, so it is as safe inside a graph capture as the launch (the map is a
   // parameter, copied into the graph's node).
   CUtensorMap a_map{};
   if (kernel->a_map) {
-    a_map =
-        encode_im2col_map(im2col_map_args(*kernel->a_map, a.x, batch), fmt::format("{} ({})", where, kernel->name()));
+    a_map = encode_im2col_map(im2col_map_args(*kernel->a_map, via ? x_nhwc : a.x, batch),
+                              fmt::format("{} ({})", where, kernel->name()));
   }
   if (kernel->gemm) {
     kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
   }
+  const auto transpose = [&](const PlanKernel::TransposePass& pass, const void* from, void* to) {
+    void* params[] = {&from, &to};
+    CONVJIT_CU_CHECK(
+        cuLaunchKernel(pass.function, pass.spec.grid_x, 1, 1, pass.spec.block_x, 1, 1, 0, stream, params, nullptr),
+        "launching {}", pass.spec.kernel_name);
+  };
+  if (via) transpose(*kernel->x_to_nhwc, a.x, x_nhwc);
   const void* w = a.w;
   if (kernel->packer) {
     if (use_packed) {
@@ -215,9 +231,9 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
       w = reinterpret_cast<const void*>(workspace);
     }
   }
-  const void* x = a.x;
+  const void* x = via ? x_nhwc : a.x;
   const void* bias = a.bias;
-  void* y = a.y;
+  void* y = via ? y_nhwc : a.y;
   // A split kernel writes its partial sums where y would go; its second pass writes y.
   void* partial = kernel->split ? reinterpret_cast<void*>(workspace + (needed - kernel->partial_bytes())) : nullptr;
   void* main_y = kernel->split ? partial : y;
@@ -243,6 +259,7 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
         cuLaunchKernel(kernel->split->function, r.grid_x, 1, 1, r.block_x, 1, 1, 0, stream, reduce_params, nullptr),
         "launching {}", r.kernel_name);
   }
+  if (via) transpose(*kernel->y_to_nchw, y_nhwc, a.y);
 }
 
 void Conv2dPlan::Impl::pack_weights(const void* w, void* packed, Stream stream) const {

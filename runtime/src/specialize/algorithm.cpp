@@ -171,6 +171,35 @@ bool runs_on_wgmma(const Conv2dDesc& d, const std::string& arch, const Alignment
   return !arch.empty() && !wgmma_unsupported_reason(d, arch, align) && nhwc_prefers_wgmma(d, arch, align);
 }
 
+std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
+  if (!nchw_via_nhwc_enabled()) return "CONVJIT_NCHW_VIA_NHWC is not 1";
+  if (d.layout != Layout::kNCHW) return "the route is for NCHW problems";
+  if (arch != "sm_90" && arch != "sm_90a")
+    return fmt::format("the route runs on sm_90 (Hopper), the target is {}", arch);
+  // The regions and the split-K slices would be sized for the largest batch and the map
+  // encoded per run; not built yet.
+  if (d.dynamic_batch) return "a dynamic-batch problem keeps its NCHW kernels";
+  if (auto why = beyond_2d_forward_reason(d)) return why;
+  if (!wgmma_tma_enabled()) return "CONVJIT_WGMMA_TMA=0 turns the NHWC kernel's map off";
+  Conv2dDesc twin = d;
+  twin.layout = Layout::kNHWC;
+  if (auto why = wgmma_tma_unsupported_reason(twin, kFullAlignment)) {
+    return fmt::format("the NHWC kernel's map cannot read x's NHWC copy: {}", *why);
+  }
+  if (!runs_on_wgmma(twin, arch, kFullAlignment)) return "the implicit GEMM would not run the NHWC problem on wgmma";
+  return std::nullopt;
+}
+
+double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) {
+  if (nchw_via_nhwc_unsupported_reason(d, arch)) return std::numeric_limits<double>::infinity();
+  Conv2dDesc twin = d;
+  twin.layout = Layout::kNHWC;
+  const auto o = d.output_shape();
+  const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.p * o.q) *
+                       static_cast<double>(size_of(d.dtype));
+  return predicted_wgmma_ms(twin, arch) + 2.0 * bytes / (kBandwidth * 1e12) * 1e3 + 0.004;
+}
+
 Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
   // NHWC problems that run on the mma.sync kernel (the wgmma kernel refuses them, or
   // nhwc_prefers_wgmma sends them there): its grid starves the machine on the same shapes
@@ -249,10 +278,14 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  const bool wgmma = runs_on_wgmma(d, arch);
+  // With CONVJIT_NCHW_VIA_NHWC=1 an NCHW problem the route takes is priced as the route
+  // runs it (the NHWC kernel and the two transposes).
+  const bool via_nhwc = !nchw_via_nhwc_unsupported_reason(d, arch);
+  const bool wgmma = via_nhwc || runs_on_wgmma(d, arch);
   const Conv2dDesc grid_model = implicit_gemm_model(d, arch);
-  const bool wgmma_starved = !arch.empty() && !wgmma_unsupported_reason(grid_model, arch) && d.groups == 1 &&
-                             c_per_group >= 16 && predicted_im2col_ms(d, arch) < predicted_wgmma_ms(grid_model, arch);
+  const double implicit_ms = via_nhwc ? predicted_nchw_via_nhwc_ms(d, arch) : predicted_wgmma_ms(grid_model, arch);
+  const bool wgmma_starved = !arch.empty() && (via_nhwc || !wgmma_unsupported_reason(grid_model, arch)) &&
+                             d.groups == 1 && c_per_group >= 16 && predicted_im2col_ms(d, arch) < implicit_ms;
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
@@ -359,6 +392,9 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
       // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
       // copy from.
+      // CONVJIT_NCHW_VIA_NHWC=1: NCHW problems the NHWC TMA kernel takes run on it between
+      // two transposes, whatever the pointers' alignment (the transposes copy elements).
+      if (!nchw_via_nhwc_unsupported_reason(d, arch)) return specialize_wgmma_via_nhwc(d);
       return runs_on_wgmma(d, arch, align) ? specialize_wgmma(d, align) : specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

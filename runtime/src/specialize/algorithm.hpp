@@ -41,6 +41,16 @@ bool nhwc_prefers_wgmma(const Conv2dDesc& desc, const std::string& arch, const A
 // `align`: Hopper, a problem the kernel takes, and in NHWC one it is faster on.
 bool runs_on_wgmma(const Conv2dDesc& desc, const std::string& arch, const AlignmentNeeds& align = kFullAlignment);
 
+// Empty when the implicit GEMM runs NCHW `desc` on `arch` through the NHWC TMA wgmma
+// kernel between two transposes (specialize_wgmma_via_nhwc); otherwise why not, and the
+// problem keeps its NCHW kernels. Only with CONVJIT_NCHW_VIA_NHWC=1, on sm_90, for a
+// static batch, where the NHWC kernel would run the same problem in NHWC through its map
+// (x's copy in the workspace is fully aligned).
+std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& desc, const std::string& arch);
+// The route's predicted time: the NHWC kernel's model of the NHWC problem, plus x and y
+// each read and written once by the transposes at bandwidth, plus their two launches.
+double predicted_nchw_via_nhwc_ms(const Conv2dDesc& desc, const std::string& arch);
+
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 

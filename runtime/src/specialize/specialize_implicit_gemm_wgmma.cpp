@@ -345,11 +345,42 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
                    .partial_bytes = partial_bytes(d, tile->slices)};
 }
 
-Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
+// CONVJIT_NCHW_VIA_NHWC=1 lets NCHW problems run on the NHWC TMA kernel between two
+// transposes (not yet measured on a GPU: docs/perf.md says what to run first); off, every
+// NCHW problem keeps its own kernels (changes the source, so the cache key).
+bool nchw_via_nhwc_enabled() {
+  const char* env = std::getenv("CONVJIT_NCHW_VIA_NHWC");
+  return env != nullptr && std::string_view(env) == "1";
+}
+
+namespace {
+std::uint64_t round_up(std::uint64_t bytes, std::uint64_t to) { return (bytes + to - 1) / to * to; }
+
+// A tiled transpose of `rows` x `cols` matrices, one an image: 32 x 32 tiles (the
+// template's kTransposeTile), one tile a block at a time, as many blocks as a few waves
+// hold (the kernel walks the rest).
+LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int64_t rows, std::int64_t cols,
+                                 std::uint64_t element) {
+  constexpr std::int64_t kTile = 32;
+  const std::int64_t tiles = images * ((rows + kTile - 1) / kTile) * ((cols + kTile - 1) / kTile);
+  return LayoutTranspose{
+      .kernel_name = std::move(name),
+      .region_bytes = round_up(static_cast<std::uint64_t>(images * rows * cols) * element, kRegionAlign),
+      .block_x = 256,
+      .grid_x = static_cast<unsigned>(std::clamp<std::int64_t>(tiles, 1, 132 * 16))};
+}
+
+// `d` is the problem as the kernel computes it (for the route, NCHW's NHWC twin); `via`
+// names the route: its own kernel name, weights read in K,C/g,R,S order, the transposes.
+Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& align, bool via) {
   std::optional<std::string> tma_refused;
   if (wgmma_tma_enabled() && nhwc(d)) tma_refused = wgmma_tma_unsupported_reason(d, align);
   const bool tma = wgmma_tma_enabled() && nhwc(d) && !tma_refused;
   if (tma_refused) log::debug("wgmma: {} keeps cp.async copies of x: {}", d.to_string(), *tma_refused);
+  if (via && !tma) {
+    fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: the NHWC kernel cannot read {} through its map ({})",
+         d.to_string(), tma_refused.value_or("CONVJIT_WGMMA_TMA=0"));
+  }
   const auto tile = choose_tile(d, tma);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
@@ -359,8 +390,9 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}", tile->bp,
-      tile->bq, tile->bn, tile->mb, tile->stages, tile->store_warps ? ", outputs staged for the store warps" : "",
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}{}",
+      tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
+      tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
@@ -370,12 +402,16 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                           pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
                        : std::string(),
-      tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string());
+      tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
+      via ? ", NCHW through NHWC: x and y transposed in the workspace" : "");
   src.source.template_name = kTemplate;
   // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
+  // The route's name says the caller's layout and the route: its cache key and inspect
+  // output are never the plain NHWC kernel's (whose source differs in kWeightsKcrs too).
   src.source.kernel_name =
-      fmt::format("conv2d_wgmma_{}_{}_{}{}{}", math, to_string(d.layout), problem_tag(d),
-                  nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string(), tma ? "_tma" : "");
+      via ? fmt::format("conv2d_wgmma_{}_nchw_{}_via_nhwc", math, problem_tag(d))
+          : fmt::format("conv2d_wgmma_{}_{}_{}{}{}", math, to_string(d.layout), problem_tag(d),
+                        nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string(), tma ? "_tma" : "");
   src.source.compile_arch = "sm_90a";
   // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
   // the weights are read only by the pack kernel, one element at a time; bias one element
@@ -384,9 +420,13 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
   const bool pairs = pair_stores(d, align.y);
   src.launch.needs = {static_cast<unsigned>(x_vec), e, e, pairs ? 2 * e : e};
+  // The route's main kernel reads and writes workspace regions only; the caller's x and y
+  // see the transposes' element copies.
+  if (via) src.launch.needs = {e, e, e, e};
   Prologue prologue(src.source.kernel_name);
   if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
   if (tma) prologue.define("CONVJIT_WGMMA_TMA");
+  if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
@@ -402,6 +442,9 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                         .constant("kPackedBytes", static_cast<long long>(tile->packed_bytes))
+                        // The weights' order apart from the stage layout: each layout's own,
+                        // except the route's, whose NHWC stages read NCHW's weights.
+                        .constant("kWeightsKcrs", via || !nhwc(d))
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
@@ -434,7 +477,30 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
                     .block_x = 256,
                     .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
   }
+  if (via) {
+    const auto out = d.output_shape();
+    // x per image: [C][H x W] -> [H x W][C]; y per image: [P x Q][K] -> [K][P x Q].
+    src.launch.x_to_nhwc =
+        layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c, std::int64_t{d.h} * d.w, size_of(d.dtype));
+    src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n, std::int64_t{out.p} * out.q,
+                                            d.k, size_of(d.dtype));
+  }
   return src;
+}
+}  // namespace
+
+Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
+  return specialize_wgmma_for(d, align, /*via=*/false);
+}
+
+Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& d) {
+  if (d.layout != Layout::kNCHW || d.dynamic_batch) {
+    fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: {} is not a static-batch NCHW problem", d.to_string());
+  }
+  Conv2dDesc twin = d;
+  twin.layout = Layout::kNHWC;
+  // The main kernel reads the workspace's copy of x, which starts on a region boundary.
+  return specialize_wgmma_for(twin, kFullAlignment, /*via=*/true);
 }
 
 }  // namespace convjit

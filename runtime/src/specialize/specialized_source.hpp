@@ -52,6 +52,22 @@ struct SplitReduce {
   unsigned grid_x = 1;
 };
 
+// NCHW through the NHWC kernel (CONVJIT_NCHW_VIA_NHWC=1): one of the two transposes around
+// the main kernel, <kernel_name> one launch on the run's stream. x_to_nhwc copies the
+// caller's x into its region of the workspace as N,H,W,C, which the main kernel reads;
+// y_to_nchw copies the main kernel's N,P,Q,K output from its region into the caller's y.
+// The regions follow the packed weights, x's first, and split-K's partial sums follow
+// them, so that a run with packed weights needs the regions and the partials only.
+struct LayoutTranspose {
+  std::string kernel_name;
+  std::uint64_t region_bytes = 0;  // the tensor's bytes, rounded up to kRegionAlign
+  unsigned block_x = 256;
+  unsigned grid_x = 1;
+};
+// Every workspace region starts this far from the workspace's start (bulk and TMA copies
+// need 16 bytes; 256 keeps the regions on whole memory transactions).
+inline constexpr std::uint64_t kRegionAlign = 256;
+
 // The alignment, in bytes, that every pointer of a launch is known to have, per operand
 // (at most 16). A plan's first kernel is compiled assuming 16 for each; a launch whose
 // pointers have less runs a kernel compiled for the alignment actually present (the
@@ -96,10 +112,12 @@ struct LaunchSpec {
   std::string algorithm;  // e.g. "direct"
   std::string tile;       // the work split, readable
   LaunchGeometry geometry;
-  std::optional<WeightPack> weight_pack;    // its entry point is <kernel_name>_pack
-  std::optional<SplitReduce> split_reduce;  // its entry point is <kernel_name>_reduce
-  std::optional<Im2colTensorMap> a_map;     // the kernel's x map, encoded per run (a parameter after y)
-  AlignmentNeeds needs;                     // what the kernel needs of each pointer, given its alignment constants
+  std::optional<WeightPack> weight_pack;     // its entry point is <kernel_name>_pack
+  std::optional<SplitReduce> split_reduce;   // its entry point is <kernel_name>_reduce
+  std::optional<Im2colTensorMap> a_map;      // the kernel's x map, encoded per run (a parameter after y)
+  std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
+  std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
+  AlignmentNeeds needs;                      // what the kernel needs of each pointer, given its alignment constants
 };
 
 struct Specialization {
@@ -133,6 +151,14 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& desc,
 // Whether NHWC wgmma kernels use that variant where it can read x: yes, unless
 // CONVJIT_WGMMA_TMA=0.
 bool wgmma_tma_enabled();
+// Whether NCHW problems may run through the NHWC TMA kernel between two transposes
+// (specialize_wgmma_via_nhwc): only with CONVJIT_NCHW_VIA_NHWC=1.
+bool nchw_via_nhwc_enabled();
+// The NHWC TMA wgmma kernel for NCHW `desc` (validated; nchw_via_nhwc_unsupported_reason
+// empty): x transposed into the workspace, the weights packed from their K,C/g,R,S order,
+// y transposed back from the workspace. Reads and writes every caller pointer one element
+// at a time, so it needs only element alignment.
+Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& desc);
 // The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
 // when the kernel cannot run it.
 struct WgmmaWork {
