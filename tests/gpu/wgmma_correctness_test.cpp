@@ -6,6 +6,7 @@
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
 #include "support/random_desc.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
@@ -33,6 +34,8 @@ class WgmmaCorrectness : public ::testing::Test {
       GTEST_SKIP() << "the wgmma kernel needs an sm_90 GPU, this one is " << probe.device_arch();
   }
   testing::TempDir dir_;
+  // These tests are the NCHW kernel's: the route through the NHWC kernel has its own.
+  testing::ScopedEnv nchw_kernel_{"CONVJIT_NCHW_VIA_NHWC", "0"};
 };
 
 TEST_F(WgmmaCorrectness, RandomProblemsMatchFloat64InTf32AndStrictMode) {

@@ -266,7 +266,9 @@ TEST(WgmmaKernel, NhwcTileStagesAndPackedWeightsFollowTheChannelChunks) {
     EXPECT_EQ(src.launch.weight_pack->packed_bytes, k_blocks * 3 * 5 * chunks * planes * bn * 128u);
     const std::int64_t pixels = 2 * 20 * 30;
     EXPECT_EQ(src.launch.geometry.grid_y, k_blocks);
-    if (!src.launch.geometry.persistent) EXPECT_EQ(src.launch.geometry.grid_x, (pixels + bm - 1) / bm);
+    if (!src.launch.geometry.persistent) {
+      EXPECT_EQ(src.launch.geometry.grid_x, (pixels + bm - 1) / bm);
+    }
   }
 }
 
@@ -306,7 +308,8 @@ TEST(WgmmaKernel, NhwcSplitsTheReductionOnlyWhereTheGridCannotFillTheMachine) {
   // Few stages: a slice would be shorter than the pipeline's fill.
   const Conv2dDesc shallow = nhwc({.n = 1, .c = 32, .h = 7, .w = 7, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1});
   EXPECT_EQ(constant(specialize(shallow, Algorithm::kImplicitGemm, "sm_90"), "kSplitK"), "1");
-  // NCHW never splits.
+  // The NCHW kernel never splits (the route through the NHWC kernel, off here, does).
+  testing::ScopedEnv own_kernel("CONVJIT_NCHW_VIA_NHWC", "0");
   Conv2dDesc nchw = deep;
   nchw.layout = Layout::kNCHW;
   EXPECT_EQ(constant(specialize(nchw, Algorithm::kImplicitGemm, "sm_90"), "kSplitK"), "1");

@@ -208,8 +208,8 @@ TEST_F(NchwViaNhwcLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAndCap
   EXPECT_EQ(got[3].pointer_arg(1), ops.y.at());
 }
 
-TEST_F(NchwViaNhwcLaunch, UnsetTheSameProblemRunsTheNchwKernelAlone) {
-  ScopedEnv off("CONVJIT_NCHW_VIA_NHWC", nullptr);
+TEST_F(NchwViaNhwcLaunch, OffTheSameProblemRunsTheNchwKernelAlone) {
+  ScopedEnv off("CONVJIT_NCHW_VIA_NHWC", "0");
   Runtime rt(options());
   const Conv2dPlan plan = plan_for(rt, kPlain);
   EXPECT_FALSE(plan.kernel_name().ends_with("_via_nhwc")) << plan.kernel_name();

@@ -14,6 +14,7 @@
 
 #include "convjit/convjit.hpp"
 #include "support/fake_cuda_driver.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit::testing {
@@ -36,6 +37,10 @@ class FakeDriverTest : public ::testing::Test {
   }
 
   TempDir dir_;
+  // The launch tests count and inspect the launches of the NCHW kernels they name; the
+  // route through the NHWC kernel, which the cost model picks for some of their problems,
+  // has its own tests (NchwViaNhwcLaunch, which sets it on over this).
+  ScopedEnv nchw_kernels_{"CONVJIT_NCHW_VIA_NHWC", "0"};
 };
 
 // Device memory of the fake driver (host memory it knows), freed with the object.

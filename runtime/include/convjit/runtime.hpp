@@ -180,8 +180,8 @@ class Conv2dPlan {
   const Conv2dDesc& desc() const noexcept;
   Algorithm algorithm() const noexcept;  // never kAuto
   // Scratch a run needs when it is given `w` (not `packed_w`): the packed weights of the
-  // wgmma kernel (and, where it splits the reduction, its fp32 partial sums; with
-  // CONVJIT_NCHW_VIA_NHWC=1, an NCHW problem's NHWC copies of x and y), the im2col
+  // wgmma kernel (and, where it splits the reduction, its fp32 partial sums; where an NCHW
+  // problem runs through the NHWC kernel, its NHWC copies of x and y), the im2col
   // columns and cuBLAS's workspace. Runs with `packed_w` need none, except im2col plans
   // (whose packed_weight_bytes() is 0), split wgmma plans and NCHW-through-NHWC plans (the
   // workspace_bytes() - packed_weight_bytes() after the packed weights suffice).

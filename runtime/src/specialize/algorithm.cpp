@@ -125,6 +125,18 @@ constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
 // KernelBench 72 and 73 on the H200 ran at 0.66 and 0.56 of the FMA peak by that count.
 constexpr double kDirectTransposedEfficiency = 0.55;
 constexpr double kStrictStageFloorUs = 1.4;
+// The NCHW transposes around the route, on x and y of 25 MB to 1.6 GB on the H200: 1.5-1.9
+// TB/s read plus written (docs/perf.md, "NCHW through the NHWC kernel").
+constexpr double kTransposeBandwidth = 1.8;
+// The route's pack from K,C/g,R,S weights, and its fixed cost (three launches more than the
+// NHWC kernel's, measured 8-10 us over it on 7x7 to 28x28 layers).
+constexpr double kKcrsPackBandwidth = 1.5, kRouteLaunchesMs = 0.008;
+// The NCHW wgmma kernel's stage copy: a fixed part, per row segment, per kilobyte
+// (least squares over 78 measured rows of the networks and KernelBench sets, H200).
+constexpr double kNchwStageUs = 0.456, kNchwStageRowUs = 0.0113, kNchwStageKbUs = 0.119;
+constexpr double kNchwPointwiseStageShare = 0.65;
+constexpr double kIm2colMeasuredOverModel = 1.5;
+constexpr double kNchwFillStages = 2.0;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 // 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
@@ -172,7 +184,7 @@ bool runs_on_wgmma(const Conv2dDesc& d, const std::string& arch, const Alignment
 }
 
 std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
-  if (!nchw_via_nhwc_enabled()) return "CONVJIT_NCHW_VIA_NHWC is not 1";
+  if (nchw_via_nhwc_switch() == NchwRoute::kOff) return "CONVJIT_NCHW_VIA_NHWC=0 turns the route off";
   if (d.layout != Layout::kNCHW) return "the route is for NCHW problems";
   if (arch != "sm_90" && arch != "sm_90a")
     return fmt::format("the route runs on sm_90 (Hopper), the target is {}", arch);
@@ -197,7 +209,47 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   const auto o = d.output_shape();
   const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.p * o.q) *
                        static_cast<double>(size_of(d.dtype));
-  return predicted_wgmma_ms(twin, arch) + 2.0 * bytes / (kBandwidth * 1e12) * 1e3 + 0.004;
+  // The pack reads K,C/g,R,S weights a channel run at a time (scattered) every call.
+  const double weight_bytes =
+      static_cast<double>(d.k) * (d.c / d.groups) * d.r * d.s * static_cast<double>(size_of(d.dtype));
+  // Its blocks pay the pipeline's fill as the NCHW kernel's do (predicted_nchw_wgmma_copy_ms),
+  // against which the route is weighed.
+  const auto work = wgmma_work(twin);
+  const double fill =
+      work && work->stages > 0 ? (work->stages + kNchwFillStages) / static_cast<double>(work->stages) : 1.0;
+  return predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +
+         2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + kRouteLaunchesMs;
+}
+
+double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch) {
+  Conv2dDesc nchw = d;
+  nchw.layout = Layout::kNCHW;
+  const auto work = wgmma_work(nchw);
+  if (!work) return std::numeric_limits<double>::infinity();
+  // A stage copies kBP input rows of each of a chunk's channels, with their halo, through
+  // cp.async, and runs the chunk's wgmma for one filter row; the slower of the two sets
+  // the stage. The copy's cost per stage is fitted to the NCHW kernel's measured times on
+  // the networks and KernelBench sets (docs/perf.md, "NCHW through the NHWC kernel": within
+  // 20% on 3x3 and wider filters); 1x1 stages, with no halo, measured 0.5-0.8 of it.
+  const int sms = nominal_multiprocessors(arch);
+  const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
+  const double products = strict_fp32(d) ? 3.0 : 1.0;
+  const double stage_flops = 2.0 * work->block_pixels * work->block_channels *
+                             (static_cast<double>(work->block_reduction) / static_cast<double>(work->stages));
+  const double compute_us = stage_flops * products / (tensor_rate(d) * 1e12 / sms * kWgmmaEfficiency) * 1e6;
+  double copy_us = kNchwStageUs + kNchwStageRowUs * static_cast<double>(work->stage_rows) +
+                   kNchwStageKbUs * static_cast<double>(work->stage_copy_bytes) / 1000.0;
+  if (d.r * d.s == 1) copy_us *= kNchwPointwiseStageShare;
+  // A block's first copies land before its first wgmma, with nothing to hide them behind:
+  // the pipeline's fill, the most of a block that runs a few stages (a pointwise layer of
+  // 64 channels runs 8).
+  return waves * (static_cast<double>(work->stages) + kNchwFillStages) * std::max(compute_us, copy_us) * 1e-3;
+}
+
+bool nchw_takes_route(const Conv2dDesc& d, const std::string& arch) {
+  if (nchw_via_nhwc_unsupported_reason(d, arch)) return false;
+  if (nchw_via_nhwc_switch() == NchwRoute::kForced) return true;
+  return predicted_nchw_via_nhwc_ms(d, arch) < predicted_nchw_wgmma_copy_ms(d, arch);
 }
 
 Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
@@ -278,14 +330,26 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   // wgmma grid can leave most of the chip idle, or compute mostly padding, on small images
   // with deep channels (7x7 to 16x16 layers, strided 1x1 ones), where im2col's column
   // matrix is small and cuBLAS splits the long reduction across the machine.
-  // With CONVJIT_NCHW_VIA_NHWC=1 an NCHW problem the route takes is priced as the route
-  // runs it (the NHWC kernel and the two transposes).
-  const bool via_nhwc = !nchw_via_nhwc_unsupported_reason(d, arch);
+  // An NCHW problem the route takes is priced as the route runs it (the NHWC kernel and
+  // the two transposes).
+  const bool via_nhwc = nchw_takes_route(d, arch);
   const bool wgmma = via_nhwc || runs_on_wgmma(d, arch);
   const Conv2dDesc grid_model = implicit_gemm_model(d, arch);
-  const double implicit_ms = via_nhwc ? predicted_nchw_via_nhwc_ms(d, arch) : predicted_wgmma_ms(grid_model, arch);
+  // The NCHW wgmma kernel is priced with its stage copies, which bind it on every layer of
+  // the networks set (its bare tensor-core time was 2-8x short of the measured one).
+  const bool nchw_copy = d.layout == Layout::kNCHW && wgmma;
+  const double implicit_ms = via_nhwc    ? predicted_nchw_via_nhwc_ms(d, arch)
+                             : nchw_copy ? predicted_nchw_wgmma_copy_ms(d, arch)
+                                         : predicted_wgmma_ms(grid_model, arch);
+  // The route's and the NCHW kernel's models are calibrated on measured times (the
+  // transposes' bandwidth, the stage copies); against them im2col gets its own measured ratio:
+  // a 3x3 or wider NCHW problem's column matrix and GEMM took 1.25-2.0x (median 1.5x) of
+  // predicted_im2col_ms in TF32 and 16-bit, 0.9-1.5x in strict (docs/perf.md, networks set).
+  const double im2col_ms =
+      predicted_im2col_ms(d, arch) *
+      ((via_nhwc || nchw_copy) && !strict_fp32(d) && !is_pointwise_gemm(d) ? kIm2colMeasuredOverModel : 1.0);
   const bool wgmma_starved = !arch.empty() && (via_nhwc || !wgmma_unsupported_reason(grid_model, arch)) &&
-                             d.groups == 1 && c_per_group >= 16 && predicted_im2col_ms(d, arch) < implicit_ms;
+                             d.groups == 1 && c_per_group >= 16 && im2col_ms < implicit_ms;
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
@@ -392,9 +456,9 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
       // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
       // copy from.
-      // CONVJIT_NCHW_VIA_NHWC=1: NCHW problems the NHWC TMA kernel takes run on it between
-      // two transposes, whatever the pointers' alignment (the transposes copy elements).
-      if (!nchw_via_nhwc_unsupported_reason(d, arch)) return specialize_wgmma_via_nhwc(d);
+      // NCHW problems the route takes run on the NHWC TMA kernel between two transposes,
+      // whatever the pointers' alignment (the transposes copy elements).
+      if (nchw_takes_route(d, arch)) return specialize_wgmma_via_nhwc(d);
       return runs_on_wgmma(d, arch, align) ? specialize_wgmma(d, align) : specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

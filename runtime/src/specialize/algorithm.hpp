@@ -43,13 +43,20 @@ bool runs_on_wgmma(const Conv2dDesc& desc, const std::string& arch, const Alignm
 
 // Empty when the implicit GEMM runs NCHW `desc` on `arch` through the NHWC TMA wgmma
 // kernel between two transposes (specialize_wgmma_via_nhwc); otherwise why not, and the
-// problem keeps its NCHW kernels. Only with CONVJIT_NCHW_VIA_NHWC=1, on sm_90, for a
-// static batch, where the NHWC kernel would run the same problem in NHWC through its map
-// (x's copy in the workspace is fully aligned).
+// problem keeps its NCHW kernels. On sm_90, for a static batch, where the NHWC kernel
+// would run the same problem in NHWC through its map (x's copy in the workspace is fully
+// aligned), unless CONVJIT_NCHW_VIA_NHWC=0.
 std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& desc, const std::string& arch);
 // The route's predicted time: the NHWC kernel's model of the NHWC problem, plus x and y
-// each read and written once by the transposes at bandwidth, plus their two launches.
+// each read and written once by the transposes at their measured bandwidth, plus their
+// two launches.
 double predicted_nchw_via_nhwc_ms(const Conv2dDesc& desc, const std::string& arch);
+// The NCHW wgmma kernel's predicted time with its stage copies priced (the bare tensor
+// rate of predicted_wgmma_ms is 2-8x short of it on images narrower than 256 pixels).
+double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& desc, const std::string& arch);
+// Whether the implicit GEMM runs NCHW `desc` on `arch` through the route: it applies, and
+// CONVJIT_NCHW_VIA_NHWC=1 forces it or the route is predicted faster than the NCHW kernel.
+bool nchw_takes_route(const Conv2dDesc& desc, const std::string& arch);
 
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});

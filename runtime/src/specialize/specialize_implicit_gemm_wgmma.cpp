@@ -337,20 +337,32 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
   // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
   const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
+  // Rows and columns past the image are zero-filled, not copied: a patch taller than the
+  // output (7x7 layers, 8-row patches) copies the output's rows only.
+  const std::int64_t rows = std::min<std::int64_t>(tile->bp, d.output_shape().p);
   return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups * tile->slices,
                    .block_pixels = std::int64_t{tile->bp} * tile->bq,
                    .block_channels = tile->bn,
                    .block_reduction = std::int64_t{tile->slice_stages} * per_stage,
                    .slices = tile->slices,
-                   .partial_bytes = partial_bytes(d, tile->slices)};
+                   .partial_bytes = partial_bytes(d, tile->slices),
+                   .stages = tile->slice_stages,
+                   .stage_rows = nhwc(d) ? 0 : rows * chunk_channels(d),
+                   .stage_copy_bytes = nhwc(d) ? 0
+                                               : rows * std::min(halo_width(d, tile->bq), d.w) * chunk_channels(d) *
+                                                     static_cast<std::int64_t>(size_of(d.dtype))};
 }
 
-// CONVJIT_NCHW_VIA_NHWC=1 lets NCHW problems run on the NHWC TMA kernel between two
-// transposes (not yet measured on a GPU: docs/perf.md says what to run first); off, every
-// NCHW problem keeps its own kernels (changes the source, so the cache key).
-bool nchw_via_nhwc_enabled() {
+// CONVJIT_NCHW_VIA_NHWC=0|1 turns the route off or forces it where it applies (for tests
+// and timing runs of either path); unset, the cost model decides per problem. It changes
+// the source, so the cache key.
+NchwRoute nchw_via_nhwc_switch() {
   const char* env = std::getenv("CONVJIT_NCHW_VIA_NHWC");
-  return env != nullptr && std::string_view(env) == "1";
+  if (env == nullptr || *env == '\0') return NchwRoute::kByModel;
+  if (std::string_view(env) == "0") return NchwRoute::kOff;
+  if (std::string_view(env) == "1") return NchwRoute::kForced;
+  fail(ErrorCode::kInvalidArgument, "CONVJIT_NCHW_VIA_NHWC: expected 0 (off) or 1 (wherever it applies), got '{}'",
+       env);
 }
 
 namespace {

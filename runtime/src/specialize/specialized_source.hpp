@@ -151,9 +151,12 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& desc,
 // Whether NHWC wgmma kernels use that variant where it can read x: yes, unless
 // CONVJIT_WGMMA_TMA=0.
 bool wgmma_tma_enabled();
-// Whether NCHW problems may run through the NHWC TMA kernel between two transposes
-// (specialize_wgmma_via_nhwc): only with CONVJIT_NCHW_VIA_NHWC=1.
-bool nchw_via_nhwc_enabled();
+// Whether NCHW problems run through the NHWC TMA kernel between two transposes
+// (specialize_wgmma_via_nhwc): kByModel (CONVJIT_NCHW_VIA_NHWC unset) where the cost model
+// predicts the route faster than the NCHW kernel, kOff (=0) never, kForced (=1) wherever
+// it applies.
+enum class NchwRoute { kByModel, kOff, kForced };
+NchwRoute nchw_via_nhwc_switch();
 // The NHWC TMA wgmma kernel for NCHW `desc` (validated; nchw_via_nhwc_unsupported_reason
 // empty): x transposed into the workspace, the weights packed from their K,C/g,R,S order,
 // y transposed back from the workspace. Reads and writes every caller pointer one element
@@ -162,12 +165,15 @@ Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& desc);
 // The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
 // when the kernel cannot run it.
 struct WgmmaWork {
-  std::int64_t blocks = 0;           // pixel patches x channel blocks x groups
-  std::int64_t block_pixels = 0;     // kBP x kBQ, computed whether or not inside the image
-  int block_channels = 0;            // kBN
-  std::int64_t block_reduction = 0;  // channel chunks x chunk x r x s, as computed (split-K: a slice's)
-  int slices = 1;                    // split-K slices (blocks counts every slice's)
-  std::uint64_t partial_bytes = 0;   // split-K's fp32 partial sums, written and read once
+  std::int64_t blocks = 0;            // pixel patches x channel blocks x groups
+  std::int64_t block_pixels = 0;      // kBP x kBQ, computed whether or not inside the image
+  int block_channels = 0;             // kBN
+  std::int64_t block_reduction = 0;   // channel chunks x chunk x r x s, as computed (split-K: a slice's)
+  int slices = 1;                     // split-K slices (blocks counts every slice's)
+  std::uint64_t partial_bytes = 0;    // split-K's fp32 partial sums, written and read once
+  std::int64_t stages = 0;            // stages a block (a slice) runs
+  std::int64_t stage_rows = 0;        // NCHW: input row segments a stage copies (kBP, at most P, x chunk channels)
+  std::int64_t stage_copy_bytes = 0;  // NCHW: bytes those segments hold (x kHaloW, at most W)
 };
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col

@@ -36,9 +36,11 @@ Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch) {
 }
 
 std::string kernel_template(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch) {
-  std::string name = specialize(desc, resolve_algorithm(desc, algorithm, arch), arch).source.template_name;
+  const auto src = specialize(desc, resolve_algorithm(desc, algorithm, arch), arch);
+  std::string name = src.source.template_name;
   if (name.starts_with("conv2d_")) name.erase(0, 7);
   if (name.ends_with(".cu")) name.erase(name.size() - 3);
+  if (src.launch.x_to_nhwc) name += " via nhwc";
   return name;
 }
 

@@ -55,7 +55,8 @@ double predicted_ms(const Conv2dDesc& desc, Algorithm algorithm, const std::stri
 Algorithm auto_algorithm(const Conv2dDesc& desc, const std::string& arch);
 
 // The kernel template `algorithm` compiles `desc` from on `arch`, without "conv2d_" and
-// ".cu": "implicit_gemm_wgmma", "implicit_gemm_mma", "direct", "depthwise", "im2col".
+// ".cu": "implicit_gemm_wgmma", "implicit_gemm_mma", "direct", "depthwise", "im2col"; an
+// NCHW problem that runs through the NHWC kernel between two transposes adds " via nhwc".
 // No GPU needed: what `conv_bench --list` shows, since the implicit GEMM has two families.
 std::string kernel_template(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch);
 
