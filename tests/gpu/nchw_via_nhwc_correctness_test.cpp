@@ -151,6 +151,20 @@ TEST_F(NchwViaNhwc, SplitKDeepChannelsAndAVggLayerMatchFloat64) {
 
 // Every tensor at an element offset past a 16-byte boundary: the transposes read x and
 // write y there, the workspace's copies stay aligned for the map.
+// The U-Net's 4-channel output layer's shape, smaller: 4 output channels on the TMA
+// kernel, split-K, y's transpose of 4 channels.
+TEST_F(NchwViaNhwc, FourOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(9004);
+  for (const Kind& kind : kKinds) {
+    expect_correct(
+        rt,
+        with_kind({.n = 2, .c = 320, .h = 16, .w = 16, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+                  kind),
+        rng);
+  }
+}
+
 TEST_F(NchwViaNhwc, TensorsAtElementOffsetsMatchFloat64) {
   Runtime rt(options());
   std::mt19937_64 rng(9003);

@@ -238,6 +238,33 @@ TEST_F(WgmmaTma, HalfChunksWithTheDevelopmentSwitchMatchFloat64InEveryDtypeAndMa
   }
 }
 
+// A few output channels (1 to 31: a U-Net's 4-channel output layer) run on the TMA kernel
+// with most of the 64-channel tile's columns empty, split-K filling the machine: odd C
+// past a chunk, padding, bias and ReLU; the epilogue must write exactly K channels.
+TEST_F(WgmmaTma, FewOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(93);
+  for (const Kind& kind : kKinds) {
+    for (const int k : {1, 4, 7, 31}) {
+      const int c = chunk_channels(kind.dtype) * (k % 3 + 1) + 8 * (k % 2);
+      expect_correct(rt,
+                     with_kind({.n = 2,
+                                .c = c,
+                                .h = 13,
+                                .w = 17,
+                                .k = k,
+                                .r = 3,
+                                .s = 3,
+                                .pad_h = 1,
+                                .pad_w = 1,
+                                .bias = true,
+                                .activation = k == 7 ? Activation::kRelu : Activation::kNone},
+                               kind),
+                     rng);
+    }
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

@@ -74,6 +74,8 @@ TEST(WgmmaKernel, ReasonsNameWhatRulesTheKernelOut) {
   Conv2dDesc narrow = kHeadline;
   narrow.k = 16;
   EXPECT_NE(wgmma_unsupported_reason(narrow, "sm_90")->find("output channels"), std::string::npos);
+  // NCHW's own kernels: mma.sync (the route through the NHWC kernel, off here, takes it).
+  testing::ScopedEnv own_kernels("CONVJIT_NCHW_VIA_NHWC", "0");
   EXPECT_EQ(specialize(narrow, Algorithm::kImplicitGemm, "sm_90").source.template_name, "conv2d_implicit_gemm_mma.cu");
 }
 
@@ -351,7 +353,19 @@ TEST(WgmmaKernel, NhwcReasonsNameWhatRulesTheKernelOut) {
   EXPECT_FALSE(wgmma_unsupported_reason(d, "sm_90"));
   Conv2dDesc narrow = d;
   narrow.k = 16;
-  EXPECT_NE(wgmma_unsupported_reason(narrow, "sm_90")->find("output channels"), std::string::npos);
+  // A few output channels run through the TMA map (bound by reading x once), not with
+  // the cp.async copies, nor in groups.
+  EXPECT_FALSE(wgmma_unsupported_reason(narrow, "sm_90"));
+  EXPECT_TRUE(specialize(narrow, Algorithm::kImplicitGemm, "sm_90").source.kernel_name.ends_with("_tma"));
+  {
+    testing::ScopedEnv cp_async("CONVJIT_WGMMA_TMA", "0");
+    EXPECT_NE(wgmma_unsupported_reason(narrow, "sm_90")->find("output channels"), std::string::npos);
+  }
+  Conv2dDesc grouped_narrow = narrow;
+  grouped_narrow.c = 128;
+  grouped_narrow.k = 32;
+  grouped_narrow.groups = 2;
+  EXPECT_NE(wgmma_unsupported_reason(grouped_narrow, "sm_90")->find("output channels"), std::string::npos);
   // 16-bit NHWC needs no even width (the channels are what is copied in pieces).
   Conv2dDesc odd_width = nhwc(kHeadline, DType::kFloat16);
   odd_width.w = 255;

@@ -125,18 +125,19 @@ constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
 // KernelBench 72 and 73 on the H200 ran at 0.66 and 0.56 of the FMA peak by that count.
 constexpr double kDirectTransposedEfficiency = 0.55;
 constexpr double kStrictStageFloorUs = 1.4;
-// The NCHW transposes around the route, on x and y of 25 MB to 1.6 GB on the H200: 1.5-1.9
-// TB/s read plus written (docs/perf.md, "NCHW through the NHWC kernel").
+// The NCHW route and the NCHW wgmma kernel are priced from what they measured, since their
+// floors miss by far more than the choices they decide (docs/perf.md, "NCHW through the
+// NHWC kernel by default"): the transposes' bandwidth (read plus written), the scattered
+// K,C/g,R,S pack's, the route's extra launches; the NCHW stage copy's fixed part, per row
+// segment and per kilobyte (a least-squares fit), its share on 1x1 stages (no halo); the
+// pipeline's fill in stages; im2col's measured time over its model on 3x3 and wider
+// NCHW problems in TF32 and 16-bit.
 constexpr double kTransposeBandwidth = 1.8;
-// The route's pack from K,C/g,R,S weights, and its fixed cost (three launches more than the
-// NHWC kernel's, measured 8-10 us over it on 7x7 to 28x28 layers).
 constexpr double kKcrsPackBandwidth = 1.5, kRouteLaunchesMs = 0.008;
-// The NCHW wgmma kernel's stage copy: a fixed part, per row segment, per kilobyte
-// (least squares over 78 measured rows of the networks and KernelBench sets, H200).
 constexpr double kNchwStageUs = 0.456, kNchwStageRowUs = 0.0113, kNchwStageKbUs = 0.119;
 constexpr double kNchwPointwiseStageShare = 0.65;
-constexpr double kIm2colMeasuredOverModel = 1.5;
 constexpr double kNchwFillStages = 2.0;
+constexpr double kIm2colMeasuredOverModel = 1.5;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 // 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
@@ -228,9 +229,7 @@ double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch
   if (!work) return std::numeric_limits<double>::infinity();
   // A stage copies kBP input rows of each of a chunk's channels, with their halo, through
   // cp.async, and runs the chunk's wgmma for one filter row; the slower of the two sets
-  // the stage. The copy's cost per stage is fitted to the NCHW kernel's measured times on
-  // the networks and KernelBench sets (docs/perf.md, "NCHW through the NHWC kernel": within
-  // 20% on 3x3 and wider filters); 1x1 stages, with no halo, measured 0.5-0.8 of it.
+  // the stage. On images narrower than a few hundred pixels the copy is the slower.
   const int sms = nominal_multiprocessors(arch);
   const double waves = std::ceil(static_cast<double>(work->blocks) / sms);
   const double products = strict_fp32(d) ? 3.0 : 1.0;
@@ -335,16 +334,16 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const bool via_nhwc = nchw_takes_route(d, arch);
   const bool wgmma = via_nhwc || runs_on_wgmma(d, arch);
   const Conv2dDesc grid_model = implicit_gemm_model(d, arch);
-  // The NCHW wgmma kernel is priced with its stage copies, which bind it on every layer of
-  // the networks set (its bare tensor-core time was 2-8x short of the measured one).
+  // The NCHW wgmma kernel is priced with its stage copies, which bind it on mid-size layers
+  // where its bare tensor-core time is far short of what it runs.
   const bool nchw_copy = d.layout == Layout::kNCHW && wgmma;
   const double implicit_ms = via_nhwc    ? predicted_nchw_via_nhwc_ms(d, arch)
                              : nchw_copy ? predicted_nchw_wgmma_copy_ms(d, arch)
                                          : predicted_wgmma_ms(grid_model, arch);
   // The route's and the NCHW kernel's models are calibrated on measured times (the
-  // transposes' bandwidth, the stage copies); against them im2col gets its own measured ratio:
-  // a 3x3 or wider NCHW problem's column matrix and GEMM took 1.25-2.0x (median 1.5x) of
-  // predicted_im2col_ms in TF32 and 16-bit, 0.9-1.5x in strict (docs/perf.md, networks set).
+  // transposes' bandwidth, the stage copies); against them im2col gets its own measured
+  // ratio, in TF32 and 16-bit on filters wider than 1x1 (strict measured near its model;
+  // pointwise problems, one GEMM on x as it is, keep the comparison they had).
   const double im2col_ms =
       predicted_im2col_ms(d, arch) *
       ((via_nhwc || nchw_copy) && !strict_fp32(d) && !is_pointwise_gemm(d) ? kIm2colMeasuredOverModel : 1.0);

@@ -52,7 +52,7 @@ std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& de
 // two launches.
 double predicted_nchw_via_nhwc_ms(const Conv2dDesc& desc, const std::string& arch);
 // The NCHW wgmma kernel's predicted time with its stage copies priced (the bare tensor
-// rate of predicted_wgmma_ms is 2-8x short of it on images narrower than 256 pixels).
+// rate of predicted_wgmma_ms is far short of it on mid-size images).
 double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& desc, const std::string& arch);
 // Whether the implicit GEMM runs NCHW `desc` on `arch` through the route: it applies, and
 // CONVJIT_NCHW_VIA_NHWC=1 forces it or the route is predicted faster than the NCHW kernel.
