@@ -14,20 +14,15 @@
 
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 
 namespace convjit {
 namespace {
 
-struct Kind {
-  DType dtype;
-  MathMode math;
-};
-constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
-                           {DType::kFloat32, MathMode::kStrictFp32},
-                           {DType::kFloat16, MathMode::kTF32},
-                           {DType::kBFloat16, MathMode::kTF32}};
+using testing::Kind;
+using testing::kKinds;
 
 Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
   d.dtype = kind.dtype;

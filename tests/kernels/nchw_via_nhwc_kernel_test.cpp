@@ -18,11 +18,13 @@
 #include "convjit/error.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/prologue_constant.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
 
+using testing::prologue_constant;
 using testing::ScopedEnv;
 
 constexpr const char* kSwitch = "CONVJIT_NCHW_VIA_NHWC";
@@ -31,13 +33,6 @@ Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
   d.dtype = dtype;
   d.math = math;
   return d;
-}
-
-std::string constant(const Specialization& src, const std::string& type, const std::string& name) {
-  const std::string needle = "constexpr " + type + " " + name + " = ";
-  const auto at = src.source.text.find(needle);
-  if (at == std::string::npos) return "<absent>";
-  return src.source.text.substr(at + needle.size(), src.source.text.find(';', at) - at - needle.size());
 }
 
 bool via(const Specialization& src) { return src.source.kernel_name.ends_with("_via_nhwc"); }
@@ -86,9 +81,9 @@ TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEver
     EXPECT_EQ(d.to_string().find("layout=nhwc"), std::string::npos) << "the descriptor stays NCHW";
     EXPECT_EQ(src.source.compile_arch, "sm_90a");
     // NHWC stages through the map, weights in the caller's NCHW order.
-    EXPECT_EQ(constant(src, "int", "kLayout"), "1");
-    EXPECT_EQ(constant(src, "bool", "kATma"), "true");
-    EXPECT_EQ(constant(src, "bool", "kWeightsKcrs"), "true");
+    EXPECT_EQ(prologue_constant(src, "int", "kLayout"), "1");
+    EXPECT_EQ(prologue_constant(src, "bool", "kATma"), "true");
+    EXPECT_EQ(prologue_constant(src, "bool", "kWeightsKcrs"), "true");
     EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_VIA_NHWC 1"), std::string::npos);
     EXPECT_NE(src.launch.tile.find("NCHW through NHWC"), std::string::npos) << src.launch.tile;
     // The caller's pointers are read and written one element at a time.
@@ -170,8 +165,8 @@ TEST(NchwViaNhwcKernel, ZeroGivesExactlyTheNchwKernelOfBeforeAndOtherValuesAreRe
   const Conv2dDesc nchw = kind(kVgg, DType::kFloat16);
   Conv2dDesc nhwc = nchw;
   nhwc.layout = Layout::kNHWC;
-  EXPECT_EQ(constant(specialize_wgmma(nchw), "bool", "kWeightsKcrs"), "true");
-  EXPECT_EQ(constant(specialize_wgmma(nhwc), "bool", "kWeightsKcrs"), "false");
+  EXPECT_EQ(prologue_constant(specialize_wgmma(nchw), "bool", "kWeightsKcrs"), "true");
+  EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc), "bool", "kWeightsKcrs"), "false");
   ScopedEnv on(kSwitch, "1");
   EXPECT_FALSE(via(specialize(nhwc, Algorithm::kImplicitGemm, "sm_90"))) << "NHWC problems keep their kernel";
 }

@@ -19,6 +19,7 @@
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
+#include "support/prologue_constant.hpp"
 
 namespace convjit {
 namespace {
@@ -27,10 +28,9 @@ constexpr const char* kMma = "conv2d_implicit_gemm_mma.cu";
 constexpr const char* kWgmma = "conv2d_implicit_gemm_wgmma.cu";
 
 int constant(const Specialization& src, const std::string& name) {
-  const std::string needle = "constexpr int " + name + " = ";
-  const auto at = src.source.text.find(needle);
-  if (at == std::string::npos) ADD_FAILURE() << name << " is not in the prologue of " << src.source.kernel_name;
-  return at == std::string::npos ? -1 : std::stoi(src.source.text.substr(at + needle.size()));
+  const std::string value = testing::prologue_constant(src, "int", name);
+  if (value == "<absent>") ADD_FAILURE() << name << " is not in the prologue of " << src.source.kernel_name;
+  return value == "<absent>" ? -1 : std::stoi(value);
 }
 
 // NVRTC's front end alone: it evaluates every static_assert at a small fraction of a

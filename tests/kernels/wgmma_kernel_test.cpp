@@ -8,6 +8,7 @@
 #include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/prologue_constant.hpp"
 #include "support/scoped_env.hpp"
 #include "support/workloads.hpp"
 
@@ -17,10 +18,7 @@ namespace {
 const Conv2dDesc kHeadline{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
 
 std::string constant(const Specialization& src, const std::string& name) {
-  const std::string needle = "constexpr int " + name + " = ";
-  const auto at = src.source.text.find(needle);
-  if (at == std::string::npos) return "<absent>";
-  return src.source.text.substr(at + needle.size(), src.source.text.find(';', at) - at - needle.size());
+  return testing::prologue_constant(src, "int", name);
 }
 
 TEST(WgmmaKernel, HopperImplicitGemmCompilesToWgmmaAndBulkCopiesWithoutSpills) {

@@ -12,11 +12,13 @@
 #include "compile/ptxas_report.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/prologue_constant.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
 
+using testing::prologue_constant;
 using testing::ScopedEnv;
 
 const Conv2dDesc kHeadline{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
@@ -28,13 +30,6 @@ Conv2dDesc nhwc(Conv2dDesc d, DType dtype = DType::kFloat32, MathMode math = Mat
   return d;
 }
 
-std::string constant(const Specialization& src, const std::string& type, const std::string& name) {
-  const std::string needle = "constexpr " + type + " " + name + " = ";
-  const auto at = src.source.text.find(needle);
-  if (at == std::string::npos) return "<absent>";
-  return src.source.text.substr(at + needle.size(), src.source.text.find(';', at) - at - needle.size());
-}
-
 bool is_tma(const Specialization& src) { return src.source.kernel_name.ends_with("_tma"); }
 
 TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
@@ -44,7 +39,7 @@ TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
     SCOPED_TRACE(value == nullptr ? "unset" : value);
     const auto src = specialize_wgmma(d);
     EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
-    EXPECT_EQ(constant(src, "bool", "kATma"), "true");
+    EXPECT_EQ(prologue_constant(src, "bool", "kATma"), "true");
     EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_TMA 1"), std::string::npos);
     ASSERT_TRUE(src.launch.a_map.has_value());
     EXPECT_NE(src.launch.tile.find("x by TMA im2col"), std::string::npos) << src.launch.tile;
@@ -55,7 +50,7 @@ TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
   ScopedEnv off("CONVJIT_WGMMA_TMA", "0");
   const auto src = specialize_wgmma(d);
   EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
-  EXPECT_EQ(constant(src, "bool", "kATma"), "false");
+  EXPECT_EQ(prologue_constant(src, "bool", "kATma"), "false");
   EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_TMA"), std::string::npos);
   EXPECT_FALSE(src.launch.a_map.has_value());
   EXPECT_NE(src.launch.tile.find("16-byte pieces"), std::string::npos) << src.launch.tile;
@@ -143,7 +138,7 @@ void expect_map_walks_output_pixels(const Conv2dDesc& d) {
   EXPECT_EQ(m.strides[1], d.c * e * d.w);
   EXPECT_EQ(m.strides[2], d.c * e * d.w * d.h);
   EXPECT_EQ(m.channels_per_pixel * e, 128u);
-  const int bm = std::stoi(constant(src, "int", "kBQ"));
+  const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
   EXPECT_EQ(m.pixels_per_column, static_cast<unsigned>(bm));
   EXPECT_EQ(m.element_strides[0], 1u);
   EXPECT_EQ(m.element_strides[3], 1u);
@@ -283,7 +278,7 @@ TEST(WgmmaTmaKernel, ProblemsTheMapCannotExpressKeepCpAsyncWithTheReason) {
     ASSERT_FALSE(wgmma_unsupported_reason(c.desc, "sm_90", c.align)) << *wgmma_unsupported_reason(c.desc, "sm_90");
     const auto src = specialize_wgmma(c.desc, c.align);
     EXPECT_FALSE(is_tma(src)) << src.source.kernel_name;
-    EXPECT_EQ(constant(src, "bool", "kATma"), "false");
+    EXPECT_EQ(prologue_constant(src, "bool", "kATma"), "false");
     EXPECT_FALSE(src.launch.a_map.has_value());
     if (c.desc.layout == Layout::kNHWC) {
       EXPECT_NE(src.launch.tile.find("TMA im2col refused: " + *why), std::string::npos) << src.launch.tile;
