@@ -58,6 +58,7 @@ constexpr int kXVecBytes = 4;
 constexpr bool kPairStores = false;
 constexpr int kSplitK = 1;
 constexpr bool kATma = false;
+constexpr int kARowBytes = 128;  // NHWC stage pixel row (128, or 64 bytes)
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
 constexpr bool kWeightsKcrs = true;  // w as K, C/groups, R, S (false: K, R, S, C/groups)
@@ -93,9 +94,12 @@ constexpr bool k16Bit = kDType != 0;
 using Element = typename ElementOf<k16Bit>::type;  // storage type of x, w, bias, y
 constexpr int kChunkC = k16Bit ? 16 : 8;           // channels a wgmma k step reduces
 constexpr bool kNhwc = kLayout == 1;
-// Channels of one tap a stage reduces: NCHW one k step; NHWC 128 bytes of each pixel's
-// channel run, kSub k steps.
-constexpr int kStageC = kNhwc ? 128 / static_cast<int>(sizeof(Element)) : kChunkC;
+// Channels of one tap a stage reduces: NCHW one k step; NHWC a pixel row of kARowBytes
+// (128, or 64 where a group's channels fill no more) of each pixel's channel run, kSub k
+// steps.
+constexpr int kStageC = kNhwc ? kARowBytes / static_cast<int>(sizeof(Element)) : kChunkC;
+constexpr int kARowChunks = kARowBytes / 16;  // 16-byte chunks of a stage's pixel row
+static_assert(kARowBytes == 128 || (kNhwc && kARowBytes == 64), "a stage's pixel row is 128 or (NHWC) 64 bytes");
 constexpr int kSub = kStageC / kChunkC;
 constexpr int kChunks = (kCPerGroup + kStageC - 1) / kStageC;
 constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
@@ -121,7 +125,7 @@ constexpr int kPatch = kBP * kRowElems;
 // banks: f32 slots are a plane apart (8 banks); 16-bit slots are two planes of halves
 // apart (again 8 banks), and two pixels of one word are one access.
 constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
-// NHWC: [kBM pixels][kStageC channels], 128 bytes a pixel (see load_fragment_nhwc).
+// NHWC: [kBM pixels][kStageC channels], kARowBytes a pixel (see load_fragment_nhwc).
 constexpr int kAStageElems = kNhwc ? kBM * kStageC : kChunkC * kChanStride;
 constexpr int kBTapElems = kBN * kChunkC;     // 32 * kBN bytes for every type
 constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
@@ -130,10 +134,11 @@ constexpr int kBPlaneElems = (kNhwc ? kSub : kS) * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
-// TMA's 128-byte swizzle XORs a row's 16-byte chunk index with address bits 7-9, so it
-// writes the layout load_fragment_nhwc reads (chunk j of row m at j ^ (m % 8)) only when
-// every A stage starts on a 1024-byte boundary: the stages start at the first such
-// boundary past the barriers, and the host adds the bytes that rounding may skip.
+// TMA's 128-byte swizzle XORs a row's 16-byte chunk index with address bits 7-9 (its
+// 64-byte swizzle, bits 4-5 with bits 7-8), so it writes the layout load_fragment_nhwc
+// reads (swizzled_byte) only when every A stage starts on a swizzle atom's boundary (1024
+// bytes covers both): the stages start at the first such boundary past the barriers, and
+// the host adds the bytes that rounding may skip.
 constexpr int kSwizzleAtom = 1024;
 constexpr int kAlignSlack = kATma ? kSwizzleAtom : 0;
 constexpr int kLoadWarps = kStoreWarps ? 2 : 4;  // producer warps issuing copies
@@ -147,11 +152,11 @@ static_assert(kSharedBytes ==
                   kBarrierBytes + kAlignSlack + kStages * kStageBytes + kOutElems * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
 // Stages and their A parts whole swizzle atoms: every stage's A starts on a boundary once
-// the first does, and a 128-pixel-row A is what one im2col box of kBM pixels writes.
+// the first does, and a kARowBytes-pixel-row A is what one im2col box of kBM pixels writes.
 static_assert(!kATma || (kNhwc && kStageBytes % kSwizzleAtom == 0 &&
                          kAStageElems * static_cast<int>(sizeof(Element)) % kSwizzleAtom == 0 && kBM <= 1024 &&
-                         kStageC * static_cast<int>(sizeof(Element)) == 128),
-              "TMA im2col stages: NHWC, whole 1024-byte swizzle atoms, one 128-byte channel box a pixel");
+                         kStageC * static_cast<int>(sizeof(Element)) == kARowBytes),
+              "TMA im2col stages: NHWC, whole 1024-byte swizzle atoms, one kARowBytes channel box a pixel");
 // Every stage's weights, as <name>_pack writes them and the host allocates them.
 constexpr long long kPackedElems =
     static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kS * kPlanes * kSub * kBTapElems;
@@ -228,7 +233,7 @@ __device__ __forceinline__ void bulk_copy(unsigned dst, const void* src, unsigne
 struct alignas(64) TensorMap {
   unsigned long long opaque[16];
 };
-// kBM pixel rows of 128 channel bytes each, from the pixel that the map's traversal starts
+// kBM pixel rows of kARowBytes channel bytes each, from the pixel that the map's traversal starts
 // at (c, w, h, n: the tile's first output pixel in input coordinates, before the tap), each
 // read at (w + off_w, h + off_h); outside x (padding, channels past C, images past the
 // run's last) arrive as zeros. Completes on `bar` with the box's bytes, zeros included.
@@ -450,12 +455,15 @@ __device__ __forceinline__ void consume_stage(float (&acc)[kMB][kAccum], unsigne
 }
 
 // --- NHWC ---
-// A stage's pixel row m is 128 bytes: eight 16-byte chunks, chunk j stored at j ^ (m % 8).
-// A fragment load reads 8 pixel rows g (m % 8 == g) x 4 words t of one chunk: the chunks
-// land on 8 distinct 16-byte bank groups, so the 32 lanes hit 32 banks; a 16-byte copy
-// stays one chunk.
+// A stage's pixel row m is kARowBytes. 128 bytes: eight 16-byte chunks, chunk j stored at
+// j ^ (m % 8); a fragment load reads 8 pixel rows g (m % 8 == g) x 4 words t of one
+// chunk, and the chunks land on 8 distinct 16-byte bank groups. 64 bytes: four chunks,
+// chunk j at j ^ (m / 2 % 4); two rows share a 128-byte line, so the 8 rows' chunks again
+// land on 8 distinct bank groups. Either way the 32 lanes hit 32 banks, and a 16-byte
+// copy stays one chunk. The key is the row's address bits 7 and up, as TMA's swizzle takes.
 __device__ __forceinline__ unsigned swizzled_byte(int m, int byte) {
-  return static_cast<unsigned>(m * 128 + ((((byte >> 4) ^ m) & 7) << 4) + (byte & 15));
+  const int key = kARowBytes == 128 ? m : m >> 1;
+  return static_cast<unsigned>(m * kARowBytes + ((((byte >> 4) ^ key) & (kARowChunks - 1)) << 4) + (byte & 15));
 }
 
 // One kXVecBytes piece global -> shared; valid == false writes zeros.
@@ -469,11 +477,12 @@ __device__ __forceinline__ void copy_piece(unsigned dst, const void* src, bool v
 }
 
 // This thread's A fragment for k step `sub` of one m64 block: rows g and g + 8 at words
-// row[0] and row[1] (m * 32 + t), k words t (chunk 2 sub) and t + 4 (chunk 2 sub + 1).
+// row[0] and row[1] (m * kARowBytes / 4 + t), k words t (chunk 2 sub) and t + 4 (chunk
+// 2 sub + 1); the swizzle key is the row's address bits 7 and up (swizzled_byte).
 // A word is one float, or two 16-bit channels with the smaller one in the low half.
 __device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, const int (&row)[2], unsigned (&big)[4],
                                                    unsigned (&small)[4]) {
-  const int g = (row[0] >> 5) & 7;
+  const int g = (row[0] >> 5) & (kARowChunks - 1);
   const int lo = ((2 * sub) ^ g) << 2;
   const int hi = ((2 * sub + 1) ^ g) << 2;
   const unsigned v[4] = {a[row[0] + lo], a[row[1] + lo], a[row[0] + hi], a[row[1] + hi]};
@@ -642,7 +651,7 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
 __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, const Element* __restrict__ packed,
                                              const Element* stages, unsigned full_bar, unsigned empty_bar, int ptid,
                                              int group, int slice, int kb, int pixels) {
-  constexpr int kPieces = 128 / kXVecBytes;  // pieces of a pixel's row in a stage
+  constexpr int kPieces = kARowBytes / kXVecBytes;  // pieces of a pixel's row in a stage
   constexpr int kPieceElems = kXVecBytes / static_cast<int>(sizeof(Element));
   constexpr int kCopyThreads = kLoadWarps * 32;
   static_assert(kBM * kPieces % kCopyThreads == 0, "every copy thread takes the same number of pieces");
@@ -775,7 +784,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 #pragma unroll
   for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) rows[mb][h] = ((cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8) * 32 + t;
+    for (int h = 0; h < 2; ++h) rows[mb][h] = ((cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8) * (kARowBytes / 4) + t;
   float acc[kMB][kAccum];
   unsigned frag[2][kPlanes][kMB][4];
   float part[kSplit == 3 ? kMB : 1][kAccum];

@@ -265,6 +265,60 @@ TEST_F(WgmmaTma, FewOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
   }
 }
 
+// CONVJIT_WGMMA_ROW64=1 (development switch, not yet run on a GPU when written): 64-byte
+// stage rows and TMA's 64-byte swizzle for groups whose channels fill 64 but not 128
+// bytes. FIRST the probe: one tile, one stage, exactly 64 bytes a pixel, all-positive data
+// too (a wrong swizzle cannot cancel out); then padded 3x3 taps over a channel tail, and
+// KernelBench 62/63-like shapes scaled down (5x9 filters on 32 f16 channels, 16 f32 ones).
+TEST_F(WgmmaTma, Row64ProbeOneTileOneStageMatchesFloat64InEveryDtypeAndMathMode) {
+  testing::ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
+  Runtime rt(options());
+  std::mt19937_64 rng(94);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind({.n = 1, .c = chunk_channels(kind.dtype) / 2, .h = 8, .w = 8, .k = 64}, kind);
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
+TEST_F(WgmmaTma, Row64TapsTailsAndKernelBenchLikeShapesMatchFloat64InEveryDtypeAndMathMode) {
+  testing::ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
+  Runtime rt(options());
+  std::mt19937_64 rng(95);
+  for (const Kind& kind : kKinds) {
+    const int half = chunk_channels(kind.dtype) / 2;
+    expect_correct(rt,
+                   with_kind({.n = 2,
+                              .c = half + 8,
+                              .h = 11,
+                              .w = 13,
+                              .k = 70,
+                              .r = 3,
+                              .s = 3,
+                              .pad_h = 1,
+                              .pad_w = 1,
+                              .bias = true,
+                              .activation = Activation::kRelu},
+                             kind),
+                   rng);
+    expect_correct(rt, with_kind({.n = 2, .c = half, .h = 40, .w = 48, .k = 64, .r = 5, .s = 9}, kind), rng);
+    expect_correct(rt,
+                   with_kind({.n = 1,
+                              .c = half,
+                              .h = 30,
+                              .w = 36,
+                              .k = 64,
+                              .r = 5,
+                              .s = 9,
+                              .pad_h = 2,
+                              .pad_w = 4,
+                              .dilation_h = 2,
+                              .dilation_w = 3},
+                             kind),
+                   rng);
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

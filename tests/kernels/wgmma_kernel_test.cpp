@@ -372,3 +372,64 @@ TEST(WgmmaKernel, NhwcReasonsNameWhatRulesTheKernelOut) {
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// CONVJIT_WGMMA_ROW64=1 (development switch): a one-group NHWC problem whose channels
+// fill 64 but not 128 bytes a pixel runs the TMA kernel with 64-byte stage rows (no
+// zero half), in every dtype and mode: kARowBytes 64, a 64-byte swizzled map of 64-byte
+// boxes, stages and packed weights sized for 64-byte rows, and a clean sm_90a compile.
+// Unset, or for channels that fill 128 bytes, the rows stay 128 bytes.
+TEST(WgmmaKernel, SixtyFourByteRowsWithTheSwitchSizeStagesMapAndPackingForThemAndCompileWithoutSpills) {
+  struct Case {
+    DType dtype;
+    MathMode math;
+    int c;
+  };
+  const Case cases[] = {{DType::kFloat16, MathMode::kTF32, 32},
+                        {DType::kBFloat16, MathMode::kTF32, 48},
+                        {DType::kFloat32, MathMode::kTF32, 16},
+                        {DType::kFloat32, MathMode::kStrictFp32, 20}};
+  for (const Case& c : cases) {
+    Conv2dDesc d{.n = 2, .c = c.c, .h = 17, .w = 19, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+    d.layout = Layout::kNHWC;
+    d.dtype = c.dtype;
+    d.math = c.math;
+    const int e = static_cast<int>(size_of(c.dtype));
+    {
+      testing::ScopedEnv off("CONVJIT_WGMMA_ROW64", nullptr);
+      const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+      EXPECT_FALSE(src.source.kernel_name.ends_with("_tma")) << "half a 128-byte row stays off the TMA kernel";
+    }
+    testing::ScopedEnv on("CONVJIT_WGMMA_ROW64", "1");
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_TRUE(src.source.kernel_name.ends_with("_tma"));
+    EXPECT_EQ(constant(src, "kARowBytes"), "64");
+    ASSERT_TRUE(src.launch.a_map.has_value());
+    EXPECT_EQ(src.launch.a_map->swizzle_bytes, 64u);
+    EXPECT_EQ(src.launch.a_map->channels_per_pixel, static_cast<unsigned>(64 / e));
+    const int planes = c.math == MathMode::kStrictFp32 && c.dtype == DType::kFloat32 ? 2 : 1;
+    const int bm = 2 * std::stoi(constant(src, "kMB")) * 64;
+    EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), (bm + planes * 64) * 64);
+    const int chunks = (c.c * e + 63) / 64;
+    EXPECT_EQ(src.launch.weight_pack->packed_bytes, static_cast<std::uint64_t>(chunks) * 9 * planes * 64 * 64);
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+  }
+  // Channels that fill 128 bytes keep 128-byte rows with the switch.
+  testing::ScopedEnv on("CONVJIT_WGMMA_ROW64", "1");
+  Conv2dDesc full{.n = 2, .c = 64, .h = 17, .w = 19, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  full.layout = Layout::kNHWC;
+  full.dtype = DType::kFloat16;
+  EXPECT_EQ(constant(specialize(full, Algorithm::kImplicitGemm, "sm_90"), "kARowBytes"), "128");
+}
+
+}  // namespace
+}  // namespace convjit

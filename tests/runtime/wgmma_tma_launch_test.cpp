@@ -45,7 +45,8 @@ struct Expected {
   std::vector<unsigned> element_strides;
 };
 
-void expect_encode(const FakeIm2colEncode& e, const void* x, const Expected& want) {
+void expect_encode(const FakeIm2colEncode& e, const void* x, const Expected& want,
+                   CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B) {
   EXPECT_EQ(e.dtype, want.dtype);
   EXPECT_EQ(e.rank, 4u);
   EXPECT_EQ(e.address, x);
@@ -57,7 +58,7 @@ void expect_encode(const FakeIm2colEncode& e, const void* x, const Expected& wan
   EXPECT_EQ(e.pixels_per_column, want.pixels);
   EXPECT_EQ(e.element_strides, want.element_strides);
   EXPECT_EQ(e.interleave, CU_TENSOR_MAP_INTERLEAVE_NONE);
-  EXPECT_EQ(e.swizzle, CU_TENSOR_MAP_SWIZZLE_128B);
+  EXPECT_EQ(e.swizzle, swizzle);
   EXPECT_EQ(e.oob_fill, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
 }
 
@@ -132,6 +133,35 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
       EXPECT_EQ(launch.pointer_arg(4), ops.x.at());  // the fake's map starts with its address
     }
     EXPECT_EQ(convolutions, 2);
+  }
+}
+
+// CONVJIT_WGMMA_ROW64=1 (development switch): a group whose channels fill 64 but not 128
+// bytes a pixel is read in 64-byte boxes with TMA's 64-byte swizzle (32 f16 channels,
+// 16 f32 ones a box); the fake checks the box against the swizzle's span.
+TEST_F(WgmmaTmaLaunch, SixtyFourByteRowsEncodeSixtyFourByteBoxesWithTheSixtyFourByteSwizzle) {
+  ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
+  Runtime rt(options());
+  struct Case {
+    Conv2dDesc desc;
+    Expected want;
+  };
+  const Case cases[] = {
+      {nhwc({.n = 2, .c = 32, .h = 9, .w = 11, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16),
+       {CU_TENSOR_MAP_DATA_TYPE_FLOAT16, {32, 11, 9, 2}, {64, 704, 6336}, {-1, -1}, {-1, -1}, 32, 256, {1, 1, 1, 1}}},
+      {nhwc({.n = 1, .c = 24, .h = 7, .w = 8, .k = 40, .r = 1, .s = 3, .pad_w = 1}, DType::kFloat32),
+       {CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {24, 8, 7, 1}, {96, 768, 5376}, {-1, 0}, {-1, 0}, 16, 256, {1, 1, 1, 1}}},
+  };
+  for (const Case& c : cases) {
+    fake().reset();
+    const Conv2dPlan& plan = plan_for(rt, c.desc);
+    SCOPED_TRACE(plan.kernel_name());
+    ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+    Operands ops(c.desc);
+    plan.run(ops.args());
+    const auto encodes = fake().im2col_encodes();
+    ASSERT_EQ(encodes.size(), 1u);
+    expect_encode(encodes[0], ops.x.at(), c.want, CU_TENSOR_MAP_SWIZZLE_64B);
   }
 }
 

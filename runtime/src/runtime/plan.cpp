@@ -38,6 +38,7 @@ Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch
     a.upper[i] = m.upper[i];
   }
   a.channels_per_pixel = m.channels_per_pixel;
+  a.swizzle = m.swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
   a.pixels_per_column = m.pixels_per_column;
   for (int i = 0; i < 4; ++i) a.element_strides[i] = m.element_strides[i];
   return a;

@@ -151,9 +151,10 @@ bool wgmma_partial_chunks_requested() {
 
 bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
   if (d.layout != Layout::kNHWC) return true;
-  // A wgmma stage is a 128-byte run of each pixel's channels: with fewer channels a group
-  // it copies and multiplies mostly zeros (3-channel stems ran 8-16x slower than mma.sync).
-  const std::int64_t stage_channels = 128 / static_cast<std::int64_t>(size_of(d.dtype));
+  // A wgmma stage is a 128-byte (or, with CONVJIT_WGMMA_ROW64=1, 64-byte) run of each
+  // pixel's channels: with fewer channels a group it copies and multiplies mostly zeros
+  // (3-channel stems ran 8-16x slower than mma.sync).
+  const std::int64_t stage_channels = wgmma_stage_channels(d);
   const std::int64_t c_per_group = d.c / d.groups;
   // NOTE: development switch, unmeasured: CONVJIT_WGMMA_PARTIAL_CHUNKS=1 also sends
   // one-group problems with half a chunk of channels or more to the TMA kernel, whose map

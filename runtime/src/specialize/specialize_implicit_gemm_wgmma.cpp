@@ -53,17 +53,33 @@ struct WgmmaTile {
 bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
 bool nhwc(const Conv2dDesc& d) { return d.layout == Layout::kNHWC; }
 int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
-// Channels of one tap a stage reduces (the template's kStageC): one k step in NCHW, 128
-// bytes of the channel run in NHWC.
+// NOTE: development switch, not measured on a GPU yet: CONVJIT_WGMMA_ROW64=1 gives a
+// one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel stages of
+// 64-byte pixel rows (TMA's 64-byte swizzle) instead of half-empty 128-byte ones (changes
+// the source, so the cache key).
+bool row64_requested() {
+  const char* env = std::getenv("CONVJIT_WGMMA_ROW64");
+  return env != nullptr && std::string_view(env) == "1";
+}
+
+// Bytes of a pixel's channel run a stage holds (the template's kARowBytes): 128, or 64
+// where the group's channels fill 64 but not 128 bytes (with CONVJIT_WGMMA_ROW64=1).
+int a_row_bytes(const Conv2dDesc& d) {
+  const int run = d.c / d.groups * static_cast<int>(size_of(d.dtype));
+  return nhwc(d) && d.groups == 1 && run >= 64 && run < 128 && row64_requested() ? 64 : 128;
+}
+
+// Channels of one tap a stage reduces (the template's kStageC): one k step in NCHW, a
+// pixel row's bytes of the channel run in NHWC.
 int stage_channels(const Conv2dDesc& d) {
-  return nhwc(d) ? 128 / static_cast<int>(size_of(d.dtype)) : chunk_channels(d);
+  return nhwc(d) ? a_row_bytes(d) / static_cast<int>(size_of(d.dtype)) : chunk_channels(d);
 }
 int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
 
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
-  // NHWC: 128 bytes of each of the kBM pixels, and 128 bytes of each of the kBN output
-  // channels per weight plane.
-  if (nhwc(d)) return (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * 128;
+  // NHWC: a pixel row (128 or 64 bytes) of each of the kBM pixels, and as many bytes of
+  // each of the kBN output channels per weight plane.
+  if (nhwc(d)) return (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * a_row_bytes(d);
   const bool half = sixteen_bit(d);
   const int halo = halo_width(d, t.bq) + (half ? 1 : 0);
   const int row = half ? (halo + 1) / 2 * 2 : halo;
@@ -189,7 +205,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
                       : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // Per output channel, tap and plane: a chunk's channels (32 bytes in NCHW for every
-  // data type, 8 floats or 16 halves; 128 in NHWC).
+  // data type, 8 floats or 16 halves; a pixel row's, 128 or 64 bytes, in NHWC).
   t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
                    t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
   t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
@@ -236,6 +252,7 @@ Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
   m.upper[0] = d.pad_w - d.dilation_w * (d.s - 1);
   m.upper[1] = d.pad_h - d.dilation_h * (d.r - 1);
   m.channels_per_pixel = static_cast<unsigned>(stage_channels(d));
+  m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
   m.pixels_per_column = static_cast<unsigned>(bm);
   m.element_strides[0] = 1;
   m.element_strides[1] = static_cast<unsigned>(d.stride_w);
@@ -335,6 +352,8 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, con
   }
   return std::nullopt;
 }
+
+int wgmma_stage_channels(const Conv2dDesc& d) { return stage_channels(d); }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   if (beyond_2d_forward_reason(d)) return std::nullopt;
@@ -457,6 +476,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kPairStores", pairs)
                         .constant("kSplitK", tile->slices)
                         .constant("kATma", tma)
+                        .constant("kARowBytes", a_row_bytes(d))
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
                         .constant("kPackedBytes", static_cast<long long>(tile->packed_bytes))

@@ -103,7 +103,8 @@ struct Im2colTensorMap {
   // so that it visits exactly the output pixels' tap-(0, 0) positions in y's order.
   int lower[2] = {};
   int upper[2] = {};
-  unsigned channels_per_pixel = 0;   // one stage's channel chunk: 128 bytes
+  unsigned channels_per_pixel = 0;   // one stage's channel chunk: swizzle_bytes of them
+  unsigned swizzle_bytes = 128;      // the map's swizzle span: a stage's pixel row, 128 or 64 bytes
   unsigned pixels_per_column = 0;    // a tile's pixels
   unsigned element_strides[4] = {};  // 1, stride_w, stride_h, 1
 };
@@ -176,6 +177,9 @@ struct WgmmaWork {
   std::int64_t stage_copy_bytes = 0;  // NCHW: bytes those segments hold (x kHaloW, at most W)
 };
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
+// Channels of one tap a wgmma stage reduces: one k step in NCHW; in NHWC a pixel row of
+// 128 bytes, or 64 where CONVJIT_WGMMA_ROW64=1 and a group's channels fill no more.
+int wgmma_stage_channels(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 Specialization specialize_im2col(const Conv2dDesc& desc);
