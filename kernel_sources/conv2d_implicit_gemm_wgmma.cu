@@ -40,6 +40,12 @@
 // per run, a __grid_constant__ parameter) carries padding, stride and zero fill, the
 // instruction the tile's first pixel and the tap's offset (see produce_nhwc_tma).
 //
+// kBMap (NHWC with kATma, TF32 or 16-bit): no pack. A stage's weights arrive as one TMA
+// tiled copy straight from w (K,R,S,C/groups: kBN filters' runs of the tap's kStageC
+// channels), swizzled like A, which is wgmma's K-major B with the same swizzle; TF32 is
+// then rounded in shared memory by the producer's three idle warps before the consumers
+// see the stage (see round_stage_weights).
+//
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
 
@@ -58,6 +64,7 @@ constexpr int kXVecBytes = 4;
 constexpr bool kPairStores = false;
 constexpr int kSplitK = 1;
 constexpr bool kATma = false;
+constexpr bool kBMap = false;
 constexpr int kARowBytes = 128;  // NHWC stage pixel row (128, or 64 bytes)
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
@@ -134,6 +141,10 @@ constexpr int kBPlaneElems = (kNhwc ? kSub : kS) * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
+// kBMap with TF32: the copies land on a stage's "landed" barrier, the rounding warps then
+// arrive on its "full" one.
+constexpr bool kBRound = kBMap && !k16Bit;
+constexpr int kRoundThreads = 96;  // the producer warpgroup's warps 1-3
 // TMA's 128-byte swizzle XORs a row's 16-byte chunk index with address bits 7-9 (its
 // 64-byte swizzle, bits 4-5 with bits 7-8), so it writes the layout load_fragment_nhwc
 // reads (swizzled_byte) only when every A stage starts on a swizzle atom's boundary (1024
@@ -187,7 +198,9 @@ static_assert(kSplitK > 1, "the reduce pass is for split-K kernels only");
 #else
 static_assert(kSplitK == 1, "split-K kernels need their reduce pass (CONVJIT_WGMMA_SPLIT_K)");
 #endif
-static_assert(2 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
+static_assert(3 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
+static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
+              "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
 
 // --- mbarrier ---
 __device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {
@@ -246,6 +259,16 @@ __device__ __forceinline__ void im2col_copy(unsigned dst, const TensorMap* map, 
       : "memory");
 }
 
+// kBMap: one tap's kStageC channels (c) of kBN filters from filter k on, from the w map
+// (C/groups, R x S, K); past C/groups or K the box is zeros.
+__device__ __forceinline__ void weight_copy(unsigned dst, const TensorMap* map, int c, int tap, int k, unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+      "[%5];\n" ::"r"(dst),
+      "l"(map), "r"(c), "r"(tap), "r"(k), "r"(bar)
+      : "memory");
+}
+
 // --- wgmma ---
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -260,6 +283,16 @@ __device__ __forceinline__ void wgmma_wait() {
 __device__ __forceinline__ unsigned long long b_descriptor(unsigned smem_byte_address) {
   return static_cast<unsigned long long>((smem_byte_address & 0x3FFFF) >> 4) |
          static_cast<unsigned long long>(128 >> 4) << 16 | static_cast<unsigned long long>(256 >> 4) << 32;
+}
+
+// kBMap: K-major with the map's swizzle (128 or 64 bytes, the stage's row): 8-row groups
+// kARowBytes x 8 apart (stride byte offset), the leading offset unused within a swizzled
+// row; a k step starts its row's 32-byte piece, which the hardware swizzles as TMA did,
+// the stage's B starting on a swizzle atom.
+__device__ __forceinline__ unsigned long long b_descriptor_swizzled(unsigned smem_byte_address) {
+  constexpr unsigned long long kLayout = kARowBytes == 128 ? 1 : 2;  // 128- or 64-byte swizzle
+  return static_cast<unsigned long long>((smem_byte_address & 0x3FFFF) >> 4) | 1ull << 16 |
+         static_cast<unsigned long long>(8 * kARowBytes >> 4) << 32 | kLayout << 62;
 }
 
 __device__ __forceinline__ unsigned to_tf32(float v) {
@@ -513,6 +546,14 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
     wgmma_fence();
+    if constexpr (kBMap) {
+      const unsigned long long desc = b_descriptor_swizzled(b_stage_addr + sub * 32);
+#pragma unroll
+      for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && sub == 0));
+      wgmma_commit();
+      wgmma_wait<1>();
+      continue;
+    }
     const unsigned step = b_stage_addr + sub * kBTapElems * sizeof(Element);
     if constexpr (kSplit == 1) {
       const unsigned long long desc = b_descriptor(step);
@@ -542,6 +583,9 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
                                           unsigned (&frag)[2][kPlanes][kMB][4], const Element* stages,
                                           unsigned full_bar, unsigned empty_bar, const int (&a_offset)[kMB][2]) {
   const int st = it % kStages;
+  // The rounding warps' arrive says the weights are rounded; the copies' own completion
+  // is what makes A visible here.
+  if constexpr (kBRound) bar_wait(empty_bar + kStages * 8 + 16 + st * 8, (it / kStages) & 1);
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
   const Element* a_stage = stages + st * kStageElems;
   const unsigned b_stage = smem_addr(a_stage + kAStageElems);
@@ -702,9 +746,10 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
 // the full barrier, which expects their bytes from this one arrive. The consumers read the
 // stage exactly as the cp.async path leaves it (the swizzle lands chunks where
 // swizzled_byte puts them), so nothing downstream changes.
-__device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const Element* __restrict__ packed,
-                                                 const Element* stages, unsigned full_bar, unsigned empty_bar,
-                                                 int group, int slice, int kb, int pixels) {
+__device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const TensorMap* b_map,
+                                                 const Element* __restrict__ packed, const Element* stages,
+                                                 unsigned full_bar, unsigned empty_bar, int group, int slice, int kb,
+                                                 int pixels) {
   constexpr unsigned kABytes = kAStageElems * sizeof(Element);
   constexpr unsigned kBBytes = kBStageElems * sizeof(Element);
   const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kStagesTotal * kBStageElems;
@@ -713,6 +758,9 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const E
   const int tiles = (pixels + kBM - 1) / kBM;
   // The first fetch of the map otherwise waits on the first copy.
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(a_map) : "memory");
+  if constexpr (kBMap) asm volatile("prefetch.tensormap [%0];\n" ::"l"(b_map) : "memory");
+  // TF32 weights land on the stage's "landed" barrier, for the rounding warps.
+  const unsigned land_bar = kBRound ? empty_bar + kStages * 8 + 16 : full_bar;
   int it = 0;  // stages produced so far, over all tiles
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
@@ -727,13 +775,46 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const E
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
       const int tap = k_stage / kChunks;
-      const int c = group * kCPerGroup + (k_stage % kChunks) * kStageC;
+      const int c_in_group = (k_stage % kChunks) * kStageC;
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
-      const unsigned full = full_bar + st * 8;
+      const unsigned full = land_bar + st * 8;
       bar_arrive_expect_tx(full, kABytes + kBBytes);
-      im2col_copy(a_dst, a_map, c, w0, h0, img, static_cast<unsigned short>(tap % kS * kDilationW),
+      im2col_copy(a_dst, a_map, group * kCPerGroup + c_in_group, w0, h0, img,
+                  static_cast<unsigned short>(tap % kS * kDilationW),
                   static_cast<unsigned short>(tap / kS * kDilationH), full);
-      bulk_copy(a_dst + kABytes, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
+      if constexpr (kBMap) {
+        weight_copy(a_dst + kABytes, b_map, c_in_group, tap, group * kKPerGroup + kb * kBN, full);
+      } else {
+        bulk_copy(a_dst + kABytes, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
+      }
+    }
+  }
+}
+
+// kBRound: warps 1-3 of the producer warpgroup round each stage's weights to TF32 in
+// place once its copies land (what the pack did once per call), then hand the stage to
+// the consumers; the generic-proxy writes are fenced for wgmma's async-proxy reads.
+__device__ __forceinline__ void round_stage_weights(const Element* stages, unsigned full_bar, unsigned land_bar,
+                                                    int rtid, int slice, int pixels) {
+  constexpr int kVectors = kBPlaneElems * static_cast<int>(sizeof(Element)) / 16;
+  const int count = min(kSliceStages, kStagesTotal - slice * kSliceStages);
+  const int tiles = (pixels + kBM - 1) / kBM;
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    for (int k_stage = 0; k_stage < count; ++k_stage, ++it) {
+      const int st = it % kStages;
+      bar_wait(land_bar + st * 8, (it / kStages) & 1);
+      float4* b = reinterpret_cast<float4*>(const_cast<Element*>(stages + st * kStageElems + kAStageElems));
+      for (int i = rtid; i < kVectors; i += kRoundThreads) {
+        float4 v = b[i];
+        v.x = __uint_as_float(to_tf32(v.x));
+        v.y = __uint_as_float(to_tf32(v.y));
+        v.z = __uint_as_float(to_tf32(v.z));
+        v.w = __uint_as_float(to_tf32(v.w));
+        b[i] = v;
+      }
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+      bar_arrive(full_bar + st * 8);
     }
   }
 }
@@ -870,6 +951,16 @@ extern "C" __global__ void __launch_bounds__(256)
 #define CONVJIT_A_MAP_PARAM
 #define CONVJIT_A_MAP nullptr
 #endif
+// kBMap kernels take the weights' tiled map after the x map.
+#ifdef CONVJIT_WGMMA_B_MAP
+#define CONVJIT_B_MAP_PARAM , const __grid_constant__ wg::TensorMap b_map
+#define CONVJIT_B_MAP (&b_map)
+static_assert(wg::kBMap, "CONVJIT_WGMMA_B_MAP declares the w map parameter of kBMap kernels only");
+#else
+#define CONVJIT_B_MAP_PARAM
+#define CONVJIT_B_MAP nullptr
+static_assert(!wg::kBMap, "kBMap kernels need their w map parameter (CONVJIT_WGMMA_B_MAP)");
+#endif
 #ifdef CONVJIT_WGMMA_TMA
 static_assert(wg::kATma, "CONVJIT_WGMMA_TMA declares the map parameter of kATma kernels only");
 #else
@@ -879,7 +970,7 @@ static_assert(!wg::kATma, "kATma kernels need their map parameter (CONVJIT_WGMMA
 extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
                         const wg::Element* __restrict__ bias,
-                        wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_BATCH_PARAM) {
+                        wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_B_MAP_PARAM CONVJIT_BATCH_PARAM) {
   using namespace wg;
   const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // NCHW patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
@@ -887,6 +978,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
   const unsigned out_full_bar = empty_bar + kStages * 8;  // staged outputs ready
   const unsigned out_empty_bar = out_full_bar + 8;        // staged outputs written out
+  const unsigned land_bar = out_empty_bar + 8;            // kBRound: kStages x 8 bytes
   // kATma: the first swizzle-atom boundary past the barriers (kAlignSlack pays for it).
   const unsigned slack = kATma ? (kSwizzleAtom - (smem_addr(smem) + kBarrierBytes) % kSwizzleAtom) % kSwizzleAtom : 0u;
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes + slack);
@@ -901,7 +993,8 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 #pragma unroll
     for (int st = 0; st < kStages; ++st) {
       // cp.async arrivals + the bulk copy's; with kATma the one arrive that expects both copies.
-      bar_init(full_bar + st * 8, kATma ? 1 : kLoadWarps * 32 + 1);
+      bar_init(full_bar + st * 8, kBRound ? kRoundThreads : kATma ? 1 : kLoadWarps * 32 + 1);
+      if constexpr (kBRound) bar_init(land_bar + st * 8, 1);
       bar_init(empty_bar + st * 8, kConsumers * 128);  // every consumer thread arrives
     }
     if constexpr (kStoreWarps) {
@@ -920,8 +1013,10 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
     if constexpr (kNhwc && kATma) {
       if (tid == 0) {
-        produce_nhwc_tma(CONVJIT_A_MAP, packed, stages, full_bar, empty_bar, group / kSplitK, group % kSplitK, kb,
-                         CONVJIT_BATCH(kN) * kP * kQ);
+        produce_nhwc_tma(CONVJIT_A_MAP, CONVJIT_B_MAP, packed, stages, full_bar, empty_bar, group / kSplitK,
+                         group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ);
+      } else if (kBRound && tid >= 32) {
+        round_stage_weights(stages, full_bar, land_bar, tid - 32, group % kSplitK, CONVJIT_BATCH(kN) * kP * kQ);
       }
       return;
     } else if constexpr (kNhwc) {

@@ -49,9 +49,9 @@ struct Case {
 };
 
 std::vector<Case> cases() {
-  // k >= 32: wgmma on sm_90 in NCHW; in NHWC its 16 channels fill less than one 128-byte
-  // stage chunk, so mma.sync (nhwc_prefers_wgmma; NhwcWgmmaAndSplitKPlansRunBatches1To64
-  // covers NHWC wgmma).
+  // k >= 32: wgmma on sm_90 in NCHW; in NHWC its 16 channels fill a 64-byte stage row in
+  // f32 (the TMA wgmma kernel) and less than that in 16-bit (mma.sync; nhwc_prefers_wgmma).
+  // NhwcWgmmaAndSplitKPlansRunBatches1To64 covers more NHWC wgmma.
   const Conv2dDesc dense{.n = kMaxBatch,
                          .c = 16,
                          .h = 10,
@@ -81,7 +81,7 @@ std::vector<Case> cases() {
                              .bias = true,
                              .dynamic_batch = true};
   const Conv2dDesc pointwise{.n = kMaxBatch, .c = 24, .h = 9, .w = 14, .k = 36, .bias = true, .dynamic_batch = true};
-  // k < 32 leaves most of a wgmma tile empty: mma.sync in NHWC.
+  // k < 32: on the TMA wgmma kernel where its map reads x (f32 here), mma.sync elsewhere.
   Conv2dDesc narrow = dense;
   narrow.k = 24;
   std::vector<Case> out;
@@ -94,13 +94,15 @@ std::vector<Case> cases() {
         return d;
       };
       const bool nchw = layout == Layout::kNCHW;
+      // NHWC: 16 and 24 channels fill 64 bytes of a stage row in f32, not in 16-bit.
+      const char* nhwc_gemm = m.dtype == DType::kFloat32 ? "conv2d_wgmma_" : "conv2d_igemm_";
       out.push_back({in(dense), Algorithm::kDirect, "conv2d_direct_"});
       out.push_back({in(depthwise), Algorithm::kDirect, "conv2d_depthwise_"});
-      out.push_back({in(dense), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
-      if (!nchw) out.push_back({in(narrow), Algorithm::kImplicitGemm, "conv2d_igemm_"});
+      out.push_back({in(dense), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : nhwc_gemm});
+      if (!nchw) out.push_back({in(narrow), Algorithm::kImplicitGemm, nhwc_gemm});
       out.push_back({in(dense), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kIm2colGemm, "conv2d_im2col_"});
-      out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : "conv2d_igemm_"});
+      out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : nhwc_gemm});
       if (m.dtype == DType::kFloat32 && m.math == MathMode::kStrictFp32 && nchw) {
         out.push_back({in(deep), Algorithm::kImplicitGemm, "conv2d_wgmma_"});
       }

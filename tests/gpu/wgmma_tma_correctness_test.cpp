@@ -106,6 +106,43 @@ TEST_F(WgmmaTma, ProbeOneTileWithPaddedTapsAndAChannelTailMatchesFloat64) {
   }
 }
 
+// The weights' tiled map (TF32 and 16-bit; 3xTF32 packs): boxes of kBN filters that run
+// past K (zero fill), past a group's filters into the next group's (products never
+// stored), and a channel chunk past C (zero fill), with bias.
+TEST_F(WgmmaTma, WeightMapProbeBoxesPastKPastAGroupAndPastCMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(92);
+  for (const Kind& kind : kKinds) {
+    const int chunk = chunk_channels(kind.dtype);
+    const Conv2dDesc shapes[] = {
+        {.n = 1, .c = chunk + 8, .h = 8, .w = 8, .k = 70, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+        {.n = 2, .c = 2 * chunk, .h = 7, .w = 9, .k = 80, .r = 3, .s = 2, .pad_h = 1, .groups = 2, .bias = true},
+        {.n = 1, .c = 3 * chunk, .h = 6, .w = 6, .k = 200, .r = 1, .s = 1, .bias = true},
+    };
+    for (const Conv2dDesc& shape : shapes) {
+      const Conv2dDesc d = with_kind(shape, kind);
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+  }
+}
+
+// TF32 weights through the map are rounded to nearest in shared memory, as the pack
+// rounded them: on all-positive data the tensor cores' truncation would leave a bias of
+// about 3e-4 of the result (2^-11 a product), rounding about 1e-5 at this reduction length.
+TEST_F(WgmmaTma, Tf32WeightsThroughTheMapAreRoundedToNearestNotTruncated) {
+  Runtime rt(options());
+  std::mt19937_64 rng(93);
+  const Conv2dDesc d = with_kind({.n = 1, .c = 256, .h = 8, .w = 8, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+                                 Kind{DType::kFloat32, MathMode::kTF32});
+  const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+  ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  EXPECT_EQ(plan.packed_weight_bytes(), 0u) << "w through its map";
+  const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm, /*positive=*/true);
+  EXPECT_EQ(result.unwritten, 0u);
+  EXPECT_LT(result.rel_err, 5e-5);
+}
+
 // Problems the map can take (a pixel's channels a multiple of 16 bytes; groups of whole
 // chunks), drawn like WgmmaNhwc's: sizes that divide no tile, strides 1 to 3, padding,
 // dilation, bias and ReLU, several tiles and images per problem.
@@ -265,13 +302,11 @@ TEST_F(WgmmaTma, FewOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
   }
 }
 
-// CONVJIT_WGMMA_ROW64=1 (development switch, not yet run on a GPU when written): 64-byte
-// stage rows and TMA's 64-byte swizzle for groups whose channels fill 64 but not 128
+// 64-byte stage rows and TMA's 64-byte swizzle for groups whose channels fill 64 but not 128
 // bytes. FIRST the probe: one tile, one stage, exactly 64 bytes a pixel, all-positive data
 // too (a wrong swizzle cannot cancel out); then padded 3x3 taps over a channel tail, and
 // KernelBench 62/63-like shapes scaled down (5x9 filters on 32 f16 channels, 16 f32 ones).
 TEST_F(WgmmaTma, Row64ProbeOneTileOneStageMatchesFloat64InEveryDtypeAndMathMode) {
-  testing::ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
   Runtime rt(options());
   std::mt19937_64 rng(94);
   for (const Kind& kind : kKinds) {
@@ -282,7 +317,6 @@ TEST_F(WgmmaTma, Row64ProbeOneTileOneStageMatchesFloat64InEveryDtypeAndMathMode)
 }
 
 TEST_F(WgmmaTma, Row64TapsTailsAndKernelBenchLikeShapesMatchFloat64InEveryDtypeAndMathMode) {
-  testing::ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
   Runtime rt(options());
   std::mt19937_64 rng(95);
   for (const Kind& kind : kKinds) {

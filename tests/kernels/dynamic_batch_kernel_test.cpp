@@ -127,16 +127,19 @@ TEST(DynamicBatchKernels, SourceForAnotherMaxBatchDiffersOnlyInTheBoundKNAndTheK
 
 TEST(DynamicBatchKernels, EveryDynamicKernelCompilesWithTheBatchAsItsLastParameterAndNoStaticOneHasIt) {
   // The entry point's fifth parameter (x, w, bias, y, batch): "<name>_param_4"; the sixth
-  // in the wgmma kernel's TMA variant, whose x map comes after y.
+  // in the wgmma kernel's TMA variant, whose x map comes after y, and the seventh where its
+  // weights' map follows the x map.
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.name);
     for (bool dyn : {true, false}) {
       Conv2dDesc d = c.desc;
       d.dynamic_batch = dyn;
-      const SpecializedSource src = c.specialize(d).source;
+      const Specialization spec = c.specialize(d);
+      const SpecializedSource& src = spec.source;
       const CompiledKernel compiled = Nvrtc::compile(src.text, src.kernel_name, Nvrtc::options_for(c.arch));
       const std::string entry = c.name.starts_with("im2col") ? src.kernel_name + "_bias_act" : src.kernel_name;
       const std::string last = c.name.starts_with("im2col")        ? "_param_2"
+                               : spec.launch.b_map                 ? "_param_6"
                                : src.kernel_name.ends_with("_tma") ? "_param_5"
                                                                    : "_param_4";
       const bool has = compiled.ptx.find(".param .u32 " + entry + last) != std::string::npos ||

@@ -215,8 +215,50 @@ TEST(WgmmaKernel, NhwcCopyPiecesFollowTheChannelRunAndTheAlignment) {
     ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
     EXPECT_EQ(constant(src, "kXVecBytes"), c.piece);
     EXPECT_EQ(src.launch.needs.x, static_cast<unsigned>(std::stoi(c.piece)));
-    EXPECT_EQ(src.launch.needs.w, e);  // read element by element by the pack kernel
+    // x through the map where it is 16-byte aligned with whole 16-byte pixels; then w too,
+    // by its own map (needing w 16-byte aligned), unless the stage rows are 64 bytes.
+    // Otherwise w is read element by element by the pack kernel.
+    const bool tma = src.source.kernel_name.ends_with("_tma");
+    EXPECT_EQ(tma, c.align_x == 16 && c.c * e % 16 == 0);
+    EXPECT_EQ(src.launch.b_map.has_value(), tma && constant(src, "kARowBytes") == "128");
+    EXPECT_EQ(src.launch.needs.w, src.launch.b_map ? 16u : e);
     EXPECT_TRUE(satisfies(align, src.launch.needs));
+  }
+}
+
+// Where the TMA kernel reads w through its own map (16-bit always; TF32 on a few pixel
+// tiles), the map is w as C/groups, R x S, K with one tap's stage row of kBN filters a box,
+// swizzled as the stage's A, and w must be 16-byte aligned; no pack.
+TEST(WgmmaKernel, WeightMapBoxesAreOneTapsStageRowOfKbnFiltersAndNeedAnAlignedW) {
+  const Conv2dDesc shape{
+      .n = 1, .c = 128, .h = 9, .w = 7, .k = 200, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2, .groups = 2};
+  for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    const Conv2dDesc d = nhwc(shape, dtype, MathMode::kTF32);
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_TRUE(src.launch.b_map.has_value());
+    EXPECT_FALSE(src.launch.weight_pack.has_value());
+    EXPECT_EQ(testing::prologue_constant(src, "bool", "kBMap"), "true");
+    const auto e = static_cast<std::uint64_t>(size_of(dtype));
+    const auto& m = *src.launch.b_map;
+    EXPECT_EQ(m.dtype, dtype);
+    EXPECT_EQ((std::array<std::uint64_t, 3>{m.dims[0], m.dims[1], m.dims[2]}),
+              (std::array<std::uint64_t, 3>{64, 15, 200}));
+    EXPECT_EQ(m.strides[0], 64 * e);
+    EXPECT_EQ(m.strides[1], 64 * 15 * e);
+    // 64 channels a group: two 128-byte rows in f32, one in 16-bit (groups of whole rows
+    // for x's map, whose zero fill stops at C only).
+    EXPECT_EQ(m.box[0], 128u / e);
+    EXPECT_EQ(m.box[1], 1u);
+    EXPECT_EQ(m.box[2], static_cast<unsigned>(std::stoi(constant(src, "kBN"))));
+    EXPECT_EQ(m.swizzle_bytes, 128u);
+    EXPECT_EQ(src.launch.needs.w, 16u);
+    // w 8 bytes past a 16-byte boundary: packed, needing only the element size.
+    const auto packed = specialize(d, Algorithm::kImplicitGemm, "sm_90", AlignmentNeeds{16, 8, 16, 16});
+    EXPECT_FALSE(packed.launch.b_map.has_value());
+    EXPECT_TRUE(packed.launch.weight_pack.has_value());
+    EXPECT_EQ(packed.launch.needs.w, static_cast<unsigned>(e));
+    EXPECT_NE(packed.source.kernel_name, src.source.kernel_name);
   }
 }
 
@@ -263,6 +305,10 @@ TEST(WgmmaKernel, NhwcTileStagesAndPackedWeightsFollowTheChannelChunks) {
     const int channels_a_chunk = 128 / static_cast<int>(size_of(dtype));
     const int chunks = (100 + channels_a_chunk - 1) / channels_a_chunk;
     const std::uint64_t k_blocks = 2;
+    // Packed in every kind here: 3xTF32 packs its planes, TF32 on 5 pixel tiles (it would
+    // round what a map reads in each), and f16's 200-byte pixels are no tensor map's stride.
+    ASSERT_TRUE(src.launch.weight_pack.has_value());
+    EXPECT_FALSE(src.launch.b_map.has_value());
     EXPECT_EQ(src.launch.weight_pack->packed_bytes, k_blocks * 3 * 5 * chunks * planes * bn * 128u);
     const std::int64_t pixels = 2 * 20 * 30;
     EXPECT_EQ(src.launch.geometry.grid_y, k_blocks);
@@ -376,12 +422,12 @@ TEST(WgmmaKernel, NhwcReasonsNameWhatRulesTheKernelOut) {
 namespace convjit {
 namespace {
 
-// CONVJIT_WGMMA_ROW64=1 (development switch): a one-group NHWC problem whose channels
-// fill 64 but not 128 bytes a pixel runs the TMA kernel with 64-byte stage rows (no
-// zero half), in every dtype and mode: kARowBytes 64, a 64-byte swizzled map of 64-byte
-// boxes, stages and packed weights sized for 64-byte rows, and a clean sm_90a compile.
-// Unset, or for channels that fill 128 bytes, the rows stay 128 bytes.
-TEST(WgmmaKernel, SixtyFourByteRowsWithTheSwitchSizeStagesMapAndPackingForThemAndCompileWithoutSpills) {
+// A one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel runs the TMA
+// kernel with 64-byte stage rows (no zero half), in every dtype and mode: kARowBytes 64,
+// a 64-byte swizzled map of 64-byte boxes, stages and packed weights sized for 64-byte
+// rows, and a clean sm_90a compile. With CONVJIT_WGMMA_ROW64=0, or for
+// channels that fill 128 bytes, the rows stay 128 bytes.
+TEST(WgmmaKernel, SixtyFourByteRowsSizeStagesMapsAndPackingForThemAndCompileWithoutSpills) {
   struct Case {
     DType dtype;
     MathMode math;
@@ -398,11 +444,10 @@ TEST(WgmmaKernel, SixtyFourByteRowsWithTheSwitchSizeStagesMapAndPackingForThemAn
     d.math = c.math;
     const int e = static_cast<int>(size_of(c.dtype));
     {
-      testing::ScopedEnv off("CONVJIT_WGMMA_ROW64", nullptr);
+      testing::ScopedEnv off("CONVJIT_WGMMA_ROW64", "0");
       const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
       EXPECT_FALSE(src.source.kernel_name.ends_with("_tma")) << "half a 128-byte row stays off the TMA kernel";
     }
-    testing::ScopedEnv on("CONVJIT_WGMMA_ROW64", "1");
     const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
     SCOPED_TRACE(src.source.kernel_name);
     ASSERT_TRUE(src.source.kernel_name.ends_with("_tma"));
@@ -414,6 +459,9 @@ TEST(WgmmaKernel, SixtyFourByteRowsWithTheSwitchSizeStagesMapAndPackingForThemAn
     const int bm = 2 * std::stoi(constant(src, "kMB")) * 64;
     EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), (bm + planes * 64) * 64);
     const int chunks = (c.c * e + 63) / 64;
+    // Packed: a map's box of 64-byte rows ran slower than the packed stage's bulk copy.
+    ASSERT_TRUE(src.launch.weight_pack.has_value());
+    EXPECT_FALSE(src.launch.b_map.has_value());
     EXPECT_EQ(src.launch.weight_pack->packed_bytes, static_cast<std::uint64_t>(chunks) * 9 * planes * 64 * 64);
     const auto out =
         Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
@@ -423,8 +471,7 @@ TEST(WgmmaKernel, SixtyFourByteRowsWithTheSwitchSizeStagesMapAndPackingForThemAn
     EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
     EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
   }
-  // Channels that fill 128 bytes keep 128-byte rows with the switch.
-  testing::ScopedEnv on("CONVJIT_WGMMA_ROW64", "1");
+  // Channels that fill 128 bytes keep 128-byte rows.
   Conv2dDesc full{.n = 2, .c = 64, .h = 17, .w = 19, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   full.layout = Layout::kNHWC;
   full.dtype = DType::kFloat16;

@@ -61,7 +61,9 @@ TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
 // A mid-size 3x3, a grouped strided dilated problem with a channel tail past C, a deep one
 // split across SMs and a dynamic-batch one, in every dtype and math mode: one im2col copy
 // a stage (4-D, the map a 128-byte parameter after y), no cp.async left for x, the
-// consumers' wgmma unchanged, no spills, no serialized wgmma.
+// consumers' wgmma unchanged, no spills, no serialized wgmma. The weights: one 3-D tiled
+// copy a stage through a second map after x's (TF32 and 16-bit; TF32 then rounded in
+// shared memory and fenced for wgmma), or (3xTF32) one bulk copy of the packed planes.
 TEST(WgmmaTmaKernel, SourcesCompileToIm2colCopiesWithoutSpillsInEveryDtypeAndMathMode) {
   Conv2dDesc dynamic{.n = 4, .c = 96, .h = 14, .w = 14, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   dynamic.dynamic_batch = true;
@@ -102,12 +104,32 @@ TEST(WgmmaTmaKernel, SourcesCompileToIm2colCopiesWithoutSpillsInEveryDtypeAndMat
                 std::string::npos);
       EXPECT_NE(ptx.find("prefetch.tensormap"), std::string::npos);
       EXPECT_NE(ptx.find(".param .align 64 .b8 " + src.source.kernel_name + "_param_4[128]"), std::string::npos);
-      if (d.dynamic_batch) {
-        EXPECT_NE(ptx.find(src.source.kernel_name + "_param_5"), std::string::npos);  // the batch, after the map
+      // TF32 rounds what the map reads in every pixel tile: the map on grids of 4 tiles or
+      // fewer only (the first shape has 7).
+      const auto out_shape = d.output_shape();
+      const std::int64_t tiles = (std::int64_t{out_shape.n} * out_shape.p * out_shape.q +
+                                  std::stoi(prologue_constant(src, "int", "kBQ")) - 1) /
+                                 std::stoi(prologue_constant(src, "int", "kBQ"));
+      const bool b_map = dtype != DType::kFloat32 || (math == MathMode::kTF32 && tiles <= 4);
+      EXPECT_EQ(prologue_constant(src, "bool", "kBMap"), b_map ? "true" : "false");
+      EXPECT_EQ(src.launch.b_map.has_value(), b_map);
+      EXPECT_EQ(src.launch.weight_pack.has_value(), !b_map);
+      const int batch_param = b_map ? 6 : 5;
+      if (b_map) {
+        EXPECT_NE(ptx.find(".param .align 64 .b8 " + src.source.kernel_name + "_param_5[128]"), std::string::npos);
+        EXPECT_NE(ptx.find("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"),
+                  std::string::npos);
+        EXPECT_EQ(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);
+        EXPECT_EQ(ptx.find("fence.proxy.async.shared::cta") != std::string::npos, dtype == DType::kFloat32);
+        EXPECT_LE(tiles, dtype == DType::kFloat32 ? 4 : tiles);
+      } else {
+        EXPECT_NE(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);  // the packed weights
       }
+      // The batch comes after the maps; a static kernel has no parameter past them.
+      EXPECT_EQ(ptx.find(src.source.kernel_name + "_param_" + std::to_string(batch_param)) != std::string::npos,
+                d.dynamic_batch);
       EXPECT_EQ(ptx.find("cp.async.cg.shared.global"), std::string::npos);
       EXPECT_EQ(ptx.find("cp.async.ca.shared.global"), std::string::npos);
-      EXPECT_NE(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);  // the weights
       EXPECT_NE(ptx.find("wgmma.mma_async.sync.aligned.m64n"), std::string::npos);
       const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
       EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
@@ -137,7 +159,11 @@ void expect_map_walks_output_pixels(const Conv2dDesc& d) {
   EXPECT_EQ(m.strides[0], d.c * e);
   EXPECT_EQ(m.strides[1], d.c * e * d.w);
   EXPECT_EQ(m.strides[2], d.c * e * d.w * d.h);
-  EXPECT_EQ(m.channels_per_pixel * e, 128u);
+  // A stage's pixel row: 64 bytes where one group's channels fill 64 but not 128, else 128.
+  const std::uint64_t run = d.c / d.groups * e;
+  const unsigned row = d.groups == 1 && run >= 64 && run < 128 ? 64u : 128u;
+  EXPECT_EQ(m.channels_per_pixel * e, row);
+  EXPECT_EQ(m.swizzle_bytes, row);
   const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
   EXPECT_EQ(m.pixels_per_column, static_cast<unsigned>(bm));
   EXPECT_EQ(m.element_strides[0], 1u);
@@ -308,9 +334,9 @@ TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
   EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
   const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
   EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
-  // Fewer channels than a chunk still go to mma.sync.
+  // Channels that fill less than a 64-byte stage row still go to mma.sync.
   Conv2dDesc narrow = d;
-  narrow.c = 32;
+  narrow.c = 16;
   EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
 }
 

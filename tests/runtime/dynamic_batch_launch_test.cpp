@@ -83,9 +83,11 @@ TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernel
       ASSERT_FALSE(got.empty());
       const FakeLaunch& main = convolution(got);
       EXPECT_EQ(main.function, plan.kernel_name());
-      // The TMA variant of the NHWC wgmma kernel takes x's im2col map after y.
-      const std::size_t map = main.function.ends_with("_tma") ? 1 : 0;
-      ASSERT_EQ(main.args.size(), 5u + map) << "x, w, bias, y, (the map) and the batch";
+      // The TMA variant of the NHWC wgmma kernel takes x's im2col map after y, and w's
+      // tiled map after it where it reads w unpacked.
+      const bool tma = main.function.ends_with("_tma");
+      const std::size_t map = tma ? (plan.packed_weight_bytes() == 0 ? 2 : 1) : 0;
+      ASSERT_EQ(main.args.size(), 5u + map) << "x, w, bias, y, (the maps) and the batch";
       EXPECT_EQ(static_cast<int>(main.args[4 + map]), batch == 0 ? dyn.n : batch);
       EXPECT_EQ(main.pointer_arg(0), a.x);
       EXPECT_EQ(split(got) ? got.back().pointer_arg(2) : main.pointer_arg(3), a.y);

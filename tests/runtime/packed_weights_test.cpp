@@ -95,17 +95,19 @@ TEST_F(PackedWeights, PackedWeightsNotSixteenByteAlignedAreRefused) {
 // the reduce pass from them into y; with packed weights the partial sums are all the
 // workspace it needs, and less is refused with nothing launched.
 TEST_F(PackedWeights, SplitRunsLaunchTheConvolutionIntoPartialSumsThenTheReducePass) {
-  const Conv2dDesc d{.n = 1,
-                     .c = 256,
-                     .h = 6,
-                     .w = 5,
-                     .k = 40,
-                     .r = 3,
-                     .s = 3,
-                     .pad_h = 1,
-                     .pad_w = 1,
-                     .bias = true,
-                     .layout = Layout::kNHWC};
+  // Strict: 3xTF32 packs its planes (TF32 and 16-bit read w through a map on this kernel).
+  Conv2dDesc d{.n = 1,
+               .c = 256,
+               .h = 6,
+               .w = 5,
+               .k = 40,
+               .r = 3,
+               .s = 3,
+               .pad_h = 1,
+               .pad_w = 1,
+               .bias = true,
+               .layout = Layout::kNHWC};
+  d.math = MathMode::kStrictFp32;
   Runtime rt(options());
   const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
   const std::string name = plan.kernel_name();

@@ -123,24 +123,36 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
     const auto encodes = fake().im2col_encodes();
     ASSERT_EQ(encodes.size(), 2u);  // one a run: the map holds the run's x
     for (const auto& e : encodes) expect_encode(e, ops.x.at(), c.want);
-    // Pack, convolution (and split-K's reduce pass, for the strict case), twice.
+    // 3xTF32 packs its weights; TF32 and 16-bit read w through a second map, one a run.
+    const bool b_map = c.desc.math != MathMode::kStrictFp32;
+    EXPECT_EQ(plan.packed_weight_bytes() == 0, b_map);
+    EXPECT_EQ(fake().tiled_encodes().size(), b_map ? 2u : 0u);
+    for (const auto& e : fake().tiled_encodes()) EXPECT_EQ(e.address, ops.w.at());
+    // (Pack,) convolution (and split-K's reduce pass, for the strict case), twice.
     int convolutions = 0;
+    int packs = 0;
     for (const auto& launch : fake().launches()) {
+      if (launch.function == plan.kernel_name() + "_pack") ++packs;
       if (launch.function != plan.kernel_name()) continue;
       ++convolutions;
-      ASSERT_EQ(launch.args.size(), 5u);  // x, packed, bias, y (or the partial sums), the map
+      // x, w or the packed weights, bias, y (or the partial sums), x's map (, w's map)
+      ASSERT_EQ(launch.args.size(), b_map ? 6u : 5u);
       EXPECT_EQ(launch.pointer_arg(0), ops.x.at());
       EXPECT_EQ(launch.pointer_arg(4), ops.x.at());  // the fake's map starts with its address
+      if (b_map) {
+        EXPECT_EQ(launch.pointer_arg(1), ops.w.at());
+        EXPECT_EQ(launch.pointer_arg(5), ops.w.at());
+      }
     }
     EXPECT_EQ(convolutions, 2);
+    EXPECT_EQ(packs, b_map ? 0 : 2);
   }
 }
 
-// CONVJIT_WGMMA_ROW64=1 (development switch): a group whose channels fill 64 but not 128
+// A group whose channels fill 64 but not 128
 // bytes a pixel is read in 64-byte boxes with TMA's 64-byte swizzle (32 f16 channels,
 // 16 f32 ones a box); the fake checks the box against the swizzle's span.
 TEST_F(WgmmaTmaLaunch, SixtyFourByteRowsEncodeSixtyFourByteBoxesWithTheSixtyFourByteSwizzle) {
-  ScopedEnv row64("CONVJIT_WGMMA_ROW64", "1");
   Runtime rt(options());
   struct Case {
     Conv2dDesc desc;
@@ -180,9 +192,10 @@ TEST_F(WgmmaTmaLaunch, ADynamicBatchRunEncodesItsOwnBatchAndPassesTheBatchAfterT
   ASSERT_EQ(encodes.size(), 1u);
   EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{64, 7, 6, 3}));
   const auto conv = fake().launches().back();
-  ASSERT_EQ(conv.args.size(), 6u);
+  ASSERT_EQ(conv.args.size(), 7u);  // x, w, bias, y, x's map, w's map, the batch
   EXPECT_EQ(conv.pointer_arg(4), ops.x.at());
-  EXPECT_EQ(conv.args[5], 3u);
+  EXPECT_EQ(conv.pointer_arg(5), ops.w.at());
+  EXPECT_EQ(conv.args[6], 3u);
 }
 
 TEST_F(WgmmaTmaLaunch, AMapTheDriverRefusesIsAnErrorNamingEveryArgumentAndNothingIsLaunched) {
@@ -196,10 +209,53 @@ TEST_F(WgmmaTmaLaunch, AMapTheDriverRefusesIsAnErrorNamingEveryArgumentAndNothin
                {"cuTensorMapEncodeIm2col", "im2col tensor map", plan.kernel_name(), "dims (C, W, H, N) 64x12x10x2",
                 "pixel box corners W [-1, -1] H [-1, -1]", "64 channels a pixel", "256 pixels a column",
                 "CUDA_ERROR_INVALID_VALUE"});
-  EXPECT_EQ(launch_count(), 0u);  // not even the pack kernel
-  // The next run encodes and launches as usual.
+  EXPECT_EQ(launch_count(), 0u);
+  // The next run encodes and launches as usual: the convolution alone (w through its map).
   plan.run(ops.args());
-  EXPECT_EQ(launch_count(), 2u);
+  EXPECT_EQ(launch_count(), 1u);
+}
+
+TEST_F(WgmmaTmaLaunch, AWeightMapTheDriverRefusesIsAnErrorNamingItsArgumentsAndNothingIsLaunched) {
+  Runtime rt(options());
+  const Conv2dDesc d =
+      nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 96, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kBFloat16);
+  const Conv2dPlan& plan = plan_for(rt, d);
+  Operands ops(d);
+  fake().fail_next("cuTensorMapEncodeTiled", CUDA_ERROR_INVALID_VALUE);
+  expect_error(ErrorCode::kDriver, [&] { plan.run(ops.args()); },
+               {"cuTensorMapEncodeTiled", "tiled tensor map", plan.kernel_name(), "dims 64x9x96", "box 64x1x128",
+                "CUDA_ERROR_INVALID_VALUE"});
+  EXPECT_EQ(launch_count(), 0u);
+  plan.run(ops.args());
+  EXPECT_EQ(launch_count(), 1u);
+  ASSERT_EQ(fake().tiled_encodes().size(), 1u);
+  const auto e = fake().tiled_encodes()[0];
+  EXPECT_EQ(e.dtype, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16);
+  EXPECT_EQ(e.rank, 3u);
+  EXPECT_EQ(e.dims, (std::vector<std::uint64_t>{64, 9, 96}));
+  EXPECT_EQ(e.strides, (std::vector<std::uint64_t>{128, 1152}));
+  EXPECT_EQ(e.box, (std::vector<unsigned>{64, 1, 128}));
+  EXPECT_EQ(e.swizzle, CU_TENSOR_MAP_SWIZZLE_128B);
+  EXPECT_EQ(e.oob_fill, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);  // zeros past C/groups and K
+}
+
+// w at an offset its dtype allows but a map does not (2 bytes past 16 for f16): the variant
+// for that alignment packs w as before, and encodes x's map only.
+TEST_F(WgmmaTmaLaunch, LessAlignedWeightsArePackedAndEncodeNoWeightMap) {
+  Runtime rt(options());
+  const Conv2dDesc d =
+      nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
+  const Conv2dPlan& plan = plan_for(rt, d);
+  Operands ops(d);
+  plan.run(ops.args(/*x_offset=*/0, /*w_offset=*/2));
+  EXPECT_TRUE(fake().tiled_encodes().empty());
+  EXPECT_EQ(fake().im2col_encodes().size(), 1u);
+  const auto launches = fake().launches();
+  ASSERT_EQ(launches.size(), 2u);
+  EXPECT_TRUE(launches[0].function.ends_with("_pack")) << launches[0].function;
+  EXPECT_TRUE(launches[1].function.ends_with("_tma")) << launches[1].function;
+  EXPECT_EQ(launches[1].args.size(), 5u);
+  EXPECT_EQ(launches[0].pointer_arg(0), ops.w.at(2));
 }
 
 TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheSwitchOffEncodeNothing) {

@@ -56,16 +56,24 @@ TEST(AlgorithmChoice, NhwcTakesWgmmaWhereChannelsFillAChunkAndTheTmaMapReadsX) {
   }
 }
 
-TEST(AlgorithmChoice, HalfAChunkOfChannelsGoesToTheTmaKernelOnlyWithTheSwitchAndOneGroup) {
-  // KernelBench 62's shape: 32 f16 channels fill half of a 128-byte chunk (16 f32 ones do).
+TEST(AlgorithmChoice, HalfAChunkOfChannelsGoesToTheTmaKernelInSixtyFourByteRowsWithOneGroup) {
+  // KernelBench 62's shape: 32 f16 channels fill half of a 128-byte chunk (16 f32 ones do),
+  // which the TMA kernel stages as 64-byte rows; with those off (CONVJIT_WGMMA_ROW64=0),
+  // only the partial-chunk switch sends it there.
   const Conv2dDesc half{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9};
   for (const DType dtype : kDTypes) {
     Conv2dDesc d = with(half, Layout::kNHWC, dtype, MathMode::kTF32);
     if (dtype == DType::kFloat32) d.c = 16;
     SCOPED_TRACE(d.to_string());
-    EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90"));
-    testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
     EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
+    EXPECT_EQ(wgmma_stage_channels(d), d.c);
+    {
+      testing::ScopedEnv rows128("CONVJIT_WGMMA_ROW64", "0");
+      EXPECT_FALSE(nhwc_prefers_wgmma(d, "sm_90"));
+      testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
+      EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
+    }
+    testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
     // A quarter of a chunk, two groups (the map's fill stops at C, not at a group's end),
     // or an x the map cannot take: mma.sync still.
     Conv2dDesc quarter = d;

@@ -104,6 +104,7 @@ struct State {
   std::uint64_t destroyed_with_context = 0;
   std::string last_image;
   std::vector<convjit::testing::FakeIm2colEncode> im2col_encodes;
+  std::vector<convjit::testing::FakeTiledEncode> tiled_encodes;
 
   State() {
     contexts.push_back(std::make_unique<Context>());
@@ -807,6 +808,61 @@ CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type
   return CUDA_SUCCESS;
 }
 
+// The requirements cuda.h documents for cuTensorMapEncodeTiled (the non-packed types, no
+// interleave).
+CUresult impl_cuTensorMapEncodeTiled(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
+                                     const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                     const cuuint32_t* element_strides, CUtensorMapInterleave interleave,
+                                     CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                     CUtensorMapFloatOOBfill oob) {
+  (void)l2;
+  const std::size_t element = tensor_map_element_bytes(type);
+  if (map == nullptr || reinterpret_cast<std::uintptr_t>(map) % 64 != 0 || element == 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (rank < 1 || rank > 5 || address == nullptr || reinterpret_cast<std::uintptr_t>(address) % 16 != 0) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (dims == nullptr || box == nullptr || element_strides == nullptr || (rank > 1 && strides == nullptr)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return CUDA_ERROR_INVALID_VALUE;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    if (dims[i] == 0 || dims[i] > (std::uint64_t{1} << 32)) return CUDA_ERROR_INVALID_VALUE;
+    if (box[i] == 0 || box[i] > 256) return CUDA_ERROR_INVALID_VALUE;
+    if (element_strides[i] == 0 || element_strides[i] > 8) return CUDA_ERROR_INVALID_VALUE;
+  }
+  for (cuuint32_t i = 0; i + 1 < rank; ++i) {
+    if (strides[i] % 16 != 0 || strides[i] >= (std::uint64_t{1} << 40)) return CUDA_ERROR_INVALID_VALUE;
+  }
+  const std::size_t inner = box[0] * element;
+  if (inner % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
+  const std::size_t swizzle_span = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE   ? 0
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_32B  ? 32
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_64B  ? 64
+                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128
+                                                                           : 0;
+  if (swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && (swizzle_span == 0 || inner > swizzle_span)) {
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  convjit::testing::FakeTiledEncode e{.dtype = type,
+                                      .rank = rank,
+                                      .address = address,
+                                      .dims = std::vector<std::uint64_t>(dims, dims + rank),
+                                      .strides = std::vector<std::uint64_t>(strides, strides + rank - 1),
+                                      .box = std::vector<unsigned>(box, box + rank),
+                                      .element_strides = std::vector<unsigned>(element_strides, element_strides + rank),
+                                      .swizzle = swizzle,
+                                      .oob_fill = oob};
+  auto& s = state();
+  std::lock_guard lock(s.mutex);
+  s.tiled_encodes.push_back(std::move(e));
+  *map = CUtensorMap{};
+  map->opaque[0] = static_cast<cuuint64_t>(reinterpret_cast<std::uintptr_t>(address));
+  map->opaque[1] = s.tiled_encodes.size();
+  return CUDA_SUCCESS;
+}
+
 CUresult allocate_in(State& s, Context* c, CUdeviceptr* pointer, std::size_t bytes, bool holds_primary) {
   if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   const std::size_t rounded = (bytes + kAllocationAlign - 1) / kAllocationAlign * kAllocationAlign;
@@ -1192,6 +1248,7 @@ void FakeCudaDriver::reset() {
   s.destroyed_with_context = 0;
   s.last_image.clear();
   s.im2col_encodes.clear();
+  s.tiled_encodes.clear();
   for (auto& [key, stream] : s.streams) stream->capturing = stream->invalidated = false;
   tls_capture_mode = CU_STREAM_CAPTURE_MODE_GLOBAL;
 }
@@ -1215,6 +1272,11 @@ std::uint64_t FakeCudaDriver::calls(std::string_view entry_point) const {
 std::vector<FakeIm2colEncode> FakeCudaDriver::im2col_encodes() const {
   std::lock_guard lock(state().mutex);
   return state().im2col_encodes;
+}
+
+std::vector<FakeTiledEncode> FakeCudaDriver::tiled_encodes() const {
+  std::lock_guard lock(state().mutex);
+  return state().tiled_encodes;
 }
 
 std::vector<FakeLaunch> FakeCudaDriver::launches() const {

@@ -65,6 +65,21 @@ struct FakeIm2colEncode {
   CUtensorMapFloatOOBfill oob_fill{};
 };
 
+// One cuTensorMapEncodeTiled call the fake accepted, arrays read to the rank's length.
+// The map it wrote holds the address in its first 8 bytes and the encode's serial in the
+// next, as FakeIm2colEncode's.
+struct FakeTiledEncode {
+  CUtensorMapDataType dtype{};
+  unsigned rank = 0;
+  const void* address = nullptr;
+  std::vector<std::uint64_t> dims;     // rank entries
+  std::vector<std::uint64_t> strides;  // rank - 1 entries
+  std::vector<unsigned> box;           // rank entries
+  std::vector<unsigned> element_strides;
+  CUtensorMapSwizzle swizzle{};
+  CUtensorMapFloatOOBfill oob_fill{};
+};
+
 // The control panel of the fake driver (one per process).
 class FakeCudaDriver {
  public:
@@ -88,6 +103,9 @@ class FakeCudaDriver {
   // offset ranges, box sizes, the swizzle's inner-dimension bound) and answers
   // CUDA_ERROR_INVALID_VALUE, recording nothing, where an argument breaks it.
   std::vector<FakeIm2colEncode> im2col_encodes() const;
+  // cuTensorMapEncodeTiled calls that succeeded since reset(), in order, checked as the
+  // im2col encodes are (box sizes, the swizzle's inner-dimension bound among them).
+  std::vector<FakeTiledEncode> tiled_encodes() const;
   std::size_t live_allocations() const;  // cuMemAlloc'd and not yet freed (test buffers too)
   std::size_t live_modules() const;
   // Allocations and modules that were still alive when their context went away (the last

@@ -18,55 +18,58 @@ namespace convjit {
 // not 12.5's green-context variant), cuCtxGetDevice (the current context's, not
 // 13.0's 2-argument one). Where a header macro renames a function (cuMemAlloc →
 // cuMemAlloc_v2) it renames only the member; the signature is the one written here.
-#define CONVJIT_DRIVER_ENTRY_POINTS(X)                                                                            \
-  X(cuInit, (unsigned int))                                                                                       \
-  X(cuDriverGetVersion, (int*))                                                                                   \
-  X(cuGetErrorName, (CUresult, const char**))                                                                     \
-  X(cuGetErrorString, (CUresult, const char**))                                                                   \
-  X(cuDeviceGet, (CUdevice*, int))                                                                                \
-  X(cuDeviceGetCount, (int*))                                                                                     \
-  X(cuDeviceGetAttribute, (int*, CUdevice_attribute, CUdevice))                                                   \
-  X(cuDeviceGetName, (char*, int, CUdevice))                                                                      \
-  X(cuDevicePrimaryCtxRetain, (CUcontext*, CUdevice))                                                             \
-  X(cuDevicePrimaryCtxRelease, (CUdevice))                                                                        \
-  X(cuDevicePrimaryCtxGetState, (CUdevice, unsigned int*, int*))                                                  \
-  X(cuCtxDestroy, (CUcontext))                                                                                    \
-  X(cuCtxGetId, (CUcontext, unsigned long long*))                                                                 \
-  X(cuCtxGetDevice, (CUdevice*))                                                                                  \
-  X(cuCtxGetCurrent, (CUcontext*))                                                                                \
-  X(cuCtxSetCurrent, (CUcontext))                                                                                 \
-  X(cuCtxPushCurrent, (CUcontext))                                                                                \
-  X(cuCtxPopCurrent, (CUcontext*))                                                                                \
-  X(cuCtxSynchronize, ())                                                                                         \
-  X(cuModuleLoadData, (CUmodule*, const void*))                                                                   \
-  X(cuModuleUnload, (CUmodule))                                                                                   \
-  X(cuModuleGetFunction, (CUfunction*, CUmodule, const char*))                                                    \
-  X(cuFuncGetAttribute, (int*, CUfunction_attribute, CUfunction))                                                 \
-  X(cuFuncSetAttribute, (CUfunction, CUfunction_attribute, int))                                                  \
-  X(cuLaunchKernel,                                                                                               \
-    (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void**, void**)) \
-  X(cuMemAlloc, (CUdeviceptr*, size_t))                                                                           \
-  X(cuMemFree, (CUdeviceptr))                                                                                     \
-  X(cuMemcpyHtoD, (CUdeviceptr, const void*, size_t))                                                             \
-  X(cuMemcpyDtoH, (void*, CUdeviceptr, size_t))                                                                   \
-  X(cuMemsetD32, (CUdeviceptr, unsigned int, size_t))                                                             \
-  X(cuStreamCreate, (CUstream*, unsigned int))                                                                    \
-  X(cuStreamDestroy, (CUstream))                                                                                  \
-  X(cuStreamGetCtx, (CUstream, CUcontext*))                                                                       \
-  X(cuStreamSynchronize, (CUstream))                                                                              \
-  X(cuStreamIsCapturing, (CUstream, CUstreamCaptureStatus*))                                                      \
-  X(cuThreadExchangeStreamCaptureMode, (CUstreamCaptureMode*))                                                    \
-  X(cuPointerGetAttribute, (void*, CUpointer_attribute, CUdeviceptr))                                             \
-  X(cuPointerGetAttributes, (unsigned int, CUpointer_attribute*, void**, CUdeviceptr))                            \
-  X(cuEventCreate, (CUevent*, unsigned int))                                                                      \
-  X(cuEventDestroy, (CUevent))                                                                                    \
-  X(cuEventRecord, (CUevent, CUstream))                                                                           \
-  X(cuEventSynchronize, (CUevent))                                                                                \
-  X(cuEventElapsedTime, (float*, CUevent, CUevent))                                                               \
-  X(cuTensorMapEncodeIm2col,                                                                                      \
-    (CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const int*,      \
-     const int*, cuuint32_t, cuuint32_t, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,            \
-     CUtensorMapL2promotion, CUtensorMapFloatOOBfill))
+#define CONVJIT_DRIVER_ENTRY_POINTS(X)                                                                              \
+  X(cuInit, (unsigned int))                                                                                         \
+  X(cuDriverGetVersion, (int*))                                                                                     \
+  X(cuGetErrorName, (CUresult, const char**))                                                                       \
+  X(cuGetErrorString, (CUresult, const char**))                                                                     \
+  X(cuDeviceGet, (CUdevice*, int))                                                                                  \
+  X(cuDeviceGetCount, (int*))                                                                                       \
+  X(cuDeviceGetAttribute, (int*, CUdevice_attribute, CUdevice))                                                     \
+  X(cuDeviceGetName, (char*, int, CUdevice))                                                                        \
+  X(cuDevicePrimaryCtxRetain, (CUcontext*, CUdevice))                                                               \
+  X(cuDevicePrimaryCtxRelease, (CUdevice))                                                                          \
+  X(cuDevicePrimaryCtxGetState, (CUdevice, unsigned int*, int*))                                                    \
+  X(cuCtxDestroy, (CUcontext))                                                                                      \
+  X(cuCtxGetId, (CUcontext, unsigned long long*))                                                                   \
+  X(cuCtxGetDevice, (CUdevice*))                                                                                    \
+  X(cuCtxGetCurrent, (CUcontext*))                                                                                  \
+  X(cuCtxSetCurrent, (CUcontext))                                                                                   \
+  X(cuCtxPushCurrent, (CUcontext))                                                                                  \
+  X(cuCtxPopCurrent, (CUcontext*))                                                                                  \
+  X(cuCtxSynchronize, ())                                                                                           \
+  X(cuModuleLoadData, (CUmodule*, const void*))                                                                     \
+  X(cuModuleUnload, (CUmodule))                                                                                     \
+  X(cuModuleGetFunction, (CUfunction*, CUmodule, const char*))                                                      \
+  X(cuFuncGetAttribute, (int*, CUfunction_attribute, CUfunction))                                                   \
+  X(cuFuncSetAttribute, (CUfunction, CUfunction_attribute, int))                                                    \
+  X(cuLaunchKernel,                                                                                                 \
+    (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void**, void**))   \
+  X(cuMemAlloc, (CUdeviceptr*, size_t))                                                                             \
+  X(cuMemFree, (CUdeviceptr))                                                                                       \
+  X(cuMemcpyHtoD, (CUdeviceptr, const void*, size_t))                                                               \
+  X(cuMemcpyDtoH, (void*, CUdeviceptr, size_t))                                                                     \
+  X(cuMemsetD32, (CUdeviceptr, unsigned int, size_t))                                                               \
+  X(cuStreamCreate, (CUstream*, unsigned int))                                                                      \
+  X(cuStreamDestroy, (CUstream))                                                                                    \
+  X(cuStreamGetCtx, (CUstream, CUcontext*))                                                                         \
+  X(cuStreamSynchronize, (CUstream))                                                                                \
+  X(cuStreamIsCapturing, (CUstream, CUstreamCaptureStatus*))                                                        \
+  X(cuThreadExchangeStreamCaptureMode, (CUstreamCaptureMode*))                                                      \
+  X(cuPointerGetAttribute, (void*, CUpointer_attribute, CUdeviceptr))                                               \
+  X(cuPointerGetAttributes, (unsigned int, CUpointer_attribute*, void**, CUdeviceptr))                              \
+  X(cuEventCreate, (CUevent*, unsigned int))                                                                        \
+  X(cuEventDestroy, (CUevent))                                                                                      \
+  X(cuEventRecord, (CUevent, CUstream))                                                                             \
+  X(cuEventSynchronize, (CUevent))                                                                                  \
+  X(cuEventElapsedTime, (float*, CUevent, CUevent))                                                                 \
+  X(cuTensorMapEncodeIm2col,                                                                                        \
+    (CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const int*,        \
+     const int*, cuuint32_t, cuuint32_t, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,              \
+     CUtensorMapL2promotion, CUtensorMapFloatOOBfill))                                                              \
+  X(cuTensorMapEncodeTiled,                                                                                         \
+    (CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*, const cuuint32_t*, \
+     const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill))
 
 // Entry points whose 12.0 version is not the signature convjit calls, each requested
 // at the CUDA version that has it. cuCtxCreate (tests make a second context with it):

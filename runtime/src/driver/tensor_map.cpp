@@ -16,6 +16,15 @@ std::string describe(const Im2colMapArgs& a) {
       static_cast<int>(a.swizzle), static_cast<int>(a.l2_promotion));
 }
 
+std::string describe(const TiledMapArgs& a) {
+  return fmt::format(
+      "data type {}, address {}, dims {}x{}x{}, strides {}/{} bytes, box {}x{}x{}, element strides {}/{}/{}, swizzle "
+      "{}, L2 promotion {}",
+      static_cast<int>(a.dtype), a.address, a.dims[0], a.dims[1], a.dims[2], a.strides[0], a.strides[1], a.box[0],
+      a.box[1], a.box[2], a.element_strides[0], a.element_strides[1], a.element_strides[2], static_cast<int>(a.swizzle),
+      static_cast<int>(a.l2_promotion));
+}
+
 CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
   // NOTE: encoded into this frame's own slot, never straight into the caller's return
   // slot: GCC built that slot 16-byte aligned here (the fake driver refused the map), and
@@ -31,6 +40,22 @@ CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (res != CUDA_SUCCESS) {
     fail(error_code_of(res), "{}: encoding the im2col tensor map ({}): cuTensorMapEncodeIm2col failed → {}", what,
+         describe(a), drv.describe(res));
+  }
+  return slot.map;
+}
+
+CUtensorMap encode_tiled_map(const TiledMapArgs& a, std::string_view what) {
+  // See encode_im2col_map: the driver wants the map 64-byte aligned.
+  struct alignas(128) Slot {
+    CUtensorMap map;
+  } slot{};
+  auto& drv = CudaDriver::get();
+  const CUresult res = drv.cuTensorMapEncodeTiled(&slot.map, a.dtype, 3, const_cast<void*>(a.address), a.dims,
+                                                  a.strides, a.box, a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                                  a.swizzle, a.l2_promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (res != CUDA_SUCCESS) {
+    fail(error_code_of(res), "{}: encoding the tiled tensor map ({}): cuTensorMapEncodeTiled failed → {}", what,
          describe(a), drv.describe(res));
   }
   return slot.map;

@@ -28,12 +28,27 @@ struct Im2colMapArgs {
   CUtensorMapL2promotion l2_promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
 };
 
+// cuTensorMapEncodeTiled's arguments for a rank-3 tensor (dimensions innermost first).
+struct TiledMapArgs {
+  CUtensorMapDataType dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
+  const void* address = nullptr;
+  std::uint64_t dims[3] = {};
+  std::uint64_t strides[2] = {};  // bytes, of dimensions 1 and 2
+  std::uint32_t box[3] = {};
+  std::uint32_t element_strides[3] = {1, 1, 1};
+  CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
+  CUtensorMapL2promotion l2_promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
+};
+
 // Every argument, readable: what an encode failure reports.
 std::string describe(const Im2colMapArgs& args);
+std::string describe(const TiledMapArgs& args);
 
 // The map for `args`. Zero fill out of bounds (never the NaN fill: padding must add
 // nothing), no interleave. Throws Error (kDriver, or kContextLost for a sticky error)
 // naming `what`, every argument and the driver's text when the driver refuses.
 CUtensorMap encode_im2col_map(const Im2colMapArgs& args, std::string_view what);
+// The same for a tiled map (zero fill out of bounds, no interleave).
+CUtensorMap encode_tiled_map(const TiledMapArgs& args, std::string_view what);
 
 }  // namespace convjit

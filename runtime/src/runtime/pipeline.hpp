@@ -41,6 +41,9 @@ struct PlanKernel {
   // The wgmma kernel's TMA variant reads x through an im2col map, encoded for each run
   // (x and the batch are the run's) and passed after y.
   std::optional<Im2colTensorMap> a_map;
+  // And (kBMap) its weights through a tiled map, encoded per run with the run's w, passed
+  // after the x map; such a kernel has no packer.
+  std::optional<TiledTensorMap> b_map;
   // NCHW through the NHWC kernel: the transposes of x into its workspace region and of
   // the kernel's output region into y.
   struct TransposePass {

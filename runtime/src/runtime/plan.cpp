@@ -43,6 +43,23 @@ Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch
   for (int i = 0; i < 4; ++i) a.element_strides[i] = m.element_strides[i];
   return a;
 }
+
+// The kernel's w map for one run: the specializer's values with this run's w.
+TiledMapArgs tiled_map_args(const TiledTensorMap& m, const void* w) {
+  TiledMapArgs a;
+  a.dtype = tensor_map_type(m.dtype);
+  a.address = w;
+  for (int i = 0; i < 3; ++i) {
+    a.dims[i] = m.dims[i];
+    a.box[i] = m.box[i];
+  }
+  for (int i = 0; i < 2; ++i) a.strides[i] = m.strides[i];
+  a.swizzle = m.swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
+  // Every block reads each filter's rows; wider promotion fetches the next tap's run,
+  // which the next stages read.
+  a.l2_promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+  return a;
+}
 }  // namespace
 
 Conv2dPlan::Impl::Impl(const Conv2dDesc& d, Algorithm a, std::shared_ptr<DeviceContext> dev,
@@ -212,6 +229,10 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
     a_map = encode_im2col_map(im2col_map_args(*kernel->a_map, via ? x_nhwc : a.x, batch),
                               fmt::format("{} ({})", where, kernel->name()));
   }
+  CUtensorMap b_map{};
+  if (kernel->b_map) {
+    b_map = encode_tiled_map(tiled_map_args(*kernel->b_map, a.w), fmt::format("{} ({})", where, kernel->name()));
+  }
   if (kernel->gemm) {
     kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
@@ -243,7 +264,8 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   int batch_param = batch;
   void* plain_params[] = {&x, &w, &bias, &main_y, &batch_param};
   void* map_params[] = {&x, &w, &bias, &main_y, &a_map, &batch_param};
-  void** params = kernel->a_map ? map_params : plain_params;
+  void* maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &batch_param};
+  void** params = kernel->b_map ? maps_params : kernel->a_map ? map_params : plain_params;
   const LaunchGeometry& g = kernel->geometry;
   std::uint64_t grid_x = g.grid_x;
   if (desc.dynamic_batch) {

@@ -151,7 +151,7 @@ bool wgmma_partial_chunks_requested() {
 
 bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
   if (d.layout != Layout::kNHWC) return true;
-  // A wgmma stage is a 128-byte (or, with CONVJIT_WGMMA_ROW64=1, 64-byte) run of each
+  // A wgmma stage is a 128-byte (or, for channels that fill 64 bytes only, 64-byte) run of each
   // pixel's channels: with fewer channels a group it copies and multiplies mostly zeros
   // (3-channel stems ran 8-16x slower than mma.sync).
   const std::int64_t stage_channels = wgmma_stage_channels(d);

@@ -53,20 +53,20 @@ struct WgmmaTile {
 bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
 bool nhwc(const Conv2dDesc& d) { return d.layout == Layout::kNHWC; }
 int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
-// NOTE: development switch, not measured on a GPU yet: CONVJIT_WGMMA_ROW64=1 gives a
-// one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel stages of
-// 64-byte pixel rows (TMA's 64-byte swizzle) instead of half-empty 128-byte ones (changes
-// the source, so the cache key).
-bool row64_requested() {
+// A one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel gets stages of
+// 64-byte pixel rows (TMA's 64-byte swizzle) instead of half-empty 128-byte ones, measured
+// 1.7-2.1x faster (docs/perf.md). NOTE: CONVJIT_WGMMA_ROW64=0 keeps 128-byte rows, for
+// timing runs of both (changes the source, so the cache key).
+bool row64_enabled() {
   const char* env = std::getenv("CONVJIT_WGMMA_ROW64");
-  return env != nullptr && std::string_view(env) == "1";
+  return env == nullptr || std::string_view(env) != "0";
 }
 
 // Bytes of a pixel's channel run a stage holds (the template's kARowBytes): 128, or 64
-// where the group's channels fill 64 but not 128 bytes (with CONVJIT_WGMMA_ROW64=1).
+// where the group's channels fill 64 but not 128 bytes (unless CONVJIT_WGMMA_ROW64=0).
 int a_row_bytes(const Conv2dDesc& d) {
   const int run = d.c / d.groups * static_cast<int>(size_of(d.dtype));
-  return nhwc(d) && d.groups == 1 && run >= 64 && run < 128 && row64_requested() ? 64 : 128;
+  return nhwc(d) && d.groups == 1 && run >= 64 && run < 128 && row64_enabled() ? 64 : 128;
 }
 
 // Channels of one tap a stage reduces (the template's kStageC): one k step in NCHW, a
@@ -313,6 +313,37 @@ bool wgmma_tma_enabled() {
   return env == nullptr || std::string_view(env) != "0";
 }
 
+// NOTE: CONVJIT_WGMMA_B_MAP=0 keeps the weight pack where the kernel would read w through
+// its tiled map (kBMap), for timing runs of both (changes the source, so the cache key).
+bool wgmma_b_map_enabled() {
+  const char* env = std::getenv("CONVJIT_WGMMA_B_MAP");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
+namespace {
+// The NHWC TMA kernel reads w through a tiled map (kBMap) instead of a packed copy made by
+// <name>_pack on every call, where w's K,R,S,C/groups order already holds a stage's
+// weights as kBN rows of one tap's channel run, which the map's swizzle lays out as
+// wgmma's K-major B: 16-bit data as it is (the pack only moved it), TF32 rounded in shared
+// memory by the producer's idle warps. That rounding is paid by every pixel tile that
+// reads a stage, and the shared-memory traffic it adds slows a tile's stages by up to half
+// (KernelBench 56: 1.64 -> 2.44 ms), while the pack rounds each weight once: TF32 takes
+// the map only on grids of a few pixel tiles, where the pack is most of the weight traffic
+// (measured faster at 2 tiles, slower from 7: docs/perf.md). Only 128-byte stage rows: a
+// box of 64-byte rows is kBN reads of 64 bytes, filters apart, and measured 7% slower
+// than the packed stage's one contiguous bulk copy (KernelBench 62 and 80 in 16-bit).
+// Not for 3xTF32 (its big/small planes are the pack's work), nor the route (NCHW
+// weights), nor a w the map cannot address.
+constexpr std::int64_t kTf32MapMaxTiles = 4;
+bool reads_w_through_map(const Conv2dDesc& d, const AlignmentNeeds& align, bool tma, bool via, int split,
+                         std::int64_t pixel_tiles) {
+  const auto e = static_cast<std::int64_t>(size_of(d.dtype));
+  const bool rounds_few = d.dtype != DType::kFloat32 || pixel_tiles <= kTf32MapMaxTiles;
+  return tma && !via && split == 1 && rounds_few && a_row_bytes(d) == 128 && wgmma_b_map_enabled() && align.w >= 16 &&
+         d.c / d.groups * e % 16 == 0 && std::int64_t{d.k} * d.r * d.s * (d.c / d.groups) * e < (std::int64_t{1} << 40);
+}
+}  // namespace
+
 std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, const AlignmentNeeds& align) {
   if (!nhwc(d)) return "TMA im2col reads NHWC channel runs; NCHW keeps its row copies";
   if (auto why = beyond_2d_forward_reason(d)) return why;
@@ -434,8 +465,11 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
       !nhwc(d) ? std::string()
-      : tma    ? fmt::format(", NHWC: x by TMA im2col{}", pair_stores(d, align.y) ? ", channel-pair stores" : "")
-               : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
+      : tma    ? fmt::format(
+                     ", NHWC: x by TMA im2col{}{}",
+                  reads_w_through_map(d, align, tma, via, tile->split, tile->patches) ? ", w by TMA (no pack)" : "",
+                  pair_stores(d, align.y) ? ", channel-pair stores" : "")
+            : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
                           pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
                        : std::string(),
@@ -451,18 +485,21 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string(), tma ? "_tma" : "");
   src.source.compile_arch = "sm_90a";
   // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
-  // the weights are read only by the pack kernel, one element at a time; bias one element
-  // at a time, outputs too or (NHWC) in channel pairs.
+  // the weights are read by the pack kernel, one element at a time, or (kBMap) by the
+  // main kernel's tiled map, which needs w 16-byte aligned; bias one element at a time,
+  // outputs too or (NHWC) in channel pairs.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
   const bool pairs = pair_stores(d, align.y);
-  src.launch.needs = {static_cast<unsigned>(x_vec), e, e, pairs ? 2 * e : e};
+  const bool b_map = reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+  src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
   if (via) src.launch.needs = {e, e, e, e};
   Prologue prologue(src.source.kernel_name);
   if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
   if (tma) prologue.define("CONVJIT_WGMMA_TMA");
+  if (b_map) prologue.define("CONVJIT_WGMMA_B_MAP");
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
@@ -476,6 +513,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kPairStores", pairs)
                         .constant("kSplitK", tile->slices)
                         .constant("kATma", tma)
+                        .constant("kBMap", b_map)
                         .constant("kARowBytes", a_row_bytes(d))
                         .constant("kStageBytes", tile->stage_bytes)
                         .constant("kSharedBytes", static_cast<int>(tile->shared_bytes))
@@ -499,12 +537,29 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // x through the map: the driver wants its address 16-byte aligned, as x_copy_bytes' 16
   // already needs (the refusal checked align.x).
   if (tma) src.launch.a_map = im2col_map(d, tile->bp * tile->bq);
-  src.launch.weight_pack =
-      WeightPack{.kernel_name = src.source.kernel_name + "_pack",
-                 .packed_bytes = tile->packed_bytes,
-                 .block_x = 256,
-                 // One 16-byte row of the packing a thread.
-                 .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 16 / 256, 1, 132 * 8))};
+  if (b_map) {
+    const auto cg = static_cast<std::uint64_t>(d.c / d.groups);
+    const auto taps = static_cast<std::uint64_t>(d.r) * d.s;
+    TiledTensorMap m;
+    m.dtype = d.dtype;
+    m.dims[0] = cg;
+    m.dims[1] = taps;
+    m.dims[2] = static_cast<std::uint64_t>(d.k);
+    m.strides[0] = cg * e;
+    m.strides[1] = cg * taps * e;
+    m.box[0] = static_cast<unsigned>(stage_channels(d));
+    m.box[1] = 1;
+    m.box[2] = static_cast<unsigned>(tile->bn);
+    m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
+    src.launch.b_map = m;
+  } else {
+    src.launch.weight_pack = WeightPack{
+        .kernel_name = src.source.kernel_name + "_pack",
+        .packed_bytes = tile->packed_bytes,
+        .block_x = 256,
+        // One 16-byte row of the packing a thread.
+        .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(tile->packed_bytes / 16 / 256, 1, 132 * 8))};
+  }
   if (tile->slices > 1) {
     const std::uint64_t bytes = partial_bytes(d, tile->slices);
     const std::uint64_t outputs = bytes / sizeof(float) / tile->slices;

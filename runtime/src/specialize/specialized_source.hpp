@@ -109,6 +109,18 @@ struct Im2colTensorMap {
   unsigned element_strides[4] = {};  // 1, stride_w, stride_h, 1
 };
 
+// The TMA tiled map through which the NHWC wgmma kernel reads its weights (kBMap): w as
+// a rank-3 tensor C/groups, R x S, K (innermost first) of the caller's K,R,S,C/groups
+// layout; a box is one tap's stage of channels (a stage's pixel row) for kBN filters.
+// Encoded per run with the run's w, passed after the x map.
+struct TiledTensorMap {
+  DType dtype = DType::kFloat32;
+  std::uint64_t dims[3] = {};     // C/groups, R x S, K
+  std::uint64_t strides[2] = {};  // bytes from one tap, and one filter, to the next
+  unsigned box[3] = {};           // channels of a stage, 1 tap, kBN filters
+  unsigned swizzle_bytes = 128;   // the stage's row: 128 or 64 bytes
+};
+
 struct LaunchSpec {
   std::string algorithm;  // e.g. "direct"
   std::string tile;       // the work split, readable
@@ -116,6 +128,7 @@ struct LaunchSpec {
   std::optional<WeightPack> weight_pack;     // its entry point is <kernel_name>_pack
   std::optional<SplitReduce> split_reduce;   // its entry point is <kernel_name>_reduce
   std::optional<Im2colTensorMap> a_map;      // the kernel's x map, encoded per run (a parameter after y)
+  std::optional<TiledTensorMap> b_map;       // the kernel's w map, encoded per run (a parameter after x's map)
   std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
   std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
   AlignmentNeeds needs;                      // what the kernel needs of each pointer, given its alignment constants
@@ -152,6 +165,9 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& desc,
 // Whether NHWC wgmma kernels use that variant where it can read x: yes, unless
 // CONVJIT_WGMMA_TMA=0.
 bool wgmma_tma_enabled();
+// False under CONVJIT_WGMMA_B_MAP=0: the NHWC TMA kernel then reads packed weights even
+// where it could read w through its tiled map.
+bool wgmma_b_map_enabled();
 // Whether NCHW problems run through the NHWC TMA kernel between two transposes
 // (specialize_wgmma_via_nhwc): kByModel (CONVJIT_NCHW_VIA_NHWC unset) where the cost model
 // predicts the route faster than the NCHW kernel, kOff (=0) never, kForced (=1) wherever
@@ -178,7 +194,7 @@ struct WgmmaWork {
 };
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // Channels of one tap a wgmma stage reduces: one k step in NCHW; in NHWC a pixel row of
-// 128 bytes, or 64 where CONVJIT_WGMMA_ROW64=1 and a group's channels fill no more.
+// 128 bytes, or 64 where a group's channels fill no more (unless CONVJIT_WGMMA_ROW64=0).
 int wgmma_stage_channels(const Conv2dDesc& desc);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
