@@ -9,6 +9,7 @@
 #include <memory>
 #include <regex>
 #include <sstream>
+#include <string_view>
 
 #include "base/fail.hpp"
 #include "specialize/arch.hpp"
@@ -59,10 +60,18 @@ std::vector<std::string> Nvrtc::options_for(const std::string& arch) {
     int minor = 0;
     return nvrtcVersion(&major, &minor) == NVRTC_SUCCESS && (major > 12 || (major == 12 && minor >= 4));
   }();
-  // -lineinfo stays: without it the CUBIN is a third of the size (a faster warm start),
-  // but NVVM's code changes too (a transposed f16 mma.sync kernel spills without it), so
-  // every kernel measured so far would be another kernel (docs/perf.md, "Start-up").
+  // -lineinfo stays: NVVM's code depends on it (a transposed f16 mma.sync kernel spills
+  // without it), so without it every kernel measured so far would be another kernel. But
+  // ptxas leaves the line table out of the CUBIN (--suppress-debug-info): the same code
+  // in a third of the bytes, which a warm start reads, checks and loads (docs/perf.md,
+  // "Start-up"). The PTX keeps its .loc lines. CONVJIT_CUBIN_LINE_TABLE=1 keeps the
+  // table too, for a profiler's source view (an option, so part of the cache key).
   std::vector<std::string> options = {"--gpu-architecture=" + arch, "--std=c++17", "-lineinfo", "--ptxas-options=-v"};
+  static const bool line_table = [] {
+    const char* env = std::getenv("CONVJIT_CUBIN_LINE_TABLE");
+    return env != nullptr && std::string_view(env) == "1";
+  }();
+  if (!line_table) options.emplace_back("--ptxas-options=--suppress-debug-info");
   if (minimal) options.insert(options.begin() + 2, "--minimal");
   // CONVJIT_NVRTC_OPTIONS: more options, space-separated, for measuring what they do to
   // a kernel (docs/perf.md). They are options like the others, so part of the cache key.
