@@ -13,7 +13,10 @@ namespace convjit::testing {
 // Name -> bytes for every section with contents; empty when `image` is no 64-bit ELF.
 inline std::map<std::string, std::string> elf_sections(const std::string& image) {
   std::map<std::string, std::string> out;
-  if (image.size() < sizeof(Elf64_Ehdr) || image.compare(0, 4, "\x7f" "ELF") != 0 ||
+  if (image.size() < sizeof(Elf64_Ehdr) ||
+      image.compare(0, 4,
+                    "\x7f"
+                    "ELF") != 0 ||
       image[EI_CLASS] != ELFCLASS64) {
     return out;
   }
