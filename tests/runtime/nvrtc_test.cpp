@@ -51,12 +51,28 @@ TEST(Nvrtc, CubinsKeepTheLineinfoBuildsCodeWithoutItsLineTable) {
       if (o != "--ptxas-options=--suppress-debug-info") with_table.push_back(o);
     }
     ASSERT_EQ(with_table.size() + 1, options.size());
-    const auto shipped = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", options);
-    const auto full = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", with_table);
-    // NVVM's output, .loc lines included (NVRTC numbers some kernels' virtual registers
-    // differently from one compile to the next: compared without the numbers).
+    // NVRTC 13.0's output for some kernels (the depthwise ones) varies from one compile of
+    // the same source to the next: register numbers, `used_bytes_mask` pragmas, now and
+    // then a load split differently. ptxas's output can only be compared for the same
+    // PTX, so each pair is compiled until NVVM gave both the same (the option is ptxas's
+    // alone), a few tries at most.
+    const std::regex pragma("\\s*\\.pragma \"used_bytes_mask [0-9]+\";");
     const std::regex number("%([a-z]+)[0-9]+");
-    EXPECT_EQ(std::regex_replace(shipped.ptx, number, "%$1N"), std::regex_replace(full.ptx, number, "%$1N"));
+    const auto plain = [&](const std::string& ptx) {
+      return std::regex_replace(std::regex_replace(ptx, pragma, ""), number, "%$1N");
+    };
+    const auto same_ptx = [&](const CompiledKernel& x, const CompiledKernel& y) {
+      return plain(x.ptx) == plain(y.ptx);
+    };
+    CompiledKernel shipped;
+    CompiledKernel full;
+    bool paired = false;
+    for (int attempt = 0; attempt < 6 && !paired; ++attempt) {
+      shipped = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", options);
+      full = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", with_table);
+      paired = same_ptx(shipped, full);
+    }
+    ASSERT_TRUE(paired) << "NVVM never gave the two compiles the same PTX";
     const auto a = testing::elf_sections(shipped.cubin);
     const auto b = testing::elf_sections(full.cubin);
     ASSERT_FALSE(a.empty());
