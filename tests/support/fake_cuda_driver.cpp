@@ -736,6 +736,42 @@ std::size_t tensor_map_element_bytes(CUtensorMapDataType type) {
   }
 }
 
+// What cuda.h requires of every tensor map encode: a 64-byte aligned map, a served type,
+// a 16-byte aligned address, rank dimensions of 1 to 2^32 elements, element strides of 1
+// to 8, and global strides of 16-byte multiples under 2^40.
+bool valid_map_layout(const CUtensorMap* map, std::size_t element, cuuint32_t rank, const void* address,
+                      const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* element_strides,
+                      CUtensorMapInterleave interleave) {
+  if (map == nullptr || reinterpret_cast<std::uintptr_t>(map) % 64 != 0 || element == 0) return false;
+  if (address == nullptr || reinterpret_cast<std::uintptr_t>(address) % 16 != 0) return false;
+  if (dims == nullptr || element_strides == nullptr || (rank > 1 && strides == nullptr)) return false;
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return false;
+  for (cuuint32_t i = 0; i < rank; ++i) {
+    if (dims[i] == 0 || dims[i] > (std::uint64_t{1} << 32)) return false;
+    if (element_strides[i] == 0 || element_strides[i] > 8) return false;
+  }
+  for (cuuint32_t i = 0; i + 1 < rank; ++i) {
+    if (strides[i] % 16 != 0 || strides[i] >= (std::uint64_t{1} << 40)) return false;
+  }
+  return true;
+}
+
+// A swizzle the driver knows, whose span holds the box's inner dimension (`inner` bytes).
+bool fits_swizzle(CUtensorMapSwizzle swizzle, std::size_t inner) {
+  const std::size_t span = swizzle == CU_TENSOR_MAP_SWIZZLE_32B    ? 32
+                           : swizzle == CU_TENSOR_MAP_SWIZZLE_64B  ? 64
+                           : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128
+                                                                   : 0;
+  return swizzle == CU_TENSOR_MAP_SWIZZLE_NONE || (span != 0 && inner <= span);
+}
+
+// The fake's map: the address in its first 8 bytes, the encode's serial in the next.
+void write_fake_map(CUtensorMap* map, const void* address, std::size_t serial) {
+  *map = CUtensorMap{};
+  map->opaque[0] = static_cast<cuuint64_t>(reinterpret_cast<std::uintptr_t>(address));
+  map->opaque[1] = serial;
+}
+
 // The requirements cuda.h documents for cuTensorMapEncodeIm2col (the non-packed types, no
 // interleave), so that a test sees the runtime's arguments refused where the driver would.
 CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type, cuuint32_t rank, void* address,
@@ -745,22 +781,9 @@ CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type
                                       CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
                                       CUtensorMapFloatOOBfill oob) {
   const std::size_t element = tensor_map_element_bytes(type);
-  if (map == nullptr || reinterpret_cast<std::uintptr_t>(map) % 64 != 0 || element == 0) {
+  if (rank < 3 || rank > 5 || lower == nullptr || upper == nullptr ||
+      !valid_map_layout(map, element, rank, address, dims, strides, element_strides, interleave)) {
     return CUDA_ERROR_INVALID_VALUE;
-  }
-  if (rank < 3 || rank > 5 || address == nullptr || reinterpret_cast<std::uintptr_t>(address) % 16 != 0) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  if (dims == nullptr || strides == nullptr || lower == nullptr || upper == nullptr || element_strides == nullptr) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return CUDA_ERROR_INVALID_VALUE;
-  for (cuuint32_t i = 0; i < rank; ++i) {
-    if (dims[i] == 0 || dims[i] > (std::uint64_t{1} << 32)) return CUDA_ERROR_INVALID_VALUE;
-    if (element_strides[i] == 0 || element_strides[i] > 8) return CUDA_ERROR_INVALID_VALUE;
-  }
-  for (cuuint32_t i = 0; i + 1 < rank; ++i) {
-    if (strides[i] % 16 != 0 || strides[i] >= (std::uint64_t{1} << 40)) return CUDA_ERROR_INVALID_VALUE;
   }
   const int corner = rank == 3 ? 32768 : rank == 4 ? 128 : 16;
   for (cuuint32_t i = 0; i + 2 < rank; ++i) {
@@ -772,15 +795,7 @@ CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type
     if (static_cast<std::int64_t>(dims[i + 1]) - 1 + upper[i] < lower[i]) return CUDA_ERROR_INVALID_VALUE;
   }
   if (channels == 0 || channels > 256 || pixels == 0 || pixels > 1024) return CUDA_ERROR_INVALID_VALUE;
-  const std::size_t inner = channels * element;
-  const std::size_t swizzle_span = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE   ? 0
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_32B  ? 32
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_64B  ? 64
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128
-                                                                           : 0;
-  if (swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && (swizzle_span == 0 || inner > swizzle_span)) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
+  if (!fits_swizzle(swizzle, channels * element)) return CUDA_ERROR_INVALID_VALUE;
   if (oob == CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA && type <= CU_TENSOR_MAP_DATA_TYPE_INT64) {
     return CUDA_ERROR_INVALID_VALUE;  // the NaN fill is for floating-point types
   }
@@ -802,9 +817,7 @@ CUresult impl_cuTensorMapEncodeIm2col(CUtensorMap* map, CUtensorMapDataType type
   auto& s = state();
   std::lock_guard lock(s.mutex);
   s.im2col_encodes.push_back(std::move(e));
-  *map = CUtensorMap{};
-  map->opaque[0] = static_cast<cuuint64_t>(reinterpret_cast<std::uintptr_t>(address));
-  map->opaque[1] = s.im2col_encodes.size();
+  write_fake_map(map, address, s.im2col_encodes.size());
   return CUDA_SUCCESS;
 }
 
@@ -817,34 +830,15 @@ CUresult impl_cuTensorMapEncodeTiled(CUtensorMap* map, CUtensorMapDataType type,
                                      CUtensorMapFloatOOBfill oob) {
   (void)l2;
   const std::size_t element = tensor_map_element_bytes(type);
-  if (map == nullptr || reinterpret_cast<std::uintptr_t>(map) % 64 != 0 || element == 0) {
+  if (rank < 1 || rank > 5 || box == nullptr ||
+      !valid_map_layout(map, element, rank, address, dims, strides, element_strides, interleave)) {
     return CUDA_ERROR_INVALID_VALUE;
   }
-  if (rank < 1 || rank > 5 || address == nullptr || reinterpret_cast<std::uintptr_t>(address) % 16 != 0) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  if (dims == nullptr || box == nullptr || element_strides == nullptr || (rank > 1 && strides == nullptr)) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
-  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return CUDA_ERROR_INVALID_VALUE;
   for (cuuint32_t i = 0; i < rank; ++i) {
-    if (dims[i] == 0 || dims[i] > (std::uint64_t{1} << 32)) return CUDA_ERROR_INVALID_VALUE;
     if (box[i] == 0 || box[i] > 256) return CUDA_ERROR_INVALID_VALUE;
-    if (element_strides[i] == 0 || element_strides[i] > 8) return CUDA_ERROR_INVALID_VALUE;
-  }
-  for (cuuint32_t i = 0; i + 1 < rank; ++i) {
-    if (strides[i] % 16 != 0 || strides[i] >= (std::uint64_t{1} << 40)) return CUDA_ERROR_INVALID_VALUE;
   }
   const std::size_t inner = box[0] * element;
-  if (inner % 16 != 0) return CUDA_ERROR_INVALID_VALUE;
-  const std::size_t swizzle_span = swizzle == CU_TENSOR_MAP_SWIZZLE_NONE   ? 0
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_32B  ? 32
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_64B  ? 64
-                                   : swizzle == CU_TENSOR_MAP_SWIZZLE_128B ? 128
-                                                                           : 0;
-  if (swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && (swizzle_span == 0 || inner > swizzle_span)) {
-    return CUDA_ERROR_INVALID_VALUE;
-  }
+  if (inner % 16 != 0 || !fits_swizzle(swizzle, inner)) return CUDA_ERROR_INVALID_VALUE;
   convjit::testing::FakeTiledEncode e{.dtype = type,
                                       .rank = rank,
                                       .address = address,
@@ -857,9 +851,7 @@ CUresult impl_cuTensorMapEncodeTiled(CUtensorMap* map, CUtensorMapDataType type,
   auto& s = state();
   std::lock_guard lock(s.mutex);
   s.tiled_encodes.push_back(std::move(e));
-  *map = CUtensorMap{};
-  map->opaque[0] = static_cast<cuuint64_t>(reinterpret_cast<std::uintptr_t>(address));
-  map->opaque[1] = s.tiled_encodes.size();
+  write_fake_map(map, address, s.tiled_encodes.size());
   return CUDA_SUCCESS;
 }
 
