@@ -145,6 +145,9 @@ constexpr int kBarrierBytes = 256;
 // arrive on its "full" one.
 constexpr bool kBRound = kBMap && !k16Bit;
 constexpr int kRoundThreads = 96;  // the producer warpgroup's warps 1-3
+// The barrier area: kStages "full", kStages "empty", the staged outputs' two, then (kBRound)
+// kStages "landed" barriers.
+__device__ __forceinline__ unsigned land_barriers(unsigned empty_bar) { return empty_bar + kStages * 8 + 16; }
 // TMA's 128-byte swizzle XORs a row's 16-byte chunk index with address bits 7-9 (its
 // 64-byte swizzle, bits 4-5 with bits 7-8), so it writes the layout load_fragment_nhwc
 // reads (swizzled_byte) only when every A stage starts on a swizzle atom's boundary (1024
@@ -546,17 +549,11 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
     wgmma_fence();
-    if constexpr (kBMap) {
-      const unsigned long long desc = b_descriptor_swizzled(b_stage_addr + sub * 32);
-#pragma unroll
-      for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && sub == 0));
-      wgmma_commit();
-      wgmma_wait<1>();
-      continue;
-    }
-    const unsigned step = b_stage_addr + sub * kBTapElems * sizeof(Element);
+    // A k step's weights: the next 32 bytes of each swizzled row (kBMap), or the next packed
+    // kBN x kChunkC block.
+    const unsigned step = b_stage_addr + (kBMap ? sub * 32 : sub * kBTapElems * sizeof(Element));
     if constexpr (kSplit == 1) {
-      const unsigned long long desc = b_descriptor(step);
+      const unsigned long long desc = kBMap ? b_descriptor_swizzled(step) : b_descriptor(step);
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && sub == 0));
     } else {
@@ -585,7 +582,7 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
   const int st = it % kStages;
   // The rounding warps' arrive says the weights are rounded; the copies' own completion
   // is what makes A visible here.
-  if constexpr (kBRound) bar_wait(empty_bar + kStages * 8 + 16 + st * 8, (it / kStages) & 1);
+  if constexpr (kBRound) bar_wait(land_barriers(empty_bar) + st * 8, (it / kStages) & 1);
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
   const Element* a_stage = stages + st * kStageElems;
   const unsigned b_stage = smem_addr(a_stage + kAStageElems);
@@ -760,7 +757,7 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(a_map) : "memory");
   if constexpr (kBMap) asm volatile("prefetch.tensormap [%0];\n" ::"l"(b_map) : "memory");
   // TF32 weights land on the stage's "landed" barrier, for the rounding warps.
-  const unsigned land_bar = kBRound ? empty_bar + kStages * 8 + 16 : full_bar;
+  const unsigned land_bar = kBRound ? land_barriers(empty_bar) : full_bar;
   int it = 0;  // stages produced so far, over all tiles
   for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
@@ -978,7 +975,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   const unsigned empty_bar = full_bar + kStages * 8;      // kStages x 8 bytes
   const unsigned out_full_bar = empty_bar + kStages * 8;  // staged outputs ready
   const unsigned out_empty_bar = out_full_bar + 8;        // staged outputs written out
-  const unsigned land_bar = out_empty_bar + 8;            // kBRound: kStages x 8 bytes
+  const unsigned land_bar = land_barriers(empty_bar);     // kBRound: kStages x 8 bytes
   // kATma: the first swizzle-atom boundary past the barriers (kAlignSlack pays for it).
   const unsigned slack = kATma ? (kSwizzleAtom - (smem_addr(smem) + kBarrierBytes) % kSwizzleAtom) % kSwizzleAtom : 0u;
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes + slack);

@@ -25,40 +25,49 @@ std::string describe(const TiledMapArgs& a) {
       static_cast<int>(a.l2_promotion));
 }
 
-CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
-  // NOTE: encoded into this frame's own slot, never straight into the caller's return
-  // slot: GCC built that slot 16-byte aligned here (the fake driver refused the map), and
-  // the driver requires 64. A member of an over-aligned local is not named-return elided.
+namespace {
+// Runs `encode` (a cuTensorMapEncode* call) into an over-aligned slot of this frame and
+// returns the map, or fails naming `kind`, `entry`, the arguments (described only then: a
+// run encodes its maps every time) and the driver's text.
+// NOTE: never straight into the caller's return slot: GCC built that slot 16-byte aligned
+// here (the fake driver refused the map), and the driver requires 64. A member of an
+// over-aligned local is not named-return elided.
+template <typename Encode, typename Args>
+CUtensorMap encode_map(Encode&& encode, std::string_view kind, std::string_view entry, const Args& args,
+                       std::string_view what) {
   struct alignas(128) Slot {
     CUtensorMap map;
   } slot{};
   auto& drv = CudaDriver::get();
-  // NOTE: the driver's signature takes a non-const address; it only records it.
-  const CUresult res = drv.cuTensorMapEncodeIm2col(
-      &slot.map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides, a.lower, a.upper, a.channels_per_pixel,
-      a.pixels_per_column, a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult res = encode(drv, &slot.map);
   if (res != CUDA_SUCCESS) {
-    fail(error_code_of(res), "{}: encoding the im2col tensor map ({}): cuTensorMapEncodeIm2col failed → {}", what,
-         describe(a), drv.describe(res));
+    fail(error_code_of(res), "{}: encoding the {} tensor map ({}): {} failed → {}", what, kind, describe(args), entry,
+         drv.describe(res));
   }
   return slot.map;
 }
+}  // namespace
+
+CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
+  return encode_map(
+      [&](CudaDriver& drv, CUtensorMap* map) {
+        // NOTE: the driver's signature takes a non-const address; it only records it.
+        return drv.cuTensorMapEncodeIm2col(map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides, a.lower,
+                                           a.upper, a.channels_per_pixel, a.pixels_per_column, a.element_strides,
+                                           CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
+                                           CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      },
+      "im2col", "cuTensorMapEncodeIm2col", a, what);
+}
 
 CUtensorMap encode_tiled_map(const TiledMapArgs& a, std::string_view what) {
-  // See encode_im2col_map: the driver wants the map 64-byte aligned.
-  struct alignas(128) Slot {
-    CUtensorMap map;
-  } slot{};
-  auto& drv = CudaDriver::get();
-  const CUresult res = drv.cuTensorMapEncodeTiled(&slot.map, a.dtype, 3, const_cast<void*>(a.address), a.dims,
-                                                  a.strides, a.box, a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                                                  a.swizzle, a.l2_promotion, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (res != CUDA_SUCCESS) {
-    fail(error_code_of(res), "{}: encoding the tiled tensor map ({}): cuTensorMapEncodeTiled failed → {}", what,
-         describe(a), drv.describe(res));
-  }
-  return slot.map;
+  return encode_map(
+      [&](CudaDriver& drv, CUtensorMap* map) {
+        return drv.cuTensorMapEncodeTiled(map, a.dtype, 3, const_cast<void*>(a.address), a.dims, a.strides, a.box,
+                                          a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
+                                          CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+      },
+      "tiled", "cuTensorMapEncodeTiled", a, what);
 }
 
 }  // namespace convjit

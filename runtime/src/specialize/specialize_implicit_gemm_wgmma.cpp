@@ -455,6 +455,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
   const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
+  const bool b_map = reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
@@ -465,11 +467,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
       !nhwc(d) ? std::string()
-      : tma    ? fmt::format(
-                     ", NHWC: x by TMA im2col{}{}",
-                  reads_w_through_map(d, align, tma, via, tile->split, tile->patches) ? ", w by TMA (no pack)" : "",
-                  pair_stores(d, align.y) ? ", channel-pair stores" : "")
-            : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
+      : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "",
+                          pair_stores(d, align.y) ? ", channel-pair stores" : "")
+               : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
                           pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
                        : std::string(),
@@ -491,7 +491,6 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
   const bool pairs = pair_stores(d, align.y);
-  const bool b_map = reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
   src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
