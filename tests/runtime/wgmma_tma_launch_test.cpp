@@ -296,9 +296,9 @@ TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMa
   const Conv2dPlan& plan = plan_for(rt, d);
   ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
   Operands ops(d);
-  FakeBuffer workspace(plan.workspace_bytes());
+  testing::FakeBuffer workspace(plan.workspace_bytes());
   // Counters a previous run (or anything else) left behind.
-  std::memset(const_cast<void*>(workspace.at()), 0x5a, plan.workspace_bytes());
+  std::memset(workspace.at(), 0x5a, plan.workspace_bytes());
   Conv2dArgs args = ops.args();
   args.workspace = workspace.at();
   args.workspace_bytes = plan.workspace_bytes();
@@ -317,7 +317,7 @@ TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMa
   EXPECT_EQ(conv.pointer_arg(6), workspace.at());  // the whole workspace is the tail
   const auto* counters = static_cast<const unsigned char*>(workspace.at()) + slots;
   for (std::uint64_t i = 0; i < items * 4; ++i) ASSERT_EQ(counters[i], 0) << "byte " << i;
-  EXPECT_EQ(counters[items * 4], 0x5a) << "past the counters, untouched";
+  EXPECT_EQ(counters[-1], 0x5a) << "the slots before the counters, untouched by the memset";
 }
 
 }  // namespace
