@@ -950,11 +950,10 @@ __device__ __forceinline__ bool fix_up_stream_item(float (&acc)[kMB][kAccum], co
 // split item through fix_up_stream_item first. `ctid` counts the consumer threads.
 __device__ __forceinline__ void consume_nhwc(const Element* stages, const Element* __restrict__ bias,
                                              Element* __restrict__ y, unsigned full_bar, unsigned empty_bar, int ctid,
-                                             int group, int slice, int kb, int pixels, float* slots, int* counters,
-                                             volatile int* flag) {
-  const int cw = ctid / 128;
+                                             int cw, int group, int slice, int kb, int pixels, float* slots,
+                                             int* counters, volatile int* flag) {
   const int lane = ctid & 31;
-  const int cwarp = (ctid & 127) >> 5;
+  const int cwarp = ctid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
   // This thread's fragment rows (words): pixels (m64 block, warp rows g and g + 8), word t.
@@ -984,7 +983,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     wgmma_wait<0>();
     if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
     if constexpr (kStreamK) {
-      if (sg.slot >= 0 && !fix_up_stream_item(acc, sg, slots, counters, ctid, flag)) return;
+      if (sg.slot >= 0 && !fix_up_stream_item(acc, sg, slots, counters, cw * 128 + ctid, flag)) return;
     }
 
 #pragma unroll
@@ -1208,8 +1207,8 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
       int* counters = reinterpret_cast<int*>(slots + 2ll * kStreamWorkers * kPartialFloats);
       // The stream-K count's shared word: the barrier area's last 8 bytes.
       volatile int* flag = reinterpret_cast<volatile int*>(smem + kBarrierBytes - 8);
-      consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128, group / kSplitK, group % kSplitK, kb,
-                   CONVJIT_BATCH(kN) * kP * kQ, slots, counters, flag);
+      consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
+                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ, slots, counters, flag);
       return;
     }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup

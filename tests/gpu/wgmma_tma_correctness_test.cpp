@@ -366,12 +366,11 @@ TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   }
 }
 
-// CONVJIT_WGMMA_STREAM_K=1 (development switch, not yet run on a GPU when written):
-// grids with an idle last wave shared stage by stage, split items finished by the last
-// block to arrive. FIRST the probe: 100 groups of one item each (one tile, one k block)
-// on 112-132 blocks, so nearly every item is split between two blocks; then a dense 1x1
-// with channel and filter tails (80 items of 7 or 4 stages on 70 or 40 blocks, so items
-// split three ways too), every dtype and mode, all-positive data too.
+// Stream-K (CONVJIT_WGMMA_STREAM_K=1, so 16-bit too): grids with an idle last wave shared
+// stage by stage, split items finished by the last block to arrive. The probe: 100 groups of one item each (one tile,
+// one k block) on 112-132 blocks, so nearly every item is split between two blocks; then a dense 1x1 with channel and
+// filter tails (80 items of 7 or 4 stages on 70 or 40 blocks, so items split three ways too), every dtype and mode,
+// all-positive data too.
 TEST_F(WgmmaTma, StreamKProbeItemsSplitBetweenBlocksMatchFloat64InEveryDtypeAndMathMode) {
   testing::ScopedEnv stream_k("CONVJIT_WGMMA_STREAM_K", "1");
   Runtime rt(options());

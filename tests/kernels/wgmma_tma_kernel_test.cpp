@@ -340,13 +340,13 @@ TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
   EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
 }
 
-// CONVJIT_WGMMA_STREAM_K=1 (development switch, not yet run on a GPU when written): a grid
-// whose last wave leaves more than 15% of the SMs idle and that split-K does not take
-// (more blocks than half the SMs) runs stream-K: one block an SM (or fewer, each with 8
-// stages at least), the workspace's slots and counters sized for them, and a clean compile
-// with the consumers' own barrier and the items' atomic counts. Grids that fill their
-// waves, split-K grids and dynamic-batch problems keep their kernels; off, nothing changes.
-TEST(WgmmaTmaKernel, StreamKWithTheSwitchTakesGridsWithAnIdleLastWaveOnly) {
+// Stream-K: a grid whose last wave leaves more than 15% of the SMs idle and that split-K
+// does not take (more blocks than half the SMs) runs stream-K in TF32 and 3xTF32 (in
+// 16-bit only with CONVJIT_WGMMA_STREAM_K=1; =0 turns it off): one block an SM (or fewer,
+// each with 8 stages at least), the workspace's slots and counters sized for them, and a
+// clean compile with the consumers' own barrier and the items' atomic counts. Grids that
+// fill their waves, split-K grids and dynamic-batch problems keep their kernels.
+TEST(WgmmaTmaKernel, StreamKTakesF32GridsWithAnIdleLastWaveOnly) {
   // sd_unet 640->320 at 64x64: 32 tiles x 3 k blocks = 96 items on 132 SMs (192 items, 1.45
   // waves, in 3xTF32).
   const Conv2dDesc idle{
@@ -360,7 +360,14 @@ TEST(WgmmaTmaKernel, StreamKWithTheSwitchTakesGridsWithAnIdleLastWaveOnly) {
         std::pair{DType::kFloat16, MathMode::kTF32}}) {
     const Conv2dDesc d = nhwc(idle, dtype, math);
     SCOPED_TRACE(d.to_string());
-    EXPECT_EQ(prologue_constant(specialize_wgmma(d), "bool", "kStreamK"), "false");
+    const bool by_default = dtype == DType::kFloat32;
+    EXPECT_EQ(prologue_constant(specialize_wgmma(d), "bool", "kStreamK"), by_default ? "true" : "false");
+    {
+      ScopedEnv off("CONVJIT_WGMMA_STREAM_K", "0");
+      const auto plain = specialize_wgmma(d);
+      EXPECT_EQ(prologue_constant(plain, "bool", "kStreamK"), "false");
+      EXPECT_FALSE(plain.launch.stream_k.has_value());
+    }
     ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
     const auto src = specialize_wgmma(d);
     ASSERT_EQ(prologue_constant(src, "bool", "kStreamK"), "true");
@@ -396,6 +403,30 @@ TEST(WgmmaTmaKernel, StreamKWithTheSwitchTakesGridsWithAnIdleLastWaveOnly) {
     dynamic.dynamic_batch = true;
     EXPECT_EQ(prologue_constant(specialize_wgmma(dynamic), "bool", "kStreamK"), "false");
   }
+}
+
+// By default stream-K needs each of the SMs to get kMinSliceStages, and its share of the
+// stages plus a split item's fix-up to beat the waves of whole items: VGG's 256->512 at
+// 28x28 in TF32 (100 items of 72 stages on 132 SMs: 55 stages a worker, and a fix-up of
+// 256 x 128 fp32 sums) and ResNet's 64->64 1x1 at 56x56 in 3xTF32 (196 items of 2 stages:
+// 49 workers) keep their grids; with CONVJIT_WGMMA_STREAM_K=1 both take it.
+TEST(WgmmaTmaKernel, StreamKIsLeftOutWhereItsFixUpOrTooFewStagesCostMoreThanTheIdleWave) {
+  const Conv2dDesc vgg = nhwc({.n = 8, .c = 256, .h = 28, .w = 28, .k = 512, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+                              DType::kFloat32, MathMode::kTF32);
+  const Conv2dDesc resnet =
+      nhwc({.n = 16, .c = 64, .h = 56, .w = 56, .k = 64, .r = 1, .s = 1}, DType::kFloat32, MathMode::kStrictFp32);
+  for (const auto& [d, workers] : {std::pair{vgg, 132u}, std::pair{resnet, 49u}}) {
+    SCOPED_TRACE(d.to_string());
+    EXPECT_EQ(prologue_constant(specialize_wgmma(d), "bool", "kStreamK"), "false");
+    ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
+    const auto forced = specialize_wgmma(d);
+    EXPECT_EQ(prologue_constant(forced, "bool", "kStreamK"), "true");
+    EXPECT_EQ(forced.launch.geometry.grid_x, workers);
+  }
+  // The same VGG layer's 512->512 twin (144 stages an item, 110 a worker) takes it.
+  Conv2dDesc twin = vgg;
+  twin.c = 512;
+  EXPECT_EQ(prologue_constant(specialize_wgmma(twin), "bool", "kStreamK"), "true");
 }
 
 }  // namespace

@@ -284,7 +284,7 @@ TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheSwitchOffEncodeNothing) {
   EXPECT_EQ(fake().launches().back().args.size(), 4u);
 }
 
-// CONVJIT_WGMMA_STREAM_K=1 (development switch): a stream-K run zeroes its items'
+// A stream-K run (fp16 here through CONVJIT_WGMMA_STREAM_K=1) zeroes its items'
 // counters in the workspace's tail (an async memset, so a capture records it), then
 // launches one block a worker with the workspace after the maps.
 TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMaps) {

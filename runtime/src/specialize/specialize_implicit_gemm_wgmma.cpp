@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -44,9 +45,10 @@ struct WgmmaTile {
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
-  bool tma = false;        // the template's kATma: A through a TMA im2col map
-  int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
-  std::int64_t items = 0;  // stream-K: (tile, group, k block) items
+  bool tma = false;                // the template's kATma: A through a TMA im2col map
+  int stream_workers = 0;          // stream-K's blocks (the template's kStreamWorkers); 0: none
+  std::int64_t items = 0;          // stream-K: (tile, group, k block) items
+  double stream_fixup_stages = 0;  // stream-K: a split item's fix-up, in stage-times
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -142,20 +144,43 @@ int split_k_slices(std::int64_t blocks, int stages) {
 // Stream-K (NHWC TMA kernel, static batch, no split-K): where the grid's last wave leaves
 // more than kStreamKMaxIdle of the machine idle (96 blocks on 132 SMs; 196 blocks, 1.5
 // waves), the SMs share the items' stages evenly instead, none fewer than
-// kMinSliceStages. NOTE: development switch, not yet run on a GPU: off unless
-// CONVJIT_WGMMA_STREAM_K=1 (changes the source, so the cache key).
+// kMinSliceStages, where that and a split item's fix-up beat the waves of whole items.
+// Taken for f32 elements (TF32, 3xTF32); 16-bit stages do half the work for the same fp32
+// fix-up traffic, and measured slower with it (docs/perf.md, "Stream-K for grids with an
+// idle last wave"). CONVJIT_WGMMA_STREAM_K=0 turns it off; =1 takes every grid with an
+// idle last wave, in every element type, whatever the fix-up costs (for tests and timing
+// runs; changes the source, so the cache key).
 constexpr double kStreamKMaxIdle = 0.15;
-bool stream_k_requested() {
+enum class StreamK { kOff, kModel, kForced };
+StreamK stream_k_mode(const Conv2dDesc& d) {
   const char* env = std::getenv("CONVJIT_WGMMA_STREAM_K");
-  return env != nullptr && std::string_view(env) == "1";
+  if (env != nullptr && *env != '\0') return std::string_view(env) == "0" ? StreamK::kOff : StreamK::kForced;
+  return sixteen_bit(d) ? StreamK::kOff : StreamK::kModel;
 }
-int stream_k_workers(std::int64_t items, int stages_per_item) {
+// A split item's fix-up, in stage-times: its fp32 sums (bm x bn x 4 bytes) written by each
+// part and read back by the last, at kStreamFixupTbps, against a stage's 2 x bm x bn x
+// channels x products FLOPs at the SM's share of the tensor rate; bm x bn cancels. The
+// bandwidth is the one that fits the networks set's f32 stream-K rows on the H200 (same
+// section).
+constexpr double kStreamFixupTbps = 2.0;
+constexpr double kTensorTf32Tflops = 494.7 * 0.7, kTensor16Tflops = 989.4 * 0.7;
+double stream_fixup_stages(const Conv2dDesc& d, int split) {
+  const double rate = sixteen_bit(d) ? kTensor16Tflops : kTensorTf32Tflops;
+  return 2.0 * 4.0 * rate / (2.0 * stage_channels(d) * split * kStreamFixupTbps);
+}
+// Stream-K's blocks where the grid's last wave idles: kModel, one an SM where each gets
+// kMinSliceStages and the shared run plus a fix-up beats the waves of whole items;
+// kForced, up to one an SM, each with kMinSliceStages. 0: none.
+int stream_k_workers(StreamK mode, std::int64_t items, int stages_per_item, double fixup_stages) {
   const int sms = nominal_multiprocessors("sm_90");
   const std::int64_t waves = (items + sms - 1) / sms;
   const double idle = 1.0 - static_cast<double>(items) / static_cast<double>(waves * sms);
-  if (idle <= kStreamKMaxIdle) return 0;
+  if (mode == StreamK::kOff || idle <= kStreamKMaxIdle) return 0;
   const std::int64_t stages = items * stages_per_item;
-  return static_cast<int>(std::min<std::int64_t>(sms, stages / kMinSliceStages));
+  if (mode == StreamK::kForced) return static_cast<int>(std::min<std::int64_t>(sms, stages / kMinSliceStages));
+  if (stages < std::int64_t{sms} * kMinSliceStages) return 0;
+  const double per_worker = std::ceil(static_cast<double>(stages) / sms);
+  return per_worker + fixup_stages < static_cast<double>(waves * stages_per_item) ? sms : 0;
 }
 
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
@@ -233,11 +258,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
   // Split grids fit the machine in one wave: one block a (tile, slice).
   if (t.slices > 1) t.persistent = false;
-  if (nhwc(d) && tma && t.slices == 1 && !d.dynamic_batch && stream_k_requested()) {
+  if (nhwc(d) && tma && t.slices == 1 && !d.dynamic_batch) {
     const std::int64_t items = t.patches * static_cast<std::int64_t>(k_blocks) * d.groups;
-    if (const int workers = stream_k_workers(items, stages_per_patch); workers > 1) {
+    const double fixup = stream_fixup_stages(d, t.split);
+    if (const int workers = stream_k_workers(stream_k_mode(d), items, stages_per_patch, fixup); workers > 1) {
       t.stream_workers = workers;
       t.items = items;
+      t.stream_fixup_stages = fixup;
       t.persistent = false;
     }
   }
@@ -417,10 +444,12 @@ int wgmma_stage_channels(const Conv2dDesc& d) { return stage_channels(d); }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   if (beyond_2d_forward_reason(d)) return std::nullopt;
-  // The tile as the kernel runs it where stream-K may take it (it needs the TMA map).
-  const bool tma = stream_k_requested() && nhwc(d) && wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d);
-  const auto tile = choose_tile(d, tma);
+  auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
+  // Where stream-K takes the grid, the tile as the kernel runs it (stream-K needs the TMA map).
+  if (stream_k_mode(d) != StreamK::kOff && nhwc(d) && wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d)) {
+    if (auto streamed = choose_tile(d, true); streamed && streamed->stream_workers > 0) tile = streamed;
+  }
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
   // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
   const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
@@ -428,9 +457,10 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   // output (7x7 layers, 8-row patches) copies the output's rows only.
   const std::int64_t rows = std::min<std::int64_t>(tile->bp, d.output_shape().p);
   if (tile->stream_workers > 0) {
-    // Stream-K: one wave of workers, each the same share of every item's stages (the
-    // slots' traffic is a few partial tiles, left out).
-    const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers;
+    // Stream-K: one wave of workers, each the same share of every item's stages and a
+    // split item's fix-up.
+    const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers +
+                                static_cast<std::int64_t>(std::ceil(tile->stream_fixup_stages));
     return WgmmaWork{.blocks = tile->stream_workers,
                      .block_pixels = std::int64_t{tile->bp} * tile->bq,
                      .block_channels = tile->bn,
