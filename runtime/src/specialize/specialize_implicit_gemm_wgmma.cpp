@@ -45,10 +45,9 @@ struct WgmmaTile {
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
-  bool tma = false;                // the template's kATma: A through a TMA im2col map
-  int stream_workers = 0;          // stream-K's blocks (the template's kStreamWorkers); 0: none
-  std::int64_t items = 0;          // stream-K: (tile, group, k block) items
-  double stream_fixup_stages = 0;  // stream-K: a split item's fix-up, in stage-times
+  bool tma = false;        // the template's kATma: A through a TMA im2col map
+  int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
+  std::int64_t items = 0;  // stream-K: (tile, group, k block) items
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -264,7 +263,6 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
     if (const int workers = stream_k_workers(stream_k_mode(d), items, stages_per_patch, fixup); workers > 1) {
       t.stream_workers = workers;
       t.items = items;
-      t.stream_fixup_stages = fixup;
       t.persistent = false;
     }
   }
@@ -457,10 +455,10 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   // output (7x7 layers, 8-row patches) copies the output's rows only.
   const std::int64_t rows = std::min<std::int64_t>(tile->bp, d.output_shape().p);
   if (tile->stream_workers > 0) {
-    // Stream-K: one wave of workers, each the same share of every item's stages and a
-    // split item's fix-up.
-    const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers +
-                                static_cast<std::int64_t>(std::ceil(tile->stream_fixup_stages));
+    // Stream-K: one wave of workers, each the same share of every item's stages. The
+    // fix-up is left out: with it, kAuto sent ResNet's 3x3 and 1x1 layers in NCHW 3xTF32
+    // from the route's stream-K grids, measured faster, to the NCHW kernel and im2col.
+    const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers;
     return WgmmaWork{.blocks = tile->stream_workers,
                      .block_pixels = std::int64_t{tile->bp} * tile->bq,
                      .block_channels = tile->bn,
