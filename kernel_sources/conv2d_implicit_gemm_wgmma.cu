@@ -63,6 +63,8 @@ constexpr bool kStoreWarps = true;
 constexpr int kXVecBytes = 4;
 constexpr bool kPairStores = false;
 constexpr int kSplitK = 1;
+constexpr bool kStreamK = false;
+constexpr int kStreamWorkers = 0;
 constexpr bool kATma = false;
 constexpr bool kBMap = false;
 constexpr int kARowBytes = 128;  // NHWC stage pixel row (128, or 64 bytes)
@@ -123,6 +125,18 @@ constexpr int kStagesTotal = kNhwc ? kR * kS * kChunks : kChunks * kR;  // per t
 // empty) into fp32 partial sums, written through `y` (then the workspace's partials:
 // [slice][pixel][kK]); <name>_reduce adds the slices and applies the epilogue.
 constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
+// Stream-K (kStreamK, NHWC with kATma, static batch): the kStreamWorkers blocks share the
+// kItems x kStagesTotal stages of every (tile, group, k block) item evenly, block w the
+// run [w S / W, (w + 1) S / W), so a grid that would leave SMs idle in its last wave
+// keeps every one busy. An item split between blocks is finished by the last of them to
+// arrive: each writes its raw sums to its slot of the workspace (a block's first segment
+// to slot 0, its last to slot 1), counts itself in the item's counter (zeroed by the
+// host before the launch), and the one that counts last adds the others' slots and
+// stores y. Nothing waits on another block, so no schedule can deadlock.
+constexpr long long kItems = kStreamK ? static_cast<long long>((kN * kP * kQ + kBM - 1) / kBM) * kKBlocks * kGroups : 0;
+constexpr long long kStreamStages = kItems * kStagesTotal;
+constexpr int kConsumerThreads = kConsumers * 128;
+constexpr int kPartialFloats = kConsumerThreads * kMB * (kBN / 2);  // one slot: every consumer's accumulators
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
 constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
 constexpr int kHaloPairs = (kHaloW + 1) / 2;
@@ -201,7 +215,12 @@ static_assert(kSplitK > 1, "the reduce pass is for split-K kernels only");
 #else
 static_assert(kSplitK == 1, "split-K kernels need their reduce pass (CONVJIT_WGMMA_SPLIT_K)");
 #endif
-static_assert(3 * kStages * 8 + 16 <= kBarrierBytes, "barriers must fit their area");
+static_assert(3 * kStages * 8 + 16 <= kBarrierBytes - 8, "barriers must fit their area, the last 8 bytes kept");
+static_assert(!kStreamK || (kNhwc && kATma && kSplitK == 1 && kStreamWorkers > 0 && kStreamStages >= kStreamWorkers),
+              "stream-K: the NHWC TMA kernel, no split-K, every worker with stages");
+#ifdef CONVJIT_DYNAMIC_BATCH
+static_assert(!kStreamK, "stream-K shares a static batch's stages");
+#endif
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
               "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
 
@@ -738,6 +757,49 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
   }
 }
 
+// A block's share of the work, one segment at a time: `tile`'s stages [k0, k1) for one
+// group and k block. Without stream-K: the block's tiles blockIdx.x, + gridDim.x, ... of
+// its split-K slice. With it: the block's run of the items' stages (see kStreamK); `slot`
+// is where a split item's raw sums go (-1: the item is the segment's alone).
+struct Segment {
+  int tile, group, kb, k0, k1, slot;
+  long long item;
+};
+// (Divisors of 1 where there is no stream-K, so that the arithmetic stays well-defined.)
+constexpr long long kWorkersDiv = kStreamWorkers > 0 ? kStreamWorkers : 1;
+constexpr long long kStreamStagesDiv = kStreamStages > 0 ? kStreamStages : 1;
+__device__ __forceinline__ long long stream_begin(long long worker) { return worker * kStreamStages / kWorkersDiv; }
+// The block whose run holds stage `pos`.
+__device__ __forceinline__ int stream_worker_of(long long pos) {
+  long long w = pos * kStreamWorkers / kStreamStagesDiv;
+  while (w + 1 < kStreamWorkers && stream_begin(w + 1) <= pos) ++w;
+  while (w > 0 && stream_begin(w) > pos) --w;
+  return static_cast<int>(w);
+}
+template <typename Body>
+__device__ __forceinline__ void for_each_segment(int group, int slice, int kb, int pixels, Body&& body) {
+  if constexpr (kStreamK) {
+    const long long begin = stream_begin(blockIdx.x);
+    const long long end = stream_begin(blockIdx.x + 1);
+    for (long long pos = begin; pos < end;) {
+      const long long item = pos / kStagesTotal;
+      const int k0 = static_cast<int>(pos - item * kStagesTotal);
+      const int k1 = static_cast<int>(min(static_cast<long long>(kStagesTotal), k0 + (end - pos)));
+      const bool whole = k0 == 0 && k1 == kStagesTotal;
+      // Items run k blocks fastest, then groups: neighbouring blocks share x's tile.
+      const int rest = static_cast<int>(item % (kKBlocks * kGroups));
+      body(Segment{static_cast<int>(item / (kKBlocks * kGroups)), rest / kKBlocks, rest % kKBlocks, k0, k1,
+                   whole ? -1 : (pos == begin ? 0 : 1), item});
+      pos += k1 - k0;
+    }
+  } else {
+    const int tiles = (pixels + kBM - 1) / kBM;
+    const int first = slice * kSliceStages;
+    const int last = min(first + kSliceStages, kStagesTotal);
+    for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) body(Segment{tile, group, kb, first, last, -1, 0});
+  }
+}
+
 // NHWC producer with kATma: one thread. Per stage one im2col copy of the tap's kStageC
 // channels for the tile's kBM pixels and the bulk copy of its weights, both completing on
 // the full barrier, which expects their bytes from this one arrive. The consumers read the
@@ -749,26 +811,23 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
                                                  int pixels) {
   constexpr unsigned kABytes = kAStageElems * sizeof(Element);
   constexpr unsigned kBBytes = kBStageElems * sizeof(Element);
-  const Element* b_src = packed + static_cast<long long>(group * kKBlocks + kb) * kStagesTotal * kBStageElems;
-  const int first = slice * kSliceStages;
-  const int last = min(first + kSliceStages, kStagesTotal);
-  const int tiles = (pixels + kBM - 1) / kBM;
   // The first fetch of the map otherwise waits on the first copy.
   asm volatile("prefetch.tensormap [%0];\n" ::"l"(a_map) : "memory");
   if constexpr (kBMap) asm volatile("prefetch.tensormap [%0];\n" ::"l"(b_map) : "memory");
   // TF32 weights land on the stage's "landed" barrier, for the rounding warps.
   const unsigned land_bar = kBRound ? land_barriers(empty_bar) : full_bar;
-  int it = 0;  // stages produced so far, over all tiles
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  int it = 0;  // stages produced so far, over all segments
+  for_each_segment(group, slice, kb, pixels, [&](const Segment& sg) {
+    const Element* b_src = packed + static_cast<long long>(sg.group * kKBlocks + sg.kb) * kStagesTotal * kBStageElems;
     // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
     // host's bounding box makes the traversal step through output pixels in y's order.
-    const int pixel = tile * kBM;
+    const int pixel = sg.tile * kBM;
     const int img = pixel / (kP * kQ);
     const int pq = pixel - img * (kP * kQ);
     const int p = pq / kQ;
     const int w0 = (pq - p * kQ) * kStrideW - kPadW;
     const int h0 = p * kStrideH - kPadH;
-    for (int k_stage = first; k_stage < last; ++k_stage, ++it) {
+    for (int k_stage = sg.k0; k_stage < sg.k1; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
       const int tap = k_stage / kChunks;
@@ -776,29 +835,27 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
       const unsigned full = land_bar + st * 8;
       bar_arrive_expect_tx(full, kABytes + kBBytes);
-      im2col_copy(a_dst, a_map, group * kCPerGroup + c_in_group, w0, h0, img,
+      im2col_copy(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img,
                   static_cast<unsigned short>(tap % kS * kDilationW),
                   static_cast<unsigned short>(tap / kS * kDilationH), full);
       if constexpr (kBMap) {
-        weight_copy(a_dst + kABytes, b_map, c_in_group, tap, group * kKPerGroup + kb * kBN, full);
+        weight_copy(a_dst + kABytes, b_map, c_in_group, tap, sg.group * kKPerGroup + sg.kb * kBN, full);
       } else {
         bulk_copy(a_dst + kABytes, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
       }
     }
-  }
+  });
 }
 
 // kBRound: warps 1-3 of the producer warpgroup round each stage's weights to TF32 in
 // place once its copies land (what the pack did once per call), then hand the stage to
 // the consumers; the generic-proxy writes are fenced for wgmma's async-proxy reads.
 __device__ __forceinline__ void round_stage_weights(const Element* stages, unsigned full_bar, unsigned land_bar,
-                                                    int rtid, int slice, int pixels) {
+                                                    int rtid, int group, int slice, int kb, int pixels) {
   constexpr int kVectors = kBPlaneElems * static_cast<int>(sizeof(Element)) / 16;
-  const int count = min(kSliceStages, kStagesTotal - slice * kSliceStages);
-  const int tiles = (pixels + kBM - 1) / kBM;
   int it = 0;
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    for (int k_stage = 0; k_stage < count; ++k_stage, ++it) {
+  for_each_segment(group, slice, kb, pixels, [&](const Segment& sg) {
+    for (int k_stage = sg.k0; k_stage < sg.k1; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(land_bar + st * 8, (it / kStages) & 1);
       float4* b = reinterpret_cast<float4*>(const_cast<Element*>(stages + st * kStageElems + kAStageElems));
@@ -813,7 +870,7 @@ __device__ __forceinline__ void round_stage_weights(const Element* stages, unsig
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
       bar_arrive(full_bar + st * 8);
     }
-  }
+  });
 }
 
 // Stores output pixel `pixel`'s value pair (channels k_out, k_out + 1 of the group) at
@@ -847,12 +904,54 @@ __device__ __forceinline__ void store_partial_pair(float* partial, int slice, in
   }
 }
 
-// NHWC consumers: the stages of each tile through wgmma, then bias, ReLU and one rounding
-// in registers and the outputs straight to y[pixel][k] (a thread holds channel pairs);
-// with split-K, the slice's raw sums to the partials instead.
+// Stream-K: the consumer warpgroups' own barrier (id 1; 0 is __syncthreads's).
+__device__ __forceinline__ void consumers_sync() {
+  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerThreads) : "memory");
+}
+
+// Stream-K, a split item's segment: this block's raw sums to its slot ([register][thread],
+// so that every thread's stores and loads are coalesced), counted in the item's counter;
+// the block that counts last adds the other blocks' slots into `acc` and returns true (it
+// stores y); the others return false. `flag` is a shared word for the count.
+__device__ __forceinline__ bool fix_up_stream_item(float (&acc)[kMB][kAccum], const Segment& sg, float* slots,
+                                                   int* counters, int ctid, volatile int* flag) {
+  float* mine = slots + (static_cast<long long>(blockIdx.x) * 2 + sg.slot) * kPartialFloats;
+#pragma unroll
+  for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+    for (int i = 0; i < kAccum; ++i) __stcg(mine + (mb * kAccum + i) * kConsumerThreads + ctid, acc[mb][i]);
+  __threadfence();
+  consumers_sync();
+  const long long first = sg.item * kStagesTotal;
+  const int w_first = stream_worker_of(first);
+  const int w_last = stream_worker_of(first + kStagesTotal - 1);
+  if (ctid == 0) *flag = atomicAdd(counters + sg.item, 1);
+  consumers_sync();
+  const bool last = *flag == w_last - w_first;
+  consumers_sync();  // every thread has read the flag before the next item's count
+  if (!last) return false;
+  __threadfence();
+  for (int w = w_first; w <= w_last; ++w) {
+    if (w == static_cast<int>(blockIdx.x)) continue;
+    // A block whose run starts inside the item holds it as its first segment (slot 0);
+    // one whose run starts before it, as its last (slot 1).
+    const float* other = slots + (static_cast<long long>(w) * 2 + (stream_begin(w) >= first ? 0 : 1)) * kPartialFloats;
+#pragma unroll
+    for (int mb = 0; mb < kMB; ++mb)
+#pragma unroll
+      for (int i = 0; i < kAccum; ++i) acc[mb][i] += __ldcg(other + (mb * kAccum + i) * kConsumerThreads + ctid);
+  }
+  return true;
+}
+
+// NHWC consumers: the stages of each segment through wgmma, then bias, ReLU and one
+// rounding in registers and the outputs straight to y[pixel][k] (a thread holds channel
+// pairs); with split-K, the slice's raw sums to the partials instead; with stream-K, a
+// split item through fix_up_stream_item first. `ctid` counts the consumer threads.
 __device__ __forceinline__ void consume_nhwc(const Element* stages, const Element* __restrict__ bias,
                                              Element* __restrict__ y, unsigned full_bar, unsigned empty_bar, int ctid,
-                                             int cw, int group, int slice, int kb, int pixels) {
+                                             int cw, int group, int slice, int kb, int pixels, float* slots,
+                                             int* counters, volatile int* flag) {
   const int lane = ctid & 31;
   const int cwarp = ctid >> 5;
   const int g = lane >> 2;
@@ -867,10 +966,9 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
   unsigned frag[2][kPlanes][kMB][4];
   float part[kSplit == 3 ? kMB : 1][kAccum];
 
-  const int count = min(kSliceStages, kStagesTotal - slice * kSliceStages);  // this slice's stages
-  const int tiles = (pixels + kBM - 1) / kBM;
-  int it = 0;  // stages consumed so far, over all tiles
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+  int it = 0;  // stages consumed so far, over all segments
+  for_each_segment(group, slice, kb, pixels, [&](const Segment& sg) {
+    const int count = sg.k1 - sg.k0;
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
@@ -884,22 +982,25 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     it += count;
     wgmma_wait<0>();
     if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
+    if constexpr (kStreamK) {
+      if (sg.slot >= 0 && !fix_up_stream_item(acc, sg, slots, counters, cw * 128 + ctid, flag)) return;
+    }
 
 #pragma unroll
     for (int mb = 0; mb < kMB; ++mb) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int pixel = tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+        const int pixel = sg.tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
         if (pixel >= pixels) continue;
         if constexpr (kSplitK > 1) {
 #pragma unroll
           for (int j = 0; j < kBN / 8; ++j) {
-            store_partial_pair(reinterpret_cast<float*>(y), slice, pixel, group, kb * kBN + j * 8 + 2 * t,
+            store_partial_pair(reinterpret_cast<float*>(y), slice, pixel, sg.group, sg.kb * kBN + j * 8 + 2 * t,
                                acc[mb][j * 4 + h * 2], acc[mb][j * 4 + h * 2 + 1]);
           }
           continue;
         }
-        Element* y_pixel = y + static_cast<long long>(pixel) * kK + group * kKPerGroup;
+        Element* y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
 #pragma unroll
         for (int j = 0; j < kBN / 8; ++j) {
           float v[2];
@@ -907,16 +1008,16 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
           for (int e = 0; e < 2; ++e) {
             // Read here rather than held across the tile: 2 x kBN / 8 registers the
             // accumulators need more.
-            const int k_out = kb * kBN + j * 8 + 2 * t + e;
+            const int k_out = sg.kb * kBN + j * 8 + 2 * t + e;
             v[e] = acc[mb][j * 4 + h * 2 + e];
-            if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
+            if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[sg.group * kKPerGroup + k_out]) : 0.0f;
             if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
           }
-          store_pair(y_pixel, kb * kBN + j * 8 + 2 * t, v[0], v[1]);
+          store_pair(y_pixel, sg.kb * kBN + j * 8 + 2 * t, v[0], v[1]);
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace wg
@@ -958,16 +1059,26 @@ static_assert(wg::kBMap, "CONVJIT_WGMMA_B_MAP declares the w map parameter of kB
 #define CONVJIT_B_MAP nullptr
 static_assert(!wg::kBMap, "kBMap kernels need their w map parameter (CONVJIT_WGMMA_B_MAP)");
 #endif
+// Stream-K kernels take their workspace after the maps: kStreamWorkers x 2 slots of raw
+// sums, then one counter an item.
+#ifdef CONVJIT_WGMMA_STREAM_K
+#define CONVJIT_STREAM_PARAM , float* __restrict__ stream_workspace
+#define CONVJIT_STREAM_WORKSPACE stream_workspace
+static_assert(wg::kStreamK, "CONVJIT_WGMMA_STREAM_K declares the workspace parameter of stream-K kernels only");
+#else
+#define CONVJIT_STREAM_PARAM
+#define CONVJIT_STREAM_WORKSPACE nullptr
+static_assert(!wg::kStreamK, "stream-K kernels need their workspace parameter (CONVJIT_WGMMA_STREAM_K)");
+#endif
 #ifdef CONVJIT_WGMMA_TMA
 static_assert(wg::kATma, "CONVJIT_WGMMA_TMA declares the map parameter of kATma kernels only");
 #else
 static_assert(!wg::kATma, "kATma kernels need their map parameter (CONVJIT_WGMMA_TMA)");
 #endif
 
-extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
-    CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
-                        const wg::Element* __restrict__ bias,
-                        wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_B_MAP_PARAM CONVJIT_BATCH_PARAM) {
+extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAME(
+    const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed, const wg::Element* __restrict__ bias,
+    wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_B_MAP_PARAM CONVJIT_STREAM_PARAM CONVJIT_BATCH_PARAM) {
   using namespace wg;
   const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // NCHW patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1013,7 +1124,8 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
         produce_nhwc_tma(CONVJIT_A_MAP, CONVJIT_B_MAP, packed, stages, full_bar, empty_bar, group / kSplitK,
                          group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ);
       } else if (kBRound && tid >= 32) {
-        round_stage_weights(stages, full_bar, land_bar, tid - 32, group % kSplitK, CONVJIT_BATCH(kN) * kP * kQ);
+        round_stage_weights(stages, full_bar, land_bar, tid - 32, group / kSplitK, group % kSplitK, kb,
+                            CONVJIT_BATCH(kN) * kP * kQ);
       }
       return;
     } else if constexpr (kNhwc) {
@@ -1091,8 +1203,12 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
     // ---------------- consumers ----------------
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
     if constexpr (kNhwc) {
+      float* slots = CONVJIT_STREAM_WORKSPACE;
+      int* counters = reinterpret_cast<int*>(slots + 2ll * kStreamWorkers * kPartialFloats);
+      // The stream-K count's shared word: the barrier area's last 8 bytes.
+      volatile int* flag = reinterpret_cast<volatile int*>(smem + kBarrierBytes - 8);
       consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
-                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ);
+                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ, slots, counters, flag);
       return;
     }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup

@@ -366,5 +366,47 @@ TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   }
 }
 
+// Stream-K (CONVJIT_WGMMA_STREAM_K=1, so 16-bit too): grids with an idle last wave shared
+// stage by stage, split items finished by the last block to arrive. The probe: 100 groups of one item each (one tile,
+// one k block) on 112-132 blocks, so nearly every item is split between two blocks; then a dense 1x1 with channel and
+// filter tails (80 items of 7 or 4 stages on 70 or 40 blocks, so items split three ways too), every dtype and mode,
+// all-positive data too.
+TEST_F(WgmmaTma, StreamKProbeItemsSplitBetweenBlocksMatchFloat64InEveryDtypeAndMathMode) {
+  testing::ScopedEnv stream_k("CONVJIT_WGMMA_STREAM_K", "1");
+  Runtime rt(options());
+  std::mt19937_64 rng(96);
+  const Conv2dDesc grouped{.n = 1,
+                           .c = 6400,
+                           .h = 16,
+                           .w = 16,
+                           .k = 3200,
+                           .r = 3,
+                           .s = 3,
+                           .pad_h = 1,
+                           .pad_w = 1,
+                           .groups = 100,
+                           .bias = true};
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind(grouped, kind);
+    const KernelInfo info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    EXPECT_NE(info.tile.find("stream-K"), std::string::npos) << info.tile;
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
+TEST_F(WgmmaTma, StreamKItemsSplitThreeWaysWithChannelAndFilterTailsMatchFloat64InEveryDtypeAndMathMode) {
+  testing::ScopedEnv stream_k("CONVJIT_WGMMA_STREAM_K", "1");
+  Runtime rt(options());
+  std::mt19937_64 rng(97);
+  const Conv2dDesc dense{.n = 1, .c = 200, .h = 20, .w = 23, .k = 5100, .bias = true, .activation = Activation::kRelu};
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind(dense, kind);
+    const KernelInfo info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    EXPECT_NE(info.tile.find("stream-K"), std::string::npos) << info.tile;
+    expect_correct(rt, d, rng);
+  }
+}
+
 }  // namespace
 }  // namespace convjit

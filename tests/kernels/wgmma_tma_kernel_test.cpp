@@ -340,5 +340,94 @@ TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
   EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
 }
 
+// Stream-K: a grid whose last wave leaves more than 15% of the SMs idle and that split-K
+// does not take (more blocks than half the SMs) runs stream-K in TF32 and 3xTF32 (in
+// 16-bit only with CONVJIT_WGMMA_STREAM_K=1; =0 turns it off): one block an SM (or fewer,
+// each with 8 stages at least), the workspace's slots and counters sized for them, and a
+// clean compile with the consumers' own barrier and the items' atomic counts. Grids that
+// fill their waves, split-K grids and dynamic-batch problems keep their kernels.
+TEST(WgmmaTmaKernel, StreamKTakesF32GridsWithAnIdleLastWaveOnly) {
+  // sd_unet 640->320 at 64x64: 32 tiles x 3 k blocks = 96 items on 132 SMs (192 items, 1.45
+  // waves, in 3xTF32).
+  const Conv2dDesc idle{
+      .n = 2, .c = 640, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+  // 264 items (528 in 3xTF32, whose tiles are half as many pixels): whole waves.
+  const Conv2dDesc full{.n = 1, .c = 128, .h = 132, .w = 256, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  // 8 items: split-K's.
+  const Conv2dDesc few{.n = 1, .c = 256, .h = 32, .w = 32, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  for (const auto& [dtype, math] :
+       {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat32, MathMode::kStrictFp32},
+        std::pair{DType::kFloat16, MathMode::kTF32}}) {
+    const Conv2dDesc d = nhwc(idle, dtype, math);
+    SCOPED_TRACE(d.to_string());
+    const bool by_default = dtype == DType::kFloat32;
+    EXPECT_EQ(prologue_constant(specialize_wgmma(d), "bool", "kStreamK"), by_default ? "true" : "false");
+    {
+      ScopedEnv off("CONVJIT_WGMMA_STREAM_K", "0");
+      const auto plain = specialize_wgmma(d);
+      EXPECT_EQ(prologue_constant(plain, "bool", "kStreamK"), "false");
+      EXPECT_FALSE(plain.launch.stream_k.has_value());
+    }
+    ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
+    const auto src = specialize_wgmma(d);
+    ASSERT_EQ(prologue_constant(src, "bool", "kStreamK"), "true");
+    const int bn = std::stoi(prologue_constant(src, "int", "kBN"));
+    const int mb = std::stoi(prologue_constant(src, "int", "kMB"));
+    const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
+    const std::int64_t items = (2 * 64 * 64 + bm - 1) / bm * ((320 + bn - 1) / bn);
+    const std::int64_t waves = (items + 131) / 132;
+    EXPECT_GT(1.0 - static_cast<double>(items) / static_cast<double>(waves * 132), 0.15);
+    EXPECT_EQ(prologue_constant(src, "int", "kStreamWorkers"), "132");
+    EXPECT_EQ(src.launch.geometry.grid_x, 132u);
+    EXPECT_EQ(src.launch.geometry.grid_y, 1u);
+    EXPECT_EQ(src.launch.geometry.grid_z, 1u);
+    EXPECT_FALSE(src.launch.geometry.persistent);
+    EXPECT_FALSE(src.launch.split_reduce.has_value());
+    ASSERT_TRUE(src.launch.stream_k.has_value());
+    EXPECT_EQ(src.launch.stream_k->counters, static_cast<std::uint64_t>(items));
+    EXPECT_EQ(src.launch.stream_k->slot_bytes, 132u * 2 * 256 * mb * (bn / 2) * 4);
+    EXPECT_NE(src.launch.tile.find("stream-K: 132 blocks share"), std::string::npos) << src.launch.tile;
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    EXPECT_NE(out.ptx.find("bar.sync 1, 256"), std::string::npos);
+    EXPECT_NE(out.ptx.find("atom.global.add"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(full, dtype, math)), "bool", "kStreamK"), "false");
+    const auto split = specialize_wgmma(nhwc(few, dtype, math));
+    EXPECT_EQ(prologue_constant(split, "bool", "kStreamK"), "false");
+    EXPECT_TRUE(split.launch.split_reduce.has_value());
+    Conv2dDesc dynamic = d;
+    dynamic.dynamic_batch = true;
+    EXPECT_EQ(prologue_constant(specialize_wgmma(dynamic), "bool", "kStreamK"), "false");
+  }
+}
+
+// By default stream-K needs each of the SMs to get kMinSliceStages, and its share of the
+// stages plus a split item's fix-up to beat the waves of whole items: VGG's 256->512 at
+// 28x28 in TF32 (100 items of 72 stages on 132 SMs: 55 stages a worker, and a fix-up of
+// 256 x 128 fp32 sums) and ResNet's 64->64 1x1 at 56x56 in 3xTF32 (196 items of 2 stages:
+// 49 workers) keep their grids; with CONVJIT_WGMMA_STREAM_K=1 both take it.
+TEST(WgmmaTmaKernel, StreamKIsLeftOutWhereItsFixUpOrTooFewStagesCostMoreThanTheIdleWave) {
+  const Conv2dDesc vgg = nhwc({.n = 8, .c = 256, .h = 28, .w = 28, .k = 512, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+                              DType::kFloat32, MathMode::kTF32);
+  const Conv2dDesc resnet =
+      nhwc({.n = 16, .c = 64, .h = 56, .w = 56, .k = 64, .r = 1, .s = 1}, DType::kFloat32, MathMode::kStrictFp32);
+  for (const auto& [d, workers] : {std::pair{vgg, 132u}, std::pair{resnet, 49u}}) {
+    SCOPED_TRACE(d.to_string());
+    EXPECT_EQ(prologue_constant(specialize_wgmma(d), "bool", "kStreamK"), "false");
+    ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
+    const auto forced = specialize_wgmma(d);
+    EXPECT_EQ(prologue_constant(forced, "bool", "kStreamK"), "true");
+    EXPECT_EQ(forced.launch.geometry.grid_x, workers);
+  }
+  // The same VGG layer's 512->512 twin (144 stages an item, 110 a worker) takes it.
+  Conv2dDesc twin = vgg;
+  twin.c = 512;
+  EXPECT_EQ(prologue_constant(specialize_wgmma(twin), "bool", "kStreamK"), "true");
+}
+
 }  // namespace
 }  // namespace convjit

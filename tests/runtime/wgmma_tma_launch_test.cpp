@@ -284,5 +284,41 @@ TEST_F(WgmmaTmaLaunch, LessAlignedXAndTheSwitchOffEncodeNothing) {
   EXPECT_EQ(fake().launches().back().args.size(), 4u);
 }
 
+// A stream-K run (fp16 here through CONVJIT_WGMMA_STREAM_K=1) zeroes its items'
+// counters in the workspace's tail (an async memset, so a capture records it), then
+// launches one block a worker with the workspace after the maps.
+TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMaps) {
+  ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
+  Runtime rt(options());
+  const Conv2dDesc d =
+      nhwc({.n = 2, .c = 640, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+           DType::kFloat16);
+  const Conv2dPlan& plan = plan_for(rt, d);
+  ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  Operands ops(d);
+  testing::FakeBuffer workspace(plan.workspace_bytes());
+  // Counters a previous run (or anything else) left behind.
+  std::memset(workspace.at(), 0x5a, plan.workspace_bytes());
+  Conv2dArgs args = ops.args();
+  args.workspace = workspace.at();
+  args.workspace_bytes = plan.workspace_bytes();
+  plan.run(args);
+  EXPECT_EQ(fake().calls("cuMemsetD32Async"), 1u);
+  const auto launches = fake().launches();
+  ASSERT_EQ(launches.size(), 1u);  // fp16 reads w through its map: no pack
+  const auto& conv = launches[0];
+  EXPECT_EQ(conv.grid[0], 132u);
+  EXPECT_EQ(conv.grid[1], 1u);
+  EXPECT_EQ(conv.grid[2], 1u);
+  ASSERT_EQ(conv.args.size(), 7u);  // x, w, bias, y, x's map, w's map, the workspace
+  const std::uint64_t items = 32 * 3;
+  const std::uint64_t counters_bytes = (items * 4 + 15) / 16 * 16;
+  const std::uint64_t slots = plan.workspace_bytes() - counters_bytes;
+  EXPECT_EQ(conv.pointer_arg(6), workspace.at());  // the whole workspace is the tail
+  const auto* counters = static_cast<const unsigned char*>(workspace.at()) + slots;
+  for (std::uint64_t i = 0; i < items * 4; ++i) ASSERT_EQ(counters[i], 0) << "byte " << i;
+  EXPECT_EQ(counters[-1], 0x5a) << "the slots before the counters, untouched by the memset";
+}
+
 }  // namespace
 }  // namespace convjit

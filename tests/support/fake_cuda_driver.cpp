@@ -937,6 +937,21 @@ CUresult impl_cuMemsetD32(CUdeviceptr dst, unsigned value, std::size_t count) {
   return CUDA_SUCCESS;
 }
 
+// Stream order is the fake's call order: done at once, and allowed while capturing (a
+// memset node).
+CUresult impl_cuMemsetD32Async(CUdeviceptr dst, unsigned value, std::size_t count, CUstream stream) {
+  (void)stream;
+  auto& s = state();
+  std::lock_guard lock(s.mutex);
+  Context* c = nullptr;
+  if (const CUresult res = usable_current(c); res != CUDA_SUCCESS) return res;
+  if (dst % 4 != 0) return CUDA_ERROR_INVALID_VALUE;
+  auto* to = static_cast<unsigned char*>(device_bytes(s, dst, count * 4));
+  if (to == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  for (std::size_t i = 0; i < count; ++i) std::memcpy(to + 4 * i, &value, 4);
+  return CUDA_SUCCESS;
+}
+
 CUresult create_stream_in(State& s, Context* c, CUstream* stream, unsigned flags, bool holds_primary) {
   auto st = std::make_unique<Stream>();
   st->context = c;

@@ -50,6 +50,7 @@ namespace convjit {
   X(cuMemcpyHtoD, (CUdeviceptr, const void*, size_t))                                                               \
   X(cuMemcpyDtoH, (void*, CUdeviceptr, size_t))                                                                     \
   X(cuMemsetD32, (CUdeviceptr, unsigned int, size_t))                                                               \
+  X(cuMemsetD32Async, (CUdeviceptr, unsigned int, size_t, CUstream))                                                \
   X(cuStreamCreate, (CUstream*, unsigned int))                                                                      \
   X(cuStreamDestroy, (CUstream))                                                                                    \
   X(cuStreamGetCtx, (CUstream, CUcontext*))                                                                         \

@@ -101,6 +101,10 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     k->split = PlanKernel::SplitPass{.spec = *split, .function = k->module->lookup(split->kernel_name)};
     k->workspace_bytes += split->partial_bytes;
   }
+  if (launch.stream_k) {
+    k->stream_k = launch.stream_k;
+    k->workspace_bytes += launch.stream_k->bytes();
+  }
   if (chunking) {
     auto gemm = std::make_shared<Im2colGemmRunner>(desc, *chunking, k->module, artifact->source.kernel_name,
                                                    blas_for(*dev), blas_workspace);

@@ -44,6 +44,9 @@ struct PlanKernel {
   // And (kBMap) its weights through a tiled map, encoded per run with the run's w, passed
   // after the x map; such a kernel has no packer.
   std::optional<TiledTensorMap> b_map;
+  // Stream-K: its slots and counters, the workspace's tail (a parameter after the maps).
+  std::optional<StreamKWorkspace> stream_k;
+  std::uint64_t stream_bytes() const noexcept { return stream_k ? stream_k->bytes() : 0; }
   // NCHW through the NHWC kernel: the transposes of x into its workspace region and of
   // the kernel's output region into y.
   struct TransposePass {
@@ -61,7 +64,7 @@ struct PlanKernel {
   }
   // Of which a run with packed weights still needs (the regions and the partial sums), the
   // workspace's tail.
-  std::uint64_t run_bytes() const noexcept { return region_bytes() + partial_bytes(); }
+  std::uint64_t run_bytes() const noexcept { return region_bytes() + partial_bytes() + stream_bytes(); }
 
   const std::string& name() const noexcept { return kernel_name; }
 };

@@ -257,7 +257,16 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   const void* bias = a.bias;
   void* y = via ? y_nhwc : a.y;
   // A split kernel writes its partial sums where y would go; its second pass writes y.
+  // Split-K's partial sums, or stream-K's slots and counters: the workspace's tail.
   void* partial = kernel->split ? reinterpret_cast<void*>(workspace + (needed - kernel->partial_bytes())) : nullptr;
+  void* stream_workspace =
+      kernel->stream_k ? reinterpret_cast<void*>(workspace + (needed - kernel->stream_bytes())) : nullptr;
+  if (kernel->stream_k) {
+    // Every item's count starts at zero (a memset node under capture).
+    CONVJIT_CU_CHECK(cuMemsetD32Async(reinterpret_cast<CUdeviceptr>(stream_workspace) + kernel->stream_k->slot_bytes, 0,
+                                      kernel->stream_k->counters, stream),
+                     "zeroing {}'s stream-K counters", kernel->name());
+  }
   void* main_y = kernel->split ? partial : y;
   // A dynamic-batch kernel (and its reduce pass) takes the batch as its last parameter
   // (convjit_device.cuh); a static one declares one fewer, and the driver reads no further.
@@ -265,7 +274,13 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   void* plain_params[] = {&x, &w, &bias, &main_y, &batch_param};
   void* map_params[] = {&x, &w, &bias, &main_y, &a_map, &batch_param};
   void* maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &batch_param};
-  void** params = kernel->b_map ? maps_params : kernel->a_map ? map_params : plain_params;
+  // Stream-K kernels are static-batch ones: the workspace is their last parameter.
+  void* stream_map_params[] = {&x, &w, &bias, &main_y, &a_map, &stream_workspace};
+  void* stream_maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &stream_workspace};
+  void** params = kernel->stream_k ? (kernel->b_map ? stream_maps_params : stream_map_params)
+                  : kernel->b_map  ? maps_params
+                  : kernel->a_map  ? map_params
+                                   : plain_params;
   const LaunchGeometry& g = kernel->geometry;
   std::uint64_t grid_x = g.grid_x;
   if (desc.dynamic_batch) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
@@ -44,7 +45,9 @@ struct WgmmaTile {
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
-  bool tma = false;  // the template's kATma: A through a TMA im2col map
+  bool tma = false;        // the template's kATma: A through a TMA im2col map
+  int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
+  std::int64_t items = 0;  // stream-K: (tile, group, k block) items
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -137,6 +140,48 @@ int split_k_slices(std::int64_t blocks, int stages) {
   return (stages + per_slice - 1) / per_slice;
 }
 
+// Stream-K (NHWC TMA kernel, static batch, no split-K): where the grid's last wave leaves
+// more than kStreamKMaxIdle of the machine idle (96 blocks on 132 SMs; 196 blocks, 1.5
+// waves), the SMs share the items' stages evenly instead, none fewer than
+// kMinSliceStages, where that and a split item's fix-up beat the waves of whole items.
+// Taken for f32 elements (TF32, 3xTF32); 16-bit stages do half the work for the same fp32
+// fix-up traffic, and measured slower with it (docs/perf.md, "Stream-K for grids with an
+// idle last wave"). CONVJIT_WGMMA_STREAM_K=0 turns it off; =1 takes every grid with an
+// idle last wave, in every element type, whatever the fix-up costs (for tests and timing
+// runs; changes the source, so the cache key).
+constexpr double kStreamKMaxIdle = 0.15;
+enum class StreamK { kOff, kModel, kForced };
+StreamK stream_k_mode(const Conv2dDesc& d) {
+  const char* env = std::getenv("CONVJIT_WGMMA_STREAM_K");
+  if (env != nullptr && *env != '\0') return std::string_view(env) == "0" ? StreamK::kOff : StreamK::kForced;
+  return sixteen_bit(d) ? StreamK::kOff : StreamK::kModel;
+}
+// A split item's fix-up, in stage-times: its fp32 sums (bm x bn x 4 bytes) written by each
+// part and read back by the last, at kStreamFixupTbps, against a stage's 2 x bm x bn x
+// channels x products FLOPs at the SM's share of the tensor rate; bm x bn cancels. The
+// bandwidth is the one that fits the networks set's f32 stream-K rows on the H200 (same
+// section).
+constexpr double kStreamFixupTbps = 2.0;
+constexpr double kTensorTf32Tflops = 494.7 * 0.7, kTensor16Tflops = 989.4 * 0.7;
+double stream_fixup_stages(const Conv2dDesc& d, int split) {
+  const double rate = sixteen_bit(d) ? kTensor16Tflops : kTensorTf32Tflops;
+  return 2.0 * 4.0 * rate / (2.0 * stage_channels(d) * split * kStreamFixupTbps);
+}
+// Stream-K's blocks where the grid's last wave idles: kModel, one an SM where each gets
+// kMinSliceStages and the shared run plus a fix-up beats the waves of whole items;
+// kForced, up to one an SM, each with kMinSliceStages. 0: none.
+int stream_k_workers(StreamK mode, std::int64_t items, int stages_per_item, double fixup_stages) {
+  const int sms = nominal_multiprocessors("sm_90");
+  const std::int64_t waves = (items + sms - 1) / sms;
+  const double idle = 1.0 - static_cast<double>(items) / static_cast<double>(waves * sms);
+  if (mode == StreamK::kOff || idle <= kStreamKMaxIdle) return 0;
+  const std::int64_t stages = items * stages_per_item;
+  if (mode == StreamK::kForced) return static_cast<int>(std::min<std::int64_t>(sms, stages / kMinSliceStages));
+  if (stages < std::int64_t{sms} * kMinSliceStages) return 0;
+  const double per_worker = std::ceil(static_cast<double>(stages) / sms);
+  return per_worker + fixup_stages < static_cast<double>(waves * stages_per_item) ? sms : 0;
+}
+
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
 // source, so the cache key).
 std::optional<bool> store_warps_override() {
@@ -212,6 +257,15 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
   // Split grids fit the machine in one wave: one block a (tile, slice).
   if (t.slices > 1) t.persistent = false;
+  if (nhwc(d) && tma && t.slices == 1 && !d.dynamic_batch) {
+    const std::int64_t items = t.patches * static_cast<std::int64_t>(k_blocks) * d.groups;
+    const double fixup = stream_fixup_stages(d, t.split);
+    if (const int workers = stream_k_workers(stream_k_mode(d), items, stages_per_patch, fixup); workers > 1) {
+      t.stream_workers = workers;
+      t.items = items;
+      t.persistent = false;
+    }
+  }
   return t;
 }
 
@@ -388,14 +442,33 @@ int wgmma_stage_channels(const Conv2dDesc& d) { return stage_channels(d); }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   if (beyond_2d_forward_reason(d)) return std::nullopt;
-  const auto tile = choose_tile(d);
+  auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
+  // Where stream-K takes the grid, the tile as the kernel runs it (stream-K needs the TMA map).
+  if (stream_k_mode(d) != StreamK::kOff && nhwc(d) && wgmma_tma_enabled() && !wgmma_tma_unsupported_reason(d)) {
+    if (auto streamed = choose_tile(d, true); streamed && streamed->stream_workers > 0) tile = streamed;
+  }
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
   // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
   const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
   // Rows and columns past the image are zero-filled, not copied: a patch taller than the
   // output (7x7 layers, 8-row patches) copies the output's rows only.
   const std::int64_t rows = std::min<std::int64_t>(tile->bp, d.output_shape().p);
+  if (tile->stream_workers > 0) {
+    // Stream-K: one wave of workers, each the same share of every item's stages. The
+    // fix-up is left out: with it, kAuto sent ResNet's 3x3 and 1x1 layers in NCHW 3xTF32
+    // from the route's stream-K grids, measured faster, to the NCHW kernel and im2col.
+    const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers;
+    return WgmmaWork{.blocks = tile->stream_workers,
+                     .block_pixels = std::int64_t{tile->bp} * tile->bq,
+                     .block_channels = tile->bn,
+                     .block_reduction = stages * per_stage,
+                     .slices = 1,
+                     .partial_bytes = 0,
+                     .stages = stages,
+                     .stage_rows = 0,
+                     .stage_copy_bytes = 0};
+  }
   return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups * tile->slices,
                    .block_pixels = std::int64_t{tile->bp} * tile->bq,
                    .block_channels = tile->bn,
@@ -472,7 +545,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
                           pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
-                       : std::string(),
+      : tile->stream_workers > 0
+          ? fmt::format(", stream-K: {} blocks share {} items' stages", tile->stream_workers, tile->items)
+          : std::string(),
       tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
       via ? ", NCHW through NHWC: x and y transposed in the workspace" : "");
   src.source.template_name = kTemplate;
@@ -497,6 +572,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (via) src.launch.needs = {e, e, e, e};
   Prologue prologue(src.source.kernel_name);
   if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
+  if (tile->stream_workers > 0) prologue.define("CONVJIT_WGMMA_STREAM_K");
   if (tma) prologue.define("CONVJIT_WGMMA_TMA");
   if (b_map) prologue.define("CONVJIT_WGMMA_B_MAP");
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
@@ -511,6 +587,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kXVecBytes", x_vec)
                         .constant("kPairStores", pairs)
                         .constant("kSplitK", tile->slices)
+                        .constant("kStreamK", tile->stream_workers > 0)
+                        .constant("kStreamWorkers", tile->stream_workers)
                         .constant("kATma", tma)
                         .constant("kBMap", b_map)
                         .constant("kARowBytes", a_row_bytes(d))
@@ -533,6 +611,16 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                          .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.p) * out.q
                                                      : static_cast<std::uint64_t>(tile->patches / d.n),
                          .grid_x_divisor = nhwc(d) ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
+  if (tile->stream_workers > 0) {
+    // One block a worker, each walking its run of every item's stages.
+    src.launch.geometry.grid_x = static_cast<std::uint64_t>(tile->stream_workers);
+    src.launch.geometry.grid_y = 1;
+    src.launch.geometry.grid_z = 1;
+    const auto accumulators = static_cast<std::uint64_t>(kConsumers) * 128 * tile->mb * (tile->bn / 2);
+    src.launch.stream_k = StreamKWorkspace{
+        .slot_bytes = static_cast<std::uint64_t>(tile->stream_workers) * 2 * accumulators * sizeof(float),
+        .counters = static_cast<std::uint64_t>(tile->items)};
+  }
   // x through the map: the driver wants its address 16-byte aligned, as x_copy_bytes' 16
   // already needs (the refusal checked align.x).
   if (tma) src.launch.a_map = im2col_map(d, tile->bp * tile->bq);

@@ -44,6 +44,15 @@ struct WeightPack {
 // reduction into the run's workspace (partial_bytes, after the packed weights) in place of
 // y, and the kernel <kernel_name> (a second pass, one launch on the same stream) adds them
 // into y with the epilogue.
+// Stream-K (the NHWC wgmma kernel's kStreamK): its workspace, after the maps in its
+// parameters: two slots of raw sums a worker block, then one counter an item, which every
+// run zeroes before the launch.
+struct StreamKWorkspace {
+  std::uint64_t slot_bytes = 0;
+  std::uint64_t counters = 0;  // items, one 4-byte counter each
+  std::uint64_t bytes() const noexcept { return slot_bytes + (counters * 4 + 15) / 16 * 16; }
+};
+
 struct SplitReduce {
   std::string kernel_name;
   int slices = 1;
@@ -129,6 +138,7 @@ struct LaunchSpec {
   std::optional<SplitReduce> split_reduce;   // its entry point is <kernel_name>_reduce
   std::optional<Im2colTensorMap> a_map;      // the kernel's x map, encoded per run (a parameter after y)
   std::optional<TiledTensorMap> b_map;       // the kernel's w map, encoded per run (a parameter after x's map)
+  std::optional<StreamKWorkspace> stream_k;  // a parameter after the maps
   std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
   std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
   AlignmentNeeds needs;                      // what the kernel needs of each pointer, given its alignment constants
