@@ -213,7 +213,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   desc.validate();
   const std::string target = arch ? *arch : device_arch();
   const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
-  auto artifact = impl_->pipeline->store.get(desc, algorithm, target);
+  auto artifact = impl_->pipeline->store.get(desc, algorithm, target, kFullAlignment, nullptr, /*with_ptx=*/true);
   const auto& src = artifact->source;
   const auto& launch = artifact->launch;
   KernelInfo info;
