@@ -119,5 +119,20 @@ TEST(KernelKey, IsDeterministicAndHoldsNoPaths) {
   EXPECT_NE(a.text.find("template conv2d_depthwise.cu sha256:"), std::string::npos);
 }
 
+TEST(KernelKey, TheBuildTimeDigestOfEveryEmbeddedFileIsTheSha256OfItsText) {
+  ASSERT_FALSE(embedded_templates().empty());
+  for (const auto& file : embedded_templates()) {
+    EXPECT_EQ(file.sha256, sha256_hex(file.text)) << file.name;
+  }
+  // And the key names those digests.
+  const Conv2dDesc d = base();
+  const auto spec = specialize_direct(d).source;
+  const KernelKey key = make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_90"), "13.0");
+  EXPECT_NE(
+      key.text.find("template " + spec.template_name + " sha256:" + sha256_hex(template_text(spec.template_name))),
+      std::string::npos)
+      << key.text;
+}
+
 }  // namespace
 }  // namespace convjit

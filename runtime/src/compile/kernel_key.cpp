@@ -3,9 +3,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <mutex>
-#include <unordered_map>
-
 #include "base/sha256.hpp"
 #include "convjit/version.hpp"
 #include "specialize/templates.hpp"
@@ -13,23 +10,14 @@
 namespace convjit {
 
 namespace {
-// The embedded templates and headers are constant for the life of the process, so each
-// is hashed once, not on every key: a warm start computes a key before it can read the
-// cache. Texts that are not the embedded ones (tests give their own) are hashed as given.
+// The embedded templates' and headers' digests were computed when the library was built:
+// a warm start computes a key before it can read the cache. Texts that are not the
+// embedded ones (tests give their own) are hashed as given.
 std::string text_hash(std::string_view text) {
-  struct Memo {
-    std::mutex mutex;
-    std::unordered_map<const char*, std::pair<std::size_t, std::string>> by_address;
-  };
-  static Memo memo;
-  bool embedded = false;
-  for (const auto& file : embedded_templates()) embedded |= file.text.data() == text.data();
-  for (const auto& file : embedded_headers()) embedded |= file.text.data() == text.data();
-  if (!embedded) return sha256_hex(text);
-  const std::lock_guard lock(memo.mutex);
-  auto [it, inserted] = memo.by_address.try_emplace(text.data());
-  if (inserted || it->second.first != text.size()) it->second = {text.size(), sha256_hex(text)};
-  return it->second.second;
+  for (const auto& file : embedded_templates()) {
+    if (file.text.data() == text.data() && file.text.size() == text.size()) return std::string(file.sha256);
+  }
+  return sha256_hex(text);
 }
 }  // namespace
 
