@@ -133,5 +133,27 @@ TEST_F(FakeDriver, AWarmPlanLoadsTheVerifiedCubinAndLeavesADamagedPtxToInspect) 
   EXPECT_EQ(rt.stats().module_loads, 1u) << "the plan's module, from the verified CUBIN, stays";
 }
 
+TEST_F(FakeDriver, InspectAfterAWarmPlanReadsTheWholeEntryOnceWithoutCountingAnotherHit) {
+  const Conv2dDesc d{.n = 1, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3};
+  KernelInfo first;
+  {
+    Runtime rt(options());
+    first = rt.inspect(d);
+  }
+  Runtime rt(options());
+  rt.plan(d);
+  const std::uint64_t plan_bytes = rt.stats().bytes_read;
+  EXPECT_LT(plan_bytes, std::filesystem::file_size(first.cache_path) / 2);
+  const KernelInfo info = rt.inspect(d);
+  EXPECT_EQ(info.ptx, first.ptx);
+  EXPECT_EQ(info.cubin, first.cubin);
+  EXPECT_EQ(rt.stats().compiles, 0u);
+  EXPECT_EQ(rt.stats().disk_hits, 1u) << "inspect's whole read of the entry the plan loaded is not another hit";
+  EXPECT_EQ(rt.stats().bytes_read, plan_bytes + std::filesystem::file_size(first.cache_path));
+  rt.inspect(d);
+  EXPECT_EQ(rt.stats().bytes_read, plan_bytes + std::filesystem::file_size(first.cache_path))
+      << "the whole artifact stays in memory";
+}
+
 }  // namespace
 }  // namespace convjit
