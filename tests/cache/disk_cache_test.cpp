@@ -1,5 +1,6 @@
 #include "cache/disk_cache.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -551,6 +552,98 @@ TEST(DiskCache, ReadOnlyCacheThatDoesNotExistIsAClearError) {
     EXPECT_NE(std::string(e.what()).find("read-only cache directory"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(fs::exists(dir.path() / "absent"));
+}
+
+// Flips the first byte of section `name`'s body in the entry file at `path`.
+void flip_section_body(const fs::path& path, std::string_view name) {
+  std::string bytes = read_file(path);
+  const std::size_t header = bytes.find("\n" + std::string(name) + " ") + 1;
+  bytes[bytes.find('\n', header) + 1] ^= 0x01;
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+CacheEntry big_entry(const CacheKey& k) {
+  CacheEntry entry = test_entry(k, 4000);
+  entry.source = std::string(30000, 's');
+  entry.ptx = std::string(50000, 'p');
+  return entry;
+}
+
+TEST(DiskCache, ALoadForTheKernelReadsNeitherTheSourceNorThePtx) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const CacheKey k = test_key("for-load");
+  const auto stored = cache.store(k, big_entry(k));
+  const auto hit = cache.load(k, DiskCache::Parts::kForLoad);
+  ASSERT_EQ(hit.status, DiskCache::Status::kHit) << hit.why;
+  CacheEntry expected = big_entry(k);
+  expected.source.clear();
+  expected.ptx.clear();
+  EXPECT_EQ(*hit.entry, expected);
+  EXPECT_LT(hit.bytes, stored.bytes - 80000 + 20000) << "the source and PTX bodies were read";
+  EXPECT_EQ(*cache.load(k).entry, big_entry(k)) << "a whole load still reads every section";
+}
+
+TEST(DiskCache, AFlippedCubinByteIsCorruptForALoadAndRebuilt) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const CacheKey k = test_key("cubin-flip");
+  cache.store(k, big_entry(k));
+  flip_section_body(cache.entry_path(k), "cubin");
+  testing::CapturedWarnings warnings;
+  const auto lookup = cache.load(k, DiskCache::Parts::kForLoad);
+  EXPECT_EQ(lookup.status, DiskCache::Status::kCorrupt);
+  EXPECT_NE(lookup.why.find("checksum mismatch in section 'cubin'"), std::string::npos) << lookup.why;
+  DiskCache::FetchReport report;
+  int builds = 0;
+  const CacheEntry got = cache.fetch_or_build(
+      k,
+      [&] {
+        ++builds;
+        return big_entry(k);
+      },
+      report, DiskCache::Parts::kForLoad);
+  EXPECT_EQ(builds, 1);
+  EXPECT_TRUE(report.corrupt);
+  EXPECT_EQ(got, big_entry(k)) << "what was built is returned whole";
+  EXPECT_EQ(cache.load(k).status, DiskCache::Status::kHit) << "the rebuild replaced the damaged entry";
+  EXPECT_NE(warnings.text().find("is corrupt (checksum mismatch in section 'cubin'); rebuilding it"),
+            std::string::npos);
+}
+
+TEST(DiskCache, AFlippedPtxOrSourceByteStillLoadsTheKernelButFailsAWholeLoadAndVerify) {
+  for (const std::string_view section : {"ptx", "source"}) {
+    testing::TempDir dir;
+    DiskCache cache(dir.path());
+    const CacheKey k = test_key(fmt::format("{}-flip", section));
+    cache.store(k, big_entry(k));
+    flip_section_body(cache.entry_path(k), section);
+    const auto for_load = cache.load(k, DiskCache::Parts::kForLoad);
+    ASSERT_EQ(for_load.status, DiskCache::Status::kHit) << section << ": " << for_load.why;
+    EXPECT_EQ(for_load.entry->cubin, big_entry(k).cubin);
+    const auto whole = cache.load(k);
+    EXPECT_EQ(whole.status, DiskCache::Status::kCorrupt) << section;
+    EXPECT_NE(whole.why.find(fmt::format("checksum mismatch in section '{}'", section)), std::string::npos)
+        << whole.why;
+    const auto bad = cache.verify_all();
+    ASSERT_EQ(bad.size(), 1u) << section;
+    EXPECT_NE(bad[0].why.find(fmt::format("section '{}'", section)), std::string::npos) << bad[0].why;
+  }
+}
+
+TEST(DiskCache, ALoadForTheKernelRejectsTruncatedEmptyGarbageAndEarlierFormatEntries) {
+  testing::TempDir dir;
+  DiskCache cache(dir.path());
+  const CacheKey k = test_key("for-load-bad");
+  const std::string good = serialize_entry(big_entry(k));
+  const std::string earlier = std::string(good).replace(0, 21, "convjit-cache-entry 1");
+  for (const std::string& bytes : {good.substr(0, good.size() / 2), good.substr(0, good.size() - 1), std::string(),
+                                   std::string("garbage\n"), earlier, good + "x"}) {
+    write_file(cache.entry_path(k), bytes);
+    const auto lookup = cache.load(k, DiskCache::Parts::kForLoad);
+    EXPECT_EQ(lookup.status, DiskCache::Status::kCorrupt) << bytes.size() << " bytes";
+    EXPECT_FALSE(lookup.why.empty());
+  }
 }
 
 }  // namespace

@@ -1,7 +1,8 @@
 // A randomized fuzz test of the entry reader, bounded in time so it runs in CI:
 // CONVJIT_FUZZ_SECONDS (default 2) and CONVJIT_FUZZ_SEED (default: random, printed)
 // reproduce or lengthen a run. Whatever the bytes, the reader must not crash, must
-// say why it rejects, and must accept only exact serializations of an entry.
+// say why it rejects, and must accept only exact serializations of an entry; a load's
+// reader (read_entry_for_load) must accept only the sections of one.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -113,6 +114,26 @@ TEST(EntryFileFuzz, RandomMutationsAreRejectedWithAReasonOrAreExactSerialization
       why.clear();
       if (!peek_entry_key(bad, why)) {
         ASSERT_FALSE(why.empty());
+      }
+      // A load's reader: whatever parses whole loads, and what it accepts holds exactly the
+      // sections of the entry it was (the sha256 of each section it reads must match).
+      why.clear();
+      std::uint64_t bytes_read = 0;
+      const auto loaded = read_entry_for_load(
+          bad.size(),
+          [&](std::uint64_t offset, std::size_t max, std::string& out) {
+            out.assign(offset < bad.size() ? std::string_view(bad).substr(offset, max) : std::string_view());
+            return 0;
+          },
+          why, bytes_read);
+      if (loaded) {
+        CacheEntry expected = result ? *result : entry;
+        expected.source.clear();
+        expected.ptx.clear();
+        ASSERT_EQ(*loaded, expected) << "a load accepted sections that are not the entry's";
+      } else {
+        ASSERT_FALSE(result) << "a load rejected what parses whole: " << why;
+        ASSERT_FALSE(why.empty()) << "a load rejected without a reason";
       }
     }
   }

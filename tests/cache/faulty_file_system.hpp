@@ -43,6 +43,9 @@ class FaultyFileSystem final : public FileSystem {
   int close(int fd) override { return real_->close(fd); }
   int read_all(int fd, std::string& out, std::size_t limit) override { return real_->read_all(fd, out, limit); }
   int read_prefix(int fd, std::string& out, std::size_t max) override { return real_->read_prefix(fd, out, max); }
+  int read_at(int fd, std::uint64_t offset, std::size_t max, std::string& out) override {
+    return real_->read_at(fd, offset, max, out);
+  }
   int write_all(int fd, std::string_view bytes) override {
     if (const int err = check(Op::kWrite, path_of(fd))) return err;
     return real_->write_all(fd, bytes);

@@ -78,7 +78,7 @@ TEST(RuntimeCache, StatsCountBytesAndTheCompileTimeDiskHitsSaved) {
   const CacheStats second = rt.stats();
   EXPECT_EQ(second.disk_hits, kDescs.size());
   EXPECT_EQ(second.compiles, 0u);
-  EXPECT_EQ(second.bytes_read, first.bytes_written);
+  EXPECT_EQ(second.bytes_read, first.bytes_written) << "prewarm reads whole entries";
   EXPECT_NEAR(second.compile_ms_saved, first.compile_ms, 1e-6) << "saved = the compile time recorded in the entries";
   EXPECT_EQ(second.lock_waits, 0u);
   EXPECT_EQ(second.lock_takeovers, 0u);
@@ -193,6 +193,30 @@ TEST(RuntimeCache, MaxSizeFromTheEnvironmentEvictsAndKeepsTheCacheUnderIt) {
   EXPECT_EQ(rt.stats().evictions, kDescs.size() - 1);
   EXPECT_LE(probe.total_size(), std::stoull(limit));
   EXPECT_EQ(probe.list().size(), 1u);
+}
+
+// Flips the first byte of section `name`'s body in the entry file at `path`.
+void flip_section_body(const fs::path& path, const std::string& name) {
+  std::string bytes = read_file(path);
+  const std::size_t header = bytes.find("\n" + name + " ") + 1;
+  bytes[bytes.find('\n', header) + 1] ^= 0x01;
+  write_file(path, bytes);
+}
+
+// Prewarming fills or repairs a cache, so it reads whole entries: a damaged PTX, which a
+// kernel request would not read (FakeDriver.AWarmPlanLoadsTheVerifiedCubin...), is found
+// and rebuilt here.
+TEST(RuntimeCache, PrewarmReadsWholeEntriesAndRebuildsADamagedPtx) {
+  testing::TempDir dir;
+  const fs::path entry = Runtime(options_in(dir)).inspect(kDescs[0], "sm_90").cache_path;
+  flip_section_body(entry, "ptx");
+  testing::CapturedWarnings warnings;
+  Runtime rt(options_in(dir));
+  EXPECT_EQ(rt.prewarm(std::span(kDescs).first(1), "sm_90").compiled, 1u);
+  EXPECT_EQ(rt.stats().corrupt_rebuilt, 1u);
+  EXPECT_NE(warnings.text().find("checksum mismatch in section 'ptx'"), std::string::npos);
+  std::string why;
+  EXPECT_TRUE(parse_entry(read_file(entry), why)) << "the rebuild replaced the entry: " << why;
 }
 
 }  // namespace

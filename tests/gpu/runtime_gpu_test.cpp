@@ -1,6 +1,10 @@
 // Launch-path behaviour on a real GPU: caches across processes, hot calls, bad calls.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
 #include <thread>
 
 #include "support/gpu.hpp"
@@ -41,6 +45,33 @@ TEST_F(RuntimeGpu, WarmDiskCacheLoadsCubinWithoutCompiling) {
   EXPECT_EQ(second.stats().compiles, 0u);
   EXPECT_EQ(second.stats().disk_hits, 1u);
   EXPECT_EQ(second.stats().module_loads, 1u);
+}
+
+// A warm start reads and checks what loading the kernel uses, not the PTX or source: a
+// damaged PTX costs it nothing, and the verified CUBIN computes the right result.
+TEST_F(RuntimeGpu, WarmStartWithADamagedPtxRunsTheVerifiedCubinWithoutCompiling) {
+  std::mt19937_64 rng(std::random_device{}());
+  std::filesystem::path entry;
+  {
+    Runtime first(options());
+    EXPECT_LT(testing::check_on_gpu(first, kDesc, rng).rel_err, 1e-5);
+    entry = first.inspect(kDesc).cache_path;
+  }
+  std::string bytes;
+  {
+    std::ifstream in(entry, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::size_t ptx_header = bytes.find("\nptx ") + 1;
+  ASSERT_NE(ptx_header, 0u);
+  bytes[bytes.find('\n', ptx_header) + 1] ^= 0x01;
+  std::ofstream(entry, std::ios::binary | std::ios::trunc) << bytes;
+  Runtime second(options());
+  EXPECT_LT(testing::check_on_gpu(second, kDesc, rng).rel_err, 1e-5);
+  EXPECT_EQ(second.stats().compiles, 0u);
+  EXPECT_EQ(second.stats().corrupt_rebuilt, 0u);
+  EXPECT_EQ(second.stats().disk_hits, 1u);
+  EXPECT_LT(second.stats().bytes_read, bytes.size()) << "the PTX and source were read";
 }
 
 TEST_F(RuntimeGpu, WarmStartOfAPackingKernelReportsItsStepsAndLoadsItsKernelsWithTheModule) {

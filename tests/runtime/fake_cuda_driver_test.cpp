@@ -4,6 +4,9 @@
 #include <dlfcn.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -93,6 +96,63 @@ TEST_F(FakeDriver, InjectedFaultsHitTheNextCallsOnly) {
   EXPECT_EQ(drv.cuMemFree(pointer), CUDA_SUCCESS);
   EXPECT_EQ(fake().calls("cuMemAlloc"), 3u);
   EXPECT_EQ(fake().allocations(), 1u);
+}
+
+// A warm plan loads its module from the CUBIN without reading the entry's PTX or source:
+// damage there costs the plan nothing, and inspect, which reads them, finds and rebuilds it.
+TEST_F(FakeDriver, AWarmPlanLoadsTheVerifiedCubinAndLeavesADamagedPtxToInspect) {
+  const Conv2dDesc d{.n = 1, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3};
+  std::filesystem::path entry;
+  {
+    Runtime rt(options());
+    rt.plan(d);
+    entry = rt.inspect(d).cache_path;
+    ASSERT_EQ(rt.stats().compiles, 1u);
+  }
+  std::string bytes;
+  {
+    std::ifstream in(entry, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const std::size_t ptx_header = bytes.find("\nptx ") + 1;
+  bytes[bytes.find('\n', ptx_header) + 1] ^= 0x01;
+  std::ofstream(entry, std::ios::binary | std::ios::trunc) << bytes;
+
+  Runtime rt(options());
+  const Conv2dPlan plan = rt.plan(d);
+  const CacheStats warm = rt.stats();
+  EXPECT_EQ(warm.disk_hits, 1u);
+  EXPECT_EQ(warm.compiles, 0u);
+  EXPECT_EQ(warm.corrupt_rebuilt, 0u);
+  EXPECT_EQ(warm.module_loads, 1u);
+  EXPECT_LT(warm.bytes_read, bytes.size() / 2) << "the plan read the PTX or the source";
+  const KernelInfo info = rt.inspect(d);
+  EXPECT_EQ(rt.stats().corrupt_rebuilt, 1u);
+  EXPECT_EQ(rt.stats().compiles, 1u);
+  EXPECT_NE(info.ptx.find(".entry " + info.kernel_name), std::string::npos);
+  EXPECT_EQ(rt.stats().module_loads, 1u) << "the plan's module, from the verified CUBIN, stays";
+}
+
+TEST_F(FakeDriver, InspectAfterAWarmPlanReadsTheWholeEntryOnceWithoutCountingAnotherHit) {
+  const Conv2dDesc d{.n = 1, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3};
+  KernelInfo first;
+  {
+    Runtime rt(options());
+    first = rt.inspect(d);
+  }
+  Runtime rt(options());
+  rt.plan(d);
+  const std::uint64_t plan_bytes = rt.stats().bytes_read;
+  EXPECT_LT(plan_bytes, std::filesystem::file_size(first.cache_path) / 2);
+  const KernelInfo info = rt.inspect(d);
+  EXPECT_EQ(info.ptx, first.ptx);
+  EXPECT_EQ(info.cubin, first.cubin);
+  EXPECT_EQ(rt.stats().compiles, 0u);
+  EXPECT_EQ(rt.stats().disk_hits, 1u) << "inspect's whole read of the entry the plan loaded is not another hit";
+  EXPECT_EQ(rt.stats().bytes_read, plan_bytes + std::filesystem::file_size(first.cache_path));
+  rt.inspect(d);
+  EXPECT_EQ(rt.stats().bytes_read, plan_bytes + std::filesystem::file_size(first.cache_path))
+      << "the whole artifact stays in memory";
 }
 
 }  // namespace

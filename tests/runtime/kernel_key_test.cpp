@@ -119,5 +119,47 @@ TEST(KernelKey, IsDeterministicAndHoldsNoPaths) {
   EXPECT_NE(a.text.find("template conv2d_depthwise.cu sha256:"), std::string::npos);
 }
 
+TEST(KernelKey, TheBuildTimeDigestOfEveryEmbeddedFileIsTheSha256OfItsText) {
+  ASSERT_FALSE(embedded_templates().empty());
+  for (const auto& file : embedded_templates()) {
+    EXPECT_EQ(file.sha256, sha256_hex(file.text)) << file.name;
+  }
+  // And the key names those digests.
+  const Conv2dDesc d = base();
+  const auto spec = specialize_direct(d).source;
+  const KernelKey key = make_kernel_key(d, spec, "sm_90", Nvrtc::options_for("sm_90"), "13.0");
+  EXPECT_NE(
+      key.text.find("template " + spec.template_name + " sha256:" + sha256_hex(template_text(spec.template_name))),
+      std::string::npos)
+      << key.text;
+}
+
+TEST(KernelKey, PinsTheSourceByItsPrologueWhenItEndsWithItsTemplateElseByItsWholeText) {
+  const Conv2dDesc d = base();
+  const auto spec = specialize_direct(d).source;
+  const std::string_view tmpl = template_text(spec.template_name);
+  ASSERT_TRUE(std::string_view(spec.text).ends_with(tmpl)) << "a specialized source is its prologue, then its template";
+  const auto options = Nvrtc::options_for("sm_90");
+  const KernelKey ref = make_kernel_key(d, spec, "sm_90", options, "13.0");
+  const std::string prologue = spec.text.substr(0, spec.text.size() - tmpl.size());
+  EXPECT_NE(ref.text.find("prologue sha256:" + sha256_hex(prologue) + "\n"), std::string::npos) << ref.text;
+  // One byte changed in the prologue, in the template part, or added at the end: each
+  // another key; the last two no longer end with the template and are hashed whole.
+  std::set<std::string> hashes = {ref.hash};
+  for (const std::size_t at : {prologue.size() / 2, prologue.size() + tmpl.size() / 2, spec.text.size()}) {
+    auto edited = spec;
+    if (at == spec.text.size()) {
+      edited.text += " ";
+    } else {
+      edited.text[at] = static_cast<char>(edited.text[at] ^ 0x01);
+    }
+    const KernelKey key = make_kernel_key(d, edited, "sm_90", options, "13.0");
+    EXPECT_TRUE(hashes.insert(key.hash).second) << "an edit at byte " << at << " kept the key";
+    if (at >= prologue.size()) {
+      EXPECT_NE(key.text.find("source sha256:" + sha256_hex(edited.text) + "\n"), std::string::npos) << key.text;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace convjit

@@ -109,7 +109,8 @@ TEST(Nvrtc, ArchMustBeSmDigits) {
   EXPECT_EQ(parse_arch("sm_90"), 90);
   EXPECT_EQ(parse_arch("sm_90a"), 90);
   EXPECT_EQ(parse_arch("sm_120"), 120);
-  for (const char* bad : {"", "90", "sm90", "compute_90", "sm_9", "sm_90;rm -rf"}) {
+  for (const char* bad : {"", "90", "sm90", "compute_90", "sm_9", "sm_90;rm -rf", "sm_1234", "sm_90aa", "sm_a", "sm_9a",
+                          "SM_90", "sm_+90", " sm_90"}) {
     try {
       parse_arch(bad);
       ADD_FAILURE() << "accepted '" << bad << "'";

@@ -171,9 +171,11 @@ fs::path DiskCache::entry_path(const CacheKey& key) const {
   return version_dir() / key.hash.substr(0, 2) / (key.hash + std::string(kEntrySuffix));
 }
 
-DiskCache::Lookup DiskCache::load(const CacheKey& key) const { return load_impl(key, /*warn=*/true); }
+DiskCache::Lookup DiskCache::load(const CacheKey& key, Parts parts) const {
+  return load_impl(key, /*warn=*/true, parts);
+}
 
-DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
+DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn, Parts parts) const {
   const fs::path path = entry_path(key);
   const fs::path shard = path.parent_path();
   Lookup out;
@@ -225,23 +227,48 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
     return Lookup{Status::kUntrusted, std::nullopt, *why, 0};
   }
 
-  std::string bytes;
   std::string why;
   std::optional<CacheEntry> entry;
-  const int read_err = fs_->read_all(fd, bytes, kMaxEntryBytes);
-  const double read_ms = since(read_start);
-  const auto verify_start = std::chrono::steady_clock::now();
-  if (read_err != 0) {
-    why = read_err == EFBIG ? fmt::format("larger than {} MiB", kMaxEntryBytes >> 20)
-                            : fmt::format("read error: {}", errno_text(read_err));
-  } else {
-    entry = parse_entry(bytes, why);
-    if (entry && entry->key_text != key.text) {
-      entry.reset();
-      why =
-          "the stored key differs from the requested one (another arch, compiler or convjit version, a hash "
-          "collision, or tampering)";
+  std::uint64_t bytes_read = 0;
+  double read_ms = 0;
+  auto verify_start = std::chrono::steady_clock::now();
+  if (parts == Parts::kWhole) {
+    std::string bytes;
+    const int read_err = fs_->read_all(fd, bytes, kMaxEntryBytes);
+    read_ms = since(read_start);
+    verify_start = std::chrono::steady_clock::now();
+    bytes_read = bytes.size();
+    if (read_err != 0) {
+      why = read_err == EFBIG ? fmt::format("larger than {} MiB", kMaxEntryBytes >> 20)
+                              : fmt::format("read error: {}", errno_text(read_err));
+    } else {
+      entry = parse_entry(bytes, why);
     }
+  } else if (static_cast<std::uint64_t>(st.st_size) > kMaxEntryBytes) {
+    read_ms = since(read_start);
+    verify_start = std::chrono::steady_clock::now();
+    why = fmt::format("larger than {} MiB", kMaxEntryBytes >> 20);
+  } else {
+    // The reads interleave with the checks: their time counts as reading, the rest as verifying.
+    double reading_ms = 0;
+    const EntryReadAt read_at = [&](std::uint64_t offset, std::size_t max, std::string& out) {
+      const auto start = std::chrono::steady_clock::now();
+      const int err = fs_->read_at(fd, offset, max, out);
+      reading_ms += since(start);
+      return err;
+    };
+    const double opening_ms = since(read_start);
+    verify_start = std::chrono::steady_clock::now();
+    entry = read_entry_for_load(static_cast<std::uint64_t>(st.st_size), read_at, why, bytes_read);
+    read_ms = opening_ms + reading_ms;
+    verify_start += std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double, std::milli>(reading_ms));
+  }
+  if (entry && entry->key_text != key.text) {
+    entry.reset();
+    why =
+        "the stored key differs from the requested one (another arch, compiler or convjit version, a hash "
+        "collision, or tampering)";
   }
   if (!entry) {
     if (warn) {
@@ -257,7 +284,7 @@ DiskCache::Lookup DiskCache::load_impl(const CacheKey& key, bool warn) const {
     const auto stamp = std::chrono::system_clock::from_time_t(st.st_mtim.tv_sec);
     if (now - stamp >= options_.stamp_interval) fs_->touch(fd);
   }
-  return Lookup{Status::kHit, std::move(entry), {}, bytes.size(), read_ms, verify_ms};
+  return Lookup{Status::kHit, std::move(entry), {}, bytes_read, read_ms, verify_ms};
 }
 
 DiskCache::StoreReport DiskCache::store(const CacheKey& key, const CacheEntry& entry) const {
@@ -370,8 +397,8 @@ DiskCache::StoreReport DiskCache::store(const CacheKey& key, const CacheEntry& e
   return report;
 }
 
-CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build,
-                                     FetchReport& report) const {
+CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build, FetchReport& report,
+                                     Parts parts) const {
   report = FetchReport{};
   KeyLock lock;  // NOTE: released after the publication below, so waiters find the entry
   bool disk_usable = true;
@@ -387,7 +414,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
     return std::move(*lookup.entry);
   };
   try {
-    Lookup first = timed(load_impl(key, /*warn=*/true));
+    Lookup first = timed(load_impl(key, /*warn=*/true, parts));
     if (first.status == Status::kHit) return take_hit(first);
     report.corrupt = first.status == Status::kCorrupt;
     report.untrusted = first.status == Status::kUntrusted;
@@ -410,7 +437,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
           }
           lock = std::move(attempt);
           // The previous holder may have published between our first look and our lock.
-          Lookup again = timed(load_impl(key, /*warn=*/false));
+          Lookup again = timed(load_impl(key, /*warn=*/false, parts));
           if (again.status == Status::kHit) return take_hit(again);
           report.corrupt |= again.status == Status::kCorrupt;  // damaged after it was published
           break;
@@ -428,7 +455,7 @@ CacheEntry DiskCache::fetch_or_build(const CacheKey& key, const std::function<Ca
                      lock_path.string());
         }
         report.waited = true;
-        Lookup seen = timed(load_impl(key, /*warn=*/false));
+        Lookup seen = timed(load_impl(key, /*warn=*/false, parts));
         if (seen.status == Status::kHit) return take_hit(seen);
         if (std::chrono::steady_clock::now() >= deadline) {
           report.lock_timed_out = true;

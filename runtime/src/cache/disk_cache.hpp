@@ -100,10 +100,16 @@ class DiskCache {
     double read_ms = 0;    // opening and reading the file
     double verify_ms = 0;  // parsing and checking what was read
   };
-  // Reads and verifies the entry: the trailer's checksum (over every section) and the full
-  // key text, after checking who can write it. A bad entry is left for the rebuild to
-  // replace (under the key's lock). A hit refreshes the last-used stamp.
-  Lookup load(const CacheKey& key) const;
+  // What a load reads of an entry.
+  enum class Parts {
+    kWhole,    // every section; the trailer's checksum covers them all
+    kForLoad,  // what loading the kernel uses: no source, no PTX (read_entry_for_load)
+  };
+  // Reads and verifies the entry (kWhole: the trailer's checksum, over every section;
+  // kForLoad: each section read, against its own checksum) and the full key text, after
+  // checking who can write it. A bad entry is left for the rebuild to replace (under the
+  // key's lock). A hit refreshes the last-used stamp.
+  Lookup load(const CacheKey& key, Parts parts = Parts::kWhole) const;
 
   struct StoreReport {
     bool published = false;
@@ -135,8 +141,10 @@ class DiskCache {
   };
   // The cache protocol for one key: load; on a miss take the key's compile lock
   // (waiting, bounded, while another process compiles it, and re-checking for its
-  // entry), load again, else call `build` and publish. Returns the entry either way.
-  CacheEntry fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build, FetchReport& report) const;
+  // entry), load again, else call `build` and publish. Returns the entry either way: a
+  // hit's as `parts` says, a build's whole.
+  CacheEntry fetch_or_build(const CacheKey& key, const std::function<CacheEntry()>& build, FetchReport& report,
+                            Parts parts = Parts::kWhole) const;
 
   // ---- Maintenance, for `convjit cache ls|stats|verify|prune|clear` and tests.
   // These cover this format version's directory (v<kCacheFormatVersion>) and may
@@ -219,7 +227,7 @@ class DiskCache {
   struct Shared;
   struct Scan;
 
-  Lookup load_impl(const CacheKey& key, bool warn) const;
+  Lookup load_impl(const CacheKey& key, bool warn, Parts parts) const;
   Scan scan(bool clean_stale_temps) const;
   void clear_version_dir(const std::filesystem::path& vdir, bool current, ClearReport& report) const;
   EvictReport evict_locked(std::uint64_t max_bytes, const std::filesystem::path& keep, std::uint64_t incoming) const;

@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
 
 #include "base/sha256.hpp"
+#include "cache/file_system.hpp"
 
 namespace convjit {
 
@@ -50,10 +52,14 @@ void write_section(std::string& out, std::string_view name, std::string_view bod
   out += '\n';
 }
 
-// Reads section `name` at `pos`: "<name> <size> sha256:<hex>\n<body>\n", its checksum
-// verified when `verify` says so.
-std::optional<std::string_view> read_section(std::string_view bytes, std::size_t& pos, std::string_view name,
-                                             std::string& why, bool verify = true) {
+struct SectionHeader {
+  std::size_t size = 0;
+  std::string_view digest;  // 64 hex digits
+};
+
+// Reads the header line of section `name` at `pos`: "<name> <size> sha256:<hex>\n".
+std::optional<SectionHeader> read_section_header(std::string_view bytes, std::size_t& pos, std::string_view name,
+                                                 std::string& why) {
   std::string_view header;
   if (!next_line(bytes, pos, header)) {
     why = fmt::format("truncated before section '{}'", name);
@@ -71,12 +77,22 @@ std::optional<std::string_view> read_section(std::string_view bytes, std::size_t
     why = fmt::format("malformed header of section '{}'", name);
     return std::nullopt;
   }
+  return SectionHeader{size, rest.substr(8)};
+}
+
+// Reads section `name` at `pos`: its header, then "<body>\n", the body's checksum
+// verified when `verify` says so.
+std::optional<std::string_view> read_section(std::string_view bytes, std::size_t& pos, std::string_view name,
+                                             std::string& why, bool verify = true) {
+  const auto header = read_section_header(bytes, pos, name, why);
+  if (!header) return std::nullopt;
+  const std::size_t size = header->size;
   if (size > bytes.size() - pos || bytes.size() - pos - size < 1 || bytes[pos + size] != '\n') {
     why = fmt::format("section '{}' is truncated", name);
     return std::nullopt;
   }
   const std::string_view body = bytes.substr(pos, size);
-  if (verify && sha256_hex(body) != rest.substr(8)) {
+  if (verify && sha256_hex(body) != header->digest) {
     why = fmt::format("checksum mismatch in section '{}'", name);
     return std::nullopt;
   }
@@ -152,6 +168,136 @@ std::optional<CacheEntry> parse_entry(std::string_view bytes, std::string& why) 
     return std::nullopt;
   }
   return entry;
+}
+
+namespace {
+// The first read of a load: the header, the key, the kernel name and the source's header
+// line in one read, for keys of the usual length (a longer one costs more reads).
+constexpr std::size_t kFirstRead = std::size_t{4} << 10;
+// Longer than any valid section header line: a name, a size, " sha256:" and 64 digits.
+constexpr std::size_t kMaxHeaderLine = 128;
+
+// The part of an entry's file a load holds: bytes [base, base + bytes.size()).
+class EntryWindow {
+ public:
+  EntryWindow(std::uint64_t file_size, const EntryReadAt& read_at) : size_(file_size), read_at_(read_at) {}
+
+  // Makes the window hold [offset, offset + len) (less at the file's end), reading
+  // [offset, offset + max(len, ahead)) when it does not. False after a read error.
+  bool cover(std::uint64_t offset, std::uint64_t len, std::uint64_t ahead, std::string& why) {
+    offset = std::min(offset, size_);
+    len = std::min(len, size_ - offset);
+    if (offset >= base_ && offset + len <= base_ + bytes_.size()) return true;
+    const std::uint64_t want = std::min(std::max(len, ahead), size_ - offset);
+    if (const int err = read_at_(offset, static_cast<std::size_t>(want), bytes_); err != 0) {
+      why = fmt::format("read error: {}", errno_text(err));
+      return false;
+    }
+    base_ = offset;
+    read_ += bytes_.size();
+    return true;
+  }
+  // The window from file offset `offset` on (base <= offset after a cover of it).
+  std::string_view from(std::uint64_t offset) const {
+    const std::string_view all(bytes_);
+    return offset - base_ >= all.size() ? std::string_view() : all.substr(offset - base_);
+  }
+  std::uint64_t size() const noexcept { return size_; }
+  std::uint64_t bytes_read() const noexcept { return read_; }
+
+ private:
+  std::uint64_t size_;
+  const EntryReadAt& read_at_;
+  std::string bytes_;
+  std::uint64_t base_ = 0;
+  std::uint64_t read_ = 0;
+};
+
+// What a load skips: the source and the PTX.
+bool load_reads(std::string_view section) { return section != "source" && section != "ptx"; }
+}  // namespace
+
+std::optional<CacheEntry> read_entry_for_load(std::uint64_t file_size, const EntryReadAt& read_at, std::string& why,
+                                              std::uint64_t& bytes_read) {
+  EntryWindow window(file_size, read_at);
+  const auto result = [&](std::optional<CacheEntry> entry) {
+    bytes_read = window.bytes_read();
+    return entry;
+  };
+  if (file_size == 0) {
+    why = "empty file";
+    return result(std::nullopt);
+  }
+  if (!window.cover(0, kMagic.size(), kFirstRead, why)) return result(std::nullopt);
+  if (!window.from(0).starts_with(kMagic)) {
+    why = "not a convjit cache entry of this format (bad header)";
+    return result(std::nullopt);
+  }
+  // Every section in file order, meta last; nullptr: meta.
+  std::array<std::pair<std::string_view, std::string CacheEntry::*>, kSections.size() + 1> order{};
+  for (std::size_t i = 0; i < kSections.size(); ++i) order[i] = {kSections[i].name, kSections[i].field};
+  order.back() = {kMetaName, nullptr};
+
+  CacheEntry entry;
+  std::uint64_t pos = kMagic.size();
+  bool after_skipped = false;  // the '\n' closing a skipped body is checked with the next header
+  for (std::size_t i = 0; i < order.size(); ++i) {
+    const auto [name, field] = order[i];
+    bool rest_read = true;  // this section and every one after it are read: read to the end at once
+    for (std::size_t j = i; j < order.size(); ++j) rest_read &= load_reads(order[j].first);
+    const std::uint64_t start = after_skipped ? pos - 1 : pos;
+    if (!window.cover(start, kMaxHeaderLine + 1, rest_read ? file_size - start : kMaxHeaderLine + 1, why)) {
+      return result(std::nullopt);
+    }
+    if (after_skipped && !window.from(start).starts_with('\n')) {
+      why = fmt::format("section '{}' is truncated", order[i - 1].first);
+      return result(std::nullopt);
+    }
+    std::string_view view = window.from(pos);
+    std::size_t at = 0;
+    const auto header = read_section_header(view, at, name, why);
+    if (!header) return result(std::nullopt);
+    const std::uint64_t body = pos + at;
+    if (header->size > file_size - body || file_size - body - header->size < 1) {
+      why = fmt::format("section '{}' is truncated", name);
+      return result(std::nullopt);
+    }
+    pos = body + header->size + 1;
+    after_skipped = !load_reads(name);
+    if (after_skipped) continue;
+    const std::string digest(header->digest);  // the window's bytes may move below
+    if (!window.cover(body, header->size + 1, rest_read ? file_size - body : header->size + 1, why)) {
+      return result(std::nullopt);
+    }
+    view = window.from(body);
+    if (view.size() < header->size + 1 || view[header->size] != '\n') {
+      why = fmt::format("section '{}' is truncated", name);
+      return result(std::nullopt);
+    }
+    const std::string_view text = view.substr(0, header->size);
+    if (sha256_hex(text) != digest) {
+      why = fmt::format("checksum mismatch in section '{}'", name);
+      return result(std::nullopt);
+    }
+    if (field != nullptr) {
+      entry.*field = std::string(text);
+    } else if (!parse_meta(text, entry)) {
+      why = "malformed section 'meta'";
+      return result(std::nullopt);
+    }
+  }
+  // The trailer's form and place: a file cut short anywhere, the skipped bodies included,
+  // has none where the sections end.
+  std::string_view trailer;
+  std::size_t at = 0;
+  if (!window.cover(pos, file_size - pos, file_size - pos, why)) return result(std::nullopt);
+  const std::string_view tail = window.from(pos);
+  if (!next_line(tail, at, trailer) || !trailer.starts_with(kTrailer) || trailer.size() != kTrailer.size() + 64 ||
+      at != tail.size() || pos + at != file_size) {
+    why = "missing or malformed trailer";
+    return result(std::nullopt);
+  }
+  return result(std::move(entry));
 }
 
 std::optional<std::string> peek_entry_key(std::string_view prefix, std::string& why) {

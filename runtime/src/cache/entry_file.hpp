@@ -3,6 +3,8 @@
 // and sha256, and a trailer with the sha256 of everything before it. One file per
 // entry keeps inode use low on shared filesystems (triton #11778).
 
+#include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -27,6 +29,21 @@ std::string serialize_entry(const CacheEntry& entry);
 
 // Parses and verifies every checksum. On failure returns nullopt and sets `why`.
 std::optional<CacheEntry> parse_entry(std::string_view bytes, std::string& why);
+
+// Reads at most `max` bytes at `offset` of an entry's file into `out` (fewer only at its
+// end); returns 0 or an errno value.
+using EntryReadAt = std::function<int(std::uint64_t offset, std::size_t max, std::string& out)>;
+
+// What loading a kernel uses of an entry: every section but the source and the PTX,
+// which are most of its bytes. Reads the entry, a file of `file_size` bytes, through
+// `read_at` in a few pieces, skipping those two bodies, and checks the header, every
+// section header it passes, each section it returns against its own sha256, and that the
+// file ends in a trailer where the section sizes say. The skipped bodies and the
+// trailer's digest are not checked: parse_entry checks them for whatever reads them.
+// Returns the entry with `source` and `ptx` empty; on failure nullopt and `why`.
+// `bytes_read`: how many bytes it read.
+std::optional<CacheEntry> read_entry_for_load(std::uint64_t file_size, const EntryReadAt& read_at, std::string& why,
+                                              std::uint64_t& bytes_read);
 
 // The key text alone, from the start of an entry (the key is its first section), with
 // that section's checksum verified; for listing a cache without reading whole files.

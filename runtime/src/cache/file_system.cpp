@@ -76,6 +76,22 @@ class PosixFileSystem final : public FileSystem {
     out.resize(filled);
     return 0;
   }
+  int read_at(int fd, std::uint64_t offset, std::size_t max, std::string& out) override {
+    out.resize(max);
+    std::size_t filled = 0;
+    while (filled < max) {
+      const ssize_t n = ::pread(fd, out.data() + filled, max - filled, static_cast<off_t>(offset + filled));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        out.clear();
+        return errno;
+      }
+      if (n == 0) break;
+      filled += static_cast<std::size_t>(n);
+    }
+    out.resize(filled);
+    return 0;
+  }
   int write_all(int fd, std::string_view bytes) override {
     while (!bytes.empty()) {
       const ssize_t n = ::write(fd, bytes.data(), bytes.size());

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -27,6 +28,9 @@ class FileSystem {
   virtual int read_all(int fd, std::string& out, std::size_t limit) = 0;
   // Reads at most `max` bytes from the current offset (fewer at end of file).
   virtual int read_prefix(int fd, std::string& out, std::size_t max) = 0;
+  // Reads at most `max` bytes at `offset` (fewer at end of file), leaving the file's
+  // offset alone (pread).
+  virtual int read_at(int fd, std::uint64_t offset, std::size_t max, std::string& out) = 0;
   // Writes every byte (retrying short writes and EINTR).
   virtual int write_all(int fd, std::string_view bytes) = 0;
   virtual int fsync(int fd) = 0;

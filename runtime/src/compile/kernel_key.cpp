@@ -3,9 +3,6 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <mutex>
-#include <unordered_map>
-
 #include "base/sha256.hpp"
 #include "convjit/version.hpp"
 #include "specialize/templates.hpp"
@@ -13,23 +10,14 @@
 namespace convjit {
 
 namespace {
-// The embedded templates and headers are constant for the life of the process, so each
-// is hashed once, not on every key: a warm start computes a key before it can read the
-// cache. Texts that are not the embedded ones (tests give their own) are hashed as given.
+// The embedded templates' and headers' digests were computed when the library was built:
+// a warm start computes a key before it can read the cache. Texts that are not the
+// embedded ones (tests give their own) are hashed as given.
 std::string text_hash(std::string_view text) {
-  struct Memo {
-    std::mutex mutex;
-    std::unordered_map<const char*, std::pair<std::size_t, std::string>> by_address;
-  };
-  static Memo memo;
-  bool embedded = false;
-  for (const auto& file : embedded_templates()) embedded |= file.text.data() == text.data();
-  for (const auto& file : embedded_headers()) embedded |= file.text.data() == text.data();
-  if (!embedded) return sha256_hex(text);
-  const std::lock_guard lock(memo.mutex);
-  auto [it, inserted] = memo.by_address.try_emplace(text.data());
-  if (inserted || it->second.first != text.size()) it->second = {text.size(), sha256_hex(text)};
-  return it->second.second;
+  for (const auto& file : embedded_templates()) {
+    if (file.text.data() == text.data() && file.text.size() == text.size()) return std::string(file.sha256);
+  }
+  return sha256_hex(text);
 }
 }  // namespace
 
@@ -43,12 +31,23 @@ KernelKey make_kernel_key(const Conv2dDesc& desc, const SpecializedSource& sourc
   for (const auto& header : headers) {
     header_lines += fmt::format("header {} sha256:{}\n", header.name, text_hash(header.text));
   }
+  // The specialized source is a prologue followed by its template (Prologue::finish),
+  // whose digest is already on the template line: the prologue's digest then pins the
+  // whole text, and a warm start hashes a few hundred bytes instead of the template again.
+  // A source that does not end with its template is hashed whole, under another name.
+  const std::string_view template_source = template_text(source.template_name);
+  const std::string_view text = source.text;
+  const bool prologue_and_template = text.ends_with(template_source);
+  const std::string source_line =
+      prologue_and_template
+          ? fmt::format("prologue sha256:{}", sha256_hex(text.substr(0, text.size() - template_source.size())))
+          : fmt::format("source sha256:{}", sha256_hex(text));
   KernelKey key;
   key.text = fmt::format(
-      "convjit {}\nproblem {}\ntemplate {} sha256:{}\n{}kernel {}\nsource sha256:{}\narch {}\n"
+      "convjit {}\nproblem {}\ntemplate {} sha256:{}\n{}kernel {}\n{}\narch {}\n"
       "nvrtc {}\noptions {}\n",
-      kVersion, desc.to_string(), source.template_name, text_hash(template_text(source.template_name)), header_lines,
-      source.kernel_name, sha256_hex(source.text), arch, nvrtc_version, fmt::join(options, " "));
+      kVersion, desc.to_string(), source.template_name, text_hash(template_source), header_lines, source.kernel_name,
+      source_line, arch, nvrtc_version, fmt::join(options, " "));
   key.hash = sha256_hex(key.text);
   return key;
 }

@@ -18,7 +18,8 @@ struct KernelKey {
 };
 
 // Covers the problem, the template's hash, the full specialized source (so every
-// injected constant), the hash of every header the compile is given (`headers`, by
+// injected constant: the hash of its prologue when it is the prologue and then the
+// template, else of the whole text), the hash of every header the compile is given (`headers`, by
 // default every embedded one, as Nvrtc::compile), the compile options, the NVRTC
 // version, the arch and convjit's version (the cache's own format version keeps its entries apart). Never a path or a
 // timestamp.

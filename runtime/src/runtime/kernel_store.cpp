@@ -87,7 +87,7 @@ void KernelStore::count(const RemoteCache::FetchReport& report) {
 
 std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, Algorithm algorithm,
                                                        const std::string& arch, const AlignmentNeeds& align,
-                                                       ArtifactOrigin* origin) {
+                                                       ArtifactOrigin* origin, bool with_ptx) {
   desc.validate();
   parse_arch(arch);
   const Key key{desc, algorithm, arch, align};
@@ -97,15 +97,28 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, A
     if (auto it = table_.find(key); it != table_.end()) {
       Future future = it->second;
       lock.unlock();
-      Counters::bump(counters_.memory_hits);
-      if (origin != nullptr) *origin = ArtifactOrigin::kMemory;
-      return future.get();
+      auto artifact = future.get();
+      if (artifact->has_ptx || !with_ptx) {
+        Counters::bump(counters_.memory_hits);
+        if (origin != nullptr) *origin = ArtifactOrigin::kMemory;
+        return artifact;
+      }
+      // Loaded for a launch, without its PTX: read the whole entry now. Two such calls at
+      // once both read it; the later replacement wins, and both artifacts are whole.
+      ArtifactOrigin produced{};
+      auto whole = produce(key, /*force_compile=*/false, Read::kRestOfAHit, produced);
+      std::promise<std::shared_ptr<const KernelArtifact>> ready;
+      ready.set_value(whole);
+      lock.lock();
+      table_.insert_or_assign(key, ready.get_future().share());
+      if (origin != nullptr) *origin = produced;
+      return whole;
     }
     table_.emplace(key, promise.get_future().share());
   }
   try {
     ArtifactOrigin produced{};
-    auto artifact = produce(key, /*force_compile=*/false, produced);
+    auto artifact = produce(key, /*force_compile=*/false, with_ptx ? Read::kWhole : Read::kForLoad, produced);
     promise.set_value(artifact);
     if (origin != nullptr) *origin = produced;
     return artifact;
@@ -122,7 +135,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& des
                                                            const std::string& arch, const AlignmentNeeds& align) {
   ArtifactOrigin origin{};
   const Key key{desc, algorithm, arch, align};
-  auto artifact = produce(key, /*force_compile=*/true, origin);
+  auto artifact = produce(key, /*force_compile=*/true, Read::kWhole, origin);
   std::promise<std::shared_ptr<const KernelArtifact>> promise;
   promise.set_value(artifact);
   std::lock_guard lock(mutex_);
@@ -148,7 +161,8 @@ CompiledKernel from_cache_entry(CacheEntry&& entry) {
 }
 }  // namespace
 
-std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile, ArtifactOrigin& origin) {
+std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile, Read read,
+                                                           ArtifactOrigin& origin) {
   static const std::string nvrtc_version = Nvrtc::version();
   const auto key_start = std::chrono::steady_clock::now();
   const Conv2dDesc& desc = key.desc;
@@ -211,15 +225,20 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   }
   // Disk faults never throw from here: the cache warns once and the kernel stays in memory.
   DiskCache::FetchReport report;
-  artifact->compiled = from_cache_entry(disk_->fetch_or_build(cache_key, fetch_or_compile, report));
+  // A launch needs the CUBIN, not the PTX and source (most of an entry's bytes): they
+  // are read, and checked, only for whoever asks for them.
+  artifact->compiled = from_cache_entry(
+      disk_->fetch_or_build(cache_key, fetch_or_compile, report,
+                            read == Read::kForLoad ? DiskCache::Parts::kForLoad : DiskCache::Parts::kWhole));
+  artifact->has_ptx = read != Read::kForLoad || report.built;
   origin = !report.built       ? ArtifactOrigin::kDisk
            : remote_report.hit ? ArtifactOrigin::kRemote
                                : ArtifactOrigin::kCompiled;
   counters_.disk_read_ms.fetch_add(report.read_ms, std::memory_order_relaxed);
   counters_.disk_verify_ms.fetch_add(report.verify_ms, std::memory_order_relaxed);
-  if (report.hit) {
+  Counters::bump(counters_.bytes_read, report.bytes_read);
+  if (report.hit && read != Read::kRestOfAHit) {
     Counters::bump(counters_.disk_hits);
-    Counters::bump(counters_.bytes_read, report.bytes_read);
     counters_.compile_ms_saved.fetch_add(report.saved_compile_ms, std::memory_order_relaxed);
     log::debug("disk cache hit for {} ({})", desc.to_string(), artifact->path.string());
   }

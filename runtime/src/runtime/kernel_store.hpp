@@ -30,7 +30,10 @@ struct KernelArtifact {
   SpecializedSource source;  // what the key and the compile see
   LaunchSpec launch;         // how to launch it
   KernelKey key;
-  CompiledKernel compiled;     // PTX, CUBIN, log and options
+  CompiledKernel compiled;  // PTX, CUBIN, log and options
+  // False when `compiled` came from a disk load of what loading the kernel uses: its
+  // PTX stayed on disk, unread (get(..., with_ptx) reads the whole entry).
+  bool has_ptx = true;
   std::filesystem::path path;  // the disk entry; empty without a disk cache
 };
 
@@ -43,10 +46,12 @@ class KernelStore {
 
   // Validates `desc` first; throws Error from validation, specialization or NVRTC.
   // `algorithm` is a resolved one (never kAuto); `align`, what the launch's pointers are
-  // known to have.
+  // known to have. A disk hit reads only what loading the kernel uses, leaving the PTX
+  // on disk, unless `with_ptx`: then the artifact has it (an artifact in memory without
+  // it is replaced by one read whole, or rebuilt when its entry turns out damaged).
   std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
                                             const AlignmentNeeds& align = kFullAlignment,
-                                            ArtifactOrigin* origin = nullptr);
+                                            ArtifactOrigin* origin = nullptr, bool with_ptx = false);
   // Compiles again, replacing the memory and disk copies (after the driver refused the image).
   std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
                                                 const AlignmentNeeds& align = kFullAlignment);
@@ -67,7 +72,10 @@ class KernelStore {
   };
   using Future = std::shared_future<std::shared_ptr<const KernelArtifact>>;
 
-  std::shared_ptr<const KernelArtifact> produce(const Key& key, bool force_compile, ArtifactOrigin& origin);
+  // What a disk hit reads: what loading the kernel uses, the whole entry, or the whole
+  // entry of a kernel a hit already served without its PTX (read again, not a new hit).
+  enum class Read { kForLoad, kWhole, kRestOfAHit };
+  std::shared_ptr<const KernelArtifact> produce(const Key& key, bool force_compile, Read read, ArtifactOrigin& origin);
   void count(const RemoteCache::FetchReport& report);
 
   std::optional<DiskCache> disk_;

@@ -187,8 +187,10 @@ PrewarmResult Runtime::prewarm(std::span<const Conv2dDesc> descs, std::optional<
     try {
       ArtifactOrigin origin{};
       desc.validate();
+      // Whole entries: prewarming fills or repairs a cache (one shipped in an image, say),
+      // so a damaged PTX or source is found and rebuilt here, not left for inspect.
       impl_->pipeline->store.get(desc, resolve_algorithm(desc, Algorithm::kAuto, target), target, kFullAlignment,
-                                 &origin);
+                                 &origin, /*with_ptx=*/true);
       ++(origin == ArtifactOrigin::kCompiled ? result.compiled : result.already_cached);
     } catch (const Error& e) {
       ++result.failed;
@@ -213,7 +215,7 @@ KernelInfo Runtime::inspect(const Conv2dDesc& desc, std::optional<std::string> a
   desc.validate();
   const std::string target = arch ? *arch : device_arch();
   const Algorithm algorithm = resolve_algorithm(desc, options.algorithm, target);
-  auto artifact = impl_->pipeline->store.get(desc, algorithm, target);
+  auto artifact = impl_->pipeline->store.get(desc, algorithm, target, kFullAlignment, nullptr, /*with_ptx=*/true);
   const auto& src = artifact->source;
   const auto& launch = artifact->launch;
   KernelInfo info;

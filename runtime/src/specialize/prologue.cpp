@@ -126,7 +126,13 @@ std::string alignment_tag(const AlignmentNeeds& align, const AlignmentNeeds& ful
 }
 
 std::string Prologue::finish(std::string_view template_text) const {
-  return fmt::format("{}namespace spec {{\n{}}}  // namespace spec\n#line 1\n{}", head_, constants_, template_text);
+  // Sized once: the template is most of the text, and a warm start builds it before its key.
+  constexpr std::string_view kOpen = "namespace spec {\n";
+  constexpr std::string_view kClose = "}  // namespace spec\n#line 1\n";
+  std::string text;
+  text.reserve(head_.size() + kOpen.size() + constants_.size() + kClose.size() + template_text.size());
+  text.append(head_).append(kOpen).append(constants_).append(kClose).append(template_text);
+  return text;
 }
 
 }  // namespace convjit

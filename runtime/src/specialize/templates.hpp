@@ -10,6 +10,8 @@ namespace convjit {
 struct TemplateFile {
   std::string_view name;  // file name under kernel_sources/
   std::string_view text;
+  // sha256 of `text` in hex, computed when the library was built (cmake/embed_file.cmake).
+  std::string_view sha256;
 };
 
 // Every embedded file, templates and headers.
