@@ -162,7 +162,7 @@ constexpr std::string_view kStartProgram = "convjit_nvrtc_start.cu";
 
 }  // namespace
 
-int child_main(const std::string& mode, const std::string& shape, long long spawn_ns) {
+int child_main(const std::string& mode, const std::string& shape, long long spawn_ns, int hold_us) {
   const Conv2dDesc d = parse_bench_shape(shape);
   Runtime rt;
   make_runtime_context_current(rt);
@@ -184,6 +184,9 @@ int child_main(const std::string& mode, const std::string& shape, long long spaw
     Nvrtc::compile("extern \"C\" __global__ void convjit_nvrtc_start() {}\n", std::string(kStartProgram),
                    Nvrtc::options_for(arch));
     nvrtc_start_ms = ms_between(s0, steady_now_ns());
+  }
+  // Spun, not slept: the thread stays on its core as host work would.
+  for (const long long until = steady_now_ns() + hold_us * 1000ll; steady_now_ns() < until;) {
   }
   const CacheStats before = rt.stats();
   const long long t0 = steady_now_ns();
@@ -287,8 +290,9 @@ ColdResult measure_cold_warm_hot(const ColdOptions& options) {
         env.push_back("CONVJIT_NVRTC_TIME=" + time_file.string());
       }
       const long long spawn = steady_now_ns();
-      const ChildResult r =
-          spawn_self({"jit_overhead", "--child", mode, "--shape", shape, "--spawn-ns", std::to_string(spawn)}, env);
+      const ChildResult r = spawn_self({"jit_overhead", "--child", mode, "--shape", shape, "--spawn-ns",
+                                        std::to_string(spawn), "--hold-us", std::to_string(options.hold_us)},
+                                       env);
       reports[run] = child_report(r);
       if (r.exit_code != 0 || !reports[run].value.is_object()) {
         fmt::print("{:<44} {} run failed with exit status {}\n", shape, mode, r.exit_code);

@@ -47,6 +47,9 @@ const std::vector<OptionSpec> kOptions = {
     {"--machine-compute-cache", "",
      "compile with the machine's CUDA compute cache (CUDA_CACHE_PATH as set), which NVRTC reuses across processes; "
      "default: an empty one, as on a machine that never compiled these kernels"},
+    {"--hold-us", "N",
+     "(a): each child waits N microseconds (spinning) between its device set-up and its first call, to tell a "
+     "first module load that waits on the driver from host work before it (default 0)"},
     {"--json", "FILE", "write the results as JSON"},
     {"--child", "MODE", "internal: one measured process of part (a)"},
     {"--shape", "SHAPE", "internal: the child's problem"},
@@ -74,7 +77,8 @@ int overhead_main(int argc, char** argv) {
     const auto shape = opts.value("--shape");
     const auto spawn = opts.value("--spawn-ns");
     if (!shape || !spawn) fail(ErrorCode::kInvalidArgument, "jit_overhead --child needs --shape and --spawn-ns");
-    return child_main(*mode, *shape, parse_integer(*spawn, "jit_overhead --spawn-ns"));
+    return child_main(*mode, *shape, parse_integer(*spawn, "jit_overhead --spawn-ns"),
+                      opts.int_value("--hold-us", 0, 0));
   }
 
   std::vector<std::string> parts = {"cold", "host", "prewarm"};
@@ -95,7 +99,8 @@ int overhead_main(int argc, char** argv) {
   ColdOptions cold{.shapes = opts.has("--cold-shape") ? opts.values("--cold-shape") : kColdShapes,
                    .work_dir = work_dir,
                    .keep = keep,
-                   .machine_compute_cache = machine_compute_cache};
+                   .machine_compute_cache = machine_compute_cache,
+                   .hold_us = opts.int_value("--hold-us", 0, 0)};
   HostCostOptions host{.shape = opts.value("--host-shape").value_or("n1c4h16w16k4r3s3"),
                        .calls = opts.int_value("--calls", 10000, 1),
                        .sync_every = opts.int_value("--sync-every", 1000, 1),

@@ -20,6 +20,8 @@ struct ColdOptions {
   // Leave CUDA_CACHE_PATH alone (NVRTC's compute cache below it: a kernel compiled
   // before on this machine compiles faster) instead of an empty one per child.
   bool machine_compute_cache = false;
+  // Each child spins this long after its device set-up, before the first call's clock.
+  int hold_us = 0;
 };
 struct ColdResult {
   std::string json;
@@ -28,7 +30,7 @@ struct ColdResult {
 ColdResult measure_cold_warm_hot(const ColdOptions& options);
 
 // The child side: one problem, two calls, one JSON line on stdout prefixed "CHILD ".
-int child_main(const std::string& mode, const std::string& shape, long long spawn_ns);
+int child_main(const std::string& mode, const std::string& shape, long long spawn_ns, int hold_us);
 
 // (b) Host time of one call: rt.conv2d (hot), plan.run and a bare cuLaunchKernel of the
 // same CUfunction, on a tiny direct-kernel problem, `calls` each, synchronizing every
