@@ -262,6 +262,8 @@ Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
   return model;
 }
 
+double wgmma_model_tflops(const Conv2dDesc& d) noexcept { return tensor_rate(d) * kWgmmaEfficiency; }
+
 double predicted_wgmma_ms(const Conv2dDesc& d, const std::string& arch) {
   const auto work = wgmma_work(d);
   if (!work) return std::numeric_limits<double>::infinity();

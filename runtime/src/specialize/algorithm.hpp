@@ -22,6 +22,10 @@ int nominal_multiprocessors(const std::string& arch) noexcept;
 // Hopper (docs/perf.md): predicted milliseconds from FLOPs, the kernel's waves of blocks
 // and the column matrix's bytes. Infinity when wgmma cannot run `desc`.
 double predicted_wgmma_ms(const Conv2dDesc& desc, const std::string& arch);
+// The tensor rate that model gives the wgmma kernel in `desc`'s element type (TF32 for
+// f32, one product), in TFLOP/s for the whole machine: the datasheet's times the
+// kernel's measured efficiency.
+double wgmma_model_tflops(const Conv2dDesc& desc) noexcept;
 double predicted_im2col_ms(const Conv2dDesc& desc, const std::string& arch);
 // The problem whose predicted_wgmma_ms stands for the implicit GEMM that runs `desc` on
 // `arch`: itself where the wgmma kernel runs it, else the same problem in NCHW.

@@ -162,10 +162,8 @@ StreamK stream_k_mode(const Conv2dDesc& d) {
 // bandwidth is the one that fits the networks set's f32 stream-K rows on the H200 (same
 // section).
 constexpr double kStreamFixupTbps = 2.0;
-constexpr double kTensorTf32Tflops = 494.7 * 0.7, kTensor16Tflops = 989.4 * 0.7;
 double stream_fixup_stages(const Conv2dDesc& d, int split) {
-  const double rate = sixteen_bit(d) ? kTensor16Tflops : kTensorTf32Tflops;
-  return 2.0 * 4.0 * rate / (2.0 * stage_channels(d) * split * kStreamFixupTbps);
+  return 2.0 * 4.0 * wgmma_model_tflops(d) / (2.0 * stage_channels(d) * split * kStreamFixupTbps);
 }
 // Stream-K's blocks where the grid's last wave idles: kModel, one an SM where each gets
 // kMinSliceStages and the shared run plus a fix-up beats the waves of whole items;
