@@ -125,16 +125,27 @@ constexpr int kStagesTotal = kNhwc ? kR * kS * kChunks : kChunks * kR;  // per t
 // empty) into fp32 partial sums, written through `y` (then the workspace's partials:
 // [slice][pixel][kK]); <name>_reduce adds the slices and applies the epilogue.
 constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
-// Stream-K (kStreamK, NHWC with kATma, static batch): the kStreamWorkers blocks share the
-// kItems x kStagesTotal stages of every (tile, group, k block) item evenly, block w the
-// run [w S / W, (w + 1) S / W), so a grid that would leave SMs idle in its last wave
-// keeps every one busy. An item split between blocks is finished by the last of them to
-// arrive: each writes its raw sums to its slot of the workspace (a block's first segment
-// to slot 0, its last to slot 1), counts itself in the item's counter (zeroed by the
-// host before the launch), and the one that counts last adds the others' slots and
-// stores y. Nothing waits on another block, so no schedule can deadlock.
+// Stream-K (kStreamK, NHWC with kATma, static batch): the kStreamWorkers blocks first run
+// whole waves of whole (tile, group, k block) items, one an item, as a plain grid would;
+// the items left (fewer than the blocks, the wave that would leave SMs idle) they share
+// stage by stage, block w the run [B + w S / W, B + (w + 1) S / W) of those S stages
+// after the B before them, so every SM stays busy and only those items are split. (One
+// whole wave fewer where the rest would have fewer stages than blocks: no run is empty.)
+// An item split between blocks is finished by the last of them to arrive: each writes
+// its raw sums to its slot of the workspace (a block's first segment to slot 0, its last
+// to slot 1), counts itself in the item's counter (zeroed by the host before the
+// launch), and the one that counts last adds the others' slots and stores y. Nothing
+// waits on another block, so no schedule can deadlock.
 constexpr long long kItems = kStreamK ? static_cast<long long>((kN * kP * kQ + kBM - 1) / kBM) * kKBlocks * kGroups : 0;
 constexpr long long kStreamStages = kItems * kStagesTotal;
+constexpr long long kItemWaves = kStreamWorkers > 0 ? kItems / kStreamWorkers : 0;
+constexpr long long kWholeWaves = kItemWaves > 0 &&
+                                          (kItems - kItemWaves * kStreamWorkers) * kStagesTotal < kStreamWorkers
+                                      ? kItemWaves - 1
+                                      : kItemWaves;
+constexpr long long kWholeItems = kWholeWaves * kStreamWorkers;
+constexpr long long kSharedBase = kWholeItems * kStagesTotal;  // the first shared stage
+constexpr long long kSharedStages = kStreamStages - kSharedBase;
 constexpr int kConsumerThreads = kConsumers * 128;
 constexpr int kPartialFloats = kConsumerThreads * kMB * (kBN / 2);  // one slot: every consumer's accumulators
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
@@ -216,8 +227,8 @@ static_assert(kSplitK > 1, "the reduce pass is for split-K kernels only");
 static_assert(kSplitK == 1, "split-K kernels need their reduce pass (CONVJIT_WGMMA_SPLIT_K)");
 #endif
 static_assert(3 * kStages * 8 + 16 <= kBarrierBytes - 8, "barriers must fit their area, the last 8 bytes kept");
-static_assert(!kStreamK || (kNhwc && kATma && kSplitK == 1 && kStreamWorkers > 0 && kStreamStages >= kStreamWorkers),
-              "stream-K: the NHWC TMA kernel, no split-K, every worker with stages");
+static_assert(!kStreamK || (kNhwc && kATma && kSplitK == 1 && kStreamWorkers > 0 && kSharedStages >= kStreamWorkers),
+              "stream-K: the NHWC TMA kernel, no split-K, every worker with shared stages");
 #ifdef CONVJIT_DYNAMIC_BATCH
 static_assert(!kStreamK, "stream-K shares a static batch's stages");
 #endif
@@ -767,11 +778,13 @@ struct Segment {
 };
 // (Divisors of 1 where there is no stream-K, so that the arithmetic stays well-defined.)
 constexpr long long kWorkersDiv = kStreamWorkers > 0 ? kStreamWorkers : 1;
-constexpr long long kStreamStagesDiv = kStreamStages > 0 ? kStreamStages : 1;
-__device__ __forceinline__ long long stream_begin(long long worker) { return worker * kStreamStages / kWorkersDiv; }
-// The block whose run holds stage `pos`.
+constexpr long long kSharedStagesDiv = kSharedStages > 0 ? kSharedStages : 1;
+__device__ __forceinline__ long long stream_begin(long long worker) {
+  return kSharedBase + worker * kSharedStages / kWorkersDiv;
+}
+// The block whose run holds shared stage `pos`.
 __device__ __forceinline__ int stream_worker_of(long long pos) {
-  long long w = pos * kStreamWorkers / kStreamStagesDiv;
+  long long w = (pos - kSharedBase) * kStreamWorkers / kSharedStagesDiv;
   while (w + 1 < kStreamWorkers && stream_begin(w + 1) <= pos) ++w;
   while (w > 0 && stream_begin(w) > pos) --w;
   return static_cast<int>(w);
@@ -779,6 +792,15 @@ __device__ __forceinline__ int stream_worker_of(long long pos) {
 template <typename Body>
 __device__ __forceinline__ void for_each_segment(int group, int slice, int kb, int pixels, Body&& body) {
   if constexpr (kStreamK) {
+    // Items run k blocks fastest, then groups: neighbouring blocks share x's tile.
+    const auto segment = [](long long item, int k0, int k1, int slot) {
+      const int rest = static_cast<int>(item % (kKBlocks * kGroups));
+      return Segment{
+          static_cast<int>(item / (kKBlocks * kGroups)), rest / kKBlocks, rest % kKBlocks, k0, k1, slot, item};
+    };
+    for (long long item = blockIdx.x; item < kWholeItems; item += kStreamWorkers) {
+      body(segment(item, 0, kStagesTotal, -1));
+    }
     const long long begin = stream_begin(blockIdx.x);
     const long long end = stream_begin(blockIdx.x + 1);
     for (long long pos = begin; pos < end;) {
@@ -786,10 +808,7 @@ __device__ __forceinline__ void for_each_segment(int group, int slice, int kb, i
       const int k0 = static_cast<int>(pos - item * kStagesTotal);
       const int k1 = static_cast<int>(min(static_cast<long long>(kStagesTotal), k0 + (end - pos)));
       const bool whole = k0 == 0 && k1 == kStagesTotal;
-      // Items run k blocks fastest, then groups: neighbouring blocks share x's tile.
-      const int rest = static_cast<int>(item % (kKBlocks * kGroups));
-      body(Segment{static_cast<int>(item / (kKBlocks * kGroups)), rest / kKBlocks, rest % kKBlocks, k0, k1,
-                   whole ? -1 : (pos == begin ? 0 : 1), item});
+      body(segment(item, k0, k1, whole ? -1 : (pos == begin ? 0 : 1)));
       pos += k1 - k0;
     }
   } else {

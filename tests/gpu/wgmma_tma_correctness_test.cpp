@@ -366,11 +366,14 @@ TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   }
 }
 
-// Stream-K (CONVJIT_WGMMA_STREAM_K=1, so 16-bit too): grids with an idle last wave shared
-// stage by stage, split items finished by the last block to arrive. The probe: 100 groups of one item each (one tile,
-// one k block) on 112-132 blocks, so nearly every item is split between two blocks; then a dense 1x1 with channel and
-// filter tails (80 items of 7 or 4 stages on 70 or 40 blocks, so items split three ways too), every dtype and mode,
-// all-positive data too.
+// Stream-K (CONVJIT_WGMMA_STREAM_K=1, so 16-bit too): grids with an idle last wave, whole
+// waves of whole items first, the rest shared stage by stage, split items finished by the
+// last block to arrive. The probe: 100 groups of one item each (one tile, one k block) on
+// 112-132 blocks, no whole wave, so nearly every item is split between two blocks; then
+// a dense 1x1 with channel and filter tails, every dtype and mode: in TF32 80 items of 7
+// stages on 70 blocks (70 whole items, then 10 split seven ways, one stage a block), in
+// 3xTF32 160 on 132 (132 whole, 28 split up to seven ways), in 16-bit 80 of 4 stages on
+// 40 (40 whole, then 40 whole again, no split); all-positive data too.
 TEST_F(WgmmaTma, StreamKProbeItemsSplitBetweenBlocksMatchFloat64InEveryDtypeAndMathMode) {
   testing::ScopedEnv stream_k("CONVJIT_WGMMA_STREAM_K", "1");
   Runtime rt(options());

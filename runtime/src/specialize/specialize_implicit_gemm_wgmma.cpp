@@ -180,6 +180,16 @@ int stream_k_workers(StreamK mode, std::int64_t items, int stages_per_item, doub
   return per_worker + fixup_stages < static_cast<double>(waves * stages_per_item) ? sms : 0;
 }
 
+// Stream-K's whole items (the template's kWholeItems): whole waves of them, one a block,
+// before the rest are shared stage by stage; one wave fewer where the rest would give
+// some block no stage.
+std::int64_t stream_k_whole_items(std::int64_t items, int stages_per_item, int workers) {
+  const std::int64_t waves = items / workers;
+  const std::int64_t rest = items - waves * workers;
+  const std::int64_t whole_waves = waves > 0 && rest * stages_per_item < workers ? waves - 1 : waves;
+  return whole_waves * workers;
+}
+
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_STORE_WARPS=0|1 (changes the
 // source, so the cache key).
 std::optional<bool> store_warps_override() {
@@ -544,7 +554,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                           pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
-          ? fmt::format(", stream-K: {} blocks share {} items' stages", tile->stream_workers, tile->items)
+          ? fmt::format(", stream-K: {} blocks, {} whole items, then {} items' stages shared", tile->stream_workers,
+                        stream_k_whole_items(tile->items, tile->slice_stages, tile->stream_workers),
+                        tile->items - stream_k_whole_items(tile->items, tile->slice_stages, tile->stream_workers))
           : std::string(),
       tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
       via ? ", NCHW through NHWC: x and y transposed in the workspace" : "");
