@@ -234,6 +234,16 @@ static_assert(!kStreamK, "stream-K shares a static batch's stages");
 #endif
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
               "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
+// A stride-1 transposed convolution runs as the forward one of its flipped, channel-swapped
+// filter (the prologue's problem is that twin, its padding dilation x (kernel - 1) - pad):
+// only the pack knows, reading the forward filter's (k, c, tap) from the caller's
+// transposed w [group's c][k][R-1-r][S-1-s] (C, K/groups, R, S, as PyTorch stores it).
+#ifdef CONVJIT_WGMMA_W_TRANSPOSED
+constexpr bool kWeightsTransposed = true;
+static_assert(kWeightsKcrs && !kBMap, "transposed weights: read by the pack, in the NCHW filter's C, K/g, R, S order");
+#else
+constexpr bool kWeightsTransposed = false;
+#endif
 
 // --- mbarrier ---
 __device__ __forceinline__ void bar_init(unsigned bar, unsigned count) {
@@ -710,8 +720,12 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
   const int group = static_cast<int>(rest / kKBlocks);
   const int k_out = kb * kBN + n;
   const long long filter = static_cast<long long>(group) * kKPerGroup + k_out;
-  const long long w_index =
-      kWeightsKcrs ? (filter * kCPerGroup + c) * (kR * kS) + tap : (filter * (kR * kS) + tap) * kCPerGroup + c;
+  long long w_index;
+  if constexpr (kWeightsTransposed) {
+    w_index = ((static_cast<long long>(group) * kCPerGroup + c) * kKPerGroup + k_out) * (kR * kS) + (kR * kS - 1 - tap);
+  } else {
+    w_index = kWeightsKcrs ? (filter * kCPerGroup + c) * (kR * kS) + tap : (filter * (kR * kS) + tap) * kCPerGroup + c;
+  }
   return {w_index, plane, c, k_out};
 }
 
@@ -1049,7 +1063,10 @@ extern "C" __global__ void __launch_bounds__(256)
   using namespace wg;
   for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
     const PackRow at = pack_row(row);
-    constexpr long long kStep = kWeightsKcrs ? kR * kS : 1;  // between consecutive channels in w
+    // Between consecutive channels in w.
+    constexpr long long kStep = kWeightsTransposed ? static_cast<long long>(kKPerGroup) * kR * kS
+                                : kWeightsKcrs     ? kR * kS
+                                                   : 1;
     alignas(16) Element v[kPackRow];
 #pragma unroll
     for (int j = 0; j < kPackRow; ++j) {

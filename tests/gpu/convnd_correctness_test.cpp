@@ -211,11 +211,11 @@ TEST_F(ConvNdCorrectness, KernelBenchOneThreeDimensionalAndTransposedProblemsSca
   run_cases(cases, 15051);
 }
 
-// Stride-1 transposed NCHW problems on the mma.sync implicit GEMM (flipped, swapped
-// filter read in place): tiles of every channel size the tile choice has (up to 128
-// output channels, more than one block of pixels), padding from none to past the
-// filter's reach (a negative forward padding), dilation, output_padding, groups, 1-D
-// and 2-D, every dtype and math mode.
+// Stride-1 transposed NCHW problems on the implicit GEMM (mma.sync: flipped, swapped
+// filter read in place; on Hopper the wgmma kernels take those with a forward twin, the
+// first one here, and transposed_wgmma_correctness_test.cpp covers them): tiles of every channel size the tile choice
+// has (up to 128 output channels, more than one block of pixels), padding from none to past the filter's reach (a
+// negative forward padding), dilation, output_padding, groups, 1-D and 2-D, every dtype and math mode.
 TEST_F(ConvNdCorrectness, StrideOneTransposedOnTheImplicitGemmMatchesFloat64) {
   std::vector<Case> cases;
   const Conv2dDesc shapes[] = {

@@ -249,8 +249,10 @@ TEST(TransposedImplicitGemm, TakesStrideOneNchwTransposedProblemsOnlyAndAutoPick
     EXPECT_NE(select_algorithm(other, "sm_90"), Algorithm::kImplicitGemm);
   }
   EXPECT_EQ(select_algorithm(nhwc, "sm_90"), Algorithm::kIm2colGemm);
-  // On sm_90 the wgmma kernel refuses it, so a plan gets mma.sync's source.
-  EXPECT_TRUE(wgmma_unsupported_reason(d, "sm_90", kFullAlignment));
+  // On sm_90 the wgmma kernel refuses it (its output_padding would pad one side of the
+  // forward twin only), so a plan gets mma.sync's source.
+  ASSERT_TRUE(wgmma_unsupported_reason(d, "sm_90", kFullAlignment));
+  EXPECT_NE(wgmma_unsupported_reason(d, "sm_90", kFullAlignment)->find("output_padding"), std::string::npos);
   // Same fields, forward: a different kernel.
   Conv2dDesc forward = d;
   forward.transposed = false;

@@ -36,6 +36,37 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
   return std::nullopt;
 }
 
+ForwardTwin forward_twin(const Conv2dDesc& d) {
+  if (!d.transposed) return {std::nullopt, "a forward convolution is its own problem"};
+  if (d.layout != Layout::kNCHW) {
+    return {std::nullopt,
+            fmt::format("a channels-last transposed convolution runs on im2col so far ({})", d.to_string())};
+  }
+  if (d.d != 1 || d.t != 1 || d.pad_d != 0 || d.stride_d != 1) {
+    return {std::nullopt, fmt::format("a 3-D transposed convolution has no 2-D forward twin ({})", d.to_string())};
+  }
+  if (d.stride_h != 1 || d.stride_w != 1) {
+    return {std::nullopt, fmt::format("a strided transposed convolution is no dense forward one ({})", d.to_string())};
+  }
+  if (d.output_padding_h != 0 || d.output_padding_w != 0) {
+    return {std::nullopt, fmt::format("output_padding pads one side of the forward twin only ({})", d.to_string())};
+  }
+  const int pad_h = d.dilation_h * (d.r - 1) - d.pad_h;
+  const int pad_w = d.dilation_w * (d.s - 1) - d.pad_w;
+  if (pad_h < 0 || pad_w < 0) {
+    return {std::nullopt, fmt::format("padding past the filter's reach crops the forward twin ({})", d.to_string())};
+  }
+  Conv2dDesc twin = d;
+  twin.transposed = false;
+  twin.pad_h = pad_h;
+  twin.pad_w = pad_w;
+  if (d.output_shape() != twin.output_shape()) {
+    fail(ErrorCode::kInternal, "forward_twin: {} and its twin {} disagree on the output", d.to_string(),
+         twin.to_string());
+  }
+  return {twin, {}};
+}
+
 std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {
   // The mma.sync kernel gathers a depth dimension in NCDHW; its channels-last copies and
   // the wgmma kernel are 2-D.
@@ -193,9 +224,12 @@ std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d,
   // The regions and the split-K slices would be sized for the largest batch and the map
   // encoded per run; not built yet.
   if (d.dynamic_batch) return "a dynamic-batch problem keeps its NCHW kernels";
-  if (auto why = beyond_2d_forward_reason(d)) return why;
+  // A stride-1 transposed problem takes the route as its forward twin (weights packed flipped).
+  auto forward = forward_twin(d);
+  if (d.transposed && !forward.twin) return std::move(forward.why_not);
+  if (auto why = beyond_2d_forward_reason(forward.twin.value_or(d))) return why;
   if (!wgmma_tma_enabled()) return "CONVJIT_WGMMA_TMA=0 turns the NHWC kernel's map off";
-  Conv2dDesc twin = d;
+  Conv2dDesc twin = forward.twin.value_or(d);
   twin.layout = Layout::kNHWC;
   if (auto why = wgmma_tma_unsupported_reason(twin, kFullAlignment)) {
     return fmt::format("the NHWC kernel's map cannot read x's NHWC copy: {}", *why);
@@ -206,7 +240,7 @@ std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d,
 
 double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) {
   if (nchw_via_nhwc_unsupported_reason(d, arch)) return std::numeric_limits<double>::infinity();
-  Conv2dDesc twin = d;
+  Conv2dDesc twin = forward_twin(d).twin.value_or(d);
   twin.layout = Layout::kNHWC;
   const auto o = d.output_shape();
   const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.p * o.q) *
@@ -321,6 +355,12 @@ double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
+  // A stride-1 transposed problem the wgmma kernel takes is chosen for as its forward twin
+  // (same output, same work): the route, the NCHW wgmma kernel and im2col all run it, and
+  // kImplicitGemm's mma.sync fallback reads the flipped filter too.
+  if (auto f = forward_twin(d); f.twin && !arch.empty() && !wgmma_unsupported_reason(d, arch)) {
+    return select_algorithm(*f.twin, arch);
+  }
   if (beyond_2d_forward_reason(d)) return select_beyond_2d(d, arch);
   const long long reduction = static_cast<long long>(c_per_group) * d.r * d.s;
   // Tensor cores pay once a GEMM tile has real rows and a real reduction to chew on;

@@ -335,6 +335,12 @@ std::uint64_t partial_bytes(const Conv2dDesc& d, int slices) {
 std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const std::string& arch,
                                                     const AlignmentNeeds& align) {
   if (arch != "sm_90" && arch != "sm_90a") return fmt::format("wgmma needs sm_90 (Hopper), the target is {}", arch);
+  if (d.transposed) {
+    // Its forward twin, the weights packed flipped.
+    auto f = forward_twin(d);
+    if (!f.twin) return std::move(f.why_not);
+    return wgmma_unsupported_reason(*f.twin, arch, align);
+  }
   if (auto why = beyond_2d_forward_reason(d)) return why;
   if (nhwc(d)) {
     // Channel runs are copied in 4- to 16-byte pieces.
@@ -449,6 +455,10 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, con
 int wgmma_stage_channels(const Conv2dDesc& d) { return stage_channels(d); }
 
 std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
+  if (d.transposed) {
+    const auto f = forward_twin(d);
+    return f.twin ? wgmma_work(*f.twin) : std::nullopt;
+  }
   if (beyond_2d_forward_reason(d)) return std::nullopt;
   auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
@@ -519,9 +529,13 @@ LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int
       .grid_x = static_cast<unsigned>(std::clamp<std::int64_t>(tiles, 1, 132 * 16))};
 }
 
-// `d` is the problem as the kernel computes it (for the route, NCHW's NHWC twin); `via`
-// names the route: its own kernel name, weights read in K,C/g,R,S order, the transposes.
-Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& align, bool via) {
+// `d` is the problem as the kernel computes it (for the route, NCHW's NHWC twin; for a
+// transposed problem, its forward twin); `via` names the route: its own kernel name,
+// weights read in K,C/g,R,S order, the transposes. `transposed` is the caller's transposed
+// problem whose forward twin `d` is (nullptr: none): the kernel's name says it, and the
+// pack reads w flipped, in C, K/g, R, S order.
+Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& align, bool via,
+                                    const Conv2dDesc* transposed) {
   std::optional<std::string> tma_refused;
   if (wgmma_tma_enabled() && nhwc(d)) tma_refused = wgmma_tma_unsupported_reason(d, align);
   const bool tma = wgmma_tma_enabled() && nhwc(d) && !tma_refused;
@@ -536,12 +550,14 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
   const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
-  const bool b_map = reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+  const bool b_map = !transposed && reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+  // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
+  const Conv2dDesc& named = transposed ? *transposed : d;
 
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}{}",
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}{}{}",
       tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
       tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
@@ -559,14 +575,17 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         tile->items - stream_k_whole_items(tile->items, tile->slice_stages, tile->stream_workers))
           : std::string(),
       tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
-      via ? ", NCHW through NHWC: x and y transposed in the workspace" : "");
+      via ? ", NCHW through NHWC: x and y transposed in the workspace" : "",
+      transposed
+          ? fmt::format(", transposed: the forward convolution of the flipped filter, padding {}x{}", d.pad_h, d.pad_w)
+          : std::string());
   src.source.template_name = kTemplate;
   // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
   // The route's name says the caller's layout and the route: its cache key and inspect
   // output are never the plain NHWC kernel's (whose source differs in kWeightsKcrs too).
   src.source.kernel_name =
-      via ? fmt::format("conv2d_wgmma_{}_nchw_{}_via_nhwc", math, problem_tag(d))
-          : fmt::format("conv2d_wgmma_{}_{}_{}{}{}", math, to_string(d.layout), problem_tag(d),
+      via ? fmt::format("conv2d_wgmma_{}_nchw_{}_via_nhwc", math, problem_tag(named))
+          : fmt::format("conv2d_wgmma_{}_{}_{}{}{}", math, to_string(d.layout), problem_tag(named),
                         nhwc(d) ? alignment_tag(align, kFullAlignment) : std::string(), tma ? "_tma" : "");
   src.source.compile_arch = "sm_90a";
   // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
@@ -586,6 +605,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (tma) prologue.define("CONVJIT_WGMMA_TMA");
   if (b_map) prologue.define("CONVJIT_WGMMA_B_MAP");
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
+  if (transposed) prologue.define("CONVJIT_WGMMA_W_TRANSPOSED");
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
@@ -680,17 +700,24 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
 }  // namespace
 
 Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align) {
-  return specialize_wgmma_for(d, align, /*via=*/false);
+  if (d.transposed) {
+    const auto f = forward_twin(d);
+    if (!f.twin) fail(ErrorCode::kInternal, "specialize_wgmma: {}", f.why_not);
+    return specialize_wgmma_for(*f.twin, align, /*via=*/false, &d);
+  }
+  return specialize_wgmma_for(d, align, /*via=*/false, nullptr);
 }
 
 Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& d) {
   if (d.layout != Layout::kNCHW || d.dynamic_batch) {
     fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: {} is not a static-batch NCHW problem", d.to_string());
   }
-  Conv2dDesc twin = d;
+  const auto f = forward_twin(d);
+  if (d.transposed && !f.twin) fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: {}", f.why_not);
+  Conv2dDesc twin = d.transposed ? *f.twin : d;
   twin.layout = Layout::kNHWC;
   // The main kernel reads the workspace's copy of x, which starts on a region boundary.
-  return specialize_wgmma_for(twin, kFullAlignment, /*via=*/true);
+  return specialize_wgmma_for(twin, kFullAlignment, /*via=*/true, d.transposed ? &d : nullptr);
 }
 
 }  // namespace convjit

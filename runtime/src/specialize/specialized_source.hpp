@@ -216,6 +216,18 @@ bool is_pointwise_gemm(const Conv2dDesc& desc);
 // families read; otherwise what they lack (a depth dimension, a transposed map), for the
 // algorithms that run on conv2d_direct.cu only.
 std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& desc);
+// A stride-1 transposed convolution is the forward one of its flipped, channel-swapped
+// filter (w'[k][c][r][s] = w[c][k][R-1-r][S-1-s] a group) with padding dilation x
+// (kernel - 1) - pad on each side: that forward problem, which the 2-D forward kernels
+// read, where `desc` is a 1-D or 2-D transposed NCHW problem with stride 1, no
+// output_padding (which would pad one side only) and padding within the filter's reach;
+// otherwise why not. The wgmma kernels run the twin with their weight pack reading w
+// flipped (CONVJIT_WGMMA_W_TRANSPOSED).
+struct ForwardTwin {
+  std::optional<Conv2dDesc> twin;
+  std::string why_not;
+};
+ForwardTwin forward_twin(const Conv2dDesc& desc);
 
 // "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias"
 std::string direct_kernel_name(const Conv2dDesc& desc);
