@@ -238,6 +238,18 @@ static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
 // filter (the prologue's problem is that twin, its padding dilation x (kernel - 1) - pad):
 // only the pack knows, reading the forward filter's (k, c, tap) from the caller's
 // transposed w [group's c][k][R-1-r][S-1-s] (C, K/groups, R, S, as PyTorch stores it).
+// The route without its y transpose (CONVJIT_WGMMA_Y_NCHW): the NHWC kernel stores its
+// output pixels straight into the caller's NCHW y, a channel plane apart. A warp's store
+// then covers 8 consecutive pixels of 4 channels, whole 32-byte sectors for f32 (16-bit:
+// the other 8 pixels' store fills the sector in L2), where the transpose would read and
+// write y once more. Split-K keeps the transpose (its reduce pass writes pixel-major).
+#ifdef CONVJIT_WGMMA_Y_NCHW
+constexpr bool kYNchw = true;
+static_assert(kNhwc && kATma && kSplitK == 1 && !kPairStores,
+              "NCHW stores: the route's NHWC TMA kernel without split-K, one channel a store");
+#else
+constexpr bool kYNchw = false;
+#endif
 #ifdef CONVJIT_WGMMA_W_TRANSPOSED
 constexpr bool kWeightsTransposed = true;
 static_assert(kWeightsKcrs && !kBMap, "transposed weights: read by the pack, in the NCHW filter's C, K/g, R, S order");
@@ -907,9 +919,14 @@ __device__ __forceinline__ void round_stage_weights(const Element* stages, unsig
 }
 
 // Stores output pixel `pixel`'s value pair (channels k_out, k_out + 1 of the group) at
-// y_pixel + k_out: one store when pairs are aligned (kPairStores), else one a channel.
+// y_pixel + k_out: one store when pairs are aligned (kPairStores), else one a channel;
+// kYNchw: y_pixel + k_out planes of kP x kQ.
 __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
-  if constexpr (kPairStores) {
+  if constexpr (kYNchw) {
+    constexpr long long kPlaneOut = static_cast<long long>(kP) * kQ;
+    if (k_out < kKPerGroup) y_pixel[k_out * kPlaneOut] = from_float(v0);
+    if (k_out + 1 < kKPerGroup) y_pixel[(k_out + 1) * kPlaneOut] = from_float(v1);
+  } else if constexpr (kPairStores) {
     if (k_out >= kKPerGroup) return;
     if constexpr (k16Bit) {
       const unsigned bits = static_cast<unsigned>(from_float(v0)) | static_cast<unsigned>(from_float(v1)) << 16;
@@ -1033,7 +1050,14 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
           }
           continue;
         }
-        Element* y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
+        Element* y_pixel;
+        if constexpr (kYNchw) {
+          const int img = pixel / (kP * kQ);
+          y_pixel = y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * (static_cast<long long>(kP) * kQ) +
+                    (pixel - img * (kP * kQ));
+        } else {
+          y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
+        }
 #pragma unroll
         for (int j = 0; j < kBN / 8; ++j) {
           float v[2];
@@ -1411,8 +1435,10 @@ extern "C" __global__ void __launch_bounds__(256)
   wg::transpose_images<wg::kC, static_cast<long long>(wg::kH) * wg::kW>(x, x_nhwc);
 }
 
+#ifndef CONVJIT_WGMMA_Y_NCHW
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {
   wg::transpose_images<static_cast<long long>(wg::kP) * wg::kQ, wg::kK>(y_nhwc, y);
 }
+#endif
 #endif  // CONVJIT_WGMMA_VIA_NHWC

@@ -1,7 +1,8 @@
 // NCHW through the NHWC TMA wgmma kernel: forced (CONVJIT_NCHW_VIA_NHWC=1), the implicit
 // GEMM on sm_90 specializes NCHW problems the NHWC map can read into the route's kernel
-// (its own name, NHWC stages reading NCHW weights, both transposes in the module and the
-// launch spec, room for both regions), whose source compiles for sm_90a without spills in
+// (its own name, NHWC stages reading NCHW weights, x's transpose in the module and the
+// launch spec, y stored NCHW by the kernel or, split, through y's transpose, room for the
+// regions), whose source compiles for sm_90a without spills in
 // every dtype and math mode; off (=0), every problem gets exactly the kernel it got before
 // the route existed; unset, the cost model decides (mid-size layers take the route, wide
 // images keep the NCHW kernel); dynamic batch, other archs and problems the map cannot
@@ -97,24 +98,33 @@ TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEver
     ASSERT_TRUE(src.launch.weight_pack.has_value());
     EXPECT_EQ(src.launch.split_reduce.has_value(), c.split);
     ASSERT_TRUE(src.launch.x_to_nhwc.has_value());
-    ASSERT_TRUE(src.launch.y_to_nchw.has_value());
     EXPECT_EQ(src.launch.x_to_nhwc->kernel_name, name + "_x_to_nhwc");
-    EXPECT_EQ(src.launch.y_to_nchw->kernel_name, name + "_y_to_nchw");
+    // Unsplit, the kernel stores the caller's NCHW y itself; split-K's reduce pass writes
+    // y's NHWC region, which y's transpose empties.
+    ASSERT_EQ(src.launch.y_to_nchw.has_value(), c.split);
+    EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_Y_NCHW 1") != std::string::npos, !c.split);
+    if (c.split) {
+      EXPECT_EQ(src.launch.y_to_nchw->kernel_name, name + "_y_to_nchw");
+    } else {
+      EXPECT_EQ(prologue_constant(src, "bool", "kPairStores"), "false");
+    }
     const auto out = d.output_shape();
     const auto x_bytes = static_cast<std::uint64_t>(d.x_elements()) * e;
     const auto y_bytes = static_cast<std::uint64_t>(out.n) * d.k * out.p * out.q * e;
     for (const auto& [t, bytes] :
-         {std::pair{*src.launch.x_to_nhwc, x_bytes}, std::pair{*src.launch.y_to_nchw, y_bytes}}) {
-      EXPECT_GE(t.region_bytes, bytes) << t.kernel_name;
-      EXPECT_LT(t.region_bytes, bytes + kRegionAlign) << t.kernel_name;
-      EXPECT_EQ(t.region_bytes % kRegionAlign, 0u) << t.kernel_name;
-      EXPECT_GE(t.grid_x, 1u);
-      EXPECT_EQ(t.block_x, 256u);
+         {std::pair{src.launch.x_to_nhwc, x_bytes}, std::pair{src.launch.y_to_nchw, y_bytes}}) {
+      if (!t) continue;
+      EXPECT_GE(t->region_bytes, bytes) << t->kernel_name;
+      EXPECT_LT(t->region_bytes, bytes + kRegionAlign) << t->kernel_name;
+      EXPECT_EQ(t->region_bytes % kRegionAlign, 0u) << t->kernel_name;
+      EXPECT_GE(t->grid_x, 1u);
+      EXPECT_EQ(t->block_x, 256u);
     }
 
     const auto compiled = Nvrtc::compile(src.source.text, name + ".cu", Nvrtc::options_for(src.source.compile_arch));
     const std::string& ptx = compiled.ptx;
-    for (const std::string& entry : {name, name + "_pack", name + "_x_to_nhwc", name + "_y_to_nchw"}) {
+    EXPECT_EQ(ptx.find(".entry " + name + "_y_to_nchw(") != std::string::npos, c.split);
+    for (const std::string& entry : {name, name + "_pack", name + "_x_to_nhwc", name + (c.split ? "_y_to_nchw" : "")}) {
       EXPECT_NE(ptx.find(".entry " + entry + "("), std::string::npos) << entry;
       const auto usage = parse_ptxas_report(compiled.log, entry);
       EXPECT_EQ(usage.spill_store_bytes, 0) << entry << "\n" << compiled.log;

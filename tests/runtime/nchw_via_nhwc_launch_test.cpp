@@ -1,8 +1,9 @@
 // NCHW through the NHWC TMA wgmma kernel (CONVJIT_NCHW_VIA_NHWC=1) on the launch path, on
-// the fake driver: a run launches the x transpose, the pack, the convolution, split-K's
-// reduce and the y transpose, in that order and nothing else, with the caller's x read
-// only by the first, the workspace's copies in between and the caller's y written only
-// by the last; the map encodes the workspace's copy of x. A caller's workspace, packed
+// the fake driver: a run launches the x transpose, the pack and the convolution, which
+// stores the caller's NCHW y itself; with split-K, the convolution's partial sums, the
+// reduce into y's NHWC region and the y transpose; in that order and nothing else, with
+// the caller's x read only by the first and the caller's y written only by the last; the
+// map encodes the workspace's copy of x. A caller's workspace, packed
 // weights and a capturing stream work as they do for the plain kernels.
 #include <string>
 #include <vector>
@@ -42,27 +43,27 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
   Conv2dPlan plan_for(Runtime& rt, const Conv2dDesc& d, Stream stream = nullptr) {
     return rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm, .stream = stream});
   }
-  // Where a run puts x's and y's NHWC copies: past the packed weights (absent when the run
-  // has packed ones), each region rounded up to kRegion.
+  // Where a run puts x's and (split-K only) y's NHWC copies: past the packed weights
+  // (absent when the run has packed ones), each region rounded up to kRegion.
   struct Regions {
     const void* x;
-    const void* y;
+    const void* y;        // split-K
     const void* partial;  // split-K
   };
-  static Regions regions(const Conv2dDesc& d, const void* workspace, std::uint64_t packed_bytes) {
+  static Regions regions(const Conv2dDesc& d, const void* workspace, std::uint64_t packed_bytes, bool split) {
     const auto base = reinterpret_cast<std::uintptr_t>(workspace) + round_up(packed_bytes);
     const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
     const auto out = d.output_shape();
     const std::uint64_t x_bytes = round_up(static_cast<std::uint64_t>(d.x_elements()) * e);
-    const std::uint64_t y_bytes = round_up(static_cast<std::uint64_t>(out.n) * d.k * out.p * out.q * e);
-    return {reinterpret_cast<const void*>(base), reinterpret_cast<const void*>(base + x_bytes),
+    const std::uint64_t y_bytes = split ? round_up(static_cast<std::uint64_t>(out.n) * d.k * out.p * out.q * e) : 0;
+    return {reinterpret_cast<const void*>(base), split ? reinterpret_cast<const void*>(base + x_bytes) : nullptr,
             reinterpret_cast<const void*>(base + x_bytes + y_bytes)};
   }
-  // The launches of one run, checked in order: x transpose, [pack], convolution, [reduce],
-  // y transpose.
+  // The launches of one run, checked in order: x transpose, [pack], convolution, [reduce,
+  // y transpose].
   void expect_run(const std::vector<FakeLaunch>& got, const std::string& name, const Operands& ops,
                   const Conv2dArgs& args, const Regions& at, const void* packed, bool pack, bool split) const {
-    ASSERT_EQ(got.size(), 3u + (pack ? 1 : 0) + (split ? 1 : 0));
+    ASSERT_EQ(got.size(), 2u + (pack ? 1 : 0) + (split ? 2 : 0));
     std::size_t i = 0;
     EXPECT_EQ(got[i].function, name + "_x_to_nhwc");
     ASSERT_EQ(got[i].args.size(), 2u);
@@ -80,7 +81,7 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
     EXPECT_EQ(got[i].pointer_arg(0), at.x) << "the convolution reads x's NHWC copy";
     EXPECT_EQ(got[i].pointer_arg(1), packed);
     EXPECT_EQ(got[i].pointer_arg(2), args.bias);
-    EXPECT_EQ(got[i].pointer_arg(3), split ? at.partial : at.y);
+    EXPECT_EQ(got[i].pointer_arg(3), split ? at.partial : args.y) << "unsplit, the convolution stores NCHW y";
     EXPECT_EQ(got[i].pointer_arg(4), at.x) << "the fake's map starts with its address";
     ++i;
     if (split) {
@@ -90,52 +91,53 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
       EXPECT_EQ(got[i].pointer_arg(1), args.bias);
       EXPECT_EQ(got[i].pointer_arg(2), at.y);
       ++i;
+      EXPECT_EQ(got[i].function, name + "_y_to_nchw");
+      ASSERT_EQ(got[i].args.size(), 2u);
+      EXPECT_EQ(got[i].pointer_arg(0), at.y);
+      EXPECT_EQ(got[i].pointer_arg(1), args.y) << "only the last launch writes the caller's y";
     }
-    EXPECT_EQ(got[i].function, name + "_y_to_nchw");
-    ASSERT_EQ(got[i].args.size(), 2u);
-    EXPECT_EQ(got[i].pointer_arg(0), at.y);
-    EXPECT_EQ(got[i].pointer_arg(1), args.y) << "only the last launch writes the caller's y";
   }
 
   ScopedEnv on_{"CONVJIT_NCHW_VIA_NHWC", "1"};
 };
 
-TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackConvolutionYTransposeOnTheWorkspaceCopies) {
+TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackAndAConvolutionThatStoresTheCallersY) {
   Runtime rt(options());
   const Conv2dPlan plan = plan_for(rt, kPlain);
   const std::string name = plan.kernel_name();
   ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
-  EXPECT_EQ(fake().calls("cuFuncLoad"), 4u) << "the convolution, the pack and both transposes, with the module";
+  EXPECT_EQ(fake().calls("cuFuncLoad"), 3u) << "the convolution, the pack and x's transpose, with the module";
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
   ASSERT_GT(packed_bytes, 0u);
-  const Regions bounds = regions(kPlain, nullptr, packed_bytes);
-  EXPECT_EQ(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(bounds.partial)) << "both regions, no more";
+  const Regions bounds = regions(kPlain, nullptr, packed_bytes, /*split=*/false);
+  EXPECT_EQ(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(bounds.partial)) << "x's region, no more";
   Operands ops(kPlain);
   FakeBuffer workspace(plan.workspace_bytes());
   Conv2dArgs args = ops.args();
   args.workspace = workspace.at();
   args.workspace_bytes = plan.workspace_bytes();
   plan.run(args);
-  expect_run(fake().launches(), name, ops, args, regions(kPlain, workspace.at(), packed_bytes), workspace.at(),
+  expect_run(fake().launches(), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false), workspace.at(),
              /*pack=*/true, /*split=*/false);
   const auto encodes = fake().im2col_encodes();
   ASSERT_EQ(encodes.size(), 1u);
-  EXPECT_EQ(encodes[0].address, regions(kPlain, workspace.at(), packed_bytes).x);
+  EXPECT_EQ(encodes[0].address, regions(kPlain, workspace.at(), packed_bytes, false).x);
   EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{64, 12, 10, 2}));
   EXPECT_EQ(fake().calls("cuMemAlloc"), 0u);
 
-  // x and y at element offsets: the transposes copy elements, so the same kernel runs.
+  // x and y at element offsets: x's transpose copies elements and the convolution stores
+  // y's one at a time, so the same kernel runs.
   const std::size_t before = launch_count();
   args = ops.args(/*x_offset=*/2, 0, /*bias_offset=*/2, /*y_offset=*/6);
   args.workspace = workspace.at();
   args.workspace_bytes = plan.workspace_bytes();
   plan.run(args);
-  expect_run(launches_since(before), name, ops, args, regions(kPlain, workspace.at(), packed_bytes), workspace.at(),
-             /*pack=*/true, /*split=*/false);
+  expect_run(launches_since(before), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false),
+             workspace.at(), /*pack=*/true, /*split=*/false);
 
   args.workspace_bytes = plan.workspace_bytes() - 1;
   expect_error(ErrorCode::kInvalidArgument, [&] { plan.run(args); }, {"the workspace holds"});
-  EXPECT_EQ(launch_count(), before + 4);
+  EXPECT_EQ(launch_count(), before + 3);
 }
 
 TEST_F(NchwViaNhwcLaunch, ASplitRunReducesIntoTheYRegionBeforeTheYTranspose) {
@@ -144,7 +146,8 @@ TEST_F(NchwViaNhwcLaunch, ASplitRunReducesIntoTheYRegionBeforeTheYTranspose) {
   const std::string name = plan.kernel_name();
   ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
-  ASSERT_GT(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(regions(kSplit, nullptr, packed_bytes).partial))
+  ASSERT_GT(plan.workspace_bytes(),
+            reinterpret_cast<std::uintptr_t>(regions(kSplit, nullptr, packed_bytes, true).partial))
       << "not split";
   Operands ops(kSplit);
   FakeBuffer workspace(plan.workspace_bytes());
@@ -153,7 +156,7 @@ TEST_F(NchwViaNhwcLaunch, ASplitRunReducesIntoTheYRegionBeforeTheYTranspose) {
   args.workspace_bytes = plan.workspace_bytes();
   plan.run(args);
   const auto got = fake().launches();
-  expect_run(got, name, ops, args, regions(kSplit, workspace.at(), packed_bytes), workspace.at(), /*pack=*/true,
+  expect_run(got, name, ops, args, regions(kSplit, workspace.at(), packed_bytes, true), workspace.at(), /*pack=*/true,
              /*split=*/true);
   EXPECT_GT(got[2].grid[2], 1u);  // the slices
 }
@@ -178,7 +181,7 @@ TEST_F(NchwViaNhwcLaunch, PackedWeightsLeaveTheRegionsAndPartialsAtTheWorkspaces
   args.workspace = workspace.at();
   args.workspace_bytes = run_bytes;
   plan.run(args);
-  expect_run(launches_since(1), name, ops, args, regions(kSplit, workspace.at(), 0), packed.at(), /*pack=*/false,
+  expect_run(launches_since(1), name, ops, args, regions(kSplit, workspace.at(), 0, true), packed.at(), /*pack=*/false,
              /*split=*/true);
 
   args.workspace_bytes = run_bytes - 4;
@@ -198,14 +201,14 @@ TEST_F(NchwViaNhwcLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAndCap
   EXPECT_FALSE(fake().capture_invalidated(stream.get()));
   EXPECT_EQ(fake().capture_invalidations(), 0u);
   const auto got = fake().launches();
-  ASSERT_EQ(got.size(), 8u);
+  ASSERT_EQ(got.size(), 6u);
   for (const auto& launch : got) {
     EXPECT_EQ(launch.stream, stream.get()) << launch.function;
     EXPECT_TRUE(launch.captured) << launch.function;
   }
   EXPECT_EQ(got[0].function, plan.kernel_name() + "_x_to_nhwc");
-  EXPECT_EQ(got[3].function, plan.kernel_name() + "_y_to_nchw");
-  EXPECT_EQ(got[3].pointer_arg(1), ops.y.at());
+  EXPECT_EQ(got[2].function, plan.kernel_name());
+  EXPECT_EQ(got[2].pointer_arg(3), ops.y.at());
 }
 
 TEST_F(NchwViaNhwcLaunch, OffTheSameProblemRunsTheNchwKernelAlone) {

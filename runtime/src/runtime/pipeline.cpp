@@ -86,15 +86,17 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
   // 128-byte rows of kBN channels, so whole boundaries), each a whole number of them long,
   // so that x's copy can start a tensor map, and so that a run with packed weights needs
   // workspace_bytes() - packed_weight_bytes(), as the public header says.
+  // y's transpose is absent where the main kernel stores NCHW itself.
   if (launch.x_to_nhwc || launch.y_to_nchw) {
-    if (!launch.x_to_nhwc || !launch.y_to_nchw || k->workspace_bytes % kRegionAlign != 0) {
-      fail(ErrorCode::kInternal, "{}: the route needs both transposes and packed weights of whole {}-byte blocks",
+    if (!launch.x_to_nhwc || k->workspace_bytes % kRegionAlign != 0) {
+      fail(ErrorCode::kInternal, "{}: the route needs x's transpose and packed weights of whole {}-byte blocks",
            artifact->source.kernel_name, kRegionAlign);
     }
     for (auto [spec, pass] :
-         {std::pair{&*launch.x_to_nhwc, &k->x_to_nhwc}, std::pair{&*launch.y_to_nchw, &k->y_to_nchw}}) {
-      *pass = PlanKernel::TransposePass{.spec = *spec, .function = k->module->lookup(spec->kernel_name)};
-      k->workspace_bytes += spec->region_bytes;
+         {std::pair{&launch.x_to_nhwc, &k->x_to_nhwc}, std::pair{&launch.y_to_nchw, &k->y_to_nchw}}) {
+      if (!*spec) continue;
+      *pass = PlanKernel::TransposePass{.spec = **spec, .function = k->module->lookup((*spec)->kernel_name)};
+      k->workspace_bytes += (*spec)->region_bytes;
     }
   }
   if (const auto& split = launch.split_reduce) {

@@ -215,10 +215,12 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   // NCHW through the NHWC kernel: the main kernel reads x's NHWC copy and writes its NHWC
   // output in the workspace (after the packed weights, x's region first); the transposes
   // fill the one from the caller's x and empty the other into the caller's y.
+  // Without y's transpose the main kernel stores the caller's NCHW y itself.
   const bool via = kernel->x_to_nhwc.has_value();
+  const bool y_via = kernel->y_to_nchw.has_value();
   const CUdeviceptr regions = workspace + (needed - kernel->run_bytes());
   void* x_nhwc = via ? reinterpret_cast<void*>(regions) : nullptr;
-  void* y_nhwc = via ? reinterpret_cast<void*>(regions + kernel->x_to_nhwc->spec.region_bytes) : nullptr;
+  void* y_nhwc = y_via ? reinterpret_cast<void*>(regions + kernel->x_to_nhwc->spec.region_bytes) : nullptr;
 
   ScopedContext scope(device->context());
   // Encoded before the pack kernel is enqueued: a map the driver refuses launches nothing.
@@ -255,7 +257,7 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   }
   const void* x = via ? x_nhwc : a.x;
   const void* bias = a.bias;
-  void* y = via ? y_nhwc : a.y;
+  void* y = y_via ? y_nhwc : a.y;
   // A split kernel writes its partial sums where y would go; its second pass writes y.
   // Split-K's partial sums, or stream-K's slots and counters: the workspace's tail.
   void* partial = kernel->split ? reinterpret_cast<void*>(workspace + (needed - kernel->partial_bytes())) : nullptr;
@@ -297,7 +299,7 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
         cuLaunchKernel(kernel->split->function, r.grid_x, 1, 1, r.block_x, 1, 1, 0, stream, reduce_params, nullptr),
         "launching {}", r.kernel_name);
   }
-  if (via) transpose(*kernel->y_to_nchw, y_nhwc, a.y);
+  if (y_via) transpose(*kernel->y_to_nchw, y_nhwc, a.y);
 }
 
 void Conv2dPlan::Impl::pack_weights(const void* w, void* packed, Stream stream) const {

@@ -243,6 +243,11 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   Conv2dDesc twin = forward_twin(d).twin.value_or(d);
   twin.layout = Layout::kNHWC;
   const auto o = d.output_shape();
+  const auto work = wgmma_work(twin);
+  // x and y each read and written once more. The kernel now stores NCHW y itself where
+  // split-K does not run, but the bandwidth below was fitted with both transposes, and
+  // dropping y's sent layers the NCHW kernel runs faster to the route (KernelBench 78 in
+  // TF32: 1.48 -> 2.18 ms, docs/perf.md): y's share stays until the fit is redone.
   const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.p * o.q) *
                        static_cast<double>(size_of(d.dtype));
   // The pack reads K,C/g,R,S weights a channel run at a time (scattered) every call.
@@ -250,7 +255,6 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
       static_cast<double>(d.k) * (d.c / d.groups) * d.r * d.s * static_cast<double>(size_of(d.dtype));
   // Its blocks pay the pipeline's fill as the NCHW kernel's do (predicted_nchw_wgmma_copy_ms),
   // against which the route is weighed.
-  const auto work = wgmma_work(twin);
   const double fill =
       work && work->stages > 0 ? (work->stages + kNchwFillStages) / static_cast<double>(work->stages) : 1.0;
   return predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +

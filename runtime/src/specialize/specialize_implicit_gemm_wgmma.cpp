@@ -551,6 +551,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
   const bool b_map = !transposed && reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+  // The route's kernel stores straight into the caller's NCHW y, one channel a store,
+  // unless split-K's reduce pass writes y (pixel-major): then y's transpose stays.
+  const bool y_nchw = via && tile->slices == 1;
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -575,7 +578,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         tile->items - stream_k_whole_items(tile->items, tile->slice_stages, tile->stream_workers))
           : std::string(),
       tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
-      via ? ", NCHW through NHWC: x and y transposed in the workspace" : "",
+      !via     ? std::string()
+      : y_nchw ? std::string(", NCHW through NHWC: x transposed in the workspace, y stored NCHW by the kernel")
+               : std::string(", NCHW through NHWC: x and y transposed in the workspace"),
       transposed
           ? fmt::format(", transposed: the forward convolution of the flipped filter, padding {}x{}", d.pad_h, d.pad_w)
           : std::string());
@@ -594,7 +599,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // outputs too or (NHWC) in channel pairs.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
-  const bool pairs = pair_stores(d, align.y);
+  const bool pairs = !y_nchw && pair_stores(d, align.y);
   src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
@@ -606,6 +611,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (b_map) prologue.define("CONVJIT_WGMMA_B_MAP");
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
   if (transposed) prologue.define("CONVJIT_WGMMA_W_TRANSPOSED");
+  if (y_nchw) prologue.define("CONVJIT_WGMMA_Y_NCHW");
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
@@ -692,8 +698,10 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     // x per image: [C][H x W] -> [H x W][C]; y per image: [P x Q][K] -> [K][P x Q].
     src.launch.x_to_nhwc =
         layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c, std::int64_t{d.h} * d.w, size_of(d.dtype));
-    src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n, std::int64_t{out.p} * out.q,
-                                            d.k, size_of(d.dtype));
+    if (!y_nchw) {
+      src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n, std::int64_t{out.p} * out.q,
+                                              d.k, size_of(d.dtype));
+    }
   }
   return src;
 }
