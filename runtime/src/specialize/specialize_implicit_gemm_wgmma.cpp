@@ -568,9 +568,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                          : "TF32",
       !nhwc(d) ? std::string()
       : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "",
-                          pair_stores(d, align.y) ? ", channel-pair stores" : "")
+                          !y_nchw && pair_stores(d, align.y) ? ", channel-pair stores" : "")
                : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
-                          pair_stores(d, align.y) ? ", channel-pair stores" : ""),
+                          !y_nchw && pair_stores(d, align.y) ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
           ? fmt::format(", stream-K: {} blocks, {} whole items, then {} items' stages shared", tile->stream_workers,
