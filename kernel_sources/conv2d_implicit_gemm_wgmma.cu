@@ -58,6 +58,7 @@ constexpr int kGroups = 1, kP = 13, kQ = 10;
 constexpr bool kHasBias = true, kRelu = false;
 constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
 constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
+constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
 constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
 constexpr bool kStoreWarps = true;
 constexpr int kXVecBytes = 4;
@@ -112,14 +113,22 @@ static_assert(kARowBytes == 128 || (kNhwc && kARowBytes == 64), "a stage's pixel
 constexpr int kSub = kStageC / kChunkC;
 constexpr int kChunks = (kCPerGroup + kStageC - 1) / kStageC;
 constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
+// A 3-D problem (kDepth: a depth dimension, as the host's beyond_2d_forward_reason counts
+// it) runs on the NHWC TMA kernel only: its output pixels are (image, z, row, column), its
+// taps (t, r, s), and x arrives through a rank-5 im2col map. For 2-D problems kTaps and
+// kOutPlane are kR x kS and kP x kQ, so their code is what it was.
+constexpr bool kDepth = !(kD == 1 && kT == 1 && kPadD == 0);
+constexpr int kTaps = kT * kR * kS;
+constexpr int kOutPlane = kZ * kP * kQ;  // output pixels an image
+static_assert(!kDepth || (kNhwc && kATma), "3-D problems run on the NHWC TMA kernel");
 constexpr int kTilesP = (kP + kBP - 1) / kBP;
 constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
 // NHWC: a tile is kBM consecutive output pixels in (image, row, column) order; the host
-// keeps kN * kP * kQ + kBM within int (NCHW problems may not fit: not evaluated for them).
+// keeps kN * kOutPlane + kBM within int (NCHW problems may not fit: not evaluated for them).
 // A run covers the first CONVJIT_BATCH(kN) images' pixels; split-K's partial-sum slices
 // stay kPixels apart whatever the run's batch, so the plan's workspace holds every batch.
-constexpr int kPixels = kNhwc ? kN * kP * kQ : 0;
-constexpr int kStagesTotal = kNhwc ? kR * kS * kChunks : kChunks * kR;  // per tile
+constexpr int kPixels = kNhwc ? kN * kOutPlane : 0;
+constexpr int kStagesTotal = kNhwc ? kTaps * kChunks : kChunks * kR;  // per tile
 // Split-K (NHWC): blockIdx.z = group x kSplitK + slice; slice i reduces the tile's stages
 // [i * kSliceStages, min((i + 1) * kSliceStages, kStagesTotal)) (the host makes none
 // empty) into fp32 partial sums, written through `y` (then the workspace's partials:
@@ -136,7 +145,8 @@ constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
 // to slot 1), counts itself in the item's counter (zeroed by the host before the
 // launch), and the one that counts last adds the others' slots and stores y. Nothing
 // waits on another block, so no schedule can deadlock.
-constexpr long long kItems = kStreamK ? static_cast<long long>((kN * kP * kQ + kBM - 1) / kBM) * kKBlocks * kGroups : 0;
+constexpr long long kItems =
+    kStreamK ? static_cast<long long>((kN * kOutPlane + kBM - 1) / kBM) * kKBlocks * kGroups : 0;
 constexpr long long kStreamStages = kItems * kStagesTotal;
 constexpr long long kItemWaves = kStreamWorkers > 0 ? kItems / kStreamWorkers : 0;
 constexpr long long kWholeWaves = kItemWaves > 0 &&
@@ -198,7 +208,7 @@ static_assert(!kATma || (kNhwc && kStageBytes % kSwizzleAtom == 0 &&
               "TMA im2col stages: NHWC, whole 1024-byte swizzle atoms, one kARowBytes channel box a pixel");
 // Every stage's weights, as <name>_pack writes them and the host allocates them.
 constexpr long long kPackedElems =
-    static_cast<long long>(kGroups) * kKBlocks * kChunks * kR * kS * kPlanes * kSub * kBTapElems;
+    static_cast<long long>(kGroups) * kKBlocks * kChunks * kTaps * kPlanes * kSub * kBTapElems;
 static_assert(kPackedBytes == kPackedElems * static_cast<long long>(sizeof(Element)),
               "spec::kPackedBytes disagrees with the template's weight packing");
 constexpr long long kPlane = static_cast<long long>(kH) * kW;
@@ -311,6 +321,18 @@ __device__ __forceinline__ void im2col_copy(unsigned dst, const TensorMap* map, 
       "cp.async.bulk.tensor.4d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
       "%5}], [%6], {%7, %8};\n" ::"r"(dst),
       "l"(map), "r"(c), "r"(w), "r"(h), "r"(n), "r"(bar), "h"(off_w), "h"(off_h)
+      : "memory");
+}
+
+// The same through a rank-5 map (3-D, kDepth): x as C, W, H, D, N, the traversal's start
+// (c, w, h, d, n) and the tap's offsets (off_w, off_h, off_d).
+__device__ __forceinline__ void im2col_copy_3d(unsigned dst, const TensorMap* map, int c, int w, int h, int d, int n,
+                                               unsigned short off_w, unsigned short off_h, unsigned short off_d,
+                                               unsigned bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.im2col.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, "
+      "%5, %6}], [%7], {%8, %9, %10};\n" ::"r"(dst),
+      "l"(map), "r"(c), "r"(w), "r"(h), "r"(d), "r"(n), "r"(bar), "h"(off_w), "h"(off_h), "h"(off_d)
       : "memory");
 }
 
@@ -713,8 +735,8 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
     rest /= kPlanes;
     const int chunk = static_cast<int>(rest % kChunks);
     rest /= kChunks;
-    tap = static_cast<int>(rest % (kR * kS));
-    rest /= kR * kS;
+    tap = static_cast<int>(rest % kTaps);
+    rest /= kTaps;
     c = chunk * kStageC + sub * kChunkC + k;
   } else {
     const int s = static_cast<int>(rest % kS);
@@ -734,9 +756,9 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
   const long long filter = static_cast<long long>(group) * kKPerGroup + k_out;
   long long w_index;
   if constexpr (kWeightsTransposed) {
-    w_index = ((static_cast<long long>(group) * kCPerGroup + c) * kKPerGroup + k_out) * (kR * kS) + (kR * kS - 1 - tap);
+    w_index = ((static_cast<long long>(group) * kCPerGroup + c) * kKPerGroup + k_out) * kTaps + (kTaps - 1 - tap);
   } else {
-    w_index = kWeightsKcrs ? (filter * kCPerGroup + c) * (kR * kS) + tap : (filter * (kR * kS) + tap) * kCPerGroup + c;
+    w_index = kWeightsKcrs ? (filter * kCPerGroup + c) * kTaps + tap : (filter * kTaps + tap) * kCPerGroup + c;
   }
   return {w_index, plane, c, k_out};
 }
@@ -867,11 +889,14 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
     // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
     // host's bounding box makes the traversal step through output pixels in y's order.
     const int pixel = sg.tile * kBM;
-    const int img = pixel / (kP * kQ);
-    const int pq = pixel - img * (kP * kQ);
+    const int img = pixel / kOutPlane;
+    const int zpq = pixel - img * kOutPlane;
+    const int z = kDepth ? zpq / (kP * kQ) : 0;
+    const int pq = zpq - z * (kP * kQ);
     const int p = pq / kQ;
     const int w0 = (pq - p * kQ) * kStrideW - kPadW;
     const int h0 = p * kStrideH - kPadH;
+    const int d0 = z * kStrideD - kPadD;
     for (int k_stage = sg.k0; k_stage < sg.k1; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
@@ -880,9 +905,17 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
       const unsigned full = land_bar + st * 8;
       bar_arrive_expect_tx(full, kABytes + kBBytes);
-      im2col_copy(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img,
-                  static_cast<unsigned short>(tap % kS * kDilationW),
-                  static_cast<unsigned short>(tap / kS * kDilationH), full);
+      if constexpr (kDepth) {
+        const int rs = tap % (kR * kS);
+        im2col_copy_3d(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, d0, img,
+                       static_cast<unsigned short>(rs % kS * kDilationW),
+                       static_cast<unsigned short>(rs / kS * kDilationH),
+                       static_cast<unsigned short>(tap / (kR * kS) * kDilationD), full);
+      } else {
+        im2col_copy(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img,
+                    static_cast<unsigned short>(tap % kS * kDilationW),
+                    static_cast<unsigned short>(tap / kS * kDilationH), full);
+      }
       if constexpr (kBMap) {
         weight_copy(a_dst + kABytes, b_map, c_in_group, tap, sg.group * kKPerGroup + sg.kb * kBN, full);
       } else {
@@ -923,7 +956,7 @@ __device__ __forceinline__ void round_stage_weights(const Element* stages, unsig
 // kYNchw: y_pixel + k_out planes of kP x kQ.
 __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
   if constexpr (kYNchw) {
-    constexpr long long kPlaneOut = static_cast<long long>(kP) * kQ;
+    constexpr long long kPlaneOut = kOutPlane;
     if (k_out < kKPerGroup) y_pixel[k_out * kPlaneOut] = from_float(v0);
     if (k_out + 1 < kKPerGroup) y_pixel[(k_out + 1) * kPlaneOut] = from_float(v1);
   } else if constexpr (kPairStores) {
@@ -1052,9 +1085,9 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
         }
         Element* y_pixel;
         if constexpr (kYNchw) {
-          const int img = pixel / (kP * kQ);
-          y_pixel = y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * (static_cast<long long>(kP) * kQ) +
-                    (pixel - img * (kP * kQ));
+          const int img = pixel / kOutPlane;
+          y_pixel =
+              y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * kOutPlane + (pixel - img * kOutPlane);
         } else {
           y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
         }
@@ -1088,8 +1121,8 @@ extern "C" __global__ void __launch_bounds__(256)
   for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
     const PackRow at = pack_row(row);
     // Between consecutive channels in w.
-    constexpr long long kStep = kWeightsTransposed ? static_cast<long long>(kKPerGroup) * kR * kS
-                                : kWeightsKcrs     ? kR * kS
+    constexpr long long kStep = kWeightsTransposed ? static_cast<long long>(kKPerGroup) * kTaps
+                                : kWeightsKcrs     ? kTaps
                                                    : 1;
     alignas(16) Element v[kPackRow];
 #pragma unroll
@@ -1182,15 +1215,15 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
     if constexpr (kNhwc && kATma) {
       if (tid == 0) {
         produce_nhwc_tma(CONVJIT_A_MAP, CONVJIT_B_MAP, packed, stages, full_bar, empty_bar, group / kSplitK,
-                         group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ);
+                         group % kSplitK, kb, CONVJIT_BATCH(kN) * kOutPlane);
       } else if (kBRound && tid >= 32) {
         round_stage_weights(stages, full_bar, land_bar, tid - 32, group / kSplitK, group % kSplitK, kb,
-                            CONVJIT_BATCH(kN) * kP * kQ);
+                            CONVJIT_BATCH(kN) * kOutPlane);
       }
       return;
     } else if constexpr (kNhwc) {
       produce_nhwc(x, packed, stages, full_bar, empty_bar, tid, group / kSplitK, group % kSplitK, kb,
-                   CONVJIT_BATCH(kN) * kP * kQ);
+                   CONVJIT_BATCH(kN) * kOutPlane);
       return;
     }
     const int ptid = tid;
@@ -1268,7 +1301,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
       // The stream-K count's shared word: the barrier area's last 8 bytes.
       volatile int* flag = reinterpret_cast<volatile int*>(smem + kBarrierBytes - 8);
       consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
-                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kP * kQ, slots, counters, flag);
+                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kOutPlane, slots, counters, flag);
       return;
     }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup
@@ -1365,7 +1398,7 @@ extern "C" __global__ void __launch_bounds__(256)
   using namespace wg;
   // Slices lie kPixels x kK apart (the full batch's), the run's outputs are a prefix.
   constexpr long long kSliceStride = static_cast<long long>(kPixels) * kK;
-  const long long outputs = static_cast<long long>(CONVJIT_BATCH(kN)) * kP * kQ * kK;
+  const long long outputs = static_cast<long long>(CONVJIT_BATCH(kN)) * kOutPlane * kK;
   for (long long i = blockIdx.x * 256ll + threadIdx.x; i < outputs; i += 256ll * gridDim.x) {
     float v = 0.0f;
 #pragma unroll
@@ -1432,13 +1465,13 @@ __device__ __forceinline__ void transpose_images(const Element* __restrict__ src
 
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _x_to_nhwc)(const wg::Element* __restrict__ x, wg::Element* __restrict__ x_nhwc) {
-  wg::transpose_images<wg::kC, static_cast<long long>(wg::kH) * wg::kW>(x, x_nhwc);
+  wg::transpose_images<wg::kC, static_cast<long long>(wg::kD) * wg::kH * wg::kW>(x, x_nhwc);
 }
 
 #ifndef CONVJIT_WGMMA_Y_NCHW
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {
-  wg::transpose_images<static_cast<long long>(wg::kP) * wg::kQ, wg::kK>(y_nhwc, y);
+  wg::transpose_images<static_cast<long long>(wg::kOutPlane), wg::kK>(y_nhwc, y);
 }
 #endif
 #endif  // CONVJIT_WGMMA_VIA_NHWC

@@ -121,8 +121,9 @@ TEST(TransposedWgmmaKernel, TransposedTwinAndForwardProblemsGetDifferentKernels)
   EXPECT_EQ(c.source.text.find("#define CONVJIT_WGMMA_W_TRANSPOSED"), std::string::npos);
 }
 
-// No forward twin: strided, output_padding, padding past the filter's reach, 3-D,
-// channels last; and archs before Hopper. Each keeps its kernel, with the reason.
+// No forward twin: strided, output_padding, padding past the filter's reach, channels
+// last; and archs before Hopper. Each keeps its kernel, with the reason. A 3-D one has a
+// twin, which no NCDHW wgmma kernel reads: it takes the route (convnd_wgmma_kernel_test).
 TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid) {
   Conv2dDesc strided = kind(kWide, DType::kFloat16);
   strided.stride_h = 2;
@@ -131,10 +132,6 @@ TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid)
   padded_out.output_padding_w = 1;
   Conv2dDesc cropped = kind(kWide, DType::kFloat16);
   cropped.pad_h = 3;  // past the filter's reach of 2
-  Conv2dDesc deep = kind(kWide, DType::kFloat16);
-  deep.spatial_dims = 3;
-  deep.d = 5;
-  deep.t = 3;
   Conv2dDesc nhwc = kind(kWide, DType::kFloat16);
   nhwc.layout = Layout::kNHWC;
   struct Case {
@@ -142,7 +139,7 @@ TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid)
     const char* why;
   };
   for (const Case& c : {Case{strided, "strided"}, Case{padded_out, "output_padding"}, Case{cropped, "reach"},
-                        Case{deep, "3-D"}, Case{nhwc, "channels-last"}}) {
+                        Case{nhwc, "channels-last"}}) {
     SCOPED_TRACE(c.desc.to_string());
     const auto why = wgmma_unsupported_reason(c.desc, "sm_90");
     ASSERT_TRUE(why);
@@ -151,6 +148,14 @@ TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid)
     EXPECT_TRUE(nchw_via_nhwc_unsupported_reason(c.desc, "sm_90"));
     EXPECT_FALSE(wgmma_work(c.desc));
   }
+  Conv2dDesc deep = kind(kWide, DType::kFloat16);
+  deep.spatial_dims = 3;
+  deep.d = 5;
+  deep.t = 3;
+  EXPECT_TRUE(forward_twin(deep).twin);
+  ASSERT_TRUE(wgmma_unsupported_reason(deep, "sm_90"));
+  EXPECT_NE(wgmma_unsupported_reason(deep, "sm_90")->find("3-D"), std::string::npos);
+  EXPECT_FALSE(nchw_via_nhwc_unsupported_reason(deep, "sm_90"));
   // Before Hopper: the mma.sync kernel's own transposed path.
   const Conv2dDesc d = kind(kWide, DType::kFloat16);
   const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_80");

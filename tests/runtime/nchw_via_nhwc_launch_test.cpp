@@ -55,7 +55,8 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
     const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
     const auto out = d.output_shape();
     const std::uint64_t x_bytes = round_up(static_cast<std::uint64_t>(d.x_elements()) * e);
-    const std::uint64_t y_bytes = split ? round_up(static_cast<std::uint64_t>(out.n) * d.k * out.p * out.q * e) : 0;
+    const std::uint64_t y_bytes =
+        split ? round_up(static_cast<std::uint64_t>(out.n) * d.k * out.z * out.p * out.q * e) : 0;
     return {reinterpret_cast<const void*>(base), split ? reinterpret_cast<const void*>(base + x_bytes) : nullptr,
             reinterpret_cast<const void*>(base + x_bytes + y_bytes)};
   }
@@ -209,6 +210,47 @@ TEST_F(NchwViaNhwcLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAndCap
   EXPECT_EQ(got[0].function, plan.kernel_name() + "_x_to_nhwc");
   EXPECT_EQ(got[2].function, plan.kernel_name());
   EXPECT_EQ(got[2].pointer_arg(3), ops.y.at());
+}
+
+// A 3-D NCDHW problem (stride-1 transposed, through its forward twin; two tiles, so
+// split-K): x's transpose, the pack, the convolution, which reads a rank-5 map of x's
+// NDHWC copy (C, W, H, D, N), the reduce and y's transpose over Z x P x Q.
+TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
+  const Conv2dDesc d = with_dtype({.n = 2,
+                                   .c = 32,
+                                   .h = 6,
+                                   .w = 8,
+                                   .k = 48,
+                                   .r = 3,
+                                   .s = 3,
+                                   .pad_h = 1,
+                                   .pad_w = 1,
+                                   .spatial_dims = 3,
+                                   .d = 5,
+                                   .t = 3,
+                                   .pad_d = 1,
+                                   .transposed = true},
+                                  DType::kFloat16);
+  Runtime rt(options());
+  const Conv2dPlan plan = plan_for(rt, d);
+  const std::string name = plan.kernel_name();
+  ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
+  Operands ops(d);
+  FakeBuffer workspace(plan.workspace_bytes());
+  Conv2dArgs args = ops.args();
+  args.workspace = workspace.at();
+  args.workspace_bytes = plan.workspace_bytes();
+  plan.run(args);
+  const std::uint64_t packed_bytes = plan.packed_weight_bytes();
+  expect_run(fake().launches(), name, ops, args, regions(d, workspace.at(), packed_bytes, true), workspace.at(),
+             /*pack=*/true, /*split=*/true);
+  const auto encodes = fake().im2col_encodes();
+  ASSERT_EQ(encodes.size(), 1u);
+  EXPECT_EQ(encodes[0].rank, 5u);
+  EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{32, 8, 6, 5, 2}));
+  EXPECT_EQ(encodes[0].lower, (std::vector<int>{-1, -1, -1})) << "the twin's padding: 3 - 1 - 1 a dimension";
+  EXPECT_EQ(encodes[0].upper, (std::vector<int>{-1, -1, -1}));
+  EXPECT_EQ(encodes[0].address, regions(d, workspace.at(), packed_bytes, true).x);
 }
 
 TEST_F(NchwViaNhwcLaunch, OffTheSameProblemRunsTheNchwKernelAlone) {

@@ -7,6 +7,17 @@
 namespace convjit {
 
 std::string describe(const Im2colMapArgs& a) {
+  if (a.rank == 5) {
+    return fmt::format(
+        "data type {}, address {}, dims (C, W, H, D, N) {}x{}x{}x{}x{}, strides {}/{}/{}/{} bytes, pixel box corners "
+        "W [{}, {}] H [{}, {}] D [{}, {}], {} channels a pixel, {} pixels a column, element strides {}/{}/{}/{}/{}, "
+        "swizzle {}, L2 promotion {}",
+        static_cast<int>(a.dtype), a.address, a.dims[0], a.dims[1], a.dims[2], a.dims[3], a.dims[4], a.strides[0],
+        a.strides[1], a.strides[2], a.strides[3], a.lower[0], a.upper[0], a.lower[1], a.upper[1], a.lower[2],
+        a.upper[2], a.channels_per_pixel, a.pixels_per_column, a.element_strides[0], a.element_strides[1],
+        a.element_strides[2], a.element_strides[3], a.element_strides[4], static_cast<int>(a.swizzle),
+        static_cast<int>(a.l2_promotion));
+  }
   return fmt::format(
       "data type {}, address {}, dims (C, W, H, N) {}x{}x{}x{}, strides {}/{}/{} bytes, pixel box corners W [{}, {}] "
       "H [{}, {}], {} channels a pixel, {} pixels a column, element strides {}/{}/{}/{}, swizzle {}, L2 promotion {}",
@@ -52,9 +63,9 @@ CUtensorMap encode_im2col_map(const Im2colMapArgs& a, std::string_view what) {
   return encode_map(
       [&](CudaDriver& drv, CUtensorMap* map) {
         // NOTE: the driver's signature takes a non-const address; it only records it.
-        return drv.cuTensorMapEncodeIm2col(map, a.dtype, 4, const_cast<void*>(a.address), a.dims, a.strides, a.lower,
-                                           a.upper, a.channels_per_pixel, a.pixels_per_column, a.element_strides,
-                                           CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
+        return drv.cuTensorMapEncodeIm2col(map, a.dtype, a.rank, const_cast<void*>(a.address), a.dims, a.strides,
+                                           a.lower, a.upper, a.channels_per_pixel, a.pixels_per_column,
+                                           a.element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, a.swizzle, a.l2_promotion,
                                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
       },
       "im2col", "cuTensorMapEncodeIm2col", a, what);

@@ -11,17 +11,19 @@
 namespace convjit {
 
 // cuTensorMapEncodeIm2col's arguments for a rank-4 tensor (dimensions innermost first:
-// C, W, H, N); each field means what the driver's documentation says of it.
+// C, W, H, N) or a rank-5 one (C, W, H, D, N); each field means what the driver's
+// documentation says of it, read to the rank's length.
 struct Im2colMapArgs {
   CUtensorMapDataType dtype = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
   const void* address = nullptr;
-  std::uint64_t dims[4] = {};
-  std::uint64_t strides[3] = {};  // bytes, of dimensions 1 to 3
-  int lower[2] = {};              // pixel box lower corner, W then H
-  int upper[2] = {};              // pixel box upper corner, W then H
+  unsigned rank = 4;
+  std::uint64_t dims[5] = {};
+  std::uint64_t strides[4] = {};  // bytes, of dimensions 1 to rank - 1
+  int lower[3] = {};              // pixel box lower corner, W, H [, D]
+  int upper[3] = {};              // pixel box upper corner, W, H [, D]
   unsigned channels_per_pixel = 0;
   unsigned pixels_per_column = 0;
-  unsigned element_strides[4] = {};
+  unsigned element_strides[5] = {};
   CUtensorMapSwizzle swizzle = CU_TENSOR_MAP_SWIZZLE_128B;
   // A pixel's channel box is one 128-byte line; wider promotion would fetch neighbours'
   // channels that another stage reads anyway, so no more than the line is asked for.

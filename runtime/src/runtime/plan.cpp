@@ -30,17 +30,18 @@ Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch
   Im2colMapArgs a;
   a.dtype = tensor_map_type(m.dtype);
   a.address = x;
-  for (int i = 0; i < 4; ++i) a.dims[i] = m.dims[i];
-  a.dims[3] = static_cast<std::uint64_t>(batch);
-  for (int i = 0; i < 3; ++i) a.strides[i] = m.strides[i];
-  for (int i = 0; i < 2; ++i) {
+  a.rank = static_cast<unsigned>(m.rank);
+  for (int i = 0; i < m.rank; ++i) a.dims[i] = m.dims[i];
+  a.dims[m.rank - 1] = static_cast<std::uint64_t>(batch);
+  for (int i = 0; i + 1 < m.rank; ++i) a.strides[i] = m.strides[i];
+  for (int i = 0; i + 2 < m.rank; ++i) {
     a.lower[i] = m.lower[i];
     a.upper[i] = m.upper[i];
   }
   a.channels_per_pixel = m.channels_per_pixel;
   a.swizzle = m.swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
   a.pixels_per_column = m.pixels_per_column;
-  for (int i = 0; i < 4; ++i) a.element_strides[i] = m.element_strides[i];
+  for (int i = 0; i < m.rank; ++i) a.element_strides[i] = m.element_strides[i];
   return a;
 }
 

@@ -42,22 +42,21 @@ ForwardTwin forward_twin(const Conv2dDesc& d) {
     return {std::nullopt,
             fmt::format("a channels-last transposed convolution runs on im2col so far ({})", d.to_string())};
   }
-  if (d.d != 1 || d.t != 1 || d.pad_d != 0 || d.stride_d != 1) {
-    return {std::nullopt, fmt::format("a 3-D transposed convolution has no 2-D forward twin ({})", d.to_string())};
-  }
-  if (d.stride_h != 1 || d.stride_w != 1) {
+  if (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1) {
     return {std::nullopt, fmt::format("a strided transposed convolution is no dense forward one ({})", d.to_string())};
   }
-  if (d.output_padding_h != 0 || d.output_padding_w != 0) {
+  if (d.output_padding_d != 0 || d.output_padding_h != 0 || d.output_padding_w != 0) {
     return {std::nullopt, fmt::format("output_padding pads one side of the forward twin only ({})", d.to_string())};
   }
+  const int pad_d = d.dilation_d * (d.t - 1) - d.pad_d;
   const int pad_h = d.dilation_h * (d.r - 1) - d.pad_h;
   const int pad_w = d.dilation_w * (d.s - 1) - d.pad_w;
-  if (pad_h < 0 || pad_w < 0) {
+  if (pad_d < 0 || pad_h < 0 || pad_w < 0) {
     return {std::nullopt, fmt::format("padding past the filter's reach crops the forward twin ({})", d.to_string())};
   }
   Conv2dDesc twin = d;
   twin.transposed = false;
+  twin.pad_d = pad_d;
   twin.pad_h = pad_h;
   twin.pad_w = pad_w;
   if (d.output_shape() != twin.output_shape()) {
@@ -227,7 +226,7 @@ std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d,
   // A stride-1 transposed problem takes the route as its forward twin (weights packed flipped).
   auto forward = forward_twin(d);
   if (d.transposed && !forward.twin) return std::move(forward.why_not);
-  if (auto why = beyond_2d_forward_reason(forward.twin.value_or(d))) return why;
+  // 3-D problems too: the NHWC kernel reads NDHWC x through a rank-5 map.
   if (!wgmma_tma_enabled()) return "CONVJIT_WGMMA_TMA=0 turns the NHWC kernel's map off";
   Conv2dDesc twin = forward.twin.value_or(d);
   twin.layout = Layout::kNHWC;
@@ -248,11 +247,11 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   // split-K does not run, but the bandwidth below was fitted with both transposes, and
   // dropping y's sent layers the NCHW kernel runs faster to the route (KernelBench 78 in
   // TF32: 1.48 -> 2.18 ms, docs/perf.md): y's share stays until the fit is redone.
-  const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.p * o.q) *
+  const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.z * o.p * o.q) *
                        static_cast<double>(size_of(d.dtype));
   // The pack reads K,C/g,R,S weights a channel run at a time (scattered) every call.
   const double weight_bytes =
-      static_cast<double>(d.k) * (d.c / d.groups) * d.r * d.s * static_cast<double>(size_of(d.dtype));
+      static_cast<double>(d.k) * (d.c / d.groups) * d.t * d.r * d.s * static_cast<double>(size_of(d.dtype));
   // Its blocks pay the pipeline's fill as the NCHW kernel's do (predicted_nchw_wgmma_copy_ms),
   // against which the route is weighed.
   const double fill =

@@ -33,6 +33,9 @@ constexpr int kSwizzleAtom = 1024;
 constexpr int kCornerMin = -128, kCornerMax = 127;
 constexpr int kOffsetMax = 255;
 constexpr int kTraversalStrideMax = 8;
+// The rank-5 (3-D) map's: three corners in [-16, 15] (cuda.h), three 5-bit offsets.
+constexpr int kCornerMin3d = -16, kCornerMax3d = 15;
+constexpr int kOffsetMax3d = 31;
 
 struct WgmmaTile {
   int bn = 0, mb = 0, bp = 0, bq = 0, stages = 0, split = 1;
@@ -54,6 +57,15 @@ struct WgmmaTile {
 // decides how many stages fit. The prologue carries the result (kStageBytes,
 // kSharedBytes) and the template static_asserts its own derivation against it.
 bool sixteen_bit(const Conv2dDesc& d) { return d.dtype != DType::kFloat32; }
+// A depth dimension, as beyond_2d_forward_reason counts one: the template's kDepth.
+bool has_depth(const Conv2dDesc& d) { return d.d != 1 || d.t != 1 || d.pad_d != 0; }
+// Taps a stage walks: the template's kTaps.
+int taps(const Conv2dDesc& d) { return d.t * d.r * d.s; }
+// Output pixels: the template's kN x kOutPlane.
+std::int64_t out_pixels(const Conv2dDesc& d) {
+  const auto out = d.output_shape();
+  return std::int64_t{out.n} * out.z * out.p * out.q;
+}
 bool nhwc(const Conv2dDesc& d) { return d.layout == Layout::kNHWC; }
 int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
 // A one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel gets stages of
@@ -240,7 +252,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
   const int fit_with_store = (kSharedLimit - kBarrierBytes - slack - out_bytes) / per_stage;
   t.chunks = (d.c / d.groups + stage_channels(d) - 1) / stage_channels(d);
-  const int stages_per_patch = t.chunks * d.r * (nhwc(d) ? d.s : 1);
+  const int stages_per_patch = t.chunks * (nhwc(d) ? taps(d) : d.r);
   const bool short_patches = stages_per_patch <= 8;
   // NHWC stores from registers: a thread's channel pairs are contiguous in y.
   t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
@@ -254,13 +266,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
   const auto out = d.output_shape();
   const std::int64_t bm = std::int64_t{t.bp} * t.bq;
-  t.patches = nhwc(d) ? (std::int64_t{out.n} * out.p * out.q + bm - 1) / bm
+  t.patches = nhwc(d) ? (out_pixels(d) + bm - 1) / bm
                       : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // Per output channel, tap and plane: a chunk's channels (32 bytes in NCHW for every
   // data type, 8 floats or 16 halves; a pixel row's, 128 or 64 bytes, in NHWC).
-  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * d.r * (t.split == 3 ? 2 : 1) * d.s *
-                   t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
+  t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * static_cast<std::uint64_t>(taps(d)) *
+                   (t.split == 3 ? 2 : 1) * t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
   t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
   t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
   // Split grids fit the machine in one wave: one block a (tile, slice).
@@ -298,28 +310,37 @@ bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
 // the lattice of tap-(0, 0) input positions, -pad + q x stride for q = 0 .. Q - 1 (the last
 // one is W - 1 + upper, since Q - 1 = (W + 2 pad - dil (S - 1) - 1) / stride rounds down),
 // so that kBM consecutive traversal steps are kBM consecutive output pixels of y.
+// 3-D: rank 5, C, W, H, D, N, the depth's corners and stride as the other dimensions'.
 Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
   const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
+  const bool depth = has_depth(d);
   Im2colTensorMap m;
   m.dtype = d.dtype;
-  m.dims[0] = static_cast<std::uint64_t>(d.c);
-  m.dims[1] = static_cast<std::uint64_t>(d.w);
-  m.dims[2] = static_cast<std::uint64_t>(d.h);
-  m.dims[3] = static_cast<std::uint64_t>(d.n);
+  m.rank = depth ? 5 : 4;
+  std::uint64_t dims[] = {static_cast<std::uint64_t>(d.c), static_cast<std::uint64_t>(d.w),
+                          static_cast<std::uint64_t>(d.h), static_cast<std::uint64_t>(d.d),
+                          static_cast<std::uint64_t>(d.n)};
+  if (!depth) dims[3] = dims[4];  // C, W, H, N
+  for (int i = 0; i < m.rank; ++i) m.dims[i] = dims[i];
   m.strides[0] = m.dims[0] * e;
-  m.strides[1] = m.strides[0] * m.dims[1];
-  m.strides[2] = m.strides[1] * m.dims[2];
+  for (int i = 1; i + 1 < m.rank; ++i) m.strides[i] = m.strides[i - 1] * m.dims[i];
   m.lower[0] = -d.pad_w;
   m.lower[1] = -d.pad_h;
   m.upper[0] = d.pad_w - d.dilation_w * (d.s - 1);
   m.upper[1] = d.pad_h - d.dilation_h * (d.r - 1);
-  m.channels_per_pixel = static_cast<unsigned>(stage_channels(d));
-  m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
-  m.pixels_per_column = static_cast<unsigned>(bm);
   m.element_strides[0] = 1;
   m.element_strides[1] = static_cast<unsigned>(d.stride_w);
   m.element_strides[2] = static_cast<unsigned>(d.stride_h);
   m.element_strides[3] = 1;
+  if (depth) {
+    m.lower[2] = -d.pad_d;
+    m.upper[2] = d.pad_d - d.dilation_d * (d.t - 1);
+    m.element_strides[3] = static_cast<unsigned>(d.stride_d);
+    m.element_strides[4] = 1;
+  }
+  m.channels_per_pixel = static_cast<unsigned>(stage_channels(d));
+  m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
+  m.pixels_per_column = static_cast<unsigned>(bm);
   return m;
 }
 
@@ -327,8 +348,7 @@ Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
 // descriptor's n images apart for every run (a dynamic-batch run fills a prefix of each).
 std::uint64_t partial_bytes(const Conv2dDesc& d, int slices) {
   if (slices <= 1) return 0;
-  const auto out = d.output_shape();
-  return static_cast<std::uint64_t>(slices) * out.n * out.p * out.q * d.k * sizeof(float);
+  return static_cast<std::uint64_t>(slices) * static_cast<std::uint64_t>(out_pixels(d)) * d.k * sizeof(float);
 }
 }  // namespace
 
@@ -341,7 +361,14 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
     if (!f.twin) return std::move(f.why_not);
     return wgmma_unsupported_reason(*f.twin, arch, align);
   }
-  if (auto why = beyond_2d_forward_reason(d)) return why;
+  if (has_depth(d)) {
+    // 3-D through the TMA kernel's rank-5 map only; NCDHW problems take it through the
+    // route (nchw_via_nhwc_unsupported_reason), with their NDHWC twin.
+    if (!nhwc(d)) return "a 3-D convolution runs on the NHWC TMA kernel (NCDHW through the route) only";
+    if (!wgmma_tma_enabled()) return "a 3-D convolution needs the TMA kernel, which CONVJIT_WGMMA_TMA=0 turns off";
+    if (auto why = wgmma_tma_unsupported_reason(d, align))
+      return fmt::format("a 3-D convolution needs the map: {}", *why);
+  }
   if (nhwc(d)) {
     // Channel runs are copied in 4- to 16-byte pieces.
     if (x_copy_bytes(d, align.x) == 0) {
@@ -365,8 +392,7 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
   if (!tile) return "not even two pipeline stages fit in shared memory";
   if (tile->patches > INT_MAX) return "more pixel tiles than a grid holds";
   // NHWC pixel indices (tile x kBM + row) are 32-bit in the kernel.
-  const auto out = d.output_shape();
-  if (nhwc(d) && out.n * out.p * out.q + std::int64_t{tile->bp} * tile->bq > INT_MAX) {
+  if (nhwc(d) && out_pixels(d) + std::int64_t{tile->bp} * tile->bq > INT_MAX) {
     return "more output pixels than 32-bit pixel indices hold";
   }
   return std::nullopt;
@@ -408,13 +434,17 @@ bool reads_w_through_map(const Conv2dDesc& d, const AlignmentNeeds& align, bool 
   const auto e = static_cast<std::int64_t>(size_of(d.dtype));
   const bool rounds_few = d.dtype != DType::kFloat32 || pixel_tiles <= kTf32MapMaxTiles;
   return tma && !via && split == 1 && rounds_few && a_row_bytes(d) == 128 && wgmma_b_map_enabled() && align.w >= 16 &&
-         d.c / d.groups * e % 16 == 0 && std::int64_t{d.k} * d.r * d.s * (d.c / d.groups) * e < (std::int64_t{1} << 40);
+         d.c / d.groups * e % 16 == 0 && std::int64_t{d.k} * taps(d) * (d.c / d.groups) * e < (std::int64_t{1} << 40);
 }
 }  // namespace
 
 std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, const AlignmentNeeds& align) {
   if (!nhwc(d)) return "TMA im2col reads NHWC channel runs; NCHW keeps its row copies";
-  if (auto why = beyond_2d_forward_reason(d)) return why;
+  if (d.transposed) {
+    return fmt::format("the map reads a forward problem; a transposed one runs as its forward twin ({})",
+                       d.to_string());
+  }
+  const bool depth = has_depth(d);
   const std::int64_t e = static_cast<std::int64_t>(size_of(d.dtype));
   if (align.x < 16) return fmt::format("a tensor map needs x 16-byte aligned, this x is {}-byte aligned", align.x);
   if (d.c * e % 16 != 0) {
@@ -428,25 +458,30 @@ std::optional<std::string> wgmma_tma_unsupported_reason(const Conv2dDesc& d, con
         "only past C",
         d.groups, per_group);
   }
-  if (d.stride_h > kTraversalStrideMax || d.stride_w > kTraversalStrideMax) {
-    return fmt::format("stride {}x{}: im2col traversal strides go up to {}", d.stride_h, d.stride_w,
+  if (d.stride_h > kTraversalStrideMax || d.stride_w > kTraversalStrideMax || d.stride_d > kTraversalStrideMax) {
+    return fmt::format("stride {}x{}x{}: im2col traversal strides go up to {}", d.stride_d, d.stride_h, d.stride_w,
                        kTraversalStrideMax);
   }
+  const int rank = depth ? 5 : 4;
+  const int offset_max = depth ? kOffsetMax3d : kOffsetMax;
+  const int corner_min = depth ? kCornerMin3d : kCornerMin, corner_max = depth ? kCornerMax3d : kCornerMax;
+  const int reach_d = d.dilation_d * (d.t - 1);
   const int reach_h = d.dilation_h * (d.r - 1);
   const int reach_w = d.dilation_w * (d.s - 1);
-  if (reach_h > kOffsetMax || reach_w > kOffsetMax) {
-    return fmt::format("dilated filter reach {}x{}: rank-4 im2col offsets go up to {}", reach_h, reach_w, kOffsetMax);
+  if (reach_h > offset_max || reach_w > offset_max || reach_d > offset_max) {
+    return fmt::format("dilated filter reach {}x{}x{}: rank-{} im2col offsets go up to {}", reach_d, reach_h, reach_w,
+                       rank, offset_max);
   }
-  for (const int corner : {-d.pad_h, -d.pad_w, d.pad_h - reach_h, d.pad_w - reach_w}) {
-    if (corner < kCornerMin || corner > kCornerMax) {
+  for (const int corner : {-d.pad_h, -d.pad_w, d.pad_h - reach_h, d.pad_w - reach_w, -d.pad_d, d.pad_d - reach_d}) {
+    if (corner < corner_min || corner > corner_max) {
       return fmt::format(
-          "padding {}x{} with filter reach {}x{}: a rank-4 im2col bounding box corner ({}) must lie in "
+          "padding {}x{}x{} with filter reach {}x{}x{}: a rank-{} im2col bounding box corner ({}) must lie in "
           "[{}, {}]",
-          d.pad_h, d.pad_w, reach_h, reach_w, corner, kCornerMin, kCornerMax);
+          d.pad_d, d.pad_h, d.pad_w, reach_d, reach_h, reach_w, rank, corner, corner_min, corner_max);
     }
   }
   // Global strides below 2^40 bytes (one image of x); dimensions fit in 32 bits as ints.
-  if (static_cast<std::int64_t>(d.h) * d.w * d.c * e >= (std::int64_t{1} << 40)) {
+  if (static_cast<std::int64_t>(d.d) * d.h * d.w * d.c * e >= (std::int64_t{1} << 40)) {
     return "one image of x spans 2^40 bytes or more, past a tensor map's strides";
   }
   return std::nullopt;
@@ -459,7 +494,8 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
     const auto f = forward_twin(d);
     return f.twin ? wgmma_work(*f.twin) : std::nullopt;
   }
-  if (beyond_2d_forward_reason(d)) return std::nullopt;
+  // 3-D: the NHWC TMA kernel only.
+  if (has_depth(d) && (!nhwc(d) || !wgmma_tma_enabled() || wgmma_tma_unsupported_reason(d))) return std::nullopt;
   auto tile = choose_tile(d);
   if (!tile) return std::nullopt;
   // Where stream-K takes the grid, the tile as the kernel runs it (stream-K needs the TMA map).
@@ -581,9 +617,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       !via     ? std::string()
       : y_nchw ? std::string(", NCHW through NHWC: x transposed in the workspace, y stored NCHW by the kernel")
                : std::string(", NCHW through NHWC: x and y transposed in the workspace"),
-      transposed
-          ? fmt::format(", transposed: the forward convolution of the flipped filter, padding {}x{}", d.pad_h, d.pad_w)
-          : std::string());
+      transposed ? fmt::format(", transposed: the forward convolution of the flipped filter, padding {}{}x{}",
+                               has_depth(d) ? fmt::format("{}x", d.pad_d) : std::string(), d.pad_h, d.pad_w)
+                 : std::string());
   src.source.template_name = kTemplate;
   // NCHW kernels read the same pointers whatever their alignment: no alignment tag.
   // The route's name says the caller's layout and the route: its cache key and inspect
@@ -644,7 +680,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                          .persistent = tile->persistent,
                          // A run's NCHW patches are whole images'; NHWC tiles run on
                          // across images, kBM pixels each.
-                         .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.p) * out.q
+                         .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.z) * out.p * out.q
                                                      : static_cast<std::uint64_t>(tile->patches / d.n),
                          .grid_x_divisor = nhwc(d) ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
   if (tile->stream_workers > 0) {
@@ -662,7 +698,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (tma) src.launch.a_map = im2col_map(d, tile->bp * tile->bq);
   if (b_map) {
     const auto cg = static_cast<std::uint64_t>(d.c / d.groups);
-    const auto taps = static_cast<std::uint64_t>(d.r) * d.s;
+    const auto taps = static_cast<std::uint64_t>(convjit::taps(d));
     TiledTensorMap m;
     m.dtype = d.dtype;
     m.dims[0] = cg;
@@ -695,12 +731,13 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   }
   if (via) {
     const auto out = d.output_shape();
-    // x per image: [C][H x W] -> [H x W][C]; y per image: [P x Q][K] -> [K][P x Q].
-    src.launch.x_to_nhwc =
-        layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c, std::int64_t{d.h} * d.w, size_of(d.dtype));
+    // x per image: [C][D x H x W] -> [D x H x W][C]; y per image: [Z x P x Q][K] -> [K][Z x P x Q]
+    // (2-D: D = Z = 1).
+    src.launch.x_to_nhwc = layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c,
+                                            std::int64_t{d.d} * d.h * d.w, size_of(d.dtype));
     if (!y_nchw) {
-      src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n, std::int64_t{out.p} * out.q,
-                                              d.k, size_of(d.dtype));
+      src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n,
+                                              std::int64_t{out.z} * out.p * out.q, d.k, size_of(d.dtype));
     }
   }
   return src;

@@ -100,22 +100,25 @@ struct SpecializedSource {
 };
 
 // The TMA im2col map through which a kernel reads NHWC x (the wgmma kernel's kATma
-// variant): x as a rank-4 tensor C, W, H, N (innermost first), in the terms of
-// cuTensorMapEncodeIm2col. Plain values, no driver types: the runtime encodes the map for
-// each run, with the run's x and batch, and passes it after y (see the template).
+// variant): x as a rank-4 tensor C, W, H, N (innermost first), or for a 3-D problem a
+// rank-5 one C, W, H, D, N, in the terms of cuTensorMapEncodeIm2col. Plain values, no
+// driver types: the runtime encodes the map for each run, with the run's x and batch, and
+// passes it after y (see the template).
 struct Im2colTensorMap {
   DType dtype = DType::kFloat32;
-  std::uint64_t dims[4] = {};     // C, W, H, N; N is the descriptor's, a run's map has its batch
-  std::uint64_t strides[3] = {};  // bytes from one W, H, N index to the next
-  // The bounding box the traversal walks, W then H: the lower corner from the tensor's
+  int rank = 4;
+  // C, W, H, [D,] N; N (the last) is the descriptor's, a run's map has its batch.
+  std::uint64_t dims[5] = {};
+  std::uint64_t strides[4] = {};  // bytes from one W, H, [D,] N index to the next
+  // The bounding box the traversal walks, W, H [, D]: the lower corner from the tensor's
   // first element (-padding), the upper one from its last (padding - dilation x (filter - 1)),
   // so that it visits exactly the output pixels' tap-(0, 0) positions in y's order.
-  int lower[2] = {};
-  int upper[2] = {};
+  int lower[3] = {};
+  int upper[3] = {};
   unsigned channels_per_pixel = 0;   // one stage's channel chunk: swizzle_bytes of them
   unsigned swizzle_bytes = 128;      // the map's swizzle span: a stage's pixel row, 128 or 64 bytes
   unsigned pixels_per_column = 0;    // a tile's pixels
-  unsigned element_strides[4] = {};  // 1, stride_w, stride_h, 1
+  unsigned element_strides[5] = {};  // 1, stride_w, stride_h, [stride_d,] 1
 };
 
 // The TMA tiled map through which the NHWC wgmma kernel reads its weights (kBMap): w as
