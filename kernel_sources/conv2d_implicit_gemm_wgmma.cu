@@ -260,6 +260,18 @@ static_assert(kNhwc && kATma && kSplitK == 1 && !kPairStores,
 #else
 constexpr bool kYNchw = false;
 #endif
+// A strided transposed problem's receiving phase (CONVJIT_WGMMA_Y_PHASE, the route only):
+// the prologue's problem is the phase's forward twin, its output pixel (p, q) the caller's
+// (p kYStrideH + kYPhaseH, q kYStrideW + kYPhaseW) of a kYFullP x kYFullQ plane; <name>_fill
+// has already written the bias alone everywhere.
+#ifdef CONVJIT_WGMMA_Y_PHASE
+constexpr bool kYPhase = true;
+static_assert(kYNchw || kSplitK > 1, "a phase's outputs are stored by the route's NCHW stores or its reduce pass");
+static_assert(kZ == 1 && kD == 1 && kT == 1, "a phase of a 2-D (or 1-D) problem");
+#else
+constexpr bool kYPhase = false;
+constexpr int kYPhaseH = 0, kYPhaseW = 0, kYStrideH = 1, kYStrideW = 1, kYFullP = kP, kYFullQ = kQ;
+#endif
 #ifdef CONVJIT_WGMMA_W_TRANSPOSED
 constexpr bool kWeightsTransposed = true;
 static_assert(kWeightsKcrs && !kBMap, "transposed weights: read by the pack, in the NCHW filter's C, K/g, R, S order");
@@ -956,7 +968,7 @@ __device__ __forceinline__ void round_stage_weights(const Element* stages, unsig
 // kYNchw: y_pixel + k_out planes of kP x kQ.
 __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
   if constexpr (kYNchw) {
-    constexpr long long kPlaneOut = kOutPlane;
+    constexpr long long kPlaneOut = kYPhase ? static_cast<long long>(kYFullP) * kYFullQ : kOutPlane;
     if (k_out < kKPerGroup) y_pixel[k_out * kPlaneOut] = from_float(v0);
     if (k_out + 1 < kKPerGroup) y_pixel[(k_out + 1) * kPlaneOut] = from_float(v1);
   } else if constexpr (kPairStores) {
@@ -1086,8 +1098,14 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
         Element* y_pixel;
         if constexpr (kYNchw) {
           const int img = pixel / kOutPlane;
-          y_pixel =
-              y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * kOutPlane + (pixel - img * kOutPlane);
+          const int zpq = pixel - img * kOutPlane;
+          long long at = zpq;
+          if constexpr (kYPhase) {  // 2-D: kOutPlane is kP x kQ
+            const int p = zpq / kQ;
+            at = static_cast<long long>(p * kYStrideH + kYPhaseH) * kYFullQ + (zpq - p * kQ) * kYStrideW + kYPhaseW;
+          }
+          constexpr long long kPlaneY = kYPhase ? static_cast<long long>(kYFullP) * kYFullQ : kOutPlane;
+          y_pixel = y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * kPlaneY + at;
         } else {
           y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
         }
@@ -1405,7 +1423,20 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int slice = 0; slice < kSplitK; ++slice) v += partial[slice * kSliceStride + i];
     if constexpr (kHasBias) v += to_float(bias[i % kK]);
     if constexpr (kRelu) v = fmaxf(v, 0.0f);
-    y[i] = from_float(v);
+    if constexpr (kYPhase) {
+      // Output pixel (p, q) of the phase at (p kYStrideH + kYPhaseH, q kYStrideW + kYPhaseW)
+      // of the caller's NCHW plane.
+      const long long pixel = i / kK;
+      const int k = static_cast<int>(i - pixel * kK);
+      const long long img = pixel / (kP * kQ);
+      const int pq = static_cast<int>(pixel - img * (kP * kQ));
+      const int p = pq / kQ;
+      y[(img * kK + k) * (static_cast<long long>(kYFullP) * kYFullQ) +
+        static_cast<long long>(p * kYStrideH + kYPhaseH) * kYFullQ + (pq - p * kQ) * kYStrideW + kYPhaseW] =
+          from_float(v);
+    } else {
+      y[i] = from_float(v);
+    }
   }
 }
 #endif  // CONVJIT_WGMMA_SPLIT_K
@@ -1468,6 +1499,22 @@ extern "C" __global__ void __launch_bounds__(256)
   wg::transpose_images<wg::kC, static_cast<long long>(wg::kD) * wg::kH * wg::kW>(x, x_nhwc);
 }
 
+#ifdef CONVJIT_WGMMA_Y_PHASE
+// Every output the bias alone (and its activation): what a transposed problem's outputs
+// outside its receiving phase hold; the main kernel stores the phase's over them.
+extern "C" __global__ void __launch_bounds__(256)
+    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _fill)(const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
+  using namespace wg;
+  constexpr long long kPlaneFull = static_cast<long long>(kYFullP) * kYFullQ;
+  constexpr long long kAll = static_cast<long long>(kN) * kK * kPlaneFull;
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kAll; i += 256ll * gridDim.x) {
+    float v = 0.0f;
+    if constexpr (kHasBias) v = to_float(bias[(i / kPlaneFull) % kK]);
+    if constexpr (kRelu) v = fmaxf(v, 0.0f);
+    y[i] = from_float(v);
+  }
+}
+#endif
 #ifndef CONVJIT_WGMMA_Y_NCHW
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {

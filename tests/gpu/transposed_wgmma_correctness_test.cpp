@@ -174,3 +174,64 @@ INSTANTIATE_TEST_SUITE_P(RouteAndNchwKernel, TransposedOnWgmma, ::testing::Bool(
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// Strided transposed problems whose dilation is a multiple of the stride (one receiving
+// phase: KernelBench 77 and 79's kind) through the route: the bias fill, then the phase's
+// forward twin storing every s-th output (or its reduce pass, split). Random 1-D and 2-D
+// problems, strides 2 and 3, every dtype and math mode, against float64; the kernel's
+// name says the route ran. Draws the route cannot take are drawn again.
+TEST(TransposedPhaseOnWgmma, RandomSinglePhaseProblemsMatchFloat64InEveryDtypeAndMathMode) {
+  CONVJIT_REQUIRE_GPU();
+  testing::TempDir dir;
+  Runtime rt(RuntimeOptions{.cache_dir = dir.path()});
+  if (rt.device_arch() != "sm_90") GTEST_SKIP() << "the route needs an sm_90 GPU, this one is " << rt.device_arch();
+  testing::ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
+  std::mt19937_64 rng(15401);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int checked = 0;
+  for (int attempt = 0; attempt < 400 && checked < 16; ++attempt) {
+    const Kind& kind = kKinds[checked % 4];
+    Conv2dDesc d = with_kind({}, kind);
+    const int chunk = chunk_channels(kind.dtype);
+    const int channels[] = {chunk / 2, chunk, 2 * chunk};  // 64-byte, 128-byte rows, two chunks
+    d.c = channels[pick(0, 2)];
+    d.k = 2 * pick(16, 40) + 1;
+    d.n = pick(1, 2);
+    d.stride_w = pick(2, 3);
+    d.dilation_w = d.stride_w * pick(1, 2);
+    d.s = pick(2, 3);
+    d.pad_w = pick(0, d.dilation_w * (d.s - 1));
+    d.w = pick(20, 60);
+    if (pick(0, 2) == 0) {
+      d.spatial_dims = 1;
+    } else {
+      d.stride_h = pick(1, 3);
+      d.dilation_h = d.stride_h * pick(1, 2);
+      d.r = pick(1, 3);
+      d.pad_h = pick(0, d.dilation_h * (d.r - 1));
+      d.h = pick(5, 15);
+    }
+    d.bias = pick(0, 1) == 1;
+    d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
+    try {
+      d.validate();
+      const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+      ASSERT_TRUE(plan.kernel_name().ends_with("_via_nhwc")) << plan.kernel_name();
+    } catch (const Error&) {
+      continue;  // not one phase, or padding the twin cannot take: draw again
+    }
+    SCOPED_TRACE(d.to_string());
+    const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_EQ(result.outside, 0u);
+    EXPECT_LT(result.rel_err, testing::tolerance(d));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 16) << "too few draws the route takes";
+}
+
+}  // namespace
+}  // namespace convjit

@@ -30,17 +30,8 @@ Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
 
 // KernelBench 61's kind, small (stride-1 transposed, 48 channels: one and a half chunks
 // in f32), and a forward 3-D layer with depth padding and stride.
-const Conv2dDesc kTransposed3d{.n = 2,
-                               .c = 48,
-                               .h = 8,
-                               .w = 10,
-                               .k = 48,
-                               .r = 3,
-                               .s = 3,
-                               .spatial_dims = 3,
-                               .d = 6,
-                               .t = 3,
-                               .transposed = true};
+const Conv2dDesc kTransposed3d{
+    .n = 2, .c = 48, .h = 8, .w = 10, .k = 48, .r = 3, .s = 3, .spatial_dims = 3, .d = 6, .t = 3, .transposed = true};
 const Conv2dDesc kForward3d{.n = 2,
                             .c = 32,
                             .h = 9,
@@ -104,7 +95,8 @@ TEST(ConvNdWgmmaKernel, NcdhwProblemsTakeTheRouteThroughARankFiveMapAndCompileWi
     EXPECT_GE(src.launch.x_to_nhwc->region_bytes, static_cast<std::uint64_t>(d.x_elements()) * e);
     if (src.launch.y_to_nchw) {
       const auto out = d.output_shape();
-      EXPECT_GE(src.launch.y_to_nchw->region_bytes, static_cast<std::uint64_t>(out.n) * d.k * out.z * out.p * out.q * e);
+      EXPECT_GE(src.launch.y_to_nchw->region_bytes,
+                static_cast<std::uint64_t>(out.n) * d.k * out.z * out.p * out.q * e);
     }
 
     const auto compiled = Nvrtc::compile(src.source.text, name + ".cu", Nvrtc::options_for(src.source.compile_arch));
@@ -123,11 +115,50 @@ TEST(ConvNdWgmmaKernel, NcdhwProblemsTakeTheRouteThroughARankFiveMapAndCompileWi
 // weigh it against), and kAuto runs them on the implicit GEMM.
 TEST(ConvNdWgmmaKernel, AutoRunsKernelBenchsThreeDimensionalTransposedProblemsThroughTheRoute) {
   ScopedEnv unset("CONVJIT_NCHW_VIA_NHWC", nullptr);
-  const Conv2dDesc problems[] = {
-      {.n = 8, .c = 48, .h = 64, .w = 64, .k = 48, .r = 3, .s = 3, .spatial_dims = 3, .d = 64, .t = 3, .transposed = true},
-      {.n = 16, .c = 32, .h = 64, .w = 64, .k = 64, .r = 5, .s = 5, .spatial_dims = 3, .d = 64, .t = 3, .transposed = true},
-      {.n = 8, .c = 48, .h = 96, .w = 96, .k = 24, .r = 3, .s = 3, .spatial_dims = 3, .d = 96, .t = 3, .transposed = true},
-      {.n = 16, .c = 32, .h = 32, .w = 64, .k = 16, .r = 5, .s = 7, .spatial_dims = 3, .d = 16, .t = 3, .transposed = true}};
+  const Conv2dDesc problems[] = {{.n = 8,
+                                  .c = 48,
+                                  .h = 64,
+                                  .w = 64,
+                                  .k = 48,
+                                  .r = 3,
+                                  .s = 3,
+                                  .spatial_dims = 3,
+                                  .d = 64,
+                                  .t = 3,
+                                  .transposed = true},
+                                 {.n = 16,
+                                  .c = 32,
+                                  .h = 64,
+                                  .w = 64,
+                                  .k = 64,
+                                  .r = 5,
+                                  .s = 5,
+                                  .spatial_dims = 3,
+                                  .d = 64,
+                                  .t = 3,
+                                  .transposed = true},
+                                 {.n = 8,
+                                  .c = 48,
+                                  .h = 96,
+                                  .w = 96,
+                                  .k = 24,
+                                  .r = 3,
+                                  .s = 3,
+                                  .spatial_dims = 3,
+                                  .d = 96,
+                                  .t = 3,
+                                  .transposed = true},
+                                 {.n = 16,
+                                  .c = 32,
+                                  .h = 32,
+                                  .w = 64,
+                                  .k = 16,
+                                  .r = 5,
+                                  .s = 7,
+                                  .spatial_dims = 3,
+                                  .d = 16,
+                                  .t = 3,
+                                  .transposed = true}};
   for (const Conv2dDesc& p : problems) {
     for (const DType dtype : {DType::kFloat32, DType::kFloat16}) {
       const Conv2dDesc d = kind(p, dtype);

@@ -186,3 +186,106 @@ TEST(TransposedWgmmaKernel, AutoChoosesAsForTheTwin) {
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// KernelBench 79's kind, small (1-D, stride 2, dilation 2, pad 1), and a 2-D one with
+// stride 3, dilation 3 and a bias: one receiving phase each.
+const Conv2dDesc kPhase1d{.n = 2,
+                          .c = 32,
+                          .w = 64,
+                          .k = 64,
+                          .s = 3,
+                          .stride_w = 2,
+                          .pad_w = 1,
+                          .dilation_w = 2,
+                          .spatial_dims = 1,
+                          .transposed = true};
+const Conv2dDesc kPhase2d{.n = 1,
+                          .c = 64,
+                          .h = 7,
+                          .w = 9,
+                          .k = 48,
+                          .r = 3,
+                          .s = 3,
+                          .stride_h = 3,
+                          .stride_w = 3,
+                          .pad_h = 2,
+                          .pad_w = 2,
+                          .dilation_h = 3,
+                          .dilation_w = 3,
+                          .bias = true,
+                          .transposed = true};
+
+TEST(ForwardTwin, ADilationThatIsAMultipleOfTheStrideLeavesOnePhaseWhoseGridIsTheTwinsOutput) {
+  const auto f1 = forward_twin(kPhase1d);
+  ASSERT_TRUE(f1.twin) << f1.why_not;
+  EXPECT_TRUE(f1.phased());
+  EXPECT_EQ(f1.out_stride_w, 2);
+  EXPECT_EQ(f1.phase_w, 1);  // -pad mod stride
+  EXPECT_EQ(f1.twin->stride_w, 1);
+  EXPECT_EQ(f1.twin->dilation_w, 1);
+  EXPECT_EQ(f1.twin->pad_w, 1);  // (kernel - 1) m - (phase + pad) / stride = 2 - 1
+  const auto full = kPhase1d.output_shape();
+  EXPECT_EQ(f1.twin->output_shape().q, (full.q - f1.phase_w + 1) / 2);
+  const auto f2 = forward_twin(kPhase2d);
+  ASSERT_TRUE(f2.twin) << f2.why_not;
+  EXPECT_EQ(f2.phase_h, 1);
+  EXPECT_EQ(f2.out_stride_h, 3);
+  EXPECT_EQ(f2.twin->dilation_h, 1);
+  // A dilation that is no multiple of the stride fills several phases; output_padding
+  // pads one side of the twin.
+  Conv2dDesc several = kPhase2d;
+  several.dilation_h = several.dilation_w = 2;
+  several.h = several.w = 9;
+  EXPECT_FALSE(forward_twin(several).twin);
+  EXPECT_NE(forward_twin(several).why_not.find("several output phases"), std::string::npos);
+  Conv2dDesc padded = kPhase1d;
+  padded.output_padding_w = 1;
+  EXPECT_FALSE(forward_twin(padded).twin);
+  // Stride 1 is the plain twin, no phase.
+  EXPECT_FALSE(forward_twin(kWide).phased());
+}
+
+TEST(TransposedWgmmaKernel, APhaseRunsThroughTheRouteAfterABiasFillAndCompilesWithoutSpills) {
+  ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
+  for (const Conv2dDesc& d : {kind(kPhase1d, DType::kFloat16), kind(kPhase2d, DType::kFloat32),
+                              kind(kPhase2d, DType::kFloat32, MathMode::kStrictFp32)}) {
+    SCOPED_TRACE(d.to_string());
+    const auto why = wgmma_unsupported_reason(d, "sm_90");
+    ASSERT_TRUE(why) << "no NCHW kernel stores a phase";
+    EXPECT_NE(why->find("route"), std::string::npos) << *why;
+    ASSERT_FALSE(nchw_via_nhwc_unsupported_reason(d, "sm_90")) << *nchw_via_nhwc_unsupported_reason(d, "sm_90");
+    ASSERT_FALSE(why_unsupported(d, Algorithm::kImplicitGemm, "sm_90"));
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    const std::string& name = src.source.kernel_name;
+    EXPECT_TRUE(name.ends_with("_via_nhwc")) << name;
+    EXPECT_NE(src.source.text.find("#define CONVJIT_WGMMA_Y_PHASE 1"), std::string::npos);
+    // Stored by the kernel or, split (the small 2-D one), by the reduce pass: never through y's transpose.
+    EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_Y_NCHW 1") != std::string::npos,
+              !src.launch.split_reduce.has_value());
+    const auto f = forward_twin(d);
+    EXPECT_EQ(prologue_constant(src, "int", "kYStrideW"), std::to_string(f.out_stride_w));
+    EXPECT_EQ(prologue_constant(src, "int", "kYPhaseW"), std::to_string(f.phase_w));
+    EXPECT_EQ(prologue_constant(src, "int", "kYFullQ"), std::to_string(d.output_shape().q));
+    ASSERT_TRUE(src.launch.y_fill.has_value());
+    EXPECT_EQ(src.launch.y_fill->kernel_name, name + "_fill");
+    EXPECT_FALSE(src.launch.y_to_nchw.has_value());
+    const auto compiled = Nvrtc::compile(src.source.text, name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    EXPECT_EQ(compiled.ptx.find(".entry " + name + "_reduce(") != std::string::npos,
+              src.launch.split_reduce.has_value());
+    for (const std::string& entry : {name, name + "_pack", name + "_x_to_nhwc", name + "_fill"}) {
+      EXPECT_NE(compiled.ptx.find(".entry " + entry + "("), std::string::npos) << entry;
+      const auto usage = parse_ptxas_report(compiled.log, entry);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << entry << "\n" << compiled.log;
+    }
+  }
+  // Off, the route cannot take it, and nothing else runs a phase on the implicit GEMM.
+  ScopedEnv off("CONVJIT_NCHW_VIA_NHWC", "0");
+  EXPECT_TRUE(why_unsupported(kind(kPhase1d, DType::kFloat16), Algorithm::kImplicitGemm, "sm_90"));
+  EXPECT_NE(select_algorithm(kind(kPhase1d, DType::kFloat16), "sm_90"), Algorithm::kImplicitGemm);
+}
+
+}  // namespace
+}  // namespace convjit

@@ -253,6 +253,44 @@ TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
   EXPECT_EQ(encodes[0].address, regions(d, workspace.at(), packed_bytes, true).x);
 }
 
+// A strided transposed problem with one receiving phase (stride 2, dilation 2, 1-D): x's
+// transpose, the bias fill of the caller's y, the pack, then the convolution, which stores
+// the phase's outputs into the caller's y (long enough not to split).
+TEST_F(NchwViaNhwcLaunch, AStridedTransposedPhaseFillsYWithTheBiasBeforeTheConvolutionStoresItsPhase) {
+  const Conv2dDesc d = with_dtype({.n = 4,
+                                   .c = 32,
+                                   .w = 16384,
+                                   .k = 64,
+                                   .s = 3,
+                                   .stride_w = 2,
+                                   .pad_w = 1,
+                                   .dilation_w = 2,
+                                   .bias = true,
+                                   .spatial_dims = 1,
+                                   .transposed = true},
+                                  DType::kFloat16);
+  Runtime rt(options());
+  const Conv2dPlan plan = plan_for(rt, d);
+  const std::string name = plan.kernel_name();
+  ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
+  Operands ops(d);
+  FakeBuffer workspace(plan.workspace_bytes());
+  Conv2dArgs args = ops.args();
+  args.workspace = workspace.at();
+  args.workspace_bytes = plan.workspace_bytes();
+  plan.run(args);
+  const auto got = fake().launches();
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].function, name + "_x_to_nhwc");
+  EXPECT_EQ(got[1].function, name + "_fill");
+  ASSERT_EQ(got[1].args.size(), 2u);
+  EXPECT_EQ(got[1].pointer_arg(0), args.bias);
+  EXPECT_EQ(got[1].pointer_arg(1), args.y);
+  EXPECT_EQ(got[2].function, name + "_pack");
+  EXPECT_EQ(got[3].function, name);
+  EXPECT_EQ(got[3].pointer_arg(3), args.y) << "the phase's outputs go straight into the caller's y";
+}
+
 TEST_F(NchwViaNhwcLaunch, OffTheSameProblemRunsTheNchwKernelAlone) {
   ScopedEnv off("CONVJIT_NCHW_VIA_NHWC", "0");
   Runtime rt(options());

@@ -16,6 +16,7 @@ std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, con
     const std::string& name = artifact.source.kernel_name;
     std::vector<std::string> also_load;
     if (artifact.launch.weight_pack) also_load.push_back(artifact.launch.weight_pack->kernel_name);
+    if (artifact.launch.y_fill) also_load.push_back(artifact.launch.y_fill->kernel_name);
     for (const auto& transpose : {artifact.launch.x_to_nhwc, artifact.launch.y_to_nchw}) {
       if (transpose) also_load.push_back(transpose->kernel_name);
     }
@@ -98,6 +99,9 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
       *pass = PlanKernel::TransposePass{.spec = **spec, .function = k->module->lookup((*spec)->kernel_name)};
       k->workspace_bytes += (*spec)->region_bytes;
     }
+  }
+  if (const auto& fill = launch.y_fill) {
+    k->y_fill = PlanKernel::FillPass{.spec = *fill, .function = k->module->lookup(fill->kernel_name)};
   }
   if (const auto& split = launch.split_reduce) {
     k->split = PlanKernel::SplitPass{.spec = *split, .function = k->module->lookup(split->kernel_name)};

@@ -55,6 +55,12 @@ struct PlanKernel {
   };
   std::optional<TransposePass> x_to_nhwc;
   std::optional<TransposePass> y_to_nchw;
+  // A strided transposed problem's phase: y filled with the bias before the main kernel.
+  struct FillPass {
+    OutputFill spec;
+    CUfunction function = nullptr;
+  };
+  std::optional<FillPass> y_fill;
   // Scratch a run with unpacked weights needs: the packed weights, the route's x and y
   // regions and then split-K's partial sums, or im2col's columns and cuBLAS workspace.
   std::uint64_t workspace_bytes = 0;

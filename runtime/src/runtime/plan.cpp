@@ -247,6 +247,16 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
         "launching {}", pass.spec.kernel_name);
   };
   if (via) transpose(*kernel->x_to_nhwc, a.x, x_nhwc);
+  if (kernel->y_fill) {
+    // Every output the bias alone; the main kernel then stores its phase's over them.
+    const OutputFill& f = kernel->y_fill->spec;
+    const void* fill_bias = a.bias;
+    void* fill_y = a.y;
+    void* fill_params[] = {&fill_bias, &fill_y};
+    CONVJIT_CU_CHECK(
+        cuLaunchKernel(kernel->y_fill->function, f.grid_x, 1, 1, f.block_x, 1, 1, 0, stream, fill_params, nullptr),
+        "launching {}", f.kernel_name);
+  }
   const void* w = a.w;
   if (kernel->packer) {
     if (use_packed) {

@@ -36,34 +36,75 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& d) {
   return std::nullopt;
 }
 
+namespace {
+// One spatial dimension of a transposed problem as the forward convolution of its
+// receiving phase (ForwardTwin): stride s, dilation d = m s, the phase's first output, the
+// twin's padding and dilation, or why not.
+struct TwinDim {
+  int phase = 0, pad = 0, dilation = 1;
+  const char* why = nullptr;
+};
+TwinDim twin_dim(std::int64_t in, std::int64_t out, int kernel, int stride, int pad, int dilation) {
+  TwinDim t;
+  if (dilation % stride != 0) {
+    t.why = "a strided transposed convolution whose dilation is no multiple of its stride fills several output phases";
+    return t;
+  }
+  const int m = dilation / stride;
+  t.phase = ((-pad) % stride + stride) % stride;
+  t.pad = (kernel - 1) * m - (t.phase + pad) / stride;
+  t.dilation = m;
+  if (t.pad < 0) {
+    t.why = "padding past the filter's reach crops the forward twin";
+    return t;
+  }
+  // The twin's output, padded alike on both sides, must be the phase's grid: output_padding
+  // (or a stride that leaves a longer tail) would pad one side only.
+  const std::int64_t twin_out = in + 2 * t.pad - static_cast<std::int64_t>(m) * (kernel - 1);
+  if (twin_out != (out - t.phase + stride - 1) / stride) {
+    t.why = "output_padding pads one side of the forward twin only";
+    return t;
+  }
+  return t;
+}
+}  // namespace
+
 ForwardTwin forward_twin(const Conv2dDesc& d) {
   if (!d.transposed) return {std::nullopt, "a forward convolution is its own problem"};
   if (d.layout != Layout::kNCHW) {
     return {std::nullopt,
             fmt::format("a channels-last transposed convolution runs on im2col so far ({})", d.to_string())};
   }
-  if (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1) {
-    return {std::nullopt, fmt::format("a strided transposed convolution is no dense forward one ({})", d.to_string())};
+  const auto out = d.output_shape();
+  const bool depth = d.d != 1 || d.t != 1 || d.pad_d != 0 || d.stride_d != 1 || d.output_padding_d != 0;
+  // 3-D: stride 1 only so far (the route's kernel stores no 3-D phase).
+  if (depth && (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1)) {
+    return {std::nullopt,
+            fmt::format("a strided 3-D transposed convolution has no forward twin yet ({})", d.to_string())};
   }
-  if (d.output_padding_d != 0 || d.output_padding_h != 0 || d.output_padding_w != 0) {
-    return {std::nullopt, fmt::format("output_padding pads one side of the forward twin only ({})", d.to_string())};
-  }
-  const int pad_d = d.dilation_d * (d.t - 1) - d.pad_d;
-  const int pad_h = d.dilation_h * (d.r - 1) - d.pad_h;
-  const int pad_w = d.dilation_w * (d.s - 1) - d.pad_w;
-  if (pad_d < 0 || pad_h < 0 || pad_w < 0) {
-    return {std::nullopt, fmt::format("padding past the filter's reach crops the forward twin ({})", d.to_string())};
+  const TwinDim z = twin_dim(d.d, out.z, d.t, d.stride_d, d.pad_d, d.dilation_d);
+  const TwinDim h = twin_dim(d.h, out.p, d.r, d.stride_h, d.pad_h, d.dilation_h);
+  const TwinDim w = twin_dim(d.w, out.q, d.s, d.stride_w, d.pad_w, d.dilation_w);
+  for (const TwinDim* t : {&z, &h, &w}) {
+    if (t->why != nullptr) return {std::nullopt, fmt::format("{} ({})", t->why, d.to_string())};
   }
   Conv2dDesc twin = d;
   twin.transposed = false;
-  twin.pad_d = pad_d;
-  twin.pad_h = pad_h;
-  twin.pad_w = pad_w;
-  if (d.output_shape() != twin.output_shape()) {
+  twin.stride_h = twin.stride_w = 1;
+  twin.pad_d = z.pad;
+  twin.pad_h = h.pad;
+  twin.pad_w = w.pad;
+  twin.dilation_d = z.dilation;
+  twin.dilation_h = h.dilation;
+  twin.dilation_w = w.dilation;
+  twin.output_padding_d = twin.output_padding_h = twin.output_padding_w = 0;
+  const auto twin_out = twin.output_shape();
+  if (twin_out.z != out.z || twin_out.p != (out.p - h.phase + d.stride_h - 1) / d.stride_h ||
+      twin_out.q != (out.q - w.phase + d.stride_w - 1) / d.stride_w || twin_out.n != out.n || twin_out.k != out.k) {
     fail(ErrorCode::kInternal, "forward_twin: {} and its twin {} disagree on the output", d.to_string(),
          twin.to_string());
   }
-  return {twin, {}};
+  return {twin, {}, h.phase, w.phase, d.stride_h, d.stride_w};
 }
 
 std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {
@@ -94,6 +135,9 @@ std::optional<std::string> unsupported_reason(const Conv2dDesc& d, Algorithm alg
       // Its gather takes a depth dimension and the transposed index map too.
       return std::nullopt;
     case Algorithm::kImplicitGemm:
+      // A strided transposed problem with one receiving phase: its forward twin through the
+      // route, where the route takes it.
+      if (forward_twin(d).phased() && !nchw_via_nhwc_unsupported_reason(d, arch)) return std::nullopt;
       if (auto why = implicit_gemm_beyond_2d_reason(d)) return why;
       // Both layouts, every group count: the mma.sync kernel reads either; on Hopper the
       // wgmma kernel takes what wgmma_unsupported_reason lets it, mma.sync the rest.
@@ -128,6 +172,14 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
+  // One receiving phase (ForwardTwin): its dense forward convolution through the route,
+  // against the direct kernel and im2col, by predicted time.
+  if (forward_twin(d).phased() && !nchw_via_nhwc_unsupported_reason(d, arch)) {
+    const double route_ms = predicted_nchw_via_nhwc_ms(d, arch);
+    if (route_ms < predicted_direct_ms(d, arch) && route_ms < predicted_im2col_ms(d, arch)) {
+      return Algorithm::kImplicitGemm;
+    }
+  }
   // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
   // im2col writes and reads a column matrix taps times the size of x.
   // Shallow inputs too (a 3-channel 3-D stem: 27 taps x 3): the gather reads x in place.
@@ -286,6 +338,8 @@ double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch
 bool nchw_takes_route(const Conv2dDesc& d, const std::string& arch) {
   if (nchw_via_nhwc_unsupported_reason(d, arch)) return false;
   if (nchw_via_nhwc_switch() == NchwRoute::kForced) return true;
+  // A strided transposed problem's phase has no NCHW wgmma kernel.
+  if (forward_twin(d).phased()) return true;
   return predicted_nchw_via_nhwc_ms(d, arch) < predicted_nchw_wgmma_copy_ms(d, arch);
 }
 

@@ -359,6 +359,8 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
     // Its forward twin, the weights packed flipped.
     auto f = forward_twin(d);
     if (!f.twin) return std::move(f.why_not);
+    // Its outputs s apart: only the route's kernel stores them (nchw_via_nhwc_unsupported_reason).
+    if (f.phased()) return "a strided transposed convolution's phase runs through the route only";
     return wgmma_unsupported_reason(*f.twin, arch, align);
   }
   if (has_depth(d)) {
@@ -590,6 +592,13 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // The route's kernel stores straight into the caller's NCHW y, one channel a store,
   // unless split-K's reduce pass writes y (pixel-major): then y's transpose stays.
   const bool y_nchw = via && tile->slices == 1;
+  // A strided transposed problem's phase: its outputs stored s apart, by the kernel or
+  // (split-K) its reduce pass, straight into the caller's y, the rest filled with the bias
+  // first. No y transpose either way.
+  const ForwardTwin phase = transposed ? forward_twin(*transposed) : ForwardTwin{};
+  if (phase.phased() && !via) {
+    fail(ErrorCode::kInternal, "specialize_wgmma: {}'s phase runs through the route only", transposed->to_string());
+  }
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -648,6 +657,16 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
   if (transposed) prologue.define("CONVJIT_WGMMA_W_TRANSPOSED");
   if (y_nchw) prologue.define("CONVJIT_WGMMA_Y_NCHW");
+  if (phase.phased()) {
+    const auto full = transposed->output_shape();
+    prologue.define("CONVJIT_WGMMA_Y_PHASE")
+        .constant("kYPhaseH", phase.phase_h)
+        .constant("kYPhaseW", phase.phase_w)
+        .constant("kYStrideH", phase.out_stride_h)
+        .constant("kYStrideW", phase.out_stride_w)
+        .constant("kYFullP", static_cast<int>(full.p))
+        .constant("kYFullQ", static_cast<int>(full.q));
+  }
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
                         .constant("kMB", tile->mb)
@@ -729,13 +748,23 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                     .block_x = 256,
                     .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
   }
+  if (phase.phased()) {
+    const auto full = transposed->output_shape();
+    const auto outputs = static_cast<std::uint64_t>(full.n) * full.k * full.p * full.q;
+    src.launch.y_fill =
+        OutputFill{.kernel_name = src.source.kernel_name + "_fill",
+                   .block_x = 256,
+                   .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
+    fmt::format_to(std::back_inserter(src.launch.tile), ", the phase ({}, {}) of stride {}x{}, the rest the bias",
+                   phase.phase_h, phase.phase_w, phase.out_stride_h, phase.out_stride_w);
+  }
   if (via) {
     const auto out = d.output_shape();
     // x per image: [C][D x H x W] -> [D x H x W][C]; y per image: [Z x P x Q][K] -> [K][Z x P x Q]
     // (2-D: D = Z = 1).
     src.launch.x_to_nhwc = layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c,
                                             std::int64_t{d.d} * d.h * d.w, size_of(d.dtype));
-    if (!y_nchw) {
+    if (!y_nchw && !phase.phased()) {
       src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n,
                                               std::int64_t{out.z} * out.p * out.q, d.k, size_of(d.dtype));
     }
@@ -748,6 +777,7 @@ Specialization specialize_wgmma(const Conv2dDesc& d, const AlignmentNeeds& align
   if (d.transposed) {
     const auto f = forward_twin(d);
     if (!f.twin) fail(ErrorCode::kInternal, "specialize_wgmma: {}", f.why_not);
+    if (f.phased()) fail(ErrorCode::kInternal, "specialize_wgmma: {} runs through the route only", d.to_string());
     return specialize_wgmma_for(*f.twin, align, /*via=*/false, &d);
   }
   return specialize_wgmma_for(d, align, /*via=*/false, nullptr);

@@ -73,6 +73,15 @@ struct LayoutTranspose {
   unsigned block_x = 256;
   unsigned grid_x = 1;
 };
+// A strided transposed problem's phase through the route (ForwardTwin::phased()): y
+// filled with the bias alone (and its activation) before the main kernel stores the
+// phase's outputs over it; <kernel_name>_fill(bias, y), one launch on the run's stream.
+struct OutputFill {
+  std::string kernel_name;
+  unsigned block_x = 256;
+  unsigned grid_x = 1;
+};
+
 // Every workspace region starts this far from the workspace's start (bulk and TMA copies
 // need 16 bytes; 256 keeps the regions on whole memory transactions).
 inline constexpr std::uint64_t kRegionAlign = 256;
@@ -144,6 +153,7 @@ struct LaunchSpec {
   std::optional<StreamKWorkspace> stream_k;  // a parameter after the maps
   std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
   std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
+  std::optional<OutputFill> y_fill;          // its entry point is <kernel_name>_fill
   AlignmentNeeds needs;                      // what the kernel needs of each pointer, given its alignment constants
 };
 
@@ -226,9 +236,17 @@ std::optional<std::string> beyond_2d_forward_reason(const Conv2dDesc& desc);
 // output_padding (which would pad one side only) and padding within the filter's reach;
 // otherwise why not. The wgmma kernels run the twin with their weight pack reading w
 // flipped (CONVJIT_WGMMA_W_TRANSPOSED).
+// A strided one whose dilation is a multiple of its stride in each dimension (KernelBench
+// 77, 79) has one receiving phase: output o takes x[i] w[j] when i s - pad + j d = o, and
+// with d = m s only o = ph (mod s), ph = -pad mod s, receives a tap. Its twin computes that
+// phase: stride 1, dilation m, padding (kernel - 1) m - (ph + pad) / s, its output grid the
+// phase's (o = ph + s o'); every other output is the bias alone (phased()).
 struct ForwardTwin {
   std::optional<Conv2dDesc> twin;
   std::string why_not;
+  int phase_h = 0, phase_w = 0;            // the receiving phase's first output row, column
+  int out_stride_h = 1, out_stride_w = 1;  // the transposed problem's stride: the twin's outputs that far apart
+  bool phased() const noexcept { return twin && (out_stride_h > 1 || out_stride_w > 1); }
 };
 ForwardTwin forward_twin(const Conv2dDesc& desc);
 
