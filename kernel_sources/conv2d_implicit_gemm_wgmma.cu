@@ -262,15 +262,16 @@ constexpr bool kYNchw = false;
 #endif
 // A strided transposed problem's receiving phase (CONVJIT_WGMMA_Y_PHASE, the route only):
 // the prologue's problem is the phase's forward twin, its output pixel (p, q) the caller's
-// (p kYStrideH + kYPhaseH, q kYStrideW + kYPhaseW) of a kYFullP x kYFullQ plane; <name>_fill
+// (p kYStrideH + kYPhaseH, q kYStrideW + kYPhaseW) of a kYFullP x kYFullQ plane (3-D: z
+// kYStrideD + kYPhaseD of kYFullZ such planes); <name>_fill
 // has already written the bias alone everywhere.
 #ifdef CONVJIT_WGMMA_Y_PHASE
 constexpr bool kYPhase = true;
 static_assert(kYNchw || kSplitK > 1, "a phase's outputs are stored by the route's NCHW stores or its reduce pass");
-static_assert(kZ == 1 && kD == 1 && kT == 1, "a phase of a 2-D (or 1-D) problem");
 #else
 constexpr bool kYPhase = false;
 constexpr int kYPhaseH = 0, kYPhaseW = 0, kYStrideH = 1, kYStrideW = 1, kYFullP = kP, kYFullQ = kQ;
+constexpr int kYPhaseD = 0, kYStrideD = 1, kYFullZ = kZ;
 #endif
 #ifdef CONVJIT_WGMMA_W_TRANSPOSED
 constexpr bool kWeightsTransposed = true;
@@ -963,12 +964,22 @@ __device__ __forceinline__ void round_stage_weights(const Element* stages, unsig
   });
 }
 
+// kYPhase: where the twin's output pixel zpq (of an image's kZ x kP x kQ) lies in the
+// caller's kYFullZ x kYFullP x kYFullQ plane.
+__device__ __forceinline__ long long phase_output(int zpq) {
+  const int z = zpq / (kP * kQ);
+  const int pq = zpq - z * (kP * kQ);
+  const int p = pq / kQ;
+  return (static_cast<long long>(z * kYStrideD + kYPhaseD) * kYFullP + p * kYStrideH + kYPhaseH) * kYFullQ +
+         (pq - p * kQ) * kYStrideW + kYPhaseW;
+}
+
 // Stores output pixel `pixel`'s value pair (channels k_out, k_out + 1 of the group) at
 // y_pixel + k_out: one store when pairs are aligned (kPairStores), else one a channel;
 // kYNchw: y_pixel + k_out planes of kP x kQ.
 __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0, float v1) {
   if constexpr (kYNchw) {
-    constexpr long long kPlaneOut = kYPhase ? static_cast<long long>(kYFullP) * kYFullQ : kOutPlane;
+    constexpr long long kPlaneOut = kYPhase ? static_cast<long long>(kYFullZ) * kYFullP * kYFullQ : kOutPlane;
     if (k_out < kKPerGroup) y_pixel[k_out * kPlaneOut] = from_float(v0);
     if (k_out + 1 < kKPerGroup) y_pixel[(k_out + 1) * kPlaneOut] = from_float(v1);
   } else if constexpr (kPairStores) {
@@ -1100,11 +1111,8 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
           const int img = pixel / kOutPlane;
           const int zpq = pixel - img * kOutPlane;
           long long at = zpq;
-          if constexpr (kYPhase) {  // 2-D: kOutPlane is kP x kQ
-            const int p = zpq / kQ;
-            at = static_cast<long long>(p * kYStrideH + kYPhaseH) * kYFullQ + (zpq - p * kQ) * kYStrideW + kYPhaseW;
-          }
-          constexpr long long kPlaneY = kYPhase ? static_cast<long long>(kYFullP) * kYFullQ : kOutPlane;
+          if constexpr (kYPhase) at = phase_output(zpq);
+          constexpr long long kPlaneY = kYPhase ? static_cast<long long>(kYFullZ) * kYFullP * kYFullQ : kOutPlane;
           y_pixel = y + (static_cast<long long>(img) * kK + sg.group * kKPerGroup) * kPlaneY + at;
         } else {
           y_pixel = y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup;
@@ -1428,12 +1436,9 @@ extern "C" __global__ void __launch_bounds__(256)
       // of the caller's NCHW plane.
       const long long pixel = i / kK;
       const int k = static_cast<int>(i - pixel * kK);
-      const long long img = pixel / (kP * kQ);
-      const int pq = static_cast<int>(pixel - img * (kP * kQ));
-      const int p = pq / kQ;
-      y[(img * kK + k) * (static_cast<long long>(kYFullP) * kYFullQ) +
-        static_cast<long long>(p * kYStrideH + kYPhaseH) * kYFullQ + (pq - p * kQ) * kYStrideW + kYPhaseW] =
-          from_float(v);
+      const long long img = pixel / kOutPlane;
+      y[(img * kK + k) * (static_cast<long long>(kYFullZ) * kYFullP * kYFullQ) +
+        phase_output(static_cast<int>(pixel - img * kOutPlane))] = from_float(v);
     } else {
       y[i] = from_float(v);
     }
@@ -1505,7 +1510,7 @@ extern "C" __global__ void __launch_bounds__(256)
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _fill)(const wg::Element* __restrict__ bias, wg::Element* __restrict__ y) {
   using namespace wg;
-  constexpr long long kPlaneFull = static_cast<long long>(kYFullP) * kYFullQ;
+  constexpr long long kPlaneFull = static_cast<long long>(kYFullZ) * kYFullP * kYFullQ;
   constexpr long long kAll = static_cast<long long>(kN) * kK * kPlaneFull;
   for (long long i = blockIdx.x * 256ll + threadIdx.x; i < kAll; i += 256ll * gridDim.x) {
     float v = 0.0f;

@@ -70,6 +70,37 @@ TEST_F(ConvNdWgmma, ProbeOneTileMatchesFloat64InEveryDtypeAndMathMode) {
   }
 }
 
+// KernelBench 77's kind, small: a 3-D transposed problem with stride 2 and dilation 2,
+// whose one receiving phase runs as a dense 3-D convolution after the bias fill.
+TEST_F(ConvNdWgmma, ASingleReceivingPhaseOfA3dStridedTransposedProblemMatchesFloat64InEveryMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(15303);
+  for (const Kind& kind : kKinds) {
+    Conv2dDesc d = with_kind({.n = 2,
+                              .c = 32,
+                              .h = 6,
+                              .w = 8,
+                              .k = 64,
+                              .r = 3,
+                              .s = 3,
+                              .stride_h = 2,
+                              .stride_w = 2,
+                              .pad_h = 1,
+                              .pad_w = 1,
+                              .dilation_h = 2,
+                              .dilation_w = 2,
+                              .bias = true,
+                              .d = 4,
+                              .t = 3,
+                              .stride_d = 2,
+                              .pad_d = 1,
+                              .dilation_d = 2},
+                             kind);
+    d.transposed = true;
+    expect_correct(rt, d, rng);
+  }
+}
+
 // Problems the route takes: C a multiple of 16 bytes, odd spatial extents, filters of 1
 // to 3 taps in depth, padding up to the filter's reach, depth stride 1 or 2 (forward),
 // dilation, groups (whole chunks), 33 or more output channels a group, bias and ReLU;

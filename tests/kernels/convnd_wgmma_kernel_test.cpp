@@ -207,3 +207,58 @@ TEST(ConvNdWgmmaKernel, WhatTheRankFiveMapCannotReadKeepsItsKernelsWithTheReason
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// KernelBench 77's kind, small: 3-D, stride 2, dilation 2, pad 1: one receiving phase,
+// (1, 1, 1), through the route with the bias fill; compiles for sm_90a without spills.
+TEST(ConvNdWgmmaKernel, AThreeDimensionalSinglePhaseTransposedProblemRunsThroughTheRouteWithAFill) {
+  ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
+  const Conv2dDesc d = kind({.n = 2,
+                             .c = 32,
+                             .h = 8,
+                             .w = 8,
+                             .k = 64,
+                             .r = 3,
+                             .s = 3,
+                             .stride_h = 2,
+                             .stride_w = 2,
+                             .pad_h = 1,
+                             .pad_w = 1,
+                             .dilation_h = 2,
+                             .dilation_w = 2,
+                             .bias = true,
+                             .spatial_dims = 3,
+                             .d = 4,
+                             .t = 3,
+                             .stride_d = 2,
+                             .pad_d = 1,
+                             .dilation_d = 2,
+                             .transposed = true},
+                            DType::kFloat16);
+  const auto f = forward_twin(d);
+  ASSERT_TRUE(f.twin) << f.why_not;
+  EXPECT_TRUE(f.phased());
+  EXPECT_EQ(f.phase_d, 1);
+  EXPECT_EQ(f.out_stride_d, 2);
+  EXPECT_EQ(f.twin->stride_d, 1);
+  EXPECT_EQ(f.twin->dilation_d, 1);
+  EXPECT_EQ(f.twin->output_shape().z, (d.output_shape().z - 1 + 1) / 2);
+  const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+  const std::string& name = src.source.kernel_name;
+  EXPECT_TRUE(name.ends_with("_via_nhwc")) << name;
+  EXPECT_EQ(prologue_constant(src, "int", "kYStrideD"), "2");
+  EXPECT_EQ(prologue_constant(src, "int", "kYFullZ"), std::to_string(d.output_shape().z));
+  ASSERT_TRUE(src.launch.y_fill.has_value());
+  ASSERT_TRUE(src.launch.a_map.has_value());
+  EXPECT_EQ(src.launch.a_map->rank, 5);
+  const auto compiled = Nvrtc::compile(src.source.text, name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+  for (const std::string& entry : {name, name + "_fill", name + "_x_to_nhwc"}) {
+    EXPECT_NE(compiled.ptx.find(".entry " + entry + "("), std::string::npos) << entry;
+    EXPECT_EQ(parse_ptxas_report(compiled.log, entry).spill_store_bytes, 0) << entry << "\n" << compiled.log;
+  }
+}
+
+}  // namespace
+}  // namespace convjit

@@ -76,12 +76,6 @@ ForwardTwin forward_twin(const Conv2dDesc& d) {
             fmt::format("a channels-last transposed convolution runs on im2col so far ({})", d.to_string())};
   }
   const auto out = d.output_shape();
-  const bool depth = d.d != 1 || d.t != 1 || d.pad_d != 0 || d.stride_d != 1 || d.output_padding_d != 0;
-  // 3-D: stride 1 only so far (the route's kernel stores no 3-D phase).
-  if (depth && (d.stride_d != 1 || d.stride_h != 1 || d.stride_w != 1)) {
-    return {std::nullopt,
-            fmt::format("a strided 3-D transposed convolution has no forward twin yet ({})", d.to_string())};
-  }
   const TwinDim z = twin_dim(d.d, out.z, d.t, d.stride_d, d.pad_d, d.dilation_d);
   const TwinDim h = twin_dim(d.h, out.p, d.r, d.stride_h, d.pad_h, d.dilation_h);
   const TwinDim w = twin_dim(d.w, out.q, d.s, d.stride_w, d.pad_w, d.dilation_w);
@@ -90,7 +84,7 @@ ForwardTwin forward_twin(const Conv2dDesc& d) {
   }
   Conv2dDesc twin = d;
   twin.transposed = false;
-  twin.stride_h = twin.stride_w = 1;
+  twin.stride_d = twin.stride_h = twin.stride_w = 1;
   twin.pad_d = z.pad;
   twin.pad_h = h.pad;
   twin.pad_w = w.pad;
@@ -99,12 +93,13 @@ ForwardTwin forward_twin(const Conv2dDesc& d) {
   twin.dilation_w = w.dilation;
   twin.output_padding_d = twin.output_padding_h = twin.output_padding_w = 0;
   const auto twin_out = twin.output_shape();
-  if (twin_out.z != out.z || twin_out.p != (out.p - h.phase + d.stride_h - 1) / d.stride_h ||
+  if (twin_out.z != (out.z - z.phase + d.stride_d - 1) / d.stride_d ||
+      twin_out.p != (out.p - h.phase + d.stride_h - 1) / d.stride_h ||
       twin_out.q != (out.q - w.phase + d.stride_w - 1) / d.stride_w || twin_out.n != out.n || twin_out.k != out.k) {
     fail(ErrorCode::kInternal, "forward_twin: {} and its twin {} disagree on the output", d.to_string(),
          twin.to_string());
   }
-  return {twin, {}, h.phase, w.phase, d.stride_h, d.stride_w};
+  return {twin, {}, h.phase, w.phase, d.stride_h, d.stride_w, z.phase, d.stride_d};
 }
 
 std::optional<std::string> implicit_gemm_beyond_2d_reason(const Conv2dDesc& d) {

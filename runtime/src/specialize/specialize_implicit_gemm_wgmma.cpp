@@ -665,7 +665,10 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
         .constant("kYStrideH", phase.out_stride_h)
         .constant("kYStrideW", phase.out_stride_w)
         .constant("kYFullP", static_cast<int>(full.p))
-        .constant("kYFullQ", static_cast<int>(full.q));
+        .constant("kYFullQ", static_cast<int>(full.q))
+        .constant("kYPhaseD", phase.phase_d)
+        .constant("kYStrideD", phase.out_stride_d)
+        .constant("kYFullZ", static_cast<int>(full.z));
   }
   src.source.text = prologue.problem(d)
                         .constant("kBN", tile->bn)
@@ -750,13 +753,14 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   }
   if (phase.phased()) {
     const auto full = transposed->output_shape();
-    const auto outputs = static_cast<std::uint64_t>(full.n) * full.k * full.p * full.q;
+    const auto outputs = static_cast<std::uint64_t>(full.n) * full.k * full.z * full.p * full.q;
     src.launch.y_fill =
         OutputFill{.kernel_name = src.source.kernel_name + "_fill",
                    .block_x = 256,
                    .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
-    fmt::format_to(std::back_inserter(src.launch.tile), ", the phase ({}, {}) of stride {}x{}, the rest the bias",
-                   phase.phase_h, phase.phase_w, phase.out_stride_h, phase.out_stride_w);
+    fmt::format_to(std::back_inserter(src.launch.tile),
+                   ", the phase ({}, {}, {}) of stride {}x{}x{}, the rest the bias", phase.phase_d, phase.phase_h,
+                   phase.phase_w, phase.out_stride_d, phase.out_stride_h, phase.out_stride_w);
   }
   if (via) {
     const auto out = d.output_shape();

@@ -246,7 +246,8 @@ struct ForwardTwin {
   std::string why_not;
   int phase_h = 0, phase_w = 0;            // the receiving phase's first output row, column
   int out_stride_h = 1, out_stride_w = 1;  // the transposed problem's stride: the twin's outputs that far apart
-  bool phased() const noexcept { return twin && (out_stride_h > 1 || out_stride_w > 1); }
+  int phase_d = 0, out_stride_d = 1;       // the same in depth (3-D)
+  bool phased() const noexcept { return twin && (out_stride_h > 1 || out_stride_w > 1 || out_stride_d > 1); }
 };
 ForwardTwin forward_twin(const Conv2dDesc& desc);
 
