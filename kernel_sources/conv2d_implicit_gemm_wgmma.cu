@@ -244,10 +244,6 @@ static_assert(!kStreamK, "stream-K shares a static batch's stages");
 #endif
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
               "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
-// A stride-1 transposed convolution runs as the forward one of its flipped, channel-swapped
-// filter (the prologue's problem is that twin, its padding dilation x (kernel - 1) - pad):
-// only the pack knows, reading the forward filter's (k, c, tap) from the caller's
-// transposed w [group's c][k][R-1-r][S-1-s] (C, K/groups, R, S, as PyTorch stores it).
 // The route without its y transpose (CONVJIT_WGMMA_Y_NCHW): the NHWC kernel stores its
 // output pixels straight into the caller's NCHW y, a channel plane apart. A warp's store
 // then covers 8 consecutive pixels of 4 channels, whole 32-byte sectors for f32 (16-bit:
@@ -273,6 +269,10 @@ constexpr bool kYPhase = false;
 constexpr int kYPhaseH = 0, kYPhaseW = 0, kYStrideH = 1, kYStrideW = 1, kYFullP = kP, kYFullQ = kQ;
 constexpr int kYPhaseD = 0, kYStrideD = 1, kYFullZ = kZ;
 #endif
+// A stride-1 transposed convolution runs as the forward one of its flipped, channel-swapped
+// filter (the prologue's problem is that twin, its padding dilation x (kernel - 1) - pad):
+// only the pack knows, reading the forward filter's (k, c, tap) from the caller's
+// transposed w [group's c][k][R-1-r][S-1-s] (C, K/groups, R, S, as PyTorch stores it).
 #ifdef CONVJIT_WGMMA_W_TRANSPOSED
 constexpr bool kWeightsTransposed = true;
 static_assert(kWeightsKcrs && !kBMap, "transposed weights: read by the pack, in the NCHW filter's C, K/g, R, S order");

@@ -24,6 +24,7 @@
 namespace convjit {
 namespace {
 
+using testing::chunk_channels;
 using testing::Kind;
 using testing::kKinds;
 
@@ -33,9 +34,6 @@ Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
   d.layout = Layout::kNHWC;
   return d;
 }
-
-// Channels in one 128-byte chunk.
-int chunk_channels(DType dtype) { return 128 / static_cast<int>(size_of(dtype)); }
 
 class WgmmaTma : public ::testing::Test {
  protected:

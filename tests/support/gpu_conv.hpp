@@ -4,6 +4,8 @@
 // in desc.dtype; for f16 and bf16 the reference reads the same 16-bit-rounded inputs
 // (upcast), so the error measures the convolution and its one output rounding.
 
+#include <gtest/gtest.h>
+
 #include <cstring>
 #include <random>
 
@@ -79,6 +81,14 @@ inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& 
   for (float v : y) out.unwritten += std::isnan(v) ? 1 : 0;
   out.rel_err = relative_l2(y, reference_conv2d(d, x, w, b));
   return out;
+}
+
+// The checks every GPU correctness test makes of one run: every output written, nothing
+// written around y, the mode's error bound kept.
+inline void expect_matches_reference(const GpuCheck& result, const Conv2dDesc& d) {
+  EXPECT_EQ(result.unwritten, 0u);
+  EXPECT_EQ(result.outside, 0u);
+  EXPECT_LT(result.rel_err, tolerance(d));
 }
 
 }  // namespace convjit::testing

@@ -17,6 +17,9 @@ inline constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
                                   {DType::kFloat16, MathMode::kTF32},
                                   {DType::kBFloat16, MathMode::kTF32}};
 
+// Channels in one 128-byte chunk of `dtype`: one stage of the NHWC wgmma kernel.
+inline int chunk_channels(DType dtype) { return 128 / static_cast<int>(size_of(dtype)); }
+
 // Upper bounds of the geometry draw_geometry draws (lower bounds: 1, padding 0).
 struct GeometryBounds {
   int n = 3, h = 20, w = 24, r = 5, s = 5, stride = 3, pad = 2, dilation = 2;

@@ -599,6 +599,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (phase.phased() && !via) {
     fail(ErrorCode::kInternal, "specialize_wgmma: {}'s phase runs through the route only", transposed->to_string());
   }
+  // NHWC channel pairs in one store where y's alignment allows; never into NCHW y.
+  const bool pairs = !y_nchw && pair_stores(d, align.y);
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -613,9 +615,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                          : "TF32",
       !nhwc(d) ? std::string()
       : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "",
-                          !y_nchw && pair_stores(d, align.y) ? ", channel-pair stores" : "")
+                          pairs ? ", channel-pair stores" : "")
                : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
-                          !y_nchw && pair_stores(d, align.y) ? ", channel-pair stores" : ""),
+                          pairs ? ", channel-pair stores" : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
           ? fmt::format(", stream-K: {} blocks, {} whole items, then {} items' stages shared", tile->stream_workers,
@@ -644,7 +646,6 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // outputs too or (NHWC) in channel pairs.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
-  const bool pairs = !y_nchw && pair_stores(d, align.y);
   src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
