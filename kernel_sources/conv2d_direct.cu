@@ -14,10 +14,14 @@
 // and trip count is a compile-time constant. Without the prologue this file still
 // compiles (with the example values below), so a test can check it under NVRTC.
 //
-// Work split: one thread computes kKPerThread output channels of one output pixel;
-// a block is kBlockThreads consecutive pixels of one image and one channel block.
-// Blocks are numbered channel-block fastest, so neighbouring blocks read the same
-// input tile and share it through L2. The layout changes only the strides and the loop
+// Work split: one thread computes kKPerThread output channels of one output pixel (of
+// stride_w consecutive pixels, transposed); a block is kBlockThreads threads of one image
+// and one channel block. Blocks are numbered channel-block fastest, so neighbouring
+// blocks read the same input tile and share it through L2. A strided transposed
+// problem's outputs fall into phases (o mod stride), each reached by its own taps: a
+// block takes one depth and height phase, so its warps agree on which filter rows land,
+// and a thread's stride_w outputs are one of each width phase, whose taps are
+// compile-time constants (see kOutW). The layout changes only the strides and the loop
 // order: NCHW walks the filter taps of one input plane, NHWC walks the channels of one
 // input pixel (its contiguous run), so each thread's successive loads share a sector.
 
@@ -52,7 +56,21 @@ constexpr int kKPerGroup = kK / kGroups;
 constexpr int kKBlocksPerGroup = (kKPerGroup + kKPerThread - 1) / kKPerThread;
 constexpr int kKBlocks = kKBlocksPerGroup * kGroups;
 constexpr long long kPixels = static_cast<long long>(kZ) * kP * kQ;
-constexpr long long kPixelTiles = (kPixels + kBlockThreads - 1) / kBlockThreads;
+// A strided transposed problem's outputs fall into phases (o mod stride), each reached by
+// its own taps. Depth and height phases are a block's (block-uniform taps); a thread takes
+// kOutW consecutive outputs along w, one of each width phase, which are then compile-time
+// constants: each tap lands on one of them, and the stores stay contiguous.
+constexpr int kPhaseD = kTransposed ? kStrideD : 1;
+constexpr int kPhaseH = kTransposed ? kStrideH : 1;
+constexpr int kOutW = kTransposed ? kStrideW : 1;
+constexpr int kPhases = kPhaseD * kPhaseH;
+// A phase's output grid, the largest phase's (the first): later ones may be a row short;
+// along w, groups of kOutW outputs (the last one may be short).
+constexpr int kZPhase = (kZ + kPhaseD - 1) / kPhaseD;
+constexpr int kPPhase = (kP + kPhaseH - 1) / kPhaseH;
+constexpr int kQGroups = (kQ + kOutW - 1) / kOutW;
+constexpr long long kPhasePixels = static_cast<long long>(kZPhase) * kPPhase * kQGroups;
+constexpr long long kPixelTiles = (kPhasePixels + kBlockThreads - 1) / kBlockThreads;
 constexpr int kFilterTaps = kT * kR * kS;
 constexpr bool kRaggedK = kKPerGroup % kKPerThread != 0;
 
@@ -97,6 +115,64 @@ __device__ __forceinline__ bool source(int origin, int tap, int& in) {
     return in < kIn;
   }
 }
+
+// Whether a phase coordinate of one dimension receives any tap (some j with
+// phase + pad - j dilation a multiple of the stride): a phase that none reaches is the
+// bias alone, and its blocks skip the filters and the reduction.
+template <int kKernel, int kStride, int kPad, int kDilation>
+__device__ __forceinline__ bool phase_receives(int phase) {
+  bool any = false;
+#pragma unroll
+  for (int j = 0; j < kKernel; ++j) any |= (phase + kPad - j * kDilation) % kStride == 0;
+  return any;
+}
+
+// The taps a thread walks a channel (a phase takes about one in stride of the depth's and
+// the height's); where they are few, channels are unrolled so that a thread keeps several
+// input loads in flight instead of one.
+constexpr int kPhaseTaps = ((kT + kPhaseD - 1) / kPhaseD) * ((kR + kPhaseH - 1) / kPhaseH) * kS;
+// The factor divides the channel count: a remainder iteration would let ptxas merge its
+// loads of the filters with the last full iteration's, reading past w_shared's end.
+__host__ __device__ constexpr int channel_unroll(int most) {
+  int u = most < 1 ? 1 : most;
+  while (kCPerGroup % u != 0) --u;
+  return u;
+}
+constexpr int kCUnroll = channel_unroll(8 / kPhaseTaps);
+
+// A block's filters (kKPerThread of one group, every input channel and tap) as float in
+// shared memory, [c][tap][j], where they fit: each tap's kKPerThread weights are then one
+// or two 16-byte loads that every thread of the block shares, instead of a global load
+// (and a conversion) per multiply-add. Filters past the group's last are zero.
+constexpr int kWTile = kCPerGroup * kFilterTaps * kKPerThread;
+constexpr bool kSharedW = kWTile * sizeof(float) <= 32 * 1024;
+constexpr bool kVectorW = kSharedW && kKPerThread % 4 == 0;
+
+// The kKPerThread weights of input channel c and tap `tap` (t x R x S + r x S + s).
+__device__ __forceinline__ void tap_weights(const float* w_shared, const Element* w_block, int k_in_group, int c,
+                                            int tap, float (&wv)[kKPerThread]) {
+  if constexpr (kVectorW) {
+    const float4* v = reinterpret_cast<const float4*>(w_shared + (c * kFilterTaps + tap) * kKPerThread);
+#pragma unroll
+    for (int j = 0; j < kKPerThread / 4; ++j) {
+      const float4 q = v[j];
+      wv[4 * j] = q.x;
+      wv[4 * j + 1] = q.y;
+      wv[4 * j + 2] = q.z;
+      wv[4 * j + 3] = q.w;
+    }
+  } else if constexpr (kSharedW) {
+#pragma unroll
+    for (int j = 0; j < kKPerThread; ++j) wv[j] = w_shared[(c * kFilterTaps + tap) * kKPerThread + j];
+  } else {
+#pragma unroll
+    for (int j = 0; j < kKPerThread; ++j) {
+      wv[j] = kRaggedK && k_in_group + j >= kKPerGroup
+                  ? 0.0f
+                  : Convert::to_float(__ldg(w_block + j * kWStrideK + c * kWStrideC + tap * kWStrideTap));
+    }
+  }
+}
 }  // namespace conv2d_direct
 
 extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
@@ -106,15 +182,22 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   using namespace conv2d_direct;
   const long long block = blockIdx.x;
   const int k_block = static_cast<int>(block % kKBlocks);
-  const long long tile = (block / kKBlocks) % kPixelTiles;
-  const int n = static_cast<int>(block / (static_cast<long long>(kKBlocks) * kPixelTiles));
-  const long long pixel = tile * kBlockThreads + threadIdx.x;
-  if (pixel >= kPixels) return;
+  const int phase = kPhases == 1 ? 0 : static_cast<int>(block / kKBlocks % kPhases);
+  const long long tile = (block / (static_cast<long long>(kKBlocks) * kPhases)) % kPixelTiles;
+  const int n = static_cast<int>(block / (static_cast<long long>(kKBlocks) * kPhases * kPixelTiles));
+  const long long phase_pixel = tile * kBlockThreads + threadIdx.x;
 
   // The output depth is 0 unless the problem is 3-D: written so that it folds away.
-  const int oz = kZ == 1 ? 0 : static_cast<int>(pixel / (static_cast<long long>(kP) * kQ));
-  const int oh = static_cast<int>(kZ == 1 ? pixel / kQ : pixel / kQ % kP);
-  const int ow = static_cast<int>(pixel % kQ);
+  const int pz = kZPhase == 1 ? 0 : static_cast<int>(phase_pixel / (static_cast<long long>(kPPhase) * kQGroups));
+  const int ph = static_cast<int>(kZPhase == 1 ? phase_pixel / kQGroups : phase_pixel / kQGroups % kPPhase);
+  const int q_group = static_cast<int>(phase_pixel % kQGroups);
+  const int phase_d = kPhaseD == 1 ? 0 : phase / kPhaseH;
+  const int phase_h = kPhaseH == 1 ? 0 : phase % kPhaseH;
+  const int oz = pz * kPhaseD + phase_d;
+  const int oh = ph * kPhaseH + phase_h;
+  const int ow0 = q_group * kOutW;
+  // Threads past the output still help fill the shared filters below.
+  const bool active = phase_pixel < kPhasePixels && (kPhases == 1 || (oz < kZ && oh < kP));
   const int group = k_block / kKBlocksPerGroup;
   const int k_in_group = (k_block % kKBlocksPerGroup) * kKPerThread;
 
@@ -132,45 +215,36 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   } else {
     w_block = w + (static_cast<index_t>(group) * kKPerGroup + k_in_group) * kWStrideK;
   }
-  const int id0 = kTransposed ? oz + kPadD : oz * kStrideD - kPadD;
-  const int ih0 = kTransposed ? oh + kPadH : oh * kStrideH - kPadH;
-  const int iw0 = kTransposed ? ow + kPadW : ow * kStrideW - kPadW;
-
-  float acc[kKPerThread];
-#pragma unroll
-  for (int j = 0; j < kKPerThread; ++j) acc[j] = 0.0f;
-
-  if constexpr (kNHWC) {
-#pragma unroll
-    for (int t = 0; t < kT; ++t) {
-      int id = 0;
-      if (!source<kD, kStrideD, kDilationD>(id0, t, id)) continue;
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        int ih = 0;
-        if (!source<kH, kStrideH, kDilationH>(ih0, r, ih)) continue;
-#pragma unroll
-        for (int s = 0; s < kS; ++s) {
-          int iw = 0;
-          if (!source<kW, kStrideW, kDilationW>(iw0, s, iw)) continue;
-          const Element* x_pixel = x_group + static_cast<index_t>(id) * kXStrideD +
-                                   static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
-          const Element* w_tap = w_block + t * kWStrideT + r * kWStrideR + s * kWStrideS;
-          for (int c = 0; c < kCPerGroup; ++c) {
-            const float v = Convert::to_float(__ldg(x_pixel + c));
-#pragma unroll
-            for (int j = 0; j < kKPerThread; ++j) {
-              if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-              acc[j] = fmaf(v, Convert::to_float(__ldg(w_tap + j * kWStrideK + c * kWStrideC)), acc[j]);
-            }
-          }
-        }
-      }
+  const bool receives = kPhases == 1 || (phase_receives<kT, kStrideD, kPadD, kDilationD>(phase_d) &&
+                                         phase_receives<kR, kStrideH, kPadH, kDilationH>(phase_h));
+  __shared__ __align__(16) float w_shared[kSharedW ? kWTile : 4];
+  if (kSharedW && receives) {
+    for (int i = threadIdx.x; i < kWTile; i += kBlockThreads) {
+      const int j = i % kKPerThread;
+      const int c_tap = i / kKPerThread;
+      const bool real = !kRaggedK || k_in_group + j < kKPerGroup;
+      w_shared[i] = real ? Convert::to_float(__ldg(w_block + j * kWStrideK + (c_tap / kFilterTaps) * kWStrideC +
+                                                   (c_tap % kFilterTaps) * kWStrideTap))
+                         : 0.0f;
     }
-  } else {
-    for (int c = 0; c < kCPerGroup; ++c) {
-      const Element* x_plane = x_group + static_cast<index_t>(c) * kXStrideC;
-      const Element* w_plane = w_block + c * kWStrideC;
+    __syncthreads();
+  }
+  if (!active) return;
+  float acc[kOutW][kKPerThread];
+#pragma unroll
+  for (int o = 0; o < kOutW; ++o) {
+#pragma unroll
+    for (int j = 0; j < kKPerThread; ++j) acc[o][j] = 0.0f;
+  }
+  float wv[kKPerThread];
+  if (receives) {
+    const int id0 = kTransposed ? oz + kPadD : oz * kStrideD - kPadD;
+    const int ih0 = kTransposed ? oh + kPadH : oh * kStrideH - kPadH;
+    // Forward: the input column of tap s is iw0 + s dilation. Transposed: output ow0 + o
+    // takes tap s when o + pad - s dilation is a multiple of the stride (constants here),
+    // from input column q_group + (o + pad - s dilation) / stride.
+    const int iw0 = kTransposed ? q_group : ow0 * kStrideW - kPadW;
+    if constexpr (kNHWC) {
 #pragma unroll
       for (int t = 0; t < kT; ++t) {
         int id = 0;
@@ -181,14 +255,51 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
           if (!source<kH, kStrideH, kDilationH>(ih0, r, ih)) continue;
 #pragma unroll
           for (int s = 0; s < kS; ++s) {
-            int iw = 0;
-            if (!source<kW, kStrideW, kDilationW>(iw0, s, iw)) continue;
-            const float v = Convert::to_float(
-                __ldg(x_plane + static_cast<index_t>(id) * kXStrideD + static_cast<index_t>(ih) * kW + iw));
 #pragma unroll
-            for (int j = 0; j < kKPerThread; ++j) {
-              if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-              acc[j] = fmaf(v, Convert::to_float(__ldg(w_plane + j * kWStrideK + (t * kR + r) * kS + s)), acc[j]);
+            for (int o = 0; o < kOutW; ++o) {
+              const int lands = o + kPadW - s * kDilationW;
+              if (kTransposed && lands % kStrideW != 0) continue;
+              const int iw = kTransposed ? iw0 + lands / kStrideW : iw0 + s * kDilationW;
+              if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW) || ow0 + o >= kQ) continue;
+              const Element* x_pixel = x_group + static_cast<index_t>(id) * kXStrideD +
+                                       static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
+#pragma unroll(kCUnroll)
+              for (int c = 0; c < kCPerGroup; ++c) {
+                const float v = Convert::to_float(__ldg(x_pixel + c));
+                tap_weights(w_shared, w_block, k_in_group, c, (t * kR + r) * kS + s, wv);
+#pragma unroll
+                for (int j = 0; j < kKPerThread; ++j) acc[o][j] = fmaf(v, wv[j], acc[o][j]);
+              }
+            }
+          }
+        }
+      }
+    } else {
+#pragma unroll(kCUnroll)
+      for (int c = 0; c < kCPerGroup; ++c) {
+        const Element* x_plane = x_group + static_cast<index_t>(c) * kXStrideC;
+#pragma unroll
+        for (int t = 0; t < kT; ++t) {
+          int id = 0;
+          if (!source<kD, kStrideD, kDilationD>(id0, t, id)) continue;
+#pragma unroll
+          for (int r = 0; r < kR; ++r) {
+            int ih = 0;
+            if (!source<kH, kStrideH, kDilationH>(ih0, r, ih)) continue;
+#pragma unroll
+            for (int s = 0; s < kS; ++s) {
+#pragma unroll
+              for (int o = 0; o < kOutW; ++o) {
+                const int lands = o + kPadW - s * kDilationW;
+                if (kTransposed && lands % kStrideW != 0) continue;
+                const int iw = kTransposed ? iw0 + lands / kStrideW : iw0 + s * kDilationW;
+                if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW) || ow0 + o >= kQ) continue;
+                const float v = Convert::to_float(
+                    __ldg(x_plane + static_cast<index_t>(id) * kXStrideD + static_cast<index_t>(ih) * kW + iw));
+                tap_weights(w_shared, w_block, k_in_group, c, (t * kR + r) * kS + s, wv);
+#pragma unroll
+                for (int j = 0; j < kKPerThread; ++j) acc[o][j] = fmaf(v, wv[j], acc[o][j]);
+              }
             }
           }
         }
@@ -197,18 +308,24 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   }
 
   const int k0 = group * kKPerGroup + k_in_group;
+  const long long pixel0 = (static_cast<long long>(oz) * kP + oh) * kQ + ow0;
   Element* y_pixel;
   if constexpr (kNHWC) {
-    y_pixel = y + (static_cast<index_t>(n) * static_cast<index_t>(kPixels) + static_cast<index_t>(pixel)) * kK + k0;
+    y_pixel = y + (static_cast<index_t>(n) * static_cast<index_t>(kPixels) + static_cast<index_t>(pixel0)) * kK + k0;
   } else {
-    y_pixel = y + (static_cast<index_t>(n) * kK + k0) * static_cast<index_t>(kPixels) + pixel;
+    y_pixel = y + (static_cast<index_t>(n) * kK + k0) * static_cast<index_t>(kPixels) + pixel0;
   }
+  constexpr index_t kYStrideW = kNHWC ? kK : 1;
 #pragma unroll
   for (int j = 0; j < kKPerThread; ++j) {
     if (kRaggedK && k_in_group + j >= kKPerGroup) break;
-    float out = acc[j];
-    if constexpr (kHasBias) out += Convert::to_float(__ldg(bias + k0 + j));
-    if constexpr (kRelu) out = fmaxf(out, 0.0f);
-    y_pixel[static_cast<index_t>(j) * kYStrideK] = Convert::from_float(out);
+    const float b = kHasBias ? Convert::to_float(__ldg(bias + k0 + j)) : 0.0f;
+#pragma unroll
+    for (int o = 0; o < kOutW; ++o) {
+      if (ow0 + o >= kQ) break;
+      float out = acc[o][j] + b;
+      if constexpr (kRelu) out = fmaxf(out, 0.0f);
+      y_pixel[static_cast<index_t>(j) * kYStrideK + o * kYStrideW] = Convert::from_float(out);
+    }
   }
 }

@@ -195,6 +195,81 @@ TEST_F(ConvNdCorrectness, TransposedEveryStridePaddingOutputPaddingAndDilationMa
   run_cases(cases, 15041);
 }
 
+// The direct kernel's blocks each take one phase of a strided transposed output (o mod
+// stride): phase grids of several blocks, phases a row or column short of the first
+// (extents that the stride does not divide), phases that no tap reaches (stride above
+// the filter's reach: bias only), strides that differ between dimensions, groups, both
+// layouts, 2-D and 3-D, every dtype and math mode.
+TEST_F(ConvNdCorrectness, StridedTransposedPhasesOnTheDirectKernelMatchFloat64) {
+  std::vector<Case> cases;
+  const Conv2dDesc problems[] = {
+      {.n = 2,
+       .c = 6,
+       .h = 23,
+       .w = 29,
+       .k = 10,
+       .r = 3,
+       .s = 5,
+       .stride_h = 2,
+       .stride_w = 3,
+       .pad_h = 1,
+       .pad_w = 2,
+       .dilation_h = 2,
+       .groups = 2,
+       .bias = true,
+       .transposed = true,
+       .output_padding_w = 1},
+      {.n = 1,
+       .c = 5,
+       .h = 13,
+       .w = 17,
+       .k = 7,
+       .r = 3,
+       .s = 3,
+       .stride_h = 5,
+       .stride_w = 5,
+       .pad_h = 1,
+       .pad_w = 1,
+       .dilation_h = 2,
+       .dilation_w = 2,
+       .bias = true,
+       .activation = Activation::kRelu,
+       .transposed = true},
+      {.n = 2,
+       .c = 8,
+       .h = 7,
+       .w = 11,
+       .k = 8,
+       .r = 3,
+       .s = 5,
+       .stride_h = 2,
+       .stride_w = 3,
+       .pad_h = 1,
+       .pad_w = 2,
+       .groups = 4,
+       .bias = true,
+       .spatial_dims = 3,
+       .d = 5,
+       .t = 3,
+       .stride_d = 2,
+       .pad_d = 1,
+       .transposed = true,
+       .output_padding_d = 1},
+  };
+  for (Conv2dDesc d : problems) {
+    for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      d.layout = layout;
+      for (const Mode& m : kModes) {
+        d.dtype = m.dtype;
+        d.math = m.math;
+        d.validate();
+        cases.push_back({d, Algorithm::kDirect, "phases"});
+      }
+    }
+  }
+  run_cases(cases, 15061);
+}
+
 TEST_F(ConvNdCorrectness, KernelBenchOneThreeDimensionalAndTransposedProblemsScaledDownMatchFloat64) {
   std::vector<Case> cases;
   for (const auto& [name, full] : testing::kernelbench_problems()) {

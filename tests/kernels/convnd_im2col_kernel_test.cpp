@@ -157,11 +157,13 @@ TEST(ConvNdIm2colKernel, AutoSendsDenseDepthAndTransposedProblemsToIm2colAndSpar
   // 2 x 4 taps, a quarter of them useful
   EXPECT_EQ(select_algorithm(shallow, "sm_90"), Algorithm::kDirect);
   // Strided 3-D transposed: one tap in eight is useful, and the columns (every group's)
-  // are written and read once: with 128 outputs a group tensor cores pay for them, the
+  // are written and read once: with 512 outputs a group tensor cores pay for them, the
   // FMA units of strict fp32 do not (tests/specialize/algorithm_choice_test.cpp has the
   // few-outputs side).
   Conv2dDesc strided = transposed3d();
-  strided.c = strided.k = 256;
+  strided.c = 256;
+  strided.k = 512;
+  strided.groups = 1;
   strided.d = strided.h = strided.w = 16;
   strided.stride_h = strided.stride_w = 2;
   for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {

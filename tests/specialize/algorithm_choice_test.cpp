@@ -153,8 +153,8 @@ TEST(AlgorithmChoice, NonOverlappingPatchesRunAsAGemmExceptInStrictMath) {
 // Strided transposed problems (no implicit GEMM yet): im2col's columns hold every tap of
 // every output, stride_d * stride_h * stride_w times the useful ones, for every group.
 // With few outputs a group the columns are barely reused and the direct kernel's gather
-// wins: KernelBench 72 and 73 (8 a group) measured 1.07 and 3.09 ms direct, 27 and 71 ms
-// on im2col (H200, TF32). With many, the GEMM pays for its zeros on tensor cores.
+// wins (KernelBench 72 and 73, 8 a group: docs/perf.md). With many, the GEMM pays for its
+// zeros on tensor cores.
 TEST(AlgorithmChoice, StridedTransposedGoesToIm2colOnlyWhereItsColumnsAreReused) {
   const Conv2dDesc kb72{.n = 8,
                         .c = 32,
@@ -206,11 +206,12 @@ TEST(AlgorithmChoice, StridedTransposedGoesToIm2colOnlyWhereItsColumnsAreReused)
       }
     }
   }
-  // The same geometry with 128 outputs a group: tensor-core GEMMs reuse each column 128
-  // times; strict fp32 would run the GEMM on the FMA units, the direct kernel's own.
+  // The same geometry with 512 outputs a group: tensor-core GEMMs reuse each column 512
+  // times, which pays for its zeros; strict fp32 would run the GEMM on the FMA units, the
+  // direct kernel's own.
   Conv2dDesc wide = kb72;
   wide.groups = 1;
-  wide.k = 128;
+  wide.k = 512;
   EXPECT_EQ(select_algorithm(with(wide, Layout::kNCHW, DType::kFloat32, MathMode::kTF32), "sm_90"),
             Algorithm::kIm2colGemm);
   EXPECT_EQ(select_algorithm(with(wide, Layout::kNCHW, DType::kFloat16, MathMode::kTF32), "sm_90"),

@@ -184,9 +184,8 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // A strided transposed problem's columns hold every tap for every output, of which one
   // in `waste` reaches it: the column matrix is that many times the useful one, written
   // and read once, and its GEMM multiplies the zeros. The direct kernel's gather skips
-  // them, at the FMA units' rate. Which wins turns on k / groups, the columns' reuse:
-  // measured on the H200, KernelBench 72 and 73 (8 outputs a group) ran 1.07 and 3.09 ms
-  // on the direct kernel against 27 and 71 ms on im2col (docs/perf.md, issue 15).
+  // them, at the FMA units' rate. Which wins turns on k / groups, the columns' reuse
+  // (docs/perf.md, issue 15: KernelBench 72 and 73, 8 outputs a group).
   if (waste > 1 && predicted_direct_ms(d, arch) < predicted_im2col_ms(d, arch)) return Algorithm::kDirect;
   return Algorithm::kIm2colGemm;
 }
@@ -197,10 +196,13 @@ namespace {
 // Ratios decide, so the H100/H200 spread is moot.
 constexpr double kTensorTf32 = 494.7, kTensor16 = 989.4, kFma32 = 66.9, kBandwidth = 3.0;
 constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
-// The direct kernel on a strided transposed problem, against the taps it walks (useful or
-// not: lanes of a warp skip different taps along w, and every skip costs its test):
-// KernelBench 72 and 73 on the H200 ran at 0.66 and 0.56 of the FMA peak by that count.
-constexpr double kDirectTransposedEfficiency = 0.55;
+// The direct kernel on a strided transposed problem walks only the taps that land (a
+// block per depth and height phase, a thread over the width's phases): its share of the
+// FMA peak on the useful products, plus y written once at bandwidth, fitted to the
+// KernelBench strided transposed problems (docs/perf.md, "The direct kernel by phases").
+// Channels last, the same kernel ran 3.4-5.7 times slower (each lane walks its own
+// pixel's channel run, so a warp's loads are C elements apart).
+constexpr double kDirectTransposedEfficiency = 0.25, kDirectNhwcSlowdown = 4.5;
 constexpr double kStrictStageFloorUs = 1.4;
 // The NCHW route and the NCHW wgmma kernel are priced from what they measured, since their
 // floors miss by far more than the choices they decide (docs/perf.md, "NCHW through the
@@ -400,8 +402,11 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
 
 double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
   // Every dtype and math mode runs on the FMA units (16-bit data converted to f32).
-  const double walked_flops = d.flops() * static_cast<double>(transposed_waste(d));
-  return walked_flops / (kFma32 * 1e12 * kDirectTransposedEfficiency) * 1e3 + 0.005;
+  const auto o = d.output_shape();
+  const double y_bytes = static_cast<double>(o.n) * d.k * o.z * o.p * o.q * static_cast<double>(size_of(d.dtype));
+  const double slowdown = d.layout == Layout::kNHWC ? kDirectNhwcSlowdown : 1.0;
+  return d.flops() * slowdown / (kFma32 * 1e12 * kDirectTransposedEfficiency) * 1e3 +
+         y_bytes / (kBandwidth * 1e12) * 1e3 + 0.005;
 }
 
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {

@@ -29,7 +29,16 @@ Specialization specialize_direct(const Conv2dDesc& d) {
   const int k_per_group = d.k / d.groups;
   const int k_per_thread = std::min(kMaxKPerThread, k_per_group);
   const std::int64_t k_blocks = std::int64_t{(k_per_group + k_per_thread - 1) / k_per_thread} * d.groups;
-  const std::int64_t pixel_tiles = (out.z * out.p * out.q + kBlockThreads - 1) / kBlockThreads;
+  // A strided transposed problem's blocks each take one depth and height phase of the
+  // output (the template's kPhases), over the first phase's grid; a thread, stride_w
+  // consecutive outputs along w.
+  const std::int64_t phases = d.transposed ? std::int64_t{d.stride_d} * d.stride_h : 1;
+  const auto phase_extent = [&](std::int64_t extent, int stride) {
+    return d.transposed ? (extent + stride - 1) / stride : extent;
+  };
+  const std::int64_t phase_pixels =
+      phase_extent(out.z, d.stride_d) * phase_extent(out.p, d.stride_h) * phase_extent(out.q, d.stride_w);
+  const std::int64_t pixel_tiles = phases * ((phase_pixels + kBlockThreads - 1) / kBlockThreads);
   const std::int64_t blocks = k_blocks * pixel_tiles * d.n;
   if (blocks > INT_MAX) {
     fail(ErrorCode::kUnsupported, "{}: needs {} thread blocks, over the grid limit of {}", d.to_string(), blocks,
