@@ -305,8 +305,13 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   // against which the route is weighed.
   const double fill =
       work && work->stages > 0 ? (work->stages + kNchwFillStages) / static_cast<double>(work->stages) : 1.0;
+  // A phased problem's fill writes all of y once more (the bias), at bandwidth.
+  const double y_fill_bytes = forward_twin(d).phased() ? static_cast<double>(o.n) * d.k * o.z * o.p * o.q *
+                                                             static_cast<double>(size_of(d.dtype))
+                                                       : 0.0;
   return predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +
-         2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + kRouteLaunchesMs;
+         2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + y_fill_bytes / (kBandwidth * 1e12) * 1e3 +
+         kRouteLaunchesMs;
 }
 
 double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch) {
