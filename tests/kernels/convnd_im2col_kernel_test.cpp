@@ -203,7 +203,9 @@ TEST(ConvNdIm2colKernel, AutoRunsKernelBenchDepthAndTransposedProblemsWhereTheMo
     }
   }
   EXPECT_EQ(total, 21);
-  EXPECT_EQ(igemm, 17);
+  // All but 72, 73, 75 and 81 (several receiving phases: the direct kernel) and 79 in f32
+  // (its one phase through the route predicted slower than the direct kernel).
+  EXPECT_EQ(igemm, 16);
   EXPECT_EQ(im2col, 0);
 }
 

@@ -167,13 +167,14 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // Narrow groups (8 output channels) still fill half an m16 tile of the GEMM; fewer, or
   // a handful of useful products an output, are the direct kernel's.
   if (k_per_group < 8 || useful_reduction < 16) return Algorithm::kDirect;
-  // One receiving phase (ForwardTwin): its dense forward convolution through the route,
-  // against the direct kernel and im2col, by predicted time.
+  // One receiving phase (ForwardTwin): its dense forward convolution through the route
+  // against the direct kernel, by predicted time. im2col is not in the race: it multiplies
+  // every other phase's zeros, and ran these problems slowest of the three where its
+  // model, which prices neither y's store nor cuBLAS on a 96-deep reduction, put it first
+  // (KernelBench 79, docs/perf.md).
   if (forward_twin(d).phased() && !nchw_via_nhwc_unsupported_reason(d, arch)) {
-    const double route_ms = predicted_nchw_via_nhwc_ms(d, arch);
-    if (route_ms < predicted_direct_ms(d, arch) && route_ms < predicted_im2col_ms(d, arch)) {
-      return Algorithm::kImplicitGemm;
-    }
+    return predicted_nchw_via_nhwc_ms(d, arch) < predicted_direct_ms(d, arch) ? Algorithm::kImplicitGemm
+                                                                              : Algorithm::kDirect;
   }
   // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
   // im2col writes and reads a column matrix taps times the size of x.
