@@ -48,8 +48,16 @@ Specialization specialize_direct(const Conv2dDesc& d) {
 
   Specialization out_source;
   out_source.launch.algorithm = "direct";
-  out_source.launch.tile = fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread",
-                                       kBlockThreads, k_per_thread, k_per_thread);
+  // Transposed: a block per depth and height phase, stride_w consecutive outputs a thread.
+  const int out_w = d.transposed ? d.stride_w : 1;
+  out_source.launch.tile =
+      phases > 1 || out_w > 1
+          ? fmt::format(
+                "{} threads x {} channels per block, one of {} depth x height phases; {} consecutive output "
+                "pixel(s) x {} channels per thread",
+                kBlockThreads, k_per_thread, phases, out_w, k_per_thread)
+          : fmt::format("{} output pixels x {} channels per block, 1 pixel x {} channels per thread", kBlockThreads,
+                        k_per_thread, k_per_thread);
   out_source.source.template_name = kDirectTemplate;
   out_source.source.kernel_name = direct_kernel_name(d);
   out_source.source.text = Prologue(out_source.source.kernel_name)
