@@ -289,16 +289,16 @@ std::optional<std::string> nchw_via_nhwc_unsupported_reason(const Conv2dDesc& d,
 
 double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) {
   if (nchw_via_nhwc_unsupported_reason(d, arch)) return std::numeric_limits<double>::infinity();
-  Conv2dDesc twin = forward_twin(d).twin.value_or(d);
+  const ForwardTwin forward = forward_twin(d);
+  Conv2dDesc twin = forward.twin.value_or(d);
   twin.layout = Layout::kNHWC;
-  const auto o = d.output_shape();
   const auto work = wgmma_work(twin);
+  const double y_bytes = static_cast<double>(d.y_elements()) * static_cast<double>(size_of(d.dtype));
   // x and y each read and written once more. The kernel now stores NCHW y itself where
   // split-K does not run, but the bandwidth below was fitted with both transposes, and
   // dropping y's sent layers the NCHW kernel runs faster to the route (KernelBench 78 in
   // TF32: 1.48 -> 2.18 ms, docs/perf.md): y's share stays until the fit is redone.
-  const double bytes = (static_cast<double>(d.x_elements()) + static_cast<double>(o.n) * d.k * o.z * o.p * o.q) *
-                       static_cast<double>(size_of(d.dtype));
+  const double bytes = static_cast<double>(d.x_elements()) * static_cast<double>(size_of(d.dtype)) + y_bytes;
   // The pack reads K,C/g,R,S weights a channel run at a time (scattered) every call.
   const double weight_bytes =
       static_cast<double>(d.k) * (d.c / d.groups) * d.t * d.r * d.s * static_cast<double>(size_of(d.dtype));
@@ -307,9 +307,7 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   const double fill =
       work && work->stages > 0 ? (work->stages + kNchwFillStages) / static_cast<double>(work->stages) : 1.0;
   // A phased problem's fill writes all of y once more (the bias), at bandwidth.
-  const double y_fill_bytes = forward_twin(d).phased() ? static_cast<double>(o.n) * d.k * o.z * o.p * o.q *
-                                                             static_cast<double>(size_of(d.dtype))
-                                                       : 0.0;
+  const double y_fill_bytes = forward.phased() ? y_bytes : 0.0;
   return predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +
          2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + y_fill_bytes / (kBandwidth * 1e12) * 1e3 +
          kRouteLaunchesMs;
@@ -408,8 +406,7 @@ double predicted_im2col_ms(const Conv2dDesc& d, const std::string&) {
 
 double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
   // Every dtype and math mode runs on the FMA units (16-bit data converted to f32).
-  const auto o = d.output_shape();
-  const double y_bytes = static_cast<double>(o.n) * d.k * o.z * o.p * o.q * static_cast<double>(size_of(d.dtype));
+  const double y_bytes = static_cast<double>(d.y_elements()) * static_cast<double>(size_of(d.dtype));
   const double slowdown = d.layout == Layout::kNHWC ? kDirectNhwcSlowdown : 1.0;
   return d.flops() * slowdown / (kFma32 * 1e12 * kDirectTransposedEfficiency) * 1e3 +
          y_bytes / (kBandwidth * 1e12) * 1e3 + 0.005;
