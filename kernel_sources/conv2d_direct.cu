@@ -116,6 +116,18 @@ __device__ __forceinline__ bool source(int origin, int tap, int& in) {
   }
 }
 
+// Along w, thread output ow0 + o reads input column `in` through tap s (kOutW outputs a
+// thread; see kOutW): forward in = iw0 + s dilation with iw0 = ow0 stride - pad;
+// transposed, when o + pad - s dilation is a multiple of the stride (constants once the
+// loops unroll), in = iw0 + (o + pad - s dilation) / stride with iw0 the thread's column
+// group. False where no input lands or the output is past the row's end.
+__device__ __forceinline__ bool column(int iw0, int ow0, int o, int s, int& in) {
+  const int lands = o + kPadW - s * kDilationW;
+  if (kTransposed && lands % kStrideW != 0) return false;
+  in = kTransposed ? iw0 + lands / kStrideW : iw0 + s * kDilationW;
+  return static_cast<unsigned>(in) < static_cast<unsigned>(kW) && ow0 + o < kQ;
+}
+
 // Whether a phase coordinate of one dimension receives any tap (some j with
 // phase + pad - j dilation a multiple of the stride): a phase that none reaches is the
 // bias alone, and its blocks skip the filters and the reduction.
@@ -240,9 +252,7 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
   if (receives) {
     const int id0 = kTransposed ? oz + kPadD : oz * kStrideD - kPadD;
     const int ih0 = kTransposed ? oh + kPadH : oh * kStrideH - kPadH;
-    // Forward: the input column of tap s is iw0 + s dilation. Transposed: output ow0 + o
-    // takes tap s when o + pad - s dilation is a multiple of the stride (constants here),
-    // from input column q_group + (o + pad - s dilation) / stride.
+    // The first input column (column()): forward, the thread's output's; transposed, its group's.
     const int iw0 = kTransposed ? q_group : ow0 * kStrideW - kPadW;
     if constexpr (kNHWC) {
 #pragma unroll
@@ -257,10 +267,8 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
           for (int s = 0; s < kS; ++s) {
 #pragma unroll
             for (int o = 0; o < kOutW; ++o) {
-              const int lands = o + kPadW - s * kDilationW;
-              if (kTransposed && lands % kStrideW != 0) continue;
-              const int iw = kTransposed ? iw0 + lands / kStrideW : iw0 + s * kDilationW;
-              if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW) || ow0 + o >= kQ) continue;
+              int iw = 0;
+              if (!column(iw0, ow0, o, s, iw)) continue;
               const Element* x_pixel = x_group + static_cast<index_t>(id) * kXStrideD +
                                        static_cast<index_t>(ih) * kXStrideH + static_cast<index_t>(iw) * kXStrideW;
 #pragma unroll(kCUnroll)
@@ -290,10 +298,8 @@ extern "C" __global__ void __launch_bounds__(spec::kBlockThreads)
             for (int s = 0; s < kS; ++s) {
 #pragma unroll
               for (int o = 0; o < kOutW; ++o) {
-                const int lands = o + kPadW - s * kDilationW;
-                if (kTransposed && lands % kStrideW != 0) continue;
-                const int iw = kTransposed ? iw0 + lands / kStrideW : iw0 + s * kDilationW;
-                if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW) || ow0 + o >= kQ) continue;
+                int iw = 0;
+                if (!column(iw0, ow0, o, s, iw)) continue;
                 const float v = Convert::to_float(
                     __ldg(x_plane + static_cast<index_t>(id) * kXStrideD + static_cast<index_t>(ih) * kW + iw));
                 tap_weights(w_shared, w_block, k_in_group, c, (t * kR + r) * kS + s, wv);
