@@ -107,13 +107,11 @@ TEST_F(ConvNdWgmma, ASingleReceivingPhaseOfA3dStridedTransposedProblemMatchesFlo
 // stride-1 transposed ones too.
 Conv2dDesc random_3d(std::mt19937_64& rng, const Kind& kind) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const int chunk = 128 / static_cast<int>(size_of(kind.dtype));
-  const int sixteen_bytes = 16 / static_cast<int>(size_of(kind.dtype));
   while (true) {
     Conv2dDesc d = with_kind({}, kind);
     d.transposed = pick(0, 1) == 1;
     d.groups = pick(0, 3) == 0 ? 2 : 1;
-    const int c_per_group = d.groups > 1 ? chunk : sixteen_bytes * pick(chunk / sixteen_bytes, 96 / sixteen_bytes);
+    const int c_per_group = testing::draw_map_channels(rng, kind.dtype, d.groups, 96, 1);
     d.c = d.groups * c_per_group;
     d.k = d.groups * (2 * pick(16, 40) + 1);
     d.n = pick(1, 2);

@@ -84,13 +84,10 @@ TEST_F(NchwViaNhwc, ProbeOneTileMatchesFloat64InEveryDtypeAndMathMode) {
 // and ReLU, several images and tiles.
 Conv2dDesc random_route_desc(std::mt19937_64& rng, DType dtype) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
-  const int chunk = chunk_channels(dtype);
-  const int sixteen_bytes = 16 / static_cast<int>(size_of(dtype));
   while (true) {
     Conv2dDesc d{.dtype = dtype};
     d.groups = pick(0, 3) == 0 ? 2 : 1;
-    const int c_per_group =
-        d.groups > 1 ? chunk * pick(1, 2) : sixteen_bytes * pick(chunk / sixteen_bytes, 200 / sixteen_bytes);
+    const int c_per_group = testing::draw_map_channels(rng, dtype, d.groups, 200, 2);
     d.c = d.groups * c_per_group;
     d.k = d.groups * (2 * pick(16, 75) + 1);
     d.n = pick(1, 3);

@@ -20,6 +20,17 @@ inline constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
 // Channels in one 128-byte chunk of `dtype`: one stage of the NHWC wgmma kernel.
 inline int chunk_channels(DType dtype) { return 128 / static_cast<int>(size_of(dtype)); }
 
+// Input channels a group that the NHWC wgmma kernel's map reads: grouped, whole chunks (one,
+// or 1 to max_chunks drawn); otherwise a multiple of 16 bytes from one chunk to about
+// max_channels, drawn.
+inline int draw_map_channels(std::mt19937_64& rng, DType dtype, int groups, int max_channels, int max_chunks) {
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  const int chunk = chunk_channels(dtype);
+  const int sixteen_bytes = 16 / static_cast<int>(size_of(dtype));
+  if (groups > 1) return max_chunks > 1 ? chunk * pick(1, max_chunks) : chunk;
+  return sixteen_bytes * pick(chunk / sixteen_bytes, max_channels / sixteen_bytes);
+}
+
 // Upper bounds of the geometry draw_geometry draws (lower bounds: 1, padding 0).
 struct GeometryBounds {
   int n = 3, h = 20, w = 24, r = 5, s = 5, stride = 3, pad = 2, dilation = 2;
