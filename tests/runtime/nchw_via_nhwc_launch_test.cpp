@@ -43,6 +43,12 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
   Conv2dPlan plan_for(Runtime& rt, const Conv2dDesc& d, Stream stream = nullptr) {
     return rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm, .stream = stream});
   }
+  // A run's arguments over `workspace`, all of the plan's size.
+  static Conv2dArgs with_workspace(Conv2dArgs args, const FakeBuffer& workspace, const Conv2dPlan& plan) {
+    args.workspace = workspace.at();
+    args.workspace_bytes = plan.workspace_bytes();
+    return args;
+  }
   // Where a run puts x's and (split-K only) y's NHWC copies: past the packed weights
   // (absent when the run has packed ones), each region rounded up to kRegion.
   struct Regions {
@@ -53,10 +59,8 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
   static Regions regions(const Conv2dDesc& d, const void* workspace, std::uint64_t packed_bytes, bool split) {
     const auto base = reinterpret_cast<std::uintptr_t>(workspace) + round_up(packed_bytes);
     const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
-    const auto out = d.output_shape();
     const std::uint64_t x_bytes = round_up(static_cast<std::uint64_t>(d.x_elements()) * e);
-    const std::uint64_t y_bytes =
-        split ? round_up(static_cast<std::uint64_t>(out.n) * d.k * out.z * out.p * out.q * e) : 0;
+    const std::uint64_t y_bytes = split ? round_up(static_cast<std::uint64_t>(d.y_elements()) * e) : 0;
     return {reinterpret_cast<const void*>(base), split ? reinterpret_cast<const void*>(base + x_bytes) : nullptr,
             reinterpret_cast<const void*>(base + x_bytes + y_bytes)};
   }
@@ -114,9 +118,7 @@ TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackAndAConvolutionThatStoresThe
   EXPECT_EQ(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(bounds.partial)) << "x's region, no more";
   Operands ops(kPlain);
   FakeBuffer workspace(plan.workspace_bytes());
-  Conv2dArgs args = ops.args();
-  args.workspace = workspace.at();
-  args.workspace_bytes = plan.workspace_bytes();
+  Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   expect_run(fake().launches(), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false), workspace.at(),
              /*pack=*/true, /*split=*/false);
@@ -129,9 +131,7 @@ TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackAndAConvolutionThatStoresThe
   // x and y at element offsets: x's transpose copies elements and the convolution stores
   // y's one at a time, so the same kernel runs.
   const std::size_t before = launch_count();
-  args = ops.args(/*x_offset=*/2, 0, /*bias_offset=*/2, /*y_offset=*/6);
-  args.workspace = workspace.at();
-  args.workspace_bytes = plan.workspace_bytes();
+  args = with_workspace(ops.args(/*x_offset=*/2, 0, /*bias_offset=*/2, /*y_offset=*/6), workspace, plan);
   plan.run(args);
   expect_run(launches_since(before), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false),
              workspace.at(), /*pack=*/true, /*split=*/false);
@@ -152,9 +152,7 @@ TEST_F(NchwViaNhwcLaunch, ASplitRunReducesIntoTheYRegionBeforeTheYTranspose) {
       << "not split";
   Operands ops(kSplit);
   FakeBuffer workspace(plan.workspace_bytes());
-  Conv2dArgs args = ops.args();
-  args.workspace = workspace.at();
-  args.workspace_bytes = plan.workspace_bytes();
+  Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   const auto got = fake().launches();
   expect_run(got, name, ops, args, regions(kSplit, workspace.at(), packed_bytes, true), workspace.at(), /*pack=*/true,
@@ -237,9 +235,7 @@ TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
   ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
   Operands ops(d);
   FakeBuffer workspace(plan.workspace_bytes());
-  Conv2dArgs args = ops.args();
-  args.workspace = workspace.at();
-  args.workspace_bytes = plan.workspace_bytes();
+  Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
   expect_run(fake().launches(), name, ops, args, regions(d, workspace.at(), packed_bytes, true), workspace.at(),
@@ -275,9 +271,7 @@ TEST_F(NchwViaNhwcLaunch, AStridedTransposedPhaseFillsYWithTheBiasBeforeTheConvo
   ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
   Operands ops(d);
   FakeBuffer workspace(plan.workspace_bytes());
-  Conv2dArgs args = ops.args();
-  args.workspace = workspace.at();
-  args.workspace_bytes = plan.workspace_bytes();
+  Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   const auto got = fake().launches();
   ASSERT_EQ(got.size(), 4u);
