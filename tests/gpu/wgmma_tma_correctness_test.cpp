@@ -59,9 +59,7 @@ class WgmmaTma : public ::testing::Test {
     }
     const auto result =
         testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm, positive, offset);
-    EXPECT_EQ(result.unwritten, 0u);
-    EXPECT_EQ(result.outside, 0u);
-    EXPECT_LT(result.rel_err, testing::tolerance(d));
+    testing::expect_matches_reference(result, d);
   }
 
   testing::TempDir dir_;
