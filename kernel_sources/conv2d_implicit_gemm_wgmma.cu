@@ -20,7 +20,10 @@
 //              all-positive data.
 // kSplit == 3: 3xTF32 for fp32 accuracy. Each operand v = big + small exactly, big its
 //              top 19 bits; small*big + big*small + big*big recovers what TF32 drops.
-//              The weights are packed as two planes (big, small) per stage.
+//              The weights are packed as two planes (big, small) per stage. The tensor
+//              cores' accumulation truncates, so the products go into a partial set that
+//              is added to the running sums with real FADDs after each stage, or each pair
+//              of stages (kPairedPartials: half the drains of the wgmma pipeline).
 // 16-bit:      operands as they are; a fragment register packs two channels of one pixel.
 //              cp.async moves 4 bytes at least, so rows are copied as even-aligned pixel
 //              pairs (the problem's W is even) and the consumers read at a one-pixel shift
@@ -72,6 +75,7 @@ constexpr int kARowBytes = 128;  // NHWC stage pixel row (128, or 64 bytes)
 constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
 constexpr bool kWeightsKcrs = true;  // w as K, C/groups, R, S (false: K, R, S, C/groups)
+constexpr bool kPairedPartials = false;
 }  // namespace spec
 #endif
 
@@ -216,8 +220,10 @@ constexpr int kAccum = kBN / 2;  // accumulator registers per m64 block and thre
 
 static_assert(kBP * kBQ == kBM, "the patch must hold exactly the block's pixels");
 static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row");
-static_assert(kBN == 64 || kBN == 128, "wgmma wrappers exist for n64 and n128");
+static_assert(kBN == 64 || kBN == 128 || (kNhwc && (kBN == 16 || kBN == 32)),
+              "wgmma wrappers exist for n16, n32, n64 and n128; the NCHW kernel's stores take n64 and n128 only");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
+static_assert(!kPairedPartials || kSplit == 3, "paired partial sums are 3xTF32's");
 static_assert(!k16Bit || (kSplit == 1 && (kNhwc || kW % 2 == 0)),
               "16-bit data: one product, even rows for pair copies");
 static_assert(kLayout == 0 || kLayout == 1, "NCHW or NHWC");
@@ -392,8 +398,13 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
 }
 
 // wgmma with A from registers: d = a * b (+ d when `accumulate`). The operand lists are
-// spelled once per accumulator count N (32 or 64 registers: n64 or n128); `instr` names
-// the shape and types, `tail` the immediates after the B scale (16-bit: transpose-B = 0).
+// spelled once per accumulator count N (8, 16, 32 or 64 registers: n16, n32, n64 or n128);
+// `instr` names the shape and types, `tail` the immediates after the B scale (16-bit:
+// transpose-B = 0).
+#define CONVJIT_ACC8(d) "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+#define CONVJIT_ACC16(d)                                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
 #define CONVJIT_ACC32(d)                                                                                      \
   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
       "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
@@ -408,6 +419,8 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
       "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define CONVJIT_REGS8 "%0,%1,%2,%3,%4,%5,%6,%7"
+#define CONVJIT_REGS16 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"
 #define CONVJIT_REGS32                                     \
   "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31"
@@ -416,10 +429,16 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
   "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+#define CONVJIT_A8 "%8,%9,%10,%11"
+#define CONVJIT_A16 "%16,%17,%18,%19"
 #define CONVJIT_A32 "%32,%33,%34,%35"
 #define CONVJIT_A64 "%64,%65,%66,%67"
+#define CONVJIT_DESC8 "%12"
+#define CONVJIT_DESC16 "%20"
 #define CONVJIT_DESC32 "%36"
 #define CONVJIT_DESC64 "%68"
+#define CONVJIT_PRED8 "%13"
+#define CONVJIT_PRED16 "%21"
 #define CONVJIT_PRED32 "%37"
 #define CONVJIT_PRED64 "%69"
 #define CONVJIT_WGMMA_RS(N, instr, tail)                                                                 \
@@ -428,6 +447,30 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
                : CONVJIT_ACC##N(d)                                                                       \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate))
 
+__device__ __forceinline__ void wgmma_m64n16k8(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
+                                               int accumulate) {
+  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k8.f32.tf32.tf32", "");
+}
+__device__ __forceinline__ void wgmma_m64n32k8(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
+                                               int accumulate) {
+  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "");
+}
+__device__ __forceinline__ void wgmma_m64n16k16_f16(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
+                                                    int accumulate) {
+  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16", ", 0");
+}
+__device__ __forceinline__ void wgmma_m64n32k16_f16(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
+                                                    int accumulate) {
+  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16", ", 0");
+}
+__device__ __forceinline__ void wgmma_m64n16k16_bf16(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
+                                                     int accumulate) {
+  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16", ", 0");
+}
+__device__ __forceinline__ void wgmma_m64n32k16_bf16(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
+                                                     int accumulate) {
+  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16", ", 0");
+}
 __device__ __forceinline__ void wgmma_m64n64k8(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
                                                int accumulate) {
   CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32", "");
@@ -455,6 +498,26 @@ __device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], const unsi
 
 // One m64 x kBN x k step, d = a * b (+ d when `accumulate`); overloads pick the
 // instruction by the accumulator count, kDType the input type.
+__device__ __forceinline__ void wgmma(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
+                                      int accumulate = 1) {
+  if constexpr (kDType == 1) {
+    wgmma_m64n16k16_f16(d, a, b_desc, accumulate);
+  } else if constexpr (kDType == 2) {
+    wgmma_m64n16k16_bf16(d, a, b_desc, accumulate);
+  } else {
+    wgmma_m64n16k8(d, a, b_desc, accumulate);
+  }
+}
+__device__ __forceinline__ void wgmma(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
+                                      int accumulate = 1) {
+  if constexpr (kDType == 1) {
+    wgmma_m64n32k16_f16(d, a, b_desc, accumulate);
+  } else if constexpr (kDType == 2) {
+    wgmma_m64n32k16_bf16(d, a, b_desc, accumulate);
+  } else {
+    wgmma_m64n32k8(d, a, b_desc, accumulate);
+  }
+}
 __device__ __forceinline__ void wgmma(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
                                       int accumulate = 1) {
   if constexpr (kDType == 1) {
@@ -658,11 +721,25 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
   }
 }
 
+// 3xTF32: once the stage's wgmmas are done, hands it back and adds the partial set.
+template <int Sets>
+__device__ __forceinline__ void drain_partials(float (&acc)[kMB][kAccum], const float (&part)[Sets][kAccum],
+                                               unsigned empty) {
+  wgmma_wait<0>();
+  release_stage(empty);
+#pragma unroll
+  for (int mb = 0; mb < Sets; ++mb)
+#pragma unroll
+    for (int i = 0; i < kAccum; ++i) acc[mb][i] += part[mb][i];
+}
+
 // Waits for stage `it`, consumes it and hands it (or, for TF32, the one before it, whose
 // wgmmas are the ones known to be done, unless this is a patch's first stage) back to
-// the producer.
+// the producer. The callers take stages in pairs, Parity 0 then 1; with kPairedPartials a
+// pair shares one partial set, drained after its second stage (or after the first where
+// `pair_follows` says there is no second).
 template <int Parity>
-__device__ __forceinline__ void run_stage(int it, bool release_previous, float (&acc)[kMB][kAccum],
+__device__ __forceinline__ void run_stage(int it, bool release_previous, bool pair_follows, float (&acc)[kMB][kAccum],
                                           float (&part)[kSplit == 3 ? kMB : 1][kAccum],
                                           unsigned (&frag)[2][kPlanes][kMB][4], const Element* stages,
                                           unsigned full_bar, unsigned empty_bar, const int (&a_offset)[kMB][2]) {
@@ -681,18 +758,22 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, float (
     }
     // Every group but this stage's last is done: the previous stage is free.
     if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8);
-  } else {
+  } else if (!kPairedPartials || Parity == 0) {
     if constexpr (kNhwc) {
       consume_stage_nhwc<Parity, true>(part, frag, a_stage, b_stage, a_offset);
     } else {
       consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
     }
-    wgmma_wait<0>();
-    release_stage(empty_bar + st * 8);
-#pragma unroll
-    for (int mb = 0; mb < kMB; ++mb)
-#pragma unroll
-      for (int i = 0; i < kAccum; ++i) acc[mb][i] += part[mb][i];
+    if (!kPairedPartials || !pair_follows) drain_partials(acc, part, empty_bar + st * 8);
+  } else {
+    if constexpr (kNhwc) {
+      consume_stage_nhwc<Parity, false>(part, frag, a_stage, b_stage, a_offset);
+    } else {
+      consume_stage<Parity, false>(part, frag, a_stage, b_stage, a_offset);
+    }
+    // The first k step's wait<1> saw the pair's first stage finish.
+    release_stage(empty_bar + ((it - 1) % kStages) * 8);
+    drain_partials(acc, part, empty_bar + st * 8);
   }
 }
 
@@ -1080,9 +1161,9 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 #pragma unroll
       for (int i = 0; i < kAccum; ++i) acc[mb][i] = 0.0f;
     for (int k_stage = 0; k_stage < count; k_stage += 2) {
-      run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, rows);
+      run_stage<0>(it + k_stage, k_stage > 0, k_stage + 1 < count, acc, part, frag, stages, full_bar, empty_bar, rows);
       if (k_stage + 1 < count) {
-        run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, rows);
+        run_stage<1>(it + k_stage + 1, true, true, acc, part, frag, stages, full_bar, empty_bar, rows);
       }
     }
     it += count;
@@ -1367,9 +1448,10 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
 #pragma unroll
         for (int i = 0; i < kAccum; ++i) acc[mb][i] = 0.0f;
       for (int k_stage = 0; k_stage < kStagesTotal; k_stage += 2) {
-        run_stage<0>(it + k_stage, k_stage > 0, acc, part, frag, stages, full_bar, empty_bar, a_offset);
+        run_stage<0>(it + k_stage, k_stage > 0, k_stage + 1 < kStagesTotal, acc, part, frag, stages, full_bar,
+                     empty_bar, a_offset);
         if (k_stage + 1 < kStagesTotal) {
-          run_stage<1>(it + k_stage + 1, true, acc, part, frag, stages, full_bar, empty_bar, a_offset);
+          run_stage<1>(it + k_stage + 1, true, true, acc, part, frag, stages, full_bar, empty_bar, a_offset);
         }
       }
       it += kStagesTotal;

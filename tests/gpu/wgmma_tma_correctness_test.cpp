@@ -123,6 +123,38 @@ TEST_F(WgmmaTma, WeightMapProbeBoxesPastKPastAGroupAndPastCMatchFloat64InEveryDt
   }
 }
 
+// n16 and n32 tiles (a group's filters 16 or fewer, 32 or fewer): exactly 16 and 32 filters,
+// filter tails inside the tile (9, 24), several tiles and stages, all-positive data too (a
+// B layout read at the wrong filter cannot cancel out), and 3xTF32's packed planes; then
+// two groups of 32 filters (groups of fewer stay on mma.sync).
+TEST_F(WgmmaTma, NarrowTilesOfSixteenAndThirtyTwoFiltersMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(96);
+  for (const Kind& kind : kKinds) {
+    const int chunk = chunk_channels(kind.dtype);
+    for (const int k : {16, 9, 32, 24}) {
+      const Conv2dDesc d = with_kind(
+          {.n = 2, .c = chunk + 8, .h = 11, .w = 13, .k = k, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+          kind);
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+    const Conv2dDesc grouped = with_kind({.n = 3,
+                                          .c = 2 * chunk,
+                                          .h = 9,
+                                          .w = 30,
+                                          .k = 64,
+                                          .r = 3,
+                                          .s = 5,
+                                          .pad_w = 2,
+                                          .groups = 2,
+                                          .activation = Activation::kRelu},
+                                         kind);
+    expect_correct(rt, grouped, rng);
+    expect_correct(rt, grouped, rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
 // TF32 weights through the map are rounded to nearest in shared memory, as the pack
 // rounded them: on all-positive data the tensor cores' truncation would leave a bias of
 // about 3e-4 of the result (2^-11 a product), rounding about 1e-5 at this reduction length.

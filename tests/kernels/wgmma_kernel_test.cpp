@@ -55,6 +55,13 @@ TEST(WgmmaKernel, StrictMathSplitsIntoThreeTf32ProductsWithPartialSums) {
   EXPECT_EQ(constant(tf32, "kMB"), "2");
   // Two weight planes (big, small) for 3xTF32.
   EXPECT_EQ(strict.launch.weight_pack->packed_bytes, 2 * tf32.launch.weight_pack->packed_bytes);
+  // The partial set is drained after every second stage; the switch restores every stage.
+  EXPECT_EQ(testing::prologue_constant(strict, "bool", "kPairedPartials"), "true");
+  EXPECT_EQ(testing::prologue_constant(tf32, "bool", "kPairedPartials"), "false");
+  testing::ScopedEnv every_stage("CONVJIT_WGMMA_PAIRED_PARTIALS", "0");
+  const auto unpaired = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_EQ(testing::prologue_constant(unpaired, "bool", "kPairedPartials"), "false");
+  EXPECT_NE(unpaired.source.text, strict.source.text);
 }
 
 TEST(WgmmaKernel, OtherArchitecturesAndUnnamedTargetsKeepMmaSync) {
@@ -314,6 +321,53 @@ TEST(WgmmaKernel, NhwcTileStagesAndPackedWeightsFollowTheChannelChunks) {
     EXPECT_EQ(src.launch.geometry.grid_y, k_blocks);
     if (!src.launch.geometry.persistent) {
       EXPECT_EQ(src.launch.geometry.grid_x, (pixels + bm - 1) / bm);
+    }
+  }
+}
+
+// NHWC tiles are as wide as the filters of a group need, n16 to n128: a stage's A is the same
+// whatever the width, so a wider tile only copies and multiplies zero weights. The NCHW
+// kernel keeps n64 at least (its store warps). The narrow tiles compile to their own wgmma
+// shapes, with the packed and the map-read weights, in every kind, without spills.
+TEST(WgmmaKernel, NhwcTileIsTheNarrowestThatHoldsAGroupsFiltersAndCompilesWithoutSpills) {
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32},
+                                              {DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32}};
+  const std::pair<int, int> k_and_bn[] = {{1, 16}, {16, 16}, {17, 32}, {32, 32}, {33, 64}, {64, 64}, {65, 128}};
+  for (const auto& [dtype, math] : kinds) {
+    for (const auto& [k, bn] : k_and_bn) {
+      const Conv2dDesc shape{.n = 2, .c = 64, .h = 9, .w = 13, .k = 2 * k, .r = 3, .s = 3, .groups = 2};
+      const auto src = specialize_wgmma(nhwc(shape, dtype, math));
+      SCOPED_TRACE(src.source.kernel_name);
+      EXPECT_EQ(std::stoi(constant(src, "kBN")), bn);
+      auto nchw = shape;
+      nchw.dtype = dtype;
+      nchw.math = math;
+      const auto nchw_src = specialize_wgmma(nchw);
+      EXPECT_EQ(std::stoi(constant(nchw_src, "kBN")), std::max(bn, 64)) << nchw_src.source.kernel_name;
+    }
+    // The narrow tiles, on the TMA kernel (the weights through their map where the kind
+    // allows it, else packed) and on the cp.async one.
+    for (const char* tma : {"1", "0"}) {
+      testing::ScopedEnv copies("CONVJIT_WGMMA_TMA", tma);
+      for (const int k : {16, 24}) {
+        const Conv2dDesc d =
+            nhwc({.n = 2, .c = 64, .h = 9, .w = 13, .k = k, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+                 dtype, math);
+        const auto src = specialize_wgmma(d);
+        SCOPED_TRACE(src.source.kernel_name);
+        EXPECT_EQ(src.source.kernel_name.ends_with("_tma"), std::string_view(tma) == "1");
+        const std::string bn = constant(src, "kBN");
+        EXPECT_EQ(bn, k == 16 ? "16" : "32");
+        const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu",
+                                        Nvrtc::options_for(src.source.compile_arch));
+        EXPECT_NE(out.ptx.find("wgmma.mma_async.sync.aligned.m64n" + bn + "k"), std::string::npos);
+        const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+        EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+        EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+        EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+      }
     }
   }
 }

@@ -210,13 +210,27 @@ std::optional<bool> store_warps_override() {
   return std::string_view(env) != "0";
 }
 
+// 3xTF32 drains its partial sums after every second stage: each drain waits for the
+// consumer's wgmmas to finish, and half as many measured 2-6% faster on KernelBench's strict
+// rows, the error still under 1e-6 (docs/perf.md, "Narrow tiles and paired partials").
+// NOTE: development switch for timing runs: CONVJIT_WGMMA_PAIRED_PARTIALS=0 drains after
+// every stage (changes the source, so the cache key).
+bool paired_partials() {
+  const char* env = std::getenv("CONVJIT_WGMMA_PAIRED_PARTIALS");
+  return env == nullptr || std::string_view(env) != "0";
+}
+
 std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   WgmmaTile t;
   t.tma = tma;
   const int slack = tma ? kSwizzleAtom : 0;
   const int k_per_group = d.k / d.groups;
   t.split = d.math == MathMode::kStrictFp32 && !sixteen_bit(d) ? 3 : 1;
-  t.bn = k_per_group <= 64 ? 64 : 128;
+  // NHWC: the narrowest of n16, n32, n64 that holds a group's filters. A stage's A (a tap's
+  // channel run of every pixel) is the same whatever the width, so a wider tile than the
+  // filters only multiplies and copies zeros (KernelBench 58, 16 filters: a quarter of n64
+  // used). The NCHW kernel's store warps take n64 and n128 only.
+  t.bn = k_per_group > 64 ? 128 : !nhwc(d) || k_per_group > 32 ? 64 : k_per_group > 16 ? 32 : 16;
   // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
   // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
   // so they get twice the pixels). 3xTF32 keeps a partial set beside the running one.
@@ -235,11 +249,11 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   // source, so the cache key changes with it.
   if (const char* env = std::getenv("CONVJIT_WGMMA_TILE"); env != nullptr && *env != '\0') {
     if (std::sscanf(env, "%d,%d,%d,%d,%d", &t.bn, &t.mb, &t.bp, &t.bq, &t.stages) != 5 ||
-        t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 || (t.bn != 64 && t.bn != 128) ||
-        (nhwc(d) && t.bp != 1)) {
+        t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 ||
+        (t.bn != 64 && t.bn != 128 && !(nhwc(d) && (t.bn == 16 || t.bn == 32))) || (nhwc(d) && t.bp != 1)) {
       fail(ErrorCode::kInvalidArgument,
-           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128, bq a multiple of 8 and bp*bq = {}*mb*64 "
-           "(NHWC: bp 1), got '{}'",
+           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128 (NHWC also 16|32), bq a multiple of 8 "
+           "and bp*bq = {}*mb*64 (NHWC: bp 1), got '{}'",
            kConsumers, env);
     }
   }
@@ -505,6 +519,10 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
     if (auto streamed = choose_tile(d, true); streamed && streamed->stream_workers > 0) tile = streamed;
   }
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
+  // The model prices a block by its products. A tile narrower than n64 drops only zero
+  // products: its stages copy the same A, which bounds them, so it is priced as n64
+  // (KernelBench 78 in TF32 ran 1.98 ms on the route's n32 tile, 1.49 on the NCHW kernel).
+  const int priced_channels = std::max(tile->bn, 64);
   // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
   const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
   // Rows and columns past the image are zero-filled, not copied: a patch taller than the
@@ -517,7 +535,7 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
     const std::int64_t stages = (tile->items * tile->slice_stages + tile->stream_workers - 1) / tile->stream_workers;
     return WgmmaWork{.blocks = tile->stream_workers,
                      .block_pixels = std::int64_t{tile->bp} * tile->bq,
-                     .block_channels = tile->bn,
+                     .block_channels = priced_channels,
                      .block_reduction = stages * per_stage,
                      .slices = 1,
                      .partial_bytes = 0,
@@ -527,7 +545,7 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   }
   return WgmmaWork{.blocks = tile->patches * k_blocks * d.groups * tile->slices,
                    .block_pixels = std::int64_t{tile->bp} * tile->bq,
-                   .block_channels = tile->bn,
+                   .block_channels = priced_channels,
                    .block_reduction = std::int64_t{tile->slice_stages} * per_stage,
                    .slices = tile->slices,
                    .partial_bytes = partial_bytes(d, tile->slices),
@@ -693,6 +711,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         // The weights' order apart from the stage layout: each layout's own,
                         // except the route's, whose NHWC stages read NCHW's weights.
                         .constant("kWeightsKcrs", via || !nhwc(d))
+                        .constant("kPairedPartials", tile->split == 3 && paired_partials())
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),

@@ -207,7 +207,7 @@ Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& desc);
 struct WgmmaWork {
   std::int64_t blocks = 0;            // pixel patches x channel blocks x groups
   std::int64_t block_pixels = 0;      // kBP x kBQ, computed whether or not inside the image
-  int block_channels = 0;             // kBN
+  int block_channels = 0;             // kBN, priced as 64 at least
   std::int64_t block_reduction = 0;   // channel chunks x chunk x r x s, as computed (split-K: a slice's)
   int slices = 1;                     // split-K slices (blocks counts every slice's)
   std::uint64_t partial_bytes = 0;    // split-K's fp32 partial sums, written and read once
