@@ -174,16 +174,29 @@ TEST(ConvNdIm2colKernel, AutoSendsDenseDepthAndTransposedProblemsToIm2colAndSpar
   strided.dtype = DType::kFloat32;
   strided.math = MathMode::kStrictFp32;
   EXPECT_EQ(select_algorithm(strided, "sm_90"), Algorithm::kDirect);
-  // 3-D forward: the implicit GEMM's depth gather in NCDHW, im2col channels last.
+  // 3-D forward: the implicit GEMM's depth gather in NCDHW, im2col channels last. A float32
+  // stem of fewer than 8 channels on a short filter (6 x 18 taps here) goes to the direct
+  // kernel in NCDHW; 16-bit data, or a long filter, keeps the implicit GEMM.
   Conv2dDesc forward3d = conv3d();
   forward3d.k = 64;
+  EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kDirect);
+  forward3d.dtype = DType::kFloat16;
+  EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kImplicitGemm);
+  forward3d.dtype = DType::kFloat32;
+  forward3d.s = 9;
+  EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kImplicitGemm);
+  forward3d.s = 2;
+  forward3d.c = 16;
   EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kImplicitGemm);
   forward3d.layout = Layout::kNHWC;
+  EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kIm2colGemm);
+  forward3d.c = 6;
   EXPECT_EQ(select_algorithm(forward3d, "sm_90"), Algorithm::kIm2colGemm);
 }
 
 // The KernelBench problems that are not 2-D forward, in TF32: the 3-D forward and
-// stride-1 transposed ones (all NCHW) run on the implicit GEMM; of the strided transposed
+// stride-1 transposed ones (all NCHW) run on the implicit GEMM, except the 3-channel stems
+// on 27 and 9 taps (54, 59: the direct kernel); of the strided transposed
 // ones, 77 and 79 (dilation 2 = stride 2: one receiving phase) on the route's implicit
 // GEMM, those with 8 or 16 outputs a group (72, 73, 75) and the sparsest (81, stride 5) on
 // the direct kernel.
@@ -203,9 +216,10 @@ TEST(ConvNdIm2colKernel, AutoRunsKernelBenchDepthAndTransposedProblemsWhereTheMo
     }
   }
   EXPECT_EQ(total, 21);
-  // All but 72, 73, 75 and 81 (several receiving phases: the direct kernel) and 79 in f32
-  // (its one phase through the route predicted slower than the direct kernel).
-  EXPECT_EQ(igemm, 16);
+  // All but 72, 73, 75 and 81 (several receiving phases: the direct kernel), 79 in f32
+  // (its one phase through the route predicted slower than the direct kernel) and the
+  // short float32 stems 54 and 59.
+  EXPECT_EQ(igemm, 14);
   EXPECT_EQ(im2col, 0);
 }
 

@@ -156,6 +156,10 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
   return arch.rfind("sm_90", 0) == 0 ? 132 : 108;
 }
 
+// The longest reduction (channels x taps) of a float32 3-D stem the direct kernel takes:
+// between the measured 81 (faster on the direct kernel) and 315 (faster on the implicit GEMM).
+constexpr long long kShortStemReduction = 160;
+
 Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   // 3-D and transposed problems: the implicit GEMM where it takes them (NCHW: 3-D
   // forward, stride-1 transposed), else im2col + cuBLAS or the direct kernel, by
@@ -175,6 +179,16 @@ Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
   if (forward_twin(d).phased() && !nchw_via_nhwc_unsupported_reason(d, arch)) {
     return predicted_nchw_via_nhwc_ms(d, arch) < predicted_direct_ms(d, arch) ? Algorithm::kImplicitGemm
                                                                               : Algorithm::kDirect;
+  }
+  // A float32 NCDHW stem whose channels fill less than one TF32 k step (8) and whose filter
+  // is short: the implicit GEMM pads each tap's few channels to the k step and pays a
+  // gather a tap, where the direct kernel multiplies only real products; on long filters
+  // the tensor cores catch up (docs/perf.md, "3-channel 3-D stems"). 16-bit data keeps the
+  // implicit GEMM, whose k16 steps and halved copies beat the FMAs either way.
+  const bool depth = d.d > 1 || d.t > 1;
+  if (depth && !d.transposed && d.layout == Layout::kNCHW && d.dtype == DType::kFloat32 && c_per_group < 8 &&
+      useful_reduction <= kShortStemReduction) {
+    return Algorithm::kDirect;
   }
   // NCHW 3-D forward and stride-1 transposed: the implicit GEMM reads x in place, where
   // im2col writes and reads a column matrix taps times the size of x.
@@ -294,11 +308,15 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   twin.layout = Layout::kNHWC;
   const auto work = wgmma_work(twin);
   const double y_bytes = static_cast<double>(d.y_elements()) * static_cast<double>(size_of(d.dtype));
-  // x and y each read and written once more. The kernel now stores NCHW y itself where
-  // split-K does not run, but the bandwidth below was fitted with both transposes, and
-  // dropping y's sent layers the NCHW kernel runs faster to the route (KernelBench 78 in
-  // TF32: 1.48 -> 2.18 ms, docs/perf.md): y's share stays until the fit is redone.
-  const double bytes = static_cast<double>(d.x_elements()) * static_cast<double>(size_of(d.dtype)) + y_bytes;
+  // x read and written once more, and y's share: the kernel stores NCHW y itself where
+  // split-K does not run, but in TF32 and 16-bit y's share stands in for the NHWC stages'
+  // costs on narrow channels, which the model lacks: without it, layers the NCHW kernel runs
+  // faster go to the route (KernelBench 62, 63, 78 and 80 in TF32: 25-50% slower there).
+  // In strict math the products dwarf both, and over the rows of both sets that the route
+  // and the NCHW kernel both ran, the choice without y's share is better on every row it
+  // changes (docs/perf.md, "The route's model in strict math").
+  const double bytes =
+      static_cast<double>(d.x_elements()) * static_cast<double>(size_of(d.dtype)) + (strict_fp32(d) ? 0.0 : y_bytes);
   // The pack reads K,C/g,R,S weights a channel run at a time (scattered) every call.
   const double weight_bytes =
       static_cast<double>(d.k) * (d.c / d.groups) * d.t * d.r * d.s * static_cast<double>(size_of(d.dtype));
