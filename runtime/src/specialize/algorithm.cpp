@@ -156,8 +156,9 @@ int nominal_multiprocessors(const std::string& arch) noexcept {
   return arch.rfind("sm_90", 0) == 0 ? 132 : 108;
 }
 
-// The longest reduction (channels x taps) of a float32 3-D stem the direct kernel takes:
-// between the measured 81 (faster on the direct kernel) and 315 (faster on the implicit GEMM).
+// The longest reduction (channels x taps) of a float32 3-D stem the direct kernel takes: between
+// the KernelBench stems the direct kernel runs faster (27 and 81) and those the implicit GEMM
+// does (315; docs/perf.md, "3-channel 3-D stems in float32").
 constexpr long long kShortStemReduction = 160;
 
 Algorithm select_beyond_2d(const Conv2dDesc& d, const std::string& arch) {
@@ -311,7 +312,7 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
   // x read and written once more, and y's share: the kernel stores NCHW y itself where
   // split-K does not run, but in TF32 and 16-bit y's share stands in for the NHWC stages'
   // costs on narrow channels, which the model lacks: without it, layers the NCHW kernel runs
-  // faster go to the route (KernelBench 62, 63, 78 and 80 in TF32: 25-50% slower there).
+  // faster go to the route (KernelBench 62, 63, 78 and 80 in TF32).
   // In strict math the products dwarf both, and over the rows of both sets that the route
   // and the NCHW kernel both ran, the choice without y's share is better on every row it
   // changes (docs/perf.md, "The route's model in strict math").

@@ -211,8 +211,9 @@ std::optional<bool> store_warps_override() {
 }
 
 // 3xTF32 drains its partial sums after every second stage: each drain waits for the
-// consumer's wgmmas to finish, and half as many measured 2-6% faster on KernelBench's strict
-// rows, the error still under 1e-6 (docs/perf.md, "Narrow tiles and paired partials").
+// consumer's wgmmas to finish, so half as many leave the tensor pipe idle half as often,
+// and a chain of two stages' truncating adds stays far inside the fp32 bound (docs/perf.md,
+// "3xTF32's partial sums drained every second stage").
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_PAIRED_PARTIALS=0 drains after
 // every stage (changes the source, so the cache key).
 bool paired_partials() {
@@ -521,7 +522,8 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   const std::int64_t k_blocks = (d.k / d.groups + tile->bn - 1) / tile->bn;
   // The model prices a block by its products. A tile narrower than n64 drops only zero
   // products: its stages copy the same A, which bounds them, so it is priced as n64
-  // (KernelBench 78 in TF32 ran 1.98 ms on the route's n32 tile, 1.49 on the NCHW kernel).
+  // (priced by its products, it sent layers the NCHW kernel runs faster to the route;
+  // docs/perf.md, "n16 and n32 tiles").
   const int priced_channels = std::max(tile->bn, 64);
   // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
   const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
