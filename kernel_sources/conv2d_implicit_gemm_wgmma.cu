@@ -76,6 +76,7 @@ constexpr int kStageBytes = 30976, kSharedBytes = 190720;
 constexpr long long kPackedBytes = 147456;
 constexpr bool kWeightsKcrs = true;  // w as K, C/groups, R, S (false: K, R, S, C/groups)
 constexpr bool kPairedPartials = false;
+constexpr int kTapsPerStage = 1;
 }  // namespace spec
 #endif
 
@@ -132,7 +133,12 @@ constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
 // A run covers the first CONVJIT_BATCH(kN) images' pixels; split-K's partial-sum slices
 // stay kPixels apart whatever the run's batch, so the plan's workspace holds every batch.
 constexpr int kPixels = kNhwc ? kN * kOutPlane : 0;
-constexpr int kStagesTotal = kNhwc ? kTaps * kChunks : kChunks * kR;  // per tile
+// kTapsPerStage (NHWC with the map): a stage holds that many consecutive taps of one
+// channel chunk, each its own im2col box, so its fixed costs are paid once for them all.
+static_assert(kTapsPerStage == 1 || (kNhwc && kATma && kTaps % kTapsPerStage == 0),
+              "several taps a stage: NHWC stages through the map, whole groups of the filter's taps");
+constexpr int kTapGroups = kTaps / kTapsPerStage;
+constexpr int kStagesTotal = kNhwc ? kTapGroups * kChunks : kChunks * kR;  // per tile
 // Split-K (NHWC): blockIdx.z = group x kSplitK + slice; slice i reduces the tile's stages
 // [i * kSliceStages, min((i + 1) * kSliceStages, kStagesTotal)) (the host makes none
 // empty) into fp32 partial sums, written through `y` (then the workspace's partials:
@@ -171,12 +177,14 @@ constexpr int kPatch = kBP * kRowElems;
 // banks: f32 slots are a plane apart (8 banks); 16-bit slots are two planes of halves
 // apart (again 8 banks), and two pixels of one word are one access.
 constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
-// NHWC: [kBM pixels][kStageC channels], kARowBytes a pixel (see load_fragment_nhwc).
-constexpr int kAStageElems = kNhwc ? kBM * kStageC : kChunkC * kChanStride;
+// NHWC: [kTapsPerStage taps][kBM pixels][kStageC channels], kARowBytes a pixel (see
+// load_fragment_nhwc).
+constexpr int kATapElems = kBM * kStageC;
+constexpr int kAStageElems = kNhwc ? kTapsPerStage * kATapElems : kChunkC * kChanStride;
 constexpr int kBTapElems = kBN * kChunkC;     // 32 * kBN bytes for every type
 constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
-// A plane: the kS taps of a row (NCHW) or the kSub k steps of a tap (NHWC).
-constexpr int kBPlaneElems = (kNhwc ? kSub : kS) * kBTapElems;
+// A plane: the kS taps of a row (NCHW) or the kSub k steps of each of the stage's taps (NHWC).
+constexpr int kBPlaneElems = (kNhwc ? kTapsPerStage * kSub : kS) * kBTapElems;
 constexpr int kBStageElems = kPlanes * kBPlaneElems;
 constexpr int kStageElems = kAStageElems + kBStageElems;
 constexpr int kBarrierBytes = 256;
@@ -685,39 +693,46 @@ __device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, c
   }
 }
 
-// consume_stage for NHWC: the stage's kSub k steps of one tap, A sets alternating. kSub
-// is even, so every stage starts on set 0 whatever its `Parity` (consume_stage's, taken
-// so that the two are called alike).
+// consume_stage for NHWC: the kSub k steps of each of the stage's taps, A sets
+// alternating. kSub is even, so every tap starts on set 0 whatever the stage's `Parity`
+// (consume_stage's, taken so that the two are called alike).
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
                                                    const Element* a_stage, unsigned b_stage_addr,
                                                    const int (&rows)[kMB][2]) {
-  const unsigned* a = reinterpret_cast<const unsigned*>(a_stage);
 #pragma unroll
-  for (int sub = 0; sub < kSub; ++sub) {
-    const int set = sub & 1;
+  for (int j = 0; j < kTapsPerStage; ++j) {
+    const unsigned* a = reinterpret_cast<const unsigned*>(a_stage + j * kATapElems);
 #pragma unroll
-    for (int mb = 0; mb < kMB; ++mb) load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
-    wgmma_fence();
-    // A k step's weights: the next 32 bytes of each swizzled row (kBMap), or the next packed
-    // kBN x kChunkC block.
-    const unsigned step = b_stage_addr + (kBMap ? sub * 32 : sub * kBTapElems * sizeof(Element));
-    if constexpr (kSplit == 1) {
-      const unsigned long long desc = kBMap ? b_descriptor_swizzled(step) : b_descriptor(step);
-#pragma unroll
-      for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !(Fresh && sub == 0));
-    } else {
-      const unsigned long long big = b_descriptor(step);
-      const unsigned long long small = b_descriptor(step + kBPlaneElems * sizeof(Element));
+    for (int sub = 0; sub < kSub; ++sub) {
+      const int set = sub & 1;
+      const bool first = Fresh && j == 0 && sub == 0;
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
-        wgmma(acc[mb], frag[set][1][mb], big, !(Fresh && sub == 0));
-        wgmma(acc[mb], frag[set][0][mb], small);
-        wgmma(acc[mb], frag[set][0][mb], big);
+        load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
       }
+      wgmma_fence();
+      // A k step's weights: the next 32 bytes of each swizzled row of the tap's kBN (kBMap),
+      // or the next packed kBN x kChunkC block.
+      const unsigned step =
+          b_stage_addr + (kBMap ? j * kBN * kARowBytes + sub * 32 : (j * kSub + sub) * kBTapElems * sizeof(Element));
+      if constexpr (kSplit == 1) {
+        const unsigned long long desc = kBMap ? b_descriptor_swizzled(step) : b_descriptor(step);
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !first);
+      } else {
+        const unsigned long long big = b_descriptor(step);
+        const unsigned long long small = b_descriptor(step + kBPlaneElems * sizeof(Element));
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) {
+          wgmma(acc[mb], frag[set][1][mb], big, !first);
+          wgmma(acc[mb], frag[set][0][mb], small);
+          wgmma(acc[mb], frag[set][0][mb], big);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait<1>();
     }
-    wgmma_commit();
-    wgmma_wait<1>();
   }
 }
 
@@ -804,9 +819,9 @@ using PackIndex = typename device::IndexType<(kPackedRows > 2147483647ll)>::type
 // follow 1 apart in K,R,S,C order, kR x kS apart in K,C,R,S order: kWeightsKcrs), its
 // plane, and its first channel and output channel (the caller zero-fills past the
 // group's). The packing's order, outermost first, follows the stage layout:
-// NHWC: [group][k block][tap (r, s)][chunk of kStageC channels]
-//   [plane][k step][kBN x kChunkC core-matrix layout], so that stage tap * kChunks + chunk
-//   is one contiguous run, in the order the producer walks;
+// NHWC: [group][k block][tap group][chunk of kStageC channels]
+//   [plane][tap of the group][k step][kBN x kChunkC core-matrix layout], so that stage
+//   tap group * kChunks + chunk is one contiguous run, in the order the producer walks;
 // NCHW: [group][k block][chunk][r][plane][s][core-matrix layout].
 // The weights' order is each layout's own (NHWC w [K][R][S][C/groups], NCHW w
 // [K][C/groups][R][S]), except NCHW run through the NHWC kernel
@@ -825,12 +840,14 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
   if constexpr (kNhwc) {
     const int sub = static_cast<int>(rest % kSub);
     rest /= kSub;
+    const int in_group = static_cast<int>(rest % kTapsPerStage);
+    rest /= kTapsPerStage;
     plane = static_cast<int>(rest % kPlanes);
     rest /= kPlanes;
     const int chunk = static_cast<int>(rest % kChunks);
     rest /= kChunks;
-    tap = static_cast<int>(rest % kTaps);
-    rest /= kTaps;
+    tap = static_cast<int>(rest % kTapGroups) * kTapsPerStage + in_group;
+    rest /= kTapGroups;
     c = chunk * kStageC + sub * kChunkC + k;
   } else {
     const int s = static_cast<int>(rest % kS);
@@ -994,25 +1011,33 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
     for (int k_stage = sg.k0; k_stage < sg.k1; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
-      const int tap = k_stage / kChunks;
+      const int first_tap = k_stage / kChunks * kTapsPerStage;
       const int c_in_group = (k_stage % kChunks) * kStageC;
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
       const unsigned full = land_bar + st * 8;
       bar_arrive_expect_tx(full, kABytes + kBBytes);
-      if constexpr (kDepth) {
-        const int rs = tap % (kR * kS);
-        im2col_copy_3d(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, d0, img,
-                       static_cast<unsigned short>(rs % kS * kDilationW),
-                       static_cast<unsigned short>(rs / kS * kDilationH),
-                       static_cast<unsigned short>(tap / (kR * kS) * kDilationD), full);
-      } else {
-        im2col_copy(a_dst, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img,
-                    static_cast<unsigned short>(tap % kS * kDilationW),
-                    static_cast<unsigned short>(tap / kS * kDilationH), full);
+#pragma unroll
+      for (int j = 0; j < kTapsPerStage; ++j) {
+        const int tap = first_tap + j;
+        const unsigned a_tap = a_dst + j * kATapElems * sizeof(Element);
+        if constexpr (kDepth) {
+          const int rs = tap % (kR * kS);
+          im2col_copy_3d(a_tap, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, d0, img,
+                         static_cast<unsigned short>(rs % kS * kDilationW),
+                         static_cast<unsigned short>(rs / kS * kDilationH),
+                         static_cast<unsigned short>(tap / (kR * kS) * kDilationD), full);
+        } else {
+          im2col_copy(a_tap, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img,
+                      static_cast<unsigned short>(tap % kS * kDilationW),
+                      static_cast<unsigned short>(tap / kS * kDilationH), full);
+        }
+        // The map's weights: each tap's kBN rows, one after the other (the swizzle's atoms).
+        if constexpr (kBMap) {
+          weight_copy(a_dst + kABytes + j * kBN * kARowBytes, b_map, c_in_group, tap,
+                      sg.group * kKPerGroup + sg.kb * kBN, full);
+        }
       }
-      if constexpr (kBMap) {
-        weight_copy(a_dst + kABytes, b_map, c_in_group, tap, sg.group * kKPerGroup + sg.kb * kBN, full);
-      } else {
+      if constexpr (!kBMap) {
         bulk_copy(a_dst + kABytes, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
       }
     }

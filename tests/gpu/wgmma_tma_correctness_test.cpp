@@ -155,6 +155,40 @@ TEST_F(WgmmaTma, NarrowTilesOfSixteenAndThirtyTwoFiltersMatchFloat64InEveryDtype
   }
 }
 
+// CONVJIT_WGMMA_TAPS_PER_STAGE: several taps' boxes and weights a stage. 64-byte rows (32
+// 16-bit or 16 f32 channels: three taps of 3x5 fit), with padding, a filter tail inside an
+// n16/n32 tile, a second chunk, dilation, bias and ReLU, all-positive data too; the
+// weights packed (3xTF32, 16-bit) or through their map, whichever the kind takes.
+TEST_F(WgmmaTma, SeveralTapsAStageWithTheDevelopmentSwitchMatchFloat64InEveryDtypeAndMathMode) {
+  testing::ScopedEnv several("CONVJIT_WGMMA_TAPS_PER_STAGE", "3");
+  Runtime rt(options());
+  std::mt19937_64 rng(97);
+  for (const Kind& kind : kKinds) {
+    const int half = chunk_channels(kind.dtype) / 2;
+    const Conv2dDesc shapes[] = {
+        {.n = 2, .c = half, .h = 13, .w = 21, .k = 16, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2, .bias = true},
+        {.n = 1,
+         .c = half,
+         .h = 17,
+         .w = 19,
+         .k = 24,
+         .r = 3,
+         .s = 3,
+         .pad_h = 2,
+         .pad_w = 2,
+         .dilation_h = 2,
+         .dilation_w = 2,
+         .activation = Activation::kRelu},
+        {.n = 2, .c = 2 * half + half, .h = 9, .w = 11, .k = 40, .r = 1, .s = 3, .pad_w = 1, .bias = true},
+    };
+    for (const Conv2dDesc& shape : shapes) {
+      const Conv2dDesc d = with_kind(shape, kind);
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+  }
+}
+
 // TF32 weights through the map are rounded to nearest in shared memory, as the pack
 // rounded them: on all-positive data the tensor cores' truncation would leave a bias of
 // about 3e-4 of the result (2^-11 a product), rounding about 1e-5 at this reduction length.

@@ -6,6 +6,7 @@
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
+#include "convjit/error.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
@@ -370,6 +371,62 @@ TEST(WgmmaKernel, NhwcTileIsTheNarrowestThatHoldsAGroupsFiltersAndCompilesWithou
       }
     }
   }
+}
+
+// The development switch for several taps a stage (NHWC through the map): the largest
+// divisor of the filter's taps up to the request whose stages fit three deep; a stage is
+// that many taps' A boxes and weights; the stage count a tile falls by the same factor;
+// one im2col copy a tap in the PTX; no spills in any kind, the weights packed or through
+// their map. Without the switch every stage is one tap.
+TEST(WgmmaKernel, SeveralTapsAStageDivideTheFilterFitThreeStagesAndCompileWithoutSpills) {
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32}};
+  // 32 channels: 64-byte rows in 16-bit, 128-byte ones in f32; 16 filters (n16); 3x5 taps.
+  const Conv2dDesc shape{.n = 2, .c = 32, .h = 20, .w = 30, .k = 16, .r = 3, .s = 5, .pad_h = 1, .pad_w = 2};
+  for (const auto& [dtype, math] : kinds) {
+    const Conv2dDesc d = nhwc(shape, dtype, math);
+    const auto one = specialize_wgmma(d);
+    ASSERT_TRUE(one.source.kernel_name.ends_with("_tma")) << one.source.kernel_name;
+    EXPECT_EQ(constant(one, "kTapsPerStage"), "1");
+    testing::ScopedEnv several("CONVJIT_WGMMA_TAPS_PER_STAGE", "4");
+    const auto src = specialize_wgmma(d);
+    SCOPED_TRACE(src.source.kernel_name);
+    const int taps = std::stoi(constant(src, "kTapsPerStage"));
+    const int stages = std::stoi(constant(src, "kStages"));
+    const int row = dtype == DType::kFloat32 ? 128 : 64;
+    const int planes = math == MathMode::kStrictFp32 ? 2 : 1;
+    const int per_tap = (256 + planes * 16) * row;
+    EXPECT_EQ(15 % taps, 0);
+    EXPECT_LE(taps, 4);
+    EXPECT_GE((227 * 1024 - 256 - 1024) / (taps * per_tap), 3);
+    // The next divisor up (5) would not fit three stages; in 16-bit three taps do.
+    EXPECT_LT((227 * 1024 - 256 - 1024) / (5 * per_tap), 3);
+    if (dtype != DType::kFloat32) {
+      EXPECT_EQ(taps, 3);
+    }
+    EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), taps * per_tap);
+    EXPECT_GE(stages, 3);
+    // The weights are the same bytes however the stages group the taps.
+    if (one.launch.weight_pack) {
+      EXPECT_EQ(src.launch.weight_pack->packed_bytes, one.launch.weight_pack->packed_bytes);
+    }
+    if (taps > 1) {
+      EXPECT_NE(src.launch.tile.find(fmt::format("of {} taps", taps)), std::string::npos) << src.launch.tile;
+      EXPECT_NE(src.source.text, one.source.text);
+    }
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    std::size_t copies = 0;
+    for (auto at = out.ptx.find(".im2col"); at != std::string::npos; at = out.ptx.find(".im2col", at + 1)) ++copies;
+    EXPECT_GE(copies, static_cast<std::size_t>(taps));
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+  }
+  testing::ScopedEnv bad("CONVJIT_WGMMA_TAPS_PER_STAGE", "0");
+  EXPECT_THROW(specialize_wgmma(nhwc(shape, DType::kFloat16, MathMode::kTF32)), Error);
 }
 
 // Split-K: where tiles x channel blocks x groups leave SMs idle, the reduction is cut into

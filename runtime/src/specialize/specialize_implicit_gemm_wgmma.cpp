@@ -49,6 +49,7 @@ struct WgmmaTile {
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
   bool tma = false;        // the template's kATma: A through a TMA im2col map
+  int taps_per_stage = 1;  // the template's kTapsPerStage (NHWC with the map)
   int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
   std::int64_t items = 0;  // stream-K: (tile, group, k block) items
 };
@@ -94,7 +95,7 @@ int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
   // NHWC: a pixel row (128 or 64 bytes) of each of the kBM pixels, and as many bytes of
   // each of the kBN output channels per weight plane.
-  if (nhwc(d)) return (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * a_row_bytes(d);
+  if (nhwc(d)) return t.taps_per_stage * (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * a_row_bytes(d);
   const bool half = sixteen_bit(d);
   const int halo = halo_width(d, t.bq) + (half ? 1 : 0);
   const int row = half ? (halo + 1) / 2 * 2 : halo;
@@ -221,6 +222,22 @@ bool paired_partials() {
   return env == nullptr || std::string_view(env) != "0";
 }
 
+// NOTE: development switch, not yet run on a GPU: CONVJIT_WGMMA_TAPS_PER_STAGE=N gives the
+// NHWC kernel's stages (with the TMA map) the largest divisor of the filter's taps up to N
+// whose stages still fit three deep, so that a stage's fixed costs (its barriers, copies
+// issued and waited for) are paid once for several taps: the narrow-channel problems'
+// one-tap stages are bound by them (docs/perf.md, "n16 and n32 tiles"). Changes the
+// source, so the cache key.
+int taps_per_stage_requested() {
+  const char* env = std::getenv("CONVJIT_WGMMA_TAPS_PER_STAGE");
+  if (env == nullptr || *env == '\0') return 1;
+  int n = 0;
+  if (std::sscanf(env, "%d", &n) != 1 || n < 1 || n > 8) {
+    fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_TAPS_PER_STAGE: expected 1 to 8, got '{}'", env);
+  }
+  return n;
+}
+
 std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   WgmmaTile t;
   t.tma = tma;
@@ -258,6 +275,17 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
            kConsumers, env);
     }
   }
+  if (nhwc(d) && tma) {
+    for (int n = std::min(taps_per_stage_requested(), taps(d)); n > 1; --n) {
+      WgmmaTile several = t;
+      several.taps_per_stage = n;
+      const int fit = (kSharedLimit - kBarrierBytes - slack) / stage_bytes(d, several);
+      if (taps(d) % n == 0 && fit >= 3) {
+        t.taps_per_stage = n;
+        break;
+      }
+    }
+  }
   const int per_stage = stage_bytes(d, t);
   // Store warps (a staged output tile, [kBN][kBM + 4], written out while the next patch
   // runs) pay where a patch is a few stages and its stores are most of its time, and
@@ -267,7 +295,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
   const int fit_with_store = (kSharedLimit - kBarrierBytes - slack - out_bytes) / per_stage;
   t.chunks = (d.c / d.groups + stage_channels(d) - 1) / stage_channels(d);
-  const int stages_per_patch = t.chunks * (nhwc(d) ? taps(d) : d.r);
+  const int stages_per_patch = t.chunks * (nhwc(d) ? taps(d) / t.taps_per_stage : d.r);
   const bool short_patches = stages_per_patch <= 8;
   // NHWC stores from registers: a thread's channel pairs are contiguous in y.
   t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
@@ -525,8 +553,8 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
   // (priced by its products, it sent layers the NCHW kernel runs faster to the route;
   // docs/perf.md, "n16 and n32 tiles").
   const int priced_channels = std::max(tile->bn, 64);
-  // A slice's stages are (tap, chunk) pairs in NHWC; NCHW has one slice of every stage.
-  const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? 1 : d.s);
+  // A slice's stages are (tap group, chunk) pairs in NHWC; NCHW has one slice of every stage.
+  const std::int64_t per_stage = std::int64_t{stage_channels(d)} * (nhwc(d) ? tile->taps_per_stage : d.s);
   // Rows and columns past the image are zero-filled, not copied: a patch taller than the
   // output (7x7 layers, 8-row patches) copies the output's rows only.
   const std::int64_t rows = std::min<std::int64_t>(tile->bp, d.output_shape().p);
@@ -627,8 +655,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   Specialization src;
   src.launch.algorithm = "implicit_gemm";
   src.launch.tile = fmt::format(
-      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}, {}{}{}{}{}{}",
+      "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}{}, {}{}{}{}{}{}",
       tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
+      tile->taps_per_stage > 1 ? fmt::format(" of {} taps", tile->taps_per_stage) : std::string(),
       tile->store_warps ? ", outputs staged for the store warps" : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
@@ -714,6 +743,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         // except the route's, whose NHWC stages read NCHW's weights.
                         .constant("kWeightsKcrs", via || !nhwc(d))
                         .constant("kPairedPartials", tile->split == 3 && paired_partials())
+                        .constant("kTapsPerStage", tile->taps_per_stage)
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
