@@ -455,100 +455,29 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
                : CONVJIT_ACC##N(d)                                                                       \
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(accumulate))
 
-__device__ __forceinline__ void wgmma_m64n16k8(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
-                                               int accumulate) {
-  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k8.f32.tf32.tf32", "");
-}
-__device__ __forceinline__ void wgmma_m64n32k8(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
-                                               int accumulate) {
-  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32", "");
-}
-__device__ __forceinline__ void wgmma_m64n16k16_f16(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
-                                                    int accumulate) {
-  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k16.f32.f16.f16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n32k16_f16(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
-                                                    int accumulate) {
-  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n16k16_bf16(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
-                                                     int accumulate) {
-  CONVJIT_WGMMA_RS(8, "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n32k16_bf16(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
-                                                     int accumulate) {
-  CONVJIT_WGMMA_RS(16, "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n64k8(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
-                                               int accumulate) {
-  CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32", "");
-}
-__device__ __forceinline__ void wgmma_m64n128k8(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
-                                                int accumulate) {
-  CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32", "");
-}
-__device__ __forceinline__ void wgmma_m64n64k16_f16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
-                                                    int accumulate) {
-  CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n128k16_f16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
-                                                     int accumulate) {
-  CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n64k16_bf16(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
-                                                     int accumulate) {
-  CONVJIT_WGMMA_RS(32, "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16", ", 0");
-}
-__device__ __forceinline__ void wgmma_m64n128k16_bf16(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
-                                                      int accumulate) {
-  CONVJIT_WGMMA_RS(64, "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16", ", 0");
-}
-
-// One m64 x kBN x k step, d = a * b (+ d when `accumulate`); overloads pick the
-// instruction by the accumulator count, kDType the input type.
+// One m64 x kBN x k step, d = a * b (+ d when `accumulate`): the overload by the
+// accumulator count (kBN / 2) picks the width, kDType the types (16-bit: k16, TF32: k8).
+#define CONVJIT_WGMMA_STEP(N, WIDTH)                                                            \
+  if constexpr (kDType == 1) {                                                                  \
+    CONVJIT_WGMMA_RS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k16.f32.f16.f16", ", 0");   \
+  } else if constexpr (kDType == 2) {                                                           \
+    CONVJIT_WGMMA_RS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k16.f32.bf16.bf16", ", 0"); \
+  } else {                                                                                      \
+    CONVJIT_WGMMA_RS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k8.f32.tf32.tf32", "");     \
+  }
 __device__ __forceinline__ void wgmma(float (&d)[8], const unsigned (&a)[4], unsigned long long b_desc,
-                                      int accumulate = 1) {
-  if constexpr (kDType == 1) {
-    wgmma_m64n16k16_f16(d, a, b_desc, accumulate);
-  } else if constexpr (kDType == 2) {
-    wgmma_m64n16k16_bf16(d, a, b_desc, accumulate);
-  } else {
-    wgmma_m64n16k8(d, a, b_desc, accumulate);
-  }
-}
-__device__ __forceinline__ void wgmma(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
-                                      int accumulate = 1) {
-  if constexpr (kDType == 1) {
-    wgmma_m64n32k16_f16(d, a, b_desc, accumulate);
-  } else if constexpr (kDType == 2) {
-    wgmma_m64n32k16_bf16(d, a, b_desc, accumulate);
-  } else {
-    wgmma_m64n32k8(d, a, b_desc, accumulate);
-  }
-}
-__device__ __forceinline__ void wgmma(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
-                                      int accumulate = 1) {
-  if constexpr (kDType == 1) {
-    wgmma_m64n64k16_f16(d, a, b_desc, accumulate);
-  } else if constexpr (kDType == 2) {
-    wgmma_m64n64k16_bf16(d, a, b_desc, accumulate);
-  } else {
-    wgmma_m64n64k8(d, a, b_desc, accumulate);
-  }
-}
-__device__ __forceinline__ void wgmma(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
-                                      int accumulate = 1) {
-  if constexpr (kDType == 1) {
-    wgmma_m64n128k16_f16(d, a, b_desc, accumulate);
-  } else if constexpr (kDType == 2) {
-    wgmma_m64n128k16_bf16(d, a, b_desc, accumulate);
-  } else {
-    wgmma_m64n128k8(d, a, b_desc, accumulate);
-  }
-}
+                                      int accumulate = 1){CONVJIT_WGMMA_STEP(8, 16)} __device__ __forceinline__
+    void wgmma(float (&d)[16], const unsigned (&a)[4], unsigned long long b_desc,
+               int accumulate = 1){CONVJIT_WGMMA_STEP(16, 32)} __device__ __forceinline__
+    void wgmma(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
+               int accumulate = 1){CONVJIT_WGMMA_STEP(32, 64)} __device__ __forceinline__
+    void wgmma(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
+               int accumulate = 1){CONVJIT_WGMMA_STEP(64, 128)}
 
 // 16-bit <-> fp32, one cvt each (no toolkit headers under NVRTC).
-__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(float v) {
+  return v;
+}
 __device__ __forceinline__ float to_float(unsigned short bits) {
   if constexpr (kDType == 1) {
     float v;
@@ -736,6 +665,18 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
   }
 }
 
+// The stage's wgmmas in the layout's order (consume_stage or consume_stage_nhwc).
+template <int Parity, bool Fresh>
+__device__ __forceinline__ void consume_stage_of_layout(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
+                                                        const Element* a_stage, unsigned b_stage_addr,
+                                                        const int (&a_offset)[kMB][2]) {
+  if constexpr (kNhwc) {
+    consume_stage_nhwc<Parity, Fresh>(acc, frag, a_stage, b_stage_addr, a_offset);
+  } else {
+    consume_stage<Parity, Fresh>(acc, frag, a_stage, b_stage_addr, a_offset);
+  }
+}
+
 // 3xTF32: once the stage's wgmmas are done, hands it back and adds the partial set.
 template <int Sets>
 __device__ __forceinline__ void drain_partials(float (&acc)[kMB][kAccum], const float (&part)[Sets][kAccum],
@@ -766,26 +707,14 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, bool pa
   const Element* a_stage = stages + st * kStageElems;
   const unsigned b_stage = smem_addr(a_stage + kAStageElems);
   if constexpr (kSplit == 1) {
-    if constexpr (kNhwc) {
-      consume_stage_nhwc<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
-    } else {
-      consume_stage<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
-    }
+    consume_stage_of_layout<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
     // Every group but this stage's last is done: the previous stage is free.
     if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8);
   } else if (!kPairedPartials || Parity == 0) {
-    if constexpr (kNhwc) {
-      consume_stage_nhwc<Parity, true>(part, frag, a_stage, b_stage, a_offset);
-    } else {
-      consume_stage<Parity, true>(part, frag, a_stage, b_stage, a_offset);
-    }
+    consume_stage_of_layout<Parity, true>(part, frag, a_stage, b_stage, a_offset);
     if (!kPairedPartials || !pair_follows) drain_partials(acc, part, empty_bar + st * 8);
   } else {
-    if constexpr (kNhwc) {
-      consume_stage_nhwc<Parity, false>(part, frag, a_stage, b_stage, a_offset);
-    } else {
-      consume_stage<Parity, false>(part, frag, a_stage, b_stage, a_offset);
-    }
+    consume_stage_of_layout<Parity, false>(part, frag, a_stage, b_stage, a_offset);
     // The first k step's wait<1> saw the pair's first stage finish.
     release_stage(empty_bar + ((it - 1) % kStages) * 8);
     drain_partials(acc, part, empty_bar + st * 8);

@@ -277,10 +277,10 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   }
   if (nhwc(d) && tma) {
     for (int n = std::min(taps_per_stage_requested(), taps(d)); n > 1; --n) {
+      if (taps(d) % n != 0) continue;
       WgmmaTile several = t;
       several.taps_per_stage = n;
-      const int fit = (kSharedLimit - kBarrierBytes - slack) / stage_bytes(d, several);
-      if (taps(d) % n == 0 && fit >= 3) {
+      if ((kSharedLimit - kBarrierBytes - slack) / stage_bytes(d, several) >= 3) {
         t.taps_per_stage = n;
         break;
       }
