@@ -50,6 +50,9 @@ const std::vector<OptionSpec> kOptions = {
     {"--hold-us", "N",
      "(a): each child waits N microseconds (spinning) between its device set-up and its first call, to tell a "
      "first module load that waits on the driver from host work before it (default 0)"},
+    {"--first-tier", "",
+     "(a): also a cold child with RuntimeOptions::first_tier for each shape (first result from the generic kernel "
+     "while the problem's kernel compiles behind it)"},
     {"--json", "FILE", "write the results as JSON"},
     {"--child", "MODE", "internal: one measured process of part (a)"},
     {"--shape", "SHAPE", "internal: the child's problem"},
@@ -100,7 +103,8 @@ int overhead_main(int argc, char** argv) {
                    .work_dir = work_dir,
                    .keep = keep,
                    .machine_compute_cache = machine_compute_cache,
-                   .hold_us = opts.int_value("--hold-us", 0, 0)};
+                   .hold_us = opts.int_value("--hold-us", 0, 0),
+                   .first_tier = opts.has("--first-tier")};
   HostCostOptions host{.shape = opts.value("--host-shape").value_or("n1c4h16w16k4r3s3"),
                        .calls = opts.int_value("--calls", 10000, 1),
                        .sync_every = opts.int_value("--sync-every", 1000, 1),

@@ -22,6 +22,9 @@ struct ColdOptions {
   bool machine_compute_cache = false;
   // Each child spins this long after its device set-up, before the first call's clock.
   int hold_us = 0;
+  // Also a third child per shape, cold again but with RuntimeOptions::first_tier: its
+  // first result comes from the generic kernel while the specialized one compiles.
+  bool first_tier = false;
 };
 struct ColdResult {
   std::string json;

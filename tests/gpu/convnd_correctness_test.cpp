@@ -17,6 +17,7 @@
 
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/random_desc.hpp"
 #include "support/temp_dir.hpp"
 #include "support/workloads.hpp"
 
@@ -31,41 +32,7 @@ constexpr Mode kModes[] = {{DType::kFloat32, MathMode::kTF32},  {DType::kFloat32
                            {DType::kFloat16, MathMode::kTF32},  {DType::kFloat16, MathMode::kStrictFp32},
                            {DType::kBFloat16, MathMode::kTF32}, {DType::kBFloat16, MathMode::kStrictFp32}};
 
-int pick(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
-
-// kind 0: 1-D forward, 1: 3-D forward, 2: transposed 1-D, 3: transposed 2-D, 4: transposed 3-D.
-Conv2dDesc random_desc(std::mt19937_64& rng, int kind) {
-  const bool transposed = kind >= 2;
-  const int dims = kind == 0 || kind == 2 ? 1 : kind == 1 || kind == 4 ? 3 : 2;
-  while (true) {
-    Conv2dDesc d{.spatial_dims = dims, .transposed = transposed};
-    d.n = pick(rng, 1, 3);
-    d.groups = pick(rng, 0, 2) == 0 ? pick(rng, 2, 3) : 1;
-    d.c = d.groups * pick(rng, 1, 9);
-    d.k = d.groups * pick(rng, 1, 11);
-    d.bias = pick(rng, 0, 1) == 1;
-    d.activation = pick(rng, 0, 3) == 0 ? Activation::kRelu : Activation::kNone;
-    d.layout = pick(rng, 0, 1) == 0 ? Layout::kNCHW : Layout::kNHWC;
-    // One spatial dimension: extent, filter, stride, padding, dilation, output_padding.
-    auto draw = [&](int& in, int& kernel, int& stride, int& pad, int& dilation, int& output_padding, int max_in) {
-      in = pick(rng, 1, max_in);
-      kernel = pick(rng, 1, 5);
-      stride = pick(rng, 1, 3);
-      pad = pick(rng, 0, 2);
-      dilation = pick(rng, 1, 3);
-      output_padding = transposed ? pick(rng, 0, std::max(stride, dilation) - 1) : 0;
-    };
-    draw(d.w, d.s, d.stride_w, d.pad_w, d.dilation_w, d.output_padding_w, dims == 1 ? 37 : dims == 2 ? 15 : 9);
-    if (dims >= 2) draw(d.h, d.r, d.stride_h, d.pad_h, d.dilation_h, d.output_padding_h, dims == 2 ? 13 : 7);
-    if (dims == 3) draw(d.d, d.t, d.stride_d, d.pad_d, d.dilation_d, d.output_padding_d, 6);
-    try {
-      d.validate();
-      return d;
-    } catch (const Error&) {
-      // an output extent below 1, or output_padding not below stride or dilation: draw again
-    }
-  }
-}
+using testing::random_nd_desc;
 
 struct Case {
   Conv2dDesc desc;
@@ -121,7 +88,7 @@ TEST_F(ConvNdCorrectness, RandomOneDimensionalProblemsMatchFloat64InEveryDtypeMo
   std::mt19937_64 rng(1501);
   std::vector<Case> cases;
   for (int i = 0; i < 6; ++i) {
-    Conv2dDesc d = random_desc(rng, 0);
+    Conv2dDesc d = random_nd_desc(rng, 0);
     for (const Mode& m : kModes) {
       d.dtype = m.dtype;
       d.math = m.math;
@@ -135,7 +102,7 @@ TEST_F(ConvNdCorrectness, RandomThreeDimensionalProblemsMatchFloat64InEveryDtype
   std::mt19937_64 rng(1502);
   std::vector<Case> cases;
   for (int i = 0; i < 6; ++i) {
-    Conv2dDesc d = random_desc(rng, 1);
+    Conv2dDesc d = random_nd_desc(rng, 1);
     for (const Mode& m : kModes) {
       d.dtype = m.dtype;
       d.math = m.math;
@@ -150,7 +117,7 @@ TEST_F(ConvNdCorrectness, RandomTransposedProblemsOfEveryRankMatchFloat64InEvery
   std::vector<Case> cases;
   for (int kind : {2, 3, 4}) {
     for (int i = 0; i < 4; ++i) {
-      Conv2dDesc d = random_desc(rng, kind);
+      Conv2dDesc d = random_nd_desc(rng, kind);
       for (const Mode& m : kModes) {
         d.dtype = m.dtype;
         d.math = m.math;

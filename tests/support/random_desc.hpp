@@ -2,6 +2,7 @@
 // What the convolution tests draw problems from: the four dtype and math-mode kinds every
 // kernel family is held to, and a random problem's geometry.
 
+#include <algorithm>
 #include <random>
 
 #include "convjit/convjit.hpp"
@@ -59,6 +60,45 @@ inline bool draw_geometry(std::mt19937_64& rng, Conv2dDesc& d, const GeometryBou
     return true;
   } catch (const Error&) {
     return false;
+  }
+}
+
+inline int draw_int(std::mt19937_64& rng, int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); }
+
+// A random problem of one rank and direction, kind 0: 1-D forward, 1: 3-D forward,
+// 2: transposed 1-D, 3: transposed 2-D, 4: transposed 3-D, 5: 2-D forward. Odd sizes,
+// strides 1-3, padding, output_padding, dilation 1-3, groups, bias, ReLU and layout
+// drawn; dtype and math mode the caller's.
+inline Conv2dDesc random_nd_desc(std::mt19937_64& rng, int kind) {
+  const bool transposed = kind >= 2 && kind <= 4;
+  const int dims = kind == 0 || kind == 2 ? 1 : kind == 1 || kind == 4 ? 3 : 2;
+  while (true) {
+    Conv2dDesc d{.spatial_dims = dims, .transposed = transposed};
+    d.n = draw_int(rng, 1, 3);
+    d.groups = draw_int(rng, 0, 2) == 0 ? draw_int(rng, 2, 3) : 1;
+    d.c = d.groups * draw_int(rng, 1, 9);
+    d.k = d.groups * draw_int(rng, 1, 11);
+    d.bias = draw_int(rng, 0, 1) == 1;
+    d.activation = draw_int(rng, 0, 3) == 0 ? Activation::kRelu : Activation::kNone;
+    d.layout = draw_int(rng, 0, 1) == 0 ? Layout::kNCHW : Layout::kNHWC;
+    // One spatial dimension: extent, filter, stride, padding, dilation, output_padding.
+    auto draw = [&](int& in, int& kernel, int& stride, int& pad, int& dilation, int& output_padding, int max_in) {
+      in = draw_int(rng, 1, max_in);
+      kernel = draw_int(rng, 1, 5);
+      stride = draw_int(rng, 1, 3);
+      pad = draw_int(rng, 0, 2);
+      dilation = draw_int(rng, 1, 3);
+      output_padding = transposed ? draw_int(rng, 0, std::max(stride, dilation) - 1) : 0;
+    };
+    draw(d.w, d.s, d.stride_w, d.pad_w, d.dilation_w, d.output_padding_w, dims == 1 ? 37 : dims == 2 ? 15 : 9);
+    if (dims >= 2) draw(d.h, d.r, d.stride_h, d.pad_h, d.dilation_h, d.output_padding_h, dims == 2 ? 13 : 7);
+    if (dims == 3) draw(d.d, d.t, d.stride_d, d.pad_d, d.dilation_d, d.output_padding_d, 6);
+    try {
+      d.validate();
+      return d;
+    } catch (const Error&) {
+      // an output extent below 1, or output_padding not below stride or dilation: draw again
+    }
   }
 }
 

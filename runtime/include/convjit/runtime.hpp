@@ -75,6 +75,17 @@ struct RuntimeOptions {
   // and CONVJIT_REMOTE_CACHE_TIMEOUT_MS, else 200 ms and 1000 ms.
   std::optional<std::chrono::milliseconds> remote_cache_connect_timeout;
   std::optional<std::chrono::milliseconds> remote_cache_timeout;
+
+  // The first tier (docs/perf.md, "The first tier"): a conv2d call whose kernel
+  // is in no cache runs a shape-generic kernel built with convjit, which needs no
+  // compile, while the problem's own kernel compiles on a background thread; later calls
+  // run that kernel once it is ready. The first result then costs the generic kernel's
+  // run (slower than the specialized kernel's, float32 FMA arithmetic in every mode)
+  // instead of a compile (about a second for the tensor-core kernels). Only
+  // Runtime::conv2d: plans and inspect compile as they always do; a call on a capturing
+  // stream, with packed weights, or under autotuning waits for its kernel, as do
+  // problems whose generic run would take longer than a compile. Empty: CONVJIT_FIRST_TIER=1.
+  std::optional<bool> first_tier;
 };
 
 // How this Runtime uses its disk cache (docs/cache.md).
@@ -84,24 +95,27 @@ enum class RemoteCacheMode { kOff, kReadWrite, kReadOnly };
 
 // Counters since the Runtime was made. Every counter only grows.
 struct CacheStats {
-  std::uint64_t memory_hits = 0;        // served from this process's table
-  std::uint64_t disk_hits = 0;          // entry read and verified from disk (perhaps after a lock wait)
-  std::uint64_t misses = 0;             // not in memory nor on disk: built here
-  std::uint64_t compiles = 0;           // NVRTC runs
-  std::uint64_t corrupt_rebuilt = 0;    // disk entries that failed verification or trust checks, rebuilt
-  std::uint64_t disk_writes = 0;        // entries published to disk
-  std::uint64_t disk_write_errors = 0;  // entries that could not be published (they stay in memory)
-  std::uint64_t module_loads = 0;       // CUBINs loaded into a CUDA context
-  std::uint64_t evictions = 0;          // entries this process evicted to keep the cache under its limit
-  std::uint64_t bytes_read = 0;         // entry bytes read from disk on hits
-  std::uint64_t bytes_written = 0;      // entry bytes published
-  std::uint64_t lock_waits = 0;         // misses that waited for another process compiling the same key
-  std::uint64_t lock_takeovers = 0;     // compile locks taken over from a process that died holding them
-  std::uint64_t lock_timeouts = 0;      // waits that ran out, after which this process compiled too
-  std::uint64_t autotune_runs = 0;      // problems whose algorithms were timed in this process
-  std::uint64_t autotune_reused = 0;    // problems that took a choice stored by an earlier tuning
-  double compile_ms = 0;                // wall time spent in NVRTC
-  double compile_ms_saved = 0;          // compile time recorded in the entries that disk hits served
+  std::uint64_t memory_hits = 0;          // served from this process's table
+  std::uint64_t disk_hits = 0;            // entry read and verified from disk (perhaps after a lock wait)
+  std::uint64_t misses = 0;               // not in memory nor on disk: built here
+  std::uint64_t compiles = 0;             // NVRTC runs
+  std::uint64_t corrupt_rebuilt = 0;      // disk entries that failed verification or trust checks, rebuilt
+  std::uint64_t disk_writes = 0;          // entries published to disk
+  std::uint64_t disk_write_errors = 0;    // entries that could not be published (they stay in memory)
+  std::uint64_t module_loads = 0;         // CUBINs loaded into a CUDA context
+  std::uint64_t evictions = 0;            // entries this process evicted to keep the cache under its limit
+  std::uint64_t bytes_read = 0;           // entry bytes read from disk on hits
+  std::uint64_t bytes_written = 0;        // entry bytes published
+  std::uint64_t lock_waits = 0;           // misses that waited for another process compiling the same key
+  std::uint64_t lock_takeovers = 0;       // compile locks taken over from a process that died holding them
+  std::uint64_t lock_timeouts = 0;        // waits that ran out, after which this process compiled too
+  std::uint64_t autotune_runs = 0;        // problems whose algorithms were timed in this process
+  std::uint64_t autotune_reused = 0;      // problems that took a choice stored by an earlier tuning
+  std::uint64_t first_tier_runs = 0;      // conv2d calls the first tier's generic kernel ran
+  std::uint64_t background_builds = 0;    // plans built behind the first tier
+  std::uint64_t background_failures = 0;  // of those, builds that failed (the next call builds and reports)
+  double compile_ms = 0;                  // wall time spent in NVRTC
+  double compile_ms_saved = 0;            // compile time recorded in the entries that disk hits served
   // Where a start goes besides NVRTC, wall ms summed over every request (docs/perf.md):
   double key_ms = 0;            // specializing the source and computing its cache key
   double disk_read_ms = 0;      // opening and reading disk entries
@@ -239,6 +253,11 @@ class Runtime {
   // The PTX (compiling or reading the cache); with `arch` no GPU is needed.
   std::string ptx(const Conv2dDesc& desc, std::optional<std::string> arch = {});
   KernelInfo inspect(const Conv2dDesc& desc, std::optional<std::string> arch = {}, PlanOptions options = {});
+
+  // Returns once every kernel the first tier stands in for is built (or its build failed),
+  // so that the next conv2d of each problem runs its specialized kernel: before capturing
+  // graphs or timing. Returns at once without RuntimeOptions::first_tier.
+  void wait_for_compiles();
 
   // Waits for all work on `stream` (nullptr: the legacy default stream of the context
   // conv2d would use).

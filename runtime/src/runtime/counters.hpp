@@ -26,6 +26,9 @@ struct Counters {
   std::atomic<std::uint64_t> lock_timeouts{0};
   std::atomic<std::uint64_t> autotune_runs{0};
   std::atomic<std::uint64_t> autotune_reused{0};
+  std::atomic<std::uint64_t> first_tier_runs{0};
+  std::atomic<std::uint64_t> background_builds{0};
+  std::atomic<std::uint64_t> background_failures{0};
   std::atomic<double> compile_ms{0};
   std::atomic<double> compile_ms_saved{0};
   std::atomic<double> key_ms{0};

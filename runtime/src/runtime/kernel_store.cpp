@@ -24,6 +24,9 @@ CacheStats Counters::snapshot() const {
   s.compile_ms = compile_ms.load(std::memory_order_relaxed);
   s.autotune_runs = autotune_runs.load(std::memory_order_relaxed);
   s.autotune_reused = autotune_reused.load(std::memory_order_relaxed);
+  s.first_tier_runs = first_tier_runs.load(std::memory_order_relaxed);
+  s.background_builds = background_builds.load(std::memory_order_relaxed);
+  s.background_failures = background_failures.load(std::memory_order_relaxed);
   s.disk_write_errors = disk_write_errors.load(std::memory_order_relaxed);
   s.evictions = evictions.load(std::memory_order_relaxed);
   s.bytes_read = bytes_read.load(std::memory_order_relaxed);
@@ -131,6 +134,29 @@ std::shared_ptr<const KernelArtifact> KernelStore::get(const Conv2dDesc& desc, A
   }
 }
 
+KernelKey KernelStore::key_of(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch) {
+  static const std::string nvrtc_version = Nvrtc::version();
+  const auto options = Nvrtc::options_for(source.compile_arch.empty() ? arch : source.compile_arch);
+  return make_kernel_key(desc, source, arch, options, nvrtc_version);
+}
+
+bool KernelStore::cached(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
+                         const AlignmentNeeds& align) {
+  desc.validate();
+  const Key key{desc, algorithm, arch, align};
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = table_.find(key); it != table_.end()) {
+      return it->second.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    }
+  }
+  if (!disk_) return false;
+  const auto specialization = specialize(desc, algorithm, arch, align);
+  const KernelKey kernel_key = key_of(desc, specialization.source, arch);
+  std::error_code ec;
+  return std::filesystem::exists(disk_->entry_path(CacheKey{kernel_key.text, kernel_key.hash}), ec);
+}
+
 std::shared_ptr<const KernelArtifact> KernelStore::rebuild(const Conv2dDesc& desc, Algorithm algorithm,
                                                            const std::string& arch, const AlignmentNeeds& align) {
   ArtifactOrigin origin{};
@@ -163,7 +189,6 @@ CompiledKernel from_cache_entry(CacheEntry&& entry) {
 
 std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool force_compile, Read read,
                                                            ArtifactOrigin& origin) {
-  static const std::string nvrtc_version = Nvrtc::version();
   const auto key_start = std::chrono::steady_clock::now();
   const Conv2dDesc& desc = key.desc;
   const std::string& arch = key.arch;
@@ -175,7 +200,7 @@ std::shared_ptr<const KernelArtifact> KernelStore::produce(const Key& key, bool 
   artifact->source = std::move(specialization.source);
   artifact->launch = std::move(specialization.launch);
   const auto options = Nvrtc::options_for(artifact->source.compile_arch.empty() ? arch : artifact->source.compile_arch);
-  artifact->key = make_kernel_key(desc, artifact->source, arch, options, nvrtc_version);
+  artifact->key = key_of(desc, artifact->source, arch);
   // The caches see the key as opaque text and its hash.
   const CacheKey cache_key{artifact->key.text, artifact->key.hash};
   if (disk_) artifact->path = disk_->entry_path(cache_key);

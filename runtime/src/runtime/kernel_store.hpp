@@ -52,6 +52,11 @@ class KernelStore {
   std::shared_ptr<const KernelArtifact> get(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
                                             const AlignmentNeeds& align = kFullAlignment,
                                             ArtifactOrigin* origin = nullptr, bool with_ptx = false);
+  // Whether get() would be served without a compile: the kernel is in this process's
+  // table (built, not being built), or its entry is on disk (not yet verified). Validates
+  // `desc` first.
+  bool cached(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
+              const AlignmentNeeds& align = kFullAlignment);
   // Compiles again, replacing the memory and disk copies (after the driver refused the image).
   std::shared_ptr<const KernelArtifact> rebuild(const Conv2dDesc& desc, Algorithm algorithm, const std::string& arch,
                                                 const AlignmentNeeds& align = kFullAlignment);
@@ -75,6 +80,7 @@ class KernelStore {
   // What a disk hit reads: what loading the kernel uses, the whole entry, or the whole
   // entry of a kernel a hit already served without its PTX (read again, not a new hit).
   enum class Read { kForLoad, kWhole, kRestOfAHit };
+  static KernelKey key_of(const Conv2dDesc& desc, const SpecializedSource& source, const std::string& arch);
   std::shared_ptr<const KernelArtifact> produce(const Key& key, bool force_compile, Read read, ArtifactOrigin& origin);
   void count(const RemoteCache::FetchReport& report);
 

@@ -2,6 +2,7 @@
 
 #include "base/fail.hpp"
 #include "driver/tensor_map.hpp"
+#include "runtime/run_arguments.hpp"
 #include "runtime/runtime_impl.hpp"
 
 namespace convjit {
@@ -142,50 +143,16 @@ void Conv2dPlan::Impl::run(const Conv2dArgs& args, Stream stream, bool check) co
 void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   // Every check comes before anything is enqueued: a bad call launches nothing.
   const std::string where = fmt::format("conv2d {}", desc.to_string());
-  const unsigned element = static_cast<unsigned>(size_of(desc.dtype));
   const bool packed = a.packed_w != nullptr;
-  if (a.x == nullptr) fail(ErrorCode::kInvalidArgument, "{}: x is null, expected a device pointer", where);
-  if (a.y == nullptr) fail(ErrorCode::kInvalidArgument, "{}: y is null, expected a device pointer", where);
-  if (a.w == nullptr && !packed) {
-    fail(ErrorCode::kInvalidArgument, "{}: w is null, expected a device pointer (or packed weights)", where);
-  }
-  if (desc.bias && a.bias == nullptr) {
-    fail(ErrorCode::kInvalidArgument, "{}: bias is null but the descriptor has bias=1", where);
-  }
-  if (!desc.bias && a.bias != nullptr) {
-    fail(ErrorCode::kInvalidArgument, "{}: a bias pointer was given but the descriptor has bias=0", where);
-  }
-  // The run's batch: a dynamic-batch plan takes any from 1 to the descriptor's n, which
-  // sized its workspace and bounds its kernels' index widths; any other plan only its n.
-  if (a.n < 0 || a.n > desc.n || (!desc.dynamic_batch && a.n != 0 && a.n != desc.n)) {
-    fail(ErrorCode::kInvalidArgument, "{}: Conv2dArgs.n: expected {}, got {}; nothing was launched", where,
-         desc.dynamic_batch
-             ? fmt::format("0 (the descriptor's n) or a batch from 1 to {}", desc.n)
-             : fmt::format("0 or {} (the descriptor's n; batch=dynamic takes any batch up to it)", desc.n),
-         a.n);
-  }
-  const int batch = a.n == 0 ? desc.n : a.n;
+  const RunArguments checked = check_run_arguments(desc, a, *device, where);
+  const int batch = checked.batch;
+  const AlignmentNeeds& present = checked.present;
   if (packed && !primary->packer) {
     fail(ErrorCode::kInvalidArgument,
          "{}: packed weights were given, but {} reads the weights as they are (packed_weight_bytes() is 0)", where,
          primary->name());
   }
-  const auto check_pointer = [&](const char* name, const void* p, unsigned need) {
-    if (p == nullptr) return 16u;
-    if (pointer_alignment(p) < need) {
-      fail(ErrorCode::kInvalidArgument, "{}: {} = {} is not {}-byte aligned, which {} data needs; nothing was launched",
-           where, name, p, need, name == std::string_view("packed_w") ? "packed" : to_string(desc.dtype));
-    }
-    if (!device->pageable_memory_access() && !is_device_accessible(p)) {
-      fail(ErrorCode::kInvalidArgument,
-           "{}: {} = {} is not memory the GPU can read (plain host memory, or freed); nothing was launched", where,
-           name, p);
-    }
-    return pointer_alignment(p);
-  };
-  const AlignmentNeeds present{check_pointer("x", a.x, element), check_pointer("w", a.w, element),
-                               check_pointer("bias", a.bias, element), check_pointer("y", a.y, element)};
-  check_pointer("packed_w", a.packed_w, kWorkspaceAlign);
+  check_run_pointer(*device, where, "packed_w", a.packed_w, kWorkspaceAlign, "packed");
   const auto kernel = kernel_for(present);
   const bool use_packed = packed && kernel->packer;
   if (packed && !use_packed && a.w == nullptr) {

@@ -1,12 +1,15 @@
 #include "convjit/runtime.hpp"
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "base/log.hpp"
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
 #include "runtime/cache_config.hpp"
 #include "runtime/remote_cache_config.hpp"
+#include "runtime/run_arguments.hpp"
 #include "runtime/runtime_impl.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/arch.hpp"
@@ -67,11 +70,18 @@ std::uint64_t resolve_workspace_limit(const RuntimeOptions& options) {
 }
 }  // namespace
 
+// Background compiles: NVRTC runs one problem a thread, and a network's first batch
+// brings a few dozen problems; past four threads they would take the cores the caller's
+// own work (and the GPU's launches) needs.
+std::size_t background_threads() { return std::clamp<std::size_t>(std::thread::hardware_concurrency(), 1, 4); }
+
 Runtime::Impl::Impl(RuntimeOptions opts)
     : options(std::move(opts)),
       autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
+      first_tier(options.first_tier ? *options.first_tier : env_flag("CONVJIT_FIRST_TIER")),
       cache_dir(resolve_cache_dir(options)),
-      tuning(cache_dir) {
+      tuning(cache_dir),
+      background_(background_threads()) {
   if (options.log_level) log::set_level(*options.log_level);
   Counters opening;
   auto disk = open_disk_cache(options, cache_dir, opening);
@@ -169,9 +179,69 @@ void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const
 
 void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream) {
   // The plan is looked up by the stream's own context, so it cannot be a foreign one.
-  impl_->plan_for(desc, Algorithm::kAuto, impl_->context_of(stream), stream)
-      ->run(args, stream, /*check_binding=*/false);
+  const ContextRef context = impl_->context_of(stream);
+  if (impl_->first_tier && impl_->serve_first_tier(desc, args, context, stream)) return;
+  impl_->plan_for(desc, Algorithm::kAuto, context, stream)->run(args, stream, /*check_binding=*/false);
 }
+
+bool Runtime::Impl::serve_first_tier(const Conv2dDesc& desc, const Conv2dArgs& args, const ContextRef& ref,
+                                     Stream stream) {
+  const PlanKey key{ref.id, desc, Algorithm::kAuto};
+  if (plans_.find(key) != nullptr) return false;
+  // Packed weights are the plan's kernel's layout; autotuning times on the device, which
+  // a background thread should not do beside the caller's work.
+  if (args.packed_w != nullptr || autotune) return false;
+  bool queued = false;
+  {
+    std::lock_guard lock(tier_mutex_);
+    if (failed_.contains(key)) return false;
+    queued = building_.contains(key);
+  }
+  auto dev = context(ref);
+  {
+    // A graph keeps the kernels it captures: it gets the specialized one. (A null stream
+    // means the plan's context where no context is current.)
+    ScopedContext scope(dev->context());
+    if (is_capturing(reinterpret_cast<CUstream>(stream))) return false;
+  }
+  if (!queued) {
+    desc.validate();
+    // Bad arguments are reported before anything is queued: they compile nothing.
+    check_run_arguments(desc, args, *dev, fmt::format("conv2d {}", desc.to_string()));
+    const Algorithm algorithm = resolve_algorithm(desc, Algorithm::kAuto, dev->arch());
+    if (FirstTier::predicted_ms(desc, *dev) > FirstTier::kMostPredictedMs) return false;
+    if (pipeline->store.cached(desc, algorithm, dev->arch())) return false;
+    std::lock_guard lock(tier_mutex_);
+    if (building_.insert(key).second) {
+      background_.submit([this, key, ref] {
+        try {
+          plan_for(key.desc, Algorithm::kAuto, ref);
+          Counters::bump(pipeline->counters.background_builds);
+        } catch (const std::exception& e) {
+          log::warn("building conv2d {} behind the first tier failed: {}; its next call builds it again",
+                    key.desc.to_string(), e.what());
+          Counters::bump(pipeline->counters.background_failures);
+          std::lock_guard failed_lock(tier_mutex_);
+          failed_.insert(key);
+        }
+        std::lock_guard done_lock(tier_mutex_);
+        building_.erase(key);
+      });
+    }
+  }
+  try {
+    dev->check_usable();
+    tier_.run(desc, args, reinterpret_cast<CUstream>(stream), dev);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
+    throw;
+  }
+  Counters::bump(pipeline->counters.first_tier_runs);
+  return true;
+}
+
+void Runtime::Impl::wait_for_compiles() { background_.wait_idle(); }
+void Runtime::wait_for_compiles() { impl_->wait_for_compiles(); }
 
 Conv2dPlan Runtime::plan(const Conv2dDesc& desc, PlanOptions options) {
   // The stream goes along so that autotuning sees a capture on it and refuses, instead of

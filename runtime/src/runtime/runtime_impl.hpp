@@ -2,9 +2,11 @@
 // Runtime's private state, shared by runtime.cpp, plan.cpp and device_buffer.cpp.
 
 #include <memory>
+#include <mutex>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "base/once_map.hpp"
@@ -12,6 +14,8 @@
 #include "driver/device_context.hpp"
 #include "driver/device_memory.hpp"
 #include "driver/stream_context.hpp"
+#include "runtime/background_builds.hpp"
+#include "runtime/first_tier.hpp"
 #include "runtime/pipeline.hpp"
 #include "runtime/tuning_record.hpp"
 
@@ -79,8 +83,16 @@ struct Runtime::Impl {
   std::shared_ptr<const Conv2dPlan::Impl> plan_for(const Conv2dDesc& desc, Algorithm requested,
                                                    const ContextRef& context, Stream stream = nullptr);
 
+  // The first tier (RuntimeOptions::first_tier): runs `desc` with the generic kernel and
+  // queues the build of its plan when the plan does not exist yet and would need a
+  // compile. False, nothing launched, when the plan should serve the call instead.
+  bool serve_first_tier(const Conv2dDesc& desc, const Conv2dArgs& args, const ContextRef& context, Stream stream);
+  // Until no plan build the first tier queued is left.
+  void wait_for_compiles();
+
   RuntimeOptions options;
   bool autotune = false;
+  bool first_tier = false;
   std::filesystem::path cache_dir;
   TuningRecords tuning;
 
@@ -117,6 +129,13 @@ struct Runtime::Impl {
 
  private:
   OnceMap<PlanKey, const Conv2dPlan::Impl, PlanKeyHash> plans_;
+
+  FirstTier tier_;
+  std::mutex tier_mutex_;
+  std::unordered_set<PlanKey, PlanKeyHash> building_;  // queued or being built behind the first tier
+  std::unordered_set<PlanKey, PlanKeyHash> failed_;    // built behind it and failed: the next call builds
+  // NOTE: declared last, so destroyed first: its jobs use everything above.
+  BackgroundBuilds background_;
 };
 
 }  // namespace convjit

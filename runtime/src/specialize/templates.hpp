@@ -19,6 +19,9 @@ std::span<const TemplateFile> embedded_templates();
 // The embedded headers alone (names ending in ".cuh"): what `#include "name"` in a
 // template resolves to under NVRTC, and part of every cache key.
 std::span<const TemplateFile> embedded_headers();
+// The first tier's kernels (kernel_sources/conv_generic.cu), compiled when convjit was
+// built: a compressed fatbin the driver loads as it is.
+std::string_view first_tier_fatbin();
 // Throws Error(kInternal) when `name` was not embedded.
 std::string_view template_text(std::string_view name);
 
