@@ -24,6 +24,9 @@ namespace {
 
 // Headline (KernelBench 56) both ways, then 50 (large filter, stride 4, bias), 82
 // (depthwise), 87 (pointwise) and 62 strict: one kernel per line, each compiled cold.
+// Then every other template and data type kAuto picks on sm_90: the headline in fp16 and
+// in bf16 channels-last (the TMA wgmma kernel), a channels-last stem (mma.sync), a
+// strided transposed problem (the direct kernel), a 1-D and a 3-D problem.
 const std::vector<std::string> kColdShapes = {
     "n8c64h512w256k128r5s7",
     "n8c64h512w256k128r5s7 math=strict",
@@ -31,6 +34,12 @@ const std::vector<std::string> kColdShapes = {
     "n16c64h512w512k64r3s3 groups=64",
     "n16c64h1024w1024k128r1s1",
     "n8c32h512w512k64r5s9 math=strict",
+    "n8c64h512w256k128r5s7 dtype=f16",
+    "n8c64h512w256k128r5s7 dtype=bf16 layout=nhwc",
+    "n16c3h224w224k64r7s7 stride=2 pad=3 layout=nhwc dtype=f16",
+    "n8c64h128w128k32r3s3 transposed=1 stride=2 pad=1 output_padding=1 dtype=bf16",
+    "n16c32w131072k64s3 dtype=f16",
+    "n8c32d32h64w64k32t3r3s3 pad=1 math=strict",
 };
 
 const std::vector<OptionSpec> kOptions = {

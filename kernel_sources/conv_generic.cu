@@ -115,8 +115,8 @@ __device__ __forceinline__ void convolve(const typename element::Traits<kDType>:
         info.tap[1] = rs / p.s;
         info.tap[2] = rs - info.tap[1] * p.s;
         info.x_offset = c * p.x_stride[1];
-        info.w_offset = c * p.w_stride_c + info.tap[0] * p.w_stride_t + info.tap[1] * p.w_stride_r +
-                        info.tap[2] * p.w_stride_s;
+        info.w_offset =
+            c * p.w_stride_c + info.tap[0] * p.w_stride_t + info.tap[1] * p.w_stride_r + info.tap[2] * p.w_stride_s;
       }
       steps[buffer][tid] = info;
     }
@@ -146,8 +146,8 @@ __device__ __forceinline__ void convolve(const typename element::Traits<kDType>:
       if (row.valid && step.valid && source(p, 0, row.origin[0], step.tap[0], in_extent[0], in[0]) &&
           source(p, 1, row.origin[1], step.tap[1], in_extent[1], in[1]) &&
           source(p, 2, row.origin[2], step.tap[2], in_extent[2], in[2])) {
-        v = Convert::to_float(x[row.x_base + step.x_offset + in[0] * p.x_stride[2] + in[1] * p.x_stride[3] +
-                                in[2] * p.x_stride[4]]);
+        v = Convert::to_float(
+            x[row.x_base + step.x_offset + in[0] * p.x_stride[2] + in[1] * p.x_stride[3] + in[2] * p.x_stride[4]]);
       }
       a_tile[k][i] = v;
     }
@@ -200,13 +200,12 @@ __device__ __forceinline__ void convolve(const typename element::Traits<kDType>:
 
 // One entry point per dtype (0 f32, 1 f16, 2 bf16) and column tile: 64 output channels
 // a tile, or 16 for groups of few filters (depthwise and small grouped convolutions).
-#define CONVJIT_GENERIC_KERNEL(NAME, DTYPE, COLS)                                                                \
-  extern "C" __global__ void __launch_bounds__(conv_generic::kThreads)                                       \
-      NAME(const element::Traits<DTYPE>::Storage* __restrict__ x,                                                \
-           const element::Traits<DTYPE>::Storage* __restrict__ w,                                                \
-           const element::Traits<DTYPE>::Storage* __restrict__ bias, element::Traits<DTYPE>::Storage* __restrict__ y, \
-           const convjit_generic::Params p) {                                                                    \
-    conv_generic::convolve<DTYPE, COLS>(x, w, bias, y, p);                                                       \
+#define CONVJIT_GENERIC_KERNEL(NAME, DTYPE, COLS)                                                                   \
+  extern "C" __global__ void __launch_bounds__(conv_generic::kThreads) NAME(                                        \
+      const element::Traits<DTYPE>::Storage* __restrict__ x, const element::Traits<DTYPE>::Storage* __restrict__ w, \
+      const element::Traits<DTYPE>::Storage* __restrict__ bias, element::Traits<DTYPE>::Storage* __restrict__ y,    \
+      const convjit_generic::Params p) {                                                                            \
+    conv_generic::convolve<DTYPE, COLS>(x, w, bias, y, p);                                                          \
   }
 
 CONVJIT_GENERIC_KERNEL(convjit_generic_f32_c64, 0, 64)

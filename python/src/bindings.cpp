@@ -510,6 +510,9 @@ NB_MODULE(_convjit, m) {
   CONVJIT_STAT(lock_timeouts);
   CONVJIT_STAT(autotune_runs);
   CONVJIT_STAT(autotune_reused);
+  CONVJIT_STAT(first_tier_runs);
+  CONVJIT_STAT(background_builds);
+  CONVJIT_STAT(background_failures);
   CONVJIT_STAT(compile_ms);
   CONVJIT_STAT(compile_ms_saved);
   CONVJIT_STAT(key_ms);
@@ -523,12 +526,34 @@ NB_MODULE(_convjit, m) {
   stats.def("as_dict", [](const CacheStats& s) {
     nb::dict d;
     nb::object self = nb::cast(s);
-    for (const char* name :
-         {"memory_hits",     "disk_hits",         "misses",           "compiles",      "corrupt_rebuilt",
-          "disk_writes",     "disk_write_errors", "module_loads",     "evictions",     "bytes_read",
-          "bytes_written",   "lock_waits",        "lock_takeovers",   "lock_timeouts", "autotune_runs",
-          "autotune_reused", "compile_ms",        "compile_ms_saved", "key_ms",        "disk_read_ms",
-          "disk_verify_ms",  "module_load_ms",    "function_load_ms", "disk_mode",     "disk_note"}) {
+    for (const char* name : {"memory_hits",
+                             "disk_hits",
+                             "misses",
+                             "compiles",
+                             "corrupt_rebuilt",
+                             "disk_writes",
+                             "disk_write_errors",
+                             "module_loads",
+                             "evictions",
+                             "bytes_read",
+                             "bytes_written",
+                             "lock_waits",
+                             "lock_takeovers",
+                             "lock_timeouts",
+                             "autotune_runs",
+                             "autotune_reused",
+                             "first_tier_runs",
+                             "background_builds",
+                             "background_failures",
+                             "compile_ms",
+                             "compile_ms_saved",
+                             "key_ms",
+                             "disk_read_ms",
+                             "disk_verify_ms",
+                             "module_load_ms",
+                             "function_load_ms",
+                             "disk_mode",
+                             "disk_note"}) {
       d[name] = self.attr(name);
     }
     return d;
@@ -581,7 +606,8 @@ NB_MODULE(_convjit, m) {
           "__init__",
           [](Runtime* self, std::optional<std::filesystem::path> cache_dir, bool disk_cache, int device,
              std::uint64_t workspace_limit_bytes, std::optional<bool> autotune, nb::handle log_level,
-             std::optional<bool> cache_readonly, std::optional<std::uint64_t> cache_max_bytes) {
+             std::optional<bool> cache_readonly, std::optional<std::uint64_t> cache_max_bytes,
+             std::optional<bool> first_tier) {
             RuntimeOptions options{.cache_dir = cache_dir.value_or(std::filesystem::path{}),
                                    .disk_cache = disk_cache,
                                    .device = device,
@@ -589,14 +615,18 @@ NB_MODULE(_convjit, m) {
                                    .autotune = autotune,
                                    .cache_readonly = cache_readonly,
                                    .cache_max_bytes = cache_max_bytes};
+            options.first_tier = first_tier;
             if (!log_level.is_none()) options.log_level = enum_arg<LogLevel>(log_level);
             nb::gil_scoped_release release;
             new (self) Runtime(std::move(options));
           },
           nb::kw_only(), "cache_dir"_a = nb::none(), "disk_cache"_a = true, "device"_a = 0,
           "workspace_limit_bytes"_a = 0, "autotune"_a = nb::none(), "log_level"_a = nb::none(),
-          "cache_readonly"_a = nb::none(), "cache_max_bytes"_a = nb::none(),
+          "cache_readonly"_a = nb::none(), "cache_max_bytes"_a = nb::none(), "first_tier"_a = nb::none(),
           "RuntimeOptions as keywords; None takes the environment's setting (CONVJIT_CACHE_DIR, ...)")
+      .def("wait_for_compiles", &Runtime::wait_for_compiles, nb::call_guard<nb::gil_scoped_release>(),
+           "Returns once every kernel the first tier stands in for is built (or failed): before capturing graphs "
+           "or timing")
       .def(
           "plan",
           [](Runtime& rt, const Conv2dDesc& d, nb::handle algorithm, std::uintptr_t stream, std::optional<int> device) {

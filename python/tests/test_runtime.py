@@ -141,6 +141,16 @@ def test_prewarm_with_arch_compiles_into_the_cache_dir_and_a_new_runtime_reuses_
     assert again.stats().compiles == 0 and again.stats().disk_hits == 2
 
 
+def test_first_tier_is_a_runtime_option_whose_counters_start_at_zero_and_wait_returns_with_nothing_queued(tmp_path):
+    rt = convjit.Runtime(cache_dir=tmp_path / "cache", first_tier=True)
+    rt.wait_for_compiles()  # nothing was queued: returns at once, GPU or not
+    stats = rt.stats().as_dict()
+    assert (stats["first_tier_runs"], stats["background_builds"], stats["background_failures"]) == (0, 0, 0)
+    # Prewarming never involves the first tier: it compiles, as before.
+    result = rt.prewarm([convjit.Conv2dDesc(**DESC_3X3)], arch="sm_90")
+    assert result.compiled == 1 and rt.stats().first_tier_runs == 0
+
+
 def test_prewarm_reports_a_bad_descriptor_without_failing_the_others(runtime):
     result = runtime.prewarm([convjit.Conv2dDesc(c=3, k=4, groups=2), convjit.Conv2dDesc(**DESC_3X3)], arch="sm_90")
     assert (result.compiled, result.failed) == (1, 1)

@@ -66,10 +66,29 @@ TEST_F(FirstTier, DepthwiseWideGroupsAndDeepReductionsMatchFloat64) {
   const Conv2dDesc shapes[] = {
       // depthwise, both layouts: one filter a group, the 16-column tile
       {.n = 2, .c = 24, .h = 17, .w = 19, .k = 24, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 24, .bias = true},
-      {.n = 1, .c = 32, .h = 15, .w = 13, .k = 64, .r = 5, .s = 5, .stride_h = 2, .stride_w = 2, .pad_h = 2,
-       .pad_w = 2, .groups = 32, .layout = Layout::kNHWC},
+      {.n = 1,
+       .c = 32,
+       .h = 15,
+       .w = 13,
+       .k = 64,
+       .r = 5,
+       .s = 5,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 2,
+       .pad_w = 2,
+       .groups = 32,
+       .layout = Layout::kNHWC},
       // more filters than one 64-column tile, a reduction of many 16-step stages, ragged everywhere
-      {.n = 3, .c = 67, .h = 11, .w = 9, .k = 131, .r = 3, .s = 2, .pad_h = 1, .dilation_w = 2,
+      {.n = 3,
+       .c = 67,
+       .h = 11,
+       .w = 9,
+       .k = 131,
+       .r = 3,
+       .s = 2,
+       .pad_h = 1,
+       .dilation_w = 2,
        .activation = Activation::kRelu},
       {.n = 2, .c = 96, .h = 7, .w = 7, .k = 80, .r = 1, .s = 1, .groups = 2, .bias = true, .layout = Layout::kNHWC},
   };
@@ -86,8 +105,8 @@ TEST_F(FirstTier, DepthwiseWideGroupsAndDeepReductionsMatchFloat64) {
 TEST_F(FirstTier, ADynamicBatchRunsEveryBatchUpToItsBound) {
   Runtime rt(tier());
   std::mt19937_64 rng(1703);
-  const Conv2dDesc d{.n = 5, .c = 12, .h = 10, .w = 11, .k = 20, .r = 3, .s = 3, .pad_h = 1, .bias = true,
-                     .dynamic_batch = true};
+  const Conv2dDesc d{
+      .n = 5, .c = 12, .h = 10, .w = 11, .k = 20, .r = 3, .s = 3, .pad_h = 1, .bias = true, .dynamic_batch = true};
   // The checker runs the descriptor's own batch; a run of fewer images is the same kernel
   // with a smaller grid, which the fake-driver test counts.
   expect_generic_correct(rt, d, rng, 0);
@@ -96,8 +115,17 @@ TEST_F(FirstTier, ADynamicBatchRunsEveryBatchUpToItsBound) {
 TEST_F(FirstTier, TheCompiledKernelTakesOverOnceBuiltAndBothMatchFloat64) {
   Runtime rt(tier());
   std::mt19937_64 rng(1704);
-  const Conv2dDesc d{.n = 2, .c = 32, .h = 20, .w = 18, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1,
-                     .bias = true, .math = MathMode::kStrictFp32};
+  const Conv2dDesc d{.n = 2,
+                     .c = 32,
+                     .h = 20,
+                     .w = 18,
+                     .k = 64,
+                     .r = 3,
+                     .s = 3,
+                     .pad_h = 1,
+                     .pad_w = 1,
+                     .bias = true,
+                     .math = MathMode::kStrictFp32};
   expect_generic_correct(rt, d, rng, 0);
   rt.wait_for_compiles();
   CacheStats s = rt.stats();

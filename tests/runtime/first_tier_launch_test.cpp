@@ -14,8 +14,8 @@ using testing::FakeStream;
 using testing::Operands;
 
 // On the fake's sm_90 the specialized kernel is a wgmma one, compiled by NVRTC.
-const Conv2dDesc kProblem{.n = 2, .c = 16, .h = 9, .w = 7, .k = 32, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1,
-                          .bias = true};
+const Conv2dDesc kProblem{
+    .n = 2, .c = 16, .h = 9, .w = 7, .k = 32, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
 
 bool is_generic(const testing::FakeLaunch& launch) { return launch.function.rfind("convjit_generic_", 0) == 0; }
 
@@ -58,8 +58,16 @@ TEST_F(FirstTierLaunch, AColdCallRunsTheGenericKernelWhileItsKernelCompilesThenT
 
 TEST_F(FirstTierLaunch, GroupsOfFewFiltersTakeTheNarrowTileAndSixteenBitDataItsOwnEntryPoint) {
   Runtime rt(tier_options());
-  const Conv2dDesc depthwise{.n = 1, .c = 8, .h = 20, .w = 20, .k = 8, .r = 3, .s = 3, .groups = 8,
-                             .dtype = DType::kBFloat16, .layout = Layout::kNHWC};
+  const Conv2dDesc depthwise{.n = 1,
+                             .c = 8,
+                             .h = 20,
+                             .w = 20,
+                             .k = 8,
+                             .r = 3,
+                             .s = 3,
+                             .groups = 8,
+                             .dtype = DType::kBFloat16,
+                             .layout = Layout::kNHWC};
   Operands ops(depthwise);
   rt.conv2d(depthwise, ops.args(2, 2, 0, 2));  // pointers 2 bytes past 16-byte alignment: legal for bf16
   const auto got = launches_since(0);

@@ -56,7 +56,7 @@ convjit_generic::Params params_for(const Conv2dDesc& d, int batch) {
   convjit_generic::Params p{};
   // Batch, channel, depth, height, width.
   const auto strides = [&](std::int64_t channels, std::int64_t depth, std::int64_t height, std::int64_t width,
-                           long long (&s)[5]) {
+                           long long(&s)[5]) {
     s[4] = last ? channels : 1;
     s[3] = width * s[4];
     s[2] = height * s[3];
@@ -112,8 +112,8 @@ convjit_generic::Params params_for(const Conv2dDesc& d, int batch) {
 }
 
 // One entry point per dtype (f32, f16, bf16) and column tile (64, 16).
-constexpr std::array<const char*, 6> kNames = {"convjit_generic_f32_c64", "convjit_generic_f32_c16",
-                                               "convjit_generic_f16_c64", "convjit_generic_f16_c16",
+constexpr std::array<const char*, 6> kNames = {"convjit_generic_f32_c64",  "convjit_generic_f32_c16",
+                                               "convjit_generic_f16_c64",  "convjit_generic_f16_c16",
                                                "convjit_generic_bf16_c64", "convjit_generic_bf16_c16"};
 int kernel_index(const Conv2dDesc& d) { return 2 * static_cast<int>(d.dtype) + (narrow(d) ? 1 : 0); }
 }  // namespace
@@ -166,9 +166,9 @@ void FirstTier::run(const Conv2dDesc& desc, const Conv2dArgs& a, CUstream stream
   const void* bias = a.bias;
   void* y = a.y;
   void* params[] = {&x, &w, &bias, &y, &p};
-  CONVJIT_CU_CHECK(cuLaunchKernel(function, static_cast<unsigned>(g.blocks), 1, 1, kThreads, 1, 1, 0, stream, params,
-                                  nullptr),
-                   "launching {} for {}", kNames[index], where);
+  CONVJIT_CU_CHECK(
+      cuLaunchKernel(function, static_cast<unsigned>(g.blocks), 1, 1, kThreads, 1, 1, 0, stream, params, nullptr),
+      "launching {} for {}", kNames[index], where);
 }
 
 }  // namespace convjit

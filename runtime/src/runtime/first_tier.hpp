@@ -27,7 +27,8 @@ class FirstTier {
   // activation) on `stream`, in `device`'s context. Throws kInvalidArgument, launching
   // nothing, for bad arguments, and kUnsupported for packed weights (they exist only in
   // the specialized kernel's layout).
-  void run(const Conv2dDesc& desc, const Conv2dArgs& args, CUstream stream, const std::shared_ptr<DeviceContext>& device);
+  void run(const Conv2dDesc& desc, const Conv2dArgs& args, CUstream stream,
+           const std::shared_ptr<DeviceContext>& device);
 
  private:
   struct Kernels;

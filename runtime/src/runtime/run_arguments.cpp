@@ -5,8 +5,8 @@
 
 namespace convjit {
 
-unsigned check_run_pointer(const DeviceContext& device, const std::string& where, const char* name,
-                           const void* pointer, unsigned need, std::string_view what) {
+unsigned check_run_pointer(const DeviceContext& device, const std::string& where, const char* name, const void* pointer,
+                           unsigned need, std::string_view what) {
   if (pointer == nullptr) return 16u;
   if (pointer_alignment(pointer) < need) {
     fail(ErrorCode::kInvalidArgument, "{}: {} = {} is not {}-byte aligned, which {} data needs; nothing was launched",

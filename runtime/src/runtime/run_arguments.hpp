@@ -22,7 +22,7 @@ RunArguments check_run_arguments(const Conv2dDesc& desc, const Conv2dArgs& args,
 
 // The alignment of `pointer` (16 when null), after checking that it has at least `need`
 // bytes and that `device` can read it; `what` names the data in the error.
-unsigned check_run_pointer(const DeviceContext& device, const std::string& where, const char* name,
-                           const void* pointer, unsigned need, std::string_view what);
+unsigned check_run_pointer(const DeviceContext& device, const std::string& where, const char* name, const void* pointer,
+                           unsigned need, std::string_view what);
 
 }  // namespace convjit
