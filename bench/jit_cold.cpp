@@ -126,6 +126,12 @@ namespace {
 
 double ms_between(long long from_ns, long long to_ns) { return double(to_ns - from_ns) / 1e6; }
 
+double median_ms(std::vector<double> ms) {
+  if (ms.empty()) return std::numeric_limits<double>::quiet_NaN();
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 // NVRTC's per-phase times (front end, NVVM optimizer, ptxas), which it writes, one row
 // per phase and compile, to the file its --time option names (the parent sets
 // CONVJIT_NVRTC_TIME=FILE for a cold child). Rows of `skip` (the start-up compile) are
@@ -183,16 +189,12 @@ int tier_child(Runtime& rt, const Conv2dDesc& d, const std::string& shape, long 
       },
       nullptr, TimingPlan{.warmup = 0, .iters = 3, .slow_ms = 20, .slow_iters = 3});
   const bool all_generic = rt.stats().first_tier_runs - runs_before == calls;
-  std::vector<double> g = generic.ms;
-  std::sort(g.begin(), g.end());
-  const double generic_ms = all_generic && !g.empty() ? g[g.size() / 2] : std::numeric_limits<double>::quiet_NaN();
+  const double generic_ms = all_generic ? median_ms(generic.ms) : std::numeric_limits<double>::quiet_NaN();
   rt.wait_for_compiles();
   const long long t_ready = steady_now_ns();
   const Timing timing =
       time_launches(call, nullptr, TimingPlan{.warmup = 2, .iters = 10, .slow_ms = 20, .slow_iters = 3});
-  std::vector<double> kernel = timing.ms;
-  std::sort(kernel.begin(), kernel.end());
-  const double kernel_ms = kernel.empty() ? std::numeric_limits<double>::quiet_NaN() : kernel[kernel.size() / 2];
+  const double kernel_ms = median_ms(timing.ms);
   const CacheStats s = rt.stats();
   fmt::print("CHILD {}\n", JsonObject()
                                .str("mode", "tier")
@@ -259,9 +261,7 @@ int child_main(const std::string& mode, const std::string& shape, long long spaw
   // on every call): GPU events around warm calls, median.
   const Timing timing = time_launches([&] { rt.conv2d(d, x.data(), w.data(), b.data(), y.data()); }, nullptr,
                                       TimingPlan{.warmup = 2, .iters = 10, .slow_ms = 20, .slow_iters = 3});
-  std::vector<double> kernel = timing.ms;
-  std::sort(kernel.begin(), kernel.end());
-  const double kernel_ms = kernel.empty() ? std::numeric_limits<double>::quiet_NaN() : kernel[kernel.size() / 2];
+  const double kernel_ms = median_ms(timing.ms);
   NvrtcPhases phases;
   if (const char* file = std::getenv("CONVJIT_NVRTC_TIME"); file != nullptr && mode == "cold") {
     phases = read_nvrtc_phases(file, kStartProgram);
@@ -365,7 +365,10 @@ ColdResult measure_cold_warm_hot(const ColdOptions& options) {
     }
     if (!failed) {
       const Conv2dDesc d = parse_bench_shape(shape);
-      rows.emplace_back(fmt::format("{} {}", problem_text(d).substr(0, 40), to_string(d.math)),
+      // The data type where it is not f32 (its math mode changes nothing), and channels-last.
+      rows.emplace_back(fmt::format("{} {}{}", problem_text(d).substr(0, 36),
+                                    d.dtype == DType::kFloat32 ? to_string(d.math) : to_string(d.dtype),
+                                    d.layout == Layout::kNHWC ? " nhwc" : ""),
                         std::make_pair(reports[0].value, reports[1].value));
       if (number(reports[1].value, "compiles") > 0) {
         fmt::print("  note: the warm run of {} compiled; the disk cache did not serve it\n", shape);

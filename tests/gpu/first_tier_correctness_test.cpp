@@ -15,14 +15,7 @@
 namespace convjit {
 namespace {
 
-struct Mode {
-  DType dtype;
-  MathMode math;
-};
-constexpr Mode kModes[] = {{DType::kFloat32, MathMode::kTF32},
-                           {DType::kFloat32, MathMode::kStrictFp32},
-                           {DType::kFloat16, MathMode::kTF32},
-                           {DType::kBFloat16, MathMode::kTF32}};
+using testing::kKinds;
 
 class FirstTier : public ::testing::Test {
  protected:
@@ -50,7 +43,7 @@ TEST_F(FirstTier, RandomProblemsOfEveryRankAndDirectionMatchFloat64InEveryDtypeA
   for (int kind = 0; kind <= 5; ++kind) {
     for (int i = 0; i < 4; ++i) {
       Conv2dDesc d = testing::random_nd_desc(rng, kind);
-      for (const Mode& m : kModes) {
+      for (const testing::Kind& m : kKinds) {
         d.dtype = m.dtype;
         d.math = m.math;
         // Offsets of one element or none: every alignment the dtype allows comes up.
@@ -93,7 +86,7 @@ TEST_F(FirstTier, DepthwiseWideGroupsAndDeepReductionsMatchFloat64) {
       {.n = 2, .c = 96, .h = 7, .w = 7, .k = 80, .r = 1, .s = 1, .groups = 2, .bias = true, .layout = Layout::kNHWC},
   };
   for (const Conv2dDesc& shape : shapes) {
-    for (const Mode& m : kModes) {
+    for (const testing::Kind& m : kKinds) {
       Conv2dDesc d = shape;
       d.dtype = m.dtype;
       d.math = m.math;
