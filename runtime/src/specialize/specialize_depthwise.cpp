@@ -100,9 +100,10 @@ std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   t.blocks = blocks_for(t.threads_p);
   t.shared = tap_bytes(d, t.threads_c);
   if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
-  // kOutPerThread x 16 bytes of accumulators and the taps of a filter row as floats: two
-  // blocks an SM by registers keeps them out of local memory.
-  t.min_blocks = 2;
+  // kOutPerThread x 16 bytes of accumulators and the taps of a filter row as floats: a
+  // row of three taps leaves room for three blocks an SM by registers (the kernel waits
+  // on its loads, so occupancy pays; docs/perf.md), a longer row for two without spills.
+  t.min_blocks = d.s <= 3 ? 3 : 2;
   return t;
 }
 
