@@ -30,6 +30,7 @@ bool narrow(const Conv2dDesc& d) { return d.k / d.groups <= 16; }
 std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 struct Geometry {
+  Conv2dOutputShape out;
   std::int64_t pixels = 0;
   std::int64_t row_tiles = 0;
   std::int64_t col_tiles = 0;
@@ -37,9 +38,9 @@ struct Geometry {
 };
 
 Geometry geometry(const Conv2dDesc& d, int batch) {
-  const Conv2dOutputShape out = d.output_shape();
   Geometry g;
-  g.pixels = std::int64_t{batch} * out.z * out.p * out.q;
+  g.out = d.output_shape();
+  g.pixels = std::int64_t{batch} * g.out.z * g.out.p * g.out.q;
   const int rows = narrow(d) ? kRowsNarrow : kRowsWide;
   const int cols = narrow(d) ? 16 : 64;
   g.row_tiles = ceil_div(g.pixels, rows);
@@ -48,9 +49,9 @@ Geometry geometry(const Conv2dDesc& d, int batch) {
   return g;
 }
 
-convjit_generic::Params params_for(const Conv2dDesc& d, int batch) {
-  const Conv2dOutputShape out = d.output_shape();
-  const Geometry g = geometry(d, batch);
+// The kernel's parameters for `d` at the batch `g` was computed for.
+convjit_generic::Params params_for(const Conv2dDesc& d, const Geometry& g) {
+  const Conv2dOutputShape& out = g.out;
   const bool last = d.layout == Layout::kNHWC;
   const std::int64_t cg = d.c / d.groups, kg = d.k / d.groups, taps = d.taps();
   convjit_generic::Params p{};
@@ -144,19 +145,18 @@ std::shared_ptr<FirstTier::Kernels> FirstTier::kernels(const DeviceContext& devi
   return by_context_.get(device.id(), [&] { return std::make_shared<Kernels>(device); });
 }
 
-void FirstTier::run(const Conv2dDesc& desc, const Conv2dArgs& a, CUstream stream,
+void FirstTier::run(const Conv2dDesc& desc, const Conv2dArgs& a, const RunArguments& checked, CUstream stream,
                     const std::shared_ptr<DeviceContext>& device) {
   const std::string where = fmt::format("conv2d {} (first tier)", desc.to_string());
   if (a.packed_w != nullptr) {
     fail(ErrorCode::kUnsupported, "{}: packed weights are in the specialized kernel's layout; nothing was launched",
          where);
   }
-  const RunArguments checked = check_run_arguments(desc, a, *device, where);
   const Geometry g = geometry(desc, checked.batch);
   if (g.blocks > std::numeric_limits<int>::max()) {
     fail(ErrorCode::kUnsupported, "{}: {} blocks are past the grid's limit; nothing was launched", where, g.blocks);
   }
-  convjit_generic::Params p = params_for(desc, checked.batch);
+  convjit_generic::Params p = params_for(desc, g);
   ScopedContext scope(device->context());
   const auto k = kernels(*device);
   const int index = kernel_index(desc);

@@ -11,6 +11,7 @@
 #include "convjit/runtime.hpp"
 #include "driver/device_context.hpp"
 #include "driver/loaded_module.hpp"
+#include "runtime/run_arguments.hpp"
 
 namespace convjit {
 
@@ -23,11 +24,11 @@ class FirstTier {
   // Past this prediction a problem's first call waits for its compile instead.
   static constexpr double kMostPredictedMs = 250.0;
 
-  // Checks the arguments as a plan's run does, then enqueues y = conv(x, w) (+ bias,
-  // activation) on `stream`, in `device`'s context. Throws kInvalidArgument, launching
-  // nothing, for bad arguments, and kUnsupported for packed weights (they exist only in
-  // the specialized kernel's layout).
-  void run(const Conv2dDesc& desc, const Conv2dArgs& args, CUstream stream,
+  // Enqueues y = conv(x, w) (+ bias, activation) on `stream`, in `device`'s context, for
+  // arguments check_run_arguments passed (`checked`, its result). Throws kUnsupported,
+  // launching nothing, for packed weights (they exist only in the specialized kernel's
+  // layout) and for a grid past the launch limit.
+  void run(const Conv2dDesc& desc, const Conv2dArgs& args, const RunArguments& checked, CUstream stream,
            const std::shared_ptr<DeviceContext>& device);
 
  private:

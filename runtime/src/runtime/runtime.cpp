@@ -180,14 +180,25 @@ void Runtime::conv2d(const Conv2dDesc& desc, const void* x, const void* w, const
 void Runtime::conv2d(const Conv2dDesc& desc, const Conv2dArgs& args, Stream stream) {
   // The plan is looked up by the stream's own context, so it cannot be a foreign one.
   const ContextRef context = impl_->context_of(stream);
-  if (impl_->first_tier && impl_->serve_first_tier(desc, args, context, stream)) return;
-  impl_->plan_for(desc, Algorithm::kAuto, context, stream)->run(args, stream, /*check_binding=*/false);
+  // With the first tier, a plan not built yet may be stood in for instead of built here.
+  auto plan = impl_->first_tier ? impl_->find_plan(desc, Algorithm::kAuto, context) : nullptr;
+  if (plan == nullptr) {
+    if (impl_->first_tier && impl_->serve_first_tier(desc, args, context, stream)) return;
+    plan = impl_->plan_for(desc, Algorithm::kAuto, context, stream);
+  }
+  plan->run(args, stream, /*check_binding=*/false);
+}
+
+std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::find_plan(const Conv2dDesc& desc, Algorithm requested,
+                                                                 const ContextRef& ref) {
+  auto plan = plans_.find(PlanKey{ref.id, desc, requested});
+  if (plan != nullptr) Counters::bump(pipeline->counters.memory_hits);
+  return plan;
 }
 
 bool Runtime::Impl::serve_first_tier(const Conv2dDesc& desc, const Conv2dArgs& args, const ContextRef& ref,
                                      Stream stream) {
   const PlanKey key{ref.id, desc, Algorithm::kAuto};
-  if (plans_.find(key) != nullptr) return false;
   // Packed weights are the plan's kernel's layout; autotuning times on the device, which
   // a background thread should not do beside the caller's work.
   if (args.packed_w != nullptr || autotune) return false;
@@ -204,40 +215,45 @@ bool Runtime::Impl::serve_first_tier(const Conv2dDesc& desc, const Conv2dArgs& a
     ScopedContext scope(dev->context());
     if (is_capturing(reinterpret_cast<CUstream>(stream))) return false;
   }
-  if (!queued) {
-    desc.validate();
-    // Bad arguments are reported before anything is queued: they compile nothing.
-    check_run_arguments(desc, args, *dev, fmt::format("conv2d {}", desc.to_string()));
-    const Algorithm algorithm = resolve_algorithm(desc, Algorithm::kAuto, dev->arch());
-    if (FirstTier::predicted_ms(desc, *dev) > FirstTier::kMostPredictedMs) return false;
-    if (pipeline->store.cached(desc, algorithm, dev->arch())) return false;
-    std::lock_guard lock(tier_mutex_);
-    if (building_.insert(key).second) {
-      background_.submit([this, key, ref] {
-        try {
-          plan_for(key.desc, Algorithm::kAuto, ref);
-          Counters::bump(pipeline->counters.background_builds);
-        } catch (const std::exception& e) {
-          log::warn("building conv2d {} behind the first tier failed: {}; its next call builds it again",
-                    key.desc.to_string(), e.what());
-          Counters::bump(pipeline->counters.background_failures);
-          std::lock_guard failed_lock(tier_mutex_);
-          failed_.insert(key);
-        }
-        std::lock_guard done_lock(tier_mutex_);
-        building_.erase(key);
-      });
-    }
-  }
+  // A queued problem's descriptor was validated when it was queued. Bad arguments are
+  // reported before anything is queued: they compile nothing.
+  if (!queued) desc.validate();
   try {
+    const RunArguments checked =
+        check_run_arguments(desc, args, *dev, fmt::format("conv2d {} (first tier)", desc.to_string()));
+    if (!queued) {
+      const Algorithm algorithm = resolve_algorithm(desc, Algorithm::kAuto, dev->arch());
+      if (FirstTier::predicted_ms(desc, *dev) > FirstTier::kMostPredictedMs) return false;
+      if (pipeline->store.cached(desc, algorithm, dev->arch())) return false;
+      queue_build(key, ref);
+    }
     dev->check_usable();
-    tier_.run(desc, args, reinterpret_cast<CUstream>(stream), dev);
+    tier_.run(desc, args, checked, reinterpret_cast<CUstream>(stream), dev);
   } catch (const Error& e) {
     if (e.code() == ErrorCode::kContextLost) dev->mark_lost(e.what());
     throw;
   }
   Counters::bump(pipeline->counters.first_tier_runs);
   return true;
+}
+
+void Runtime::Impl::queue_build(const PlanKey& key, const ContextRef& ref) {
+  std::lock_guard lock(tier_mutex_);
+  if (!building_.insert(key).second) return;  // another thread queued it first
+  background_.submit([this, key, ref] {
+    try {
+      plan_for(key.desc, key.requested, ref);
+      Counters::bump(pipeline->counters.background_builds);
+    } catch (const std::exception& e) {
+      log::warn("building conv2d {} behind the first tier failed: {}; its next call builds it again",
+                key.desc.to_string(), e.what());
+      Counters::bump(pipeline->counters.background_failures);
+      std::lock_guard failed_lock(tier_mutex_);
+      failed_.insert(key);
+    }
+    std::lock_guard done_lock(tier_mutex_);
+    building_.erase(key);
+  });
 }
 
 void Runtime::Impl::wait_for_compiles() { background_.wait_idle(); }

@@ -83,9 +83,14 @@ struct Runtime::Impl {
   std::shared_ptr<const Conv2dPlan::Impl> plan_for(const Conv2dDesc& desc, Algorithm requested,
                                                    const ContextRef& context, Stream stream = nullptr);
 
-  // The first tier (RuntimeOptions::first_tier): runs `desc` with the generic kernel and
-  // queues the build of its plan when the plan does not exist yet and would need a
-  // compile. False, nothing launched, when the plan should serve the call instead.
+  // The plan already built for (desc, requested) in that context, counted as a memory
+  // hit; null when there is none yet (nothing is built).
+  std::shared_ptr<const Conv2dPlan::Impl> find_plan(const Conv2dDesc& desc, Algorithm requested,
+                                                    const ContextRef& context);
+  // The first tier (RuntimeOptions::first_tier), for a problem find_plan found no plan
+  // for: runs `desc` with the generic kernel and queues the build of its plan when that
+  // would need a compile. False, nothing launched, when the plan should serve the call
+  // instead (a plan built meanwhile is found in memory by the cache check).
   bool serve_first_tier(const Conv2dDesc& desc, const Conv2dArgs& args, const ContextRef& context, Stream stream);
   // Until no plan build the first tier queued is left.
   void wait_for_compiles();
@@ -116,6 +121,8 @@ struct Runtime::Impl {
              std::hash<std::uint64_t>{}(key.context_id);
     }
   };
+  // Queues the build of `key`'s plan behind the first tier, unless it is queued already.
+  void queue_build(const PlanKey& key, const ContextRef& ref);
 
   // NOTE: declared in teardown order reversed: plans, then the pipeline (modules and
   // cuBLAS handles, unless plans the caller still holds keep it) go before the contexts
