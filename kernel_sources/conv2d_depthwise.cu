@@ -6,9 +6,12 @@
 // output once, both coalesced and as wide as alignment allows.
 //
 // convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
-// and the constexpr values of namespace `spec` below; with them every bound, index
+// and the compile-time values of namespace `spec` below; with them every bound, index
 // and trip count is a compile-time constant. Without the prologue this file still
 // compiles (with the example values below), so a test can check it under NVRTC.
+// Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
+// variables: NVRTC emits each of those as a device global, and loading them is most of a
+// module load (runtime/src/specialize/prologue.hpp).
 //
 // Work split: a block owns one (image, group) pair and an output tile of
 // kTileP rows x kTileQ columns. It copies the input the tile needs, for every input
@@ -47,16 +50,16 @@
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_depthwise_example
 namespace spec {
-constexpr int kN = 2, kC = 6, kH = 13, kW = 16, kK = 12, kR = 3, kS = 3;
-constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
-constexpr int kGroups = 3, kP = 13, kQ = 7;
-constexpr bool kHasBias = true, kRelu = true;
-constexpr int kThreadsQ = 2, kThreadsP = 4, kRowsPerThread = 2, kPasses = 2, kTilesQ = 1, kMinBlocks = 4;
-constexpr int kThreadsC = 1;  // channel vectors a block (NHWC; 1 for NCHW)
-constexpr int kPlanes = 1;    // (image, group) planes a block (NCHW; more than 1: whole planes)
-constexpr bool kWideIndex = false;
-constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
-constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
+enum : int { kN = 2, kC = 6, kH = 13, kW = 16, kK = 12, kR = 3, kS = 3 };
+enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2 };
+enum : int { kGroups = 3, kP = 13, kQ = 7 };
+enum : bool { kHasBias = true, kRelu = true };
+enum : int { kThreadsQ = 2, kThreadsP = 4, kRowsPerThread = 2, kPasses = 2, kTilesQ = 1, kMinBlocks = 4 };
+enum : int { kThreadsC = 1 };  // channel vectors a block (NHWC; 1 for NCHW)
+enum : int { kPlanes = 1 };    // (image, group) planes a block (NCHW; more than 1: whole planes)
+enum : bool { kWideIndex = false };
+enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
+enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
 }  // namespace spec
 #endif
 
@@ -70,63 +73,63 @@ using index_t = typename device::IndexType<kWideIndex>::type;
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
 
-constexpr int kCPerGroup = kC / kGroups;
-constexpr int kKPerGroup = kK / kGroups;
-constexpr int kTaps = kR * kS;
-constexpr int kOutPerThread = 4;            // consecutive outputs of one row
-constexpr int kVec = 16 / sizeof(Element);  // elements in one 16-byte load
-constexpr bool kNHWC = kLayout == 1;
-constexpr int kPlaneThreads = kThreadsQ * kThreadsP;
-constexpr int kBlockThreads = kThreadsC * kPlanes * kPlaneThreads;
-constexpr int kTileQ = kThreadsQ * kOutPerThread;
-constexpr int kTileP = kThreadsP * kRowsPerThread * kPasses;
-constexpr int kTilesP = (kP + kTileP - 1) / kTileP;
+enum : int { kCPerGroup = kC / kGroups };
+enum : int { kKPerGroup = kK / kGroups };
+enum : int { kTaps = kR * kS };
+enum : int { kOutPerThread = 4 };            // consecutive outputs of one row
+enum : int { kVec = 16 / sizeof(Element) };  // elements in one 16-byte load
+enum : bool { kNHWC = kLayout == 1 };
+enum : int { kPlaneThreads = kThreadsQ * kThreadsP };
+enum : int { kBlockThreads = kThreadsC * kPlanes * kPlaneThreads };
+enum : int { kTileQ = kThreadsQ * kOutPerThread };
+enum : int { kTileP = kThreadsP * kRowsPerThread * kPasses };
+enum : int { kTilesP = (kP + kTileP - 1) / kTileP };
 
 // The shared tile: kInRows input rows of kPitch floats a channel. Its column 0 is the
 // input column rounded down to a multiple of kVec (so 16-byte chunks of a row land
 // whole), kLead columns before the first column the tile's outputs read.
-constexpr int kLead = ((-kPadW) % kVec + kVec) % kVec;
-constexpr int kInRows = (kTileP - 1) * kStrideH + (kR - 1) * kDilationH + 1;
+enum : int { kLead = ((-kPadW) % kVec + kVec) % kVec };
+enum : int { kInRows = (kTileP - 1) * kStrideH + (kR - 1) * kDilationH + 1 };
 // One thread's window in a row: the inputs under its kOutPerThread outputs, read as
 // float4 from a 16-byte aligned column, starting kWinLead floats early.
-constexpr int kWinLead = kLead % 4;
-constexpr int kWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1;
-constexpr int kWindow4 = (kWinLead + kWindow + 3) / 4;
-constexpr int kThreadStride = kOutPerThread * kStrideW;  // columns between two threads' windows
-constexpr int kColsNeeded = (kThreadsQ - 1) * kThreadStride + (kLead - kWinLead) + 4 * kWindow4;
-constexpr int kPitch = (kColsNeeded + kVec - 1) / kVec * kVec;
-constexpr int kChunksPerRow = kPitch / kVec;
-constexpr int kPlaneFloats = kInRows * kPitch;
-constexpr int kTileFloats = kCPerGroup * kPlaneFloats;
-constexpr int kLoadBatch = 8;  // loads in flight per thread before their stores
+enum : int { kWinLead = kLead % 4 };
+enum : int { kWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1 };
+enum : int { kWindow4 = (kWinLead + kWindow + 3) / 4 };
+enum : int { kThreadStride = kOutPerThread * kStrideW };  // columns between two threads' windows
+enum : int { kColsNeeded = (kThreadsQ - 1) * kThreadStride + (kLead - kWinLead) + 4 * kWindow4 };
+enum : int { kPitch = (kColsNeeded + kVec - 1) / kVec * kVec };
+enum : int { kChunksPerRow = kPitch / kVec };
+enum : int { kPlaneFloats = kInRows * kPitch };
+enum : int { kTileFloats = kCPerGroup * kPlaneFloats };
+enum : int { kLoadBatch = 8 };  // loads in flight per thread before their stores
 // A row's 16-byte chunks are all inside the image or all outside when rows are whole chunks.
-constexpr bool kVectorRows = kW % kVec == 0;
+enum : bool { kVectorRows = kW % kVec == 0 };
 
 // Several whole planes a block: the runs of x and y one plane is, and the block's
 // outputs, staged as floats in the layout y has.
-constexpr bool kManyPlanes = !kNHWC && kPlanes > 1;
-constexpr int kInPlaneElements = kCPerGroup * kH * kW;
-constexpr int kOutPlaneElements = kKPerGroup * kP * kQ;
-constexpr long long kAllPlanes = static_cast<long long>(kN) * kGroups;
-constexpr int kStageFloats = kManyPlanes ? kPlanes * kOutPlaneElements : 1;
+enum : bool { kManyPlanes = !kNHWC && kPlanes > 1 };
+enum : int { kInPlaneElements = kCPerGroup * kH * kW };
+enum : int { kOutPlaneElements = kKPerGroup * kP * kQ };
+enum : long long { kAllPlanes = static_cast<long long>(kN) * kGroups };
+enum : int { kStageFloats = kManyPlanes ? kPlanes * kOutPlaneElements : 1 };
 
 // NHWC: output channels in vectors of kVec, kThreadsC vectors a block.
-constexpr int kKVecs = (kK + kVec - 1) / kVec;
-constexpr int kChannelBlocks = (kKVecs + kThreadsC - 1) / kThreadsC;
+enum : int { kKVecs = (kK + kVec - 1) / kVec };
+enum : int { kChannelBlocks = (kKVecs + kThreadsC - 1) / kThreadsC };
 // One input channel per output channel: a vector of outputs reads a vector of inputs.
-constexpr bool kChannelwise = kCPerGroup == 1 && kKPerGroup == 1;
+enum : bool { kChannelwise = kCPerGroup == 1 && kKPerGroup == 1 };
 // The block's taps in shared memory: one row of kTapPitch floats per (tap, input
 // channel of the group), the block's output channels along it. The 4 floats past the
 // kSlab channels keep the transposing stores to few bank conflicts and the rows 16-byte aligned.
-constexpr int kSlab = kThreadsC * kVec;
-constexpr int kTapPitch = kSlab + 4;
-constexpr int kTapRows = kTaps * kCPerGroup;
-constexpr int kTapFloats = kNHWC ? kTapRows * kTapPitch : 1;
+enum : int { kSlab = kThreadsC * kVec };
+enum : int { kTapPitch = kSlab + 4 };
+enum : int { kTapRows = kTaps * kCPerGroup };
+enum : int { kTapFloats = kNHWC ? kTapRows * kTapPitch : 1 };
 // The input columns one thread's row of outputs reads (NHWC), first to last.
-constexpr int kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1;
+enum : int { kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1 };
 // A filter row's taps (kS x kVec floats) stay in registers while its columns stream by,
 // up to 64 floats; a wider row goes a tap at a time.
-constexpr bool kTapsInRegisters = kS * kVec <= 64;
+enum : bool { kTapsInRegisters = kS * kVec <= 64 };
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");

@@ -10,9 +10,12 @@
 // o = i * stride - pad + j * dilation.
 //
 // convjit prepends a prologue that defines CONVJIT_SPECIALIZED, CONVJIT_KERNEL_NAME
-// and the constexpr values of namespace `spec` below; with them every bound, index
+// and the compile-time values of namespace `spec` below; with them every bound, index
 // and trip count is a compile-time constant. Without the prologue this file still
 // compiles (with the example values below), so a test can check it under NVRTC.
+// Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
+// variables: NVRTC emits each of those as a device global, and loading them is most of a
+// module load (runtime/src/specialize/prologue.hpp).
 //
 // Work split: one thread computes kKPerThread output channels of one output pixel (of
 // stride_w consecutive pixels, transposed); a block is kBlockThreads threads of one image
@@ -28,16 +31,16 @@
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_direct_example
 namespace spec {
-constexpr int kN = 2, kC = 4, kH = 9, kW = 7, kK = 6, kR = 3, kS = 3;
-constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 0, kDilationH = 1, kDilationW = 2;
-constexpr int kGroups = 2, kP = 9, kQ = 2;
-constexpr bool kHasBias = true, kRelu = true;
-constexpr int kBlockThreads = 128, kKPerThread = 3;
-constexpr bool kWideIndex = false;
-constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
-constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
-constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
-constexpr bool kTransposed = false;
+enum : int { kN = 2, kC = 4, kH = 9, kW = 7, kK = 6, kR = 3, kS = 3 };
+enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 0, kDilationH = 1, kDilationW = 2 };
+enum : int { kGroups = 2, kP = 9, kQ = 2 };
+enum : bool { kHasBias = true, kRelu = true };
+enum : int { kBlockThreads = 128, kKPerThread = 3 };
+enum : bool { kWideIndex = false };
+enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
+enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
+enum : int { kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1 };
+enum : bool { kTransposed = false };
 }  // namespace spec
 #endif
 
@@ -51,48 +54,48 @@ using index_t = typename device::IndexType<kWideIndex>::type;
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
 
-constexpr int kCPerGroup = kC / kGroups;
-constexpr int kKPerGroup = kK / kGroups;
-constexpr int kKBlocksPerGroup = (kKPerGroup + kKPerThread - 1) / kKPerThread;
-constexpr int kKBlocks = kKBlocksPerGroup * kGroups;
-constexpr long long kPixels = static_cast<long long>(kZ) * kP * kQ;
+enum : int { kCPerGroup = kC / kGroups };
+enum : int { kKPerGroup = kK / kGroups };
+enum : int { kKBlocksPerGroup = (kKPerGroup + kKPerThread - 1) / kKPerThread };
+enum : int { kKBlocks = kKBlocksPerGroup * kGroups };
+enum : long long { kPixels = static_cast<long long>(kZ) * kP * kQ };
 // A strided transposed problem's outputs fall into phases (o mod stride), each reached by
 // its own taps. Depth and height phases are a block's (block-uniform taps); a thread takes
 // kOutW consecutive outputs along w, one of each width phase, which are then compile-time
 // constants: each tap lands on one of them, and the stores stay contiguous.
-constexpr int kPhaseD = kTransposed ? kStrideD : 1;
-constexpr int kPhaseH = kTransposed ? kStrideH : 1;
-constexpr int kOutW = kTransposed ? kStrideW : 1;
-constexpr int kPhases = kPhaseD * kPhaseH;
+enum : int { kPhaseD = kTransposed ? kStrideD : 1 };
+enum : int { kPhaseH = kTransposed ? kStrideH : 1 };
+enum : int { kOutW = kTransposed ? kStrideW : 1 };
+enum : int { kPhases = kPhaseD * kPhaseH };
 // A phase's output grid, the largest phase's (the first): later ones may be a row short;
 // along w, groups of kOutW outputs (the last one may be short).
-constexpr int kZPhase = (kZ + kPhaseD - 1) / kPhaseD;
-constexpr int kPPhase = (kP + kPhaseH - 1) / kPhaseH;
-constexpr int kQGroups = (kQ + kOutW - 1) / kOutW;
-constexpr long long kPhasePixels = static_cast<long long>(kZPhase) * kPPhase * kQGroups;
-constexpr long long kPixelTiles = (kPhasePixels + kBlockThreads - 1) / kBlockThreads;
-constexpr int kFilterTaps = kT * kR * kS;
-constexpr bool kRaggedK = kKPerGroup % kKPerThread != 0;
+enum : int { kZPhase = (kZ + kPhaseD - 1) / kPhaseD };
+enum : int { kPPhase = (kP + kPhaseH - 1) / kPhaseH };
+enum : int { kQGroups = (kQ + kOutW - 1) / kOutW };
+enum : long long { kPhasePixels = static_cast<long long>(kZPhase) * kPPhase * kQGroups };
+enum : long long { kPixelTiles = (kPhasePixels + kBlockThreads - 1) / kBlockThreads };
+enum : int { kFilterTaps = kT * kR * kS };
+enum : bool { kRaggedK = kKPerGroup % kKPerThread != 0 };
 
 // Element strides of each tensor's dimensions in the layout.
-constexpr bool kNHWC = kLayout == 1;
-constexpr index_t kXPlane = static_cast<index_t>(kD) * kH * kW;
-constexpr index_t kXStrideC = kNHWC ? 1 : kXPlane;
-constexpr index_t kXStrideD = kNHWC ? static_cast<index_t>(kH) * kW * kC : static_cast<index_t>(kH) * kW;
-constexpr index_t kXStrideH = kNHWC ? static_cast<index_t>(kW) * kC : kW;
-constexpr index_t kXStrideW = kNHWC ? kC : 1;
-constexpr index_t kXStrideN = static_cast<index_t>(kC) * kXPlane;
+enum : bool { kNHWC = kLayout == 1 };
+enum : index_t { kXPlane = static_cast<index_t>(kD) * kH * kW };
+enum : index_t { kXStrideC = kNHWC ? 1 : kXPlane };
+enum : index_t { kXStrideD = kNHWC ? static_cast<index_t>(kH) * kW * kC : static_cast<index_t>(kH) * kW };
+enum : index_t { kXStrideH = kNHWC ? static_cast<index_t>(kW) * kC : kW };
+enum : index_t { kXStrideW = kNHWC ? kC : 1 };
+enum : index_t { kXStrideN = static_cast<index_t>(kC) * kXPlane };
 // Weights: a filter tap's elements sit kWStrideTap apart; forward filters are
 // [k][c][taps] (channels last [k][taps][c]), transposed ones [c][k][taps] (channels
 // last [c][taps][k]). Each group's block starts at group * kCPerGroup * kKPerGroup * taps
 // either way.
-constexpr int kWStrideTap = kNHWC ? (kTransposed ? kKPerGroup : kCPerGroup) : 1;
-constexpr int kWStrideC = kTransposed ? kKPerGroup * kFilterTaps : (kNHWC ? 1 : kFilterTaps);
-constexpr int kWStrideK = kTransposed ? (kNHWC ? 1 : kFilterTaps) : kCPerGroup * kFilterTaps;
-constexpr int kWStrideR = kS * kWStrideTap;
-constexpr int kWStrideS = kWStrideTap;
-constexpr int kWStrideT = kR * kS * kWStrideTap;
-constexpr index_t kYStrideK = kNHWC ? 1 : static_cast<index_t>(kPixels);
+enum : int { kWStrideTap = kNHWC ? (kTransposed ? kKPerGroup : kCPerGroup) : 1 };
+enum : int { kWStrideC = kTransposed ? kKPerGroup * kFilterTaps : (kNHWC ? 1 : kFilterTaps) };
+enum : int { kWStrideK = kTransposed ? (kNHWC ? 1 : kFilterTaps) : kCPerGroup * kFilterTaps };
+enum : int { kWStrideR = kS * kWStrideTap };
+enum : int { kWStrideS = kWStrideTap };
+enum : int { kWStrideT = kR * kS * kWStrideTap };
+enum : index_t { kYStrideK = kNHWC ? 1 : static_cast<index_t>(kPixels) };
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 
@@ -142,7 +145,7 @@ __device__ __forceinline__ bool phase_receives(int phase) {
 // The taps a thread walks a channel (a phase takes about one in stride of the depth's and
 // the height's); where they are few, channels are unrolled so that a thread keeps several
 // input loads in flight instead of one.
-constexpr int kPhaseTaps = ((kT + kPhaseD - 1) / kPhaseD) * ((kR + kPhaseH - 1) / kPhaseH) * kS;
+enum : int { kPhaseTaps = ((kT + kPhaseD - 1) / kPhaseD) * ((kR + kPhaseH - 1) / kPhaseH) * kS };
 // The factor divides the channel count: a remainder iteration would let ptxas merge its
 // loads of the filters with the last full iteration's, reading past w_shared's end.
 __host__ __device__ constexpr int channel_unroll(int most) {
@@ -150,15 +153,15 @@ __host__ __device__ constexpr int channel_unroll(int most) {
   while (kCPerGroup % u != 0) --u;
   return u;
 }
-constexpr int kCUnroll = channel_unroll(8 / kPhaseTaps);
+enum : int { kCUnroll = channel_unroll(8 / kPhaseTaps) };
 
 // A block's filters (kKPerThread of one group, every input channel and tap) as float in
 // shared memory, [c][tap][j], where they fit: each tap's kKPerThread weights are then one
 // or two 16-byte loads that every thread of the block shares, instead of a global load
 // (and a conversion) per multiply-add. Filters past the group's last are zero.
-constexpr int kWTile = kCPerGroup * kFilterTaps * kKPerThread;
-constexpr bool kSharedW = kWTile * sizeof(float) <= 32 * 1024;
-constexpr bool kVectorW = kSharedW && kKPerThread % 4 == 0;
+enum : int { kWTile = kCPerGroup * kFilterTaps * kKPerThread };
+enum : bool { kSharedW = kWTile * sizeof(float) <= 32 * 1024 };
+enum : bool { kVectorW = kSharedW && kKPerThread % 4 == 0 };
 
 // The kKPerThread weights of input channel c and tap `tap` (t x R x S + r x S + s).
 __device__ __forceinline__ void tap_weights(const float* w_shared, const Element* w_block, int k_in_group, int c,

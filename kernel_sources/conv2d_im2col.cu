@@ -32,19 +32,22 @@
 // bias add).
 //
 // convjit prepends the prologue defining namespace `spec`.
+// Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
+// variables: NVRTC emits each of those as a device global, and loading them is most of a
+// module load (runtime/src/specialize/prologue.hpp).
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_im2col_example
 namespace spec {
-constexpr int kN = 2, kC = 6, kH = 11, kW = 9, kK = 4, kR = 3, kS = 3;
-constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
-constexpr int kGroups = 2, kP = 11, kQ = 4;
-constexpr bool kHasBias = true, kRelu = true;
-constexpr int kBlockThreads = 256;
-constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
-constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
-constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
-constexpr bool kTransposed = false;
+enum : int { kN = 2, kC = 6, kH = 11, kW = 9, kK = 4, kR = 3, kS = 3 };
+enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2 };
+enum : int { kGroups = 2, kP = 11, kQ = 4 };
+enum : bool { kHasBias = true, kRelu = true };
+enum : int { kBlockThreads = 256 };
+enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
+enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
+enum : int { kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1 };
+enum : bool { kTransposed = false };
 }  // namespace spec
 #endif
 
@@ -56,15 +59,15 @@ constexpr bool kTransposed = false;
 
 namespace im2col {
 using namespace spec;
-constexpr int kCPerGroup = kC / kGroups;
-constexpr int kTaps = kT * kR * kS;
-constexpr long long kGemmK = static_cast<long long>(kCPerGroup) * kTaps;
-constexpr long long kPlane = static_cast<long long>(kD) * kH * kW;
-constexpr long long kPixels = static_cast<long long>(kZ) * kP * kQ;
-constexpr int kKPerGroup = kK / kGroups;
+enum : int { kCPerGroup = kC / kGroups };
+enum : int { kTaps = kT * kR * kS };
+enum : long long { kGemmK = static_cast<long long>(kCPerGroup) * kTaps };
+enum : long long { kPlane = static_cast<long long>(kD) * kH * kW };
+enum : long long { kPixels = static_cast<long long>(kZ) * kP * kQ };
+enum : int { kKPerGroup = kK / kGroups };
 using Convert = element::Traits<kDType>;
 using Element = Convert::Storage;
-constexpr bool kNHWC = kLayout == 1;
+enum : bool { kNHWC = kLayout == 1 };
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 
 // Along one dimension, the input `in` that output `out` reads through tap `tap`, if any.

@@ -73,24 +73,27 @@
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let
 // the file compile standalone under NVRTC for the tests.
+// Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
+// variables: NVRTC emits each of those as a device global, and loading them is most of a
+// module load (runtime/src/specialize/prologue.hpp).
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_igemm_example
 namespace spec {
-constexpr int kN = 2, kC = 6, kH = 11, kW = 9, kK = 20, kR = 3, kS = 3;
-constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
-constexpr int kGroups = 2, kP = 11, kQ = 4;
-constexpr bool kHasBias = true, kRelu = false;
-constexpr int kDType = 0;  // f32 (0 f32, 1 f16, 2 bf16)
-constexpr int kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN = 4, kSplit = 3;
-constexpr int kMinBlocksPerSm = 1;
-constexpr bool kWideIndex = false;
-constexpr int kAlignW = 16, kAlignY = 16;
-constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
-constexpr int kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4;
-constexpr int kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872;
-constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
-constexpr bool kTransposed = false;
+enum : int { kN = 2, kC = 6, kH = 11, kW = 9, kK = 20, kR = 3, kS = 3 };
+enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2 };
+enum : int { kGroups = 2, kP = 11, kQ = 4 };
+enum : bool { kHasBias = true, kRelu = false };
+enum : int { kDType = 0 };  // f32 (0 f32, 1 f16, 2 bf16)
+enum : int { kBM = 64, kBN = 128, kBK = 32, kStages = 3, kWarpsM = 1, kWarpsN = 4, kSplit = 3 };
+enum : int { kMinBlocksPerSm = 1 };
+enum : bool { kWideIndex = false };
+enum : int { kAlignW = 16, kAlignY = 16 };
+enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
+enum : int { kAlignX = 16, kXVecBytes = 4, kWVecBytes = 4 };
+enum : int { kAStride = 36, kBStride = 136, kAStageElems = 2304, kBStageElems = 4352, kSharedBytes = 79872 };
+enum : int { kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1 };
+enum : bool { kTransposed = false };
 }  // namespace spec
 #endif
 
@@ -103,47 +106,47 @@ using namespace spec;
 using namespace device;
 
 static_assert(kDType == 0 || kDType == 1 || kDType == 2, "kDType: 0 f32, 1 f16, 2 bf16");
-constexpr bool k16Bit = kDType != 0;
+enum : bool { k16Bit = kDType != 0 };
 using Traits = element::Traits<kDType>;
 using Element = typename Traits::Storage;
 
 using index_t = typename device::IndexType<kWideIndex>::type;
 
-constexpr int kCPerGroup = kC / kGroups;
-constexpr int kKPerGroup = kK / kGroups;
+enum : int { kCPerGroup = kC / kGroups };
+enum : int { kKPerGroup = kK / kGroups };
 // A depth dimension (3-D, NCHW only): every depth-only step below sits behind kDepth, so
 // that a 1-D / 2-D kernel is what it was.
-constexpr bool kDepth = kD > 1 || kT > 1 || kZ > 1;
+enum : bool { kDepth = kD > 1 || kT > 1 || kZ > 1 };
 static_assert(!kDepth || kLayout == 0, "a 3-D problem runs here in NCDHW");
 static_assert(!kTransposed || (kStrideD == 1 && kStrideH == 1 && kStrideW == 1 && kLayout == 0),
               "a transposed problem runs here with stride 1, NCHW");
 // The forward convolution's padding (transposed: of the flipped filter's).
-constexpr int kPadDF = kTransposed ? kDilationD * (kT - 1) - kPadD : kPadD;
-constexpr int kPadHF = kTransposed ? kDilationH * (kR - 1) - kPadH : kPadH;
-constexpr int kPadWF = kTransposed ? kDilationW * (kS - 1) - kPadW : kPadW;
-constexpr int kTaps = kT * kR * kS;
-constexpr int kGemmK = kCPerGroup * kTaps;
-constexpr long long kPixelsPerImage = static_cast<long long>(kZ) * kP * kQ;
-constexpr int kThreads = kWarpsM * kWarpsN * 32;
-constexpr int kWarpTileM = kBM / kWarpsM;
-constexpr int kWarpTileN = kBN / kWarpsN;
-constexpr int kMmaM = kWarpTileM / 16;
-constexpr int kMmaN = kWarpTileN / 8;
-constexpr int kMmaK = k16Bit ? 16 : 8;
-constexpr int kChunkElems = 16 / static_cast<int>(sizeof(Element));  // one 16-byte copy or ldmatrix row
-constexpr int kKTiles = (kGemmK + kBK - 1) / kBK;
+enum : int { kPadDF = kTransposed ? kDilationD * (kT - 1) - kPadD : kPadD };
+enum : int { kPadHF = kTransposed ? kDilationH * (kR - 1) - kPadH : kPadH };
+enum : int { kPadWF = kTransposed ? kDilationW * (kS - 1) - kPadW : kPadW };
+enum : int { kTaps = kT * kR * kS };
+enum : int { kGemmK = kCPerGroup * kTaps };
+enum : long long { kPixelsPerImage = static_cast<long long>(kZ) * kP * kQ };
+enum : int { kThreads = kWarpsM * kWarpsN * 32 };
+enum : int { kWarpTileM = kBM / kWarpsM };
+enum : int { kWarpTileN = kBN / kWarpsN };
+enum : int { kMmaM = kWarpTileM / 16 };
+enum : int { kMmaN = kWarpTileN / 8 };
+enum : int { kMmaK = k16Bit ? 16 : 8 };
+enum : int { kChunkElems = 16 / static_cast<int>(sizeof(Element)) };  // one 16-byte copy or ldmatrix row
+enum : int { kKTiles = (kGemmK + kBK - 1) / kBK };
 // Every W row is whole 16-byte chunks and w is 16-byte aligned.
-constexpr bool kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16;
-constexpr int kBRowsPerPass = kThreads / kBN;
-constexpr int kBRowsPerThread = kBK / kBRowsPerPass;
-constexpr index_t kImagePlane = static_cast<index_t>(kD) * kH * kW;  // one channel of x
-constexpr index_t kDepthSlice = static_cast<index_t>(kH) * kW;
+enum : bool { kWeightChunks = kGemmK % kChunkElems == 0 && kAlignW >= 16 };
+enum : int { kBRowsPerPass = kThreads / kBN };
+enum : int { kBRowsPerThread = kBK / kBRowsPerPass };
+enum : index_t { kImagePlane = static_cast<index_t>(kD) * kH * kW };  // one channel of x
+enum : index_t { kDepthSlice = static_cast<index_t>(kH) * kW };
 
 // The layout the host emitted, checked against this template's. W rows: +16 bytes keeps
 // the eight rows of each ldmatrix in distinct banks. X rows: +8 elements keeps them so
 // for 16-bit ldmatrix.trans, and puts the 4 k rows x 8 pixels of an f32 B fragment on 32
 // distinct banks. NHWC stores X like W, [pixel][kk], with W's padding, for the same reason.
-constexpr bool kNhwc = kLayout == 1;
+enum : bool { kNhwc = kLayout == 1 };
 static_assert(kAStride == kBK + kChunkElems, "spec::kAStride disagrees with the template's W row stride");
 static_assert(kBStride == (kNhwc ? kBK + kChunkElems : kBN + 8),
               "spec::kBStride disagrees with the template's X row stride");
@@ -163,13 +166,13 @@ static_assert(kNhwc || !k16Bit || kStages == 2, "the NCHW 16-bit pipeline has tw
 
 // The 16-bit pipeline's W copy: 16-byte chunks of W rows, or single elements through
 // registers.
-constexpr int kAChunksPerRow = kBK / kChunkElems;
-constexpr int kARowsPerPass = kThreads / kAChunksPerRow;
-constexpr int kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass;
-constexpr int kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads;
-constexpr bool kPadded = kTransposed || kPadD > 0 || kPadH > 0 || kPadW > 0;
+enum : int { kAChunksPerRow = kBK / kChunkElems };
+enum : int { kARowsPerPass = kThreads / kAChunksPerRow };
+enum : int { kAPasses = (kBM + kARowsPerPass - 1) / kARowsPerPass };
+enum : int { kAElemsPerThread = (kBM * kBK + kThreads - 1) / kThreads };
+enum : bool { kPadded = kTransposed || kPadD > 0 || kPadH > 0 || kPadW > 0 };
 // Two outputs of neighbouring pixels (even, odd) share an image and a 4-byte word.
-constexpr bool kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4;
+enum : bool { kPairStores = kPixelsPerImage % 2 == 0 && kAlignY >= 4 };
 static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole rows per pass");
 
 // The copy widths the host chose (and reported as the kernel's alignment needs). NCHW
@@ -177,9 +180,9 @@ static_assert(!k16Bit || kThreads % kAChunksPerRow == 0, "W copy needs whole row
 // runs of kXVec channels of X and kWVec reduction elements of W, which must divide the
 // group's channels (so a run never straddles a tap or a group) resp. W's rows, and
 // which the pointers must be aligned to.
-constexpr int kElementBytes = static_cast<int>(sizeof(Element));
-constexpr int kXVec = kXVecBytes / kElementBytes;
-constexpr int kWVec = kWVecBytes / kElementBytes;
+enum : int { kElementBytes = static_cast<int>(sizeof(Element)) };
+enum : int { kXVec = kXVecBytes / kElementBytes };
+enum : int { kWVec = kWVecBytes / kElementBytes };
 __host__ __device__ constexpr bool copy_width_ok(int bytes, int align, long long run) {
   return (bytes == kElementBytes || bytes == 4 || bytes == 8 || bytes == 16) && bytes >= kElementBytes &&
          (bytes == kElementBytes || bytes <= align) && run % (bytes / kElementBytes) == 0 &&
@@ -192,20 +195,20 @@ static_assert(!kNhwc || copy_width_ok(kXVecBytes, kAlignX, kCPerGroup),
 static_assert(!kNhwc || copy_width_ok(kWVecBytes, kAlignW, kGemmK),
               "spec::kWVecBytes: W copies must divide its rows and fit w's alignment");
 // NHWC copy mapping: each thread copies one column of runs, in rows a pass apart.
-constexpr int kXRunsPerRow = kBK / kXVec;
-constexpr int kWRunsPerRow = kBK / kWVec;
-constexpr int kXRowsPerPass = kThreads / kXRunsPerRow;
-constexpr int kWRowsPerPass = kThreads / kWRunsPerRow;
-constexpr int kXRowsPerThread = (kBN + kXRowsPerPass - 1) / kXRowsPerPass;
-constexpr int kWRowsPerThread = (kBM + kWRowsPerPass - 1) / kWRowsPerPass;
+enum : int { kXRunsPerRow = kBK / kXVec };
+enum : int { kWRunsPerRow = kBK / kWVec };
+enum : int { kXRowsPerPass = kThreads / kXRunsPerRow };
+enum : int { kWRowsPerPass = kThreads / kWRunsPerRow };
+enum : int { kXRowsPerThread = (kBN + kXRowsPerPass - 1) / kXRowsPerPass };
+enum : int { kWRowsPerThread = (kBM + kWRowsPerPass - 1) / kWRowsPerPass };
 // A thread keeps its rows' windows in registers when it has few of them (wide copies);
 // narrow copies mean many rows a thread, each decoded when it is copied.
-constexpr bool kKeepWindows = kXRowsPerThread <= 8;
+enum : bool { kKeepWindows = kXRowsPerThread <= 8 };
 // NHWC warp tiles: m16 tiles of pixels, pairs of n8 tiles of channels (one ldmatrix.x4).
-constexpr int kFragP = kWarpTileN / 16;
-constexpr int kFragK = kWarpTileM / 8;
+enum : int { kFragP = kWarpTileN / 16 };
+enum : int { kFragK = kWarpTileM / 8 };
 // Two neighbouring output channels of one pixel share an aligned 2-element word.
-constexpr bool kChannelPairStores = kKPerGroup % 2 == 0 && kAlignY >= 2 * kElementBytes;
+enum : bool { kChannelPairStores = kKPerGroup % 2 == 0 && kAlignY >= 2 * kElementBytes };
 static_assert(!kNhwc || (kThreads % kXRunsPerRow == 0 && kThreads % kWRunsPerRow == 0),
               "NHWC copies need whole rows of runs per pass");
 static_assert(!kNhwc || (kWarpTileN % 16 == 0 && kWarpTileM % 16 == 0),
@@ -213,9 +216,10 @@ static_assert(!kNhwc || (kWarpTileN % 16 == 0 && kWarpTileM % 16 == 0),
 static_assert(!kNhwc || kStages >= 2, "the NHWC pipeline needs two stages at least");
 
 // Gather table (convjit_device.cuh): kk -> (c, r, s) offsets and displacements.
-constexpr bool kUseTable =
-    !kNhwc && !kDepth && gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW);
-constexpr int kTableEntries = kUseTable ? kGemmK : 1;
+enum : bool {
+  kUseTable = !kNhwc && !kDepth && gather_table_fits(kGemmK, kCPerGroup, kImagePlane, kR, kS, kDilationH, kDilationW)
+};
+enum : int { kTableEntries = kUseTable ? kGemmK : 1 };
 __constant__ GatherTable<kTableEntries> kGather =
     make_gather_table<kTableEntries>(kUseTable, kR, kS, kDilationH, kDilationW, kImagePlane, kW);
 

@@ -51,32 +51,36 @@
 //
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
+// Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
+// variables: NVRTC emits each of those as a device global, and loading them is most of a
+// module load (runtime/src/specialize/prologue.hpp).
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_wgmma_example
 namespace spec {
-constexpr int kN = 2, kC = 12, kH = 13, kW = 21, kK = 80, kR = 3, kS = 3;
-constexpr int kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2;
-constexpr int kGroups = 1, kP = 13, kQ = 10;
-constexpr bool kHasBias = true, kRelu = false;
-constexpr int kDType = 0;   // f32 (0 f32, 1 f16, 2 bf16)
-constexpr int kLayout = 0;  // nchw (0 nchw, 1 nhwc)
-constexpr int kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1;
-constexpr int kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3;
-constexpr bool kStoreWarps = true;
-constexpr int kXVecBytes = 4;
-constexpr bool kPairStores = false;
-constexpr int kSplitK = 1;
-constexpr bool kStreamK = false;
-constexpr int kStreamWorkers = 0;
-constexpr bool kATma = false;
-constexpr bool kBMap = false;
-constexpr int kARowBytes = 128;  // NHWC stage pixel row (128, or 64 bytes)
-constexpr int kStageBytes = 30976, kSharedBytes = 190720;
-constexpr long long kPackedBytes = 147456;
-constexpr bool kWeightsKcrs = true;  // w as K, C/groups, R, S (false: K, R, S, C/groups)
-constexpr bool kPairedPartials = false;
-constexpr int kTapsPerStage = 1;
+enum : int { kN = 2, kC = 12, kH = 13, kW = 21, kK = 80, kR = 3, kS = 3 };
+enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, kDilationW = 2 };
+enum : int { kGroups = 1, kP = 13, kQ = 10 };
+enum : bool { kHasBias = true, kRelu = false };
+enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
+enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
+enum : int { kD = 1, kT = 1, kStrideD = 1, kPadD = 0, kDilationD = 1, kZ = 1 };
+enum : int { kBN = 64, kMB = 2, kBP = 16, kBQ = 16, kStages = 4, kSplit = 3 };
+enum : bool { kStoreWarps = true };
+enum : int { kXVecBytes = 4 };
+enum : bool { kPairStores = false };
+enum : bool { kQuadStores = false };
+enum : int { kSplitK = 1 };
+enum : bool { kStreamK = false };
+enum : int { kStreamWorkers = 0 };
+enum : bool { kATma = false };
+enum : bool { kBMap = false };
+enum : int { kARowBytes = 128 };  // NHWC stage pixel row (128, 64 or 32 bytes)
+enum : int { kStageBytes = 30976, kSharedBytes = 190720 };
+enum : long long { kPackedBytes = 147456 };
+enum : bool { kWeightsKcrs = true };  // w as K, C/groups, R, S (false: K, R, S, C/groups)
+enum : bool { kPairedPartials = false };
+enum : int { kTapsPerStage = 1 };
 }  // namespace spec
 #endif
 
@@ -100,50 +104,51 @@ struct ElementOf<true> {
   using type = unsigned short;
 };
 
-constexpr int kConsumers = 2;
-constexpr int kThreads = 128 * (1 + kConsumers);
-constexpr int kBM = kConsumers * kMB * 64;
-constexpr int kCPerGroup = kC / kGroups;
-constexpr int kKPerGroup = kK / kGroups;
-constexpr bool k16Bit = kDType != 0;
+enum : int { kConsumers = 2 };
+enum : int { kThreads = 128 * (1 + kConsumers) };
+enum : int { kBM = kConsumers * kMB * 64 };
+enum : int { kCPerGroup = kC / kGroups };
+enum : int { kKPerGroup = kK / kGroups };
+enum : bool { k16Bit = kDType != 0 };
 using Element = typename ElementOf<k16Bit>::type;  // storage type of x, w, bias, y
-constexpr int kChunkC = k16Bit ? 16 : 8;           // channels a wgmma k step reduces
-constexpr bool kNhwc = kLayout == 1;
+enum : int { kChunkC = k16Bit ? 16 : 8 };          // channels a wgmma k step reduces
+enum : bool { kNhwc = kLayout == 1 };
 // Channels of one tap a stage reduces: NCHW one k step; NHWC a pixel row of kARowBytes
-// (128, or 64 where a group's channels fill no more) of each pixel's channel run, kSub k
-// steps.
-constexpr int kStageC = kNhwc ? kARowBytes / static_cast<int>(sizeof(Element)) : kChunkC;
-constexpr int kARowChunks = kARowBytes / 16;  // 16-byte chunks of a stage's pixel row
-static_assert(kARowBytes == 128 || (kNhwc && kARowBytes == 64), "a stage's pixel row is 128 or (NHWC) 64 bytes");
-constexpr int kSub = kStageC / kChunkC;
-constexpr int kChunks = (kCPerGroup + kStageC - 1) / kStageC;
-constexpr int kKBlocks = (kKPerGroup + kBN - 1) / kBN;
+// (128, or 64 or 32 where a group's channels fill no more) of each pixel's channel run,
+// kSub k steps (32 bytes: one).
+enum : int { kStageC = kNhwc ? kARowBytes / static_cast<int>(sizeof(Element)) : kChunkC };
+enum : int { kARowChunks = kARowBytes / 16 };  // 16-byte chunks of a stage's pixel row
+static_assert(kARowBytes == 128 || (kNhwc && (kARowBytes == 64 || kARowBytes == 32)),
+              "a stage's pixel row is 128 or (NHWC) 64 or 32 bytes");
+enum : int { kSub = kStageC / kChunkC };
+enum : int { kChunks = (kCPerGroup + kStageC - 1) / kStageC };
+enum : int { kKBlocks = (kKPerGroup + kBN - 1) / kBN };
 // A 3-D problem (kDepth: a depth dimension, as the host's beyond_2d_forward_reason counts
 // it) runs on the NHWC TMA kernel only: its output pixels are (image, z, row, column), its
 // taps (t, r, s), and x arrives through a rank-5 im2col map. For 2-D problems kTaps and
 // kOutPlane are kR x kS and kP x kQ, so their code is what it was.
-constexpr bool kDepth = !(kD == 1 && kT == 1 && kPadD == 0);
-constexpr int kTaps = kT * kR * kS;
-constexpr int kOutPlane = kZ * kP * kQ;  // output pixels an image
+enum : bool { kDepth = !(kD == 1 && kT == 1 && kPadD == 0) };
+enum : int { kTaps = kT * kR * kS };
+enum : int { kOutPlane = kZ * kP * kQ };  // output pixels an image
 static_assert(!kDepth || (kNhwc && kATma), "3-D problems run on the NHWC TMA kernel");
-constexpr int kTilesP = (kP + kBP - 1) / kBP;
-constexpr int kTilesQ = (kQ + kBQ - 1) / kBQ;
+enum : int { kTilesP = (kP + kBP - 1) / kBP };
+enum : int { kTilesQ = (kQ + kBQ - 1) / kBQ };
 // NHWC: a tile is kBM consecutive output pixels in (image, row, column) order; the host
 // keeps kN * kOutPlane + kBM within int (NCHW problems may not fit: not evaluated for them).
 // A run covers the first CONVJIT_BATCH(kN) images' pixels; split-K's partial-sum slices
 // stay kPixels apart whatever the run's batch, so the plan's workspace holds every batch.
-constexpr int kPixels = kNhwc ? kN * kOutPlane : 0;
+enum : int { kPixels = kNhwc ? kN * kOutPlane : 0 };
 // kTapsPerStage (NHWC with the map): a stage holds that many consecutive taps of one
 // channel chunk, each its own im2col box, so its fixed costs are paid once for them all.
 static_assert(kTapsPerStage == 1 || (kNhwc && kATma && kTaps % kTapsPerStage == 0),
               "several taps a stage: NHWC stages through the map, whole groups of the filter's taps");
-constexpr int kTapGroups = kTaps / kTapsPerStage;
-constexpr int kStagesTotal = kNhwc ? kTapGroups * kChunks : kChunks * kR;  // per tile
+enum : int { kTapGroups = kTaps / kTapsPerStage };
+enum : int { kStagesTotal = kNhwc ? kTapGroups * kChunks : kChunks * kR };  // per tile
 // Split-K (NHWC): blockIdx.z = group x kSplitK + slice; slice i reduces the tile's stages
 // [i * kSliceStages, min((i + 1) * kSliceStages, kStagesTotal)) (the host makes none
 // empty) into fp32 partial sums, written through `y` (then the workspace's partials:
 // [slice][pixel][kK]); <name>_reduce adds the slices and applies the epilogue.
-constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
+enum : int { kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK };
 // Stream-K (kStreamK, NHWC with kATma, static batch): the kStreamWorkers blocks first run
 // whole waves of whole (tile, group, k block) items, one an item, as a plain grid would;
 // the items left (fewer than the blocks, the wave that would leave SMs idle) they share
@@ -155,43 +160,45 @@ constexpr int kSliceStages = (kStagesTotal + kSplitK - 1) / kSplitK;
 // to slot 1), counts itself in the item's counter (zeroed by the host before the
 // launch), and the one that counts last adds the others' slots and stores y. Nothing
 // waits on another block, so no schedule can deadlock.
-constexpr long long kItems =
-    kStreamK ? static_cast<long long>((kN * kOutPlane + kBM - 1) / kBM) * kKBlocks * kGroups : 0;
-constexpr long long kStreamStages = kItems * kStagesTotal;
-constexpr long long kItemWaves = kStreamWorkers > 0 ? kItems / kStreamWorkers : 0;
-constexpr long long kWholeWaves = kItemWaves > 0 &&
-                                          (kItems - kItemWaves * kStreamWorkers) * kStagesTotal < kStreamWorkers
-                                      ? kItemWaves - 1
-                                      : kItemWaves;
-constexpr long long kWholeItems = kWholeWaves * kStreamWorkers;
-constexpr long long kSharedBase = kWholeItems * kStagesTotal;  // the first shared stage
-constexpr long long kSharedStages = kStreamStages - kSharedBase;
-constexpr int kConsumerThreads = kConsumers * 128;
-constexpr int kPartialFloats = kConsumerThreads * kMB * (kBN / 2);  // one slot: every consumer's accumulators
+enum : long long {
+  kItems = kStreamK ? static_cast<long long>((kN * kOutPlane + kBM - 1) / kBM) * kKBlocks * kGroups : 0
+};
+enum : long long { kStreamStages = kItems * kStagesTotal };
+enum : long long { kItemWaves = kStreamWorkers > 0 ? kItems / kStreamWorkers : 0 };
+enum : long long {
+  kWholeWaves = kItemWaves > 0 && (kItems - kItemWaves * kStreamWorkers) * kStagesTotal < kStreamWorkers
+                    ? kItemWaves - 1
+                    : kItemWaves
+};
+enum : long long { kWholeItems = kWholeWaves * kStreamWorkers };
+enum : long long { kSharedBase = kWholeItems * kStagesTotal };  // the first shared stage
+enum : long long { kSharedStages = kStreamStages - kSharedBase };
+enum : int { kConsumerThreads = kConsumers * 128 };
+enum : int { kPartialFloats = kConsumerThreads * kMB * (kBN / 2) };  // one slot: every consumer's accumulators
 // Input columns a patch row reads; 16-bit rows get one more for the pair alignment.
-constexpr int kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0);
-constexpr int kHaloPairs = (kHaloW + 1) / 2;
-constexpr int kRowElems = k16Bit ? 2 * kHaloPairs : kHaloW;
-constexpr int kPatch = kBP * kRowElems;
+enum : int { kHaloW = (kBQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 + (k16Bit ? 1 : 0) };
+enum : int { kHaloPairs = (kHaloW + 1) / 2 };
+enum : int { kRowElems = k16Bit ? 2 * kHaloPairs : kHaloW };
+enum : int { kPatch = kBP * kRowElems };
 // Channel planes offset so the 4 k slots x 8 pixels of one fragment load hit distinct
 // banks: f32 slots are a plane apart (8 banks); 16-bit slots are two planes of halves
 // apart (again 8 banks), and two pixels of one word are one access.
-constexpr int kChanStride = (kPatch + 31) / 32 * 32 + 8;
+enum : int { kChanStride = (kPatch + 31) / 32 * 32 + 8 };
 // NHWC: [kTapsPerStage taps][kBM pixels][kStageC channels], kARowBytes a pixel (see
 // load_fragment_nhwc).
-constexpr int kATapElems = kBM * kStageC;
-constexpr int kAStageElems = kNhwc ? kTapsPerStage * kATapElems : kChunkC * kChanStride;
-constexpr int kBTapElems = kBN * kChunkC;     // 32 * kBN bytes for every type
-constexpr int kPlanes = kSplit == 3 ? 2 : 1;  // weight planes: TF32, or big and small
+enum : int { kATapElems = kBM * kStageC };
+enum : int { kAStageElems = kNhwc ? kTapsPerStage * kATapElems : kChunkC * kChanStride };
+enum : int { kBTapElems = kBN * kChunkC };     // 32 * kBN bytes for every type
+enum : int { kPlanes = kSplit == 3 ? 2 : 1 };  // weight planes: TF32, or big and small
 // A plane: the kS taps of a row (NCHW) or the kSub k steps of each of the stage's taps (NHWC).
-constexpr int kBPlaneElems = (kNhwc ? kTapsPerStage * kSub : kS) * kBTapElems;
-constexpr int kBStageElems = kPlanes * kBPlaneElems;
-constexpr int kStageElems = kAStageElems + kBStageElems;
-constexpr int kBarrierBytes = 256;
+enum : int { kBPlaneElems = (kNhwc ? kTapsPerStage * kSub : kS) * kBTapElems };
+enum : int { kBStageElems = kPlanes * kBPlaneElems };
+enum : int { kStageElems = kAStageElems + kBStageElems };
+enum : int { kBarrierBytes = 256 };
 // kBMap with TF32: the copies land on a stage's "landed" barrier, the rounding warps then
 // arrive on its "full" one.
-constexpr bool kBRound = kBMap && !k16Bit;
-constexpr int kRoundThreads = 96;  // the producer warpgroup's warps 1-3
+enum : bool { kBRound = kBMap && !k16Bit };
+enum : int { kRoundThreads = 96 };  // the producer warpgroup's warps 1-3
 // The barrier area: kStages "full", kStages "empty", the staged outputs' two, then (kBRound)
 // kStages "landed" barriers.
 __device__ __forceinline__ unsigned land_barriers(unsigned empty_bar) { return empty_bar + kStages * 8 + 16; }
@@ -200,11 +207,11 @@ __device__ __forceinline__ unsigned land_barriers(unsigned empty_bar) { return e
 // reads (swizzled_byte) only when every A stage starts on a swizzle atom's boundary (1024
 // bytes covers both): the stages start at the first such boundary past the barriers, and
 // the host adds the bytes that rounding may skip.
-constexpr int kSwizzleAtom = 1024;
-constexpr int kAlignSlack = kATma ? kSwizzleAtom : 0;
-constexpr int kLoadWarps = kStoreWarps ? 2 : 4;  // producer warps issuing copies
-constexpr int kOutStride = kBM + 4;              // staged outputs: [channel][pixel], 4 banks a row
-constexpr int kOutElems = kStoreWarps ? kBN * kOutStride : 0;
+enum : int { kSwizzleAtom = 1024 };
+enum : int { kAlignSlack = kATma ? kSwizzleAtom : 0 };
+enum : int { kLoadWarps = kStoreWarps ? 2 : 4 };  // producer warps issuing copies
+enum : int { kOutStride = kBM + 4 };              // staged outputs: [channel][pixel], 4 banks a row
+enum : int { kOutElems = kStoreWarps ? kBN * kOutStride : 0 };
 // The host sized the stages (how many fit) and the launch from its own copy of this
 // layout, emitted in the prologue: a disagreement fails the compile.
 static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
@@ -219,12 +226,13 @@ static_assert(!kATma || (kNhwc && kStageBytes % kSwizzleAtom == 0 &&
                          kStageC * static_cast<int>(sizeof(Element)) == kARowBytes),
               "TMA im2col stages: NHWC, whole 1024-byte swizzle atoms, one kARowBytes channel box a pixel");
 // Every stage's weights, as <name>_pack writes them and the host allocates them.
-constexpr long long kPackedElems =
-    static_cast<long long>(kGroups) * kKBlocks * kChunks * kTaps * kPlanes * kSub * kBTapElems;
+enum : long long {
+  kPackedElems = static_cast<long long>(kGroups) * kKBlocks * kChunks * kTaps * kPlanes * kSub * kBTapElems
+};
 static_assert(kPackedBytes == kPackedElems * static_cast<long long>(sizeof(Element)),
               "spec::kPackedBytes disagrees with the template's weight packing");
-constexpr long long kPlane = static_cast<long long>(kH) * kW;
-constexpr int kAccum = kBN / 2;  // accumulator registers per m64 block and thread
+enum : long long { kPlane = static_cast<long long>(kH) * kW };
+enum : int { kAccum = kBN / 2 };  // accumulator registers per m64 block and thread
 
 static_assert(kBP * kBQ == kBM, "the patch must hold exactly the block's pixels");
 static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row");
@@ -240,9 +248,15 @@ static_assert(kLayout == 0 || kLayout == 1, "NCHW or NHWC");
 static_assert(!kNhwc || ((kXVecBytes == 4 || kXVecBytes == 8 || kXVecBytes == 16) &&
                          kCPerGroup * static_cast<int>(sizeof(Element)) % kXVecBytes == 0),
               "spec::kXVecBytes must be 4, 8 or 16 and divide a group's channel run");
-static_assert(!kNhwc || (kBP == 1 && !kStoreWarps && kSub % 2 == 0),
-              "NHWC tiles are a run of kBM pixels, stored from registers, an even number of k steps a stage");
+static_assert(!kNhwc || (kBP == 1 && !kStoreWarps), "NHWC tiles are a run of kBM pixels, stored from registers");
 static_assert(!kPairStores || (kNhwc && kKPerGroup % 2 == 0), "pair stores need an even channel count per group");
+// kQuadStores (16-bit NHWC): two lanes of a quad join their channel pairs (one shuffle), so
+// that each stores four channels, 8 bytes, and a warp's store writes whole 32-byte sectors
+// of 8 pixels (two adjacent k blocks of 8 channels each) instead of half sectors. (f32
+// pairs already fill sectors; joined into 16-byte stores they measured no faster in TF32
+// and slower in 3xTF32: docs/perf.md.)
+static_assert(!kQuadStores || (kPairStores && k16Bit && kKPerGroup % 4 == 0),
+              "quad stores: 16-bit pair stores over whole runs of four channels a group");
 static_assert(kSplitK >= 1 && (kSplitK == 1 || kNhwc) && (kSplitK - 1) * kSliceStages < kStagesTotal,
               "split-K is NHWC's, and every slice has stages");
 #ifdef CONVJIT_WGMMA_SPLIT_K
@@ -264,11 +278,11 @@ static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
 // the other 8 pixels' store fills the sector in L2), where the transpose would read and
 // write y once more. Split-K keeps the transpose (its reduce pass writes pixel-major).
 #ifdef CONVJIT_WGMMA_Y_NCHW
-constexpr bool kYNchw = true;
+enum : bool { kYNchw = true };
 static_assert(kNhwc && kATma && kSplitK == 1 && !kPairStores,
               "NCHW stores: the route's NHWC TMA kernel without split-K, one channel a store");
 #else
-constexpr bool kYNchw = false;
+enum : bool { kYNchw = false };
 #endif
 // A strided transposed problem's receiving phase (CONVJIT_WGMMA_Y_PHASE, the route only):
 // the prologue's problem is the phase's forward twin, its output pixel (p, q) the caller's
@@ -276,22 +290,22 @@ constexpr bool kYNchw = false;
 // kYStrideD + kYPhaseD of kYFullZ such planes); <name>_fill
 // has already written the bias alone everywhere.
 #ifdef CONVJIT_WGMMA_Y_PHASE
-constexpr bool kYPhase = true;
+enum : bool { kYPhase = true };
 static_assert(kYNchw || kSplitK > 1, "a phase's outputs are stored by the route's NCHW stores or its reduce pass");
 #else
-constexpr bool kYPhase = false;
-constexpr int kYPhaseH = 0, kYPhaseW = 0, kYStrideH = 1, kYStrideW = 1, kYFullP = kP, kYFullQ = kQ;
-constexpr int kYPhaseD = 0, kYStrideD = 1, kYFullZ = kZ;
+enum : bool { kYPhase = false };
+enum : int { kYPhaseH = 0, kYPhaseW = 0, kYStrideH = 1, kYStrideW = 1, kYFullP = kP, kYFullQ = kQ };
+enum : int { kYPhaseD = 0, kYStrideD = 1, kYFullZ = kZ };
 #endif
 // A stride-1 transposed convolution runs as the forward one of its flipped, channel-swapped
 // filter (the prologue's problem is that twin, its padding dilation x (kernel - 1) - pad):
 // only the pack knows, reading the forward filter's (k, c, tap) from the caller's
 // transposed w [group's c][k][R-1-r][S-1-s] (C, K/groups, R, S, as PyTorch stores it).
 #ifdef CONVJIT_WGMMA_W_TRANSPOSED
-constexpr bool kWeightsTransposed = true;
+enum : bool { kWeightsTransposed = true };
 static_assert(kWeightsKcrs && !kBMap, "transposed weights: read by the pack, in the NCHW filter's C, K/g, R, S order");
 #else
-constexpr bool kWeightsTransposed = false;
+enum : bool { kWeightsTransposed = false };
 #endif
 
 // --- mbarrier ---
@@ -394,7 +408,7 @@ __device__ __forceinline__ unsigned long long b_descriptor(unsigned smem_byte_ad
 // row; a k step starts its row's 32-byte piece, which the hardware swizzles as TMA did,
 // the stage's B starting on a swizzle atom.
 __device__ __forceinline__ unsigned long long b_descriptor_swizzled(unsigned smem_byte_address) {
-  constexpr unsigned long long kLayout = kARowBytes == 128 ? 1 : 2;  // 128- or 64-byte swizzle
+  constexpr unsigned long long kLayout = kARowBytes == 128 ? 1 : kARowBytes == 64 ? 2 : 3;  // 128-, 64-, 32-byte
   return static_cast<unsigned long long>((smem_byte_address & 0x3FFFF) >> 4) | 1ull << 16 |
          static_cast<unsigned long long>(8 * kARowBytes >> 4) << 32 | kLayout << 62;
 }
@@ -582,10 +596,12 @@ __device__ __forceinline__ void consume_stage(float (&acc)[kMB][kAccum], unsigne
 // j ^ (m % 8); a fragment load reads 8 pixel rows g (m % 8 == g) x 4 words t of one
 // chunk, and the chunks land on 8 distinct 16-byte bank groups. 64 bytes: four chunks,
 // chunk j at j ^ (m / 2 % 4); two rows share a 128-byte line, so the 8 rows' chunks again
-// land on 8 distinct bank groups. Either way the 32 lanes hit 32 banks, and a 16-byte
-// copy stays one chunk. The key is the row's address bits 7 and up, as TMA's swizzle takes.
+// land on 8 distinct bank groups. 32 bytes: two chunks, chunk j at j ^ (m / 4 % 2); four
+// rows share a line, the next four swap their halves. Every way the 32 lanes hit 32 banks,
+// and a 16-byte copy stays one chunk. The key is the row's address bits 7 and up, as
+// TMA's swizzle takes.
 __device__ __forceinline__ unsigned swizzled_byte(int m, int byte) {
-  const int key = kARowBytes == 128 ? m : m >> 1;
+  const int key = m * kARowBytes >> 7;
   return static_cast<unsigned>(m * kARowBytes + ((((byte >> 4) ^ key) & (kARowChunks - 1)) << 4) + (byte & 15));
 }
 
@@ -594,8 +610,8 @@ __device__ __forceinline__ void copy_piece(unsigned dst, const void* src, bool v
   if constexpr (kXVecBytes == 16) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
   } else {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src), "n"(kXVecBytes),
-                 "r"(valid ? kXVecBytes : 0));
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src),
+                 "n"(static_cast<int>(kXVecBytes)), "r"(valid ? kXVecBytes : 0));
   }
 }
 
@@ -623,8 +639,8 @@ __device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, c
 }
 
 // consume_stage for NHWC: the kSub k steps of each of the stage's taps, A sets
-// alternating. kSub is even, so every tap starts on set 0 whatever the stage's `Parity`
-// (consume_stage's, taken so that the two are called alike).
+// alternating over the segment's k steps: a stage of an odd number of them (32-byte rows)
+// starts on the set its `Parity` gives, as consume_stage's taps do.
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
                                                    const Element* a_stage, unsigned b_stage_addr,
@@ -634,7 +650,8 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
     const unsigned* a = reinterpret_cast<const unsigned*>(a_stage + j * kATapElems);
 #pragma unroll
     for (int sub = 0; sub < kSub; ++sub) {
-      const int set = sub & 1;
+      constexpr int kFirstSet = Parity * kTapsPerStage * kSub;
+      const int set = (kFirstSet + j * kSub + sub) & 1;
       const bool first = Fresh && j == 0 && sub == 0;
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
@@ -738,10 +755,10 @@ __device__ __forceinline__ Element packed_value(Element v, int plane) {
 // The packing writes 16-byte rows of a core matrix: kPackRow consecutive k (channels) of
 // one n (output channel), so one thread does a row's index arithmetic once and, in NHWC,
 // reads the row from one contiguous run of w.
-constexpr int kPackRow = 16 / static_cast<int>(sizeof(Element));
-constexpr int kBTapRows = kBTapElems / kPackRow;
+enum : int { kPackRow = 16 / static_cast<int>(sizeof(Element)) };
+enum : int { kBTapRows = kBTapElems / kPackRow };
 static_assert(kBTapElems % kPackRow == 0, "a core matrix is whole 16-byte rows");
-constexpr long long kPackedRows = kPackedElems / kPackRow;
+enum : long long { kPackedRows = kPackedElems / kPackRow };
 using PackIndex = typename device::IndexType<(kPackedRows > 2147483647ll)>::type;
 
 // Where row `row` of the packing reads w: its first element's index in w (its k elements
@@ -865,8 +882,8 @@ struct Segment {
   long long item;
 };
 // (Divisors of 1 where there is no stream-K, so that the arithmetic stays well-defined.)
-constexpr long long kWorkersDiv = kStreamWorkers > 0 ? kStreamWorkers : 1;
-constexpr long long kSharedStagesDiv = kSharedStages > 0 ? kSharedStages : 1;
+enum : long long { kWorkersDiv = kStreamWorkers > 0 ? kStreamWorkers : 1 };
+enum : long long { kSharedStagesDiv = kSharedStages > 0 ? kSharedStages : 1 };
 __device__ __forceinline__ long long stream_begin(long long worker) {
   return kSharedBase + worker * kSharedStages / kWorkersDiv;
 }
@@ -1031,6 +1048,39 @@ __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0
   }
 }
 
+// kQuadStores: this thread's row (h) of an m64 block's accumulators, bias and ReLU applied,
+// rounded, into y at `y_block` (the pixel's first channel of the k block). Over each pair
+// of k blocks j, j + 1, even lanes keep block j and take their odd neighbour's pair of it;
+// odd lanes keep block j + 1 and take their even neighbour's: four channels a lane, one
+// 8-byte store.
+__device__ __forceinline__ void store_quads(Element* y_block, const Element* __restrict__ bias,
+                                            const float (&acc)[kAccum], int h, int group, int kb, int t, bool store) {
+  const bool odd = (t & 1) != 0;
+#pragma unroll
+  for (int j = 0; j < kBN / 8; j += 2) {
+    unsigned bits[2];
+#pragma unroll
+    for (int b = 0; b < 2; ++b) {
+      float v[2];
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int k_out = kb * kBN + (j + b) * 8 + 2 * t + e;
+        v[e] = acc[(j + b) * 4 + h * 2 + e];
+        if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
+        if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+      }
+      bits[b] = static_cast<unsigned>(from_float(v[0])) | static_cast<unsigned>(from_float(v[1])) << 16;
+    }
+    const unsigned got = __shfl_xor_sync(0xffffffffu, odd ? bits[0] : bits[1], 1);
+    const unsigned lo = odd ? got : bits[0];
+    const unsigned hi = odd ? bits[1] : got;
+    const int k_first = odd ? (j + 1) * 8 + 2 * (t - 1) : j * 8 + 2 * t;  // within the k block
+    if (store && kb * kBN + k_first < kKPerGroup) {
+      asm volatile("st.global.v2.b32 [%0], {%1, %2};\n" ::"l"(y_block + k_first), "r"(lo), "r"(hi) : "memory");
+    }
+  }
+}
+
 // Split-K: one slice's fp32 sums of output pixel `pixel`, channels k_out and k_out + 1 of
 // the group, into the partials ([slice][pixel][kK], 16-byte aligned): one 8-byte store
 // where the group's channel count is even.
@@ -1047,7 +1097,7 @@ __device__ __forceinline__ void store_partial_pair(float* partial, int slice, in
 
 // Stream-K: the consumer warpgroups' own barrier (id 1; 0 is __syncthreads's).
 __device__ __forceinline__ void consumers_sync() {
-  asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumerThreads) : "memory");
+  asm volatile("bar.sync 1, %0;\n" ::"n"(static_cast<int>(kConsumerThreads)) : "memory");
 }
 
 // Stream-K, a split item's segment: this block's raw sums to its slot ([register][thread],
@@ -1132,6 +1182,12 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int pixel = sg.tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+        if constexpr (kQuadStores && kSplitK == 1) {
+          // Every lane shuffles, whatever its pixel: the stores alone are predicated.
+          store_quads(y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup + sg.kb * kBN, bias, acc[mb], h,
+                      sg.group, sg.kb, t, pixel < pixels);
+          continue;
+        }
         if (pixel >= pixels) continue;
         if constexpr (kSplitK > 1) {
 #pragma unroll
@@ -1495,8 +1551,8 @@ static_assert(wg::kNhwc && wg::kWeightsKcrs && wg::kATma,
 static_assert(false, "the route is for static batches: its regions and map are sized once");
 #endif
 namespace wg {
-constexpr int kTransposeTile = 32;
-constexpr int kTransposeRows = 256 / kTransposeTile;  // rows of a tile a pass of 256 threads covers
+enum : int { kTransposeTile = 32 };
+enum : int { kTransposeRows = 256 / kTransposeTile };  // rows of a tile a pass of 256 threads covers
 
 // src: kN matrices of kRows x kCols, dst: their transposes. A block takes tiles
 // blockIdx.x, + gridDim.x, ... in (image, tile row, tile column) order. The shared tile

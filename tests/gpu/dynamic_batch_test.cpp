@@ -81,9 +81,12 @@ std::vector<Case> cases() {
                              .bias = true,
                              .dynamic_batch = true};
   const Conv2dDesc pointwise{.n = kMaxBatch, .c = 24, .h = 9, .w = 14, .k = 36, .bias = true, .dynamic_batch = true};
-  // k < 32: on the TMA wgmma kernel where its map reads x (f32 here), mma.sync elsewhere.
+  // k < 32: on the TMA wgmma kernel where its map reads x, mma.sync elsewhere.
   Conv2dDesc narrow = dense;
   narrow.k = 24;
+  // 8 channels: 16 bytes a pixel in 16-bit, less than a 32-byte stage row: mma.sync.
+  Conv2dDesc shallow = dense;
+  shallow.c = 8;
   std::vector<Case> out;
   for (const Mode& m : kModes) {
     for (Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
@@ -94,12 +97,13 @@ std::vector<Case> cases() {
         return d;
       };
       const bool nchw = layout == Layout::kNCHW;
-      // NHWC: 16 and 24 channels fill 64 bytes of a stage row in f32, not in 16-bit.
-      const char* nhwc_gemm = m.dtype == DType::kFloat32 ? "conv2d_wgmma_" : "conv2d_igemm_";
+      // NHWC: 16 and 24 channels fill a 64-byte stage row in f32, a 32-byte one in 16-bit.
+      const char* nhwc_gemm = "conv2d_wgmma_";
       out.push_back({in(dense), Algorithm::kDirect, "conv2d_direct_"});
       out.push_back({in(depthwise), Algorithm::kDirect, "conv2d_depthwise_"});
       out.push_back({in(dense), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : nhwc_gemm});
       if (!nchw) out.push_back({in(narrow), Algorithm::kImplicitGemm, nhwc_gemm});
+      if (!nchw && m.dtype != DType::kFloat32) out.push_back({in(shallow), Algorithm::kImplicitGemm, "conv2d_igemm_"});
       out.push_back({in(dense), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : nhwc_gemm});

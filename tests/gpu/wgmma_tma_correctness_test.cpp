@@ -415,6 +415,108 @@ TEST_F(WgmmaTma, Row64TapsTailsAndKernelBenchLikeShapesMatchFloat64InEveryDtypeA
   }
 }
 
+// 32-byte stage rows and TMA's 32-byte swizzle for channels that fill 32 but not 64 bytes
+// (16-31 halves, 8-15 floats), one k step a tap. FIRST the probe: one tile, one stage of
+// one tap (a 1x1 filter), exactly 32 bytes a pixel, all-positive data too; then a two-row
+// channel tail over padded 3x3 taps, KernelBench 63-like shapes scaled down (three taps a
+// stage by default), 5x9 filters (five taps a stage), dilation, and one tap a stage.
+TEST_F(WgmmaTma, Row32ProbeOneTileOneStageMatchesFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(96);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc d = with_kind({.n = 1, .c = chunk_channels(kind.dtype) / 4, .h = 8, .w = 8, .k = 64}, kind);
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+  }
+}
+
+TEST_F(WgmmaTma, Row32TapsTailsAndKernelBenchLikeShapesMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(97);
+  for (const Kind& kind : kKinds) {
+    const int quarter = chunk_channels(kind.dtype) / 4;
+    expect_correct(rt,
+                   with_kind({.n = 2,
+                              .c = quarter * 3 / 2,
+                              .h = 11,
+                              .w = 13,
+                              .k = 70,
+                              .r = 3,
+                              .s = 3,
+                              .pad_h = 1,
+                              .pad_w = 1,
+                              .bias = true,
+                              .activation = Activation::kRelu},
+                             kind),
+                   rng);
+    expect_correct(rt, with_kind({.n = 2, .c = quarter, .h = 40, .w = 48, .k = 128, .r = 3, .s = 3}, kind), rng);
+    expect_correct(rt, with_kind({.n = 2, .c = quarter, .h = 40, .w = 48, .k = 64, .r = 5, .s = 9}, kind), rng);
+    expect_correct(rt,
+                   with_kind({.n = 1,
+                              .c = quarter,
+                              .h = 30,
+                              .w = 36,
+                              .k = 40,
+                              .r = 5,
+                              .s = 9,
+                              .pad_h = 2,
+                              .pad_w = 4,
+                              .dilation_h = 2,
+                              .dilation_w = 3},
+                             kind),
+                   rng);
+    testing::ScopedEnv one_tap("CONVJIT_WGMMA_TAPS_PER_STAGE", "1");
+    expect_correct(
+        rt, with_kind({.n = 3, .c = quarter, .h = 21, .w = 17, .k = 96, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind),
+        rng);
+  }
+}
+
+// 16-bit outputs four channels a store (two lanes' pairs joined by a shuffle; f32 problems
+// run beside them on their pair stores): a last k block past the group's channels (68 of
+// 128), bias and ReLU, a last tile past the last pixel (whose lanes still shuffle), two
+// channel blocks; then every pointer two elements past a 16-byte boundary, where 16-bit y
+// keeps the pair stores (and x runs the cp.async variant); then a grid of more tiles than
+// SMs.
+TEST_F(WgmmaTma, QuadStoresWithChannelAndPixelTailsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(98);
+  for (const Kind& kind : kKinds) {
+    for (const int k : {68, 200}) {
+      const Conv2dDesc d = with_kind({.n = 3,
+                                      .c = 64,
+                                      .h = 13,
+                                      .w = 11,
+                                      .k = k,
+                                      .r = 3,
+                                      .s = 3,
+                                      .pad_h = 1,
+                                      .pad_w = 1,
+                                      .bias = true,
+                                      .activation = Activation::kRelu},
+                                     kind);
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/false, /*offset=*/2 * size_of(kind.dtype));
+    }
+    // More tiles than SMs (f32 grids this small split their reduction and store partial
+    // sums instead): the stores after stream-K's fix-up, or of whole tiles.
+    expect_correct(rt,
+                   with_kind({.n = 4,
+                              .c = 32,
+                              .h = 97,
+                              .w = 91,
+                              .k = 68,
+                              .r = 3,
+                              .s = 3,
+                              .pad_h = 1,
+                              .pad_w = 1,
+                              .bias = true,
+                              .activation = Activation::kRelu},
+                             kind),
+                   rng);
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

@@ -146,7 +146,7 @@ TEST(TransposedImplicitGemm, SourcesCompileForSm80AndSm90InEveryDtypeAndModeWith
         SCOPED_TRACE(fmt::format("{} {} {}", arch, src.source.kernel_name, src.launch.tile));
         ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
         EXPECT_NE(src.source.kernel_name.find("_tr0x0x1"), std::string::npos);
-        EXPECT_NE(src.source.text.find("constexpr bool kTransposed = true;"), std::string::npos);
+        EXPECT_NE(src.source.text.find("enum : bool { kTransposed = true };"), std::string::npos);
         // W' is packed into 16-byte aligned memory by <name>_pack, which reads w element by
         // element; the forward modules declare no pack kernel.
         EXPECT_EQ(src.launch.needs.w, static_cast<unsigned>(size_of(d.dtype)));
@@ -211,7 +211,7 @@ TEST(TransposedImplicitGemm, ThreeDimensionalSourcesCompileForSm80AndSm90InEvery
           const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch, kFullAlignment);
           SCOPED_TRACE(fmt::format("{} {} {}", arch, src.source.kernel_name, src.launch.tile));
           ASSERT_EQ(src.source.template_name, "conv2d_implicit_gemm_mma.cu");
-          EXPECT_NE(src.source.text.find("constexpr int kT = 3;"), std::string::npos);
+          EXPECT_NE(src.source.text.find("enum : int { kT = 3 };"), std::string::npos);
           EXPECT_EQ(src.launch.geometry.grid_x_per_image,
                     static_cast<std::uint64_t>(d.output_shape().z * d.output_shape().p * d.output_shape().q));
           const auto out = Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(arch));

@@ -65,8 +65,8 @@ TEST(ConvNdIm2colKernel, DepthAndTransposedSourcesCompileForEveryDtypeLayoutAndA
         d.dtype = dtype;
         const Specialization src = specialize(d, Algorithm::kIm2colGemm, "sm_90", kFullAlignment);
         ASSERT_EQ(src.source.template_name, "conv2d_im2col.cu");
-        EXPECT_NE(src.source.text.find(fmt::format("constexpr int kT = {};", d.t)), std::string::npos);
-        EXPECT_NE(src.source.text.find(fmt::format("constexpr bool kTransposed = {};", d.transposed)),
+        EXPECT_NE(src.source.text.find(fmt::format("enum : int {{ kT = {} }};", d.t)), std::string::npos);
+        EXPECT_NE(src.source.text.find(fmt::format("enum : bool {{ kTransposed = {} }};", d.transposed)),
                   std::string::npos);
         for (const char* arch : {"sm_80", "sm_90"}) {
           SCOPED_TRACE(fmt::format("{} {}", d.to_string(), arch));

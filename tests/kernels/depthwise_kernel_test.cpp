@@ -171,7 +171,7 @@ TEST(DepthwiseKernel, OddShapesCompileForEveryDataType) {
 // A constant of the kernel's prologue, e.g. kPlanes.
 int prologue_constant(const Specialization& src, const std::string& name) {
   std::smatch m;
-  const std::regex pattern("constexpr int " + name + " = (-?[0-9]+);");
+  const std::regex pattern("enum : int \\{ " + name + " = (-?[0-9]+) \\};");
   if (!std::regex_search(src.source.text, m, pattern)) return -1;
   return std::stoi(m[1]);
 }

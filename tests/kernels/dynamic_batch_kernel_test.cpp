@@ -102,9 +102,9 @@ TEST(DynamicBatchKernels, SourceForAnotherMaxBatchDiffersOnlyInTheBoundKNAndTheK
     const Specialization large = c.specialize(dynamic(c.desc, 64));
     EXPECT_NE(small.source.kernel_name.find("_ndyn8c"), std::string::npos) << small.source.kernel_name;
     EXPECT_NE(small.source.text.find("#define CONVJIT_DYNAMIC_BATCH 1\n"), std::string::npos);
-    EXPECT_NE(small.source.text.find("constexpr int kN = 8;\n"), std::string::npos);
+    EXPECT_NE(small.source.text.find("enum : int { kN = 8 };\n"), std::string::npos);
     const std::string renamed = replace_all(replace_all(small.source.text, "_ndyn8c", "_ndyn64c"),
-                                            "constexpr int kN = 8;", "constexpr int kN = 64;");
+                                            "enum : int { kN = 8 };", "enum : int { kN = 64 };");
     EXPECT_EQ(renamed, large.source.text);
     // Launch geometry scales with the run's batch the same way for both.
     const LaunchGeometry& g = small.launch.geometry;

@@ -76,7 +76,7 @@ TEST(NhwcImplicitGemmKernel, TheMmaSyncKernelReadsNhwcBeforeHopperAndWgmmaOnHopp
       const Specialization src = specialize(d, Algorithm::kImplicitGemm, arch);
       EXPECT_EQ(src.source.template_name, kMma);
       EXPECT_NE(src.source.kernel_name.find("_nhwc_"), std::string::npos) << src.source.kernel_name;
-      EXPECT_NE(src.source.text.find("constexpr int kLayout = 1;"), std::string::npos);
+      EXPECT_NE(src.source.text.find("enum : int { kLayout = 1 };"), std::string::npos);
       EXPECT_FALSE(src.launch.weight_pack.has_value());
     }
     SCOPED_TRACE(kind_name(kind));
@@ -84,7 +84,7 @@ TEST(NhwcImplicitGemmKernel, TheMmaSyncKernelReadsNhwcBeforeHopperAndWgmmaOnHopp
     EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
     const Specialization hopper = specialize(d, Algorithm::kImplicitGemm, "sm_90");
     EXPECT_EQ(hopper.source.template_name, "conv2d_implicit_gemm_wgmma.cu");
-    EXPECT_NE(hopper.source.text.find("constexpr int kLayout = 1;"), std::string::npos);
+    EXPECT_NE(hopper.source.text.find("enum : int { kLayout = 1 };"), std::string::npos);
     // Its weights packed per call, or (TMA) read through their own map.
     EXPECT_TRUE(hopper.launch.weight_pack.has_value() != hopper.launch.b_map.has_value());
     const Specialization narrow = specialize(odd(kind), Algorithm::kImplicitGemm, "sm_90");
@@ -107,9 +107,9 @@ TEST(NhwcImplicitGemmKernel, CopyWidthsFollowTheChannelCountsAndThePointers) {
   EXPECT_EQ(specialize_implicit_gemm(odd(f16)).launch.needs, (AlignmentNeeds{2, 4, 2, 2}));
   // What the kernel was told and what it reports agree.
   const Specialization src = specialize_implicit_gemm(grouped(f16), {8, 16, 2, 2});
-  EXPECT_NE(src.source.text.find("constexpr int kXVecBytes = 8;"), std::string::npos);
-  EXPECT_NE(src.source.text.find("constexpr int kWVecBytes = 16;"), std::string::npos);
-  EXPECT_NE(src.source.text.find("constexpr int kAlignX = 8;"), std::string::npos);
+  EXPECT_NE(src.source.text.find("enum : int { kXVecBytes = 8 };"), std::string::npos);
+  EXPECT_NE(src.source.text.find("enum : int { kWVecBytes = 16 };"), std::string::npos);
+  EXPECT_NE(src.source.text.find("enum : int { kAlignX = 8 };"), std::string::npos);
 }
 
 // Every kind on sm_80 with the alignments a plan asks for (all 16 bytes; 8; 4; the

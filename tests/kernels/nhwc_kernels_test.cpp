@@ -71,11 +71,11 @@ TEST(NhwcKernels, TheLayoutReachesThePrologueAndTheKernelName) {
       SCOPED_TRACE(fmt::format("{} {}", d.to_string(), to_string(algorithm)));
       const Specialization src = specialize(d, algorithm, "sm_90", kFullAlignment);
       EXPECT_NE(src.source.kernel_name.find("_nhwc_"), std::string::npos) << src.source.kernel_name;
-      EXPECT_NE(src.source.text.find("constexpr int kLayout = 1;"), std::string::npos);
+      EXPECT_NE(src.source.text.find("enum : int { kLayout = 1 };"), std::string::npos);
       Conv2dDesc nchw = d;
       nchw.layout = Layout::kNCHW;
       const Specialization other = specialize(nchw, algorithm, "sm_90", kFullAlignment);
-      EXPECT_NE(other.source.text.find("constexpr int kLayout = 0;"), std::string::npos);
+      EXPECT_NE(other.source.text.find("enum : int { kLayout = 0 };"), std::string::npos);
       EXPECT_NE(other.source.kernel_name, src.source.kernel_name);
     }
   }

@@ -185,11 +185,11 @@ TEST(SharedMemoryLayout, AFewProblemsCompileInFullForSm80AndSm90) {
 // A prologue whose layout constant disagrees with the template's must not compile, and
 // the error must say which constant: proof that the asserts exist and are evaluated.
 void expect_rejected(const Specialization& src, const std::string& name, const std::string& arch) {
-  const std::string line = fmt::format("constexpr int {} = {};", name, constant(src, name));
+  const std::string line = fmt::format("enum : int {{ {} = {} }};", name, constant(src, name));
   const auto at = src.source.text.find(line);
   ASSERT_NE(at, std::string::npos) << line;
   std::string wrong = src.source.text;
-  wrong.replace(at, line.size(), fmt::format("constexpr int {} = {};", name, constant(src, name) + 16));
+  wrong.replace(at, line.size(), fmt::format("enum : int {{ {} = {} }};", name, constant(src, name) + 16));
   try {
     Nvrtc::compile(wrong, src.source.template_name, Nvrtc::options_for(arch));
     ADD_FAILURE() << src.source.kernel_name << " compiled with a wrong " << name;

@@ -64,7 +64,7 @@ TEST(SixteenBitKernels, EveryAlgorithmCompilesUnderNvrtcForF16AndBf16) {
         SCOPED_TRACE(fmt::format("{} / {}", d.to_string(), to_string(algorithm)));
         ASSERT_FALSE(unsupported_reason(d, algorithm).has_value());
         const Specialization src = specialize(d, algorithm);
-        EXPECT_NE(src.source.text.find(fmt::format("constexpr int kDType = {};", dtype == DType::kFloat16 ? 1 : 2)),
+        EXPECT_NE(src.source.text.find(fmt::format("enum : int {{ kDType = {} }};", dtype == DType::kFloat16 ? 1 : 2)),
                   std::string::npos);
         const auto out = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
         EXPECT_FALSE(out.cubin.empty());

@@ -73,9 +73,9 @@ TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbati
   EXPECT_EQ(spec.source.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
   EXPECT_NE(spec.source.text.find("#define CONVJIT_KERNEL_NAME " + spec.source.kernel_name), std::string::npos);
   for (const char* line :
-       {"constexpr int kN = 8;", "constexpr int kC = 64;", "constexpr int kH = 512;", "constexpr int kW = 256;",
-        "constexpr int kK = 128;", "constexpr int kR = 5;", "constexpr int kS = 7;", "constexpr int kP = 508;",
-        "constexpr int kQ = 250;", "constexpr bool kHasBias = false;", "constexpr bool kWideIndex = false;"}) {
+       {"enum : int { kN = 8 };", "enum : int { kC = 64 };", "enum : int { kH = 512 };", "enum : int { kW = 256 };",
+        "enum : int { kK = 128 };", "enum : int { kR = 5 };", "enum : int { kS = 7 };", "enum : int { kP = 508 };",
+        "enum : int { kQ = 250 };", "enum : bool { kHasBias = false };", "enum : bool { kWideIndex = false };"}) {
     EXPECT_NE(spec.source.text.find(line), std::string::npos) << line;
   }
   // The template body follows unchanged.
@@ -86,7 +86,7 @@ TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbati
 TEST(KernelTemplates, HugeTensorsSelectWideIndexing) {
   // 2 x 64 x 8192 x 4096 = 2^32 input elements: over int32.
   const Conv2dDesc d{.n = 2, .c = 64, .h = 8192, .w = 4096, .k = 1, .r = 1, .s = 1};
-  EXPECT_NE(specialize_direct(d).source.text.find("constexpr bool kWideIndex = true;"), std::string::npos);
+  EXPECT_NE(specialize_direct(d).source.text.find("enum : bool { kWideIndex = true };"), std::string::npos);
 }
 
 TEST(KernelTemplates, KernelNamesAreUniquePerProblem) {

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <optional>
 #include <random>
 
 #include "compile/nvrtc.hpp"
@@ -20,6 +21,9 @@ const Conv2dDesc kHeadline{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5
 
 std::string constant(const Specialization& src, const std::string& name) {
   return testing::prologue_constant(src, "int", name);
+}
+std::string prologue_bool(const Specialization& src, const std::string& name) {
+  return testing::prologue_constant(src, "bool", name);
 }
 
 TEST(WgmmaKernel, HopperImplicitGemmCompilesToWgmmaAndBulkCopiesWithoutSpills) {
@@ -90,10 +94,10 @@ TEST(WgmmaKernel, ReasonsNameWhatRulesTheKernelOut) {
 TEST(WgmmaKernel, OnlyShortPatchesStageTheirOutputsForStoreWarps) {
   const Conv2dDesc short_patches{.n = 16, .c = 16, .h = 1024, .w = 1024, .k = 128, .r = 3, .s = 3};
   const auto staged = specialize(short_patches, Algorithm::kImplicitGemm, "sm_90");
-  EXPECT_NE(staged.source.text.find("constexpr bool kStoreWarps = true;"), std::string::npos);
+  EXPECT_NE(staged.source.text.find("enum : bool { kStoreWarps = true };"), std::string::npos);
   EXPECT_TRUE(staged.launch.geometry.persistent);
   const auto direct = specialize(kHeadline, Algorithm::kImplicitGemm, "sm_90");
-  EXPECT_NE(direct.source.text.find("constexpr bool kStoreWarps = false;"), std::string::npos);
+  EXPECT_NE(direct.source.text.find("enum : bool { kStoreWarps = false };"), std::string::npos);
   const auto out = Nvrtc::compile(staged.source.text, staged.source.kernel_name + ".cu",
                                   Nvrtc::options_for(staged.source.compile_arch));
   EXPECT_EQ(parse_ptxas_report(out.log, staged.source.kernel_name).spill_store_bytes, 0) << out.log;
@@ -272,20 +276,60 @@ TEST(WgmmaKernel, WeightMapBoxesAreOneTapsStageRowOfKbnFiltersAndNeedAnAlignedW)
 
 // Channel pairs go out in one store where the group's channel count is even and y's
 // alignment holds a pair; otherwise one store a channel, needing only the element size.
+// (66 filters: even, not whole runs of four, which kQuadStores would take.)
 TEST(WgmmaKernel, NhwcPairStoresNeedAnEvenChannelCountAndTheirAlignment) {
-  const Conv2dDesc even = nhwc({.n = 1, .c = 32, .h = 10, .w = 10, .k = 64, .r = 3, .s = 3});
+  const Conv2dDesc even = nhwc({.n = 1, .c = 32, .h = 10, .w = 10, .k = 66, .r = 3, .s = 3});
   const auto paired = specialize(even, Algorithm::kImplicitGemm, "sm_90");
-  EXPECT_NE(paired.source.text.find("constexpr bool kPairStores = true;"), std::string::npos);
+  EXPECT_NE(paired.source.text.find("enum : bool { kPairStores = true };"), std::string::npos);
   EXPECT_EQ(paired.launch.needs.y, 8u);
   const auto y4 = specialize(even, Algorithm::kImplicitGemm, "sm_90", AlignmentNeeds{16, 16, 16, 4});
-  EXPECT_NE(y4.source.text.find("constexpr bool kPairStores = false;"), std::string::npos);
+  EXPECT_NE(y4.source.text.find("enum : bool { kPairStores = false };"), std::string::npos);
   EXPECT_EQ(y4.launch.needs.y, 4u);
   EXPECT_NE(y4.source.kernel_name, paired.source.kernel_name);  // a variant has a name of its own
   Conv2dDesc odd = even;
   odd.k = 65;
   const auto single = specialize(odd, Algorithm::kImplicitGemm, "sm_90");
-  EXPECT_NE(single.source.text.find("constexpr bool kPairStores = false;"), std::string::npos);
+  EXPECT_NE(single.source.text.find("enum : bool { kPairStores = false };"), std::string::npos);
   EXPECT_EQ(single.launch.needs.y, 4u);
+}
+
+// 16-bit NHWC outputs go out four channels (8 bytes) a store where a group's channels come
+// in whole fours and y is 8-byte aligned; a y at 4 bytes keeps the pair stores, odd groups
+// of pairs too, f32 always (its pairs already fill sectors), and CONVJIT_WGMMA_QUAD_STORES=0
+// turns them off. The kernels compile without spills in both dtypes.
+TEST(WgmmaKernel, SixteenBitNhwcQuadStoresNeedRunsOfFourChannelsAndEightByteAlignment) {
+  // Two whole waves of tiles: neither split-K nor stream-K, whose partial sums store apart.
+  const Conv2dDesc shape{.n = 4, .c = 64, .h = 132, .w = 128, .k = 68, .r = 3, .s = 3, .bias = true};
+  for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    const Conv2dDesc d = nhwc(shape, dtype);
+    const auto quads = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(quads.source.kernel_name);
+    EXPECT_EQ(prologue_bool(quads, "kQuadStores"), "true");
+    EXPECT_EQ(quads.launch.needs.y, 8u);
+    const auto y4 = specialize(d, Algorithm::kImplicitGemm, "sm_90", AlignmentNeeds{16, 16, 16, 4});
+    EXPECT_EQ(prologue_bool(y4, "kQuadStores"), "false");
+    EXPECT_EQ(prologue_bool(y4, "kPairStores"), "true");
+    EXPECT_EQ(y4.launch.needs.y, 4u);
+    Conv2dDesc pairs_only = d;
+    pairs_only.k = 66;
+    EXPECT_EQ(prologue_bool(specialize(pairs_only, Algorithm::kImplicitGemm, "sm_90"), "kQuadStores"), "false");
+    {
+      testing::ScopedEnv off("CONVJIT_WGMMA_QUAD_STORES", "0");
+      EXPECT_EQ(prologue_bool(specialize(d, Algorithm::kImplicitGemm, "sm_90"), "kQuadStores"), "false");
+    }
+    const auto out = Nvrtc::compile(quads.source.text, quads.source.kernel_name + ".cu",
+                                    Nvrtc::options_for(quads.source.compile_arch));
+    EXPECT_NE(out.ptx.find("shfl.sync.bfly.b32"), std::string::npos);
+    EXPECT_NE(out.ptx.find("st.global.v2.b32"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, quads.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+  }
+  for (const MathMode math : {MathMode::kTF32, MathMode::kStrictFp32}) {
+    const auto f32 = specialize(nhwc(shape, DType::kFloat32, math), Algorithm::kImplicitGemm, "sm_90");
+    EXPECT_EQ(prologue_bool(f32, "kQuadStores"), "false");
+    EXPECT_EQ(prologue_bool(f32, "kPairStores"), "true");
+  }
 }
 
 // NHWC tiles are kBM consecutive pixels; a stage is 128 bytes of each pixel and of each
@@ -307,7 +351,7 @@ TEST(WgmmaKernel, NhwcTileStagesAndPackedWeightsFollowTheChannelChunks) {
     EXPECT_EQ(mb, planes == 2 ? 1 : 2);
     EXPECT_EQ(bm, 2 * mb * 64);
     EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), (bm + planes * bn) * 128);
-    EXPECT_NE(src.source.text.find("constexpr bool kStoreWarps = false;"), std::string::npos);
+    EXPECT_NE(src.source.text.find("enum : bool { kStoreWarps = false };"), std::string::npos);
     EXPECT_EQ(std::stoi(constant(src, "kStages")), 4);
     EXPECT_LE(src.launch.geometry.shared_bytes, 227u * 1024);
     const int channels_a_chunk = 128 / static_cast<int>(size_of(dtype));
@@ -587,6 +631,70 @@ TEST(WgmmaKernel, SixtyFourByteRowsSizeStagesMapsAndPackingForThemAndCompileWith
   full.layout = Layout::kNHWC;
   full.dtype = DType::kFloat16;
   EXPECT_EQ(constant(specialize(full, Algorithm::kImplicitGemm, "sm_90"), "kARowBytes"), "128");
+}
+
+// Channels that fill 32 but not 64 bytes a pixel (16-31 halves, 8-15 floats) run the TMA
+// kernel with 32-byte stage rows, one k step a tap, in every dtype and mode: kARowBytes 32,
+// a 32-byte swizzled map of 32-byte boxes, stages of whole swizzle atoms (n32 at least),
+// packed weights, several taps a stage by default (an odd number of k steps a stage), and
+// a clean sm_90a compile: no spills, no serialized wgmmas (which ptxas reports for
+// one-step stages). With CONVJIT_WGMMA_ROW32=0 they stay off the TMA kernel.
+TEST(WgmmaKernel, ThirtyTwoByteRowsSizeStagesMapsAndPackingForThemAndCompileWithoutSpills) {
+  struct Case {
+    DType dtype;
+    MathMode math;
+    int c, k;
+    const char* taps;
+  };
+  const Case cases[] = {{DType::kFloat16, MathMode::kTF32, 16, 128, "3"},
+                        {DType::kBFloat16, MathMode::kTF32, 24, 16, "3"},
+                        {DType::kFloat32, MathMode::kTF32, 8, 64, "3"},
+                        {DType::kFloat32, MathMode::kStrictFp32, 12, 40, "1"},
+                        {DType::kFloat16, MathMode::kTF32, 16, 128, nullptr}};
+  for (const Case& c : cases) {
+    Conv2dDesc d{.n = 2, .c = c.c, .h = 17, .w = 19, .k = c.k, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+    d.layout = Layout::kNHWC;
+    d.dtype = c.dtype;
+    d.math = c.math;
+    const int e = static_cast<int>(size_of(c.dtype));
+    // nullptr: the default, three of the 3x3 filter's taps a stage (the largest divisor
+    // up to 8 whose stages fit three deep).
+    std::optional<testing::ScopedEnv> taps;
+    if (c.taps != nullptr) taps.emplace("CONVJIT_WGMMA_TAPS_PER_STAGE", c.taps);
+    {
+      testing::ScopedEnv off("CONVJIT_WGMMA_ROW32", "0");
+      const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+      EXPECT_FALSE(src.source.kernel_name.ends_with("_tma")) << "a quarter of a 128-byte row stays off the TMA kernel";
+    }
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    SCOPED_TRACE(src.source.kernel_name);
+    ASSERT_TRUE(src.source.kernel_name.ends_with("_tma"));
+    EXPECT_EQ(constant(src, "kARowBytes"), "32");
+    ASSERT_TRUE(src.launch.a_map.has_value());
+    EXPECT_EQ(src.launch.a_map->swizzle_bytes, 32u);
+    EXPECT_EQ(src.launch.a_map->channels_per_pixel, static_cast<unsigned>(32 / e));
+    const int planes = c.math == MathMode::kStrictFp32 && c.dtype == DType::kFloat32 ? 2 : 1;
+    const int bm = 2 * std::stoi(constant(src, "kMB")) * 64;
+    const int bn = std::stoi(constant(src, "kBN"));
+    EXPECT_GE(bn, 32);
+    const int per_stage = std::stoi(constant(src, "kTapsPerStage"));
+    EXPECT_EQ(per_stage, c.taps != nullptr ? std::stoi(c.taps) : 3);
+    EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), per_stage * (bm + planes * bn) * 32);
+    EXPECT_EQ(std::stoi(constant(src, "kStageBytes")) % 1024, 0);
+    ASSERT_TRUE(src.launch.weight_pack.has_value());
+    EXPECT_FALSE(src.launch.b_map.has_value());
+    const int k_blocks = (c.k + bn - 1) / bn;
+    const int chunks = (c.c * e + 31) / 32;  // 48 bytes: two rows, the second half zeros
+    EXPECT_EQ(src.launch.weight_pack->packed_bytes,
+              static_cast<std::uint64_t>(k_blocks) * chunks * 9 * planes * bn * 32);
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+  }
 }
 
 }  // namespace

@@ -334,9 +334,17 @@ TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
   EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
   const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
   EXPECT_TRUE(is_tma(src)) << src.source.kernel_name;
-  // Channels that fill less than a 64-byte stage row still go to mma.sync.
+  // Channels that fill a 32-byte stage row take the TMA kernel with 32-byte rows; fewer
+  // (or CONVJIT_WGMMA_ROW32=0, which leaves 16 halves to a quarter of a 128-byte row) still
+  // go to mma.sync.
   Conv2dDesc narrow = d;
   narrow.c = 16;
+  EXPECT_TRUE(nhwc_prefers_wgmma(narrow, "sm_90"));
+  {
+    ScopedEnv env("CONVJIT_WGMMA_ROW32", "0");
+    EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
+  }
+  narrow.c = 8;
   EXPECT_FALSE(nhwc_prefers_wgmma(narrow, "sm_90"));
 }
 

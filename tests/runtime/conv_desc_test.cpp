@@ -205,9 +205,9 @@ TEST(ConvDesc, DepthAndStrideOneTransposedProblemsRunOnDirectIm2colAndImplicitGe
     // kAuto falls back to the direct kernel, whose source carries the depth and the map.
     const auto source = specialize(d, Algorithm::kDirect, "sm_90", kFullAlignment).source;
     EXPECT_EQ(source.template_name, "conv2d_direct.cu");
-    EXPECT_NE(source.text.find(fmt::format("constexpr bool kTransposed = {};", d.transposed ? "true" : "false")),
+    EXPECT_NE(source.text.find(fmt::format("enum : bool {{ kTransposed = {} }};", d.transposed ? "true" : "false")),
               std::string::npos);
-    EXPECT_NE(source.text.find(fmt::format("constexpr int kZ = {};", d.output_shape().z)), std::string::npos);
+    EXPECT_NE(source.text.find(fmt::format("enum : int {{ kZ = {} }};", d.output_shape().z)), std::string::npos);
   }
 }
 

@@ -112,7 +112,7 @@ TEST(RuntimeCpu, PtxAndSourceWithArchNeedNoGpu) {
   testing::TempDir dir;
   Runtime rt(options_in(dir));
   const std::string source = rt.source(kDescs[0], "sm_90");
-  EXPECT_NE(source.find("constexpr int kC = 3;"), std::string::npos);
+  EXPECT_NE(source.find("enum : int { kC = 3 };"), std::string::npos);
   const std::string ptx = rt.ptx(kDescs[0], "sm_90");
   EXPECT_NE(ptx.find(".target sm_90"), std::string::npos);
   const auto info = rt.inspect(kDescs[0], "sm_90");

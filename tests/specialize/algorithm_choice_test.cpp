@@ -74,11 +74,20 @@ TEST(AlgorithmChoice, HalfAChunkOfChannelsGoesToTheTmaKernelInSixtyFourByteRowsW
       EXPECT_TRUE(nhwc_prefers_wgmma(d, "sm_90"));
     }
     testing::ScopedEnv partial("CONVJIT_WGMMA_PARTIAL_CHUNKS", "1");
-    // A quarter of a chunk, two groups (the map's fill stops at C, not at a group's end),
-    // or an x the map cannot take: mma.sync still.
+    // A quarter of a chunk takes 32-byte rows (CONVJIT_WGMMA_ROW32=0: mma.sync); an
+    // eighth, two groups (the map's fill stops at C, not at a group's end), or an x the map
+    // cannot take: mma.sync still.
     Conv2dDesc quarter = d;
     quarter.c /= 2;
-    EXPECT_FALSE(nhwc_prefers_wgmma(quarter, "sm_90"));
+    EXPECT_TRUE(nhwc_prefers_wgmma(quarter, "sm_90"));
+    EXPECT_EQ(wgmma_stage_channels(quarter), quarter.c);
+    {
+      testing::ScopedEnv rows64("CONVJIT_WGMMA_ROW32", "0");
+      EXPECT_FALSE(nhwc_prefers_wgmma(quarter, "sm_90"));
+    }
+    Conv2dDesc eighth = d;
+    eighth.c /= 4;
+    EXPECT_FALSE(nhwc_prefers_wgmma(eighth, "sm_90"));
     Conv2dDesc grouped = d;
     grouped.c *= 2;
     grouped.k *= 2;

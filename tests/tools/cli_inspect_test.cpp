@@ -76,7 +76,7 @@ TEST_F(CliTest, InspectNhwcShowsTheLayoutInTheProblemKernelAndSourceForEachAlgor
     ASSERT_EQ(r.exit_code, 0) << algorithm << "\n" << r.out << r.err;
     EXPECT_TRUE(contains(r.out, "layout=nhwc")) << r.out.substr(0, 2000);
     EXPECT_TRUE(contains(r.out, "_nhwc_")) << r.out.substr(0, 2000);
-    EXPECT_TRUE(contains(r.out, "constexpr int kLayout = 1;")) << r.out.substr(0, 4000);
+    EXPECT_TRUE(contains(r.out, "enum : int { kLayout = 1 };")) << r.out.substr(0, 4000);
   }
   const auto depthwise = cli({"inspect", std::string(kSmallB) + " layout=nhwc", "--arch", "sm_80", "--ptx"});
   ASSERT_EQ(depthwise.exit_code, 0) << depthwise.err;

@@ -27,6 +27,13 @@ CUtensorMapDataType tensor_map_type(DType dtype) {
 
 // The kernel's x map for one run: the specializer's values with this run's x and batch
 // (images past it are then out of bounds, read as zeros, as a static plan's tail is).
+// A stage row's bytes as the map's swizzle span.
+CUtensorMapSwizzle swizzle_of(unsigned row_bytes) {
+  return row_bytes == 32   ? CU_TENSOR_MAP_SWIZZLE_32B
+         : row_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                           : CU_TENSOR_MAP_SWIZZLE_128B;
+}
+
 Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch) {
   Im2colMapArgs a;
   a.dtype = tensor_map_type(m.dtype);
@@ -40,7 +47,7 @@ Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch
     a.upper[i] = m.upper[i];
   }
   a.channels_per_pixel = m.channels_per_pixel;
-  a.swizzle = m.swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
+  a.swizzle = swizzle_of(m.swizzle_bytes);
   a.pixels_per_column = m.pixels_per_column;
   for (int i = 0; i < m.rank; ++i) a.element_strides[i] = m.element_strides[i];
   return a;
@@ -56,7 +63,7 @@ TiledMapArgs tiled_map_args(const TiledTensorMap& m, const void* w) {
     a.box[i] = m.box[i];
   }
   for (int i = 0; i < 2; ++i) a.strides[i] = m.strides[i];
-  a.swizzle = m.swizzle_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_128B;
+  a.swizzle = swizzle_of(m.swizzle_bytes);
   // Every block reads each filter's rows; wider promotion fetches the next tap's run,
   // which the next stages read.
   a.l2_promotion = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;

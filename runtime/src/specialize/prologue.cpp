@@ -15,17 +15,17 @@ Prologue& Prologue::define(std::string_view macro) {
 }
 
 Prologue& Prologue::constant(std::string_view name, int value) {
-  fmt::format_to(std::back_inserter(constants_), "constexpr int {} = {};\n", name, value);
+  fmt::format_to(std::back_inserter(constants_), "enum : int {{ {} = {} }};\n", name, value);
   return *this;
 }
 
 Prologue& Prologue::constant(std::string_view name, long long value) {
-  fmt::format_to(std::back_inserter(constants_), "constexpr long long {} = {};\n", name, value);
+  fmt::format_to(std::back_inserter(constants_), "enum : long long {{ {} = {} }};\n", name, value);
   return *this;
 }
 
 Prologue& Prologue::constant(std::string_view name, bool value) {
-  fmt::format_to(std::back_inserter(constants_), "constexpr bool {} = {};\n", name, value ? "true" : "false");
+  fmt::format_to(std::back_inserter(constants_), "enum : bool {{ {} = {} }};\n", name, value ? "true" : "false");
   return *this;
 }
 
@@ -83,7 +83,7 @@ Prologue& Prologue::dtype(DType dtype) {
       code = 2;
       break;
   }
-  fmt::format_to(std::back_inserter(constants_), "constexpr int kDType = {};  // {} (0 f32, 1 f16, 2 bf16)\n", code,
+  fmt::format_to(std::back_inserter(constants_), "enum : int {{ kDType = {} }};  // {} (0 f32, 1 f16, 2 bf16)\n", code,
                  to_string(dtype));
   return *this;
 }
@@ -91,7 +91,7 @@ Prologue& Prologue::dtype(DType dtype) {
 Prologue& Prologue::layout(Layout layout) {
   // Spelled out, as the dtype's code is.
   const int code = layout == Layout::kNHWC ? 1 : 0;
-  fmt::format_to(std::back_inserter(constants_), "constexpr int kLayout = {};  // {} (0 nchw, 1 nhwc)\n", code,
+  fmt::format_to(std::back_inserter(constants_), "enum : int {{ kLayout = {} }};  // {} (0 nchw, 1 nhwc)\n", code,
                  to_string(layout));
   return *this;
 }

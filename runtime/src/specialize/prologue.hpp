@@ -1,6 +1,10 @@
 #pragma once
-// Builds the constexpr prologue that fixes a template's values. One literal
-// printer per value type, so every template spells its constants the same way.
+// Builds the prologue that fixes a template's values. One literal printer per value
+// type, so every template spells its constants the same way. They are enumerators
+// (`enum : int { kN = 8 };`), not constexpr variables: NVRTC emits every namespace-scope
+// variable as a device global, used or not, and the driver's module load pays for each
+// (a wgmma kernel's 119: 0.5 ms of its 0.6; docs/perf.md, "Module load: the globals").
+// The templates declare their own derived constants the same way.
 
 #include <cstdint>
 #include <string>

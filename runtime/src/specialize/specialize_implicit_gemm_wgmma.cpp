@@ -77,12 +77,21 @@ bool row64_enabled() {
   const char* env = std::getenv("CONVJIT_WGMMA_ROW64");
   return env == nullptr || std::string_view(env) != "0";
 }
+// The same for channels that fill 32 but not 64 bytes (16 to 31 halves, 8 to 15 floats):
+// 32-byte rows, one k step a tap, where 64-byte ones were half zeros. NOTE:
+// CONVJIT_WGMMA_ROW32=0 keeps them on the wider rows, for timing runs of both.
+bool row32_enabled() {
+  const char* env = std::getenv("CONVJIT_WGMMA_ROW32");
+  return env == nullptr || std::string_view(env) != "0";
+}
 
 // Bytes of a pixel's channel run a stage holds (the template's kARowBytes): 128, or 64
-// where the group's channels fill 64 but not 128 bytes (unless CONVJIT_WGMMA_ROW64=0).
+// or 32 where a one-group problem's channels fill no more (unless turned off above).
 int a_row_bytes(const Conv2dDesc& d) {
   const int run = d.c / d.groups * static_cast<int>(size_of(d.dtype));
-  return nhwc(d) && d.groups == 1 && run >= 64 && run < 128 && row64_enabled() ? 64 : 128;
+  if (!nhwc(d) || d.groups != 1 || run >= 128 || !row64_enabled()) return 128;
+  if (run >= 64) return 64;
+  return run >= 32 && row32_enabled() ? 32 : 128;
 }
 
 // Channels of one tap a stage reduces (the template's kStageC): one k step in NCHW, a
@@ -228,9 +237,12 @@ bool paired_partials() {
 // issued and waited for) are paid once for several taps: the narrow-channel problems'
 // one-tap stages are bound by them (docs/perf.md, "n16 and n32 tiles"). Changes the
 // source, so the cache key.
-int taps_per_stage_requested() {
+// 32-byte stage rows (one k step a tap) take up to 8 by default: a one-step stage's fixed
+// costs are four times a 128-byte row's share of its work, and with one step a stage
+// ptxas serializes the wgmmas (the register sets' reuse across stages defeats its check).
+int taps_per_stage_requested(int row_bytes) {
   const char* env = std::getenv("CONVJIT_WGMMA_TAPS_PER_STAGE");
-  if (env == nullptr || *env == '\0') return 1;
+  if (env == nullptr || *env == '\0') return row_bytes == 32 ? 8 : 1;
   int n = 0;
   if (std::sscanf(env, "%d", &n) != 1 || n < 1 || n > 8) {
     fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_TAPS_PER_STAGE: expected 1 to 8, got '{}'", env);
@@ -249,6 +261,8 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   // filters only multiplies and copies zeros (KernelBench 58, 16 filters: a quarter of n64
   // used). The NCHW kernel's store warps take n64 and n128 only.
   t.bn = k_per_group > 64 ? 128 : !nhwc(d) || k_per_group > 32 ? 64 : k_per_group > 16 ? 32 : 16;
+  // A 32-byte row's n16 weights (512 bytes) would leave the stages off the swizzle atoms.
+  if (a_row_bytes(d) == 32) t.bn = std::max(t.bn, 32);
   // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
   // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
   // so they get twice the pixels). 3xTF32 keeps a partial set beside the running one.
@@ -276,7 +290,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
     }
   }
   if (nhwc(d) && tma) {
-    for (int n = std::min(taps_per_stage_requested(), taps(d)); n > 1; --n) {
+    for (int n = std::min(taps_per_stage_requested(a_row_bytes(d)), taps(d)); n > 1; --n) {
       if (taps(d) % n != 0) continue;
       WgmmaTile several = t;
       several.taps_per_stage = n;
@@ -347,6 +361,17 @@ int x_copy_bytes(const Conv2dDesc& d, unsigned align_x) {
 // count is even (every pair starts on an even channel) and y's alignment holds a pair.
 bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
   return nhwc(d) && (d.k / d.groups) % 2 == 0 && align_y >= 2 * size_of(d.dtype);
+}
+
+// 16-bit NHWC: two lanes' pairs joined into one 8-byte store of four channels (the
+// template's kQuadStores), so that a warp's store writes whole sectors: 1.1-1.7x on 16-bit
+// NHWC tiles whose stores are a large share (docs/perf.md); needs whole runs of four
+// channels a group and y 8-byte aligned. NOTE: CONVJIT_WGMMA_QUAD_STORES=0 keeps the pair
+// stores, for timing runs of both (changes the source, so the cache key).
+bool quad_stores(const Conv2dDesc& d, unsigned align_y) {
+  const char* env = std::getenv("CONVJIT_WGMMA_QUAD_STORES");
+  if (env != nullptr && std::string_view(env) == "0") return false;
+  return pair_stores(d, align_y) && sixteen_bit(d) && (d.k / d.groups) % 4 == 0 && align_y >= 8;
 }
 
 // x through the map: C, W, H, N innermost first; the box's corners put the traversal on
@@ -649,6 +674,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   }
   // NHWC channel pairs in one store where y's alignment allows; never into NCHW y.
   const bool pairs = !y_nchw && pair_stores(d, align.y);
+  const bool quads = pairs && quad_stores(d, align.y);
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -664,9 +690,13 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                          : "TF32",
       !nhwc(d) ? std::string()
       : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "",
-                          pairs ? ", channel-pair stores" : "")
+                          quads   ? ", four-channel stores"
+                             : pairs ? ", channel-pair stores"
+                                     : "")
                : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
-                          pairs ? ", channel-pair stores" : ""),
+                          quads   ? ", four-channel stores"
+                             : pairs ? ", channel-pair stores"
+                                     : ""),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
           ? fmt::format(", stream-K: {} blocks, {} whole items, then {} items' stages shared", tile->stream_workers,
@@ -692,10 +722,10 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // x in 4-byte copies (NCHW: pixel pairs for 16-bit data; NHWC: pieces of kXVecBytes);
   // the weights are read by the pack kernel, one element at a time, or (kBMap) by the
   // main kernel's tiled map, which needs w 16-byte aligned; bias one element at a time,
-  // outputs too or (NHWC) in channel pairs.
+  // outputs too or (NHWC) in channel pairs, or (16-bit) runs of four.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
-  src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, pairs ? 2 * e : e};
+  src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, quads ? 8u : pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
   if (via) src.launch.needs = {e, e, e, e};
@@ -730,6 +760,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kStoreWarps", tile->store_warps)
                         .constant("kXVecBytes", x_vec)
                         .constant("kPairStores", pairs)
+                        .constant("kQuadStores", quads)
                         .constant("kSplitK", tile->slices)
                         .constant("kStreamK", tile->stream_workers > 0)
                         .constant("kStreamWorkers", tile->stream_workers)

@@ -125,7 +125,7 @@ struct Im2colTensorMap {
   int lower[3] = {};
   int upper[3] = {};
   unsigned channels_per_pixel = 0;   // one stage's channel chunk: swizzle_bytes of them
-  unsigned swizzle_bytes = 128;      // the map's swizzle span: a stage's pixel row, 128 or 64 bytes
+  unsigned swizzle_bytes = 128;      // the map's swizzle span: a stage's pixel row, 128, 64 or 32 bytes
   unsigned pixels_per_column = 0;    // a tile's pixels
   unsigned element_strides[5] = {};  // 1, stride_w, stride_h, [stride_d,] 1
 };
