@@ -56,6 +56,44 @@ TEST_F(FirstTierLaunch, AColdCallRunsTheGenericKernelWhileItsKernelCompilesThenT
   EXPECT_EQ(s.compiles, 1u);
 }
 
+// On by default: a Runtime whose options leave it empty serves a cold call from the tier
+// unless CONVJIT_FIRST_TIER is 0 (the test programs set it so for every other test:
+// support/first_tier_off.cpp); an explicit option wins over the variable.
+TEST_F(FirstTierLaunch, IsOnByDefaultAndOffWithTheVariableAtZeroOrTheOption) {
+  Operands ops(kProblem);
+  {
+    testing::ScopedEnv unset("CONVJIT_FIRST_TIER", nullptr);
+    Runtime rt(options());
+    rt.conv2d(kProblem, ops.args());
+    EXPECT_EQ(rt.stats().first_tier_runs, 1u);
+    rt.wait_for_compiles();
+  }
+  {
+    testing::ScopedEnv off("CONVJIT_FIRST_TIER", "0");
+    RuntimeOptions o = options();
+    o.cache_dir = o.cache_dir / "off";
+    Runtime rt(o);
+    rt.conv2d(kProblem, ops.args());
+    EXPECT_EQ(rt.stats().first_tier_runs, 0u);
+    EXPECT_EQ(rt.stats().compiles, 1u);
+    o.cache_dir = o.cache_dir / "forced";
+    o.first_tier = true;
+    Runtime forced(o);
+    forced.conv2d(kProblem, ops.args());
+    EXPECT_EQ(forced.stats().first_tier_runs, 1u);
+    forced.wait_for_compiles();
+  }
+  {
+    testing::ScopedEnv on("CONVJIT_FIRST_TIER", "1");
+    RuntimeOptions o = options();
+    o.cache_dir = o.cache_dir / "option_off";
+    o.first_tier = false;
+    Runtime rt(o);
+    rt.conv2d(kProblem, ops.args());
+    EXPECT_EQ(rt.stats().first_tier_runs, 0u);
+  }
+}
+
 TEST_F(FirstTierLaunch, GroupsOfFewFiltersTakeTheNarrowTileAndSixteenBitDataItsOwnEntryPoint) {
   Runtime rt(tier_options());
   const Conv2dDesc depthwise{.n = 1,

@@ -84,7 +84,10 @@ struct RuntimeOptions {
   // instead of a compile (about a second for the tensor-core kernels). Only
   // Runtime::conv2d: plans and inspect compile as they always do; a call on a capturing
   // stream, with packed weights, or under autotuning waits for its kernel, as do
-  // problems whose generic run would take longer than a compile. Empty: CONVJIT_FIRST_TIER=1.
+  // problems whose generic run would take longer than a compile. On by default: the first
+  // calls' results are within every math mode's tolerance, but not bit for bit the
+  // specialized kernel's (false, or CONVJIT_FIRST_TIER=0, for first calls that are).
+  // Empty: CONVJIT_FIRST_TIER (0 turns it off), else on.
   std::optional<bool> first_tier;
 };
 
