@@ -577,6 +577,37 @@ TEST(WgmmaKernel, NhwcReasonsNameWhatRulesTheKernelOut) {
 namespace convjit {
 namespace {
 
+// The narrow-row kernels' common checks: the TMA kernel with `row` bytes a stage row, its
+// map boxes of that many bytes swizzled by as many, and the same switch (`off`) keeping the
+// problem off it; then a clean sm_90a compile through the im2col map (no spills, no
+// serialized wgmmas).
+Specialization expect_tma_rows(const Conv2dDesc& d, int row, const char* off) {
+  {
+    testing::ScopedEnv rows(off, "0");
+    EXPECT_FALSE(specialize(d, Algorithm::kImplicitGemm, "sm_90").source.kernel_name.ends_with("_tma"))
+        << off << "=0 keeps the problem off the TMA kernel";
+  }
+  auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+  EXPECT_TRUE(src.source.kernel_name.ends_with("_tma")) << src.source.kernel_name;
+  EXPECT_EQ(constant(src, "kARowBytes"), std::to_string(row));
+  EXPECT_TRUE(src.launch.a_map.has_value());
+  if (src.launch.a_map) {
+    EXPECT_EQ(src.launch.a_map->swizzle_bytes, static_cast<unsigned>(row));
+    EXPECT_EQ(src.launch.a_map->channels_per_pixel, static_cast<unsigned>(row / static_cast<int>(size_of(d.dtype))));
+  }
+  return src;
+}
+
+void expect_clean_tma_compile(const Specialization& src) {
+  const auto out =
+      Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+  EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col"), std::string::npos);
+  const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+  EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+  EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+  EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+}
+
 // A one-group NHWC problem whose channels fill 64 but not 128 bytes a pixel runs the TMA
 // kernel with 64-byte stage rows (no zero half), in every dtype and mode: kARowBytes 64,
 // a 64-byte swizzled map of 64-byte boxes, stages and packed weights sized for 64-byte
@@ -598,18 +629,8 @@ TEST(WgmmaKernel, SixtyFourByteRowsSizeStagesMapsAndPackingForThemAndCompileWith
     d.dtype = c.dtype;
     d.math = c.math;
     const int e = static_cast<int>(size_of(c.dtype));
-    {
-      testing::ScopedEnv off("CONVJIT_WGMMA_ROW64", "0");
-      const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
-      EXPECT_FALSE(src.source.kernel_name.ends_with("_tma")) << "half a 128-byte row stays off the TMA kernel";
-    }
-    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    const auto src = expect_tma_rows(d, 64, "CONVJIT_WGMMA_ROW64");
     SCOPED_TRACE(src.source.kernel_name);
-    ASSERT_TRUE(src.source.kernel_name.ends_with("_tma"));
-    EXPECT_EQ(constant(src, "kARowBytes"), "64");
-    ASSERT_TRUE(src.launch.a_map.has_value());
-    EXPECT_EQ(src.launch.a_map->swizzle_bytes, 64u);
-    EXPECT_EQ(src.launch.a_map->channels_per_pixel, static_cast<unsigned>(64 / e));
     const int planes = c.math == MathMode::kStrictFp32 && c.dtype == DType::kFloat32 ? 2 : 1;
     const int bm = 2 * std::stoi(constant(src, "kMB")) * 64;
     EXPECT_EQ(std::stoi(constant(src, "kStageBytes")), (bm + planes * 64) * 64);
@@ -618,13 +639,7 @@ TEST(WgmmaKernel, SixtyFourByteRowsSizeStagesMapsAndPackingForThemAndCompileWith
     ASSERT_TRUE(src.launch.weight_pack.has_value());
     EXPECT_FALSE(src.launch.b_map.has_value());
     EXPECT_EQ(src.launch.weight_pack->packed_bytes, static_cast<std::uint64_t>(chunks) * 9 * planes * 64 * 64);
-    const auto out =
-        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
-    EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col"), std::string::npos);
-    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
-    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
-    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
-    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    expect_clean_tma_compile(src);
   }
   // Channels that fill 128 bytes keep 128-byte rows.
   Conv2dDesc full{.n = 2, .c = 64, .h = 17, .w = 19, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
@@ -661,18 +676,8 @@ TEST(WgmmaKernel, ThirtyTwoByteRowsSizeStagesMapsAndPackingForThemAndCompileWith
     // up to 8 whose stages fit three deep).
     std::optional<testing::ScopedEnv> taps;
     if (c.taps != nullptr) taps.emplace("CONVJIT_WGMMA_TAPS_PER_STAGE", c.taps);
-    {
-      testing::ScopedEnv off("CONVJIT_WGMMA_ROW32", "0");
-      const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
-      EXPECT_FALSE(src.source.kernel_name.ends_with("_tma")) << "a quarter of a 128-byte row stays off the TMA kernel";
-    }
-    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    const auto src = expect_tma_rows(d, 32, "CONVJIT_WGMMA_ROW32");
     SCOPED_TRACE(src.source.kernel_name);
-    ASSERT_TRUE(src.source.kernel_name.ends_with("_tma"));
-    EXPECT_EQ(constant(src, "kARowBytes"), "32");
-    ASSERT_TRUE(src.launch.a_map.has_value());
-    EXPECT_EQ(src.launch.a_map->swizzle_bytes, 32u);
-    EXPECT_EQ(src.launch.a_map->channels_per_pixel, static_cast<unsigned>(32 / e));
     const int planes = c.math == MathMode::kStrictFp32 && c.dtype == DType::kFloat32 ? 2 : 1;
     const int bm = 2 * std::stoi(constant(src, "kMB")) * 64;
     const int bn = std::stoi(constant(src, "kBN"));
@@ -687,13 +692,7 @@ TEST(WgmmaKernel, ThirtyTwoByteRowsSizeStagesMapsAndPackingForThemAndCompileWith
     const int chunks = (c.c * e + 31) / 32;  // 48 bytes: two rows, the second half zeros
     EXPECT_EQ(src.launch.weight_pack->packed_bytes,
               static_cast<std::uint64_t>(k_blocks) * chunks * 9 * planes * bn * 32);
-    const auto out =
-        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
-    EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.4d.shared::cluster.global.im2col"), std::string::npos);
-    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
-    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
-    EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
-    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    expect_clean_tma_compile(src);
   }
 }
 
