@@ -102,7 +102,7 @@ int stage_channels(const Conv2dDesc& d) {
 int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1; }
 
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
-  // NHWC: a pixel row (128 or 64 bytes) of each of the kBM pixels, and as many bytes of
+  // NHWC: a pixel row (128, 64 or 32 bytes) of each of the kBM pixels, and as many bytes of
   // each of the kBN output channels per weight plane.
   if (nhwc(d)) return t.taps_per_stage * (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * a_row_bytes(d);
   const bool half = sixteen_bit(d);
@@ -327,7 +327,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
                       : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // Per output channel, tap and plane: a chunk's channels (32 bytes in NCHW for every
-  // data type, 8 floats or 16 halves; a pixel row's, 128 or 64 bytes, in NHWC).
+  // data type, 8 floats or 16 halves; a pixel row's, 128, 64 or 32 bytes, in NHWC).
   t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * static_cast<std::uint64_t>(taps(d)) *
                    (t.split == 3 ? 2 : 1) * t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
   t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
