@@ -237,3 +237,34 @@ TEST(AlgorithmChoice, StridedTransposedGoesToIm2colOnlyWhereItsColumnsAreReused)
 
 }  // namespace
 }  // namespace convjit
+
+namespace convjit {
+namespace {
+
+// Strict 1x1 problems in NCHW: the NCHW wgmma kernel ran 0.8-4.1x over its model where its
+// patches span several rows (narrow images) and 0.86x where a patch is one row (docs/perf.md,
+// "Strict pointwise layers in NCHW"). So ResNet's 64-to-256 expansion at 56x56 (measured
+// 0.116 ms there, 0.058 on im2col, 0.047 through the route) leaves the NCHW kernel, while
+// KernelBench 87 and 86's pointwise half (1024- and 512-wide, one-row patches: 5.74 and 1.45
+// ms, ahead of im2col) keep it. TF32 pointwise problems go to cuBLAS as before.
+TEST(AlgorithmChoice, StrictPointwiseNchwLeavesTheNchwKernelOnlyWhereItsPatchesSpanSeveralRows) {
+  const auto strict = [](Conv2dDesc d) {
+    d.math = MathMode::kStrictFp32;
+    return d;
+  };
+  const Conv2dDesc narrow = strict({.n = 16, .c = 64, .h = 56, .w = 56, .k = 256});
+  EXPECT_NE(resolve_algorithm(narrow, Algorithm::kAuto, "sm_90"), Algorithm::kImplicitGemm);
+  EXPECT_GT(predicted_nchw_wgmma_copy_ms(narrow, "sm_90"), predicted_nchw_via_nhwc_ms(narrow, "sm_90"));
+  for (const Conv2dDesc& wide : {strict({.n = 16, .c = 64, .h = 1024, .w = 1024, .k = 128}),
+                                 strict({.n = 16, .c = 64, .h = 512, .w = 512, .k = 128})}) {
+    SCOPED_TRACE(wide.to_string());
+    EXPECT_EQ(resolve_algorithm(wide, Algorithm::kAuto, "sm_90"), Algorithm::kImplicitGemm);
+    EXPECT_FALSE(nchw_takes_route(wide, "sm_90"));
+  }
+  Conv2dDesc tf32 = narrow;
+  tf32.math = MathMode::kTF32;
+  EXPECT_EQ(resolve_algorithm(tf32, Algorithm::kAuto, "sm_90"), Algorithm::kIm2colGemm);
+}
+
+}  // namespace
+}  // namespace convjit

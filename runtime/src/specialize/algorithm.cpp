@@ -226,13 +226,18 @@ constexpr double kStrictStageFloorUs = 1.4;
 // K,C/g,R,S pack's, the route's extra launches; the NCHW stage copy's fixed part, per row
 // segment and per kilobyte (a least-squares fit), its share on 1x1 stages (no halo); the
 // pipeline's fill in stages; im2col's measured time over its model on 3x3 and wider
-// NCHW problems in TF32 and 16-bit.
+// NCHW problems in TF32 and 16-bit; the NCHW kernel's measured time over this model on 1x1
+// problems in 3xTF32 (the only math whose pointwise problems it is weighed for) with
+// patches of several rows (images narrower than a 128-pixel patch row): 0.8-4.1x over
+// twelve of them, geometric mean 2.0, where one-row patches (1024- and 512-wide images)
+// ran 0.86x (docs/perf.md, "Strict pointwise layers in NCHW").
 constexpr double kTransposeBandwidth = 1.8;
 constexpr double kKcrsPackBandwidth = 1.5, kRouteLaunchesMs = 0.008;
 constexpr double kNchwStageUs = 0.456, kNchwStageRowUs = 0.0113, kNchwStageKbUs = 0.119;
 constexpr double kNchwPointwiseStageShare = 0.65;
 constexpr double kNchwFillStages = 2.0;
 constexpr double kIm2colMeasuredOverModel = 1.5;
+constexpr double kNchwStrictPointwiseRowsMeasuredOverModel = 2.0;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 // 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
@@ -352,7 +357,12 @@ double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch
   // A block's first copies land before its first wgmma, with nothing to hide them behind:
   // the pipeline's fill, the most of a block that runs a few stages (a pointwise layer of
   // 64 channels runs 8).
-  return waves * (static_cast<double>(work->stages) + kNchwFillStages) * std::max(compute_us, copy_us) * 1e-3;
+  // Several input rows a stage: more than one chunk's (8 f32 channels') row segments.
+  const bool several_rows = work->stage_rows > 8;
+  const double measured =
+      strict_fp32(d) && d.r * d.s == 1 && several_rows ? kNchwStrictPointwiseRowsMeasuredOverModel : 1.0;
+  return waves * (static_cast<double>(work->stages) + kNchwFillStages) * std::max(compute_us, copy_us) * 1e-3 *
+         measured;
 }
 
 bool nchw_takes_route(const Conv2dDesc& d, const std::string& arch) {
