@@ -238,6 +238,11 @@ constexpr double kNchwPointwiseStageShare = 0.65;
 constexpr double kNchwFillStages = 2.0;
 constexpr double kIm2colMeasuredOverModel = 1.5;
 constexpr double kNchwStrictPointwiseRowsMeasuredOverModel = 2.0;
+// The route's measured time over its model in 3xTF32 on 1x1 problems: 0.70-0.92 over the
+// networks set's pointwise and strided pointwise layers and twelve more (geometric mean
+// 0.83; docs/perf.md, "Strict pointwise layers in NCHW"), where im2col's cuBLAS ran at or
+// over its own model.
+constexpr double kRouteStrictPointwiseMeasuredOverModel = 0.85;
 
 double tensor_rate(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? kTensorTf32 : kTensor16; }
 // 3xTF32 on tensor cores, fp32 FMAs elsewhere: the mode every model prices apart.
@@ -332,9 +337,12 @@ double predicted_nchw_via_nhwc_ms(const Conv2dDesc& d, const std::string& arch) 
       work && work->stages > 0 ? (work->stages + kNchwFillStages) / static_cast<double>(work->stages) : 1.0;
   // A phased problem's fill writes all of y once more (the bias), at bandwidth.
   const double y_fill_bytes = forward.phased() ? y_bytes : 0.0;
-  return predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +
-         2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + y_fill_bytes / (kBandwidth * 1e12) * 1e3 +
-         kRouteLaunchesMs;
+  const double measured =
+      strict_fp32(d) && d.t * d.r * d.s == 1 && !d.transposed ? kRouteStrictPointwiseMeasuredOverModel : 1.0;
+  return (predicted_wgmma_ms(twin, arch) * fill + 2.0 * bytes / (kTransposeBandwidth * 1e12) * 1e3 +
+          2.0 * weight_bytes / (kKcrsPackBandwidth * 1e12) * 1e3 + y_fill_bytes / (kBandwidth * 1e12) * 1e3 +
+          kRouteLaunchesMs) *
+         measured;
 }
 
 double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& d, const std::string& arch) {
@@ -487,9 +495,13 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   }
   // A strided 1x1 convolution is a GEMM on every stride-th pixel: im2col gathers a
   // fraction of the input, where the wgmma kernel copies whole input rows element by
-  // element for a single tap (docs/perf.md, networks set).
+  // element for a single tap (docs/perf.md, networks set). In strict math the route's map
+  // strides over x instead, and its 3xTF32 products beat cuBLAS's FMA GEMM where the
+  // models say so (ResNet's strided projections measured 1.6-1.9x faster there).
   const bool strided_pointwise = d.r == 1 && d.s == 1 && d.pad_h == 0 && d.pad_w == 0 && !is_pointwise_gemm(d);
-  if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) return Algorithm::kIm2colGemm;
+  if (d.groups == 1 && strided_pointwise && k_per_group >= 16 && c_per_group >= 16) {
+    return strict_fp32(d) && via_nhwc && !wgmma_starved ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
+  }
   // Non-overlapping patches (stride equal to the filter, no padding: ViT's patch
   // embedding): the column matrix is x reordered, read once, and its reduction packs
   // (c, r, s) densely, where the implicit-GEMM kernels pad each tap's few channels up to a
