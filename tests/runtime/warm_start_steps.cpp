@@ -4,6 +4,9 @@
 //
 //   convjit_warm_start_steps CACHE_DIR [SHAPE]
 //   convjit_warm_start_steps --key SHAPE      (the key step's parts, no cache, no device)
+//   convjit_warm_start_steps --conv2d CACHE_DIR tier|off
+//                                             (the headline's first rt.conv2d in ms, the first
+//                                             tier on or off; its kernel on disk: a warm start)
 //
 // The first run on an empty CACHE_DIR compiles and fills it; later runs are warm starts.
 // Prints one line of milliseconds: plan (rt.plan in all), then its parts as CacheStats
@@ -79,8 +82,36 @@ int key_parts(const convjit::Conv2dDesc& desc) {
 }
 }  // namespace
 
+// "--conv2d CACHE_DIR tier|off": a warm first Runtime::conv2d of the headline, whose kernel
+// the first tier must find on disk before it stands aside.
+int first_conv2d(const char* dir, bool tier) {
+  using namespace convjit;
+  const Conv2dDesc desc = parse_shape("n8c64h512w256k128r5s7");
+  Runtime rt(RuntimeOptions{.cache_dir = dir, .autotune = false, .first_tier = tier});
+  rt.device_arch();
+  DeviceBuffer x(rt, desc.x_elements() * 4), w(rt, desc.w_elements() * 4), y(rt, desc.y_elements() * 4);
+  const CacheStats before = rt.stats();
+  const auto start = std::chrono::steady_clock::now();
+  rt.conv2d(desc, x.data(), w.data(), nullptr, y.data());
+  rt.synchronize();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const CacheStats s = rt.stats();
+  fmt::print("conv2d {} first {:.3f} key {:.3f} disk_hits {} compiles {} first_tier_runs {}\n", tier ? "tier" : "off",
+             ms, s.key_ms - before.key_ms, s.disk_hits - before.disk_hits, s.compiles - before.compiles,
+             s.first_tier_runs - before.first_tier_runs);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   if (argc == 3 && std::string_view(argv[1]) == "--key") return key_parts(convjit::parse_shape(argv[2]));
+  if (argc == 4 && std::string_view(argv[1]) == "--conv2d") {
+    try {
+      return first_conv2d(argv[2], std::string_view(argv[3]) == "tier");
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return 1;
+    }
+  }
   if (argc < 2 || argc > 3) {
     std::fprintf(stderr, "usage: %s CACHE_DIR [SHAPE]\n", argv[0]);
     return 2;
