@@ -67,7 +67,7 @@ TEST(KernelTemplates, EmbeddedTextMatchesTheFileInTheSourceTree) {
   }
 }
 
-TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbatim) {
+TEST(KernelTemplates, SpecializationPrependsItsPrologueOfEnumeratorsAndKeepsBodyVerbatim) {
   const Conv2dDesc d{.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7};
   const auto spec = specialize_direct(d);
   EXPECT_EQ(spec.source.kernel_name, "conv2d_direct_f32_nchw_n8c64h512w256_k128r5s7_u1x1_p0x0_d1x1_g1_nobias");
@@ -81,6 +81,40 @@ TEST(KernelTemplates, SpecializationPrependsConstexprPrologueAndKeepsBodyVerbati
   // The template body follows unchanged.
   const std::string_view body = template_text("conv2d_direct.cu");
   EXPECT_TRUE(std::string_view(spec.source.text).ends_with(body));
+}
+
+// No module carries a device global: NVRTC emits every namespace-scope variable (a
+// constexpr one too, used or not) as one, and the driver's module load paid 0.5 ms for the
+// wgmma kernel's 119 (docs/perf.md, "Module load: the globals"). So the templates and the
+// prologue declare their constants as enumerators; a constexpr variable added at namespace
+// scope, in a template or a header, fails here. (A __constant__ table is .const, not .global.)
+bool has_device_global(const std::string& ptx) {
+  std::istringstream lines(ptx);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.starts_with(".global") || line.starts_with(".visible .global")) return true;
+  }
+  return false;
+}
+
+TEST(KernelTemplates, NoTemplateOrPrologueLeavesADeviceGlobalInItsModule) {
+  for (const auto& file : embedded_templates()) {
+    if (file.name.ends_with(".cuh")) continue;
+    SCOPED_TRACE(std::string(file.name));
+    const bool hopper_only = file.name.find("wgmma") != std::string_view::npos;
+    const auto out = Nvrtc::compile(std::string(file.text), std::string(file.name),
+                                    Nvrtc::options_for(hopper_only ? "sm_90a" : "sm_90"));
+    EXPECT_FALSE(has_device_global(out.ptx));
+  }
+  // Through a prologue: the headline's direct kernel.
+  const auto spec = specialize_direct({.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7});
+  const auto out = Nvrtc::compile(spec.source.text, spec.source.kernel_name + ".cu", Nvrtc::options_for("sm_90"));
+  EXPECT_FALSE(has_device_global(out.ptx));
+  // The check sees one where there is one.
+  const auto with_global = Nvrtc::compile(
+      "namespace k { constexpr int kN = 8; }\n"
+      "extern \"C\" __global__ void probe(int* p) { *p = k::kN; }\n",
+      "probe.cu", Nvrtc::options_for("sm_90"));
+  EXPECT_TRUE(has_device_global(with_global.ptx));
 }
 
 TEST(KernelTemplates, HugeTensorsSelectWideIndexing) {
