@@ -2,6 +2,7 @@
 // Runtime::conv2d call launches, what is compiled and when, and what the tier leaves
 // alone (a cached kernel, a capture, bad arguments, a build that fails). The generic
 // kernel's arithmetic is checked on a GPU (tests/gpu/first_tier_correctness_test.cpp).
+#include <optional>
 #include <string>
 
 #include "support/fake_driver_test.hpp"
@@ -61,36 +62,32 @@ TEST_F(FirstTierLaunch, AColdCallRunsTheGenericKernelWhileItsKernelCompilesThenT
 // support/first_tier_off.cpp); an explicit option wins over the variable.
 TEST_F(FirstTierLaunch, IsOnByDefaultAndOffWithTheVariableAtZeroOrTheOption) {
   Operands ops(kProblem);
+  // A Runtime's first conv2d of the problem, on an empty cache of its own (`dir`), with
+  // RuntimeOptions::first_tier as `option`: its counters right after the call.
+  const auto first_call = [&](const char* dir, std::optional<bool> option) {
+    RuntimeOptions o = options();
+    o.cache_dir = o.cache_dir / dir;
+    o.first_tier = option;
+    Runtime rt(o);
+    rt.conv2d(kProblem, ops.args());
+    const CacheStats s = rt.stats();
+    rt.wait_for_compiles();
+    return s;
+  };
   {
     testing::ScopedEnv unset("CONVJIT_FIRST_TIER", nullptr);
-    Runtime rt(options());
-    rt.conv2d(kProblem, ops.args());
-    EXPECT_EQ(rt.stats().first_tier_runs, 1u);
-    rt.wait_for_compiles();
+    EXPECT_EQ(first_call("default", std::nullopt).first_tier_runs, 1u);
   }
   {
     testing::ScopedEnv off("CONVJIT_FIRST_TIER", "0");
-    RuntimeOptions o = options();
-    o.cache_dir = o.cache_dir / "off";
-    Runtime rt(o);
-    rt.conv2d(kProblem, ops.args());
-    EXPECT_EQ(rt.stats().first_tier_runs, 0u);
-    EXPECT_EQ(rt.stats().compiles, 1u);
-    o.cache_dir = o.cache_dir / "forced";
-    o.first_tier = true;
-    Runtime forced(o);
-    forced.conv2d(kProblem, ops.args());
-    EXPECT_EQ(forced.stats().first_tier_runs, 1u);
-    forced.wait_for_compiles();
+    const CacheStats s = first_call("off", std::nullopt);
+    EXPECT_EQ(s.first_tier_runs, 0u);
+    EXPECT_EQ(s.compiles, 1u);
+    EXPECT_EQ(first_call("forced", true).first_tier_runs, 1u);
   }
   {
     testing::ScopedEnv on("CONVJIT_FIRST_TIER", "1");
-    RuntimeOptions o = options();
-    o.cache_dir = o.cache_dir / "option_off";
-    o.first_tier = false;
-    Runtime rt(o);
-    rt.conv2d(kProblem, ops.args());
-    EXPECT_EQ(rt.stats().first_tier_runs, 0u);
+    EXPECT_EQ(first_call("option_off", false).first_tier_runs, 0u);
   }
 }
 

@@ -17,6 +17,12 @@
 namespace convjit {
 
 namespace {
+// A development switch that is on unless its variable says 0.
+bool switch_on(const char* name) {
+  const char* env = std::getenv(name);
+  return env == nullptr || std::string_view(env) != "0";
+}
+
 constexpr const char* kTemplate = "conv2d_implicit_gemm_wgmma.cu";
 constexpr int kConsumers = 2;  // consumer warpgroups; the template's kConsumers
 constexpr int kThreads = 128 * (1 + kConsumers);
@@ -73,17 +79,11 @@ int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
 // 64-byte pixel rows (TMA's 64-byte swizzle) instead of half-empty 128-byte ones, measured
 // 1.7-2.1x faster (docs/perf.md). NOTE: CONVJIT_WGMMA_ROW64=0 keeps 128-byte rows, for
 // timing runs of both (changes the source, so the cache key).
-bool row64_enabled() {
-  const char* env = std::getenv("CONVJIT_WGMMA_ROW64");
-  return env == nullptr || std::string_view(env) != "0";
-}
+bool row64_enabled() { return switch_on("CONVJIT_WGMMA_ROW64"); }
 // The same for channels that fill 32 but not 64 bytes (16 to 31 halves, 8 to 15 floats):
 // 32-byte rows, one k step a tap, where 64-byte ones were half zeros. NOTE:
 // CONVJIT_WGMMA_ROW32=0 keeps them on the wider rows, for timing runs of both.
-bool row32_enabled() {
-  const char* env = std::getenv("CONVJIT_WGMMA_ROW32");
-  return env == nullptr || std::string_view(env) != "0";
-}
+bool row32_enabled() { return switch_on("CONVJIT_WGMMA_ROW32"); }
 
 // Bytes of a pixel's channel run a stage holds (the template's kARowBytes): 128, or 64
 // or 32 where a one-group problem's channels fill no more (unless turned off above).
@@ -226,10 +226,7 @@ std::optional<bool> store_warps_override() {
 // "3xTF32's partial sums drained every second stage").
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_PAIRED_PARTIALS=0 drains after
 // every stage (changes the source, so the cache key).
-bool paired_partials() {
-  const char* env = std::getenv("CONVJIT_WGMMA_PAIRED_PARTIALS");
-  return env == nullptr || std::string_view(env) != "0";
-}
+bool paired_partials() { return switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); }
 
 // NOTE: development switch, not yet run on a GPU: CONVJIT_WGMMA_TAPS_PER_STAGE=N gives the
 // NHWC kernel's stages (with the TMA map) the largest divisor of the filter's taps up to N
@@ -369,9 +366,8 @@ bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
 // channels a group and y 8-byte aligned. NOTE: CONVJIT_WGMMA_QUAD_STORES=0 keeps the pair
 // stores, for timing runs of both (changes the source, so the cache key).
 bool quad_stores(const Conv2dDesc& d, unsigned align_y) {
-  const char* env = std::getenv("CONVJIT_WGMMA_QUAD_STORES");
-  if (env != nullptr && std::string_view(env) == "0") return false;
-  return pair_stores(d, align_y) && sixteen_bit(d) && (d.k / d.groups) % 4 == 0 && align_y >= 8;
+  return switch_on("CONVJIT_WGMMA_QUAD_STORES") && pair_stores(d, align_y) && sixteen_bit(d) &&
+         (d.k / d.groups) % 4 == 0 && align_y >= 8;
 }
 
 // x through the map: C, W, H, N innermost first; the box's corners put the traversal on
@@ -472,17 +468,11 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
 // wgmma_tma_unsupported_reason allows it (measured faster than the cp.async copies on every
 // networks and KernelBench NHWC problem, docs/perf.md); CONVJIT_WGMMA_TMA=0 keeps the
 // cp.async copies, for comparison and as a way out (changes the source, so the cache key).
-bool wgmma_tma_enabled() {
-  const char* env = std::getenv("CONVJIT_WGMMA_TMA");
-  return env == nullptr || std::string_view(env) != "0";
-}
+bool wgmma_tma_enabled() { return switch_on("CONVJIT_WGMMA_TMA"); }
 
 // NOTE: CONVJIT_WGMMA_B_MAP=0 keeps the weight pack where the kernel would read w through
 // its tiled map (kBMap), for timing runs of both (changes the source, so the cache key).
-bool wgmma_b_map_enabled() {
-  const char* env = std::getenv("CONVJIT_WGMMA_B_MAP");
-  return env == nullptr || std::string_view(env) != "0";
-}
+bool wgmma_b_map_enabled() { return switch_on("CONVJIT_WGMMA_B_MAP"); }
 
 namespace {
 // The NHWC TMA kernel reads w through a tiled map (kBMap) instead of a packed copy made by
@@ -675,6 +665,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // NHWC channel pairs in one store where y's alignment allows; never into NCHW y.
   const bool pairs = !y_nchw && pair_stores(d, align.y);
   const bool quads = pairs && quad_stores(d, align.y);
+  const char* stores = quads ? ", four-channel stores" : pairs ? ", channel-pair stores" : "";
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -689,14 +680,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
       !nhwc(d) ? std::string()
-      : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "",
-                          quads   ? ", four-channel stores"
-                             : pairs ? ", channel-pair stores"
-                                     : "")
-               : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x),
-                          quads   ? ", four-channel stores"
-                             : pairs ? ", channel-pair stores"
-                                     : ""),
+      : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "", stores)
+               : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x), stores),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
           ? fmt::format(", stream-K: {} blocks, {} whole items, then {} items' stages shared", tile->stream_workers,
