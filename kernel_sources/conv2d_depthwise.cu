@@ -32,20 +32,21 @@
 // aligned (otherwise, and for the run's tail, one element at a time).
 //
 // NHWC: a pixel's channels are contiguous, so the work is split along them instead of
-// through a shared tile. Each thread computes kVec consecutive output channels (16
-// bytes of y) of kOutPerThread consecutive outputs of a row; a block is kThreadsC
-// such channel vectors (fastest) x kThreadsQ column groups x kThreadsP rows, so a warp
-// reads and writes contiguous runs of channels. The block's filter taps are copied
-// once into shared memory, channel-fastest, so a thread reads its kVec channels of a
-// tap as float4s (in w they are kTaps apart). Along a row a thread loads each input
-// column its outputs share once and applies it to every (output, tap) pair it meets,
-// so a stride-1 5-wide filter loads 8 columns for 4 outputs, not 20; the rows above
-// and below, and the neighbouring threads' columns, are re-read from L1. A pure
-// depthwise problem (one input and one output channel a group) loads each input
-// pixel's kVec channels in one 16-byte load when every row of channels is whole
-// vectors and x is 16-byte aligned; otherwise, and for multipliers and narrow groups,
-// one element a load. The same test on y chooses 16-byte or per-element stores, so any
-// element-aligned pointer and any c work.
+// through a shared tile. Each thread computes kCV consecutive output channels (one 16-
+// or 8-byte vector of y: the specializer picks the width, since 8-byte vectors halve a
+// thread's registers and so double the warps that hide the loads' latency) of
+// kOutPerThread consecutive outputs of a row; a block is kThreadsC such channel
+// vectors (fastest) x kThreadsQ column groups x kThreadsP rows, so a warp reads and
+// writes contiguous runs of channels. The block's filter taps are copied once into
+// shared memory, channel-fastest, so a thread reads its kCV channels of a tap as float4s
+// (in w they are kTaps apart). Along a row a thread loads each input column its outputs
+// share once and applies it to every (output, tap) pair it meets, so a stride-1 5-wide
+// filter loads 8 columns for 4 outputs, not 20; the rows above and below, and the
+// neighbouring threads' columns, are re-read from L1. A pure depthwise problem (one
+// input and one output channel a group) loads each input pixel's kCV channels in one
+// vector load when every row of channels is whole vectors and x is aligned to one;
+// otherwise, and for multipliers and narrow groups, one element a load. The same test on
+// y chooses vector or per-element stores, so any element-aligned pointer and any c work.
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_depthwise_example
@@ -55,8 +56,9 @@ enum : int { kStrideH = 1, kStrideW = 2, kPadH = 1, kPadW = 1, kDilationH = 1, k
 enum : int { kGroups = 3, kP = 13, kQ = 7 };
 enum : bool { kHasBias = true, kRelu = true };
 enum : int { kThreadsQ = 2, kThreadsP = 4, kRowsPerThread = 2, kPasses = 2, kTilesQ = 1, kMinBlocks = 4 };
-enum : int { kThreadsC = 1 };  // channel vectors a block (NHWC; 1 for NCHW)
-enum : int { kPlanes = 1 };    // (image, group) planes a block (NCHW; more than 1: whole planes)
+enum : int { kThreadsC = 1 };                     // channel vectors a block (NHWC; 1 for NCHW)
+enum : int { kNhwcChannels = 4, kNhwcOuts = 4 };  // NHWC: channels (8 or 16 bytes) and row outputs a thread
+enum : int { kPlanes = 1 };                       // (image, group) planes a block (NCHW; more than 1: whole planes)
 enum : bool { kWideIndex = false };
 enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
 enum : int { kLayout = 0 };  // nchw (0 nchw, 1 nhwc)
@@ -76,9 +78,12 @@ using Element = Convert::Storage;
 enum : int { kCPerGroup = kC / kGroups };
 enum : int { kKPerGroup = kK / kGroups };
 enum : int { kTaps = kR * kS };
-enum : int { kOutPerThread = 4 };            // consecutive outputs of one row
-enum : int { kVec = 16 / sizeof(Element) };  // elements in one 16-byte load
 enum : bool { kNHWC = kLayout == 1 };
+enum : int { kOutPerThread = kNHWC ? kNhwcOuts : 4 };  // consecutive outputs of one row
+enum : int { kVec = 16 / sizeof(Element) };            // elements in one 16-byte load
+// NHWC: the output channels a thread computes, one 16- or 8-byte vector of y.
+enum : int { kCV = kNHWC ? kNhwcChannels : kVec };
+enum : int { kCVBytes = kCV * static_cast<int>(sizeof(Element)) };
 enum : int { kPlaneThreads = kThreadsQ * kThreadsP };
 enum : int { kBlockThreads = kThreadsC * kPlanes * kPlaneThreads };
 enum : int { kTileQ = kThreadsQ * kOutPerThread };
@@ -114,22 +119,22 @@ enum : long long { kAllPlanes = static_cast<long long>(kN) * kGroups };
 enum : int { kStageFloats = kManyPlanes ? kPlanes * kOutPlaneElements : 1 };
 
 // NHWC: output channels in vectors of kVec, kThreadsC vectors a block.
-enum : int { kKVecs = (kK + kVec - 1) / kVec };
+enum : int { kKVecs = (kK + kCV - 1) / kCV };
 enum : int { kChannelBlocks = (kKVecs + kThreadsC - 1) / kThreadsC };
 // One input channel per output channel: a vector of outputs reads a vector of inputs.
 enum : bool { kChannelwise = kCPerGroup == 1 && kKPerGroup == 1 };
 // The block's taps in shared memory: one row of kTapPitch floats per (tap, input
 // channel of the group), the block's output channels along it. The 4 floats past the
 // kSlab channels keep the transposing stores to few bank conflicts and the rows 16-byte aligned.
-enum : int { kSlab = kThreadsC * kVec };
+enum : int { kSlab = kThreadsC * kCV };
 enum : int { kTapPitch = kSlab + 4 };
 enum : int { kTapRows = kTaps * kCPerGroup };
 enum : int { kTapFloats = kNHWC ? kTapRows * kTapPitch : 1 };
 // The input columns one thread's row of outputs reads (NHWC), first to last.
 enum : int { kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW + 1 };
-// A filter row's taps (kS x kVec floats) stay in registers while its columns stream by,
+// A filter row's taps (kS x kCV floats) stay in registers while its columns stream by,
 // up to 64 floats; a wider row goes a tap at a time.
-enum : bool { kTapsInRegisters = kS * kVec <= 64 };
+enum : bool { kTapsInRegisters = kS * kCV <= 64 };
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
@@ -141,6 +146,9 @@ static_assert(kTilesQ * kTileQ >= kQ && kTilesP * kTileP >= kP, "the tiles must 
 static_assert(kNHWC || (kPlanes * kTileFloats + kStageFloats) * 4 <= 48 * 1024,
               "the input tiles must fit static shared memory");
 static_assert(!kNHWC || kTapFloats * 4 <= 48 * 1024, "the taps must fit static shared memory");
+static_assert(!kNHWC || ((kCVBytes == 16 || kCVBytes == 8) && kCV % 4 == 0),
+              "NHWC: a thread's channels are one 16- or 8-byte vector of at least 4 elements");
+static_assert(kNHWC || kOutPerThread == 4, "the NCHW tiles take four outputs a thread");
 
 // The kVec elements of one 16-byte load, as floats.
 __device__ __forceinline__ void unpack_vector(uint4 raw, float (&f)[kVec]) {
@@ -457,20 +465,63 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
   for (int e = out_scalar_from + tid; e < out_count; e += kBlockThreads) dst[e] = Convert::from_float(stage[e]);
 }
 
-// NHWC: the input values output channels k0 .. k0 + kVec - 1 read at one pixel (its
+// NHWC: kCV consecutive elements from one aligned kCVBytes load, as floats.
+__device__ __forceinline__ void load_cv(const Element* src, float (&f)[kCV]) {
+  unsigned words[4] = {0u, 0u, 0u, 0u};
+  if constexpr (kCVBytes == 16) {
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
+    words[0] = raw.x;
+    words[1] = raw.y;
+    words[2] = raw.z;
+    words[3] = raw.w;
+  } else {
+    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(src));
+    words[0] = raw.x;
+    words[1] = raw.y;
+  }
+  if constexpr (kDType == 0) {
+#pragma unroll
+    for (int i = 0; i < (kCV < 4 ? kCV : 4); ++i) f[i] = __uint_as_float(words[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kCV / 2; ++i) {  // little-endian: the lower half is the earlier element
+      f[2 * i] = Convert::to_float(static_cast<unsigned short>(words[i] & 0xffffu));
+      f[2 * i + 1] = Convert::to_float(static_cast<unsigned short>(words[i] >> 16));
+    }
+  }
+}
+
+// NHWC, 16-bit: word i of a vector of kCV outputs, rounded (0 past the vector).
+__device__ __forceinline__ unsigned packed_word(const float (&out)[kCV], int i) {
+  return 2 * i + 1 < kCV ? pack2(out[2 * i], out[2 * i + 1]) : 0u;
+}
+
+// NHWC: kCV floats as the kCVBytes of y they round to.
+__device__ __forceinline__ void store_cv(Element* dst, const float (&out)[kCV]) {
+  if constexpr (kDType == 0) {
+    *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
+  } else if constexpr (kCVBytes == 16) {
+    *reinterpret_cast<uint4*>(dst) =
+        make_uint4(packed_word(out, 0), packed_word(out, 1), packed_word(out, 2), packed_word(out, 3));
+  } else {
+    *reinterpret_cast<uint2*>(dst) = make_uint2(packed_word(out, 0), packed_word(out, 1));
+  }
+}
+
+// NHWC: the input values output channels k0 .. k0 + kCV - 1 read at one pixel (its
 // channels start at `pixel`) for input channel c of their group; 0 past kK.
-__device__ __forceinline__ void load_channels(const Element* pixel, int k0, int c, bool vector_x, float (&v)[kVec]) {
+__device__ __forceinline__ void load_channels(const Element* pixel, int k0, int c, bool vector_x, float (&v)[kCV]) {
   if constexpr (kChannelwise) {
     if (vector_x) {
-      unpack_vector(__ldg(reinterpret_cast<const uint4*>(pixel + k0)), v);
+      load_cv(pixel + k0, v);
       return;
     }
   }
 #pragma unroll
-  for (int j = 0; j < kVec; ++j) {
+  for (int j = 0; j < kCV; ++j) {
     const int k = k0 + j;
     v[j] = 0.0f;
-    if (kK % kVec == 0 || k < kK) v[j] = Convert::to_float(__ldg(pixel + (k / kKPerGroup) * kCPerGroup + c));
+    if (kK % kCV == 0 || k < kK) v[j] = Convert::to_float(__ldg(pixel + (k / kKPerGroup) * kCPerGroup + c));
   }
 }
 
@@ -497,12 +548,12 @@ __device__ __forceinline__ void load_taps(float* taps, const Element* __restrict
   }
 }
 
-// NHWC: the kVec channels of tap t (r * kS + s) for input channel c, from the thread's
+// NHWC: the kCV channels of tap t (r * kS + s) for input channel c, from the thread's
 // column of the shared taps.
-__device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c, float (&tap)[kVec]) {
+__device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c, float (&tap)[kCV]) {
   const float* row = thread_taps + (t * kCPerGroup + c) * kTapPitch;
 #pragma unroll
-  for (int j = 0; j < kVec; j += 4) {
+  for (int j = 0; j < kCV; j += 4) {
     const float4 v = *reinterpret_cast<const float4*>(row + j);
     tap[j] = v.x;
     tap[j + 1] = v.y;
@@ -528,22 +579,22 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
   const int tc = static_cast<int>(threadIdx.x) % kThreadsC;
   const int tq = static_cast<int>(threadIdx.x) / kThreadsC % kThreadsQ;
   const int tp = static_cast<int>(threadIdx.x) / (kThreadsC * kThreadsQ);
-  const int k0 = (channel_block * kThreadsC + tc) * kVec;
+  const int k0 = (channel_block * kThreadsC + tc) * kCV;
   const int ow0 = tile_q * kTileQ + tq * kOutPerThread;
   if (k0 >= kK || ow0 >= kQ) return;  // no barrier follows
-  // Whole 16-byte vectors: every pixel's channels start on one when the row of channels
-  // is whole vectors and the tensor starts on one.
-  const bool vector_x = kC % kVec == 0 && (reinterpret_cast<unsigned long long>(x) & 15u) == 0;
-  const bool vector_y = kK % kVec == 0 && (reinterpret_cast<unsigned long long>(y) & 15u) == 0;
-  const float* thread_taps = taps + tc * kVec;
+  // Whole vectors: every pixel's channels start on one when the row of channels is whole
+  // vectors and the tensor starts on one.
+  const bool vector_x = kC % kCV == 0 && (reinterpret_cast<unsigned long long>(x) & (kCVBytes - 1u)) == 0;
+  const bool vector_y = kK % kCV == 0 && (reinterpret_cast<unsigned long long>(y) & (kCVBytes - 1u)) == 0;
+  const float* thread_taps = taps + tc * kCV;
   const int iw0 = ow0 * kStrideW - kPadW;  // the thread's first window column
 
-  float b[kVec];
+  float b[kCV];
 #pragma unroll
-  for (int j = 0; j < kVec; ++j) {
+  for (int j = 0; j < kCV; ++j) {
     b[j] = 0.0f;
     if constexpr (kHasBias) {
-      if (kK % kVec == 0 || k0 + j < kK) b[j] = Convert::to_float(__ldg(bias + k0 + j));
+      if (kK % kCV == 0 || k0 + j < kK) b[j] = Convert::to_float(__ldg(bias + k0 + j));
     }
   }
 
@@ -552,11 +603,11 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int oh = oh0 + i;
       if (oh >= kP) break;
-      float acc[kOutPerThread][kVec];
+      float acc[kOutPerThread][kCV];
 #pragma unroll
       for (int o = 0; o < kOutPerThread; ++o) {
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) acc[o][j] = 0.0f;
+        for (int j = 0; j < kCV; ++j) acc[o][j] = 0.0f;
       }
 #pragma unroll
       for (int r = 0; r < kR; ++r) {
@@ -566,7 +617,7 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
 #pragma unroll
         for (int c = 0; c < kCPerGroup; ++c) {
           if constexpr (kTapsInRegisters) {
-            float tap[kS][kVec];
+            float tap[kS][kCV];
 #pragma unroll
             for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, c, tap[s]);
 #pragma unroll
@@ -574,30 +625,30 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
               if (!column_used(u)) continue;
               const int iw = iw0 + u;
               if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-              float v[kVec];
+              float v[kCV];
               load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
 #pragma unroll
               for (int s = 0; s < kS; ++s) {
                 const int d = u - s * kDilationW;
                 if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
 #pragma unroll
-                for (int j = 0; j < kVec; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+                for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
               }
             }
           } else {
             // A wide filter row: one tap at a time, each output loading its own column.
 #pragma unroll 1
             for (int s = 0; s < kS; ++s) {
-              float tap[kVec];
+              float tap[kCV];
               load_tap(thread_taps, r * kS + s, c, tap);
 #pragma unroll
               for (int o = 0; o < kOutPerThread; ++o) {
                 const int iw = iw0 + o * kStrideW + s * kDilationW;
                 if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-                float v[kVec];
+                float v[kCV];
                 load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
 #pragma unroll
-                for (int j = 0; j < kVec; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
+                for (int j = 0; j < kCV; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
               }
             }
           }
@@ -608,16 +659,16 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
 #pragma unroll
       for (int o = 0; o < kOutPerThread; ++o) {
         if (ow0 + o >= kQ) break;
-        float out[kVec];
+        float out[kCV];
 #pragma unroll
-        for (int j = 0; j < kVec; ++j) out[j] = epilogue(acc[o][j], b[j]);
+        for (int j = 0; j < kCV; ++j) out[j] = epilogue(acc[o][j], b[j]);
         Element* dst = y_row + static_cast<index_t>(ow0 + o) * kK + k0;
         if (vector_y) {
-          store_vector(dst, out);
+          store_cv(dst, out);
         } else {
 #pragma unroll
-          for (int j = 0; j < kVec; ++j) {
-            if (kK % kVec == 0 || k0 + j < kK) dst[j] = Convert::from_float(out[j]);
+          for (int j = 0; j < kCV; ++j) {
+            if (kK % kCV == 0 || k0 + j < kK) dst[j] = Convert::from_float(out[j]);
           }
         }
       }

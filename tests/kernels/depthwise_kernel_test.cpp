@@ -9,8 +9,10 @@
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
+#include "convjit/error.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
@@ -250,39 +252,59 @@ TEST(DepthwiseKernel, LargePlanesAndFewPlanesKeepOnePlaneABlock) {
   }
 }
 
+// The input columns a thread's `outs` outputs of a row read through some tap: the
+// template's column_used over its row window.
+int columns_read(const Conv2dDesc& d, int outs) {
+  int columns = 0;
+  for (int u = 0; u <= (outs - 1) * d.stride_w + (d.s - 1) * d.dilation_w; ++u) {
+    for (int s = 0; s < d.s; ++s) {
+      const int at = u - s * d.dilation_w;
+      if (at >= 0 && at % d.stride_w == 0 && at / d.stride_w < outs) {
+        ++columns;
+        break;
+      }
+    }
+  }
+  return columns;
+}
+
 // NHWC: each input column a thread's row of outputs shares is loaded once a filter row
-// (16 bytes of channels, stride 1 and 5 taps: 8 columns for 4 outputs, not 20), the taps
-// come from shared memory as float4s, and the kernel stays within two blocks' registers.
+// (one 16- or 8-byte vector of channels; stride 1 and 5 taps: 8 columns for 4 outputs,
+// not 20), the taps come from shared memory as float4s, a slab is at most 128 bytes of
+// a pixel, and the kernel stays within two blocks' registers.
 TEST(DepthwiseKernel, NhwcLoadsEachInputColumnOnceAFilterRowAndTakesTapsFromSharedMemory) {
-  struct Row {
-    Conv2dDesc desc;
-    int columns;  // input columns four outputs of a row read through some tap
-  };
   Conv2dDesc dilated = depthwise_layer(2, 64, 20, 3, 1, Layout::kNHWC);
   dilated.dilation_w = 2;
   dilated.pad_w = 2;
   Conv2dDesc strided = depthwise_layer(2, 64, 20, 1, 3, Layout::kNHWC);
-  const Row rows[] = {
-      {depthwise_layer(32, 240, 28, 5, 1, Layout::kNHWC), 8},   // 3 + 5
-      {depthwise_layer(32, 144, 56, 5, 2, Layout::kNHWC), 11},  // 3 x 2 + 5
-      {depthwise_layer(32, 96, 112, 3, 2, Layout::kNHWC), 9},   // 3 x 2 + 3
-      {dilated, 8},                                             // 3 + 2 x 2 + 1
-      {strided, 4},                                             // 1x1 stride 3: every third column
+  const Conv2dDesc layers[] = {
+      depthwise_layer(32, 240, 28, 5, 1, Layout::kNHWC),
+      depthwise_layer(32, 144, 56, 5, 2, Layout::kNHWC),
+      depthwise_layer(32, 96, 112, 3, 2, Layout::kNHWC),
+      dilated,
+      strided,
   };
+  EXPECT_EQ(columns_read(layers[0], 4), 8);   // 3 + 5
+  EXPECT_EQ(columns_read(layers[1], 4), 11);  // 3 x 2 + 5
+  EXPECT_EQ(columns_read(dilated, 4), 8);     // 3 + 2 x 2 + 1
+  EXPECT_EQ(columns_read(strided, 4), 4);     // 1x1 stride 3: every third column
   for (const DType dtype : kDTypes) {
-    for (const Row& row : rows) {
-      Conv2dDesc d = row.desc;
+    for (Conv2dDesc d : layers) {
       d.dtype = dtype;
       SCOPED_TRACE(d.to_string());
       const Specialization src = specialize(d, Algorithm::kDirect);
       EXPECT_EQ(src.source.template_name, "conv2d_depthwise.cu");
-      EXPECT_LE(prologue_constant(src, "kThreadsC"), 8);
+      const int channels = prologue_constant(src, "kNhwcChannels");
+      const int vector_bytes = channels * (dtype == DType::kFloat32 ? 4 : 2);
+      ASSERT_TRUE(vector_bytes == 16 || vector_bytes == 8) << src.launch.tile;
+      EXPECT_LE(prologue_constant(src, "kThreadsC") * vector_bytes, 128);
       EXPECT_LE(src.launch.geometry.block_x, 256u);
       const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
-      EXPECT_EQ(count_of(compiled.ptx, "ld.global.nc.v4.u32"), static_cast<std::size_t>(d.r * row.columns))
+      const int columns = columns_read(d, prologue_constant(src, "kNhwcOuts"));
+      EXPECT_EQ(count_of(compiled.ptx, vector_bytes == 16 ? "ld.global.nc.v4.u32" : "ld.global.nc.v2.u32"),
+                static_cast<std::size_t>(d.r * columns))
           << src.launch.tile;
-      const int vec = dtype == DType::kFloat32 ? 4 : 8;
-      EXPECT_EQ(count_of(compiled.ptx, "ld.shared.v4.f32"), static_cast<std::size_t>(d.r * d.s * vec / 4));
+      EXPECT_EQ(count_of(compiled.ptx, "ld.shared.v4.f32"), static_cast<std::size_t>(d.r * d.s * channels / 4));
       const ResourceUsage usage = parse_ptxas_report(compiled.log, src.source.kernel_name);
       EXPECT_LE(usage.registers, 128) << src.launch.tile;
       EXPECT_EQ(usage.spill_store_bytes, 0) << compiled.log;
@@ -326,7 +348,7 @@ TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
       d.dtype = dtype;
       SCOPED_TRACE(d.to_string());
       const Specialization src = specialize(d, Algorithm::kDirect);
-      const int vec = dtype == DType::kFloat32 ? 4 : 8;
+      const int vec = prologue_constant(src, "kNhwcChannels");
       const int threads_c = prologue_constant(src, "kThreadsC");
       ASSERT_GE(threads_c, 1);
       EXPECT_LE((threads_c * vec + 4) * d.r * d.s * (d.c / d.groups) * 4, 16 * 1024) << src.launch.tile;
@@ -339,6 +361,60 @@ TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
       EXPECT_EQ(src.launch.geometry.grid_x, blocks);
       const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
       EXPECT_EQ(parse_ptxas_report(compiled.log, src.source.kernel_name).spill_store_bytes, 0) << compiled.log;
+    }
+  }
+}
+
+// NHWC, 16-bit: rows of four or five taps take 8-byte channel vectors (four blocks an SM,
+// or eight outputs a thread at three with stride 1); three-tap rows and float32 keep
+// 16-byte vectors of four outputs. CONVJIT_DEPTHWISE_NHWC overrides the choice and a
+// malformed value is refused.
+TEST(DepthwiseKernel, NhwcSixteenBitFiveTapRowsTakeEightByteVectorsAndTheRestSixteen) {
+  struct Row {
+    Conv2dDesc desc;
+    int channels, outs, min_blocks;  // 16-bit
+  };
+  Conv2dDesc four_taps = depthwise_layer(4, 36, 17, 4, 1, Layout::kNHWC);
+  four_taps.pad_h = four_taps.pad_w = 3;
+  const Row rows[] = {
+      {depthwise_layer(32, 240, 28, 5, 1, Layout::kNHWC), 4, 8, 3},
+      {depthwise_layer(32, 1152, 7, 5, 1, Layout::kNHWC), 4, 8, 3},
+      {depthwise_layer(32, 144, 56, 5, 2, Layout::kNHWC), 4, 4, 4},
+      {four_taps, 4, 8, 3},
+      {depthwise_layer(16, 64, 512, 3, 1, Layout::kNHWC), 8, 4, 3},
+      {depthwise_layer(32, 96, 112, 3, 2, Layout::kNHWC), 8, 4, 3},
+      {depthwise_layer(2, 64, 20, 7, 1, Layout::kNHWC), 8, 4, 2},
+  };
+  for (const DType dtype : kDTypes) {
+    for (const Row& row : rows) {
+      Conv2dDesc d = row.desc;
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      const bool f32 = dtype == DType::kFloat32;
+      EXPECT_EQ(prologue_constant(src, "kNhwcChannels"), f32 ? 4 : row.channels);
+      EXPECT_EQ(prologue_constant(src, "kNhwcOuts"), f32 ? 4 : row.outs);
+      EXPECT_EQ(prologue_constant(src, "kMinBlocks"), f32 ? (d.s <= 3 ? 3 : 2) : row.min_blocks);
+      const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      EXPECT_EQ(parse_ptxas_report(compiled.log, src.source.kernel_name).spill_store_bytes, 0) << compiled.log;
+    }
+  }
+  Conv2dDesc d = rows[0].desc;
+  d.dtype = DType::kFloat16;
+  {
+    testing::ScopedEnv shape("CONVJIT_DEPTHWISE_NHWC", "8,2,5");
+    const Specialization src = specialize(d, Algorithm::kDirect);
+    EXPECT_EQ(prologue_constant(src, "kNhwcChannels"), 8);
+    EXPECT_EQ(prologue_constant(src, "kNhwcOuts"), 2);
+    EXPECT_EQ(prologue_constant(src, "kMinBlocks"), 5);
+  }
+  for (const char* bad : {"4,8", "6,4,3", "4,9,3", "4,4,0", "16,4,3"}) {
+    testing::ScopedEnv shape("CONVJIT_DEPTHWISE_NHWC", bad);
+    try {
+      (void)specialize(d, Algorithm::kDirect);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
     }
   }
 }

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <optional>
 #include <string>
@@ -64,46 +66,83 @@ struct DepthwiseTile {
   int threads_c = 1, threads_q = 0, threads_p = 0, rows_per_thread = 0, passes = 0, tiles_q = 0, tiles_p = 0;
   int planes = 1;
   int min_blocks = 1;
+  int channels = 0, outs = kOutPerThread;  // NHWC: channels and row outputs a thread
   std::int64_t blocks = 0, shared = 0;
 };
 
 // NHWC: no input tile. A block is a slab of channel vectors (fastest) x a run of output
-// columns x rows. Eight 16-byte vectors (128 bytes of a pixel) a slab keep a warp's
-// accesses whole cache lines while the slab's taps stay small in shared memory and the
-// rest of the block goes down the rows, whose inputs the block's threads share in L1.
-constexpr int kMaxThreadsC = 8;
+// columns x rows. 128 bytes of a pixel a slab (eight 16-byte vectors or sixteen 8-byte
+// ones) keep a warp's accesses whole cache lines while the slab's taps stay small in
+// shared memory and the rest of the block goes down the rows, whose inputs the block's
+// threads share in L1.
+constexpr int kSlabBytes = 128;
 // The slab's taps (kTapPitch floats a tap and input channel of the group) in shared memory.
 constexpr std::int64_t kTapBudget = 16 * 1024;
 // Blocks to fill a 132-SM GPU a few times over before a block gets more rows.
 constexpr std::int64_t kNhwcFillBlocks = 4 * 132;
 
-std::int64_t tap_bytes(const Conv2dDesc& d, int threads_c) {
-  return std::int64_t{threads_c * vec_of(d) + 4} * d.r * d.s * (d.c / d.groups) * 4;
+std::int64_t tap_bytes(const Conv2dDesc& d, int threads_c, int channels) {
+  return std::int64_t{threads_c * channels + 4} * d.r * d.s * (d.c / d.groups) * 4;
+}
+
+// NOTE: a development override for tuning runs, CONVJIT_DEPTHWISE_NHWC="channels,outs,
+// min_blocks" (a thread's channel vector, 8 or 16 bytes; its outputs along a row, 1-8;
+// the blocks an SM asked of ptxas); it changes the source, so the cache key.
+void nhwc_thread_override(const Conv2dDesc& d, DepthwiseTile& t) {
+  const char* env = std::getenv("CONVJIT_DEPTHWISE_NHWC");
+  if (env == nullptr || *env == '\0') return;
+  const int element = d.dtype == DType::kFloat32 ? 4 : 2;
+  int channels = 0, outs = 0, min_blocks = 0;
+  if (std::sscanf(env, "%d,%d,%d", &channels, &outs, &min_blocks) != 3 || channels % 4 != 0 ||
+      (channels * element != 8 && channels * element != 16) || outs < 1 || outs > 8 || min_blocks < 1 ||
+      min_blocks > 8) {
+    fail(ErrorCode::kInvalidArgument,
+         "CONVJIT_DEPTHWISE_NHWC: expected channels,outs,min_blocks with channels a multiple of 4 making an 8- or "
+         "16-byte vector, outs 1-8 and min_blocks 1-8, got '{}'",
+         env);
+  }
+  t.channels = channels;
+  t.outs = outs;
+  t.min_blocks = min_blocks;
 }
 
 std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   const auto out = d.output_shape();
-  const std::int64_t vectors = ceil_div(d.k, vec_of(d));
-  int max_c = kMaxThreadsC;
-  while (max_c > 1 && tap_bytes(d, max_c) > kTapBudget) --max_c;
-  // As many slabs as max_c needs, with the vectors spread evenly over them.
   DepthwiseTile t{.rows_per_thread = 1, .passes = 1, .tiles_q = 1, .tiles_p = 1};
+  // Four outputs x 16 bytes of accumulators and the taps of a filter row as floats: a
+  // row of three taps leaves room for three blocks an SM by registers (the kernel waits
+  // on its loads, so occupancy pays; docs/perf.md), a longer row for two without spills.
+  t.channels = vec_of(d);
+  t.min_blocks = d.s <= 3 ? 3 : 2;
+  // 16-bit rows of four or five taps: 8-byte vectors (four channels) halve the taps and
+  // accumulators a thread holds, so four blocks an SM fit without spills, or with stride
+  // 1 eight outputs a thread at three (twelve columns loaded for eight outputs, not two
+  // loads of eight for four each). Measured faster on every such layer of the networks
+  // set; three-tap rows and float32 measured no faster (docs/perf.md, "NHWC depthwise
+  // thread shapes").
+  if (d.dtype != DType::kFloat32 && d.s >= 4 && d.s <= 5) {
+    t.channels = 4;
+    t.outs = d.stride_w == 1 ? 8 : 4;
+    t.min_blocks = d.stride_w == 1 ? 3 : 4;
+  }
+  nhwc_thread_override(d, t);
+  const int element = d.dtype == DType::kFloat32 ? 4 : 2;
+  const std::int64_t vectors = ceil_div(d.k, t.channels);
+  int max_c = kSlabBytes / (t.channels * element);
+  while (max_c > 1 && tap_bytes(d, max_c, t.channels) > kTapBudget) --max_c;
+  // As many slabs as max_c needs, with the vectors spread evenly over them.
   t.threads_c = ceil_div(vectors, ceil_div(vectors, max_c));
   const std::int64_t slabs = ceil_div(vectors, t.threads_c);  // the template's kChannelBlocks
-  t.threads_q = std::min(ceil_div(out.q, kOutPerThread), kMaxThreads / t.threads_c);
+  t.threads_q = std::min(ceil_div(out.q, t.outs), kMaxThreads / t.threads_c);
   t.threads_p = static_cast<int>(std::max<std::int64_t>(
       1, std::min<std::int64_t>(out.p, kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
-  t.tiles_q = ceil_div(out.q, std::int64_t{t.threads_q} * kOutPerThread);
+  t.tiles_q = ceil_div(out.q, std::int64_t{t.threads_q} * t.outs);
   auto blocks_for = [&](int threads_p) { return std::int64_t{d.n} * slabs * t.tiles_q * ceil_div(out.p, threads_p); };
   while (t.threads_p > 1 && blocks_for(t.threads_p) < kNhwcFillBlocks) t.threads_p = ceil_div(t.threads_p, 2);
   t.tiles_p = ceil_div(out.p, t.threads_p);
   t.blocks = blocks_for(t.threads_p);
-  t.shared = tap_bytes(d, t.threads_c);
+  t.shared = tap_bytes(d, t.threads_c, t.channels);
   if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
-  // kOutPerThread x 16 bytes of accumulators and the taps of a filter row as floats: a
-  // row of three taps leaves room for three blocks an SM by registers (the kernel waits
-  // on its loads, so occupancy pays; docs/perf.md), a longer row for two without spills.
-  t.min_blocks = d.s <= 3 ? 3 : 2;
   return t;
 }
 
@@ -226,7 +265,7 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
     src.launch.tile = fmt::format(
         "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns each), {} B "
         "shared taps",
-        t.threads_p, t.threads_q * kOutPerThread, t.threads_c * vec_of(d), threads, vec_of(d), kOutPerThread, t.shared);
+        t.threads_p, t.threads_q * t.outs, t.threads_c * t.channels, threads, t.channels, t.outs, t.shared);
   } else if (t.planes > 1) {
     src.launch.tile = fmt::format(
         "depthwise: {} whole planes of {}x{} outputs per block ({} threads, {} rows x {} columns each), {} B shared "
@@ -251,6 +290,8 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kTilesQ", t.tiles_q)
                         .constant("kMinBlocks", t.min_blocks)
                         .constant("kThreadsC", t.threads_c)
+                        .constant("kNhwcChannels", d.layout == Layout::kNHWC ? t.channels : vec_of(d))
+                        .constant("kNhwcOuts", t.outs)
                         .constant("kPlanes", t.planes)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
