@@ -236,8 +236,9 @@ enum : int { kAccum = kBN / 2 };  // accumulator registers per m64 block and thr
 
 static_assert(kBP * kBQ == kBM, "the patch must hold exactly the block's pixels");
 static_assert(kBQ % 8 == 0, "a fragment's 8 pixel rows must sit in one patch row");
-static_assert(kBN == 64 || kBN == 128 || (kNhwc && (kBN == 16 || kBN == 32)),
-              "wgmma wrappers exist for n16, n32, n64 and n128; the NCHW kernel's stores take n64 and n128 only");
+static_assert(kBN == 64 || kBN == 128 || (kNhwc && (kBN == 16 || kBN == 32 || (kBN == 160 && kMB == 1))),
+              "wgmma wrappers exist for n16, n32, n64, n128 and n160 (one m64 block a warpgroup); the NCHW "
+              "kernel's stores take n64 and n128 only");
 static_assert(kSplit == 1 || kSplit == 3, "TF32 or 3xTF32");
 static_assert(!kPairedPartials || kSplit == 3, "paired partial sums are 3xTF32's");
 static_assert(!k16Bit || (kSplit == 1 && (kNhwc || kW % 2 == 0)),
@@ -420,7 +421,8 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
 }
 
 // wgmma with A from registers: d = a * b (+ d when `accumulate`). The operand lists are
-// spelled once per accumulator count N (8, 16, 32 or 64 registers: n16, n32, n64 or n128);
+// spelled once per accumulator count N (8, 16, 32, 64 or 80 registers: n16, n32, n64,
+// n128 or n160);
 // `instr` names the shape and types, `tail` the immediates after the B scale (16-bit:
 // transpose-B = 0).
 #define CONVJIT_ACC8(d) "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
@@ -441,6 +443,17 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
       "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
       "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+#define CONVJIT_ACC80(d)                                                                                      \
+  "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), \
+      "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),  \
+      "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), \
+      "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), \
+      "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), \
+      "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), \
+      "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), \
+      "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), \
+      "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), \
+      "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
 #define CONVJIT_REGS8 "%0,%1,%2,%3,%4,%5,%6,%7"
 #define CONVJIT_REGS16 "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15"
 #define CONVJIT_REGS32                                     \
@@ -451,18 +464,27 @@ __device__ __forceinline__ unsigned to_tf32(float v) {
   "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
   "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
   "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63"
+#define CONVJIT_REGS80                                               \
+  "%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,"           \
+  "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+  "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+  "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63," \
+  "%64,%65,%66,%67,%68,%69,%70,%71,%72,%73,%74,%75,%76,%77,%78,%79"
 #define CONVJIT_A8 "%8,%9,%10,%11"
 #define CONVJIT_A16 "%16,%17,%18,%19"
 #define CONVJIT_A32 "%32,%33,%34,%35"
 #define CONVJIT_A64 "%64,%65,%66,%67"
+#define CONVJIT_A80 "%80,%81,%82,%83"
 #define CONVJIT_DESC8 "%12"
 #define CONVJIT_DESC16 "%20"
 #define CONVJIT_DESC32 "%36"
 #define CONVJIT_DESC64 "%68"
+#define CONVJIT_DESC80 "%84"
 #define CONVJIT_PRED8 "%13"
 #define CONVJIT_PRED16 "%21"
 #define CONVJIT_PRED32 "%37"
 #define CONVJIT_PRED64 "%69"
+#define CONVJIT_PRED80 "%85"
 #define CONVJIT_WGMMA_RS(N, instr, tail)                                                                 \
   asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " CONVJIT_PRED##N ", 0;\n" instr " {" CONVJIT_REGS##N \
                "}, {" CONVJIT_A##N "}, " CONVJIT_DESC##N ", p, 1, 1" tail ";\n}\n"                       \
@@ -486,7 +508,9 @@ __device__ __forceinline__ void wgmma(float (&d)[8], const unsigned (&a)[4], uns
     void wgmma(float (&d)[32], const unsigned (&a)[4], unsigned long long b_desc,
                int accumulate = 1){CONVJIT_WGMMA_STEP(32, 64)} __device__ __forceinline__
     void wgmma(float (&d)[64], const unsigned (&a)[4], unsigned long long b_desc,
-               int accumulate = 1){CONVJIT_WGMMA_STEP(64, 128)}
+               int accumulate = 1){CONVJIT_WGMMA_STEP(64, 128)} __device__ __forceinline__
+    void wgmma(float (&d)[80], const unsigned (&a)[4], unsigned long long b_desc,
+               int accumulate = 1){CONVJIT_WGMMA_STEP(80, 160)}
 
 // 16-bit <-> fp32, one cvt each (no toolkit headers under NVRTC).
 __device__ __forceinline__ float to_float(float v) {

@@ -517,6 +517,41 @@ TEST_F(WgmmaTma, QuadStoresWithChannelAndPixelTailsMatchFloat64InEveryDtypeAndMa
   }
 }
 
+// n160 tiles (groups of 136-160, 257-320 or 385-480 filters, one product a k step: the
+// 3xTF32 rows run beside them on n128): 320 filters over a channel tail and a last tile
+// past the last pixel, with bias and ReLU, then at a two-element offset; 150 filters (one
+// block, ten past the group, pair stores); two groups of 300 (a box running into the next
+// group's filters); a grid of more blocks than SMs.
+TEST_F(WgmmaTma, N160TilesWithFilterPixelAndChannelTailsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(160);
+  for (const Kind& kind : kKinds) {
+    const Conv2dDesc tails = with_kind({.n = 3,
+                                        .c = chunk_channels(kind.dtype) + 8,
+                                        .h = 13,
+                                        .w = 11,
+                                        .k = 320,
+                                        .r = 3,
+                                        .s = 3,
+                                        .pad_h = 1,
+                                        .pad_w = 1,
+                                        .bias = true,
+                                        .activation = Activation::kRelu},
+                                       kind);
+    expect_correct(rt, tails, rng);
+    expect_correct(rt, tails, rng, /*tma=*/true, /*positive=*/false, /*offset=*/2 * size_of(kind.dtype));
+    expect_correct(rt, with_kind({.n = 2, .c = 40, .h = 9, .w = 10, .k = 150, .bias = true}, kind), rng);
+    expect_correct(
+        rt,
+        with_kind({.n = 2, .c = 128, .h = 7, .w = 9, .k = 600, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
+                  kind),
+        rng);
+    expect_correct(
+        rt, with_kind({.n = 4, .c = 32, .h = 60, .w = 70, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind),
+        rng);
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

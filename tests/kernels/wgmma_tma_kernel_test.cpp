@@ -10,6 +10,7 @@
 
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
+#include "convjit/error.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
@@ -355,10 +356,11 @@ TEST(WgmmaTmaKernel, LargeNhwcGridsTheMapCanReadGoToTheTmaKernel) {
 // clean compile with the consumers' own barrier and the items' atomic counts. Grids that
 // fill their waves, split-K grids and dynamic-batch problems keep their kernels.
 TEST(WgmmaTmaKernel, StreamKTakesF32GridsWithAnIdleLastWaveOnly) {
-  // sd_unet 640->320 at 64x64: 32 tiles x 3 k blocks = 96 items on 132 SMs (192 items, 1.45
-  // waves, in 3xTF32).
+  // 640->384 at 64x64, two images: 32 tiles x 3 k blocks = 96 items on 132 SMs (192 items,
+  // 1.45 waves, in 3xTF32). (sd_unet's 640->320 layer was this example until its 320
+  // filters took two n160 blocks of 128-pixel tiles: 128 items, no idle wave.)
   const Conv2dDesc idle{
-      .n = 2, .c = 640, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+      .n = 2, .c = 640, .h = 64, .w = 64, .k = 384, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
   // 264 items (528 in 3xTF32, whose tiles are half as many pixels): whole waves.
   const Conv2dDesc full{.n = 1, .c = 128, .h = 132, .w = 256, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
   // 8 items: split-K's.
@@ -382,7 +384,7 @@ TEST(WgmmaTmaKernel, StreamKTakesF32GridsWithAnIdleLastWaveOnly) {
     const int bn = std::stoi(prologue_constant(src, "int", "kBN"));
     const int mb = std::stoi(prologue_constant(src, "int", "kMB"));
     const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
-    const std::int64_t items = (2 * 64 * 64 + bm - 1) / bm * ((320 + bn - 1) / bn);
+    const std::int64_t items = (2 * 64 * 64 + bm - 1) / bm * ((384 + bn - 1) / bn);
     const std::int64_t waves = (items + 131) / 132;
     EXPECT_GT(1.0 - static_cast<double>(items) / static_cast<double>(waves * 132), 0.15);
     EXPECT_EQ(prologue_constant(src, "int", "kStreamWorkers"), "132");
@@ -414,6 +416,56 @@ TEST(WgmmaTmaKernel, StreamKTakesF32GridsWithAnIdleLastWaveOnly) {
     Conv2dDesc dynamic = d;
     dynamic.dynamic_batch = true;
     EXPECT_EQ(prologue_constant(specialize_wgmma(dynamic), "bool", "kStreamK"), "false");
+  }
+}
+
+// n160 tiles: a group of 320 filters (Stable Diffusion's 640->320 and 320->320 layers) is two
+// n160 blocks of 128-pixel tiles in TF32 and 16-bit (128 blocks on 132 SMs, no stream-K),
+// compiled to m64n160 wgmmas without spills or serialization; 3xTF32 (two accumulator
+// sets), 256 and 640 filters (whole n128 blocks) and NCHW's own kernel keep n128. The
+// tuning override takes n160 with one m64 block only.
+TEST(WgmmaTmaKernel, ThreeHundredTwentyFiltersTakeTwoN160BlocksOf128PixelTiles) {
+  const Conv2dDesc sd{
+      .n = 2, .c = 640, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+  for (const auto& [dtype, math] :
+       {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat16, MathMode::kTF32},
+        std::pair{DType::kBFloat16, MathMode::kTF32}}) {
+    const Conv2dDesc d = nhwc(sd, dtype, math);
+    SCOPED_TRACE(d.to_string());
+    const auto src = specialize_wgmma(d);
+    EXPECT_TRUE(is_tma(src));
+    EXPECT_EQ(prologue_constant(src, "int", "kBN"), "160");
+    EXPECT_EQ(prologue_constant(src, "int", "kMB"), "1");
+    EXPECT_EQ(prologue_constant(src, "int", "kBQ"), "128");
+    EXPECT_EQ(prologue_constant(src, "bool", "kStreamK"), "false");
+    EXPECT_EQ(src.launch.geometry.grid_x * src.launch.geometry.grid_y, 128u);
+    const auto out =
+        Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+    EXPECT_NE(out.ptx.find(dtype == DType::kFloat32 ? "m64n160k8" : "m64n160k16"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+    EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+  }
+  const auto bn_of = [](const Conv2dDesc& d) { return prologue_constant(specialize_wgmma(d), "int", "kBN"); };
+  EXPECT_EQ(bn_of(nhwc(sd, DType::kFloat32, MathMode::kStrictFp32)), "128");
+  Conv2dDesc whole = sd;
+  for (const int k : {256, 640}) {
+    whole.k = k;
+    EXPECT_EQ(bn_of(nhwc(whole)), "128") << k;
+  }
+  Conv2dDesc nchw = sd;
+  nchw.math = MathMode::kTF32;
+  {
+    ScopedEnv kernel("CONVJIT_NCHW_VIA_NHWC", "0");
+    EXPECT_EQ(bn_of(nchw), "128");
+  }
+  {
+    ScopedEnv tile("CONVJIT_WGMMA_TILE", "160,1,1,128,0");
+    EXPECT_EQ(bn_of(nhwc(whole)), "160");
+  }
+  for (const char* bad : {"160,2,1,256,0", "96,1,1,128,0"}) {
+    ScopedEnv tile("CONVJIT_WGMMA_TILE", bad);
+    EXPECT_THROW((void)specialize_wgmma(nhwc(whole)), Error) << bad;
   }
 }
 

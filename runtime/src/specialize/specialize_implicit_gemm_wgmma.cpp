@@ -260,6 +260,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.bn = k_per_group > 64 ? 128 : !nhwc(d) || k_per_group > 32 ? 64 : k_per_group > 16 ? 32 : 16;
   // A 32-byte row's n16 weights (512 bytes) would leave the stages off the swizzle atoms.
   if (a_row_bytes(d) == 32) t.bn = std::max(t.bn, 32);
+  // NHWC, one product a k step: n160 tiles of m128 (the 80 accumulators a thread holds
+  // for one m64 block) where they pad a group's filters less than n128 does. 320 filters
+  // are two n160 blocks instead of three n128 blocks of which the last is 3/8 zeros, and
+  // 128-pixel tiles double the grid (the Stable Diffusion layers' 96 blocks of 256 pixels
+  // left 36 of 132 SMs idle; docs/perf.md, "n160 tiles").
+  const auto padded = [&](int bn) { return (k_per_group + bn - 1) / bn * bn; };
+  if (nhwc(d) && t.split == 1 && k_per_group > 128 && padded(160) < padded(128)) t.bn = 160;
   // As many m64 blocks as 128 accumulator registers hold: the weights of a stage then
   // serve the most pixels (n64 blocks read half the weights per pixel of n128 ones,
   // so they get twice the pixels). 3xTF32 keeps a partial set beside the running one.
@@ -279,10 +286,11 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   if (const char* env = std::getenv("CONVJIT_WGMMA_TILE"); env != nullptr && *env != '\0') {
     if (std::sscanf(env, "%d,%d,%d,%d,%d", &t.bn, &t.mb, &t.bp, &t.bq, &t.stages) != 5 ||
         t.bp * t.bq != kConsumers * t.mb * 64 || t.bq % 8 != 0 ||
-        (t.bn != 64 && t.bn != 128 && !(nhwc(d) && (t.bn == 16 || t.bn == 32))) || (nhwc(d) && t.bp != 1)) {
+        (t.bn != 64 && t.bn != 128 && !(nhwc(d) && (t.bn == 16 || t.bn == 32 || (t.bn == 160 && t.mb == 1)))) ||
+        (nhwc(d) && t.bp != 1) || (t.bn == 160 && t.split != 1)) {
       fail(ErrorCode::kInvalidArgument,
-           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128 (NHWC also 16|32), bq a multiple of 8 "
-           "and bp*bq = {}*mb*64 (NHWC: bp 1), got '{}'",
+           "CONVJIT_WGMMA_TILE: expected bn,mb,bp,bq,stages with bn 64|128 (NHWC also 16|32, and 160 with mb 1 "
+           "outside 3xTF32), bq a multiple of 8 and bp*bq = {}*mb*64 (NHWC: bp 1), got '{}'",
            kConsumers, env);
     }
   }
