@@ -4,6 +4,7 @@
 
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "support/workloads.hpp"
 
@@ -290,6 +291,55 @@ TEST_F(Conv2dCorrectness, SixteenBitLongReductionOfPositiveDataStaysWithinBound)
                        .activation = Activation::kRelu};
     SCOPED_TRACE(d.to_string());
     check_16bit(rt, d, rng, /*positive=*/true);
+  }
+}
+
+// 16-bit NCHW problems with fewer than 16 channels a group on the mma.sync kernel (by
+// default those with a reduction of at most 64; CONVJIT_NCHW_NARROW_MMA=1 sends every one
+// there, as here): the networks' 3- and 4-channel stems (scaled down), odd sizes, stride,
+// dilation, groups, bias and ReLU, against float64; the kernel's name says which ran.
+TEST_F(Conv2dCorrectness, SixteenBitNarrowNchwStemsRunOnMmaSyncAndMatchFloat64) {
+  std::mt19937_64 rng(1615);
+  testing::ScopedEnv every("CONVJIT_NCHW_NARROW_MMA", "1");
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  const Conv2dDesc stems[] = {
+      Conv2dDesc{.n = 2,
+                 .c = 3,
+                 .h = 45,
+                 .w = 37,
+                 .k = 64,
+                 .r = 7,
+                 .s = 7,
+                 .stride_h = 2,
+                 .stride_w = 2,
+                 .pad_h = 3,
+                 .pad_w = 3},
+      Conv2dDesc{.n = 2, .c = 4, .h = 19, .w = 21, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      Conv2dDesc{.n = 3,
+                 .c = 15,
+                 .h = 13,
+                 .w = 11,
+                 .k = 40,
+                 .r = 3,
+                 .s = 5,
+                 .pad_h = 2,
+                 .pad_w = 4,
+                 .dilation_h = 2,
+                 .dilation_w = 2,
+                 .bias = true,
+                 .activation = Activation::kRelu},
+      Conv2dDesc{.n = 2, .c = 8, .h = 12, .w = 14, .k = 24, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .groups = 2},
+  };
+  for (Conv2dDesc d : stems) {
+    for (const DType dtype : k16BitTypes) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+      EXPECT_TRUE(plan.kernel_name().starts_with("conv2d_igemm_")) << plan.kernel_name();
+      const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm);
+      EXPECT_EQ(result.unwritten, 0u);
+      EXPECT_LT(result.rel_err, testing::tolerance(d));
+    }
   }
 }
 

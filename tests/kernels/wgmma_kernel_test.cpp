@@ -78,6 +78,57 @@ TEST(WgmmaKernel, OtherArchitecturesAndUnnamedTargetsKeepMmaSync) {
   }
 }
 
+// On Hopper, 16-bit NCHW problems with fewer than 16 channels a group and a reduction of
+// at most 64 (channels x taps: networks row 45's 4 x 3x3) take the mma.sync kernel instead
+// of the NCHW wgmma kernel's 16-channel stages; the 7x7 stem (147), float32, 16 channels
+// a group and NHWC (its own rule) keep their kernels. CONVJIT_NCHW_NARROW_MMA=1 sends every
+// narrow 16-bit problem to mma.sync, =0 none.
+TEST(WgmmaKernel, SixteenBitNchwProblemsOfFewChannelsAndShortReductionsTakeMmaSync) {
+  const Conv2dDesc stem{.n = 16,
+                        .c = 3,
+                        .h = 224,
+                        .w = 224,
+                        .k = 64,
+                        .r = 7,
+                        .s = 7,
+                        .stride_h = 2,
+                        .stride_w = 2,
+                        .pad_h = 3,
+                        .pad_w = 3};
+  const Conv2dDesc row45{
+      .n = 2, .c = 4, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true};
+  const Conv2dDesc grouped{.n = 2, .c = 14, .h = 20, .w = 20, .k = 60, .r = 3, .s = 3, .groups = 2};  // 7 x 9
+  constexpr const char* kMma = "conv2d_implicit_gemm_mma.cu";
+  constexpr const char* kWgmma = "conv2d_implicit_gemm_wgmma.cu";
+  const auto template_of = [](Conv2dDesc d, DType dtype) {
+    d.dtype = dtype;
+    return specialize(d, Algorithm::kImplicitGemm, "sm_90").source.template_name;
+  };
+  for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+    EXPECT_EQ(template_of(row45, dtype), kMma);
+    EXPECT_EQ(template_of(grouped, dtype), kMma);
+    EXPECT_EQ(template_of(stem, dtype), kWgmma);
+    Conv2dDesc sixteen = row45;
+    sixteen.c = 16;
+    EXPECT_EQ(template_of(sixteen, dtype), kWgmma);
+    {
+      testing::ScopedEnv every("CONVJIT_NCHW_NARROW_MMA", "1");
+      EXPECT_EQ(template_of(stem, dtype), kMma);
+      EXPECT_EQ(template_of(sixteen, dtype), kWgmma);
+    }
+    testing::ScopedEnv off("CONVJIT_NCHW_NARROW_MMA", "0");
+    EXPECT_EQ(template_of(row45, dtype), kWgmma);
+  }
+  EXPECT_EQ(template_of(row45, DType::kFloat32), kWgmma);
+  const auto compiled = [&] {
+    Conv2dDesc d = row45;
+    d.dtype = DType::kFloat16;
+    const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_90");
+    return Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+  }();
+  EXPECT_NE(compiled.ptx.find("mma.sync.aligned.m16n8k16"), std::string::npos);
+}
+
 TEST(WgmmaKernel, ReasonsNameWhatRulesTheKernelOut) {
   EXPECT_FALSE(wgmma_unsupported_reason(kHeadline, "sm_90"));
   EXPECT_NE(wgmma_unsupported_reason(kHeadline, "sm_80")->find("sm_90"), std::string::npos);

@@ -291,10 +291,11 @@ TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMa
   ScopedEnv on("CONVJIT_WGMMA_STREAM_K", "1");
   Runtime rt(options());
   const Conv2dDesc d =
-      nhwc({.n = 2, .c = 640, .h = 64, .w = 64, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
-           DType::kFloat16);
+      nhwc({.n = 2, .c = 640, .h = 64, .w = 64, .k = 384, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+           DType::kFloat16);  // 32 tiles of 256 pixels x 3 n128 blocks: 96 items on 132 SMs
   const Conv2dPlan& plan = plan_for(rt, d);
   ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  ASSERT_GT(plan.workspace_bytes(), 0u) << "stream-K's slots and counters";
   Operands ops(d);
   testing::FakeBuffer workspace(plan.workspace_bytes());
   // Counters a previous run (or anything else) left behind.

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "base/env_switch.hpp"
 #include "base/log.hpp"
 #include "compile/nvrtc.hpp"
 #include "compile/ptxas_report.hpp"
@@ -58,12 +59,6 @@ bool env_flag(const char* name) {
   return value != nullptr && std::string_view(value) == "1";
 }
 
-// On unless the variable says 0.
-bool env_flag_on_by_default(const char* name) {
-  const char* value = std::getenv(name);
-  return value == nullptr || std::string_view(value) != "0";
-}
-
 std::uint64_t resolve_workspace_limit(const RuntimeOptions& options) {
   if (options.workspace_limit_bytes > 0) return options.workspace_limit_bytes;
   if (const char* env = std::getenv("CONVJIT_WORKSPACE_LIMIT"); env != nullptr && *env != '\0') {
@@ -84,7 +79,7 @@ std::size_t background_threads() { return std::clamp<std::size_t>(std::thread::h
 Runtime::Impl::Impl(RuntimeOptions opts)
     : options(std::move(opts)),
       autotune(options.autotune ? *options.autotune : env_flag("CONVJIT_AUTOTUNE")),
-      first_tier(options.first_tier ? *options.first_tier : env_flag_on_by_default("CONVJIT_FIRST_TIER")),
+      first_tier(options.first_tier ? *options.first_tier : env_switch_on("CONVJIT_FIRST_TIER")),
       cache_dir(resolve_cache_dir(options)),
       tuning(cache_dir),
       background_(background_threads()) {

@@ -255,7 +255,20 @@ bool wgmma_partial_chunks_requested() {
 }  // namespace
 
 bool nhwc_prefers_wgmma(const Conv2dDesc& d, const std::string& arch, const AlignmentNeeds& align) {
-  if (d.layout != Layout::kNHWC) return true;
+  if (d.layout != Layout::kNHWC) {
+    // NCHW, 16-bit, fewer than 16 channels a group and a reduction (channels x taps) of at
+    // most 64: the NCHW wgmma kernel's stages are 32-byte runs of 16 channels, three
+    // quarters or more of them zeros here, and with so few of them a tile is mostly its
+    // fixed costs, where mma.sync's reduction runs over channels and taps together in one
+    // or two k tiles. Longer reductions (the 7x7 and 11x11 stems) and float32 measured
+    // faster on wgmma (docs/perf.md, "Narrow 16-bit NCHW stems").
+    // NOTE: CONVJIT_NCHW_NARROW_MMA=0 keeps every such problem on wgmma, =1 sends every
+    // 16-bit problem of fewer than 16 channels a group to mma.sync (tests, timing runs).
+    if (d.dtype == DType::kFloat32 || d.c / d.groups >= 16) return true;
+    const char* env = std::getenv("CONVJIT_NCHW_NARROW_MMA");
+    if (env != nullptr && *env != '\0') return std::string_view(env) == "0";
+    return std::int64_t{d.c / d.groups} * d.r * d.s > 64;
+  }
   // A wgmma stage is a 128-byte (or, for channels that fill 64 bytes only, 64-byte) run of each
   // pixel's channels: with fewer channels a group it copies and multiplies mostly zeros
   // (3-channel stems ran 8-16x slower than mma.sync).

@@ -118,8 +118,8 @@ std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   // accumulators a thread holds, so four blocks an SM fit without spills, or with stride
   // 1 eight outputs a thread at three (twelve columns loaded for eight outputs, not two
   // loads of eight for four each). Measured faster on every such layer of the networks
-  // set; three-tap rows and float32 measured no faster (docs/perf.md, "NHWC depthwise
-  // thread shapes").
+  // set; three-tap rows and float32 measured no faster (docs/perf.md, "NHWC depthwise: a
+  // thread's channels and outputs").
   if (d.dtype != DType::kFloat32 && d.s >= 4 && d.s <= 5) {
     t.channels = 4;
     t.outs = d.stride_w == 1 ? 8 : 4;

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <string_view>
 
+#include "base/env_switch.hpp"
 #include "base/fail.hpp"
 #include "base/log.hpp"
 #include "specialize/algorithm.hpp"
@@ -17,12 +18,6 @@
 namespace convjit {
 
 namespace {
-// A development switch that is on unless its variable says 0.
-bool switch_on(const char* name) {
-  const char* env = std::getenv(name);
-  return env == nullptr || std::string_view(env) != "0";
-}
-
 constexpr const char* kTemplate = "conv2d_implicit_gemm_wgmma.cu";
 constexpr int kConsumers = 2;  // consumer warpgroups; the template's kConsumers
 constexpr int kThreads = 128 * (1 + kConsumers);
@@ -79,11 +74,11 @@ int chunk_channels(const Conv2dDesc& d) { return sixteen_bit(d) ? 16 : 8; }
 // 64-byte pixel rows (TMA's 64-byte swizzle) instead of half-empty 128-byte ones, measured
 // 1.7-2.1x faster (docs/perf.md). NOTE: CONVJIT_WGMMA_ROW64=0 keeps 128-byte rows, for
 // timing runs of both (changes the source, so the cache key).
-bool row64_enabled() { return switch_on("CONVJIT_WGMMA_ROW64"); }
+bool row64_enabled() { return env_switch_on("CONVJIT_WGMMA_ROW64"); }
 // The same for channels that fill 32 but not 64 bytes (16 to 31 halves, 8 to 15 floats):
 // 32-byte rows, one k step a tap, where 64-byte ones were half zeros. NOTE:
 // CONVJIT_WGMMA_ROW32=0 keeps them on the wider rows, for timing runs of both.
-bool row32_enabled() { return switch_on("CONVJIT_WGMMA_ROW32"); }
+bool row32_enabled() { return env_switch_on("CONVJIT_WGMMA_ROW32"); }
 
 // Bytes of a pixel's channel run a stage holds (the template's kARowBytes): 128, or 64
 // or 32 where a one-group problem's channels fill no more (unless turned off above).
@@ -226,7 +221,7 @@ std::optional<bool> store_warps_override() {
 // "3xTF32's partial sums drained every second stage").
 // NOTE: development switch for timing runs: CONVJIT_WGMMA_PAIRED_PARTIALS=0 drains after
 // every stage (changes the source, so the cache key).
-bool paired_partials() { return switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); }
+bool paired_partials() { return env_switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); }
 
 // NOTE: development switch, not yet run on a GPU: CONVJIT_WGMMA_TAPS_PER_STAGE=N gives the
 // NHWC kernel's stages (with the TMA map) the largest divisor of the filter's taps up to N
@@ -374,7 +369,7 @@ bool pair_stores(const Conv2dDesc& d, unsigned align_y) {
 // channels a group and y 8-byte aligned. NOTE: CONVJIT_WGMMA_QUAD_STORES=0 keeps the pair
 // stores, for timing runs of both (changes the source, so the cache key).
 bool quad_stores(const Conv2dDesc& d, unsigned align_y) {
-  return switch_on("CONVJIT_WGMMA_QUAD_STORES") && pair_stores(d, align_y) && sixteen_bit(d) &&
+  return env_switch_on("CONVJIT_WGMMA_QUAD_STORES") && pair_stores(d, align_y) && sixteen_bit(d) &&
          (d.k / d.groups) % 4 == 0 && align_y >= 8;
 }
 
@@ -476,11 +471,11 @@ std::optional<std::string> wgmma_unsupported_reason(const Conv2dDesc& d, const s
 // wgmma_tma_unsupported_reason allows it (measured faster than the cp.async copies on every
 // networks and KernelBench NHWC problem, docs/perf.md); CONVJIT_WGMMA_TMA=0 keeps the
 // cp.async copies, for comparison and as a way out (changes the source, so the cache key).
-bool wgmma_tma_enabled() { return switch_on("CONVJIT_WGMMA_TMA"); }
+bool wgmma_tma_enabled() { return env_switch_on("CONVJIT_WGMMA_TMA"); }
 
 // NOTE: CONVJIT_WGMMA_B_MAP=0 keeps the weight pack where the kernel would read w through
 // its tiled map (kBMap), for timing runs of both (changes the source, so the cache key).
-bool wgmma_b_map_enabled() { return switch_on("CONVJIT_WGMMA_B_MAP"); }
+bool wgmma_b_map_enabled() { return env_switch_on("CONVJIT_WGMMA_B_MAP"); }
 
 namespace {
 // The NHWC TMA kernel reads w through a tiled map (kBMap) instead of a packed copy made by
