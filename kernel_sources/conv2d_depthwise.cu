@@ -150,19 +150,25 @@ static_assert(!kNHWC || ((kCVBytes == 16 || kCVBytes == 8) && kCV % 4 == 0),
               "NHWC: a thread's channels are one 16- or 8-byte vector of at least 4 elements");
 static_assert(kNHWC || kOutPerThread == 4, "the NCHW tiles take four outputs a thread");
 
-// The kVec elements of one 16-byte load, as floats.
-__device__ __forceinline__ void unpack_vector(uint4 raw, float (&f)[kVec]) {
-  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+// The N elements of one 16- or 8-byte vector, given as its 32-bit words, as floats.
+template <int N>
+__device__ __forceinline__ void unpack_words(const unsigned (&words)[4], float (&f)[N]) {
   if constexpr (kDType == 0) {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) f[i] = __uint_as_float(words[i]);
+    for (int i = 0; i < N; ++i) f[i] = __uint_as_float(words[i]);
   } else {
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {  // little-endian: the lower half is the earlier element
+    for (int i = 0; i < N / 2; ++i) {  // little-endian: the lower half is the earlier element
       f[2 * i] = Convert::to_float(static_cast<unsigned short>(words[i] & 0xffffu));
       f[2 * i + 1] = Convert::to_float(static_cast<unsigned short>(words[i] >> 16));
     }
   }
+}
+
+// The kVec elements of one 16-byte load, as floats.
+__device__ __forceinline__ void unpack_vector(uint4 raw, float (&f)[kVec]) {
+  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+  unpack_words(words, f);
 }
 
 __device__ __forceinline__ void store_chunk(float* dst, uint4 raw) {
@@ -177,13 +183,18 @@ __device__ __forceinline__ unsigned pack2(float a, float b) {
   return static_cast<unsigned>(Convert::from_float(a)) | (static_cast<unsigned>(Convert::from_float(b)) << 16);
 }
 
-// kVec floats as the 16 bytes of y they round to.
-__device__ __forceinline__ void store_vector(Element* dst, const float (&out)[kVec]) {
+// N floats as the 16 or 8 bytes of y they round to, one store (float32: 16 bytes only).
+template <int N>
+__device__ __forceinline__ void store_elements(Element* dst, const float (&out)[N]) {
+  constexpr int kBytes = N * static_cast<int>(sizeof(Element));
+  static_assert(kBytes == 16 || (kBytes == 8 && kDType != 0), "one 16-byte vector, or 8 bytes of 16-bit data");
   if constexpr (kDType == 0) {
     *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-  } else {
+  } else if constexpr (kBytes == 16) {
     *reinterpret_cast<uint4*>(dst) =
         make_uint4(pack2(out[0], out[1]), pack2(out[2], out[3]), pack2(out[4], out[5]), pack2(out[6], out[7]));
+  } else {
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(out[0], out[1]), pack2(out[2], out[3]));
   }
 }
 
@@ -347,11 +358,7 @@ __device__ __forceinline__ void nchw_tiled_block(float* tile, const Element* __r
         for (int j = 0; j < kOutPerThread; ++j) out[j] = epilogue(acc[i][j], b);
         Element* dst = y_plane + static_cast<index_t>(oh) * kQ + ow0;
         if (vector_store) {
-          if constexpr (kDType == 0) {
-            *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-          } else {
-            *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(out[0], out[1]), pack2(out[2], out[3]));
-          }
+          store_elements(dst, out);
         } else {
 #pragma unroll
           for (int j = 0; j < kOutPerThread; ++j) {
@@ -458,7 +465,7 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
       float out[kVec];
 #pragma unroll
       for (int j = 0; j < kVec; ++j) out[j] = stage[e * kVec + j];
-      store_vector(dst + e * kVec, out);
+      store_elements(dst + e * kVec, out);
     }
     out_scalar_from = chunks * kVec;
   }
@@ -479,33 +486,7 @@ __device__ __forceinline__ void load_cv(const Element* src, float (&f)[kCV]) {
     words[0] = raw.x;
     words[1] = raw.y;
   }
-  if constexpr (kDType == 0) {
-#pragma unroll
-    for (int i = 0; i < (kCV < 4 ? kCV : 4); ++i) f[i] = __uint_as_float(words[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < kCV / 2; ++i) {  // little-endian: the lower half is the earlier element
-      f[2 * i] = Convert::to_float(static_cast<unsigned short>(words[i] & 0xffffu));
-      f[2 * i + 1] = Convert::to_float(static_cast<unsigned short>(words[i] >> 16));
-    }
-  }
-}
-
-// NHWC, 16-bit: word i of a vector of kCV outputs, rounded (0 past the vector).
-__device__ __forceinline__ unsigned packed_word(const float (&out)[kCV], int i) {
-  return 2 * i + 1 < kCV ? pack2(out[2 * i], out[2 * i + 1]) : 0u;
-}
-
-// NHWC: kCV floats as the kCVBytes of y they round to.
-__device__ __forceinline__ void store_cv(Element* dst, const float (&out)[kCV]) {
-  if constexpr (kDType == 0) {
-    *reinterpret_cast<float4*>(dst) = make_float4(out[0], out[1], out[2], out[3]);
-  } else if constexpr (kCVBytes == 16) {
-    *reinterpret_cast<uint4*>(dst) =
-        make_uint4(packed_word(out, 0), packed_word(out, 1), packed_word(out, 2), packed_word(out, 3));
-  } else {
-    *reinterpret_cast<uint2*>(dst) = make_uint2(packed_word(out, 0), packed_word(out, 1));
-  }
+  unpack_words(words, f);
 }
 
 // NHWC: the input values output channels k0 .. k0 + kCV - 1 read at one pixel (its
@@ -664,7 +645,7 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
         for (int j = 0; j < kCV; ++j) out[j] = epilogue(acc[o][j], b[j]);
         Element* dst = y_row + static_cast<index_t>(ow0 + o) * kK + k0;
         if (vector_y) {
-          store_cv(dst, out);
+          store_elements(dst, out);
         } else {
 #pragma unroll
           for (int j = 0; j < kCV; ++j) {

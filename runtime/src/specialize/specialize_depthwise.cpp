@@ -91,7 +91,7 @@ std::int64_t tap_bytes(const Conv2dDesc& d, int threads_c, int channels) {
 void nhwc_thread_override(const Conv2dDesc& d, DepthwiseTile& t) {
   const char* env = std::getenv("CONVJIT_DEPTHWISE_NHWC");
   if (env == nullptr || *env == '\0') return;
-  const int element = d.dtype == DType::kFloat32 ? 4 : 2;
+  const auto element = static_cast<int>(size_of(d.dtype));
   int channels = 0, outs = 0, min_blocks = 0;
   if (std::sscanf(env, "%d,%d,%d", &channels, &outs, &min_blocks) != 3 || channels % 4 != 0 ||
       (channels * element != 8 && channels * element != 16) || outs < 1 || outs > 8 || min_blocks < 1 ||
@@ -126,7 +126,7 @@ std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
     t.min_blocks = d.stride_w == 1 ? 3 : 4;
   }
   nhwc_thread_override(d, t);
-  const int element = d.dtype == DType::kFloat32 ? 4 : 2;
+  const auto element = static_cast<int>(size_of(d.dtype));
   const std::int64_t vectors = ceil_div(d.k, t.channels);
   int max_c = kSlabBytes / (t.channels * element);
   while (max_c > 1 && tap_bytes(d, max_c, t.channels) > kTapBudget) --max_c;
