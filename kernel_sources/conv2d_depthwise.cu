@@ -47,6 +47,14 @@
 // vector load when every row of channels is whole vectors and x is aligned to one;
 // otherwise, and for multipliers and narrow groups, one element a load. The same test on
 // y chooses vector or per-element stores, so any element-aligned pointer and any c work.
+//
+// NHWC pure depthwise (kStaged): the direct loads above re-read each input row once for
+// every output row under it, through L2, which bounded them at a third of DRAM's rate.
+// A staged block instead copies the input pixels under its kTileP x kTileQ outputs (its
+// slab's channels of each, as x stores them) into shared memory once, with asynchronous
+// 16- or 8-byte copies that are all in flight before the first wait (kPasses groups, one
+// per pass down the tile), zero-filled outside the image; its threads then read their
+// windows from there. A block whose x is not vector-aligned takes the direct loads.
 
 #ifndef CONVJIT_SPECIALIZED
 #define CONVJIT_KERNEL_NAME conv2d_depthwise_example
@@ -58,6 +66,7 @@ enum : bool { kHasBias = true, kRelu = true };
 enum : int { kThreadsQ = 2, kThreadsP = 4, kRowsPerThread = 2, kPasses = 2, kTilesQ = 1, kMinBlocks = 4 };
 enum : int { kThreadsC = 1 };                     // channel vectors a block (NHWC; 1 for NCHW)
 enum : int { kNhwcChannels = 4, kNhwcOuts = 4 };  // NHWC: channels (8 or 16 bytes) and row outputs a thread
+enum : bool { kStaged = false };                  // NHWC: the block's input tile staged in shared memory
 enum : int { kPlanes = 1 };                       // (image, group) planes a block (NCHW; more than 1: whole planes)
 enum : bool { kWideIndex = false };
 enum : int { kDType = 0 };   // f32 (0 f32, 1 f16, 2 bf16)
@@ -135,6 +144,15 @@ enum : int { kRowWindow = (kOutPerThread - 1) * kStrideW + (kS - 1) * kDilationW
 // A filter row's taps (kS x kCV floats) stay in registers while its columns stream by,
 // up to 64 floats; a wider row goes a tap at a time.
 enum : bool { kTapsInRegisters = kS * kCV <= 64 };
+// NHWC, kStaged (pure depthwise): the input pixels under the block's kTileP x kTileQ
+// outputs, the slab's channels of each as stored in x, copied once into shared memory
+// with zero fill for padding; a slab narrower than 128 bytes gets 16 bytes of pitch more
+// a pixel, so the pixels a warp reads at once fall on different banks.
+enum : int { kStageRows = kStaged ? (kTileP - 1) * kStrideH + (kR - 1) * kDilationH + 1 : 1 };
+enum : int { kStageCols = kStaged ? (kTileQ - 1) * kStrideW + (kS - 1) * kDilationW + 1 : 1 };
+enum : int { kSlabBytes = kSlab * static_cast<int>(sizeof(Element)) };
+enum : int { kPixelPitch = kSlabBytes + (kSlabBytes < 128 ? 16 : 0) };
+enum : int { kStageBytes = kStaged ? kStageRows * kStageCols * kPixelPitch : 16 };
 
 static_assert(kLayout == 0 || kLayout == 1, "kLayout: 0 nchw, 1 nhwc");
 static_assert(kC % kGroups == 0 && kK % kGroups == 0, "groups must divide c and k");
@@ -145,7 +163,10 @@ static_assert(kNHWC || kTilesQ == 1 || (kTileQ * kStrideW) % kVec == 0, "column 
 static_assert(kTilesQ * kTileQ >= kQ && kTilesP * kTileP >= kP, "the tiles must cover the output");
 static_assert(kNHWC || (kPlanes * kTileFloats + kStageFloats) * 4 <= 48 * 1024,
               "the input tiles must fit static shared memory");
-static_assert(!kNHWC || kTapFloats * 4 <= 48 * 1024, "the taps must fit static shared memory");
+static_assert(!kNHWC || kTapFloats * 4 + kStageBytes <= 48 * 1024,
+              "the taps and input tile must fit static shared memory");
+static_assert(!kStaged || (kNHWC && kChannelwise && kTapsInRegisters && kPasses <= 4),
+              "a staged input tile: NHWC, one channel a group, a filter row's taps in registers, at most four passes");
 static_assert(!kNHWC || ((kCVBytes == 16 || kCVBytes == 8) && kCV % 4 == 0),
               "NHWC: a thread's channels are one 16- or 8-byte vector of at least 4 elements");
 static_assert(kNHWC || kOutPerThread == 4, "the NCHW tiles take four outputs a thread");
@@ -543,9 +564,167 @@ __device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c,
   }
 }
 
+// NHWC: one kCVBytes vector of x as stored (16 or 8 bytes).
+template <bool Sixteen>
+struct RawVector {
+  using type = uint4;
+};
+template <>
+struct RawVector<false> {
+  using type = uint2;
+};
+using CVRaw = RawVector<kCVBytes == 16>::type;
+
+__device__ __forceinline__ void unpack_cv(const uint4& raw, float (&f)[kCV]) {
+  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+  unpack_words(words, f);
+}
+__device__ __forceinline__ void unpack_cv(const uint2& raw, float (&f)[kCV]) {
+  const unsigned words[4] = {raw.x, raw.y, 0u, 0u};
+  unpack_words(words, f);
+}
+
+// NHWC, kStaged: one pass's rows of the block's input tile (tile rows row_begin ..
+// row_end - 1 of the tile at ih0, iw0, channels kb..) into shared memory as one group of
+// asynchronous copies; zeros outside the image and past kK. The block issues every
+// pass's group before its first wait, so later passes' copies run under earlier passes'
+// products.
+__device__ __forceinline__ void stage_rows(unsigned char* stage, const Element* __restrict__ x, int n, int ih0, int iw0,
+                                           int kb, int row_begin, int row_end) {
+  const int copies = (row_end - row_begin) * kStageCols * kThreadsC;
+  for (int e = static_cast<int>(threadIdx.x); e < copies; e += kBlockThreads) {
+    const int v = e % kThreadsC;
+    const int pixel = row_begin * kStageCols + e / kThreadsC;
+    const int ih = ih0 + pixel / kStageCols;
+    const int iw = iw0 + pixel % kStageCols;
+    const int k = kb + v * kCV;
+    const bool valid = static_cast<unsigned>(ih) < static_cast<unsigned>(kH) &&
+                       static_cast<unsigned>(iw) < static_cast<unsigned>(kW) && (kK % kSlab == 0 || k < kK);
+    const Element* src = valid ? x + ((static_cast<index_t>(n) * kH + ih) * kW + iw) * static_cast<index_t>(kC) + k : x;
+    unsigned char* dst = stage + pixel * kPixelPitch + v * kCVBytes;
+    if constexpr (kCVBytes == 16) {
+      device::cp_async16(dst, src, valid);
+    } else {
+      device::cp_async8(dst, src, valid);
+    }
+  }
+  device::cp_async_commit();
+}
+
+// NHWC, kStaged: the tile rows pass `pass` reads end before this row.
+__device__ constexpr int stage_rows_end(int pass) {
+  const int last = ((pass + 1) * kThreadsP * kRowsPerThread - 1) * kStrideH + (kR - 1) * kDilationH + 1;
+  return last < kStageRows ? last : kStageRows;
+}
+
+// Waits until at most `pending` of this thread's copy groups are in flight (waiting for
+// more than asked where pending is over 3).
+__device__ __forceinline__ void wait_copy_groups(int pending) {
+  if (pending <= 0) {
+    device::cp_async_wait<0>();
+  } else if (pending == 1) {
+    device::cp_async_wait<1>();
+  } else if (pending == 2) {
+    device::cp_async_wait<2>();
+  } else {
+    device::cp_async_wait<3>();
+  }
+}
+
+// NHWC, kStaged: a thread's kOutPerThread outputs of local output row lp, from the
+// staged tile (no bounds: padding is zeros there).
+__device__ __forceinline__ void staged_row(const unsigned char* stage, int lp, int tq, int tc, const float* thread_taps,
+                                           float (&acc)[kOutPerThread][kCV]) {
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const unsigned char* row =
+        stage + ((lp * kStrideH + r * kDilationH) * kStageCols + tq * kOutPerThread * kStrideW) * kPixelPitch +
+        tc * kCVBytes;
+    float tap[kS][kCV];
+#pragma unroll
+    for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, 0, tap[s]);
+#pragma unroll
+    for (int u = 0; u < kRowWindow; ++u) {
+      if (!column_used(u)) continue;
+      float v[kCV];
+      unpack_cv(*reinterpret_cast<const CVRaw*>(row + u * kPixelPitch), v);
+#pragma unroll
+      for (int s = 0; s < kS; ++s) {
+        const int d = u - s * kDilationW;
+        if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+#pragma unroll
+        for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+      }
+    }
+  }
+}
+
+// NHWC: a thread's kOutPerThread outputs of output row oh, its inputs read from x (L1
+// holds what neighbouring threads and rows share).
+__device__ __forceinline__ void direct_row(const Element* __restrict__ x, int n, int oh, int iw0, int k0, bool vector_x,
+                                           const float* thread_taps, float (&acc)[kOutPerThread][kCV]) {
+#pragma unroll
+  for (int r = 0; r < kR; ++r) {
+    const int ih = oh * kStrideH - kPadH + r * kDilationH;
+    if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
+    const Element* x_row = x + (static_cast<index_t>(n) * kH + ih) * static_cast<index_t>(kW) * kC;
+#pragma unroll
+    for (int c = 0; c < kCPerGroup; ++c) {
+      if constexpr (kTapsInRegisters) {
+        float tap[kS][kCV];
+#pragma unroll
+        for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, c, tap[s]);
+#pragma unroll
+        for (int u = 0; u < kRowWindow; ++u) {
+          if (!column_used(u)) continue;
+          const int iw = iw0 + u;
+          if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+          float v[kCV];
+          load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
+#pragma unroll
+          for (int s = 0; s < kS; ++s) {
+            const int d = u - s * kDilationW;
+            if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+#pragma unroll
+            for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+          }
+        }
+      } else {
+        // A wide filter row: one tap at a time, each output loading its own column.
+#pragma unroll 1
+        for (int s = 0; s < kS; ++s) {
+          float tap[kCV];
+          load_tap(thread_taps, r * kS + s, c, tap);
+#pragma unroll
+          for (int o = 0; o < kOutPerThread; ++o) {
+            const int iw = iw0 + o * kStrideW + s * kDilationW;
+            if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
+            float v[kCV];
+            load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
+#pragma unroll
+            for (int j = 0; j < kCV; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
+          }
+        }
+      }
+    }
+  }
+}
+
+// NHWC: the bias of output channels k0 .. k0 + kCV - 1 (0 past kK, or without a bias).
+__device__ __forceinline__ void load_bias(const Element* __restrict__ bias, int k0, bool active, float (&b)[kCV]) {
+#pragma unroll
+  for (int j = 0; j < kCV; ++j) {
+    b[j] = 0.0f;
+    if constexpr (kHasBias) {
+      if (active && (kK % kCV == 0 || k0 + j < kK)) b[j] = Convert::to_float(__ldg(bias + k0 + j));
+    }
+  }
+}
+
 // NHWC: one block's outputs; see the work split at the top of the file.
-__device__ __forceinline__ void nhwc_block(float* taps, const Element* __restrict__ x, const Element* __restrict__ w,
-                                           const Element* __restrict__ bias, Element* __restrict__ y) {
+__device__ __forceinline__ void nhwc_block(float* taps, unsigned char* stage, const Element* __restrict__ x,
+                                           const Element* __restrict__ w, const Element* __restrict__ bias,
+                                           Element* __restrict__ y) {
   int block = static_cast<int>(blockIdx.x);
   const int tile_q = block % kTilesQ;
   block /= kTilesQ;
@@ -555,32 +734,44 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
   const int n = block / kChannelBlocks;
 
   load_taps(taps, w, channel_block * kSlab);
-  __syncthreads();
+  // Whole vectors: every pixel's channels start on one when the row of channels is whole
+  // vectors and the tensor starts on one.
+  const bool vector_x = kC % kCV == 0 && (reinterpret_cast<unsigned long long>(x) & (kCVBytes - 1u)) == 0;
+  // The same for every thread, so every thread of a staged block reaches its barriers below.
+  const bool staged = kStaged && vector_x;
+  if (staged) {
+    for (int pass = 0; pass < kPasses; ++pass) {
+      stage_rows(stage, x, n, tile_p * kTileP * kStrideH - kPadH, tile_q * kTileQ * kStrideW - kPadW,
+                 channel_block * kSlab, pass == 0 ? 0 : stage_rows_end(pass - 1), stage_rows_end(pass));
+    }
+  } else {
+    __syncthreads();
+  }
 
   const int tc = static_cast<int>(threadIdx.x) % kThreadsC;
   const int tq = static_cast<int>(threadIdx.x) / kThreadsC % kThreadsQ;
   const int tp = static_cast<int>(threadIdx.x) / (kThreadsC * kThreadsQ);
   const int k0 = (channel_block * kThreadsC + tc) * kCV;
   const int ow0 = tile_q * kTileQ + tq * kOutPerThread;
-  if (k0 >= kK || ow0 >= kQ) return;  // no barrier follows
-  // Whole vectors: every pixel's channels start on one when the row of channels is whole
-  // vectors and the tensor starts on one.
-  const bool vector_x = kC % kCV == 0 && (reinterpret_cast<unsigned long long>(x) & (kCVBytes - 1u)) == 0;
+  // A staged block's threads all reach its barriers below; the others' threads meet none.
+  const bool active = k0 < kK && ow0 < kQ;
+  if (!active && !staged) return;
   const bool vector_y = kK % kCV == 0 && (reinterpret_cast<unsigned long long>(y) & (kCVBytes - 1u)) == 0;
   const float* thread_taps = taps + tc * kCV;
   const int iw0 = ow0 * kStrideW - kPadW;  // the thread's first window column
 
   float b[kCV];
-#pragma unroll
-  for (int j = 0; j < kCV; ++j) {
-    b[j] = 0.0f;
-    if constexpr (kHasBias) {
-      if (kK % kCV == 0 || k0 + j < kK) b[j] = Convert::to_float(__ldg(bias + k0 + j));
-    }
-  }
+  load_bias(bias, k0, active, b);
 
   for (int pass = 0; pass < kPasses; ++pass) {
+    if (kStaged && staged) {
+      wait_copy_groups(kPasses - 1 - pass);
+      __syncthreads();
+      if (!active) continue;
+    }
     const int oh0 = tile_p * kTileP + (pass * kThreadsP + tp) * kRowsPerThread;
+    // Rows one after another: their accumulators need not live together.
+#pragma unroll 1
     for (int i = 0; i < kRowsPerThread; ++i) {
       const int oh = oh0 + i;
       if (oh >= kP) break;
@@ -590,56 +781,19 @@ __device__ __forceinline__ void nhwc_block(float* taps, const Element* __restric
 #pragma unroll
         for (int j = 0; j < kCV; ++j) acc[o][j] = 0.0f;
       }
-#pragma unroll
-      for (int r = 0; r < kR; ++r) {
-        const int ih = oh * kStrideH - kPadH + r * kDilationH;
-        if (static_cast<unsigned>(ih) >= static_cast<unsigned>(kH)) continue;
-        const Element* x_row = x + (static_cast<index_t>(n) * kH + ih) * static_cast<index_t>(kW) * kC;
-#pragma unroll
-        for (int c = 0; c < kCPerGroup; ++c) {
-          if constexpr (kTapsInRegisters) {
-            float tap[kS][kCV];
-#pragma unroll
-            for (int s = 0; s < kS; ++s) load_tap(thread_taps, r * kS + s, c, tap[s]);
-#pragma unroll
-            for (int u = 0; u < kRowWindow; ++u) {
-              if (!column_used(u)) continue;
-              const int iw = iw0 + u;
-              if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-              float v[kCV];
-              load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
-#pragma unroll
-              for (int s = 0; s < kS; ++s) {
-                const int d = u - s * kDilationW;
-                if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
-#pragma unroll
-                for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
-              }
-            }
-          } else {
-            // A wide filter row: one tap at a time, each output loading its own column.
-#pragma unroll 1
-            for (int s = 0; s < kS; ++s) {
-              float tap[kCV];
-              load_tap(thread_taps, r * kS + s, c, tap);
-#pragma unroll
-              for (int o = 0; o < kOutPerThread; ++o) {
-                const int iw = iw0 + o * kStrideW + s * kDilationW;
-                if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
-                float v[kCV];
-                load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
-#pragma unroll
-                for (int j = 0; j < kCV; ++j) acc[o][j] = fmaf(v[j], tap[j], acc[o][j]);
-              }
-            }
-          }
-        }
+      if (kStaged && staged) {
+        staged_row(stage, oh - tile_p * kTileP, tq, tc, thread_taps, acc);
+      } else {
+        direct_row(x, n, oh, iw0, k0, vector_x, thread_taps, acc);
       }
 
       Element* y_row = y + (static_cast<index_t>(n) * kP + oh) * static_cast<index_t>(kQ) * kK;
 #pragma unroll
       for (int o = 0; o < kOutPerThread; ++o) {
         if (ow0 + o >= kQ) break;
+        // A staged block's registers go to its accumulators and taps: the bias is read
+        // again at each store (from L1) instead of held through the rows.
+        if constexpr (kStaged) load_bias(bias, k0, active, b);
         float out[kCV];
 #pragma unroll
         for (int j = 0; j < kCV; ++j) out[j] = epilogue(acc[o][j], b[j]);
@@ -667,7 +821,8 @@ extern "C" __global__ void __launch_bounds__(conv2d_depthwise::kBlockThreads, sp
   using namespace conv2d_depthwise;
   if constexpr (kNHWC) {
     __shared__ __align__(16) float taps[kTapFloats];
-    nhwc_block(taps, x, w, bias, y);
+    __shared__ __align__(16) unsigned char stage[kStageBytes];
+    nhwc_block(taps, stage, x, w, bias, y);
   } else if constexpr (kManyPlanes) {
     __shared__ __align__(16) float tiles[kPlanes * kTileFloats];
     __shared__ float stage[kStageFloats];

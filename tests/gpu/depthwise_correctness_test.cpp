@@ -7,6 +7,7 @@
 #include "specialize/specialized_source.hpp"
 #include "support/gpu.hpp"
 #include "support/gpu_conv.hpp"
+#include "support/scoped_env.hpp"
 #include "support/temp_dir.hpp"
 #include "support/workloads.hpp"
 
@@ -233,6 +234,37 @@ TEST_F(DepthwiseCorrectness, NetworkDepthwiseLayersAndOddChannelCountsMatchFloat
       }
     }
   }
+}
+
+// NHWC pure depthwise problems stage their input tile in shared memory, in one to four
+// passes of asynchronous copies: random problems (odd channel counts, sizes that divide no
+// tile, stride, padding and dilation up to 3) under every pass count and two column
+// widths, each dtype, aligned (the staged tile) and one element off (the direct loads in
+// the same kernel).
+TEST_F(DepthwiseCorrectness, StagedNhwcTilesOfEveryPassCountMatchFloat64) {
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::mt19937_64 rng(20261215);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  int staged = 0;
+  for (const char* tile : {"2,1,8", "1,2,8", "1,3,4", "2,4,2"}) {
+    testing::ScopedEnv shape("CONVJIT_DEPTHWISE_NHWC_TILE", tile);
+    for (int i = 0; i < 6; ++i) {
+      Conv2dDesc d = random_depthwise_desc(rng);
+      d.groups = d.c = d.k = pick(1, 40) * 4 + pick(0, 1) * 2;  // whole 8-byte vectors, some 16-byte ones
+      d.h = std::max(d.h, pick(8, 40));
+      d.w = std::max(d.w, pick(8, 70));
+      d.layout = Layout::kNHWC;
+      d.dtype = i % 3 == 0 ? DType::kFloat32 : i % 3 == 1 ? DType::kFloat16 : DType::kBFloat16;
+      try {
+        d.validate();
+      } catch (const Error&) {
+        continue;  // the dilated filter overhangs the padded input
+      }
+      if (specialize_direct(d).launch.tile.find("input tile") != std::string::npos) ++staged;
+      for (const std::size_t offset : {std::size_t{0}, size_of(d.dtype)}) check_depthwise(rt, d, rng, false, offset);
+    }
+  }
+  EXPECT_GE(staged, 12);
 }
 
 }  // namespace

@@ -36,6 +36,9 @@ class WgmmaCorrectness : public ::testing::Test {
   testing::TempDir dir_;
   // These tests are the NCHW kernel's: the route through the NHWC kernel has its own.
   testing::ScopedEnv nchw_kernel_{"CONVJIT_NCHW_VIA_NHWC", "0"};
+  // Narrow 16-bit stems with short reductions default to mma.sync; the kernel still takes the
+  // longer ones, so these tests hold every narrow problem on it.
+  testing::ScopedEnv narrow_on_wgmma_{"CONVJIT_NCHW_NARROW_MMA", "0"};
 };
 
 TEST_F(WgmmaCorrectness, RandomProblemsMatchFloat64InTf32AndStrictMode) {

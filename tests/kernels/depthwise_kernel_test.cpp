@@ -273,6 +273,7 @@ int columns_read(const Conv2dDesc& d, int outs) {
 // not 20), the taps come from shared memory as float4s, a slab is at most 128 bytes of
 // a pixel, and the kernel stays within two blocks' registers.
 TEST(DepthwiseKernel, NhwcLoadsEachInputColumnOnceAFilterRowAndTakesTapsFromSharedMemory) {
+  testing::ScopedEnv direct("CONVJIT_DEPTHWISE_STAGED", "0");  // the direct loads (the staged tile: below)
   Conv2dDesc dilated = depthwise_layer(2, 64, 20, 3, 1, Layout::kNHWC);
   dilated.dilation_w = 2;
   dilated.pad_w = 2;
@@ -370,6 +371,7 @@ TEST(DepthwiseKernel, NhwcChannelSlabsFitTheirTapsAndCoverEveryChannel) {
 // 16-byte vectors of four outputs. CONVJIT_DEPTHWISE_NHWC overrides the choice and a
 // malformed value is refused.
 TEST(DepthwiseKernel, NhwcSixteenBitFiveTapRowsTakeEightByteVectorsAndTheRestSixteen) {
+  testing::ScopedEnv direct("CONVJIT_DEPTHWISE_STAGED", "0");  // the direct loads' thread shapes
   struct Row {
     Conv2dDesc desc;
     int channels, outs, min_blocks;  // 16-bit
@@ -444,6 +446,97 @@ TEST(DepthwiseKernel, KernelNamesAreUniquePerProblem) {
         break;
     }
     EXPECT_NE(depthwise_kernel_name(a), depthwise_kernel_name(b)) << field;
+  }
+}
+
+// NHWC pure depthwise problems stage their block's input tile in shared memory: every
+// copy an asynchronous 16- or 8-byte one (zero-filled outside the image), the tile and
+// taps inside static shared memory, the grid covering every output, few spills; problems
+// with a multiplier or several channels a group, and CONVJIT_DEPTHWISE_STAGED=0, keep
+// the direct loads; CONVJIT_DEPTHWISE_NHWC_TILE sets the rows, passes and column threads.
+TEST(DepthwiseKernel, NhwcDepthwiseStagesItsInputTileWithAsynchronousCopiesOnce) {
+  Conv2dDesc dilated = depthwise_layer(2, 64, 20, 3, 1, Layout::kNHWC);
+  dilated.dilation_h = dilated.dilation_w = 2;
+  dilated.pad_h = dilated.pad_w = 2;
+  Conv2dDesc odd = depthwise_layer(3, 36, 17, 3, 1, Layout::kNHWC);  // 36 channels: 8-byte 16-bit vectors
+  const Conv2dDesc layers[] = {
+      depthwise_layer(16, 64, 512, 3, 1, Layout::kNHWC),
+      depthwise_layer(32, 32, 112, 3, 1, Layout::kNHWC),
+      depthwise_layer(32, 96, 112, 3, 2, Layout::kNHWC),
+      depthwise_layer(32, 144, 56, 5, 2, Layout::kNHWC),
+      depthwise_layer(32, 240, 28, 5, 1, Layout::kNHWC),
+      depthwise_layer(32, 480, 14, 3, 1, Layout::kNHWC),
+      depthwise_layer(32, 1152, 7, 5, 1, Layout::kNHWC),
+      dilated,
+      odd,
+  };
+  for (const DType dtype : kDTypes) {
+    for (Conv2dDesc d : layers) {
+      d.dtype = dtype;
+      SCOPED_TRACE(d.to_string());
+      const Specialization src = specialize(d, Algorithm::kDirect);
+      ASSERT_NE(src.source.text.find("enum : bool { kStaged = true };"), std::string::npos) << src.launch.tile;
+      EXPECT_NE(src.launch.tile.find("input tile"), std::string::npos) << src.launch.tile;
+      const int vector_bytes = prologue_constant(src, "kNhwcChannels") * (dtype == DType::kFloat32 ? 4 : 2);
+      const auto o = d.output_shape();
+      const int rows = prologue_constant(src, "kThreadsP") * prologue_constant(src, "kRowsPerThread") *
+                       prologue_constant(src, "kPasses");
+      const int cols = prologue_constant(src, "kThreadsQ") * prologue_constant(src, "kNhwcOuts");
+      const int tile_rows = (rows - 1) * d.stride_h + (d.r - 1) * d.dilation_h + 1;
+      const int tile_cols = (cols - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1;
+      const int slab = prologue_constant(src, "kThreadsC") * vector_bytes;
+      EXPECT_LE(slab, 128);
+      EXPECT_LE(tile_rows * tile_cols * (slab + (slab < 128 ? 16 : 0)), 46 * 1024) << src.launch.tile;
+      const int vectors = (d.k * (dtype == DType::kFloat32 ? 4 : 2) + slab - 1) / slab;
+      EXPECT_EQ(src.launch.geometry.grid_x,
+                static_cast<std::uint64_t>(d.n) * vectors * ((o.q + cols - 1) / cols) * ((o.p + rows - 1) / rows))
+          << src.launch.tile;
+      const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+      EXPECT_GE(count_of(compiled.ptx, vector_bytes == 16 ? "cp.async.cg.shared.global" : "cp.async.ca.shared.global"),
+                1u);
+      const ResourceUsage usage = parse_ptxas_report(compiled.log, src.source.kernel_name);
+      EXPECT_LE(usage.registers, 128) << src.launch.tile;
+      // Three blocks an SM with a few words spilled measured faster than two without
+      // (docs/perf.md, "NHWC depthwise: the input tile in shared memory").
+      EXPECT_LE(usage.spill_store_bytes, 32) << compiled.log;
+    }
+  }
+  Conv2dDesc multiplier = depthwise_layer(2, 32, 20, 3, 1, Layout::kNHWC);
+  multiplier.k = 64;
+  Conv2dDesc narrow = depthwise_layer(2, 64, 20, 3, 1, Layout::kNHWC);
+  narrow.groups = 16;
+  narrow.k = 32;
+  // KernelBench 83 in 16-bit: one 16-byte vector a pixel measured faster on the direct loads.
+  Conv2dDesc eight_channels = depthwise_layer(64, 8, 512, 3, 1, Layout::kNHWC);
+  eight_channels.s = 1;
+  eight_channels.pad_w = 0;
+  eight_channels.dtype = DType::kFloat16;
+  for (const Conv2dDesc& d : {multiplier, narrow, eight_channels, depthwise_layer(16, 64, 512, 3, 1, Layout::kNCHW)}) {
+    SCOPED_TRACE(d.to_string());
+    EXPECT_NE(specialize(d, Algorithm::kDirect).source.text.find("enum : bool { kStaged = false };"),
+              std::string::npos);
+  }
+  const Conv2dDesc kb82 = layers[0];
+  {
+    testing::ScopedEnv off("CONVJIT_DEPTHWISE_STAGED", "0");
+    EXPECT_NE(specialize(kb82, Algorithm::kDirect).source.text.find("enum : bool { kStaged = false };"),
+              std::string::npos);
+  }
+  {
+    testing::ScopedEnv tile("CONVJIT_DEPTHWISE_NHWC_TILE", "1,2,4");
+    const Specialization src = specialize(kb82, Algorithm::kDirect);
+    EXPECT_EQ(prologue_constant(src, "kRowsPerThread"), 1);
+    EXPECT_EQ(prologue_constant(src, "kPasses"), 2);
+    EXPECT_EQ(prologue_constant(src, "kThreadsQ"), 4);
+  }
+  for (const char* bad : {"2,1", "0,1,8", "5,1,8", "2,0,8", "2,5,8", "2,1,0", "2,1,300"}) {
+    testing::ScopedEnv tile("CONVJIT_DEPTHWISE_NHWC_TILE", bad);
+    try {
+      (void)specialize(kb82, Algorithm::kDirect);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
   }
 }
 

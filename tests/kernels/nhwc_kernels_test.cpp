@@ -15,6 +15,7 @@
 #include "runtime/im2col_gemm.hpp"
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
+#include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
@@ -136,6 +137,8 @@ TEST(NhwcKernels, DirectHandsDepthwiseAndNarrowGroupsToTheDepthwiseKernelInNhwcT
 // 16-byte vectors loads and stores them whole (behind a run-time test of the pointers,
 // so element-aligned tensors still take the per-element path in the same kernel).
 TEST(NhwcKernels, DepthwiseMovesSixteenBytesOfChannelsALoadAndAStore) {
+  // The direct loads; the staged input tile copies 16 bytes a copy (depthwise_kernel_test).
+  testing::ScopedEnv direct("CONVJIT_DEPTHWISE_STAGED", "0");
   for (const DType dtype : kDTypes) {
     Conv2dDesc d = shapes()[2];  // 32 channels: whole vectors in every dtype
     d.dtype = dtype;

@@ -11,6 +11,7 @@
 #include <string>
 #include <variant>
 
+#include "base/env_switch.hpp"
 #include "base/fail.hpp"
 #include "specialize/prologue.hpp"
 #include "specialize/specialized_source.hpp"
@@ -67,6 +68,7 @@ struct DepthwiseTile {
   int planes = 1;
   int min_blocks = 1;
   int channels = 0, outs = kOutPerThread;  // NHWC: channels and row outputs a thread
+  bool staged = false;                     // NHWC: the input tile staged in shared memory
   std::int64_t blocks = 0, shared = 0;
 };
 
@@ -106,6 +108,92 @@ void nhwc_thread_override(const Conv2dDesc& d, DepthwiseTile& t) {
   t.min_blocks = min_blocks;
 }
 
+// NOTE: a development override for tuning runs, CONVJIT_DEPTHWISE_NHWC_TILE="rows,passes,
+// column_threads" (a staged block's output rows a thread in one pass, 1-4; its passes down
+// the tile, each one group of copies, 1-4; the most column groups a block, 1-256, the rest
+// of its threads going down the rows); it changes the source, so the cache key.
+void staged_tile_override(int& rows, int& passes, int& max_threads_q) {
+  const char* env = std::getenv("CONVJIT_DEPTHWISE_NHWC_TILE");
+  if (env == nullptr || *env == '\0') return;
+  int r = 0, p = 0, q = 0;
+  if (std::sscanf(env, "%d,%d,%d", &r, &p, &q) != 3 || r < 1 || r > 4 || p < 1 || p > 4 || q < 1 || q > kMaxThreads) {
+    fail(ErrorCode::kInvalidArgument,
+         "CONVJIT_DEPTHWISE_NHWC_TILE: expected rows,passes,column_threads with rows and passes 1-4 and "
+         "column_threads 1-{}, got '{}'",
+         kMaxThreads, env);
+  }
+  rows = r;
+  passes = p;
+  max_threads_q = q;
+}
+
+// NHWC, staged: the input tile's bytes (the template's kStageBytes).
+std::int64_t stage_bytes(const Conv2dDesc& d, const DepthwiseTile& t) {
+  const std::int64_t slab = std::int64_t{t.threads_c} * t.channels * static_cast<std::int64_t>(size_of(d.dtype));
+  const std::int64_t pitch = slab + (slab < 128 ? 16 : 0);
+  const std::int64_t rows = std::int64_t{t.threads_p * t.rows_per_thread * t.passes - 1} * d.stride_h +
+                            std::int64_t{d.r - 1} * d.dilation_h + 1;
+  const std::int64_t cols =
+      std::int64_t{t.threads_q * t.outs - 1} * d.stride_w + std::int64_t{d.s - 1} * d.dilation_w + 1;
+  return rows * cols * pitch;
+}
+
+// Static shared memory a block has for its staged input tile beside its taps.
+constexpr std::int64_t kStageBudget = 46 * 1024;
+
+// NOTE: CONVJIT_DEPTHWISE_STAGED=0 keeps every NHWC depthwise problem on the direct
+// loads, for timing runs (changes the source, so the cache key).
+bool nhwc_staged_wanted() { return env_switch_on("CONVJIT_DEPTHWISE_STAGED"); }
+
+// NHWC, staged: a block of threads_c vectors x threads_q column groups x threads_p rows
+// of threads, rows_per_thread rows each, that goes down its tile in `passes` steps, each
+// step's input rows one group of asynchronous copies (all issued first, so that later
+// steps' copies could run under earlier steps' products; one step measured as fast at the
+// same tile and spills less, docs/perf.md), whose input tile fits kStageBudget and whose
+// grid still fills the GPU; false where no such tile fits.
+bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs) {
+  const auto out = d.output_shape();
+  int rows = 2, passes = 1, max_threads_q = 8;
+  staged_tile_override(rows, passes, max_threads_q);
+  t.threads_q = std::min({ceil_div(out.q, t.outs), kMaxThreads / t.threads_c, max_threads_q});
+  t.rows_per_thread = static_cast<int>(std::min<std::int64_t>(rows, out.p));
+  t.passes = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(passes, out.p / t.rows_per_thread)));
+  auto tile_rows = [&] { return std::int64_t{t.rows_per_thread} * t.passes; };
+  t.threads_p = static_cast<int>(std::max<std::int64_t>(
+      1,
+      std::min<std::int64_t>(ceil_div(out.p, tile_rows()), kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
+  const std::int64_t taps = tap_bytes(d, t.threads_c, t.channels);
+  while (stage_bytes(d, t) + taps > kStageBudget) {
+    if (t.passes > 1) {
+      --t.passes;
+    } else if (t.rows_per_thread > 1) {
+      --t.rows_per_thread;
+    } else if (t.threads_p > 1) {
+      --t.threads_p;
+    } else if (t.threads_q > 1) {
+      --t.threads_q;
+    } else {
+      return false;
+    }
+  }
+  t.tiles_q = ceil_div(out.q, std::int64_t{t.threads_q} * t.outs);
+  auto blocks = [&] { return std::int64_t{d.n} * slabs * t.tiles_q * ceil_div(out.p, t.threads_p * tile_rows()); };
+  while (blocks() < kNhwcFillBlocks && (t.passes > 1 || t.rows_per_thread > 1 || t.threads_p > 1)) {
+    if (t.passes > 1) {
+      --t.passes;
+    } else if (t.rows_per_thread > 1) {
+      --t.rows_per_thread;
+    } else {
+      t.threads_p = ceil_div(t.threads_p, 2);
+    }
+  }
+  t.tiles_p = ceil_div(out.p, t.threads_p * tile_rows());
+  t.blocks = blocks();
+  t.shared = taps + stage_bytes(d, t);
+  t.staged = true;
+  return true;
+}
+
 std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   const auto out = d.output_shape();
   DepthwiseTile t{.rows_per_thread = 1, .passes = 1, .tiles_q = 1, .tiles_p = 1};
@@ -127,12 +215,33 @@ std::variant<DepthwiseTile, std::string> choose_nhwc_tile(const Conv2dDesc& d) {
   }
   nhwc_thread_override(d, t);
   const auto element = static_cast<int>(size_of(d.dtype));
-  const std::int64_t vectors = ceil_div(d.k, t.channels);
-  int max_c = kSlabBytes / (t.channels * element);
-  while (max_c > 1 && tap_bytes(d, max_c, t.channels) > kTapBudget) --max_c;
-  // As many slabs as max_c needs, with the vectors spread evenly over them.
-  t.threads_c = ceil_div(vectors, ceil_div(vectors, max_c));
-  const std::int64_t slabs = ceil_div(vectors, t.threads_c);  // the template's kChannelBlocks
+  // As many slabs as a slab's taps allow, with the vectors spread evenly over them.
+  auto spread_slabs = [&](DepthwiseTile& tile) {
+    const std::int64_t vectors = ceil_div(d.k, tile.channels);
+    int max_c = kSlabBytes / (tile.channels * element);
+    while (max_c > 1 && tap_bytes(d, max_c, tile.channels) > kTapBudget) --max_c;
+    tile.threads_c = ceil_div(vectors, ceil_div(vectors, max_c));
+    return static_cast<std::int64_t>(ceil_div(vectors, tile.threads_c));  // the template's kChannelBlocks
+  };
+  const std::int64_t slabs = spread_slabs(t);
+  // Pure depthwise problems whose filter row fits registers: the block's input tile in
+  // shared memory, read from x once (the direct loads re-read each input row for every
+  // output row under it, and neighbouring columns, through L1 and L2).
+  // Rows of channels that are not whole vectors keep the direct loads (an element a load);
+  // 16-bit rows of whole 8-byte vectors stage those.
+  const bool channelwise = d.c == d.groups && d.k == d.groups;
+  DepthwiseTile staged = t;
+  if (d.c % staged.channels != 0 && d.dtype != DType::kFloat32 && d.c % 4 == 0) staged.channels = 4;
+  const std::int64_t staged_slabs = spread_slabs(staged);
+  // A pixel's slab of one 16-byte vector (8 channels of 16-bit data) staged at half the
+  // speed of the direct loads (KernelBench 83, docs/perf.md): two vectors at least.
+  const bool wide_slab = std::int64_t{staged.threads_c} * staged.channels * element >= 32;
+  if (channelwise && wide_slab && d.c % staged.channels == 0 && d.s * staged.channels <= 64 && nhwc_staged_wanted() &&
+      choose_staged_tile(d, staged, staged_slabs)) {
+    t = staged;
+    if (t.blocks > INT_MAX) return fmt::format("{} thread blocks, over the grid limit", t.blocks);
+    return t;
+  }
   t.threads_q = std::min(ceil_div(out.q, t.outs), kMaxThreads / t.threads_c);
   t.threads_p = static_cast<int>(std::max<std::int64_t>(
       1, std::min<std::int64_t>(out.p, kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
@@ -263,9 +372,10 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
   src.launch.algorithm = "direct";
   if (d.layout == Layout::kNHWC) {
     src.launch.tile = fmt::format(
-        "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns each), {} B "
-        "shared taps",
-        t.threads_p, t.threads_q * t.outs, t.threads_c * t.channels, threads, t.channels, t.outs, t.shared);
+        "depthwise NHWC: {}x{} outputs x {} channels per block ({} threads, {} channels x {} columns x {} rows "
+        "each, {} passes), {} B shared {}",
+        t.threads_p * t.rows_per_thread * t.passes, t.threads_q * t.outs, t.threads_c * t.channels, threads, t.channels,
+        t.outs, t.rows_per_thread, t.passes, t.shared, t.staged ? "taps and input tile" : "taps");
   } else if (t.planes > 1) {
     src.launch.tile = fmt::format(
         "depthwise: {} whole planes of {}x{} outputs per block ({} threads, {} rows x {} columns each), {} B shared "
@@ -292,6 +402,7 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kThreadsC", t.threads_c)
                         .constant("kNhwcChannels", d.layout == Layout::kNHWC ? t.channels : vec_of(d))
                         .constant("kNhwcOuts", t.outs)
+                        .constant("kStaged", t.staged)
                         .constant("kPlanes", t.planes)
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
