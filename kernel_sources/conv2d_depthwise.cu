@@ -537,6 +537,19 @@ __device__ constexpr bool column_used(int u) {
   return false;
 }
 
+// NHWC: input column u of a thread's row window (v, its kCV channels) times every tap
+// of the filter row (tap) that takes it to one of the thread's outputs.
+__device__ __forceinline__ void apply_column(int u, const float (&v)[kCV], const float (&tap)[kS][kCV],
+                                             float (&acc)[kOutPerThread][kCV]) {
+#pragma unroll
+  for (int s = 0; s < kS; ++s) {
+    const int d = u - s * kDilationW;
+    if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
+#pragma unroll
+    for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
+  }
+}
+
 // NHWC: the block's taps, output channels kb .. kb + kSlab - 1 (zeros past kK). They are
 // contiguous in w (K, R, S, C/g), so the copy reads w coalesced and transposes into
 // taps[(t * kCPerGroup + c) * kTapPitch + channel].
@@ -648,13 +661,7 @@ __device__ __forceinline__ void staged_row(const unsigned char* stage, int lp, i
       if (!column_used(u)) continue;
       float v[kCV];
       unpack_cv(*reinterpret_cast<const CVRaw*>(row + u * kPixelPitch), v);
-#pragma unroll
-      for (int s = 0; s < kS; ++s) {
-        const int d = u - s * kDilationW;
-        if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
-#pragma unroll
-        for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
-      }
+      apply_column(u, v, tap, acc);
     }
   }
 }
@@ -681,13 +688,7 @@ __device__ __forceinline__ void direct_row(const Element* __restrict__ x, int n,
           if (static_cast<unsigned>(iw) >= static_cast<unsigned>(kW)) continue;
           float v[kCV];
           load_channels(x_row + static_cast<index_t>(iw) * kC, k0, c, vector_x, v);
-#pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            const int d = u - s * kDilationW;
-            if (d < 0 || d % kStrideW != 0 || d / kStrideW >= kOutPerThread) continue;
-#pragma unroll
-            for (int j = 0; j < kCV; ++j) acc[d / kStrideW][j] = fmaf(v[j], tap[s][j], acc[d / kStrideW][j]);
-          }
+          apply_column(u, v, tap, acc);
         }
       } else {
         // A wide filter row: one tap at a time, each output loading its own column.
