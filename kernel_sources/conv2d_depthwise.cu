@@ -493,21 +493,29 @@ __device__ __forceinline__ void nchw_planes_block(float* tiles, float* stage, co
   for (int e = out_scalar_from + tid; e < out_count; e += kBlockThreads) dst[e] = Convert::from_float(stage[e]);
 }
 
+// NHWC: one kCVBytes vector of x as stored (16 or 8 bytes).
+template <bool Sixteen>
+struct RawVector {
+  using type = uint4;
+};
+template <>
+struct RawVector<false> {
+  using type = uint2;
+};
+using CVRaw = RawVector<kCVBytes == 16>::type;
+
+__device__ __forceinline__ void unpack_cv(const uint4& raw, float (&f)[kCV]) {
+  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
+  unpack_words(words, f);
+}
+__device__ __forceinline__ void unpack_cv(const uint2& raw, float (&f)[kCV]) {
+  const unsigned words[4] = {raw.x, raw.y, 0u, 0u};
+  unpack_words(words, f);
+}
+
 // NHWC: kCV consecutive elements from one aligned kCVBytes load, as floats.
 __device__ __forceinline__ void load_cv(const Element* src, float (&f)[kCV]) {
-  unsigned words[4] = {0u, 0u, 0u, 0u};
-  if constexpr (kCVBytes == 16) {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
-    words[0] = raw.x;
-    words[1] = raw.y;
-    words[2] = raw.z;
-    words[3] = raw.w;
-  } else {
-    const uint2 raw = __ldg(reinterpret_cast<const uint2*>(src));
-    words[0] = raw.x;
-    words[1] = raw.y;
-  }
-  unpack_words(words, f);
+  unpack_cv(__ldg(reinterpret_cast<const CVRaw*>(src)), f);
 }
 
 // NHWC: the input values output channels k0 .. k0 + kCV - 1 read at one pixel (its
@@ -575,26 +583,6 @@ __device__ __forceinline__ void load_tap(const float* thread_taps, int t, int c,
     tap[j + 2] = v.z;
     tap[j + 3] = v.w;
   }
-}
-
-// NHWC: one kCVBytes vector of x as stored (16 or 8 bytes).
-template <bool Sixteen>
-struct RawVector {
-  using type = uint4;
-};
-template <>
-struct RawVector<false> {
-  using type = uint2;
-};
-using CVRaw = RawVector<kCVBytes == 16>::type;
-
-__device__ __forceinline__ void unpack_cv(const uint4& raw, float (&f)[kCV]) {
-  const unsigned words[4] = {raw.x, raw.y, raw.z, raw.w};
-  unpack_words(words, f);
-}
-__device__ __forceinline__ void unpack_cv(const uint2& raw, float (&f)[kCV]) {
-  const unsigned words[4] = {raw.x, raw.y, 0u, 0u};
-  unpack_words(words, f);
 }
 
 // NHWC, kStaged: one pass's rows of the block's input tile (tile rows row_begin ..
