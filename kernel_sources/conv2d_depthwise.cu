@@ -163,8 +163,9 @@ static_assert(kNHWC || kTilesQ == 1 || (kTileQ * kStrideW) % kVec == 0, "column 
 static_assert(kTilesQ * kTileQ >= kQ && kTilesP * kTileP >= kP, "the tiles must cover the output");
 static_assert(kNHWC || (kPlanes * kTileFloats + kStageFloats) * 4 <= 48 * 1024,
               "the input tiles must fit static shared memory");
-static_assert(!kNHWC || kTapFloats * 4 + kStageBytes <= 48 * 1024,
-              "the taps and input tile must fit static shared memory");
+// The staged tile is dynamic shared memory (the launch's), up to what an SM has beside the taps.
+static_assert(!kNHWC || (kTapFloats * 4 <= 48 * 1024 && kTapFloats * 4 + kStageBytes <= 227 * 1024),
+              "the taps must fit static shared memory and the input tile an SM's dynamic shared memory beside them");
 static_assert(!kStaged || (kNHWC && kChannelwise && kTapsInRegisters && kPasses <= 4),
               "a staged input tile: NHWC, one channel a group, a filter row's taps in registers, at most four passes");
 static_assert(!kNHWC || ((kCVBytes == 16 || kCVBytes == 8) && kCV % 4 == 0),
@@ -810,7 +811,7 @@ extern "C" __global__ void __launch_bounds__(conv2d_depthwise::kBlockThreads, sp
   using namespace conv2d_depthwise;
   if constexpr (kNHWC) {
     __shared__ __align__(16) float taps[kTapFloats];
-    __shared__ __align__(16) unsigned char stage[kStageBytes];
+    extern __shared__ __align__(16) unsigned char stage[];  // kStageBytes where kStaged
     nhwc_block(taps, stage, x, w, bias, y);
   } else if constexpr (kManyPlanes) {
     __shared__ __align__(16) float tiles[kPlanes * kTileFloats];

@@ -486,7 +486,9 @@ TEST(DepthwiseKernel, NhwcDepthwiseStagesItsInputTileWithAsynchronousCopiesOnce)
       const int tile_cols = (cols - 1) * d.stride_w + (d.s - 1) * d.dilation_w + 1;
       const int slab = prologue_constant(src, "kThreadsC") * vector_bytes;
       EXPECT_LE(slab, 128);
-      EXPECT_LE(tile_rows * tile_cols * (slab + (slab < 128 ? 16 : 0)), 46 * 1024) << src.launch.tile;
+      const int stage = tile_rows * tile_cols * (slab + (slab < 128 ? 16 : 0));
+      EXPECT_LE(stage, 46 * 1024) << src.launch.tile;
+      EXPECT_EQ(src.launch.geometry.shared_bytes, static_cast<unsigned>(stage));  // the launch's dynamic memory
       const int vectors = (d.k * (dtype == DType::kFloat32 ? 4 : 2) + slab - 1) / slab;
       EXPECT_EQ(src.launch.geometry.grid_x,
                 static_cast<std::uint64_t>(d.n) * vectors * ((o.q + cols - 1) / cols) * ((o.p + rows - 1) / rows))
@@ -528,6 +530,25 @@ TEST(DepthwiseKernel, NhwcDepthwiseStagesItsInputTileWithAsynchronousCopiesOnce)
     EXPECT_EQ(prologue_constant(src, "kRowsPerThread"), 1);
     EXPECT_EQ(prologue_constant(src, "kPasses"), 2);
     EXPECT_EQ(prologue_constant(src, "kThreadsQ"), 4);
+  }
+  {
+    // A larger budget: taller tiles, as dynamic shared memory past 48 KiB.
+    testing::ScopedEnv budget("CONVJIT_DEPTHWISE_STAGE_KB", "100");
+    testing::ScopedEnv tile("CONVJIT_DEPTHWISE_NHWC_TILE", "4,1,8");
+    const Specialization src = specialize(kb82, Algorithm::kDirect);
+    EXPECT_EQ(prologue_constant(src, "kRowsPerThread"), 4);
+    EXPECT_EQ(src.launch.geometry.shared_bytes, 18u * 34u * 128u);
+    const auto compiled = Nvrtc::compile(src.source.text, src.source.template_name, Nvrtc::options_for("sm_90"));
+    EXPECT_LE(parse_ptxas_report(compiled.log, src.source.kernel_name).spill_store_bytes, 32) << compiled.log;
+  }
+  for (const char* bad : {"7", "201", "x"}) {
+    testing::ScopedEnv budget("CONVJIT_DEPTHWISE_STAGE_KB", bad);
+    try {
+      (void)specialize(kb82, Algorithm::kDirect);
+      ADD_FAILURE() << bad << " was taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
   }
   for (const char* bad : {"2,1", "0,1,8", "5,1,8", "2,0,8", "2,5,8", "2,1,0", "2,1,300"}) {
     testing::ScopedEnv tile("CONVJIT_DEPTHWISE_NHWC_TILE", bad);

@@ -138,8 +138,19 @@ std::int64_t stage_bytes(const Conv2dDesc& d, const DepthwiseTile& t) {
   return rows * cols * pitch;
 }
 
-// Static shared memory a block has for its staged input tile beside its taps.
-constexpr std::int64_t kStageBudget = 46 * 1024;
+// Shared memory a block has for its staged input tile and taps: 46 KiB, three blocks an SM
+// (measured, docs/perf.md); CONVJIT_DEPTHWISE_STAGE_KB (a development override, 8-200)
+// sets another, for taller tiles with less halo at fewer blocks an SM (the tile is
+// dynamic shared memory; the source does not change, only its constants).
+std::int64_t stage_budget() {
+  const char* env = std::getenv("CONVJIT_DEPTHWISE_STAGE_KB");
+  if (env == nullptr || *env == '\0') return 46 * 1024;
+  int kb = 0;
+  if (std::sscanf(env, "%d", &kb) != 1 || kb < 8 || kb > 200) {
+    fail(ErrorCode::kInvalidArgument, "CONVJIT_DEPTHWISE_STAGE_KB: expected 8-200 (KiB), got '{}'", env);
+  }
+  return std::int64_t{kb} * 1024;
+}
 
 // NOTE: CONVJIT_DEPTHWISE_STAGED=0 keeps every NHWC depthwise problem on the direct
 // loads, for timing runs (changes the source, so the cache key).
@@ -149,7 +160,7 @@ bool nhwc_staged_wanted() { return env_switch_on("CONVJIT_DEPTHWISE_STAGED"); }
 // of threads, rows_per_thread rows each, that goes down its tile in `passes` steps, each
 // step's input rows one group of asynchronous copies (all issued first, so that later
 // steps' copies could run under earlier steps' products; one step measured as fast at the
-// same tile and spills less, docs/perf.md), whose input tile fits kStageBudget and whose
+// same tile and spills less, docs/perf.md), whose input tile fits stage_budget() and whose
 // grid still fills the GPU; false where no such tile fits.
 bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs) {
   const auto out = d.output_shape();
@@ -163,7 +174,8 @@ bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slab
       1,
       std::min<std::int64_t>(ceil_div(out.p, tile_rows()), kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
   const std::int64_t taps = tap_bytes(d, t.threads_c, t.channels);
-  while (stage_bytes(d, t) + taps > kStageBudget) {
+  const std::int64_t budget = stage_budget();
+  while (stage_bytes(d, t) + taps > budget) {
     if (t.passes > 1) {
       --t.passes;
     } else if (t.rows_per_thread > 1) {
@@ -407,8 +419,10 @@ Specialization specialize_depthwise(const Conv2dDesc& d) {
                         .constant("kWideIndex", wide)
                         .finish(template_text(kDepthwiseTemplate));
   // Blocks are numbered image slowest, the same count for every image.
+  // A staged block's input tile is the launch's dynamic shared memory.
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(t.blocks),
                          .block_x = static_cast<unsigned>(threads),
+                         .shared_bytes = t.staged ? static_cast<unsigned>(stage_bytes(d, t)) : 0u,
                          .grid_x_per_image = static_cast<std::uint64_t>(t.blocks / d.n)};
   return src;
 }
