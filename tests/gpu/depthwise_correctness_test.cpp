@@ -270,5 +270,32 @@ TEST_F(DepthwiseCorrectness, StagedNhwcTilesOfEveryPassCountMatchFloat64) {
   EXPECT_GE(staged, 10);
 }
 
+// Problems whose two-row staged grid runs 20 waves or more take three rows a thread in up
+// to 100 KiB of dynamic shared memory by default (KernelBench 82's layer at batch 4 and 8):
+// every output against float64, aligned and one element off (the direct loads).
+TEST_F(DepthwiseCorrectness, LargeNhwcProblemsTakeTheTallStagedTileAndMatchFloat64) {
+  Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+  std::mt19937_64 rng(82);
+  for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    Conv2dDesc d{.n = dtype == DType::kFloat32 ? 4 : 8,
+                 .c = 64,
+                 .h = 512,
+                 .w = 512,
+                 .k = 64,
+                 .r = 3,
+                 .s = 3,
+                 .pad_h = 1,
+                 .pad_w = 1,
+                 .groups = 64,
+                 .bias = true,
+                 .dtype = dtype,
+                 .layout = Layout::kNHWC};
+    const auto src = specialize_direct(d);
+    EXPECT_NE(src.source.text.find("enum : int { kRowsPerThread = 3 };"), std::string::npos) << src.launch.tile;
+    EXPECT_GT(src.launch.geometry.shared_bytes, 48u * 1024) << src.launch.tile;
+    for (const std::size_t offset : {std::size_t{0}, size_of(d.dtype)}) check_depthwise(rt, d, rng, false, offset);
+  }
+}
+
 }  // namespace
 }  // namespace convjit

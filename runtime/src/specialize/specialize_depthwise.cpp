@@ -82,6 +82,10 @@ constexpr int kSlabBytes = 128;
 constexpr std::int64_t kTapBudget = 16 * 1024;
 // Blocks to fill a 132-SM GPU a few times over before a block gets more rows.
 constexpr std::int64_t kNhwcFillBlocks = 4 * 132;
+// The staged tile's rule for large problems (choose_staged_tile): at least this many
+// waves of blocks of the two-row tile, three blocks an SM on 132 SMs, take the tall one.
+constexpr std::int64_t kTallTileWaves = 20, kNominalSms = 132, kStagedBlocksPerSm = 3;
+constexpr std::int64_t kTallStageBudget = 100 * 1024;
 
 std::int64_t tap_bytes(const Conv2dDesc& d, int threads_c, int channels) {
   return std::int64_t{threads_c * channels + 4} * d.r * d.s * (d.c / d.groups) * 4;
@@ -112,9 +116,9 @@ void nhwc_thread_override(const Conv2dDesc& d, DepthwiseTile& t) {
 // column_threads" (a staged block's output rows a thread in one pass, 1-4; its passes down
 // the tile, each one group of copies, 1-4; the most column groups a block, 1-256, the rest
 // of its threads going down the rows); it changes the source, so the cache key.
-void staged_tile_override(int& rows, int& passes, int& max_threads_q) {
+bool staged_tile_override(int& rows, int& passes, int& max_threads_q) {
   const char* env = std::getenv("CONVJIT_DEPTHWISE_NHWC_TILE");
-  if (env == nullptr || *env == '\0') return;
+  if (env == nullptr || *env == '\0') return false;
   int r = 0, p = 0, q = 0;
   if (std::sscanf(env, "%d,%d,%d", &r, &p, &q) != 3 || r < 1 || r > 4 || p < 1 || p > 4 || q < 1 || q > kMaxThreads) {
     fail(ErrorCode::kInvalidArgument,
@@ -125,6 +129,7 @@ void staged_tile_override(int& rows, int& passes, int& max_threads_q) {
   rows = r;
   passes = p;
   max_threads_q = q;
+  return true;
 }
 
 // NHWC, staged: the input tile's bytes (the template's kStageBytes).
@@ -142,6 +147,10 @@ std::int64_t stage_bytes(const Conv2dDesc& d, const DepthwiseTile& t) {
 // (measured, docs/perf.md); CONVJIT_DEPTHWISE_STAGE_KB (a development override, 8-200)
 // sets another, for taller tiles with less halo at fewer blocks an SM (the tile is
 // dynamic shared memory; the source does not change, only its constants).
+bool stage_budget_set() {
+  const char* env = std::getenv("CONVJIT_DEPTHWISE_STAGE_KB");
+  return env != nullptr && *env != '\0';
+}
 std::int64_t stage_budget() {
   const char* env = std::getenv("CONVJIT_DEPTHWISE_STAGE_KB");
   if (env == nullptr || *env == '\0') return 46 * 1024;
@@ -160,12 +169,11 @@ bool nhwc_staged_wanted() { return env_switch_on("CONVJIT_DEPTHWISE_STAGED"); }
 // of threads, rows_per_thread rows each, that goes down its tile in `passes` steps, each
 // step's input rows one group of asynchronous copies (all issued first, so that later
 // steps' copies could run under earlier steps' products; one step measured as fast at the
-// same tile and spills less, docs/perf.md), whose input tile fits stage_budget() and whose
+// same tile and spills less, docs/perf.md), whose input tile fits `budget` and whose
 // grid still fills the GPU; false where no such tile fits.
-bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs) {
+bool fit_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs, int rows, int passes, int max_threads_q,
+                     std::int64_t budget) {
   const auto out = d.output_shape();
-  int rows = 2, passes = 1, max_threads_q = 8;
-  staged_tile_override(rows, passes, max_threads_q);
   t.threads_q = std::min({ceil_div(out.q, t.outs), kMaxThreads / t.threads_c, max_threads_q});
   t.rows_per_thread = static_cast<int>(std::min<std::int64_t>(rows, out.p));
   t.passes = static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(passes, out.p / t.rows_per_thread)));
@@ -174,7 +182,6 @@ bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slab
       1,
       std::min<std::int64_t>(ceil_div(out.p, tile_rows()), kMaxThreads / (std::int64_t{t.threads_c} * t.threads_q))));
   const std::int64_t taps = tap_bytes(d, t.threads_c, t.channels);
-  const std::int64_t budget = stage_budget();
   while (stage_bytes(d, t) + taps > budget) {
     if (t.passes > 1) {
       --t.passes;
@@ -203,6 +210,23 @@ bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slab
   t.blocks = blocks();
   t.shared = taps + stage_bytes(d, t);
   t.staged = true;
+  return true;
+}
+
+// The staged tile: two rows a thread within 46 KiB (three blocks an SM), or where the
+// grid of that tile runs many waves (large images), three rows a thread within 100 KiB,
+// which reads fewer halo rows for each output row; on smaller layers the taller tile's
+// grid fills fewer waves and loses (measured both ways: docs/perf.md, "Session 16").
+// CONVJIT_DEPTHWISE_NHWC_TILE and CONVJIT_DEPTHWISE_STAGE_KB set the tile and the budget
+// instead.
+bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs) {
+  int rows = 2, passes = 1, max_threads_q = 8;
+  const bool tile_set = staged_tile_override(rows, passes, max_threads_q);
+  const bool budget_set = stage_budget_set();
+  if (!fit_staged_tile(d, t, slabs, rows, passes, max_threads_q, stage_budget())) return false;
+  if (tile_set || budget_set || t.blocks < kTallTileWaves * kNominalSms * kStagedBlocksPerSm) return true;
+  DepthwiseTile tall = t;
+  if (fit_staged_tile(d, tall, slabs, 3, 1, 8, kTallStageBudget)) t = tall;
   return true;
 }
 
