@@ -9,7 +9,7 @@
 // -I kernel_sources.
 //
 // Only what is identical in every user lives here; helpers one kernel tunes for
-// itself (its mma and wgmma wrappers, mbarriers) stay in that kernel's file. Nothing
+// itself (its wgmma wrappers, mbarriers) stay in that kernel's file. Nothing
 // here depends on namespace `spec`: the header compiles before or after the prologue.
 
 #ifndef CONVJIT_DEVICE_CUH
@@ -138,6 +138,32 @@ __device__ __forceinline__ void ldmatrix_x4_trans(unsigned (&r)[4], const void* 
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(row_address)));
+}
+
+// --- mma.sync (sm_80+), fp32 accumulation ---
+// d += a * b, one m16n8 tile: k8 TF32 for f32 data (DType 0, operands already TF32 bit
+// patterns), k16 for f16 (1) and bf16 (2).
+template <int DType>
+__device__ __forceinline__ void mma_m16n8(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  if constexpr (DType == 2) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else if constexpr (DType == 1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
 }
 
 // --- implicit-GEMM gather table (the mma.sync template) ---

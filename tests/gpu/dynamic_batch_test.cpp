@@ -106,7 +106,12 @@ std::vector<Case> cases() {
       if (!nchw && m.dtype != DType::kFloat32) out.push_back({in(shallow), Algorithm::kImplicitGemm, "conv2d_igemm_"});
       out.push_back({in(dense), Algorithm::kIm2colGemm, "conv2d_im2col_"});
       out.push_back({in(pointwise), Algorithm::kIm2colGemm, "conv2d_im2col_"});
-      out.push_back({in(pointwise), Algorithm::kImplicitGemm, nchw ? "conv2d_wgmma_" : nhwc_gemm});
+      // Pointwise in TF32 and 16-bit: the streaming kernel; strict fp32: 3xTF32 wgmma.
+      const bool strict = m.dtype == DType::kFloat32 && m.math == MathMode::kStrictFp32;
+      out.push_back({in(pointwise), Algorithm::kImplicitGemm,
+                     !strict ? "conv2d_pointwise_"
+                     : nchw  ? "conv2d_wgmma_"
+                             : nhwc_gemm});
       if (m.dtype == DType::kFloat32 && m.math == MathMode::kStrictFp32 && nchw) {
         out.push_back({in(deep), Algorithm::kImplicitGemm, "conv2d_wgmma_"});
       }

@@ -62,6 +62,8 @@ class NchwViaNhwc : public ::testing::Test {
   testing::TempDir dir_;
   std::optional<testing::ScopedEnv> route_;
   std::optional<testing::ScopedEnv> tma_;
+  // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
+  testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };
 
 // FIRST: one tile, one 128-byte chunk of channels, 3x3 taps with padding, output

@@ -71,6 +71,8 @@ class NhwcImplicitGemm : public ::testing::Test {
   // These tests hold the cp.async kernels (mma.sync and wgmma) to float64; the wgmma
   // kernel's TMA variant, the default where its map reads x, has its own (WgmmaTma).
   testing::ScopedEnv cp_async_{"CONVJIT_WGMMA_TMA", "0"};
+  // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
+  testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };
 
 TEST_F(NhwcImplicitGemm, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {

@@ -60,6 +60,8 @@ class TransposedOnWgmma : public ::testing::TestWithParam<bool> {
 
   testing::TempDir dir_;
   std::optional<testing::ScopedEnv> route_;
+  // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
+  testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };
 
 // FIRST: one tile, one chunk of channels, 3x3 taps (twin padding 1 and, with pad 0, the
@@ -182,6 +184,7 @@ TEST(TransposedPhaseOnWgmma, RandomSinglePhaseProblemsMatchFloat64InEveryDtypeAn
   Runtime rt(RuntimeOptions{.cache_dir = dir.path()});
   if (rt.device_arch() != "sm_90") GTEST_SKIP() << "the route needs an sm_90 GPU, this one is " << rt.device_arch();
   testing::ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
+  testing::ScopedEnv pointwise_here("CONVJIT_POINTWISE_STREAM", "0");
   std::mt19937_64 rng(15401);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   int checked = 0;

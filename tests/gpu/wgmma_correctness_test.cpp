@@ -39,6 +39,8 @@ class WgmmaCorrectness : public ::testing::Test {
   // Narrow 16-bit stems with short reductions default to mma.sync; the kernel still takes the
   // longer ones, so these tests hold every narrow problem on it.
   testing::ScopedEnv narrow_on_wgmma_{"CONVJIT_NCHW_NARROW_MMA", "0"};
+  // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
+  testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };
 
 TEST_F(WgmmaCorrectness, RandomProblemsMatchFloat64InTf32AndStrictMode) {

@@ -64,6 +64,8 @@ class WgmmaTma : public ::testing::Test {
 
   testing::TempDir dir_;
   std::optional<testing::ScopedEnv> tma_;
+  // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
+  testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };
 
 // FIRST: one tile (64 pixels of a 256- or 128-pixel tile: the rest of the box runs past the

@@ -220,6 +220,8 @@ constexpr double kWgmmaEfficiency = 0.7, kCublasEfficiency = 0.6;
 // pixel's channel run, so a warp's loads are C elements apart).
 constexpr double kDirectTransposedEfficiency = 0.25, kDirectNhwcSlowdown = 4.5;
 constexpr double kStrictStageFloorUs = 1.4;
+constexpr int kPointwiseStreamMaxFilters = 96, kPointwiseStreamMaxTf32Channels = 32,
+              kPointwiseStreamMax16BitChannels = 128;
 // The NCHW route and the NCHW wgmma kernel are priced from what they measured, since their
 // floors miss by far more than the choices they decide (docs/perf.md, "NCHW through the
 // NHWC kernel by default"): the transposes' bandwidth (read plus written), the scattered
@@ -462,6 +464,17 @@ double predicted_direct_ms(const Conv2dDesc& d, const std::string&) {
          y_bytes / (kBandwidth * 1e12) * 1e3 + 0.005;
 }
 
+bool pointwise_stream_preferred(const Conv2dDesc& d, const std::string& arch) {
+  if (pointwise_unsupported_reason(d, arch)) return false;
+  if (pointwise_stream_switch() == PointwiseSwitch::kForced) return true;
+  // Measured against cuBLAS on the networks' and KernelBench's pointwise layers in both
+  // layouts (docs/perf.md, "A streaming kernel for pointwise layers"): it wins where the
+  // filters fit one block and x is shallow, so that the layer is bytes moved once; with
+  // two blocks of filters it reads x twice, and on deeper x cuBLAS's tiles win.
+  return d.k <= kPointwiseStreamMaxFilters &&
+         d.c <= (d.dtype == DType::kFloat32 ? kPointwiseStreamMaxTf32Channels : kPointwiseStreamMax16BitChannels);
+}
+
 Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const int c_per_group = d.c / d.groups;
   const int k_per_group = d.k / d.groups;
@@ -503,6 +516,7 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
   const bool wgmma_starved = !arch.empty() && (via_nhwc || !wgmma_unsupported_reason(grid_model, arch)) &&
                              d.groups == 1 && c_per_group >= 16 && im2col_ms < implicit_ms;
   if (d.groups == 1 && is_pointwise_gemm(d) && k_per_group >= 16 && c_per_group >= 16) {
+    if (pointwise_stream_preferred(d, arch)) return Algorithm::kImplicitGemm;
     const bool wgmma_strict = d.math == MathMode::kStrictFp32 && wgmma && !wgmma_starved;
     return wgmma_strict ? Algorithm::kImplicitGemm : Algorithm::kIm2colGemm;
   }
@@ -609,6 +623,8 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       src.launch.needs = element_alignment(d);
       return src;
     case Algorithm::kImplicitGemm:
+      // Pointwise problems with few input channels stream through their own kernel.
+      if (!pointwise_unsupported_reason(d, arch)) return specialize_pointwise(d, align);
       // Hopper gets the wgmma kernel wherever it applies (in NHWC, where it is the faster
       // of the two); mma.sync serves the rest, and the pointers the wgmma kernel cannot
       // copy from.

@@ -62,6 +62,10 @@ double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& desc, const std::string& a
 // CONVJIT_NCHW_VIA_NHWC=1 forces it or the route is predicted faster than the NCHW kernel.
 bool nchw_takes_route(const Conv2dDesc& desc, const std::string& arch);
 
+// Whether kAuto runs pointwise `desc` on the streaming pointwise kernel (through
+// kImplicitGemm) rather than cuBLAS.
+bool pointwise_stream_preferred(const Conv2dDesc& desc, const std::string& arch);
+
 // The heuristic choice for kAuto on `arch` (empty: no GPU named); never returns kAuto.
 Algorithm select_algorithm(const Conv2dDesc& desc, const std::string& arch = {});
 

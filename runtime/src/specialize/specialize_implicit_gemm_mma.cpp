@@ -98,20 +98,17 @@ Tile choose_tile_16bit(int k_per_group) {
   if (k_per_group > 16) return {32, 128, 32, 2, 1, 4, 3};
   return {16, 128, 32, 2, 1, 4, 4};
 }
-// The widest copy (16, 8 or 4 bytes, else one element) of runs of `run` elements that
-// the pointer's alignment and the run allow: the template's kXVecBytes / kWVecBytes for
-// NHWC, whose copies then never straddle a run's end nor read an unaligned address.
+// NHWC runs every dtype on the kStages cp.async pipeline (the NCHW 16-bit kernel keeps
+// two stages because its X gather goes through registers).
+constexpr int kStagesNhwc16Bit = 3;
+}  // namespace
+
 unsigned copy_width(std::int64_t run, unsigned align, unsigned element) {
   for (const unsigned bytes : {16u, 8u, 4u}) {
     if (bytes >= element && align >= bytes && run % (bytes / element) == 0) return bytes;
   }
   return element;
 }
-
-// NHWC runs every dtype on the kStages cp.async pipeline (the NCHW 16-bit kernel keeps
-// two stages because its X gather goes through registers).
-constexpr int kStagesNhwc16Bit = 3;
-}  // namespace
 
 Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
   const bool sixteen_bit = d.dtype != DType::kFloat32;

@@ -162,6 +162,11 @@ struct Specialization {
   LaunchSpec launch;
 };
 
+// The widest copy (16, 8 or 4 bytes, else one element) of runs of `run` elements that a
+// pointer aligned to `align` bytes allows: copies of that width never straddle a run's end
+// nor read an unaligned address.
+unsigned copy_width(std::int64_t run, unsigned align, unsigned element);
+
 // The direct-convolution kernel for `desc` (validated by the caller): the depthwise
 // kernel where it applies (depthwise_unsupported_reason is empty), else conv2d_direct.cu.
 Specialization specialize_direct(const Conv2dDesc& desc);
@@ -219,6 +224,18 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& desc);
 // Channels of one tap a wgmma stage reduces: one k step in NCHW; in NHWC a pixel row of
 // 128 bytes, or 64 where a group's channels fill no more (unless CONVJIT_WGMMA_ROW64=0).
 int wgmma_stage_channels(const Conv2dDesc& desc);
+// The streaming pointwise kernel (conv2d_pointwise.cu): 1x1, stride-1, unpadded, one-group
+// forward problems in TF32 or 16-bit with few enough input channels that a warp's weights
+// stay in registers, both layouts; persistent blocks stream pixel tiles through a deep
+// cp.async pipeline. kByModel (CONVJIT_POINTWISE_STREAM unset): the implicit GEMM runs
+// such problems on it, and the algorithm choice weighs it against cuBLAS by its model;
+// kOff (=0) never; kForced (=1) kAuto takes it wherever it applies.
+enum class PointwiseSwitch { kByModel, kOff, kForced };
+PointwiseSwitch pointwise_stream_switch();
+// Empty when the streaming kernel takes `desc` (validated) on `arch` (empty: any); otherwise why not.
+std::optional<std::string> pointwise_unsupported_reason(const Conv2dDesc& desc, const std::string& arch = {});
+// That kernel for `desc`, for pointers aligned as `align` says.
+Specialization specialize_pointwise(const Conv2dDesc& desc, const AlignmentNeeds& align = kFullAlignment);
 // The im2col and bias/activation kernels around cuBLAS (functions <kernel_name>_im2col
 // and <kernel_name>_bias_act).
 Specialization specialize_im2col(const Conv2dDesc& desc);
