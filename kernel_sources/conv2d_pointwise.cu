@@ -241,12 +241,13 @@ extern "C" __global__ void __launch_bounds__(pointwise::kThreads, 1)
   // The bias of the two channel rows a thread holds in each m16 tile.
   float bias_of[kFragM][2];
 #pragma unroll
-  for (int i = 0; i < kFragM; ++i)
+  for (int i = 0; i < kFragM; ++i) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int k = k_warp + i * 16 + g + 8 * h;
       bias_of[i][h] = kHasBias && k < kK ? Traits::to_float(__ldg(bias + k)) : 0.0f;
     }
+  }
 
   // The pipeline's first kStages - 1 tiles; a group is committed for every stage, filled
   // or not, so that the wait below counts the same groups on every block.
