@@ -301,21 +301,6 @@ __device__ __forceinline__ void add_partial(float (&acc)[M][N][4], const Partial
   }
 }
 
-// One run of kBytes / sizeof(Element) elements global -> shared; invalid runs are zeros.
-// cp.async copies 4 bytes at least: a lone 16-bit element goes through a register.
-template <int kBytes>
-__device__ __forceinline__ void copy_run(Element* dst, const Element* src, bool valid) {
-  if constexpr (kBytes == 16) {
-    cp_async16(dst, src, valid);
-  } else if constexpr (kBytes == 8) {
-    cp_async8(dst, src, valid);
-  } else if constexpr (kBytes == 4) {
-    cp_async4(dst, src, valid);
-  } else {
-    *dst = valid ? __ldg(src) : Element{0};
-  }
-}
-
 }  // namespace igemm
 
 extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksPerSm)

@@ -54,7 +54,7 @@ enum : int { kXStride = 72, kStagingStride = 36, kSharedBytes = 41472 };
 #endif
 
 // element::Traits; device::IndexType, smem_addr, the cp.async and ldmatrix wrappers,
-// mma_m16n8.
+// copy_run, mma_m16n8.
 #include "convjit_device.cuh"
 
 namespace pointwise {
@@ -114,20 +114,6 @@ static_assert(kStages >= 2, "the pipeline needs two stages at least");
 // y's rows hold whole vectors (the host picks kYVecBytes so), and so do x's.
 static_assert(kNhwc ? kK % kYVec == 0 : kPixels % kYVec == 0, "y's rows are whole vectors");
 static_assert(kNhwc ? kC % kXVec == 0 : kPixels % kXVec == 0, "x's rows are whole vectors");
-
-// One vector of x global -> shared; invalid ones are zeros. cp.async copies 4 bytes at
-// least: a lone 16-bit element goes through a register.
-__device__ __forceinline__ void copy_vec(Element* dst, const Element* src, bool valid) {
-  if constexpr (kXVecBytes == 16) {
-    cp_async16(dst, src, valid);
-  } else if constexpr (kXVecBytes == 8) {
-    cp_async8(dst, src, valid);
-  } else if constexpr (kXVecBytes == 4) {
-    cp_async4(dst, src, valid);
-  } else {
-    *dst = valid ? __ldg(src) : Element{0};
-  }
-}
 
 // One vector of y shared -> global.
 __device__ __forceinline__ void store_vec(Element* dst, const Element* src) {
@@ -206,7 +192,7 @@ extern "C" __global__ void __launch_bounds__(pointwise::kThreads, 1)
         valid = pixel < kPixels;
         if (valid) src = x + ((static_cast<index_t>(image) * kC + row) * static_cast<index_t>(kPixels) + pixel);
       }
-      copy_vec(tile + row * kXStride + col, src, valid);
+      copy_run<kXVecBytes>(tile + row * kXStride + col, src, valid);
     }
   };
 

@@ -119,6 +119,21 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src, bool valid
 __device__ __forceinline__ void cp_async8(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 8 : 0));
 }
+// One run of Bytes / sizeof(T) elements global -> shared, as wide a copy as the run (the
+// templates' vector-width constants); an invalid run is zeros. cp.async copies 4 bytes at
+// least: a lone 16-bit element goes through a register.
+template <int Bytes, typename T>
+__device__ __forceinline__ void copy_run(T* dst, const T* src, bool valid) {
+  if constexpr (Bytes == 16) {
+    cp_async16(dst, src, valid);
+  } else if constexpr (Bytes == 8) {
+    cp_async8(dst, src, valid);
+  } else if constexpr (Bytes == 4) {
+    cp_async4(dst, src, valid);
+  } else {
+    *dst = valid ? __ldg(src) : T{0};
+  }
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 // Waits until at most N of this thread's committed groups are still in flight.
 template <int N>

@@ -144,16 +144,14 @@ std::int64_t stage_bytes(const Conv2dDesc& d, const DepthwiseTile& t) {
 }
 
 // Shared memory a block has for its staged input tile and taps: 46 KiB, three blocks an SM
-// (measured, docs/perf.md); CONVJIT_DEPTHWISE_STAGE_KB (a development override, 8-200)
-// sets another, for taller tiles with less halo at fewer blocks an SM (the tile is
-// dynamic shared memory; the source does not change, only its constants).
-bool stage_budget_set() {
+// (measured, docs/perf.md), unless CONVJIT_DEPTHWISE_STAGE_KB (a development override,
+// 8-200) sets another, for taller tiles with less halo at fewer blocks an SM (the tile is
+// dynamic shared memory; the source does not change, only its constants): its bytes, or
+// nothing where it is unset.
+constexpr std::int64_t kStageBudget = 46 * 1024;
+std::optional<std::int64_t> stage_budget_override() {
   const char* env = std::getenv("CONVJIT_DEPTHWISE_STAGE_KB");
-  return env != nullptr && *env != '\0';
-}
-std::int64_t stage_budget() {
-  const char* env = std::getenv("CONVJIT_DEPTHWISE_STAGE_KB");
-  if (env == nullptr || *env == '\0') return 46 * 1024;
+  if (env == nullptr || *env == '\0') return std::nullopt;
   int kb = 0;
   if (std::sscanf(env, "%d", &kb) != 1 || kb < 8 || kb > 200) {
     fail(ErrorCode::kInvalidArgument, "CONVJIT_DEPTHWISE_STAGE_KB: expected 8-200 (KiB), got '{}'", env);
@@ -222,9 +220,9 @@ bool fit_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs, 
 bool choose_staged_tile(const Conv2dDesc& d, DepthwiseTile& t, std::int64_t slabs) {
   int rows = 2, passes = 1, max_threads_q = 8;
   const bool tile_set = staged_tile_override(rows, passes, max_threads_q);
-  const bool budget_set = stage_budget_set();
-  if (!fit_staged_tile(d, t, slabs, rows, passes, max_threads_q, stage_budget())) return false;
-  if (tile_set || budget_set || t.blocks < kTallTileWaves * kNominalSms * kStagedBlocksPerSm) return true;
+  const std::optional<std::int64_t> budget = stage_budget_override();
+  if (!fit_staged_tile(d, t, slabs, rows, passes, max_threads_q, budget.value_or(kStageBudget))) return false;
+  if (tile_set || budget || t.blocks < kTallTileWaves * kNominalSms * kStagedBlocksPerSm) return true;
   DepthwiseTile tall = t;
   if (fit_staged_tile(d, tall, slabs, 3, 1, 8, kTallStageBudget)) t = tall;
   return true;
