@@ -248,8 +248,8 @@ extern "C" __global__ void __launch_bounds__(pointwise::kThreads, 1)
       bias_of[i][h] = kHasBias && k < kK ? Traits::to_float(__ldg(bias + k)) : 0.0f;
     }
 
-  // The pipeline's first kStages - 1 tiles; a group is committed for every stage, filled
-  // or not, so that the wait below counts the same groups on every block.
+    // The pipeline's first kStages - 1 tiles; a group is committed for every stage, filled
+    // or not, so that the wait below counts the same groups on every block.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
     const long long item = first + s * step;

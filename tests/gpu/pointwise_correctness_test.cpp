@@ -80,9 +80,15 @@ TEST_F(PointwiseStream, PointersAtEveryLegalOffsetMatchFloat64) {
   std::mt19937_64 rng(7);
   for (const StreamKind& kind : kStreamKinds) {
     for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
-      const Conv2dDesc d{
-          .n = 3, .c = 64, .h = 13, .w = 16, .k = 96, .bias = true, .dtype = kind.dtype, .layout = layout,
-          .math = kind.math};
+      const Conv2dDesc d{.n = 3,
+                         .c = 64,
+                         .h = 13,
+                         .w = 16,
+                         .k = 96,
+                         .bias = true,
+                         .dtype = kind.dtype,
+                         .layout = layout,
+                         .math = kind.math};
       for (std::size_t elements = 0; elements < 4; ++elements) {
         expect_correct(rt, d, rng, elements * size_of(kind.dtype));
       }

@@ -112,8 +112,15 @@ TEST(PointwiseKernel, SpecializationsCompileWithoutSpillsAndCopyAsWideAsThePoint
       const Conv2dDesc problems[] = {pointwise(16, 64, 1024, 128, dtype, layout),
                                      pointwise(32, 16, 112, 96, dtype, layout),
                                      pointwise(16, 64, 56, 256, dtype, layout),
-                                     Conv2dDesc{.n = 3, .c = 21, .h = 5, .w = 7, .k = 35, .bias = true,
-                                                .activation = Activation::kRelu, .dtype = dtype, .layout = layout},
+                                     Conv2dDesc{.n = 3,
+                                                .c = 21,
+                                                .h = 5,
+                                                .w = 7,
+                                                .k = 35,
+                                                .bias = true,
+                                                .activation = Activation::kRelu,
+                                                .dtype = dtype,
+                                                .layout = layout},
                                      pointwise(2, limit, 14, 64, dtype, layout)};
       for (const Conv2dDesc& d : problems) {
         SCOPED_TRACE(d.to_string());

@@ -76,8 +76,8 @@ Tile choose_tile(const Conv2dDesc& d) {
         std::sscanf(env, "%d,%d,%d,%d,%d", &t.warp_m, &t.warp_n, &t.warps_m, &t.warps_n, &t.stages) == 5;
     const int n_step = d.dtype == DType::kFloat32 ? 8 : 16;
     const bool ok = parsed && (t.warp_m == 16 || t.warp_m == 32) && t.warp_n > 0 && t.warp_n % n_step == 0 &&
-                    t.warp_n <= 128 && t.warps_m > 0 && t.warps_n > 0 && t.warps_m * t.warps_n <= 16 &&
-                    t.stages >= 2 && t.stages <= 16 && weight_registers(d, t.warp_m) <= kMaxWeightRegisters;
+                    t.warp_n <= 128 && t.warps_m > 0 && t.warps_n > 0 && t.warps_m * t.warps_n <= 16 && t.stages >= 2 &&
+                    t.stages <= 16 && weight_registers(d, t.warp_m) <= kMaxWeightRegisters;
     if (!ok) {
       fail(ErrorCode::kInvalidArgument,
            "CONVJIT_POINTWISE_TILE: expected warp_m (16 or 32), warp_n (a multiple of {} up to 128), warps_m, "
@@ -119,13 +119,14 @@ PointwiseSwitch pointwise_stream_switch() {
   if (env == nullptr || *env == '\0') return PointwiseSwitch::kByModel;
   if (std::string_view(env) == "0") return PointwiseSwitch::kOff;
   if (std::string_view(env) == "1") return PointwiseSwitch::kForced;
-  fail(ErrorCode::kInvalidArgument,
-       "CONVJIT_POINTWISE_STREAM: expected 0 (off) or 1 (wherever it applies), got '{}'", env);
+  fail(ErrorCode::kInvalidArgument, "CONVJIT_POINTWISE_STREAM: expected 0 (off) or 1 (wherever it applies), got '{}'",
+       env);
 }
 
 std::optional<std::string> pointwise_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
-  if (pointwise_stream_switch() == PointwiseSwitch::kOff) return "the streaming pointwise kernel is switched off "
-                                                                 "(CONVJIT_POINTWISE_STREAM=0)";
+  if (pointwise_stream_switch() == PointwiseSwitch::kOff)
+    return "the streaming pointwise kernel is switched off "
+           "(CONVJIT_POINTWISE_STREAM=0)";
   if (!is_pointwise_gemm(d) || d.groups != 1) {
     return fmt::format("{}: not a pointwise convolution (1x1, stride 1, unpadded, one group, forward)", d.to_string());
   }
