@@ -343,6 +343,43 @@ TEST_F(Conv2dCorrectness, SixteenBitNarrowNchwStemsRunOnMmaSyncAndMatchFloat64) 
   }
 }
 
+// The pointwise GEMMs through cuBLASLt (the timing switch CONVJIT_CUBLASLT_ALGO): every
+// entry of its heuristic's list, both layouts, groups, every dtype and mode, tensors at an
+// element's offset (the alignment the list is asked for).
+// The pointwise GEMMs through cuBLASLt: by default the fastest of the heuristic's first
+// entries, timed on the first run (unset), each listed entry (CONVJIT_CUBLASLT_ALGO), and
+// cublasGemmEx (CONVJIT_CUBLASLT_TUNE=0).
+TEST_F(Conv2dCorrectness, PointwiseGemmsThroughCublasLtMatchFloat64TimedAndAtEveryListedAlgorithm) {
+  std::mt19937_64 rng(1617);
+  const std::pair<const char*, const char*> settings[] = {{nullptr, nullptr}, {"0", nullptr}, {"1", nullptr},
+                                                          {"3", nullptr},     {"7", nullptr}, {nullptr, "0"}};
+  for (const auto& [algo, tune] : settings) {
+    testing::ScopedEnv pick("CONVJIT_CUBLASLT_ALGO", algo);
+    testing::ScopedEnv timed("CONVJIT_CUBLASLT_TUNE", tune);
+    Runtime rt(RuntimeOptions{.cache_dir = dir_.path()});
+    for (Conv2dDesc d : {Conv2dDesc{.n = 3, .c = 16, .h = 23, .w = 29, .k = 96, .r = 1, .s = 1, .bias = true},
+                         Conv2dDesc{.n = 2, .c = 64, .h = 17, .w = 19, .k = 40, .r = 1, .s = 1, .groups = 2}}) {
+      for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+        for (const auto& [dtype, math] :
+             {std::pair{DType::kFloat32, MathMode::kStrictFp32}, std::pair{DType::kFloat32, MathMode::kTF32},
+              std::pair{DType::kFloat16, MathMode::kTF32}, std::pair{DType::kBFloat16, MathMode::kTF32}}) {
+          d.layout = layout;
+          d.dtype = dtype;
+          d.math = math;
+          for (const std::size_t offset : {std::size_t{0}, size_of(dtype)}) {
+            SCOPED_TRACE(fmt::format("{} algorithm {} tune {} offset {}", d.to_string(), algo ? algo : "timed",
+                                     tune ? tune : "on", offset));
+            const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kIm2colGemm,
+                                                      /*positive=*/false, offset);
+            EXPECT_EQ(result.unwritten, 0u);
+            EXPECT_LT(result.rel_err, testing::tolerance(d));
+          }
+        }
+      }
+    }
+  }
+}
+
 // The chunked im2col path in 16 bits: workspace under the limit, results right.
 TEST_F(Conv2dCorrectness, SixteenBitIm2colGemmKeepsItsWorkspaceUnderTheLimitAndStaysCorrect) {
   std::mt19937_64 rng(std::random_device{}());

@@ -213,6 +213,46 @@ TEST_F(LaunchSafety, FirstUseInsideACaptureCompilesLoadsAndReplaysCorrectly) {
   cudaStreamDestroy(stream);
 }
 
+// A pointwise GEMM's first run inside a capture cannot time cuBLASLt's candidates (timing
+// waits for the stream): it records the heuristic's first entry and leaves the choice to the
+// first eager run, after which a new capture replays that choice bit for bit.
+TEST_F(LaunchSafety, PointwiseGemmFirstRunInsideACaptureReplaysCorrectlyAndTimesOnTheFirstEagerRun) {
+  std::mt19937_64 rng(std::random_device{}());
+  cudaStream_t stream = nullptr;
+  CUDART_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (const Case& c : kCases) {
+    for (const Layout layout : {Layout::kNCHW, Layout::kNHWC}) {
+      Conv2dDesc d{
+          .n = 3, .c = 48, .h = 9, .w = 14, .k = 80, .bias = true, .dtype = c.dtype, .layout = layout, .math = c.math};
+      SCOPED_TRACE(d.to_string());
+      Runtime rt(options());
+      Conv2dPlan plan =
+          rt.plan(d, PlanOptions{.algorithm = Algorithm::kIm2colGemm, .stream = reinterpret_cast<Stream>(stream)});
+      Tensors t(d, 0, rng);
+      cudaGraphExec_t exec = capture(stream, [&] { plan.run(t.args(), reinterpret_cast<Stream>(stream)); });
+      ASSERT_NE(exec, nullptr);
+      t.poison_y(stream);
+      CUDART_CHECK(cudaGraphLaunch(exec, stream));
+      CUDART_CHECK(cudaStreamSynchronize(stream));
+      EXPECT_LT(t.error(), tolerance(d));
+      cudaGraphExecDestroy(exec);
+      t.poison_y(stream);
+      plan.run(t.args(), reinterpret_cast<Stream>(stream));  // times the candidates
+      CUDART_CHECK(cudaStreamSynchronize(stream));
+      EXPECT_LT(t.error(), tolerance(d));
+      const auto eager = t.y_bytes();
+      exec = capture(stream, [&] { plan.run(t.args(), reinterpret_cast<Stream>(stream)); });
+      ASSERT_NE(exec, nullptr);
+      t.poison_y(stream);
+      CUDART_CHECK(cudaGraphLaunch(exec, stream));
+      CUDART_CHECK(cudaStreamSynchronize(stream));
+      EXPECT_EQ(t.y_bytes(), eager);
+      cudaGraphExecDestroy(exec);
+    }
+  }
+  cudaStreamDestroy(stream);
+}
+
 TEST_F(LaunchSafety, AutotuningInsideACaptureThrowsTheDocumentedErrorAndTheCaptureStaysValid) {
   RuntimeOptions opts = options();
   opts.autotune = true;

@@ -29,4 +29,13 @@ CublasHandle::~CublasHandle() {
   if (handle_ != nullptr) cublasDestroy(handle_);
 }
 
+CublasLtHandle::CublasLtHandle() {
+  RelaxedCaptureMode relaxed;  // cublasLtCreate allocates
+  CONVJIT_CUBLAS_CHECK(cublasLtCreate(&handle_), "creating a cuBLASLt handle");
+}
+
+CublasLtHandle::~CublasLtHandle() {
+  if (handle_ != nullptr) cublasLtDestroy(handle_);
+}
+
 }  // namespace convjit

@@ -1,9 +1,11 @@
 #pragma once
 // cuBLAS as convjit uses it: one checking macro, an RAII handle.
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -34,6 +36,20 @@ class CublasHandle {
   cublasHandle_t handle_ = nullptr;
 };
 
+// A cuBLASLt handle: the matmul API whose algorithms can be listed and picked (the
+// pointwise GEMMs' timing switch, CONVJIT_CUBLASLT_ALGO).
+class CublasLtHandle {
+ public:
+  CublasLtHandle();
+  ~CublasLtHandle();
+  CublasLtHandle(const CublasLtHandle&) = delete;
+  CublasLtHandle& operator=(const CublasLtHandle&) = delete;
+  cublasLtHandle_t get() const noexcept { return handle_; }
+
+ private:
+  cublasLtHandle_t handle_ = nullptr;
+};
+
 // One handle for every plan of a context. A cuBLAS handle is not thread-safe, so a
 // caller holds `mutex` from binding the stream and workspace to its last enqueued GEMM;
 // enqueueing is microseconds, so one handle per context costs nothing in practice and
@@ -41,6 +57,7 @@ class CublasHandle {
 struct SharedCublas {
   std::mutex mutex;
   CublasHandle handle;
+  std::unique_ptr<CublasLtHandle> lt;  // made on first use, under `mutex`
 };
 
 // cuBLAS's workspace for one run: with a workspace given, cuBLAS never allocates on its

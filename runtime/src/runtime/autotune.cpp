@@ -7,6 +7,7 @@
 #include "base/log.hpp"
 #include "convjit/version.hpp"
 #include "runtime/runtime_impl.hpp"
+#include "runtime/timing_event.hpp"
 #include "specialize/algorithm.hpp"
 
 namespace convjit {
@@ -25,16 +26,6 @@ struct ScratchBuffer {
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
   void* get() const { return reinterpret_cast<void*>(ptr); }
-};
-
-struct Event {
-  CUevent event = nullptr;
-  Event() { CONVJIT_CU_CHECK(cuEventCreate(&event, CU_EVENT_DEFAULT), "creating a tuning event"); }
-  ~Event() {
-    if (event != nullptr) CudaDriver::get().cuEventDestroy(event);
-  }
-  Event(const Event&) = delete;
-  Event& operator=(const Event&) = delete;
 };
 
 std::string tuning_key(const Conv2dDesc& desc, const DeviceContext& dev) {
@@ -81,8 +72,8 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
   ScratchBuffer w(desc.w_elements() * size_of(desc.dtype));
   ScratchBuffer b(static_cast<std::size_t>(desc.k) * size_of(desc.dtype));
   ScratchBuffer y(desc.y_elements() * size_of(desc.dtype));
-  Event start;
-  Event stop;
+  TimingEvent start;
+  TimingEvent stop;
   std::string timings;
   double best_ms = std::numeric_limits<double>::infinity();
   std::shared_ptr<const Conv2dPlan::Impl> best;
@@ -92,13 +83,10 @@ std::shared_ptr<const Conv2dPlan::Impl> Runtime::Impl::tuned_plan(const Conv2dDe
     plan->run(args, nullptr, /*check_binding=*/false);  // warm-up: first touch, workspace, cuBLAS heuristics
     double fastest = std::numeric_limits<double>::infinity();
     for (int rep = 0; rep < 3; ++rep) {
-      CONVJIT_CU_CHECK(cuEventRecord(start.event, nullptr), "recording a tuning event");
+      start.record(nullptr);
       plan->run(args, nullptr, /*check_binding=*/false);
-      CONVJIT_CU_CHECK(cuEventRecord(stop.event, nullptr), "recording a tuning event");
-      CONVJIT_CU_CHECK(cuEventSynchronize(stop.event), "waiting for a tuning run");
-      float ms = 0;
-      CONVJIT_CU_CHECK(cuEventElapsedTime(&ms, start.event, stop.event), "reading a tuning time");
-      fastest = std::min(fastest, static_cast<double>(ms));
+      stop.record(nullptr);
+      fastest = std::min(fastest, static_cast<double>(stop.since(start)));
       if (fastest > 10 * best_ms) break;  // hopeless: do not spend two more runs on it
     }
     fmt::format_to(std::back_inserter(timings), "{}{}={:.3f}ms", timings.empty() ? "" : " ", to_string(plan->algorithm),

@@ -1,8 +1,15 @@
 #include "runtime/im2col_gemm.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <utility>
 
+#include "base/env_switch.hpp"
+#include "base/log.hpp"
 #include "driver/cublas.hpp"
+#include "driver/stream_context.hpp"
+#include "runtime/timing_event.hpp"
 #include "specialize/specialized_source.hpp"
 
 namespace convjit {
@@ -14,6 +21,7 @@ constexpr unsigned kThreads = 256;
 constexpr std::int64_t kMaxGemmPixels = std::int64_t{1} << 30;
 
 constexpr std::uint64_t kMaxBlocks = 132 * 16;
+constexpr int kLtAlgos = 8;  // the heuristic's list CONVJIT_CUBLASLT_ALGO picks from
 
 unsigned blocks_for(std::uint64_t elements) {
   // Grid-stride loops: enough blocks to fill the chip, never more than needed.
@@ -141,10 +149,42 @@ Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunki
   bias_act_ = module_->lookup(kernel_name + "_bias_act");
   scatter_ = module_->lookup(kernel_name + "_scatter");
   if (desc_.transposed) pack_w_ = module_->lookup(kernel_name + "_pack_w");
+  if (const char* env = std::getenv("CONVJIT_CUBLASLT_ALGO"); env != nullptr && *env != '\0') {
+    int i = -1;
+    if (std::sscanf(env, "%d", &i) != 1 || i < 0 || i >= kLtAlgos) {
+      fail(ErrorCode::kInvalidArgument, "CONVJIT_CUBLASLT_ALGO: expected 0-{}, got '{}'", kLtAlgos - 1, env);
+    }
+    lt_algo_ = i;
+  }
+  lt_timed_ = env_switch_on("CONVJIT_CUBLASLT_TUNE");
 }
 
 namespace {
 constexpr std::uint64_t kBlasAlign = 256;  // cublasSetWorkspace's alignment
+
+// The largest power of two up to 256 that divides a pointer: the alignment cuBLASLt may
+// assume of it.
+std::uint32_t alignment_of(const void* p) {
+  const auto v = reinterpret_cast<std::uintptr_t>(p);
+  std::uint32_t a = 256;
+  while (a > 1 && v % a != 0) a /= 2;
+  return a;
+}
+
+// RAII for cuBLASLt's descriptors.
+template <typename T, cublasStatus_t (*Destroy)(T)>
+struct LtObject {
+  T h = nullptr;
+  LtObject() = default;
+  LtObject(const LtObject&) = delete;
+  LtObject& operator=(const LtObject&) = delete;
+  ~LtObject() {
+    if (h != nullptr) Destroy(h);
+  }
+};
+using LtMatmulDesc = LtObject<cublasLtMatmulDesc_t, cublasLtMatmulDescDestroy>;
+using LtLayout = LtObject<cublasLtMatrixLayout_t, cublasLtMatrixLayoutDestroy>;
+using LtPreference = LtObject<cublasLtMatmulPreference_t, cublasLtMatmulPreferenceDestroy>;
 }  // namespace
 
 std::uint64_t Im2colGemmRunner::workspace_bytes() const noexcept {
@@ -189,6 +229,7 @@ void Im2colGemmRunner::run(const void* x, const void* w, const void* bias, void*
                                                                                  : CUBLAS_COMPUTE_32F,
       .stream = stream,
       .col = reinterpret_cast<char*>(workspace),
+      .blas_workspace = reinterpret_cast<void*>(blas_ws),
   };
   if (chunking_.merged_images) {
     run_nchw_merged(xf, wf, bias, yf, ctx, batch);
@@ -228,6 +269,23 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
   for (int g = 0; g < groups; ++g) {
     const char* w_group = wf + g * k_per_group * gemm_k * esz;
     char* y_group = yf + g * k_per_group * pixels * esz;
+    if (chunking_.pointwise && through_lt()) {
+      lt_gemm(ctx, PointwiseGemm{.transpose_a = false,
+                                 .m = pixels,
+                                 .n = k_per_group,
+                                 .k = c_per_group,
+                                 .a = xf + g * c_per_group * plane * esz,
+                                 .lda = pixels,
+                                 .stride_a = static_cast<long long>(desc_.c) * plane,
+                                 .b = w_group,
+                                 .ldb = c_per_group,
+                                 .stride_b = 0,
+                                 .c = y_group,
+                                 .ldc = pixels,
+                                 .stride_c = static_cast<long long>(desc_.k) * pixels,
+                                 .batch = batch});
+      continue;
+    }
     if (chunking_.pointwise) {
       CONVJIT_CUBLAS_CHECK(
           cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(pixels),
@@ -334,8 +392,27 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
     for (long long m0 = 0; m0 < total; m0 += kMaxGemmPixels) {
       const long long pixels = std::min<long long>(kMaxGemmPixels, total - m0);
       for (int g = 0; g < groups; ++g) {
-        gemm(pixels, xf + (m0 * desc_.c + g * c_per_group) * esz, desc_.c, wf + g * k_per_group * gemm_k * esz,
-             yf + (m0 * desc_.k + g * k_per_group) * esz);
+        const char* x_group = xf + (m0 * desc_.c + g * c_per_group) * esz;
+        const char* w_group = wf + g * k_per_group * gemm_k * esz;
+        char* y_group = yf + (m0 * desc_.k + g * k_per_group) * esz;
+        if (through_lt()) {
+          lt_gemm(ctx, PointwiseGemm{.transpose_a = true,
+                                     .m = k_per_group,
+                                     .n = pixels,
+                                     .k = gemm_k,
+                                     .a = w_group,
+                                     .lda = gemm_k,
+                                     .stride_a = 0,
+                                     .b = x_group,
+                                     .ldb = desc_.c,
+                                     .stride_b = 0,
+                                     .c = y_group,
+                                     .ldc = desc_.k,
+                                     .stride_c = 0,
+                                     .batch = 1});
+        } else {
+          gemm(pixels, x_group, desc_.c, w_group, y_group);
+        }
       }
     }
     return;
@@ -357,6 +434,139 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
       }
     }
   }
+}
+
+void Im2colGemmRunner::lt_gemm(const GemmContext& ctx, const PointwiseGemm& g) const {
+  if (!blas_->lt) blas_->lt = std::make_unique<CublasLtHandle>();
+  const cublasLtHandle_t lt = blas_->lt->get();
+  const std::string what =
+      fmt::format("cuBLASLt pointwise GEMM of {} ({} x {} x {}, batch {})", desc_.to_string(), g.m, g.n, g.k, g.batch);
+  LtMatmulDesc op;
+  CONVJIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.h, ctx.compute, CUDA_R_32F), "{}", what);
+  const cublasOperation_t transa = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t transb = CUBLAS_OP_N;
+  CONVJIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_TRANSA, &transa, sizeof(transa)), "{}",
+                       what);
+  CONVJIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op.h, CUBLASLT_MATMUL_DESC_TRANSB, &transb, sizeof(transb)), "{}",
+                       what);
+  auto layout = [&](LtLayout& l, long long rows, long long cols, long long ld, long long stride) {
+    CONVJIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l.h, ctx.type, static_cast<std::uint64_t>(rows),
+                                                    static_cast<std::uint64_t>(cols), ld),
+                         "{}", what);
+    if (g.batch > 1) {
+      const std::int32_t count = g.batch;
+      const std::int64_t offset = stride;
+      CONVJIT_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(l.h, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)), "{}", what);
+      CONVJIT_CUBLAS_CHECK(
+          cublasLtMatrixLayoutSetAttribute(l.h, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &offset, sizeof(offset)),
+          "{}", what);
+    }
+  };
+  LtLayout a, b, c;
+  layout(a, g.transpose_a ? g.k : g.m, g.transpose_a ? g.m : g.k, g.lda, g.stride_a);
+  layout(b, g.k, g.n, g.ldb, g.stride_b);
+  layout(c, g.m, g.n, g.ldc, g.stride_c);
+  const std::uint32_t align_a = alignment_of(g.a), align_b = alignment_of(g.b), align_c = alignment_of(g.c);
+  const std::array<long long, 13> key{g.transpose_a, g.m,        g.n,     g.k,     g.lda,   g.ldb,  g.ldc,
+                                      g.stride_a,    g.stride_b, g.batch, align_a, align_b, align_c};
+  auto found = lt_algos_.find(key);
+  if (found == lt_algos_.end()) {
+    LtPreference pref;
+    CONVJIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref.h), "{}", what);
+    const std::uint64_t workspace = blas_workspace_;
+    CONVJIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.h, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                              &workspace, sizeof(workspace)),
+                         "{}", what);
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, std::uint32_t> alignments[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+    for (const auto& [attribute, bytes] : alignments) {
+      CONVJIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref.h, attribute, &bytes, sizeof(bytes)), "{}", what);
+    }
+    cublasLtMatmulHeuristicResult_t results[kLtAlgos] = {};
+    int returned = 0;
+    CONVJIT_CUBLAS_CHECK(
+        cublasLtMatmulAlgoGetHeuristic(lt, op.h, a.h, b.h, c.h, c.h, pref.h, kLtAlgos, results, &returned), "{}", what);
+    if (returned == 0) fail(ErrorCode::kCublas, "{}: cuBLASLt's heuristic lists no algorithm", what);
+    if (lt_algo_ >= 0) {
+      const int pick = std::min(lt_algo_, returned - 1);
+      log::info("{}: algorithm {} of the {} cuBLASLt lists (CONVJIT_CUBLASLT_ALGO={})", what, pick, returned, lt_algo_);
+      found = lt_algos_.emplace(key, results[pick].algo).first;
+    } else {
+      const int candidates = std::min(returned, kTimedLtAlgos);
+      // Timing waits for the stream, which a graph capture forbids: a captured run takes the
+      // heuristic's first entry and leaves the choice to the first run outside a capture.
+      if (is_capturing(ctx.stream)) {
+        run_lt(lt, op.h, a.h, b.h, c.h, g, ctx, results[0].algo, what);
+        return;
+      }
+      const cublasLtMatmulAlgo_t chosen =
+          candidates == 1 ? results[0].algo : fastest_lt(lt, op.h, a.h, b.h, c.h, g, ctx, results, candidates, what);
+      found = lt_algos_.emplace(key, chosen).first;
+    }
+  }
+  run_lt(lt, op.h, a.h, b.h, c.h, g, ctx, found->second, what);
+}
+
+void Im2colGemmRunner::run_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
+                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, const PointwiseGemm& g,
+                              const GemmContext& ctx, const cublasLtMatmulAlgo_t& algo, const std::string& what) const {
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  CONVJIT_CUBLAS_CHECK(cublasLtMatmul(lt, op, &one, g.a, a, g.b, b, &zero, g.c, c, g.c, c, &algo, ctx.blas_workspace,
+                                      blas_workspace_, reinterpret_cast<cudaStream_t>(ctx.stream)),
+                       "{}", what);
+}
+
+cublasLtMatmulAlgo_t Im2colGemmRunner::fastest_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op,
+                                                  cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                                  cublasLtMatrixLayout_t c, const PointwiseGemm& g,
+                                                  const GemmContext& ctx,
+                                                  const cublasLtMatmulHeuristicResult_t* results, int candidates,
+                                                  const std::string& what) const {
+  // Each candidate once to warm up, then runs between two events, on the run's own buffers: every run writes the same
+  // product into y, and the chosen algorithm's run after this writes it once more.
+  TimingEvent start;
+  TimingEvent stop;
+  int best = 0;
+  float best_ms = 0;
+  std::string timings;
+  const float one = 1.0f;
+  const float zero = 0.0f;
+  for (int i = 0; i < candidates; ++i) {
+    const auto matmul = [&] {
+      return cublasLtMatmul(lt, op, &one, g.a, a, g.b, b, &zero, g.c, c, g.c, c, &results[i].algo, ctx.blas_workspace,
+                            blas_workspace_, reinterpret_cast<cudaStream_t>(ctx.stream));
+    };
+    // An entry the library lists but cannot run here is passed over; the first must run.
+    if (const cublasStatus_t status = matmul(); status != CUBLAS_STATUS_SUCCESS) {
+      if (i == 0) CONVJIT_CUBLAS_CHECK(status, "{}", what);
+      continue;
+    }
+    // Runs in rounds until a round lasts kLtTimedMs (small GEMMs of a few microseconds are
+    // otherwise decided by launch noise), at most kLtMaxRuns.
+    int runs = kLtTimedRuns;
+    float ms = 0;
+    while (true) {
+      start.record(ctx.stream);
+      for (int rep = 0; rep < runs; ++rep) CONVJIT_CUBLAS_CHECK(matmul(), "{}", what);
+      stop.record(ctx.stream);
+      const float total = stop.since(start);
+      ms = total / static_cast<float>(runs);
+      if (total >= kLtTimedMs || runs >= kLtMaxRuns) break;
+      runs = std::min(kLtMaxRuns, runs * 4);
+    }
+    fmt::format_to(std::back_inserter(timings), "{}{}={:.4f}ms", timings.empty() ? "" : " ", i, ms);
+    if (i == 0 || ms < best_ms) {
+      best = i;
+      best_ms = ms;
+    }
+  }
+  log::info("{}: cuBLASLt entry {} of {} timed ({})", what, best, candidates, timings);
+  return results[best].algo;
 }
 
 }  // namespace convjit
