@@ -554,6 +554,38 @@ TEST_F(WgmmaTma, N160TilesWithFilterPixelAndChannelTailsMatchFloat64InEveryDtype
   }
 }
 
+// Persistent grids (more tiles than SMs, each block walking tiles blockIdx.x, + gridDim.x,
+// ...) with channel tails, bias and ReLU: 16-bit 64-byte rows take stages of three taps
+// there; and the few-pixel layers' tiles of one m64 block a warpgroup (128 pixels). Each
+// asserts by the tile that the variant meant ran.
+TEST_F(WgmmaTma, PersistentGridsAndHalfTilesMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(4);
+  const auto expect_tile = [&](const Conv2dDesc& d, std::initializer_list<const char*> parts) {
+    SCOPED_TRACE(d.to_string());
+    const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    for (const char* part : parts) EXPECT_NE(info.tile.find(part), std::string::npos) << info.tile;
+    expect_correct(rt, d, rng);
+  };
+  for (const Kind& kind : kKinds) {
+    const bool sixteen = kind.dtype != DType::kFloat32;
+    const Conv2dDesc wide = with_kind(
+        {.n = 8, .c = 40, .h = 100, .w = 110, .k = 64, .r = 3, .s = 3, .bias = true, .activation = Activation::kRelu},
+        kind);
+    if (sixteen) {
+      expect_tile(wide, {"persistent blocks", "of 3 taps"});
+    } else if (kind.math == MathMode::kTF32) {
+      expect_tile(wide, {"persistent blocks"});
+    } else {
+      expect_tile(wide, {});  // 3xTF32: stream-K takes the grid's idle last wave
+    }
+    expect_tile(
+        with_kind({.n = 2, .c = 72, .h = 8, .w = 8, .k = 120, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+                  kind),
+        {"1x128 pixels", "1 m64 blocks"});
+  }
+}
+
 TEST_F(WgmmaTma, PointersTheMapCannotTakeFallBackToCpAsyncAndStayCorrect) {
   // x 4 bytes past a 16-byte boundary (f32) or 8 (16-bit): the map's address must be
   // 16-byte aligned, so the plan runs its cp.async variant for that alignment.

@@ -493,5 +493,43 @@ TEST(WgmmaTmaKernel, StreamKIsLeftOutWhereItsFixUpOrTooFewStagesCostMoreThanTheI
   EXPECT_EQ(prologue_constant(specialize_wgmma(twin), "bool", "kStreamK"), "true");
 }
 
+// The NHWC TMA kernel's grid rules: tiles of one m64 block a warpgroup where two would
+// compute a third more pixels or worse (the Stable Diffusion 8x8 layers' 128 pixels; never
+// for a dynamic batch, whose tile is the same for every batch); persistent blocks on grids
+// of whole tiles (not where split-K divides the reduction); stages of three taps for 16-bit
+// 64-byte rows on such grids only.
+TEST(WgmmaTmaKernel, FewPixelsTakeHalfTilesWholeTileGridsRunPersistentAndSixteenBitSixtyFourByteRowsTakeThreeTaps) {
+  const Conv2dDesc deep8{.n = 2, .c = 2560, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  const Conv2dDesc deep16{.n = 2, .c = 1280, .h = 16, .w = 16, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  const Conv2dDesc kb55{.n = 8, .c = 64, .h = 512, .w = 1024, .k = 128, .r = 3, .s = 3};
+  const Conv2dDesc kb62{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9};
+  for (const DType dtype : {DType::kFloat32, DType::kFloat16, DType::kBFloat16}) {
+    SCOPED_TRACE(to_string(dtype));
+    const auto half = specialize_wgmma(nhwc(deep8, dtype));
+    EXPECT_EQ(prologue_constant(half, "int", "kMB"), "1");
+    EXPECT_EQ(prologue_constant(half, "int", "kBQ"), "128");
+    EXPECT_FALSE(half.launch.geometry.persistent) << half.launch.tile;  // split-K
+    Conv2dDesc dynamic = nhwc(deep8, dtype);
+    dynamic.dynamic_batch = true;
+    EXPECT_EQ(prologue_constant(specialize_wgmma(dynamic), "int", "kMB"), "2");
+    EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(deep16, dtype)), "int", "kMB"), "2");
+
+    const auto whole = specialize_wgmma(nhwc(kb55, dtype));
+    EXPECT_TRUE(whole.launch.geometry.persistent) << whole.launch.tile;
+    EXPECT_NE(whole.launch.tile.find("persistent blocks"), std::string::npos) << whole.launch.tile;
+    {
+      ScopedEnv off("CONVJIT_WGMMA_PERSISTENT", "0");
+      EXPECT_FALSE(specialize_wgmma(nhwc(kb55, dtype)).launch.geometry.persistent);
+    }
+
+    const auto rows64 = specialize_wgmma(nhwc(kb62, dtype));
+    EXPECT_EQ(prologue_constant(rows64, "int", "kTapsPerStage"), dtype == DType::kFloat32 ? "1" : "3");
+    EXPECT_EQ(prologue_constant(rows64, "int", "kARowBytes"), dtype == DType::kFloat32 ? "128" : "64");
+    // The same rows on a grid that splits its reduction keep a tap a stage.
+    const Conv2dDesc small{.n = 1, .c = 32, .h = 20, .w = 24, .k = 64, .r = 5, .s = 9};
+    EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(small, dtype)), "int", "kTapsPerStage"), "1");
+  }
+}
+
 }  // namespace
 }  // namespace convjit

@@ -109,8 +109,18 @@ TEST_F(DynamicBatchLaunch, OnePlanRunsEveryBatchWithOneCompileAndTheStaticKernel
       const FakeLaunch& static_main = convolution(want);
       EXPECT_EQ(static_main.args.size(), 4u + map) << "a static kernel takes no batch";
       if (split(want)) EXPECT_EQ(want.back().args.size(), 3u) << "nor does its reduce pass";
-      for (int i = 0; i < 3; ++i) EXPECT_EQ(main.grid[i], static_main.grid[i]) << "grid dimension " << i;
+      // A static batch of few pixels may take tiles of half the pixels (and so its own
+      // stages and grid); elsewhere the same launch.
+      const auto blocks_of = [&](const Conv2dDesc& d) {
+        const std::string tile = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = f.algorithm}).tile;
+        return tile.find("2 m64 blocks") != std::string::npos   ? 2
+               : tile.find("1 m64 blocks") != std::string::npos ? 1
+                                                                : 0;
+      };
+      const bool half_tiles = blocks_of(fixed) == 1 && blocks_of(dyn) == 2;
       EXPECT_EQ(main.block[0], static_main.block[0]);
+      if (half_tiles) continue;
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(main.grid[i], static_main.grid[i]) << "grid dimension " << i;
       EXPECT_EQ(main.shared_bytes, static_main.shared_bytes);
     }
     // One compile for the dynamic plan, whatever the batches; the static references

@@ -70,8 +70,9 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
   };
   // f16, padding 1: corners -1 / -1 (3x3); f32 strict with stride 2, dilation 2, padding 2
   // on a 3x5 filter: upper corners 2 - 2 x 2 = -2 (H) and 2 - 2 x 4 = -6 (W), element
-  // strides 2 (40 output channels: n64 tiles, so 256 pixels even in 3xTF32); bf16 1-D over
-  // a channel tail (72 channels, two 64-channel chunks).
+  // strides 2 (40 output channels: n64 tiles of two m64 blocks even in 3xTF32, but 90 output
+  // pixels take tiles of one, 128 pixels); bf16 1-D over a channel tail (72 channels, two
+  // 64-channel chunks).
   const Case cases[] = {
       {nhwc({.n = 2, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
             DType::kFloat16),
@@ -107,7 +108,7 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
         {-2, -2},
         {-6, -2},
         32,
-        256,
+        128,
         {1, 2, 2, 1}}},
       {nhwc({.n = 3, .c = 72, .h = 1, .w = 50, .k = 32, .r = 1, .s = 3, .pad_w = 1}, DType::kBFloat16),
        {CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, {72, 50, 1, 3}, {144, 7200, 7200}, {-1, 0}, {-1, 0}, 64, 256, {1, 1, 1, 1}}},
@@ -151,7 +152,8 @@ TEST_F(WgmmaTmaLaunch, EachRunEncodesItsXsMapAndPassesItAfterY) {
 
 // A group whose channels fill 64 but not 128
 // bytes a pixel is read in 64-byte boxes with TMA's 64-byte swizzle (32 f16 channels,
-// 16 f32 ones a box); the fake checks the box against the swizzle's span.
+// 16 f32 ones a box); the fake checks the box against the swizzle's span. (56 output
+// pixels: a tile of one m64 block a warpgroup, 128 pixels.)
 TEST_F(WgmmaTmaLaunch, SixtyFourByteRowsEncodeSixtyFourByteBoxesWithTheSixtyFourByteSwizzle) {
   Runtime rt(options());
   struct Case {
@@ -162,7 +164,7 @@ TEST_F(WgmmaTmaLaunch, SixtyFourByteRowsEncodeSixtyFourByteBoxesWithTheSixtyFour
       {nhwc({.n = 2, .c = 32, .h = 9, .w = 11, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16),
        {CU_TENSOR_MAP_DATA_TYPE_FLOAT16, {32, 11, 9, 2}, {64, 704, 6336}, {-1, -1}, {-1, -1}, 32, 256, {1, 1, 1, 1}}},
       {nhwc({.n = 1, .c = 24, .h = 7, .w = 8, .k = 40, .r = 1, .s = 3, .pad_w = 1}, DType::kFloat32),
-       {CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {24, 8, 7, 1}, {96, 768, 5376}, {-1, 0}, {-1, 0}, 16, 256, {1, 1, 1, 1}}},
+       {CU_TENSOR_MAP_DATA_TYPE_FLOAT32, {24, 8, 7, 1}, {96, 768, 5376}, {-1, 0}, {-1, 0}, 16, 128, {1, 1, 1, 1}}},
   };
   for (const Case& c : cases) {
     fake().reset();

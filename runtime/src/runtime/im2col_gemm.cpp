@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "base/env_switch.hpp"
@@ -156,7 +157,13 @@ Im2colGemmRunner::Im2colGemmRunner(const Conv2dDesc& desc, Im2colChunking chunki
     }
     lt_algo_ = i;
   }
-  lt_timed_ = env_switch_on("CONVJIT_CUBLASLT_TUNE");
+  const char* tune = std::getenv("CONVJIT_CUBLASLT_TUNE");
+  const std::string_view scope = tune == nullptr ? std::string_view() : std::string_view(tune);
+  if (scope == "pointwise") {
+    lt_columns_ = false;
+  } else {
+    lt_timed_ = env_switch_on("CONVJIT_CUBLASLT_TUNE");
+  }
 }
 
 namespace {
@@ -270,20 +277,20 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
     const char* w_group = wf + g * k_per_group * gemm_k * esz;
     char* y_group = yf + g * k_per_group * pixels * esz;
     if (chunking_.pointwise && through_lt()) {
-      lt_gemm(ctx, PointwiseGemm{.transpose_a = false,
-                                 .m = pixels,
-                                 .n = k_per_group,
-                                 .k = c_per_group,
-                                 .a = xf + g * c_per_group * plane * esz,
-                                 .lda = pixels,
-                                 .stride_a = static_cast<long long>(desc_.c) * plane,
-                                 .b = w_group,
-                                 .ldb = c_per_group,
-                                 .stride_b = 0,
-                                 .c = y_group,
-                                 .ldc = pixels,
-                                 .stride_c = static_cast<long long>(desc_.k) * pixels,
-                                 .batch = batch});
+      lt_gemm(ctx, LtGemm{.transpose_a = false,
+                          .m = pixels,
+                          .n = k_per_group,
+                          .k = c_per_group,
+                          .a = xf + g * c_per_group * plane * esz,
+                          .lda = pixels,
+                          .stride_a = static_cast<long long>(desc_.c) * plane,
+                          .b = w_group,
+                          .ldb = c_per_group,
+                          .stride_b = 0,
+                          .c = y_group,
+                          .ldc = pixels,
+                          .stride_c = static_cast<long long>(desc_.k) * pixels,
+                          .batch = batch});
       continue;
     }
     if (chunking_.pointwise) {
@@ -306,14 +313,30 @@ void Im2colGemmRunner::run_nchw(const char* xf, const char* wf, char* yf, const 
         int merged = 0;
         void* args[] = {&xf, &col, &group, &n0, &p0, const_cast<int*>(&rows), const_cast<int*>(&images), &merged};
         launch_im2col(im2col_, images * gemm_k, chunk_pixels, args, ctx.stream, desc_);
+        char* y_chunk = y_group + (static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q) * esz;
+        if (columns_through_lt()) {
+          lt_gemm(ctx, LtGemm{.transpose_a = false,
+                              .m = chunk_pixels,
+                              .n = k_per_group,
+                              .k = gemm_k,
+                              .a = col,
+                              .lda = chunk_pixels,
+                              .stride_a = gemm_k * chunk_pixels,
+                              .b = w_group,
+                              .ldb = gemm_k,
+                              .stride_b = 0,
+                              .c = y_chunk,
+                              .ldc = pixels,
+                              .stride_c = static_cast<long long>(desc_.k) * pixels,
+                              .batch = images});
+          continue;
+        }
         CONVJIT_CUBLAS_CHECK(
             cublasGemmStridedBatchedEx(handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(chunk_pixels),
                                        static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, type,
                                        static_cast<int>(chunk_pixels), gemm_k * chunk_pixels, w_group, type,
-                                       static_cast<int>(gemm_k), 0, &zero,
-                                       y_group + (static_cast<long long>(n0) * desc_.k * pixels + p0 * o.q) * esz, type,
-                                       static_cast<int>(pixels), static_cast<long long>(desc_.k) * pixels, images,
-                                       compute, CUBLAS_GEMM_DEFAULT),
+                                       static_cast<int>(gemm_k), 0, &zero, y_chunk, type, static_cast<int>(pixels),
+                                       static_cast<long long>(desc_.k) * pixels, images, compute, CUBLAS_GEMM_DEFAULT),
             "GEMM of {} (images {}+{}, rows {}+{})", desc_.to_string(), n0, images, p0, rows);
       }
     }
@@ -345,11 +368,28 @@ void Im2colGemmRunner::run_nchw_merged(const char* xf, const char* wf, const voi
       // Column-major: scratch (m x k/g, ld m) = col (m x kk, ld m) * W_g^T (kk x k/g),
       // m = the chunk's images x pixels, so scratch is [k][image][pixel].
       const long long m = images * pixels;
-      CONVJIT_CUBLAS_CHECK(cublasGemmEx(ctx.handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(m),
-                                        static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, ctx.type,
-                                        static_cast<int>(m), w_group, ctx.type, static_cast<int>(gemm_k), &zero,
-                                        scratch, ctx.type, static_cast<int>(m), ctx.compute, CUBLAS_GEMM_DEFAULT),
-                           "merged GEMM of {} (images {}+{})", desc_.to_string(), n0, images);
+      if (columns_through_lt()) {
+        lt_gemm(ctx, LtGemm{.transpose_a = false,
+                            .m = m,
+                            .n = k_per_group,
+                            .k = gemm_k,
+                            .a = col,
+                            .lda = m,
+                            .stride_a = 0,
+                            .b = w_group,
+                            .ldb = gemm_k,
+                            .stride_b = 0,
+                            .c = scratch,
+                            .ldc = m,
+                            .stride_c = 0,
+                            .batch = 1});
+      } else {
+        CONVJIT_CUBLAS_CHECK(cublasGemmEx(ctx.handle, CUBLAS_OP_N, CUBLAS_OP_N, static_cast<int>(m),
+                                          static_cast<int>(k_per_group), static_cast<int>(gemm_k), &one, col, ctx.type,
+                                          static_cast<int>(m), w_group, ctx.type, static_cast<int>(gemm_k), &zero,
+                                          scratch, ctx.type, static_cast<int>(m), ctx.compute, CUBLAS_GEMM_DEFAULT),
+                             "merged GEMM of {} (images {}+{})", desc_.to_string(), n0, images);
+      }
       const char* scratch_in = scratch;
       const void* bias_in = bias;
       void* scatter_args[] = {&scratch_in, &bias_in, &yf, &group, &n0, &images};
@@ -380,6 +420,23 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   // (pixels x kk) read as it is (ldb: its row pitch). Group g's outputs are the k/g
   // columns of y from g * k/g, at pitch k.
   auto gemm = [&](long long pixels, const char* cols, long long ld_cols, const char* w_group, char* y_group) {
+    if (columns_through_lt()) {
+      lt_gemm(ctx, LtGemm{.transpose_a = true,
+                          .m = k_per_group,
+                          .n = pixels,
+                          .k = gemm_k,
+                          .a = w_group,
+                          .lda = gemm_k,
+                          .stride_a = 0,
+                          .b = cols,
+                          .ldb = ld_cols,
+                          .stride_b = 0,
+                          .c = y_group,
+                          .ldc = desc_.k,
+                          .stride_c = 0,
+                          .batch = 1});
+      return;
+    }
     CONVJIT_CUBLAS_CHECK(
         cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(k_per_group), static_cast<int>(pixels),
                      static_cast<int>(gemm_k), &one, w_group, type, static_cast<int>(gemm_k), cols, type,
@@ -396,20 +453,20 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
         const char* w_group = wf + g * k_per_group * gemm_k * esz;
         char* y_group = yf + (m0 * desc_.k + g * k_per_group) * esz;
         if (through_lt()) {
-          lt_gemm(ctx, PointwiseGemm{.transpose_a = true,
-                                     .m = k_per_group,
-                                     .n = pixels,
-                                     .k = gemm_k,
-                                     .a = w_group,
-                                     .lda = gemm_k,
-                                     .stride_a = 0,
-                                     .b = x_group,
-                                     .ldb = desc_.c,
-                                     .stride_b = 0,
-                                     .c = y_group,
-                                     .ldc = desc_.k,
-                                     .stride_c = 0,
-                                     .batch = 1});
+          lt_gemm(ctx, LtGemm{.transpose_a = true,
+                              .m = k_per_group,
+                              .n = pixels,
+                              .k = gemm_k,
+                              .a = w_group,
+                              .lda = gemm_k,
+                              .stride_a = 0,
+                              .b = x_group,
+                              .ldb = desc_.c,
+                              .stride_b = 0,
+                              .c = y_group,
+                              .ldc = desc_.k,
+                              .stride_c = 0,
+                              .batch = 1});
         } else {
           gemm(pixels, x_group, desc_.c, w_group, y_group);
         }
@@ -436,11 +493,11 @@ void Im2colGemmRunner::run_nhwc(const char* xf, const char* wf, char* yf, const 
   }
 }
 
-void Im2colGemmRunner::lt_gemm(const GemmContext& ctx, const PointwiseGemm& g) const {
+void Im2colGemmRunner::lt_gemm(const GemmContext& ctx, const LtGemm& g) const {
   if (!blas_->lt) blas_->lt = std::make_unique<CublasLtHandle>();
   const cublasLtHandle_t lt = blas_->lt->get();
   const std::string what =
-      fmt::format("cuBLASLt pointwise GEMM of {} ({} x {} x {}, batch {})", desc_.to_string(), g.m, g.n, g.k, g.batch);
+      fmt::format("cuBLASLt GEMM of {} ({} x {} x {}, batch {})", desc_.to_string(), g.m, g.n, g.k, g.batch);
   LtMatmulDesc op;
   CONVJIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op.h, ctx.compute, CUDA_R_32F), "{}", what);
   const cublasOperation_t transa = g.transpose_a ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -512,7 +569,7 @@ void Im2colGemmRunner::lt_gemm(const GemmContext& ctx, const PointwiseGemm& g) c
 }
 
 void Im2colGemmRunner::run_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
-                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, const PointwiseGemm& g,
+                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, const LtGemm& g,
                               const GemmContext& ctx, const cublasLtMatmulAlgo_t& algo, const std::string& what) const {
   const float one = 1.0f;
   const float zero = 0.0f;
@@ -523,8 +580,7 @@ void Im2colGemmRunner::run_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cubl
 
 cublasLtMatmulAlgo_t Im2colGemmRunner::fastest_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op,
                                                   cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-                                                  cublasLtMatrixLayout_t c, const PointwiseGemm& g,
-                                                  const GemmContext& ctx,
+                                                  cublasLtMatrixLayout_t c, const LtGemm& g, const GemmContext& ctx,
                                                   const cublasLtMatmulHeuristicResult_t* results, int candidates,
                                                   const std::string& what) const {
   // Each candidate once to warm up, then runs between two events, on the run's own buffers: every run writes the same

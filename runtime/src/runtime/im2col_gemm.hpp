@@ -69,10 +69,10 @@ class Im2colGemmRunner {
     char* col;
     void* blas_workspace;  // cuBLAS's part of the run's workspace, blas_workspace_ bytes
   };
-  // One pointwise GEMM, column-major as cuBLAS sees it: C (m x n) = op(A) B, A not
+  // One GEMM, column-major as cuBLAS sees it: C (m x n) = op(A) B, A not
   // transposed (m x k) or transposed (stored k x m), B (k x n), over `batch` matrices
   // stride_* elements apart (0: one B for every matrix).
-  struct PointwiseGemm {
+  struct LtGemm {
     bool transpose_a;
     long long m, n, k;
     const void* a;
@@ -85,18 +85,21 @@ class Im2colGemmRunner {
   };
   // The GEMM through cuBLASLt: the heuristic's entry CONVJIT_CUBLASLT_ALGO where set, else
   // the fastest of its first kTimedLtAlgos entries, timed on the first run of each shape and
-  // pointer alignment outside a graph capture (under blas_->mutex; docs/perf.md, "Session 16").
-  void lt_gemm(const GemmContext& ctx, const PointwiseGemm& g) const;
+  // pointer alignment outside a graph capture (under blas_->mutex; docs/perf.md, "Session 16",
+  // "Session 17").
+  void lt_gemm(const GemmContext& ctx, const LtGemm& g) const;
   void run_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
-              cublasLtMatrixLayout_t c, const PointwiseGemm& g, const GemmContext& ctx,
-              const cublasLtMatmulAlgo_t& algo, const std::string& what) const;
+              cublasLtMatrixLayout_t c, const LtGemm& g, const GemmContext& ctx, const cublasLtMatmulAlgo_t& algo,
+              const std::string& what) const;
   cublasLtMatmulAlgo_t fastest_lt(cublasLtHandle_t lt, cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a,
-                                  cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, const PointwiseGemm& g,
+                                  cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, const LtGemm& g,
                                   const GemmContext& ctx, const cublasLtMatmulHeuristicResult_t* results,
                                   int candidates, const std::string& what) const;
   // Pointwise GEMMs go through cuBLASLt (lt_gemm) unless CONVJIT_CUBLASLT_TUNE=0 (then
-  // cublasGemmEx, the heuristic's first choice, as before).
+  // cublasGemmEx, the heuristic's first choice, as before); the GEMMs on column matrices
+  // too, unless CONVJIT_CUBLASLT_TUNE=pointwise.
   bool through_lt() const noexcept { return lt_algo_ >= 0 || lt_timed_; }
+  bool columns_through_lt() const noexcept { return through_lt() && lt_columns_; }
   static constexpr int kTimedLtAlgos = 4;
   static constexpr int kLtTimedRuns = 3, kLtMaxRuns = 48;
   static constexpr float kLtTimedMs = 0.2f;
@@ -112,10 +115,11 @@ class Im2colGemmRunner {
   std::shared_ptr<LoadedModule> module_;
   std::shared_ptr<SharedCublas> blas_;
   std::uint64_t blas_workspace_ = 0;
-  // NOTE: a timing switch (CONVJIT_CUBLASLT_ALGO=i, 0-7): the pointwise GEMMs run the i-th
-  // algorithm cuBLASLt's heuristic lists for them instead of cublasGemmEx's choice; -1 unset.
+  // NOTE: a timing switch (CONVJIT_CUBLASLT_ALGO=i, 0-7): the GEMMs that go through cuBLASLt
+  // run the i-th algorithm its heuristic lists for them instead of the timed choice; -1 unset.
   int lt_algo_ = -1;
   bool lt_timed_ = true;
+  bool lt_columns_ = true;
   mutable std::map<std::array<long long, 13>, cublasLtMatmulAlgo_t> lt_algos_;
   CUfunction im2col_ = nullptr;
   CUfunction bias_act_ = nullptr;

@@ -131,14 +131,16 @@ void choose_patch(const Conv2dDesc& d, WgmmaTile& t) {
 
 // One block an SM walking the patches, or one block a patch. Persistent blocks overlap a
 // patch's stores with the next patch's first copies, which pays for 3xTF32 with long
-// patches and costs elsewhere (docs/perf.md).
+// patches in NCHW and costs elsewhere there, and for the NHWC TMA kernel's whole-tile grids
+// (`nhwc_map`: the caller's own NHWC problem, not the route's; docs/perf.md, "Persistent
+// NHWC grids").
 // NOTE: CONVJIT_WGMMA_PERSISTENT=0|1 forces it for timing runs; it is launch geometry
 // only, so the source and the cache key stay the same.
-bool persistent_launch(int split, int stages_per_patch) {
+bool persistent_launch(int split, int stages_per_patch, bool nhwc_map) {
   if (const char* env = std::getenv("CONVJIT_WGMMA_PERSISTENT"); env != nullptr && *env != '\0') {
     return std::string_view(env) != "0";
   }
-  return split == 3 && stages_per_patch >= 24;
+  return nhwc_map || (split == 3 && stages_per_patch >= 24);
 }
 
 // Split-K (NHWC) where the grid leaves SMs idle: as many slices of the reduction as the
@@ -232,9 +234,11 @@ bool paired_partials() { return env_switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); 
 // 32-byte stage rows (one k step a tap) take up to 8 by default: a one-step stage's fixed
 // costs are four times a 128-byte row's share of its work, and with one step a stage
 // ptxas serializes the wgmmas (the register sets' reuse across stages defeats its check).
-int taps_per_stage_requested(int row_bytes) {
+// 16-bit 64-byte rows (two k steps a tap) take up to 3 on persistent grids (docs/perf.md,
+// "Persistent NHWC grids").
+int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
   const char* env = std::getenv("CONVJIT_WGMMA_TAPS_PER_STAGE");
-  if (env == nullptr || *env == '\0') return row_bytes == 32 ? 8 : 1;
+  if (env == nullptr || *env == '\0') return row_bytes == 32 ? 8 : row_bytes == 64 && sixteen_bit_persistent ? 3 : 1;
   int n = 0;
   if (std::sscanf(env, "%d", &n) != 1 || n < 1 || n > 8) {
     fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_TAPS_PER_STAGE: expected 1 to 8, got '{}'", env);
@@ -242,7 +246,9 @@ int taps_per_stage_requested(int row_bytes) {
   return n;
 }
 
-std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
+// `nhwc_map`: the caller's own NHWC problem through the TMA map (not the route's), whose
+// grids of whole tiles run persistent.
+std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool nhwc_map = false) {
   WgmmaTile t;
   t.tma = tma;
   const int slack = tma ? kSwizzleAtom : 0;
@@ -271,6 +277,16 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.mb = 128 / (t.bn / 2) / accumulator_sets;
   if (nhwc(d)) {
     t.mb = std::min(t.mb, 2);
+    // One m64 block a warpgroup where two would compute a third more pixels or worse, the
+    // last tile mostly padding (the Stable Diffusion 8x8 layers' 128 pixels, half of a
+    // two-block tile); elsewhere two, whose stages serve twice the pixels (docs/perf.md,
+    // "Half tiles for few pixels").
+    const auto computed = [&](int mb) {
+      const std::int64_t bm = std::int64_t{kConsumers} * mb * 64;
+      return (out_pixels(d) + bm - 1) / bm * bm;
+    };
+    // A dynamic batch's tile is the same for every batch, so only a static batch's count decides.
+    if (t.mb == 2 && !d.dynamic_batch && 4 * computed(1) <= 3 * computed(2)) t.mb = 1;
     t.bp = 1;
     t.bq = kConsumers * t.mb * 64;
   } else {
@@ -290,7 +306,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
     }
   }
   if (nhwc(d) && tma) {
-    for (int n = std::min(taps_per_stage_requested(a_row_bytes(d)), taps(d)); n > 1; --n) {
+    // Whole tiles a block, more blocks than SMs: the grid runs persistent (no split-K).
+    const std::int64_t tile_pixels = std::int64_t{t.bp} * t.bq;
+    const std::int64_t blocks =
+        (out_pixels(d) + tile_pixels - 1) / tile_pixels * ((k_per_group + t.bn - 1) / t.bn) * d.groups;
+    const bool persistent_grid = nhwc_map && !d.dynamic_batch && blocks >= nominal_multiprocessors("sm_90");
+    for (int n = std::min(taps_per_stage_requested(a_row_bytes(d), sixteen_bit(d) && persistent_grid), taps(d)); n > 1;
+         --n) {
       if (taps(d) % n != 0) continue;
       WgmmaTile several = t;
       several.taps_per_stage = n;
@@ -320,7 +342,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false) {
   t.shared_bytes =
       static_cast<unsigned>(kBarrierBytes + slack + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
   // Store warps only pay off when the block goes on to another patch.
-  t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch);
+  t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch, nhwc(d) && tma && nhwc_map);
   const auto out = d.output_shape();
   const std::int64_t bm = std::int64_t{t.bp} * t.bq;
   t.patches = nhwc(d) ? (out_pixels(d) + bm - 1) / bm
@@ -648,7 +670,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: the NHWC kernel cannot read {} through its map ({})",
          d.to_string(), tma_refused.value_or("CONVJIT_WGMMA_TMA=0"));
   }
-  const auto tile = choose_tile(d, tma);
+  const auto tile = choose_tile(d, tma, tma && !via && !transposed);
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
@@ -678,7 +700,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}{}, {}{}{}{}{}{}",
       tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
       tile->taps_per_stage > 1 ? fmt::format(" of {} taps", tile->taps_per_stage) : std::string(),
-      tile->store_warps ? ", outputs staged for the store warps" : "",
+      tile->store_warps  ? ", outputs staged for the store warps"
+      : tile->persistent ? ", persistent blocks"
+                         : "",
       sixteen_bit(d)     ? math
       : tile->split == 3 ? "3xTF32"
                          : "TF32",

@@ -36,6 +36,8 @@ struct Tile {
 };
 
 int mma_k(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? 8 : 16; }
+// A warp's pixels come in whole n8 tiles, pairs of them for 16-bit (the template's ldmatrix).
+int pixel_step(const Conv2dDesc& d) { return d.dtype == DType::kFloat32 ? 8 : 16; }
 int padded_channels(const Conv2dDesc& d) { return (d.c + mma_k(d) - 1) / mma_k(d) * mma_k(d); }
 int weight_registers(const Conv2dDesc& d, int warp_m) { return warp_m / 16 * (padded_channels(d) / mma_k(d)) * 4; }
 
@@ -74,7 +76,7 @@ Tile choose_tile(const Conv2dDesc& d) {
     Tile t;
     const bool parsed =
         std::sscanf(env, "%d,%d,%d,%d,%d", &t.warp_m, &t.warp_n, &t.warps_m, &t.warps_n, &t.stages) == 5;
-    const int n_step = d.dtype == DType::kFloat32 ? 8 : 16;
+    const int n_step = pixel_step(d);
     const bool ok = parsed && (t.warp_m == 16 || t.warp_m == 32) && t.warp_n > 0 && t.warp_n % n_step == 0 &&
                     t.warp_n <= 128 && t.warps_m > 0 && t.warps_n > 0 && t.warps_m * t.warps_n <= 16 && t.stages >= 2 &&
                     t.stages <= 16 && weight_registers(d, t.warp_m) <= kMaxWeightRegisters;
@@ -98,7 +100,7 @@ Tile choose_tile(const Conv2dDesc& d) {
            static_cast<int>(size_of(d.dtype));
   };
   // A stage's tile of x stays small enough for several in flight.
-  const int n_step = d.dtype == DType::kFloat32 ? 8 : 16;
+  const int n_step = pixel_step(d);
   // Deep channels: fewer pixels a warp first (the warps stay), then fewer warps.
   while (stage_bytes_of(t) > kMaxStageBytes && (t.warps_n > 1 || t.warp_n > n_step)) {
     if (t.warp_n > 16 && t.warp_n > n_step) {
