@@ -132,8 +132,8 @@ void choose_patch(const Conv2dDesc& d, WgmmaTile& t) {
 // One block an SM walking the patches, or one block a patch. Persistent blocks overlap a
 // patch's stores with the next patch's first copies, which pays for 3xTF32 with long
 // patches in NCHW and costs elsewhere there, and for the NHWC TMA kernel's whole-tile grids
-// (`nhwc_map`: the caller's own NHWC problem, not the route's; docs/perf.md, "Persistent
-// NHWC grids").
+// (`nhwc_map`: the caller's own NHWC problem, not the route's; docs/perf.md, "Session
+// 17").
 // NOTE: CONVJIT_WGMMA_PERSISTENT=0|1 forces it for timing runs; it is launch geometry
 // only, so the source and the cache key stay the same.
 bool persistent_launch(int split, int stages_per_patch, bool nhwc_map) {
@@ -235,7 +235,7 @@ bool paired_partials() { return env_switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); 
 // costs are four times a 128-byte row's share of its work, and with one step a stage
 // ptxas serializes the wgmmas (the register sets' reuse across stages defeats its check).
 // 16-bit 64-byte rows (two k steps a tap) take up to 3 on persistent grids (docs/perf.md,
-// "Persistent NHWC grids").
+// "Session 17").
 int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
   const char* env = std::getenv("CONVJIT_WGMMA_TAPS_PER_STAGE");
   if (env == nullptr || *env == '\0') return row_bytes == 32 ? 8 : row_bytes == 64 && sixteen_bit_persistent ? 3 : 1;
@@ -280,7 +280,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
     // One m64 block a warpgroup where two would compute a third more pixels or worse, the
     // last tile mostly padding (the Stable Diffusion 8x8 layers' 128 pixels, half of a
     // two-block tile); elsewhere two, whose stages serve twice the pixels (docs/perf.md,
-    // "Half tiles for few pixels").
+    // "Session 17").
     const auto computed = [&](int mb) {
       const std::int64_t bm = std::int64_t{kConsumers} * mb * 64;
       return (out_pixels(d) + bm - 1) / bm * bm;
