@@ -49,6 +49,22 @@
 // then rounded in shared memory by the producer's three idle warps before the consumers
 // see the stage (see round_stage_weights).
 //
+// kASmem (with kATma; 16-bit, and TF32 on wide tiles): wgmma reads A straight from the stage through a
+// shared-memory descriptor, as it reads B, instead of from registers the consumers load.
+// The map's swizzled pixel rows are wgmma's K-major layout with the same swizzle, so a
+// stage's wgmmas are issued back to back and committed as one group; nothing rounds A:
+// in TF32 the tensor cores truncate its low bits (the host decides where that pays).
+//
+// kYMap (NHWC with the map, one group, whole boxes of channels): the consumers leave a
+// tile's outputs (bias, ReLU, rounding applied) in shared memory as boxes of 128 bytes of
+// channels x kBM pixels with the 128-byte swizzle, and one thread hands each box to TMA
+// (cp.async.bulk.tensor, a parameter map of y as K x pixels), which writes whole lines and
+// drops pixels past the run's last and channels past K. The consumers go on to the next
+// tile while the boxes drain; that thread waits until TMA has read them before the next
+// tile's outputs overwrite them. kYPasses > 1 (float32 tiles whose boxes would cost a
+// stage): the boxes are staged a share at a time in a smaller buffer, each share handed to
+// TMA before the next is written; the last one drains while the next tile runs.
+//
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
 // Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
@@ -81,6 +97,9 @@ enum : long long { kPackedBytes = 147456 };
 enum : bool { kWeightsKcrs = true };  // w as K, C/groups, R, S (false: K, R, S, C/groups)
 enum : bool { kPairedPartials = false };
 enum : int { kTapsPerStage = 1 };
+enum : bool { kASmem = false };
+enum : bool { kYMap = false };
+enum : int { kYPasses = 1 };
 }  // namespace spec
 #endif
 
@@ -212,12 +231,16 @@ enum : int { kAlignSlack = kATma ? kSwizzleAtom : 0 };
 enum : int { kLoadWarps = kStoreWarps ? 2 : 4 };  // producer warps issuing copies
 enum : int { kOutStride = kBM + 4 };              // staged outputs: [channel][pixel], 4 banks a row
 enum : int { kOutElems = kStoreWarps ? kBN * kOutStride : 0 };
+// kYMap: a box is 128 bytes of channels (kYBoxC) for each of the tile's kBM pixels.
+enum : int { kYBoxC = 128 / static_cast<int>(sizeof(Element)) };
+enum : int { kYBoxes = kBN / kYBoxC };
+enum : int { kYStageElems = kYMap ? kBM * kBN / kYPasses : 0 };
 // The host sized the stages (how many fit) and the launch from its own copy of this
 // layout, emitted in the prologue: a disagreement fails the compile.
 static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
               "spec::kStageBytes disagrees with the template's stage layout");
-static_assert(kSharedBytes ==
-                  kBarrierBytes + kAlignSlack + kStages * kStageBytes + kOutElems * static_cast<int>(sizeof(Element)),
+static_assert(kSharedBytes == kBarrierBytes + kAlignSlack + kStages * kStageBytes +
+                                  (kOutElems + kYStageElems) * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
 // Stages and their A parts whole swizzle atoms: every stage's A starts on a boundary once
 // the first does, and a kARowBytes-pixel-row A is what one im2col box of kBM pixels writes.
@@ -271,6 +294,13 @@ static_assert(!kStreamK || (kNhwc && kATma && kSplitK == 1 && kStreamWorkers > 0
 #ifdef CONVJIT_DYNAMIC_BATCH
 static_assert(!kStreamK, "stream-K shares a static batch's stages");
 #endif
+static_assert(!kYMap || (kNhwc && kATma && kGroups == 1 && kSplitK == 1 && !kStreamK && kBN % kYBoxC == 0 &&
+                         !kStoreWarps && kBM <= 256),
+              "y through a map: the NHWC TMA kernel, one group, whole boxes, no split reduction, boxes of at most "
+              "256 pixels");
+static_assert(kYPasses >= 1 && kYBoxes % kYPasses == 0, "y's passes: whole boxes each");
+static_assert(!kASmem || (kNhwc && kATma && kSplit == 1),
+              "A through a descriptor: the NHWC TMA kernel's swizzled stages, one product a k step");
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
               "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
 // The route without its y transpose (CONVJIT_WGMMA_Y_NCHW): the NHWC kernel stores its
@@ -388,6 +418,21 @@ __device__ __forceinline__ void weight_copy(unsigned dst, const TensorMap* map, 
       : "memory");
 }
 
+// kYMap: one box of y from shared memory (kYBoxC channels from channel c, kBM pixels from
+// pixel `pixel`), in this thread's bulk group; TMA drops what falls outside y.
+__device__ __forceinline__ void y_box_store(const TensorMap* map, unsigned src, int c, int pixel) {
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(map), "r"(c),
+               "r"(pixel), "r"(0), "r"(src)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+// This thread's bulk groups have read their shared memory (which may then be rewritten).
+__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+// This thread's bulk groups are done, their writes performed.
+__device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
+// Generic-proxy writes to shared memory, made visible to the async proxy (TMA, wgmma).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
 // --- wgmma ---
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -404,11 +449,11 @@ __device__ __forceinline__ unsigned long long b_descriptor(unsigned smem_byte_ad
          static_cast<unsigned long long>(128 >> 4) << 16 | static_cast<unsigned long long>(256 >> 4) << 32;
 }
 
-// kBMap: K-major with the map's swizzle (128 or 64 bytes, the stage's row): 8-row groups
-// kARowBytes x 8 apart (stride byte offset), the leading offset unused within a swizzled
-// row; a k step starts its row's 32-byte piece, which the hardware swizzles as TMA did,
-// the stage's B starting on a swizzle atom.
-__device__ __forceinline__ unsigned long long b_descriptor_swizzled(unsigned smem_byte_address) {
+// kBMap's B and kASmem's A: K-major with the map's swizzle (128, 64 or 32 bytes, the
+// stage's row): 8-row groups kARowBytes x 8 apart (stride byte offset), the leading offset
+// unused within a swizzled row; a k step starts its row's 32-byte piece, which the hardware
+// swizzles as TMA did, the operand starting on a swizzle atom.
+__device__ __forceinline__ unsigned long long swizzled_descriptor(unsigned smem_byte_address) {
   constexpr unsigned long long kLayout = kARowBytes == 128 ? 1 : kARowBytes == 64 ? 2 : 3;  // 128-, 64-, 32-byte
   return static_cast<unsigned long long>((smem_byte_address & 0x3FFFF) >> 4) | 1ull << 16 |
          static_cast<unsigned long long>(8 * kARowBytes >> 4) << 32 | kLayout << 62;
@@ -499,6 +544,47 @@ __device__ __forceinline__ void wgmma(float (&d)[8], const unsigned (&a)[4], uns
                int accumulate = 1){CONVJIT_WGMMA_STEP(64, 128)} __device__ __forceinline__
     void wgmma(float (&d)[80], const unsigned (&a)[4], unsigned long long b_desc,
                int accumulate = 1){CONVJIT_WGMMA_STEP(80, 160)}
+// wgmma with A from shared memory (kASmem): d = a * b (+ d when `accumulate`), both operands
+// through descriptors (16-bit: transpose-A and -B = 0).
+// Operand numbers after N accumulators: A's descriptor, B's, the predicate.
+#define CONVJIT_SSA8 "%8"
+#define CONVJIT_SSA16 "%16"
+#define CONVJIT_SSA32 "%32"
+#define CONVJIT_SSA64 "%64"
+#define CONVJIT_SSA80 "%80"
+#define CONVJIT_SSB8 "%9"
+#define CONVJIT_SSB16 "%17"
+#define CONVJIT_SSB32 "%33"
+#define CONVJIT_SSB64 "%65"
+#define CONVJIT_SSB80 "%81"
+#define CONVJIT_SSP8 "%10"
+#define CONVJIT_SSP16 "%18"
+#define CONVJIT_SSP32 "%34"
+#define CONVJIT_SSP64 "%66"
+#define CONVJIT_SSP80 "%82"
+#define CONVJIT_WGMMA_SS(N, instr, tail)                                                                \
+  asm volatile("{\n .reg .pred p;\n setp.ne.b32 p, " CONVJIT_SSP##N ", 0;\n" instr " {" CONVJIT_REGS##N \
+               "}, " CONVJIT_SSA##N ", " CONVJIT_SSB##N ", p, 1, 1" tail ";\n}\n"                       \
+               : CONVJIT_ACC##N(d)                                                                      \
+               : "l"(a_desc), "l"(b_desc), "r"(accumulate))
+#define CONVJIT_WGMMA_SS_STEP(N, WIDTH)                                                            \
+  if constexpr (kDType == 1) {                                                                     \
+    CONVJIT_WGMMA_SS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k16.f32.f16.f16", ", 0, 0");   \
+  } else if constexpr (kDType == 2) {                                                              \
+    CONVJIT_WGMMA_SS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k16.f32.bf16.bf16", ", 0, 0"); \
+  } else {                                                                                         \
+    CONVJIT_WGMMA_SS(N, "wgmma.mma_async.sync.aligned.m64n" #WIDTH "k8.f32.tf32.tf32", "");        \
+  }
+__device__ __forceinline__ void wgmma_ss(float (&d)[8], unsigned long long a_desc, unsigned long long b_desc,
+                                         int accumulate){CONVJIT_WGMMA_SS_STEP(8, 16)} __device__ __forceinline__
+    void wgmma_ss(float (&d)[16], unsigned long long a_desc, unsigned long long b_desc,
+                  int accumulate){CONVJIT_WGMMA_SS_STEP(16, 32)} __device__ __forceinline__
+    void wgmma_ss(float (&d)[32], unsigned long long a_desc, unsigned long long b_desc,
+                  int accumulate){CONVJIT_WGMMA_SS_STEP(32, 64)} __device__ __forceinline__
+    void wgmma_ss(float (&d)[64], unsigned long long a_desc, unsigned long long b_desc,
+                  int accumulate){CONVJIT_WGMMA_SS_STEP(64, 128)} __device__ __forceinline__
+    void wgmma_ss(float (&d)[80], unsigned long long a_desc, unsigned long long b_desc,
+                  int accumulate){CONVJIT_WGMMA_SS_STEP(80, 160)}
 
 // 16-bit <-> fp32, one cvt each (no toolkit headers under NVRTC).
 __device__ __forceinline__ float to_float(float v) {
@@ -653,10 +739,32 @@ __device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, c
 // consume_stage for NHWC: the kSub k steps of each of the stage's taps, A sets
 // alternating over the segment's k steps: a stage of an odd number of them (32-byte rows)
 // starts on the set its `Parity` gives, as consume_stage's taps do.
+// kASmem: every k step of the stage through descriptors, one commit group a stage; `rows`
+// then holds each m64 block's byte offset in a tap's A (rows[mb][0]).
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
                                                    const Element* a_stage, unsigned b_stage_addr,
                                                    const int (&rows)[kMB][2]) {
+  if constexpr (kASmem) {
+    const unsigned a_addr = smem_addr(a_stage);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < kTapsPerStage; ++j) {
+#pragma unroll
+      for (int sub = 0; sub < kSub; ++sub) {
+        const bool first = Fresh && j == 0 && sub == 0;
+        const unsigned step =
+            b_stage_addr + (kBMap ? j * kBN * kARowBytes + sub * 32 : (j * kSub + sub) * kBTapElems * sizeof(Element));
+        const unsigned long long b_desc = kBMap ? swizzled_descriptor(step) : b_descriptor(step);
+        const unsigned a_tap = a_addr + j * kATapElems * static_cast<unsigned>(sizeof(Element)) + sub * 32;
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) wgmma_ss(acc[mb], swizzled_descriptor(a_tap + rows[mb][0]), b_desc, !first);
+      }
+    }
+    wgmma_commit();
+    wgmma_wait<1>();
+    return;
+  }
 #pragma unroll
   for (int j = 0; j < kTapsPerStage; ++j) {
     const unsigned* a = reinterpret_cast<const unsigned*>(a_stage + j * kATapElems);
@@ -675,7 +783,7 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
       const unsigned step =
           b_stage_addr + (kBMap ? j * kBN * kARowBytes + sub * 32 : (j * kSub + sub) * kBTapElems * sizeof(Element));
       if constexpr (kSplit == 1) {
-        const unsigned long long desc = kBMap ? b_descriptor_swizzled(step) : b_descriptor(step);
+        const unsigned long long desc = kBMap ? swizzled_descriptor(step) : b_descriptor(step);
 #pragma unroll
         for (int mb = 0; mb < kMB; ++mb) wgmma(acc[mb], frag[set][0][mb], desc, !first);
       } else {
@@ -1107,7 +1215,7 @@ __device__ __forceinline__ void store_partial_pair(float* partial, int slice, in
   }
 }
 
-// Stream-K: the consumer warpgroups' own barrier (id 1; 0 is __syncthreads's).
+// Stream-K and kYMap: the consumer warpgroups' own barrier (id 1; 0 is __syncthreads's).
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;\n" ::"n"(static_cast<int>(kConsumerThreads)) : "memory");
 }
@@ -1147,6 +1255,22 @@ __device__ __forceinline__ bool fix_up_stream_item(float (&acc)[kMB][kAccum], co
   return true;
 }
 
+// kYMap: output pixel row m's channels c, c + 1 of the tile (c even) into the staged boxes at
+// shared address `y_stage`: box c / kYBoxC, row m, its 16-byte chunks swizzled as TMA's
+// 128-byte swizzle reads them (chunk ^ m % 8), so that the 8 rows of a warp's store hit
+// 8 distinct chunks.
+__device__ __forceinline__ void stage_y_pair(unsigned y_stage, int m, int c, float v0, float v1) {
+  const int byte = c * static_cast<int>(sizeof(Element));
+  const int in_box = byte & 127;
+  const unsigned at = y_stage + (byte >> 7) * (kBM * 128) + m * 128 + ((((in_box >> 4) ^ m) & 7) << 4) + (in_box & 15);
+  if constexpr (k16Bit) {
+    const unsigned bits = static_cast<unsigned>(from_float(v0)) | static_cast<unsigned>(from_float(v1)) << 16;
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(at), "r"(bits) : "memory");
+  } else {
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(at), "f"(v0), "f"(v1) : "memory");
+  }
+}
+
 // NHWC consumers: the stages of each segment through wgmma, then bias, ReLU and one
 // rounding in registers and the outputs straight to y[pixel][k] (a thread holds channel
 // pairs); with split-K, the slice's raw sums to the partials instead; with stream-K, a
@@ -1154,17 +1278,22 @@ __device__ __forceinline__ bool fix_up_stream_item(float (&acc)[kMB][kAccum], co
 __device__ __forceinline__ void consume_nhwc(const Element* stages, const Element* __restrict__ bias,
                                              Element* __restrict__ y, unsigned full_bar, unsigned empty_bar, int ctid,
                                              int cw, int group, int slice, int kb, int pixels, float* slots,
-                                             int* counters, volatile int* flag) {
+                                             int* counters, volatile int* flag, const TensorMap* y_map,
+                                             unsigned y_stage) {
   const int lane = ctid & 31;
   const int cwarp = ctid >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  // This thread's fragment rows (words): pixels (m64 block, warp rows g and g + 8), word t.
+  // This thread's fragment rows (words): pixels (m64 block, warp rows g and g + 8), word t;
+  // kASmem: the m64 blocks' byte offsets (consume_stage_nhwc).
   int rows[kMB][2];
 #pragma unroll
   for (int mb = 0; mb < kMB; ++mb)
 #pragma unroll
-    for (int h = 0; h < 2; ++h) rows[mb][h] = ((cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8) * (kARowBytes / 4) + t;
+    for (int h = 0; h < 2; ++h) {
+      rows[mb][h] = kASmem ? (cw * kMB + mb) * 64 * kARowBytes
+                           : ((cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8) * (kARowBytes / 4) + t;
+    }
   float acc[kMB][kAccum];
   unsigned frag[2][kPlanes][kMB][4];
   float part[kSplit == 3 ? kMB : 1][kAccum];
@@ -1187,6 +1316,48 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     if (kSplit == 1) release_stage(empty_bar + ((it - 1) % kStages) * 8);
     if constexpr (kStreamK) {
       if (sg.slot >= 0 && !fix_up_stream_item(acc, sg, slots, counters, cw * 128 + ctid, flag)) return;
+    }
+    if constexpr (kYMap) {
+      // A pass's boxes: TMA has read the previous pass's (this tile's or the last tile's)
+      // before they are rewritten (the storing thread waits).
+      constexpr int kPassBoxes = kYBoxes / kYPasses;
+      const bool storer = cw == 0 && ctid == 0;
+#pragma unroll
+      for (int pass = 0; pass < kYPasses; ++pass) {
+        if (storer) bulk_wait_read();
+        consumers_sync();
+#pragma unroll
+        for (int mb = 0; mb < kMB; ++mb) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int m = (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+#pragma unroll
+            for (int j = 0; j < kBN / 8; ++j) {
+              if (j * 8 / kYBoxC / kPassBoxes != pass) continue;
+              float v[2];
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int k_out = sg.kb * kBN + j * 8 + 2 * t + e;
+                v[e] = acc[mb][j * 4 + h * 2 + e];
+                if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[k_out]) : 0.0f;
+                if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+              }
+              stage_y_pair(y_stage, m, j * 8 - pass * kPassBoxes * kYBoxC + 2 * t, v[0], v[1]);
+            }
+          }
+        }
+        fence_proxy_async();
+        consumers_sync();
+        if (storer) {
+#pragma unroll
+          for (int b = 0; b < kPassBoxes; ++b) {
+            const int c = sg.kb * kBN + (pass * kPassBoxes + b) * kYBoxC;
+            if (c < kK) y_box_store(y_map, y_stage + b * (kBM * 128), c, sg.tile * kBM);
+          }
+          bulk_commit();
+        }
+      }
+      return;
     }
 
 #pragma unroll
@@ -1237,6 +1408,10 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
       }
     }
   });
+  // The last boxes' writes are done before the block's shared memory goes.
+  if constexpr (kYMap) {
+    if (cw == 0 && ctid == 0) bulk_wait_all();
+  }
 }
 
 }  // namespace wg
@@ -1281,6 +1456,16 @@ static_assert(wg::kBMap, "CONVJIT_WGMMA_B_MAP declares the w map parameter of kB
 #define CONVJIT_B_MAP nullptr
 static_assert(!wg::kBMap, "kBMap kernels need their w map parameter (CONVJIT_WGMMA_B_MAP)");
 #endif
+// kYMap kernels take y's tiled map after the w map.
+#ifdef CONVJIT_WGMMA_Y_MAP
+#define CONVJIT_Y_MAP_PARAM , const __grid_constant__ wg::TensorMap y_map
+#define CONVJIT_Y_MAP (&y_map)
+static_assert(wg::kYMap && !wg::kYNchw, "CONVJIT_WGMMA_Y_MAP declares the y map parameter of kYMap kernels only");
+#else
+#define CONVJIT_Y_MAP_PARAM
+#define CONVJIT_Y_MAP nullptr
+static_assert(!wg::kYMap, "kYMap kernels need their y map parameter (CONVJIT_WGMMA_Y_MAP)");
+#endif
 // Stream-K kernels take their workspace after the maps: kStreamWorkers x 2 slots of raw
 // sums, then one counter an item.
 #ifdef CONVJIT_WGMMA_STREAM_K
@@ -1298,9 +1483,11 @@ static_assert(wg::kATma, "CONVJIT_WGMMA_TMA declares the map parameter of kATma 
 static_assert(!wg::kATma, "kATma kernels need their map parameter (CONVJIT_WGMMA_TMA)");
 #endif
 
-extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAME(
-    const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed, const wg::Element* __restrict__ bias,
-    wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_B_MAP_PARAM CONVJIT_STREAM_PARAM CONVJIT_BATCH_PARAM) {
+extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
+    CONVJIT_KERNEL_NAME(const wg::Element* __restrict__ x, const wg::Element* __restrict__ packed,
+                        const wg::Element* __restrict__ bias,
+                        wg::Element* __restrict__ y CONVJIT_A_MAP_PARAM CONVJIT_B_MAP_PARAM CONVJIT_Y_MAP_PARAM
+                            CONVJIT_STREAM_PARAM CONVJIT_BATCH_PARAM) {
   using namespace wg;
   const int tiles = CONVJIT_BATCH(kN) * kTilesP * kTilesQ;  // NCHW patches of the run
   extern __shared__ __align__(128) unsigned char smem[];
@@ -1313,6 +1500,8 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
   const unsigned slack = kATma ? (kSwizzleAtom - (smem_addr(smem) + kBarrierBytes) % kSwizzleAtom) % kSwizzleAtom : 0u;
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes + slack);
   Element* out_tile = stages + kStages * kStageElems;
+  // kYMap's boxes: after the stages, on a swizzle atom as they are.
+  const unsigned y_stage = smem_addr(out_tile + kOutElems);
 
   const int tid = threadIdx.x;
   const int warpgroup = tid / 128;
@@ -1430,7 +1619,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1) CONVJIT_KERNEL_NAM
       // The stream-K count's shared word: the barrier area's last 8 bytes.
       volatile int* flag = reinterpret_cast<volatile int*>(smem + kBarrierBytes - 8);
       consume_nhwc(stages, bias, y, full_bar, empty_bar, tid - 128 * warpgroup, warpgroup - 1, group / kSplitK,
-                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kOutPlane, slots, counters, flag);
+                   group % kSplitK, kb, CONVJIT_BATCH(kN) * kOutPlane, slots, counters, flag, CONVJIT_Y_MAP, y_stage);
       return;
     }
     const int ctid = tid - 128 * warpgroup;  // thread in its warpgroup

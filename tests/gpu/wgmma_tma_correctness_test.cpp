@@ -194,7 +194,10 @@ TEST_F(WgmmaTma, SeveralTapsAStageWithTheDevelopmentSwitchMatchFloat64InEveryDty
 // TF32 weights through the map are rounded to nearest in shared memory, as the pack
 // rounded them: on all-positive data the tensor cores' truncation would leave a bias of
 // about 3e-4 of the result (2^-11 a product), rounding about 1e-5 at this reduction length.
+// A stays on the rounding register path here (128 filters would read it through descriptors,
+// truncated: the next test).
 TEST_F(WgmmaTma, Tf32WeightsThroughTheMapAreRoundedToNearestNotTruncated) {
+  testing::ScopedEnv registers("CONVJIT_WGMMA_A_SMEM", "16");
   Runtime rt(options());
   std::mt19937_64 rng(93);
   const Conv2dDesc d = with_kind({.n = 1, .c = 256, .h = 8, .w = 8, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
@@ -205,6 +208,30 @@ TEST_F(WgmmaTma, Tf32WeightsThroughTheMapAreRoundedToNearestNotTruncated) {
   const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm, /*positive=*/true);
   EXPECT_EQ(result.unwritten, 0u);
   EXPECT_LT(result.rel_err, 5e-5);
+}
+
+// TF32 tiles of 128 filters over 128-byte pixel rows read A through descriptors, which the
+// tensor cores truncate to TF32: on all-positive data (the worst case, every product's
+// error one way) the result's bias is about 2^-12 of it, inside TF32's 1e-3 with room, and
+// the weights (the pack's or the map's) still rounded, so under what truncating both gave.
+TEST_F(WgmmaTma, TruncatedTf32ActivationsStayInsideTheTf32BoundOnAllPositiveData) {
+  Runtime rt(options());
+  std::mt19937_64 rng(94);
+  const Conv2dDesc shapes[] = {
+      {.n = 1, .c = 256, .h = 8, .w = 8, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},  // w by its map
+      {.n = 4, .c = 64, .h = 60, .w = 70, .k = 128, .r = 3, .s = 3, .bias = true},           // w packed
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    const Conv2dDesc d = with_kind(shape, Kind{DType::kFloat32, MathMode::kTF32});
+    SCOPED_TRACE(d.to_string());
+    const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    ASSERT_NE(info.tile.find("wgmma reads it from shared memory"), std::string::npos) << info.tile;
+    const auto result =
+        testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm, /*positive=*/true);
+    EXPECT_EQ(result.unwritten, 0u);
+    EXPECT_LT(result.rel_err, 5e-4);
+    EXPECT_GT(result.rel_err, 5e-5) << "A is truncated on this path, not rounded";
+  }
 }
 
 // Problems the map can take (a pixel's channels a multiple of 16 bytes; groups of whole
@@ -583,6 +610,94 @@ TEST_F(WgmmaTma, PersistentGridsAndHalfTilesMatchFloat64InEveryDtypeAndMathMode)
         with_kind({.n = 2, .c = 72, .h = 8, .w = 8, .k = 120, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
                   kind),
         {"1x128 pixels", "1 m64 blocks"});
+  }
+}
+
+// A through shared-memory descriptors (16-bit by default, TF32 on the development switch):
+// 128-, 64- (three taps a stage, persistent) and 32-byte rows, a channel tail inside a row,
+// n160 tiles, split-K, a strided dilated grouped problem, pixel tails; all-positive data
+// too, where a descriptor that reads the wrong swizzle or m64 block cannot cancel out.
+TEST_F(WgmmaTma, ADescriptorsMatchFloat64InEveryRowWidthAndTileInSixteenBitAndTf32OnTheSwitch) {
+  Runtime rt(options());
+  std::mt19937_64 rng(1812);
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 64, .h = 30, .w = 37, .k = 128, .r = 3, .s = 3, .bias = true},
+      {.n = 8, .c = 40, .h = 100, .w = 110, .k = 64, .r = 3, .s = 3, .bias = true, .activation = Activation::kRelu},
+      {.n = 2, .c = 16, .h = 40, .w = 33, .k = 48, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+      {.n = 2, .c = 72, .h = 17, .w = 19, .k = 120, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 1, .c = 96, .h = 20, .w = 20, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+      {.n = 1, .c = 512, .h = 8, .w = 8, .k = 256, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 2,
+       .c = 256,
+       .h = 13,
+       .w = 15,
+       .k = 130,
+       .r = 3,
+       .s = 2,
+       .stride_h = 2,
+       .pad_h = 1,
+       .dilation_w = 2,
+       .groups = 2,
+       .bias = true},
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    for (const Kind& kind : kKinds) {
+      if (kind.math == MathMode::kStrictFp32) continue;
+      std::optional<testing::ScopedEnv> tf32;
+      if (kind.dtype == DType::kFloat32) tf32.emplace("CONVJIT_WGMMA_A_SMEM", "tf32");
+      const Conv2dDesc d = with_kind(shape, kind);
+      SCOPED_TRACE(d.to_string());
+      const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+      EXPECT_NE(info.tile.find("wgmma reads it from shared memory"), std::string::npos) << info.tile;
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+  }
+}
+
+// Outputs through y's map (kYMap, the default where the tile rule takes it): boxes of 128 bytes
+// of channels stored by TMA, which must drop the pixels past the run's last (a partial last
+// tile; y is allocated to the byte, so a box written past it would fault) and the channels
+// past K (72 and 40 filters: a box half past K); persistent grids whose blocks rewrite the
+// boxes tile after tile; bias and ReLU; all-positive data too.
+TEST_F(WgmmaTma, OutputsThroughTheYMapMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(1813);
+  const Conv2dDesc shapes[] = {
+      {.n = 8, .c = 40, .h = 100, .w = 110, .k = 64, .r = 3, .s = 3, .bias = true, .activation = Activation::kRelu},
+      {.n = 3, .c = 64, .h = 61, .w = 67, .k = 72, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+      {.n = 2, .c = 32, .h = 90, .w = 70, .k = 40, .r = 1, .s = 1, .bias = true},
+      {.n = 4, .c = 16, .h = 120, .w = 90, .k = 128, .r = 3, .s = 3},
+      // f32 128-filter tiles, whose whole boxes would cost a stage: staged in passes.
+      {.n = 2, .c = 32, .h = 37, .w = 41, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+  };
+  int with_map = 0;
+  int in_passes = 0;
+  for (const Conv2dDesc& shape : shapes) {
+    for (const Kind& kind : kKinds) {
+      const Conv2dDesc d = with_kind(shape, kind);
+      SCOPED_TRACE(d.to_string());
+      const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+      with_map += info.tile.find("y by TMA from staged boxes") != std::string::npos ? 1 : 0;
+      in_passes += info.tile.find(" passes)") != std::string::npos ? 1 : 0;
+      expect_correct(rt, d, rng);
+      expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+    }
+  }
+  // Every 16-bit tile here, and the f32 ones of few stages that keep their stages beside the boxes.
+  EXPECT_GE(with_map, 12) << "most of these tiles store through y's map";
+  EXPECT_GE(in_passes, 2) << "the last shape's TF32 and 3xTF32 tiles stage their boxes in passes";
+  // 16-bit boxes in two passes too (the switch), on a partial last tile; a new runtime, whose
+  // plans are made under the switch.
+  testing::ScopedEnv passes("CONVJIT_WGMMA_Y_PASSES", "2");
+  Runtime two(options());
+  for (const Kind& kind : kKinds) {
+    if (kind.dtype == DType::kFloat32) continue;
+    const Conv2dDesc d = with_kind(shapes[1], kind);
+    SCOPED_TRACE(d.to_string());
+    const auto info = two.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    EXPECT_NE(info.tile.find("(2 passes)"), std::string::npos) << info.tile;
+    expect_correct(two, d, rng);
   }
 }
 

@@ -130,9 +130,8 @@ TEST(DynamicBatchKernels, SourceForAnotherMaxBatchDiffersOnlyInTheBoundKNAndTheK
 }
 
 TEST(DynamicBatchKernels, EveryDynamicKernelCompilesWithTheBatchAsItsLastParameterAndNoStaticOneHasIt) {
-  // The entry point's fifth parameter (x, w, bias, y, batch): "<name>_param_4"; the sixth
-  // in the wgmma kernel's TMA variant, whose x map comes after y, and the seventh where its
-  // weights' map follows the x map.
+  // The entry point's fifth parameter (x, w, bias, y, batch): "<name>_param_4"; one more in
+  // the wgmma kernel's TMA variant for each map after y (x's, then w's, then y's).
   for (const Case& c : cases()) {
     SCOPED_TRACE(c.name);
     for (bool dyn : {true, false}) {
@@ -142,10 +141,10 @@ TEST(DynamicBatchKernels, EveryDynamicKernelCompilesWithTheBatchAsItsLastParamet
       const SpecializedSource& src = spec.source;
       const CompiledKernel compiled = Nvrtc::compile(src.text, src.kernel_name, Nvrtc::options_for(c.arch));
       const std::string entry = c.name.starts_with("im2col") ? src.kernel_name + "_bias_act" : src.kernel_name;
-      const std::string last = c.name.starts_with("im2col")        ? "_param_2"
-                               : spec.launch.b_map                 ? "_param_6"
-                               : src.kernel_name.ends_with("_tma") ? "_param_5"
-                                                                   : "_param_4";
+      const int maps = static_cast<int>(spec.launch.a_map.has_value()) +
+                       static_cast<int>(spec.launch.b_map.has_value()) +
+                       static_cast<int>(spec.launch.y_map.has_value());
+      const std::string last = c.name.starts_with("im2col") ? "_param_2" : "_param_" + std::to_string(4 + maps);
       const bool has = compiled.ptx.find(".param .u32 " + entry + last) != std::string::npos ||
                        compiled.ptx.find(".param .s32 " + entry + last) != std::string::npos;
       EXPECT_EQ(has, dyn) << entry << last;

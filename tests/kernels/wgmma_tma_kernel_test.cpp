@@ -47,6 +47,8 @@ TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
     // The map's global address is x: 16-byte aligned, as the 16-byte cp.async pieces needed.
     EXPECT_EQ(src.launch.needs.x, 16u);
   }
+  // (Outputs from registers in both: y's map needs the TMA variant and its boxes take room.)
+  ScopedEnv registers("CONVJIT_WGMMA_Y_MAP", "0");
   const auto tma = specialize_wgmma(d);
   ScopedEnv off("CONVJIT_WGMMA_TMA", "0");
   const auto src = specialize_wgmma(d);
@@ -115,13 +117,15 @@ TEST(WgmmaTmaKernel, SourcesCompileToIm2colCopiesWithoutSpillsInEveryDtypeAndMat
       EXPECT_EQ(prologue_constant(src, "bool", "kBMap"), b_map ? "true" : "false");
       EXPECT_EQ(src.launch.b_map.has_value(), b_map);
       EXPECT_EQ(src.launch.weight_pack.has_value(), !b_map);
-      const int batch_param = b_map ? 6 : 5;
+      const int batch_param = (b_map ? 6 : 5) + (src.launch.y_map ? 1 : 0);
       if (b_map) {
         EXPECT_NE(ptx.find(".param .align 64 .b8 " + src.source.kernel_name + "_param_5[128]"), std::string::npos);
         EXPECT_NE(ptx.find("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"),
                   std::string::npos);
         EXPECT_EQ(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);
-        EXPECT_EQ(ptx.find("fence.proxy.async.shared::cta") != std::string::npos, dtype == DType::kFloat32);
+        // TF32's rounded weights, or the staged outputs, handed to the async proxy.
+        EXPECT_EQ(ptx.find("fence.proxy.async.shared::cta") != std::string::npos,
+                  dtype == DType::kFloat32 || src.launch.y_map.has_value());
         EXPECT_LE(tiles, dtype == DType::kFloat32 ? 4 : tiles);
       } else {
         EXPECT_NE(ptx.find("cp.async.bulk.shared::cluster.global"), std::string::npos);  // the packed weights
@@ -528,6 +532,119 @@ TEST(WgmmaTmaKernel, FewPixelsTakeHalfTilesWholeTileGridsRunPersistentAndSixteen
     // The same rows on a grid that splits its reduction keep a tap a stage.
     const Conv2dDesc small{.n = 1, .c = 32, .h = 20, .w = 24, .k = 64, .r = 5, .s = 9};
     EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(small, dtype)), "int", "kTapsPerStage"), "1");
+  }
+}
+
+// 16-bit stages feed wgmma through shared-memory descriptors for A (no fragment loads into
+// registers: no ld.shared in the kernel), in 128-, 64- and 32-byte rows, n160 and split-K
+// tiles, without spills; TF32 and 3xTF32 keep the register path (it rounds A); the
+// development switch turns 16-bit off (=0) or TF32 on (=tf32).
+TEST(WgmmaTmaKernel, SixteenBitAndWideTf32StagesFeedWgmmaThroughDescriptorsAndNarrowTf32KeepsItsRoundedRegisters) {
+  const Conv2dDesc shapes[] = {
+      {.n = 8, .c = 64, .h = 512, .w = 1024, .k = 128, .r = 3, .s = 3},                        // 128-byte rows
+      {.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9},                          // 64, 3 taps
+      {.n = 2, .c = 16, .h = 40, .w = 40, .k = 48, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},    // 32
+      {.n = 2, .c = 320, .h = 32, .w = 32, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},  // n160
+      {.n = 1, .c = 1280, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},  // split-K
+  };
+  const auto compiled = [](const Specialization& src) {
+    return Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+  };
+  for (const Conv2dDesc& shape : shapes) {
+    for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
+      const auto src = specialize_wgmma(nhwc(shape, dtype));
+      SCOPED_TRACE(src.launch.tile);
+      ASSERT_TRUE(is_tma(src));
+      EXPECT_EQ(prologue_constant(src, "bool", "kASmem"), "true");
+      EXPECT_NE(src.launch.tile.find("wgmma reads it from shared memory"), std::string::npos);
+      const auto out = compiled(src);
+      EXPECT_EQ(out.ptx.find("ld.shared"), std::string::npos);
+      EXPECT_NE(out.ptx.find(", p, 1, 1, 0, 0;"), std::string::npos);  // both operands' transpose flags
+      const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+      EXPECT_EQ(usage.spill_load_bytes, 0) << out.log;
+      EXPECT_EQ(out.log.find("wgmma.mma_async instructions are serialized"), std::string::npos) << out.log;
+    }
+    // TF32 on tiles of 128 filters or more over 128-byte rows (truncated A), never 3xTF32
+    // (its two planes).
+    const auto tf32 = specialize_wgmma(nhwc(shape, DType::kFloat32, MathMode::kTF32));
+    const bool wide = (tf32.launch.tile.find(" x 128 channels") != std::string::npos ||
+                       tf32.launch.tile.find(" x 160 channels") != std::string::npos) &&
+                      shape.c * 4 >= 128;
+    EXPECT_EQ(prologue_constant(tf32, "bool", "kASmem"), wide ? "true" : "false") << tf32.launch.tile;
+    const auto strict = specialize_wgmma(nhwc(shape, DType::kFloat32, MathMode::kStrictFp32));
+    EXPECT_EQ(prologue_constant(strict, "bool", "kASmem"), "false") << strict.launch.tile;
+  }
+  // The narrow tile's TF32 keeps its rounded registers, and so does a wide one over 64-byte rows.
+  EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(shapes[1])), "bool", "kASmem"), "false");
+  const Conv2dDesc kb63{.n = 16, .c = 16, .h = 1024, .w = 1024, .k = 128, .r = 3, .s = 3};
+  const auto rows64 = specialize_wgmma(nhwc(kb63));
+  EXPECT_NE(rows64.launch.tile.find(" x 128 channels"), std::string::npos) << rows64.launch.tile;
+  EXPECT_EQ(prologue_constant(rows64, "bool", "kASmem"), "false") << rows64.launch.tile;
+  {
+    ScopedEnv registers("CONVJIT_WGMMA_A_SMEM", "16");
+    const auto tf32 = specialize_wgmma(nhwc(shapes[0]));
+    EXPECT_EQ(prologue_constant(tf32, "bool", "kASmem"), "false");
+    EXPECT_NE(compiled(tf32).ptx.find("cvt.rna.tf32.f32"), std::string::npos) << "A rounded in registers";
+  }
+  const Conv2dDesc kb55 = shapes[0];
+  {
+    ScopedEnv off("CONVJIT_WGMMA_A_SMEM", "0");
+    const auto src = specialize_wgmma(nhwc(kb55, DType::kFloat16));
+    EXPECT_EQ(prologue_constant(src, "bool", "kASmem"), "false");
+    EXPECT_NE(compiled(src).ptx.find("ld.shared"), std::string::npos);  // the fragments
+  }
+  const auto src = specialize_wgmma(nhwc(kb55));
+  EXPECT_EQ(prologue_constant(src, "bool", "kASmem"), "true");
+  const auto out = compiled(src);
+  EXPECT_EQ(out.ptx.find("ld.shared"), std::string::npos) << "A is neither loaded nor rounded on this path";
+  EXPECT_EQ(prologue_constant(specialize_wgmma(nhwc(kb55, DType::kFloat32, MathMode::kStrictFp32)), "bool", "kASmem"),
+            "false");
+}
+
+// f32 tiles of 128 filters whose whole boxes (128 KB or 64 KB of outputs) would cost a
+// stage stage them a share at a time: four passes in TF32 (256 pixels), two in 3xTF32 (128),
+// the stages kept; the switch fixes the passes, also for 16-bit; a count that does not
+// divide the boxes is refused with the variable named.
+TEST(WgmmaTmaKernel, Float32TilesWhoseBoxesWouldCostAStageStageThemInPassesAndKeepTheirStages) {
+  const Conv2dDesc d{.n = 2, .c = 32, .h = 37, .w = 41, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  const auto compiled = [](const Specialization& src) {
+    return Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+  };
+  const struct {
+    MathMode math;
+    const char* passes;
+  } cases[] = {{MathMode::kTF32, "4"}, {MathMode::kStrictFp32, "2"}};
+  for (const auto& c : cases) {
+    const auto src = specialize_wgmma(nhwc(d, DType::kFloat32, c.math));
+    SCOPED_TRACE(src.launch.tile);
+    ASSERT_TRUE(src.launch.y_map.has_value());
+    EXPECT_EQ(prologue_constant(src, "int", "kYPasses"), c.passes);
+    EXPECT_NE(src.launch.tile.find(fmt::format("({} passes)", c.passes)), std::string::npos);
+    std::string registers;
+    {
+      ScopedEnv off("CONVJIT_WGMMA_Y_MAP", "0");
+      registers = prologue_constant(specialize_wgmma(nhwc(d, DType::kFloat32, c.math)), "int", "kStages");
+    }
+    EXPECT_EQ(prologue_constant(src, "int", "kStages"), registers) << "the boxes cost no stage";
+    const auto out = compiled(src);
+    EXPECT_NE(out.ptx.find("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group"), std::string::npos);
+    const auto usage = parse_ptxas_report(out.log, src.source.kernel_name);
+    EXPECT_EQ(usage.spill_store_bytes, 0) << out.log;
+  }
+  {
+    ScopedEnv two("CONVJIT_WGMMA_Y_PASSES", "2");
+    const auto src = specialize_wgmma(nhwc(d, DType::kFloat16));
+    EXPECT_EQ(prologue_constant(src, "int", "kYPasses"), "2");
+    EXPECT_EQ(compiled(src).log.find("error"), std::string::npos);
+  }
+  ScopedEnv three("CONVJIT_WGMMA_Y_PASSES", "3");
+  try {
+    specialize_wgmma(nhwc(d));
+    ADD_FAILURE() << "3 passes of 4 boxes were accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("CONVJIT_WGMMA_Y_PASSES"), std::string::npos) << e.what();
   }
 }
 

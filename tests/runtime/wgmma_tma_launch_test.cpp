@@ -35,6 +35,18 @@ class WgmmaTmaLaunch : public testing::FakeDriverTest {
     return plans_.back();
   }
   std::deque<Conv2dPlan> plans_;  // references to its elements stay valid as it grows
+  // The x and w maps' tests: outputs from registers, so no y map joins the parameters
+  // (WgmmaTmaYMapLaunch has those).
+  ScopedEnv registers_{"CONVJIT_WGMMA_Y_MAP", "0"};
+};
+
+class WgmmaTmaYMapLaunch : public testing::FakeDriverTest {
+ protected:
+  const Conv2dPlan& plan_for(Runtime& rt, const Conv2dDesc& d) {
+    plans_.push_back(rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm}));
+    return plans_.back();
+  }
+  std::deque<Conv2dPlan> plans_;
 };
 
 struct Expected {
@@ -321,6 +333,70 @@ TEST_F(WgmmaTmaLaunch, StreamKRunsZeroTheirCountersAndPassTheWorkspaceAfterTheMa
   const auto* counters = static_cast<const unsigned char*>(workspace.at()) + slots;
   for (std::uint64_t i = 0; i < items * 4; ++i) ASSERT_EQ(counters[i], 0) << "byte " << i;
   EXPECT_EQ(counters[-1], 0x5a) << "the slots before the counters, untouched by the memset";
+}
+
+// Outputs through y's map (kYMap): each run encodes y as K x the run's pixels with its own
+// y and batch, boxes of 128 bytes of channels by a tile's pixels, and passes it after w's
+// map (before a dynamic batch); a y whose alignment the map cannot take gets the variant
+// that stores from registers, with no y map; a y map the driver refuses is an error naming
+// it, with nothing launched.
+TEST_F(WgmmaTmaYMapLaunch, EachRunEncodesItsYsMapAndPassesItAfterTheWeightsMap) {
+  Runtime rt(options());
+  Conv2dDesc d =
+      nhwc({.n = 4, .c = 64, .h = 10, .w = 12, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, DType::kFloat16);
+  d.dynamic_batch = true;
+  const Conv2dPlan& plan = plan_for(rt, d);
+  ASSERT_TRUE(plan.kernel_name().ends_with("_tma")) << plan.kernel_name();
+  EXPECT_EQ(plan.alignment().y, 16u);
+  Operands ops(d);
+  for (const int batch : {3, 1}) {
+    fake().reset();
+    Conv2dArgs args = ops.args();
+    args.n = batch;
+    plan.run(args);
+    const auto tiled = fake().tiled_encodes();
+    ASSERT_EQ(tiled.size(), 2u);  // w's, then y's
+    EXPECT_EQ(tiled[0].address, ops.w.at());
+    const auto& e = tiled[1];
+    EXPECT_EQ(e.address, ops.y.at());
+    EXPECT_EQ(e.dtype, CU_TENSOR_MAP_DATA_TYPE_FLOAT16);
+    EXPECT_EQ(e.dims, (std::vector<std::uint64_t>{64, 120u * batch, 1}));
+    EXPECT_EQ(e.strides, (std::vector<std::uint64_t>{128, 128u * 120 * 4}));
+    EXPECT_EQ(e.box, (std::vector<unsigned>{64, 256, 1}));
+    EXPECT_EQ(e.swizzle, CU_TENSOR_MAP_SWIZZLE_128B);
+    const auto conv = fake().launches().back();
+    ASSERT_EQ(conv.args.size(), 8u);  // x, w, bias, y, x's map, w's map, y's map, the batch
+    EXPECT_EQ(conv.pointer_arg(4), ops.x.at());
+    EXPECT_EQ(conv.pointer_arg(5), ops.w.at());
+    EXPECT_EQ(conv.pointer_arg(6), ops.y.at());  // the fake's map starts with its address
+    EXPECT_EQ(conv.args[7], static_cast<std::uint64_t>(batch));
+  }
+  // y 8 bytes past a 16-byte boundary (legal for f16): stores from registers, no y map.
+  fake().reset();
+  plan.run(ops.args(0, 0, 0, /*y_offset=*/8));
+  ASSERT_EQ(fake().tiled_encodes().size(), 1u);
+  EXPECT_EQ(fake().tiled_encodes()[0].address, ops.w.at());
+  EXPECT_EQ(fake().launches().back().args.size(), 7u);
+}
+
+TEST_F(WgmmaTmaYMapLaunch, AYMapTheDriverRefusesIsAnErrorNamingItAndNothingIsLaunched) {
+  Runtime rt(options());
+  // 3xTF32 packs its weights: y's is the only tiled map (32 channels a box). 128 pixels take
+  // one m64 block a warpgroup, whose four stages fit beside the boxes.
+  Conv2dDesc d = nhwc({.n = 1, .c = 32, .h = 8, .w = 16, .k = 64, .r = 1, .s = 1}, DType::kFloat32);
+  d.math = MathMode::kStrictFp32;
+  const Conv2dPlan& plan = plan_for(rt, d);
+  Operands ops(d);
+  fake().fail_next("cuTensorMapEncodeTiled", CUDA_ERROR_INVALID_VALUE);
+  expect_error(ErrorCode::kDriver, [&] { plan.run(ops.args()); },
+               {"cuTensorMapEncodeTiled", "tiled tensor map", plan.kernel_name(), "dims 64x128x1", "box 32x128x1",
+                "CUDA_ERROR_INVALID_VALUE"});
+  EXPECT_EQ(launch_count(), 0u);
+  plan.run(ops.args());
+  EXPECT_EQ(launch_count(), 2u);  // the pack, the convolution
+  const auto conv = fake().launches().back();
+  ASSERT_EQ(conv.args.size(), 6u);  // x, packed w, bias, y, x's map, y's map
+  EXPECT_EQ(conv.pointer_arg(5), ops.y.at());
 }
 
 }  // namespace

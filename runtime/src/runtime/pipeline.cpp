@@ -72,6 +72,7 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
   k->geometry = launch.geometry;
   k->a_map = launch.a_map;
   k->b_map = launch.b_map;
+  k->y_map = launch.y_map;
   if (k->geometry.persistent) {
     const std::uint64_t per_item = std::uint64_t{k->geometry.grid_y} * k->geometry.grid_z;
     const std::uint64_t blocks = std::max<std::uint64_t>(1, dev->multiprocessors() / per_item);

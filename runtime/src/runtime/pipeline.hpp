@@ -44,6 +44,8 @@ struct PlanKernel {
   // And (kBMap) its weights through a tiled map, encoded per run with the run's w, passed
   // after the x map; such a kernel has no packer.
   std::optional<TiledTensorMap> b_map;
+  // And (kYMap) its outputs through a tiled map of y, encoded per run, after the w map.
+  std::optional<TiledTensorMap> y_map;
   // Stream-K: its slots and counters, the workspace's tail (a parameter after the maps).
   std::optional<StreamKWorkspace> stream_k;
   std::uint64_t stream_bytes() const noexcept { return stream_k ? stream_k->bytes() : 0; }

@@ -53,8 +53,9 @@ Im2colMapArgs im2col_map_args(const Im2colTensorMap& m, const void* x, int batch
   return a;
 }
 
-// The kernel's w map for one run: the specializer's values with this run's w.
-TiledMapArgs tiled_map_args(const TiledTensorMap& m, const void* w) {
+// The kernel's w (or y) map for one run: the specializer's values with this run's pointer
+// (and, for y, its batch).
+TiledMapArgs tiled_map_args(const TiledTensorMap& m, const void* w, int batch = 1) {
   TiledMapArgs a;
   a.dtype = tensor_map_type(m.dtype);
   a.address = w;
@@ -62,6 +63,7 @@ TiledMapArgs tiled_map_args(const TiledTensorMap& m, const void* w) {
     a.dims[i] = m.dims[i];
     a.box[i] = m.box[i];
   }
+  if (m.dim1_per_image) a.dims[1] *= static_cast<std::uint64_t>(batch);
   for (int i = 0; i < 2; ++i) a.strides[i] = m.strides[i];
   a.swizzle = swizzle_of(m.swizzle_bytes);
   // Every block reads each filter's rows; wider promotion fetches the next tap's run,
@@ -210,6 +212,10 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   if (kernel->b_map) {
     b_map = encode_tiled_map(tiled_map_args(*kernel->b_map, a.w), fmt::format("{} ({})", where, kernel->name()));
   }
+  CUtensorMap y_map{};
+  if (kernel->y_map) {
+    y_map = encode_tiled_map(tiled_map_args(*kernel->y_map, a.y, batch), fmt::format("{} ({})", where, kernel->name()));
+  }
   if (kernel->gemm) {
     kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
@@ -261,10 +267,13 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   void* plain_params[] = {&x, &w, &bias, &main_y, &batch_param};
   void* map_params[] = {&x, &w, &bias, &main_y, &a_map, &batch_param};
   void* maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &batch_param};
+  void* y_map_params[] = {&x, &w, &bias, &main_y, &a_map, &y_map, &batch_param};
+  void* y_maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &y_map, &batch_param};
   // Stream-K kernels are static-batch ones: the workspace is their last parameter.
   void* stream_map_params[] = {&x, &w, &bias, &main_y, &a_map, &stream_workspace};
   void* stream_maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &stream_workspace};
   void** params = kernel->stream_k ? (kernel->b_map ? stream_maps_params : stream_map_params)
+                  : kernel->y_map  ? (kernel->b_map ? y_maps_params : y_map_params)
                   : kernel->b_map  ? maps_params
                   : kernel->a_map  ? map_params
                                    : plain_params;

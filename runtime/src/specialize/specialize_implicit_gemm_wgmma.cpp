@@ -53,6 +53,8 @@ struct WgmmaTile {
   int taps_per_stage = 1;  // the template's kTapsPerStage (NHWC with the map)
   int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
   std::int64_t items = 0;  // stream-K: (tile, group, k block) items
+  bool y_map = false;      // the template's kYMap: outputs staged in boxes, stored by TMA
+  int y_passes = 1;        // the template's kYPasses: the boxes staged a share at a time
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -248,7 +250,12 @@ int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
 
 // `nhwc_map`: the caller's own NHWC problem through the TMA map (not the route's), whose
 // grids of whole tiles run persistent.
-std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool nhwc_map = false) {
+// y's boxes (kYMap): 128 bytes of channels for each of a tile's pixels.
+int y_box_channels(const Conv2dDesc& d) { return 128 / static_cast<int>(size_of(d.dtype)); }
+
+// `y_map_ok`: the caller's y can take the kernel's y map (see y_map_possible).
+std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool nhwc_map = false,
+                                     bool y_map_ok = false) {
   WgmmaTile t;
   t.tma = tma;
   const int slack = tma ? kSwizzleAtom : 0;
@@ -363,6 +370,44 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
       t.stream_workers = workers;
       t.items = items;
       t.persistent = false;
+    }
+  }
+  // The outputs through y's map: 16-bit tiles with three stages or more beside the boxes
+  // (1-30% faster, the most where a tile has few stages), f32 tiles of at most
+  // kYMapF32MaxStages stages that keep all of theirs (5-12% faster; longer ones measured up
+  // to 5% slower, and tiles that gave up a stage for the boxes 2% slower: docs/perf.md,
+  // "Session 19"), staged in two or four passes where the whole tile's boxes would cost a
+  // stage. One group (a box would cross into the next group's channels), whole boxes of
+  // the tile's channels, no split reduction.
+  // NOTE: CONVJIT_WGMMA_Y_MAP=f32 lifts the f32 stage limit, and CONVJIT_WGMMA_Y_PASSES=n
+  // tries n passes alone (n dividing the tile's boxes; 1 keeps f32 tiles that would need
+  // passes on register stores), for timing runs (both change the source, so the cache key).
+  constexpr int kYMapF32MaxStages = 16;
+  const char* y_env = std::getenv("CONVJIT_WGMMA_Y_MAP");
+  const bool y_f32_any = y_env != nullptr && std::string_view(y_env) == "f32";
+  const int boxes = t.bn / y_box_channels(d);
+  if (y_map_ok && t.slices == 1 && t.stream_workers == 0 && d.groups == 1 && t.bn % y_box_channels(d) == 0 &&
+      (sixteen_bit(d) || stages_per_patch <= kYMapF32MaxStages || y_f32_any)) {
+    int forced = 0;
+    if (const char* env = std::getenv("CONVJIT_WGMMA_Y_PASSES"); env != nullptr && *env != '\0') {
+      if (std::sscanf(env, "%d", &forced) != 1 || forced < 1 || boxes % forced != 0) {
+        fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_Y_PASSES: expected a divisor of the tile's {} boxes, got '{}'",
+             boxes, env);
+      }
+    }
+    for (int passes = forced != 0 ? forced : 1; passes <= boxes; passes *= 2) {
+      if (boxes % passes != 0) break;
+      const int y_bytes = t.bp * t.bq * t.bn * element / passes;
+      const int fit_y = (kSharedLimit - kBarrierBytes - slack - y_bytes) / per_stage;
+      if (sixteen_bit(d) ? fit_y >= 3 : fit_y >= t.stages) {
+        t.y_map = true;
+        t.y_passes = passes;
+        t.stages = std::min(t.stages, fit_y);
+        t.shared_bytes = static_cast<unsigned>(kBarrierBytes + slack + t.stages * per_stage + y_bytes);
+        break;
+      }
+      // 16-bit tiles stage their boxes whole (one pass) or not at all; a fixed count is tried alone.
+      if (sixteen_bit(d) || forced != 0) break;
     }
   }
   return t;
@@ -500,6 +545,38 @@ bool wgmma_tma_enabled() { return env_switch_on("CONVJIT_WGMMA_TMA"); }
 bool wgmma_b_map_enabled() { return env_switch_on("CONVJIT_WGMMA_B_MAP"); }
 
 namespace {
+// The NHWC TMA kernel's wgmmas read A through shared-memory descriptors (kASmem) in 16-bit,
+// where the consumers loaded every fragment into registers first, and in TF32 on tiles of
+// 128 filters or more over 128-byte pixel rows: there the register path's loads and
+// roundings, not the tensor cores, bound a stage (KernelBench 55 / 56 2.09 / 1.68 -> 1.89 /
+// 1.48 ms), while on narrower tiles a stage's A serves half as many products and on
+// 64-byte rows the descriptor path measured slower (KernelBench 62 and 80; 63, 4.03 ->
+// 4.19 ms: docs/perf.md, "Session 19"). The tensor cores truncate the A they
+// read from shared memory to TF32 where the register path rounds it to nearest: the
+// relative error about doubles and stays far under TF32's 1e-3 (KernelBench 56: 2.6e-4 ->
+// 4.1e-4). NOTE: CONVJIT_WGMMA_A_SMEM=0 keeps every tile on the register path, =16 keeps
+// TF32 there (16-bit alone on descriptors), =tf32 puts every TF32 tile on descriptors, for
+// timing runs (changes the source, so the cache key).
+// The NHWC TMA kernel's outputs through a tiled map of y (kYMap) where the tile leaves room
+// (choose_tile): the caller's own NHWC y (not the route's, whose kernel stores NCHW), 16
+// bytes aligned with a pixel's channels a whole number of 16 bytes, as TMA wants.
+// NOTE: CONVJIT_WGMMA_Y_MAP=0 keeps the stores from registers, for timing runs (changes
+// the source, so the cache key).
+bool y_map_possible(const Conv2dDesc& d, bool nhwc_map, unsigned align_y) {
+  return nhwc_map && env_switch_on("CONVJIT_WGMMA_Y_MAP") && align_y >= 16 && d.k * size_of(d.dtype) % 16 == 0;
+}
+
+bool wgmma_a_smem(const Conv2dDesc& d, bool tma, const WgmmaTile& t) {
+  const char* env = std::getenv("CONVJIT_WGMMA_A_SMEM");
+  const std::string_view mode = env != nullptr ? env : "";
+  if (!tma || t.split != 1 || mode == "0") return false;
+  if (sixteen_bit(d)) return true;
+  // Never TF32 over 32-byte rows: such a run did not finish in 100 s on the H200 (session 19,
+  // not investigated).
+  if (a_row_bytes(d) == 32) return false;
+  return mode == "tf32" || (mode != "16" && t.bn >= 128 && a_row_bytes(d) == 128);
+}
+
 // The NHWC TMA kernel reads w through a tiled map (kBMap) instead of a packed copy made by
 // <name>_pack on every call, where w's K,R,S,C/groups order already holds a stage's
 // weights as kBN rows of one tap's channel run, which the map's swizzle lays out as
@@ -670,13 +747,15 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     fail(ErrorCode::kInternal, "specialize_wgmma_via_nhwc: the NHWC kernel cannot read {} through its map ({})",
          d.to_string(), tma_refused.value_or("CONVJIT_WGMMA_TMA=0"));
   }
-  const auto tile = choose_tile(d, tma, tma && !via && !transposed);
+  const bool nhwc_map = tma && !via && !transposed;
+  const auto tile = choose_tile(d, tma, nhwc_map, y_map_possible(d, nhwc_map, align.y));
   if (!tile) fail(ErrorCode::kInternal, "specialize_wgmma: {} has no wgmma tile", d.to_string());
   const int k_per_group = d.k / d.groups;
   // "f16", "bf16", "3xtf32" or "tf32": the kernel name's part; upper-cased TF32 in the tile text.
   const std::string_view math = sixteen_bit(d) ? to_string(d.dtype) : tile->split == 3 ? "3xtf32" : "tf32";
 
   const bool b_map = !transposed && reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
+  const bool a_smem = wgmma_a_smem(d, tma, *tile);
   // The route's kernel stores straight into the caller's NCHW y, one channel a store,
   // unless split-K's reduce pass writes y (pixel-major): then y's transpose stays.
   const bool y_nchw = via && tile->slices == 1;
@@ -688,9 +767,14 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     fail(ErrorCode::kInternal, "specialize_wgmma: {}'s phase runs through the route only", transposed->to_string());
   }
   // NHWC channel pairs in one store where y's alignment allows; never into NCHW y.
-  const bool pairs = !y_nchw && pair_stores(d, align.y);
+  const bool y_map = tile->y_map;
+  const bool pairs = !y_nchw && !y_map && pair_stores(d, align.y);
   const bool quads = pairs && quad_stores(d, align.y);
-  const char* stores = quads ? ", four-channel stores" : pairs ? ", channel-pair stores" : "";
+  const std::string stores = y_map   ? fmt::format(", y by TMA from staged boxes{}",
+                                                 tile->y_passes > 1 ? fmt::format(" ({} passes)", tile->y_passes) : "")
+                             : quads ? ", four-channel stores"
+                             : pairs ? ", channel-pair stores"
+                                     : "";
   // The name's problem is the caller's: a transposed problem's kernel is never named as its twin's.
   const Conv2dDesc& named = transposed ? *transposed : d;
 
@@ -707,7 +791,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       : tile->split == 3 ? "3xTF32"
                          : "TF32",
       !nhwc(d) ? std::string()
-      : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}", b_map ? ", w by TMA (no pack)" : "", stores)
+      : tma    ? fmt::format(", NHWC: x by TMA im2col{}{}{}", a_smem ? " (wgmma reads it from shared memory)" : "",
+                          b_map ? ", w by TMA (no pack)" : "", stores)
                : fmt::format(", NHWC: x in {}-byte pieces{}", x_copy_bytes(d, align.x), stores),
       tile->slices > 1 ? fmt::format(", split-K: {} slices of {} stages", tile->slices, tile->slice_stages)
       : tile->stream_workers > 0
@@ -737,7 +822,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   // outputs too or (NHWC) in channel pairs, or (16-bit) runs of four.
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
-  src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, quads ? 8u : pairs ? 2 * e : e};
+  src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, y_map ? 16u : quads ? 8u : pairs ? 2 * e : e};
   // The route's main kernel reads and writes workspace regions only; the caller's x and y
   // see the transposes' element copies.
   if (via) src.launch.needs = {e, e, e, e};
@@ -746,6 +831,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (tile->stream_workers > 0) prologue.define("CONVJIT_WGMMA_STREAM_K");
   if (tma) prologue.define("CONVJIT_WGMMA_TMA");
   if (b_map) prologue.define("CONVJIT_WGMMA_B_MAP");
+  if (y_map) prologue.define("CONVJIT_WGMMA_Y_MAP");
   if (via) prologue.define("CONVJIT_WGMMA_VIA_NHWC");
   if (transposed) prologue.define("CONVJIT_WGMMA_W_TRANSPOSED");
   if (y_nchw) prologue.define("CONVJIT_WGMMA_Y_NCHW");
@@ -787,6 +873,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kWeightsKcrs", via || !nhwc(d))
                         .constant("kPairedPartials", tile->split == 3 && paired_partials())
                         .constant("kTapsPerStage", tile->taps_per_stage)
+                        .constant("kASmem", a_smem)
+                        .constant("kYMap", y_map)
+                        .constant("kYPasses", tile->y_passes)
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
   src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
@@ -828,7 +917,25 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     m.box[2] = static_cast<unsigned>(tile->bn);
     m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
     src.launch.b_map = m;
-  } else {
+  }
+  if (y_map) {
+    // y as K, pixels (innermost first); a box is 128 bytes of channels of a tile's pixels.
+    const auto pixels_per_image = static_cast<std::uint64_t>(out_pixels(d) / d.n);
+    TiledTensorMap m;
+    m.dtype = d.dtype;
+    m.dims[0] = static_cast<std::uint64_t>(d.k);
+    m.dims[1] = pixels_per_image;
+    m.dims[2] = 1;
+    m.strides[0] = static_cast<std::uint64_t>(d.k) * e;
+    m.strides[1] = static_cast<std::uint64_t>(d.k) * e * pixels_per_image * static_cast<std::uint64_t>(d.n);
+    m.box[0] = static_cast<unsigned>(y_box_channels(d));
+    m.box[1] = static_cast<unsigned>(tile->bp * tile->bq);
+    m.box[2] = 1;
+    m.swizzle_bytes = 128;
+    m.dim1_per_image = true;
+    src.launch.y_map = m;
+  }
+  if (!b_map) {
     src.launch.weight_pack = WeightPack{
         .kernel_name = src.source.kernel_name + "_pack",
         .packed_bytes = tile->packed_bytes,

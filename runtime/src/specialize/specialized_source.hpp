@@ -140,6 +140,8 @@ struct TiledTensorMap {
   std::uint64_t strides[2] = {};  // bytes from one tap, and one filter, to the next
   unsigned box[3] = {};           // channels of a stage, 1 tap, kBN filters
   unsigned swizzle_bytes = 128;   // the stage's row: 128 or 64 bytes
+  // y's map (kYMap) spans the run's images: dims[1] is one image's pixels, times the batch.
+  bool dim1_per_image = false;
 };
 
 struct LaunchSpec {
@@ -150,6 +152,7 @@ struct LaunchSpec {
   std::optional<SplitReduce> split_reduce;   // its entry point is <kernel_name>_reduce
   std::optional<Im2colTensorMap> a_map;      // the kernel's x map, encoded per run (a parameter after y)
   std::optional<TiledTensorMap> b_map;       // the kernel's w map, encoded per run (a parameter after x's map)
+  std::optional<TiledTensorMap> y_map;       // the kernel's y map, encoded per run (a parameter after w's map)
   std::optional<StreamKWorkspace> stream_k;  // a parameter after the maps
   std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
   std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
