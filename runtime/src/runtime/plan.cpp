@@ -264,19 +264,14 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   // A dynamic-batch kernel (and its reduce pass) takes the batch as its last parameter
   // (convjit_device.cuh); a static one declares one fewer, and the driver reads no further.
   int batch_param = batch;
-  void* plain_params[] = {&x, &w, &bias, &main_y, &batch_param};
-  void* map_params[] = {&x, &w, &bias, &main_y, &a_map, &batch_param};
-  void* maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &batch_param};
-  void* y_map_params[] = {&x, &w, &bias, &main_y, &a_map, &y_map, &batch_param};
-  void* y_maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &y_map, &batch_param};
-  // Stream-K kernels are static-batch ones: the workspace is their last parameter.
-  void* stream_map_params[] = {&x, &w, &bias, &main_y, &a_map, &stream_workspace};
-  void* stream_maps_params[] = {&x, &w, &bias, &main_y, &a_map, &b_map, &stream_workspace};
-  void** params = kernel->stream_k ? (kernel->b_map ? stream_maps_params : stream_map_params)
-                  : kernel->y_map  ? (kernel->b_map ? y_maps_params : y_map_params)
-                  : kernel->b_map  ? maps_params
-                  : kernel->a_map  ? map_params
-                                   : plain_params;
+  // In the kernel's declared order: x, w, bias, y, the maps it takes (x's, w's, y's), then
+  // stream-K's workspace (stream-K kernels are static-batch ones) or the batch.
+  void* params[8] = {&x, &w, &bias, &main_y};
+  std::size_t count = 4;
+  if (kernel->a_map) params[count++] = &a_map;
+  if (kernel->b_map) params[count++] = &b_map;
+  if (kernel->y_map) params[count++] = &y_map;
+  params[count] = kernel->stream_k ? static_cast<void*>(&stream_workspace) : static_cast<void*>(&batch_param);
   const LaunchGeometry& g = kernel->geometry;
   std::uint64_t grid_x = g.grid_x;
   if (desc.dynamic_batch) {
