@@ -1168,6 +1168,19 @@ __device__ __forceinline__ void store_pair(Element* y_pixel, int k_out, float v0
   }
 }
 
+// Channels j * 8 + 2t and j * 8 + 2t + 1 of k block kb in this thread's row h of an m64
+// block's accumulators, with bias and ReLU applied; `bias` is the group's.
+__device__ __forceinline__ void output_pair(const float (&acc)[kAccum], int j, int h, int t, int kb,
+                                            const Element* __restrict__ bias, float (&v)[2]) {
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int k_out = kb * kBN + j * 8 + 2 * t + e;
+    v[e] = acc[j * 4 + h * 2 + e];
+    if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[k_out]) : 0.0f;
+    if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+  }
+}
+
 // kQuadStores: this thread's row (h) of an m64 block's accumulators, bias and ReLU applied,
 // rounded, into y at `y_block` (the pixel's first channel of the k block). Over each pair
 // of k blocks j, j + 1, even lanes keep block j and take their odd neighbour's pair of it;
@@ -1182,13 +1195,7 @@ __device__ __forceinline__ void store_quads(Element* y_block, const Element* __r
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
       float v[2];
-#pragma unroll
-      for (int e = 0; e < 2; ++e) {
-        const int k_out = kb * kBN + (j + b) * 8 + 2 * t + e;
-        v[e] = acc[(j + b) * 4 + h * 2 + e];
-        if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[group * kKPerGroup + k_out]) : 0.0f;
-        if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
-      }
+      output_pair(acc, j + b, h, t, kb, bias + group * kKPerGroup, v);
       bits[b] = static_cast<unsigned>(from_float(v[0])) | static_cast<unsigned>(from_float(v[1])) << 16;
     }
     const unsigned got = __shfl_xor_sync(0xffffffffu, odd ? bits[0] : bits[1], 1);
@@ -1335,13 +1342,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
             for (int j = 0; j < kBN / 8; ++j) {
               if (j * 8 / kYBoxC / kPassBoxes != pass) continue;
               float v[2];
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int k_out = sg.kb * kBN + j * 8 + 2 * t + e;
-                v[e] = acc[mb][j * 4 + h * 2 + e];
-                if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[k_out]) : 0.0f;
-                if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
-              }
+              output_pair(acc[mb], j, h, t, sg.kb, bias, v);  // one group
               stage_y_pair(y_stage, m, j * 8 - pass * kPassBoxes * kYBoxC + 2 * t, v[0], v[1]);
             }
           }
@@ -1393,16 +1394,10 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
         }
 #pragma unroll
         for (int j = 0; j < kBN / 8; ++j) {
+          // The bias read here rather than held across the tile: 2 x kBN / 8 registers the
+          // accumulators need more.
           float v[2];
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            // Read here rather than held across the tile: 2 x kBN / 8 registers the
-            // accumulators need more.
-            const int k_out = sg.kb * kBN + j * 8 + 2 * t + e;
-            v[e] = acc[mb][j * 4 + h * 2 + e];
-            if constexpr (kHasBias) v[e] += k_out < kKPerGroup ? to_float(bias[sg.group * kKPerGroup + k_out]) : 0.0f;
-            if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
-          }
+          output_pair(acc[mb], j, h, t, sg.kb, bias + sg.group * kKPerGroup, v);
           store_pair(y_pixel, sg.kb * kBN + j * 8 + 2 * t, v[0], v[1]);
         }
       }
