@@ -130,16 +130,17 @@ struct Im2colTensorMap {
   unsigned element_strides[5] = {};  // 1, stride_w, stride_h, [stride_d,] 1
 };
 
-// The TMA tiled map through which the NHWC wgmma kernel reads its weights (kBMap): w as
-// a rank-3 tensor C/groups, R x S, K (innermost first) of the caller's K,R,S,C/groups
-// layout; a box is one tap's stage of channels (a stage's pixel row) for kBN filters.
-// Encoded per run with the run's w, passed after the x map.
+// A TMA tiled map of the NHWC wgmma kernel, encoded per run with the run's pointer. Its
+// weights (kBMap, passed after the x map): w as a rank-3 tensor C/groups, R x S, K
+// (innermost first) of the caller's K,R,S,C/groups layout, a box one tap's stage of
+// channels (a stage's pixel row) for kBN filters. Its outputs (kYMap, after the w map): y
+// as K, pixels, 1, a box 128 bytes of channels for a tile's pixels.
 struct TiledTensorMap {
   DType dtype = DType::kFloat32;
-  std::uint64_t dims[3] = {};     // C/groups, R x S, K
-  std::uint64_t strides[2] = {};  // bytes from one tap, and one filter, to the next
-  unsigned box[3] = {};           // channels of a stage, 1 tap, kBN filters
-  unsigned swizzle_bytes = 128;   // the stage's row: 128 or 64 bytes
+  std::uint64_t dims[3] = {};     // w: C/groups, R x S, K; y: K, pixels, 1
+  std::uint64_t strides[2] = {};  // w: bytes from one tap, and one filter, to the next; y: from one pixel
+  unsigned box[3] = {};           // w: channels of a stage, 1 tap, kBN filters; y: 128 bytes, kBM pixels, 1
+  unsigned swizzle_bytes = 128;   // the box's row: 128, 64 or 32 bytes
   // y's map (kYMap) spans the run's images: dims[1] is one image's pixels, times the batch.
   bool dim1_per_image = false;
 };
