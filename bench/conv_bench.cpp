@@ -165,10 +165,12 @@ void print_list(const ProblemSelection& sel, const BenchConfig& config, const st
         const Conv2dDesc m = desc_for(p, math, layout, config);
         const Algorithm algorithm = tooling::auto_algorithm(m, arch);
         choices += fmt::format(" {}/{}:{}", to_string(math), to_string(layout), to_string(algorithm));
-        // The implicit GEMM has two kernel families (wgmma, mma.sync); say which.
+        // The implicit GEMM runs on several kernel families (wgmma, mma.sync, the pointwise kernel); say which.
         if (algorithm == Algorithm::kImplicitGemm) {
           constexpr std::string_view kPrefix = "implicit_gemm_";  // "implicit_gemm_wgmma" -> "wgmma"
-          choices += fmt::format("[{}]", tooling::kernel_template(m, algorithm, arch).substr(kPrefix.size()));
+          std::string family = tooling::kernel_template(m, algorithm, arch);
+          if (family.starts_with(kPrefix)) family.erase(0, kPrefix.size());
+          choices += fmt::format("[{}]", family);
         }
       }
     }
