@@ -209,6 +209,21 @@ enum : int { kFragP = kWarpTileN / 16 };
 enum : int { kFragK = kWarpTileM / 8 };
 // Two neighbouring output channels of one pixel share an aligned 2-element word.
 enum : bool { kChannelPairStores = kKPerGroup % 2 == 0 && kAlignY >= 2 * kElementBytes };
+// NCHW through this NHWC kernel (CONVJIT_IGEMM_VIA_NHWC): x is the workspace's NHWC copy
+// of the caller's NCHW x (<name>_x_to_nhwc), W the caller's K,C/g,R,S filter, read an
+// element at a time in the NHWC reduction's (r, s, c) order, and each output is stored
+// into the caller's NCHW y, a channel at a time: lanes g = 0..7 of a fragment hold eight
+// neighbouring pixels of one channel, so a warp's store still writes runs of a row.
+#ifdef CONVJIT_IGEMM_VIA_NHWC
+enum : bool { kViaNhwc = true };
+#ifdef CONVJIT_DYNAMIC_BATCH
+static_assert(false, "the route is for static batches: x's region is sized once");
+#endif
+#else
+enum : bool { kViaNhwc = false };
+#endif
+static_assert(!kViaNhwc || (kNhwc && !kDepth && !kTransposed && kWVecBytes == kElementBytes && !kChannelPairStores),
+              "the route's NHWC kernel reads NCHW weights an element at a time and stores NCHW y a channel at a time");
 static_assert(!kNhwc || (kThreads % kXRunsPerRow == 0 && kThreads % kWRunsPerRow == 0),
               "NHWC copies need whole rows of runs per pass");
 static_assert(!kNhwc || (kWarpTileN % 16 == 0 && kWarpTileM % 16 == 0),
@@ -367,7 +382,9 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           const int m = w_row0 + j * kWRowsPerPass;
           if (kBM % kWRowsPerPass != 0 && m >= kBM) break;
           const bool valid = in_k && m0 + m < kKPerGroup;
-          const Element* src = valid ? w_group + (static_cast<index_t>(m0 + m) * kGemmK + kk) : w;
+          // The route's (r, s, c) element kk sits at c * kTaps + tap in a K,C,R,S filter row.
+          const int w_kk = kViaNhwc ? kk % kCPerGroup * kTaps + kk / kCPerGroup : kk;
+          const Element* src = valid ? w_group + (static_cast<index_t>(m0 + m) * kGemmK + w_kk) : w;
           copy_run<kWVecBytes>(dst + m * kAStride, src, valid);
         }
       }
@@ -486,6 +503,14 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
           for (int e = 0; e < 2; ++e) {
             v[e] = acc_t[i][j][half * 2 + e] + b_val[e];
             if constexpr (kRelu) v[e] = fmaxf(v[e], 0.0f);
+          }
+          if constexpr (kViaNhwc) {
+            const index_t img = static_cast<index_t>(pixel / kPixelsPerImage);
+            const index_t pq = static_cast<index_t>(pixel - static_cast<long long>(img) * kPixelsPerImage);
+            Element* out = y + ((img * kK + k_out) * static_cast<index_t>(kPixelsPerImage) + pq);
+            out[0] = Traits::from_float(v[0]);
+            if (second) out[static_cast<index_t>(kPixelsPerImage)] = Traits::from_float(v[1]);
+            continue;
           }
           Element* out = y + (static_cast<index_t>(pixel) * kK + k_out);
           if constexpr (kChannelPairStores) {
@@ -889,9 +914,9 @@ extern "C" __global__ void __launch_bounds__(igemm::kThreads, igemm::kMinBlocksP
   }
 }
 
-#ifdef CONVJIT_IGEMM_PACK_TRANSPOSED
 #define CONVJIT_IGEMM_CAT2(a, b) a##b
 #define CONVJIT_IGEMM_CAT(a, b) CONVJIT_IGEMM_CAT2(a, b)
+#ifdef CONVJIT_IGEMM_PACK_TRANSPOSED
 // Transposed: W'[group][k][c][r][s] = w[group][c][k][R-1-r][S-1-s], one thread an element
 // of W' (its writes coalesce; the reads of one warp span a few rows of w).
 extern "C" __global__ void __launch_bounds__(256)
@@ -906,5 +931,16 @@ extern "C" __global__ void __launch_bounds__(256)
     const int kk = static_cast<int>(i % kGemmK);
     packed[i] = w[group_base + (kk / kTaps * kKPerGroup + k) * kTaps + (kTaps - 1 - kk % kTaps)];
   }
+}
+#endif
+
+#ifdef CONVJIT_IGEMM_VIA_NHWC
+// The route's first step: the caller's x, one [C][H x W] matrix an image, into the
+// workspace as [H x W][C].
+extern "C" __global__ void __launch_bounds__(device::kTransposeThreads)
+    CONVJIT_IGEMM_CAT(CONVJIT_KERNEL_NAME, _x_to_nhwc)(const igemm::Element* __restrict__ x,
+                                                       igemm::Element* __restrict__ x_nhwc) {
+  device::transpose_images<igemm::Element, igemm::kN, igemm::kC, static_cast<long long>(igemm::kH) * igemm::kW>(x,
+                                                                                                                x_nhwc);
 }
 #endif

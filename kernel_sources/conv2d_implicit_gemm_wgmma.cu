@@ -1736,60 +1736,17 @@ extern "C" __global__ void __launch_bounds__(256)
 
 #ifdef CONVJIT_WGMMA_VIA_NHWC
 // NCHW through the NHWC kernel: the caller's x is copied into the workspace as NHWC before
-// the convolution, and its NHWC output into the caller's y as NCHW after it. Both are a
-// transpose of one matrix an image ([kC][kH x kW] -> [kH x kW][kC], [kP x kQ][kK] ->
-// [kK][kP x kQ]), through shared memory so that global reads and writes both run along
-// rows: a warp reads 32 consecutive elements of a source row and writes 32 consecutive
-// elements of a destination row.
+// the convolution, and its NHWC output into the caller's y as NCHW after it
+// (device::transpose_images, one matrix an image).
 static_assert(wg::kNhwc && wg::kWeightsKcrs && wg::kATma,
               "the route's NHWC TMA kernel reads NCHW weights (spec::kWeightsKcrs)");
 #ifdef CONVJIT_DYNAMIC_BATCH
 static_assert(false, "the route is for static batches: its regions and map are sized once");
 #endif
-namespace wg {
-enum : int { kTransposeTile = 32 };
-enum : int { kTransposeRows = 256 / kTransposeTile };  // rows of a tile a pass of 256 threads covers
-
-// src: kN matrices of kRows x kCols, dst: their transposes. A block takes tiles
-// blockIdx.x, + gridDim.x, ... in (image, tile row, tile column) order. The shared tile
-// has a column of padding, so that a column read (the store pass) hits 32 distinct banks
-// for 4-byte elements and at most two threads share a bank word for 2-byte ones.
-template <long long kRows, long long kCols>
-__device__ __forceinline__ void transpose_images(const Element* __restrict__ src, Element* __restrict__ dst) {
-  __shared__ Element tile[kTransposeTile][kTransposeTile + 1];
-  constexpr long long kTilesR = (kRows + kTransposeTile - 1) / kTransposeTile;
-  constexpr long long kTilesC = (kCols + kTransposeTile - 1) / kTransposeTile;
-  constexpr long long kTiles = static_cast<long long>(kN) * kTilesR * kTilesC;
-  constexpr long long kImage = kRows * kCols;
-  const int lane = threadIdx.x % kTransposeTile;
-  const int row = threadIdx.x / kTransposeTile;
-  for (long long t = blockIdx.x; t < kTiles; t += gridDim.x) {
-    const long long image = t / (kTilesR * kTilesC);
-    const long long in_image = t % (kTilesR * kTilesC);
-    const long long r0 = in_image / kTilesC * kTransposeTile;
-    const long long c0 = in_image % kTilesC * kTransposeTile;
-    const Element* s = src + image * kImage;
-    Element* d = dst + image * kImage;
-#pragma unroll
-    for (int i = row; i < kTransposeTile; i += kTransposeRows) {
-      const long long r = r0 + i, c = c0 + lane;
-      if (r < kRows && c < kCols) tile[i][lane] = s[r * kCols + c];
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = row; i < kTransposeTile; i += kTransposeRows) {
-      const long long c = c0 + i, r = r0 + lane;
-      if (r < kRows && c < kCols) d[c * kRows + r] = tile[lane][i];
-    }
-    // The next tile's loads overwrite what this one's stores read.
-    __syncthreads();
-  }
-}
-}  // namespace wg
 
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _x_to_nhwc)(const wg::Element* __restrict__ x, wg::Element* __restrict__ x_nhwc) {
-  wg::transpose_images<wg::kC, static_cast<long long>(wg::kD) * wg::kH * wg::kW>(x, x_nhwc);
+  device::transpose_images<wg::Element, wg::kN, wg::kC, static_cast<long long>(wg::kD) * wg::kH * wg::kW>(x, x_nhwc);
 }
 
 #ifdef CONVJIT_WGMMA_Y_PHASE
@@ -1811,7 +1768,7 @@ extern "C" __global__ void __launch_bounds__(256)
 #ifndef CONVJIT_WGMMA_Y_NCHW
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {
-  wg::transpose_images<static_cast<long long>(wg::kOutPlane), wg::kK>(y_nhwc, y);
+  device::transpose_images<wg::Element, wg::kN, static_cast<long long>(wg::kOutPlane), wg::kK>(y_nhwc, y);
 }
 #endif
 #endif  // CONVJIT_WGMMA_VIA_NHWC

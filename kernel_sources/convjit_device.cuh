@@ -194,6 +194,85 @@ __host__ __device__ constexpr bool gather_table_fits(long long gemm_k, long long
          static_cast<long long>(dilation_w) * (s - 1) < 65536 && c_per_group * plane < (1ll << 31);
 }
 
+// The NCHW routes' layout transposes: kImages matrices of kRows x kCols (x per image
+// [C][D x H x W] -> [D x H x W][C]; y per image [Z x P x Q][K] -> [K][Z x P x Q]), one
+// kTransposeTile-square tile a block at a time, 256 threads (the host's LayoutTranspose),
+// tiles blockIdx.x, + gridDim.x, ... in (image, tile row, tile column) order. Through
+// shared memory so that global reads and writes both run along rows; the tile's column of
+// padding puts a column read on 32 distinct banks for 4-byte elements (at most two threads
+// a bank word for 2-byte ones).
+// A matrix of at most kNarrowTranspose rows (a stem's 3 or 4 channels) or columns (a
+// 4-channel output) fills a tile's sliver only, and a block walking such tiles one after
+// the other waits a global load's latency for every few dozen elements: there one thread
+// takes a whole column (or row) instead, reading a row (column) apart, and a warp's loads
+// of one row stay contiguous while its stores interleave into whole sectors in L2.
+enum : int { kTransposeTile = 32, kTransposeThreads = 256, kNarrowTranspose = 8, kNarrowUnroll = 4 };
+template <typename T, long long kImages, long long kRows, long long kCols>
+__device__ __forceinline__ void transpose_images(const T* __restrict__ src, T* __restrict__ dst) {
+  constexpr long long kImage = kRows * kCols;
+  const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+  const long long first = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x;
+  if constexpr (kRows <= kNarrowTranspose || kCols <= kNarrowTranspose) {
+    // Item i: column i of the narrow-row case (kRows elements kCols apart, written
+    // together), row i of the narrow-column one. kNarrowUnroll items a thread have their
+    // loads in flight together.
+    constexpr bool kByColumn = kRows <= kNarrowTranspose;
+    constexpr long long kItems = kByColumn ? kCols : kRows;  // per image
+    constexpr int kRun = static_cast<int>(kByColumn ? kRows : kCols);
+    constexpr long long kReadStep = kByColumn ? kCols : 1, kWriteStep = kByColumn ? 1 : kRows;
+    for (long long base = first; base < kImages * kItems; base += kNarrowUnroll * stride) {
+      T v[kNarrowUnroll][kRun];
+#pragma unroll
+      for (int u = 0; u < kNarrowUnroll; ++u) {
+        const long long i = base + u * stride;
+        if (i >= kImages * kItems) break;
+        const long long image = i / kItems, item = i - image * kItems;
+        const T* s = src + image * kImage + (kByColumn ? item : item * kCols);
+#pragma unroll
+        for (int e = 0; e < kRun; ++e) v[u][e] = s[e * kReadStep];
+      }
+#pragma unroll
+      for (int u = 0; u < kNarrowUnroll; ++u) {
+        const long long i = base + u * stride;
+        if (i >= kImages * kItems) break;
+        const long long image = i / kItems, item = i - image * kItems;
+        T* d = dst + image * kImage + (kByColumn ? item * kRows : item);
+#pragma unroll
+        for (int e = 0; e < kRun; ++e) d[e * kWriteStep] = v[u][e];
+      }
+    }
+  } else {
+    constexpr int kRowsPerPass = kTransposeThreads / kTransposeTile;
+    __shared__ T tile[kTransposeTile][kTransposeTile + 1];
+    constexpr long long kTilesR = (kRows + kTransposeTile - 1) / kTransposeTile;
+    constexpr long long kTilesC = (kCols + kTransposeTile - 1) / kTransposeTile;
+    constexpr long long kTiles = kImages * kTilesR * kTilesC;
+    const int lane = threadIdx.x % kTransposeTile;
+    const int row = threadIdx.x / kTransposeTile;
+    for (long long t = blockIdx.x; t < kTiles; t += gridDim.x) {
+      const long long image = t / (kTilesR * kTilesC);
+      const long long in_image = t % (kTilesR * kTilesC);
+      const long long r0 = in_image / kTilesC * kTransposeTile;
+      const long long c0 = in_image % kTilesC * kTransposeTile;
+      const T* s = src + image * kImage;
+      T* d = dst + image * kImage;
+#pragma unroll
+      for (int i = row; i < kTransposeTile; i += kRowsPerPass) {
+        const long long r = r0 + i, c = c0 + lane;
+        if (r < kRows && c < kCols) tile[i][lane] = s[r * kCols + c];
+      }
+      __syncthreads();
+#pragma unroll
+      for (int i = row; i < kTransposeTile; i += kRowsPerPass) {
+        const long long c = c0 + i, r = r0 + lane;
+        if (r < kRows && c < kCols) d[c * kRows + r] = tile[lane][i];
+      }
+      // The next tile's loads overwrite what this one's stores read.
+      __syncthreads();
+    }
+  }
+}
+
 template <int Entries>
 struct GatherTable {
   int offset[Entries];

@@ -39,6 +39,8 @@ class WgmmaCorrectness : public ::testing::Test {
   // Narrow 16-bit stems with short reductions default to mma.sync; the kernel still takes the
   // longer ones, so these tests hold every narrow problem on it.
   testing::ScopedEnv narrow_on_wgmma_{"CONVJIT_NCHW_NARROW_MMA", "0"};
+  // Stems of fewer than 16 channels default to the NHWC mma.sync kernel (NchwViaNhwcMma).
+  testing::ScopedEnv stems_on_wgmma_{"CONVJIT_NCHW_MMA_VIA_NHWC", "0"};
   // Pointwise problems in TF32 and 16-bit have their own kernel (PointwiseStream).
   testing::ScopedEnv pointwise_here_{"CONVJIT_POINTWISE_STREAM", "0"};
 };

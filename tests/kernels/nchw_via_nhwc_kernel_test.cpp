@@ -184,6 +184,8 @@ TEST(NchwViaNhwcKernel, ZeroGivesExactlyTheNchwKernelOfBeforeAndOtherValuesAreRe
 // Refused, with the reason, and the NCHW kernel the problem got without the switch.
 TEST(NchwViaNhwcKernel, DynamicBatchOtherArchsAndProblemsTheMapCannotReadKeepTheNchwPath) {
   ScopedEnv on(kSwitch, "1");
+  // The 3-channel problem below would take the mma.sync route (NchwViaNhwcMmaKernel).
+  ScopedEnv no_mma_route("CONVJIT_NCHW_MMA_VIA_NHWC", "0");
   Conv2dDesc dynamic = kind(kVgg, DType::kFloat16);
   dynamic.dynamic_batch = true;
   Conv2dDesc strided = kind(kVgg, DType::kFloat16);  // past the map's traversal strides

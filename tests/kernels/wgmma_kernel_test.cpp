@@ -84,6 +84,9 @@ TEST(WgmmaKernel, OtherArchitecturesAndUnnamedTargetsKeepMmaSync) {
 // a group and NHWC (its own rule) keep their kernels. CONVJIT_NCHW_NARROW_MMA=1 sends every
 // narrow 16-bit problem to mma.sync, =0 none.
 TEST(WgmmaKernel, SixteenBitNchwProblemsOfFewChannelsAndShortReductionsTakeMmaSync) {
+  // The rule between the NCHW kernels; by default the stems below go through NHWC on
+  // mma.sync first (NchwViaNhwcMmaKernel).
+  testing::ScopedEnv no_route("CONVJIT_NCHW_MMA_VIA_NHWC", "0");
   const Conv2dDesc stem{.n = 16,
                         .c = 3,
                         .h = 224,

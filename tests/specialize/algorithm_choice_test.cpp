@@ -28,7 +28,12 @@ TEST(AlgorithmChoice, ShallowDenseNhwcProblemsRunOnTensorCoresNotTheDirectKernel
         SCOPED_TRACE(::testing::Message() << arch << " " << to_string(dtype) << " " << to_string(math));
         EXPECT_EQ(select_algorithm(with(rgb, Layout::kNHWC, dtype, math), arch), Algorithm::kImplicitGemm);
         EXPECT_EQ(select_algorithm(with(stem, Layout::kNHWC, dtype, math), arch), Algorithm::kImplicitGemm);
-        // NCHW gathers 3-channel planes pixel by pixel: the direct kernel stays.
+        // NCHW: x's transpose and the NHWC mma.sync kernel; without that route the NCHW
+        // gather reads 3-channel planes pixel by pixel, and the direct kernel stays.
+        EXPECT_EQ(select_algorithm(with(rgb, Layout::kNCHW, dtype, math), arch), Algorithm::kImplicitGemm);
+        // A strided stem's x is too large next to its outputs for the transpose to pay.
+        EXPECT_EQ(select_algorithm(with(stem, Layout::kNCHW, dtype, math), arch), Algorithm::kDirect);
+        testing::ScopedEnv no_route("CONVJIT_NCHW_MMA_VIA_NHWC", "0");
         EXPECT_EQ(select_algorithm(with(rgb, Layout::kNCHW, dtype, math), arch), Algorithm::kDirect);
       }
     }

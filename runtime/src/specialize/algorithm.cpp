@@ -396,6 +396,35 @@ bool nchw_takes_route(const Conv2dDesc& d, const std::string& arch) {
   return predicted_nchw_via_nhwc_ms(d, arch) < predicted_nchw_wgmma_copy_ms(d, arch);
 }
 
+std::optional<std::string> nchw_mma_via_nhwc_unsupported_reason(const Conv2dDesc& d, const std::string& arch) {
+  if (nchw_mma_via_nhwc_switch() == NchwRoute::kOff) return "CONVJIT_NCHW_MMA_VIA_NHWC=0 turns the route off";
+  if (d.layout != Layout::kNCHW) return "the route is for NCHW problems";
+  if (arch.empty() || parse_arch(arch) < 80) return "the route's mma.sync kernel needs a named arch, sm_80 or newer";
+  if (d.dynamic_batch) return "a dynamic-batch problem keeps its NCHW kernels";
+  if (d.transposed || d.d != 1 || d.t != 1 || d.pad_d != 0) {
+    return "the NHWC mma.sync kernel runs 2-D forward problems only";
+  }
+  Conv2dDesc twin = d;
+  twin.layout = Layout::kNHWC;
+  if (runs_on_wgmma(twin, arch, kFullAlignment)) return "the NHWC twin runs on wgmma (that route's problem)";
+  return std::nullopt;
+}
+
+bool nchw_mma_takes_route(const Conv2dDesc& d, const std::string& arch) {
+  if (nchw_mma_via_nhwc_unsupported_reason(d, arch)) return false;
+  if (nchw_mma_via_nhwc_switch() == NchwRoute::kForced) return true;
+  if (!(d.groups == 1 && d.c < 16 && d.k >= 16 && d.r * d.s > 1)) return false;
+  // The route pays x's transpose, which only the work it saves outweighs: a reduction past
+  // 64 (the NCHW wgmma kernel's 16-channel stages, mostly zeros here), or outputs at least
+  // four times x's elements (where the NCHW kernels' per-element gathers cost more than x
+  // read and written once). Measured on the stems of both sets: ResNet's (147) and
+  // KernelBench 50's (363) reductions, VGG's and the U-Net's input layers took it and ran
+  // 1.2-3.3x faster; EfficientNet's strided 3x3 stem (x 0.375 of y) ran 1.2x slower
+  // (docs/perf.md, "Session 21").
+  const std::int64_t reduction = std::int64_t{d.c} * d.r * d.s;
+  return reduction > 64 || 4 * d.x_elements() <= d.y_elements();
+}
+
 Conv2dDesc implicit_gemm_model(const Conv2dDesc& d, const std::string& arch) {
   // NHWC problems that run on the mma.sync kernel (the wgmma kernel refuses them, or
   // nhwc_prefers_wgmma sends them there): its grid starves the machine on the same shapes
@@ -537,6 +566,8 @@ Algorithm select_algorithm(const Conv2dDesc& d, const std::string& arch) {
                        d.dilation_h == 1 && d.dilation_w == 1;
   const bool strict = strict_fp32(d);
   if (d.groups == 1 && patches && !strict && k_per_group >= 16) return Algorithm::kIm2colGemm;
+  // NCHW stems: x's transpose and the NHWC mma.sync kernel (nchw_mma_takes_route).
+  if (nchw_mma_takes_route(d, arch)) return Algorithm::kImplicitGemm;
   const bool tensor_cores = !unsupported_reason(d, Algorithm::kImplicitGemm, arch);
   // Few output channels over a deep reduction (a U-Net's 4-channel output layer): half an
   // n8 tile idle still beats FMA units at a seventh of the rate, and a GEMM as thin as
@@ -631,6 +662,8 @@ Specialization specialize(const Conv2dDesc& d, Algorithm algorithm, const std::s
       // NCHW problems the route takes run on the NHWC TMA kernel between two transposes,
       // whatever the pointers' alignment (the transposes copy elements).
       if (nchw_takes_route(d, arch)) return specialize_wgmma_via_nhwc(d);
+      // NCHW problems of few channels: x's transpose and the NHWC mma.sync kernel.
+      if (nchw_mma_takes_route(d, arch)) return specialize_implicit_gemm_via_nhwc(d);
       return runs_on_wgmma(d, arch, align) ? specialize_wgmma(d, align) : specialize_implicit_gemm(d, align);
     case Algorithm::kIm2colGemm:
       // The im2col kernels are scalar; cuBLAS checks the pointers it is given itself.

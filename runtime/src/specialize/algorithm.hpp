@@ -62,6 +62,19 @@ double predicted_nchw_wgmma_copy_ms(const Conv2dDesc& desc, const std::string& a
 // CONVJIT_NCHW_VIA_NHWC=1 forces it or the route is predicted faster than the NCHW kernel.
 bool nchw_takes_route(const Conv2dDesc& desc, const std::string& arch);
 
+// Empty when the implicit GEMM can run NCHW `desc` on `arch` through the NHWC mma.sync
+// kernel after x's transpose (specialize_implicit_gemm_via_nhwc); otherwise why not. For a
+// static-batch 2-D forward problem on sm_80 or newer whose NHWC twin runs on mma.sync (the
+// wgmma route takes the rest), unless CONVJIT_NCHW_MMA_VIA_NHWC=0.
+std::optional<std::string> nchw_mma_via_nhwc_unsupported_reason(const Conv2dDesc& desc, const std::string& arch);
+// Whether it does: the route applies, and CONVJIT_NCHW_MMA_VIA_NHWC=1 forces it or `desc`
+// is a one-group filter wider than 1x1 over fewer than 16 input channels and at least 16
+// output channels (the stems, on which the NHWC kernel's channel runs beat NCHW's
+// per-element gather and the NCHW wgmma kernel's mostly-zero 16-channel stages) whose
+// reduction is longer than 64 or whose outputs outnumber x's elements four times (the
+// transpose's cost against what it saves).
+bool nchw_mma_takes_route(const Conv2dDesc& desc, const std::string& arch);
+
 // Whether kAuto runs pointwise `desc` on the streaming pointwise kernel (through
 // kImplicitGemm) rather than cuBLAS.
 bool pointwise_stream_preferred(const Conv2dDesc& desc, const std::string& arch);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
+#include <string_view>
 
 #include "base/fail.hpp"
 #include "specialize/prologue.hpp"
@@ -110,7 +111,11 @@ unsigned copy_width(std::int64_t run, unsigned align, unsigned element) {
   return element;
 }
 
-Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
+namespace {
+// `d` is the problem as the kernel computes it (for the route, NCHW's NHWC twin); `via`
+// names the route: its own kernel name, W read in the caller's K,C/g,R,S order an element
+// at a time, y stored NCHW, x's transpose.
+Specialization specialize_igemm_for(const Conv2dDesc& d, const AlignmentNeeds& align, bool via) {
   const bool sixteen_bit = d.dtype != DType::kFloat32;
   const auto out = d.output_shape();
   const int k_per_group = d.k / d.groups;
@@ -160,18 +165,29 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   unsigned w_vec = whole_chunks && w_align >= 16 ? 16u : e;
   if (nhwc) {
     x_vec = copy_width(d.c / d.groups, align.x, e);
-    w_vec = copy_width(gemm_k, align.w, e);
-    const bool pair_channels = k_per_group % 2 == 0 && align.y >= 2 * e;
+    // The route's W is the caller's K,C/g,R,S filter, whose (r, s, c) runs are kR x kS apart.
+    w_vec = via ? e : copy_width(gemm_k, align.w, e);
+    const bool pair_channels = !via && k_per_group % 2 == 0 && align.y >= 2 * e;
     src.launch.needs = {x_vec, w_vec, e, pair_channels ? 2 * e : e};
     fmt::format_to(std::back_inserter(src.launch.tile), ", NHWC: x in {}-byte and w in {}-byte copies", x_vec, w_vec);
+    if (via) {
+      src.launch.tile += ", NCHW through NHWC: x transposed in the workspace, w read in K,C,R,S order, y stored NCHW";
+      // The main kernel reads x's copy in the workspace; the caller's pointers see element
+      // copies only.
+      src.launch.needs = {e, e, e, e};
+    }
   } else {
     src.launch.needs = {e, d.transposed ? e : w_vec, e, pair_y && align.y >= 4 ? 4u : e};
   }
   const std::string_view math = sixteen_bit ? to_string(d.dtype) : split == 3 ? "3xtf32" : "tf32";
-  src.source.kernel_name = fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
-                                       alignment_tag(align, kFullAlignment));
+  // The route's name says the caller's layout and the route: its cache key and inspect
+  // output are never the plain NHWC kernel's.
+  src.source.kernel_name = via ? fmt::format("conv2d_igemm_{}_nchw_{}_via_nhwc", math, problem_tag(d))
+                               : fmt::format("conv2d_igemm_{}_{}_{}{}", math, to_string(d.layout), problem_tag(d),
+                                             alignment_tag(align, kFullAlignment));
   Prologue prologue(src.source.kernel_name);
   if (d.transposed) prologue.define("CONVJIT_IGEMM_PACK_TRANSPOSED");
+  if (via) prologue.define("CONVJIT_IGEMM_VIA_NHWC");
   src.source.text = prologue.problem(d)
                         .constant("kBM", tile.bm)
                         .constant("kBN", tile.bn)
@@ -208,7 +224,38 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
                    .block_x = 256,
                    .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>((packed + 255) / 256, 1, 132 * 8))};
   }
+  if (via) {
+    // x per image: [C][H x W] -> [H x W][C].
+    src.launch.x_to_nhwc = layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c, std::int64_t{d.h} * d.w,
+                                            static_cast<std::uint64_t>(element));
+  }
   return src;
+}
+}  // namespace
+
+Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeeds& align) {
+  return specialize_igemm_for(d, align, /*via=*/false);
+}
+
+NchwRoute nchw_mma_via_nhwc_switch() {
+  const char* env = std::getenv("CONVJIT_NCHW_MMA_VIA_NHWC");
+  if (env == nullptr || *env == '\0') return NchwRoute::kByModel;
+  if (std::string_view(env) == "0") return NchwRoute::kOff;
+  if (std::string_view(env) == "1") return NchwRoute::kForced;
+  fail(ErrorCode::kInvalidArgument, "CONVJIT_NCHW_MMA_VIA_NHWC: expected 0 (off) or 1 (wherever it applies), got '{}'",
+       env);
+}
+
+Specialization specialize_implicit_gemm_via_nhwc(const Conv2dDesc& d) {
+  if (d.layout != Layout::kNCHW || d.dynamic_batch || d.transposed || d.d != 1 || d.t != 1 || d.pad_d != 0) {
+    fail(ErrorCode::kInternal, "specialize_implicit_gemm_via_nhwc: {} is not a static-batch 2-D forward NCHW problem",
+         d.to_string());
+  }
+  Conv2dDesc twin = d;
+  twin.layout = Layout::kNHWC;
+  // x's copy starts on a region boundary; w and y are the caller's, copied an element at a time.
+  const auto e = static_cast<unsigned>(size_of(d.dtype));
+  return specialize_igemm_for(twin, AlignmentNeeds{.x = kFullAlignment.x, .w = e, .bias = e, .y = e}, /*via=*/true);
 }
 
 }  // namespace convjit

@@ -717,10 +717,11 @@ NchwRoute nchw_via_nhwc_switch() {
 
 namespace {
 std::uint64_t round_up(std::uint64_t bytes, std::uint64_t to) { return (bytes + to - 1) / to * to; }
+}  // namespace
 
-// A tiled transpose of `rows` x `cols` matrices, one an image: 32 x 32 tiles (the
-// template's kTransposeTile), one tile a block at a time, as many blocks as a few waves
-// hold (the kernel walks the rest).
+// 32 x 32 tiles (the template's device::kTransposeTile), 256 threads a block
+// (kTransposeThreads), one tile a block at a time, as many blocks as a few waves hold (the
+// kernel walks the rest).
 LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int64_t rows, std::int64_t cols,
                                  std::uint64_t element) {
   constexpr std::int64_t kTile = 32;
@@ -731,6 +732,8 @@ LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int
       .block_x = 256,
       .grid_x = static_cast<unsigned>(std::clamp<std::int64_t>(tiles, 1, 132 * 16))};
 }
+
+namespace {
 
 // `d` is the problem as the kernel computes it (for the route, NCHW's NHWC twin; for a
 // transposed problem, its forward twin); `via` names the route: its own kernel name,

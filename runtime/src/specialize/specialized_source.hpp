@@ -211,6 +211,19 @@ NchwRoute nchw_via_nhwc_switch();
 // y transposed back from the workspace. Reads and writes every caller pointer one element
 // at a time, so it needs only element alignment.
 Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& desc);
+// The same route on the mma.sync kernel, for NCHW problems of few channels a group whose
+// NHWC twin runs there (nchw_mma_via_nhwc_unsupported_reason empty): x transposed into the
+// workspace, the NHWC stages reading the caller's K,C/g,R,S weights an element at a time,
+// and the kernel storing NCHW y itself. Element alignment only, as the wgmma route.
+Specialization specialize_implicit_gemm_via_nhwc(const Conv2dDesc& desc);
+// Whether narrow NCHW problems take that route: kByModel (CONVJIT_NCHW_MMA_VIA_NHWC
+// unset) where the heuristic says, kOff (=0) never, kForced (=1) wherever it applies.
+NchwRoute nchw_mma_via_nhwc_switch();
+// The routes' x (and y) transposes: `images` matrices of `rows` x `cols` elements of
+// `element` bytes, by the template's device::transpose_images entry `name`; the region
+// its output fills in the workspace.
+LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int64_t rows, std::int64_t cols,
+                                 std::uint64_t element);
 // The wgmma kernel's work split for `desc`, for the algorithm choice's cost model; empty
 // when the kernel cannot run it.
 struct WgmmaWork {
