@@ -1559,7 +1559,19 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
             Element* y_row =
                 y + ((static_cast<long long>(patch.img) * kK + group * kKPerGroup + k_out) * kP + p) * kQ + patch.q0;
             const Element* src = out_tile + n * kOutStride + pi * kBQ;
-            for (int q = lane; q < kBQ && patch.q0 + q < kQ; q += 32) y_row[q] = src[q];
+            // Every load of the row issued before its stores: one shared-memory latency a
+            // row, not one a store (kBQ / 32 of them), which bound the short patches.
+            constexpr int kPerLane = (kBQ + 31) / 32;
+            Element v[kPerLane];
+#pragma unroll
+            for (int i = 0; i < kPerLane; ++i) {
+              if (kBQ % 32 == 0 || lane + 32 * i < kBQ) v[i] = src[lane + 32 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < kPerLane; ++i) {
+              const int q = lane + 32 * i;
+              if ((kBQ % 32 == 0 || q < kBQ) && patch.q0 + q < kQ) y_row[q] = v[i];
+            }
           }
           bar_arrive(out_empty_bar);
         }
