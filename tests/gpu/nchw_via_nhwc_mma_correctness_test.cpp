@@ -80,11 +80,21 @@ TEST_F(NchwViaNhwcMma, NetworkStemsMatchFloat64InEveryDtypeAndMathMode) {
   Runtime rt(options());
   std::mt19937_64 rng(9102);
   const Conv2dDesc shapes[] = {
-      {.n = 2, .c = 3, .h = 224, .w = 224, .k = 64, .r = 7, .s = 7, .stride_h = 2, .stride_w = 2, .pad_h = 3,
-       .pad_w = 3, .bias = true, .activation = Activation::kRelu},
+      {.n = 2,
+       .c = 3,
+       .h = 224,
+       .w = 224,
+       .k = 64,
+       .r = 7,
+       .s = 7,
+       .stride_h = 2,
+       .stride_w = 2,
+       .pad_h = 3,
+       .pad_w = 3,
+       .bias = true,
+       .activation = Activation::kRelu},
       {.n = 1, .c = 3, .h = 96, .w = 96, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
-      {.n = 2, .c = 3, .h = 97, .w = 95, .k = 32, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1,
-       .pad_w = 1},
+      {.n = 2, .c = 3, .h = 97, .w = 95, .k = 32, .r = 3, .s = 3, .stride_h = 2, .stride_w = 2, .pad_h = 1, .pad_w = 1},
       {.n = 2, .c = 4, .h = 32, .w = 32, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
   };
   for (const Conv2dDesc& shape : shapes) {
@@ -140,10 +150,18 @@ TEST_F(NchwViaNhwcMma, TensorsAtElementOffsetsMatchFloat64) {
   Runtime rt(options());
   std::mt19937_64 rng(9103);
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind(
-        {.n = 2, .c = 3, .h = 17, .w = 19, .k = 40, .r = 5, .s = 5, .stride_h = 2, .pad_h = 2, .pad_w = 2,
-         .bias = true},
-        kind);
+    const Conv2dDesc d = with_kind({.n = 2,
+                                    .c = 3,
+                                    .h = 17,
+                                    .w = 19,
+                                    .k = 40,
+                                    .r = 5,
+                                    .s = 5,
+                                    .stride_h = 2,
+                                    .pad_h = 2,
+                                    .pad_w = 2,
+                                    .bias = true},
+                                   kind);
     expect_correct(rt, d, rng, /*positive=*/false, /*offset=*/size_of(kind.dtype));
   }
 }

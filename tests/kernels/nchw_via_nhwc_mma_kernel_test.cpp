@@ -140,15 +140,25 @@ TEST(NchwViaNhwcMmaKernel, UnsetOnlyStemsTakeItAndForcedReachesWiderMmaProblems)
   pointwise.pad_h = pointwise.pad_w = 0;
   // EfficientNet's stem: stride 2 over 3 channels into 32, a reduction of 27 and x 0.375
   // of y's elements: the transpose costs more than it saves.
-  const Conv2dDesc effnet = kind({.n = 32, .c = 3, .h = 224, .w = 224, .k = 32, .r = 3, .s = 3, .stride_h = 2,
-                                  .stride_w = 2, .pad_h = 1, .pad_w = 1},
+  const Conv2dDesc effnet = kind({.n = 32,
+                                  .c = 3,
+                                  .h = 224,
+                                  .w = 224,
+                                  .k = 32,
+                                  .r = 3,
+                                  .s = 3,
+                                  .stride_h = 2,
+                                  .stride_w = 2,
+                                  .pad_h = 1,
+                                  .pad_w = 1},
                                  DType::kFloat16);
   for (const Conv2dDesc& d : {deep, thin, grouped, pointwise, effnet}) {
     SCOPED_TRACE(d.to_string());
     EXPECT_FALSE(nchw_mma_takes_route(d, "sm_90"));
   }
   ScopedEnv on(kSwitch, "1");
-  ASSERT_FALSE(nchw_mma_via_nhwc_unsupported_reason(deep, "sm_80")) << *nchw_mma_via_nhwc_unsupported_reason(deep, "sm_80");
+  ASSERT_FALSE(nchw_mma_via_nhwc_unsupported_reason(deep, "sm_80"))
+      << *nchw_mma_via_nhwc_unsupported_reason(deep, "sm_80");
   EXPECT_TRUE(via(specialize(deep, Algorithm::kImplicitGemm, "sm_80")));
 }
 
@@ -169,8 +179,10 @@ TEST(NchwViaNhwcMmaKernel, DynamicBatchDepthTransposedAndOldOrUnnamedArchsKeepTh
     std::string arch;
     std::string why;
   };
-  const Case cases[] = {{dynamic, "sm_90", "dynamic-batch"}, {depth, "sm_90", "2-D forward"},
-                        {transposed, "sm_90", "2-D forward"},  {kind(kVggStem, DType::kFloat16), "sm_75", "sm_80"},
+  const Case cases[] = {{dynamic, "sm_90", "dynamic-batch"},
+                        {depth, "sm_90", "2-D forward"},
+                        {transposed, "sm_90", "2-D forward"},
+                        {kind(kVggStem, DType::kFloat16), "sm_75", "sm_80"},
                         {kind(kVggStem, DType::kFloat16), "", "named arch"},
                         {nhwc, "sm_90", "NCHW problems"}};
   for (const Case& c : cases) {
