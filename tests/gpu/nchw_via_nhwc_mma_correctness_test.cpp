@@ -110,7 +110,7 @@ TEST_F(NchwViaNhwcMma, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
   std::mt19937_64 rng(20261202);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   int done = 0;
-  for (int i = 0; done < 24; ++i) {
+  for (int draws = 0; done < 24 && draws < 400; ++draws) {
     Conv2dDesc d;
     d.groups = pick(0, 3) == 0 ? pick(2, 3) : 1;
     d.c = d.groups * pick(1, pick(0, 1) == 0 ? 7 : 40);
@@ -141,6 +141,7 @@ TEST_F(NchwViaNhwcMma, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
     expect_correct(rt, d, rng);
     ++done;
   }
+  EXPECT_EQ(done, 24) << "too few random problems took the route";
 }
 
 // Every tensor at an element offset past a 16-byte boundary: the transpose reads x and the
