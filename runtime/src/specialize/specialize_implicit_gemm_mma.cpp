@@ -7,7 +7,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iterator>
-#include <string_view>
 
 #include "base/fail.hpp"
 #include "specialize/prologue.hpp"
@@ -165,9 +164,8 @@ Specialization specialize_igemm_for(const Conv2dDesc& d, const AlignmentNeeds& a
   unsigned w_vec = whole_chunks && w_align >= 16 ? 16u : e;
   if (nhwc) {
     x_vec = copy_width(d.c / d.groups, align.x, e);
-    // The route's W is the caller's K,C/g,R,S filter, whose (r, s, c) runs are kR x kS apart.
-    w_vec = via ? e : copy_width(gemm_k, align.w, e);
-    const bool pair_channels = !via && k_per_group % 2 == 0 && align.y >= 2 * e;
+    w_vec = copy_width(gemm_k, align.w, e);
+    const bool pair_channels = k_per_group % 2 == 0 && align.y >= 2 * e;
     src.launch.needs = {x_vec, w_vec, e, pair_channels ? 2 * e : e};
     fmt::format_to(std::back_inserter(src.launch.tile), ", NHWC: x in {}-byte and w in {}-byte copies", x_vec, w_vec);
     if (via) {
@@ -237,14 +235,7 @@ Specialization specialize_implicit_gemm(const Conv2dDesc& d, const AlignmentNeed
   return specialize_igemm_for(d, align, /*via=*/false);
 }
 
-NchwRoute nchw_mma_via_nhwc_switch() {
-  const char* env = std::getenv("CONVJIT_NCHW_MMA_VIA_NHWC");
-  if (env == nullptr || *env == '\0') return NchwRoute::kByModel;
-  if (std::string_view(env) == "0") return NchwRoute::kOff;
-  if (std::string_view(env) == "1") return NchwRoute::kForced;
-  fail(ErrorCode::kInvalidArgument, "CONVJIT_NCHW_MMA_VIA_NHWC: expected 0 (off) or 1 (wherever it applies), got '{}'",
-       env);
-}
+NchwRoute nchw_mma_via_nhwc_switch() { return nchw_route_switch("CONVJIT_NCHW_MMA_VIA_NHWC"); }
 
 Specialization specialize_implicit_gemm_via_nhwc(const Conv2dDesc& d) {
   if (d.layout != Layout::kNCHW || d.dynamic_batch || d.transposed || d.d != 1 || d.t != 1 || d.pad_d != 0) {
@@ -253,7 +244,9 @@ Specialization specialize_implicit_gemm_via_nhwc(const Conv2dDesc& d) {
   }
   Conv2dDesc twin = d;
   twin.layout = Layout::kNHWC;
-  // x's copy starts on a region boundary; w and y are the caller's, copied an element at a time.
+  // x's copy starts on a region boundary. w and y are the caller's, copied an element at a
+  // time: its K,C/g,R,S filter's (r, s, c) runs are kR x kS apart, and its NCHW y is stored a
+  // channel at a time (the alignment below gives exactly those widths).
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   return specialize_igemm_for(twin, AlignmentNeeds{.x = kFullAlignment.x, .w = e, .bias = e, .y = e}, /*via=*/true);
 }

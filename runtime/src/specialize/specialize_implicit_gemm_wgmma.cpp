@@ -706,13 +706,14 @@ std::optional<WgmmaWork> wgmma_work(const Conv2dDesc& d) {
 // CONVJIT_NCHW_VIA_NHWC=0|1 turns the route off or forces it where it applies (for tests
 // and timing runs of either path); unset, the cost model decides per problem. It changes
 // the source, so the cache key.
-NchwRoute nchw_via_nhwc_switch() {
-  const char* env = std::getenv("CONVJIT_NCHW_VIA_NHWC");
+NchwRoute nchw_via_nhwc_switch() { return nchw_route_switch("CONVJIT_NCHW_VIA_NHWC"); }
+
+NchwRoute nchw_route_switch(const char* variable) {
+  const char* env = std::getenv(variable);
   if (env == nullptr || *env == '\0') return NchwRoute::kByModel;
   if (std::string_view(env) == "0") return NchwRoute::kOff;
   if (std::string_view(env) == "1") return NchwRoute::kForced;
-  fail(ErrorCode::kInvalidArgument, "CONVJIT_NCHW_VIA_NHWC: expected 0 (off) or 1 (wherever it applies), got '{}'",
-       env);
+  fail(ErrorCode::kInvalidArgument, "{}: expected 0 (off) or 1 (wherever it applies), got '{}'", variable, env);
 }
 
 namespace {

@@ -206,6 +206,9 @@ bool wgmma_b_map_enabled();
 // it applies.
 enum class NchwRoute { kByModel, kOff, kForced };
 NchwRoute nchw_via_nhwc_switch();
+// Either route's switch: `variable` unset is kByModel, 0 kOff, 1 kForced; anything else is
+// refused (kInvalidArgument), the variable named.
+NchwRoute nchw_route_switch(const char* variable);
 // The NHWC TMA wgmma kernel for NCHW `desc` (validated; nchw_via_nhwc_unsupported_reason
 // empty): x transposed into the workspace, the weights packed from their K,C/g,R,S order,
 // y transposed back from the workspace. Reads and writes every caller pointer one element
