@@ -24,13 +24,7 @@ namespace {
 using testing::chunk_channels;
 using testing::Kind;
 using testing::kKinds;
-
-Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
-  d.dtype = kind.dtype;
-  d.math = kind.math;
-  d.layout = Layout::kNCHW;
-  return d;
-}
+using testing::of_kind;
 
 class NchwViaNhwc : public ::testing::Test {
  protected:
@@ -73,7 +67,7 @@ TEST_F(NchwViaNhwc, ProbeOneTileMatchesFloat64InEveryDtypeAndMathMode) {
   Runtime rt(options());
   std::mt19937_64 rng(9001);
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind(
+    const Conv2dDesc d = of_kind(
         {.n = 1, .c = chunk_channels(kind.dtype), .h = 8, .w = 9, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
         kind);
     expect_correct(rt, d, rng);
@@ -119,7 +113,7 @@ TEST_F(NchwViaNhwc, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
   std::mt19937_64 rng(20261130);
   for (int i = 0; i < 24; ++i) {
     const Kind& kind = kKinds[i % 4];
-    expect_correct(rt, with_kind(random_route_desc(rng, kind.dtype), kind), rng);
+    expect_correct(rt, of_kind(random_route_desc(rng, kind.dtype), kind), rng);
   }
 }
 
@@ -135,7 +129,7 @@ TEST_F(NchwViaNhwc, SplitKDeepChannelsAndAVggLayerMatchFloat64) {
       {.n = 2, .c = 512, .h = 28, .w = 28, .k = 512, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
   };
   for (const Conv2dDesc& shape : shapes) {
-    for (const Kind& kind : kKinds) expect_correct(rt, with_kind(shape, kind), rng, /*positive=*/true);
+    for (const Kind& kind : kKinds) expect_correct(rt, of_kind(shape, kind), rng, /*positive=*/true);
   }
 }
 
@@ -149,8 +143,8 @@ TEST_F(NchwViaNhwc, FourOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
   for (const Kind& kind : kKinds) {
     expect_correct(
         rt,
-        with_kind({.n = 2, .c = 320, .h = 16, .w = 16, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
-                  kind),
+        of_kind({.n = 2, .c = 320, .h = 16, .w = 16, .k = 4, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+                kind),
         rng);
   }
 }
@@ -159,7 +153,7 @@ TEST_F(NchwViaNhwc, TensorsAtElementOffsetsMatchFloat64) {
   Runtime rt(options());
   std::mt19937_64 rng(9003);
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind(
+    const Conv2dDesc d = of_kind(
         {.n = 2, .c = 64, .h = 9, .w = 11, .k = 80, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true}, kind);
     expect_correct(rt, d, rng, /*positive=*/false, /*offset=*/size_of(kind.dtype));
   }

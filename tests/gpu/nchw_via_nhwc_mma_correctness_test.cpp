@@ -23,13 +23,7 @@ namespace {
 
 using testing::Kind;
 using testing::kKinds;
-
-Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
-  d.dtype = kind.dtype;
-  d.math = kind.math;
-  d.layout = Layout::kNCHW;
-  return d;
-}
+using testing::of_kind;
 
 class NchwViaNhwcMma : public ::testing::Test {
  protected:
@@ -66,7 +60,7 @@ TEST_F(NchwViaNhwcMma, ProbeOneTileOfAThreeChannelStemMatchesFloat64InEveryDtype
   std::mt19937_64 rng(9101);
   for (const Kind& kind : kKinds) {
     const Conv2dDesc d =
-        with_kind({.n = 1, .c = 3, .h = 9, .w = 11, .k = 24, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind);
+        of_kind({.n = 1, .c = 3, .h = 9, .w = 11, .k = 24, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1}, kind);
     expect_correct(rt, d, rng);
     expect_correct(rt, d, rng, /*positive=*/true);
   }
@@ -98,7 +92,7 @@ TEST_F(NchwViaNhwcMma, NetworkStemsMatchFloat64InEveryDtypeAndMathMode) {
       {.n = 2, .c = 4, .h = 32, .w = 32, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
   };
   for (const Conv2dDesc& shape : shapes) {
-    for (const Kind& kind : kKinds) expect_correct(rt, with_kind(shape, kind), rng);
+    for (const Kind& kind : kKinds) expect_correct(rt, of_kind(shape, kind), rng);
   }
 }
 
@@ -128,7 +122,7 @@ TEST_F(NchwViaNhwcMma, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
     d.dilation_w = pick(1, 2);
     d.bias = pick(0, 1) == 1;
     d.activation = pick(0, 1) == 1 ? Activation::kRelu : Activation::kNone;
-    d = with_kind(d, kKinds[done % 4]);
+    d = of_kind(d, kKinds[done % 4]);
     try {
       d.validate();
     } catch (const Error&) {
@@ -151,18 +145,18 @@ TEST_F(NchwViaNhwcMma, TensorsAtElementOffsetsMatchFloat64) {
   Runtime rt(options());
   std::mt19937_64 rng(9103);
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind({.n = 2,
-                                    .c = 3,
-                                    .h = 17,
-                                    .w = 19,
-                                    .k = 40,
-                                    .r = 5,
-                                    .s = 5,
-                                    .stride_h = 2,
-                                    .pad_h = 2,
-                                    .pad_w = 2,
-                                    .bias = true},
-                                   kind);
+    const Conv2dDesc d = of_kind({.n = 2,
+                                  .c = 3,
+                                  .h = 17,
+                                  .w = 19,
+                                  .k = 40,
+                                  .r = 5,
+                                  .s = 5,
+                                  .stride_h = 2,
+                                  .pad_h = 2,
+                                  .pad_w = 2,
+                                  .bias = true},
+                                 kind);
     expect_correct(rt, d, rng, /*positive=*/false, /*offset=*/size_of(kind.dtype));
   }
 }

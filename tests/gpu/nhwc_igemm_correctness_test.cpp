@@ -25,12 +25,7 @@ namespace {
 
 using testing::Kind;
 using testing::kKinds;
-
-Conv2dDesc with_kind(Conv2dDesc d, const Kind& kind) {
-  d.dtype = kind.dtype;
-  d.math = kind.math;
-  return d;
-}
+using testing::of_kind;
 
 // Channel counts per group from 1 (odd ones included, so that every copy width down to a
 // single element is drawn) to past one 128-channel tile; 1 to 3 groups.
@@ -81,7 +76,7 @@ TEST_F(NhwcImplicitGemm, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
   for (int i = 0; i < 16; ++i) {
     // Each problem in one kind, the kinds in turn: every kind meets every kind of shape
     // over the run without compiling each shape four times.
-    const Conv2dDesc d = with_kind(random_nhwc_desc(rng), kKinds[i % 4]);
+    const Conv2dDesc d = of_kind(random_nhwc_desc(rng), kKinds[i % 4]);
     SCOPED_TRACE(d.to_string());
     const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
     expect_nhwc_implicit_gemm(plan.kernel_name());
@@ -113,7 +108,7 @@ TEST_F(NhwcImplicitGemm, NetworkShapesWithAllPositiveDataStayInBounds) {
   };
   for (int i = 0; i < 3; ++i) {
     for (const Kind& kind : kKinds) {
-      Conv2dDesc d = with_kind(shapes[i], kind);
+      Conv2dDesc d = of_kind(shapes[i], kind);
       d.layout = Layout::kNHWC;
       SCOPED_TRACE(d.to_string());
       const auto result = testing::check_on_gpu(rt, d, rng, /*use_plan=*/true, Algorithm::kImplicitGemm,
@@ -196,7 +191,7 @@ TEST_F(NhwcImplicitGemm, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) 
                         .bias = true,
                         .layout = Layout::kNHWC};
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind(base, kind);
+    const Conv2dDesc d = of_kind(base, kind);
     const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
     expect_mma_nhwc(plan.kernel_name());
     EXPECT_EQ(plan.alignment().x, 16u) << plan.kernel_name();
@@ -270,7 +265,7 @@ TEST_F(WgmmaNhwc, RandomProblemsRunOnWgmmaAndMatchFloat64InEveryDtypeAndMathMode
   std::mt19937_64 rng(20261130);
   for (int i = 0; i < 24; ++i) {
     const Kind& kind = kKinds[i % 4];
-    const Conv2dDesc d = with_kind(random_wgmma_nhwc_desc(rng, kind.dtype), kind);
+    const Conv2dDesc d = of_kind(random_wgmma_nhwc_desc(rng, kind.dtype), kind);
     SCOPED_TRACE(d.to_string());
     const auto plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
     expect_wgmma_nhwc(plan.kernel_name());
@@ -305,7 +300,7 @@ TEST_F(WgmmaNhwc, NetworkShapesWithAllPositiveDataStayInBounds) {
   };
   for (const Conv2dDesc& shape : shapes) {
     for (const Kind& kind : kKinds) {
-      Conv2dDesc d = with_kind(shape, kind);
+      Conv2dDesc d = of_kind(shape, kind);
       d.layout = Layout::kNHWC;
       SCOPED_TRACE(d.to_string());
       expect_wgmma_nhwc(rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm}).kernel_name());
@@ -337,7 +332,7 @@ TEST_F(WgmmaNhwc, PointersAtEveryOffsetTheDtypeAllowsGiveCorrectResults) {
                         .bias = true,
                         .layout = Layout::kNHWC};
   for (const Kind& kind : kKinds) {
-    const Conv2dDesc d = with_kind(base, kind);
+    const Conv2dDesc d = of_kind(base, kind);
     const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
     expect_wgmma_nhwc(plan.kernel_name());
     EXPECT_EQ(plan.alignment().x, 16u) << plan.kernel_name();
@@ -371,7 +366,7 @@ TEST_F(WgmmaNhwc, SplitReductionsMatchFloat64InEveryDtypeAndMathMode) {
   };
   for (const Conv2dDesc& shape : shapes) {
     for (const Kind& kind : kKinds) {
-      Conv2dDesc d = with_kind(shape, kind);
+      Conv2dDesc d = of_kind(shape, kind);
       d.layout = Layout::kNHWC;
       SCOPED_TRACE(d.to_string());
       const Conv2dPlan plan = rt.plan(d, PlanOptions{.algorithm = Algorithm::kImplicitGemm});

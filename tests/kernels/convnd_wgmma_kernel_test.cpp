@@ -14,6 +14,7 @@
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
@@ -21,12 +22,7 @@ namespace {
 
 using testing::prologue_constant;
 using testing::ScopedEnv;
-
-Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
-  d.dtype = dtype;
-  d.math = math;
-  return d;
-}
+using testing::with_dtype;
 
 // KernelBench 61's kind, small (stride-1 transposed, 48 channels: one and a half chunks
 // in f32), and a forward 3-D layer with depth padding and stride.
@@ -61,9 +57,9 @@ TEST(ForwardTwin, ThreeDimensionalTransposedHasTheFlippedDepthPadding) {
 
 TEST(ConvNdWgmmaKernel, NcdhwProblemsTakeTheRouteThroughARankFiveMapAndCompileWithoutSpills) {
   ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
-  const Conv2dDesc cases[] = {kind(kTransposed3d, DType::kFloat16), kind(kForward3d, DType::kFloat32),
-                              kind(kForward3d, DType::kFloat32, MathMode::kStrictFp32),
-                              kind(kTransposed3d, DType::kBFloat16)};
+  const Conv2dDesc cases[] = {with_dtype(kTransposed3d, DType::kFloat16), with_dtype(kForward3d, DType::kFloat32),
+                              with_dtype(kForward3d, DType::kFloat32, MathMode::kStrictFp32),
+                              with_dtype(kTransposed3d, DType::kBFloat16)};
   for (const Conv2dDesc& d : cases) {
     SCOPED_TRACE(d.to_string());
     ASSERT_FALSE(nchw_via_nhwc_unsupported_reason(d, "sm_90")) << *nchw_via_nhwc_unsupported_reason(d, "sm_90");
@@ -161,7 +157,7 @@ TEST(ConvNdWgmmaKernel, AutoRunsKernelBenchsThreeDimensionalTransposedProblemsTh
                                   .transposed = true}};
   for (const Conv2dDesc& p : problems) {
     for (const DType dtype : {DType::kFloat32, DType::kFloat16}) {
-      const Conv2dDesc d = kind(p, dtype);
+      const Conv2dDesc d = with_dtype(p, dtype);
       SCOPED_TRACE(d.to_string());
       EXPECT_EQ(resolve_algorithm(d, Algorithm::kAuto, "sm_90"), Algorithm::kImplicitGemm);
       EXPECT_TRUE(nchw_takes_route(d, "sm_90"));
@@ -175,14 +171,14 @@ TEST(ConvNdWgmmaKernel, AutoRunsKernelBenchsThreeDimensionalTransposedProblemsTh
 // 3-D problem keeps im2col (the mma.sync kernels' channels-last copies are 2-D); before
 // Hopper, no route.
 TEST(ConvNdWgmmaKernel, WhatTheRankFiveMapCannotReadKeepsItsKernelsWithTheReason) {
-  Conv2dDesc wide_pad = kind(kForward3d, DType::kFloat16);
+  Conv2dDesc wide_pad = with_dtype(kForward3d, DType::kFloat16);
   wide_pad.h = 40;
   wide_pad.pad_h = 17;
-  Conv2dDesc far_reach = kind(kForward3d, DType::kFloat16);
+  Conv2dDesc far_reach = with_dtype(kForward3d, DType::kFloat16);
   far_reach.w = 80;
   far_reach.s = 5;
   far_reach.dilation_w = 9;  // reach 36
-  Conv2dDesc stem = kind(kForward3d, DType::kFloat32);
+  Conv2dDesc stem = with_dtype(kForward3d, DType::kFloat32);
   stem.c = 3;
   struct Case {
     Conv2dDesc desc;
@@ -195,14 +191,15 @@ TEST(ConvNdWgmmaKernel, WhatTheRankFiveMapCannotReadKeepsItsKernelsWithTheReason
     EXPECT_NE(why->find(c.why), std::string::npos) << *why;
     EXPECT_FALSE(specialize(c.desc, Algorithm::kImplicitGemm, "sm_90").source.kernel_name.ends_with("_via_nhwc"));
   }
-  Conv2dDesc cl = kind(kForward3d, DType::kFloat16);
+  Conv2dDesc cl = with_dtype(kForward3d, DType::kFloat16);
   cl.layout = Layout::kNHWC;
   EXPECT_TRUE(why_unsupported(cl, Algorithm::kImplicitGemm, "sm_90"));
   EXPECT_EQ(select_algorithm(cl, "sm_90"), Algorithm::kIm2colGemm);
-  EXPECT_TRUE(nchw_via_nhwc_unsupported_reason(kind(kForward3d, DType::kFloat16), "sm_80"));
+  EXPECT_TRUE(nchw_via_nhwc_unsupported_reason(with_dtype(kForward3d, DType::kFloat16), "sm_80"));
   // The NCDHW problem itself is no wgmma kernel's: only its NDHWC twin, through the route.
-  ASSERT_TRUE(wgmma_unsupported_reason(kind(kForward3d, DType::kFloat16), "sm_90"));
-  EXPECT_NE(wgmma_unsupported_reason(kind(kForward3d, DType::kFloat16), "sm_90")->find("route"), std::string::npos);
+  ASSERT_TRUE(wgmma_unsupported_reason(with_dtype(kForward3d, DType::kFloat16), "sm_90"));
+  EXPECT_NE(wgmma_unsupported_reason(with_dtype(kForward3d, DType::kFloat16), "sm_90")->find("route"),
+            std::string::npos);
 }
 
 }  // namespace
@@ -215,28 +212,28 @@ namespace {
 // (1, 1, 1), through the route with the bias fill; compiles for sm_90a without spills.
 TEST(ConvNdWgmmaKernel, AThreeDimensionalSinglePhaseTransposedProblemRunsThroughTheRouteWithAFill) {
   ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
-  const Conv2dDesc d = kind({.n = 2,
-                             .c = 32,
-                             .h = 8,
-                             .w = 8,
-                             .k = 64,
-                             .r = 3,
-                             .s = 3,
-                             .stride_h = 2,
-                             .stride_w = 2,
-                             .pad_h = 1,
-                             .pad_w = 1,
-                             .dilation_h = 2,
-                             .dilation_w = 2,
-                             .bias = true,
-                             .spatial_dims = 3,
-                             .d = 4,
-                             .t = 3,
-                             .stride_d = 2,
-                             .pad_d = 1,
-                             .dilation_d = 2,
-                             .transposed = true},
-                            DType::kFloat16);
+  const Conv2dDesc d = with_dtype({.n = 2,
+                                   .c = 32,
+                                   .h = 8,
+                                   .w = 8,
+                                   .k = 64,
+                                   .r = 3,
+                                   .s = 3,
+                                   .stride_h = 2,
+                                   .stride_w = 2,
+                                   .pad_h = 1,
+                                   .pad_w = 1,
+                                   .dilation_h = 2,
+                                   .dilation_w = 2,
+                                   .bias = true,
+                                   .spatial_dims = 3,
+                                   .d = 4,
+                                   .t = 3,
+                                   .stride_d = 2,
+                                   .pad_d = 1,
+                                   .dilation_d = 2,
+                                   .transposed = true},
+                                  DType::kFloat16);
   const auto f = forward_twin(d);
   ASSERT_TRUE(f.twin) << f.why_not;
   EXPECT_TRUE(f.phased());

@@ -20,6 +20,7 @@
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
@@ -27,14 +28,9 @@ namespace {
 
 using testing::prologue_constant;
 using testing::ScopedEnv;
+using testing::with_dtype;
 
 constexpr const char* kSwitch = "CONVJIT_NCHW_VIA_NHWC";
-
-Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
-  d.dtype = dtype;
-  d.math = math;
-  return d;
-}
 
 bool via(const Specialization& src) { return src.source.kernel_name.ends_with("_via_nhwc"); }
 
@@ -66,10 +62,10 @@ TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEver
     Conv2dDesc desc;
     bool split;
   };
-  const Case cases[] = {{kind(kVgg, DType::kFloat16), false},
-                        {kind(kGrouped, DType::kBFloat16), true},
-                        {kind(kVgg, DType::kFloat32), false},
-                        {kind(kDeep, DType::kFloat32, MathMode::kStrictFp32), true}};
+  const Case cases[] = {{with_dtype(kVgg, DType::kFloat16), false},
+                        {with_dtype(kGrouped, DType::kBFloat16), true},
+                        {with_dtype(kVgg, DType::kFloat32), false},
+                        {with_dtype(kDeep, DType::kFloat32, MathMode::kStrictFp32), true}};
   for (const Case& c : cases) {
     const Conv2dDesc& d = c.desc;
     ASSERT_FALSE(nchw_via_nhwc_unsupported_reason(d, "sm_90")) << *nchw_via_nhwc_unsupported_reason(d, "sm_90");
@@ -140,8 +136,8 @@ TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEver
 // problems the route would take; forced (=1), the same problems take the route; any other
 // value is refused with the variable named.
 TEST(NchwViaNhwcKernel, ZeroGivesExactlyTheNchwKernelOfBeforeAndOtherValuesAreRefused) {
-  const Conv2dDesc problems[] = {kind(kVgg, DType::kFloat16), kind(kGrouped, DType::kFloat32),
-                                 kind(kDeep, DType::kBFloat16)};
+  const Conv2dDesc problems[] = {with_dtype(kVgg, DType::kFloat16), with_dtype(kGrouped, DType::kFloat32),
+                                 with_dtype(kDeep, DType::kBFloat16)};
   for (const Conv2dDesc& d : problems) {
     SCOPED_TRACE(d.to_string());
     const auto before = runs_on_wgmma(d, "sm_90") ? specialize_wgmma(d) : specialize_implicit_gemm(d);
@@ -172,7 +168,7 @@ TEST(NchwViaNhwcKernel, ZeroGivesExactlyTheNchwKernelOfBeforeAndOtherValuesAreRe
   }
   // Every kernel of before reads the weights in its own layout's order (the value that
   // keeps its code): NCHW K,C,R,S, NHWC K,R,S,C.
-  const Conv2dDesc nchw = kind(kVgg, DType::kFloat16);
+  const Conv2dDesc nchw = with_dtype(kVgg, DType::kFloat16);
   Conv2dDesc nhwc = nchw;
   nhwc.layout = Layout::kNHWC;
   EXPECT_EQ(prologue_constant(specialize_wgmma(nchw), "bool", "kWeightsKcrs"), "true");
@@ -186,13 +182,13 @@ TEST(NchwViaNhwcKernel, DynamicBatchOtherArchsAndProblemsTheMapCannotReadKeepThe
   ScopedEnv on(kSwitch, "1");
   // The 3-channel problem below would take the mma.sync route (NchwViaNhwcMmaKernel).
   ScopedEnv no_mma_route("CONVJIT_NCHW_MMA_VIA_NHWC", "0");
-  Conv2dDesc dynamic = kind(kVgg, DType::kFloat16);
+  Conv2dDesc dynamic = with_dtype(kVgg, DType::kFloat16);
   dynamic.dynamic_batch = true;
-  Conv2dDesc strided = kind(kVgg, DType::kFloat16);  // past the map's traversal strides
+  Conv2dDesc strided = with_dtype(kVgg, DType::kFloat16);  // past the map's traversal strides
   strided.stride_h = 9;
-  Conv2dDesc tail = kind(kGrouped, DType::kFloat16);  // groups of 72 channels: no whole chunks
+  Conv2dDesc tail = with_dtype(kGrouped, DType::kFloat16);  // groups of 72 channels: no whole chunks
   tail.c = 144;
-  Conv2dDesc narrow = kind(kVgg, DType::kFloat32);  // 12-byte pixels: no map stride
+  Conv2dDesc narrow = with_dtype(kVgg, DType::kFloat32);  // 12-byte pixels: no map stride
   narrow.c = 3;
   struct Case {
     Conv2dDesc desc;
@@ -200,7 +196,7 @@ TEST(NchwViaNhwcKernel, DynamicBatchOtherArchsAndProblemsTheMapCannotReadKeepThe
     std::string why;
   };
   const Case cases[] = {{dynamic, "sm_90", "dynamic-batch"},
-                        {kind(kVgg, DType::kFloat16), "sm_80", "sm_90"},
+                        {with_dtype(kVgg, DType::kFloat16), "sm_80", "sm_90"},
                         {strided, "sm_90", "traversal strides"},
                         {tail, "sm_90", "whole 128-byte chunks"},
                         {narrow, "sm_90", "multiple of 16"}};
@@ -221,7 +217,7 @@ TEST(NchwViaNhwcKernel, DynamicBatchOtherArchsAndProblemsTheMapCannotReadKeepThe
 // read and written once, the weights packed from K,C/g,R,S, and the launches.
 TEST(NchwViaNhwcKernel, PredictedTimeIsTheNhwcKernelsPlusTheTransposesThePackAndTheLaunches) {
   ScopedEnv on(kSwitch, "1");
-  const Conv2dDesc d = kind(kVgg, DType::kFloat16);
+  const Conv2dDesc d = with_dtype(kVgg, DType::kFloat16);
   Conv2dDesc twin = d;
   twin.layout = Layout::kNHWC;
   const double route = predicted_nchw_via_nhwc_ms(d, "sm_90");
@@ -240,11 +236,11 @@ TEST(NchwViaNhwcKernel, PredictedTimeIsTheNhwcKernelsPlusTheTransposesThePackAnd
 // move 400 MB, keeps the NCHW kernel.
 TEST(NchwViaNhwcKernel, UnsetTheModelSendsMidSizeLayersThroughTheRouteAndKeepsWideImagesOnTheNchwKernel) {
   ScopedEnv unset(kSwitch, nullptr);
-  const Conv2dDesc vgg = kind(kVgg, DType::kFloat16);
+  const Conv2dDesc vgg = with_dtype(kVgg, DType::kFloat16);
   EXPECT_LT(predicted_nchw_via_nhwc_ms(vgg, "sm_90"), predicted_nchw_wgmma_copy_ms(vgg, "sm_90"));
   EXPECT_TRUE(nchw_takes_route(vgg, "sm_90"));
   EXPECT_TRUE(via(specialize(vgg, Algorithm::kImplicitGemm, "sm_90")));
-  const Conv2dDesc wide = kind({.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7}, DType::kFloat16);
+  const Conv2dDesc wide = with_dtype({.n = 8, .c = 64, .h = 512, .w = 256, .k = 128, .r = 5, .s = 7}, DType::kFloat16);
   EXPECT_FALSE(nchw_via_nhwc_unsupported_reason(wide, "sm_90").has_value());
   EXPECT_GT(predicted_nchw_via_nhwc_ms(wide, "sm_90"), predicted_nchw_wgmma_copy_ms(wide, "sm_90"));
   EXPECT_FALSE(nchw_takes_route(wide, "sm_90"));
@@ -253,8 +249,8 @@ TEST(NchwViaNhwcKernel, UnsetTheModelSendsMidSizeLayersThroughTheRouteAndKeepsWi
   for (const auto& [dtype, math] :
        {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat32, MathMode::kStrictFp32},
         std::pair{DType::kBFloat16, MathMode::kTF32}}) {
-    EXPECT_TRUE(nchw_takes_route(kind(kVgg, dtype, math), "sm_90"));
-    EXPECT_FALSE(nchw_takes_route(kind(wide, dtype, math), "sm_90"));
+    EXPECT_TRUE(nchw_takes_route(with_dtype(kVgg, dtype, math), "sm_90"));
+    EXPECT_FALSE(nchw_takes_route(with_dtype(wide, dtype, math), "sm_90"));
   }
 }
 

@@ -19,6 +19,7 @@
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
@@ -26,14 +27,9 @@ namespace {
 
 using testing::prologue_constant;
 using testing::ScopedEnv;
+using testing::with_dtype;
 
 constexpr const char* kSwitch = "CONVJIT_NCHW_MMA_VIA_NHWC";
-
-Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
-  d.dtype = dtype;
-  d.math = math;
-  return d;
-}
 
 bool via(const Specialization& src) { return src.source.kernel_name.ends_with("_via_nhwc"); }
 
@@ -47,9 +43,9 @@ const Conv2dDesc kUnetIn{
 
 TEST(NchwViaNhwcMmaKernel, StemKernelsCompileWithoutSpillsWithXsTransposeAndNchwStoresInEveryDtypeAndMathMode) {
   ScopedEnv unset(kSwitch, nullptr);
-  const Conv2dDesc cases[] = {kind(kResnetStem, DType::kFloat16), kind(kVggStem, DType::kBFloat16),
-                              kind(kUnetIn, DType::kFloat32),
-                              kind(kResnetStem, DType::kFloat32, MathMode::kStrictFp32)};
+  const Conv2dDesc cases[] = {with_dtype(kResnetStem, DType::kFloat16), with_dtype(kVggStem, DType::kBFloat16),
+                              with_dtype(kUnetIn, DType::kFloat32),
+                              with_dtype(kResnetStem, DType::kFloat32, MathMode::kStrictFp32)};
   for (const Conv2dDesc& d : cases) {
     ASSERT_FALSE(nchw_mma_via_nhwc_unsupported_reason(d, "sm_90")) << *nchw_mma_via_nhwc_unsupported_reason(d, "sm_90");
     EXPECT_TRUE(nchw_mma_takes_route(d, "sm_90"));
@@ -99,7 +95,7 @@ TEST(NchwViaNhwcMmaKernel, StemKernelsCompileWithoutSpillsWithXsTransposeAndNchw
 
 // Off: the kernel of before, to the byte; any other value than 0 or 1 is refused, named.
 TEST(NchwViaNhwcMmaKernel, ZeroGivesExactlyTheKernelOfBeforeAndOtherValuesAreRefused) {
-  for (const Conv2dDesc& d : {kind(kResnetStem, DType::kFloat16), kind(kUnetIn, DType::kBFloat16)}) {
+  for (const Conv2dDesc& d : {with_dtype(kResnetStem, DType::kFloat16), with_dtype(kUnetIn, DType::kBFloat16)}) {
     SCOPED_TRACE(d.to_string());
     {
       ScopedEnv off(kSwitch, "0");
@@ -127,31 +123,31 @@ TEST(NchwViaNhwcMmaKernel, ZeroGivesExactlyTheKernelOfBeforeAndOtherValuesAreRef
 // takes it too.
 TEST(NchwViaNhwcMmaKernel, UnsetOnlyStemsTakeItAndForcedReachesWiderMmaProblems) {
   ScopedEnv unset(kSwitch, nullptr);
-  Conv2dDesc deep = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc deep = with_dtype(kVggStem, DType::kFloat16);
   deep.c = 32;
-  Conv2dDesc thin = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc thin = with_dtype(kVggStem, DType::kFloat16);
   thin.k = 8;
-  Conv2dDesc grouped = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc grouped = with_dtype(kVggStem, DType::kFloat16);
   grouped.c = 8;
   grouped.k = 64;
   grouped.groups = 2;
-  Conv2dDesc pointwise = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc pointwise = with_dtype(kVggStem, DType::kFloat16);
   pointwise.r = pointwise.s = 1;
   pointwise.pad_h = pointwise.pad_w = 0;
   // EfficientNet's stem: stride 2 over 3 channels into 32, a reduction of 27 and x 0.375
   // of y's elements: the transpose costs more than it saves.
-  const Conv2dDesc effnet = kind({.n = 32,
-                                  .c = 3,
-                                  .h = 224,
-                                  .w = 224,
-                                  .k = 32,
-                                  .r = 3,
-                                  .s = 3,
-                                  .stride_h = 2,
-                                  .stride_w = 2,
-                                  .pad_h = 1,
-                                  .pad_w = 1},
-                                 DType::kFloat16);
+  const Conv2dDesc effnet = with_dtype({.n = 32,
+                                        .c = 3,
+                                        .h = 224,
+                                        .w = 224,
+                                        .k = 32,
+                                        .r = 3,
+                                        .s = 3,
+                                        .stride_h = 2,
+                                        .stride_w = 2,
+                                        .pad_h = 1,
+                                        .pad_w = 1},
+                                       DType::kFloat16);
   for (const Conv2dDesc& d : {deep, thin, grouped, pointwise, effnet}) {
     SCOPED_TRACE(d.to_string());
     EXPECT_FALSE(nchw_mma_takes_route(d, "sm_90"));
@@ -164,15 +160,15 @@ TEST(NchwViaNhwcMmaKernel, UnsetOnlyStemsTakeItAndForcedReachesWiderMmaProblems)
 
 TEST(NchwViaNhwcMmaKernel, DynamicBatchDepthTransposedAndOldOrUnnamedArchsKeepTheNchwPathWithTheReason) {
   ScopedEnv on(kSwitch, "1");
-  Conv2dDesc dynamic = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc dynamic = with_dtype(kVggStem, DType::kFloat16);
   dynamic.dynamic_batch = true;
-  Conv2dDesc depth = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc depth = with_dtype(kVggStem, DType::kFloat16);
   depth.d = 4;
   depth.t = 3;
   depth.pad_d = 1;
-  Conv2dDesc transposed = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc transposed = with_dtype(kVggStem, DType::kFloat16);
   transposed.transposed = true;
-  Conv2dDesc nhwc = kind(kVggStem, DType::kFloat16);
+  Conv2dDesc nhwc = with_dtype(kVggStem, DType::kFloat16);
   nhwc.layout = Layout::kNHWC;
   struct Case {
     Conv2dDesc desc;
@@ -182,8 +178,8 @@ TEST(NchwViaNhwcMmaKernel, DynamicBatchDepthTransposedAndOldOrUnnamedArchsKeepTh
   const Case cases[] = {{dynamic, "sm_90", "dynamic-batch"},
                         {depth, "sm_90", "2-D forward"},
                         {transposed, "sm_90", "2-D forward"},
-                        {kind(kVggStem, DType::kFloat16), "sm_75", "sm_80"},
-                        {kind(kVggStem, DType::kFloat16), "", "named arch"},
+                        {with_dtype(kVggStem, DType::kFloat16), "sm_75", "sm_80"},
+                        {with_dtype(kVggStem, DType::kFloat16), "", "named arch"},
                         {nhwc, "sm_90", "NCHW problems"}};
   for (const Case& c : cases) {
     SCOPED_TRACE(c.desc.to_string() + " " + c.arch);

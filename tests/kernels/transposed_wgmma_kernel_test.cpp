@@ -13,6 +13,7 @@
 #include "specialize/algorithm.hpp"
 #include "specialize/specialized_source.hpp"
 #include "support/prologue_constant.hpp"
+#include "support/random_desc.hpp"
 #include "support/scoped_env.hpp"
 
 namespace convjit {
@@ -20,12 +21,7 @@ namespace {
 
 using testing::prologue_constant;
 using testing::ScopedEnv;
-
-Conv2dDesc kind(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
-  d.dtype = dtype;
-  d.math = math;
-  return d;
-}
+using testing::with_dtype;
 
 // KernelBench 71's kind (32 channels, wide rows), a grouped dilated one, and a 1-D one.
 const Conv2dDesc kWide{.n = 2, .c = 32, .h = 24, .w = 64, .k = 32, .r = 3, .s = 3, .transposed = true};
@@ -67,10 +63,10 @@ TEST(TransposedWgmmaKernel, TwinKernelsReadWFlippedUnderTheTransposedNameAndComp
     Conv2dDesc desc;
     const char* route;
   };
-  const Case cases[] = {{kind(kWide, DType::kFloat16), "1"},
-                        {kind(kGrouped, DType::kFloat32), "0"},
-                        {kind(kGrouped, DType::kFloat32, MathMode::kStrictFp32), "1"},
-                        {kind(kOneD, DType::kBFloat16), "0"}};
+  const Case cases[] = {{with_dtype(kWide, DType::kFloat16), "1"},
+                        {with_dtype(kGrouped, DType::kFloat32), "0"},
+                        {with_dtype(kGrouped, DType::kFloat32, MathMode::kStrictFp32), "1"},
+                        {with_dtype(kOneD, DType::kBFloat16), "0"}};
   for (const Case& c : cases) {
     ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", c.route);
     const Conv2dDesc& d = c.desc;
@@ -108,7 +104,7 @@ TEST(TransposedWgmmaKernel, TwinKernelsReadWFlippedUnderTheTransposedNameAndComp
 // different kernels (names and sources), so no cache entry serves the wrong one.
 TEST(TransposedWgmmaKernel, TransposedTwinAndForwardProblemsGetDifferentKernels) {
   ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "0");
-  const Conv2dDesc d = kind(kGrouped, DType::kFloat16);
+  const Conv2dDesc d = with_dtype(kGrouped, DType::kFloat16);
   Conv2dDesc same_fields = d;
   same_fields.transposed = false;
   const Conv2dDesc twin = *forward_twin(d).twin;
@@ -125,14 +121,14 @@ TEST(TransposedWgmmaKernel, TransposedTwinAndForwardProblemsGetDifferentKernels)
 // last; and archs before Hopper. Each keeps its kernel, with the reason. A 3-D one has a
 // twin, which no NCDHW wgmma kernel reads: it takes the route (convnd_wgmma_kernel_test).
 TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid) {
-  Conv2dDesc strided = kind(kWide, DType::kFloat16);
+  Conv2dDesc strided = with_dtype(kWide, DType::kFloat16);
   strided.stride_h = 2;
-  Conv2dDesc padded_out = kind(kWide, DType::kFloat16);
+  Conv2dDesc padded_out = with_dtype(kWide, DType::kFloat16);
   padded_out.dilation_w = 2;
   padded_out.output_padding_w = 1;
-  Conv2dDesc cropped = kind(kWide, DType::kFloat16);
+  Conv2dDesc cropped = with_dtype(kWide, DType::kFloat16);
   cropped.pad_h = 3;  // past the filter's reach of 2
-  Conv2dDesc nhwc = kind(kWide, DType::kFloat16);
+  Conv2dDesc nhwc = with_dtype(kWide, DType::kFloat16);
   nhwc.layout = Layout::kNHWC;
   struct Case {
     Conv2dDesc desc;
@@ -148,7 +144,7 @@ TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid)
     EXPECT_TRUE(nchw_via_nhwc_unsupported_reason(c.desc, "sm_90"));
     EXPECT_FALSE(wgmma_work(c.desc));
   }
-  Conv2dDesc deep = kind(kWide, DType::kFloat16);
+  Conv2dDesc deep = with_dtype(kWide, DType::kFloat16);
   deep.spatial_dims = 3;
   deep.d = 5;
   deep.t = 3;
@@ -157,7 +153,7 @@ TEST(TransposedWgmmaKernel, ProblemsWithNoTwinKeepTheirKernelsWithTheReasonSaid)
   EXPECT_NE(wgmma_unsupported_reason(deep, "sm_90")->find("3-D"), std::string::npos);
   EXPECT_FALSE(nchw_via_nhwc_unsupported_reason(deep, "sm_90"));
   // Before Hopper: the mma.sync kernel's own transposed path.
-  const Conv2dDesc d = kind(kWide, DType::kFloat16);
+  const Conv2dDesc d = with_dtype(kWide, DType::kFloat16);
   const auto src = specialize(d, Algorithm::kImplicitGemm, "sm_80");
   EXPECT_TRUE(src.source.kernel_name.starts_with("conv2d_igemm_")) << src.source.kernel_name;
   EXPECT_NE(src.source.text.find("CONVJIT_IGEMM_PACK_TRANSPOSED"), std::string::npos);
@@ -175,7 +171,7 @@ TEST(TransposedWgmmaKernel, AutoChoosesAsForTheTwin) {
     for (const auto& [dtype, math] :
          {std::pair{DType::kFloat32, MathMode::kTF32}, std::pair{DType::kFloat32, MathMode::kStrictFp32},
           std::pair{DType::kFloat16, MathMode::kTF32}}) {
-      const Conv2dDesc d = kind(p, dtype, math);
+      const Conv2dDesc d = with_dtype(p, dtype, math);
       SCOPED_TRACE(d.to_string());
       const Algorithm a = resolve_algorithm(d, Algorithm::kAuto, "sm_90");
       EXPECT_EQ(a, select_algorithm(*forward_twin(d).twin, "sm_90"));
@@ -250,8 +246,8 @@ TEST(ForwardTwin, ADilationThatIsAMultipleOfTheStrideLeavesOnePhaseWhoseGridIsTh
 
 TEST(TransposedWgmmaKernel, APhaseRunsThroughTheRouteAfterABiasFillAndCompilesWithoutSpills) {
   ScopedEnv route("CONVJIT_NCHW_VIA_NHWC", "1");
-  for (const Conv2dDesc& d : {kind(kPhase1d, DType::kFloat16), kind(kPhase2d, DType::kFloat32),
-                              kind(kPhase2d, DType::kFloat32, MathMode::kStrictFp32)}) {
+  for (const Conv2dDesc& d : {with_dtype(kPhase1d, DType::kFloat16), with_dtype(kPhase2d, DType::kFloat32),
+                              with_dtype(kPhase2d, DType::kFloat32, MathMode::kStrictFp32)}) {
     SCOPED_TRACE(d.to_string());
     const auto why = wgmma_unsupported_reason(d, "sm_90");
     ASSERT_TRUE(why) << "no NCHW kernel stores a phase";
@@ -283,8 +279,8 @@ TEST(TransposedWgmmaKernel, APhaseRunsThroughTheRouteAfterABiasFillAndCompilesWi
   }
   // Off, the route cannot take it, and nothing else runs a phase on the implicit GEMM.
   ScopedEnv off("CONVJIT_NCHW_VIA_NHWC", "0");
-  EXPECT_TRUE(why_unsupported(kind(kPhase1d, DType::kFloat16), Algorithm::kImplicitGemm, "sm_90"));
-  EXPECT_NE(select_algorithm(kind(kPhase1d, DType::kFloat16), "sm_90"), Algorithm::kImplicitGemm);
+  EXPECT_TRUE(why_unsupported(with_dtype(kPhase1d, DType::kFloat16), Algorithm::kImplicitGemm, "sm_90"));
+  EXPECT_NE(select_algorithm(with_dtype(kPhase1d, DType::kFloat16), "sm_90"), Algorithm::kImplicitGemm);
 }
 
 }  // namespace

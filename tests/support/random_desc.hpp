@@ -18,6 +18,19 @@ inline constexpr Kind kKinds[] = {{DType::kFloat32, MathMode::kTF32},
                                   {DType::kFloat16, MathMode::kTF32},
                                   {DType::kBFloat16, MathMode::kTF32}};
 
+// `d` in `kind`'s element type and math mode.
+inline Conv2dDesc of_kind(Conv2dDesc d, const Kind& kind) {
+  d.dtype = kind.dtype;
+  d.math = kind.math;
+  return d;
+}
+// `d` in `dtype` and `math`.
+inline Conv2dDesc with_dtype(Conv2dDesc d, DType dtype, MathMode math = MathMode::kTF32) {
+  d.dtype = dtype;
+  d.math = math;
+  return d;
+}
+
 // Channels in one 128-byte chunk of `dtype`: one stage of the NHWC wgmma kernel.
 inline int chunk_channels(DType dtype) { return 128 / static_cast<int>(size_of(dtype)); }
 
