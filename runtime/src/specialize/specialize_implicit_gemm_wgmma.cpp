@@ -720,9 +720,9 @@ namespace {
 std::uint64_t round_up(std::uint64_t bytes, std::uint64_t to) { return (bytes + to - 1) / to * to; }
 }  // namespace
 
-// 32 x 32 tiles (the template's device::kTransposeTile), 256 threads a block
-// (kTransposeThreads), one tile a block at a time, as many blocks as a few waves hold (the
-// kernel walks the rest).
+// 256 threads a block (device::kTransposeThreads), a block for each 32 x 32 tile
+// (kTransposeTile) up to what a few waves hold; the kernel walks the rest, tile by tile, or
+// (matrices of at most 8 rows or columns) a column or row a thread.
 LayoutTranspose layout_transpose(std::string name, std::int64_t images, std::int64_t rows, std::int64_t cols,
                                  std::uint64_t element) {
   constexpr std::int64_t kTile = 32;
