@@ -65,6 +65,11 @@
 // stage): the boxes are staged a share at a time in a smaller buffer, each share handed to
 // TMA before the next is written; the last one drains while the next tile runs.
 //
+// kRowHalo (NHWC with the map, stride 1 along W): tiles of one output row; a filter row's
+// taps share one im2col copy of the row's input pixels, each tap's A that copy shifted by
+// whole pixel rows, so x crosses from L2 once a filter row instead of once a tap (see
+// kHaloRows).
+//
 // convjit prepends the prologue defining namespace `spec`; the values below let the
 // file compile standalone under NVRTC for the tests.
 // Namespace-scope constants are enumerators of unnamed enums with a fixed type, not constexpr
@@ -100,6 +105,7 @@ enum : int { kTapsPerStage = 1 };
 enum : bool { kASmem = false };
 enum : bool { kYMap = false };
 enum : int { kYPasses = 1 };
+enum : bool { kRowHalo = false };
 }  // namespace spec
 #endif
 
@@ -206,14 +212,15 @@ enum : int { kChanStride = (kPatch + 31) / 32 * 32 + 8 };
 // NHWC: [kTapsPerStage taps][kBM pixels][kStageC channels], kARowBytes a pixel (see
 // load_fragment_nhwc).
 enum : int { kATapElems = kBM * kStageC };
-enum : int { kAStageElems = kNhwc ? kTapsPerStage * kATapElems : kChunkC * kChanStride };
+enum : int { kAStageElems = kNhwc ? (kRowHalo ? 0 : kTapsPerStage * kATapElems) : kChunkC * kChanStride };
 enum : int { kBTapElems = kBN * kChunkC };     // 32 * kBN bytes for every type
 enum : int { kPlanes = kSplit == 3 ? 2 : 1 };  // weight planes: TF32, or big and small
 // A plane: the kS taps of a row (NCHW) or the kSub k steps of each of the stage's taps (NHWC).
 enum : int { kBPlaneElems = (kNhwc ? kTapsPerStage * kSub : kS) * kBTapElems };
 enum : int { kBStageElems = kPlanes * kBPlaneElems };
 enum : int { kStageElems = kAStageElems + kBStageElems };
-enum : int { kBarrierBytes = 256 };
+// (kRowHalo's deeper stage ring: twice the area.)
+enum : int { kBarrierBytes = kRowHalo ? 512 : 256 };
 // kBMap with TF32: the copies land on a stage's "landed" barrier, the rounding warps then
 // arrive on its "full" one.
 enum : bool { kBRound = kBMap && !k16Bit };
@@ -228,6 +235,26 @@ __device__ __forceinline__ unsigned land_barriers(unsigned empty_bar) { return e
 // the host adds the bytes that rounding may skip.
 enum : int { kSwizzleAtom = 1024 };
 enum : int { kAlignSlack = kATma ? kSwizzleAtom : 0 };
+// kRowHalo (NHWC with the map, 2-D, stride 1 along W): a tile is kBM output pixels of one
+// output row (a row's last tile fewer), and a tile's stages run (filter row r, channel
+// chunk, tap s) with s fastest, one tap a stage. The kS taps of one (r, chunk) read the
+// same input row at shifts of kDilationW pixels, so one im2col copy of the row's kBM +
+// (kS - 1) kDilationW pixels (kHaloRows, whole swizzle atoms), issued with the first tap's
+// weights, serves them all: tap s's A starts s kDilationW pixel rows into it. One box a
+// tap lands every input pixel kS times. The copies fill a ring of kHaloRing such rows
+// beside the stages, which then hold weights alone; the producer rewrites a ring slot once
+// the stage of its last tap is released, which the stage ring's depth leaves unreused
+// until then (kStages >= (kHaloRing - 1) kS + 2).
+enum : int { kHaloRing = 2 };
+enum : int { kAtomRows = kSwizzleAtom / kARowBytes };
+enum : int { kHaloRows = kRowHalo ? (kBM + (kS - 1) * kDilationW + kAtomRows - 1) / kAtomRows * kAtomRows : 0 };
+enum : int { kHaloElems = kHaloRows * kStageC };
+enum : int { kHaloRingElems = kRowHalo ? kHaloRing * kHaloElems : 0 };
+enum : int { kRowTilesQ = (kQ + kBM - 1) / kBM };  // kRowHalo: tiles an output row
+static_assert(!kRowHalo || (kNhwc && kATma && !kDepth && kStrideW == 1 && kTapsPerStage == 1 && kSplitK == 1 &&
+                            !kStreamK && kARowBytes == 128 && kStages >= (kHaloRing - 1) * kS + 2),
+              "row-halo A: the NHWC TMA kernel, 2-D, stride 1 along W, one tap a stage of 128-byte rows, whole "
+              "tiles a block, stages enough that a ring slot's last tap is released before the slot is refilled");
 enum : int { kLoadWarps = kStoreWarps ? 2 : 4 };  // producer warps issuing copies
 enum : int { kOutStride = kBM + 4 };              // staged outputs: [channel][pixel], 4 banks a row
 enum : int { kOutElems = kStoreWarps ? kBN * kOutStride : 0 };
@@ -240,7 +267,7 @@ enum : int { kYStageElems = kYMap ? kBM * kBN / kYPasses : 0 };
 static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
               "spec::kStageBytes disagrees with the template's stage layout");
 static_assert(kSharedBytes == kBarrierBytes + kAlignSlack + kStages * kStageBytes +
-                                  (kOutElems + kYStageElems) * static_cast<int>(sizeof(Element)),
+                                  (kHaloRingElems + kOutElems + kYStageElems) * static_cast<int>(sizeof(Element)),
               "spec::kSharedBytes disagrees with the template's shared memory");
 // Stages and their A parts whole swizzle atoms: every stage's A starts on a boundary once
 // the first does, and a kARowBytes-pixel-row A is what one im2col box of kBM pixels writes.
@@ -420,9 +447,11 @@ __device__ __forceinline__ void weight_copy(unsigned dst, const TensorMap* map, 
 
 // kYMap: one box of y from shared memory (kYBoxC channels from channel c, kBM pixels from
 // pixel `pixel`), in this thread's bulk group; TMA drops what falls outside y.
-__device__ __forceinline__ void y_box_store(const TensorMap* map, unsigned src, int c, int pixel) {
+// (kRowHalo: y as K, Q, N x P, the box at column q0 of output row `row`, which TMA
+// clips at the row's end; otherwise y as K, pixels, 1 and row 0.)
+__device__ __forceinline__ void y_box_store(const TensorMap* map, unsigned src, int c, int pixel, int row) {
   asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.bulk_group [%0, {%1, %2, %3}], [%4];\n" ::"l"(map), "r"(c),
-               "r"(pixel), "r"(0), "r"(src)
+               "r"(pixel), "r"(row), "r"(src)
                : "memory");
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
@@ -452,7 +481,10 @@ __device__ __forceinline__ unsigned long long b_descriptor(unsigned smem_byte_ad
 // kBMap's B and kASmem's A: K-major with the map's swizzle (128, 64 or 32 bytes, the
 // stage's row): 8-row groups kARowBytes x 8 apart (stride byte offset), the leading offset
 // unused within a swizzled row; a k step starts its row's 32-byte piece, which the hardware
-// swizzles as TMA did, the operand starting on a swizzle atom.
+// swizzles as TMA did. The swizzle follows the address's own bits, as TMA's does: an
+// operand that starts pixel rows into an atom (kRowHalo's taps past the first) takes its
+// start address alone, the base offset field left zero (setting it to address bits 7-9
+// gave wrong products on the H200: docs/perf.md, "Session 22").
 __device__ __forceinline__ unsigned long long swizzled_descriptor(unsigned smem_byte_address) {
   constexpr unsigned long long kLayout = kARowBytes == 128 ? 1 : kARowBytes == 64 ? 2 : 3;  // 128-, 64-, 32-byte
   return static_cast<unsigned long long>((smem_byte_address & 0x3FFFF) >> 4) | 1ull << 16 |
@@ -741,12 +773,13 @@ __device__ __forceinline__ void load_fragment_nhwc(const unsigned* a, int sub, c
 // starts on the set its `Parity` gives, as consume_stage's taps do.
 // kASmem: every k step of the stage through descriptors, one commit group a stage; `rows`
 // then holds each m64 block's byte offset in a tap's A (rows[mb][0]).
+// kRowHalo: `a_shift` pixel rows into the stage's A (the tap's column shift); 0 otherwise.
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
                                                    const Element* a_stage, unsigned b_stage_addr,
-                                                   const int (&rows)[kMB][2]) {
+                                                   const int (&rows)[kMB][2], int a_shift) {
   if constexpr (kASmem) {
-    const unsigned a_addr = smem_addr(a_stage);
+    const unsigned a_addr = smem_addr(a_stage) + a_shift * kARowBytes;
     wgmma_fence();
 #pragma unroll
     for (int j = 0; j < kTapsPerStage; ++j) {
@@ -775,7 +808,8 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
       const bool first = Fresh && j == 0 && sub == 0;
 #pragma unroll
       for (int mb = 0; mb < kMB; ++mb) {
-        load_fragment_nhwc(a, sub, rows[mb], frag[set][0][mb], frag[set][kPlanes - 1][mb]);
+        const int shifted[2] = {rows[mb][0] + a_shift * (kARowBytes / 4), rows[mb][1] + a_shift * (kARowBytes / 4)};
+        load_fragment_nhwc(a, sub, shifted, frag[set][0][mb], frag[set][kPlanes - 1][mb]);
       }
       wgmma_fence();
       // A k step's weights: the next 32 bytes of each swizzled row of the tap's kBN (kBMap),
@@ -806,9 +840,9 @@ __device__ __forceinline__ void consume_stage_nhwc(float (&acc)[kMB][kAccum], un
 template <int Parity, bool Fresh>
 __device__ __forceinline__ void consume_stage_of_layout(float (&acc)[kMB][kAccum], unsigned (&frag)[2][kPlanes][kMB][4],
                                                         const Element* a_stage, unsigned b_stage_addr,
-                                                        const int (&a_offset)[kMB][2]) {
+                                                        const int (&a_offset)[kMB][2], int a_shift) {
   if constexpr (kNhwc) {
-    consume_stage_nhwc<Parity, Fresh>(acc, frag, a_stage, b_stage_addr, a_offset);
+    consume_stage_nhwc<Parity, Fresh>(acc, frag, a_stage, b_stage_addr, a_offset, a_shift);
   } else {
     consume_stage<Parity, Fresh>(acc, frag, a_stage, b_stage_addr, a_offset);
   }
@@ -841,17 +875,21 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, bool pa
   // is what makes A visible here.
   if constexpr (kBRound) bar_wait(land_barriers(empty_bar) + st * 8, (it / kStages) & 1);
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
-  const Element* a_stage = stages + st * kStageElems;
-  const unsigned b_stage = smem_addr(a_stage + kAStageElems);
+  // kRowHalo: A is the ring slot of the stage's (r, chunk), tap s (it % kS: tiles are
+  // whole runs of kS stages) s kDilationW rows in.
+  const Element* a_stage =
+      kRowHalo ? stages + kStages * kStageElems + it / kS % kHaloRing * kHaloElems : stages + st * kStageElems;
+  const int a_shift = kRowHalo ? it % kS * kDilationW : 0;
+  const unsigned b_stage = smem_addr(stages + st * kStageElems + kAStageElems);
   if constexpr (kSplit == 1) {
-    consume_stage_of_layout<Parity, false>(acc, frag, a_stage, b_stage, a_offset);
+    consume_stage_of_layout<Parity, false>(acc, frag, a_stage, b_stage, a_offset, a_shift);
     // Every group but this stage's last is done: the previous stage is free.
     if (release_previous) release_stage(empty_bar + ((it - 1) % kStages) * 8);
   } else if (!kPairedPartials || Parity == 0) {
-    consume_stage_of_layout<Parity, true>(part, frag, a_stage, b_stage, a_offset);
+    consume_stage_of_layout<Parity, true>(part, frag, a_stage, b_stage, a_offset, a_shift);
     if (!kPairedPartials || !pair_follows) drain_partials(acc, part, empty_bar + st * 8);
   } else {
-    consume_stage_of_layout<Parity, false>(part, frag, a_stage, b_stage, a_offset);
+    consume_stage_of_layout<Parity, false>(part, frag, a_stage, b_stage, a_offset, a_shift);
     // The first k step's wait<1> saw the pair's first stage finish.
     release_stage(empty_bar + ((it - 1) % kStages) * 8);
     drain_partials(acc, part, empty_bar + st * 8);
@@ -910,10 +948,21 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
     rest /= kTapsPerStage;
     plane = static_cast<int>(rest % kPlanes);
     rest /= kPlanes;
-    const int chunk = static_cast<int>(rest % kChunks);
-    rest /= kChunks;
-    tap = static_cast<int>(rest % kTapGroups) * kTapsPerStage + in_group;
-    rest /= kTapGroups;
+    int chunk;
+    if constexpr (kRowHalo) {
+      // Stages (filter row, chunk, tap s), s fastest.
+      const int s = static_cast<int>(rest % kS);
+      rest /= kS;
+      chunk = static_cast<int>(rest % kChunks);
+      rest /= kChunks;
+      tap = static_cast<int>(rest % kR) * kS + s;
+      rest /= kR;
+    } else {
+      chunk = static_cast<int>(rest % kChunks);
+      rest /= kChunks;
+      tap = static_cast<int>(rest % kTapGroups) * kTapsPerStage + in_group;
+      rest /= kTapGroups;
+    }
     c = chunk * kStageC + sub * kChunkC + k;
   } else {
     const int s = static_cast<int>(rest % kS);
@@ -993,6 +1042,24 @@ __device__ __forceinline__ void produce_nhwc(const Element* __restrict__ x, cons
   }
 }
 
+// NHWC tiles: kBM consecutive output pixels each in (image, row, column) order, or
+// (kRowHalo) kBM of one output row, kRowTilesQ a row. `pixels`: the run's output pixels.
+__device__ __forceinline__ int tile_count(int pixels) {
+  return kRowHalo ? pixels / kQ * kRowTilesQ : (pixels + kBM - 1) / kBM;
+}
+// A tile's first output pixel and how many of its kBM rows are output pixels.
+struct TileSpan {
+  int first, count;
+};
+__device__ __forceinline__ TileSpan tile_span(int tile, int pixels) {
+  if constexpr (kRowHalo) {
+    const int row = tile / kRowTilesQ;
+    const int q0 = (tile - row * kRowTilesQ) * kBM;
+    return {row * kQ + q0, min(static_cast<int>(kBM), kQ - q0)};
+  }
+  return {tile * kBM, min(static_cast<int>(kBM), pixels - tile * kBM)};
+}
+
 // A block's share of the work, one segment at a time: `tile`'s stages [k0, k1) for one
 // group and k block. Without stream-K: the block's tiles blockIdx.x, + gridDim.x, ... of
 // its split-K slice. With it: the block's run of the items' stages (see kStreamK); `slot`
@@ -1037,7 +1104,7 @@ __device__ __forceinline__ void for_each_segment(int group, int slice, int kb, i
       pos += k1 - k0;
     }
   } else {
-    const int tiles = (pixels + kBM - 1) / kBM;
+    const int tiles = tile_count(pixels);
     const int first = slice * kSliceStages;
     const int last = min(first + kSliceStages, kStagesTotal);
     for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) body(Segment{tile, group, kb, first, last, -1, 0});
@@ -1065,7 +1132,7 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
     const Element* b_src = packed + static_cast<long long>(sg.group * kKBlocks + sg.kb) * kStagesTotal * kBStageElems;
     // Where the map's traversal starts: the tile's first output pixel at tap (0, 0). The
     // host's bounding box makes the traversal step through output pixels in y's order.
-    const int pixel = sg.tile * kBM;
+    const int pixel = tile_span(sg.tile, pixels).first;
     const int img = pixel / kOutPlane;
     const int zpq = pixel - img * kOutPlane;
     const int z = kDepth ? zpq / (kP * kQ) : 0;
@@ -1077,10 +1144,34 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
     for (int k_stage = sg.k0; k_stage < sg.k1; ++k_stage, ++it) {
       const int st = it % kStages;
       bar_wait(empty_bar + st * 8, ((it / kStages) & 1) ^ 1);
-      const int first_tap = k_stage / kChunks * kTapsPerStage;
-      const int c_in_group = (k_stage % kChunks) * kStageC;
       const unsigned a_dst = smem_addr(stages + st * kStageElems);
       const unsigned full = land_bar + st * 8;
+      if constexpr (kRowHalo) {
+        // Stage (r, chunk, s): the weights of tap (r, s); with s == 0 also the input row's
+        // pixels for the kS taps, into the ring slot whose last reader (the tap kHaloRing - 1
+        // rows of taps back, and the one stage before it) has been released.
+        const int s = k_stage % kS;
+        const int c_in_group = k_stage / kS % kChunks * kStageC;
+        const int r = k_stage / (kS * kChunks);
+        if (s == 0) {
+          const int last_reader = it - (kHaloRing - 1) * kS - 1;
+          if (last_reader >= 0) bar_wait(empty_bar + (last_reader % kStages) * 8, (last_reader / kStages) & 1);
+        }
+        bar_arrive_expect_tx(full, (s == 0 ? kHaloElems * sizeof(Element) : 0) + kBBytes);
+        if (s == 0) {
+          const unsigned halo = smem_addr(stages + kStages * kStageElems + it / kS % kHaloRing * kHaloElems);
+          im2col_copy(halo, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img, 0,
+                      static_cast<unsigned short>(r * kDilationH), full);
+        }
+        if constexpr (kBMap) {
+          weight_copy(a_dst, b_map, c_in_group, r * kS + s, sg.group * kKPerGroup + sg.kb * kBN, full);
+        } else {
+          bulk_copy(a_dst, b_src + static_cast<long long>(k_stage) * kBStageElems, kBBytes, full);
+        }
+        continue;
+      }
+      const int first_tap = k_stage / kChunks * kTapsPerStage;
+      const int c_in_group = (k_stage % kChunks) * kStageC;
       bar_arrive_expect_tx(full, kABytes + kBBytes);
 #pragma unroll
       for (int j = 0; j < kTapsPerStage; ++j) {
@@ -1324,6 +1415,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     if constexpr (kStreamK) {
       if (sg.slot >= 0 && !fix_up_stream_item(acc, sg, slots, counters, cw * 128 + ctid, flag)) return;
     }
+    const TileSpan span = tile_span(sg.tile, pixels);
     if constexpr (kYMap) {
       // A pass's boxes: TMA has read the previous pass's (this tile's or the last tile's)
       // before they are rewritten (the storing thread waits).
@@ -1353,7 +1445,10 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 #pragma unroll
           for (int b = 0; b < kPassBoxes; ++b) {
             const int c = sg.kb * kBN + (pass * kPassBoxes + b) * kYBoxC;
-            if (c < kK) y_box_store(y_map, y_stage + b * (kBM * 128), c, sg.tile * kBM);
+            if (c < kK) {
+              y_box_store(y_map, y_stage + b * (kBM * 128), c, kRowHalo ? span.first % kQ : span.first,
+                          kRowHalo ? span.first / kQ : 0);
+            }
           }
           bulk_commit();
         }
@@ -1365,14 +1460,15 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     for (int mb = 0; mb < kMB; ++mb) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int pixel = sg.tile * kBM + (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+        const int m = (cw * kMB + mb) * 64 + cwarp * 16 + g + h * 8;
+        const int pixel = span.first + m;
         if constexpr (kQuadStores && kSplitK == 1) {
           // Every lane shuffles, whatever its pixel: the stores alone are predicated.
           store_quads(y + static_cast<long long>(pixel) * kK + sg.group * kKPerGroup + sg.kb * kBN, bias, acc[mb], h,
-                      sg.group, sg.kb, t, pixel < pixels);
+                      sg.group, sg.kb, t, kRowHalo ? m < span.count : pixel < pixels);
           continue;
         }
-        if (pixel >= pixels) continue;
+        if (kRowHalo ? m >= span.count : pixel >= pixels) continue;
         if constexpr (kSplitK > 1) {
 #pragma unroll
           for (int j = 0; j < kBN / 8; ++j) {
@@ -1494,7 +1590,7 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
   // kATma: the first swizzle-atom boundary past the barriers (kAlignSlack pays for it).
   const unsigned slack = kATma ? (kSwizzleAtom - (smem_addr(smem) + kBarrierBytes) % kSwizzleAtom) % kSwizzleAtom : 0u;
   Element* stages = reinterpret_cast<Element*>(smem + kBarrierBytes + slack);
-  Element* out_tile = stages + kStages * kStageElems;
+  Element* out_tile = stages + kStages * kStageElems + kHaloRingElems;
   // kYMap's boxes: after the stages, on a swizzle atom as they are.
   const unsigned y_stage = smem_addr(out_tile + kOutElems);
 

@@ -260,6 +260,91 @@ TEST_F(WgmmaTma, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
   }
 }
 
+// The row halo (kRowHalo, on wherever the template takes it): first one output row, one
+// tile, where tap s reads the copied row s pixels in (a wrong shift or descriptor base
+// offset shows at once), on the register path (64 filters in TF32) and the descriptor path
+// (128); then rows of a tile and a fraction, padding, dilation along W, a stride along H,
+// channel and filter tails; then random stride-1 descriptors. Each asserts the halo ran.
+class WgmmaTmaRowHalo : public WgmmaTma {
+ protected:
+  void expect_halo_correct(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng) {
+    const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    // 3xTF32's stages of two 128-filter weight planes (32 KB) do not fit S + 2 deep beside the ring.
+    const bool fits =
+        !(info.tile.find("3xTF32") != std::string::npos && info.tile.find("x 128 channels") != std::string::npos);
+    if (fits) EXPECT_NE(info.tile.find("row tiles"), std::string::npos) << d.to_string() << ": " << info.tile;
+    expect_correct(rt, d, rng);
+    expect_correct(rt, d, rng, /*tma=*/true, /*positive=*/true);
+  }
+  testing::ScopedEnv halo_{"CONVJIT_WGMMA_ROW_HALO", "1"};
+};
+
+// 128 bytes of channels: a stage's pixel row.
+int row_channels(DType dtype) { return dtype == DType::kFloat32 ? 32 : 64; }
+
+TEST_F(WgmmaTmaRowHalo, ProbeOneRowEveryTapShiftMatchesFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(2212);
+  for (const Kind& kind : kKinds) {
+    const int c = row_channels(kind.dtype);
+    const Conv2dDesc shapes[] = {
+        {.n = 1, .c = c, .h = 1, .w = 40, .k = 128, .r = 1, .s = 5},
+        {.n = 1, .c = c, .h = 1, .w = 40, .k = 64, .r = 1, .s = 5},
+        {.n = 1, .c = c, .h = 3, .w = 20, .k = 128, .r = 3, .s = 3, .pad_w = 1, .bias = true},
+    };
+    for (const Conv2dDesc& shape : shapes) expect_halo_correct(rt, with_kind(shape, kind), rng);
+  }
+}
+
+TEST_F(WgmmaTmaRowHalo, RowTailsPaddingDilationStrideAndChannelTailsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(2213);
+  for (const Kind& kind : kKinds) {
+    const int c = row_channels(kind.dtype);
+    const Conv2dDesc shapes[] = {
+        {.n = 2, .c = 2 * c + c / 2, .h = 6, .w = 300, .k = 200, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1, .bias = true},
+        {.n = 1,
+         .c = c,
+         .h = 9,
+         .w = 150,
+         .k = 96,
+         .r = 3,
+         .s = 5,
+         .stride_h = 2,
+         .pad_h = 1,
+         .pad_w = 4,
+         .dilation_w = 2,
+         .activation = Activation::kRelu},
+        {.n = 3, .c = c, .h = 5, .w = 64, .k = 64, .r = 2, .s = 2},
+    };
+    for (const Conv2dDesc& shape : shapes) expect_halo_correct(rt, with_kind(shape, kind), rng);
+  }
+}
+
+TEST_F(WgmmaTmaRowHalo, RandomStrideOneProblemsMatchFloat64InEveryDtypeAndMathMode) {
+  Runtime rt(options());
+  std::mt19937_64 rng(20261202);
+  int ran = 0;
+  for (int i = 0; i < 400 && ran < 16; ++i) {
+    const Kind& kind = kKinds[ran % 4];
+    Conv2dDesc d = with_kind(random_tma_desc(rng, kind.dtype), kind);
+    d.groups = 1;
+    d.c = std::max(d.c, row_channels(kind.dtype));
+    d.k = std::max(d.k / 2, 16);
+    if (d.stride_w != 1 || d.s == 1) continue;
+    try {
+      d.validate();
+    } catch (const Error&) {
+      continue;
+    }
+    const auto info = rt.inspect(d, std::nullopt, PlanOptions{.algorithm = Algorithm::kImplicitGemm});
+    if (info.tile.find("row tiles") == std::string::npos) continue;  // 3xTF32 stages that do not fit
+    expect_halo_correct(rt, d, rng);
+    ++ran;
+  }
+  EXPECT_EQ(ran, 16) << "too few random problems took the row halo";
+}
+
 TEST_F(WgmmaTma, NetworkShapesWithAllPositiveDataAndSplitReductionsMatchFloat64) {
   // Many tiles over a mid-size 3x3 (tiles that start mid-row and mid-image), a strided
   // 3x3 with ReLU, and deep channels on small images (split-K: every slice's producer

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 
 #include "compile/nvrtc.hpp"
@@ -33,8 +34,13 @@ Conv2dDesc nhwc(Conv2dDesc d, DType dtype = DType::kFloat32, MathMode math = Mat
 
 bool is_tma(const Specialization& src) { return src.source.kernel_name.ends_with("_tma"); }
 
+auto compiled(const Specialization& src) {
+  return Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
+}
+
 TEST(WgmmaTmaKernel, TheVariantIsTheDefaultAndZeroKeepsTheCpAsyncCopies) {
   const Conv2dDesc d = nhwc(kHeadline, DType::kFloat16);
+  ScopedEnv box_a_tap("CONVJIT_WGMMA_ROW_HALO", "0");  // the same stages in both
   for (const char* value : {static_cast<const char*>(nullptr), "", "1"}) {
     ScopedEnv env("CONVJIT_WGMMA_TMA", value);
     SCOPED_TRACE(value == nullptr ? "unset" : value);
@@ -220,6 +226,7 @@ void expect_map_walks_output_pixels(const Conv2dDesc& d) {
 }
 
 TEST(WgmmaTmaKernel, TheMapWalksTheOutputPixelsInYsOrderForPaddingStrideAndDilation) {
+  ScopedEnv box_a_tap("CONVJIT_WGMMA_ROW_HALO", "0");  // the row halo's walk: RowHalo* below
   const Conv2dDesc shapes[] = {
       // no padding, stride 1: the box ends where the filter's last tap would leave x
       {.n = 3, .c = 32, .h = 11, .w = 13, .k = 64, .r = 3, .s = 5},
@@ -547,9 +554,6 @@ TEST(WgmmaTmaKernel, SixteenBitAndWideTf32StagesFeedWgmmaThroughDescriptorsAndNa
       {.n = 2, .c = 320, .h = 32, .w = 32, .k = 320, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},  // n160
       {.n = 1, .c = 1280, .h = 8, .w = 8, .k = 1280, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},  // split-K
   };
-  const auto compiled = [](const Specialization& src) {
-    return Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
-  };
   for (const Conv2dDesc& shape : shapes) {
     for (const DType dtype : {DType::kFloat16, DType::kBFloat16}) {
       const auto src = specialize_wgmma(nhwc(shape, dtype));
@@ -608,9 +612,6 @@ TEST(WgmmaTmaKernel, SixteenBitAndWideTf32StagesFeedWgmmaThroughDescriptorsAndNa
 // divide the boxes is refused with the variable named.
 TEST(WgmmaTmaKernel, Float32TilesWhoseBoxesWouldCostAStageStageThemInPassesAndKeepTheirStages) {
   const Conv2dDesc d{.n = 2, .c = 32, .h = 37, .w = 41, .k = 128, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
-  const auto compiled = [](const Specialization& src) {
-    return Nvrtc::compile(src.source.text, src.source.kernel_name + ".cu", Nvrtc::options_for(src.source.compile_arch));
-  };
   const struct {
     MathMode math;
     const char* passes;
@@ -645,6 +646,129 @@ TEST(WgmmaTmaKernel, Float32TilesWhoseBoxesWouldCostAStageStageThemInPassesAndKe
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("CONVJIT_WGMMA_Y_PASSES"), std::string::npos) << e.what();
+  }
+}
+
+// The row halo (kRowHalo): stride-1 problems whose output rows hold whole tiles but for at
+// most 1/16 and whose wgmmas read A through descriptors take row tiles and one A copy a
+// filter row (KernelBench 55 and 56 in TF32 and 16-bit; not 62, whose TF32 tiles of 64
+// filters load A into registers and whose 16-bit rows are 64 bytes); the map then walks input columns,
+// padding included, a copy a filter row's halo of pixels, and y's map is per output row.
+// Rows a tile would leave a quarter idle (VGG's 224 columns of 256-pixel tiles), strided
+// columns, a one-tap-wide filter and the switch's 0 keep a box a tap; its 1 takes 224
+// columns too. The sources compile without spills.
+// The row halo's map, walked as expect_map_walks_output_pixels walks a tap's: from a row
+// tile's start (q0 - pad_w, p x stride_h - pad_h, image) step i must be input column
+// q0 - pad_w + i of that row, padding included, for every i that one of the tile's output
+// pixels reads (its pixels + (S - 1) x dilation_w), and the copy must hold them all.
+void expect_halo_map_walks_input_rows(const Conv2dDesc& d) {
+  const auto src = specialize_wgmma(d);
+  SCOPED_TRACE(src.source.kernel_name);
+  ASSERT_EQ(prologue_constant(src, "bool", "kRowHalo"), "true") << src.launch.tile;
+  ASSERT_TRUE(src.launch.a_map.has_value());
+  const Im2colTensorMap& m = *src.launch.a_map;
+  EXPECT_EQ(m.lower[0], -d.pad_w);
+  EXPECT_EQ(m.upper[0], d.pad_w);
+  EXPECT_EQ(m.element_strides[1], 1u);
+  const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
+  const int w_last = d.w - 1 + m.upper[0];
+  const int h_last = d.h - 1 + m.upper[1];
+  const auto out = d.output_shape();
+  for (int p = 0; p < out.p; ++p) {
+    for (int q0 = 0; q0 < out.q; q0 += bm) {
+      const int reads = static_cast<int>(std::min<std::int64_t>(bm, out.q - q0)) + (d.s - 1) * d.dilation_w;
+      ASSERT_LE(reads, static_cast<int>(m.pixels_per_column));
+      int w = q0 - d.pad_w;
+      int h = p * d.stride_h - d.pad_h;
+      ASSERT_LE(h, h_last);
+      for (int i = 0; i < reads; ++i) {
+        ASSERT_EQ(w, q0 - d.pad_w + i) << "row " << p << " tile at " << q0 << " pixel " << i;
+        ASSERT_EQ(h, p * d.stride_h - d.pad_h) << "row " << p << " tile at " << q0 << " pixel " << i;
+        if (++w > w_last) {
+          w = m.lower[0];
+          h += static_cast<int>(m.element_strides[2]);
+        }
+      }
+    }
+  }
+}
+
+TEST(WgmmaTmaKernel, RowHaloMapWalksEachFilterRowsInputColumnsPaddingIncluded) {
+  ScopedEnv on("CONVJIT_WGMMA_ROW_HALO", "1");
+  const Conv2dDesc shapes[] = {
+      {.n = 2, .c = 32, .h = 6, .w = 300, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1},
+      {.n = 1,
+       .c = 32,
+       .h = 9,
+       .w = 150,
+       .k = 96,
+       .r = 3,
+       .s = 5,
+       .stride_h = 2,
+       .pad_h = 1,
+       .pad_w = 4,
+       .dilation_w = 2},
+      {.n = 1, .c = 64, .h = 4, .w = 1000, .k = 128, .r = 2, .s = 7, .pad_w = 3},
+  };
+  for (const Conv2dDesc& shape : shapes) expect_halo_map_walks_input_rows(nhwc(shape));
+}
+
+TEST(WgmmaTmaKernel, RowHaloTakesStrideOneRowsOfWholeTilesAndItsSourcesCompileWithoutSpills) {
+  const Conv2dDesc kb55{.n = 8, .c = 64, .h = 512, .w = 1024, .k = 128, .r = 3, .s = 3};
+  const Conv2dDesc kb62{.n = 8, .c = 32, .h = 512, .w = 512, .k = 64, .r = 5, .s = 9};
+  const Conv2dDesc vgg{.n = 8, .c = 64, .h = 224, .w = 224, .k = 64, .r = 3, .s = 3, .pad_h = 1, .pad_w = 1};
+  const auto halo = [](const Specialization& src) { return prologue_constant(src, "bool", "kRowHalo") == "true"; };
+  const std::pair<DType, MathMode> kinds[] = {{DType::kFloat32, MathMode::kTF32},
+                                              {DType::kFloat32, MathMode::kStrictFp32},
+                                              {DType::kFloat16, MathMode::kTF32},
+                                              {DType::kBFloat16, MathMode::kTF32}};
+  for (const auto& [dtype, math] : kinds) {
+    SCOPED_TRACE(fmt::format("{} {}", to_string(dtype), to_string(math)));
+    for (const Conv2dDesc& shape : {kb55, kHeadline}) {
+      const auto src = specialize_wgmma(nhwc(shape, dtype, math));
+      // 3xTF32 loads A into registers: no halo by default (the switch's 1 tests it below).
+      if (math == MathMode::kStrictFp32) {
+        EXPECT_FALSE(halo(src)) << src.launch.tile;
+        continue;
+      }
+      ASSERT_TRUE(halo(src)) << src.launch.tile;
+      EXPECT_NE(src.launch.tile.find("row tiles"), std::string::npos) << src.launch.tile;
+      const auto out = shape.output_shape();
+      const int bm = std::stoi(prologue_constant(src, "int", "kBQ"));
+      EXPECT_EQ(src.launch.geometry.grid_x, static_cast<std::uint64_t>(out.n) * out.p * ((out.q + bm - 1) / bm));
+      ASSERT_TRUE(src.launch.a_map);
+      EXPECT_EQ(src.launch.a_map->upper[0], shape.pad_w);
+      EXPECT_EQ(src.launch.a_map->pixels_per_column % 8, 0u);
+      EXPECT_GE(src.launch.a_map->pixels_per_column, static_cast<unsigned>(bm + shape.s - 1));
+      EXPECT_GE(std::stoi(prologue_constant(src, "int", "kStages")), shape.s + 2);
+      if (src.launch.y_map) {
+        EXPECT_EQ(src.launch.y_map->dims[1], static_cast<std::uint64_t>(out.q));
+        EXPECT_EQ(src.launch.y_map->dims[2], static_cast<std::uint64_t>(out.n) * out.p);
+      }
+      const auto compiled_src = compiled(src);
+      const auto usage = parse_ptxas_report(compiled_src.log, src.source.kernel_name);
+      EXPECT_EQ(usage.spill_store_bytes, 0) << compiled_src.log;
+    }
+    // 62's 64-filter TF32 tiles load A into registers (no halo by default); its 16-bit rows are 64 bytes.
+    EXPECT_FALSE(halo(specialize_wgmma(nhwc(kb62, dtype, math))));
+    {
+      ScopedEnv on("CONVJIT_WGMMA_ROW_HALO", "1");
+      // 3xTF32's two planes do not fit the 11 stages a 9-wide filter needs beside the ring.
+      EXPECT_EQ(halo(specialize_wgmma(nhwc(kb62, dtype, math))), dtype == DType::kFloat32 && math == MathMode::kTF32);
+    }
+    EXPECT_FALSE(halo(specialize_wgmma(nhwc(vgg, dtype, math))));
+    Conv2dDesc strided = kb55;
+    strided.stride_w = 2;
+    EXPECT_FALSE(halo(specialize_wgmma(nhwc(strided, dtype, math))));
+    Conv2dDesc column = kb55;
+    column.s = 1;
+    EXPECT_FALSE(halo(specialize_wgmma(nhwc(column, dtype, math))));
+    {
+      ScopedEnv off("CONVJIT_WGMMA_ROW_HALO", "0");
+      EXPECT_FALSE(halo(specialize_wgmma(nhwc(kb55, dtype, math))));
+    }
+    ScopedEnv on("CONVJIT_WGMMA_ROW_HALO", "1");
+    EXPECT_TRUE(halo(specialize_wgmma(nhwc(vgg, dtype, math))));
   }
 }
 

@@ -22,6 +22,8 @@ constexpr const char* kTemplate = "conv2d_implicit_gemm_wgmma.cu";
 constexpr int kConsumers = 2;  // consumer warpgroups; the template's kConsumers
 constexpr int kThreads = 128 * (1 + kConsumers);
 constexpr int kBarrierBytes = 256;
+// The row halo's deeper stage ring (up to 2 S + 2 stages) keeps its barriers in twice the area.
+constexpr int kHaloBarrierBytes = 512;
 // H100's opt-in limit is 227 KiB a block; the stage count is what gives way.
 constexpr int kSharedLimit = 227 * 1024;
 constexpr int kMaxStages = 4;
@@ -49,12 +51,14 @@ struct WgmmaTile {
   std::uint64_t packed_bytes = 0;
   int stage_bytes = 0;  // the template's kStageBytes
   unsigned shared_bytes = 0;
-  bool tma = false;        // the template's kATma: A through a TMA im2col map
-  int taps_per_stage = 1;  // the template's kTapsPerStage (NHWC with the map)
-  int stream_workers = 0;  // stream-K's blocks (the template's kStreamWorkers); 0: none
-  std::int64_t items = 0;  // stream-K: (tile, group, k block) items
-  bool y_map = false;      // the template's kYMap: outputs staged in boxes, stored by TMA
-  int y_passes = 1;        // the template's kYPasses: the boxes staged a share at a time
+  bool tma = false;         // the template's kATma: A through a TMA im2col map
+  int taps_per_stage = 1;   // the template's kTapsPerStage (NHWC with the map)
+  int stream_workers = 0;   // stream-K's blocks (the template's kStreamWorkers); 0: none
+  std::int64_t items = 0;   // stream-K: (tile, group, k block) items
+  bool y_map = false;       // the template's kYMap: outputs staged in boxes, stored by TMA
+  int y_passes = 1;         // the template's kYPasses: the boxes staged a share at a time
+  bool row_halo = false;    // the template's kRowHalo: row tiles, one A copy a filter row
+  int halo_ring_bytes = 0;  // kRowHalo's ring of A rows beside the stages
 };
 
 // The template's layout arithmetic (kHaloW, kRowElems, kChanStride, kStageBytes), which
@@ -100,7 +104,8 @@ int halo_width(const Conv2dDesc& d, int bq) { return (bq - 1) * d.stride_w + (d.
 
 int stage_bytes(const Conv2dDesc& d, const WgmmaTile& t) {
   // NHWC: a pixel row (128, 64 or 32 bytes) of each of the kBM pixels, and as many bytes of
-  // each of the kBN output channels per weight plane.
+  // each of the kBN output channels per weight plane; with the row halo the weights alone.
+  if (nhwc(d) && t.row_halo) return (t.split == 3 ? 2 : 1) * t.bn * a_row_bytes(d);
   if (nhwc(d)) return t.taps_per_stage * (t.bp * t.bq + (t.split == 3 ? 2 : 1) * t.bn) * a_row_bytes(d);
   const bool half = sixteen_bit(d);
   const int halo = halo_width(d, t.bq) + (half ? 1 : 0);
@@ -248,6 +253,46 @@ int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
   return n;
 }
 
+// Row-halo A (the template's kRowHalo): tiles of one output row, whose stages hold one
+// tap's weights, and one im2col copy of a filter row's input pixels (kHaloRows of them, two
+// in a ring beside the stages) for all of that row's taps, where one box a tap lands each
+// input pixel S times. Where the template takes it: the NHWC TMA kernel, 2-D, stride 1 along
+// W (a tap's A is then the row shifted by whole pixels), a filter wider than one tap,
+// 128-byte pixel rows, a static batch (y's map is per output row), and room for the ring
+// beside (ring - 1) x S + 2 stages, which the producer's wait on a ring slot's last
+// reader needs. By default only where wgmma reads A through descriptors (16-bit, and TF32
+// tiles of 128 filters: there the boxes' L2 traffic bounds a stage; KernelBench 55 and 56
+// 5-7% faster, while 62 and 80's TF32 register-path tiles of 64 filters measured 5-8%
+// slower: docs/perf.md, "Session 22") and where row tiles leave at most 1/16 of the row
+// idle (tiles across rows leave none).
+// NOTE: CONVJIT_WGMMA_ROW_HALO=0|1 turns it off or on wherever the template takes it, for
+// tests and timing runs (changes the source, so the cache key).
+constexpr int kHaloRing = 2;
+bool wgmma_a_smem(const Conv2dDesc& d, bool tma, const WgmmaTile& t);
+int halo_rows(const Conv2dDesc& d, int bm) {
+  const int atom_rows = kSwizzleAtom / a_row_bytes(d);
+  return (bm + (d.s - 1) * d.dilation_w + atom_rows - 1) / atom_rows * atom_rows;
+}
+int halo_min_stages(const Conv2dDesc& d) { return (kHaloRing - 1) * d.s + 2; }
+bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
+  const int bm = t.bp * t.bq;
+  const int ring = kHaloRing * halo_rows(d, bm) * a_row_bytes(d);
+  const bool possible =
+      nhwc(d) && !has_depth(d) && d.stride_w == 1 && d.s > 1 && a_row_bytes(d) == 128 && !d.dynamic_batch &&
+      d.pad_w <= kCornerMax && halo_rows(d, bm) <= 1024 &&
+      (kSharedLimit - kHaloBarrierBytes - kSwizzleAtom - ring) / ((t.split == 3 ? 2 : 1) * t.bn * 128) >=
+          halo_min_stages(d);
+  if (!possible) return false;
+  const char* env = std::getenv("CONVJIT_WGMMA_ROW_HALO");
+  const std::string_view mode = env != nullptr ? env : "";
+  if (mode == "0") return false;
+  if (mode == "1") return true;
+  if (!mode.empty()) fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_ROW_HALO: expected 0 or 1, got '{}'", mode);
+  const std::int64_t q = d.output_shape().q;
+  const std::int64_t idle = (q + bm - 1) / bm * bm - q;
+  return wgmma_a_smem(d, /*tma=*/true, t) && idle * 16 <= q;
+}
+
 // `nhwc_map`: the caller's own NHWC problem through the TMA map (not the route's), whose
 // grids of whole tiles run persistent.
 // y's boxes (kYMap): 128 bytes of channels for each of a tile's pixels.
@@ -312,7 +357,11 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
            kConsumers, env);
     }
   }
-  if (nhwc(d) && tma) {
+  if (nhwc(d) && tma && row_halo_wanted(d, t)) {
+    t.row_halo = true;
+    t.halo_ring_bytes = kHaloRing * halo_rows(d, t.bp * t.bq) * a_row_bytes(d);
+  }
+  if (nhwc(d) && tma && !t.row_halo) {
     // Whole tiles a block, more blocks than SMs: the grid runs persistent (no split-K).
     const std::int64_t tile_pixels = std::int64_t{t.bp} * t.bq;
     const std::int64_t blocks =
@@ -336,34 +385,42 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
   // half the producer's warps store instead of copying (docs/perf.md).
   const int element = d.dtype == DType::kFloat32 ? 4 : 2;
   const int out_bytes = t.bn * (kConsumers * t.mb * 64 + 4) * element;
-  const int fit_with_store = (kSharedLimit - kBarrierBytes - slack - out_bytes) / per_stage;
+  const int ring = t.halo_ring_bytes;
+  const int barriers = t.row_halo ? kHaloBarrierBytes : kBarrierBytes;
+  const int fit_with_store = (kSharedLimit - barriers - slack - ring - out_bytes) / per_stage;
   t.chunks = (d.c / d.groups + stage_channels(d) - 1) / stage_channels(d);
   const int stages_per_patch = t.chunks * (nhwc(d) ? taps(d) / t.taps_per_stage : d.r);
   const bool short_patches = stages_per_patch <= 8;
   // NHWC stores from registers: a thread's channel pairs are contiguous in y.
   t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
-  const int fit = (kSharedLimit - kBarrierBytes - slack - (t.store_warps ? out_bytes : 0)) / per_stage;
-  if (t.stages == 0) t.stages = std::min(kMaxStages, fit);
-  if (t.stages < 2 || t.stages > fit) return std::nullopt;
+  const int fit = (kSharedLimit - barriers - slack - ring - (t.store_warps ? out_bytes : 0)) / per_stage;
+  // The row halo's stages are one tap's weights: as many as hold two filter rows' taps and two more.
+  const int min_stages = t.row_halo ? halo_min_stages(d) : 2;
+  if (t.stages == 0) t.stages = std::min(t.row_halo ? 2 * d.s + 2 : kMaxStages, fit);
+  if (t.stages < min_stages || t.stages > fit) return std::nullopt;
   t.stage_bytes = per_stage;
   t.shared_bytes =
-      static_cast<unsigned>(kBarrierBytes + slack + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
+      static_cast<unsigned>(barriers + slack + ring + t.stages * per_stage + (t.store_warps ? out_bytes : 0));
   // Store warps only pay off when the block goes on to another patch.
   t.persistent = t.store_warps || persistent_launch(t.split, stages_per_patch, nhwc(d) && tma && nhwc_map);
   const auto out = d.output_shape();
   const std::int64_t bm = std::int64_t{t.bp} * t.bq;
-  t.patches = nhwc(d) ? (out_pixels(d) + bm - 1) / bm
-                      : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
+  t.patches = t.row_halo ? std::int64_t{d.n} * out.p * ((out.q + bm - 1) / bm)
+              : nhwc(d)  ? (out_pixels(d) + bm - 1) / bm
+                         : static_cast<std::int64_t>(d.n) * ((out.p + t.bp - 1) / t.bp) * ((out.q + t.bq - 1) / t.bq);
   const std::uint64_t k_blocks = static_cast<std::uint64_t>(k_per_group + t.bn - 1) / t.bn;
   // Per output channel, tap and plane: a chunk's channels (32 bytes in NCHW for every
   // data type, 8 floats or 16 halves; a pixel row's, 128, 64 or 32 bytes, in NHWC).
   t.packed_bytes = static_cast<std::uint64_t>(d.groups) * k_blocks * t.chunks * static_cast<std::uint64_t>(taps(d)) *
                    (t.split == 3 ? 2 : 1) * t.bn * static_cast<std::uint64_t>(stage_channels(d)) * size_of(d.dtype);
-  t.slices = nhwc(d) ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch) : 1;
+  // The row halo's tiles are whole a block (its ring follows the tile's stages).
+  t.slices = nhwc(d) && !t.row_halo
+                 ? split_k_slices(t.patches * static_cast<std::int64_t>(k_blocks) * d.groups, stages_per_patch)
+                 : 1;
   t.slice_stages = (stages_per_patch + t.slices - 1) / t.slices;
   // Split grids fit the machine in one wave: one block a (tile, slice).
   if (t.slices > 1) t.persistent = false;
-  if (nhwc(d) && tma && t.slices == 1 && !d.dynamic_batch) {
+  if (nhwc(d) && tma && t.slices == 1 && !d.dynamic_batch && !t.row_halo) {
     const std::int64_t items = t.patches * static_cast<std::int64_t>(k_blocks) * d.groups;
     const double fixup = stream_fixup_stages(d, t.split);
     if (const int workers = stream_k_workers(stream_k_mode(d), items, stages_per_patch, fixup); workers > 1) {
@@ -377,17 +434,17 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
   // kYMapF32MaxStages stages that keep all of theirs (5-12% faster; longer ones measured up
   // to 5% slower, and tiles that gave up a stage for the boxes 2% slower: docs/perf.md,
   // "Session 19"), staged in two or four passes where the whole tile's boxes would cost a
-  // stage. One group (a box would cross into the next group's channels), whole boxes of
-  // the tile's channels, no split reduction.
-  // NOTE: CONVJIT_WGMMA_Y_MAP=f32 lifts the f32 stage limit, and CONVJIT_WGMMA_Y_PASSES=n
-  // tries n passes alone (n dividing the tile's boxes; 1 keeps f32 tiles that would need
-  // passes on register stores), for timing runs (both change the source, so the cache key).
+  // stage; and the row halo's tiles in every dtype, which may give up weight stages down
+  // to their least (KernelBench 55 and 56 TF32 1-2% faster: "Session 22"). One group (a box would cross into the next
+  // group's channels), whole boxes of the tile's channels, no split reduction. NOTE: CONVJIT_WGMMA_Y_MAP=f32 lifts the
+  // f32 stage limit, and CONVJIT_WGMMA_Y_PASSES=n tries n passes alone (n dividing the tile's boxes; 1 keeps f32 tiles
+  // that would need passes on register stores), for timing runs (both change the source, so the cache key).
   constexpr int kYMapF32MaxStages = 16;
   const char* y_env = std::getenv("CONVJIT_WGMMA_Y_MAP");
   const bool y_f32_any = y_env != nullptr && std::string_view(y_env) == "f32";
   const int boxes = t.bn / y_box_channels(d);
   if (y_map_ok && t.slices == 1 && t.stream_workers == 0 && d.groups == 1 && t.bn % y_box_channels(d) == 0 &&
-      (sixteen_bit(d) || stages_per_patch <= kYMapF32MaxStages || y_f32_any)) {
+      (sixteen_bit(d) || stages_per_patch <= kYMapF32MaxStages || t.row_halo || y_f32_any)) {
     int forced = 0;
     if (const char* env = std::getenv("CONVJIT_WGMMA_Y_PASSES"); env != nullptr && *env != '\0') {
       if (std::sscanf(env, "%d", &forced) != 1 || forced < 1 || boxes % forced != 0) {
@@ -398,12 +455,13 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
     for (int passes = forced != 0 ? forced : 1; passes <= boxes; passes *= 2) {
       if (boxes % passes != 0) break;
       const int y_bytes = t.bp * t.bq * t.bn * element / passes;
-      const int fit_y = (kSharedLimit - kBarrierBytes - slack - y_bytes) / per_stage;
-      if (sixteen_bit(d) ? fit_y >= 3 : fit_y >= t.stages) {
+      const int fit_y = (kSharedLimit - barriers - slack - ring - y_bytes) / per_stage;
+      // The row halo's stages are a tap's weights, a few of which the boxes may take.
+      if (t.row_halo ? fit_y >= min_stages : sixteen_bit(d) ? fit_y >= 3 : fit_y >= t.stages) {
         t.y_map = true;
         t.y_passes = passes;
         t.stages = std::min(t.stages, fit_y);
-        t.shared_bytes = static_cast<unsigned>(kBarrierBytes + slack + t.stages * per_stage + y_bytes);
+        t.shared_bytes = static_cast<unsigned>(barriers + slack + ring + t.stages * per_stage + y_bytes);
         break;
       }
       // 16-bit tiles stage their boxes whole (one pass) or not at all; a fixed count is tried alone.
@@ -445,7 +503,9 @@ bool quad_stores(const Conv2dDesc& d, unsigned align_y) {
 // one is W - 1 + upper, since Q - 1 = (W + 2 pad - dil (S - 1) - 1) / stride rounds down),
 // so that kBM consecutive traversal steps are kBM consecutive output pixels of y.
 // 3-D: rank 5, C, W, H, D, N, the depth's corners and stride as the other dimensions'.
-Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
+// `halo_rows` > 0 (the row halo): the traversal walks input columns, padding included
+// (upper corner +pad), and a copy is a filter row's halo_rows pixels from the tile's first.
+Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm, int halo_rows = 0) {
   const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
   const bool depth = has_depth(d);
   Im2colTensorMap m;
@@ -475,6 +535,10 @@ Im2colTensorMap im2col_map(const Conv2dDesc& d, int bm) {
   m.channels_per_pixel = static_cast<unsigned>(stage_channels(d));
   m.swizzle_bytes = static_cast<unsigned>(a_row_bytes(d));
   m.pixels_per_column = static_cast<unsigned>(bm);
+  if (halo_rows > 0) {
+    m.upper[0] = d.pad_w;
+    m.pixels_per_column = static_cast<unsigned>(halo_rows);
+  }
   return m;
 }
 
@@ -787,7 +851,10 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   src.launch.tile = fmt::format(
       "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}{}, {}{}{}{}{}{}",
       tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
-      tile->taps_per_stage > 1 ? fmt::format(" of {} taps", tile->taps_per_stage) : std::string(),
+      tile->row_halo
+          ? fmt::format(" (row tiles: one A copy of {} pixels a filter row)", halo_rows(d, tile->bp * tile->bq))
+      : tile->taps_per_stage > 1 ? fmt::format(" of {} taps", tile->taps_per_stage)
+                                 : std::string(),
       tile->store_warps  ? ", outputs staged for the store warps"
       : tile->persistent ? ", persistent blocks"
                          : "",
@@ -880,19 +947,21 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kASmem", a_smem)
                         .constant("kYMap", y_map)
                         .constant("kYPasses", tile->y_passes)
+                        .constant("kRowHalo", tile->row_halo)
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
-  src.launch.geometry = {.grid_x = static_cast<std::uint64_t>(tile->patches),
-                         .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
-                         .grid_z = static_cast<unsigned>(d.groups * tile->slices),
-                         .block_x = kThreads,
-                         .shared_bytes = tile->shared_bytes,
-                         .persistent = tile->persistent,
-                         // A run's NCHW patches are whole images'; NHWC tiles run on
-                         // across images, kBM pixels each.
-                         .grid_x_per_image = nhwc(d) ? static_cast<std::uint64_t>(out.z) * out.p * out.q
+  src.launch.geometry = {
+      .grid_x = static_cast<std::uint64_t>(tile->patches),
+      .grid_y = static_cast<unsigned>((k_per_group + tile->bn - 1) / tile->bn),
+      .grid_z = static_cast<unsigned>(d.groups * tile->slices),
+      .block_x = kThreads,
+      .shared_bytes = tile->shared_bytes,
+      .persistent = tile->persistent,
+      // A run's NCHW patches are whole images'; NHWC tiles run on
+      // across images, kBM pixels each.
+      .grid_x_per_image = nhwc(d) && !tile->row_halo ? static_cast<std::uint64_t>(out.z) * out.p * out.q
                                                      : static_cast<std::uint64_t>(tile->patches / d.n),
-                         .grid_x_divisor = nhwc(d) ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
+      .grid_x_divisor = nhwc(d) && !tile->row_halo ? static_cast<std::uint64_t>(tile->bp) * tile->bq : 1};
   if (tile->stream_workers > 0) {
     // One block a worker, each walking its run of every item's stages.
     src.launch.geometry.grid_x = static_cast<std::uint64_t>(tile->stream_workers);
@@ -905,7 +974,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   }
   // x through the map: the driver wants its address 16-byte aligned, as x_copy_bytes' 16
   // already needs (the refusal checked align.x).
-  if (tma) src.launch.a_map = im2col_map(d, tile->bp * tile->bq);
+  if (tma) {
+    src.launch.a_map = im2col_map(d, tile->bp * tile->bq, tile->row_halo ? halo_rows(d, tile->bp * tile->bq) : 0);
+  }
   if (b_map) {
     const auto cg = static_cast<std::uint64_t>(d.c / d.groups);
     const auto taps = static_cast<std::uint64_t>(convjit::taps(d));
@@ -937,6 +1008,14 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
     m.box[2] = 1;
     m.swizzle_bytes = 128;
     m.dim1_per_image = true;
+    if (tile->row_halo) {
+      // y as K, Q, N x P: a tile's box starts at its first column of one output row, and TMA
+      // drops the pixels past the row's end (the next row's, in y).
+      m.dims[1] = static_cast<std::uint64_t>(out.q);
+      m.dims[2] = static_cast<std::uint64_t>(d.n) * out.p;
+      m.strides[1] = static_cast<std::uint64_t>(d.k) * e * out.q;
+      m.dim1_per_image = false;  // a static batch's
+    }
     src.launch.y_map = m;
   }
   if (!b_map) {
