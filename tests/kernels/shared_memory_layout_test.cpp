@@ -20,6 +20,7 @@
 #include "specialize/specialized_source.hpp"
 #include "specialize/templates.hpp"
 #include "support/prologue_constant.hpp"
+#include "support/scoped_env.hpp"
 
 namespace convjit {
 namespace {
@@ -161,6 +162,36 @@ TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomProblems) {
     ++checked;
   }
   EXPECT_EQ(checked, 80);
+}
+
+// The same with the row halo wherever the NHWC TMA kernel can take it: the ring beside the
+// weight stages, the wider barrier area and the stage count the ring's wait needs agree with
+// the template's own derivation.
+TEST(SharedMemoryLayout, HostAndWgmmaTemplateAgreeForRandomRowHaloProblems) {
+  testing::ScopedEnv on("CONVJIT_WGMMA_ROW_HALO", "1");
+  std::mt19937 rng(20261202);
+  int checked = 0;
+  for (int tries = 0; checked < 40 && tries < 8000; ++tries) {
+    RandomProblem p = random_problem(rng);
+    p.desc.layout = Layout::kNHWC;
+    p.desc.stride_w = 1;
+    p.desc.groups = 1;
+    p.desc.c = std::max(p.desc.c, 64);
+    try {
+      p.desc.validate();
+    } catch (const Error&) {
+      continue;
+    }
+    if (wgmma_unsupported_reason(p.desc, "sm_90")) continue;
+    const Specialization src = specialize_wgmma(p.desc);
+    if (src.launch.tile.find("row tiles") == std::string::npos) continue;
+    SCOPED_TRACE(src.source.kernel_name);
+    EXPECT_EQ(static_cast<int>(src.launch.geometry.shared_bytes), constant(src, "kSharedBytes"));
+    EXPECT_LE(src.launch.geometry.shared_bytes, 227u * 1024);
+    EXPECT_EQ(front_end_errors(src.source.text, src.source.compile_arch), "") << src.launch.tile;
+    ++checked;
+  }
+  EXPECT_EQ(checked, 40);
 }
 
 // The front end is what holds the asserts, but the runtime compiles in full: a few
