@@ -1148,8 +1148,8 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
       const unsigned full = land_bar + st * 8;
       if constexpr (kRowHalo) {
         // Stage (r, chunk, s): the weights of tap (r, s); with s == 0 also the input row's
-        // pixels for the kS taps, into the ring slot whose last reader (the tap kHaloRing - 1
-        // rows of taps back, and the one stage before it) has been released.
+        // pixels for the kS taps, into the ring slot once its last reader, the last tap of
+        // the (r, chunk) kHaloRing back, has been released.
         const int s = k_stage % kS;
         const int c_in_group = k_stage / kS % kChunks * kStageC;
         const int r = k_stage / (kS * kChunks);
