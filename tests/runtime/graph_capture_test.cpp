@@ -19,22 +19,7 @@ using testing::Operands;
 // The wgmma kernel on the fake's sm_90: a run with `w` needs a workspace for the packed weights.
 const Conv2dDesc kWgmma{.n = 1, .c = 16, .h = 8, .w = 8, .k = 32, .r = 3, .s = 3, .bias = true};
 
-class GraphCapture : public testing::FakeDriverTest {
- protected:
-  void expect_capture_valid(const FakeStream& stream) const {
-    EXPECT_FALSE(fake().capture_invalidated(stream.get()));
-    EXPECT_EQ(fake().capture_invalidations(), 0u);
-  }
-  // Every launch since `from` went into the capture of `stream`.
-  void expect_captured(std::size_t from, std::size_t count, const FakeStream& stream) const {
-    const auto got = launches_since(from);
-    ASSERT_EQ(got.size(), count);
-    for (const auto& launch : got) {
-      EXPECT_EQ(launch.stream, stream.get()) << launch.function;
-      EXPECT_TRUE(launch.captured) << launch.function;
-    }
-  }
-};
+class GraphCapture : public testing::FakeDriverTest {};
 
 TEST_F(GraphCapture, FirstRunOnACapturingStreamMakesItsWorkspaceOnceAndLeavesTheCaptureValid) {
   Runtime rt(options());

@@ -94,14 +94,9 @@ TEST_F(NchwViaNhwcMmaLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAnd
   plan.run(ops.args(), stream);
   plan.run(ops.args(), stream);
   EXPECT_EQ(fake().allocations(), 1u);
-  EXPECT_FALSE(fake().capture_invalidated(stream.get()));
-  EXPECT_EQ(fake().capture_invalidations(), 0u);
+  expect_capture_valid(stream);
+  ASSERT_NO_FATAL_FAILURE(expect_captured(0, 4, stream));
   const auto got = fake().launches();
-  ASSERT_EQ(got.size(), 4u);
-  for (const auto& launch : got) {
-    EXPECT_EQ(launch.stream, stream.get()) << launch.function;
-    EXPECT_TRUE(launch.captured) << launch.function;
-  }
   EXPECT_EQ(got[0].function, plan.kernel_name() + "_x_to_nhwc");
   EXPECT_EQ(got[1].function, plan.kernel_name());
   EXPECT_EQ(got[1].pointer_arg(0), got[0].pointer_arg(1)) << "the convolution reads what the transpose wrote";

@@ -1,7 +1,8 @@
 #pragma once
 // What the launch tests share: a fixture that resets the fake CUDA driver and gives each
-// test its own cache directory, device memory and streams from the fake, and a check for
-// the code and words of a thrown convjit::Error.
+// test its own cache directory, device memory and streams from the fake, checks that runs
+// on a capturing stream went into its capture, and a check for the code and words of a
+// thrown convjit::Error.
 
 #include <gtest/gtest.h>
 
@@ -21,6 +22,8 @@ namespace convjit::testing {
 
 inline FakeCudaDriver& fake_driver() { return *convjit_fake_cuda_driver(); }
 
+class FakeStream;
+
 class FakeDriverTest : public ::testing::Test {
  protected:
   void SetUp() override { fake_driver().reset(); }
@@ -35,6 +38,10 @@ class FakeDriverTest : public ::testing::Test {
     auto all = fake().launches();
     return std::vector<FakeLaunch>(all.begin() + static_cast<std::ptrdiff_t>(std::min(from, all.size())), all.end());
   }
+  // No run on `stream` invalidated its capture (nor any other).
+  void expect_capture_valid(const FakeStream& stream) const;
+  // Every launch since `from`, `count` of them, went into the capture of `stream`.
+  void expect_captured(std::size_t from, std::size_t count, const FakeStream& stream) const;
 
   TempDir dir_;
   // The launch tests count and inspect the launches of the NCHW kernels they name; the
@@ -74,6 +81,20 @@ class FakeStream {
  private:
   CUstream stream_;
 };
+
+inline void FakeDriverTest::expect_capture_valid(const FakeStream& stream) const {
+  EXPECT_FALSE(fake().capture_invalidated(stream.get()));
+  EXPECT_EQ(fake().capture_invalidations(), 0u);
+}
+
+inline void FakeDriverTest::expect_captured(std::size_t from, std::size_t count, const FakeStream& stream) const {
+  const auto got = launches_since(from);
+  ASSERT_EQ(got.size(), count);
+  for (const auto& launch : got) {
+    EXPECT_EQ(launch.stream, stream.get()) << launch.function;
+    EXPECT_TRUE(launch.captured) << launch.function;
+  }
+}
 
 // Device memory for every operand of a problem, with 16 spare bytes each so that a test
 // can pass pointers past the start of an allocation.
