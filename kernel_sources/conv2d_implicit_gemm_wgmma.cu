@@ -255,6 +255,11 @@ static_assert(!kRowHalo || (kNhwc && kATma && !kDepth && kStrideW == 1 && kTapsP
                             !kStreamK && kARowBytes == 128 && kStages >= (kHaloRing - 1) * kS + 2),
               "row-halo A: the NHWC TMA kernel, 2-D, stride 1 along W, one tap a stage of 128-byte rows, whole "
               "tiles a block, stages enough that a ring slot's last tap is released before the slot is refilled");
+// The ring follows the kStages stages; stage `it` (counted over the block's tiles, whole
+// runs of kS stages each) reads, and with its first tap fills, slot it / kS of it.
+__device__ __forceinline__ const Element* halo_slot(const Element* stages, int it) {
+  return stages + kStages * kStageElems + it / kS % kHaloRing * kHaloElems;
+}
 enum : int { kLoadWarps = kStoreWarps ? 2 : 4 };  // producer warps issuing copies
 enum : int { kOutStride = kBM + 4 };              // staged outputs: [channel][pixel], 4 banks a row
 enum : int { kOutElems = kStoreWarps ? kBN * kOutStride : 0 };
@@ -877,8 +882,7 @@ __device__ __forceinline__ void run_stage(int it, bool release_previous, bool pa
   bar_wait(full_bar + st * 8, (it / kStages) & 1);
   // kRowHalo: A is the ring slot of the stage's (r, chunk), tap s (it % kS: tiles are
   // whole runs of kS stages) s kDilationW rows in.
-  const Element* a_stage =
-      kRowHalo ? stages + kStages * kStageElems + it / kS % kHaloRing * kHaloElems : stages + st * kStageElems;
+  const Element* a_stage = kRowHalo ? halo_slot(stages, it) : stages + st * kStageElems;
   const int a_shift = kRowHalo ? it % kS * kDilationW : 0;
   const unsigned b_stage = smem_addr(stages + st * kStageElems + kAStageElems);
   if constexpr (kSplit == 1) {
@@ -1159,8 +1163,7 @@ __device__ __forceinline__ void produce_nhwc_tma(const TensorMap* a_map, const T
         }
         bar_arrive_expect_tx(full, (s == 0 ? kHaloElems * sizeof(Element) : 0) + kBBytes);
         if (s == 0) {
-          const unsigned halo = smem_addr(stages + kStages * kStageElems + it / kS % kHaloRing * kHaloElems);
-          im2col_copy(halo, a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img, 0,
+          im2col_copy(smem_addr(halo_slot(stages, it)), a_map, sg.group * kCPerGroup + c_in_group, w0, h0, img, 0,
                       static_cast<unsigned short>(r * kDilationH), full);
         }
         if constexpr (kBMap) {

@@ -274,13 +274,19 @@ int halo_rows(const Conv2dDesc& d, int bm) {
   return (bm + (d.s - 1) * d.dilation_w + atom_rows - 1) / atom_rows * atom_rows;
 }
 int halo_min_stages(const Conv2dDesc& d) { return (kHaloRing - 1) * d.s + 2; }
+// `t` with the row halo: its ring beside stages of one tap's weights.
+WgmmaTile with_row_halo(const Conv2dDesc& d, WgmmaTile t) {
+  t.row_halo = true;
+  t.halo_ring_bytes = kHaloRing * halo_rows(d, t.bp * t.bq) * a_row_bytes(d);
+  return t;
+}
 bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
   const int bm = t.bp * t.bq;
-  const int ring = kHaloRing * halo_rows(d, bm) * a_row_bytes(d);
+  const WgmmaTile halo = with_row_halo(d, t);
   const bool possible =
       nhwc(d) && !has_depth(d) && d.stride_w == 1 && d.s > 1 && a_row_bytes(d) == 128 && !d.dynamic_batch &&
       d.pad_w <= kCornerMax && halo_rows(d, bm) <= 1024 &&
-      (kSharedLimit - kHaloBarrierBytes - kSwizzleAtom - ring) / ((t.split == 3 ? 2 : 1) * t.bn * 128) >=
+      (kSharedLimit - kHaloBarrierBytes - kSwizzleAtom - halo.halo_ring_bytes) / stage_bytes(d, halo) >=
           halo_min_stages(d);
   if (!possible) return false;
   const char* env = std::getenv("CONVJIT_WGMMA_ROW_HALO");
@@ -357,10 +363,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
            kConsumers, env);
     }
   }
-  if (nhwc(d) && tma && row_halo_wanted(d, t)) {
-    t.row_halo = true;
-    t.halo_ring_bytes = kHaloRing * halo_rows(d, t.bp * t.bq) * a_row_bytes(d);
-  }
+  if (nhwc(d) && tma && row_halo_wanted(d, t)) t = with_row_halo(d, t);
   if (nhwc(d) && tma && !t.row_halo) {
     // Whole tiles a block, more blocks than SMs: the grid runs persistent (no split-K).
     const std::int64_t tile_pixels = std::int64_t{t.bp} * t.bq;
