@@ -63,7 +63,8 @@
 // tile while the boxes drain; that thread waits until TMA has read them before the next
 // tile's outputs overwrite them. kYPasses > 1 (float32 tiles whose boxes would cost a
 // stage): the boxes are staged a share at a time in a smaller buffer, each share handed to
-// TMA before the next is written; the last one drains while the next tile runs.
+// TMA before the next is written (kYBuffers 2: two buffers that alternate, each share written
+// while TMA reads the one before); the last one drains while the next tile runs.
 //
 // kRowHalo (NHWC with the map, stride 1 along W): tiles of one output row; a filter row's
 // taps share one im2col copy of the row's input pixels, each tap's A that copy shifted by
@@ -105,7 +106,9 @@ enum : int { kTapsPerStage = 1 };
 enum : bool { kASmem = false };
 enum : bool { kYMap = false };
 enum : int { kYPasses = 1 };
+enum : int { kYBuffers = 1 };
 enum : bool { kRowHalo = false };
+enum : int { kHaloRing = 2 };
 }  // namespace spec
 #endif
 
@@ -244,15 +247,15 @@ enum : int { kAlignSlack = kATma ? kSwizzleAtom : 0 };
 // tap lands every input pixel kS times. The copies fill a ring of kHaloRing such rows
 // beside the stages, which then hold weights alone; the producer rewrites a ring slot once
 // the stage of its last tap is released, which the stage ring's depth leaves unreused
-// until then (kStages >= (kHaloRing - 1) kS + 2).
-enum : int { kHaloRing = 2 };
+// until then (kStages >= (kHaloRing - 1) kS + 1: that stage is at most the one whose
+// release the producer has just waited for). The host sizes the ring (kHaloRing slots).
 enum : int { kAtomRows = kSwizzleAtom / kARowBytes };
 enum : int { kHaloRows = kRowHalo ? (kBM + (kS - 1) * kDilationW + kAtomRows - 1) / kAtomRows * kAtomRows : 0 };
 enum : int { kHaloElems = kHaloRows * kStageC };
 enum : int { kHaloRingElems = kRowHalo ? kHaloRing * kHaloElems : 0 };
 enum : int { kRowTilesQ = (kQ + kBM - 1) / kBM };  // kRowHalo: tiles an output row
 static_assert(!kRowHalo || (kNhwc && kATma && !kDepth && kStrideW == 1 && kTapsPerStage == 1 && kSplitK == 1 &&
-                            !kStreamK && kARowBytes == 128 && kStages >= (kHaloRing - 1) * kS + 2),
+                            !kStreamK && kARowBytes == 128 && kHaloRing >= 2 && kStages >= (kHaloRing - 1) * kS + 1),
               "row-halo A: the NHWC TMA kernel, 2-D, stride 1 along W, one tap a stage of 128-byte rows, whole "
               "tiles a block, stages enough that a ring slot's last tap is released before the slot is refilled");
 // The ring follows the kStages stages; stage `it` (counted over the block's tiles, whole
@@ -266,7 +269,7 @@ enum : int { kOutElems = kStoreWarps ? kBN * kOutStride : 0 };
 // kYMap: a box is 128 bytes of channels (kYBoxC) for each of the tile's kBM pixels.
 enum : int { kYBoxC = 128 / static_cast<int>(sizeof(Element)) };
 enum : int { kYBoxes = kBN / kYBoxC };
-enum : int { kYStageElems = kYMap ? kBM * kBN / kYPasses : 0 };
+enum : int { kYStageElems = kYMap ? kYBuffers * (kBM * kBN / kYPasses) : 0 };
 // The host sized the stages (how many fit) and the launch from its own copy of this
 // layout, emitted in the prologue: a disagreement fails the compile.
 static_assert(kStageBytes == kStageElems * static_cast<int>(sizeof(Element)),
@@ -331,6 +334,7 @@ static_assert(!kYMap || (kNhwc && kATma && kGroups == 1 && kSplitK == 1 && !kStr
               "y through a map: the NHWC TMA kernel, one group, whole boxes, no split reduction, boxes of at most "
               "256 pixels");
 static_assert(kYPasses >= 1 && kYBoxes % kYPasses == 0, "y's passes: whole boxes each");
+static_assert(kYBuffers == 1 || (kYBuffers == 2 && kYPasses >= 2), "y's passes: one buffer, or two that alternate");
 static_assert(!kASmem || (kNhwc && kATma && kSplit == 1),
               "A through a descriptor: the NHWC TMA kernel's swizzled stages, one product a k step");
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
@@ -461,7 +465,10 @@ __device__ __forceinline__ void y_box_store(const TensorMap* map, unsigned src, 
 }
 __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 // This thread's bulk groups have read their shared memory (which may then be rewritten).
-__device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+template <int Pending = 0>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;\n" ::"n"(Pending) : "memory");
+}
 // This thread's bulk groups are done, their writes performed.
 __device__ __forceinline__ void bulk_wait_all() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 // Generic-proxy writes to shared memory, made visible to the async proxy (TMA, wgmma).
@@ -1420,13 +1427,14 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
     }
     const TileSpan span = tile_span(sg.tile, pixels);
     if constexpr (kYMap) {
-      // A pass's boxes: TMA has read the previous pass's (this tile's or the last tile's)
-      // before they are rewritten (the storing thread waits).
+      // A pass's boxes: TMA has read what was last staged in its buffer (this tile's or the
+      // last tile's pass) before they are rewritten (the storing thread waits).
       constexpr int kPassBoxes = kYBoxes / kYPasses;
       const bool storer = cw == 0 && ctid == 0;
 #pragma unroll
       for (int pass = 0; pass < kYPasses; ++pass) {
-        if (storer) bulk_wait_read();
+        const unsigned buffer = y_stage + pass % kYBuffers * (kPassBoxes * kBM * 128);
+        if (storer) bulk_wait_read<kYBuffers - 1>();
         consumers_sync();
 #pragma unroll
         for (int mb = 0; mb < kMB; ++mb) {
@@ -1438,7 +1446,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
               if (j * 8 / kYBoxC / kPassBoxes != pass) continue;
               float v[2];
               output_pair(acc[mb], j, h, t, sg.kb, bias, v);  // one group
-              stage_y_pair(y_stage, m, j * 8 - pass * kPassBoxes * kYBoxC + 2 * t, v[0], v[1]);
+              stage_y_pair(buffer, m, j * 8 - pass * kPassBoxes * kYBoxC + 2 * t, v[0], v[1]);
             }
           }
         }
@@ -1449,7 +1457,7 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
           for (int b = 0; b < kPassBoxes; ++b) {
             const int c = sg.kb * kBN + (pass * kPassBoxes + b) * kYBoxC;
             if (c < kK) {
-              y_box_store(y_map, y_stage + b * (kBM * 128), c, kRowHalo ? span.first % kQ : span.first,
+              y_box_store(y_map, buffer + b * (kBM * 128), c, kRowHalo ? span.first % kQ : span.first,
                           kRowHalo ? span.first / kQ : 0);
             }
           }

@@ -772,5 +772,54 @@ TEST(WgmmaTmaKernel, RowHaloTakesStrideOneRowsOfWholeTilesAndItsSourcesCompileWi
   }
 }
 
+// The timing switches beside the row halo: CONVJIT_WGMMA_HALO_RING=3 gives 55's tiles a third
+// ring slot and the stages its wait needs ((ring - 1) S + 1), the boxes then giving way to
+// register stores; CONVJIT_WGMMA_Y_BUFFERS=2 stages 55's TF32 boxes in four passes that
+// alternate between two buffers of 32 KB, the 64 KB that two passes take. Both compile, and
+// out-of-range values are refused.
+TEST(WgmmaTmaKernel, HaloRingAndYBufferSwitchesGiveTheirLayoutsAndCompile) {
+  const Conv2dDesc kb55{.n = 8, .c = 64, .h = 512, .w = 1024, .k = 128, .r = 3, .s = 3};
+  const auto constant = [](const Specialization& src, const char* name) {
+    return std::stoi(prologue_constant(src, "int", name));
+  };
+  const auto no_spills = [](const Specialization& src) {
+    return parse_ptxas_report(compiled(src).log, src.source.kernel_name).spill_store_bytes == 0;
+  };
+  const auto two = specialize_wgmma(nhwc(kb55, DType::kFloat32, MathMode::kTF32));
+  EXPECT_EQ(constant(two, "kHaloRing"), 2);
+  EXPECT_EQ(constant(two, "kYPasses"), 2);
+  EXPECT_EQ(constant(two, "kYBuffers"), 1);
+  for (const DType dtype : {DType::kFloat32, DType::kFloat16}) {
+    ScopedEnv three("CONVJIT_WGMMA_HALO_RING", "3");
+    const auto src = specialize_wgmma(nhwc(kb55, dtype, MathMode::kTF32));
+    SCOPED_TRACE(src.launch.tile);
+    EXPECT_EQ(constant(src, "kHaloRing"), 3);
+    EXPECT_GE(constant(src, "kStages"), 2 * kb55.s + 1);
+    EXPECT_NE(src.launch.tile.find("3 in a ring"), std::string::npos);
+    EXPECT_TRUE(no_spills(src));
+  }
+  {
+    ScopedEnv buffers("CONVJIT_WGMMA_Y_BUFFERS", "2");
+    const auto src = specialize_wgmma(nhwc(kb55, DType::kFloat32, MathMode::kTF32));
+    SCOPED_TRACE(src.launch.tile);
+    ASSERT_TRUE(src.launch.y_map);
+    EXPECT_EQ(constant(src, "kYPasses"), 4);
+    EXPECT_EQ(constant(src, "kYBuffers"), 2);
+    EXPECT_EQ(constant(src, "kStages"), constant(two, "kStages"));
+    EXPECT_EQ(src.launch.geometry.shared_bytes, two.launch.geometry.shared_bytes);
+    EXPECT_TRUE(no_spills(src));
+  }
+  for (const auto& [name, value] : {std::pair{"CONVJIT_WGMMA_HALO_RING", "5"}, {"CONVJIT_WGMMA_Y_BUFFERS", "3"}}) {
+    ScopedEnv bad(name, value);
+    try {
+      specialize_wgmma(nhwc(kb55, DType::kFloat32, MathMode::kTF32));
+      ADD_FAILURE() << name << "=" << value << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace convjit

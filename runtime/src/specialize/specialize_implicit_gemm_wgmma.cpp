@@ -57,7 +57,9 @@ struct WgmmaTile {
   std::int64_t items = 0;   // stream-K: (tile, group, k block) items
   bool y_map = false;       // the template's kYMap: outputs staged in boxes, stored by TMA
   int y_passes = 1;         // the template's kYPasses: the boxes staged a share at a time
+  int y_buffers = 1;        // the template's kYBuffers: 2 where passes alternate between two
   bool row_halo = false;    // the template's kRowHalo: row tiles, one A copy a filter row
+  int halo_ring = 2;        // the template's kHaloRing: slots of kRowHalo's ring
   int halo_ring_bytes = 0;  // kRowHalo's ring of A rows beside the stages
 };
 
@@ -259,7 +261,7 @@ int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
 // input pixel S times. Where the template takes it: the NHWC TMA kernel, 2-D, stride 1 along
 // W (a tap's A is then the row shifted by whole pixels), a filter wider than one tap,
 // 128-byte pixel rows, a static batch (y's map is per output row), and room for the ring
-// beside (ring - 1) x S + 2 stages, which the producer's wait on a ring slot's last
+// beside (ring - 1) x S + 1 stages, which the producer's wait on a ring slot's last
 // reader needs. By default only where wgmma reads A through descriptors (16-bit, and TF32
 // tiles of 128 filters: there the boxes' L2 traffic bounds a stage; KernelBench 55 and 56
 // 5-7% faster, while 62 and 80's TF32 register-path tiles of 64 filters measured 5-8%
@@ -267,17 +269,17 @@ int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
 // idle (tiles across rows leave none).
 // NOTE: CONVJIT_WGMMA_ROW_HALO=0|1 turns it off or on wherever the template takes it, for
 // tests and timing runs (changes the source, so the cache key).
-constexpr int kHaloRing = 2;
 bool wgmma_a_smem(const Conv2dDesc& d, bool tma, const WgmmaTile& t);
 int halo_rows(const Conv2dDesc& d, int bm) {
   const int atom_rows = kSwizzleAtom / a_row_bytes(d);
   return (bm + (d.s - 1) * d.dilation_w + atom_rows - 1) / atom_rows * atom_rows;
 }
-int halo_min_stages(const Conv2dDesc& d) { return (kHaloRing - 1) * d.s + 2; }
-// `t` with the row halo: its ring beside stages of one tap's weights.
-WgmmaTile with_row_halo(const Conv2dDesc& d, WgmmaTile t) {
+int halo_min_stages(const Conv2dDesc& d, int ring) { return (ring - 1) * d.s + 1; }
+// `t` with the row halo: its ring of `ring` slots beside stages of one tap's weights.
+WgmmaTile with_row_halo(const Conv2dDesc& d, WgmmaTile t, int ring = 2) {
   t.row_halo = true;
-  t.halo_ring_bytes = kHaloRing * halo_rows(d, t.bp * t.bq) * a_row_bytes(d);
+  t.halo_ring = ring;
+  t.halo_ring_bytes = ring * halo_rows(d, t.bp * t.bq) * a_row_bytes(d);
   return t;
 }
 bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
@@ -287,7 +289,7 @@ bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
       nhwc(d) && !has_depth(d) && d.stride_w == 1 && d.s > 1 && a_row_bytes(d) == 128 && !d.dynamic_batch &&
       d.pad_w <= kCornerMax && halo_rows(d, bm) <= 1024 &&
       (kSharedLimit - kHaloBarrierBytes - kSwizzleAtom - halo.halo_ring_bytes) / stage_bytes(d, halo) >=
-          halo_min_stages(d);
+          halo_min_stages(d, halo.halo_ring);
   if (!possible) return false;
   const char* env = std::getenv("CONVJIT_WGMMA_ROW_HALO");
   const std::string_view mode = env != nullptr ? env : "";
@@ -297,6 +299,18 @@ bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
   const std::int64_t q = d.output_shape().q;
   const std::int64_t idle = (q + bm - 1) / bm * bm - q;
   return wgmma_a_smem(d, /*tma=*/true, t) && idle * 16 <= q;
+}
+
+// NOTE: CONVJIT_WGMMA_HALO_RING=n (2 to 4) sets the ring's slots of tiles without lagged
+// consumers, for timing runs (changes the source, so the cache key).
+int halo_ring_requested() {
+  const char* env = std::getenv("CONVJIT_WGMMA_HALO_RING");
+  if (env == nullptr || *env == '\0') return 2;
+  int n = 0;
+  if (std::sscanf(env, "%d", &n) != 1 || n < 2 || n > 4) {
+    fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_HALO_RING: expected 2 to 4, got '{}'", env);
+  }
+  return n;
 }
 
 // `nhwc_map`: the caller's own NHWC problem through the TMA map (not the route's), whose
@@ -363,7 +377,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
            kConsumers, env);
     }
   }
-  if (nhwc(d) && tma && row_halo_wanted(d, t)) t = with_row_halo(d, t);
+  if (nhwc(d) && tma && row_halo_wanted(d, t)) t = with_row_halo(d, t, halo_ring_requested());
   if (nhwc(d) && tma && !t.row_halo) {
     // Whole tiles a block, more blocks than SMs: the grid runs persistent (no split-K).
     const std::int64_t tile_pixels = std::int64_t{t.bp} * t.bq;
@@ -398,7 +412,7 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
   t.store_warps = !nhwc(d) && store_warps_override().value_or(short_patches && fit_with_store >= kMaxStages);
   const int fit = (kSharedLimit - barriers - slack - ring - (t.store_warps ? out_bytes : 0)) / per_stage;
   // The row halo's stages are one tap's weights: as many as hold two filter rows' taps and two more.
-  const int min_stages = t.row_halo ? halo_min_stages(d) : 2;
+  const int min_stages = t.row_halo ? halo_min_stages(d, t.halo_ring) : 2;
   if (t.stages == 0) t.stages = std::min(t.row_halo ? 2 * d.s + 2 : kMaxStages, fit);
   if (t.stages < min_stages || t.stages > fit) return std::nullopt;
   t.stage_bytes = per_stage;
@@ -443,6 +457,15 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
   // f32 stage limit, and CONVJIT_WGMMA_Y_PASSES=n tries n passes alone (n dividing the tile's boxes; 1 keeps f32 tiles
   // that would need passes on register stores), for timing runs (both change the source, so the cache key).
   constexpr int kYMapF32MaxStages = 16;
+  // NOTE: CONVJIT_WGMMA_Y_BUFFERS=2 stages passes in two buffers that alternate (a pass written
+  // while TMA reads the one before), for timing runs (changes the source, so the cache key).
+  int y_buffers = 1;
+  if (const char* env = std::getenv("CONVJIT_WGMMA_Y_BUFFERS"); env != nullptr && *env != '\0') {
+    if (std::string_view(env) != "1" && std::string_view(env) != "2") {
+      fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_Y_BUFFERS: expected 1 or 2, got '{}'", env);
+    }
+    y_buffers = *env - '0';
+  }
   const char* y_env = std::getenv("CONVJIT_WGMMA_Y_MAP");
   const bool y_f32_any = y_env != nullptr && std::string_view(y_env) == "f32";
   const int boxes = t.bn / y_box_channels(d);
@@ -457,12 +480,14 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
     }
     for (int passes = forced != 0 ? forced : 1; passes <= boxes; passes *= 2) {
       if (boxes % passes != 0) break;
-      const int y_bytes = t.bp * t.bq * t.bn * element / passes;
+      const int buffers = passes > 1 ? y_buffers : 1;
+      const int y_bytes = buffers * (t.bp * t.bq * t.bn * element / passes);
       const int fit_y = (kSharedLimit - barriers - slack - ring - y_bytes) / per_stage;
       // The row halo's stages are a tap's weights, a few of which the boxes may take.
       if (t.row_halo ? fit_y >= min_stages : sixteen_bit(d) ? fit_y >= 3 : fit_y >= t.stages) {
         t.y_map = true;
         t.y_passes = passes;
+        t.y_buffers = buffers;
         t.stages = std::min(t.stages, fit_y);
         t.shared_bytes = static_cast<unsigned>(barriers + slack + ring + t.stages * per_stage + y_bytes);
         break;
@@ -854,8 +879,8 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   src.launch.tile = fmt::format(
       "wgmma: {}x{} pixels x {} channels (kBP x kBQ x kBN), {} m64 blocks a warpgroup, {} stages{}{}, {}{}{}{}{}{}",
       tile->bp, tile->bq, tile->bn, tile->mb, tile->stages,
-      tile->row_halo
-          ? fmt::format(" (row tiles: one A copy of {} pixels a filter row)", halo_rows(d, tile->bp * tile->bq))
+      tile->row_halo             ? fmt::format(" (row tiles: one A copy of {} pixels a filter row, {} in a ring)",
+                                               halo_rows(d, tile->bp * tile->bq), tile->halo_ring)
       : tile->taps_per_stage > 1 ? fmt::format(" of {} taps", tile->taps_per_stage)
                                  : std::string(),
       tile->store_warps  ? ", outputs staged for the store warps"
@@ -950,7 +975,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                         .constant("kASmem", a_smem)
                         .constant("kYMap", y_map)
                         .constant("kYPasses", tile->y_passes)
+                        .constant("kYBuffers", tile->y_buffers)
                         .constant("kRowHalo", tile->row_halo)
+                        .constant("kHaloRing", tile->halo_ring)
                         .finish(template_text(kTemplate));
   const auto out = d.output_shape();
   src.launch.geometry = {
