@@ -245,14 +245,21 @@ bool paired_partials() { return env_switch_on("CONVJIT_WGMMA_PAIRED_PARTIALS"); 
 // ptxas serializes the wgmmas (the register sets' reuse across stages defeats its check).
 // 16-bit 64-byte rows (two k steps a tap) take up to 3 on persistent grids (docs/perf.md,
 // "Session 17").
-int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
-  const char* env = std::getenv("CONVJIT_WGMMA_TAPS_PER_STAGE");
-  if (env == nullptr || *env == '\0') return row_bytes == 32 ? 8 : row_bytes == 64 && sixteen_bit_persistent ? 3 : 1;
+// A development switch's integer in [lo, hi], or `fallback` where it is unset or empty.
+int env_int_in(const char* name, int lo, int hi, int fallback) {
+  const char* env = std::getenv(name);
+  if (env == nullptr || *env == '\0') return fallback;
   int n = 0;
-  if (std::sscanf(env, "%d", &n) != 1 || n < 1 || n > 8) {
-    fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_TAPS_PER_STAGE: expected 1 to 8, got '{}'", env);
+  if (std::sscanf(env, "%d", &n) != 1 || n < lo || n > hi) {
+    fail(ErrorCode::kInvalidArgument, "{}: expected {} to {}, got '{}'", name, lo, hi, env);
   }
   return n;
+}
+int taps_per_stage_requested(int row_bytes, bool sixteen_bit_persistent) {
+  return env_int_in("CONVJIT_WGMMA_TAPS_PER_STAGE", 1, 8,
+                    row_bytes == 32                             ? 8
+                    : row_bytes == 64 && sixteen_bit_persistent ? 3
+                                                                : 1);
 }
 
 // Row-halo A (the template's kRowHalo): tiles of one output row, whose stages hold one
@@ -301,17 +308,9 @@ bool row_halo_wanted(const Conv2dDesc& d, const WgmmaTile& t) {
   return wgmma_a_smem(d, /*tma=*/true, t) && idle * 16 <= q;
 }
 
-// NOTE: CONVJIT_WGMMA_HALO_RING=n (2 to 4) sets the ring's slots of tiles without lagged
-// consumers, for timing runs (changes the source, so the cache key).
-int halo_ring_requested() {
-  const char* env = std::getenv("CONVJIT_WGMMA_HALO_RING");
-  if (env == nullptr || *env == '\0') return 2;
-  int n = 0;
-  if (std::sscanf(env, "%d", &n) != 1 || n < 2 || n > 4) {
-    fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_HALO_RING: expected 2 to 4, got '{}'", env);
-  }
-  return n;
-}
+// NOTE: CONVJIT_WGMMA_HALO_RING=n (2 to 4) sets the ring's slots, for timing runs (changes the
+// source, so the cache key).
+int halo_ring_requested() { return env_int_in("CONVJIT_WGMMA_HALO_RING", 2, 4, 2); }
 
 // `nhwc_map`: the caller's own NHWC problem through the TMA map (not the route's), whose
 // grids of whole tiles run persistent.
