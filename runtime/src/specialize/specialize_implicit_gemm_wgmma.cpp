@@ -456,14 +456,19 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
   // f32 stage limit, and CONVJIT_WGMMA_Y_PASSES=n tries n passes alone (n dividing the tile's boxes; 1 keeps f32 tiles
   // that would need passes on register stores), for timing runs (both change the source, so the cache key).
   constexpr int kYMapF32MaxStages = 16;
-  // NOTE: CONVJIT_WGMMA_Y_BUFFERS=2 stages passes in two buffers that alternate (a pass written
-  // while TMA reads the one before), for timing runs (changes the source, so the cache key).
-  int y_buffers = 1;
-  if (const char* env = std::getenv("CONVJIT_WGMMA_Y_BUFFERS"); env != nullptr && *env != '\0') {
-    if (std::string_view(env) != "1" && std::string_view(env) != "2") {
-      fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_Y_BUFFERS: expected 1 or 2, got '{}'", env);
+  // Passes staged in two buffers that alternate (a pass written while TMA still reads the one
+  // before) for the row halo's f32 tiles: four passes in the bytes two passes of one buffer take
+  // measured 2.0-2.5% faster on KernelBench 55 TF32 (docs/perf.md, "Session 23"); 16-bit tiles
+  // measured no change and stay on one. NOTE: CONVJIT_WGMMA_Y_BUFFERS=1|2 forces one or two
+  // buffers for timing runs (changes the source, so the cache key).
+  int y_buffers = t.row_halo && !sixteen_bit(d) ? 2 : 1;
+  const char* buffers_env = std::getenv("CONVJIT_WGMMA_Y_BUFFERS");
+  const bool buffers_forced = buffers_env != nullptr && *buffers_env != '\0';
+  if (buffers_forced) {
+    if (std::string_view(buffers_env) != "1" && std::string_view(buffers_env) != "2") {
+      fail(ErrorCode::kInvalidArgument, "CONVJIT_WGMMA_Y_BUFFERS: expected 1 or 2, got '{}'", buffers_env);
     }
-    y_buffers = *env - '0';
+    y_buffers = *buffers_env - '0';
   }
   const char* y_env = std::getenv("CONVJIT_WGMMA_Y_MAP");
   const bool y_f32_any = y_env != nullptr && std::string_view(y_env) == "f32";
@@ -477,9 +482,18 @@ std::optional<WgmmaTile> choose_tile(const Conv2dDesc& d, bool tma = false, bool
              boxes, env);
       }
     }
-    for (int passes = forced != 0 ? forced : 1; passes <= boxes; passes *= 2) {
+    // By bytes, the whole boxes first, then a half, a quarter...; at each size the two buffers'
+    // twice as many passes where the boxes divide into them, else one buffer's passes.
+    for (int share = 1; share <= boxes; share *= 2) {
+      int passes = forced != 0 ? forced : share;
       if (boxes % passes != 0) break;
-      const int buffers = passes > 1 ? y_buffers : 1;
+      int buffers = 1;
+      if (forced != 0) {
+        buffers = passes > 1 && buffers_forced ? y_buffers : 1;
+      } else if (share > 1 && y_buffers == 2 && boxes % (2 * share) == 0) {
+        passes = 2 * share;
+        buffers = 2;
+      }
       const int y_bytes = buffers * (t.bp * t.bq * t.bn * element / passes);
       const int fit_y = (kSharedLimit - barriers - slack - ring - y_bytes) / per_stage;
       // The row halo's stages are a tap's weights, a few of which the boxes may take.
@@ -865,8 +879,11 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   const bool y_map = tile->y_map;
   const bool pairs = !y_nchw && !y_map && pair_stores(d, align.y);
   const bool quads = pairs && quad_stores(d, align.y);
-  const std::string stores = y_map   ? fmt::format(", y by TMA from staged boxes{}",
-                                                 tile->y_passes > 1 ? fmt::format(" ({} passes)", tile->y_passes) : "")
+  const std::string passes = tile->y_passes == 1 ? ""
+                             : tile->y_buffers > 1
+                                 ? fmt::format(" ({} passes in {} buffers)", tile->y_passes, tile->y_buffers)
+                                 : fmt::format(" ({} passes)", tile->y_passes);
+  const std::string stores = y_map   ? fmt::format(", y by TMA from staged boxes{}", passes)
                              : quads ? ", four-channel stores"
                              : pairs ? ", channel-pair stores"
                                      : "";
