@@ -339,11 +339,11 @@ static_assert(!kASmem || (kNhwc && kATma && kSplit == 1),
               "A through a descriptor: the NHWC TMA kernel's swizzled stages, one product a k step");
 static_assert(!kBMap || (kNhwc && kATma && kSplit == 1 && !kWeightsKcrs),
               "weights through a map: the NHWC TMA kernel in TF32 or 16-bit, w as K, R, S, C/groups");
-// The route without its y transpose (CONVJIT_WGMMA_Y_NCHW): the NHWC kernel stores its
-// output pixels straight into the caller's NCHW y, a channel plane apart. A warp's store
-// then covers 8 consecutive pixels of 4 channels, whole 32-byte sectors for f32 (16-bit:
-// the other 8 pixels' store fills the sector in L2), where the transpose would read and
-// write y once more. Split-K keeps the transpose (its reduce pass writes pixel-major).
+// The route's stores (CONVJIT_WGMMA_Y_NCHW): the NHWC kernel stores its output pixels
+// straight into the caller's NCHW y, a channel plane apart. A warp's store then covers 8
+// consecutive pixels of 4 channels, whole 32-byte sectors for f32 (16-bit: the other 8
+// pixels' store fills the sector in L2), where a transpose would read and write y once
+// more. With split-K the reduce pass stores the caller's y instead.
 #ifdef CONVJIT_WGMMA_Y_NCHW
 enum : bool { kYNchw = true };
 static_assert(kNhwc && kATma && kSplitK == 1 && !kPairStores,
@@ -1000,6 +1000,43 @@ __device__ __forceinline__ PackRow pack_row(PackIndex row) {
   return {w_index, plane, c, k_out};
 }
 
+// Where w holds a filter's taps together (K,C/groups,R,S, or a transposed problem's
+// C,K/groups,R,S), a row's kPackRow channels lie kTaps (or more) apart, and a row a thread
+// would read one element a sector. The packing then goes by columns: pack_row's index
+// without its tap and plane, one thread a column, which packs every tap and plane of it,
+// so that a thread reads each of its channels' kTaps weights together (a filter's
+// channels follow one another: a warp's reads are whole sectors) and each weight once
+// for both planes. K,R,S,C/groups weights keep a row a thread: a row is one 16-byte run.
+enum : bool { kPackByColumns = kWeightsKcrs || kWeightsTransposed };
+enum : long long { kPackedColumns = kPackedRows / (static_cast<long long>(kTaps) * kPlanes) };
+static_assert(kPackedColumns * kTaps * kPlanes == kPackedRows, "every column has every tap and plane");
+
+// The row of the packing at column `col`, tap `tap` and plane `plane`: pack_row's order.
+__device__ __forceinline__ PackIndex pack_row_of(PackIndex col, int tap, int plane) {
+  const PackIndex in_tap = col % kBTapRows;
+  PackIndex rest = col / kBTapRows;
+  PackIndex sub = 0;
+  if constexpr (kNhwc) {
+    sub = rest % kSub;
+    rest /= kSub;
+  }
+  const PackIndex chunk = rest % kChunks;
+  const PackIndex block = rest / kChunks;  // group * kKBlocks + kb
+  if constexpr (!kNhwc) {
+    return (((block * kChunks + chunk) * kR + tap / kS) * kPlanes + plane) * kS * kBTapRows +
+           static_cast<PackIndex>(tap % kS) * kBTapRows + in_tap;
+  } else {
+    PackIndex outer;
+    if constexpr (kRowHalo) {
+      outer = (((block * kR + tap / kS) * kChunks + chunk) * kS + tap % kS) * kPlanes + plane;
+    } else {
+      outer = (((block * kTapGroups + tap / kTapsPerStage) * kChunks + chunk) * kPlanes + plane) * kTapsPerStage +
+              tap % kTapsPerStage;
+    }
+    return (outer * kSub + sub) * kBTapRows + in_tap;
+  }
+}
+
 // NHWC producer (warpgroup 0, every warp copies): per stage, the tap's kStageC channels
 // of each of the tile's kBM pixels in kXVecBytes pieces, the im2col gather done in the
 // address (zeros for padding, pixels past the last and channels past the group's), and
@@ -1524,19 +1561,41 @@ __device__ __forceinline__ void consume_nhwc(const Element* stages, const Elemen
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _pack)(const wg::Element* __restrict__ w, wg::Element* __restrict__ packed) {
   using namespace wg;
-  for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
-    const PackRow at = pack_row(row);
-    // Between consecutive channels in w.
-    constexpr long long kStep = kWeightsTransposed ? static_cast<long long>(kKPerGroup) * kTaps
-                                : kWeightsKcrs     ? kTaps
-                                                   : 1;
-    alignas(16) Element v[kPackRow];
+  // Between consecutive channels in w.
+  constexpr long long kStep = kWeightsTransposed ? static_cast<long long>(kKPerGroup) * kTaps
+                              : kWeightsKcrs     ? kTaps
+                                                 : 1;
+  if constexpr (kPackByColumns) {
+    for (PackIndex col = blockIdx.x * 256 + threadIdx.x; col < kPackedColumns; col += 256 * gridDim.x) {
+#pragma unroll(kTaps <= 9 ? kTaps : 1)
+      for (int tap = 0; tap < kTaps; ++tap) {
+        const PackRow at = pack_row(pack_row_of(col, tap, 0));
+        Element raw[kPackRow];
 #pragma unroll
-    for (int j = 0; j < kPackRow; ++j) {
-      v[j] = at.k_out < kKPerGroup && at.c + j < kCPerGroup ? packed_value(w[at.w_index + j * kStep], at.plane)
-                                                            : Element{};
+        for (int j = 0; j < kPackRow; ++j) {
+          raw[j] = at.k_out < kKPerGroup && at.c + j < kCPerGroup ? w[at.w_index + j * kStep] : Element{};
+        }
+#pragma unroll
+        for (int plane = 0; plane < kPlanes; ++plane) {
+          alignas(16) Element v[kPackRow];
+#pragma unroll
+          for (int j = 0; j < kPackRow; ++j) v[j] = packed_value(raw[j], plane);
+          *reinterpret_cast<uint4*>(packed + static_cast<long long>(pack_row_of(col, tap, plane)) * kPackRow) =
+              *reinterpret_cast<const uint4*>(v);
+        }
+      }
     }
-    *reinterpret_cast<uint4*>(packed + static_cast<long long>(row) * kPackRow) = *reinterpret_cast<const uint4*>(v);
+  } else {
+    for (PackIndex row = blockIdx.x * 256 + threadIdx.x; row < kPackedRows; row += 256 * gridDim.x) {
+      const PackRow at = pack_row(row);
+      alignas(16) Element v[kPackRow];
+#pragma unroll
+      for (int j = 0; j < kPackRow; ++j) {
+        v[j] = at.k_out < kKPerGroup && at.c + j < kCPerGroup ? packed_value(w[at.w_index + j * kStep], at.plane)
+                                                              : Element{};
+      }
+      *reinterpret_cast<uint4*>(packed + static_cast<long long>(row) * kPackRow) = *reinterpret_cast<const uint4*>(v);
+    }
   }
 }
 
@@ -1821,42 +1880,71 @@ extern "C" __global__ void __launch_bounds__(wg::kThreads, 1)
 }
 
 #ifdef CONVJIT_WGMMA_SPLIT_K
-// Split-K's second pass: y = epilogue(sum of the kSplitK slices' partials + bias), in y's
-// own order ([pixel][kK]), one output a thread and step, over the run's batch. Defined
-// (CONVJIT_WGMMA_SPLIT_K, from the prologue) only where kSplitK > 1: other kernels keep
-// their entry points.
+namespace wg {
+// Output i of the partial sums' order ([pixel][kK]) summed over the slices, with the bias
+// and the activation. Slices lie kPixels x kK apart (the full batch's); a run's outputs
+// are a prefix.
+__device__ __forceinline__ float reduced(const float* __restrict__ partial, const Element* __restrict__ bias,
+                                         long long i) {
+  constexpr long long kSliceStride = static_cast<long long>(kPixels) * kK;
+  float v = 0.0f;
+#pragma unroll
+  for (int slice = 0; slice < kSplitK; ++slice) v += partial[slice * kSliceStride + i];
+  if constexpr (kHasBias) v += to_float(bias[i % kK]);
+  if constexpr (kRelu) v = fmaxf(v, 0.0f);
+  return v;
+}
+}  // namespace wg
+
+// Split-K's second pass: y = epilogue(sum of the kSplitK slices' partials + bias), over the
+// run's batch. Defined (CONVJIT_WGMMA_SPLIT_K, from the prologue) only where kSplitK > 1:
+// other kernels keep their entry points. NHWC y is the partials' order: one output a
+// thread and step. The route's y is the caller's NCHW (kYPhase: a phase of it), a channel
+// plane apart where the partials are a channel apart: 32 x 32 tiles of (pixel, channel)
+// through shared memory, so that a warp reads 32 channels of a pixel and writes 32 pixels
+// of a channel (one run of a plane, or two where the tile crosses an image).
 extern "C" __global__ void __launch_bounds__(256)
     CONVJIT_CAT(CONVJIT_KERNEL_NAME, _reduce)(const float* __restrict__ partial, const wg::Element* __restrict__ bias,
                                               wg::Element* __restrict__ y CONVJIT_BATCH_PARAM) {
   using namespace wg;
-  // Slices lie kPixels x kK apart (the full batch's), the run's outputs are a prefix.
-  constexpr long long kSliceStride = static_cast<long long>(kPixels) * kK;
-  const long long outputs = static_cast<long long>(CONVJIT_BATCH(kN)) * kOutPlane * kK;
-  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < outputs; i += 256ll * gridDim.x) {
-    float v = 0.0f;
-#pragma unroll
-    for (int slice = 0; slice < kSplitK; ++slice) v += partial[slice * kSliceStride + i];
-    if constexpr (kHasBias) v += to_float(bias[i % kK]);
-    if constexpr (kRelu) v = fmaxf(v, 0.0f);
-    if constexpr (kYPhase) {
-      // Output pixel (p, q) of the phase at (p kYStrideH + kYPhaseH, q kYStrideW + kYPhaseW)
-      // of the caller's NCHW plane.
-      const long long pixel = i / kK;
-      const int k = static_cast<int>(i - pixel * kK);
-      const long long img = pixel / kOutPlane;
-      y[(img * kK + k) * (static_cast<long long>(kYFullZ) * kYFullP * kYFullQ) +
-        phase_output(static_cast<int>(pixel - img * kOutPlane))] = from_float(v);
-    } else {
-      y[i] = from_float(v);
-    }
+  const long long pixels = static_cast<long long>(CONVJIT_BATCH(kN)) * kOutPlane;
+#ifndef CONVJIT_WGMMA_VIA_NHWC
+  static_assert(!kYPhase, "a phase's outputs are the route's");
+  for (long long i = blockIdx.x * 256ll + threadIdx.x; i < pixels * kK; i += 256ll * gridDim.x) {
+    y[i] = from_float(reduced(partial, bias, i));
   }
+#else
+  constexpr int kKTiles = (kK + 31) / 32;
+  constexpr long long kPlaneY = kYPhase ? static_cast<long long>(kYFullZ) * kYFullP * kYFullQ : kOutPlane;
+  __shared__ float tile[32][33];
+  const int lane = threadIdx.x % 32;
+  const long long tiles = (pixels + 31) / 32 * kKTiles;
+  for (long long t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const long long p0 = t / kKTiles * 32;
+    const int k0 = static_cast<int>(t % kKTiles) * 32;
+    for (int r = threadIdx.x / 32; r < 32; r += 8) {
+      if (p0 + r < pixels && k0 + lane < kK) tile[r][lane] = reduced(partial, bias, (p0 + r) * kK + k0 + lane);
+    }
+    __syncthreads();
+    const long long pixel = p0 + lane;
+    const long long img = pixel / kOutPlane;
+    const int zpq = static_cast<int>(pixel - img * kOutPlane);
+    long long at = zpq;
+    if constexpr (kYPhase) at = phase_output(zpq);
+    for (int r = threadIdx.x / 32; r < 32; r += 8) {
+      if (pixel < pixels && k0 + r < kK) y[(img * kK + k0 + r) * kPlaneY + at] = from_float(tile[lane][r]);
+    }
+    // The next tile's writes wait for this one's reads.
+    __syncthreads();
+  }
+#endif
 }
 #endif  // CONVJIT_WGMMA_SPLIT_K
 
 #ifdef CONVJIT_WGMMA_VIA_NHWC
 // NCHW through the NHWC kernel: the caller's x is copied into the workspace as NHWC before
-// the convolution, and its NHWC output into the caller's y as NCHW after it
-// (device::transpose_images, one matrix an image).
+// the convolution (device::transpose_images, one matrix an image); the main kernel
+// (kYNchw) or split-K's reduce pass stores the caller's NCHW y.
 static_assert(wg::kNhwc && wg::kWeightsKcrs && wg::kATma,
               "the route's NHWC TMA kernel reads NCHW weights (spec::kWeightsKcrs)");
 #ifdef CONVJIT_DYNAMIC_BATCH
@@ -1882,12 +1970,6 @@ extern "C" __global__ void __launch_bounds__(256)
     if constexpr (kRelu) v = fmaxf(v, 0.0f);
     y[i] = from_float(v);
   }
-}
-#endif
-#ifndef CONVJIT_WGMMA_Y_NCHW
-extern "C" __global__ void __launch_bounds__(256)
-    CONVJIT_CAT(CONVJIT_KERNEL_NAME, _y_to_nchw)(const wg::Element* __restrict__ y_nhwc, wg::Element* __restrict__ y) {
-  device::transpose_images<wg::Element, wg::kN, static_cast<long long>(wg::kOutPlane), wg::kK>(y_nhwc, y);
 }
 #endif
 #endif  // CONVJIT_WGMMA_VIA_NHWC

@@ -1,9 +1,14 @@
 // Launch-path behaviour on a real GPU: caches across processes, hot calls, bad calls.
+#include <cuda.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <latch>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -147,24 +152,43 @@ TEST_F(RuntimeGpu, NullOrMismatchedPointersLaunchNothing) {
   for (float v : out) ASSERT_TRUE(std::isnan(v)) << "the output was written by a rejected call";
 }
 
+// Six threads, two problems, three calls each, all at once, on the null stream (one stream
+// for every thread: a run's launches over the plan's workspace, x's transpose and the
+// convolution reading it, must not interleave with another thread's) and on
+// CU_STREAM_PER_THREAD (a stream a thread, whose runs overlap on the device: a workspace
+// a thread). Each failed check names its thread, call, error and unwritten outputs.
 TEST_F(RuntimeGpu, ManyThreadsCallingAtOnceAllGetCorrectResults) {
-  Runtime rt(options());
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 6; ++t) {
-    threads.emplace_back([&, t] {
-      std::mt19937_64 rng(1234 + t);
-      Conv2dDesc d = kDesc;
-      d.k = 17 + (t % 2);  // two problems, three threads each
-      for (int i = 0; i < 3; ++i) {
-        const auto r = testing::check_on_gpu(rt, d, rng);
-        if (!(r.rel_err < 1e-5) || r.unwritten != 0) ++failures;
-      }
-    });
+  for (const Stream stream : {Stream{nullptr}, reinterpret_cast<Stream>(CU_STREAM_PER_THREAD)}) {
+    SCOPED_TRACE(stream == nullptr ? "the null stream" : "CU_STREAM_PER_THREAD");
+    // A cache of its own for each stream, so each compiles its two kernels.
+    RuntimeOptions own = options();
+    own.cache_dir /= stream == nullptr ? "null" : "per-thread";
+    Runtime rt(own);
+    std::mutex failures_mutex;
+    std::vector<std::string> failures;
+    std::latch start(6);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&, t] {
+        std::mt19937_64 rng(1234 + t);
+        Conv2dDesc d = kDesc;
+        d.k = 17 + (t % 2);  // two problems, three threads each
+        start.arrive_and_wait();
+        for (int i = 0; i < 3; ++i) {
+          const auto r = testing::check_on_gpu(rt, d, rng, false, Algorithm::kAuto, false, 0, stream);
+          if (!(r.rel_err < 1e-5) || r.unwritten != 0 || r.outside != 0) {
+            std::lock_guard lock(failures_mutex);
+            failures.push_back(
+                fmt::format("thread {} call {} (k = {}): relative error {:.3g}, {} unwritten, {} outside", t, i, d.k,
+                            r.rel_err, r.unwritten, r.outside));
+          }
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_TRUE(failures.empty()) << fmt::format("{}", fmt::join(failures, "\n"));
+    EXPECT_EQ(rt.stats().compiles, 2u);
   }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(failures.load(), 0);
-  EXPECT_EQ(rt.stats().compiles, 2u);
 }
 
 }  // namespace

@@ -56,7 +56,7 @@ const Conv2dDesc kDeep{
 
 // One kind of each, a split one in 3xTF32 (the heaviest kernel): the route's kernel,
 // its constants, its launch steps and workspace, and a clean sm_90a compile.
-TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEveryDtypeAndMathMode) {
+TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsAndStoreNchwYThemselvesInEveryDtypeAndMathMode) {
   ScopedEnv on(kSwitch, "1");
   struct Case {
     Conv2dDesc desc;
@@ -95,32 +95,28 @@ TEST(NchwViaNhwcKernel, RouteKernelsCompileWithoutSpillsWithBothTransposesInEver
     EXPECT_EQ(src.launch.split_reduce.has_value(), c.split);
     ASSERT_TRUE(src.launch.x_to_nhwc.has_value());
     EXPECT_EQ(src.launch.x_to_nhwc->kernel_name, name + "_x_to_nhwc");
-    // Unsplit, the kernel stores the caller's NCHW y itself; split-K's reduce pass writes
-    // y's NHWC region, which y's transpose empties.
-    ASSERT_EQ(src.launch.y_to_nchw.has_value(), c.split);
+    // Unsplit, the kernel stores the caller's NCHW y itself; split, its reduce pass does,
+    // a block a 32 x 32 tile of (pixel, channel): no y transpose, no y region.
     EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_Y_NCHW 1") != std::string::npos, !c.split);
     if (c.split) {
-      EXPECT_EQ(src.launch.y_to_nchw->kernel_name, name + "_y_to_nchw");
+      const auto out = d.output_shape();
+      const std::uint64_t tiles = (static_cast<std::uint64_t>(out.n) * out.p * out.q + 31) / 32 * ((d.k + 31) / 32);
+      EXPECT_EQ(src.launch.split_reduce->grid_x, std::min<std::uint64_t>(tiles, 132 * 8));
+      EXPECT_NE(src.launch.tile.find("y stored NCHW by the reduce pass"), std::string::npos) << src.launch.tile;
     } else {
       EXPECT_EQ(prologue_constant(src, "bool", "kPairStores"), "false");
     }
-    const auto out = d.output_shape();
     const auto x_bytes = static_cast<std::uint64_t>(d.x_elements()) * e;
-    const auto y_bytes = static_cast<std::uint64_t>(out.n) * d.k * out.p * out.q * e;
-    for (const auto& [t, bytes] :
-         {std::pair{src.launch.x_to_nhwc, x_bytes}, std::pair{src.launch.y_to_nchw, y_bytes}}) {
-      if (!t) continue;
-      EXPECT_GE(t->region_bytes, bytes) << t->kernel_name;
-      EXPECT_LT(t->region_bytes, bytes + kRegionAlign) << t->kernel_name;
-      EXPECT_EQ(t->region_bytes % kRegionAlign, 0u) << t->kernel_name;
-      EXPECT_GE(t->grid_x, 1u);
-      EXPECT_EQ(t->block_x, 256u);
-    }
+    EXPECT_GE(src.launch.x_to_nhwc->region_bytes, x_bytes);
+    EXPECT_LT(src.launch.x_to_nhwc->region_bytes, x_bytes + kRegionAlign);
+    EXPECT_EQ(src.launch.x_to_nhwc->region_bytes % kRegionAlign, 0u);
+    EXPECT_GE(src.launch.x_to_nhwc->grid_x, 1u);
+    EXPECT_EQ(src.launch.x_to_nhwc->block_x, 256u);
 
     const auto compiled = Nvrtc::compile(src.source.text, name + ".cu", Nvrtc::options_for(src.source.compile_arch));
     const std::string& ptx = compiled.ptx;
-    EXPECT_EQ(ptx.find(".entry " + name + "_y_to_nchw(") != std::string::npos, c.split);
-    for (const std::string& entry : {name, name + "_pack", name + "_x_to_nhwc", name + (c.split ? "_y_to_nchw" : "")}) {
+    EXPECT_EQ(ptx.find("_y_to_nchw("), std::string::npos);
+    for (const std::string& entry : {name, name + "_pack", name + "_x_to_nhwc", name + (c.split ? "_reduce" : "")}) {
       EXPECT_NE(ptx.find(".entry " + entry + "("), std::string::npos) << entry;
       const auto usage = parse_ptxas_report(compiled.log, entry);
       EXPECT_EQ(usage.spill_store_bytes, 0) << entry << "\n" << compiled.log;
@@ -149,7 +145,6 @@ TEST(NchwViaNhwcKernel, ZeroGivesExactlyTheNchwKernelOfBeforeAndOtherValuesAreRe
       EXPECT_EQ(src.source.kernel_name, before.source.kernel_name);
       EXPECT_EQ(src.source.text, before.source.text);
       EXPECT_FALSE(src.launch.x_to_nhwc.has_value());
-      EXPECT_FALSE(src.launch.y_to_nchw.has_value());
       EXPECT_EQ(src.source.text.find("#define CONVJIT_WGMMA_VIA_NHWC"), std::string::npos);
       EXPECT_EQ(std::isinf(predicted_nchw_via_nhwc_ms(d, "sm_90")), true);
     }

@@ -63,7 +63,6 @@ TEST(NchwViaNhwcMmaKernel, StemKernelsCompileWithoutSpillsWithXsTransposeAndNchw
     const auto e = static_cast<unsigned>(size_of(d.dtype));
     EXPECT_EQ(src.launch.needs, (AlignmentNeeds{e, e, e, e}));
     EXPECT_FALSE(src.launch.weight_pack.has_value());
-    EXPECT_FALSE(src.launch.y_to_nchw.has_value());
     ASSERT_TRUE(src.launch.x_to_nhwc.has_value());
     const auto& t = *src.launch.x_to_nhwc;
     EXPECT_EQ(t.kernel_name, name + "_x_to_nhwc");

@@ -1,11 +1,16 @@
 // NCHW through the NHWC TMA wgmma kernel (CONVJIT_NCHW_VIA_NHWC=1) on the launch path, on
 // the fake driver: a run launches the x transpose, the pack and the convolution, which
-// stores the caller's NCHW y itself; with split-K, the convolution's partial sums, the
-// reduce into y's NHWC region and the y transpose; in that order and nothing else, with
-// the caller's x read only by the first and the caller's y written only by the last; the
+// stores the caller's NCHW y itself; with split-K, the convolution's partial sums and the
+// reduce, which stores the caller's NCHW y; in that order and nothing else, with the
+// caller's x read only by the first and the caller's y written only by the last; the
 // map encodes the workspace's copy of x. A caller's workspace, packed
 // weights and a capturing stream work as they do for the plain kernels.
+#include <latch>
+#include <map>
+#include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/fake_driver_test.hpp"
@@ -49,26 +54,22 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
     args.workspace_bytes = plan.workspace_bytes();
     return args;
   }
-  // Where a run puts x's and (split-K only) y's NHWC copies: past the packed weights
-  // (absent when the run has packed ones), each region rounded up to kRegion.
+  // Where a run puts x's NHWC copy: past the packed weights (absent when the run has
+  // packed ones), rounded up to kRegion; split-K's partial sums follow it.
   struct Regions {
     const void* x;
-    const void* y;        // split-K
     const void* partial;  // split-K
   };
-  static Regions regions(const Conv2dDesc& d, const void* workspace, std::uint64_t packed_bytes, bool split) {
+  static Regions regions(const Conv2dDesc& d, const void* workspace, std::uint64_t packed_bytes) {
     const auto base = reinterpret_cast<std::uintptr_t>(workspace) + round_up(packed_bytes);
     const auto e = static_cast<std::uint64_t>(size_of(d.dtype));
     const std::uint64_t x_bytes = round_up(static_cast<std::uint64_t>(d.x_elements()) * e);
-    const std::uint64_t y_bytes = split ? round_up(static_cast<std::uint64_t>(d.y_elements()) * e) : 0;
-    return {reinterpret_cast<const void*>(base), split ? reinterpret_cast<const void*>(base + x_bytes) : nullptr,
-            reinterpret_cast<const void*>(base + x_bytes + y_bytes)};
+    return {reinterpret_cast<const void*>(base), reinterpret_cast<const void*>(base + x_bytes)};
   }
-  // The launches of one run, checked in order: x transpose, [pack], convolution, [reduce,
-  // y transpose].
+  // The launches of one run, checked in order: x transpose, [pack], convolution, [reduce].
   void expect_run(const std::vector<FakeLaunch>& got, const std::string& name, const Operands& ops,
                   const Conv2dArgs& args, const Regions& at, const void* packed, bool pack, bool split) const {
-    ASSERT_EQ(got.size(), 2u + (pack ? 1 : 0) + (split ? 2 : 0));
+    ASSERT_EQ(got.size(), 2u + (pack ? 1 : 0) + (split ? 1 : 0));
     std::size_t i = 0;
     EXPECT_EQ(got[i].function, name + "_x_to_nhwc");
     ASSERT_EQ(got[i].args.size(), 2u);
@@ -94,12 +95,7 @@ class NchwViaNhwcLaunch : public testing::FakeDriverTest {
       ASSERT_EQ(got[i].args.size(), 3u);
       EXPECT_EQ(got[i].pointer_arg(0), at.partial);
       EXPECT_EQ(got[i].pointer_arg(1), args.bias);
-      EXPECT_EQ(got[i].pointer_arg(2), at.y);
-      ++i;
-      EXPECT_EQ(got[i].function, name + "_y_to_nchw");
-      ASSERT_EQ(got[i].args.size(), 2u);
-      EXPECT_EQ(got[i].pointer_arg(0), at.y);
-      EXPECT_EQ(got[i].pointer_arg(1), args.y) << "only the last launch writes the caller's y";
+      EXPECT_EQ(got[i].pointer_arg(2), args.y) << "only the last launch writes the caller's y";
     }
   }
 
@@ -114,17 +110,17 @@ TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackAndAConvolutionThatStoresThe
   EXPECT_EQ(fake().calls("cuFuncLoad"), 3u) << "the convolution, the pack and x's transpose, with the module";
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
   ASSERT_GT(packed_bytes, 0u);
-  const Regions bounds = regions(kPlain, nullptr, packed_bytes, /*split=*/false);
+  const Regions bounds = regions(kPlain, nullptr, packed_bytes);
   EXPECT_EQ(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(bounds.partial)) << "x's region, no more";
   Operands ops(kPlain);
   FakeBuffer workspace(plan.workspace_bytes());
   Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
-  expect_run(fake().launches(), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false), workspace.at(),
+  expect_run(fake().launches(), name, ops, args, regions(kPlain, workspace.at(), packed_bytes), workspace.at(),
              /*pack=*/true, /*split=*/false);
   const auto encodes = fake().im2col_encodes();
   ASSERT_EQ(encodes.size(), 1u);
-  EXPECT_EQ(encodes[0].address, regions(kPlain, workspace.at(), packed_bytes, false).x);
+  EXPECT_EQ(encodes[0].address, regions(kPlain, workspace.at(), packed_bytes).x);
   EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{64, 12, 10, 2}));
   EXPECT_EQ(fake().calls("cuMemAlloc"), 0u);
 
@@ -133,34 +129,33 @@ TEST_F(NchwViaNhwcLaunch, ARunLaunchesXTransposePackAndAConvolutionThatStoresThe
   const std::size_t before = launch_count();
   args = with_workspace(ops.args(/*x_offset=*/2, 0, /*bias_offset=*/2, /*y_offset=*/6), workspace, plan);
   plan.run(args);
-  expect_run(launches_since(before), name, ops, args, regions(kPlain, workspace.at(), packed_bytes, false),
-             workspace.at(), /*pack=*/true, /*split=*/false);
+  expect_run(launches_since(before), name, ops, args, regions(kPlain, workspace.at(), packed_bytes), workspace.at(),
+             /*pack=*/true, /*split=*/false);
 
   args.workspace_bytes = plan.workspace_bytes() - 1;
   expect_error(ErrorCode::kInvalidArgument, [&] { plan.run(args); }, {"the workspace holds"});
   EXPECT_EQ(launch_count(), before + 3);
 }
 
-TEST_F(NchwViaNhwcLaunch, ASplitRunReducesIntoTheYRegionBeforeTheYTranspose) {
+TEST_F(NchwViaNhwcLaunch, ASplitRunsReducePassStoresTheCallersYLast) {
   Runtime rt(options());
   const Conv2dPlan plan = plan_for(rt, kSplit);
   const std::string name = plan.kernel_name();
   ASSERT_TRUE(name.ends_with("_via_nhwc")) << name;
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
-  ASSERT_GT(plan.workspace_bytes(),
-            reinterpret_cast<std::uintptr_t>(regions(kSplit, nullptr, packed_bytes, true).partial))
+  ASSERT_GT(plan.workspace_bytes(), reinterpret_cast<std::uintptr_t>(regions(kSplit, nullptr, packed_bytes).partial))
       << "not split";
   Operands ops(kSplit);
   FakeBuffer workspace(plan.workspace_bytes());
   Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   const auto got = fake().launches();
-  expect_run(got, name, ops, args, regions(kSplit, workspace.at(), packed_bytes, true), workspace.at(), /*pack=*/true,
+  expect_run(got, name, ops, args, regions(kSplit, workspace.at(), packed_bytes), workspace.at(), /*pack=*/true,
              /*split=*/true);
   EXPECT_GT(got[2].grid[2], 1u);  // the slices
 }
 
-TEST_F(NchwViaNhwcLaunch, PackedWeightsLeaveTheRegionsAndPartialsAtTheWorkspacesStart) {
+TEST_F(NchwViaNhwcLaunch, PackedWeightsLeaveTheRegionAndPartialsAtTheWorkspacesStart) {
   Runtime rt(options());
   const Conv2dPlan plan = plan_for(rt, kSplit);
   const std::string name = plan.kernel_name();
@@ -180,12 +175,12 @@ TEST_F(NchwViaNhwcLaunch, PackedWeightsLeaveTheRegionsAndPartialsAtTheWorkspaces
   args.workspace = workspace.at();
   args.workspace_bytes = run_bytes;
   plan.run(args);
-  expect_run(launches_since(1), name, ops, args, regions(kSplit, workspace.at(), 0, true), packed.at(), /*pack=*/false,
+  expect_run(launches_since(1), name, ops, args, regions(kSplit, workspace.at(), 0), packed.at(), /*pack=*/false,
              /*split=*/true);
 
   args.workspace_bytes = run_bytes - 4;
   expect_error(ErrorCode::kInvalidArgument, [&] { plan.run(args); }, {"the workspace holds"});
-  EXPECT_EQ(launch_count(), 5u);
+  EXPECT_EQ(launch_count(), 4u);
 }
 
 TEST_F(NchwViaNhwcLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAndCapturesEveryStep) {
@@ -207,7 +202,7 @@ TEST_F(NchwViaNhwcLaunch, AFirstRunOnACapturingStreamMakesItsWorkspaceOnceAndCap
 
 // A 3-D NCDHW problem (stride-1 transposed, through its forward twin; two tiles, so
 // split-K): x's transpose, the pack, the convolution, which reads a rank-5 map of x's
-// NDHWC copy (C, W, H, D, N), the reduce and y's transpose over Z x P x Q.
+// NDHWC copy (C, W, H, D, N), and the reduce, which stores the caller's NCDHW y.
 TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
   const Conv2dDesc d = with_dtype({.n = 2,
                                    .c = 32,
@@ -233,7 +228,7 @@ TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
   Conv2dArgs args = with_workspace(ops.args(), workspace, plan);
   plan.run(args);
   const std::uint64_t packed_bytes = plan.packed_weight_bytes();
-  expect_run(fake().launches(), name, ops, args, regions(d, workspace.at(), packed_bytes, true), workspace.at(),
+  expect_run(fake().launches(), name, ops, args, regions(d, workspace.at(), packed_bytes), workspace.at(),
              /*pack=*/true, /*split=*/true);
   const auto encodes = fake().im2col_encodes();
   ASSERT_EQ(encodes.size(), 1u);
@@ -241,7 +236,7 @@ TEST_F(NchwViaNhwcLaunch, AThreeDimensionalRunReadsARankFiveMapOfXsNdhwcCopy) {
   EXPECT_EQ(encodes[0].dims, (std::vector<std::uint64_t>{32, 8, 6, 5, 2}));
   EXPECT_EQ(encodes[0].lower, (std::vector<int>{-1, -1, -1})) << "the twin's padding: 3 - 1 - 1 a dimension";
   EXPECT_EQ(encodes[0].upper, (std::vector<int>{-1, -1, -1}));
-  EXPECT_EQ(encodes[0].address, regions(d, workspace.at(), packed_bytes, true).x);
+  EXPECT_EQ(encodes[0].address, regions(d, workspace.at(), packed_bytes).x);
 }
 
 // A strided transposed problem with one receiving phase (stride 2, dilation 2, 1-D): x's
@@ -294,6 +289,63 @@ TEST_F(NchwViaNhwcLaunch, OffTheSameProblemRunsTheNchwKernelAlone) {
   EXPECT_EQ(got[1].pointer_arg(0), ops.x.at());
   EXPECT_EQ(got[1].pointer_arg(3), ops.y.at());
   EXPECT_TRUE(fake().im2col_encodes().empty());
+}
+
+// Host threads sharing a plan: a run is several launches over the plan's workspace (x's
+// transpose into it, the pack, the convolution reading the copy), and threads enqueuing on
+// one stream at once must not interleave them, or a convolution reads another thread's x
+// (what RuntimeGpu.ManyThreadsCallingAtOnceAllGetCorrectResults caught on the GPU). On the
+// null stream, shared by every thread, each convolution follows its own thread's
+// transpose; under CU_STREAM_PER_THREAD, a different stream on each thread, whose runs may
+// overlap on the device, each thread has a workspace of its own. The threads start together.
+TEST_F(NchwViaNhwcLaunch, ThreadsSharingAPlanEnqueueEachRunWholeAndPerThreadStreamsHaveTheirOwnWorkspace) {
+  Runtime rt(options());
+  const Conv2dPlan plan = plan_for(rt, kPlain);
+  const std::string name = plan.kernel_name();
+  constexpr int kThreads = 6;
+  constexpr int kRuns = 40;
+  std::vector<std::unique_ptr<Operands>> ops;
+  std::map<const void*, int> thread_of_x, thread_of_y;
+  for (int t = 0; t < kThreads; ++t) {
+    ops.push_back(std::make_unique<Operands>(kPlain));
+    thread_of_x[ops.back()->x.at()] = t;
+    thread_of_y[ops.back()->y.at()] = t;
+  }
+  for (const Stream stream : {Stream{nullptr}, reinterpret_cast<Stream>(CU_STREAM_PER_THREAD)}) {
+    SCOPED_TRACE(stream == nullptr ? "the null stream" : "CU_STREAM_PER_THREAD");
+    const std::size_t from = launch_count();
+    std::latch start(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        start.arrive_and_wait();
+        for (int i = 0; i < kRuns; ++i) plan.run(ops[t]->args(), stream);
+      });
+    }
+    for (auto& thread : threads) thread.join();
+    const auto got = launches_since(from);
+    ASSERT_EQ(got.size(), std::size_t{kThreads} * kRuns * 3) << "x's transpose, the pack, the convolution";
+    std::map<int, std::set<const void*>> workspace_of;  // each thread's transposes' targets
+    std::map<const void*, int> transposed;              // a workspace: whose x it last held
+    int interleaved = 0;
+    for (const FakeLaunch& launch : got) {
+      if (launch.function == name + "_x_to_nhwc") {
+        const int t = thread_of_x.at(launch.pointer_arg(0));
+        workspace_of[t].insert(launch.pointer_arg(1));
+        transposed[launch.pointer_arg(1)] = t;
+      } else if (launch.function == name) {
+        // The convolution reads the copy at its x and stores the caller's NCHW y.
+        interleaved += transposed.at(launch.pointer_arg(0)) != thread_of_y.at(launch.pointer_arg(3)) ? 1 : 0;
+      }
+    }
+    EXPECT_EQ(interleaved, 0) << "convolutions read another thread's transposed x";
+    std::set<const void*> distinct;
+    for (const auto& [t, workspaces] : workspace_of) {
+      EXPECT_EQ(workspaces.size(), 1u) << "thread " << t;
+      distinct.insert(workspaces.begin(), workspaces.end());
+    }
+    EXPECT_EQ(distinct.size(), stream == nullptr ? 1u : std::size_t{kThreads});
+  }
 }
 
 }  // namespace

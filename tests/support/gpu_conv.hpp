@@ -34,8 +34,11 @@ inline double tolerance(const Conv2dDesc& d) {
 // positive: inputs in (0, 1) like KernelBench's torch.rand, where rounding bias adds up.
 // offset: every tensor starts this many bytes (a multiple of the element size) past its
 // allocation, so kernels see pointers of every alignment their dtype allows.
+// stream: the run's; the buffers' copies are on the legacy stream, which waits for it
+// and is waited for (a blocking stream, or CU_STREAM_PER_THREAD).
 inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& rng, bool use_plan = false,
-                             Algorithm algorithm = Algorithm::kAuto, bool positive = false, std::size_t offset = 0) {
+                             Algorithm algorithm = Algorithm::kAuto, bool positive = false, std::size_t offset = 0,
+                             Stream stream = nullptr) {
   const DType t = d.dtype;
   const auto x = random_nonzero(static_cast<std::size_t>(d.x_elements()), rng, positive ? 0.0f : -1.0f, 1.0f, t);
   const auto w = random_nonzero(static_cast<std::size_t>(d.w_elements()), rng, positive ? 0.0f : -1.0f, 1.0f, t);
@@ -64,9 +67,9 @@ inline GpuCheck check_on_gpu(Runtime& rt, const Conv2dDesc& d, std::mt19937_64& 
   auto past = [offset](const DeviceBuffer& buffer) { return static_cast<char*>(buffer.data()) + offset; };
   const void* bias_ptr = d.bias ? past(db) : nullptr;
   if (use_plan) {
-    rt.plan(d, PlanOptions{.algorithm = algorithm}).run(past(dx), past(dw), bias_ptr, past(dy));
+    rt.plan(d, PlanOptions{.algorithm = algorithm}).run(past(dx), past(dw), bias_ptr, past(dy), stream);
   } else {
-    rt.conv2d(d, past(dx), past(dw), bias_ptr, past(dy));
+    rt.conv2d(d, past(dx), past(dw), bias_ptr, past(dy), stream);
   }
   std::vector<unsigned char> raw(y_span);
   dy.download(raw.data(), raw.size());  // synchronous: waits for the kernel

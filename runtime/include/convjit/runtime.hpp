@@ -174,7 +174,11 @@ struct Conv2dArgs {
   // Caller scratch of at least Conv2dPlan::workspace_bytes() bytes, 16-byte aligned,
   // used only by work enqueued on the run's stream (cuDNN's execute(..., workspace),
   // CUTLASS's get_workspace_size / run). Null: the plan's own workspace for the stream,
-  // made on the stream's first run (see Conv2dPlan::prepare).
+  // made on the stream's first run (see Conv2dPlan::prepare). Threads may run one plan
+  // on one stream at once: each run's launches over that workspace are enqueued together.
+  // CU_STREAM_PER_THREAD is a stream a thread, so each thread gets a workspace of its own
+  // (kept while the plan lives). A caller workspace is used as given: runs that may
+  // overlap on the device need one each.
   void* workspace = nullptr;
   std::uint64_t workspace_bytes = 0;
   // The batch of x and y in this run. 0: the descriptor's n. A descriptor with

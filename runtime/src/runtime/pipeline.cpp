@@ -17,9 +17,7 @@ std::shared_ptr<LoadedModule> Pipeline::module_for(const DeviceContext& dev, con
     std::vector<std::string> also_load;
     if (artifact.launch.weight_pack) also_load.push_back(artifact.launch.weight_pack->kernel_name);
     if (artifact.launch.y_fill) also_load.push_back(artifact.launch.y_fill->kernel_name);
-    for (const auto& transpose : {artifact.launch.x_to_nhwc, artifact.launch.y_to_nchw}) {
-      if (transpose) also_load.push_back(transpose->kernel_name);
-    }
+    if (artifact.launch.x_to_nhwc) also_load.push_back(artifact.launch.x_to_nhwc->kernel_name);
     if (artifact.algorithm == Algorithm::kIm2colGemm) also_load.push_back(name + "_bias_act");
     auto module = std::make_shared<LoadedModule>(dev.context(), artifact.compiled.cubin,
                                                  artifact.algorithm == Algorithm::kIm2colGemm ? name + "_im2col" : name,
@@ -84,22 +82,17 @@ std::shared_ptr<const PlanKernel> Pipeline::kernel(const Conv2dDesc& desc, Algor
     k->workspace_bytes = packer->packed_bytes();
     k->packer = std::move(packer);
   }
-  // The route's regions start on kRegionAlign boundaries past the packed weights (whole
-  // 128-byte rows of kBN channels, so whole boundaries), each a whole number of them long,
+  // The route's x region starts on a kRegionAlign boundary past the packed weights (whole
+  // 128-byte rows of kBN channels, so whole boundaries) and is a whole number of them long,
   // so that x's copy can start a tensor map, and so that a run with packed weights needs
   // workspace_bytes() - packed_weight_bytes(), as the public header says.
-  // y's transpose is absent where the main kernel stores NCHW itself.
-  if (launch.x_to_nhwc || launch.y_to_nchw) {
-    if (!launch.x_to_nhwc || k->workspace_bytes % kRegionAlign != 0) {
-      fail(ErrorCode::kInternal, "{}: the route needs x's transpose and packed weights of whole {}-byte blocks",
+  if (const auto& to_nhwc = launch.x_to_nhwc) {
+    if (k->workspace_bytes % kRegionAlign != 0) {
+      fail(ErrorCode::kInternal, "{}: the route needs packed weights of whole {}-byte blocks",
            artifact->source.kernel_name, kRegionAlign);
     }
-    for (auto [spec, pass] :
-         {std::pair{&launch.x_to_nhwc, &k->x_to_nhwc}, std::pair{&launch.y_to_nchw, &k->y_to_nchw}}) {
-      if (!*spec) continue;
-      *pass = PlanKernel::TransposePass{.spec = **spec, .function = k->module->lookup((*spec)->kernel_name)};
-      k->workspace_bytes += (*spec)->region_bytes;
-    }
+    k->x_to_nhwc = PlanKernel::TransposePass{.spec = *to_nhwc, .function = k->module->lookup(to_nhwc->kernel_name)};
+    k->workspace_bytes += to_nhwc->region_bytes;
   }
   if (const auto& fill = launch.y_fill) {
     k->y_fill = PlanKernel::FillPass{.spec = *fill, .function = k->module->lookup(fill->kernel_name)};

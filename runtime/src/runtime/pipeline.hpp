@@ -49,28 +49,24 @@ struct PlanKernel {
   // Stream-K: its slots and counters, the workspace's tail (a parameter after the maps).
   std::optional<StreamKWorkspace> stream_k;
   std::uint64_t stream_bytes() const noexcept { return stream_k ? stream_k->bytes() : 0; }
-  // NCHW through the NHWC kernel: the transposes of x into its workspace region and of
-  // the kernel's output region into y.
+  // NCHW through the NHWC kernel: the transpose of x into its workspace region.
   struct TransposePass {
     LayoutTranspose spec;
     CUfunction function = nullptr;
   };
   std::optional<TransposePass> x_to_nhwc;
-  std::optional<TransposePass> y_to_nchw;
   // A strided transposed problem's phase: y filled with the bias before the main kernel.
   struct FillPass {
     OutputFill spec;
     CUfunction function = nullptr;
   };
   std::optional<FillPass> y_fill;
-  // Scratch a run with unpacked weights needs: the packed weights, the route's x and y
-  // regions and then split-K's partial sums, or im2col's columns and cuBLAS workspace.
+  // Scratch a run with unpacked weights needs: the packed weights, the route's x region
+  // and then split-K's partial sums, or im2col's columns and cuBLAS workspace.
   std::uint64_t workspace_bytes = 0;
   std::uint64_t partial_bytes() const noexcept { return split ? split->spec.partial_bytes : 0; }
-  std::uint64_t region_bytes() const noexcept {
-    return (x_to_nhwc ? x_to_nhwc->spec.region_bytes : 0) + (y_to_nchw ? y_to_nchw->spec.region_bytes : 0);
-  }
-  // Of which a run with packed weights still needs (the regions and the partial sums), the
+  std::uint64_t region_bytes() const noexcept { return x_to_nhwc ? x_to_nhwc->spec.region_bytes : 0; }
+  // Of which a run with packed weights still needs (the region and the partial sums), the
   // workspace's tail.
   std::uint64_t run_bytes() const noexcept { return region_bytes() + partial_bytes() + stream_bytes(); }
 

@@ -105,24 +105,31 @@ std::shared_ptr<const PlanKernel> Conv2dPlan::Impl::kernel_for(const AlignmentNe
   });
 }
 
-CUdeviceptr Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes) const {
+Conv2dPlan::Impl::WorkspaceLease Conv2dPlan::Impl::own_workspace(CUstream stream, std::uint64_t bytes) const {
+  const WorkspaceKey key{stream, stream == CU_STREAM_PER_THREAD ? std::this_thread::get_id() : std::thread::id{}};
+  Workspace* entry = nullptr;
   {
     std::shared_lock lock(workspaces_mutex_);
-    if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
-      return it->second->get();
+    if (auto it = workspaces_.find(key); it != workspaces_.end()) entry = it->second.get();
+  }
+  if (entry == nullptr) {
+    std::unique_lock lock(workspaces_mutex_);
+    auto& slot = workspaces_[key];
+    if (!slot) slot = std::make_unique<Workspace>();
+    entry = slot.get();
+  }
+  std::unique_lock enqueuing(entry->enqueuing);
+  if (!entry->memory || entry->memory->size() < bytes) {
+    // NOTE: allocated before anything is replaced: a failed allocation (out of memory)
+    // leaves the entry as it was.
+    auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
+    if (entry->memory) {
+      std::unique_lock lock(workspaces_mutex_);
+      retired_.push_back(std::move(entry->memory));
     }
+    entry->memory = std::move(made);
   }
-  std::unique_lock lock(workspaces_mutex_);
-  if (auto it = workspaces_.find(stream); it != workspaces_.end() && it->second->size() >= bytes) {
-    return it->second->get();
-  }
-  // NOTE: allocated before the map is touched: a failed allocation (out of memory) must
-  // not leave an empty slot, which the lookup above would dereference on the next run.
-  auto made = std::make_unique<DeviceAllocation>(device->context(), bytes);
-  auto& slot = workspaces_[stream];
-  if (slot) retired_.push_back(std::move(slot));
-  slot = std::move(made);
-  return slot->get();
+  return WorkspaceLease{entry->memory->get(), std::move(enqueuing)};
 }
 
 void Conv2dPlan::Impl::prepare(Stream stream) const {
@@ -169,10 +176,11 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
          "{}: the pointers' alignment needs {}, which reads the weights as they are; give w beside packed_w", where,
          kernel->name());
   }
-  // The route's regions and split-K's partial sums come after the packed weights, or
+  // The route's x region and split-K's partial sums come after the packed weights, or
   // alone with packed_w.
   const std::uint64_t needed = use_packed ? kernel->run_bytes() : kernel->workspace_bytes;
   CUdeviceptr workspace = 0;
+  WorkspaceLease lease;  // its lock held until the last launch below is enqueued
   if (needed > 0) {
     if (a.workspace != nullptr) {
       if (a.workspace_bytes < needed) {
@@ -185,19 +193,16 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
       }
       workspace = reinterpret_cast<CUdeviceptr>(a.workspace);
     } else {
-      workspace = own_workspace(stream, needed);
+      lease = own_workspace(stream, needed);
+      workspace = lease.address;
     }
   }
 
-  // NCHW through the NHWC kernel: the main kernel reads x's NHWC copy and writes its NHWC
-  // output in the workspace (after the packed weights, x's region first); the transposes
-  // fill the one from the caller's x and empty the other into the caller's y.
-  // Without y's transpose the main kernel stores the caller's NCHW y itself.
+  // NCHW through the NHWC kernel: the main kernel reads x's NHWC copy in the workspace
+  // (after the packed weights), which a transpose fills from the caller's x; it, or
+  // split-K's reduce pass, stores the caller's NCHW y itself.
   const bool via = kernel->x_to_nhwc.has_value();
-  const bool y_via = kernel->y_to_nchw.has_value();
-  const CUdeviceptr regions = workspace + (needed - kernel->run_bytes());
-  void* x_nhwc = via ? reinterpret_cast<void*>(regions) : nullptr;
-  void* y_nhwc = y_via ? reinterpret_cast<void*>(regions + kernel->x_to_nhwc->spec.region_bytes) : nullptr;
+  void* x_nhwc = via ? reinterpret_cast<void*>(workspace + (needed - kernel->run_bytes())) : nullptr;
 
   ScopedContext scope(device->context());
   // Encoded before the pack kernel is enqueued: a map the driver refuses launches nothing.
@@ -220,13 +225,14 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
     kernel->gemm->run(a.x, a.w, a.bias, a.y, workspace, stream, batch);
     return;
   }
-  const auto transpose = [&](const PlanKernel::TransposePass& pass, const void* from, void* to) {
-    void* params[] = {&from, &to};
+  if (via) {
+    const PlanKernel::TransposePass& pass = *kernel->x_to_nhwc;
+    const void* from = a.x;
+    void* params[] = {&from, &x_nhwc};
     CONVJIT_CU_CHECK(
         cuLaunchKernel(pass.function, pass.spec.grid_x, 1, 1, pass.spec.block_x, 1, 1, 0, stream, params, nullptr),
         "launching {}", pass.spec.kernel_name);
-  };
-  if (via) transpose(*kernel->x_to_nhwc, a.x, x_nhwc);
+  }
   if (kernel->y_fill) {
     // Every output the bias alone; the main kernel then stores its phase's over them.
     const OutputFill& f = kernel->y_fill->spec;
@@ -248,7 +254,7 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
   }
   const void* x = via ? x_nhwc : a.x;
   const void* bias = a.bias;
-  void* y = y_via ? y_nhwc : a.y;
+  void* y = a.y;
   // A split kernel writes its partial sums where y would go; its second pass writes y.
   // Split-K's partial sums, or stream-K's slots and counters: the workspace's tail.
   void* partial = kernel->split ? reinterpret_cast<void*>(workspace + (needed - kernel->partial_bytes())) : nullptr;
@@ -288,7 +294,6 @@ void Conv2dPlan::Impl::enqueue(const Conv2dArgs& a, CUstream stream) const {
         cuLaunchKernel(kernel->split->function, r.grid_x, 1, 1, r.block_x, 1, 1, 0, stream, reduce_params, nullptr),
         "launching {}", r.kernel_name);
   }
-  if (y_via) transpose(*kernel->y_to_nchw, y_nhwc, a.y);
 }
 
 void Conv2dPlan::Impl::pack_weights(const void* w, void* packed, Stream stream) const {

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -49,15 +50,40 @@ struct Conv2dPlan::Impl {
   // them, else a variant built (compiled or read from the cache) on first need.
   std::shared_ptr<const PlanKernel> kernel_for(const AlignmentNeeds& present) const;
   // The plan's own workspace for `stream`, at least `bytes`: made on the stream's first
-  // run (or prepare) and kept; runs on one stream are ordered, so they share it.
-  CUdeviceptr own_workspace(CUstream stream, std::uint64_t bytes) const;
+  // run (or prepare) and kept. Runs on one stream are ordered on the device, so they share
+  // it; but a run is several launches (x's transpose, the kernel, y's transpose; a pack,
+  // split-K's reduce), and host threads enqueuing on one stream at once would interleave
+  // them, one run's kernel reading another's transposed x. The lease holds the workspace's
+  // lock until the run's last launch is enqueued. CU_STREAM_PER_THREAD names a different
+  // stream on each thread: there each thread has its own workspace.
+  struct WorkspaceLease {
+    CUdeviceptr address = 0;
+    std::unique_lock<std::mutex> enqueuing;
+  };
+  WorkspaceLease own_workspace(CUstream stream, std::uint64_t bytes) const;
 
   struct AlignmentHash {
     std::size_t operator()(const AlignmentNeeds& a) const noexcept { return a.x | a.w << 5 | a.bias << 10 | a.y << 15; }
   };
   mutable OnceMap<AlignmentNeeds, const PlanKernel, AlignmentHash> variants_;
+  struct Workspace {
+    std::mutex enqueuing;  // held by a run from taking the workspace to its last launch
+    std::unique_ptr<DeviceAllocation> memory;
+  };
+  // The stream, and the calling thread where the stream is CU_STREAM_PER_THREAD.
+  struct WorkspaceKey {
+    CUstream stream = nullptr;
+    std::thread::id thread;
+    bool operator==(const WorkspaceKey&) const = default;
+  };
+  struct WorkspaceKeyHash {
+    std::size_t operator()(const WorkspaceKey& k) const noexcept {
+      return std::hash<CUstream>()(k.stream) ^ (std::hash<std::thread::id>()(k.thread) << 1);
+    }
+  };
   mutable std::shared_mutex workspaces_mutex_;
-  mutable std::unordered_map<CUstream, std::unique_ptr<DeviceAllocation>> workspaces_;
+  // Entries are never erased while the plan lives: a lease points into one.
+  mutable std::unordered_map<WorkspaceKey, std::unique_ptr<Workspace>, WorkspaceKeyHash> workspaces_;
   // Workspaces outgrown by a variant that needed more: kept until the plan goes, since
   // work already enqueued may still use them.
   mutable std::vector<std::unique_ptr<DeviceAllocation>> retired_;

@@ -866,7 +866,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   const bool b_map = !transposed && reads_w_through_map(d, align, tma, via, tile->split, tile->patches);
   const bool a_smem = wgmma_a_smem(d, tma, *tile);
   // The route's kernel stores straight into the caller's NCHW y, one channel a store,
-  // unless split-K's reduce pass writes y (pixel-major): then y's transpose stays.
+  // unless split-K's reduce pass writes y (then the reduce pass stores it NCHW).
   const bool y_nchw = via && tile->slices == 1;
   // A strided transposed problem's phase: its outputs stored s apart, by the kernel or
   // (split-K) its reduce pass, straight into the caller's y, the rest filled with the bias
@@ -918,7 +918,7 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
       tma_refused ? fmt::format(" (TMA im2col refused: {})", *tma_refused) : std::string(),
       !via     ? std::string()
       : y_nchw ? std::string(", NCHW through NHWC: x transposed in the workspace, y stored NCHW by the kernel")
-               : std::string(", NCHW through NHWC: x and y transposed in the workspace"),
+               : std::string(", NCHW through NHWC: x transposed in the workspace, y stored NCHW by the reduce pass"),
       transposed ? fmt::format(", transposed: the forward convolution of the flipped filter, padding {}{}x{}",
                                has_depth(d) ? fmt::format("{}x", d.pad_d) : std::string(), d.pad_h, d.pad_w)
                  : std::string());
@@ -938,8 +938,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   const auto e = static_cast<unsigned>(size_of(d.dtype));
   const int x_vec = nhwc(d) ? x_copy_bytes(d, align.x) : 4;
   src.launch.needs = {static_cast<unsigned>(x_vec), b_map ? 16u : e, e, y_map ? 16u : quads ? 8u : pairs ? 2 * e : e};
-  // The route's main kernel reads and writes workspace regions only; the caller's x and y
-  // see the transposes' element copies.
+  // The route's main kernel reads x's workspace region only; the caller's x sees the
+  // transpose's element copies, y the NCHW stores' (the kernel's or the reduce pass's),
+  // one element each.
   if (via) src.launch.needs = {e, e, e, e};
   Prologue prologue(src.source.kernel_name);
   if (tile->slices > 1) prologue.define("CONVJIT_WGMMA_SPLIT_K");
@@ -1075,12 +1076,14 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
   if (tile->slices > 1) {
     const std::uint64_t bytes = partial_bytes(d, tile->slices);
     const std::uint64_t outputs = bytes / sizeof(float) / tile->slices;
-    src.launch.split_reduce =
-        SplitReduce{.kernel_name = src.source.kernel_name + "_reduce",
-                    .slices = tile->slices,
-                    .partial_bytes = bytes,
-                    .block_x = 256,
-                    .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(outputs / 256, 1, 132 * 8))};
+    // NHWC: an output a thread; the route: a 32-pixel x 32-channel tile a block.
+    const std::uint64_t pixels = outputs / static_cast<std::uint64_t>(d.k);
+    const std::uint64_t work = via ? (pixels + 31) / 32 * ((static_cast<std::uint64_t>(d.k) + 31) / 32) : outputs / 256;
+    src.launch.split_reduce = SplitReduce{.kernel_name = src.source.kernel_name + "_reduce",
+                                          .slices = tile->slices,
+                                          .partial_bytes = bytes,
+                                          .block_x = 256,
+                                          .grid_x = static_cast<unsigned>(std::clamp<std::uint64_t>(work, 1, 132 * 8))};
   }
   if (phase.phased()) {
     const auto full = transposed->output_shape();
@@ -1094,15 +1097,9 @@ Specialization specialize_wgmma_for(const Conv2dDesc& d, const AlignmentNeeds& a
                    phase.phase_w, phase.out_stride_d, phase.out_stride_h, phase.out_stride_w);
   }
   if (via) {
-    const auto out = d.output_shape();
-    // x per image: [C][D x H x W] -> [D x H x W][C]; y per image: [Z x P x Q][K] -> [K][Z x P x Q]
-    // (2-D: D = Z = 1).
+    // x per image: [C][D x H x W] -> [D x H x W][C] (2-D: D = 1).
     src.launch.x_to_nhwc = layout_transpose(src.source.kernel_name + "_x_to_nhwc", d.n, d.c,
                                             std::int64_t{d.d} * d.h * d.w, size_of(d.dtype));
-    if (!y_nchw && !phase.phased()) {
-      src.launch.y_to_nchw = layout_transpose(src.source.kernel_name + "_y_to_nchw", out.n,
-                                              std::int64_t{out.z} * out.p * out.q, d.k, size_of(d.dtype));
-    }
   }
   return src;
 }

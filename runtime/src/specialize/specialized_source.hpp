@@ -61,12 +61,12 @@ struct SplitReduce {
   unsigned grid_x = 1;
 };
 
-// NCHW through the NHWC kernel (CONVJIT_NCHW_VIA_NHWC=1): one of the two transposes around
-// the main kernel, <kernel_name> one launch on the run's stream. x_to_nhwc copies the
-// caller's x into its region of the workspace as N,H,W,C, which the main kernel reads;
-// y_to_nchw copies the main kernel's N,P,Q,K output from its region into the caller's y.
-// The regions follow the packed weights, x's first, and split-K's partial sums follow
-// them, so that a run with packed weights needs the regions and the partials only.
+// NCHW through the NHWC kernel (CONVJIT_NCHW_VIA_NHWC=1): the transpose before the main
+// kernel, <kernel_name> one launch on the run's stream. x_to_nhwc copies the caller's x
+// into its region of the workspace as N,H,W,C, which the main kernel reads (the main
+// kernel or split-K's reduce pass stores the caller's NCHW y itself). The region follows
+// the packed weights, and split-K's partial sums follow it, so that a run with packed
+// weights needs the region and the partials only.
 struct LayoutTranspose {
   std::string kernel_name;
   std::uint64_t region_bytes = 0;  // the tensor's bytes, rounded up to kRegionAlign
@@ -156,7 +156,6 @@ struct LaunchSpec {
   std::optional<TiledTensorMap> y_map;       // the kernel's y map, encoded per run (a parameter after w's map)
   std::optional<StreamKWorkspace> stream_k;  // a parameter after the maps
   std::optional<LayoutTranspose> x_to_nhwc;  // its entry point is <kernel_name>_x_to_nhwc
-  std::optional<LayoutTranspose> y_to_nchw;  // its entry point is <kernel_name>_y_to_nchw
   std::optional<OutputFill> y_fill;          // its entry point is <kernel_name>_fill
   AlignmentNeeds needs;                      // what the kernel needs of each pointer, given its alignment constants
 };
