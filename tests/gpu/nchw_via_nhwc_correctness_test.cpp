@@ -1,10 +1,10 @@
 // NCHW through the NHWC TMA wgmma kernel (CONVJIT_NCHW_VIA_NHWC=1: x transposed into the
-// workspace, the NHWC kernel on it with weights packed from their NCHW order, its output
-// transposed back into y) against the float64 CPU reference, on Hopper. Each test asserts
+// workspace, the NHWC kernel on it with weights packed from their NCHW order, y stored
+// NCHW by the kernel or split-K's reduce pass) against the float64 CPU reference, on Hopper. Each test asserts
 // by the kernel's name that the route ran. Run the first one first: one tile, where a
 // wrong transpose or weight order shows alone; then random problems in every dtype and
-// math mode, split-K, and tensors at element offsets (the transposes copy elements, so
-// the route runs there too).
+// math mode, split-K, and tensors at element offsets (the route reads x and writes y an
+// element at a time, so it runs there too).
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -118,7 +118,7 @@ TEST_F(NchwViaNhwc, RandomProblemsMatchFloat64InEveryDtypeAndMathMode) {
 }
 
 // Deep channels on small images: the NHWC kernel splits the reduction, and its reduce
-// pass writes the y region that the last transpose reads; the VGG layer of the measured
+// pass stores the caller's NCHW y through 32 x 32 tiles; the VGG layer of the measured
 // gap, many tiles over several images.
 TEST_F(NchwViaNhwc, SplitKDeepChannelsAndAVggLayerMatchFloat64) {
   Runtime rt(options());
@@ -133,10 +133,8 @@ TEST_F(NchwViaNhwc, SplitKDeepChannelsAndAVggLayerMatchFloat64) {
   }
 }
 
-// Every tensor at an element offset past a 16-byte boundary: the transposes read x and
-// write y there, the workspace's copies stay aligned for the map.
 // The U-Net's 4-channel output layer's shape, smaller: 4 output channels on the TMA
-// kernel, split-K, y's transpose of 4 channels.
+// kernel, split-K, the reduce pass storing 4 NCHW channels.
 TEST_F(NchwViaNhwc, FourOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
   Runtime rt(options());
   std::mt19937_64 rng(9004);
@@ -149,6 +147,8 @@ TEST_F(NchwViaNhwc, FourOutputChannelsMatchFloat64InEveryDtypeAndMathMode) {
   }
 }
 
+// Every tensor at an element offset past a 16-byte boundary: x's transpose reads x and
+// the NCHW stores write y there, x's workspace copy stays aligned for the map.
 TEST_F(NchwViaNhwc, TensorsAtElementOffsetsMatchFloat64) {
   Runtime rt(options());
   std::mt19937_64 rng(9003);

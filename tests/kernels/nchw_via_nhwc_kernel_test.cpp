@@ -1,8 +1,8 @@
 // NCHW through the NHWC TMA wgmma kernel: forced (CONVJIT_NCHW_VIA_NHWC=1), the implicit
 // GEMM on sm_90 specializes NCHW problems the NHWC map can read into the route's kernel
 // (its own name, NHWC stages reading NCHW weights, x's transpose in the module and the
-// launch spec, y stored NCHW by the kernel or, split, through y's transpose, room for the
-// regions), whose source compiles for sm_90a without spills in
+// launch spec, y stored NCHW by the kernel or, split, by the reduce pass, room for x's
+// region), whose source compiles for sm_90a without spills in
 // every dtype and math mode; off (=0), every problem gets exactly the kernel it got before
 // the route existed; unset, the cost model decides (mid-size layers take the route, wide
 // images keep the NCHW kernel); dynamic batch, other archs and problems the map cannot

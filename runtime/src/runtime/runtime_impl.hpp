@@ -51,8 +51,8 @@ struct Conv2dPlan::Impl {
   std::shared_ptr<const PlanKernel> kernel_for(const AlignmentNeeds& present) const;
   // The plan's own workspace for `stream`, at least `bytes`: made on the stream's first
   // run (or prepare) and kept. Runs on one stream are ordered on the device, so they share
-  // it; but a run is several launches (x's transpose, the kernel, y's transpose; a pack,
-  // split-K's reduce), and host threads enqueuing on one stream at once would interleave
+  // it; but a run is several launches (x's transpose, a pack, the kernel, split-K's
+  // reduce), and host threads enqueuing on one stream at once would interleave
   // them, one run's kernel reading another's transposed x. The lease holds the workspace's
   // lock until the run's last launch is enqueued. CU_STREAM_PER_THREAD names a different
   // stream on each thread: there each thread has its own workspace.

@@ -210,7 +210,7 @@ NchwRoute nchw_via_nhwc_switch();
 NchwRoute nchw_route_switch(const char* variable);
 // The NHWC TMA wgmma kernel for NCHW `desc` (validated; nchw_via_nhwc_unsupported_reason
 // empty): x transposed into the workspace, the weights packed from their K,C/g,R,S order,
-// y transposed back from the workspace. Reads and writes every caller pointer one element
+// y stored NCHW by the kernel or by split-K's reduce pass. Reads and writes every caller pointer one element
 // at a time, so it needs only element alignment.
 Specialization specialize_wgmma_via_nhwc(const Conv2dDesc& desc);
 // The same route on the mma.sync kernel, for NCHW problems of few channels a group whose
